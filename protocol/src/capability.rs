@@ -1,0 +1,187 @@
+//! Capabilities: which operations a principal may perform on which channels.
+//!
+//! Resource patterns match as Ably documents: `*` is every normal channel (not `[meta]`), `[*]*`
+//! is everything, a `*` segment replaces one whole `:`-delimited segment, and a trailing `*`
+//! segment matches any depth (`ns:*` matches `ns:a` and `ns:a:b`). Anything else is literal.
+
+use std::collections::BTreeMap;
+
+use crate::channel::ChannelName;
+use crate::error::{ErrorCode, ErrorInfo};
+use crate::message::flags;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Subscribe,
+    Publish,
+    Presence,
+    History,
+    Stats,
+    ChannelMetadata,
+}
+
+impl Operation {
+    fn as_str(self) -> &'static str {
+        match self {
+            Operation::Subscribe => "subscribe",
+            Operation::Publish => "publish",
+            Operation::Presence => "presence",
+            Operation::History => "history",
+            Operation::Stats => "stats",
+            Operation::ChannelMetadata => "channel-metadata",
+        }
+    }
+}
+
+/// Resource pattern -> operations, as in Ably's capability JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capability {
+    entries: BTreeMap<String, Vec<String>>,
+}
+
+impl Capability {
+    /// `{"*":["*"]}`: everything on every normal channel.
+    pub fn all() -> Capability {
+        Capability {
+            entries: BTreeMap::from([("*".to_owned(), vec!["*".to_owned()])]),
+        }
+    }
+
+    pub fn parse(json: &str) -> Result<Capability, ErrorInfo> {
+        let invalid = |why: String| ErrorCode::InvalidParameterValue.info(format!("invalid capability: {why}"));
+        let entries: BTreeMap<String, Vec<String>> =
+            serde_json::from_str(json).map_err(|e| invalid(e.to_string()))?;
+        if entries.is_empty() {
+            return Err(invalid("no resources".into()));
+        }
+        if let Some((resource, _)) = entries.iter().find(|(_, ops)| ops.is_empty()) {
+            return Err(invalid(format!("no operations for {resource:?}")));
+        }
+        Ok(Capability { entries })
+    }
+
+    /// Canonical JSON (keys and operations sorted), as it goes into TokenDetails.
+    pub fn to_json(&self) -> String {
+        let mut sorted = self.entries.clone();
+        for ops in sorted.values_mut() {
+            ops.sort();
+            ops.dedup();
+        }
+        serde_json::to_string(&sorted).unwrap_or_else(|_| "{}".to_owned())
+    }
+
+    pub fn allows(&self, channel: &ChannelName, operation: Operation) -> bool {
+        self.entries.iter().any(|(resource, ops)| {
+            resource_matches(resource, channel)
+                && ops.iter().any(|op| op == "*" || op == operation.as_str())
+        })
+    }
+
+    /// The mode flags an ATTACHED grants on this channel.
+    pub fn modes(&self, channel: &ChannelName) -> u64 {
+        let mut modes = 0;
+        if self.allows(channel, Operation::Publish) {
+            modes |= flags::MODE_PUBLISH;
+        }
+        if self.allows(channel, Operation::Subscribe) {
+            modes |= flags::MODE_SUBSCRIBE | flags::MODE_PRESENCE_SUBSCRIBE;
+        }
+        if self.allows(channel, Operation::Presence) {
+            modes |= flags::MODE_PRESENCE;
+        }
+        modes
+    }
+
+    /// What a token may do, given what it asked for and what its key allows: for every pair of a
+    /// requested and a key resource where one pattern covers the other, the narrower pattern with
+    /// the operations both allow. Errors with 40160 when nothing is left.
+    pub fn intersect(&self, requested: &Capability) -> Result<Capability, ErrorInfo> {
+        let mut entries: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (asked, asked_ops) in &requested.entries {
+            for (granted, granted_ops) in &self.entries {
+                let narrower = if pattern_covers(granted, asked) {
+                    asked
+                } else if pattern_covers(asked, granted) {
+                    granted
+                } else {
+                    continue;
+                };
+                let ops = intersect_ops(asked_ops, granted_ops);
+                if !ops.is_empty() {
+                    let entry = entries.entry(narrower.clone()).or_default();
+                    entry.extend(ops);
+                    entry.sort();
+                    entry.dedup();
+                }
+            }
+        }
+        if entries.is_empty() {
+            return Err(ErrorCode::CapabilityDenied
+                .info("requested capability is not allowed by the key (empty intersection)"));
+        }
+        Ok(Capability { entries })
+    }
+}
+
+fn intersect_ops(a: &[String], b: &[String]) -> Vec<String> {
+    let has_all = |ops: &[String]| ops.iter().any(|op| op == "*");
+    match (has_all(a), has_all(b)) {
+        (true, true) => vec!["*".to_owned()],
+        (true, false) => b.to_vec(),
+        (false, true) => a.to_vec(),
+        (false, false) => a.iter().filter(|op| b.contains(op)).cloned().collect(),
+    }
+}
+
+fn resource_matches(resource: &str, channel: &ChannelName) -> bool {
+    if resource == "[*]*" {
+        return true;
+    }
+    if channel.is_meta() {
+        return match resource.strip_prefix("[meta]") {
+            Some(pattern) => segments_match(pattern, channel.base()),
+            None => false,
+        };
+    }
+    segments_match(resource, channel.base())
+}
+
+fn segments_match(pattern: &str, name: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    let pattern: Vec<&str> = pattern.split(':').collect();
+    let name: Vec<&str> = name.split(':').collect();
+    for (i, segment) in pattern.iter().enumerate() {
+        let last = i == pattern.len() - 1;
+        match name.get(i) {
+            None => return false,
+            Some(_) if *segment == "*" && last => return true,
+            Some(_) if *segment == "*" => {}
+            Some(part) if part == segment => {}
+            Some(_) => return false,
+        }
+    }
+    pattern.len() == name.len()
+}
+
+/// Whether every channel `inner` can match is also matched by `outer`.
+fn pattern_covers(outer: &str, inner: &str) -> bool {
+    if outer == inner || outer == "[*]*" {
+        return true;
+    }
+    if inner == "[*]*" {
+        return false;
+    }
+    if inner.starts_with("[meta]") || outer.starts_with("[meta]") {
+        return match (outer.strip_prefix("[meta]"), inner.strip_prefix("[meta]")) {
+            (Some(o), Some(i)) => pattern_covers(o, i),
+            _ => false,
+        };
+    }
+    // A pattern is a channel-name shape; treating `inner` as a name checks segment coverage.
+    segments_match(outer, inner)
+}
+
+#[cfg(test)]
+mod tests;

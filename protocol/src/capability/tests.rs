@@ -1,0 +1,73 @@
+use super::*;
+
+fn ch(name: &str) -> ChannelName {
+    ChannelName::parse(name).unwrap()
+}
+
+#[test]
+fn matches_resources_as_ably_documents() {
+    let table = [
+        ("*", "chat", true),
+        ("*", "a:b:c", true),
+        ("*", "[meta]log", false),
+        ("[*]*", "[meta]log", true),
+        ("[meta]*", "[meta]log", true),
+        ("chat:*", "chat:1", true),
+        ("chat:*", "chat:1:2", true),
+        ("chat:*", "chat", false),
+        ("chat:*", "chatter:1", false),
+        ("foo:*:baz", "foo:bar:baz", true),
+        ("foo:*:baz", "foo:bar:qux", false),
+        ("foo*", "foo*", true),
+        ("foo*", "food", false),
+        ("session:1", "session:1", true),
+        ("session:1", "session:12", false),
+        ("chat:*", "[?rewind=1]chat:1", true),
+    ];
+    for (resource, channel, expected) in table {
+        let capability = Capability::parse(&format!(r#"{{"{resource}":["subscribe"]}}"#)).unwrap();
+        assert_eq!(
+            capability.allows(&ch(channel), Operation::Subscribe),
+            expected,
+            "{resource} vs {channel}"
+        );
+    }
+}
+
+#[test]
+fn operations_and_modes() {
+    let capability = Capability::parse(r#"{"chat:*":["publish"],"*":["subscribe"]}"#).unwrap();
+    assert!(capability.allows(&ch("chat:1"), Operation::Publish));
+    assert!(capability.allows(&ch("chat:1"), Operation::Subscribe));
+    assert!(!capability.allows(&ch("other"), Operation::Publish));
+    assert!(!capability.allows(&ch("chat:1"), Operation::Presence));
+    assert_eq!(
+        capability.modes(&ch("chat:1")),
+        flags::MODE_PUBLISH | flags::MODE_SUBSCRIBE | flags::MODE_PRESENCE_SUBSCRIBE
+    );
+    assert_eq!(Capability::all().modes(&ch("x")), flags::DEFAULT_MODES);
+}
+
+#[test]
+fn intersection_keeps_the_narrower_pattern_and_common_operations() {
+    let key = Capability::parse(r#"{"chat:*":["publish","subscribe"],"news":["subscribe"]}"#).unwrap();
+    let asked = Capability::parse(r#"{"*":["subscribe","presence"]}"#).unwrap();
+    let token = key.intersect(&asked).unwrap();
+    assert_eq!(token.to_json(), r#"{"chat:*":["subscribe"],"news":["subscribe"]}"#);
+
+    let asked = Capability::parse(r#"{"chat:1":["*"]}"#).unwrap();
+    assert_eq!(
+        key.intersect(&asked).unwrap().to_json(),
+        r#"{"chat:1":["publish","subscribe"]}"#
+    );
+
+    let asked = Capability::parse(r#"{"other":["publish"]}"#).unwrap();
+    assert_eq!(key.intersect(&asked).unwrap_err().code, 40160);
+}
+
+#[test]
+fn refuses_malformed_capabilities() {
+    for bad in ["", "[]", "{}", r#"{"a":[]}"#, r#"{"a":"publish"}"#] {
+        assert!(Capability::parse(bad).is_err(), "{bad}");
+    }
+}

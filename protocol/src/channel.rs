@@ -1,0 +1,100 @@
+//! Channel names, validated once.
+//!
+//! A name may carry a qualifier prefix: `[?rewind=1]chat`, `[meta]log`. The qualified string is
+//! what the client calls the channel (and what deliveries must say); the base name after the
+//! qualifier is the channel itself, used for routing and capability checks.
+
+use std::fmt;
+
+use crate::error::{ErrorCode, ErrorInfo};
+
+/// Longest channel name accepted, in bytes. Generous for `session:{uuid}`-style names while keeping
+/// per-channel keys small.
+pub const MAX_CHANNEL_NAME_BYTES: usize = 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ChannelName {
+    full: String,
+    /// Byte offset where the base name starts (0 when unqualified).
+    base_start: usize,
+}
+
+impl ChannelName {
+    pub fn parse(name: &str) -> Result<ChannelName, ErrorInfo> {
+        let invalid = |why: &str| {
+            ErrorCode::InvalidChannelName.info(format!("invalid channel name {name:?}: {why}"))
+        };
+        if name.is_empty() {
+            return Err(invalid("empty"));
+        }
+        if name.len() > MAX_CHANNEL_NAME_BYTES {
+            return Err(invalid("too long"));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(invalid("control characters"));
+        }
+        let base_start = if let Some(rest) = name.strip_prefix('[') {
+            let close = rest.find(']').ok_or_else(|| invalid("unclosed qualifier"))?;
+            let qualifier = &rest[..close];
+            let known = qualifier.starts_with('?')
+                || qualifier == "meta"
+                || qualifier.starts_with("filter=");
+            if !known {
+                return Err(invalid("unknown qualifier"));
+            }
+            close + 2
+        } else {
+            0
+        };
+        if base_start >= name.len() {
+            return Err(invalid("empty after qualifier"));
+        }
+        Ok(ChannelName {
+            full: name.to_owned(),
+            base_start,
+        })
+    }
+
+    /// The name as the client wrote it, qualifier included.
+    pub fn as_str(&self) -> &str {
+        &self.full
+    }
+
+    /// The channel proper: routing key and what capabilities match.
+    pub fn base(&self) -> &str {
+        &self.full[self.base_start..]
+    }
+
+    /// `[meta]` channels are outside `*` capabilities.
+    pub fn is_meta(&self) -> bool {
+        self.full.starts_with("[meta]")
+    }
+}
+
+impl fmt::Display for ChannelName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.full)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_plain_and_qualified_names() {
+        let plain = ChannelName::parse("session:123").unwrap();
+        assert_eq!((plain.as_str(), plain.base()), ("session:123", "session:123"));
+        let rewind = ChannelName::parse("[?rewind=1]chat").unwrap();
+        assert_eq!(rewind.base(), "chat");
+        assert!(ChannelName::parse("[meta]log").unwrap().is_meta());
+    }
+
+    #[test]
+    fn refuses_bad_names_with_40010() {
+        for bad in ["", "[bogus]x", "[?rewind=1]", "[unclosed", "a\u{0}b", &"x".repeat(2000)] {
+            let error = ChannelName::parse(bad).unwrap_err();
+            assert_eq!(error.code, 40010, "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,90 @@
+use bytes::Bytes;
+
+use super::*;
+use crate::message::{Action, Data, Message, ProtocolMessage};
+
+fn publish(data: Data, encoding: Option<&str>) -> ProtocolMessage {
+    ProtocolMessage {
+        channel: Some("session:1".into()),
+        msg_serial: Some(7),
+        messages: Some(vec![Message {
+            name: Some("update".into()),
+            data: Some(data),
+            encoding: encoding.map(str::to_owned),
+            ..Default::default()
+        }]),
+        ..ProtocolMessage::new(Action::Message)
+    }
+}
+
+#[test]
+fn round_trips_in_both_formats() {
+    let cases = [
+        publish(Data::String("hello".into()), None),
+        publish(Data::String(r#"{"a":1}"#.into()), Some("json")),
+        publish(Data::Other(serde_json::json!({"raw": [1, 2]})), None),
+        publish(Data::Other(serde_json::json!(42)), None),
+    ];
+    for case in cases {
+        for format in [Format::Json, Format::Msgpack] {
+            let bytes = encode_message(&case, format).unwrap();
+            let back: ProtocolMessage = decode(&bytes, format).unwrap();
+            assert_eq!(back, case, "{format:?}");
+        }
+    }
+}
+
+#[test]
+fn binary_stays_binary_in_msgpack_and_becomes_base64_in_json() {
+    let message = publish(Data::Binary(Bytes::from_static(&[0, 159, 255])), None);
+    let packed = encode_message(&message, Format::Msgpack).unwrap();
+    let back: ProtocolMessage = decode(&packed, Format::Msgpack).unwrap();
+    assert_eq!(back, message);
+
+    let text = encode_message(&message, Format::Json).unwrap();
+    let value: serde_json::Value = serde_json::from_slice(&text).unwrap();
+    assert_eq!(value["messages"][0]["data"], "AJ//");
+    assert_eq!(value["messages"][0]["encoding"], "base64");
+
+    let encrypted = publish(Data::Binary(Bytes::from_static(b"x")), Some("utf-8/cipher+aes-128-cbc"));
+    let text = encode_message(&encrypted, Format::Json).unwrap();
+    let value: serde_json::Value = serde_json::from_slice(&text).unwrap();
+    assert_eq!(value["messages"][0]["encoding"], "utf-8/cipher+aes-128-cbc/base64");
+}
+
+#[test]
+fn decodes_what_the_sdks_send() {
+    // ably-js JSON publish, with its client-only `size` field.
+    let js = br#"{"action":15,"channel":"test:one","messages":[{"name":"ev","data":"{\"hello\":\"world\"}","action":0,"encoding":"json","size":19}],"msgSerial":0}"#;
+    let message: ProtocolMessage = decode(js, Format::Json).unwrap();
+    assert_eq!(message.action(), Some(Action::Message));
+    assert_eq!(message.msg_serial, Some(0));
+    assert_eq!(message.messages.as_ref().unwrap()[0].encoding.as_deref(), Some("json"));
+
+    // ably-python sends nil for absent optional fields.
+    let python = rmp_serde::to_vec_named(&serde_json::json!({
+        "action": 10, "channel": "chat", "params": null, "channelSerial": null, "flags": null
+    }))
+    .unwrap();
+    let message: ProtocolMessage = decode(&python, Format::Msgpack).unwrap();
+    assert_eq!(message.action(), Some(Action::Attach));
+    assert_eq!(message.params, None);
+}
+
+#[test]
+fn malformed_input_is_an_error_not_a_panic() {
+    for (bytes, format) in [
+        (&b"{not json"[..], Format::Json),
+        (&b"[]"[..], Format::Json),
+        (&b"\xc1\xc1"[..], Format::Msgpack),
+        (&b""[..], Format::Msgpack),
+    ] {
+        assert!(decode::<ProtocolMessage>(bytes, format).is_err());
+    }
+}
+
+#[test]
+fn unknown_actions_decode_so_they_can_be_refused() {
+    let message: ProtocolMessage = decode(br#"{"action":99}"#, Format::Json).unwrap();
+    assert_eq!(message.action(), None);
+}

@@ -1,0 +1,118 @@
+//! The one table of Ably error codes we send, with their HTTP status.
+
+use serde::{Deserialize, Serialize};
+
+/// An Ably error code. The HTTP status lives beside it so every boundary reports the same pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadRequest,
+    InvalidRequestBody,
+    InvalidParameterValue,
+    MalformedCredentials,
+    MessageTooLarge,
+    InvalidChannelName,
+    InvalidClientId,
+    Unauthorized,
+    AuthenticationFailed,
+    IncompatibleCredentials,
+    TimestampOutsideWindow,
+    NonceReused,
+    NoAuthMethod,
+    KeyUnknown,
+    TokenInvalid,
+    TokenExpired,
+    JwtInvalid,
+    CapabilityDenied,
+    NotFound,
+    MethodNotAllowed,
+    Internal,
+    InternalChannel,
+    InternalConnection,
+    ProtocolError,
+    Disconnected,
+    ConnectionClosed,
+    ContinuityLost,
+    ChannelStateInvalid,
+    TooManyChannels,
+    PresenceNoClientId,
+}
+
+impl ErrorCode {
+    pub const fn code(self) -> u32 {
+        use ErrorCode::*;
+        match self {
+            BadRequest => 40000,
+            InvalidRequestBody => 40001,
+            InvalidParameterValue => 40003,
+            MalformedCredentials => 40005,
+            MessageTooLarge => 40009,
+            InvalidChannelName => 40010,
+            InvalidClientId => 40012,
+            Unauthorized => 40100,
+            AuthenticationFailed => 40101,
+            IncompatibleCredentials => 40102,
+            TimestampOutsideWindow => 40104,
+            NonceReused => 40105,
+            NoAuthMethod => 40106,
+            KeyUnknown => 40130,
+            TokenInvalid => 40140,
+            TokenExpired => 40142,
+            JwtInvalid => 40144,
+            CapabilityDenied => 40160,
+            NotFound => 40400,
+            MethodNotAllowed => 40500,
+            Internal => 50000,
+            InternalChannel => 50001,
+            InternalConnection => 50002,
+            ProtocolError => 80013,
+            Disconnected => 80003,
+            ConnectionClosed => 80017,
+            ContinuityLost => 80020,
+            ChannelStateInvalid => 90001,
+            TooManyChannels => 90010,
+            PresenceNoClientId => 91000,
+        }
+    }
+
+    pub const fn status(self) -> u16 {
+        use ErrorCode::*;
+        match self {
+            MessageTooLarge => 413,
+            Unauthorized | AuthenticationFailed | IncompatibleCredentials | TimestampOutsideWindow
+            | NonceReused | NoAuthMethod | KeyUnknown | TokenInvalid | TokenExpired | JwtInvalid
+            | CapabilityDenied => 401,
+            NotFound => 404,
+            MethodNotAllowed => 405,
+            Internal | InternalChannel | InternalConnection => 500,
+            Disconnected => 503,
+            _ => 400,
+        }
+    }
+
+    /// Token errors (40140..40150) make clients renew their token rather than give up.
+    pub const fn is_token_error(self) -> bool {
+        let code = self.code();
+        code >= 40140 && code < 40150
+    }
+
+    pub fn info(self, message: impl Into<String>) -> ErrorInfo {
+        ErrorInfo {
+            message: message.into(),
+            code: self.code(),
+            status_code: self.status(),
+            href: Some(format!("https://help.ably.io/error/{}", self.code())),
+        }
+    }
+}
+
+/// Ably's ErrorInfo. `message`, `code` and `statusCode` are all mandatory: ably-js drops a frame
+/// whose error lacks one of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorInfo {
+    pub message: String,
+    pub code: u32,
+    pub status_code: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub href: Option<String>,
+}
