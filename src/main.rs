@@ -1,1 +1,86 @@
-fn main() {}
+//! `realtime`: read flags and env, start tracing, build the parts, run. No logic lives here.
+
+mod settings;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use settings::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let serve = match cli.command {
+        Some(Command::Serve(serve)) => serve,
+        None => cli.serve,
+    };
+    // Bad settings exit before anything binds, naming the setting (EX_USAGE).
+    let settings = match settings::resolve(serve) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("realtime: {error}");
+            return ExitCode::from(64);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("realtime: cannot start the runtime: {error}");
+            return ExitCode::from(70);
+        }
+    };
+    match runtime.block_on(run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("realtime: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(settings: settings::Settings) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--listen)", settings.listen))?;
+    let local = listener.local_addr()?;
+    if let Some(dev_key) = &settings.generated_key {
+        settings::print_dev_key(dev_key, local);
+    }
+    let gateway = gateway::Gateway::new(settings.gateway);
+    tracing::info!(listen = %local, server_id = gateway.server_id(), "realtime serving (embedded, in-memory bus)");
+    api::serve(listener, gateway, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// SIGTERM (Kubernetes) or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down: draining connections");
+}

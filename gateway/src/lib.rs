@@ -1,1 +1,144 @@
-//! gateway
+//! The realtime core: WebSocket connections speaking the Ably protocol, the hub that fans each
+//! publication out to a channel's subscribers, and auth.
+//!
+//! Not here: HTTP routes other than the WebSocket upgrade (see the `api` crate) and wire types
+//! (see `protocol`). Start at `Gateway`, then `connection::run` and `Hub::publish`.
+
+pub mod auth;
+pub mod config;
+pub mod connection;
+pub mod frame;
+pub mod hub;
+pub mod limits;
+mod publish;
+mod server;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use rand::distributions::{Alphanumeric, DistString};
+use tokio::sync::{watch, Notify};
+
+pub use auth::{ApiKey, Auth, Principal};
+pub use config::Config;
+pub use hub::{Hub, Occupancy};
+pub use publish::{Origin, Receipt};
+
+/// How often idle channels and expired idempotency ids are swept.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The gateway's shared state: cheap to clone, one per process.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    auth: Auth,
+    hub: Hub,
+    server_id: String,
+    draining: watch::Sender<bool>,
+    live_connections: AtomicUsize,
+    all_closed: Notify,
+}
+
+impl Gateway {
+    /// Builds the gateway and starts its housekeeping; call inside a tokio runtime.
+    pub fn new(config: Config) -> Gateway {
+        let server_id = config.server_id.clone().unwrap_or_else(|| {
+            format!(
+                "rt-{}",
+                Alphanumeric.sample_string(&mut rand::thread_rng(), 8)
+            )
+        });
+        let inner = Arc::new(Inner {
+            auth: Auth::new(config.keys.clone()),
+            hub: Hub::new(),
+            server_id,
+            draining: watch::Sender::new(false),
+            live_connections: AtomicUsize::new(0),
+            all_closed: Notify::new(),
+            config,
+        });
+        tokio::spawn(sweep(Arc::downgrade(&inner)));
+        Gateway { inner }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub fn auth(&self) -> &Auth {
+        &self.inner.auth
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.inner.hub
+    }
+
+    pub fn server_id(&self) -> &str {
+        &self.inner.server_id
+    }
+
+    /// The WebSocket endpoint (`GET /` with an upgrade), to merge into the HTTP router.
+    pub fn router(&self) -> axum::Router {
+        server::router(self.clone())
+    }
+
+    /// Starts draining: every connection is told DISCONNECTED (so clients reconnect elsewhere)
+    /// and closed; new connections are refused the same way.
+    pub fn begin_shutdown(&self) {
+        self.inner.draining.send_replace(true);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        *self.inner.draining.borrow()
+    }
+
+    /// Resolves once no connection is left.
+    pub async fn drained(&self) {
+        loop {
+            let notified = self.inner.all_closed.notified();
+            if self.live_connections() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    pub fn live_connections(&self) -> usize {
+        self.inner.live_connections.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.inner.draining.subscribe()
+    }
+
+    pub(crate) fn track_connection(&self) -> LiveConnection {
+        self.inner.live_connections.fetch_add(1, Ordering::AcqRel);
+        LiveConnection(self.inner.clone())
+    }
+}
+
+/// Counts a connection while it lives.
+pub(crate) struct LiveConnection(Arc<Inner>);
+
+impl Drop for LiveConnection {
+    fn drop(&mut self) {
+        if self.0.live_connections.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.all_closed.notify_waiters();
+        }
+    }
+}
+
+async fn sweep(inner: Weak<Inner>) {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        inner.hub.sweep(protocol::now_ms());
+    }
+}

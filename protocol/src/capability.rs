@@ -48,7 +48,9 @@ impl Capability {
     }
 
     pub fn parse(json: &str) -> Result<Capability, ErrorInfo> {
-        let invalid = |why: String| ErrorCode::InvalidParameterValue.info(format!("invalid capability: {why}"));
+        let invalid = |why: String| {
+            ErrorCode::InvalidParameterValue.info(format!("invalid capability: {why}"))
+        };
         let entries: BTreeMap<String, Vec<String>> =
             serde_json::from_str(json).map_err(|e| invalid(e.to_string()))?;
         if entries.is_empty() {

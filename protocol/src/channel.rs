@@ -34,7 +34,9 @@ impl ChannelName {
             return Err(invalid("control characters"));
         }
         let base_start = if let Some(rest) = name.strip_prefix('[') {
-            let close = rest.find(']').ok_or_else(|| invalid("unclosed qualifier"))?;
+            let close = rest
+                .find(']')
+                .ok_or_else(|| invalid("unclosed qualifier"))?;
             let qualifier = &rest[..close];
             let known = qualifier.starts_with('?')
                 || qualifier == "meta"
@@ -84,7 +86,10 @@ mod tests {
     #[test]
     fn parses_plain_and_qualified_names() {
         let plain = ChannelName::parse("session:123").unwrap();
-        assert_eq!((plain.as_str(), plain.base()), ("session:123", "session:123"));
+        assert_eq!(
+            (plain.as_str(), plain.base()),
+            ("session:123", "session:123")
+        );
         let rewind = ChannelName::parse("[?rewind=1]chat").unwrap();
         assert_eq!(rewind.base(), "chat");
         assert!(ChannelName::parse("[meta]log").unwrap().is_meta());
@@ -92,7 +97,14 @@ mod tests {
 
     #[test]
     fn refuses_bad_names_with_40010() {
-        for bad in ["", "[bogus]x", "[?rewind=1]", "[unclosed", "a\u{0}b", &"x".repeat(2000)] {
+        for bad in [
+            "",
+            "[bogus]x",
+            "[?rewind=1]",
+            "[unclosed",
+            "a\u{0}b",
+            &"x".repeat(2000),
+        ] {
             let error = ChannelName::parse(bad).unwrap_err();
             assert_eq!(error.code, 40010, "{bad:?}");
         }

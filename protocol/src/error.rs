@@ -78,8 +78,16 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             MessageTooLarge => 413,
-            Unauthorized | AuthenticationFailed | IncompatibleCredentials | TimestampOutsideWindow
-            | NonceReused | NoAuthMethod | KeyUnknown | TokenInvalid | TokenExpired | JwtInvalid
+            Unauthorized
+            | AuthenticationFailed
+            | IncompatibleCredentials
+            | TimestampOutsideWindow
+            | NonceReused
+            | NoAuthMethod
+            | KeyUnknown
+            | TokenInvalid
+            | TokenExpired
+            | JwtInvalid
             | CapabilityDenied => 401,
             NotFound => 404,
             MethodNotAllowed => 405,

@@ -50,10 +50,14 @@ fn operations_and_modes() {
 
 #[test]
 fn intersection_keeps_the_narrower_pattern_and_common_operations() {
-    let key = Capability::parse(r#"{"chat:*":["publish","subscribe"],"news":["subscribe"]}"#).unwrap();
+    let key =
+        Capability::parse(r#"{"chat:*":["publish","subscribe"],"news":["subscribe"]}"#).unwrap();
     let asked = Capability::parse(r#"{"*":["subscribe","presence"]}"#).unwrap();
     let token = key.intersect(&asked).unwrap();
-    assert_eq!(token.to_json(), r#"{"chat:*":["subscribe"],"news":["subscribe"]}"#);
+    assert_eq!(
+        token.to_json(),
+        r#"{"chat:*":["subscribe"],"news":["subscribe"]}"#
+    );
 
     let asked = Capability::parse(r#"{"chat:1":["*"]}"#).unwrap();
     assert_eq!(

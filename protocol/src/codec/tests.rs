@@ -46,10 +46,16 @@ fn binary_stays_binary_in_msgpack_and_becomes_base64_in_json() {
     assert_eq!(value["messages"][0]["data"], "AJ//");
     assert_eq!(value["messages"][0]["encoding"], "base64");
 
-    let encrypted = publish(Data::Binary(Bytes::from_static(b"x")), Some("utf-8/cipher+aes-128-cbc"));
+    let encrypted = publish(
+        Data::Binary(Bytes::from_static(b"x")),
+        Some("utf-8/cipher+aes-128-cbc"),
+    );
     let text = encode_message(&encrypted, Format::Json).unwrap();
     let value: serde_json::Value = serde_json::from_slice(&text).unwrap();
-    assert_eq!(value["messages"][0]["encoding"], "utf-8/cipher+aes-128-cbc/base64");
+    assert_eq!(
+        value["messages"][0]["encoding"],
+        "utf-8/cipher+aes-128-cbc/base64"
+    );
 }
 
 #[test]
@@ -59,7 +65,10 @@ fn decodes_what_the_sdks_send() {
     let message: ProtocolMessage = decode(js, Format::Json).unwrap();
     assert_eq!(message.action(), Some(Action::Message));
     assert_eq!(message.msg_serial, Some(0));
-    assert_eq!(message.messages.as_ref().unwrap()[0].encoding.as_deref(), Some("json"));
+    assert_eq!(
+        message.messages.as_ref().unwrap()[0].encoding.as_deref(),
+        Some("json")
+    );
 
     // ably-python sends nil for absent optional fields.
     let python = rmp_serde::to_vec_named(&serde_json::json!({

@@ -1,0 +1,84 @@
+//! REST credentials: `Authorization: Basic` with a key, `Authorization: Bearer` with a token
+//! (base64, as the SDKs send it, or raw), and the clientId a key-authenticated client asserts in
+//! `X-Ably-ClientId`.
+
+use axum::http::HeaderMap;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use gateway::auth::AuthError;
+use gateway::{Gateway, Principal};
+use protocol::{ErrorCode, Format};
+
+use crate::error::ApiError;
+
+/// The principal behind a request, or `None` when it carries no Authorization header.
+pub(crate) fn optional_principal(
+    gateway: &Gateway,
+    headers: &HeaderMap,
+    format: Format,
+) -> Result<Option<Principal>, ApiError> {
+    let Some(authorization) = headers.get("authorization") else {
+        return Ok(None);
+    };
+    let refuse = |error: AuthError| ApiError::new(error.info(), format);
+    let authorization = authorization
+        .to_str()
+        .map_err(|_| refuse(AuthError::NoCredentials))?;
+    let (scheme, credentials) = authorization
+        .split_once(' ')
+        .ok_or_else(|| refuse(AuthError::NoCredentials))?;
+    let principal = match scheme.to_ascii_lowercase().as_str() {
+        "basic" => {
+            let key = STANDARD
+                .decode(credentials.trim())
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .ok_or_else(|| refuse(AuthError::MalformedKey))?;
+            gateway.auth().verify_key(&key).map_err(refuse)?
+        }
+        "bearer" => {
+            let credentials = credentials.trim();
+            // Tokens arrive base64'd; a raw JWT or token (with '.') is not valid base64.
+            let token = STANDARD
+                .decode(credentials)
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .unwrap_or_else(|| credentials.to_owned());
+            gateway
+                .auth()
+                .verify_token(&token, protocol::now_ms())
+                .map_err(refuse)?
+        }
+        _ => return Err(refuse(AuthError::NoCredentials)),
+    };
+    let asserted = match headers.get("x-ably-clientid") {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| STANDARD.decode(v).ok())
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .ok_or_else(|| {
+                    ApiError::code(
+                        ErrorCode::InvalidClientId,
+                        "X-Ably-ClientId must be base64 of the clientId",
+                        format,
+                    )
+                })?,
+        ),
+    };
+    principal
+        .with_client_id(asserted.as_deref())
+        .map(Some)
+        .map_err(refuse)
+}
+
+pub(crate) fn principal(
+    gateway: &Gateway,
+    headers: &HeaderMap,
+    format: Format,
+) -> Result<Principal, ApiError> {
+    optional_principal(gateway, headers, format)?
+        .ok_or_else(|| ApiError::new(AuthError::NoCredentials.info(), format))
+}

@@ -1,0 +1,81 @@
+//! Request and response bodies in JSON or msgpack, chosen by Content-Type and Accept.
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use protocol::{ErrorCode, Format};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::ApiError;
+
+fn format_of(value: Option<&HeaderValue>) -> Option<Format> {
+    let value = value?.to_str().ok()?;
+    if value.contains("application/x-msgpack") {
+        Some(Format::Msgpack)
+    } else if value.contains("application/json") || value.contains("*/*") {
+        Some(Format::Json)
+    } else {
+        None
+    }
+}
+
+/// The format to answer in: what `Accept` asks for, JSON by default.
+pub(crate) fn response_format(headers: &HeaderMap) -> Format {
+    format_of(headers.get("accept")).unwrap_or(Format::Json)
+}
+
+/// Decodes a request body by its Content-Type (JSON when absent).
+pub(crate) fn decode<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &[u8],
+    respond_in: Format,
+) -> Result<T, ApiError> {
+    let format = match headers.get("content-type") {
+        None => Format::Json,
+        Some(value) => format_of(Some(value)).ok_or_else(|| {
+            ApiError::code(
+                ErrorCode::InvalidRequestBody,
+                "Content-Type must be application/json or application/x-msgpack",
+                respond_in,
+            )
+        })?,
+    };
+    protocol::codec::decode(body, format).map_err(|error| {
+        ApiError::code(
+            ErrorCode::InvalidRequestBody,
+            format!("invalid request body: {error}"),
+            respond_in,
+        )
+    })
+}
+
+/// Encodes a success body; with `envelope` (Ably's `?envelope=json|msgpack`) it is wrapped as
+/// `{statusCode, response, headers}` and sent with 200.
+pub(crate) fn respond<T: Serialize>(
+    status: StatusCode,
+    value: &T,
+    format: Format,
+    envelope: bool,
+) -> Result<Response, ApiError> {
+    let encoded = if envelope {
+        protocol::codec::encode(
+            &serde_json::json!({
+                "statusCode": status.as_u16(),
+                "response": value,
+                "headers": {},
+            }),
+            format,
+        )
+    } else {
+        protocol::codec::encode(value, format)
+    };
+    let body =
+        encoded.map_err(|error| ApiError::code(ErrorCode::Internal, error.to_string(), format))?;
+    let status = if envelope { StatusCode::OK } else { status };
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static(format.content_type()),
+    );
+    Ok(response)
+}

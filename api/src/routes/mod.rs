@@ -1,0 +1,41 @@
+//! The REST routes, one file per resource.
+
+mod channels;
+mod keys;
+mod time;
+
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use axum::Router;
+use gateway::Gateway;
+use protocol::ErrorCode;
+
+use crate::body::response_format;
+use crate::error::ApiError;
+
+pub(crate) fn router(gateway: Gateway) -> Router {
+    Router::new()
+        .route("/time", get(time::time))
+        .route("/channels/{channel}/messages", post(channels::publish))
+        .route("/channels/{channel}", get(channels::status))
+        .route("/keys/{key_name}/requestToken", post(keys::request_token))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(gateway)
+}
+
+async fn not_found(headers: HeaderMap) -> ApiError {
+    ApiError::code(
+        ErrorCode::NotFound,
+        "no such resource",
+        response_format(&headers),
+    )
+}
+
+async fn method_not_allowed(headers: HeaderMap) -> ApiError {
+    ApiError::code(
+        ErrorCode::MethodNotAllowed,
+        "method not allowed on this resource",
+        response_format(&headers),
+    )
+}

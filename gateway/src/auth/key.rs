@@ -1,0 +1,46 @@
+use std::sync::Arc;
+
+use protocol::Capability;
+
+/// One API key: `appId.keyId:secret` plus what it may do.
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    /// `appId.keyId`: the public half, named in tokens and token requests.
+    pub name: String,
+    pub secret: String,
+    pub capability: Arc<Capability>,
+}
+
+impl ApiKey {
+    /// Parses `appId.keyId:secret` as ably-js accepts it: a secret without `.` or `:`.
+    pub fn parse(full_key: &str, capability: Capability) -> Result<ApiKey, String> {
+        let (name, secret) = full_key
+            .split_once(':')
+            .ok_or_else(|| format!("{full_key:?} is not appId.keyId:secret"))?;
+        let well_formed = name
+            .split_once('.')
+            .is_some_and(|(app, key)| !app.is_empty() && !key.is_empty() && !key.contains('.'))
+            && !secret.is_empty()
+            && !secret.contains([':', '.'])
+            && !full_key.contains(char::is_whitespace);
+        if !well_formed {
+            return Err(format!(
+                "key {name:?} is not appId.keyId:secret (secret without '.' or ':')"
+            ));
+        }
+        Ok(ApiKey {
+            name: name.to_owned(),
+            secret: secret.to_owned(),
+            capability: Arc::new(capability),
+        })
+    }
+
+    pub(crate) fn secret_matches(&self, offered: &str) -> bool {
+        constant_time_eq(self.secret.as_bytes(), offered.as_bytes())
+    }
+}
+
+/// Comparison whose time does not depend on where the first difference is.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

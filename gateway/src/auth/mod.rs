@@ -1,0 +1,190 @@
+//! Authentication: `credentials -> Principal`.
+//!
+//! Every credential source (API key, our signed tokens, Ably JWTs signed with a key secret) ends in
+//! the same `Principal`, so the connection and the REST API never care where it came from. A new
+//! source (Supabase access tokens) is one more arm in `Auth::verify_token`.
+
+mod jwt;
+mod key;
+mod token;
+
+use std::sync::Arc;
+
+use protocol::{Capability, ChannelName, ErrorCode, ErrorInfo, Operation};
+
+pub use key::ApiKey;
+pub use token::{TokenDetails, TokenRequest};
+
+/// Who is acting, and what they may do until when.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// `None`: anonymous. `Some("*")`: may act as any clientId.
+    pub client_id: Option<String>,
+    pub capability: Arc<Capability>,
+    /// Milliseconds since the epoch; `None` for API keys, which do not expire.
+    pub expires_at: Option<u64>,
+    pub key_name: String,
+    pub via: Credential,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    Key,
+    Token,
+}
+
+impl Principal {
+    pub fn allows(&self, channel: &ChannelName, operation: Operation) -> bool {
+        self.capability.allows(channel, operation)
+    }
+
+    /// Whether this principal may publish or enter as `client_id`: keys and wildcard tokens may
+    /// act as anyone, an identified token only as itself.
+    pub fn may_act_as(&self, client_id: &str) -> bool {
+        self.via == Credential::Key
+            || match self.client_id.as_deref() {
+                Some("*") => true,
+                Some(own) => own == client_id,
+                None => false,
+            }
+    }
+
+    /// The identity to stamp on messages that carry none.
+    pub fn identity(&self) -> Option<&str> {
+        self.client_id.as_deref().filter(|id| *id != "*")
+    }
+
+    /// Binds the client's asserted clientId (`clientId=` on the socket, `X-Ably-ClientId` on
+    /// REST). Keys and wildcard tokens take it; a token bound to another identity refuses (40102).
+    pub fn with_client_id(mut self, asserted: Option<&str>) -> Result<Principal, AuthError> {
+        let Some(asserted) = asserted else {
+            return Ok(self);
+        };
+        if asserted.is_empty() || asserted == "*" {
+            return Err(AuthError::InvalidClientId);
+        }
+        match (self.via, self.client_id.as_deref()) {
+            (Credential::Key, _) | (Credential::Token, Some("*")) => {
+                self.client_id = Some(asserted.to_owned());
+                Ok(self)
+            }
+            (Credential::Token, Some(own)) if own == asserted => Ok(self),
+            _ => Err(AuthError::ClientIdMismatch),
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuthError {
+    #[error("no credentials: give an API key or a token")]
+    NoCredentials,
+    #[error("malformed API key")]
+    MalformedKey,
+    #[error("invalid key")]
+    InvalidKey,
+    #[error("invalid token")]
+    InvalidToken,
+    #[error("invalid JWT: {0}")]
+    InvalidJwt(String),
+    #[error("token expired")]
+    TokenExpired,
+    #[error("invalid token request: {0}")]
+    InvalidTokenRequest(String),
+    #[error("invalid mac on token request")]
+    BadMac,
+    #[error("token request timestamp outside the allowed window")]
+    StaleTimestamp,
+    #[error("token request nonce already used")]
+    NonceReused,
+    #[error("clientId does not match the credentials")]
+    ClientIdMismatch,
+    #[error("invalid clientId")]
+    InvalidClientId,
+    #[error("{0}")]
+    Capability(String),
+}
+
+impl AuthError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            AuthError::NoCredentials | AuthError::InvalidKey | AuthError::BadMac => {
+                ErrorCode::AuthenticationFailed
+            }
+            AuthError::MalformedKey => ErrorCode::MalformedCredentials,
+            AuthError::InvalidToken => ErrorCode::TokenInvalid,
+            AuthError::InvalidJwt(_) => ErrorCode::JwtInvalid,
+            AuthError::TokenExpired => ErrorCode::TokenExpired,
+            AuthError::InvalidTokenRequest(_) => ErrorCode::InvalidRequestBody,
+            AuthError::StaleTimestamp => ErrorCode::TimestampOutsideWindow,
+            AuthError::NonceReused => ErrorCode::NonceReused,
+            AuthError::ClientIdMismatch => ErrorCode::IncompatibleCredentials,
+            AuthError::InvalidClientId => ErrorCode::InvalidClientId,
+            AuthError::Capability(_) => ErrorCode::CapabilityDenied,
+        }
+    }
+
+    pub fn info(&self) -> ErrorInfo {
+        self.code().info(self.to_string())
+    }
+}
+
+/// The configured keys, and the state token requests need (seen nonces).
+pub struct Auth {
+    keys: Vec<ApiKey>,
+    nonces: token::NonceCache,
+}
+
+impl Auth {
+    pub fn new(keys: Vec<ApiKey>) -> Auth {
+        Auth {
+            keys,
+            nonces: token::NonceCache::default(),
+        }
+    }
+
+    pub fn key(&self, key_name: &str) -> Option<&ApiKey> {
+        self.keys.iter().find(|key| key.name == key_name)
+    }
+
+    /// A full API key `appId.keyId:secret`, from `key=` or HTTP Basic.
+    pub fn verify_key(&self, full_key: &str) -> Result<Principal, AuthError> {
+        let (name, secret) = full_key.split_once(':').ok_or(AuthError::MalformedKey)?;
+        let key = self.key(name).ok_or(AuthError::InvalidKey)?;
+        if !key.secret_matches(secret) {
+            return Err(AuthError::InvalidKey);
+        }
+        Ok(Principal {
+            client_id: None,
+            capability: key.capability.clone(),
+            expires_at: None,
+            key_name: key.name.clone(),
+            via: Credential::Key,
+        })
+    }
+
+    /// A token string: ours (`rt1.`…) or an Ably JWT signed with one of our key secrets.
+    pub fn verify_token(&self, token: &str, now_ms: u64) -> Result<Principal, AuthError> {
+        if token::is_ours(token) {
+            token::verify(self, token, now_ms)
+        } else if jwt::looks_like_jwt(token) {
+            jwt::verify(self, token, now_ms)
+        } else {
+            Err(AuthError::InvalidToken)
+        }
+    }
+
+    /// `POST /keys/{keyName}/requestToken`. A signed request needs no other credentials; an
+    /// unsigned one only with Basic auth for the same key (`basic`).
+    pub fn request_token(
+        &self,
+        key_name: &str,
+        request: &TokenRequest,
+        basic: Option<&Principal>,
+        now_ms: u64,
+    ) -> Result<TokenDetails, AuthError> {
+        token::issue(self, key_name, request, basic, now_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,221 @@
+use jsonwebtoken::{EncodingKey, Header};
+
+use super::*;
+
+const NOW: u64 = 1_700_000_000_000;
+
+fn auth() -> Auth {
+    Auth::new(vec![
+        ApiKey::parse("app1.key1:secret", Capability::all()).unwrap(),
+        ApiKey::parse(
+            "app1.limited:other",
+            Capability::parse(r#"{"chat:*":["publish","subscribe"]}"#).unwrap(),
+        )
+        .unwrap(),
+    ])
+}
+
+fn signed(key_name: &str, secret: &str, mut request: TokenRequest) -> TokenRequest {
+    request.key_name = Some(key_name.into());
+    request.mac = Some(request.sign(key_name, secret));
+    request
+}
+
+fn request(client_id: Option<&str>, nonce: &str) -> TokenRequest {
+    TokenRequest {
+        ttl: Some("3600000".into()),
+        capability: Some(r#"{"*":["subscribe"],"chat:*":["publish","subscribe"]}"#.into()),
+        client_id: client_id.map(str::to_owned),
+        timestamp: Some(NOW.to_string()),
+        nonce: Some(nonce.into()),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn mac_matches_the_reference_vectors() {
+    let full = request(Some("alice"), "0123456789abcdef");
+    assert_eq!(
+        full.sign("app1.key1", "secret"),
+        "JfMe0x7ZdRu1eMrGk/zp9/aNVJckreupztNL6sDZb+A="
+    );
+    let bare = TokenRequest {
+        timestamp: Some(NOW.to_string()),
+        nonce: Some("0123456789abcdef".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        bare.sign("app1.key1", "secret"),
+        "GxcaHt2fVohv9BsvTzHuZyuUyDzjR/Y1sRBkjGLQ97U="
+    );
+}
+
+#[test]
+fn signed_request_gives_a_token_that_verifies() {
+    let auth = auth();
+    let details = auth
+        .request_token(
+            "app1.key1",
+            &signed(
+                "app1.key1",
+                "secret",
+                request(Some("alice"), "0123456789abcdef"),
+            ),
+            None,
+            NOW,
+        )
+        .unwrap();
+    assert_eq!(details.expires - details.issued, 3_600_000);
+    assert_eq!(details.client_id.as_deref(), Some("alice"));
+    let principal = auth.verify_token(&details.token, NOW + 1).unwrap();
+    assert_eq!(principal.client_id.as_deref(), Some("alice"));
+    assert_eq!(principal.expires_at, Some(details.expires));
+    assert!(principal.allows(&ChannelName::parse("chat:1").unwrap(), Operation::Publish));
+    assert!(!principal.allows(&ChannelName::parse("news").unwrap(), Operation::Publish));
+    assert!(matches!(
+        auth.verify_token(&details.token, details.expires),
+        Err(AuthError::TokenExpired)
+    ));
+}
+
+#[test]
+fn refuses_bad_mac_stale_timestamp_and_reused_nonce() {
+    let auth = auth();
+    let forged = signed("app1.key1", "wrong", request(None, "aaaaaaaaaaaaaaaa"));
+    assert_eq!(
+        auth.request_token("app1.key1", &forged, None, NOW)
+            .unwrap_err()
+            .code()
+            .code(),
+        40101
+    );
+
+    let stale = signed("app1.key1", "secret", request(None, "bbbbbbbbbbbbbbbb"));
+    let later = NOW + TIMESTAMP_WINDOW_MS + 1;
+    assert_eq!(
+        auth.request_token("app1.key1", &stale, None, later)
+            .unwrap_err()
+            .code()
+            .code(),
+        40104
+    );
+
+    let once = signed("app1.key1", "secret", request(None, "cccccccccccccccc"));
+    auth.request_token("app1.key1", &once, None, NOW).unwrap();
+    assert_eq!(
+        auth.request_token("app1.key1", &once, None, NOW)
+            .unwrap_err()
+            .code()
+            .code(),
+        40105
+    );
+}
+
+const TIMESTAMP_WINDOW_MS: u64 = 120_000;
+
+#[test]
+fn token_capability_is_intersected_with_the_key() {
+    let auth = auth();
+    let asked = TokenRequest {
+        capability: Some(r#"{"*":["*"]}"#.into()),
+        ..request(None, "dddddddddddddddd")
+    };
+    let details = auth
+        .request_token(
+            "app1.limited",
+            &signed("app1.limited", "other", asked),
+            None,
+            NOW,
+        )
+        .unwrap();
+    assert_eq!(details.capability, r#"{"chat:*":["publish","subscribe"]}"#);
+}
+
+#[test]
+fn tampered_tokens_are_refused() {
+    let auth = auth();
+    let details = auth
+        .request_token(
+            "app1.key1",
+            &signed("app1.key1", "secret", request(None, "eeeeeeeeeeeeeeee")),
+            None,
+            NOW,
+        )
+        .unwrap();
+    let mut tampered = details.token.clone();
+    tampered.insert(6, 'x');
+    assert!(matches!(
+        auth.verify_token(&tampered, NOW),
+        Err(AuthError::InvalidToken)
+    ));
+    assert!(matches!(
+        auth.verify_token("garbage", NOW),
+        Err(AuthError::InvalidToken)
+    ));
+}
+
+#[test]
+fn ably_jwts_signed_with_a_key_secret_are_accepted() {
+    let auth = auth();
+    let claims = serde_json::json!({
+        "iat": NOW / 1000, "exp": NOW / 1000 + 60,
+        "x-ably-capability": r#"{"chat:*":["subscribe"]}"#, "x-ably-clientId": "bob",
+    });
+    let mut header = Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some("app1.key1".into());
+    let jwt = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(b"secret")).unwrap();
+    let principal = auth.verify_token(&jwt, NOW).unwrap();
+    assert_eq!(principal.client_id.as_deref(), Some("bob"));
+    assert!(principal.allows(&ChannelName::parse("chat:x").unwrap(), Operation::Subscribe));
+    assert!(!principal.allows(&ChannelName::parse("chat:x").unwrap(), Operation::Publish));
+    assert!(matches!(
+        auth.verify_token(&jwt, NOW + 61_000),
+        Err(AuthError::TokenExpired)
+    ));
+
+    let forged =
+        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(b"nope")).unwrap();
+    assert_eq!(
+        auth.verify_token(&forged, NOW).unwrap_err().code().code(),
+        40144
+    );
+}
+
+#[test]
+fn client_id_binding() {
+    let auth = auth();
+    let key = auth.verify_key("app1.key1:secret").unwrap();
+    assert_eq!(
+        key.clone().with_client_id(Some("x")).unwrap().identity(),
+        Some("x")
+    );
+    assert!(key.may_act_as("anyone"));
+    assert!(matches!(
+        auth.verify_key("app1.key1:nope"),
+        Err(AuthError::InvalidKey)
+    ));
+    assert!(matches!(
+        auth.verify_key("nocolon"),
+        Err(AuthError::MalformedKey)
+    ));
+
+    let details = auth
+        .request_token(
+            "app1.key1",
+            &signed(
+                "app1.key1",
+                "secret",
+                request(Some("alice"), "ffffffffffffffff"),
+            ),
+            None,
+            NOW,
+        )
+        .unwrap();
+    let alice = auth.verify_token(&details.token, NOW).unwrap();
+    assert!(alice.may_act_as("alice") && !alice.may_act_as("bob"));
+    assert!(matches!(
+        alice.clone().with_client_id(Some("bob")),
+        Err(AuthError::ClientIdMismatch)
+    ));
+    assert!(alice.with_client_id(Some("alice")).is_ok());
+}

@@ -1,0 +1,14 @@
+//! The gateway's settings. `main` fills this from flags and env; tests build it directly.
+
+use crate::auth::ApiKey;
+use crate::limits::{Limits, Timing};
+
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// API keys; at least one (`main` generates a development key when none is configured).
+    pub keys: Vec<ApiKey>,
+    /// Announced to clients as `serverId`; defaults to a random id per process.
+    pub server_id: Option<String>,
+    pub limits: Limits,
+    pub timing: Timing,
+}

@@ -1,0 +1,58 @@
+//! Token lifetime on a live connection: AUTH before expiry, and the client's AUTH answer.
+
+use protocol::{Action, ErrorCode, ProtocolMessage};
+use tokio::time::{Duration, Instant};
+
+use super::{Connection, Flow, TokenTimers};
+use crate::auth::AuthError;
+
+impl Connection {
+    /// Token connections get asked to renew `token_renew_lead` before expiry (or halfway
+    /// through what is left, for short tokens) and are disconnected with 40142 at expiry.
+    pub(super) fn schedule_token_timers(&mut self) {
+        self.token_timers = self.principal.expires_at.map(|expires_ms| {
+            let left = Duration::from_millis(expires_ms.saturating_sub(protocol::now_ms()));
+            let lead = self.gateway.config().timing.token_renew_lead.min(left / 2);
+            let now = Instant::now();
+            TokenTimers {
+                renew_at: now + (left - lead),
+                renew_asked: false,
+                expires_at: now + left,
+            }
+        });
+    }
+
+    pub(super) fn on_auth(&mut self, message: ProtocolMessage) -> Flow {
+        let Some(token) = message.auth.and_then(|auth| auth.access_token) else {
+            return self.fatal(ErrorCode::BadRequest.info("AUTH without accessToken"));
+        };
+        let verified = self
+            .gateway
+            .auth()
+            .verify_token(&token, protocol::now_ms())
+            .and_then(|principal| principal.with_client_id(self.principal.identity()))
+            .and_then(|principal| {
+                // The identity of a live connection never changes.
+                if principal.client_id == self.principal.client_id {
+                    Ok(principal)
+                } else {
+                    Err(AuthError::ClientIdMismatch)
+                }
+            });
+        match verified {
+            Ok(principal) => {
+                self.principal = principal;
+                self.schedule_token_timers();
+                self.apply_capability();
+                // Same connectionId and key: ably-js does not take a new key from this reply.
+                self.outbox.reply(&self.connected());
+                Flow::Continue
+            }
+            Err(error) => {
+                self.outbox
+                    .reply(&ProtocolMessage::error(Action::Error, error.info()));
+                Flow::Stop
+            }
+        }
+    }
+}

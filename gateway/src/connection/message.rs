@@ -1,0 +1,51 @@
+//! MESSAGE from a client: publish, then ACK or NACK by msgSerial.
+
+use protocol::message::PublishResult;
+use protocol::{Action, ErrorCode, ErrorInfo, ProtocolMessage};
+
+use super::{Connection, Flow};
+use crate::publish::Origin;
+
+impl Connection {
+    /// Accepted whether or not this connection attached the channel: ably-js publishes on
+    /// channels it has not attached, and after a reconnect sends queued publishes first.
+    pub(super) fn on_publish(&mut self, message: ProtocolMessage) -> Flow {
+        let Some(msg_serial) = message.msg_serial else {
+            return self.fatal(ErrorCode::BadRequest.info("MESSAGE without msgSerial"));
+        };
+        let result = self.parse_channel(&message).and_then(|channel| {
+            self.gateway.publish(
+                &self.principal,
+                &channel,
+                message.messages.unwrap_or_default(),
+                Origin::Connection {
+                    id: &self.id,
+                    msg_serial,
+                },
+            )
+        });
+        match result {
+            Ok(receipt) => {
+                self.outbox.reply(&ProtocolMessage {
+                    msg_serial: Some(msg_serial),
+                    count: Some(1),
+                    res: Some(vec![PublishResult {
+                        serials: receipt.serials,
+                    }]),
+                    ..ProtocolMessage::new(Action::Ack)
+                });
+            }
+            Err(error) => self.nack(msg_serial, error),
+        }
+        Flow::Continue
+    }
+
+    pub(super) fn nack(&self, msg_serial: u64, error: ErrorInfo) {
+        tracing::debug!(connection_id = %self.id, code = error.code, message = %error.message, "nack");
+        self.outbox.reply(&ProtocolMessage {
+            msg_serial: Some(msg_serial),
+            count: Some(1),
+            ..ProtocolMessage::error(Action::Nack, error)
+        });
+    }
+}

@@ -1,0 +1,338 @@
+//! One realtime connection: authenticate, say CONNECTED, then read frames and answer them, one
+//! small handler per action, until the client leaves, the token lapses or the server drains.
+//!
+//! Two tasks per connection: this reader, which owns the connection's state, and a `Writer` that
+//! owns the socket's write half and drains the connection's `Outbox`.
+
+mod attach;
+mod auth;
+mod message;
+mod outbox;
+mod writer;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::ws::{Message as WsMessage, WebSocket};
+use futures_util::stream::SplitStream;
+use futures_util::StreamExt;
+use protocol::{
+    Action, ChannelName, ConnectionDetails, ErrorCode, ErrorInfo, Format, ProtocolMessage,
+};
+use rand::distributions::{Alphanumeric, DistString};
+use tokio::time::{Duration, Instant};
+
+pub use outbox::Outbox;
+
+use crate::auth::{AuthError, Principal};
+use crate::frame::Frame;
+use crate::Gateway;
+
+/// What the client put in the upgrade URL.
+#[derive(Debug, Default, Clone)]
+pub struct ConnectParams {
+    pub key: Option<String>,
+    pub access_token: Option<String>,
+    pub client_id: Option<String>,
+    pub format: Option<String>,
+    pub echo: bool,
+    pub heartbeats: bool,
+}
+
+impl ConnectParams {
+    pub fn from_query(query: &HashMap<String, String>) -> ConnectParams {
+        let get = |name: &str| query.get(name).filter(|v| !v.is_empty()).cloned();
+        ConnectParams {
+            key: get("key"),
+            // ably-js says access_token, ably-python accessToken.
+            access_token: get("access_token").or_else(|| get("accessToken")),
+            client_id: get("clientId"),
+            format: get("format"),
+            echo: query.get("echo").map(String::as_str) != Some("false"),
+            // Absent (ably-python) means protocol heartbeats too: it ignores pings.
+            heartbeats: query.get("heartbeats").map(String::as_str) != Some("false"),
+        }
+    }
+}
+
+/// A channel this connection has attached.
+struct Attachment {
+    name: Arc<str>,
+    modes: u64,
+}
+
+struct Connection {
+    gateway: Gateway,
+    id: Arc<str>,
+    key: String,
+    principal: Principal,
+    echo: bool,
+    outbox: Arc<Outbox>,
+    /// Base channel name -> attachment.
+    attached: HashMap<String, Attachment>,
+    token_timers: Option<TokenTimers>,
+}
+
+/// When to ask for a new token, and when the current one lapses.
+struct TokenTimers {
+    renew_at: Instant,
+    renew_asked: bool,
+    expires_at: Instant,
+}
+
+enum Flow {
+    Continue,
+    Stop,
+}
+
+/// Serves one upgraded socket to the end.
+pub(crate) async fn run(gateway: Gateway, socket: WebSocket, params: ConnectParams) {
+    let _live = gateway.track_connection();
+    let limits = &gateway.config().limits;
+    let timing = &gateway.config().timing;
+    let format = Format::from_param(params.format.as_deref());
+    let (outbox, queue) = Outbox::new(format.unwrap_or(Format::Json), limits.outbound_queue_frames);
+    let outbox = Arc::new(outbox);
+    let (sink, stream) = socket.split();
+    let heartbeat = params
+        .heartbeats
+        .then(|| Frame::encode(&ProtocolMessage::new(Action::Heartbeat), outbox.format).ok())
+        .flatten();
+    let writer = tokio::spawn(
+        writer::Writer {
+            sink,
+            queue,
+            outbox: outbox.clone(),
+            heartbeat,
+            idle_interval: timing.max_idle_interval,
+            batch: limits.write_batch_frames,
+        }
+        .run(),
+    );
+
+    // Auth problems never fail the upgrade (clients would just retry): upgrade, ERROR, close.
+    let refused = if format.is_none() {
+        Some(ErrorCode::InvalidParameterValue.info("format must be json or msgpack"))
+    } else if gateway.is_shutting_down() {
+        Some(draining_error())
+    } else {
+        None
+    };
+    let principal = match refused {
+        Some(error) => Err(error),
+        None => authenticate(&gateway, &params).map_err(|e| e.info()),
+    };
+    match principal {
+        Err(error) => {
+            tracing::debug!(code = error.code, message = %error.message, "connection refused");
+            let action = if error.code == ErrorCode::Disconnected.code() {
+                Action::Disconnected
+            } else {
+                Action::Error
+            };
+            outbox.reply(&ProtocolMessage::error(action, error));
+            outbox.close_after_queue();
+        }
+        Ok(principal) => {
+            let id: Arc<str> = Alphanumeric
+                .sample_string(&mut rand::thread_rng(), 12)
+                .into();
+            let secret = Alphanumeric.sample_string(&mut rand::thread_rng(), 16);
+            let mut connection = Connection {
+                key: format!("{id}!{secret}"),
+                id,
+                gateway: gateway.clone(),
+                principal,
+                echo: params.echo,
+                outbox: outbox.clone(),
+                attached: HashMap::new(),
+                token_timers: None,
+            };
+            connection.schedule_token_timers();
+            connection.outbox.reply(&connection.connected());
+            tracing::debug!(connection_id = %connection.id, "connected");
+            connection.read_loop(stream).await;
+            connection.leave_channels();
+            outbox.close_after_queue();
+        }
+    }
+    // A peer that stopped reading could hold the writer forever; give it a bounded goodbye.
+    let mut writer = writer;
+    if tokio::time::timeout(Duration::from_secs(5), &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
+}
+
+fn authenticate(gateway: &Gateway, params: &ConnectParams) -> Result<Principal, AuthError> {
+    let auth = gateway.auth();
+    let principal = match (&params.key, &params.access_token) {
+        (Some(key), _) => auth.verify_key(key)?,
+        (None, Some(token)) => auth.verify_token(token, protocol::now_ms())?,
+        (None, None) => return Err(AuthError::NoCredentials),
+    };
+    principal.with_client_id(params.client_id.as_deref())
+}
+
+fn draining_error() -> ErrorInfo {
+    ErrorInfo {
+        status_code: 503,
+        ..ErrorCode::Disconnected.info("server shutting down; reconnect")
+    }
+}
+
+impl Connection {
+    async fn read_loop(&mut self, mut stream: SplitStream<WebSocket>) {
+        let idle_timeout = self.gateway.config().timing.peer_idle_timeout;
+        let mut shutdown = self.gateway.shutdown_signal();
+        let mut idle_deadline = Instant::now() + idle_timeout;
+        let far_future = Instant::now() + Duration::from_secs(86400 * 365);
+        loop {
+            let (renew_at, renew_pending, expires_at) = match &self.token_timers {
+                Some(t) => (t.renew_at, !t.renew_asked, t.expires_at),
+                None => (far_future, false, far_future),
+            };
+            let flow = tokio::select! {
+                biased;
+                _ = self.outbox.wake_reader.notified() => Flow::Stop,
+                _ = shutdown.wait_for(|draining| *draining) => {
+                    self.outbox.reply(&ProtocolMessage::error(Action::Disconnected, draining_error()));
+                    Flow::Stop
+                }
+                _ = tokio::time::sleep_until(expires_at), if self.token_timers.is_some() => {
+                    self.outbox.reply(&ProtocolMessage::error(
+                        Action::Disconnected,
+                        AuthError::TokenExpired.info(),
+                    ));
+                    Flow::Stop
+                }
+                _ = tokio::time::sleep_until(renew_at), if renew_pending => {
+                    self.outbox.reply(&ProtocolMessage::new(Action::Auth));
+                    if let Some(timers) = &mut self.token_timers {
+                        timers.renew_asked = true;
+                    }
+                    Flow::Continue
+                }
+                frame = tokio::time::timeout_at(idle_deadline, stream.next()) => match frame {
+                    Err(_) => {
+                        tracing::debug!(connection_id = %self.id, "peer idle; dropping");
+                        Flow::Stop
+                    }
+                    Ok(None | Some(Err(_))) => Flow::Stop,
+                    Ok(Some(Ok(frame))) => {
+                        idle_deadline = Instant::now() + idle_timeout;
+                        self.on_frame(frame)
+                    }
+                },
+            };
+            if matches!(flow, Flow::Stop) || self.outbox.is_ending() {
+                return;
+            }
+        }
+    }
+
+    fn on_frame(&mut self, frame: WsMessage) -> Flow {
+        // Text frames carry JSON and binary frames msgpack, whatever `format` the client chose.
+        let decoded = match &frame {
+            WsMessage::Text(text) => protocol::codec::decode(text.as_bytes(), Format::Json),
+            WsMessage::Binary(bytes) => protocol::codec::decode(bytes, Format::Msgpack),
+            WsMessage::Close(_) => return Flow::Stop,
+            WsMessage::Ping(_) | WsMessage::Pong(_) => return Flow::Continue,
+        };
+        match decoded {
+            Ok(message) => self.on_message(message),
+            Err(error) => {
+                self.fatal(ErrorCode::BadRequest.info(format!("malformed frame: {error}")))
+            }
+        }
+    }
+
+    fn on_message(&mut self, message: ProtocolMessage) -> Flow {
+        match message.action() {
+            Some(Action::Heartbeat) => {
+                self.outbox.reply(&ProtocolMessage {
+                    id: message.id,
+                    ..ProtocolMessage::new(Action::Heartbeat)
+                });
+                Flow::Continue
+            }
+            Some(Action::Attach) => self.on_attach(message),
+            Some(Action::Detach) => self.on_detach(message),
+            Some(Action::Message) => self.on_publish(message),
+            Some(Action::Auth) => self.on_auth(message),
+            Some(Action::Close) => {
+                self.outbox.reply(&ProtocolMessage::new(Action::Closed));
+                Flow::Stop
+            }
+            Some(Action::Disconnect) => Flow::Stop,
+            // A client asking to continue a presence sync; presence is not served yet.
+            Some(Action::Sync) => Flow::Continue,
+            _ => self.on_unsupported(message),
+        }
+    }
+
+    /// Actions we do not serve. One that expects an ACK is NACKed, so the client's ACK
+    /// accounting (strictly by msgSerial) stays right; anything else is a protocol error.
+    fn on_unsupported(&mut self, message: ProtocolMessage) -> Flow {
+        let error = ErrorCode::BadRequest.info(format!(
+            "action {} is not supported by this server",
+            message.action
+        ));
+        match message.msg_serial {
+            Some(msg_serial) => {
+                self.nack(msg_serial, error);
+                Flow::Continue
+            }
+            None => self.fatal(error),
+        }
+    }
+
+    /// A connection-level ERROR: the client fails the connection, so close it.
+    fn fatal(&mut self, error: ErrorInfo) -> Flow {
+        tracing::debug!(connection_id = %self.id, code = error.code, message = %error.message, "connection error");
+        self.outbox
+            .reply(&ProtocolMessage::error(Action::Error, error));
+        Flow::Stop
+    }
+
+    fn channel_error(&self, channel: &str, error: ErrorInfo) {
+        self.outbox.reply(&ProtocolMessage {
+            channel: Some(channel.to_owned()),
+            ..ProtocolMessage::error(Action::Error, error)
+        });
+    }
+
+    fn connected(&self) -> ProtocolMessage {
+        let config = self.gateway.config();
+        ProtocolMessage {
+            connection_id: Some(self.id.to_string()),
+            connection_details: Some(ConnectionDetails {
+                connection_key: self.key.clone(),
+                client_id: self.principal.client_id.clone(),
+                max_message_size: config.limits.max_message_bytes as u64,
+                max_frame_size: config.limits.max_frame_bytes as u64,
+                max_inbound_rate: 0,
+                max_idle_interval: config.timing.max_idle_interval.as_millis() as u64,
+                connection_state_ttl: config.timing.connection_state_ttl.as_millis() as u64,
+                server_id: self.gateway.server_id().to_owned(),
+            }),
+            ..ProtocolMessage::new(Action::Connected)
+        }
+    }
+
+    fn leave_channels(&mut self) {
+        for channel in self.attached.keys() {
+            self.gateway.hub().detach(channel, &self.id);
+        }
+        self.attached.clear();
+    }
+
+    fn parse_channel(&self, message: &ProtocolMessage) -> Result<ChannelName, ErrorInfo> {
+        match message.channel.as_deref() {
+            None => Err(ErrorCode::BadRequest.info("no channel given")),
+            Some(name) => ChannelName::parse(name),
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The writer task: drains a connection's queue onto the socket, many frames per flush, and
+//! keeps the link visibly alive when there is nothing to say.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{Message as WsMessage, WebSocket};
+use futures_util::stream::SplitSink;
+use futures_util::SinkExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::outbox::Outbox;
+use crate::frame::Frame;
+
+pub(crate) struct Writer {
+    pub sink: SplitSink<WebSocket, WsMessage>,
+    pub queue: mpsc::Receiver<Frame>,
+    pub outbox: Arc<Outbox>,
+    /// Sent when idle if the client asked for protocol heartbeats; a WebSocket ping goes too,
+    /// so a dead peer shows up as silence on the read side.
+    pub heartbeat: Option<Frame>,
+    pub idle_interval: Duration,
+    pub batch: usize,
+}
+
+impl Writer {
+    pub(crate) async fn run(mut self) {
+        let mut quiet_until = Instant::now() + self.idle_interval;
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.outbox.wake_writer.notified() => {
+                    if let Some(frame) = self.outbox.take_last_words() {
+                        let _ = self.sink.send(frame.into_ws()).await;
+                    }
+                    break;
+                }
+                frame = self.queue.recv() => {
+                    let Some(frame) = frame else { break };
+                    match self.write_batch(frame).await {
+                        Ok(Flow::Continue) => {}
+                        Ok(Flow::Closed) | Err(_) => break,
+                    }
+                    quiet_until = Instant::now() + self.idle_interval;
+                }
+                _ = tokio::time::sleep_until(quiet_until) => {
+                    if let Some(heartbeat) = self.heartbeat.clone() {
+                        if self.sink.feed(heartbeat.into_ws()).await.is_err() {
+                            break;
+                        }
+                    }
+                    if self.sink.send(WsMessage::Ping(Default::default())).await.is_err() {
+                        break;
+                    }
+                    quiet_until = Instant::now() + self.idle_interval;
+                }
+            }
+        }
+        let _ = self.sink.close().await;
+        // The reader may be waiting on a socket nobody writes to any more.
+        self.outbox.mark_ended();
+    }
+
+    /// Feeds the frame and whatever else is already queued (up to a batch), then flushes once.
+    /// A close frame in the queue ends the connection after everything queued before it.
+    async fn write_batch(&mut self, first: Frame) -> Result<Flow, axum::Error> {
+        let mut next = Some(first);
+        let mut fed = 0;
+        while let Some(frame) = next.take() {
+            let message = frame.into_ws();
+            let closing = matches!(message, WsMessage::Close(_));
+            self.sink.feed(message).await?;
+            if closing {
+                self.sink.flush().await?;
+                return Ok(Flow::Closed);
+            }
+            fed += 1;
+            if fed < self.batch {
+                next = self.queue.try_recv().ok();
+            }
+        }
+        self.sink.flush().await?;
+        Ok(Flow::Continue)
+    }
+}
+
+enum Flow {
+    Continue,
+    Closed,
+}

@@ -1,0 +1,68 @@
+//! Per-connection and per-message limits, in one place with their defaults.
+
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest message a client may publish (name + clientId + data + extras), Ably's 64 KiB.
+    /// Over it: NACK / HTTP 413 with 40009.
+    pub max_message_bytes: usize,
+    /// Largest WebSocket frame read. Above `max_message_bytes` so an oversized message still
+    /// decodes and gets a proper 40009 instead of a dropped socket; JSON base64 adds a third.
+    pub max_frame_bytes: usize,
+    /// Frames queued for one connection before it counts as a slow consumer and is disconnected.
+    /// Bounds memory per connection at roughly this many shared frames.
+    pub outbound_queue_frames: usize,
+    /// Channels one connection may have attached at once (90010 beyond).
+    pub max_channels_per_connection: usize,
+    /// tungstenite's read buffer; its 128 KiB default would cost gigabytes at 10k connections.
+    pub ws_read_buffer_bytes: usize,
+    /// Bytes buffered before a write goes to the socket; the writer flushes each batch anyway.
+    pub ws_write_buffer_bytes: usize,
+    /// Bytes a connection may have unsent in tungstenite before writes fail.
+    pub ws_max_write_buffer_bytes: usize,
+    /// Frames the writer feeds before one flush.
+    pub write_batch_frames: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: 64 * 1024,
+            max_frame_bytes: 256 * 1024,
+            outbound_queue_frames: 256,
+            max_channels_per_connection: 1000,
+            ws_read_buffer_bytes: 4 * 1024,
+            ws_write_buffer_bytes: 8 * 1024,
+            ws_max_write_buffer_bytes: 1024 * 1024,
+            write_batch_frames: 64,
+        }
+    }
+}
+
+/// Connection timing, as announced in CONNECTED.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// Longest quiet spell on our side: a HEARTBEAT (or ping) goes out at least this often.
+    pub max_idle_interval: Duration,
+    /// How long clients keep trying to resume before they give up on the connection.
+    pub connection_state_ttl: Duration,
+    /// A peer silent this long (not even a pong) is dropped.
+    pub peer_idle_timeout: Duration,
+    /// AUTH goes out this long before a token expires (or at half its remaining life if shorter).
+    pub token_renew_lead: Duration,
+    /// On shutdown, how long connections get to say goodbye before the process exits.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            max_idle_interval: Duration::from_secs(15),
+            connection_state_ttl: Duration::from_secs(120),
+            peer_idle_timeout: Duration::from_secs(45),
+            token_renew_lead: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}

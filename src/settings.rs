@@ -1,0 +1,217 @@
+//! Flags, `REALTIME_*` env and the optional TOML file, validated into the crates' `Config`s.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use gateway::auth::ApiKey;
+use protocol::Capability;
+use serde::Deserialize;
+
+#[derive(Parser)]
+#[command(
+    name = "realtime",
+    version,
+    about = "Self-hosted, Ably-compatible realtime gateway",
+    args_conflicts_with_subcommands = true
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Plain `realtime` is `realtime serve`.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Gateway and REST API on one port, in-memory (the default command).
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on, for WebSocket and REST alike.
+    #[arg(long, env = "REALTIME_LISTEN")]
+    pub listen: Option<String>,
+    /// API keys: comma-separated `appId.keyId:secret`, each optionally followed by `=` and a
+    /// capability JSON (default {"*":["*"]}).
+    #[arg(long, env = "REALTIME_KEYS")]
+    pub keys: Option<String>,
+    /// TOML file with `listen` and `[[keys]]` (`key`, optional `capability`).
+    #[arg(long, env = "REALTIME_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+
+pub(crate) struct Settings {
+    pub listen: SocketAddr,
+    pub gateway: gateway::Config,
+    /// Set when no key was configured and one was made up for this run.
+    pub generated_key: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    #[serde(default)]
+    keys: Vec<FileKey>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileKey {
+    key: String,
+    capability: Option<String>,
+}
+
+/// Flags and env win over the file; the file over defaults.
+pub(crate) fn resolve(args: ServeArgs) -> Result<Settings, String> {
+    let file = match &args.config {
+        None => FileConfig::default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("--config {}: {e}", path.display()))?;
+            toml::from_str(&text).map_err(|e| format!("--config {}: {e}", path.display()))?
+        }
+    };
+    let listen_text = args
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+    let listen: SocketAddr = listen_text
+        .parse()
+        .map_err(|e| format!("--listen / REALTIME_LISTEN {listen_text:?}: {e}"))?;
+
+    let mut keys = Vec::new();
+    if let Some(list) = &args.keys {
+        for entry in split_top_level(list) {
+            keys.push(parse_key_entry(entry).map_err(|e| format!("--keys / REALTIME_KEYS: {e}"))?);
+        }
+    }
+    for entry in file.keys {
+        let capability = parse_capability(entry.capability.as_deref())
+            .map_err(|e| format!("--config keys: {e}"))?;
+        keys.push(
+            ApiKey::parse(&entry.key, capability).map_err(|e| format!("--config keys: {e}"))?,
+        );
+    }
+    let mut generated_key = None;
+    if keys.is_empty() {
+        let key = generate_dev_key();
+        keys.push(
+            ApiKey::parse(&key, Capability::all()).map_err(|e| format!("generated key: {e}"))?,
+        );
+        generated_key = Some(key);
+    }
+    Ok(Settings {
+        listen,
+        gateway: gateway::Config {
+            keys,
+            ..Default::default()
+        },
+        generated_key,
+    })
+}
+
+/// Splits on commas outside braces/brackets, so capability JSON may contain commas.
+fn split_top_level(list: &str) -> Vec<&str> {
+    let mut entries = Vec::new();
+    let (mut depth, mut start, mut in_string, mut escaped) = (0i32, 0, false, false);
+    for (i, c) in list.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if in_string => escaped = true,
+            '"' => in_string = !in_string,
+            '{' | '[' if !in_string => depth += 1,
+            '}' | ']' if !in_string => depth -= 1,
+            ',' if depth == 0 && !in_string => {
+                entries.push(&list[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    entries.push(&list[start..]);
+    entries
+        .into_iter()
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .collect()
+}
+
+fn parse_key_entry(entry: &str) -> Result<ApiKey, String> {
+    let (key, capability) = match entry.split_once('=') {
+        Some((key, capability)) => (key, Some(capability)),
+        None => (entry, None),
+    };
+    ApiKey::parse(key.trim(), parse_capability(capability)?)
+}
+
+fn parse_capability(json: Option<&str>) -> Result<Capability, String> {
+    match json {
+        None => Ok(Capability::all()),
+        Some(json) => Capability::parse(json.trim()).map_err(|e| e.message),
+    }
+}
+
+fn generate_dev_key() -> String {
+    use rand::distributions::{Alphanumeric, DistString};
+    let mut rng = rand::thread_rng();
+    format!(
+        "dev.{}:{}",
+        Alphanumeric.sample_string(&mut rng, 6),
+        Alphanumeric.sample_string(&mut rng, 24)
+    )
+}
+
+pub(crate) fn print_dev_key(key: &str, local: SocketAddr) {
+    let host = if local.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        local.ip().to_string()
+    };
+    println!(
+        "No key configured; generated a development key for this run:\n  new Ably.Rest({{ key: '{key}', endpoint: '{host}', port: {port}, tls: false, fallbackHosts: [] }})",
+        port = local.port()
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_keys_outside_json() {
+        let list = r#"a.b:c, a.d:e={"x:*":["publish","subscribe"],"y":["*"]},a.f:g"#;
+        assert_eq!(
+            split_top_level(list),
+            vec![
+                "a.b:c",
+                r#"a.d:e={"x:*":["publish","subscribe"],"y":["*"]}"#,
+                "a.f:g"
+            ]
+        );
+        let key = parse_key_entry(split_top_level(list)[1]).unwrap();
+        assert_eq!(key.name, "a.d");
+    }
+
+    #[test]
+    fn bad_settings_name_the_setting() {
+        let args = |listen: &str, keys: &str| ServeArgs {
+            listen: Some(listen.into()),
+            keys: Some(keys.into()),
+            config: None,
+        };
+        let error = resolve(args("nope", "a.b:c")).err().unwrap();
+        assert!(error.contains("--listen"), "{error}");
+        let error = resolve(args("127.0.0.1:0", "not-a-key")).err().unwrap();
+        assert!(error.contains("--keys"), "{error}");
+        let error = resolve(args("127.0.0.1:0", "a.b:c={bad json"))
+            .err()
+            .unwrap();
+        assert!(error.contains("--keys"), "{error}");
+    }
+}
