@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Every test: Rust unit and integration tests, the crate-boundary check, and the real `ably` SDK
+# suite against the built binary. Installs what it needs when missing (npm packages via `npm ci`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --locked --bins
+cargo test --workspace --locked
+
+# protocol does no I/O: it must not pull in tokio, axum or redis.
+if cargo tree -p protocol -e normal --prefix none | grep -E '^(tokio|axum|redis) '; then
+  echo "protocol must not depend on tokio, axum or redis" >&2
+  exit 1
+fi
+
+cd tests/sdk
+if [ ! -d node_modules/ably ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund
+fi
+REALTIME_BIN="$PWD/../../target/debug/realtime" npm test

@@ -1,0 +1,5 @@
+//! Process-level tests of the `realtime` binary: settings, the development key, shutdown.
+
+mod support;
+
+mod process;

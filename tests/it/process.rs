@@ -1,0 +1,109 @@
+use std::process::Command;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::json;
+
+use crate::support::{connect, http, next_json, send_json, Server};
+
+#[test]
+fn bad_settings_exit_64_naming_the_setting() {
+    let cases: [(&[&str], &str); 4] = [
+        (&["--listen", "not-an-address"], "--listen"),
+        (&["--keys", "no-colon-here"], "--keys"),
+        (&["--keys", r#"a.b:c={"broken"#], "--keys"),
+        (&["--config", "/nonexistent/realtime.toml"], "--config"),
+    ];
+    for (args, setting) in cases {
+        let output = Command::new(env!("CARGO_BIN_EXE_realtime"))
+            .arg("serve")
+            .args(args)
+            .env_remove("REALTIME_KEYS")
+            .output()
+            .expect("run realtime");
+        assert_eq!(output.status.code(), Some(64), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(setting), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn config_file_keys_and_listen_are_used() {
+    let dir = std::env::temp_dir().join(format!("realtime-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("realtime.toml");
+    std::fs::write(
+        &path,
+        "listen = \"127.0.0.1:0\"\n[[keys]]\nkey = \"app.file:filesecret\"\ncapability = '{\"files:*\":[\"publish\"]}'\n",
+    )
+    .unwrap();
+    let server = Server::start(&["--config", path.to_str().unwrap()]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let auth = base64::engine::general_purpose::STANDARD.encode("app.file:filesecret");
+        let publish = |channel: &str| {
+            format!(
+                "POST /channels/{channel}/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: 12\r\nConnection: close\r\n\r\n{{\"data\":\"x\"}}"
+            )
+        };
+        assert_eq!(http(server.addr, &publish("files:1")).await.0, 201);
+        let (status, body) = http(server.addr, &publish("other")).await;
+        assert_eq!(status, 401, "{body}");
+        assert!(body.contains("40160"), "{body}");
+    });
+}
+
+/// What a new user does: start with no key, paste the printed key, see a message arrive.
+#[test]
+fn generated_dev_key_works_for_publish_and_subscribe() {
+    let server = Server::start(&[]);
+    let key = server
+        .stdout
+        .split("key: '")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .unwrap_or_else(|| panic!("no key in banner: {:?}", server.stdout))
+        .to_owned();
+    assert!(server.stdout.contains(&format!("port: {}", server.addr.port())));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut socket = connect(server.addr, &format!("key={key}&format=json")).await;
+        assert_eq!(next_json(&mut socket).await["action"], 4);
+        send_json(&mut socket, json!({"action": 10, "channel": "session:123"})).await;
+        assert_eq!(next_json(&mut socket).await["action"], 11);
+
+        let auth = base64::engine::general_purpose::STANDARD.encode(&key);
+        let body = r#"[{"name":"update","data":"hello"}]"#;
+        let request = format!(
+            "POST /channels/session:123/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        assert_eq!(http(server.addr, &request).await.0, 201);
+        let delivered = next_json(&mut socket).await;
+        assert_eq!(delivered["action"], 15);
+        assert_eq!(delivered["messages"][0]["data"], "hello");
+    });
+}
+
+#[test]
+fn sigterm_tells_clients_to_reconnect_and_exits() {
+    let mut server = Server::start(&["--keys", "app.k:secret"]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut socket = connect(server.addr, "key=app.k:secret&format=json").await;
+        assert_eq!(next_json(&mut socket).await["action"], 4);
+        server.terminate();
+        let goodbye = next_json(&mut socket).await;
+        assert_eq!(goodbye["action"], 6, "{goodbye}");
+        assert_eq!(goodbye["error"]["code"], 80003);
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = server.child.try_wait().expect("wait") {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still running after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
