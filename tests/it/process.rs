@@ -64,7 +64,9 @@ fn generated_dev_key_works_for_publish_and_subscribe() {
         .and_then(|rest| rest.split('\'').next())
         .unwrap_or_else(|| panic!("no key in banner: {:?}", server.stdout))
         .to_owned();
-    assert!(server.stdout.contains(&format!("port: {}", server.addr.port())));
+    assert!(server
+        .stdout
+        .contains(&format!("port: {}", server.addr.port())));
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let mut socket = connect(server.addr, &format!("key={key}&format=json")).await;
@@ -103,7 +105,10 @@ fn sigterm_tells_clients_to_reconnect_and_exits() {
             assert!(status.success(), "{status}");
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "still running after SIGTERM");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -93,7 +93,7 @@ pub(crate) async fn run(gateway: Gateway, socket: WebSocket, params: ConnectPara
     let format = Format::from_param(params.format.as_deref());
     let (outbox, queue) = Outbox::new(format.unwrap_or(Format::Json), limits.outbound_queue_frames);
     let outbox = Arc::new(outbox);
-    let (sink, stream) = socket.split();
+    let (sink, mut stream) = socket.split();
     let heartbeat = params
         .heartbeats
         .then(|| Frame::encode(&ProtocolMessage::new(Action::Heartbeat), outbox.format).ok())
@@ -151,7 +151,7 @@ pub(crate) async fn run(gateway: Gateway, socket: WebSocket, params: ConnectPara
             connection.schedule_token_timers();
             connection.outbox.reply(&connection.connected());
             tracing::debug!(connection_id = %connection.id, "connected");
-            connection.read_loop(stream).await;
+            connection.read_loop(&mut stream).await;
             connection.leave_channels();
             outbox.close_after_queue();
         }
@@ -184,7 +184,7 @@ fn draining_error() -> ErrorInfo {
 }
 
 impl Connection {
-    async fn read_loop(&mut self, mut stream: SplitStream<WebSocket>) {
+    async fn read_loop(&mut self, stream: &mut SplitStream<WebSocket>) {
         let idle_timeout = self.gateway.config().timing.peer_idle_timeout;
         let mut shutdown = self.gateway.shutdown_signal();
         let mut idle_deadline = Instant::now() + idle_timeout;

@@ -26,7 +26,12 @@ pub(crate) struct Writer {
 
 impl Writer {
     pub(crate) async fn run(mut self) {
-        let mut quiet_until = Instant::now() + self.idle_interval;
+        // A ping goes out every interval even while busy: a client that only listens sends
+        // nothing else, and its pongs are what keep the reader's idle timer from firing.
+        let mut tick =
+            tokio::time::interval_at(Instant::now() + self.idle_interval, self.idle_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut wrote_since_tick = false;
         loop {
             tokio::select! {
                 biased;
@@ -39,27 +44,30 @@ impl Writer {
                 frame = self.queue.recv() => {
                     let Some(frame) = frame else { break };
                     match self.write_batch(frame).await {
-                        Ok(Flow::Continue) => {}
+                        Ok(Flow::Continue) => wrote_since_tick = true,
                         Ok(Flow::Closed) | Err(_) => break,
                     }
-                    quiet_until = Instant::now() + self.idle_interval;
                 }
-                _ = tokio::time::sleep_until(quiet_until) => {
-                    if let Some(heartbeat) = self.heartbeat.clone() {
-                        if self.sink.feed(heartbeat.into_ws()).await.is_err() {
-                            break;
-                        }
-                    }
-                    if self.sink.send(WsMessage::Ping(Default::default())).await.is_err() {
+                _ = tick.tick() => {
+                    if self.keep_alive(!wrote_since_tick).await.is_err() {
                         break;
                     }
-                    quiet_until = Instant::now() + self.idle_interval;
+                    wrote_since_tick = false;
                 }
             }
         }
         let _ = self.sink.close().await;
         // The reader may be waiting on a socket nobody writes to any more.
         self.outbox.mark_ended();
+    }
+
+    /// A WebSocket ping, preceded by a protocol HEARTBEAT when the link was quiet and the client
+    /// asked for them (browsers cannot see pings).
+    async fn keep_alive(&mut self, quiet: bool) -> Result<(), axum::Error> {
+        if let Some(heartbeat) = self.heartbeat.clone().filter(|_| quiet) {
+            self.sink.feed(heartbeat.into_ws()).await?;
+        }
+        self.sink.send(WsMessage::Ping(Default::default())).await
     }
 
     /// Feeds the frame and whatever else is already queued (up to a batch), then flushes once.
