@@ -6,6 +6,7 @@
 //! fan-out under that lock is what makes delivery order equal serial order for every subscriber.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use dashmap::DashMap;
@@ -23,8 +24,8 @@ const MAX_REMEMBERED_IDS: usize = 20_000;
 
 pub struct Hub {
     channels: DashMap<String, Arc<Channel>>,
-    /// Process start in ms: the serial prefix, so serials stay unique and ordered across restarts.
-    epoch_ms: u64,
+    /// The last channel epoch handed out, so no two channel incarnations share one.
+    last_epoch_ms: AtomicU64,
 }
 
 /// One local subscriber (an attached connection) of a channel.
@@ -43,6 +44,9 @@ pub struct Subscriber {
 pub struct Publication<'a> {
     pub channel: &'a str,
     pub messages: Vec<Message>,
+    /// Per message: whether the client chose its id. Only those are remembered for idempotency;
+    /// ids we generated cannot repeat, and remembering them would cost memory for nothing.
+    pub client_ids: Vec<bool>,
     /// The publishing connection, for `echo=false` and the frame's `connectionId`.
     pub connection_id: Option<&'a str>,
     /// The ProtocolMessage id (`connectionId:msgSerial`) for realtime publishes.
@@ -68,9 +72,13 @@ struct Channel {
     state: Mutex<ChannelState>,
 }
 
-#[derive(Default)]
 struct ChannelState {
+    /// When this incarnation of the channel began (ms, unique per hub): the serial prefix, so
+    /// serials stay unique and ordered after the channel is swept and made again, or the
+    /// process restarts.
+    epoch_ms: u64,
     subscribers: Vec<Subscriber>,
+    /// Serials within the epoch are consecutive.
     next_serial: u64,
     last_serial: Option<String>,
     recent_ids: RecentIds,
@@ -98,8 +106,28 @@ impl Hub {
     pub fn new() -> Hub {
         Hub {
             channels: DashMap::new(),
-            epoch_ms: protocol::now_ms(),
+            last_epoch_ms: AtomicU64::new(0),
         }
+    }
+
+    fn new_channel(&self) -> Arc<Channel> {
+        let now = protocol::now_ms();
+        let previous = self
+            .last_epoch_ms
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| {
+                Some(now.max(last + 1))
+            })
+            .unwrap_or(now);
+        Arc::new(Channel {
+            state: Mutex::new(ChannelState {
+                epoch_ms: now.max(previous + 1),
+                subscribers: Vec::new(),
+                next_serial: 0,
+                last_serial: None,
+                recent_ids: RecentIds::default(),
+                removed: false,
+            }),
+        })
     }
 
     /// Runs `f` on the live state of `channel`, creating it if needed.
@@ -110,11 +138,7 @@ impl Hub {
             let entry = existing.unwrap_or_else(|| {
                 self.channels
                     .entry(channel.to_owned())
-                    .or_insert_with(|| {
-                        Arc::new(Channel {
-                            state: Mutex::default(),
-                        })
-                    })
+                    .or_insert_with(|| self.new_channel())
                     .clone()
             });
             let mut state = entry.lock();
@@ -169,15 +193,19 @@ impl Hub {
             state.recent_ids.forget_before(now);
             let mut serials = Vec::with_capacity(publication.messages.len());
             let mut fresh = Vec::with_capacity(publication.messages.len());
-            for mut message in publication.messages {
-                if let Some(id) = &message.id {
+            let client_ids = publication
+                .client_ids
+                .iter()
+                .chain(std::iter::repeat(&false));
+            for (mut message, client_id) in publication.messages.into_iter().zip(client_ids) {
+                if let (true, Some(id)) = (*client_id, &message.id) {
                     if !state.recent_ids.insert(id, now + IDEMPOTENCY_WINDOW_MS) {
                         serials.push(None);
                         continue;
                     }
                 }
                 state.next_serial += 1;
-                let serial = format!("{:012x}-{:010x}", self.epoch_ms, state.next_serial);
+                let serial = format!("{:012x}-{:010x}", state.epoch_ms, state.next_serial);
                 message.serial = Some(serial.clone());
                 serials.push(Some(serial));
                 fresh.push(message);
@@ -310,3 +338,6 @@ impl RecentIds {
         self.order.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests;

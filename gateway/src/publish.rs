@@ -45,6 +45,7 @@ impl Gateway {
         let max_bytes = self.config().limits.max_message_bytes;
         let now = protocol::now_ms();
         let mut random_base: Option<String> = None;
+        let client_ids: Vec<bool> = messages.iter().map(|m| m.id.is_some()).collect();
         for (index, message) in messages.iter_mut().enumerate() {
             match message.client_id.as_deref() {
                 Some(claimed) if !principal.may_act_as(claimed) => {
@@ -89,6 +90,7 @@ impl Gateway {
         let serials = self.hub().publish(Publication {
             channel: channel.base(),
             messages,
+            client_ids,
             connection_id,
             id,
             timestamp: now,
