@@ -233,6 +233,12 @@ export async function closeRealtime(client) {
     };
     conn.on(listener);
   });
+  // ably-js 2.28 quirk: an authorize() that completes after close() (e.g. the answer to a server AUTH that
+  // was in flight) calls connectionManager.onAuthUpdated(), which requests `connecting` again from `closed`.
+  // A resurrected client would retry forever and keep node alive, so close it again if that happens.
+  conn.on((change) => {
+    if (change.current === 'connecting') client.close();
+  });
   try {
     client.close();
     await withTimeout(done, 12_000, 'client to close');
