@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use gateway::auth::supabase::{Policy, SupabaseConfig};
 use gateway::auth::ApiKey;
 use protocol::Capability;
 use serde::Deserialize;
@@ -41,6 +42,33 @@ pub(crate) struct ServeArgs {
     /// TOML file with `listen` and `[[keys]]` (`key`, optional `capability`).
     #[arg(long, env = "REALTIME_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Supabase project JWT secret: accept its HS256 access tokens.
+    #[arg(long, env = "REALTIME_SUPABASE_JWT_SECRET", hide_env_values = true)]
+    pub supabase_jwt_secret: Option<String>,
+    /// Supabase project URL: accept ES256/RS256 access tokens signed by its keys
+    /// ({url}/auth/v1/.well-known/jwks.json) and require iss = {url}/auth/v1.
+    #[arg(long, env = "REALTIME_SUPABASE_URL")]
+    pub supabase_url: Option<String>,
+    /// Where to fetch the signing keys, if not under --supabase-url.
+    #[arg(long, env = "REALTIME_SUPABASE_JWKS_URL")]
+    pub supabase_jwks_url: Option<String>,
+    /// Accepted `aud` values, comma-separated.
+    #[arg(
+        long,
+        env = "REALTIME_SUPABASE_AUDIENCE",
+        default_value = "authenticated"
+    )]
+    pub supabase_audience: String,
+    /// At most one JWKS fetch per this many milliseconds (an unknown kid triggers one).
+    #[arg(
+        long,
+        env = "REALTIME_SUPABASE_JWKS_REFRESH_MS",
+        default_value_t = 5000
+    )]
+    pub supabase_jwks_refresh_ms: u64,
+    /// TOML policy mapping Supabase claims to capabilities (default: the Digis policy).
+    #[arg(long, env = "REALTIME_POLICY")]
+    pub policy: Option<PathBuf>,
 }
 
 const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
@@ -69,6 +97,14 @@ struct FileKey {
 
 /// Flags and env win over the file; the file over defaults.
 pub(crate) fn resolve(args: ServeArgs) -> Result<Settings, String> {
+    let args_supabase = SupabaseArgs {
+        jwt_secret: args.supabase_jwt_secret.clone(),
+        url: args.supabase_url.clone(),
+        jwks_url: args.supabase_jwks_url.clone(),
+        audience: args.supabase_audience.clone(),
+        refresh_ms: args.supabase_jwks_refresh_ms,
+        policy: args.policy.clone(),
+    };
     let file = match &args.config {
         None => FileConfig::default(),
         Some(path) => {
@@ -106,14 +142,95 @@ pub(crate) fn resolve(args: ServeArgs) -> Result<Settings, String> {
         );
         generated_key = Some(key);
     }
+    let supabase = supabase_config(&args_supabase)?;
     Ok(Settings {
         listen,
         gateway: gateway::Config {
             keys,
+            supabase,
             ..Default::default()
         },
         generated_key,
     })
+}
+
+struct SupabaseArgs {
+    jwt_secret: Option<String>,
+    url: Option<String>,
+    jwks_url: Option<String>,
+    audience: String,
+    refresh_ms: u64,
+    policy: Option<PathBuf>,
+}
+
+fn supabase_config(args: &SupabaseArgs) -> Result<Option<SupabaseConfig>, String> {
+    let http_url = |value: &str, setting: &str| -> Result<String, String> {
+        let trimmed = value.trim().trim_end_matches('/');
+        let ok = (trimmed.starts_with("https://") || trimmed.starts_with("http://"))
+            && trimmed.len() > "https://".len()
+            && !trimmed.contains(char::is_whitespace);
+        if ok {
+            Ok(trimmed.to_owned())
+        } else {
+            Err(format!("{setting} {value:?}: expected an http(s) URL"))
+        }
+    };
+    let url = args
+        .url
+        .as_deref()
+        .map(|url| http_url(url, "--supabase-url / REALTIME_SUPABASE_URL"))
+        .transpose()?;
+    let jwks_url = match (&args.jwks_url, &url) {
+        (Some(jwks), _) => Some(http_url(
+            jwks,
+            "--supabase-jwks-url / REALTIME_SUPABASE_JWKS_URL",
+        )?),
+        (None, Some(url)) => Some(format!("{url}/auth/v1/.well-known/jwks.json")),
+        (None, None) => None,
+    };
+    if let Some(secret) = &args.jwt_secret {
+        if secret.trim().is_empty() {
+            return Err("--supabase-jwt-secret / REALTIME_SUPABASE_JWT_SECRET is empty".into());
+        }
+    }
+    let policy = match &args.policy {
+        None => Policy::default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("--policy {}: {e}", path.display()))?;
+            let policy: Policy =
+                toml::from_str(&text).map_err(|e| format!("--policy {}: {e}", path.display()))?;
+            policy
+                .validate()
+                .map_err(|e| format!("--policy {}: {e}", path.display()))?;
+            policy
+        }
+    };
+    if args.jwt_secret.is_none() && jwks_url.is_none() {
+        if args.policy.is_some() {
+            return Err("--policy needs --supabase-jwt-secret or --supabase-url".into());
+        }
+        return Ok(None);
+    }
+    let audience: Vec<String> = args
+        .audience
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if audience.is_empty() {
+        return Err("--supabase-audience / REALTIME_SUPABASE_AUDIENCE is empty".into());
+    }
+    Ok(Some(SupabaseConfig {
+        jwt_secret: args.jwt_secret.clone(),
+        jwks_url,
+        issuer: url.map(|url| format!("{url}/auth/v1")),
+        audience,
+        policy,
+        jwks_min_refresh_interval: std::time::Duration::from_millis(args.refresh_ms),
+        ..SupabaseConfig::default()
+    }))
 }
 
 /// Splits on commas outside braces/brackets, so capability JSON may contain commas.
@@ -204,6 +321,12 @@ mod tests {
             listen: Some(listen.into()),
             keys: Some(keys.into()),
             config: None,
+            supabase_jwt_secret: None,
+            supabase_url: None,
+            supabase_jwks_url: None,
+            supabase_audience: "authenticated".into(),
+            supabase_jwks_refresh_ms: 5000,
+            policy: None,
         };
         let error = resolve(args("nope", "a.b:c")).err().unwrap();
         assert!(error.contains("--listen"), "{error}");

@@ -12,7 +12,7 @@ use protocol::{ErrorCode, Format};
 use crate::error::ApiError;
 
 /// The principal behind a request, or `None` when it carries no Authorization header.
-pub(crate) fn optional_principal(
+pub(crate) async fn optional_principal(
     gateway: &Gateway,
     headers: &HeaderMap,
     format: Format,
@@ -47,6 +47,7 @@ pub(crate) fn optional_principal(
             gateway
                 .auth()
                 .verify_token(&token, protocol::now_ms())
+                .await
                 .map_err(refuse)?
         }
         _ => return Err(refuse(AuthError::NoCredentials)),
@@ -74,11 +75,12 @@ pub(crate) fn optional_principal(
         .map_err(refuse)
 }
 
-pub(crate) fn principal(
+pub(crate) async fn principal(
     gateway: &Gateway,
     headers: &HeaderMap,
     format: Format,
 ) -> Result<Principal, ApiError> {
-    optional_principal(gateway, headers, format)?
+    optional_principal(gateway, headers, format)
+        .await?
         .ok_or_else(|| ApiError::new(AuthError::NoCredentials.info(), format))
 }

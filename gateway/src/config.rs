@@ -1,5 +1,6 @@
 //! The gateway's settings. `main` fills this from flags and env; tests build it directly.
 
+use crate::auth::supabase::SupabaseConfig;
 use crate::auth::ApiKey;
 use crate::limits::{Limits, Timing};
 
@@ -9,6 +10,8 @@ pub struct Config {
     pub keys: Vec<ApiKey>,
     /// Announced to clients as `serverId`; defaults to a random id per process.
     pub server_id: Option<String>,
+    /// Accept Supabase access tokens when set.
+    pub supabase: Option<SupabaseConfig>,
     pub limits: Limits,
     pub timing: Timing,
 }

@@ -11,6 +11,7 @@ pub mod frame;
 pub mod hub;
 pub mod limits;
 mod publish;
+mod registry;
 mod server;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -38,6 +39,7 @@ struct Inner {
     config: Config,
     auth: Auth,
     hub: Hub,
+    clients: registry::ClientRegistry,
     server_id: String,
     draining: watch::Sender<bool>,
     live_connections: AtomicUsize,
@@ -54,14 +56,16 @@ impl Gateway {
             )
         });
         let inner = Arc::new(Inner {
-            auth: Auth::new(config.keys.clone()),
+            auth: Auth::new(config.keys.clone(), config.supabase.clone()),
             hub: Hub::new(),
+            clients: registry::ClientRegistry::default(),
             server_id,
             draining: watch::Sender::new(false),
             live_connections: AtomicUsize::new(0),
             all_closed: Notify::new(),
             config,
         });
+        inner.auth.start();
         tokio::spawn(sweep(Arc::downgrade(&inner)));
         Gateway { inner }
     }
@@ -80,6 +84,18 @@ impl Gateway {
 
     pub fn server_id(&self) -> &str {
         &self.inner.server_id
+    }
+
+    /// Ably's `revokeTokens` for a `clientId:` target: tokens for `client_id` issued before
+    /// `issued_before` are refused from now on, and the client's live token connections end with
+    /// 40141 at once. Returns how many connections were ended.
+    pub fn revoke_client_tokens(&self, client_id: &str, issued_before: u64) -> usize {
+        self.inner.auth.revoke_client(client_id, issued_before);
+        self.inner.clients.revoke(client_id, issued_before)
+    }
+
+    pub(crate) fn clients(&self) -> &registry::ClientRegistry {
+        &self.inner.clients
     }
 
     /// The WebSocket endpoint (`GET /` with an upgrade), to merge into the HTTP router.

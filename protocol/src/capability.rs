@@ -47,6 +47,26 @@ impl Capability {
         }
     }
 
+    /// Nothing at all: what a policy grants a principal no rule matches.
+    pub fn none() -> Capability {
+        Capability {
+            entries: BTreeMap::new(),
+        }
+    }
+
+    /// From resource -> operations pairs already in hand (a policy's output).
+    pub fn from_entries(entries: BTreeMap<String, Vec<String>>) -> Capability {
+        let entries = entries
+            .into_iter()
+            .filter(|(_, ops)| !ops.is_empty())
+            .collect();
+        Capability { entries }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     pub fn parse(json: &str) -> Result<Capability, ErrorInfo> {
         let invalid = |why: String| {
             ErrorCode::InvalidParameterValue.info(format!("invalid capability: {why}"))

@@ -36,7 +36,7 @@ pub(crate) async fn publish(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let format = response_format(&headers);
-    let principal = principal(&gateway, &headers, format)?;
+    let principal = principal(&gateway, &headers, format).await?;
     let channel = ChannelName::parse(&channel).map_err(|e| ApiError::new(e, format))?;
     let messages = match decode::<OneOrMany>(&headers, &body, format)? {
         OneOrMany::Many(messages) => messages,
@@ -84,7 +84,7 @@ pub(crate) async fn status(
         Some("msgpack") => (Format::Msgpack, true),
         _ => (response_format(&headers), false),
     };
-    let principal = principal(&gateway, &headers, format)?;
+    let principal = principal(&gateway, &headers, format).await?;
     let channel = ChannelName::parse(&channel).map_err(|e| ApiError::new(e, format))?;
     if !principal.allows(&channel, Operation::ChannelMetadata) {
         return Err(ApiError::code(

@@ -2,10 +2,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
-use gateway::auth::TokenRequest;
+use gateway::auth::{Credential, TokenRequest};
 use gateway::Gateway;
+use protocol::{ErrorCode, ErrorInfo};
+use serde::{Deserialize, Serialize};
 
-use crate::auth::optional_principal;
+use crate::auth::{optional_principal, principal};
 use crate::body::{decode, respond, response_format};
 use crate::error::ApiError;
 
@@ -18,11 +20,96 @@ pub(crate) async fn request_token(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let format = response_format(&headers);
-    let basic = optional_principal(&gateway, &headers, format)?;
+    let basic = optional_principal(&gateway, &headers, format).await?;
     let request: TokenRequest = decode(&headers, &body, format)?;
     let details = gateway
         .auth()
         .request_token(&key_name, &request, basic.as_ref(), protocol::now_ms())
         .map_err(|error| ApiError::new(error.info(), format))?;
     respond(StatusCode::OK, &details, format, false)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RevokeRequest {
+    targets: Vec<String>,
+    #[serde(default)]
+    issued_before: Option<u64>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BatchResult {
+    success_count: usize,
+    failure_count: usize,
+    results: Vec<RevokeResult>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase", untagged)]
+enum RevokeResult {
+    #[serde(rename_all = "camelCase")]
+    Revoked {
+        target: String,
+        issued_before: u64,
+        applies_at: u64,
+    },
+    Failed {
+        target: String,
+        error: ErrorInfo,
+    },
+}
+
+/// `POST /keys/{keyName}/revokeTokens` (Basic auth with that key): for each `clientId:<id>`
+/// target, tokens issued before now (or `issuedBefore`) are refused and the client's live token
+/// connections end with 40141 at once.
+pub(crate) async fn revoke_tokens(
+    State(gateway): State<Gateway>,
+    Path(key_name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let format = response_format(&headers);
+    let caller = principal(&gateway, &headers, format).await?;
+    if caller.via != Credential::Key || caller.key_name != key_name {
+        return Err(ApiError::code(
+            ErrorCode::BasicAuthRequired,
+            "revoking tokens needs Basic auth with the key that names them",
+            format,
+        ));
+    }
+    let request: RevokeRequest = decode(&headers, &body, format)?;
+    let now = protocol::now_ms();
+    let issued_before = request.issued_before.unwrap_or(now).min(now);
+    let results: Vec<RevokeResult> = request
+        .targets
+        .into_iter()
+        .map(|target| match target.split_once(':') {
+            Some(("clientId", client_id)) if !client_id.is_empty() => {
+                let ended = gateway.revoke_client_tokens(client_id, issued_before);
+                tracing::info!(%client_id, ended, "tokens revoked");
+                RevokeResult::Revoked {
+                    target,
+                    issued_before,
+                    applies_at: now,
+                }
+            }
+            _ => RevokeResult::Failed {
+                error: ErrorCode::InvalidParameterValue.info(format!(
+                    "unsupported revocation target {target:?}; use clientId:<id>"
+                )),
+                target,
+            },
+        })
+        .collect();
+    let failure_count = results
+        .iter()
+        .filter(|r| matches!(r, RevokeResult::Failed { .. }))
+        .count();
+    let batch = BatchResult {
+        success_count: results.len() - failure_count,
+        failure_count,
+        results,
+    };
+    respond(StatusCode::OK, &batch, format, false)
 }

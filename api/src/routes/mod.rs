@@ -19,6 +19,7 @@ pub(crate) fn router(gateway: Gateway) -> Router {
         .route("/channels/{channel}/messages", post(channels::publish))
         .route("/channels/{channel}", get(channels::status))
         .route("/keys/{key_name}/requestToken", post(keys::request_token))
+        .route("/keys/{key_name}/revokeTokens", post(keys::revoke_tokens))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(gateway)

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use protocol::Capability;
 use serde::Deserialize;
 
@@ -12,6 +12,7 @@ use super::{Auth, AuthError, Credential, Principal};
 #[derive(Deserialize)]
 struct Claims {
     exp: u64,
+    iat: Option<u64>,
     #[serde(rename = "x-ably-capability")]
     capability: Option<String>,
     #[serde(rename = "x-ably-clientId")]
@@ -22,15 +23,20 @@ pub(super) fn looks_like_jwt(token: &str) -> bool {
     token.starts_with("eyJ") && token.matches('.').count() == 2
 }
 
-pub(super) fn verify(auth: &Auth, token: &str, now_ms: u64) -> Result<Principal, AuthError> {
-    let header =
-        jsonwebtoken::decode_header(token).map_err(|e| AuthError::InvalidJwt(e.to_string()))?;
-    let kid = header
+pub(super) fn verify(
+    auth: &Auth,
+    token: &str,
+    header: &Header,
+    now_ms: u64,
+) -> Result<Principal, AuthError> {
+    if header.alg != Algorithm::HS256 {
+        return Err(AuthError::AlgorithmNotAllowed("Ably JWTs are HS256"));
+    }
+    let key = header
         .kid
-        .ok_or_else(|| AuthError::InvalidJwt("no kid naming the key".into()))?;
-    let key = auth
-        .key(&kid)
-        .ok_or_else(|| AuthError::InvalidJwt(format!("unknown key {kid:?}")))?;
+        .as_deref()
+        .and_then(|kid| auth.key(kid))
+        .ok_or_else(|| AuthError::InvalidJwt("no kid naming one of our keys".into()))?;
     let mut validation = Validation::new(Algorithm::HS256);
     // Expiry is checked below against the caller's clock, so tests and renewal agree on it.
     validation.validate_exp = false;
@@ -57,6 +63,7 @@ pub(super) fn verify(auth: &Auth, token: &str, now_ms: u64) -> Result<Principal,
         client_id: claims.client_id.filter(|id| !id.is_empty()),
         capability: Arc::new(capability),
         expires_at: Some(expires_at),
+        issued_at: claims.iat.map(|iat| iat.saturating_mul(1000)),
         key_name: key.name.clone(),
         via: Credential::Token,
     })

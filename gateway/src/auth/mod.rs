@@ -6,9 +6,12 @@
 
 mod jwt;
 mod key;
+pub mod supabase;
 mod token;
 
 use std::sync::Arc;
+
+use dashmap::DashMap;
 
 use protocol::{Capability, ChannelName, ErrorCode, ErrorInfo, Operation};
 
@@ -23,6 +26,8 @@ pub struct Principal {
     pub capability: Arc<Capability>,
     /// Milliseconds since the epoch; `None` for API keys, which do not expire.
     pub expires_at: Option<u64>,
+    /// When the token was issued (ms), for revocation; `None` for keys.
+    pub issued_at: Option<u64>,
     pub key_name: String,
     pub via: Credential,
 }
@@ -88,6 +93,22 @@ pub enum AuthError {
     InvalidJwt(String),
     #[error("token expired")]
     TokenExpired,
+    #[error("token expired at {0} (ms since epoch); renew it")]
+    TokenExpiredAt(u64),
+    #[error("token not yet valid (nbf in the future)")]
+    NotYetValid,
+    #[error("token was revoked; get a new one")]
+    Revoked,
+    #[error("JWT signed by an unknown key (kid not in the JWKS)")]
+    UnknownKid,
+    #[error("JWT audience (aud) not accepted")]
+    WrongAudience,
+    #[error("JWT issuer (iss) not accepted")]
+    WrongIssuer,
+    #[error("JWT algorithm not allowed: {0}")]
+    AlgorithmNotAllowed(&'static str),
+    #[error("signing keys (JWKS) unavailable; retry shortly")]
+    KeysUnavailable,
     #[error("invalid token request: {0}")]
     InvalidTokenRequest(String),
     #[error("invalid mac on token request")]
@@ -113,7 +134,14 @@ impl AuthError {
             AuthError::MalformedKey => ErrorCode::MalformedCredentials,
             AuthError::InvalidToken => ErrorCode::TokenInvalid,
             AuthError::InvalidJwt(_) => ErrorCode::JwtInvalid,
-            AuthError::TokenExpired => ErrorCode::TokenExpired,
+            AuthError::TokenExpired | AuthError::TokenExpiredAt(_) => ErrorCode::TokenExpired,
+            AuthError::NotYetValid | AuthError::WrongAudience | AuthError::WrongIssuer => {
+                ErrorCode::TokenInvalid
+            }
+            AuthError::Revoked => ErrorCode::TokenRevoked,
+            AuthError::UnknownKid => ErrorCode::TokenUnrecognised,
+            AuthError::AlgorithmNotAllowed(_) => ErrorCode::JwtInvalid,
+            AuthError::KeysUnavailable => ErrorCode::AuthUnavailable,
             AuthError::InvalidTokenRequest(_) => ErrorCode::InvalidRequestBody,
             AuthError::StaleTimestamp => ErrorCode::TimestampOutsideWindow,
             AuthError::NonceReused => ErrorCode::NonceReused,
@@ -128,18 +156,51 @@ impl AuthError {
     }
 }
 
-/// The configured keys, and the state token requests need (seen nonces).
+/// The configured keys and Supabase project, and the state auth keeps: seen nonces and
+/// revocations.
 pub struct Auth {
     keys: Vec<ApiKey>,
     nonces: token::NonceCache,
+    supabase: Option<supabase::Supabase>,
+    /// clientId -> tokens issued before this (ms) are refused.
+    revocations: DashMap<String, u64>,
 }
 
 impl Auth {
-    pub fn new(keys: Vec<ApiKey>) -> Auth {
+    pub fn new(keys: Vec<ApiKey>, supabase: Option<supabase::SupabaseConfig>) -> Auth {
         Auth {
             keys,
             nonces: token::NonceCache::default(),
+            supabase: supabase.map(supabase::Supabase::new),
+            revocations: DashMap::new(),
         }
+    }
+
+    /// Starts background work (the first JWKS fetch); call inside a tokio runtime.
+    pub fn start(&self) {
+        if let Some(supabase) = &self.supabase {
+            supabase.prefetch();
+        }
+    }
+
+    /// Refuses, from now on, tokens for `client_id` issued before `issued_before` (ms).
+    pub fn revoke_client(&self, client_id: &str, issued_before: u64) {
+        self.revocations
+            .entry(client_id.to_owned())
+            .and_modify(|at| *at = (*at).max(issued_before))
+            .or_insert(issued_before);
+    }
+
+    /// Whether a token principal falls under a revocation.
+    pub fn is_revoked(&self, principal: &Principal) -> bool {
+        let (Credential::Token, Some(client_id)) = (principal.via, principal.client_id.as_deref())
+        else {
+            return false;
+        };
+        self.revocations.get(client_id).is_some_and(|before| {
+            // A token without iat cannot prove it is newer than the revocation.
+            principal.issued_at.is_none_or(|issued| issued < *before)
+        })
     }
 
     pub fn key(&self, key_name: &str) -> Option<&ApiKey> {
@@ -157,20 +218,40 @@ impl Auth {
             client_id: None,
             capability: key.capability.clone(),
             expires_at: None,
+            issued_at: None,
             key_name: key.name.clone(),
             via: Credential::Key,
         })
     }
 
-    /// A token string: ours (`rt1.`…) or an Ably JWT signed with one of our key secrets.
-    pub fn verify_token(&self, token: &str, now_ms: u64) -> Result<Principal, AuthError> {
-        if token::is_ours(token) {
-            token::verify(self, token, now_ms)
+    /// A token string: ours (`rt1.`…), an Ably JWT (its `kid` names one of our keys), or a
+    /// Supabase access token. Async only because a Supabase key may need fetching.
+    pub async fn verify_token(&self, token: &str, now_ms: u64) -> Result<Principal, AuthError> {
+        let principal = if token::is_ours(token) {
+            token::verify(self, token, now_ms)?
         } else if jwt::looks_like_jwt(token) {
-            jwt::verify(self, token, now_ms)
+            let header = jsonwebtoken::decode_header(token)
+                .map_err(|e| AuthError::InvalidJwt(e.to_string()))?;
+            let ably_key = header
+                .kid
+                .as_deref()
+                .is_some_and(|kid| self.key(kid).is_some());
+            match (&self.supabase, ably_key) {
+                (_, true) => jwt::verify(self, token, &header, now_ms)?,
+                (Some(supabase), false) => supabase.verify(token, &header, now_ms).await?,
+                (None, false) => {
+                    return Err(AuthError::InvalidJwt(
+                        "not signed by a configured key (kid unknown, no Supabase project)".into(),
+                    ))
+                }
+            }
         } else {
-            Err(AuthError::InvalidToken)
+            return Err(AuthError::InvalidToken);
+        };
+        if self.is_revoked(&principal) {
+            return Err(AuthError::Revoked);
         }
+        Ok(principal)
     }
 
     /// `POST /keys/{keyName}/requestToken`. A signed request needs no other credentials; an

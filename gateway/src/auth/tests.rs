@@ -4,15 +4,26 @@ use super::*;
 
 const NOW: u64 = 1_700_000_000_000;
 
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
 fn auth() -> Auth {
-    Auth::new(vec![
-        ApiKey::parse("app1.key1:secret", Capability::all()).unwrap(),
-        ApiKey::parse(
-            "app1.limited:other",
-            Capability::parse(r#"{"chat:*":["publish","subscribe"]}"#).unwrap(),
-        )
-        .unwrap(),
-    ])
+    Auth::new(
+        vec![
+            ApiKey::parse("app1.key1:secret", Capability::all()).unwrap(),
+            ApiKey::parse(
+                "app1.limited:other",
+                Capability::parse(r#"{"chat:*":["publish","subscribe"]}"#).unwrap(),
+            )
+            .unwrap(),
+        ],
+        None,
+    )
 }
 
 fn signed(key_name: &str, secret: &str, mut request: TokenRequest) -> TokenRequest {
@@ -67,13 +78,13 @@ fn signed_request_gives_a_token_that_verifies() {
         .unwrap();
     assert_eq!(details.expires - details.issued, 3_600_000);
     assert_eq!(details.client_id.as_deref(), Some("alice"));
-    let principal = auth.verify_token(&details.token, NOW + 1).unwrap();
+    let principal = block_on(auth.verify_token(&details.token, NOW + 1)).unwrap();
     assert_eq!(principal.client_id.as_deref(), Some("alice"));
     assert_eq!(principal.expires_at, Some(details.expires));
     assert!(principal.allows(&ChannelName::parse("chat:1").unwrap(), Operation::Publish));
     assert!(!principal.allows(&ChannelName::parse("news").unwrap(), Operation::Publish));
     assert!(matches!(
-        auth.verify_token(&details.token, details.expires),
+        block_on(auth.verify_token(&details.token, details.expires)),
         Err(AuthError::TokenExpired)
     ));
 }
@@ -145,11 +156,11 @@ fn tampered_tokens_are_refused() {
     let mut tampered = details.token.clone();
     tampered.insert(6, 'x');
     assert!(matches!(
-        auth.verify_token(&tampered, NOW),
+        block_on(auth.verify_token(&tampered, NOW)),
         Err(AuthError::InvalidToken)
     ));
     assert!(matches!(
-        auth.verify_token("garbage", NOW),
+        block_on(auth.verify_token("garbage", NOW)),
         Err(AuthError::InvalidToken)
     ));
 }
@@ -164,19 +175,22 @@ fn ably_jwts_signed_with_a_key_secret_are_accepted() {
     let mut header = Header::new(jsonwebtoken::Algorithm::HS256);
     header.kid = Some("app1.key1".into());
     let jwt = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(b"secret")).unwrap();
-    let principal = auth.verify_token(&jwt, NOW).unwrap();
+    let principal = block_on(auth.verify_token(&jwt, NOW)).unwrap();
     assert_eq!(principal.client_id.as_deref(), Some("bob"));
     assert!(principal.allows(&ChannelName::parse("chat:x").unwrap(), Operation::Subscribe));
     assert!(!principal.allows(&ChannelName::parse("chat:x").unwrap(), Operation::Publish));
     assert!(matches!(
-        auth.verify_token(&jwt, NOW + 61_000),
+        block_on(auth.verify_token(&jwt, NOW + 61_000)),
         Err(AuthError::TokenExpired)
     ));
 
     let forged =
         jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(b"nope")).unwrap();
     assert_eq!(
-        auth.verify_token(&forged, NOW).unwrap_err().code().code(),
+        block_on(auth.verify_token(&forged, NOW))
+            .unwrap_err()
+            .code()
+            .code(),
         40144
     );
 }
@@ -211,11 +225,54 @@ fn client_id_binding() {
             NOW,
         )
         .unwrap();
-    let alice = auth.verify_token(&details.token, NOW).unwrap();
+    let alice = block_on(auth.verify_token(&details.token, NOW)).unwrap();
     assert!(alice.may_act_as("alice") && !alice.may_act_as("bob"));
     assert!(matches!(
         alice.clone().with_client_id(Some("bob")),
         Err(AuthError::ClientIdMismatch)
     ));
     assert!(alice.with_client_id(Some("alice")).is_ok());
+}
+
+#[test]
+fn revoked_client_tokens_are_refused_and_newer_ones_accepted() {
+    let auth = auth();
+    let details = auth
+        .request_token(
+            "app1.key1",
+            &signed(
+                "app1.key1",
+                "secret",
+                request(Some("alice"), "gggggggggggggggg"),
+            ),
+            None,
+            NOW,
+        )
+        .unwrap();
+    auth.revoke_client("alice", NOW + 1);
+    assert!(matches!(
+        block_on(auth.verify_token(&details.token, NOW + 2)),
+        Err(AuthError::Revoked)
+    ));
+    let newer = TokenRequest {
+        timestamp: Some((NOW + 5).to_string()),
+        ..request(Some("alice"), "hhhhhhhhhhhhhhhh")
+    };
+    let details = auth
+        .request_token(
+            "app1.key1",
+            &signed("app1.key1", "secret", newer),
+            None,
+            NOW + 5,
+        )
+        .unwrap();
+    assert!(block_on(auth.verify_token(&details.token, NOW + 6)).is_ok());
+    // Keys are never revoked this way.
+    assert!(!auth.is_revoked(
+        &auth
+            .verify_key("app1.key1:secret")
+            .unwrap()
+            .with_client_id(Some("alice"))
+            .unwrap()
+    ));
 }

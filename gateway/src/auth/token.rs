@@ -218,6 +218,7 @@ pub(super) fn verify(auth: &Auth, token: &str, now_ms: u64) -> Result<Principal,
         client_id: payload.cid,
         capability: Arc::new(capability),
         expires_at: Some(payload.x),
+        issued_at: Some(payload.i),
         key_name: key.name.clone(),
         via: Credential::Token,
     })

@@ -22,7 +22,7 @@ impl Connection {
         });
     }
 
-    pub(super) fn on_auth(&mut self, message: ProtocolMessage) -> Flow {
+    pub(super) async fn on_auth(&mut self, message: ProtocolMessage) -> Flow {
         let Some(token) = message.auth.and_then(|auth| auth.access_token) else {
             return self.fatal(ErrorCode::BadRequest.info("AUTH without accessToken"));
         };
@@ -30,6 +30,7 @@ impl Connection {
             .gateway
             .auth()
             .verify_token(&token, protocol::now_ms())
+            .await
             .and_then(|principal| principal.with_client_id(self.principal.identity()))
             .and_then(|principal| {
                 // The identity of a live connection never changes.
@@ -42,6 +43,9 @@ impl Connection {
         match verified {
             Ok(principal) => {
                 self.principal = principal;
+                self.gateway
+                    .clients()
+                    .register(&self.id, &self.principal, &self.outbox);
                 self.schedule_token_timers();
                 self.apply_capability();
                 // Same connectionId and key: ably-js does not take a new key from this reply.
@@ -49,6 +53,7 @@ impl Connection {
                 Flow::Continue
             }
             Err(error) => {
+                tracing::info!(connection_id = %self.id, code = error.code().code(), reason = %error, "re-auth refused");
                 self.outbox
                     .reply(&ProtocolMessage::error(Action::Error, error.info()));
                 Flow::Stop

@@ -120,12 +120,17 @@ pub(crate) async fn run(gateway: Gateway, socket: WebSocket, params: ConnectPara
     };
     let principal = match refused {
         Some(error) => Err(error),
-        None => authenticate(&gateway, &params).map_err(|e| e.info()),
+        None => authenticate(&gateway, &params).await.map_err(|error| {
+            // The reason, never the token.
+            tracing::info!(code = error.code().code(), reason = %error, "realtime auth refused");
+            error.info()
+        }),
     };
     match principal {
         Err(error) => {
             tracing::debug!(code = error.code, message = %error.message, "connection refused");
-            let action = if error.code == ErrorCode::Disconnected.code() {
+            // Our own trouble (draining, JWKS unreachable) is a retry, not a failure.
+            let action = if error.status_code >= 500 {
                 Action::Disconnected
             } else {
                 Action::Error
@@ -149,10 +154,16 @@ pub(crate) async fn run(gateway: Gateway, socket: WebSocket, params: ConnectPara
                 token_timers: None,
             };
             connection.schedule_token_timers();
+            gateway
+                .clients()
+                .register(&connection.id, &connection.principal, &outbox);
             connection.outbox.reply(&connection.connected());
             tracing::debug!(connection_id = %connection.id, "connected");
             connection.read_loop(&mut stream).await;
             connection.leave_channels();
+            gateway
+                .clients()
+                .unregister(&connection.id, &connection.principal);
             outbox.close_after_queue();
         }
     }
@@ -166,11 +177,11 @@ pub(crate) async fn run(gateway: Gateway, socket: WebSocket, params: ConnectPara
     }
 }
 
-fn authenticate(gateway: &Gateway, params: &ConnectParams) -> Result<Principal, AuthError> {
+async fn authenticate(gateway: &Gateway, params: &ConnectParams) -> Result<Principal, AuthError> {
     let auth = gateway.auth();
     let principal = match (&params.key, &params.access_token) {
         (Some(key), _) => auth.verify_key(key)?,
-        (None, Some(token)) => auth.verify_token(token, protocol::now_ms())?,
+        (None, Some(token)) => auth.verify_token(token, protocol::now_ms()).await?,
         (None, None) => return Err(AuthError::NoCredentials),
     };
     principal.with_client_id(params.client_id.as_deref())
@@ -197,7 +208,7 @@ impl Connection {
             let flow = tokio::select! {
                 biased;
                 _ = self.outbox.wake_reader.notified() => Flow::Stop,
-                _ = shutdown.wait_for(|draining| *draining) => {
+                _ = async { drop(shutdown.wait_for(|draining| *draining).await) } => {
                     self.outbox.reply(&ProtocolMessage::error(Action::Disconnected, draining_error()));
                     Flow::Stop
                 }
@@ -223,7 +234,7 @@ impl Connection {
                     Ok(None | Some(Err(_))) => Flow::Stop,
                     Ok(Some(Ok(frame))) => {
                         idle_deadline = Instant::now() + idle_timeout;
-                        self.on_frame(frame)
+                        self.on_frame(frame).await
                     }
                 },
             };
@@ -233,7 +244,7 @@ impl Connection {
         }
     }
 
-    fn on_frame(&mut self, frame: WsMessage) -> Flow {
+    async fn on_frame(&mut self, frame: WsMessage) -> Flow {
         // Text frames carry JSON and binary frames msgpack, whatever `format` the client chose.
         let decoded = match &frame {
             WsMessage::Text(text) => protocol::codec::decode(text.as_bytes(), Format::Json),
@@ -242,14 +253,14 @@ impl Connection {
             WsMessage::Ping(_) | WsMessage::Pong(_) => return Flow::Continue,
         };
         match decoded {
-            Ok(message) => self.on_message(message),
+            Ok(message) => self.on_message(message).await,
             Err(error) => {
                 self.fatal(ErrorCode::BadRequest.info(format!("malformed frame: {error}")))
             }
         }
     }
 
-    fn on_message(&mut self, message: ProtocolMessage) -> Flow {
+    async fn on_message(&mut self, message: ProtocolMessage) -> Flow {
         match message.action() {
             Some(Action::Heartbeat) => {
                 self.outbox.reply(&ProtocolMessage {
@@ -261,7 +272,7 @@ impl Connection {
             Some(Action::Attach) => self.on_attach(message),
             Some(Action::Detach) => self.on_detach(message),
             Some(Action::Message) => self.on_publish(message),
-            Some(Action::Auth) => self.on_auth(message),
+            Some(Action::Auth) => self.on_auth(message).await,
             Some(Action::Close) => {
                 self.outbox.reply(&ProtocolMessage::new(Action::Closed));
                 Flow::Stop

@@ -1,0 +1,260 @@
+//! The policy: Supabase claims -> Ably capability.
+//!
+//! Rules match on `role`, `aal` and `is_anonymous`; every matching rule adds its capability. Channel
+//! patterns may name string claims in braces (`user:{sub}`, `org:{app_metadata.org_id}:*`).
+//! `user_metadata` is refused: users can edit it themselves. A substituted value that is empty or
+//! contains a pattern character (`*`, `:`, `[`, `]`, `{`, `}`) drops that resource, so a crafted
+//! claim can never widen a pattern.
+
+use std::collections::BTreeMap;
+
+use protocol::Capability;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    #[serde(rename = "rule", default)]
+    rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rule {
+    /// Matches when the token's `role` is this one (or one of `roles`).
+    role: Option<String>,
+    roles: Option<Vec<String>>,
+    /// Matches when the token's `aal` equals this (`aal1`, `aal2`).
+    aal: Option<String>,
+    is_anonymous: Option<bool>,
+    /// Channel pattern (may contain `{claim.path}`) -> operations.
+    capability: BTreeMap<String, Vec<String>>,
+}
+
+impl Default for Policy {
+    /// Digis: signed-in users subscribe to and enter presence on sessions and calls, and hear
+    /// their own `user:{sub}` channel; the service role may do everything; `anon` nothing.
+    fn default() -> Policy {
+        let ops = |ops: &[&str]| ops.iter().map(|op| op.to_string()).collect::<Vec<_>>();
+        Policy {
+            rules: vec![
+                Rule {
+                    role: Some("authenticated".into()),
+                    roles: None,
+                    aal: None,
+                    is_anonymous: None,
+                    capability: BTreeMap::from([
+                        ("session:*".into(), ops(&["subscribe", "presence"])),
+                        ("call:*".into(), ops(&["subscribe", "presence"])),
+                        ("user:{sub}".into(), ops(&["subscribe"])),
+                    ]),
+                },
+                Rule {
+                    role: Some("service_role".into()),
+                    roles: None,
+                    aal: None,
+                    is_anonymous: None,
+                    capability: BTreeMap::from([("[*]*".into(), ops(&["*"]))]),
+                },
+            ],
+        }
+    }
+}
+
+impl Policy {
+    /// Checks what a loaded file can get wrong; `main` reports it naming the file.
+    pub fn validate(&self) -> Result<(), String> {
+        for (index, rule) in self.rules.iter().enumerate() {
+            if rule.capability.is_empty() {
+                return Err(format!("rule {}: empty capability", index + 1));
+            }
+            for (pattern, ops) in &rule.capability {
+                if ops.is_empty() {
+                    return Err(format!("rule {}: no operations for {pattern:?}", index + 1));
+                }
+                for path in template_paths(pattern)? {
+                    if path == "user_metadata" || path.starts_with("user_metadata.") {
+                        return Err(format!(
+                            "rule {}: {pattern:?} uses user_metadata, which users can edit themselves",
+                            index + 1
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn capability_for(&self, claims: &Map<String, Value>) -> Capability {
+        let mut entries: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for rule in self.rules.iter().filter(|rule| rule.matches(claims)) {
+            for (pattern, ops) in &rule.capability {
+                if let Some(resource) = substitute(pattern, claims) {
+                    let entry = entries.entry(resource).or_default();
+                    entry.extend(ops.iter().cloned());
+                    entry.sort();
+                    entry.dedup();
+                }
+            }
+        }
+        Capability::from_entries(entries)
+    }
+}
+
+impl Rule {
+    fn matches(&self, claims: &Map<String, Value>) -> bool {
+        let role = claims.get("role").and_then(Value::as_str);
+        let role_ok = match (&self.role, &self.roles) {
+            (None, None) => true,
+            (one, many) => role.is_some_and(|role| {
+                one.as_deref() == Some(role) || many.iter().flatten().any(|r| r == role)
+            }),
+        };
+        let aal_ok = self
+            .aal
+            .as_deref()
+            .is_none_or(|aal| claims.get("aal").and_then(Value::as_str) == Some(aal));
+        let anonymous = claims
+            .get("is_anonymous")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let anonymous_ok = self.is_anonymous.is_none_or(|wanted| wanted == anonymous);
+        role_ok && aal_ok && anonymous_ok
+    }
+}
+
+fn template_paths(pattern: &str) -> Result<Vec<&str>, String> {
+    let mut paths = Vec::new();
+    let mut rest = pattern;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let close = after
+            .find('}')
+            .ok_or_else(|| format!("{pattern:?}: unclosed {{"))?;
+        let path = &after[..close];
+        if path.is_empty() {
+            return Err(format!("{pattern:?}: empty {{}}"));
+        }
+        paths.push(path);
+        rest = &after[close + 1..];
+    }
+    Ok(paths)
+}
+
+/// The pattern with every `{path}` replaced by its string claim, or `None` if a claim is missing
+/// or could change the pattern's meaning.
+fn substitute(pattern: &str, claims: &Map<String, Value>) -> Option<String> {
+    let mut out = String::with_capacity(pattern.len());
+    let mut rest = pattern;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let close = after.find('}')?;
+        let value = lookup(claims, &after[..close])?;
+        if value.is_empty() || value.contains(['*', ':', '[', ']', '{', '}']) {
+            return None;
+        }
+        out.push_str(value);
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+fn lookup<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a str> {
+    let mut parts = path.split('.');
+    let mut value = claims.get(parts.next()?)?;
+    for part in parts {
+        value = value.get(part)?;
+    }
+    value.as_str()
+}
+
+#[cfg(test)]
+mod tests {
+    use protocol::{ChannelName, Operation};
+    use serde_json::json;
+
+    use super::*;
+
+    fn claims(value: Value) -> Map<String, Value> {
+        value.as_object().cloned().unwrap()
+    }
+
+    fn allows(capability: &Capability, channel: &str, op: Operation) -> bool {
+        capability.allows(&ChannelName::parse(channel).unwrap(), op)
+    }
+
+    #[test]
+    fn default_policy_fits_digis() {
+        let policy = Policy::default();
+        let user = policy.capability_for(&claims(json!({"sub": "u1", "role": "authenticated"})));
+        assert!(allows(&user, "session:9", Operation::Subscribe));
+        assert!(allows(&user, "call:9", Operation::Presence));
+        assert!(!allows(&user, "session:9", Operation::Publish));
+        assert!(allows(&user, "user:u1", Operation::Subscribe));
+        assert!(!allows(&user, "user:u2", Operation::Subscribe));
+
+        let service = policy.capability_for(&claims(json!({"sub": "s", "role": "service_role"})));
+        assert!(allows(&service, "user:u2", Operation::Publish));
+        assert!(allows(&service, "[meta]x", Operation::Subscribe));
+
+        let anon = policy.capability_for(&claims(json!({"role": "anon"})));
+        assert!(anon.is_empty());
+    }
+
+    #[test]
+    fn crafted_claims_cannot_widen_a_pattern() {
+        let policy = Policy::default();
+        for sub in ["*", "a:*", "", "x]y"] {
+            let capability =
+                policy.capability_for(&claims(json!({"sub": sub, "role": "authenticated"})));
+            assert!(
+                !allows(&capability, "user:someone", Operation::Subscribe),
+                "{sub:?}"
+            );
+            assert!(
+                !allows(&capability, "user:a:b", Operation::Subscribe),
+                "{sub:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn rules_match_on_role_aal_and_anonymity_and_use_nested_claims() {
+        let policy: Policy = serde_json::from_value(json!({
+            "rule": [
+                {"roles": ["authenticated"], "aal": "aal2", "is_anonymous": false,
+                 "capability": {"org:{app_metadata.org}:*": ["publish"]}},
+            ]
+        }))
+        .unwrap();
+        policy.validate().unwrap();
+        let strong = claims(
+            json!({"role": "authenticated", "aal": "aal2", "app_metadata": {"org": "acme"}}),
+        );
+        assert!(allows(
+            &policy.capability_for(&strong),
+            "org:acme:1",
+            Operation::Publish
+        ));
+        let weak = claims(
+            json!({"role": "authenticated", "aal": "aal1", "app_metadata": {"org": "acme"}}),
+        );
+        assert!(policy.capability_for(&weak).is_empty());
+        let anonymous = claims(
+            json!({"role": "authenticated", "aal": "aal2", "is_anonymous": true, "app_metadata": {"org": "acme"}}),
+        );
+        assert!(policy.capability_for(&anonymous).is_empty());
+    }
+
+    #[test]
+    fn user_metadata_is_refused() {
+        let policy: Policy = serde_json::from_value(json!({
+            "rule": [{"capability": {"team:{user_metadata.team}": ["subscribe"]}}]
+        }))
+        .unwrap();
+        assert!(policy.validate().unwrap_err().contains("user_metadata"));
+    }
+}
