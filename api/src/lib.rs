@@ -62,18 +62,34 @@ pub async fn serve(
         })
         .into_future();
     let mut server = tokio::spawn(server);
-    tokio::select! {
-        result = &mut server => return result.map_err(std::io::Error::other)?,
-        _ = on_signal => {}
+    // The HTTP server may finish first (upgraded sockets are not its to wait for); either way,
+    // once the signal came, the realtime connections get their grace period to leave.
+    let finished = tokio::select! {
+        result = &mut server => Some(result),
+        _ = on_signal => None,
+    };
+    if !gateway.is_shutting_down() {
+        return finished.map_or(Ok(()), |r| r.map_err(std::io::Error::other)?);
     }
     let deadline = tokio::time::Instant::now() + gateway.config().timing.shutdown_grace;
-    let _ = tokio::time::timeout_at(deadline, gateway.drained()).await;
-    match tokio::time::timeout_at(deadline, &mut server).await {
-        Ok(result) => result.map_err(std::io::Error::other)?,
-        Err(_) => {
-            server.abort();
-            tracing::warn!("shutdown grace period over; closing remaining connections");
-            Ok(())
-        }
+    if tokio::time::timeout_at(deadline, gateway.drained())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            left = gateway.live_connections(),
+            "shutdown grace period over; closing remaining connections"
+        );
     }
+    let result = match finished {
+        Some(result) => result,
+        None => match tokio::time::timeout_at(deadline, &mut server).await {
+            Ok(result) => result,
+            Err(_) => {
+                server.abort();
+                return Ok(());
+            }
+        },
+    };
+    result.map_err(std::io::Error::other)?
 }

@@ -8,11 +8,22 @@ use crate::support::{connect, http, next_json, send_json, Server};
 
 #[test]
 fn bad_settings_exit_64_naming_the_setting() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 7] = [
         (&["--listen", "not-an-address"], "--listen"),
         (&["--keys", "no-colon-here"], "--keys"),
         (&["--keys", r#"a.b:c={"broken"#], "--keys"),
         (&["--config", "/nonexistent/realtime.toml"], "--config"),
+        (&["--supabase-url", "ftp://nope"], "--supabase-url"),
+        (&["--supabase-jwt-secret", " "], "--supabase-jwt-secret"),
+        (
+            &[
+                "--supabase-jwt-secret",
+                "s",
+                "--policy",
+                "/nonexistent/policy.toml",
+            ],
+            "--policy",
+        ),
     ];
     for (args, setting) in cases {
         let output = Command::new(env!("CARGO_BIN_EXE_realtime"))
