@@ -231,7 +231,8 @@ impl Connection {
                         tracing::debug!(connection_id = %self.id, "peer idle; dropping");
                         Flow::Stop
                     }
-                    Ok(None | Some(Err(_))) => Flow::Stop,
+                    Ok(None) => Flow::Stop,
+                    Ok(Some(Err(error))) => self.on_read_error(error),
                     Ok(Some(Ok(frame))) => {
                         idle_deadline = Instant::now() + idle_timeout;
                         self.on_frame(frame).await
@@ -242,6 +243,22 @@ impl Connection {
                 return;
             }
         }
+    }
+
+    /// A frame over `max_frame_bytes` is refused by tungstenite before we see it; say 40009
+    /// rather than drop the socket silently (the client would reconnect and try again).
+    fn on_read_error(&mut self, error: axum::Error) -> Flow {
+        let too_big = error
+            .into_inner()
+            .downcast_ref::<tokio_tungstenite::tungstenite::Error>()
+            .is_some_and(|e| matches!(e, tokio_tungstenite::tungstenite::Error::Capacity(_)));
+        if too_big {
+            let limit = self.gateway.config().limits.max_frame_bytes;
+            return self.fatal(
+                ErrorCode::MessageTooLarge.info(format!("frame exceeds the {limit}-byte limit")),
+            );
+        }
+        Flow::Stop
     }
 
     async fn on_frame(&mut self, frame: WsMessage) -> Flow {

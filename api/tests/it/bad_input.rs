@@ -1,0 +1,318 @@
+//! Every kind of bad input gets its Ably error, and nobody else on the server notices: in each
+//! test a second, unrelated client keeps receiving exactly what is published meanwhile.
+
+use serde_json::json;
+
+use crate::support::*;
+
+/// Two well-behaved clients on the server under test: a subscriber on `bystander` and an
+/// unattached publisher. The subscriber must see exactly the bystander publications, in order,
+/// whatever else happens on the server.
+struct Bystanders {
+    subscriber: Client,
+    publisher: Client,
+    published: Vec<String>,
+}
+
+impl Bystanders {
+    const CHANNEL: &'static str = "bystander";
+
+    async fn join(server: &Server) -> Bystanders {
+        let mut subscriber = server
+            .connect(&format!("key={FULL_KEY}&format=msgpack"))
+            .await;
+        subscriber.attach(Self::CHANNEL).await;
+        let publisher = server.connect(&format!("key={FULL_KEY}&format=json")).await;
+        Bystanders {
+            subscriber,
+            publisher,
+            published: Vec::new(),
+        }
+    }
+
+    async fn publish(&mut self, name: &str) {
+        let msg_serial = self.published.len() as u64;
+        self.publisher
+            .publish_acked(
+                Self::CHANNEL,
+                msg_serial,
+                json!([{"name": name, "data": name}]),
+            )
+            .await;
+        self.published.push(name.to_owned());
+    }
+
+    /// Publishes once more, then checks the subscriber got every bystander message and nothing
+    /// else.
+    async fn assert_undisturbed(mut self) {
+        self.publish("after").await;
+        for name in &self.published {
+            let delivery = self.subscriber.expect(MESSAGE).await;
+            assert_eq!(delivery["channel"], Self::CHANNEL, "{delivery}");
+            assert_eq!(delivery["messages"][0]["name"], *name, "{delivery}");
+        }
+        // Still a working connection, with nothing else queued ahead of the reply.
+        self.subscriber
+            .send(json!({"action": HEARTBEAT, "id": "still-there"}))
+            .await;
+        let pong = self.subscriber.expect(HEARTBEAT).await;
+        assert_eq!(pong["id"], "still-there", "{pong}");
+    }
+}
+
+/// A connection-level ERROR: no `channel`, then the socket closes.
+async fn expect_fatal(victim: &mut Client, code: u64, status: u64) {
+    let error = victim.expect(ERROR).await;
+    assert_error(&error, code, status);
+    assert!(error.get("channel").is_none(), "{error}");
+    victim.expect_closed().await;
+}
+
+/// The victim's connection still works: a HEARTBEAT round trip.
+async fn expect_alive(victim: &mut Client) {
+    victim
+        .send(json!({"action": HEARTBEAT, "id": "alive"}))
+        .await;
+    let pong = victim.expect(HEARTBEAT).await;
+    assert_eq!(pong["id"], "alive", "{pong}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_json_is_error_40000_and_close() {
+    let server = Server::start().await;
+    let mut others = Bystanders::join(&server).await;
+    let mut victim = server.connect(&format!("key={FULL_KEY}&format=json")).await;
+    victim.send_text("{\"action\":15,\"channel\":").await;
+    others.publish("meanwhile").await;
+    expect_fatal(&mut victim, 40000, 400).await;
+    others.assert_undisturbed().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_of_the_wrong_shape_is_error_40000_and_close() {
+    let server = Server::start().await;
+    let mut others = Bystanders::join(&server).await;
+    let mut victim = server.connect(&format!("key={FULL_KEY}&format=json")).await;
+    victim.send_text("[1,2,3]").await;
+    others.publish("meanwhile").await;
+    expect_fatal(&mut victim, 40000, 400).await;
+    others.assert_undisturbed().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_msgpack_is_error_40000_and_close() {
+    let server = Server::start().await;
+    let mut others = Bystanders::join(&server).await;
+    let mut victim = server
+        .connect(&format!("key={FULL_KEY}&format=msgpack"))
+        .await;
+    // 0xc1 is the one byte msgpack never uses; the map header promises entries that never come.
+    victim.send_binary(vec![0xc1, 0x00, 0x42]).await;
+    others.publish("meanwhile").await;
+    expect_fatal(&mut victim, 40000, 400).await;
+
+    let mut victim = server
+        .connect(&format!("key={FULL_KEY}&format=msgpack"))
+        .await;
+    victim.send_binary(vec![0x83, 0xa6, b'a', b'c']).await;
+    expect_fatal(&mut victim, 40000, 400).await;
+    others.assert_undisturbed().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_action_with_msg_serial_is_nacked_40000() {
+    let server = Server::start().await;
+    let mut others = Bystanders::join(&server).await;
+    let mut victim = server.connect(&format!("key={FULL_KEY}&format=json")).await;
+    victim
+        .send(json!({"action": 99, "msgSerial": 0, "channel": Bystanders::CHANNEL}))
+        .await;
+    others.publish("meanwhile").await;
+    let nack = victim.expect(NACK).await;
+    assert_eq!(nack["msgSerial"], 0, "{nack}");
+    assert_eq!(nack["count"], 1, "{nack}");
+    assert_error(&nack, 40000, 400);
+    expect_alive(&mut victim).await;
+    others.assert_undisturbed().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_action_without_msg_serial_is_error_40000_and_close() {
+    let server = Server::start().await;
+    let mut others = Bystanders::join(&server).await;
+    let mut victim = server
+        .connect(&format!("key={FULL_KEY}&format=msgpack"))
+        .await;
+    victim.send(json!({"action": 99})).await;
+    others.publish("meanwhile").await;
+    expect_fatal(&mut victim, 40000, 400).await;
+    others.assert_undisturbed().await;
+}
+
+/// 64 KiB of data is the limit: one byte over is NACKed 40009 and never delivered; exactly the
+/// limit goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_over_64_kib_is_nacked_40009() {
+    let server = Server::start().await;
+    let mut others = Bystanders::join(&server).await;
+    let mut victim = server.connect(&format!("key={FULL_KEY}&format=json")).await;
+    let too_big = "x".repeat(64 * 1024 + 1);
+    victim
+        .publish(Bystanders::CHANNEL, 0, json!([{"data": too_big}]))
+        .await;
+    others.publish("meanwhile").await;
+    let nack = victim.expect(NACK).await;
+    assert_eq!(nack["msgSerial"], 0, "{nack}");
+    assert_eq!(nack["count"], 1, "{nack}");
+    assert_error(&nack, 40009, 413);
+
+    let at_limit = "y".repeat(64 * 1024);
+    victim
+        .publish_acked("elsewhere", 1, json!([{"data": at_limit}]))
+        .await;
+    others.assert_undisturbed().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_channel_names_are_refused_40010() {
+    let server = Server::start().await;
+    let mut others = Bystanders::join(&server).await;
+    let mut victim = server.connect(&format!("key={FULL_KEY}&format=json")).await;
+    for name in ["", "[bogus]x"] {
+        victim
+            .send(json!({"action": ATTACH, "channel": name}))
+            .await;
+        let error = victim.expect(ERROR).await;
+        assert_eq!(
+            error["channel"], name,
+            "channel ERROR must name the channel: {error}"
+        );
+        assert_error(&error, 40010, 400);
+    }
+    victim.publish("[bogus]x", 0, json!([{"name": "n"}])).await;
+    others.publish("meanwhile").await;
+    let nack = victim.expect(NACK).await;
+    assert_eq!(nack["msgSerial"], 0, "{nack}");
+    assert_error(&nack, 40010, 400);
+    // The connection survives channel errors.
+    victim.attach("fine").await;
+    others.assert_undisturbed().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_without_channel_is_nacked_40000() {
+    let server = Server::start().await;
+    let mut others = Bystanders::join(&server).await;
+    let mut victim = server
+        .connect(&format!("key={FULL_KEY}&format=msgpack"))
+        .await;
+    victim
+        .send(json!({"action": MESSAGE, "msgSerial": 0, "messages": [{"name": "lost"}]}))
+        .await;
+    others.publish("meanwhile").await;
+    let nack = victim.expect(NACK).await;
+    assert_eq!(nack["msgSerial"], 0, "{nack}");
+    assert_eq!(nack["count"], 1, "{nack}");
+    assert_error(&nack, 40000, 400);
+    expect_alive(&mut victim).await;
+    others.assert_undisturbed().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_credentials_are_error_40101_and_close() {
+    let server = Server::start().await;
+    let mut others = Bystanders::join(&server).await;
+    let mut victim = server.open("format=json").await;
+    others.publish("meanwhile").await;
+    expect_fatal(&mut victim, 40101, 401).await;
+    others.assert_undisturbed().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_keys_are_error_40101_and_close() {
+    let server = Server::start().await;
+    let mut others = Bystanders::join(&server).await;
+    for key in ["app1.full:wrong", "app1.nosuchkey:secret"] {
+        let mut victim = server.open(&format!("key={key}&format=msgpack")).await;
+        others.publish(key).await;
+        expect_fatal(&mut victim, 40101, 401).await;
+    }
+    others.assert_undisturbed().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_token_is_a_token_error_and_close() {
+    let server = Server::start().await;
+    let mut others = Bystanders::join(&server).await;
+    for token in ["garbage", "rt1.bm90LWpzb24.AAAA"] {
+        let mut victim = server
+            .open(&format!("access_token={token}&format=json"))
+            .await;
+        others.publish(token).await;
+        let error = victim.expect(ERROR).await;
+        let code = error["error"]["code"].as_u64().unwrap_or_default();
+        assert!(
+            (40140..40150).contains(&code),
+            "a bad token must be a token error (4014x) so clients renew: {error}"
+        );
+        assert_error(&error, code, 401);
+        victim.expect_closed().await;
+    }
+    others.assert_undisturbed().await;
+}
+
+/// A capability refusal fails the channel (attach) or the message (publish), not the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capability_refusals_are_40160_and_keep_the_connection() {
+    let server = Server::start().await;
+    let mut others = Bystanders::join(&server).await;
+    let mut victim = server
+        .connect(&format!("key={LIMITED_KEY}&format=json"))
+        .await;
+    victim
+        .send(json!({"action": ATTACH, "channel": Bystanders::CHANNEL}))
+        .await;
+    let error = victim.expect(ERROR).await;
+    assert_eq!(error["channel"], Bystanders::CHANNEL, "{error}");
+    assert_error(&error, 40160, 401);
+
+    // Not delivered to the bystander either.
+    victim
+        .publish(Bystanders::CHANNEL, 0, json!([{"name": "sneaky"}]))
+        .await;
+    others.publish("meanwhile").await;
+    let nack = victim.expect(NACK).await;
+    assert_eq!(nack["msgSerial"], 0, "{nack}");
+    assert_eq!(nack["count"], 1, "{nack}");
+    assert_error(&nack, 40160, 401);
+
+    victim.attach("allowed:ok").await;
+    victim
+        .publish_acked("allowed:elsewhere", 1, json!([{"name": "fine"}]))
+        .await;
+    others.assert_undisturbed().await;
+}
+
+/// Far over the limit (past the server's 256 KiB frame cap, as a non-Ably client might send):
+/// still an Ably error saying why, not a bare close a client would retry into forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_past_the_frame_cap_still_gets_40009() {
+    let server = Server::start().await;
+    let mut others = Bystanders::join(&server).await;
+    let mut victim = server.connect(&format!("key={FULL_KEY}&format=json")).await;
+    let huge = "x".repeat(300 * 1024);
+    victim
+        .publish(Bystanders::CHANNEL, 0, json!([{"data": huge}]))
+        .await;
+    others.publish("meanwhile").await;
+    match victim.event().await {
+        Event::Frame(frame) => {
+            let action = frame["action"].as_u64();
+            assert!(action == Some(NACK) || action == Some(ERROR), "{frame}");
+            let status = frame["error"]["statusCode"].as_u64().unwrap_or_default();
+            assert_error(&frame, 40009, status);
+        }
+        Event::Closed(why) => panic!("socket closed ({why}) without an error frame"),
+    }
+    others.assert_undisturbed().await;
+}

@@ -1,0 +1,10 @@
+//! The api crate end to end: `api::serve` on a loopback port, real WebSocket and HTTP clients.
+//! Start at `support` for the harness.
+
+mod auth;
+mod bad_input;
+mod realtime;
+mod rest;
+mod shutdown;
+mod slow_consumer;
+mod support;

@@ -1,0 +1,399 @@
+//! The REST side: publish into realtime, error envelopes, idempotency, token requests, status and
+//! time.
+
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+/// An Ably REST error: status, exact Content-Type, `X-Ably-ErrorCode` and the envelope.
+fn assert_rest_error(response: &Response, code: u64, status: u16) {
+    assert_eq!(response.status, status, "{response:?}");
+    let code_text = code.to_string();
+    assert_eq!(
+        response.header("x-ably-errorcode"),
+        Some(code_text.as_str()),
+        "{response:?}"
+    );
+    assert!(
+        response.header("x-ably-errormessage").is_some(),
+        "{response:?}"
+    );
+    let body = match response.header("content-type") {
+        Some("application/json") => response.json(),
+        Some("application/x-msgpack") => response.msgpack(),
+        other => panic!("error Content-Type must be exact, got {other:?}: {response:?}"),
+    };
+    assert_error_info(&body["error"], code, u64::from(status), &body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_publish_is_delivered_to_realtime_subscribers() {
+    let server = Server::start().await;
+    let mut json_sub = server.connect(&format!("key={FULL_KEY}&format=json")).await;
+    json_sub.attach("news:feed").await;
+    let mut msgpack_sub = server
+        .connect(&format!("key={FULL_KEY}&format=msgpack"))
+        .await;
+    msgpack_sub.attach("news:feed").await;
+
+    // ably-js style: an array, JSON, channel name percent-encoded in the path.
+    let body = json!([
+        {"name": "a", "data": "first"},
+        {"name": "b", "data": "{\"n\":2}", "encoding": "json"},
+    ]);
+    let response = server
+        .http(Request::post_json("/channels/news%3Afeed/messages", &body).basic(FULL_KEY))
+        .await;
+    assert_eq!(response.status, 201, "{response:?}");
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    let published = response.json();
+    assert_eq!(published["channel"], "news:feed", "{published}");
+    let message_id = published["messageId"]
+        .as_str()
+        .expect("messageId")
+        .to_owned();
+    let serials = published["serials"].as_array().unwrap().clone();
+    assert_eq!(serials.len(), 2, "{published}");
+    assert!(serials.iter().all(Value::is_string), "{published}");
+
+    // ably-python style: one object, msgpack in and out, binary data, raw ':' in the path.
+    let bytes = [1u8, 2, 3, 250];
+    let response = server
+        .http(
+            Request::post_msgpack(
+                "/channels/news:feed/messages",
+                &json!({"name": "c", "data": bin(&bytes)}),
+            )
+            .basic(FULL_KEY)
+            .header("accept", "application/x-msgpack"),
+        )
+        .await;
+    assert_eq!(response.status, 201, "{response:?}");
+    assert_eq!(
+        response.header("content-type"),
+        Some("application/x-msgpack")
+    );
+    let published_binary = response.msgpack();
+    assert_eq!(published_binary["serials"].as_array().unwrap().len(), 1);
+
+    for subscriber in [&mut json_sub, &mut msgpack_sub] {
+        let delivery = subscriber.expect(MESSAGE).await;
+        assert_eq!(delivery["channel"], "news:feed", "{delivery}");
+        let got = delivery["messages"].as_array().unwrap();
+        assert_eq!(got.len(), 2, "{delivery}");
+        assert_eq!(got[0]["data"], "first", "{delivery}");
+        assert_eq!(got[1]["data"], "{\"n\":2}", "{delivery}");
+        assert_eq!(got[1]["encoding"], "json", "{delivery}");
+        for (index, message) in got.iter().enumerate() {
+            assert_eq!(message["serial"], serials[index], "{delivery}");
+            assert_eq!(message["id"], format!("{message_id}:{index}"), "{delivery}");
+            assert!(message["timestamp"].is_u64(), "{delivery}");
+        }
+
+        let delivery = subscriber.expect(MESSAGE).await;
+        let binary = &delivery["messages"][0];
+        assert_eq!(
+            binary["serial"], published_binary["serials"][0],
+            "{delivery}"
+        );
+        match subscriber.format {
+            Format::Json => {
+                assert_eq!(binary["data"], b64(&bytes), "{delivery}");
+                assert_eq!(binary["encoding"], "base64", "{delivery}");
+            }
+            Format::Msgpack => assert_eq!(binary["data"], bin(&bytes), "{delivery}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_errors_use_the_ably_envelope() {
+    let server = Server::start().await;
+    let message = json!([{"name": "x", "data": "y"}]);
+
+    let no_auth = server
+        .http(Request::post_json("/channels/c/messages", &message))
+        .await;
+    assert_rest_error(&no_auth, 40101, 401);
+
+    let bad_key = server
+        .http(Request::post_json("/channels/c/messages", &message).basic("app1.full:nope"))
+        .await;
+    assert_rest_error(&bad_key, 40101, 401);
+
+    let denied = server
+        .http(Request::post_json("/channels/secret/messages", &message).basic(LIMITED_KEY))
+        .await;
+    assert_rest_error(&denied, 40160, 401);
+
+    let bad_channel = server
+        .http(Request::post_json("/channels/%5Bbogus%5Dx/messages", &message).basic(FULL_KEY))
+        .await;
+    assert_rest_error(&bad_channel, 40010, 400);
+
+    let too_big = json!([{"data": "z".repeat(64 * 1024 + 1)}]);
+    let oversized = server
+        .http(Request::post_json("/channels/c/messages", &too_big).basic(FULL_KEY))
+        .await;
+    assert_rest_error(&oversized, 40009, 413);
+
+    let mut malformed = Request::post_json("/channels/c/messages", &json!(null)).basic(FULL_KEY);
+    malformed.body = b"{not json".to_vec();
+    let malformed = server.http(malformed).await;
+    assert_eq!(malformed.status, 400, "{malformed:?}");
+    let code = malformed.json()["error"]["code"]
+        .as_u64()
+        .unwrap_or_default();
+    assert!((40000..40100).contains(&code), "{malformed:?}");
+    assert_rest_error(&malformed, code, 400);
+
+    let missing = server.http(Request::get("/no/such/thing")).await;
+    assert_rest_error(&missing, 40400, 404);
+
+    // In msgpack when the client accepts msgpack.
+    let msgpack_error = server
+        .http(
+            Request::post_json("/channels/c/messages", &message)
+                .header("accept", "application/x-msgpack"),
+        )
+        .await;
+    assert_eq!(
+        msgpack_error.header("content-type"),
+        Some("application/x-msgpack"),
+        "{msgpack_error:?}"
+    );
+    assert_rest_error(&msgpack_error, 40101, 401);
+}
+
+/// The same client-supplied id twice within the window: 201 both times, delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_publish_with_a_repeated_id_is_delivered_once() {
+    let server = Server::start().await;
+    let mut subscriber = server.connect(&format!("key={FULL_KEY}&format=json")).await;
+    subscriber.attach("idem").await;
+
+    let body = json!([{"id": "SYPa/ub/k0f/:0", "name": "once", "data": "payload"}]);
+    let first = server
+        .http(Request::post_json("/channels/idem/messages", &body).basic(FULL_KEY))
+        .await;
+    assert_eq!(first.status, 201, "{first:?}");
+    let first = first.json();
+    assert!(first["serials"][0].is_string(), "{first}");
+
+    let again = server
+        .http(Request::post_json("/channels/idem/messages", &body).basic(FULL_KEY))
+        .await;
+    assert_eq!(
+        again.status, 201,
+        "a duplicate is acknowledged as published: {again:?}"
+    );
+    let again = again.json();
+    assert_eq!(again["serials"], json!([null]), "{again}");
+
+    let other = json!([{"id": "SYPa/ub/k0f/:1", "name": "next", "data": "payload"}]);
+    let response = server
+        .http(Request::post_json("/channels/idem/messages", &other).basic(FULL_KEY))
+        .await;
+    assert_eq!(response.status, 201, "{response:?}");
+
+    let delivery = subscriber.expect(MESSAGE).await;
+    assert_eq!(
+        delivery["messages"][0]["id"], "SYPa/ub/k0f/:0",
+        "{delivery}"
+    );
+    assert_eq!(delivery["messages"][0]["serial"], first["serials"][0]);
+    let delivery = subscriber.expect(MESSAGE).await;
+    assert_eq!(
+        delivery["messages"][0]["name"], "next",
+        "the duplicate was delivered again: {delivery}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_publish_with_a_token() {
+    let server = Server::start().await;
+    let mut subscriber = server.connect(&format!("key={FULL_KEY}&format=json")).await;
+    subscriber.attach("bearer").await;
+    let details = request_token(
+        &server,
+        FULL_KEY_NAME,
+        FULL_SECRET,
+        None,
+        None,
+        Some("carol"),
+    )
+    .await;
+    let token = details["token"].as_str().unwrap();
+    let response = server
+        .http(
+            Request::post_json("/channels/bearer/messages", &json!([{"name": "t"}]))
+                .header("authorization", format!("Bearer {}", b64(token.as_bytes()))),
+        )
+        .await;
+    assert_eq!(response.status, 201, "{response:?}");
+    let delivery = subscriber.expect(MESSAGE).await;
+    assert_eq!(delivery["messages"][0]["clientId"], "carol", "{delivery}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_request_issues_token_details() {
+    let server = Server::start().await;
+    let before = protocol::now_ms();
+    let details = request_token(
+        &server,
+        FULL_KEY_NAME,
+        FULL_SECRET,
+        Some(60_000),
+        Some(r#"{"chat:*":["subscribe"]}"#),
+        Some("dave"),
+    )
+    .await;
+    assert_eq!(details["keyName"], FULL_KEY_NAME, "{details}");
+    assert_eq!(details["clientId"], "dave", "{details}");
+    let issued = details["issued"].as_u64().expect("issued");
+    let expires = details["expires"].as_u64().expect("expires");
+    assert!(
+        issued >= before && issued <= protocol::now_ms(),
+        "{details}"
+    );
+    assert_eq!(expires - issued, 60_000, "{details}");
+    let capability: Value = serde_json::from_str(details["capability"].as_str().unwrap()).unwrap();
+    assert_eq!(capability, json!({"chat:*": ["subscribe"]}), "{details}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_request_refusals() {
+    let server = Server::start().await;
+    let path = format!("/keys/{FULL_KEY_NAME}/requestToken");
+    let now = protocol::now_ms();
+
+    // Signed with the wrong secret.
+    let forged = token_request(
+        FULL_KEY_NAME,
+        "not-the-secret",
+        None,
+        None,
+        None,
+        now,
+        &fresh_nonce(),
+    );
+    let response = server.http(Request::post_json(&path, &forged)).await;
+    assert_rest_error(&response, 40101, 401);
+
+    // Signed right, but the timestamp is far outside the ±2 min window (both directions).
+    for timestamp in [now - 10 * 60 * 1000, now + 10 * 60 * 1000] {
+        let stale = token_request(
+            FULL_KEY_NAME,
+            FULL_SECRET,
+            None,
+            None,
+            None,
+            timestamp,
+            &fresh_nonce(),
+        );
+        let response = server.http(Request::post_json(&path, &stale)).await;
+        assert_rest_error(&response, 40104, 401);
+    }
+
+    // The same signed request twice: the nonce is spent the first time.
+    let once = token_request(
+        FULL_KEY_NAME,
+        FULL_SECRET,
+        None,
+        None,
+        None,
+        now,
+        &fresh_nonce(),
+    );
+    let response = server.http(Request::post_json(&path, &once)).await;
+    assert_eq!(response.status, 200, "{response:?}");
+    let response = server.http(Request::post_json(&path, &once)).await;
+    assert_rest_error(&response, 40105, 401);
+}
+
+/// The signing helper agrees with the reference's vectors (computed with both SDKs), so the
+/// token tests sign the way clients do.
+#[test]
+fn token_request_signing_matches_the_reference_vectors() {
+    let with_everything = token_request(
+        "app1.key1",
+        "secret",
+        Some(3600000),
+        Some(r#"{"*":["subscribe"],"chat:*":["publish","subscribe"]}"#),
+        Some("alice"),
+        1700000000000,
+        "0123456789abcdef",
+    );
+    assert_eq!(
+        with_everything["mac"],
+        "JfMe0x7ZdRu1eMrGk/zp9/aNVJckreupztNL6sDZb+A="
+    );
+    let bare = token_request(
+        "app1.key1",
+        "secret",
+        None,
+        None,
+        None,
+        1700000000000,
+        "0123456789abcdef",
+    );
+    assert_eq!(bare["mac"], "GxcaHt2fVohv9BsvTzHuZyuUyDzjR/Y1sRBkjGLQ97U=");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_status_reports_occupancy() {
+    let server = Server::start().await;
+    let mut subscriber = server.connect(&format!("key={FULL_KEY}&format=json")).await;
+    subscriber.attach("busy").await;
+    let mut limited = server
+        .connect(&format!("key={LIMITED_KEY}&format=json"))
+        .await;
+    limited.attach("allowed:quiet").await;
+
+    let response = server
+        .http(Request::get("/channels/busy").basic(FULL_KEY))
+        .await;
+    assert_eq!(response.status, 200, "{response:?}");
+    let details = response.json();
+    assert_eq!(details["channelId"], "busy", "{details}");
+    assert_eq!(details["status"]["isActive"], true, "{details}");
+    let metrics = &details["status"]["occupancy"]["metrics"];
+    assert_eq!(metrics["connections"], 1, "{details}");
+    assert_eq!(metrics["subscribers"], 1, "{details}");
+    assert_eq!(metrics["publishers"], 1, "{details}");
+
+    // What every SDK sends: an envelope.
+    let response = server
+        .http(Request::get("/channels/nobody?envelope=json").basic(FULL_KEY))
+        .await;
+    assert_eq!(response.status, 200, "{response:?}");
+    let envelope = response.json();
+    assert_eq!(envelope["statusCode"], 200, "{envelope}");
+    assert_eq!(
+        envelope["response"]["status"]["isActive"], false,
+        "{envelope}"
+    );
+    assert_eq!(
+        envelope["response"]["status"]["occupancy"]["metrics"]["connections"], 0,
+        "{envelope}"
+    );
+
+    // The limited key has no channel-metadata right.
+    let response = server
+        .http(Request::get("/channels/allowed:quiet").basic(LIMITED_KEY))
+        .await;
+    assert_rest_error(&response, 40160, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_is_an_array_of_one_timestamp() {
+    let server = Server::start().await;
+    let before = protocol::now_ms();
+    let response = server.http(Request::get("/time")).await;
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    let time = response.json();
+    let ms = time[0].as_u64().unwrap_or_else(|| panic!("{time}"));
+    assert_eq!(time.as_array().map(Vec::len), Some(1), "{time}");
+    assert!(ms >= before && ms <= protocol::now_ms(), "{time}");
+}

@@ -1,0 +1,725 @@
+//! The harness: a gateway served by `api::serve` on a loopback port, WebSocket clients speaking
+//! JSON or msgpack, a bare HTTP/1.1 client, and signed token requests.
+//!
+//! Frames are `serde_json::Value` in both formats so assertions read the same. msgpack is decoded
+//! without the server's `protocol` types (a bug there must not hide itself in the tests); a msgpack
+//! `bin` shows up as `{"$bin": "<base64>"}` and is written the same way (see `bin`).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use futures_util::{SinkExt, StreamExt};
+use gateway::{ApiKey, Config, Gateway};
+use hmac::{Hmac, Mac};
+use protocol::Capability;
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::ser::{Error as _, Serialize, SerializeMap, SerializeSeq, Serializer};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::WebSocketStream;
+
+pub(crate) const HEARTBEAT: u64 = 0;
+pub(crate) const ACK: u64 = 1;
+pub(crate) const NACK: u64 = 2;
+pub(crate) const CONNECTED: u64 = 4;
+pub(crate) const DISCONNECTED: u64 = 6;
+pub(crate) const CLOSE: u64 = 7;
+pub(crate) const CLOSED: u64 = 8;
+pub(crate) const ERROR: u64 = 9;
+pub(crate) const ATTACH: u64 = 10;
+pub(crate) const ATTACHED: u64 = 11;
+pub(crate) const DETACH: u64 = 12;
+pub(crate) const DETACHED: u64 = 13;
+pub(crate) const MESSAGE: u64 = 15;
+pub(crate) const AUTH: u64 = 17;
+
+/// Every right on every channel.
+pub(crate) const FULL_KEY: &str = "app1.full:secret";
+pub(crate) const FULL_KEY_NAME: &str = "app1.full";
+pub(crate) const FULL_SECRET: &str = "secret";
+/// publish + subscribe on `allowed:*` only.
+pub(crate) const LIMITED_KEY: &str = "app1.limited:lim";
+pub(crate) const LIMITED_KEY_NAME: &str = "app1.limited";
+pub(crate) const LIMITED_SECRET: &str = "lim";
+
+/// ATTACHED mode bits (reference §2.3).
+pub(crate) const MODE_PRESENCE: u64 = 65536;
+pub(crate) const MODE_PUBLISH: u64 = 131072;
+pub(crate) const MODE_SUBSCRIBE: u64 = 262144;
+pub(crate) const MODE_PRESENCE_SUBSCRIBE: u64 = 524288;
+
+/// How long any single expected event may take. Generous for a loaded CI box; a passing test
+/// never waits for it.
+pub(crate) const WAIT: Duration = Duration::from_secs(5);
+
+/// The two test keys, everything else at its default.
+pub(crate) fn config() -> Config {
+    let limited = Capability::parse(r#"{"allowed:*":["publish","subscribe"]}"#).unwrap();
+    Config {
+        keys: vec![
+            ApiKey::parse(FULL_KEY, Capability::all()).unwrap(),
+            ApiKey::parse(LIMITED_KEY, limited).unwrap(),
+        ],
+        ..Default::default()
+    }
+}
+
+/// `api::serve` on `127.0.0.1:0`, with a shutdown trigger.
+pub(crate) struct Server {
+    pub(crate) addr: SocketAddr,
+    pub(crate) gateway: Gateway,
+    shutdown: Option<oneshot::Sender<()>>,
+    serve: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Server {
+    pub(crate) async fn start() -> Server {
+        Server::with_config(config()).await
+    }
+
+    pub(crate) async fn with_config(config: Config) -> Server {
+        let gateway = Gateway::new(config);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (shutdown, on_shutdown) = oneshot::channel::<()>();
+        let serve = tokio::spawn(api::serve(listener, gateway.clone(), async move {
+            let _ = on_shutdown.await;
+        }));
+        Server {
+            addr,
+            gateway,
+            shutdown: Some(shutdown),
+            serve: Some(serve),
+        }
+    }
+
+    /// Resolves the shutdown future given to `api::serve` and hands back the serve task.
+    pub(crate) fn begin_shutdown(&mut self) -> JoinHandle<std::io::Result<()>> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        self.serve.take().expect("shut down once")
+    }
+
+    /// Upgrades without reading anything (for refusals, where no CONNECTED comes).
+    pub(crate) async fn open(&self, query: &str) -> Client {
+        let stream = TcpStream::connect(self.addr).await.unwrap();
+        Client::handshake(self.addr, stream, query).await
+    }
+
+    /// Upgrades and expects CONNECTED first.
+    pub(crate) async fn connect(&self, query: &str) -> Client {
+        let mut client = self.open(query).await;
+        let connected = client.expect(CONNECTED).await;
+        client.connection_id = Some(
+            connected["connectionId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("CONNECTED without connectionId: {connected}"))
+                .to_owned(),
+        );
+        client.connected = connected;
+        client
+    }
+
+    /// Like `connect`, over a socket whose kernel receive buffer is `recv_buffer_bytes` (so a
+    /// client that stops reading backs the server up quickly).
+    pub(crate) async fn connect_with_recv_buffer(
+        &self,
+        query: &str,
+        recv_buffer_bytes: u32,
+    ) -> Client {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(recv_buffer_bytes).unwrap();
+        let stream = socket.connect(self.addr).await.unwrap();
+        let mut client = Client::handshake(self.addr, stream, query).await;
+        client.connected = client.expect(CONNECTED).await;
+        client.connection_id = client.connected["connectionId"].as_str().map(str::to_owned);
+        client
+    }
+
+    pub(crate) async fn http(&self, request: Request<'_>) -> Response {
+        http(self.addr, request).await
+    }
+}
+
+/// Wire format of a client, from its `format=` query parameter (absent means JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Format {
+    Json,
+    Msgpack,
+}
+
+/// What the server did next on a socket.
+#[derive(Debug)]
+pub(crate) enum Event {
+    Frame(Value),
+    /// A close frame, the end of the stream, or a reset: the socket is gone.
+    Closed(String),
+}
+
+/// A WebSocket client of the gateway.
+pub(crate) struct Client {
+    ws: WebSocketStream<TcpStream>,
+    pub(crate) format: Format,
+    /// From CONNECTED, when the client connected.
+    pub(crate) connection_id: Option<String>,
+    pub(crate) connected: Value,
+}
+
+impl Client {
+    async fn handshake(addr: SocketAddr, stream: TcpStream, query: &str) -> Client {
+        let format = if query.split('&').any(|p| p == "format=msgpack") {
+            Format::Msgpack
+        } else {
+            Format::Json
+        };
+        let url = format!("ws://{addr}/?{query}");
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::client_async(url, stream))
+            .await
+            .expect("WebSocket upgrade timed out")
+            .expect("WebSocket upgrade refused (auth problems must still upgrade)");
+        Client {
+            ws,
+            format,
+            connection_id: None,
+            connected: Value::Null,
+        }
+    }
+
+    pub(crate) fn id(&self) -> &str {
+        self.connection_id.as_deref().expect("connected client")
+    }
+
+    /// Sends a ProtocolMessage in this client's format.
+    pub(crate) async fn send(&mut self, frame: Value) {
+        let message = match self.format {
+            Format::Json => WsMessage::text(frame.to_string()),
+            Format::Msgpack => WsMessage::binary(to_msgpack(&frame)),
+        };
+        self.ws.send(message).await.expect("send frame");
+    }
+
+    pub(crate) async fn send_text(&mut self, text: &str) {
+        self.ws
+            .send(WsMessage::text(text.to_owned()))
+            .await
+            .expect("send text frame");
+    }
+
+    pub(crate) async fn send_binary(&mut self, bytes: Vec<u8>) {
+        self.ws
+            .send(WsMessage::binary(bytes))
+            .await
+            .expect("send binary frame");
+    }
+
+    /// The next frame or the close, within `WAIT`. Replies must come in the client's format:
+    /// text frames for JSON, binary for msgpack.
+    pub(crate) async fn event(&mut self) -> Event {
+        self.event_before(Instant::now() + WAIT).await
+    }
+
+    /// `event` with a deadline shared by a whole expectation, so pings or heartbeats arriving
+    /// all the time cannot keep a wait alive forever.
+    async fn event_before(&mut self, deadline: Instant) -> Event {
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("nothing expected from the server within {WAIT:?}"));
+            let message = match next {
+                None => return Event::Closed("end of stream".into()),
+                Some(Err(error)) => return Event::Closed(format!("socket error: {error}")),
+                Some(Ok(message)) => message,
+            };
+            match (message, self.format) {
+                (WsMessage::Text(text), Format::Json) => {
+                    return Event::Frame(serde_json::from_str(&text).unwrap_or_else(|e| {
+                        panic!("server sent invalid JSON ({e}): {}", text.as_str())
+                    }))
+                }
+                (WsMessage::Binary(bytes), Format::Msgpack) => {
+                    return Event::Frame(from_msgpack(&bytes))
+                }
+                (WsMessage::Close(frame), _) => return Event::Closed(format!("close {frame:?}")),
+                (WsMessage::Ping(_) | WsMessage::Pong(_), _) => continue,
+                (other, format) => panic!("{format:?} client got a wrong frame type: {other:?}"),
+            }
+        }
+    }
+
+    /// The next frame other than an idle HEARTBEAT (one without `id`); panics on close.
+    pub(crate) async fn frame(&mut self) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self.event_before(deadline).await {
+                Event::Frame(frame) if is_idle_heartbeat(&frame) => continue,
+                Event::Frame(frame) => return frame,
+                Event::Closed(why) => panic!("socket closed ({why}) while a frame was expected"),
+            }
+        }
+    }
+
+    /// The next frame, which must have `action`.
+    pub(crate) async fn expect(&mut self, action: u64) -> Value {
+        let frame = self.frame().await;
+        assert_eq!(
+            frame["action"].as_u64(),
+            Some(action),
+            "expected action {action}, got {frame}"
+        );
+        frame
+    }
+
+    /// The socket must close next (idle heartbeats aside).
+    pub(crate) async fn expect_closed(&mut self) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self.event_before(deadline).await {
+                Event::Frame(frame) if is_idle_heartbeat(&frame) => continue,
+                Event::Frame(frame) => panic!("expected the socket to close, got {frame}"),
+                Event::Closed(_) => return,
+            }
+        }
+    }
+
+    /// ATTACH, expecting ATTACHED for that channel.
+    pub(crate) async fn attach(&mut self, channel: &str) -> Value {
+        self.send(json!({"action": ATTACH, "channel": channel}))
+            .await;
+        let attached = self.expect(ATTACHED).await;
+        assert_eq!(attached["channel"], channel, "{attached}");
+        attached
+    }
+
+    pub(crate) async fn publish(&mut self, channel: &str, msg_serial: u64, messages: Value) {
+        self.send(json!({
+            "action": MESSAGE,
+            "channel": channel,
+            "msgSerial": msg_serial,
+            "messages": messages,
+        }))
+        .await;
+    }
+
+    /// Publishes and expects the ACK as the next frame (for a publisher not attached to the
+    /// channel, so nothing else is due). Returns the per-message serials.
+    pub(crate) async fn publish_acked(
+        &mut self,
+        channel: &str,
+        msg_serial: u64,
+        messages: Value,
+    ) -> Vec<String> {
+        let n_messages = messages.as_array().map_or(1, Vec::len);
+        self.publish(channel, msg_serial, messages).await;
+        let ack = self.expect(ACK).await;
+        assert_ack(&ack, msg_serial, n_messages)
+    }
+}
+
+fn is_idle_heartbeat(frame: &Value) -> bool {
+    frame["action"].as_u64() == Some(HEARTBEAT) && frame.get("id").is_none()
+}
+
+/// An ACK for one ProtocolMessage of `n_messages` messages: `msgSerial`, `count: 1` and one `res`
+/// entry with a string serial per message. Returns the serials.
+pub(crate) fn assert_ack(ack: &Value, msg_serial: u64, n_messages: usize) -> Vec<String> {
+    assert_eq!(ack["action"], ACK, "{ack}");
+    assert_eq!(ack["msgSerial"], msg_serial, "{ack}");
+    assert_eq!(ack["count"], 1, "{ack}");
+    let res = ack["res"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no res: {ack}"));
+    assert_eq!(
+        res.len(),
+        1,
+        "one res entry per acknowledged message: {ack}"
+    );
+    let serials = res[0]["serials"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no serials: {ack}"));
+    assert_eq!(serials.len(), n_messages, "{ack}");
+    serials
+        .iter()
+        .map(|s| match s.as_str() {
+            Some(s) if !s.is_empty() => s.to_owned(),
+            _ => panic!("serial must be a non-empty string: {ack}"),
+        })
+        .collect()
+}
+
+/// A frame's `error` is a complete ErrorInfo (trap 1) with this code and HTTP status.
+pub(crate) fn assert_error(frame: &Value, code: u64, status: u64) {
+    assert_error_info(&frame["error"], code, status, frame);
+}
+
+pub(crate) fn assert_error_info(error: &Value, code: u64, status: u64, context: &dyn fmt::Display) {
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "error without message: {context}"
+    );
+    assert_eq!(error["code"].as_u64(), Some(code), "{context}");
+    assert_eq!(error["statusCode"].as_u64(), Some(status), "{context}");
+}
+
+/// The `{"$bin": …}` form of a msgpack `bin`.
+pub(crate) fn bin(bytes: &[u8]) -> Value {
+    json!({ "$bin": STANDARD.encode(bytes) })
+}
+
+pub(crate) fn b64(bytes: &[u8]) -> String {
+    STANDARD.encode(bytes)
+}
+
+pub(crate) fn to_msgpack(value: &Value) -> Vec<u8> {
+    rmp_serde::to_vec_named(&Wire(value)).expect("encode msgpack")
+}
+
+pub(crate) fn from_msgpack(bytes: &[u8]) -> Value {
+    rmp_serde::from_slice::<Any>(bytes)
+        .unwrap_or_else(|e| panic!("server sent invalid msgpack ({e}): {bytes:?}"))
+        .0
+}
+
+/// Serializes a `Value`, turning `{"$bin": base64}` into msgpack `bin`.
+struct Wire<'a>(&'a Value);
+
+impl Serialize for Wire<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Object(map) => {
+                if let (1, Some(Value::String(encoded))) = (map.len(), map.get("$bin")) {
+                    let bytes = STANDARD.decode(encoded).map_err(S::Error::custom)?;
+                    return serializer.serialize_bytes(&bytes);
+                }
+                let mut out = serializer.serialize_map(Some(map.len()))?;
+                for (key, value) in map {
+                    out.serialize_entry(key, &Wire(value))?;
+                }
+                out.end()
+            }
+            Value::Array(items) => {
+                let mut out = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    out.serialize_element(&Wire(item))?;
+                }
+                out.end()
+            }
+            other => other.serialize(serializer),
+        }
+    }
+}
+
+/// Any msgpack value as a `Value`, `bin` as `{"$bin": base64}`.
+struct Any(Value);
+
+impl<'de> Deserialize<'de> for Any {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Any, D::Error> {
+        deserializer.deserialize_any(AnyVisitor).map(Any)
+    }
+}
+
+struct AnyVisitor;
+
+impl<'de> Visitor<'de> for AnyVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any msgpack value")
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        Ok(json!(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        Ok(json!(v))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        Ok(json!(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Value, E> {
+        Ok(bin(v))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        Any::deserialize(d).map(|any| any.0)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Any(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some((Any(key), Any(value))) = map.next_entry()? {
+            let key = match key {
+                Value::String(key) => key,
+                other => other.to_string(),
+            };
+            out.insert(key, value);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// A bare HTTP/1.1 request (one per connection, `Connection: close`).
+pub(crate) struct Request<'a> {
+    pub(crate) method: &'a str,
+    pub(crate) path: &'a str,
+    pub(crate) headers: Vec<(&'a str, String)>,
+    pub(crate) body: Vec<u8>,
+}
+
+impl<'a> Request<'a> {
+    pub(crate) fn get(path: &'a str) -> Request<'a> {
+        Request {
+            method: "GET",
+            path,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    pub(crate) fn post_json(path: &'a str, body: &Value) -> Request<'a> {
+        Request {
+            method: "POST",
+            path,
+            headers: vec![("content-type", "application/json".into())],
+            body: body.to_string().into_bytes(),
+        }
+    }
+
+    pub(crate) fn post_msgpack(path: &'a str, body: &Value) -> Request<'a> {
+        Request {
+            method: "POST",
+            path,
+            headers: vec![("content-type", "application/x-msgpack".into())],
+            body: to_msgpack(body),
+        }
+    }
+
+    pub(crate) fn header(mut self, name: &'a str, value: impl Into<String>) -> Request<'a> {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// `Authorization: Basic base64(key)`.
+    pub(crate) fn basic(self, key: &str) -> Request<'a> {
+        self.header("authorization", format!("Basic {}", STANDARD.encode(key)))
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Response {
+    pub(crate) status: u16,
+    /// Lower-cased names.
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
+}
+
+impl Response {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub(crate) fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub(crate) fn msgpack(&self) -> Value {
+        from_msgpack(&self.body)
+    }
+}
+
+pub(crate) async fn http(addr: SocketAddr, request: Request<'_>) -> Response {
+    tokio::time::timeout(WAIT, http_exchange(addr, request))
+        .await
+        .expect("HTTP request timed out")
+}
+
+async fn http_exchange(addr: SocketAddr, request: Request<'_>) -> Response {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut head = format!(
+        "{} {} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        request.method,
+        request.path,
+        request.body.len()
+    );
+    for (name, value) in &request.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&request.body).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("response head");
+    let head = String::from_utf8(raw[..split].to_vec()).expect("ASCII head");
+    let mut body = raw[split + 4..].to_vec();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .expect("status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
+    if chunked {
+        body = dechunk(&body);
+    }
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = raw
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size");
+        let size_text = std::str::from_utf8(&raw[..line_end]).expect("chunk size");
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16)
+            .expect("hex chunk size");
+        if size == 0 {
+            return body;
+        }
+        let start = line_end + 2;
+        body.extend_from_slice(&raw[start..start + size]);
+        raw = &raw[start + size + 2..];
+    }
+}
+
+/// A TokenRequest signed with `secret` (reference §7.3). Absent fields are left out of the body
+/// and signed as empty strings.
+pub(crate) fn token_request(
+    key_name: &str,
+    secret: &str,
+    ttl: Option<u64>,
+    capability: Option<&str>,
+    client_id: Option<&str>,
+    timestamp: u64,
+    nonce: &str,
+) -> Value {
+    let text = format!(
+        "{key_name}\n{}\n{}\n{}\n{timestamp}\n{nonce}\n",
+        ttl.map(|t| t.to_string()).unwrap_or_default(),
+        capability.unwrap_or_default(),
+        client_id.unwrap_or_default(),
+    );
+    let mut request = json!({
+        "keyName": key_name,
+        "timestamp": timestamp,
+        "nonce": nonce,
+        "mac": sign(secret, &text),
+    });
+    if let Some(ttl) = ttl {
+        request["ttl"] = json!(ttl);
+    }
+    if let Some(capability) = capability {
+        request["capability"] = json!(capability);
+    }
+    if let Some(client_id) = client_id {
+        request["clientId"] = json!(client_id);
+    }
+    request
+}
+
+pub(crate) fn sign(secret: &str, text: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(text.as_bytes());
+    STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// A nonce no other request in this process used (at least 16 characters).
+pub(crate) fn fresh_nonce() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("nonce{:016}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// TokenDetails from `POST /keys/{keyName}/requestToken` with a freshly signed request.
+pub(crate) async fn request_token(
+    server: &Server,
+    key_name: &str,
+    secret: &str,
+    ttl: Option<u64>,
+    capability: Option<&str>,
+    client_id: Option<&str>,
+) -> Value {
+    let body = token_request(
+        key_name,
+        secret,
+        ttl,
+        capability,
+        client_id,
+        protocol::now_ms(),
+        &fresh_nonce(),
+    );
+    let path = format!("/keys/{key_name}/requestToken");
+    let response = server.http(Request::post_json(&path, &body)).await;
+    assert_eq!(
+        response.status,
+        200,
+        "requestToken refused: {}",
+        String::from_utf8_lossy(&response.body)
+    );
+    let details = response.json();
+    assert!(details["token"].is_string(), "{details}");
+    details
+}
+
+/// The `access_token=` query value for a token (URL-safe as issued, but encode anyway).
+pub(crate) fn token_query(details: &Value, extra: &str) -> String {
+    let token = details["token"].as_str().expect("token");
+    let encoded: String = token
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    format!("access_token={encoded}&{extra}")
+}
