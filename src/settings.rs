@@ -208,7 +208,10 @@ fn supabase_config(args: &SupabaseArgs) -> Result<Option<SupabaseConfig>, String
     };
     if args.jwt_secret.is_none() && jwks_url.is_none() {
         if args.policy.is_some() {
-            return Err("--policy needs --supabase-jwt-secret or --supabase-url".into());
+            return Err(
+                "--policy needs --supabase-jwt-secret, --supabase-url or --supabase-jwks-url"
+                    .into(),
+            );
         }
         return Ok(None);
     }

@@ -83,25 +83,14 @@ impl ErrorCode {
         }
     }
 
+    /// The HTTP status, by Ably's convention: the code's first three digits, with the
+    /// exceptions Ably makes.
     pub const fn status(self) -> u16 {
-        use ErrorCode::*;
-        match self {
-            MessageTooLarge => 413,
-            Unauthorized
-            | AuthenticationFailed
-            | IncompatibleCredentials
-            | TimestampOutsideWindow
-            | NonceReused
-            | NoAuthMethod
-            | KeyUnknown
-            | TokenInvalid
-            | TokenExpired
-            | JwtInvalid
-            | CapabilityDenied => 401,
-            NotFound => 404,
-            MethodNotAllowed => 405,
-            Internal | InternalChannel | InternalConnection => 500,
-            Disconnected | AuthUnavailable => 503,
+        match self.code() {
+            40009 => 413,
+            // Draining or an unreachable auth dependency: the client should retry.
+            80003 | 50003 => 503,
+            code @ 40000..=59999 => (code / 100) as u16,
             _ => 400,
         }
     }

@@ -54,10 +54,11 @@ function probeTime(port, timeoutMs = 1000) {
 const delay = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /**
- * Start `realtime serve --listen 127.0.0.1:PORT --keys KEYS` and wait until GET /time answers 200.
- * Returns { port, url, stop(), stderr() }.
+ * Start `realtime serve --listen 127.0.0.1:PORT --keys KEYS [...args]` and wait until GET /time answers 200.
+ * `args` are extra command-line arguments (e.g. `['--supabase-jwt-secret', s]`), `env` extra environment.
+ * Returns { port, url, stop(), output() }.
  */
-export async function startServer({ keys = DEFAULT_KEYS, env = {} } = {}) {
+export async function startServer({ keys = DEFAULT_KEYS, env = {}, args: extraArgs = [] } = {}) {
   if (!existsSync(REALTIME_BIN)) {
     throw new Error(
       `realtime binary not found at ${REALTIME_BIN}: run \`cargo build\` in the repository root or set REALTIME_BIN`,
@@ -65,7 +66,7 @@ export async function startServer({ keys = DEFAULT_KEYS, env = {} } = {}) {
   }
   const port = await freePort();
   const listen = `127.0.0.1:${port}`;
-  const args = ['serve', '--listen', listen, '--keys', keys];
+  const args = ['serve', '--listen', listen, '--keys', keys, ...extraArgs];
   const child = spawn(REALTIME_BIN, args, {
     env: { ...process.env, RUST_LOG: 'warn', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -63,7 +63,7 @@ pub(super) fn verify(
         client_id: claims.client_id.filter(|id| !id.is_empty()),
         capability: Arc::new(capability),
         expires_at: Some(expires_at),
-        issued_at: claims.iat.map(|iat| iat.saturating_mul(1000)),
+        issued_at: claims.iat.map(super::supabase::iat_ms),
         key_name: key.name.clone(),
         via: Credential::Token,
     })

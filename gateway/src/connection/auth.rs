@@ -54,8 +54,14 @@ impl Connection {
             }
             Err(error) => {
                 tracing::info!(connection_id = %self.id, code = error.code().code(), reason = %error, "re-auth refused");
-                self.outbox
-                    .reply(&ProtocolMessage::error(Action::Error, error.info()));
+                let info = error.info();
+                // Our trouble (keys unreachable) is a retry for the client, not a failure.
+                let action = if info.status_code >= 500 {
+                    Action::Disconnected
+                } else {
+                    Action::Error
+                };
+                self.outbox.reply(&ProtocolMessage::error(action, info));
                 Flow::Stop
             }
         }

@@ -123,10 +123,12 @@ impl Supabase {
         // Time claims are checked below against the caller's clock, with our own messages.
         validation.validate_exp = false;
         validation.validate_nbf = false;
-        validation.required_spec_claims.clear();
+        // aud always (Supabase user tokens carry it), iss whenever we know the project.
+        validation.required_spec_claims = ["aud".to_owned()].into();
         validation.set_audience(&self.config.audience);
         if let Some(issuer) = &self.config.issuer {
             validation.set_issuer(&[issuer]);
+            validation.required_spec_claims.insert("iss".to_owned());
         }
         let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation)
             .map_err(|error| match error.kind() {
@@ -168,11 +170,17 @@ impl Supabase {
             client_id: Some(sub),
             capability: Arc::new(capability),
             expires_at: Some(expires_at),
-            issued_at: seconds("iat").map(|iat| iat.saturating_mul(1000)),
+            issued_at: seconds("iat").map(iat_ms),
             key_name: "supabase".to_owned(),
             via: Credential::Token,
         })
     }
+}
+
+/// `iat` has whole seconds; a token from the same second as a revocation counts as issued after
+/// it, so a user who signs in again at once is not locked out for up to a second.
+pub(super) fn iat_ms(iat: u64) -> u64 {
+    iat.saturating_mul(1000).saturating_add(999)
 }
 
 #[cfg(test)]
