@@ -57,13 +57,35 @@ pub(crate) fn respond<T: Serialize>(
     format: Format,
     envelope: bool,
 ) -> Result<Response, ApiError> {
+    respond_paged(status, value, format, envelope, None)
+}
+
+/// As `respond`, with a `Link` header (inside the envelope too, where ably-js looks for it).
+pub(crate) fn respond_paged<T: Serialize>(
+    status: StatusCode,
+    value: &T,
+    format: Format,
+    envelope: bool,
+    link: Option<String>,
+) -> Result<Response, ApiError> {
     let encoded = if envelope {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Envelope<'a, T> {
+            status_code: u16,
+            response: &'a T,
+            headers: std::collections::BTreeMap<&'static str, &'a str>,
+        }
+        let mut headers = std::collections::BTreeMap::new();
+        if let Some(link) = &link {
+            headers.insert("link", link.as_str());
+        }
         protocol::codec::encode(
-            &serde_json::json!({
-                "statusCode": status.as_u16(),
-                "response": value,
-                "headers": {},
-            }),
+            &Envelope {
+                status_code: status.as_u16(),
+                response: value,
+                headers,
+            },
             format,
         )
     } else {
@@ -77,5 +99,8 @@ pub(crate) fn respond<T: Serialize>(
         "content-type",
         HeaderValue::from_static(format.content_type()),
     );
+    if let Some(link) = link.and_then(|link| HeaderValue::from_str(&link).ok()) {
+        response.headers_mut().insert("link", link);
+    }
     Ok(response)
 }

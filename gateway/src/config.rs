@@ -2,6 +2,7 @@
 
 use crate::auth::supabase::SupabaseConfig;
 use crate::auth::ApiKey;
+use crate::hub::HubConfig;
 use crate::limits::{Limits, Timing};
 
 #[derive(Debug, Clone, Default)]
@@ -13,5 +14,7 @@ pub struct Config {
     /// Accept Supabase access tokens when set.
     pub supabase: Option<SupabaseConfig>,
     pub limits: Limits,
+    /// History retention, rewind and presence caps.
+    pub hub: HubConfig,
     pub timing: Timing,
 }

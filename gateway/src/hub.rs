@@ -1,20 +1,31 @@
-//! The hub: channel -> local subscribers, and the publish path.
+//! The hub: channel -> local subscribers, each channel's log and presence set, and the publish
+//! path.
 //!
 //! A publish takes the channel's lock once, briefly and never across `.await`: it drops
-//! duplicates by message id, assigns serials, encodes the outgoing frame once per (wire format,
-//! name the subscriber used), and `try_send`s the same buffer to every subscriber. Doing the
-//! fan-out under that lock is what makes delivery order equal serial order for every subscriber.
+//! duplicates by message id, assigns serials, appends to the log, encodes the outgoing frame once
+//! per (wire format, name the subscriber used), and `try_send`s the same buffer to every
+//! subscriber. Doing all of it under that lock is what makes delivery order equal serial order,
+//! and what lets an attach replay history and switch to live with no gap and no duplicate.
 
-use std::collections::{HashMap, VecDeque};
+mod log;
+mod presence;
+
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use dashmap::DashMap;
 use protocol::message::flags;
-use protocol::{Action, ErrorCode, ErrorInfo, Format, Message, ProtocolMessage};
+use protocol::{Action, ErrorCode, ErrorInfo, Format, Message, PresenceMessage, ProtocolMessage};
+use rand::distributions::{Alphanumeric, DistString};
 
 use crate::connection::Outbox;
 use crate::frame::Frame;
+
+use log::MessageLog;
+pub use log::{HistoryQuery, Retention};
+use presence::{Applied, PresenceSet};
 
 /// How long a client-supplied message id suppresses a repeat (Ably's idempotency window).
 pub const IDEMPOTENCY_WINDOW_MS: u64 = 2 * 60 * 1000;
@@ -22,10 +33,44 @@ pub const IDEMPOTENCY_WINDOW_MS: u64 = 2 * 60 * 1000;
 /// unique ids costs bounded memory.
 const MAX_REMEMBERED_IDS: usize = 20_000;
 
+/// What the hub keeps and allows per channel.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// History kept per channel unless a namespace says otherwise.
+    pub retention: Retention,
+    /// Per-namespace retention (`user` for `user:*` channels), e.g. payment events kept longer.
+    pub namespace_retention: Vec<(String, Retention)>,
+    /// Most messages a `rewind` may replay (Ably caps at 100).
+    pub max_rewind: usize,
+    /// Presence members per channel (91003 beyond). Ably's 200 is too low for a live stream.
+    pub max_presence_members: usize,
+    /// Members per SYNC page.
+    pub sync_page_members: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            // Covers the 2-minute resume window with room to spare.
+            retention: Retention {
+                max_messages: 500,
+                max_age: Duration::from_secs(10 * 60),
+            },
+            namespace_retention: Vec::new(),
+            max_rewind: 100,
+            max_presence_members: 20_000,
+            sync_page_members: 100,
+        }
+    }
+}
+
 pub struct Hub {
     channels: DashMap<String, Arc<Channel>>,
+    config: HubConfig,
     /// The last channel epoch handed out, so no two channel incarnations share one.
     last_epoch_ms: AtomicU64,
+    /// Channels with presence events waiting for the next flush.
+    presence_dirty: Mutex<Vec<String>>,
 }
 
 /// One local subscriber (an attached connection) of a channel.
@@ -33,7 +78,8 @@ pub struct Subscriber {
     pub connection_id: Arc<str>,
     /// The name the client attached with (qualifier included): deliveries must carry it.
     pub channel_name: Arc<str>,
-    /// Granted mode flags; only `MODE_SUBSCRIBE` holders get messages.
+    /// Granted mode flags: `MODE_SUBSCRIBE` holders get messages, `MODE_PRESENCE_SUBSCRIBE`
+    /// holders presence events.
     pub modes: u64,
     /// False when the connection asked not to hear its own publishes.
     pub echo: bool,
@@ -44,8 +90,8 @@ pub struct Subscriber {
 pub struct Publication<'a> {
     pub channel: &'a str,
     pub messages: Vec<Message>,
-    /// Per message: whether the client chose its id. Only those are remembered for idempotency;
-    /// ids we generated cannot repeat, and remembering them would cost memory for nothing.
+    /// Per message: whether its id is an idempotency key (client-chosen, or the
+    /// `connectionId:msgSerial:index` a resent realtime publish repeats).
     pub client_ids: Vec<bool>,
     /// The publishing connection, for `echo=false` and the frame's `connectionId`.
     pub connection_id: Option<&'a str>,
@@ -56,6 +102,34 @@ pub struct Publication<'a> {
 
 /// Serial per message, in order; `None` for a duplicate that was not delivered again.
 pub type Serials = Vec<Option<String>>;
+
+/// How an attach wants to start.
+#[derive(Debug, Clone, Default)]
+pub struct AttachRequest {
+    /// The last serial the client saw: resume from there if the log covers it.
+    pub channel_serial: Option<String>,
+    /// Messages to replay on a fresh attach.
+    pub rewind: Option<Rewind>,
+    /// False after a connection resume failed: the client must learn continuity was lost.
+    pub resume_allowed: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rewind {
+    Messages(usize),
+    Duration(Duration),
+}
+
+/// What an attach got, for its ATTACHED.
+#[derive(Debug, Clone, Default)]
+pub struct AttachOutcome {
+    /// HAS_PRESENCE, HAS_BACKLOG and RESUMED bits to add to the granted modes.
+    pub flags: u64,
+    /// The channel's current position.
+    pub channel_serial: String,
+    /// Why continuity could not be kept, when a resume was asked for and refused.
+    pub error: Option<ErrorInfo>,
+}
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -82,8 +156,18 @@ struct ChannelState {
     next_serial: u64,
     last_serial: Option<String>,
     recent_ids: RecentIds,
+    log: MessageLog,
+    presence: PresenceSet,
     /// Set when the sweeper dropped this channel from the map; a late holder must look it up again.
     removed: bool,
+}
+
+impl ChannelState {
+    fn position(&self) -> String {
+        self.last_serial
+            .clone()
+            .unwrap_or_else(|| self.log.floor().to_owned())
+    }
 }
 
 impl Channel {
@@ -98,19 +182,34 @@ impl Channel {
 
 impl Default for Hub {
     fn default() -> Self {
-        Hub::new()
+        Hub::new(HubConfig::default())
     }
 }
 
 impl Hub {
-    pub fn new() -> Hub {
+    pub fn new(config: HubConfig) -> Hub {
         Hub {
             channels: DashMap::new(),
+            config,
             last_epoch_ms: AtomicU64::new(0),
+            presence_dirty: Mutex::new(Vec::new()),
         }
     }
 
-    fn new_channel(&self) -> Arc<Channel> {
+    pub fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
+    fn retention_for(&self, channel: &str) -> Retention {
+        let namespace = channel.split(':').next().unwrap_or(channel);
+        self.config
+            .namespace_retention
+            .iter()
+            .find(|(name, _)| name == namespace)
+            .map_or(self.config.retention, |(_, retention)| *retention)
+    }
+
+    fn new_channel(&self, channel: &str) -> Arc<Channel> {
         let now = protocol::now_ms();
         let previous = self
             .last_epoch_ms
@@ -118,27 +217,33 @@ impl Hub {
                 Some(now.max(last + 1))
             })
             .unwrap_or(now);
+        let epoch_ms = now.max(previous + 1);
         Arc::new(Channel {
             state: Mutex::new(ChannelState {
-                epoch_ms: now.max(previous + 1),
+                epoch_ms,
                 subscribers: Vec::new(),
                 next_serial: 0,
                 last_serial: None,
                 recent_ids: RecentIds::default(),
+                log: MessageLog::new(log::first_serial(epoch_ms), self.retention_for(channel)),
+                presence: PresenceSet::default(),
                 removed: false,
             }),
         })
+    }
+
+    fn existing(&self, channel: &str) -> Option<Arc<Channel>> {
+        self.channels.get(channel).map(|e| e.clone())
     }
 
     /// Runs `f` on the live state of `channel`, creating it if needed.
     fn with_channel<R>(&self, channel: &str, f: impl FnOnce(&mut ChannelState) -> R) -> R {
         let mut f = Some(f);
         loop {
-            let existing = self.channels.get(channel).map(|e| e.clone());
-            let entry = existing.unwrap_or_else(|| {
+            let entry = self.existing(channel).unwrap_or_else(|| {
                 self.channels
                     .entry(channel.to_owned())
-                    .or_insert_with(|| self.new_channel())
+                    .or_insert_with(|| self.new_channel(channel))
                     .clone()
             });
             let mut state = entry.lock();
@@ -149,17 +254,77 @@ impl Hub {
         }
     }
 
-    /// Adds (or updates) a subscriber and queues its ATTACHED in the same critical section, so
-    /// no delivery can overtake the ATTACHED. `attached` gets the channel's current serial.
+    /// Adds (or updates) a subscriber. In one critical section: the ATTACHED, then any replay
+    /// (resume from `channel_serial`, or rewind), then the presence SYNC, then registration, so
+    /// nothing live can overtake or duplicate them.
     pub fn attach(
         &self,
         channel: &str,
         subscriber: Subscriber,
-        attached: impl FnOnce(Option<String>) -> ProtocolMessage,
+        request: &AttachRequest,
+        attached: impl FnOnce(&AttachOutcome) -> ProtocolMessage,
     ) {
+        let now = protocol::now_ms();
         self.with_channel(channel, |state| {
-            let reply = attached(state.last_serial.clone());
-            subscriber.outbox.reply(&reply);
+            state.log.expire(now);
+            let mut outcome = AttachOutcome {
+                channel_serial: state.position(),
+                ..Default::default()
+            };
+            let replay = match (&request.channel_serial, request.rewind) {
+                (Some(serial), _) => {
+                    let covered = request
+                        .resume_allowed
+                        .then(|| state.log.after(serial, state.last_serial.as_deref()))
+                        .flatten();
+                    match covered {
+                        Some(missed) => {
+                            outcome.flags |= flags::RESUMED;
+                            missed
+                        }
+                        None => {
+                            outcome.error = Some(ErrorCode::ContinuityNotGuaranteed.info(
+                                "could not resume from the given channelSerial; messages may have been missed",
+                            ));
+                            Vec::new()
+                        }
+                    }
+                }
+                (None, Some(Rewind::Messages(n))) => state.log.last_n(n.min(self.config.max_rewind)),
+                (None, Some(Rewind::Duration(duration))) => {
+                    let from = now.saturating_sub(duration.as_millis() as u64);
+                    let mut since = state.log.since(from);
+                    let excess = since.len().saturating_sub(self.config.max_rewind);
+                    since.drain(..excess);
+                    since
+                }
+                (None, None) => Vec::new(),
+            };
+            if request.rewind.is_some() && !replay.is_empty() {
+                outcome.flags |= flags::HAS_BACKLOG;
+            }
+            let wants_presence = subscriber.modes & flags::MODE_PRESENCE_SUBSCRIBE != 0;
+            if wants_presence && state.presence.has_members() {
+                outcome.flags |= flags::HAS_PRESENCE;
+            }
+            subscriber.outbox.reply(&attached(&outcome));
+            for message in replay {
+                let own = message.connection_id.as_deref() == Some(&*subscriber.connection_id);
+                if subscriber.modes & flags::MODE_SUBSCRIBE == 0 || (own && !subscriber.echo) {
+                    continue;
+                }
+                subscriber.outbox.reply(&ProtocolMessage {
+                    channel: Some(subscriber.channel_name.to_string()),
+                    channel_serial: message.serial.clone(),
+                    connection_id: message.connection_id.clone(),
+                    timestamp: message.timestamp,
+                    messages: Some(vec![(*message).clone()]),
+                    ..ProtocolMessage::new(Action::Message)
+                });
+            }
+            if outcome.flags & flags::HAS_PRESENCE != 0 {
+                self.send_sync(state, &subscriber);
+            }
             state
                 .subscribers
                 .retain(|s| s.connection_id != subscriber.connection_id);
@@ -167,9 +332,31 @@ impl Hub {
         });
     }
 
+    /// The current members, in pages; the last page has an empty cursor.
+    fn send_sync(&self, state: &ChannelState, subscriber: &Subscriber) {
+        let sync_id = Alphanumeric.sample_string(&mut rand::thread_rng(), 8);
+        let members: Vec<PresenceMessage> = state.presence.members().cloned().collect();
+        let pages: Vec<&[PresenceMessage]> = members
+            .chunks(self.config.sync_page_members.max(1))
+            .collect();
+        for (index, page) in pages.iter().enumerate() {
+            let cursor = if index + 1 == pages.len() {
+                String::new()
+            } else {
+                (index + 1).to_string()
+            };
+            subscriber.outbox.reply(&ProtocolMessage {
+                channel: Some(subscriber.channel_name.to_string()),
+                channel_serial: Some(format!("{sync_id}:{cursor}")),
+                presence: Some(page.to_vec()),
+                ..ProtocolMessage::new(Action::Sync)
+            });
+        }
+    }
+
     /// Changes a subscriber's granted modes (after a re-auth changed its capability).
     pub fn set_modes(&self, channel: &str, connection_id: &str, modes: u64) {
-        if let Some(entry) = self.channels.get(channel).map(|e| e.clone()) {
+        if let Some(entry) = self.existing(channel) {
             for subscriber in entry.lock().subscribers.iter_mut() {
                 if &*subscriber.connection_id == connection_id {
                     subscriber.modes = modes;
@@ -179,7 +366,7 @@ impl Hub {
     }
 
     pub fn detach(&self, channel: &str, connection_id: &str) {
-        if let Some(entry) = self.channels.get(channel).map(|e| e.clone()) {
+        if let Some(entry) = self.existing(channel) {
             entry
                 .lock()
                 .subscribers
@@ -191,6 +378,7 @@ impl Hub {
         let now = publication.timestamp;
         self.with_channel(publication.channel, |state| {
             state.recent_ids.forget_before(now);
+            state.log.expire(now);
             let mut serials = Vec::with_capacity(publication.messages.len());
             let mut fresh = Vec::with_capacity(publication.messages.len());
             let client_ids = publication
@@ -205,7 +393,7 @@ impl Hub {
                     }
                 }
                 state.next_serial += 1;
-                let serial = format!("{:012x}-{:010x}", state.epoch_ms, state.next_serial);
+                let serial = log::serial(state.epoch_ms, state.next_serial);
                 message.serial = Some(serial.clone());
                 serials.push(Some(serial));
                 fresh.push(message);
@@ -214,6 +402,9 @@ impl Hub {
                 return Ok(serials);
             };
             state.last_serial = Some(last.clone());
+            for message in &fresh {
+                state.log.push(Arc::new(message.clone()));
+            }
             let mut outgoing = ProtocolMessage {
                 id: publication.id,
                 connection_id: publication.connection_id.map(str::to_owned),
@@ -222,13 +413,169 @@ impl Hub {
                 messages: Some(fresh),
                 ..ProtocolMessage::new(Action::Message)
             };
-            fan_out(&state.subscribers, &mut outgoing, publication.connection_id)?;
+            let publisher = publication.connection_id;
+            fan_out(&state.subscribers, &mut outgoing, |subscriber| {
+                subscriber.modes & flags::MODE_SUBSCRIBE != 0
+                    && (subscriber.echo || Some(&*subscriber.connection_id) != publisher)
+            })?;
             Ok(serials)
         })
     }
 
+    /// Applies stamped presence events (ENTER/UPDATE/LEAVE with clientId, connectionId, id and
+    /// timestamp set); they go out at the next `flush_presence`.
+    pub fn presence(&self, channel: &str, events: Vec<PresenceMessage>) -> Result<(), ErrorInfo> {
+        let max_members = self.config.max_presence_members;
+        let became_dirty = self.with_channel(channel, |state| {
+            let entering = events
+                .iter()
+                .filter(|e| {
+                    e.action == presence::ENTER
+                        && !state.presence.contains(
+                            e.client_id.as_deref().unwrap_or_default(),
+                            e.connection_id.as_deref().unwrap_or_default(),
+                        )
+                })
+                .count();
+            if state.presence.len() + entering > max_members {
+                return Err(ErrorCode::TooManyPresenceMembers.info(format!(
+                    "at most {max_members} presence members per channel"
+                )));
+            }
+            let was_clean = state.presence.pending.is_empty();
+            for event in events {
+                if !presence::is_valid_client_action(event.action) {
+                    return Err(ErrorCode::BadRequest.info(format!(
+                        "presence action {} cannot be sent by a client",
+                        event.action
+                    )));
+                }
+                state.presence.apply(event);
+            }
+            Ok(was_clean && !state.presence.pending.is_empty())
+        })?;
+        if became_dirty {
+            self.mark_presence_dirty(channel);
+        }
+        Ok(())
+    }
+
+    /// Removes every member `connection_id` holds on `channel`, announcing LEAVEs. Server-made
+    /// leaves get ids that do not start with the connectionId, so clients order them by time.
+    pub fn leave_all(&self, channel: &str, connection_id: &str) {
+        let Some(entry) = self.existing(channel) else {
+            return;
+        };
+        let now = protocol::now_ms();
+        let became_dirty = {
+            let mut state = entry.lock();
+            let was_clean = state.presence.pending.is_empty();
+            for member in state.presence.leaves_for(connection_id) {
+                let leave = PresenceMessage {
+                    action: presence::LEAVE,
+                    id: Some(format!(
+                        "leave-{}:0:0",
+                        Alphanumeric.sample_string(&mut rand::thread_rng(), 10)
+                    )),
+                    timestamp: Some(now),
+                    ..member
+                };
+                if let Applied::Ignored = state.presence.apply(leave) {
+                    continue;
+                }
+            }
+            was_clean && !state.presence.pending.is_empty()
+        };
+        if became_dirty {
+            self.mark_presence_dirty(channel);
+        }
+    }
+
+    fn mark_presence_dirty(&self, channel: &str) {
+        self.presence_dirty
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(channel.to_owned());
+    }
+
+    /// Sends every channel's waiting presence events: one PRESENCE frame per channel, encoded
+    /// once per format, to every presence subscriber (the members' own connections included).
+    pub fn flush_presence(&self) {
+        let dirty = std::mem::take(
+            &mut *self
+                .presence_dirty
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        for channel in dirty {
+            let Some(entry) = self.existing(&channel) else {
+                continue;
+            };
+            let mut state = entry.lock();
+            let events = std::mem::take(&mut state.presence.pending);
+            if events.is_empty() {
+                continue;
+            }
+            let mut outgoing = ProtocolMessage {
+                timestamp: Some(protocol::now_ms()),
+                presence: Some(events),
+                ..ProtocolMessage::new(Action::Presence)
+            };
+            if let Err(error) = fan_out(&state.subscribers, &mut outgoing, |subscriber| {
+                subscriber.modes & flags::MODE_PRESENCE_SUBSCRIBE != 0
+            }) {
+                tracing::warn!(%channel, message = %error.message, "presence broadcast failed");
+            }
+        }
+    }
+
+    pub fn presence_members(&self, channel: &str) -> Vec<PresenceMessage> {
+        self.existing(channel)
+            .map(|entry| entry.lock().presence.members().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Presence events newest first (or oldest first with `forwards`), paged like history.
+    pub fn presence_history(&self, channel: &str, query: &HistoryQuery) -> Vec<PresenceMessage> {
+        let Some(entry) = self.existing(channel) else {
+            return Vec::new();
+        };
+        let state = entry.lock();
+        let matches = |e: &&PresenceMessage| {
+            let ts = e.timestamp.unwrap_or(0);
+            query.start.is_none_or(|s| ts >= s) && query.end.is_none_or(|end| ts <= end)
+        };
+        let events: Box<dyn Iterator<Item = &PresenceMessage>> = if query.forwards {
+            Box::new(state.presence.history())
+        } else {
+            Box::new(state.presence.history().rev())
+        };
+        events
+            .filter(matches)
+            .skip(
+                query
+                    .cursor
+                    .as_deref()
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0),
+            )
+            .take(query.limit)
+            .cloned()
+            .collect()
+    }
+
+    /// Messages for REST history.
+    pub fn history(&self, channel: &str, query: &HistoryQuery) -> Vec<Arc<Message>> {
+        let Some(entry) = self.existing(channel) else {
+            return Vec::new();
+        };
+        let mut state = entry.lock();
+        state.log.expire(protocol::now_ms());
+        state.log.query(query)
+    }
+
     pub fn occupancy(&self, channel: &str) -> Occupancy {
-        let Some(entry) = self.channels.get(channel).map(|e| e.clone()) else {
+        let Some(entry) = self.existing(channel) else {
             return Occupancy::default();
         };
         let state = entry.lock();
@@ -239,22 +586,34 @@ impl Hub {
                 .filter(|s| s.modes & mode != 0)
                 .count()
         };
+        let presence_connections: HashSet<&str> = state
+            .presence
+            .members()
+            .filter_map(|m| m.connection_id.as_deref())
+            .collect();
         Occupancy {
             connections: state.subscribers.len(),
             publishers: count(flags::MODE_PUBLISH),
             subscribers: count(flags::MODE_SUBSCRIBE),
-            presence_connections: count(flags::MODE_PRESENCE),
-            presence_members: 0,
+            presence_connections: presence_connections.len(),
+            presence_members: state.presence.len(),
             presence_subscribers: count(flags::MODE_PRESENCE_SUBSCRIBE),
         }
     }
 
-    /// Drops channels with no subscribers and no live idempotency ids; call periodically.
+    /// Drops channels with nothing left: no subscribers, members, history or live idempotency
+    /// ids. Call periodically.
     pub fn sweep(&self, now_ms: u64) {
         self.channels.retain(|_, channel| {
             let mut state = channel.lock();
             state.recent_ids.forget_before(now_ms);
-            let idle = state.subscribers.is_empty() && state.recent_ids.is_empty();
+            state.log.expire(now_ms);
+            let max_age = state_max_age(&state);
+            state.presence.expire_log(now_ms.saturating_sub(max_age));
+            let idle = state.subscribers.is_empty()
+                && state.recent_ids.is_empty()
+                && state.log.is_empty()
+                && state.presence.is_idle();
             if idle {
                 state.removed = true;
             }
@@ -267,19 +626,25 @@ impl Hub {
     }
 }
 
-/// Encodes once per (format, channel name as subscribed) and queues the shared bytes.
+fn state_max_age(state: &ChannelState) -> u64 {
+    state.log_retention().max_age.as_millis() as u64
+}
+
+impl ChannelState {
+    fn log_retention(&self) -> Retention {
+        self.log.retention()
+    }
+}
+
+/// Encodes once per (format, channel name as subscribed) and queues the shared bytes for every
+/// subscriber `wanted` accepts.
 fn fan_out(
     subscribers: &[Subscriber],
     outgoing: &mut ProtocolMessage,
-    publisher: Option<&str>,
+    wanted: impl Fn(&Subscriber) -> bool,
 ) -> Result<(), ErrorInfo> {
     let mut frames: Vec<(Arc<str>, Format, Frame)> = Vec::with_capacity(2);
-    for subscriber in subscribers {
-        if subscriber.modes & flags::MODE_SUBSCRIBE == 0
-            || (!subscriber.echo && Some(&*subscriber.connection_id) == publisher)
-        {
-            continue;
-        }
+    for subscriber in subscribers.iter().filter(|s| wanted(s)) {
         let format = subscriber.outbox.format;
         let cached = frames
             .iter()

@@ -12,19 +12,22 @@ pub mod hub;
 pub mod limits;
 mod publish;
 mod registry;
+mod resume;
 mod server;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use dashmap::DashMap;
 use rand::distributions::{Alphanumeric, DistString};
 use tokio::sync::{watch, Notify};
 
 pub use auth::{ApiKey, Auth, Principal};
 pub use config::Config;
-pub use hub::{Hub, Occupancy};
+pub use hub::{Hub, HubConfig, Occupancy};
 pub use publish::{Origin, Receipt};
+use resume::Parked;
 
 /// How often idle channels and expired idempotency ids are swept.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
@@ -40,6 +43,8 @@ struct Inner {
     auth: Auth,
     hub: Hub,
     clients: registry::ClientRegistry,
+    /// Dropped connections a client may resume, by connection key.
+    parked: DashMap<String, Parked>,
     server_id: String,
     draining: watch::Sender<bool>,
     live_connections: AtomicUsize,
@@ -57,7 +62,8 @@ impl Gateway {
         });
         let inner = Arc::new(Inner {
             auth: Auth::new(config.keys.clone(), config.supabase.clone()),
-            hub: Hub::new(),
+            hub: Hub::new(config.hub.clone()),
+            parked: DashMap::new(),
             clients: registry::ClientRegistry::default(),
             server_id,
             draining: watch::Sender::new(false),
@@ -67,6 +73,7 @@ impl Gateway {
         });
         inner.auth.start();
         tokio::spawn(sweep(Arc::downgrade(&inner)));
+        tokio::spawn(flush_presence(Arc::downgrade(&inner)));
         Gateway { inner }
     }
 
@@ -146,6 +153,22 @@ impl Drop for LiveConnection {
         if self.0.live_connections.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.all_closed.notify_waiters();
         }
+    }
+}
+
+async fn flush_presence(inner: Weak<Inner>) {
+    let Some(interval) = inner
+        .upgrade()
+        .map(|inner| inner.config.timing.presence_flush_interval)
+    else {
+        return;
+    };
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        inner.hub.flush_presence();
     }
 }
 

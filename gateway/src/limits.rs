@@ -53,6 +53,11 @@ pub struct Timing {
     pub token_renew_lead: Duration,
     /// On shutdown, how long connections get to say goodbye before the process exits.
     pub shutdown_grace: Duration,
+    /// After an abrupt drop, how long a connection's presence members stay before they leave
+    /// (Ably's 15 s), unless it resumes.
+    pub presence_grace: Duration,
+    /// How often waiting presence events go out (one frame per subscriber per flush).
+    pub presence_flush_interval: Duration,
 }
 
 impl Default for Timing {
@@ -63,6 +68,8 @@ impl Default for Timing {
             peer_idle_timeout: Duration::from_secs(45),
             token_renew_lead: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            presence_grace: Duration::from_secs(15),
+            presence_flush_interval: Duration::from_millis(50),
         }
     }
 }

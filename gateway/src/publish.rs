@@ -45,7 +45,13 @@ impl Gateway {
         let max_bytes = self.config().limits.max_message_bytes;
         let now = protocol::now_ms();
         let mut random_base: Option<String> = None;
-        let client_ids: Vec<bool> = messages.iter().map(|m| m.id.is_some()).collect();
+        // Realtime ids (`connectionId:msgSerial:index`) are idempotency keys too: a client
+        // resends unacknowledged publishes with the same msgSerial after a resume.
+        let realtime = matches!(origin, Origin::Connection { .. });
+        let client_ids: Vec<bool> = messages
+            .iter()
+            .map(|m| realtime || m.id.is_some())
+            .collect();
         for (index, message) in messages.iter_mut().enumerate() {
             match message.client_id.as_deref() {
                 Some(claimed) if !principal.may_act_as(claimed) => {

@@ -67,6 +67,21 @@ impl ChannelName {
         &self.full[self.base_start..]
     }
 
+    /// Params from a `[?a=1&b=2]` qualifier.
+    pub fn params(&self) -> Vec<(String, String)> {
+        let Some(query) = self.full[..self.base_start]
+            .strip_prefix("[?")
+            .and_then(|q| q.strip_suffix(']'))
+        else {
+            return Vec::new();
+        };
+        query
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+
     /// `[meta]` channels are outside `*` capabilities.
     pub fn is_meta(&self) -> bool {
         self.full.starts_with("[meta]")
@@ -92,6 +107,8 @@ mod tests {
         );
         let rewind = ChannelName::parse("[?rewind=1]chat").unwrap();
         assert_eq!(rewind.base(), "chat");
+        assert_eq!(rewind.params(), vec![("rewind".to_owned(), "1".to_owned())]);
+        assert!(plain.params().is_empty());
         assert!(ChannelName::parse("[meta]log").unwrap().is_meta());
     }
 

@@ -38,8 +38,13 @@ pub enum ErrorCode {
     ConnectionClosed,
     ContinuityLost,
     ChannelStateInvalid,
+    ContinuityNotGuaranteed,
     TooManyChannels,
     PresenceNoClientId,
+    PresenceWrongState,
+    TooManyPresenceMembers,
+    UnableToRecover,
+    InvalidConnectionKey,
 }
 
 impl ErrorCode {
@@ -78,8 +83,13 @@ impl ErrorCode {
             ConnectionClosed => 80017,
             ContinuityLost => 80020,
             ChannelStateInvalid => 90001,
+            ContinuityNotGuaranteed => 90003,
+            UnableToRecover => 80008,
+            InvalidConnectionKey => 80018,
             TooManyChannels => 90010,
             PresenceNoClientId => 91000,
+            PresenceWrongState => 91001,
+            TooManyPresenceMembers => 91003,
         }
     }
 

@@ -67,6 +67,7 @@ impl Action {
 /// ATTACHED flag bits (protocol §2.3).
 pub mod flags {
     pub const HAS_PRESENCE: u64 = 1;
+    pub const HAS_BACKLOG: u64 = 2;
     pub const RESUMED: u64 = 4;
     pub const MODE_PRESENCE: u64 = 1 << 16;
     pub const MODE_PUBLISH: u64 = 1 << 17;

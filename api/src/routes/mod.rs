@@ -1,6 +1,7 @@
 //! The REST routes, one file per resource.
 
 mod channels;
+mod history;
 mod keys;
 mod time;
 
@@ -16,7 +17,15 @@ use crate::error::ApiError;
 pub(crate) fn router(gateway: Gateway) -> Router {
     Router::new()
         .route("/time", get(time::time))
-        .route("/channels/{channel}/messages", post(channels::publish))
+        .route(
+            "/channels/{channel}/messages",
+            post(channels::publish).get(history::messages),
+        )
+        .route("/channels/{channel}/presence", get(history::presence))
+        .route(
+            "/channels/{channel}/presence/history",
+            get(history::presence_history),
+        )
         .route("/channels/{channel}", get(channels::status))
         .route("/keys/{key_name}/requestToken", post(keys::request_token))
         .route("/keys/{key_name}/revokeTokens", post(keys::revoke_tokens))

@@ -6,7 +6,9 @@ use protocol::message::flags;
 use protocol::{Action, ErrorCode, ProtocolMessage};
 
 use super::{Attachment, Connection, Flow};
-use crate::hub::Subscriber;
+use std::time::Duration;
+
+use crate::hub::{AttachRequest, Rewind, Subscriber};
 
 impl Connection {
     pub(super) fn on_attach(&mut self, message: ProtocolMessage) -> Flow {
@@ -42,6 +44,26 @@ impl Connection {
             );
             return Flow::Continue;
         }
+        // Params from the qualifier (`[?rewind=1]chat`) or the ATTACH, the latter winning.
+        let mut params: std::collections::BTreeMap<String, String> =
+            channel.params().into_iter().collect();
+        params.extend(message.params.clone().unwrap_or_default());
+        let rewind = match params.get("rewind").map(|r| parse_rewind(r)) {
+            Some(Ok(rewind)) => Some(rewind),
+            Some(Err(error)) => {
+                self.channel_error(channel.as_str(), error);
+                return Flow::Continue;
+            }
+            None => None,
+        };
+        let accepted_params = params
+            .get("rewind")
+            .map(|r| std::collections::BTreeMap::from([("rewind".to_owned(), r.clone())]));
+        let request = AttachRequest {
+            channel_serial: message.channel_serial.clone().filter(|s| !s.is_empty()),
+            rewind,
+            resume_allowed: !self.resume_failed && !self.no_resume.remove(&base),
+        };
         let name: Arc<str> = channel.as_str().into();
         let subscriber = Subscriber {
             connection_id: self.id.clone(),
@@ -52,10 +74,12 @@ impl Connection {
         };
         self.gateway
             .hub()
-            .attach(&base, subscriber, |channel_serial| ProtocolMessage {
+            .attach(&base, subscriber, &request, |outcome| ProtocolMessage {
                 channel: Some(name.to_string()),
-                flags: Some(modes),
-                channel_serial,
+                flags: Some(modes | outcome.flags),
+                channel_serial: Some(outcome.channel_serial.clone()),
+                params: accepted_params,
+                error: outcome.error.clone(),
                 ..ProtocolMessage::new(Action::Attached)
             });
         self.attached.insert(base, Attachment { name, modes });
@@ -106,6 +130,54 @@ impl Connection {
                         .info("the renewed token no longer permits this channel"),
                 );
             }
+        }
+    }
+}
+
+/// `rewind=N` (messages) or `rewind=30s` / `2m` / `1h` (a time span), as Ably accepts.
+fn parse_rewind(value: &str) -> Result<Rewind, protocol::ErrorInfo> {
+    let invalid = || {
+        ErrorCode::InvalidParameterValue.info(format!(
+            "rewind {value:?}: expected a message count or a duration like 10s or 2m"
+        ))
+    };
+    if let Ok(count) = value.parse::<usize>() {
+        return Ok(Rewind::Messages(count));
+    }
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(invalid)?;
+    let amount: u64 = value[..split].parse().map_err(|_| invalid())?;
+    let seconds = match &value[split..] {
+        "s" => amount,
+        "m" => amount * 60,
+        "h" => amount * 3600,
+        _ => return Err(invalid()),
+    };
+    Ok(Rewind::Duration(Duration::from_secs(seconds)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewind_takes_counts_and_durations() {
+        assert_eq!(parse_rewind("10").unwrap(), Rewind::Messages(10));
+        assert_eq!(
+            parse_rewind("30s").unwrap(),
+            Rewind::Duration(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_rewind("2m").unwrap(),
+            Rewind::Duration(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_rewind("1h").unwrap(),
+            Rewind::Duration(Duration::from_secs(3600))
+        );
+        for bad in ["", "x", "10d", "-1", "m"] {
+            assert_eq!(parse_rewind(bad).unwrap_err().code, 40003, "{bad}");
         }
     }
 }

@@ -8,9 +8,10 @@ mod attach;
 mod auth;
 mod message;
 mod outbox;
+mod presence;
 mod writer;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use axum::extract::ws::{Message as WsMessage, WebSocket};
@@ -37,6 +38,8 @@ pub struct ConnectParams {
     pub format: Option<String>,
     pub echo: bool,
     pub heartbeats: bool,
+    /// `resume=` (after a drop) or `recover=` (a reload): the old connection key.
+    pub resume: Option<String>,
 }
 
 impl ConnectParams {
@@ -51,6 +54,7 @@ impl ConnectParams {
             echo: query.get("echo").map(String::as_str) != Some("false"),
             // Absent (ably-python) means protocol heartbeats too: it ignores pings.
             heartbeats: query.get("heartbeats").map(String::as_str) != Some("false"),
+            resume: get("resume").or_else(|| get("recover")),
         }
     }
 }
@@ -71,6 +75,15 @@ struct Connection {
     /// Base channel name -> attachment.
     attached: HashMap<String, Attachment>,
     token_timers: Option<TokenTimers>,
+    /// Base names of channels where this connection has entered presence.
+    present_on: HashSet<String>,
+    /// Channels whose next attach must not claim continuity (a failed resume; presence that
+    /// lapsed while the connection was away).
+    no_resume: HashSet<String>,
+    /// A failed resume: attaches with a channelSerial are answered without RESUMED.
+    resume_failed: bool,
+    /// The client closed (or we failed it): nothing to keep for a resume.
+    ended_cleanly: bool,
 }
 
 /// When to ask for a new token, and when the current one lapses.
@@ -139,31 +152,17 @@ pub(crate) async fn run(gateway: Gateway, socket: WebSocket, params: ConnectPara
             outbox.close_after_queue();
         }
         Ok(principal) => {
-            let id: Arc<str> = Alphanumeric
-                .sample_string(&mut rand::thread_rng(), 12)
-                .into();
-            let secret = Alphanumeric.sample_string(&mut rand::thread_rng(), 16);
-            let mut connection = Connection {
-                key: format!("{id}!{secret}"),
-                id,
-                gateway: gateway.clone(),
-                principal,
-                echo: params.echo,
-                outbox: outbox.clone(),
-                attached: HashMap::new(),
-                token_timers: None,
-            };
+            let mut connection = Connection::open(&gateway, principal, &params, outbox.clone());
             connection.schedule_token_timers();
             gateway
                 .clients()
                 .register(&connection.id, &connection.principal, &outbox);
-            connection.outbox.reply(&connection.connected());
-            tracing::debug!(connection_id = %connection.id, "connected");
             connection.read_loop(&mut stream).await;
             connection.leave_channels();
             gateway
                 .clients()
                 .unregister(&connection.id, &connection.principal);
+            connection.park_or_leave();
             outbox.close_after_queue();
         }
     }
@@ -195,6 +194,87 @@ fn draining_error() -> ErrorInfo {
 }
 
 impl Connection {
+    /// A new connection, or the one `resume=` names if it is still parked; sends CONNECTED.
+    fn open(
+        gateway: &Gateway,
+        principal: Principal,
+        params: &ConnectParams,
+        outbox: Arc<Outbox>,
+    ) -> Connection {
+        let mut connection = Connection {
+            id: Alphanumeric
+                .sample_string(&mut rand::thread_rng(), 12)
+                .into(),
+            key: String::new(),
+            gateway: gateway.clone(),
+            principal,
+            echo: params.echo,
+            outbox,
+            attached: HashMap::new(),
+            token_timers: None,
+            present_on: HashSet::new(),
+            no_resume: HashSet::new(),
+            resume_failed: false,
+            ended_cleanly: false,
+        };
+        connection.key = format!(
+            "{}!{}",
+            connection.id,
+            Alphanumeric.sample_string(&mut rand::thread_rng(), 16)
+        );
+        let mut error = None;
+        if let Some(old_key) = &params.resume {
+            match gateway.unpark(old_key, connection.principal.identity()) {
+                Some(parked) => {
+                    connection.id = parked.id.clone();
+                    connection.key = old_key.clone();
+                    connection.present_on = parked.present_on.iter().cloned().collect();
+                    if Gateway::members_left(&parked) {
+                        // Its members left while it was away: the client must re-sync and
+                        // re-enter, which it does on an attach without RESUMED.
+                        connection.no_resume = std::mem::take(&mut connection.present_on);
+                    }
+                    tracing::debug!(connection_id = %connection.id, "resumed");
+                }
+                None => {
+                    connection.resume_failed = true;
+                    error = Some(if old_key.contains('!') {
+                        ErrorCode::UnableToRecover
+                            .info("unable to resume: connection expired or unknown; this is a new connection")
+                    } else {
+                        ErrorCode::InvalidConnectionKey.info("invalid connection key")
+                    });
+                }
+            }
+        }
+        connection.outbox.reply(&ProtocolMessage {
+            error,
+            ..connection.connected()
+        });
+        tracing::debug!(connection_id = %connection.id, "connected");
+        connection
+    }
+
+    /// After the read loop: a client that closed leaves presence at once; a dropped one stays
+    /// resumable (its members for the presence grace).
+    fn park_or_leave(&mut self) {
+        if self.ended_cleanly {
+            for channel in self.present_on.drain() {
+                self.gateway.hub().leave_all(&channel, &self.id);
+            }
+            return;
+        }
+        self.gateway.park(
+            self.key.clone(),
+            crate::resume::Parked {
+                id: self.id.clone(),
+                client_id: self.principal.identity().map(str::to_owned),
+                present_on: self.present_on.drain().collect(),
+                members_left: Default::default(),
+            },
+        );
+    }
+
     async fn read_loop(&mut self, stream: &mut SplitStream<WebSocket>) {
         let idle_timeout = self.gateway.config().timing.peer_idle_timeout;
         let mut shutdown = self.gateway.shutdown_signal();
@@ -290,12 +370,14 @@ impl Connection {
             Some(Action::Detach) => self.on_detach(message),
             Some(Action::Message) => self.on_publish(message),
             Some(Action::Auth) => self.on_auth(message).await,
+            Some(Action::Presence) => self.on_presence(message),
             Some(Action::Close) => {
+                self.ended_cleanly = true;
                 self.outbox.reply(&ProtocolMessage::new(Action::Closed));
                 Flow::Stop
             }
             Some(Action::Disconnect) => Flow::Stop,
-            // A client asking to continue a presence sync; presence is not served yet.
+            // A client asking to continue an interrupted sync: ours are sent whole on attach.
             Some(Action::Sync) => Flow::Continue,
             _ => self.on_unsupported(message),
         }
@@ -319,6 +401,7 @@ impl Connection {
 
     /// A connection-level ERROR: the client fails the connection, so close it.
     fn fatal(&mut self, error: ErrorInfo) -> Flow {
+        self.ended_cleanly = true;
         tracing::debug!(connection_id = %self.id, code = error.code, message = %error.message, "connection error");
         self.outbox
             .reply(&ProtocolMessage::error(Action::Error, error));

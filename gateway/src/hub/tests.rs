@@ -8,6 +8,9 @@ use tokio::sync::mpsc;
 use super::*;
 use crate::connection::Outbox;
 
+/// Past the default history retention of a message published at t=1.
+const AFTER_RETENTION: u64 = 2 + 10 * 60 * 1000;
+
 struct TestSubscriber {
     outbox: Arc<Outbox>,
     queue: mpsc::Receiver<Frame>,
@@ -32,8 +35,9 @@ fn subscribe(
             echo,
             outbox: outbox.clone(),
         },
-        |serial| ProtocolMessage {
-            channel_serial: serial,
+        &AttachRequest::default(),
+        |outcome| ProtocolMessage {
+            channel_serial: Some(outcome.channel_serial.clone()),
             ..ProtocolMessage::new(Action::Attached)
         },
     );
@@ -76,7 +80,7 @@ fn publish(hub: &Hub, channel: &str, data: &str, id: Option<&str>, from: Option<
 
 #[test]
 fn one_encoding_per_format_shared_by_every_subscriber() {
-    let hub = Hub::new();
+    let hub = Hub::default();
     let mut json_a = subscribe(&hub, "c", "a", Format::Json, true, 8);
     let mut json_b = subscribe(&hub, "c", "b", Format::Json, true, 8);
     let mut packed = subscribe(&hub, "c", "m", Format::Msgpack, true, 8);
@@ -103,7 +107,7 @@ fn one_encoding_per_format_shared_by_every_subscriber() {
 
 #[test]
 fn serials_increase_and_order_is_kept() {
-    let hub = Hub::new();
+    let hub = Hub::default();
     let mut subscriber = subscribe(&hub, "c", "a", Format::Json, true, 64);
     let serials: Vec<String> = (0..20)
         .map(|i| {
@@ -127,7 +131,7 @@ fn serials_increase_and_order_is_kept() {
 
 #[test]
 fn client_ids_are_idempotent() {
-    let hub = Hub::new();
+    let hub = Hub::default();
     let mut subscriber = subscribe(&hub, "c", "a", Format::Json, true, 8);
     assert!(publish(&hub, "c", "x", Some("same:0"), None)[0].is_some());
     assert_eq!(publish(&hub, "c", "x", Some("same:0"), None), vec![None]);
@@ -156,7 +160,7 @@ fn client_ids_are_idempotent() {
 
 #[test]
 fn echo_off_skips_only_the_publisher() {
-    let hub = Hub::new();
+    let hub = Hub::default();
     let mut quiet = subscribe(&hub, "c", "me", Format::Json, false, 8);
     let mut other = subscribe(&hub, "c", "you", Format::Json, true, 8);
     publish(&hub, "c", "mine", None, Some("me"));
@@ -168,7 +172,7 @@ fn echo_off_skips_only_the_publisher() {
 
 #[test]
 fn a_full_queue_ends_that_subscriber_only() {
-    let hub = Hub::new();
+    let hub = Hub::default();
     let slow = subscribe(&hub, "c", "slow", Format::Json, true, 2);
     let mut fast = subscribe(&hub, "c", "fast", Format::Json, true, 64);
     for i in 0..10 {
@@ -186,7 +190,7 @@ fn a_full_queue_ends_that_subscriber_only() {
 
 #[test]
 fn idle_channels_are_swept_and_occupancy_counts_modes() {
-    let hub = Hub::new();
+    let hub = Hub::default();
     let _subscriber = subscribe(&hub, "busy", "a", Format::Json, true, 8);
     publish(&hub, "quiet", "x", None, None);
     assert_eq!(hub.occupancy("busy").subscribers, 1);
@@ -194,20 +198,26 @@ fn idle_channels_are_swept_and_occupancy_counts_modes() {
     hub.sweep(10);
     assert_eq!(
         hub.channel_count(),
+        2,
+        "history keeps a channel nobody is attached to"
+    );
+    hub.sweep(AFTER_RETENTION);
+    assert_eq!(
+        hub.channel_count(),
         1,
-        "the channel nobody is attached to is gone"
+        "once its history has aged out it is gone"
     );
     hub.detach("busy", "a");
     assert_eq!(hub.occupancy("busy").connections, 0);
-    hub.sweep(10);
+    hub.sweep(AFTER_RETENTION);
     assert_eq!(hub.channel_count(), 0);
 }
 
 #[test]
 fn serials_stay_unique_when_a_channel_is_made_again() {
-    let hub = Hub::new();
+    let hub = Hub::default();
     let first = publish(&hub, "c", "x", None, None);
-    hub.sweep(10);
+    hub.sweep(AFTER_RETENTION);
     assert_eq!(hub.channel_count(), 0);
     let second = publish(&hub, "c", "x", None, None);
     assert!(second[0] > first[0], "{second:?} after {first:?}");

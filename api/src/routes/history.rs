@@ -1,0 +1,227 @@
+//! `GET /channels/{channel}/messages` (history) and the presence reads, paged with the relative
+//! `Link` headers ably-js follows (`./messages?…; rel="next"`).
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use gateway::hub::HistoryQuery;
+use gateway::Gateway;
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use protocol::{ChannelName, ErrorCode, Format, Message, Operation, PresenceMessage};
+
+use crate::auth::principal;
+use crate::body::{respond_paged, response_format};
+use crate::error::ApiError;
+
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+struct Request {
+    channel: ChannelName,
+    format: Format,
+    envelope: bool,
+    query: HistoryQuery,
+    params: HashMap<String, String>,
+}
+
+async fn request(
+    gateway: &Gateway,
+    channel: &str,
+    params: HashMap<String, String>,
+    headers: &HeaderMap,
+    operation: Operation,
+) -> Result<Request, ApiError> {
+    let (format, envelope) = match params.get("envelope").map(String::as_str) {
+        Some("json") => (Format::Json, true),
+        Some("msgpack") => (Format::Msgpack, true),
+        _ => (response_format(headers), false),
+    };
+    let caller = principal(gateway, headers, format).await?;
+    let channel = ChannelName::parse(channel).map_err(|e| ApiError::new(e, format))?;
+    if !caller.allows(&channel, operation) {
+        return Err(ApiError::code(
+            ErrorCode::CapabilityDenied,
+            "reading this channel's history or presence is not permitted by the capability",
+            format,
+        ));
+    }
+    let bad = |name: &str| {
+        ApiError::code(
+            ErrorCode::InvalidParameterValue,
+            format!("invalid {name} parameter"),
+            format,
+        )
+    };
+    let number = |name: &str| -> Result<Option<u64>, ApiError> {
+        params
+            .get(name)
+            .filter(|v| !v.is_empty())
+            .map(|v| v.parse().map_err(|_| bad(name)))
+            .transpose()
+    };
+    let forwards = match params.get("direction").map(String::as_str) {
+        None | Some("backwards") => false,
+        Some("forwards") => true,
+        Some(_) => return Err(bad("direction")),
+    };
+    let limit = number("limit")?.map_or(DEFAULT_LIMIT, |l| l as usize);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(bad("limit (1 to 1000)"));
+    }
+    let query = HistoryQuery {
+        start: number("start")?,
+        end: number("end")?,
+        forwards,
+        limit,
+        cursor: params.get("cursor").cloned().filter(|c| !c.is_empty()),
+    };
+    Ok(Request {
+        channel,
+        format,
+        envelope,
+        query,
+        params,
+    })
+}
+
+/// `first`, `current` and (when the page is full) `next` links, relative as ably-js requires.
+fn links(resource: &str, request: &Request, next_cursor: Option<String>) -> String {
+    let base: Vec<(String, String)> = ["start", "end", "limit", "direction"]
+        .iter()
+        .filter_map(|name| {
+            request
+                .params
+                .get(*name)
+                .map(|value| (name.to_string(), value.clone()))
+        })
+        .collect();
+    let url = |cursor: Option<&str>| {
+        let mut pairs = base.clone();
+        if pairs.is_empty() {
+            pairs.push(("limit".into(), request.query.limit.to_string()));
+        }
+        if let Some(cursor) = cursor {
+            pairs.push(("cursor".into(), cursor.to_owned()));
+        }
+        let query: Vec<String> = pairs
+            .iter()
+            .map(|(k, v)| format!("{k}={}", utf8_percent_encode(v, NON_ALPHANUMERIC)))
+            .collect();
+        format!("./{resource}?{}", query.join("&"))
+    };
+    let mut parts = vec![
+        format!("<{}>; rel=\"first\"", url(None)),
+        format!(
+            "<{}>; rel=\"current\"",
+            url(request.query.cursor.as_deref())
+        ),
+    ];
+    if let Some(cursor) = next_cursor {
+        parts.push(format!("<{}>; rel=\"next\"", url(Some(&cursor))));
+    }
+    parts.join(", ")
+}
+
+pub(crate) async fn messages(
+    State(gateway): State<Gateway>,
+    Path(channel): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let request = request(&gateway, &channel, params, &headers, Operation::History).await?;
+    let page = gateway
+        .hub()
+        .history(request.channel.base(), &request.query);
+    let next = (page.len() == request.query.limit)
+        .then(|| page.last().and_then(|m| m.serial.clone()))
+        .flatten();
+    let messages: Vec<Message> = page
+        .iter()
+        .map(|message| {
+            let mut message = (**message).clone();
+            if request.format == Format::Json {
+                message.make_json_safe();
+            }
+            message
+        })
+        .collect();
+    let link = links("messages", &request, next);
+    respond_paged(
+        StatusCode::OK,
+        &messages,
+        request.format,
+        request.envelope,
+        Some(link),
+    )
+}
+
+pub(crate) async fn presence(
+    State(gateway): State<Gateway>,
+    Path(channel): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let request = request(&gateway, &channel, params, &headers, Operation::Subscribe).await?;
+    let client_id = request.params.get("clientId");
+    let connection_id = request.params.get("connectionId");
+    let members: Vec<PresenceMessage> = gateway
+        .hub()
+        .presence_members(request.channel.base())
+        .into_iter()
+        .filter(|m| client_id.is_none_or(|c| m.client_id.as_ref() == Some(c)))
+        .filter(|m| connection_id.is_none_or(|c| m.connection_id.as_ref() == Some(c)))
+        .take(request.query.limit)
+        .map(|mut m| {
+            if request.format == Format::Json {
+                m.make_json_safe();
+            }
+            m
+        })
+        .collect();
+    respond_paged(
+        StatusCode::OK,
+        &members,
+        request.format,
+        request.envelope,
+        None,
+    )
+}
+
+pub(crate) async fn presence_history(
+    State(gateway): State<Gateway>,
+    Path(channel): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let request = request(&gateway, &channel, params, &headers, Operation::History).await?;
+    let page = gateway
+        .hub()
+        .presence_history(request.channel.base(), &request.query);
+    // Presence history pages by offset: the cursor counts events already returned.
+    let offset: usize = request
+        .query
+        .cursor
+        .as_deref()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let next = (page.len() == request.query.limit).then(|| (offset + page.len()).to_string());
+    let events: Vec<PresenceMessage> = page
+        .into_iter()
+        .map(|mut e| {
+            if request.format == Format::Json {
+                e.make_json_safe();
+            }
+            e
+        })
+        .collect();
+    let link = links("history", &request, next);
+    respond_paged(
+        StatusCode::OK,
+        &events,
+        request.format,
+        request.envelope,
+        Some(link),
+    )
+}

@@ -1,0 +1,85 @@
+//! PRESENCE from a client: enter, update, leave; ACK or NACK by msgSerial.
+
+use protocol::{Action, ChannelName, ErrorCode, ErrorInfo, Operation, ProtocolMessage};
+
+use super::{Connection, Flow};
+
+impl Connection {
+    pub(super) fn on_presence(&mut self, message: ProtocolMessage) -> Flow {
+        let Some(msg_serial) = message.msg_serial else {
+            return self.fatal(ErrorCode::BadRequest.info("PRESENCE without msgSerial"));
+        };
+        let result = self.parse_channel(&message).and_then(|channel| {
+            self.presence(&channel, message, msg_serial)
+                .map(|()| channel)
+        });
+        match result {
+            Ok(_) => {
+                self.outbox.reply(&ProtocolMessage {
+                    msg_serial: Some(msg_serial),
+                    count: Some(1),
+                    ..ProtocolMessage::new(Action::Ack)
+                });
+            }
+            Err(error) => self.nack(msg_serial, error),
+        }
+        Flow::Continue
+    }
+
+    fn presence(
+        &mut self,
+        channel: &ChannelName,
+        message: ProtocolMessage,
+        msg_serial: u64,
+    ) -> Result<(), ErrorInfo> {
+        if !self.principal.allows(channel, Operation::Presence) {
+            return Err(ErrorCode::CapabilityDenied.info(format!(
+                "presence on channel {:?} is not permitted by the capability",
+                channel.as_str()
+            )));
+        }
+        if !self.attached.contains_key(channel.base()) {
+            return Err(
+                ErrorCode::PresenceWrongState.info("attach the channel before entering presence")
+            );
+        }
+        let now = protocol::now_ms();
+        let mut events = message.presence.unwrap_or_default();
+        if events.is_empty() {
+            return Err(ErrorCode::BadRequest.info("PRESENCE without presence messages"));
+        }
+        for (index, event) in events.iter_mut().enumerate() {
+            let client_id = match event.client_id.as_deref() {
+                Some(claimed) if !self.principal.may_act_as(claimed) || claimed == "*" => {
+                    return Err(ErrorCode::InvalidClientId.info(format!(
+                        "presence clientId {claimed:?} does not match the connection's clientId"
+                    )));
+                }
+                Some(claimed) => claimed.to_owned(),
+                None => self
+                    .principal
+                    .identity()
+                    .map(str::to_owned)
+                    .ok_or_else(|| {
+                        ErrorCode::PresenceNoClientId
+                            .info("presence needs a clientId: connect with one")
+                    })?,
+            };
+            event.client_id = Some(client_id);
+            event.connection_id = Some(self.id.to_string());
+            event.id = Some(format!("{}:{msg_serial}:{index}", self.id));
+            event.timestamp = Some(now);
+            let max_bytes = self.gateway.config().limits.max_message_bytes;
+            let size = event.data.as_ref().map_or(0, |_| {
+                protocol::codec::encode(&event.data, protocol::Format::Json).map_or(0, |b| b.len())
+            });
+            if size > max_bytes {
+                return Err(ErrorCode::MessageTooLarge
+                    .info(format!("presence data of {size} bytes exceeds {max_bytes}")));
+            }
+        }
+        self.gateway.hub().presence(channel.base(), events)?;
+        self.present_on.insert(channel.base().to_owned());
+        Ok(())
+    }
+}

@@ -1,0 +1,163 @@
+//! A channel's message log: what history, rewind and resume read.
+//!
+//! Bounded by count and by age. `floor` is the serial at or below which the log no longer knows
+//! everything (the last evicted message, or the start of this channel incarnation): a client
+//! whose last seen serial is at or above the floor can be given every message it missed.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use protocol::Message;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub max_messages: usize,
+    pub max_age: Duration,
+}
+
+pub(super) struct MessageLog {
+    entries: VecDeque<Arc<Message>>,
+    floor: String,
+    retention: Retention,
+}
+
+/// The position before any message of an incarnation that began at `epoch_ms`.
+pub(super) fn first_serial(epoch_ms: u64) -> String {
+    serial(epoch_ms, 0)
+}
+
+pub(super) fn serial(epoch_ms: u64, n: u64) -> String {
+    format!("{epoch_ms:012x}-{n:010x}")
+}
+
+/// Our serials are fixed-width hex, so they compare as strings; anything else is not ours.
+pub(super) fn is_serial(candidate: &str) -> bool {
+    let bytes = candidate.as_bytes();
+    bytes.len() == 23
+        && bytes[12] == b'-'
+        && bytes
+            .iter()
+            .enumerate()
+            .all(|(i, b)| i == 12 || matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+impl MessageLog {
+    pub(super) fn new(floor: String, retention: Retention) -> MessageLog {
+        MessageLog {
+            entries: VecDeque::new(),
+            floor,
+            retention,
+        }
+    }
+
+    pub(super) fn push(&mut self, message: Arc<Message>) {
+        self.entries.push_back(message);
+        while self.entries.len() > self.retention.max_messages {
+            self.evict_front();
+        }
+    }
+
+    fn evict_front(&mut self) {
+        if let Some(evicted) = self.entries.pop_front() {
+            if let Some(serial) = &evicted.serial {
+                self.floor = serial.clone();
+            }
+        }
+    }
+
+    pub(super) fn expire(&mut self, now_ms: u64) {
+        let max_age = self.retention.max_age.as_millis() as u64;
+        while self
+            .entries
+            .front()
+            .is_some_and(|m| m.timestamp.unwrap_or(0) + max_age <= now_ms)
+        {
+            self.evict_front();
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub(super) fn retention(&self) -> Retention {
+        self.retention
+    }
+
+    pub(super) fn floor(&self) -> &str {
+        &self.floor
+    }
+
+    /// Everything after `serial`, or `None` if the log cannot prove it has all of it (the serial
+    /// is older than the floor, not one of ours, or from the future).
+    pub(super) fn after(&self, serial: &str, last: Option<&str>) -> Option<Vec<Arc<Message>>> {
+        let newest = last.unwrap_or(&self.floor);
+        if !is_serial(serial) || serial < self.floor.as_str() || serial > newest {
+            return None;
+        }
+        Some(
+            self.entries
+                .iter()
+                .filter(|m| m.serial.as_deref().is_some_and(|s| s > serial))
+                .cloned()
+                .collect(),
+        )
+    }
+
+    pub(super) fn last_n(&self, n: usize) -> Vec<Arc<Message>> {
+        let skip = self.entries.len().saturating_sub(n);
+        self.entries.iter().skip(skip).cloned().collect()
+    }
+
+    pub(super) fn since(&self, from_ms: u64) -> Vec<Arc<Message>> {
+        self.entries
+            .iter()
+            .filter(|m| m.timestamp.unwrap_or(0) >= from_ms)
+            .cloned()
+            .collect()
+    }
+
+    /// Messages within `[start, end]` ms, strictly beyond `cursor` in the walk direction, at most
+    /// `limit`, in the walk order.
+    pub(super) fn query(&self, query: &HistoryQuery) -> Vec<Arc<Message>> {
+        let in_range = |m: &&Arc<Message>| {
+            let ts = m.timestamp.unwrap_or(0);
+            query.start.is_none_or(|start| ts >= start) && query.end.is_none_or(|end| ts <= end)
+        };
+        let beyond = |m: &&Arc<Message>| match (&query.cursor, m.serial.as_deref()) {
+            (None, _) => true,
+            (Some(cursor), Some(serial)) if query.forwards => serial > cursor.as_str(),
+            (Some(cursor), Some(serial)) => serial < cursor.as_str(),
+            (Some(_), None) => false,
+        };
+        if query.forwards {
+            self.entries
+                .iter()
+                .filter(in_range)
+                .filter(beyond)
+                .take(query.limit)
+                .cloned()
+                .collect()
+        } else {
+            self.entries
+                .iter()
+                .rev()
+                .filter(in_range)
+                .filter(beyond)
+                .take(query.limit)
+                .cloned()
+                .collect()
+        }
+    }
+}
+
+/// A history page request. `cursor` is the serial of the last message of the previous page.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryQuery {
+    pub start: Option<u64>,
+    pub end: Option<u64>,
+    pub forwards: bool,
+    pub limit: usize,
+    pub cursor: Option<String>,
+}
