@@ -12,6 +12,7 @@ mod routes;
 use std::future::{Future, IntoFuture};
 
 use axum::http::{header, HeaderName, Method};
+use axum::serve::ListenerExt;
 use axum::Router;
 use gateway::Gateway;
 use tokio::net::TcpListener;
@@ -54,6 +55,12 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
     let draining = gateway.clone();
+    // Realtime frames are small and latency-bound: never let Nagle hold one back.
+    let listener = listener.tap_io(|stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, router(gateway.clone()))
         .with_graceful_shutdown(async move {
             shutdown.await;

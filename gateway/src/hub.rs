@@ -27,6 +27,10 @@ use log::MessageLog;
 pub use log::{HistoryQuery, Retention};
 use presence::{Applied, PresenceSet};
 
+/// A hub-internal subscriber bit (never on the wire, outside `flags::ALL_MODES`): the
+/// subscriber attached with `occupancy=metrics` and gets `[meta]occupancy` events.
+pub const OCCUPANCY_EVENTS: u64 = 1 << 48;
+
 /// How long a client-supplied message id suppresses a repeat (Ably's idempotency window).
 pub const IDEMPOTENCY_WINDOW_MS: u64 = 2 * 60 * 1000;
 /// Ids remembered per channel at most; beyond it the oldest are forgotten early, so a flood of
@@ -46,6 +50,10 @@ pub struct HubConfig {
     pub max_presence_members: usize,
     /// Members per SYNC page.
     pub sync_page_members: usize,
+    /// Presence events on a channel go out at once unless the channel broadcast within this
+    /// window; then they wait for the next flush, so a join storm costs one frame per
+    /// subscriber per window instead of one per join.
+    pub presence_batch_window: Duration,
 }
 
 impl Default for HubConfig {
@@ -60,6 +68,7 @@ impl Default for HubConfig {
             max_rewind: 100,
             max_presence_members: 20_000,
             sync_page_members: 100,
+            presence_batch_window: Duration::from_millis(50),
         }
     }
 }
@@ -71,6 +80,8 @@ pub struct Hub {
     last_epoch_ms: AtomicU64,
     /// Channels with presence events waiting for the next flush.
     presence_dirty: Mutex<Vec<String>>,
+    /// Channels whose occupancy changed since the last occupancy flush.
+    occupancy_dirty: Mutex<HashSet<String>>,
 }
 
 /// One local subscriber (an attached connection) of a channel.
@@ -158,6 +169,8 @@ struct ChannelState {
     recent_ids: RecentIds,
     log: MessageLog,
     presence: PresenceSet,
+    /// When presence events last went out (ms).
+    presence_sent_at: u64,
     /// Set when the sweeper dropped this channel from the map; a late holder must look it up again.
     removed: bool,
 }
@@ -193,6 +206,7 @@ impl Hub {
             config,
             last_epoch_ms: AtomicU64::new(0),
             presence_dirty: Mutex::new(Vec::new()),
+            occupancy_dirty: Mutex::new(HashSet::new()),
         }
     }
 
@@ -227,6 +241,7 @@ impl Hub {
                 recent_ids: RecentIds::default(),
                 log: MessageLog::new(log::first_serial(epoch_ms), self.retention_for(channel)),
                 presence: PresenceSet::default(),
+                presence_sent_at: 0,
                 removed: false,
             }),
         })
@@ -330,6 +345,7 @@ impl Hub {
                 .retain(|s| s.connection_id != subscriber.connection_id);
             state.subscribers.push(subscriber);
         });
+        self.occupancy_changed(channel);
     }
 
     /// The current members, in pages; the last page has an empty cursor.
@@ -359,7 +375,7 @@ impl Hub {
         if let Some(entry) = self.existing(channel) {
             for subscriber in entry.lock().subscribers.iter_mut() {
                 if &*subscriber.connection_id == connection_id {
-                    subscriber.modes = modes;
+                    subscriber.modes = modes | (subscriber.modes & OCCUPANCY_EVENTS);
                 }
             }
         }
@@ -371,6 +387,58 @@ impl Hub {
                 .lock()
                 .subscribers
                 .retain(|s| &*s.connection_id != connection_id);
+            self.occupancy_changed(channel);
+        }
+    }
+
+    fn occupancy_changed(&self, channel: &str) {
+        let watched = self.existing(channel).is_some_and(|entry| {
+            entry
+                .lock()
+                .subscribers
+                .iter()
+                .any(|s| s.modes & OCCUPANCY_EVENTS != 0)
+        });
+        if watched {
+            self.occupancy_dirty
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(channel.to_owned());
+        }
+    }
+
+    /// Sends `[meta]occupancy` to the subscribers that asked, for channels whose occupancy
+    /// changed; called once a second, so a stream of joins costs one event per second.
+    pub fn flush_occupancy(&self) {
+        let dirty = std::mem::take(
+            &mut *self
+                .occupancy_dirty
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        for channel in dirty {
+            let metrics = self.occupancy(&channel);
+            let Some(entry) = self.existing(&channel) else {
+                continue;
+            };
+            let state = entry.lock();
+            let mut outgoing = ProtocolMessage {
+                timestamp: Some(protocol::now_ms()),
+                messages: Some(vec![Message {
+                    name: Some("[meta]occupancy".to_owned()),
+                    data: Some(protocol::Data::Other(
+                        serde_json::json!({ "metrics": metrics }),
+                    )),
+                    timestamp: Some(protocol::now_ms()),
+                    ..Default::default()
+                }]),
+                ..ProtocolMessage::new(Action::Message)
+            };
+            if let Err(error) = fan_out(&state.subscribers, &mut outgoing, |subscriber| {
+                subscriber.modes & OCCUPANCY_EVENTS != 0
+            }) {
+                tracing::warn!(%channel, message = %error.message, "occupancy event failed");
+            }
         }
     }
 
@@ -442,21 +510,25 @@ impl Hub {
                     "at most {max_members} presence members per channel"
                 )));
             }
+            if let Some(bad) = events
+                .iter()
+                .find(|e| !presence::is_valid_client_action(e.action))
+            {
+                return Err(ErrorCode::BadRequest.info(format!(
+                    "presence action {} cannot be sent by a client",
+                    bad.action
+                )));
+            }
             let was_clean = state.presence.pending.is_empty();
             for event in events {
-                if !presence::is_valid_client_action(event.action) {
-                    return Err(ErrorCode::BadRequest.info(format!(
-                        "presence action {} cannot be sent by a client",
-                        event.action
-                    )));
-                }
                 state.presence.apply(event);
             }
-            Ok(was_clean && !state.presence.pending.is_empty())
+            Ok(self.send_presence_if_quiet(state) && was_clean)
         })?;
         if became_dirty {
             self.mark_presence_dirty(channel);
         }
+        self.occupancy_changed(channel);
         Ok(())
     }
 
@@ -484,11 +556,27 @@ impl Hub {
                     continue;
                 }
             }
-            was_clean && !state.presence.pending.is_empty()
+            self.send_presence_if_quiet(&mut state) && was_clean
         };
         if became_dirty {
             self.mark_presence_dirty(channel);
         }
+        self.occupancy_changed(channel);
+    }
+
+    /// Sends the channel's waiting presence events now if it has been quiet for the batch
+    /// window; returns true if they are left for the next flush.
+    fn send_presence_if_quiet(&self, state: &mut ChannelState) -> bool {
+        if state.presence.pending.is_empty() {
+            return false;
+        }
+        let now = protocol::now_ms();
+        let window = self.config.presence_batch_window.as_millis() as u64;
+        if now.saturating_sub(state.presence_sent_at) < window {
+            return true;
+        }
+        send_presence(state, now);
+        false
     }
 
     fn mark_presence_dirty(&self, channel: &str) {
@@ -511,21 +599,7 @@ impl Hub {
             let Some(entry) = self.existing(&channel) else {
                 continue;
             };
-            let mut state = entry.lock();
-            let events = std::mem::take(&mut state.presence.pending);
-            if events.is_empty() {
-                continue;
-            }
-            let mut outgoing = ProtocolMessage {
-                timestamp: Some(protocol::now_ms()),
-                presence: Some(events),
-                ..ProtocolMessage::new(Action::Presence)
-            };
-            if let Err(error) = fan_out(&state.subscribers, &mut outgoing, |subscriber| {
-                subscriber.modes & flags::MODE_PRESENCE_SUBSCRIBE != 0
-            }) {
-                tracing::warn!(%channel, message = %error.message, "presence broadcast failed");
-            }
+            send_presence(&mut entry.lock(), protocol::now_ms());
         }
     }
 
@@ -623,6 +697,26 @@ impl Hub {
 
     pub fn channel_count(&self) -> usize {
         self.channels.len()
+    }
+}
+
+/// One PRESENCE frame with every waiting event, encoded once per format, to every presence
+/// subscriber (the members' own connections included).
+fn send_presence(state: &mut ChannelState, now: u64) {
+    let events = std::mem::take(&mut state.presence.pending);
+    if events.is_empty() {
+        return;
+    }
+    state.presence_sent_at = now;
+    let mut outgoing = ProtocolMessage {
+        timestamp: Some(now),
+        presence: Some(events),
+        ..ProtocolMessage::new(Action::Presence)
+    };
+    if let Err(error) = fan_out(&state.subscribers, &mut outgoing, |subscriber| {
+        subscriber.modes & flags::MODE_PRESENCE_SUBSCRIBE != 0
+    }) {
+        tracing::warn!(message = %error.message, "presence broadcast failed");
     }
 }
 

@@ -74,6 +74,7 @@ impl Gateway {
         inner.auth.start();
         tokio::spawn(sweep(Arc::downgrade(&inner)));
         tokio::spawn(flush_presence(Arc::downgrade(&inner)));
+        tokio::spawn(flush_occupancy(Arc::downgrade(&inner)));
         Gateway { inner }
     }
 
@@ -169,6 +170,19 @@ async fn flush_presence(inner: Weak<Inner>) {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
         inner.hub.flush_presence();
+    }
+}
+
+/// `[meta]occupancy` events go out at most once a second per channel.
+const OCCUPANCY_INTERVAL: Duration = Duration::from_secs(1);
+
+async fn flush_occupancy(inner: Weak<Inner>) {
+    let mut tick = tokio::time::interval(OCCUPANCY_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        inner.hub.flush_occupancy();
     }
 }
 

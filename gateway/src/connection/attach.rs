@@ -8,7 +8,7 @@ use protocol::{Action, ErrorCode, ProtocolMessage};
 use super::{Attachment, Connection, Flow};
 use std::time::Duration;
 
-use crate::hub::{AttachRequest, Rewind, Subscriber};
+use crate::hub::{AttachRequest, Rewind, Subscriber, OCCUPANCY_EVENTS};
 
 impl Connection {
     pub(super) fn on_attach(&mut self, message: ProtocolMessage) -> Flow {
@@ -56,9 +56,16 @@ impl Connection {
             }
             None => None,
         };
-        let accepted_params = params
-            .get("rewind")
-            .map(|r| std::collections::BTreeMap::from([("rewind".to_owned(), r.clone())]));
+        // Echo only the params we act on.
+        let accepted: std::collections::BTreeMap<String, String> = params
+            .iter()
+            .filter(|(name, value)| {
+                *name == "rewind" || (*name == "occupancy" && value.as_str() == "metrics")
+            })
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        let occupancy_events = accepted.contains_key("occupancy");
+        let accepted_params = (!accepted.is_empty()).then_some(accepted);
         let request = AttachRequest {
             channel_serial: message.channel_serial.clone().filter(|s| !s.is_empty()),
             rewind,
@@ -68,7 +75,11 @@ impl Connection {
         let subscriber = Subscriber {
             connection_id: self.id.clone(),
             channel_name: name.clone(),
-            modes,
+            modes: if occupancy_events {
+                modes | OCCUPANCY_EVENTS
+            } else {
+                modes
+            },
             echo: self.echo,
             outbox: self.outbox.clone(),
         };
