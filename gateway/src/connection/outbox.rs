@@ -23,7 +23,7 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    pub(crate) fn new(format: Format, capacity: usize) -> (Outbox, mpsc::Receiver<Frame>) {
+    pub fn new(format: Format, capacity: usize) -> (Outbox, mpsc::Receiver<Frame>) {
         let (tx, rx) = mpsc::channel(capacity);
         let outbox = Outbox {
             format,
