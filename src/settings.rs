@@ -66,6 +66,10 @@ pub(crate) struct ServeArgs {
         default_value_t = 5000
     )]
     pub supabase_jwks_refresh_ms: u64,
+    /// Test-app provisioning (`POST /apps`, `DELETE /apps/{id}`) for SDK test suites. Never in
+    /// production: anyone can create an app.
+    #[arg(long, env = "REALTIME_SANDBOX")]
+    pub sandbox: bool,
     /// TOML policy mapping Supabase claims to capabilities (default: the Digis policy).
     #[arg(long, env = "REALTIME_POLICY")]
     pub policy: Option<PathBuf>,
@@ -148,6 +152,7 @@ pub(crate) fn resolve(args: ServeArgs) -> Result<Settings, String> {
         gateway: gateway::Config {
             keys,
             supabase,
+            sandbox: args.sandbox,
             ..Default::default()
         },
         generated_key,
@@ -330,6 +335,7 @@ mod tests {
             supabase_audience: "authenticated".into(),
             supabase_jwks_refresh_ms: 5000,
             policy: None,
+            sandbox: false,
         };
         let error = resolve(args("nope", "a.b:c")).err().unwrap();
         assert!(error.contains("--listen"), "{error}");

@@ -14,6 +14,9 @@ pub struct Config {
     /// Accept Supabase access tokens when set.
     pub supabase: Option<SupabaseConfig>,
     pub limits: Limits,
+    /// Enables `POST /apps` and `DELETE /apps/{id}`: isolated test apps made on demand, as
+    /// Ably's sandbox provides for SDK test suites. Off in production.
+    pub sandbox: bool,
     /// History retention, rewind and presence caps.
     pub hub: HubConfig,
     pub timing: Timing,

@@ -215,7 +215,10 @@ impl Hub {
     }
 
     fn retention_for(&self, channel: &str) -> Retention {
-        let namespace = channel.split(':').next().unwrap_or(channel);
+        let name = channel
+            .split_once(crate::auth::APP_SEPARATOR)
+            .map_or(channel, |(_, name)| name);
+        let namespace = name.split(':').next().unwrap_or(name);
         self.config
             .namespace_retention
             .iter()
@@ -498,7 +501,7 @@ impl Hub {
             let entering = events
                 .iter()
                 .filter(|e| {
-                    e.action == presence::ENTER
+                    matches!(e.action, presence::ENTER | presence::UPDATE)
                         && !state.presence.contains(
                             e.client_id.as_deref().unwrap_or_default(),
                             e.connection_id.as_deref().unwrap_or_default(),

@@ -4,6 +4,7 @@
 //! Not here: HTTP routes other than the WebSocket upgrade (see the `api` crate) and wire types
 //! (see `protocol`). Start at `Gateway`, then `connection::run` and `Hub::publish`.
 
+pub mod apps;
 pub mod auth;
 pub mod config;
 pub mod connection;
@@ -45,6 +46,8 @@ struct Inner {
     clients: registry::ClientRegistry,
     /// Dropped connections a client may resume, by connection key.
     parked: DashMap<String, Parked>,
+    /// Sandbox apps: id -> channels holding presence fixtures.
+    apps: DashMap<String, Vec<String>>,
     server_id: String,
     draining: watch::Sender<bool>,
     live_connections: AtomicUsize,
@@ -64,6 +67,7 @@ impl Gateway {
             auth: Auth::new(config.keys.clone(), config.supabase.clone()),
             hub: Hub::new(config.hub.clone()),
             parked: DashMap::new(),
+            apps: DashMap::new(),
             clients: registry::ClientRegistry::default(),
             server_id,
             draining: watch::Sender::new(false),

@@ -93,8 +93,9 @@ impl Gateway {
             Origin::Connection { id, msg_serial } => (Some(id), Some(format!("{id}:{msg_serial}"))),
             Origin::Rest => (None, None),
         };
+        let channel_key = principal.channel_key(channel);
         let serials = self.hub().publish(Publication {
-            channel: channel.base(),
+            channel: &channel_key,
             messages,
             client_ids,
             connection_id,

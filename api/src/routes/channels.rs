@@ -93,7 +93,7 @@ pub(crate) async fn status(
             format,
         ));
     }
-    let metrics = gateway.hub().occupancy(channel.base());
+    let metrics = gateway.hub().occupancy(&principal.channel_key(&channel));
     let details = ChannelDetails {
         channel_id: channel.as_str().to_owned(),
         status: ChannelStatus {

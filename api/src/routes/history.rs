@@ -19,7 +19,8 @@ const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 
 struct Request {
-    channel: ChannelName,
+    /// The hub's key for the channel (scoped to the caller's sandbox app, if any).
+    channel_key: String,
     format: Format,
     envelope: bool,
     query: HistoryQuery,
@@ -78,7 +79,7 @@ async fn request(
         cursor: params.get("cursor").cloned().filter(|c| !c.is_empty()),
     };
     Ok(Request {
-        channel,
+        channel_key: caller.channel_key(&channel).into_owned(),
         format,
         envelope,
         query,
@@ -131,9 +132,7 @@ pub(crate) async fn messages(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let request = request(&gateway, &channel, params, &headers, Operation::History).await?;
-    let page = gateway
-        .hub()
-        .history(request.channel.base(), &request.query);
+    let page = gateway.hub().history(&request.channel_key, &request.query);
     let next = (page.len() == request.query.limit)
         .then(|| page.last().and_then(|m| m.serial.clone()))
         .flatten();
@@ -168,7 +167,7 @@ pub(crate) async fn presence(
     let connection_id = request.params.get("connectionId");
     let members: Vec<PresenceMessage> = gateway
         .hub()
-        .presence_members(request.channel.base())
+        .presence_members(&request.channel_key)
         .into_iter()
         .filter(|m| client_id.is_none_or(|c| m.client_id.as_ref() == Some(c)))
         .filter(|m| connection_id.is_none_or(|c| m.connection_id.as_ref() == Some(c)))
@@ -198,7 +197,7 @@ pub(crate) async fn presence_history(
     let request = request(&gateway, &channel, params, &headers, Operation::History).await?;
     let page = gateway
         .hub()
-        .presence_history(request.channel.base(), &request.query);
+        .presence_history(&request.channel_key, &request.query);
     // Presence history pages by offset: the cursor counts events already returned.
     let offset: usize = request
         .query

@@ -1,5 +1,6 @@
 //! The REST routes, one file per resource.
 
+mod apps;
 mod channels;
 mod history;
 mod keys;
@@ -17,6 +18,8 @@ use crate::error::ApiError;
 pub(crate) fn router(gateway: Gateway) -> Router {
     Router::new()
         .route("/time", get(time::time))
+        .route("/apps", post(apps::create))
+        .route("/apps/{app_id}", axum::routing::delete(apps::delete))
         .route(
             "/channels/{channel}/messages",
             post(channels::publish).get(history::messages),

@@ -66,5 +66,6 @@ pub(super) fn verify(
         issued_at: claims.iat.map(super::supabase::iat_ms),
         key_name: key.name.clone(),
         via: Credential::Token,
+        scope: key.app.clone(),
     })
 }

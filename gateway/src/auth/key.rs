@@ -9,6 +9,9 @@ pub struct ApiKey {
     pub name: String,
     pub secret: String,
     pub capability: Arc<Capability>,
+    /// The sandbox app this key belongs to (`--sandbox` apps are isolated from each other and
+    /// from configured keys); `None` for configured keys.
+    pub app: Option<Arc<str>>,
 }
 
 impl ApiKey {
@@ -32,6 +35,7 @@ impl ApiKey {
             name: name.to_owned(),
             secret: secret.to_owned(),
             capability: Arc::new(capability),
+            app: None,
         })
     }
 

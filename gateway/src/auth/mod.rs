@@ -18,6 +18,9 @@ use protocol::{Capability, ChannelName, ErrorCode, ErrorInfo, Operation};
 pub use key::ApiKey;
 pub use token::{TokenDetails, TokenRequest};
 
+/// Between a sandbox app id and a channel name in hub keys; channel names cannot contain it.
+pub const APP_SEPARATOR: char = '\u{1f}';
+
 /// Who is acting, and what they may do until when.
 #[derive(Debug, Clone)]
 pub struct Principal {
@@ -30,6 +33,9 @@ pub struct Principal {
     pub issued_at: Option<u64>,
     pub key_name: String,
     pub via: Credential,
+    /// The sandbox app whose channels this principal sees; `None` for the shared space that
+    /// configured keys and Supabase users live in.
+    pub scope: Option<Arc<str>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +47,15 @@ pub enum Credential {
 impl Principal {
     pub fn allows(&self, channel: &ChannelName, operation: Operation) -> bool {
         self.capability.allows(channel, operation)
+    }
+
+    /// The hub's key for a channel as this principal sees it: the base name, prefixed with the
+    /// sandbox app when there is one, so apps never share channels.
+    pub fn channel_key<'a>(&self, channel: &'a ChannelName) -> std::borrow::Cow<'a, str> {
+        match &self.scope {
+            None => std::borrow::Cow::Borrowed(channel.base()),
+            Some(app) => std::borrow::Cow::Owned(format!("{app}{APP_SEPARATOR}{}", channel.base())),
+        }
     }
 
     /// Whether this principal may publish or enter as `client_id`: keys and wildcard tokens may
@@ -160,6 +175,8 @@ impl AuthError {
 /// revocations.
 pub struct Auth {
     keys: Vec<ApiKey>,
+    /// Keys of sandbox apps, by key name, added and removed at runtime.
+    app_keys: DashMap<String, ApiKey>,
     nonces: token::NonceCache,
     supabase: Option<supabase::Supabase>,
     /// clientId -> tokens issued before this (ms) are refused.
@@ -170,6 +187,7 @@ impl Auth {
     pub fn new(keys: Vec<ApiKey>, supabase: Option<supabase::SupabaseConfig>) -> Auth {
         Auth {
             keys,
+            app_keys: DashMap::new(),
             nonces: token::NonceCache::default(),
             supabase: supabase.map(supabase::Supabase::new),
             revocations: DashMap::new(),
@@ -203,8 +221,25 @@ impl Auth {
         })
     }
 
-    pub fn key(&self, key_name: &str) -> Option<&ApiKey> {
-        self.keys.iter().find(|key| key.name == key_name)
+    pub fn key(&self, key_name: &str) -> Option<ApiKey> {
+        self.keys
+            .iter()
+            .find(|key| key.name == key_name)
+            .cloned()
+            .or_else(|| self.app_keys.get(key_name).map(|key| key.clone()))
+    }
+
+    /// Adds a sandbox app's key.
+    pub fn add_app_key(&self, key: ApiKey) {
+        self.app_keys.insert(key.name.clone(), key);
+    }
+
+    /// Removes every key of a sandbox app; returns how many.
+    pub fn remove_app(&self, app: &str) -> usize {
+        let before = self.app_keys.len();
+        self.app_keys
+            .retain(|_, key| key.app.as_deref() != Some(app));
+        before - self.app_keys.len()
     }
 
     /// A full API key `appId.keyId:secret`, from `key=` or HTTP Basic.
@@ -221,6 +256,7 @@ impl Auth {
             issued_at: None,
             key_name: key.name.clone(),
             via: Credential::Key,
+            scope: key.app.clone(),
         })
     }
 

@@ -221,6 +221,7 @@ pub(super) fn verify(auth: &Auth, token: &str, now_ms: u64) -> Result<Principal,
         issued_at: Some(payload.i),
         key_name: key.name.clone(),
         via: Credential::Token,
+        scope: key.app.clone(),
     })
 }
 

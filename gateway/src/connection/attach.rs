@@ -34,7 +34,7 @@ impl Connection {
             );
             return Flow::Continue;
         }
-        let base = channel.base().to_owned();
+        let base = self.principal.channel_key(&channel).into_owned();
         let max_channels = self.gateway.config().limits.max_channels_per_connection;
         if !self.attached.contains_key(&base) && self.attached.len() >= max_channels {
             self.channel_error(
@@ -105,8 +105,9 @@ impl Connection {
                 return Flow::Continue;
             }
         };
-        if self.attached.remove(channel.base()).is_some() {
-            self.gateway.hub().detach(channel.base(), &self.id);
+        let channel_key = self.principal.channel_key(&channel);
+        if self.attached.remove(channel_key.as_ref()).is_some() {
+            self.gateway.hub().detach(&channel_key, &self.id);
         }
         self.outbox.reply(&ProtocolMessage {
             channel: Some(channel.as_str().to_owned()),

@@ -38,7 +38,8 @@ impl Connection {
                 channel.as_str()
             )));
         }
-        if !self.attached.contains_key(channel.base()) {
+        let channel_key = self.principal.channel_key(channel).into_owned();
+        if !self.attached.contains_key(&channel_key) {
             return Err(
                 ErrorCode::PresenceWrongState.info("attach the channel before entering presence")
             );
@@ -78,8 +79,8 @@ impl Connection {
                     .info(format!("presence data of {size} bytes exceeds {max_bytes}")));
             }
         }
-        self.gateway.hub().presence(channel.base(), events)?;
-        self.present_on.insert(channel.base().to_owned());
+        self.gateway.hub().presence(&channel_key, events)?;
+        self.present_on.insert(channel_key);
         Ok(())
     }
 }

@@ -173,6 +173,7 @@ impl Supabase {
             issued_at: seconds("iat").map(iat_ms),
             key_name: "supabase".to_owned(),
             via: Credential::Token,
+            scope: None,
         })
     }
 }

@@ -1,0 +1,124 @@
+//! Sandbox apps (`--sandbox`): isolated apps made on demand, the way Ably's sandbox serves SDK
+//! test suites. Each app has its own keys, and its channels (history, presence) are scoped by
+//! its id, so apps never see each other's traffic.
+
+use std::sync::Arc;
+
+use protocol::{Capability, Data, ErrorCode, ErrorInfo, PresenceMessage};
+use rand::distributions::{Alphanumeric, DistString};
+use serde::Deserialize;
+
+use crate::auth::{ApiKey, APP_SEPARATOR};
+use crate::Gateway;
+
+/// The `post_apps` body of ably-common's `test-app-setup.json` (fields we act on).
+#[derive(Debug, Default, Deserialize)]
+pub struct AppSpec {
+    #[serde(default)]
+    pub keys: Vec<KeySpec>,
+    #[serde(default)]
+    pub channels: Vec<ChannelSpec>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct KeySpec {
+    /// Capability JSON, as a string or an object; all rights when absent.
+    #[serde(default)]
+    pub capability: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ChannelSpec {
+    pub name: String,
+    #[serde(default)]
+    pub presence: Vec<PresenceSpec>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceSpec {
+    pub client_id: String,
+    #[serde(default)]
+    pub data: Option<serde_json::Value>,
+    #[serde(default)]
+    pub encoding: Option<String>,
+}
+
+/// The connection id fixture members are held under; they stay for the app's life.
+const FIXTURE_CONNECTION: &str = "fixtures";
+
+impl Gateway {
+    /// Creates an app with the given keys (in order) and presence fixtures.
+    pub fn create_app(&self, spec: &AppSpec) -> Result<(String, Vec<ApiKey>), ErrorInfo> {
+        let app_id = Alphanumeric.sample_string(&mut rand::thread_rng(), 10);
+        let scope: Arc<str> = app_id.as_str().into();
+        let mut keys = Vec::new();
+        let specs: Vec<&KeySpec> = if spec.keys.is_empty() {
+            vec![&KeySpec { capability: None }]
+        } else {
+            spec.keys.iter().collect()
+        };
+        for (index, key_spec) in specs.into_iter().enumerate() {
+            let capability = match &key_spec.capability {
+                None => Capability::all(),
+                Some(serde_json::Value::String(json)) => Capability::parse(json)?,
+                Some(object) => Capability::parse(&object.to_string())?,
+            };
+            let secret = Alphanumeric.sample_string(&mut rand::thread_rng(), 24);
+            let mut key = ApiKey::parse(&format!("{app_id}.key{index}:{secret}"), capability)
+                .map_err(|e| ErrorCode::BadRequest.info(e))?;
+            key.app = Some(scope.clone());
+            self.auth().add_app_key(key.clone());
+            keys.push(key);
+        }
+        for channel in &spec.channels {
+            let name = protocol::ChannelName::parse(&channel.name)?;
+            let channel_key = format!("{app_id}{APP_SEPARATOR}{}", name.base());
+            let now = protocol::now_ms();
+            let members = channel
+                .presence
+                .iter()
+                .enumerate()
+                .map(|(index, member)| PresenceMessage {
+                    id: Some(format!("{FIXTURE_CONNECTION}:0:{index}")),
+                    action: 2,
+                    client_id: Some(member.client_id.clone()),
+                    connection_id: Some(FIXTURE_CONNECTION.to_owned()),
+                    data: member.data.clone().map(|data| match data {
+                        serde_json::Value::String(text) => Data::String(text),
+                        other => Data::Other(other),
+                    }),
+                    encoding: member.encoding.clone(),
+                    timestamp: Some(now),
+                    ..Default::default()
+                })
+                .collect::<Vec<_>>();
+            if !members.is_empty() {
+                self.hub().presence(&channel_key, members)?;
+            }
+        }
+        let fixtures = spec.channels.iter().filter_map(|c| {
+            protocol::ChannelName::parse(&c.name)
+                .ok()
+                .map(|n| n.base().to_owned())
+        });
+        self.inner.apps.insert(app_id.clone(), fixtures.collect());
+        tracing::info!(%app_id, keys = keys.len(), "sandbox app created");
+        Ok((app_id, keys))
+    }
+
+    /// Removes an app's keys and fixtures (its channels age out with their history).
+    pub fn delete_app(&self, app_id: &str) -> bool {
+        let Some((_, fixture_channels)) = self.inner.apps.remove(app_id) else {
+            return false;
+        };
+        for channel in fixture_channels {
+            self.hub().leave_all(
+                &format!("{app_id}{APP_SEPARATOR}{channel}"),
+                FIXTURE_CONNECTION,
+            );
+        }
+        self.auth().remove_app(app_id);
+        true
+    }
+}
