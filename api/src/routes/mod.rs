@@ -1,6 +1,7 @@
 //! The REST routes, one file per resource.
 
 mod apps;
+mod batch;
 mod channels;
 mod history;
 mod keys;
@@ -18,6 +19,8 @@ use crate::error::ApiError;
 pub(crate) fn router(gateway: Gateway) -> Router {
     Router::new()
         .route("/time", get(time::time))
+        .route("/messages", post(batch::publish))
+        .route("/presence", get(batch::presence))
         .route("/apps", post(apps::create))
         .route("/apps/{app_id}", axum::routing::delete(apps::delete))
         .route(

@@ -1,0 +1,169 @@
+//! Batch endpoints: `POST /messages` (publish to many channels) and `GET /presence?channels=`.
+
+use std::collections::HashMap;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use bytes::Bytes;
+use gateway::{Gateway, Origin};
+use protocol::{ChannelName, ErrorCode, ErrorInfo, Format, Message, Operation, PresenceMessage};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::principal;
+use crate::body::{decode, respond, response_format};
+use crate::error::ApiError;
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany<T> {
+    Many(Vec<T>),
+    One(T),
+}
+
+impl<T> OneOrMany<T> {
+    fn into_vec(self) -> Vec<T> {
+        match self {
+            OneOrMany::Many(items) => items,
+            OneOrMany::One(item) => vec![item],
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct PublishSpec {
+    channels: OneOrMany<String>,
+    messages: OneOrMany<Message>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BatchResult<T> {
+    success_count: usize,
+    failure_count: usize,
+    results: Vec<T>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum PublishOutcome {
+    #[serde(rename_all = "camelCase")]
+    Published {
+        channel: String,
+        message_id: Option<String>,
+        serials: Vec<Option<String>>,
+    },
+    Failed {
+        channel: String,
+        error: ErrorInfo,
+    },
+}
+
+fn batch<T>(results: Vec<T>, failed: impl Fn(&T) -> bool) -> BatchResult<T> {
+    let failure_count = results.iter().filter(|r| failed(r)).count();
+    BatchResult {
+        success_count: results.len() - failure_count,
+        failure_count,
+        results,
+    }
+}
+
+/// Each spec's messages go to each of its channels; one result per (spec, channel).
+pub(crate) async fn publish(
+    State(gateway): State<Gateway>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let format = response_format(&headers);
+    let caller = principal(&gateway, &headers, format).await?;
+    let specs = decode::<OneOrMany<PublishSpec>>(&headers, &body, format)?.into_vec();
+    let mut batches = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let messages = spec.messages.into_vec();
+        let results: Vec<PublishOutcome> = spec
+            .channels
+            .into_vec()
+            .into_iter()
+            .map(|name| {
+                let outcome = ChannelName::parse(&name).and_then(|channel| {
+                    gateway.publish(&caller, &channel, messages.clone(), Origin::Rest)
+                });
+                match outcome {
+                    Ok(receipt) => PublishOutcome::Published {
+                        channel: name,
+                        message_id: receipt.message_id,
+                        serials: receipt.serials,
+                    },
+                    Err(error) => PublishOutcome::Failed {
+                        channel: name,
+                        error,
+                    },
+                }
+            })
+            .collect();
+        batches.push(batch(results, |r| {
+            matches!(r, PublishOutcome::Failed { .. })
+        }));
+    }
+    respond(StatusCode::CREATED, &batches, format, false)
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum PresenceOutcome {
+    Members {
+        channel: String,
+        presence: Vec<PresenceMessage>,
+    },
+    Failed {
+        channel: String,
+        error: ErrorInfo,
+    },
+}
+
+/// `GET /presence?channels=a,b`: the members of each channel.
+pub(crate) async fn presence(
+    State(gateway): State<Gateway>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let format = response_format(&headers);
+    let caller = principal(&gateway, &headers, format).await?;
+    let names = query.get("channels").cloned().unwrap_or_default();
+    let results: Vec<PresenceOutcome> = names
+        .split(',')
+        .filter(|name| !name.is_empty())
+        .map(|name| {
+            let checked = ChannelName::parse(name).and_then(|channel| {
+                if caller.allows(&channel, Operation::Subscribe) {
+                    Ok(channel)
+                } else {
+                    Err(ErrorCode::CapabilityDenied
+                        .info("presence on this channel is not permitted by the capability"))
+                }
+            });
+            match checked {
+                Ok(channel) => {
+                    let mut presence = gateway
+                        .hub()
+                        .presence_members(&caller.channel_key(&channel));
+                    if format == Format::Json {
+                        presence
+                            .iter_mut()
+                            .for_each(PresenceMessage::make_json_safe);
+                    }
+                    PresenceOutcome::Members {
+                        channel: name.to_owned(),
+                        presence,
+                    }
+                }
+                Err(error) => PresenceOutcome::Failed {
+                    channel: name.to_owned(),
+                    error,
+                },
+            }
+        })
+        .collect();
+    let result = batch(results, |r| matches!(r, PresenceOutcome::Failed { .. }));
+    respond(StatusCode::OK, &result, format, false)
+}
