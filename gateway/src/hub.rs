@@ -82,7 +82,17 @@ pub struct Hub {
     presence_dirty: Mutex<Vec<String>>,
     /// Channels whose occupancy changed since the last occupancy flush.
     occupancy_dirty: Mutex<HashSet<String>>,
+    /// Swept channels' log floors (and when they were swept), so a channel made again still
+    /// knows that nothing after that floor was lost: a client away while its quiet channel was
+    /// swept can still resume it.
+    tombstones: DashMap<String, (String, u64)>,
 }
+
+/// Replayed messages per MESSAGE frame: a full log (500 by default) is a handful of frames.
+const REPLAY_MESSAGES_PER_FRAME: usize = 50;
+
+/// How long a swept channel's floor is remembered; longer than any connection stays resumable.
+const TOMBSTONE_TTL_MS: u64 = 10 * 60 * 1000;
 
 /// One local subscriber (an attached connection) of a channel.
 pub struct Subscriber {
@@ -207,6 +217,7 @@ impl Hub {
             last_epoch_ms: AtomicU64::new(0),
             presence_dirty: Mutex::new(Vec::new()),
             occupancy_dirty: Mutex::new(HashSet::new()),
+            tombstones: DashMap::new(),
         }
     }
 
@@ -235,6 +246,11 @@ impl Hub {
             })
             .unwrap_or(now);
         let epoch_ms = now.max(previous + 1);
+        let floor = self
+            .tombstones
+            .remove(channel)
+            .map(|(_, (floor, _))| floor)
+            .unwrap_or_else(|| log::first_serial(epoch_ms));
         Arc::new(Channel {
             state: Mutex::new(ChannelState {
                 epoch_ms,
@@ -242,7 +258,7 @@ impl Hub {
                 next_serial: 0,
                 last_serial: None,
                 recent_ids: RecentIds::default(),
-                log: MessageLog::new(log::first_serial(epoch_ms), self.retention_for(channel)),
+                log: MessageLog::new(floor, self.retention_for(channel)),
                 presence: PresenceSet::default(),
                 presence_sent_at: 0,
                 removed: false,
@@ -298,6 +314,10 @@ impl Hub {
                     match covered {
                         Some(missed) => {
                             outcome.flags |= flags::RESUMED;
+                            // ATTACHED says where the replay starts, not where it ends: a client
+                            // whose transport dies before reading the replay resumes from here
+                            // again instead of skipping what it never saw.
+                            outcome.channel_serial = serial.clone();
                             missed
                         }
                         None => {
@@ -326,19 +346,24 @@ impl Hub {
                 outcome.flags |= flags::HAS_PRESENCE;
             }
             subscriber.outbox.reply(&attached(&outcome));
-            for message in replay {
-                let own = message.connection_id.as_deref() == Some(&*subscriber.connection_id);
-                if subscriber.modes & flags::MODE_SUBSCRIBE == 0 || (own && !subscriber.echo) {
-                    continue;
+            if subscriber.modes & flags::MODE_SUBSCRIBE != 0 {
+                let wanted: Vec<Message> = replay
+                    .iter()
+                    .filter(|m| {
+                        subscriber.echo
+                            || m.connection_id.as_deref() != Some(&*subscriber.connection_id)
+                    })
+                    .map(|m| (**m).clone())
+                    .collect();
+                // Several messages per frame, so a long replay fits the bounded queue.
+                for batch in wanted.chunks(REPLAY_MESSAGES_PER_FRAME) {
+                    subscriber.outbox.reply(&ProtocolMessage {
+                        channel: Some(subscriber.channel_name.to_string()),
+                        channel_serial: batch.last().and_then(|m| m.serial.clone()),
+                        messages: Some(batch.to_vec()),
+                        ..ProtocolMessage::new(Action::Message)
+                    });
                 }
-                subscriber.outbox.reply(&ProtocolMessage {
-                    channel: Some(subscriber.channel_name.to_string()),
-                    channel_serial: message.serial.clone(),
-                    connection_id: message.connection_id.clone(),
-                    timestamp: message.timestamp,
-                    messages: Some(vec![(*message).clone()]),
-                    ..ProtocolMessage::new(Action::Message)
-                });
             }
             if outcome.flags & flags::HAS_PRESENCE != 0 {
                 self.send_sync(state, &subscriber);
@@ -681,7 +706,9 @@ impl Hub {
     /// Drops channels with nothing left: no subscribers, members, history or live idempotency
     /// ids. Call periodically.
     pub fn sweep(&self, now_ms: u64) {
-        self.channels.retain(|_, channel| {
+        self.tombstones
+            .retain(|_, (_, swept_at)| *swept_at + TOMBSTONE_TTL_MS > now_ms);
+        self.channels.retain(|name, channel| {
             let mut state = channel.lock();
             state.recent_ids.forget_before(now_ms);
             state.log.expire(now_ms);
@@ -693,6 +720,8 @@ impl Hub {
                 && state.presence.is_idle();
             if idle {
                 state.removed = true;
+                self.tombstones
+                    .insert(name.clone(), (state.log.floor().to_owned(), now_ms));
             }
             !idle
         });

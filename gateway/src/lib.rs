@@ -30,6 +30,9 @@ pub use hub::{Hub, HubConfig, Occupancy};
 pub use publish::{Origin, Receipt};
 use resume::Parked;
 
+/// How long an ended connection's key is remembered (for 80008 over 80018 on a late resume).
+const ENDED_KEYS_TTL_MS: u64 = 10 * 60 * 1000;
+
 /// How often idle channels and expired idempotency ids are swept.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -46,6 +49,13 @@ struct Inner {
     clients: registry::ClientRegistry,
     /// Dropped connections a client may resume, by connection key.
     parked: DashMap<String, Parked>,
+    /// Live connections by connection key, so a resume can take over a transport the server
+    /// still believes alive (the client already gave up on it).
+    live_keys: DashMap<String, Arc<connection::Outbox>>,
+    /// Keys of connections that ended, with when (ms), for the resume refusal code.
+    ended_keys: DashMap<String, u64>,
+    /// Woken whenever a connection is parked.
+    parked_notify: Notify,
     /// Sandbox apps: id -> channels holding presence fixtures.
     apps: DashMap<String, Vec<String>>,
     server_id: String,
@@ -68,6 +78,9 @@ impl Gateway {
             hub: Hub::new(config.hub.clone()),
             parked: DashMap::new(),
             apps: DashMap::new(),
+            live_keys: DashMap::new(),
+            ended_keys: DashMap::new(),
+            parked_notify: Notify::new(),
             clients: registry::ClientRegistry::default(),
             server_id,
             draining: watch::Sender::new(false),
@@ -196,6 +209,8 @@ async fn sweep(inner: Weak<Inner>) {
     loop {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
-        inner.hub.sweep(protocol::now_ms());
+        let now = protocol::now_ms();
+        inner.hub.sweep(now);
+        Gateway { inner }.forget_ended_before(now.saturating_sub(ENDED_KEYS_TTL_MS));
     }
 }

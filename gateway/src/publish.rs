@@ -72,6 +72,14 @@ impl Gateway {
                     "message of {size} bytes exceeds the {max_bytes}-byte limit"
                 )));
             }
+            // REST "publish on behalf of a realtime connection": the key names a live one.
+            if let (Origin::Rest, Some(key)) = (&origin, message.connection_key.take()) {
+                let live = self.connection_id_for_key(&key).ok_or_else(|| {
+                    ErrorCode::InvalidConnectionIdMessage
+                        .info("connectionKey does not name a live connection")
+                })?;
+                message.connection_id = Some(live);
+            }
             message.connection_key = None;
             message.timestamp = Some(now);
             message.action.get_or_insert(0);

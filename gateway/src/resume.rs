@@ -8,7 +8,12 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use protocol::{ErrorCode, ErrorInfo};
+
 use crate::Gateway;
+
+/// How long a resume waits for the half-open connection it supersedes to wind down.
+const TAKEOVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 pub(crate) struct Parked {
     pub id: Arc<str>,
@@ -28,6 +33,7 @@ impl Gateway {
         let present_on = parked.present_on.clone();
         let members_left = parked.members_left.clone();
         self.inner.parked.insert(key.clone(), parked);
+        self.inner.parked_notify.notify_waiters();
         let gateway = self.clone();
         tokio::spawn(async move {
             let still_parked =
@@ -43,7 +49,14 @@ impl Gateway {
                 .connection_state_ttl
                 .saturating_sub(timing.presence_grace);
             tokio::time::sleep(rest).await;
-            gateway.inner.parked.remove_if(&key, |_, p| p.id == id);
+            if gateway
+                .inner
+                .parked
+                .remove_if(&key, |_, p| p.id == id)
+                .is_some()
+            {
+                gateway.remember_ended(&key);
+            }
         });
     }
 
@@ -54,6 +67,79 @@ impl Gateway {
             .parked
             .remove_if(key, |_, parked| parked.client_id.as_deref() == client_id)
             .map(|(_, parked)| parked)
+    }
+
+    /// Takes a connection back for `resume=key`: a parked one, or a live one whose transport the
+    /// client has given up on (half-open): that one is ended, parks, and is taken over.
+    /// Refusals say why, as Ably does: 80008 for a connection we knew that cannot be taken
+    /// back (expired, closed, another identity), 80018 for a key we never issued.
+    pub(crate) async fn resume(
+        &self,
+        key: &str,
+        client_id: Option<&str>,
+    ) -> Result<Parked, ErrorInfo> {
+        let refusal = |gateway: &Gateway| {
+            if gateway.inner.parked.contains_key(key) || gateway.inner.ended_keys.contains_key(key)
+            {
+                ErrorCode::UnableToRecover.info(
+                    "unable to recover the connection (expired, closed or not yours); this is a new connection",
+                )
+            } else {
+                ErrorCode::InvalidConnectionKey
+                    .info("invalid connection key; this is a new connection")
+            }
+        };
+        if let Some(parked) = self.unpark(key, client_id) {
+            return Ok(parked);
+        }
+        let Some(old) = self.inner.live_keys.get(key).map(|outbox| outbox.clone()) else {
+            return Err(refusal(self));
+        };
+        old.end_with(
+            protocol::Action::Disconnected,
+            protocol::ErrorCode::Disconnected.info("superseded by a resumed transport"),
+        );
+        let deadline = tokio::time::Instant::now() + TAKEOVER_TIMEOUT;
+        loop {
+            let parked = self.inner.parked_notify.notified();
+            if let Some(found) = self.unpark(key, client_id) {
+                return Ok(found);
+            }
+            if tokio::time::timeout_at(deadline, parked).await.is_err() {
+                return Err(refusal(self));
+            }
+        }
+    }
+
+    /// The connection id behind a live connection's key.
+    pub(crate) fn connection_id_for_key(&self, key: &str) -> Option<String> {
+        self.inner
+            .live_keys
+            .contains_key(key)
+            .then(|| key.split('!').next().unwrap_or_default().to_owned())
+    }
+
+    pub(crate) fn register_live(&self, key: &str, outbox: &Arc<crate::connection::Outbox>) {
+        self.inner.live_keys.insert(key.to_owned(), outbox.clone());
+    }
+
+    /// Forgets this transport under its key, unless a resumed one has already taken the key.
+    pub(crate) fn unregister_live(&self, key: &str, outbox: &Arc<crate::connection::Outbox>) {
+        self.inner
+            .live_keys
+            .remove_if(key, |_, live| Arc::ptr_eq(live, outbox));
+    }
+
+    /// Keys of connections that ended (closed, or expired unresumed), remembered for a while so a
+    /// late resume gets "unable to recover" rather than "invalid key".
+    pub(crate) fn remember_ended(&self, key: &str) {
+        self.inner
+            .ended_keys
+            .insert(key.to_owned(), protocol::now_ms());
+    }
+
+    pub(crate) fn forget_ended_before(&self, before_ms: u64) {
+        self.inner.ended_keys.retain(|_, ended| *ended >= before_ms);
     }
 
     pub(crate) fn members_left(parked: &Parked) -> bool {

@@ -18,7 +18,30 @@ pub enum Operation {
     History,
     Stats,
     ChannelMetadata,
+    AnnotationPublish,
+    AnnotationSubscribe,
 }
+
+/// Every operation name Ably accepts in a capability.
+const KNOWN_OPERATIONS: &[&str] = &[
+    "subscribe",
+    "publish",
+    "presence",
+    "history",
+    "stats",
+    "channel-metadata",
+    "push-subscribe",
+    "push-admin",
+    "privileged-headers",
+    "object-subscribe",
+    "object-publish",
+    "annotation-subscribe",
+    "annotation-publish",
+    "message-update-own",
+    "message-update-any",
+    "message-delete-own",
+    "message-delete-any",
+];
 
 impl Operation {
     fn as_str(self) -> &'static str {
@@ -29,6 +52,8 @@ impl Operation {
             Operation::History => "history",
             Operation::Stats => "stats",
             Operation::ChannelMetadata => "channel-metadata",
+            Operation::AnnotationPublish => "annotation-publish",
+            Operation::AnnotationSubscribe => "annotation-subscribe",
         }
     }
 }
@@ -76,8 +101,19 @@ impl Capability {
         if entries.is_empty() {
             return Err(invalid("no resources".into()));
         }
-        if let Some((resource, _)) = entries.iter().find(|(_, ops)| ops.is_empty()) {
-            return Err(invalid(format!("no operations for {resource:?}")));
+        for (resource, ops) in &entries {
+            if ops.is_empty() {
+                return Err(invalid(format!("no operations for {resource:?}")));
+            }
+            if ops.len() > 1 && ops.iter().any(|op| op == "*") {
+                return Err(invalid(format!("{resource:?}: \"*\" must stand alone")));
+            }
+            if let Some(op) = ops
+                .iter()
+                .find(|op| *op != "*" && !KNOWN_OPERATIONS.contains(&op.as_str()))
+            {
+                return Err(invalid(format!("{resource:?}: unknown operation {op:?}")));
+            }
         }
         Ok(Capability { entries })
     }
@@ -110,6 +146,12 @@ impl Capability {
         }
         if self.allows(channel, Operation::Presence) {
             modes |= flags::MODE_PRESENCE;
+        }
+        if self.allows(channel, Operation::AnnotationPublish) {
+            modes |= flags::MODE_ANNOTATION_PUBLISH;
+        }
+        if self.allows(channel, Operation::AnnotationSubscribe) {
+            modes |= flags::MODE_ANNOTATION_SUBSCRIBE;
         }
         modes
     }

@@ -51,6 +51,9 @@ impl ChannelName {
         if base_start >= name.len() {
             return Err(invalid("empty after qualifier"));
         }
+        if name[base_start..].starts_with(':') {
+            return Err(invalid("starts with ':'"));
+        }
         Ok(ChannelName {
             full: name.to_owned(),
             base_start,
@@ -120,6 +123,8 @@ mod tests {
             "[?rewind=1]",
             "[unclosed",
             "a\u{0}b",
+            ":hell",
+            "::",
             &"x".repeat(2000),
         ] {
             let error = ChannelName::parse(bad).unwrap_err();

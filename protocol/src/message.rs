@@ -73,9 +73,15 @@ pub mod flags {
     pub const MODE_PUBLISH: u64 = 1 << 17;
     pub const MODE_SUBSCRIBE: u64 = 1 << 18;
     pub const MODE_PRESENCE_SUBSCRIBE: u64 = 1 << 19;
-    /// The four modes a plain attach asks for.
-    pub const DEFAULT_MODES: u64 =
-        MODE_PRESENCE | MODE_PUBLISH | MODE_SUBSCRIBE | MODE_PRESENCE_SUBSCRIBE;
+    pub const MODE_ANNOTATION_PUBLISH: u64 = 1 << 21;
+    pub const MODE_ANNOTATION_SUBSCRIBE: u64 = 1 << 22;
+    /// The modes a plain attach is granted when the capability allows them (Ably adds
+    /// annotation_publish to the classic four).
+    pub const DEFAULT_MODES: u64 = MODE_PRESENCE
+        | MODE_PUBLISH
+        | MODE_SUBSCRIBE
+        | MODE_PRESENCE_SUBSCRIBE
+        | MODE_ANNOTATION_PUBLISH;
     pub const ALL_MODES: u64 = 0xFFFF_0000;
 }
 

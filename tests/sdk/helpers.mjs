@@ -186,6 +186,32 @@ export class WireLog {
     return this.received().filter((l) => l.includes(`action=${action};`) || l.includes(`action=${action}]`));
   }
 
+  /** ProtocolMessages the client sent ("[ProtocolMessage; action=ATTACH; channel=…; channelSerial=…]"). */
+  sent() {
+    return this.lines
+      .filter((l) => l.includes('Protocol.send()') && l.includes('sending msg'))
+      .map((l) => {
+        const i = l.indexOf('[ProtocolMessage');
+        return i >= 0 ? l.slice(i) : l;
+      });
+  }
+
+  sentAction(action) {
+    return this.sent().filter((l) => l.includes(`action=${action};`) || l.includes(`action=${action}]`));
+  }
+
+  /** The WebSocket URIs (with query: `resume=`, `recover=`…) of the transports the client opened, in order. */
+  connectUris() {
+    const uris = [];
+    for (const line of this.lines) {
+      const i = line.indexOf('WebSocketTransport; uri=');
+      if (i < 0) continue;
+      const uri = line.slice(i + 'WebSocketTransport; uri='.length).split(/\s/)[0];
+      if (!uris.includes(uri)) uris.push(uri);
+    }
+    return uris;
+  }
+
   tail(n = 40) {
     return this.lines.slice(-n).join('\n');
   }

@@ -55,16 +55,18 @@ const delay = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * Start `realtime serve --listen 127.0.0.1:PORT --keys KEYS [...args]` and wait until GET /time answers 200.
- * `args` are extra command-line arguments (e.g. `['--supabase-jwt-secret', s]`), `env` extra environment.
+ * `args` are extra command-line arguments (e.g. `['--supabase-jwt-secret', s]`), `env` extra environment,
+ * `port` a fixed port (default: a free one).
  * Returns { port, url, stop(), output() }.
  */
-export async function startServer({ keys = DEFAULT_KEYS, env = {}, args: extraArgs = [] } = {}) {
+export async function startServer({ keys = DEFAULT_KEYS, env = {}, args: extraArgs = [], port: fixedPort } = {}) {
   if (!existsSync(REALTIME_BIN)) {
     throw new Error(
       `realtime binary not found at ${REALTIME_BIN}: run \`cargo build\` in the repository root or set REALTIME_BIN`,
     );
   }
-  const port = await freePort();
+  // `port`: listen on this port (e.g. to restart a server where clients expect it) instead of a free one.
+  const port = fixedPort ?? (await freePort());
   const listen = `127.0.0.1:${port}`;
   const args = ['serve', '--listen', listen, '--keys', keys, ...extraArgs];
   const child = spawn(REALTIME_BIN, args, {

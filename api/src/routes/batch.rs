@@ -76,7 +76,10 @@ pub(crate) async fn publish(
 ) -> Result<Response, ApiError> {
     let format = response_format(&headers);
     let caller = principal(&gateway, &headers, format).await?;
-    let specs = decode::<OneOrMany<PublishSpec>>(&headers, &body, format)?.into_vec();
+    let body = decode::<OneOrMany<PublishSpec>>(&headers, &body, format)?;
+    // One spec (not in an array) is answered with its results alone, as Ably does.
+    let single = matches!(body, OneOrMany::One(_));
+    let specs = body.into_vec();
     let mut batches = Vec::with_capacity(specs.len());
     for spec in specs {
         let messages = spec.messages.into_vec();
@@ -104,6 +107,13 @@ pub(crate) async fn publish(
         batches.push(batch(results, |r| {
             matches!(r, PublishOutcome::Failed { .. })
         }));
+    }
+    if single {
+        let results: Vec<PublishOutcome> = batches
+            .into_iter()
+            .flat_map(|batch| batch.results)
+            .collect();
+        return respond(StatusCode::CREATED, &results, format, false);
     }
     respond(StatusCode::CREATED, &batches, format, false)
 }

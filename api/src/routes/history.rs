@@ -77,6 +77,7 @@ async fn request(
         forwards,
         limit,
         cursor: params.get("cursor").cloned().filter(|c| !c.is_empty()),
+        until_serial: params.get("from_serial").cloned().filter(|s| !s.is_empty()),
     };
     Ok(Request {
         channel_key: caller.channel_key(&channel).into_owned(),
@@ -89,15 +90,23 @@ async fn request(
 
 /// `first`, `current` and (when the page is full) `next` links, relative as ably-js requires.
 fn links(resource: &str, request: &Request, next_cursor: Option<String>) -> String {
-    let base: Vec<(String, String)> = ["start", "end", "limit", "direction"]
-        .iter()
-        .filter_map(|name| {
-            request
-                .params
-                .get(*name)
-                .map(|value| (name.to_string(), value.clone()))
-        })
-        .collect();
+    let base: Vec<(String, String)> = [
+        "start",
+        "end",
+        "limit",
+        "direction",
+        "from_serial",
+        "clientId",
+        "connectionId",
+    ]
+    .iter()
+    .filter_map(|name| {
+        request
+            .params
+            .get(*name)
+            .map(|value| (name.to_string(), value.clone()))
+    })
+    .collect();
     let url = |cursor: Option<&str>| {
         let mut pairs = base.clone();
         if pairs.is_empty() {
@@ -165,12 +174,25 @@ pub(crate) async fn presence(
     let request = request(&gateway, &channel, params, &headers, Operation::Subscribe).await?;
     let client_id = request.params.get("clientId");
     let connection_id = request.params.get("connectionId");
-    let members: Vec<PresenceMessage> = gateway
+    let mut members: Vec<PresenceMessage> = gateway
         .hub()
         .presence_members(&request.channel_key)
         .into_iter()
         .filter(|m| client_id.is_none_or(|c| m.client_id.as_ref() == Some(c)))
         .filter(|m| connection_id.is_none_or(|c| m.connection_id.as_ref() == Some(c)))
+        .collect();
+    // A stable order, so the cursor (members already returned) pages without skips or repeats.
+    members.sort_by(|a, b| (&a.client_id, &a.connection_id).cmp(&(&b.client_id, &b.connection_id)));
+    let offset: usize = request
+        .query
+        .cursor
+        .as_deref()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let total = members.len();
+    let page: Vec<PresenceMessage> = members
+        .into_iter()
+        .skip(offset)
         .take(request.query.limit)
         .map(|mut m| {
             if request.format == Format::Json {
@@ -179,12 +201,15 @@ pub(crate) async fn presence(
             m
         })
         .collect();
+    let end = offset + page.len();
+    let next = (end < total).then(|| end.to_string());
+    let link = links("presence", &request, next);
     respond_paged(
         StatusCode::OK,
-        &members,
+        &page,
         request.format,
         request.envelope,
-        None,
+        Some(link),
     )
 }
 

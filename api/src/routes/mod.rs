@@ -21,6 +21,7 @@ pub(crate) fn router(gateway: Gateway) -> Router {
         .route("/time", get(time::time))
         .route("/messages", post(batch::publish))
         .route("/presence", get(batch::presence))
+        .route("/stats", get(stats))
         .route("/apps", post(apps::create))
         .route("/apps/{app_id}", axum::routing::delete(apps::delete))
         .route(
@@ -40,6 +41,16 @@ pub(crate) fn router(gateway: Gateway) -> Router {
         .with_state(gateway)
 }
 
+/// `GET /stats`: we keep no usage statistics yet; an empty page keeps `stats()` callers working.
+async fn stats(headers: HeaderMap) -> Result<axum::response::Response, ApiError> {
+    crate::body::respond(
+        axum::http::StatusCode::OK,
+        &Vec::<serde_json::Value>::new(),
+        response_format(&headers),
+        false,
+    )
+}
+
 async fn not_found(headers: HeaderMap) -> ApiError {
     ApiError::code(
         ErrorCode::NotFound,
@@ -48,10 +59,11 @@ async fn not_found(headers: HeaderMap) -> ApiError {
     )
 }
 
+/// Ably answers a known path with the wrong method as not found.
 async fn method_not_allowed(headers: HeaderMap) -> ApiError {
     ApiError::code(
-        ErrorCode::MethodNotAllowed,
-        "method not allowed on this resource",
+        ErrorCode::NotFound,
+        "no such resource for this method",
         response_format(&headers),
     )
 }

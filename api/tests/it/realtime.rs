@@ -95,7 +95,8 @@ async fn attach_grants_the_modes_the_capability_allows() {
     let server = Server::start().await;
     let mut full = server.connect(&key_query("json")).await;
     let attached = full.attach("room").await;
-    assert_eq!(attached["flags"], 983040, "{attached}");
+    // The four classic modes plus annotation_publish, as Ably grants a full capability.
+    assert_eq!(attached["flags"], 983040 + 2097152, "{attached}");
 
     let mut limited = server
         .connect(&format!("key={LIMITED_KEY}&format=msgpack"))

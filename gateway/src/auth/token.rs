@@ -157,9 +157,8 @@ pub(super) fn issue(
         Some(ttl) => ttl
             .parse::<u64>()
             .ok()
-            .filter(|ttl| *ttl > 0)
-            .ok_or_else(|| invalid("ttl must be a positive number of milliseconds"))?
-            .min(MAX_TTL_MS),
+            .filter(|ttl| *ttl > 0 && *ttl <= MAX_TTL_MS)
+            .ok_or_else(|| invalid("ttl must be between 1 ms and 24 hours"))?,
     };
     let capability = match request.capability.as_deref() {
         None | Some("") => (*key.capability).clone(),

@@ -6,6 +6,7 @@ use protocol::message::flags;
 use protocol::{Action, ErrorCode, ProtocolMessage};
 
 use super::{Attachment, Connection, Flow};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::hub::{AttachRequest, Rewind, Subscriber, OCCUPANCY_EVENTS};
@@ -19,8 +20,20 @@ impl Connection {
                 return Flow::Continue;
             }
         };
-        let requested = match message.flags.map(|f| f & flags::ALL_MODES) {
-            Some(modes) if modes != 0 => modes,
+        // Params from the qualifier (`[?rewind=1]chat`) or the ATTACH, the latter winning.
+        let mut params: BTreeMap<String, String> = channel.params().into_iter().collect();
+        params.extend(message.params.clone().unwrap_or_default());
+        let accepted = match AttachParams::parse(&params) {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                self.channel_error(channel.as_str(), error);
+                return Flow::Continue;
+            }
+        };
+        // Requested modes: the `modes` param, else the ATTACH flags, else the defaults.
+        let requested = match (accepted.modes, message.flags.map(|f| f & flags::ALL_MODES)) {
+            (Some(modes), _) => modes,
+            (None, Some(modes)) if modes != 0 => modes,
             _ => flags::DEFAULT_MODES,
         };
         let modes = requested & self.principal.capability.modes(&channel);
@@ -44,38 +57,16 @@ impl Connection {
             );
             return Flow::Continue;
         }
-        // Params from the qualifier (`[?rewind=1]chat`) or the ATTACH, the latter winning.
-        let mut params: std::collections::BTreeMap<String, String> =
-            channel.params().into_iter().collect();
-        params.extend(message.params.clone().unwrap_or_default());
-        let rewind = match params.get("rewind").map(|r| parse_rewind(r)) {
-            Some(Ok(rewind)) => Some(rewind),
-            Some(Err(error)) => {
-                self.channel_error(channel.as_str(), error);
-                return Flow::Continue;
-            }
-            None => None,
-        };
-        // Echo only the params we act on.
-        let accepted: std::collections::BTreeMap<String, String> = params
-            .iter()
-            .filter(|(name, value)| {
-                *name == "rewind" || (*name == "occupancy" && value.as_str() == "metrics")
-            })
-            .map(|(name, value)| (name.clone(), value.clone()))
-            .collect();
-        let occupancy_events = accepted.contains_key("occupancy");
-        let accepted_params = (!accepted.is_empty()).then_some(accepted);
         let request = AttachRequest {
             channel_serial: message.channel_serial.clone().filter(|s| !s.is_empty()),
-            rewind,
+            rewind: accepted.rewind,
             resume_allowed: !self.resume_failed && !self.no_resume.remove(&base),
         };
         let name: Arc<str> = channel.as_str().into();
         let subscriber = Subscriber {
             connection_id: self.id.clone(),
             channel_name: name.clone(),
-            modes: if occupancy_events {
+            modes: if accepted.occupancy {
                 modes | OCCUPANCY_EVENTS
             } else {
                 modes
@@ -83,13 +74,14 @@ impl Connection {
             echo: self.echo,
             outbox: self.outbox.clone(),
         };
+        let echoed = (!accepted.echoed.is_empty()).then_some(accepted.echoed);
         self.gateway
             .hub()
             .attach(&base, subscriber, &request, |outcome| ProtocolMessage {
                 channel: Some(name.to_string()),
                 flags: Some(modes | outcome.flags),
                 channel_serial: Some(outcome.channel_serial.clone()),
-                params: accepted_params,
+                params: echoed,
                 error: outcome.error.clone(),
                 ..ProtocolMessage::new(Action::Attached)
             });
@@ -144,6 +136,76 @@ impl Connection {
             }
         }
     }
+}
+
+/// The channel params we act on; everything else is dropped (and not echoed), as Ably does.
+struct AttachParams {
+    rewind: Option<Rewind>,
+    /// `modes=presence,subscribe`: overrides the ATTACH flags.
+    modes: Option<u64>,
+    /// `occupancy=metrics`: `[meta]occupancy` events.
+    occupancy: bool,
+    /// What goes back in ATTACHED `params`.
+    echoed: BTreeMap<String, String>,
+}
+
+impl AttachParams {
+    fn parse(params: &BTreeMap<String, String>) -> Result<AttachParams, protocol::ErrorInfo> {
+        let mut accepted = AttachParams {
+            rewind: None,
+            modes: None,
+            occupancy: false,
+            echoed: BTreeMap::new(),
+        };
+        for (name, value) in params {
+            let keep = match name.as_str() {
+                "rewind" => {
+                    accepted.rewind = Some(parse_rewind(value)?);
+                    true
+                }
+                "modes" => {
+                    accepted.modes = Some(parse_modes(value)?);
+                    true
+                }
+                "occupancy" => {
+                    accepted.occupancy = value == "metrics";
+                    accepted.occupancy
+                }
+                // We send whole messages, which a vcdiff-capable client accepts too.
+                "delta" => value == "vcdiff",
+                _ => false,
+            };
+            if keep {
+                accepted.echoed.insert(name.clone(), value.clone());
+            }
+        }
+        Ok(accepted)
+    }
+}
+
+/// `modes=presence,publish,subscribe,presence_subscribe,...` to flag bits.
+fn parse_modes(value: &str) -> Result<u64, protocol::ErrorInfo> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .try_fold(0, |modes, mode| {
+            let bit = match mode {
+                "presence" => flags::MODE_PRESENCE,
+                "publish" => flags::MODE_PUBLISH,
+                "subscribe" => flags::MODE_SUBSCRIBE,
+                "presence_subscribe" => flags::MODE_PRESENCE_SUBSCRIBE,
+                "annotation_publish" => flags::MODE_ANNOTATION_PUBLISH,
+                "annotation_subscribe" => flags::MODE_ANNOTATION_SUBSCRIBE,
+                "object_subscribe" => 1 << 24,
+                "object_publish" => 1 << 25,
+                _ => {
+                    return Err(ErrorCode::InvalidParameterValue
+                        .info(format!("unknown channel mode {mode:?}")))
+                }
+            };
+            Ok(modes | bit)
+        })
 }
 
 /// `rewind=N` (messages) or `rewind=30s` / `2m` / `1h` (a time span), as Ably accepts.

@@ -1,6 +1,6 @@
 //! MESSAGE from a client: publish, then ACK or NACK by msgSerial.
 
-use protocol::message::PublishResult;
+use protocol::message::{flags, PublishResult};
 use protocol::{Action, ErrorCode, ErrorInfo, ProtocolMessage};
 
 use super::{Connection, Flow};
@@ -14,6 +14,7 @@ impl Connection {
             return self.fatal(ErrorCode::BadRequest.info("MESSAGE without msgSerial"));
         };
         let result = self.parse_channel(&message).and_then(|channel| {
+            self.require_mode(&channel, flags::MODE_PUBLISH, "publish")?;
             self.gateway.publish(
                 &self.principal,
                 &channel,

@@ -152,7 +152,9 @@ pub(crate) async fn run(gateway: Gateway, socket: WebSocket, params: ConnectPara
             outbox.close_after_queue();
         }
         Ok(principal) => {
-            let mut connection = Connection::open(&gateway, principal, &params, outbox.clone());
+            let mut connection =
+                Connection::open(&gateway, principal, &params, outbox.clone()).await;
+            gateway.register_live(&connection.key, &outbox);
             connection.schedule_token_timers();
             gateway
                 .clients()
@@ -163,6 +165,7 @@ pub(crate) async fn run(gateway: Gateway, socket: WebSocket, params: ConnectPara
                 .clients()
                 .unregister(&connection.id, &connection.principal);
             connection.park_or_leave();
+            gateway.unregister_live(&connection.key, &outbox);
             outbox.close_after_queue();
         }
     }
@@ -195,7 +198,7 @@ fn draining_error() -> ErrorInfo {
 
 impl Connection {
     /// A new connection, or the one `resume=` names if it is still parked; sends CONNECTED.
-    fn open(
+    async fn open(
         gateway: &Gateway,
         principal: Principal,
         params: &ConnectParams,
@@ -224,8 +227,11 @@ impl Connection {
         );
         let mut error = None;
         if let Some(old_key) = &params.resume {
-            match gateway.unpark(old_key, connection.principal.identity()) {
-                Some(parked) => {
+            match gateway
+                .resume(old_key, connection.principal.identity())
+                .await
+            {
+                Ok(parked) => {
                     connection.id = parked.id.clone();
                     connection.key = old_key.clone();
                     connection.present_on = parked.present_on.iter().cloned().collect();
@@ -236,14 +242,9 @@ impl Connection {
                     }
                     tracing::debug!(connection_id = %connection.id, "resumed");
                 }
-                None => {
+                Err(refusal) => {
                     connection.resume_failed = true;
-                    error = Some(if old_key.contains('!') {
-                        ErrorCode::UnableToRecover
-                            .info("unable to resume: connection expired or unknown; this is a new connection")
-                    } else {
-                        ErrorCode::InvalidConnectionKey.info("invalid connection key")
-                    });
+                    error = Some(refusal);
                 }
             }
         }
@@ -262,6 +263,7 @@ impl Connection {
             for channel in self.present_on.drain() {
                 self.gateway.hub().leave_all(&channel, &self.id);
             }
+            self.gateway.remember_ended(&self.key);
             return;
         }
         self.gateway.park(
@@ -438,6 +440,20 @@ impl Connection {
             self.gateway.hub().detach(channel, &self.id);
         }
         self.attached.clear();
+    }
+
+    /// On a channel attached with explicit modes, an operation outside them is refused (40160),
+    /// as the client asked for less than its capability allows.
+    fn require_mode(&self, channel: &ChannelName, mode: u64, what: &str) -> Result<(), ErrorInfo> {
+        let key = self.principal.channel_key(channel);
+        match self.attached.get(key.as_ref()) {
+            Some(attachment) if attachment.modes & mode == 0 => Err(ErrorCode::CapabilityDenied
+                .info(format!(
+                    "{what} is not among the modes channel {:?} was attached with",
+                    channel.as_str()
+                ))),
+            _ => Ok(()),
+        }
     }
 
     fn parse_channel(&self, message: &ProtocolMessage) -> Result<ChannelName, ErrorInfo> {

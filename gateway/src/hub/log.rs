@@ -125,6 +125,11 @@ impl MessageLog {
             let ts = m.timestamp.unwrap_or(0);
             query.start.is_none_or(|start| ts >= start) && query.end.is_none_or(|end| ts <= end)
         };
+        let until = |m: &&Arc<Message>| match (&query.until_serial, m.serial.as_deref()) {
+            (None, _) => true,
+            (Some(until), Some(serial)) => serial <= until.as_str(),
+            (Some(_), None) => false,
+        };
         let beyond = |m: &&Arc<Message>| match (&query.cursor, m.serial.as_deref()) {
             (None, _) => true,
             (Some(cursor), Some(serial)) if query.forwards => serial > cursor.as_str(),
@@ -135,6 +140,7 @@ impl MessageLog {
             self.entries
                 .iter()
                 .filter(in_range)
+                .filter(until)
                 .filter(beyond)
                 .take(query.limit)
                 .cloned()
@@ -144,6 +150,7 @@ impl MessageLog {
                 .iter()
                 .rev()
                 .filter(in_range)
+                .filter(until)
                 .filter(beyond)
                 .take(query.limit)
                 .cloned()
@@ -160,4 +167,6 @@ pub struct HistoryQuery {
     pub forwards: bool,
     pub limit: usize,
     pub cursor: Option<String>,
+    /// Nothing after this serial (ably-js `untilAttach` sends the attach serial as `from_serial`).
+    pub until_serial: Option<String>,
 }

@@ -45,7 +45,10 @@ fn operations_and_modes() {
         capability.modes(&ch("chat:1")),
         flags::MODE_PUBLISH | flags::MODE_SUBSCRIBE | flags::MODE_PRESENCE_SUBSCRIBE
     );
-    assert_eq!(Capability::all().modes(&ch("x")), flags::DEFAULT_MODES);
+    assert_eq!(
+        Capability::all().modes(&ch("x")),
+        flags::DEFAULT_MODES | flags::MODE_ANNOTATION_SUBSCRIBE
+    );
 }
 
 #[test]
@@ -71,7 +74,15 @@ fn intersection_keeps_the_narrower_pattern_and_common_operations() {
 
 #[test]
 fn refuses_malformed_capabilities() {
-    for bad in ["", "[]", "{}", r#"{"a":[]}"#, r#"{"a":"publish"}"#] {
+    for bad in [
+        "",
+        "[]",
+        "{}",
+        r#"{"a":[]}"#,
+        r#"{"a":"publish"}"#,
+        r#"{"channel0":["publish_"]}"#,
+        r#"{"channel0":["*","publish"]}"#,
+    ] {
         assert!(Capability::parse(bad).is_err(), "{bad}");
     }
 }
