@@ -146,3 +146,133 @@ impl Gateway {
         parked.members_left.load(Ordering::Acquire)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use protocol::PresenceMessage;
+
+    use super::*;
+    use crate::Config;
+
+    fn gateway(grace: Duration, ttl: Duration) -> Gateway {
+        let mut config = Config::default();
+        config.timing.presence_grace = grace;
+        config.timing.connection_state_ttl = ttl;
+        Gateway::new(config)
+    }
+
+    fn enter(gateway: &Gateway, channel: &str, client_id: &str, connection_id: &str) {
+        gateway
+            .hub()
+            .presence(
+                channel,
+                vec![PresenceMessage {
+                    id: Some(format!("{connection_id}:0:0")),
+                    action: 2,
+                    client_id: Some(client_id.into()),
+                    connection_id: Some(connection_id.into()),
+                    timestamp: Some(protocol::now_ms()),
+                    ..Default::default()
+                }],
+            )
+            .unwrap();
+    }
+
+    fn park(gateway: &Gateway, key: &str, id: &str, channel: &str) {
+        gateway.park(
+            key.into(),
+            Parked {
+                id: id.into(),
+                client_id: Some("alice".into()),
+                present_on: vec![channel.into()],
+                members_left: Default::default(),
+            },
+        );
+    }
+
+    /// Lets spawned tasks (the park timer) run up to the current paused instant; call it right
+    /// after parking so the timer starts from the park time.
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_members_leave_after_the_grace_and_the_key_expires_after_the_ttl() {
+        let gateway = gateway(Duration::from_secs(15), Duration::from_secs(120));
+        enter(&gateway, "room", "alice", "c1");
+        park(&gateway, "c1!k", "c1", "room");
+        settle().await;
+
+        tokio::time::advance(Duration::from_millis(14_900)).await;
+        settle().await;
+        assert_eq!(
+            gateway.hub().presence_members("room").len(),
+            1,
+            "still within the grace"
+        );
+
+        tokio::time::advance(Duration::from_millis(200)).await;
+        settle().await;
+        assert!(
+            gateway.hub().presence_members("room").is_empty(),
+            "left after the grace"
+        );
+
+        tokio::time::advance(Duration::from_secs(106)).await;
+        settle().await;
+        let refused = gateway
+            .resume("c1!k", Some("alice"))
+            .await
+            .err()
+            .expect("expired");
+        assert_eq!(refused.code, 80008, "a connection we knew, now expired");
+        let unknown = gateway
+            .resume("c9!k", Some("alice"))
+            .await
+            .err()
+            .expect("unknown");
+        assert_eq!(unknown.code, 80018, "a key we never issued");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_resume_within_the_grace_keeps_the_members() {
+        let gateway = gateway(Duration::from_secs(15), Duration::from_secs(120));
+        enter(&gateway, "room", "alice", "c1");
+        park(&gateway, "c1!k", "c1", "room");
+        settle().await;
+        tokio::time::advance(Duration::from_secs(5)).await;
+        settle().await;
+        let parked = gateway
+            .resume("c1!k", Some("alice"))
+            .await
+            .expect("resumable");
+        assert!(!Gateway::members_left(&parked));
+        tokio::time::advance(Duration::from_secs(30)).await;
+        settle().await;
+        assert_eq!(
+            gateway.hub().presence_members("room").len(),
+            1,
+            "the resumed member stays"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn another_identity_cannot_take_a_parked_connection() {
+        let gateway = gateway(Duration::from_secs(15), Duration::from_secs(120));
+        park(&gateway, "c1!k", "c1", "room");
+        let refused = gateway
+            .resume("c1!k", Some("mallory"))
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!(refused.code, 80008);
+        assert!(
+            gateway.resume("c1!k", Some("alice")).await.is_ok(),
+            "the owner still can"
+        );
+    }
+}
