@@ -88,6 +88,33 @@ async fn request(
     })
 }
 
+impl Request {
+    /// Offset-paged resources (presence) keep in the cursor how many items came before.
+    fn offset(&self) -> usize {
+        self.query
+            .cursor
+            .as_deref()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// Presence messages as the response format can carry them (binary data base64'd for JSON).
+fn for_format(
+    messages: impl IntoIterator<Item = PresenceMessage>,
+    format: Format,
+) -> Vec<PresenceMessage> {
+    messages
+        .into_iter()
+        .map(|mut message| {
+            if format == Format::Json {
+                message.make_json_safe();
+            }
+            message
+        })
+        .collect()
+}
+
 /// `first`, `current` and (when the page is full) `next` links, relative as ably-js requires.
 fn links(resource: &str, request: &Request, next_cursor: Option<String>) -> String {
     let base: Vec<(String, String)> = [
@@ -183,24 +210,12 @@ pub(crate) async fn presence(
         .collect();
     // A stable order, so the cursor (members already returned) pages without skips or repeats.
     members.sort_by(|a, b| (&a.client_id, &a.connection_id).cmp(&(&b.client_id, &b.connection_id)));
-    let offset: usize = request
-        .query
-        .cursor
-        .as_deref()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
+    let offset = request.offset();
     let total = members.len();
-    let page: Vec<PresenceMessage> = members
-        .into_iter()
-        .skip(offset)
-        .take(request.query.limit)
-        .map(|mut m| {
-            if request.format == Format::Json {
-                m.make_json_safe();
-            }
-            m
-        })
-        .collect();
+    let page = for_format(
+        members.into_iter().skip(offset).take(request.query.limit),
+        request.format,
+    );
     let end = offset + page.len();
     let next = (end < total).then(|| end.to_string());
     let link = links("presence", &request, next);
@@ -224,22 +239,9 @@ pub(crate) async fn presence_history(
         .hub()
         .presence_history(&request.channel_key, &request.query);
     // Presence history pages by offset: the cursor counts events already returned.
-    let offset: usize = request
-        .query
-        .cursor
-        .as_deref()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
+    let offset = request.offset();
     let next = (page.len() == request.query.limit).then(|| (offset + page.len()).to_string());
-    let events: Vec<PresenceMessage> = page
-        .into_iter()
-        .map(|mut e| {
-            if request.format == Format::Json {
-                e.make_json_safe();
-            }
-            e
-        })
-        .collect();
+    let events = for_format(page, request.format);
     let link = links("history", &request, next);
     respond_paged(
         StatusCode::OK,
