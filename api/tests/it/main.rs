@@ -6,6 +6,7 @@ mod bad_input;
 mod continuity;
 mod realtime;
 mod rest;
+mod sandbox;
 mod shutdown;
 mod slow_consumer;
 mod support;

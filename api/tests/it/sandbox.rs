@@ -1,0 +1,200 @@
+//! `--sandbox` apps and the batch endpoints.
+
+use serde_json::{json, Value};
+
+use crate::support::{config, Request, Server, FULL_KEY};
+
+async fn sandbox() -> Server {
+    let mut config = config();
+    config.sandbox = true;
+    Server::with_config(config).await
+}
+
+async fn create_app(server: &Server, body: Value) -> Value {
+    let response = server.http(Request::post_json("/apps", &body)).await;
+    assert!(response.status < 300, "{response:?}");
+    response.json()
+}
+
+#[tokio::test]
+async fn apps_are_refused_without_the_flag() {
+    let server = Server::start().await;
+    let response = server.http(Request::post_json("/apps", &json!({}))).await;
+    assert_eq!(response.status, 404);
+    assert_eq!(response.header("x-ably-errorcode"), Some("40400"));
+}
+
+#[tokio::test]
+async fn an_app_gets_its_keys_in_order_and_its_presence_fixtures() {
+    let server = sandbox().await;
+    let app = create_app(
+        &server,
+        json!({
+            "keys": [{}, {"capability": "{\"cansubscribe:*\":[\"subscribe\"]}"}],
+            "namespaces": [{"id": "persisted", "persisted": true}],
+            "channels": [{"name": "persisted:presence_fixtures", "presence": [
+                {"clientId": "client_bool", "data": "true"},
+                {"clientId": "client_decoded", "data": "{\"x\":1}", "encoding": "json"},
+            ]}],
+        }),
+    )
+    .await;
+    let keys = app["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[1]["capability"], r#"{"cansubscribe:*":["subscribe"]}"#);
+    assert_eq!(app["namespaces"].as_array().unwrap().len(), 1);
+    let full = keys[0]["keyStr"].as_str().unwrap().to_owned();
+
+    let members = server
+        .http(Request::get("/channels/persisted:presence_fixtures/presence").basic(&full))
+        .await
+        .json();
+    let mut ids: Vec<&str> = members
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["clientId"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["client_bool", "client_decoded"]);
+    let decoded = members
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["clientId"] == "client_decoded")
+        .unwrap();
+    assert_eq!(decoded["encoding"], "json", "{decoded}");
+
+    // The limited key is limited.
+    let limited = keys[1]["keyStr"].as_str().unwrap();
+    let refused = server
+        .http(
+            Request::post_json("/channels/cansubscribe:x/messages", &json!({"data": "x"}))
+                .basic(limited),
+        )
+        .await;
+    assert_eq!(refused.status, 401);
+}
+
+#[tokio::test]
+async fn apps_do_not_share_channels_and_delete_revokes_their_keys() {
+    let server = sandbox().await;
+    let one = create_app(&server, json!({"keys": [{}]})).await;
+    let two = create_app(&server, json!({"keys": [{}]})).await;
+    let key_one = one["keys"][0]["keyStr"].as_str().unwrap().to_owned();
+    let key_two = two["keys"][0]["keyStr"].as_str().unwrap().to_owned();
+
+    let published = server
+        .http(
+            Request::post_json("/channels/shared/messages", &json!({"data": "for app one"}))
+                .basic(&key_one),
+        )
+        .await;
+    assert_eq!(published.status, 201);
+    let history = |key: String| {
+        let server = &server;
+        async move {
+            server
+                .http(Request::get("/channels/shared/messages").basic(&key))
+                .await
+                .json()
+        }
+    };
+    assert_eq!(history(key_one.clone()).await.as_array().unwrap().len(), 1);
+    assert!(
+        history(key_two.clone())
+            .await
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "app two sees nothing"
+    );
+    assert!(
+        history(FULL_KEY.to_owned())
+            .await
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "configured keys see nothing"
+    );
+
+    let app_one = one["appId"].as_str().unwrap();
+    let path = format!("/apps/{app_one}");
+    let wrong = server
+        .http(
+            Request {
+                method: "DELETE",
+                ..Request::get(&path)
+            }
+            .basic(&key_two),
+        )
+        .await;
+    assert_eq!(wrong.status, 401, "another app's key cannot delete it");
+    let deleted = server
+        .http(
+            Request {
+                method: "DELETE",
+                ..Request::get(&path)
+            }
+            .basic(&key_one),
+        )
+        .await;
+    assert!(deleted.status < 300, "{deleted:?}");
+    let after = server
+        .http(Request::get("/channels/shared/messages").basic(&key_one))
+        .await;
+    assert_eq!(after.status, 401, "the deleted app's key is gone");
+}
+
+#[tokio::test]
+async fn batch_publish_and_batch_presence() {
+    let server = Server::start().await;
+    let specs = json!([
+        {"channels": ["b1", "b2"], "messages": {"data": "x"}},
+        {"channels": ["[bad"], "messages": [{"data": "y"}]},
+    ]);
+    let response = server
+        .http(Request::post_json("/messages", &specs).basic(FULL_KEY))
+        .await;
+    assert_eq!(response.status, 201, "{response:?}");
+    let batches = response.json();
+    assert_eq!(batches[0]["successCount"], 2, "{batches}");
+    assert_eq!(batches[0]["results"][1]["channel"], "b2");
+    assert!(batches[0]["results"][0]["serials"][0].is_string());
+    assert_eq!(batches[1]["failureCount"], 1);
+    assert_eq!(batches[1]["results"][0]["error"]["code"], 40010);
+
+    // One spec, not in an array: its results alone.
+    let single = server
+        .http(
+            Request::post_json(
+                "/messages",
+                &json!({"channels": "b1", "messages": {"data": "z"}}),
+            )
+            .basic(FULL_KEY),
+        )
+        .await
+        .json();
+    assert_eq!(single[0]["channel"], "b1", "{single}");
+
+    let history = server
+        .http(Request::get("/channels/b1/messages").basic(FULL_KEY))
+        .await
+        .json();
+    assert_eq!(
+        history.as_array().unwrap().len(),
+        2,
+        "both batch publishes reached b1"
+    );
+
+    let presence = server
+        .http(Request::get("/presence?channels=b1,b2").basic(FULL_KEY))
+        .await
+        .json();
+    assert_eq!(presence["successCount"], 2, "{presence}");
+    assert_eq!(presence["results"][1]["channel"], "b2");
+    assert!(presence["results"][0]["presence"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+}
