@@ -22,6 +22,8 @@ pub(crate) struct Parked {
     pub present_on: Vec<String>,
     /// Set once the presence grace passed and those members left.
     pub members_left: Arc<AtomicBool>,
+    /// The client's `remainPresentFor`, overriding `Timing::presence_grace`.
+    pub presence_grace: Option<std::time::Duration>,
 }
 
 impl Gateway {
@@ -29,6 +31,10 @@ impl Gateway {
     /// leave after `presence_grace` unless it comes back first.
     pub(crate) fn park(&self, key: String, parked: Parked) {
         let timing = self.config().timing.clone();
+        let grace = parked
+            .presence_grace
+            .unwrap_or(timing.presence_grace)
+            .min(timing.connection_state_ttl);
         let id = parked.id.clone();
         let present_on = parked.present_on.clone();
         let members_left = parked.members_left.clone();
@@ -38,16 +44,14 @@ impl Gateway {
         tokio::spawn(async move {
             let still_parked =
                 |gateway: &Gateway| gateway.inner.parked.get(&key).is_some_and(|p| p.id == id);
-            tokio::time::sleep(timing.presence_grace).await;
+            tokio::time::sleep(grace).await;
             if still_parked(&gateway) {
                 members_left.store(true, Ordering::Release);
                 for channel in &present_on {
                     gateway.hub().leave_all(channel, &id);
                 }
             }
-            let rest = timing
-                .connection_state_ttl
-                .saturating_sub(timing.presence_grace);
+            let rest = timing.connection_state_ttl.saturating_sub(grace);
             tokio::time::sleep(rest).await;
             if gateway
                 .inner
@@ -188,6 +192,7 @@ mod tests {
                 client_id: Some("alice".into()),
                 present_on: vec![channel.into()],
                 members_left: Default::default(),
+                presence_grace: None,
             },
         );
     }
@@ -236,6 +241,29 @@ mod tests {
             .err()
             .expect("unknown");
         assert_eq!(unknown.code, 80018, "a key we never issued");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn remain_present_for_sets_the_grace() {
+        let gateway = gateway(Duration::from_secs(15), Duration::from_secs(120));
+        enter(&gateway, "room", "alice", "c1");
+        gateway.park(
+            "c1!k".into(),
+            Parked {
+                id: "c1".into(),
+                client_id: Some("alice".into()),
+                present_on: vec!["room".into()],
+                members_left: Default::default(),
+                presence_grace: Some(Duration::from_secs(1)),
+            },
+        );
+        settle().await;
+        tokio::time::advance(Duration::from_millis(1_100)).await;
+        settle().await;
+        assert!(
+            gateway.hub().presence_members("room").is_empty(),
+            "left after 1 s, not 15"
+        );
     }
 
     #[tokio::test(start_paused = true)]

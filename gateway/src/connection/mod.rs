@@ -40,6 +40,8 @@ pub struct ConnectParams {
     pub heartbeats: bool,
     /// `resume=` (after a drop) or `recover=` (a reload): the old connection key.
     pub resume: Option<String>,
+    /// `remainPresentFor=<ms>`: how long members stay after an abrupt drop.
+    pub remain_present_for: Option<Duration>,
 }
 
 impl ConnectParams {
@@ -55,6 +57,9 @@ impl ConnectParams {
             // Absent (ably-python) means protocol heartbeats too: it ignores pings.
             heartbeats: query.get("heartbeats").map(String::as_str) != Some("false"),
             resume: get("resume").or_else(|| get("recover")),
+            remain_present_for: get("remainPresentFor")
+                .and_then(|ms| ms.parse().ok())
+                .map(Duration::from_millis),
         }
     }
 }
@@ -84,6 +89,7 @@ struct Connection {
     resume_failed: bool,
     /// The client closed (or we failed it): nothing to keep for a resume.
     ended_cleanly: bool,
+    remain_present_for: Option<Duration>,
 }
 
 /// When to ask for a new token, and when the current one lapses.
@@ -219,6 +225,7 @@ impl Connection {
             no_resume: HashSet::new(),
             resume_failed: false,
             ended_cleanly: false,
+            remain_present_for: params.remain_present_for,
         };
         connection.key = format!(
             "{}!{}",
@@ -273,6 +280,7 @@ impl Connection {
                 client_id: self.principal.identity().map(str::to_owned),
                 present_on: self.present_on.drain().collect(),
                 members_left: Default::default(),
+                presence_grace: self.remain_present_for,
             },
         );
     }
