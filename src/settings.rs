@@ -66,6 +66,10 @@ pub(crate) struct ServeArgs {
         default_value_t = 5000
     )]
     pub supabase_jwks_refresh_ms: u64,
+    /// How long before a token expires the server asks the client to renew it (AUTH), in ms.
+    /// Tokens with less left than this are not asked and expire into 40142.
+    #[arg(long, env = "REALTIME_TOKEN_RENEW_LEAD_MS", default_value_t = 30_000)]
+    pub token_renew_lead_ms: u64,
     /// Test-app provisioning (`POST /apps`, `DELETE /apps/{id}`) for SDK test suites. Never in
     /// production: anyone can create an app.
     #[arg(long, env = "REALTIME_SANDBOX")]
@@ -153,6 +157,10 @@ pub(crate) fn resolve(args: ServeArgs) -> Result<Settings, String> {
             keys,
             supabase,
             sandbox: args.sandbox,
+            timing: gateway::limits::Timing {
+                token_renew_lead: std::time::Duration::from_millis(args.token_renew_lead_ms),
+                ..Default::default()
+            },
             ..Default::default()
         },
         generated_key,
@@ -336,6 +344,7 @@ mod tests {
             supabase_jwks_refresh_ms: 5000,
             policy: None,
             sandbox: false,
+            token_renew_lead_ms: 30_000,
         };
         let error = resolve(args("nope", "a.b:c")).err().unwrap();
         assert!(error.contains("--listen"), "{error}");

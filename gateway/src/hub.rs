@@ -380,9 +380,13 @@ impl Hub {
     fn send_sync(&self, state: &ChannelState, subscriber: &Subscriber) {
         let sync_id = Alphanumeric.sample_string(&mut rand::thread_rng(), 8);
         let members: Vec<PresenceMessage> = state.presence.members().cloned().collect();
-        let pages: Vec<&[PresenceMessage]> = members
+        let mut pages: Vec<&[PresenceMessage]> = members
             .chunks(self.config.sync_page_members.max(1))
             .collect();
+        if pages.is_empty() {
+            // Nobody present is an answer too: one empty, final page.
+            pages.push(&[]);
+        }
         for (index, page) in pages.iter().enumerate() {
             let cursor = if index + 1 == pages.len() {
                 String::new()
@@ -395,6 +399,20 @@ impl Hub {
                 presence: Some(page.to_vec()),
                 ..ProtocolMessage::new(Action::Sync)
             });
+        }
+    }
+
+    /// Sends a subscriber the whole member set again (a client-requested SYNC).
+    pub fn resync(&self, channel: &str, connection_id: &str) {
+        if let Some(entry) = self.existing(channel) {
+            let state = entry.lock();
+            if let Some(subscriber) = state
+                .subscribers
+                .iter()
+                .find(|s| &*s.connection_id == connection_id)
+            {
+                self.send_sync(&state, subscriber);
+            }
         }
     }
 

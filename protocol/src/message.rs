@@ -68,6 +68,8 @@ impl Action {
 pub mod flags {
     pub const HAS_PRESENCE: u64 = 1;
     pub const HAS_BACKLOG: u64 = 2;
+    /// On ATTACH (deprecated but still sent by some clients): a re-attach, not a fresh one.
+    pub const ATTACH_RESUME: u64 = 32;
     pub const RESUMED: u64 = 4;
     pub const MODE_PRESENCE: u64 = 1 << 16;
     pub const MODE_PUBLISH: u64 = 1 << 17;
@@ -115,7 +117,11 @@ pub struct ProtocolMessage {
     pub auth: Option<AuthDetails>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection_details: Option<ConnectionDetails>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "loose_params"
+    )]
     pub params: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub res: Option<Vec<PublishResult>>,
@@ -139,6 +145,23 @@ impl ProtocolMessage {
             ..ProtocolMessage::new(action)
         }
     }
+}
+
+/// Channel params as strings, whatever scalar the client sent (`{ rewind: 1 }` is a number).
+fn loose_params<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+    let raw: Option<BTreeMap<String, serde_json::Value>> = Option::deserialize(deserializer)?;
+    Ok(raw.map(|params| {
+        params
+            .into_iter()
+            .filter_map(|(name, value)| match value {
+                serde_json::Value::String(text) => Some((name, text)),
+                serde_json::Value::Null => None,
+                other => Some((name, other.to_string())),
+            })
+            .collect()
+    }))
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -68,7 +68,9 @@ export async function startServer({ keys = DEFAULT_KEYS, env = {}, args: extraAr
   // `port`: listen on this port (e.g. to restart a server where clients expect it) instead of a free one.
   const port = fixedPort ?? (await freePort());
   const listen = `127.0.0.1:${port}`;
-  const args = ['serve', '--listen', listen, '--keys', keys, ...extraArgs];
+  // Test tokens live seconds, not hours: the server asks for renewal (AUTH) 2 s before expiry.
+  // With Ably's default 30 s lead such tokens would simply expire into 40142 instead.
+  const args = ['serve', '--listen', listen, '--keys', keys, '--token-renew-lead-ms', '2000', ...extraArgs];
   const child = spawn(REALTIME_BIN, args, {
     env: { ...process.env, RUST_LOG: 'warn', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -29,12 +29,18 @@ pub(crate) async fn request_token(
     respond(StatusCode::OK, &details, format, false)
 }
 
+/// Ably's `allowReauthMargin` delay.
+const REAUTH_MARGIN_MS: u64 = 30_000;
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RevokeRequest {
     targets: Vec<String>,
     #[serde(default)]
     issued_before: Option<u64>,
+    /// Ably's reauth margin: the revocation applies 30 s from now, so clients can renew first.
+    #[serde(default)]
+    allow_reauth_margin: bool,
 }
 
 #[derive(Serialize)]
@@ -81,17 +87,32 @@ pub(crate) async fn revoke_tokens(
     let request: RevokeRequest = decode(&headers, &body, format)?;
     let now = protocol::now_ms();
     let issued_before = request.issued_before.unwrap_or(now).min(now);
+    let applies_at = if request.allow_reauth_margin {
+        now + REAUTH_MARGIN_MS
+    } else {
+        now
+    };
     let results: Vec<RevokeResult> = request
         .targets
         .into_iter()
         .map(|target| match target.split_once(':') {
             Some(("clientId", client_id)) if !client_id.is_empty() => {
-                let ended = gateway.revoke_client_tokens(client_id, issued_before);
-                tracing::info!(%client_id, ended, "tokens revoked");
+                if applies_at > now {
+                    let (gateway, client_id) = (gateway.clone(), client_id.to_owned());
+                    tokio::spawn(async move {
+                        tokio::time::sleep(std::time::Duration::from_millis(REAUTH_MARGIN_MS))
+                            .await;
+                        let ended = gateway.revoke_client_tokens(&client_id, issued_before);
+                        tracing::info!(%client_id, ended, "tokens revoked after the reauth margin");
+                    });
+                } else {
+                    let ended = gateway.revoke_client_tokens(client_id, issued_before);
+                    tracing::info!(%client_id, ended, "tokens revoked");
+                }
                 RevokeResult::Revoked {
                     target,
                     issued_before,
-                    applies_at: now,
+                    applies_at,
                 }
             }
             _ => RevokeResult::Failed {

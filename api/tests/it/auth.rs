@@ -1,6 +1,8 @@
 //! Tokens on the realtime side: capability intersection, clientId binding, in-band renewal and
 //! expiry.
 
+use std::time::Duration;
+
 use serde_json::{json, Value};
 
 use crate::support::*;
@@ -174,7 +176,7 @@ async fn token_for_alice_connecting_as_bob_is_error_40102() {
 /// comes for the new token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_renewed_in_band_keeps_the_connection() {
-    let server = Server::start().await;
+    let server = renewing_server(Duration::from_millis(1000)).await;
     let first = full_token(&server, Some(2000), None, Some("alice")).await;
     let first_expires = first["expires"].as_u64().unwrap();
     let mut client = server
@@ -211,7 +213,7 @@ async fn token_renewed_in_band_keeps_the_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unrenewed_token_is_disconnected_40142_at_expiry() {
-    let server = Server::start().await;
+    let server = renewing_server(Duration::from_millis(1000)).await;
     let details = full_token(&server, Some(1500), None, None).await;
     let expires = details["expires"].as_u64().unwrap();
     let mut client = server
@@ -226,6 +228,24 @@ async fn unrenewed_token_is_disconnected_40142_at_expiry() {
     );
     assert_error(&disconnected, 40142, 401);
     client.expect_closed().await;
+}
+
+/// A server that asks for renewal `lead` before expiry (Ably's 30 s is too long for a test).
+async fn renewing_server(lead: Duration) -> Server {
+    let mut config = crate::support::config();
+    config.timing.token_renew_lead = lead;
+    Server::with_config(config).await
+}
+
+/// As Ably does: a token with less than the lead left is not asked to renew; it expires into
+/// DISCONNECTED 40142, and the client renews and resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_shorter_than_the_renew_lead_gets_no_auth_and_expires_40142() {
+    let server = Server::start().await;
+    let details = full_token(&server, Some(1500), None, None).await;
+    let mut client = server.connect(&token_query(&details, "format=json")).await;
+    let disconnected = client.expect(DISCONNECTED).await;
+    assert_error(&disconnected, 40142, 401);
 }
 
 /// An AUTH with a token for someone else fails the connection (reference §7.7).

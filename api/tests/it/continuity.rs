@@ -362,6 +362,8 @@ async fn a_drop_right_after_a_resumed_attached_loses_nothing() {
             .await;
     }
     let mut subscriber = resume(&server, "subscriber", &key, &connection_id).await;
+    // Each resume hands out a fresh key; the next resume must use it.
+    let key = connection_key(&subscriber);
     let channel_serial = sequence.channel_serial.clone();
     let attached = reattach(&mut subscriber, CHANNEL, &channel_serial).await;
     assert_ne!(flags_of(&attached) & RESUMED, 0, "{attached}");

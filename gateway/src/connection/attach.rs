@@ -57,9 +57,11 @@ impl Connection {
             );
             return Flow::Continue;
         }
+        // ATTACH_RESUME: the client is re-attaching, so a rewind must not replay again.
+        let attach_resume = message.flags.unwrap_or(0) & flags::ATTACH_RESUME != 0;
         let request = AttachRequest {
             channel_serial: message.channel_serial.clone().filter(|s| !s.is_empty()),
-            rewind: accepted.rewind,
+            rewind: accepted.rewind.filter(|_| !attach_resume),
             resume_allowed: !self.resume_failed && !self.no_resume.remove(&base),
         };
         let name: Arc<str> = channel.as_str().into();
@@ -85,7 +87,14 @@ impl Connection {
                 error: outcome.error.clone(),
                 ..ProtocolMessage::new(Action::Attached)
             });
-        self.attached.insert(base, Attachment { name, modes });
+        self.attached.insert(
+            base,
+            Attachment {
+                name,
+                requested,
+                modes,
+            },
+        );
         Flow::Continue
     }
 
@@ -117,7 +126,7 @@ impl Connection {
             let Ok(channel) = protocol::ChannelName::parse(&attachment.name) else {
                 continue;
             };
-            let modes = attachment.modes & self.principal.capability.modes(&channel);
+            let modes = attachment.requested & self.principal.capability.modes(&channel);
             if modes == 0 {
                 refused.push(base.clone());
             } else if modes != attachment.modes {

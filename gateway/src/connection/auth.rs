@@ -7,16 +7,18 @@ use super::{Connection, Flow, TokenTimers};
 use crate::auth::AuthError;
 
 impl Connection {
-    /// Token connections get asked to renew `token_renew_lead` before expiry (or halfway
-    /// through what is left, for short tokens) and are disconnected with 40142 at expiry.
+    /// Token connections get asked to renew (AUTH) `token_renew_lead` before expiry, as Ably
+    /// does; a token with less than that left gets no AUTH and simply expires into
+    /// DISCONNECTED 40142, after which the client renews and resumes.
     pub(super) fn schedule_token_timers(&mut self) {
         self.token_timers = self.principal.expires_at.map(|expires_ms| {
             let left = Duration::from_millis(expires_ms.saturating_sub(protocol::now_ms()));
-            let lead = self.gateway.config().timing.token_renew_lead.min(left / 2);
+            let lead = self.gateway.config().timing.token_renew_lead;
             let now = Instant::now();
             TokenTimers {
-                renew_at: now + (left - lead),
-                renew_asked: false,
+                renew_at: now + left.saturating_sub(lead),
+                // Too late to ask: let it expire.
+                renew_asked: left <= lead,
                 expires_at: now + left,
             }
         });

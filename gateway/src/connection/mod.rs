@@ -67,6 +67,9 @@ impl ConnectParams {
 /// A channel this connection has attached.
 struct Attachment {
     name: Arc<str>,
+    /// What the client asked for: the bound on what it may do here, whatever its capability.
+    requested: u64,
+    /// What it was granted: requested ∩ capability (recomputed after a re-auth).
     modes: u64,
 }
 
@@ -239,8 +242,15 @@ impl Connection {
                 .await
             {
                 Ok(parked) => {
+                    // The old key is spent: a later resume with it gets "unable to recover".
+                    gateway.remember_ended(old_key);
                     connection.id = parked.id.clone();
-                    connection.key = old_key.clone();
+                    // Same connection, fresh key: the old transport's key is spent.
+                    connection.key = format!(
+                        "{}!{}",
+                        connection.id,
+                        Alphanumeric.sample_string(&mut rand::thread_rng(), 16)
+                    );
                     connection.present_on = parked.present_on.iter().cloned().collect();
                     if Gateway::members_left(&parked) {
                         // Its members left while it was away: the client must re-sync and
@@ -387,8 +397,16 @@ impl Connection {
                 Flow::Stop
             }
             Some(Action::Disconnect) => Flow::Stop,
-            // A client asking to continue an interrupted sync: ours are sent whole on attach.
-            Some(Action::Sync) => Flow::Continue,
+            // The client asks for the member set again (ably-js `channel.sync()`).
+            Some(Action::Sync) => {
+                if let Ok(channel) = self.parse_channel(&message) {
+                    let key = self.principal.channel_key(&channel);
+                    if self.attached.contains_key(key.as_ref()) {
+                        self.gateway.hub().resync(&key, &self.id);
+                    }
+                }
+                Flow::Continue
+            }
             _ => self.on_unsupported(message),
         }
     }
@@ -455,11 +473,12 @@ impl Connection {
     fn require_mode(&self, channel: &ChannelName, mode: u64, what: &str) -> Result<(), ErrorInfo> {
         let key = self.principal.channel_key(channel);
         match self.attached.get(key.as_ref()) {
-            Some(attachment) if attachment.modes & mode == 0 => Err(ErrorCode::CapabilityDenied
-                .info(format!(
+            Some(attachment) if attachment.requested & mode == 0 => {
+                Err(ErrorCode::CapabilityDenied.info(format!(
                     "{what} is not among the modes channel {:?} was attached with",
                     channel.as_str()
-                ))),
+                )))
+            }
             _ => Ok(()),
         }
     }
