@@ -924,3 +924,28 @@ async fn rest_history_pages_follow_link_next() {
         );
     }
 }
+
+/// RTN16d: a resumed connection keeps its id but gets a new key; the spent key cannot take the
+/// connection back (80008), so two clients holding the same recovery key cannot flap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_issues_a_fresh_key_and_spends_the_old_one() {
+    const CHANNEL: &str = "fresh-key";
+    let server = Server::start().await;
+    let mut subscriber = server.connect(&query("subscriber")).await;
+    let connection_id = subscriber.id().to_owned();
+    let old_key = connection_key(&subscriber);
+    subscriber.attach(CHANNEL).await;
+    drop_transport(&server, subscriber, CHANNEL).await;
+
+    let resumed = resume(&server, "subscriber", &old_key, &connection_id).await;
+    let new_key = connection_key(&resumed);
+    assert_ne!(new_key, old_key, "{}", resumed.connected);
+    assert!(
+        new_key.starts_with(&format!("{connection_id}!")),
+        "{new_key}"
+    );
+
+    let late = server.connect(&resume_query("subscriber", &old_key)).await;
+    assert_ne!(late.id(), connection_id, "{}", late.connected);
+    assert_error(&late.connected, 80008, 400);
+}
