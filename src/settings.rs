@@ -94,6 +94,36 @@ struct FileConfig {
     listen: Option<String>,
     #[serde(default)]
     keys: Vec<FileKey>,
+    history: Option<FileHistory>,
+    presence: Option<FilePresence>,
+}
+
+/// `[history]`: retention per channel, and per namespace (`[[history.namespace]]`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileHistory {
+    max_messages: Option<usize>,
+    max_age_secs: Option<u64>,
+    /// Most messages a `rewind` replays.
+    max_rewind: Option<usize>,
+    #[serde(default)]
+    namespace: Vec<FileNamespace>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileNamespace {
+    /// The part of a channel name before the first `:` (`user` for `user:42`).
+    name: String,
+    max_messages: Option<usize>,
+    max_age_secs: Option<u64>,
+}
+
+/// `[presence]`: members per channel.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePresence {
+    max_members: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -151,12 +181,14 @@ pub(crate) fn resolve(args: ServeArgs) -> Result<Settings, String> {
         generated_key = Some(key);
     }
     let supabase = supabase_config(&args_supabase)?;
+    let hub = hub_config(file.history, file.presence)?;
     Ok(Settings {
         listen,
         gateway: gateway::Config {
             keys,
             supabase,
             sandbox: args.sandbox,
+            hub,
             timing: gateway::limits::Timing {
                 token_renew_lead: std::time::Duration::from_millis(args.token_renew_lead_ms),
                 ..Default::default()
@@ -165,6 +197,53 @@ pub(crate) fn resolve(args: ServeArgs) -> Result<Settings, String> {
         },
         generated_key,
     })
+}
+
+fn hub_config(
+    history: Option<FileHistory>,
+    presence: Option<FilePresence>,
+) -> Result<gateway::HubConfig, String> {
+    let mut hub = gateway::HubConfig::default();
+    let positive = |value: usize, setting: &str| {
+        if value == 0 {
+            Err(format!("--config {setting}: must be at least 1"))
+        } else {
+            Ok(value)
+        }
+    };
+    if let Some(history) = history {
+        if let Some(n) = history.max_messages {
+            hub.retention.max_messages = positive(n, "history.max_messages")?;
+        }
+        if let Some(secs) = history.max_age_secs {
+            positive(secs as usize, "history.max_age_secs")?;
+            hub.retention.max_age = std::time::Duration::from_secs(secs);
+        }
+        if let Some(n) = history.max_rewind {
+            hub.max_rewind = n;
+        }
+        for namespace in history.namespace {
+            if namespace.name.is_empty() || namespace.name.contains(':') {
+                return Err(format!(
+                    "--config history.namespace {:?}: a namespace is the part before the first ':'",
+                    namespace.name
+                ));
+            }
+            let mut retention = hub.retention;
+            if let Some(n) = namespace.max_messages {
+                retention.max_messages = positive(n, "history.namespace.max_messages")?;
+            }
+            if let Some(secs) = namespace.max_age_secs {
+                positive(secs as usize, "history.namespace.max_age_secs")?;
+                retention.max_age = std::time::Duration::from_secs(secs);
+            }
+            hub.namespace_retention.push((namespace.name, retention));
+        }
+    }
+    if let Some(n) = presence.and_then(|p| p.max_members) {
+        hub.max_presence_members = positive(n, "presence.max_members")?;
+    }
+    Ok(hub)
 }
 
 struct SupabaseArgs {
@@ -329,6 +408,55 @@ mod tests {
         );
         let key = parse_key_entry(split_top_level(list)[1]).unwrap();
         assert_eq!(key.name, "a.d");
+    }
+
+    fn with_file(name: &str, toml: &str) -> Result<Settings, String> {
+        let path =
+            std::env::temp_dir().join(format!("realtime-{}-{name}.toml", std::process::id()));
+        std::fs::write(&path, toml).unwrap();
+        resolve(ServeArgs {
+            listen: Some("127.0.0.1:0".into()),
+            keys: Some("a.b:c".into()),
+            config: Some(path),
+            supabase_jwt_secret: None,
+            supabase_url: None,
+            supabase_jwks_url: None,
+            supabase_audience: "authenticated".into(),
+            supabase_jwks_refresh_ms: 5000,
+            policy: None,
+            sandbox: false,
+            token_renew_lead_ms: 30_000,
+        })
+    }
+
+    #[test]
+    fn history_and_presence_limits_come_from_the_file() {
+        let settings = with_file(
+            "limits",
+            "[history]\nmax_messages = 100\nmax_age_secs = 60\nmax_rewind = 10\n\n[[history.namespace]]\nname = \"user\"\nmax_age_secs = 86400\n\n[presence]\nmax_members = 5000\n",
+        )
+        .unwrap();
+        let hub = settings.gateway.hub;
+        assert_eq!(hub.retention.max_messages, 100);
+        assert_eq!(hub.retention.max_age.as_secs(), 60);
+        assert_eq!(hub.max_rewind, 10);
+        assert_eq!(hub.max_presence_members, 5000);
+        let (name, user) = &hub.namespace_retention[0];
+        assert_eq!(name, "user");
+        assert_eq!(user.max_age.as_secs(), 86400);
+        assert_eq!(
+            user.max_messages, 100,
+            "unset fields inherit the channel default"
+        );
+
+        let error = with_file("zero", "[history]\nmax_messages = 0\n")
+            .err()
+            .unwrap();
+        assert!(error.contains("history.max_messages"), "{error}");
+        let error = with_file("ns", "[[history.namespace]]\nname = \"a:b\"\n")
+            .err()
+            .unwrap();
+        assert!(error.contains("history.namespace"), "{error}");
     }
 
     #[test]
