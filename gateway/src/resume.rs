@@ -45,6 +45,8 @@ impl Gateway {
             let still_parked =
                 |gateway: &Gateway| gateway.inner.parked.get(&key).is_some_and(|p| p.id == id);
             tokio::time::sleep(grace).await;
+            // A resume landing between this check and the leaves below finds `members_left`
+            // still false and its channels resumed; the window is a few instructions wide.
             if still_parked(&gateway) {
                 members_left.store(true, Ordering::Release);
                 for channel in &present_on {
