@@ -42,16 +42,16 @@ impl Gateway {
         self.inner.parked_notify.notify_waiters();
         let gateway = self.clone();
         tokio::spawn(async move {
-            let still_parked =
-                |gateway: &Gateway| gateway.inner.parked.get(&key).is_some_and(|p| p.id == id);
             tokio::time::sleep(grace).await;
-            // A resume landing between this check and the leaves below finds `members_left`
-            // still false and its channels resumed; the window is a few instructions wide.
-            if still_parked(&gateway) {
+            // Holding the entry while marking and leaving: a resume (which removes the entry)
+            // comes either before, keeping the members, or after, seeing `members_left` and
+            // re-syncing, never in between.
+            if let Some(parked) = gateway.inner.parked.get(&key).filter(|p| p.id == id) {
                 members_left.store(true, Ordering::Release);
                 for channel in &present_on {
                     gateway.hub().leave_all(channel, &id);
                 }
+                drop(parked);
             }
             let rest = timing.connection_state_ttl.saturating_sub(grace);
             tokio::time::sleep(rest).await;
