@@ -3,6 +3,7 @@
 mod apps;
 mod batch;
 mod channels;
+mod health;
 mod history;
 mod keys;
 mod time;
@@ -19,6 +20,8 @@ use crate::error::ApiError;
 pub(crate) fn router(gateway: Gateway) -> Router {
     Router::new()
         .route("/time", get(time::time))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .route("/messages", post(batch::publish))
         .route("/presence", get(batch::presence))
         .route("/stats", get(stats))

@@ -59,3 +59,14 @@ async fn shutdown_disconnects_clients_with_80003_and_serve_returns() {
         "still accepting connections after shutdown"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_turns_unready_when_the_drain_begins_while_healthz_stays_ok() {
+    let server = Server::start().await;
+    assert_eq!(server.http(Request::get("/readyz")).await.status, 200);
+    assert_eq!(server.http(Request::get("/healthz")).await.status, 200);
+    // Begin the drain the way `serve` does on SIGTERM, without closing the listener yet.
+    server.gateway.begin_shutdown();
+    assert_eq!(server.http(Request::get("/readyz")).await.status, 503);
+    assert_eq!(server.http(Request::get("/healthz")).await.status, 200);
+}
