@@ -4,6 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The cluster tests start their own redis-server processes (never the machine's own on 6379).
+if ! command -v redis-server >/dev/null; then
+  SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq redis-server
+fi
+
 cargo build --locked --bins
 cargo test --workspace --locked
 

@@ -57,7 +57,16 @@ async fn run(settings: settings::Settings) -> anyhow::Result<()> {
         settings::print_dev_key(dev_key, local);
     }
     let gateway = gateway::Gateway::new(settings.gateway);
-    tracing::info!(listen = %local, server_id = gateway.server_id(), "realtime serving (embedded, in-memory bus)");
+    gateway
+        .connect_bus()
+        .await
+        .map_err(|e| anyhow::anyhow!("--redis: {e}"))?;
+    let mode = if gateway.config().redis_url.is_some() {
+        "clustered through Redis"
+    } else {
+        "embedded, in-memory bus"
+    };
+    tracing::info!(listen = %local, server_id = gateway.server_id(), mode, "realtime serving");
     api::serve(listener, gateway, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())

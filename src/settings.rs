@@ -66,6 +66,10 @@ pub(crate) struct ServeArgs {
         default_value_t = 5000
     )]
     pub supabase_jwks_refresh_ms: u64,
+    /// Redis URL (`redis://[:password@]host:port`, `rediss://` for TLS): every process on it
+    /// shares one bus. Without it, one process runs everything in memory.
+    #[arg(long, env = "REALTIME_REDIS_URL", hide_env_values = true)]
+    pub redis: Option<String>,
     /// How long before a token expires the server asks the client to renew it (AUTH), in ms.
     /// Tokens with less left than this are not asked and expire into 40142.
     #[arg(long, env = "REALTIME_TOKEN_RENEW_LEAD_MS", default_value_t = 30_000)]
@@ -188,6 +192,7 @@ pub(crate) fn resolve(args: ServeArgs) -> Result<Settings, String> {
             keys,
             supabase,
             sandbox: args.sandbox,
+            redis_url: redis_url(args.redis.as_deref())?,
             hub,
             timing: gateway::limits::Timing {
                 token_renew_lead: std::time::Duration::from_millis(args.token_renew_lead_ms),
@@ -197,6 +202,16 @@ pub(crate) fn resolve(args: ServeArgs) -> Result<Settings, String> {
         },
         generated_key,
     })
+}
+
+fn redis_url(url: Option<&str>) -> Result<Option<String>, String> {
+    match url {
+        None => Ok(None),
+        Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+            Ok(Some(url.to_owned()))
+        }
+        Some(_) => Err("--redis / REALTIME_REDIS_URL: expected a redis:// or rediss:// URL".into()),
+    }
 }
 
 fn hub_config(
@@ -426,6 +441,7 @@ mod tests {
             policy: None,
             sandbox: false,
             token_renew_lead_ms: 30_000,
+            redis: None,
         })
     }
 
@@ -473,6 +489,7 @@ mod tests {
             policy: None,
             sandbox: false,
             token_renew_lead_ms: 30_000,
+            redis: None,
         };
         let error = resolve(args("nope", "a.b:c")).err().unwrap();
         assert!(error.contains("--listen"), "{error}");

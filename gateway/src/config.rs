@@ -11,6 +11,8 @@ pub struct Config {
     pub keys: Vec<ApiKey>,
     /// Announced to clients as `serverId`; defaults to a random id per process.
     pub server_id: Option<String>,
+    /// `redis://` or `rediss://` URL: share the bus with every other process on it.
+    pub redis_url: Option<String>,
     /// Accept Supabase access tokens when set.
     pub supabase: Option<SupabaseConfig>,
     pub limits: Limits,

@@ -512,27 +512,33 @@ impl Hub {
                 serials.push(Some(serial));
                 fresh.push(message);
             }
-            let Some(last) = fresh.last().and_then(|m| m.serial.clone()) else {
-                return Ok(serials);
-            };
-            state.last_serial = Some(last.clone());
-            for message in &fresh {
-                state.log.push(Arc::new(message.clone()));
-            }
-            let mut outgoing = ProtocolMessage {
-                id: publication.id,
-                connection_id: publication.connection_id.map(str::to_owned),
-                timestamp: Some(now),
-                channel_serial: Some(last),
-                messages: Some(fresh),
-                ..ProtocolMessage::new(Action::Message)
-            };
-            let publisher = publication.connection_id;
-            fan_out(&state.subscribers, &mut outgoing, |subscriber| {
-                subscriber.modes & flags::MODE_SUBSCRIBE != 0
-                    && (subscriber.echo || Some(&*subscriber.connection_id) != publisher)
-            })?;
+            log_and_fan_out(state, fresh, publication.connection_id, publication.id, now)?;
             Ok(serials)
+        })
+    }
+
+    /// Messages another node published through the bus, serials already assigned in order:
+    /// logged and fanned out here exactly as a local publish would be.
+    pub fn deliver(
+        &self,
+        channel: &str,
+        messages: Vec<Message>,
+        connection_id: Option<&str>,
+        id: Option<String>,
+    ) -> Result<(), ErrorInfo> {
+        let now = protocol::now_ms();
+        self.with_channel(channel, |state| {
+            state.log.expire(now);
+            // A serial at or below what we have is a repeat (a back-fill overlapping live).
+            let newest = state.last_serial.clone();
+            let fresh: Vec<Message> = messages
+                .into_iter()
+                .filter(|m| match (&m.serial, &newest) {
+                    (Some(serial), Some(newest)) => serial > newest,
+                    _ => true,
+                })
+                .collect();
+            log_and_fan_out(state, fresh, connection_id, id, now)
         })
     }
 
@@ -748,6 +754,36 @@ impl Hub {
     pub fn channel_count(&self) -> usize {
         self.channels.len()
     }
+}
+
+/// The tail of every publish: log the fresh messages, move the channel's position, and send
+/// one MESSAGE (encoded once per format) to every subscriber that wants it.
+fn log_and_fan_out(
+    state: &mut ChannelState,
+    fresh: Vec<Message>,
+    publisher: Option<&str>,
+    id: Option<String>,
+    now: u64,
+) -> Result<(), ErrorInfo> {
+    let Some(last) = fresh.last().and_then(|m| m.serial.clone()) else {
+        return Ok(());
+    };
+    state.last_serial = Some(last.clone());
+    for message in &fresh {
+        state.log.push(Arc::new(message.clone()));
+    }
+    let mut outgoing = ProtocolMessage {
+        id,
+        connection_id: publisher.map(str::to_owned),
+        timestamp: Some(now),
+        channel_serial: Some(last),
+        messages: Some(fresh),
+        ..ProtocolMessage::new(Action::Message)
+    };
+    fan_out(&state.subscribers, &mut outgoing, |subscriber| {
+        subscriber.modes & flags::MODE_SUBSCRIBE != 0
+            && (subscriber.echo || Some(&*subscriber.connection_id) != publisher)
+    })
 }
 
 /// One PRESENCE frame with every waiting event, encoded once per format, to every presence

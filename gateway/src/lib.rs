@@ -6,6 +6,7 @@
 
 pub mod apps;
 pub mod auth;
+mod bus;
 pub mod config;
 pub mod connection;
 pub mod frame;
@@ -42,7 +43,7 @@ pub struct Gateway {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     config: Config,
     auth: Auth,
     hub: Hub,
@@ -56,6 +57,8 @@ struct Inner {
     ended_keys: DashMap<String, u64>,
     /// Woken whenever a connection is parked.
     parked_notify: Notify,
+    /// The Redis bus, once `connect_bus` has reached it (`--redis`); none in embedded mode.
+    bus: std::sync::OnceLock<Arc<bus::RedisBus>>,
     /// Sandbox apps: id -> channels holding presence fixtures.
     apps: DashMap<String, Vec<String>>,
     server_id: String,
@@ -78,6 +81,7 @@ impl Gateway {
             hub: Hub::new(config.hub.clone()),
             parked: DashMap::new(),
             apps: DashMap::new(),
+            bus: std::sync::OnceLock::new(),
             live_keys: DashMap::new(),
             ended_keys: DashMap::new(),
             parked_notify: Notify::new(),
@@ -121,6 +125,29 @@ impl Gateway {
 
     pub(crate) fn clients(&self) -> &registry::ClientRegistry {
         &self.inner.clients
+    }
+
+    /// Joins the cluster through Redis when `Config::redis_url` is set; call once, before serving.
+    /// Fails (naming Redis) when it cannot be reached.
+    pub async fn connect_bus(&self) -> Result<(), String> {
+        let Some(url) = self.config().redis_url.clone() else {
+            return Ok(());
+        };
+        let bus = bus::RedisBus::connect(&url, Arc::downgrade(&self.inner)).await?;
+        let _ = self.inner.bus.set(bus);
+        Ok(())
+    }
+
+    pub(crate) fn bus(&self) -> Option<&Arc<bus::RedisBus>> {
+        self.inner.bus.get()
+    }
+
+    /// A connection started (+1) or stopped (-1) listening on a channel; with a bus, the node
+    /// subscribes to the channel's topic while anyone here listens.
+    pub(crate) fn channel_interest(&self, channel: &str, delta: isize) {
+        if let Some(bus) = self.bus() {
+            bus.interest(channel, delta);
+        }
     }
 
     /// The WebSocket endpoint (`GET /` with an upgrade), to merge into the HTTP router.

@@ -26,7 +26,7 @@ pub enum Origin<'a> {
 impl Gateway {
     /// Checks capability, size and clientId, stamps ids and timestamps, then hands the messages
     /// to the hub. Returns each message's serial (`None` for an idempotent duplicate).
-    pub fn publish(
+    pub async fn publish(
         &self,
         principal: &Principal,
         channel: &ChannelName,
@@ -102,6 +102,22 @@ impl Gateway {
             Origin::Rest => (None, None),
         };
         let channel_key = principal.channel_key(channel);
+        if let Some(bus) = self.bus() {
+            let serials = bus
+                .publish(
+                    &channel_key,
+                    &messages,
+                    &client_ids,
+                    connection_id,
+                    id.as_deref(),
+                )
+                .await?;
+            return Ok(Receipt {
+                serials,
+                message_id: first_id
+                    .and_then(|id| id.rsplit_once(':').map(|(base, _)| base.to_owned())),
+            });
+        }
         let serials = self.hub().publish(Publication {
             channel: &channel_key,
             messages,

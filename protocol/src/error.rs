@@ -32,8 +32,8 @@ pub enum ErrorCode {
     Internal,
     InternalChannel,
     InternalConnection,
-    /// A dependency of auth (the JWKS endpoint) is unreachable: the client should retry.
-    AuthUnavailable,
+    /// A dependency (the JWKS endpoint, Redis) is unreachable: the client should retry.
+    ServiceUnavailable,
     ProtocolError,
     Disconnected,
     ConnectionClosed,
@@ -79,7 +79,7 @@ impl ErrorCode {
             Internal => 50000,
             InternalChannel => 50001,
             InternalConnection => 50002,
-            AuthUnavailable => 50003,
+            ServiceUnavailable => 50003,
             ProtocolError => 80013,
             Disconnected => 80003,
             ConnectionClosed => 80017,

@@ -2,5 +2,6 @@
 
 mod support;
 
+mod cluster;
 mod cors;
 mod process;

@@ -83,27 +83,28 @@ pub(crate) async fn publish(
     let mut batches = Vec::with_capacity(specs.len());
     for spec in specs {
         let messages = spec.messages.into_vec();
-        let results: Vec<PublishOutcome> = spec
-            .channels
-            .into_vec()
-            .into_iter()
-            .map(|name| {
-                let outcome = ChannelName::parse(&name).and_then(|channel| {
-                    gateway.publish(&caller, &channel, messages.clone(), Origin::Rest)
-                });
-                match outcome {
-                    Ok(receipt) => PublishOutcome::Published {
-                        channel: name,
-                        message_id: receipt.message_id,
-                        serials: receipt.serials,
-                    },
-                    Err(error) => PublishOutcome::Failed {
-                        channel: name,
-                        error,
-                    },
+        let mut results: Vec<PublishOutcome> = Vec::new();
+        for name in spec.channels.into_vec() {
+            let outcome = match ChannelName::parse(&name) {
+                Ok(channel) => {
+                    gateway
+                        .publish(&caller, &channel, messages.clone(), Origin::Rest)
+                        .await
                 }
-            })
-            .collect();
+                Err(error) => Err(error),
+            };
+            results.push(match outcome {
+                Ok(receipt) => PublishOutcome::Published {
+                    channel: name,
+                    message_id: receipt.message_id,
+                    serials: receipt.serials,
+                },
+                Err(error) => PublishOutcome::Failed {
+                    channel: name,
+                    error,
+                },
+            });
+        }
         batches.push(batch(results, |r| {
             matches!(r, PublishOutcome::Failed { .. })
         }));

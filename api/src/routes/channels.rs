@@ -44,6 +44,7 @@ pub(crate) async fn publish(
     };
     let receipt = gateway
         .publish(&principal, &channel, messages, Origin::Rest)
+        .await
         .map_err(|e| ApiError::new(e, format))?;
     let published = Published {
         channel: channel.as_str().to_owned(),

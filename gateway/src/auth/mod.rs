@@ -156,7 +156,7 @@ impl AuthError {
             AuthError::Revoked => ErrorCode::TokenRevoked,
             AuthError::UnknownKid => ErrorCode::TokenUnrecognised,
             AuthError::AlgorithmNotAllowed(_) => ErrorCode::JwtInvalid,
-            AuthError::KeysUnavailable => ErrorCode::AuthUnavailable,
+            AuthError::KeysUnavailable => ErrorCode::ServiceUnavailable,
             AuthError::InvalidTokenRequest(_) => ErrorCode::InvalidRequestBody,
             AuthError::StaleTimestamp => ErrorCode::TimestampOutsideWindow,
             AuthError::NonceReused => ErrorCode::NonceReused,

@@ -77,6 +77,9 @@ impl Connection {
             outbox: self.outbox.clone(),
         };
         let echoed = (!accepted.echoed.is_empty()).then_some(accepted.echoed);
+        if !self.attached.contains_key(&base) {
+            self.gateway.channel_interest(&base, 1);
+        }
         self.gateway
             .hub()
             .attach(&base, subscriber, &request, |outcome| ProtocolMessage {
@@ -109,6 +112,7 @@ impl Connection {
         let channel_key = self.principal.channel_key(&channel);
         if self.attached.remove(channel_key.as_ref()).is_some() {
             self.gateway.hub().detach(&channel_key, &self.id);
+            self.gateway.channel_interest(&channel_key, -1);
         }
         self.outbox.reply(&ProtocolMessage {
             channel: Some(channel.as_str().to_owned()),
@@ -137,6 +141,7 @@ impl Connection {
         for base in refused {
             if let Some(attachment) = self.attached.remove(&base) {
                 hub.detach(&base, &self.id);
+                self.gateway.channel_interest(&base, -1);
                 self.channel_error(
                     &attachment.name,
                     ErrorCode::CapabilityDenied

@@ -9,22 +9,30 @@ use crate::publish::Origin;
 impl Connection {
     /// Accepted whether or not this connection attached the channel: ably-js publishes on
     /// channels it has not attached, and after a reconnect sends queued publishes first.
-    pub(super) fn on_publish(&mut self, message: ProtocolMessage) -> Flow {
+    pub(super) async fn on_publish(&mut self, message: ProtocolMessage) -> Flow {
         let Some(msg_serial) = message.msg_serial else {
             return self.fatal(ErrorCode::BadRequest.info("MESSAGE without msgSerial"));
         };
-        let result = self.parse_channel(&message).and_then(|channel| {
+        // Awaited in the read loop, so ACKs stay in msgSerial order even through Redis.
+        let result = match self.parse_channel(&message).and_then(|channel| {
             self.require_mode(&channel, flags::MODE_PUBLISH, "publish")?;
-            self.gateway.publish(
-                &self.principal,
-                &channel,
-                message.messages.unwrap_or_default(),
-                Origin::Connection {
-                    id: &self.id,
-                    msg_serial,
-                },
-            )
-        });
+            Ok(channel)
+        }) {
+            Ok(channel) => {
+                self.gateway
+                    .publish(
+                        &self.principal,
+                        &channel,
+                        message.messages.unwrap_or_default(),
+                        Origin::Connection {
+                            id: &self.id,
+                            msg_serial,
+                        },
+                    )
+                    .await
+            }
+            Err(error) => Err(error),
+        };
         match result {
             Ok(receipt) => {
                 self.outbox.reply(&ProtocolMessage {

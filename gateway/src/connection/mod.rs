@@ -388,7 +388,7 @@ impl Connection {
             }
             Some(Action::Attach) => self.on_attach(message),
             Some(Action::Detach) => self.on_detach(message),
-            Some(Action::Message) => self.on_publish(message),
+            Some(Action::Message) => self.on_publish(message).await,
             Some(Action::Auth) => self.on_auth(message).await,
             Some(Action::Presence) => self.on_presence(message),
             Some(Action::Close) => {
@@ -464,6 +464,7 @@ impl Connection {
     fn leave_channels(&mut self) {
         for channel in self.attached.keys() {
             self.gateway.hub().detach(channel, &self.id);
+            self.gateway.channel_interest(channel, -1);
         }
         self.attached.clear();
     }

@@ -1,0 +1,217 @@
+//! Several `realtime` processes on one real `redis-server`: one bus.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::json;
+
+use crate::support::{connect, http, next_json, send_json, Server};
+
+/// A `redis-server` on a free loopback port, killed on drop (never the machine's own on 6379).
+pub(crate) struct RedisServer {
+    pub(crate) port: u16,
+    child: Child,
+}
+
+impl RedisServer {
+    pub(crate) fn start() -> RedisServer {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        RedisServer::start_on(port)
+    }
+
+    fn start_on(port: u16) -> RedisServer {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (apt-get install redis-server)");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        RedisServer { port, child }
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub(crate) fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn publish_request(channel: &str, body: &str) -> String {
+    let auth = base64::engine::general_purpose::STANDARD.encode("app.k:secret");
+    format!(
+        "POST /channels/{channel}/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[test]
+fn a_publish_to_one_node_reaches_subscribers_on_every_node_once_in_order() {
+    let redis = RedisServer::start();
+    let nodes: Vec<Server> = (0..3)
+        .map(|_| Server::start(&["--keys", "app.k:secret", "--redis", &redis.url()]))
+        .collect();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut subscribers = Vec::new();
+        for node in &nodes {
+            let mut socket = connect(node.addr, "key=app.k:secret&format=json").await;
+            assert_eq!(next_json(&mut socket).await["action"], 4);
+            send_json(&mut socket, json!({"action": 10, "channel": "session:1"})).await;
+            assert_eq!(next_json(&mut socket).await["action"], 11);
+            subscribers.push(socket);
+        }
+        // The node subscribes to the channel's topic as the first local subscriber attaches; a
+        // marker published until every node has it proves all three links are live.
+        let mut ready = vec![false; nodes.len()];
+        let mut marker = 0;
+        while !ready.iter().all(|r| *r) {
+            marker += 1;
+            assert!(marker < 200, "subscriptions never became live");
+            let body = format!(r#"{{"name":"marker","data":"{marker}"}}"#);
+            assert_eq!(
+                http(nodes[0].addr, &publish_request("session:1", &body))
+                    .await
+                    .0,
+                201
+            );
+            for (i, socket) in subscribers.iter_mut().enumerate() {
+                if ready[i] {
+                    // Drain the marker this ready node also gets.
+                    let frame = next_json(socket).await;
+                    assert_eq!(frame["messages"][0]["name"], "marker");
+                    continue;
+                }
+                if let Ok(frame) =
+                    tokio::time::timeout(Duration::from_millis(100), next_json(socket)).await
+                {
+                    assert_eq!(frame["messages"][0]["name"], "marker");
+                    ready[i] = true;
+                }
+            }
+        }
+        // Markers still in flight are skipped below: only the numbered messages are counted.
+        let mut expected = Vec::new();
+        for n in 0..10 {
+            let node = &nodes[n % nodes.len()];
+            let body = format!(r#"{{"name":"n","data":"{n}"}}"#);
+            let (status, response) = http(node.addr, &publish_request("session:1", &body)).await;
+            assert_eq!(status, 201, "{response}");
+            let response: serde_json::Value = serde_json::from_str(&response).unwrap();
+            expected.push(response["serials"][0].as_str().unwrap().to_owned());
+        }
+        let mut sorted = expected.clone();
+        sorted.sort();
+        assert_eq!(
+            expected, sorted,
+            "serials increase in publish order across nodes"
+        );
+        for (i, socket) in subscribers.iter_mut().enumerate() {
+            let mut seen = Vec::new();
+            while seen.len() < 10 {
+                let frame = next_json(socket).await;
+                for message in frame["messages"].as_array().unwrap() {
+                    if message["name"] == "n" {
+                        seen.push((
+                            message["data"].as_str().unwrap().to_owned(),
+                            message["serial"].as_str().unwrap().to_owned(),
+                            message["id"].clone(),
+                        ));
+                    }
+                }
+            }
+            let data: Vec<String> = seen.iter().map(|(d, _, _)| d.clone()).collect();
+            assert_eq!(
+                data,
+                (0..10).map(|n| n.to_string()).collect::<Vec<_>>(),
+                "node {i}: once each, in order"
+            );
+            let serials: Vec<String> = seen.iter().map(|(_, s, _)| s.clone()).collect();
+            assert_eq!(serials, expected, "node {i}: the same serials everywhere");
+        }
+    });
+}
+
+#[test]
+fn with_redis_down_a_publish_is_refused_never_acknowledged() {
+    let mut redis = RedisServer::start();
+    let node = Server::start(&["--keys", "app.k:secret", "--redis", &redis.url()]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut socket = connect(node.addr, "key=app.k:secret&format=json").await;
+        assert_eq!(next_json(&mut socket).await["action"], 4);
+        assert_eq!(
+            http(node.addr, &publish_request("c", r#"{"data":"up"}"#))
+                .await
+                .0,
+            201
+        );
+
+        redis.stop();
+        let (status, body) = http(node.addr, &publish_request("c", r#"{"data":"down"}"#)).await;
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("50003"), "{body}");
+        send_json(
+            &mut socket,
+            json!({"action": 15, "channel": "c", "msgSerial": 0, "messages": [{"data": "down"}]}),
+        )
+        .await;
+        let nack = next_json(&mut socket).await;
+        assert_eq!(nack["action"], 2, "NACK, never ACK: {nack}");
+        assert_eq!(nack["error"]["code"], 50003);
+    });
+}
+
+#[test]
+fn an_unreachable_redis_at_start_is_a_clear_failure() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let output = Command::new(env!("CARGO_BIN_EXE_realtime"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--keys",
+            "a.b:c",
+            "--redis",
+            &format!("redis://127.0.0.1:{port}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--redis"), "{stderr}");
+}
