@@ -11,9 +11,10 @@
 //! (reference counted), on one dedicated connection, and delivers what arrives through
 //! `Hub::deliver` — the publishing node included, so there is one delivery path.
 //!
-//! Not yet here (see the issue): gap detection and back-fill from the stream, resubscription
-//! after a Redis reconnect, presence and resume state in Redis, `/readyz` probing the link, and
-//! Redis Cluster sharded pub/sub.
+//! When the pub/sub link drops, the node reconnects, resubscribes and back-fills every channel
+//! from its stream. Not yet here (see the issue): noticing a single lost pub/sub message while
+//! the link stays up, presence and resume state in Redis, `/readyz` probing the link, and Redis
+//! Cluster sharded pub/sub.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -65,7 +66,8 @@ enum Interest {
 pub(crate) struct RedisBus {
     commands: ConnectionManager,
     script: redis::Script,
-    interest: Mutex<HashMap<String, usize>>,
+    /// Channel -> local subscribers; shared with the pub/sub task, which resubscribes from it.
+    interest: Arc<Mutex<HashMap<String, usize>>>,
     control: mpsc::UnboundedSender<Interest>,
 }
 
@@ -108,11 +110,19 @@ impl RedisBus {
             .map_err(|_| "cannot open the Redis pub/sub link: timed out".to_owned())?
             .map_err(|e| format!("cannot open the Redis pub/sub link: {e}"))?;
         let (control, requests) = mpsc::unbounded_channel();
-        tokio::spawn(run_pubsub(pubsub, requests, deliver));
+        let interest = Arc::new(Mutex::new(HashMap::new()));
+        tokio::spawn(run_pubsub(
+            client,
+            pubsub,
+            requests,
+            interest.clone(),
+            commands.clone(),
+            deliver,
+        ));
         Ok(Arc::new(RedisBus {
             commands,
             script: redis::Script::new(PUBLISH_SCRIPT),
-            interest: Mutex::new(HashMap::new()),
+            interest,
             control,
         }))
     }
@@ -186,57 +196,183 @@ impl RedisBus {
     }
 }
 
+/// The pub/sub link: subscriptions as interest asks, deliveries into the hub. When the link drops
+/// it reconnects (with backoff), resubscribes every channel with local interest and back-fills
+/// each from its stream after the last serial delivered here, so a Redis restart or network blip
+/// never leaves a node silently deaf.
 async fn run_pubsub(
-    pubsub: redis::aio::PubSub,
+    client: redis::Client,
+    first: redis::aio::PubSub,
     mut requests: mpsc::UnboundedReceiver<Interest>,
-    deliver: Weak<crate::Inner>,
+    interest: Arc<Mutex<HashMap<String, usize>>>,
+    commands: ConnectionManager,
+    inner: Weak<crate::Inner>,
 ) {
-    let (mut sink, mut stream) = pubsub.split();
+    let mut link = Some(first);
+    let mut backoff = std::time::Duration::from_millis(100);
     loop {
-        tokio::select! {
-            request = requests.recv() => {
-                let result = match request {
-                    None => return,
-                    Some(Interest::Subscribe(topic)) => sink.subscribe(&topic).await,
-                    Some(Interest::Unsubscribe(topic)) => sink.unsubscribe(&topic).await,
-                };
-                if let Err(error) = result {
-                    tracing::warn!(%error, "Redis SUBSCRIBE/UNSUBSCRIBE failed");
+        let pubsub = match link.take() {
+            Some(pubsub) => pubsub,
+            None => {
+                if inner.strong_count() == 0 {
+                    return;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
+                match tokio::time::timeout(REDIS_TIMEOUT, client.get_async_pubsub()).await {
+                    Ok(Ok(pubsub)) => pubsub,
+                    _ => continue,
                 }
             }
-            message = stream.next() => {
-                let Some(message) = message else {
-                    tracing::warn!("Redis pub/sub link closed");
-                    return;
-                };
-                let Some(inner) = deliver.upgrade() else { return };
-                let channel = message.get_channel_name().trim_start_matches("rt:ch:").to_owned();
-                let payload: String = match message.get_payload() {
-                    Ok(payload) => payload,
-                    Err(error) => {
-                        tracing::warn!(%error, "unreadable bus payload");
-                        continue;
-                    }
-                };
-                let mut lines = payload.split('\n');
-                let connection_id = lines.next().filter(|c| !c.is_empty()).map(str::to_owned);
-                let id = lines.next().filter(|i| !i.is_empty()).map(str::to_owned);
-                let mut messages = Vec::new();
-                while let (Some(stream_id), Some(body)) = (lines.next(), lines.next()) {
-                    match serde_json::from_str::<Message>(body) {
-                        Ok(mut message) => {
-                            message.serial = serial_of(stream_id);
-                            messages.push(message);
-                        }
-                        Err(error) => tracing::warn!(%error, "unreadable bus message"),
+        };
+        let (mut sink, mut stream) = pubsub.split();
+        let channels: Vec<String> = interest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        let mut resubscribed = true;
+        for channel in &channels {
+            if sink.subscribe(topic(channel)).await.is_err() {
+                resubscribed = false;
+                break;
+            }
+        }
+        if !resubscribed {
+            continue;
+        }
+        backoff = std::time::Duration::from_millis(100);
+        if !channels.is_empty() {
+            tracing::info!(
+                channels = channels.len(),
+                "Redis pub/sub link back; resubscribed"
+            );
+            let Some(strong) = inner.upgrade() else {
+                return;
+            };
+            for channel in &channels {
+                back_fill(&strong, &mut commands.clone(), channel).await;
+            }
+        }
+        loop {
+            tokio::select! {
+                request = requests.recv() => {
+                    let result = match request {
+                        None => return,
+                        Some(Interest::Subscribe(topic)) => sink.subscribe(&topic).await,
+                        Some(Interest::Unsubscribe(topic)) => sink.unsubscribe(&topic).await,
+                    };
+                    if let Err(error) = result {
+                        tracing::warn!(%error, "Redis SUBSCRIBE/UNSUBSCRIBE failed; reconnecting");
+                        break;
                     }
                 }
-                if let Err(error) = inner.hub.deliver(&channel, messages, connection_id.as_deref(), id) {
-                    tracing::warn!(%channel, message = %error.message, "bus delivery failed");
+                message = stream.next() => {
+                    let Some(message) = message else {
+                        tracing::warn!("Redis pub/sub link lost; reconnecting");
+                        break;
+                    };
+                    let Some(inner) = inner.upgrade() else { return };
+                    on_publication(&inner, &message);
                 }
             }
         }
     }
+}
+
+fn on_publication(inner: &crate::Inner, message: &redis::Msg) {
+    let channel = message
+        .get_channel_name()
+        .trim_start_matches("rt:ch:")
+        .to_owned();
+    let payload: String = match message.get_payload() {
+        Ok(payload) => payload,
+        Err(error) => {
+            tracing::warn!(%error, "unreadable bus payload");
+            return;
+        }
+    };
+    let mut lines = payload.split('\n');
+    let connection_id = lines.next().filter(|c| !c.is_empty()).map(str::to_owned);
+    let id = lines.next().filter(|i| !i.is_empty()).map(str::to_owned);
+    let mut messages = Vec::new();
+    while let (Some(stream_id), Some(body)) = (lines.next(), lines.next()) {
+        if let Some(message) = stored_message(stream_id, body) {
+            messages.push(message);
+        }
+    }
+    if let Err(error) = inner
+        .hub
+        .deliver(&channel, messages, connection_id.as_deref(), id)
+    {
+        tracing::warn!(%channel, message = %error.message, "bus delivery failed");
+    }
+}
+
+fn stored_message(stream_id: &str, body: &str) -> Option<Message> {
+    match serde_json::from_str::<Message>(body) {
+        Ok(mut message) => {
+            message.serial = serial_of(stream_id);
+            Some(message)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "unreadable bus message");
+            None
+        }
+    }
+}
+
+/// Delivers what the channel's stream holds after the last serial this node delivered (the hub
+/// drops anything it already has).
+async fn back_fill(inner: &crate::Inner, commands: &mut ConnectionManager, channel: &str) {
+    let start = match inner
+        .hub
+        .last_serial(channel)
+        .and_then(|s| stream_id_of(&s))
+    {
+        Some(id) => format!("({id}"),
+        None => "-".to_owned(),
+    };
+    let entries: redis::RedisResult<Vec<StreamEntry>> = redis::cmd("XRANGE")
+        .arg(format!("rt:{channel}:log"))
+        .arg(start)
+        .arg("+")
+        .arg("COUNT")
+        .arg(STREAM_MAX_LEN)
+        .query_async(commands)
+        .await;
+    match entries {
+        Ok(entries) => {
+            let messages: Vec<Message> = entries
+                .iter()
+                .filter_map(|(id, fields)| {
+                    let body = fields.iter().find(|(name, _)| name == "m")?;
+                    stored_message(id, &body.1)
+                })
+                .collect();
+            if !messages.is_empty() {
+                tracing::info!(%channel, n = messages.len(), "back-filled from the stream");
+                if let Err(error) = inner.hub.deliver(channel, messages, None, None) {
+                    tracing::warn!(%channel, message = %error.message, "back-fill delivery failed");
+                }
+            }
+        }
+        Err(error) => tracing::warn!(%channel, %error, "back-fill failed"),
+    }
+}
+
+/// One `XRANGE` entry: its id and its field/value pairs (we write one field, `m`).
+type StreamEntry = (String, Vec<(String, String)>);
+
+/// Our serial back to the stream id it came from.
+fn stream_id_of(serial: &str) -> Option<String> {
+    let (ms, seq) = serial.split_once('-')?;
+    Some(format!(
+        "{}-{}",
+        u64::from_str_radix(ms, 16).ok()?,
+        u64::from_str_radix(seq, 16).ok()?
+    ))
 }
 
 #[cfg(test)]
@@ -251,5 +387,6 @@ mod tests {
         assert!(a < b && b < c, "{a} {b} {c}");
         assert_eq!(a.len(), 23);
         assert!(serial_of("nope").is_none());
+        assert_eq!(stream_id_of(&a).as_deref(), Some("1700000000000-9"));
     }
 }

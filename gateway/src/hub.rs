@@ -402,6 +402,12 @@ impl Hub {
         }
     }
 
+    /// The serial of the newest message this node has on a channel.
+    pub fn last_serial(&self, channel: &str) -> Option<String> {
+        self.existing(channel)
+            .and_then(|entry| entry.lock().last_serial.clone())
+    }
+
     /// Sends a subscriber the whole member set again (a client-requested SYNC).
     pub fn resync(&self, channel: &str, connection_id: &str) {
         if let Some(entry) = self.existing(channel) {
