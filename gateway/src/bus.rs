@@ -12,19 +12,87 @@
 //! `Hub::deliver` — the publishing node included, so there is one delivery path.
 //!
 //! When the pub/sub link drops, the node reconnects, resubscribes and back-fills every channel
-//! from its stream. Not yet here (see the issue): noticing a single lost pub/sub message while
-//! the link stays up, presence and resume state in Redis, `/readyz` probing the link, and Redis
-//! Cluster sharded pub/sub.
+//! from its stream; a self-probe through Redis drives readiness. Not yet here (see the issue):
+//! noticing a single lost pub/sub message while the link stays up, presence and resume state in
+//! Redis, and Redis Cluster sharded pub/sub.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use futures_util::StreamExt;
 use protocol::{ErrorCode, ErrorInfo, Message};
-use redis::aio::ConnectionManager;
+use redis::aio::MultiplexedConnection;
 use tokio::sync::mpsc;
 
 use crate::hub::Serials;
+
+/// The command connection, reconnected on demand: a failed command drops it, and the next one
+/// connects afresh (bounded by `REDIS_TIMEOUT`), so a Redis restart heals by itself.
+#[derive(Clone)]
+struct Commands {
+    client: redis::Client,
+    connection: Arc<Mutex<Option<MultiplexedConnection>>>,
+}
+
+impl Commands {
+    async fn connect(client: redis::Client) -> Result<Commands, String> {
+        let commands = Commands {
+            client,
+            connection: Arc::new(Mutex::new(None)),
+        };
+        commands
+            .get()
+            .await
+            .map_err(|e| format!("cannot reach Redis: {e}"))?;
+        Ok(commands)
+    }
+
+    async fn get(&self) -> redis::RedisResult<MultiplexedConnection> {
+        let cached = self
+            .connection
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(connection) = cached {
+            return Ok(connection);
+        }
+        let connection = tokio::time::timeout(
+            REDIS_TIMEOUT,
+            self.client.get_multiplexed_async_connection(),
+        )
+        .await
+        .map_err(|_| redis::RedisError::from((redis::ErrorKind::IoError, "connect timed out")))??;
+        *self.connection.lock().unwrap_or_else(|p| p.into_inner()) = Some(connection.clone());
+        Ok(connection)
+    }
+
+    /// Runs a command (bounded); any failure forgets the connection so the next call reconnects.
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        command: impl FnOnce(
+            MultiplexedConnection,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = redis::RedisResult<T>> + Send>,
+        >,
+    ) -> redis::RedisResult<T> {
+        let result = match self.get().await {
+            Ok(connection) => tokio::time::timeout(REDIS_TIMEOUT, command(connection))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(redis::RedisError::from((
+                        redis::ErrorKind::IoError,
+                        "command timed out",
+                    )))
+                }),
+            Err(error) => Err(error),
+        };
+        if result.is_err() {
+            *self.connection.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+        result
+    }
+}
 
 /// Longest a Redis connect or command may take before the caller is told it failed.
 const REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -64,11 +132,50 @@ enum Interest {
 }
 
 pub(crate) struct RedisBus {
-    commands: ConnectionManager,
+    commands: Commands,
     script: redis::Script,
     /// Channel -> local subscribers; shared with the pub/sub task, which resubscribes from it.
     interest: Arc<Mutex<HashMap<String, usize>>>,
     control: mpsc::UnboundedSender<Interest>,
+    probe: Probe,
+}
+
+/// The node's own probe topic: published every `PROBE_INTERVAL` through the command
+/// connection, heard on the pub/sub link. Hearing it recently is what "the bus works" means.
+#[derive(Clone)]
+struct Probe {
+    topic: String,
+    seen_at_ms: Arc<AtomicU64>,
+}
+
+/// How often the bus probes itself, and how stale the last echo may be for the node to count
+/// as ready.
+const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+const PROBE_STALE_MS: u64 = 3_000;
+
+async fn send_probes(commands: Commands, topic: String, inner: Weak<crate::Inner>) {
+    let mut tick = tokio::time::interval(PROBE_INTERVAL);
+    loop {
+        tick.tick().await;
+        if inner.strong_count() == 0 {
+            return;
+        }
+        let topic = topic.clone();
+        let sent: redis::RedisResult<i64> = commands
+            .run(move |mut connection| {
+                Box::pin(async move {
+                    redis::cmd("PUBLISH")
+                        .arg(topic)
+                        .arg("1")
+                        .query_async(&mut connection)
+                        .await
+                })
+            })
+            .await;
+        if let Err(error) = sent {
+            tracing::debug!(%error, "bus probe not sent");
+        }
+    }
 }
 
 fn topic(channel: &str) -> String {
@@ -94,29 +201,29 @@ impl RedisBus {
     ) -> Result<Arc<RedisBus>, String> {
         let client = redis::Client::open(url).map_err(|e| format!("redis URL: {e}"))?;
         // Bounded everywhere: a publish fails fast (NACK / 503) rather than wait on a dead Redis.
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(REDIS_TIMEOUT)
-            .set_response_timeout(REDIS_TIMEOUT)
-            .set_number_of_retries(2);
-        let commands = tokio::time::timeout(
-            REDIS_TIMEOUT,
-            client.get_connection_manager_with_config(config),
-        )
-        .await
-        .map_err(|_| "cannot reach Redis: timed out".to_owned())?
-        .map_err(|e| format!("cannot reach Redis: {e}"))?;
+        let commands = Commands::connect(client.clone()).await?;
         let pubsub = tokio::time::timeout(REDIS_TIMEOUT, client.get_async_pubsub())
             .await
             .map_err(|_| "cannot open the Redis pub/sub link: timed out".to_owned())?
             .map_err(|e| format!("cannot open the Redis pub/sub link: {e}"))?;
         let (control, requests) = mpsc::unbounded_channel();
         let interest = Arc::new(Mutex::new(HashMap::new()));
+        let probe = Probe {
+            topic: format!("rt:probe:{}", rand::random::<u64>()),
+            seen_at_ms: Arc::new(AtomicU64::new(protocol::now_ms())),
+        };
+        tokio::spawn(send_probes(
+            commands.clone(),
+            probe.topic.clone(),
+            deliver.clone(),
+        ));
         tokio::spawn(run_pubsub(
             client,
             pubsub,
             requests,
             interest.clone(),
             commands.clone(),
+            probe.clone(),
             deliver,
         ));
         Ok(Arc::new(RedisBus {
@@ -124,6 +231,7 @@ impl RedisBus {
             script: redis::Script::new(PUBLISH_SCRIPT),
             interest,
             control,
+            probe,
         }))
     }
 
@@ -136,14 +244,16 @@ impl RedisBus {
         connection_id: Option<&str>,
         id: Option<&str>,
     ) -> Result<Serials, ErrorInfo> {
-        let mut invocation = self.script.prepare_invoke();
-        invocation
-            .key(format!("rt:{channel}:log"))
-            .key(topic(channel))
-            .key(format!("rt:{channel}:id:"))
-            .arg(connection_id.unwrap_or_default())
-            .arg(id.unwrap_or_default())
-            .arg(STREAM_MAX_LEN);
+        let keys = [
+            format!("rt:{channel}:log"),
+            topic(channel),
+            format!("rt:{channel}:id:"),
+        ];
+        let mut args = vec![
+            connection_id.unwrap_or_default().to_owned(),
+            id.unwrap_or_default().to_owned(),
+            STREAM_MAX_LEN.to_string(),
+        ];
         for (index, message) in messages.iter().enumerate() {
             let claim = match (client_ids.get(index), &message.id) {
                 (Some(true), Some(id)) => id.clone(),
@@ -155,25 +265,38 @@ impl RedisBus {
             let body = serde_json::to_string(&safe).map_err(|e| {
                 ErrorCode::Internal.info(format!("could not encode a message: {e}"))
             })?;
-            invocation.arg(claim).arg(body);
+            args.push(claim);
+            args.push(body);
         }
-        let mut commands = self.commands.clone();
-        let unavailable = || {
-            ErrorCode::ServiceUnavailable
-                .info("the message bus (Redis) is unavailable; not published")
-        };
-        let ids: Vec<String> =
-            tokio::time::timeout(REDIS_TIMEOUT, invocation.invoke_async(&mut commands))
-                .await
-                .map_err(|_| {
-                    tracing::warn!("publish through Redis timed out");
-                    unavailable()
-                })?
-                .map_err(|error| {
-                    tracing::warn!(%error, "publish through Redis failed");
-                    unavailable()
-                })?;
+        let script = self.script.clone();
+        let ids: Vec<String> = self
+            .commands
+            .run(move |mut connection| {
+                Box::pin(async move {
+                    let mut invocation = script.prepare_invoke();
+                    for key in keys {
+                        invocation.key(key);
+                    }
+                    for arg in args {
+                        invocation.arg(arg);
+                    }
+                    invocation.invoke_async(&mut connection).await
+                })
+            })
+            .await
+            .map_err(|error| {
+                tracing::warn!(%error, "publish through Redis failed");
+                ErrorCode::ServiceUnavailable
+                    .info("the message bus (Redis) is unavailable; not published")
+            })?;
         Ok(ids.iter().map(|id| serial_of(id)).collect())
+    }
+
+    /// Whether this node heard its own probe through Redis recently: Redis reachable and the
+    /// pub/sub link alive.
+    pub(crate) fn healthy(&self) -> bool {
+        let seen = self.probe.seen_at_ms.load(Ordering::Acquire);
+        protocol::now_ms().saturating_sub(seen) < PROBE_STALE_MS
     }
 
     /// Counts local interest in a channel; the first subscriber subscribes the node, the last
@@ -205,7 +328,8 @@ async fn run_pubsub(
     first: redis::aio::PubSub,
     mut requests: mpsc::UnboundedReceiver<Interest>,
     interest: Arc<Mutex<HashMap<String, usize>>>,
-    commands: ConnectionManager,
+    commands: Commands,
+    probe: Probe,
     inner: Weak<crate::Inner>,
 ) {
     let mut link = Some(first);
@@ -221,7 +345,14 @@ async fn run_pubsub(
                 backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
                 match tokio::time::timeout(REDIS_TIMEOUT, client.get_async_pubsub()).await {
                     Ok(Ok(pubsub)) => pubsub,
-                    _ => continue,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%error, "Redis pub/sub reconnect failed");
+                        continue;
+                    }
+                    Err(_) => {
+                        tracing::debug!("Redis pub/sub reconnect timed out");
+                        continue;
+                    }
                 }
             }
         };
@@ -232,27 +363,26 @@ async fn run_pubsub(
             .keys()
             .cloned()
             .collect();
-        let mut resubscribed = true;
-        for channel in &channels {
-            if sink.subscribe(topic(channel)).await.is_err() {
-                resubscribed = false;
-                break;
+        let mut resubscribed = sink.subscribe(&probe.topic).await.is_ok();
+        if resubscribed {
+            for channel in &channels {
+                if sink.subscribe(topic(channel)).await.is_err() {
+                    resubscribed = false;
+                    break;
+                }
             }
         }
         if !resubscribed {
             continue;
         }
         backoff = std::time::Duration::from_millis(100);
+        tracing::info!(channels = channels.len(), "Redis pub/sub link up");
         if !channels.is_empty() {
-            tracing::info!(
-                channels = channels.len(),
-                "Redis pub/sub link back; resubscribed"
-            );
             let Some(strong) = inner.upgrade() else {
                 return;
             };
             for channel in &channels {
-                back_fill(&strong, &mut commands.clone(), channel).await;
+                back_fill(&strong, &commands, channel).await;
             }
         }
         loop {
@@ -273,6 +403,10 @@ async fn run_pubsub(
                         tracing::warn!("Redis pub/sub link lost; reconnecting");
                         break;
                     };
+                    if message.get_channel_name() == probe.topic {
+                        probe.seen_at_ms.store(protocol::now_ms(), Ordering::Release);
+                        continue;
+                    }
                     let Some(inner) = inner.upgrade() else { return };
                     on_publication(&inner, &message);
                 }
@@ -325,7 +459,7 @@ fn stored_message(stream_id: &str, body: &str) -> Option<Message> {
 
 /// Delivers what the channel's stream holds after the last serial this node delivered (the hub
 /// drops anything it already has).
-async fn back_fill(inner: &crate::Inner, commands: &mut ConnectionManager, channel: &str) {
+async fn back_fill(inner: &crate::Inner, commands: &Commands, channel: &str) {
     let start = match inner
         .hub
         .last_serial(channel)
@@ -334,13 +468,20 @@ async fn back_fill(inner: &crate::Inner, commands: &mut ConnectionManager, chann
         Some(id) => format!("({id}"),
         None => "-".to_owned(),
     };
-    let entries: redis::RedisResult<Vec<StreamEntry>> = redis::cmd("XRANGE")
-        .arg(format!("rt:{channel}:log"))
-        .arg(start)
-        .arg("+")
-        .arg("COUNT")
-        .arg(STREAM_MAX_LEN)
-        .query_async(commands)
+    let stream = format!("rt:{channel}:log");
+    let entries: redis::RedisResult<Vec<StreamEntry>> = commands
+        .run(move |mut connection| {
+            Box::pin(async move {
+                redis::cmd("XRANGE")
+                    .arg(stream)
+                    .arg(start)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(STREAM_MAX_LEN)
+                    .query_async(&mut connection)
+                    .await
+            })
+        })
         .await;
     match entries {
         Ok(entries) => {

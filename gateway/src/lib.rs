@@ -161,6 +161,12 @@ impl Gateway {
         self.inner.draining.send_replace(true);
     }
 
+    /// Ready for traffic: not draining, and (when clustered) the Redis bus heard its own probe
+    /// within the last few seconds.
+    pub fn is_ready(&self) -> bool {
+        !self.is_shutting_down() && self.bus().is_none_or(|bus| bus.healthy())
+    }
+
     pub fn is_shutting_down(&self) -> bool {
         *self.inner.draining.borrow()
     }

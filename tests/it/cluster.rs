@@ -345,3 +345,39 @@ fn after_a_redis_restart_delivery_resumes_on_every_node() {
         }
     });
 }
+
+/// Polls `/readyz` until it answers `status` (bounded): readiness follows the bus's own probe.
+async fn until_readyz(node: &Server, status: u16) {
+    for _ in 0..100 {
+        let (got, _) = http(
+            node.addr,
+            "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        if got == status {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("/readyz never answered {status}");
+}
+
+#[test]
+fn readyz_follows_the_bus() {
+    let mut redis = RedisServer::start();
+    let node = Server::start(&["--keys", "app.k:secret", "--redis", &redis.url()]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        until_readyz(&node, 200).await;
+        redis.stop();
+        until_readyz(&node, 503).await;
+        let (status, _) = http(
+            node.addr,
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(status, 200, "alive, just not ready");
+        redis.restart();
+        until_readyz(&node, 200).await;
+    });
+}
