@@ -2,7 +2,7 @@
 
 import assert from 'node:assert/strict';
 
-import { safeJson, withTimeout } from './helpers.mjs';
+import { Collector, safeJson, withTimeout } from './helpers.mjs';
 
 /**
  * Drop a realtime client's transport WITHOUT closing the connection, the way ably-js' own test suite does it
@@ -147,14 +147,11 @@ export async function allPages(firstPage, maxPages = 50) {
  * Collects presence events of a channel (`presence.subscribe`); `waitFor(pred)` resolves once a matching
  * event has arrived.
  */
-export class PresenceCollector {
-  constructor() {
-    this.events = [];
-    this.waiters = [];
-    this.listener = (event) => {
-      this.events.push(event);
-      for (const w of [...this.waiters]) w.check();
-    };
+/** Presence events, waited on like messages (the same waiting as `Collector`). */
+export class PresenceCollector extends Collector {
+  /** The events so far, in arrival order. */
+  get events() {
+    return this.messages;
   }
 
   async subscribe(channel, ms = 10_000) {
@@ -163,32 +160,9 @@ export class PresenceCollector {
     return this;
   }
 
-  waitFor(pred, ms, what) {
-    return withTimeout(
-      new Promise((resolve) => {
-        const waiter = {
-          check: () => {
-            const found = this.events.find(pred);
-            if (found) {
-              this.waiters.splice(this.waiters.indexOf(waiter), 1);
-              resolve(found);
-            }
-          },
-        };
-        this.waiters.push(waiter);
-        waiter.check();
-      }),
-      ms,
-      what,
-    ).catch((err) => {
-      throw new Error(`${err.message}; presence events so far: ${this.describe()}`);
-    });
-  }
-
   describe() {
-    return `[${this.events.map((e) => `${e.action}:${e.clientId}=${safeJson(e.data)}`).join(', ')}]`;
+    return `[${this.messages.map((e) => `${e.action}:${e.clientId}=${safeJson(e.data)}`).join(', ')}]`;
   }
 }
 
-/** Names and data.i of received messages, for readable assertions. */
 export const names = (messages) => messages.map((m) => m.name);
