@@ -3,6 +3,7 @@
 
 mod auth;
 mod bad_input;
+mod conformance;
 mod continuity;
 mod realtime;
 mod rest;
