@@ -430,9 +430,17 @@ mod tests {
             std::env::temp_dir().join(format!("realtime-{}-{name}.toml", std::process::id()));
         std::fs::write(&path, toml).unwrap();
         resolve(ServeArgs {
-            listen: Some("127.0.0.1:0".into()),
-            keys: Some("a.b:c".into()),
             config: Some(path),
+            ..args("127.0.0.1:0", "a.b:c")
+        })
+    }
+
+    /// Flags as clap gives them with only `--listen` and `--keys` set.
+    fn args(listen: &str, keys: &str) -> ServeArgs {
+        ServeArgs {
+            listen: Some(listen.into()),
+            keys: Some(keys.into()),
+            config: None,
             supabase_jwt_secret: None,
             supabase_url: None,
             supabase_jwks_url: None,
@@ -442,7 +450,7 @@ mod tests {
             sandbox: false,
             token_renew_lead_ms: 30_000,
             redis: None,
-        })
+        }
     }
 
     #[test]
@@ -477,20 +485,6 @@ mod tests {
 
     #[test]
     fn bad_settings_name_the_setting() {
-        let args = |listen: &str, keys: &str| ServeArgs {
-            listen: Some(listen.into()),
-            keys: Some(keys.into()),
-            config: None,
-            supabase_jwt_secret: None,
-            supabase_url: None,
-            supabase_jwks_url: None,
-            supabase_audience: "authenticated".into(),
-            supabase_jwks_refresh_ms: 5000,
-            policy: None,
-            sandbox: false,
-            token_renew_lead_ms: 30_000,
-            redis: None,
-        };
         let error = resolve(args("nope", "a.b:c")).err().unwrap();
         assert!(error.contains("--listen"), "{error}");
         let error = resolve(args("127.0.0.1:0", "not-a-key")).err().unwrap();

@@ -18,7 +18,7 @@ mod resume;
 mod server;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -93,9 +93,15 @@ impl Gateway {
             config,
         });
         inner.auth.start();
-        tokio::spawn(sweep(Arc::downgrade(&inner)));
-        tokio::spawn(flush_presence(Arc::downgrade(&inner)));
-        tokio::spawn(flush_occupancy(Arc::downgrade(&inner)));
+        every(&inner, SWEEP_INTERVAL, sweep);
+        every(
+            &inner,
+            inner.config.timing.presence_flush_interval,
+            |inner| inner.hub.flush_presence(),
+        );
+        every(&inner, OCCUPANCY_INTERVAL, |inner| {
+            inner.hub.flush_occupancy()
+        });
         Gateway { inner }
     }
 
@@ -207,43 +213,26 @@ impl Drop for LiveConnection {
     }
 }
 
-async fn flush_presence(inner: Weak<Inner>) {
-    let Some(interval) = inner
-        .upgrade()
-        .map(|inner| inner.config.timing.presence_flush_interval)
-    else {
-        return;
-    };
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let Some(inner) = inner.upgrade() else { return };
-        inner.hub.flush_presence();
-    }
-}
-
 /// `[meta]occupancy` events go out at most once a second per channel.
 const OCCUPANCY_INTERVAL: Duration = Duration::from_secs(1);
 
-async fn flush_occupancy(inner: Weak<Inner>) {
-    let mut tick = tokio::time::interval(OCCUPANCY_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let Some(inner) = inner.upgrade() else { return };
-        inner.hub.flush_occupancy();
-    }
+/// Runs `work` every `interval` for as long as the gateway lives.
+fn every(inner: &Arc<Inner>, interval: Duration, work: impl Fn(Arc<Inner>) + Send + 'static) {
+    let inner = Arc::downgrade(inner);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(inner) = inner.upgrade() else { return };
+            work(inner);
+        }
+    });
 }
 
-async fn sweep(inner: Weak<Inner>) {
-    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let Some(inner) = inner.upgrade() else { return };
-        let now = protocol::now_ms();
-        inner.hub.sweep(now);
-        Gateway { inner }.forget_ended_before(now.saturating_sub(ENDED_KEYS_TTL_MS));
-    }
+/// Idle channels, expired idempotency ids and old ended connection keys go.
+fn sweep(inner: Arc<Inner>) {
+    let now = protocol::now_ms();
+    inner.hub.sweep(now);
+    Gateway { inner }.forget_ended_before(now.saturating_sub(ENDED_KEYS_TTL_MS));
 }

@@ -136,26 +136,17 @@ impl MessageLog {
             (Some(cursor), Some(serial)) => serial < cursor.as_str(),
             (Some(_), None) => false,
         };
-        if query.forwards {
-            self.entries
-                .iter()
-                .filter(in_range)
-                .filter(until)
-                .filter(beyond)
-                .take(query.limit)
-                .cloned()
-                .collect()
+        let walk: Box<dyn Iterator<Item = &Arc<Message>>> = if query.forwards {
+            Box::new(self.entries.iter())
         } else {
-            self.entries
-                .iter()
-                .rev()
-                .filter(in_range)
-                .filter(until)
-                .filter(beyond)
-                .take(query.limit)
-                .cloned()
-                .collect()
-        }
+            Box::new(self.entries.iter().rev())
+        };
+        walk.filter(in_range)
+            .filter(until)
+            .filter(beyond)
+            .take(query.limit)
+            .cloned()
+            .collect()
     }
 }
 
