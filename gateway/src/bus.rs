@@ -23,9 +23,9 @@ use std::sync::{Arc, Mutex, Weak};
 use futures_util::StreamExt;
 use protocol::{ErrorCode, ErrorInfo, Message};
 use redis::aio::MultiplexedConnection;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
-use crate::hub::Serials;
+use crate::hub::{Retention, Serials};
 
 /// The command connection, reconnected on demand: a failed command drops it, and the next one
 /// connects afresh (bounded by `REDIS_TIMEOUT`), so a Redis restart heals by itself.
@@ -97,22 +97,53 @@ impl Commands {
 /// Longest a Redis connect or command may take before the caller is told it failed.
 const REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Messages kept per channel stream (approximately: `MAXLEN ~`).
-const STREAM_MAX_LEN: usize = 1000;
+/// How long a channel's serial counter outlives its last publish, so a client resuming after a
+/// quiet spell is still told exactly whether it missed anything.
+const META_TTL_MS: u64 = 24 * 60 * 60 * 1000;
 
+/// Keys of one channel. All share the hash tag `{channel}`, so they live on one Redis Cluster
+/// slot and one script can touch them all.
+struct Keys {
+    stream: String,
+    meta: String,
+    claims: String,
+}
+
+fn keys(channel: &str) -> Keys {
+    Keys {
+        stream: format!("rt:{{{channel}}}:log"),
+        meta: format!("rt:{{{channel}}}:meta"),
+        claims: format!("rt:{{{channel}}}:id:"),
+    }
+}
+
+/// Stores and announces a publication. The channel's serials are `epoch-n` with `n` consecutive
+/// (the meta hash holds both), used as the stream ids, so a node that sees `n` jump knows it
+/// missed something. The stream is capped by length (`MAXLEN ~`) and by age (the oldest
+/// entries past the age are dropped as publishes come).
+/// KEYS: stream, topic, claim prefix, meta. ARGV: connectionId, protocol message id, max length,
+/// max age ms, meta ttl ms, then (claim, body) per message.
 const PUBLISH_SCRIPT: &str = r#"
-local n = (#ARGV - 3) / 2
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local epoch = redis.call('HGET', KEYS[4], 'e')
+if not epoch then
+  epoch = tostring(now)
+  redis.call('HSET', KEYS[4], 'e', epoch, 'n', 0)
+end
+local n = (#ARGV - 5) / 2
 local serials = {}
 local out = { ARGV[1], ARGV[2] }
 for i = 1, n do
-  local claim = ARGV[2 + 2 * i]
-  local body = ARGV[3 + 2 * i]
+  local claim = ARGV[4 + 2 * i]
+  local body = ARGV[5 + 2 * i]
   local fresh = true
   if claim ~= '' then
     fresh = redis.call('SET', KEYS[3] .. claim, '1', 'NX', 'PX', 120000)
   end
   if fresh then
-    local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'm', body)
+    local seq = redis.call('HINCRBY', KEYS[4], 'n', 1)
+    local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], epoch .. '-' .. seq, 'm', body, 't', now)
     serials[i] = id
     table.insert(out, id)
     table.insert(out, body)
@@ -120,10 +151,32 @@ for i = 1, n do
     serials[i] = ''
   end
 end
+local max_age = tonumber(ARGV[4])
+for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 16)) do
+  if tonumber(entry[2][4]) + max_age > now then break end
+  redis.call('XDEL', KEYS[1], entry[1])
+end
+redis.call('PEXPIRE', KEYS[1], max_age + 60000)
+redis.call('PEXPIRE', KEYS[4], ARGV[5])
 if #out > 2 then
   redis.call('PUBLISH', KEYS[2], table.concat(out, '\n'))
 end
 return serials
+"#;
+
+/// Reads a channel's position and newest entries in one step (creating its epoch if the channel
+/// is new, so the first publish continues from the floor given here).
+/// KEYS: stream, meta. ARGV: how many entries, meta ttl ms.
+const LOAD_SCRIPT: &str = r#"
+local epoch = redis.call('HGET', KEYS[2], 'e')
+if not epoch then
+  local t = redis.call('TIME')
+  epoch = tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+  redis.call('HSET', KEYS[2], 'e', epoch, 'n', 0)
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+local n = redis.call('HGET', KEYS[2], 'n')
+return { epoch, n, redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', ARGV[1]) }
 "#;
 
 enum Interest {
@@ -131,11 +184,23 @@ enum Interest {
     Unsubscribe(String),
 }
 
+/// Local interest in one channel: how many attachments, and whether the node has subscribed
+/// and caught up from the store (an attach waits for that, so its replay has the whole log).
+struct ChannelInterest {
+    count: usize,
+    ready: watch::Sender<bool>,
+}
+
+type InterestMap = Arc<Mutex<HashMap<String, ChannelInterest>>>;
+
+/// Longest an attach waits for the node to subscribe and catch up before it is refused.
+const JOIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub(crate) struct RedisBus {
     commands: Commands,
     script: redis::Script,
-    /// Channel -> local subscribers; shared with the pub/sub task, which resubscribes from it.
-    interest: Arc<Mutex<HashMap<String, usize>>>,
+    /// Channel -> local interest; shared with the pub/sub task, which resubscribes from it.
+    interest: InterestMap,
     control: mpsc::UnboundedSender<Interest>,
     probe: Probe,
 }
@@ -178,8 +243,17 @@ async fn send_probes(commands: Commands, topic: String, inner: Weak<crate::Inner
     }
 }
 
+const TOPIC_PREFIX: &str = "rt:ch:";
+
 fn topic(channel: &str) -> String {
-    format!("rt:ch:{channel}")
+    format!("{TOPIC_PREFIX}{{{channel}}}")
+}
+
+fn channel_of(topic: &str) -> Option<&str> {
+    topic
+        .strip_prefix(TOPIC_PREFIX)?
+        .strip_prefix('{')?
+        .strip_suffix('}')
 }
 
 /// `1700000000000-5` (a stream id) as our fixed-width serial, so serials compare as strings.
@@ -194,10 +268,10 @@ fn serial_of(stream_id: &str) -> Option<String> {
 
 impl RedisBus {
     /// Connects (commands and pub/sub) and starts the delivery task, which hands arriving
-    /// publications to `deliver`.
+    /// publications to the hub.
     pub(crate) async fn connect(
         url: &str,
-        deliver: Weak<crate::Inner>,
+        inner: Weak<crate::Inner>,
     ) -> Result<Arc<RedisBus>, String> {
         let client = redis::Client::open(url).map_err(|e| format!("redis URL: {e}"))?;
         // Bounded everywhere: a publish fails fast (NACK / 503) rather than wait on a dead Redis.
@@ -207,7 +281,7 @@ impl RedisBus {
             .map_err(|_| "cannot open the Redis pub/sub link: timed out".to_owned())?
             .map_err(|e| format!("cannot open the Redis pub/sub link: {e}"))?;
         let (control, requests) = mpsc::unbounded_channel();
-        let interest = Arc::new(Mutex::new(HashMap::new()));
+        let interest: InterestMap = Arc::new(Mutex::new(HashMap::new()));
         let probe = Probe {
             topic: format!("rt:probe:{}", rand::random::<u64>()),
             seen_at_ms: Arc::new(AtomicU64::new(protocol::now_ms())),
@@ -215,16 +289,20 @@ impl RedisBus {
         tokio::spawn(send_probes(
             commands.clone(),
             probe.topic.clone(),
-            deliver.clone(),
+            inner.clone(),
         ));
+        let store = Store {
+            commands: commands.clone(),
+            load: redis::Script::new(LOAD_SCRIPT),
+        };
         tokio::spawn(run_pubsub(
             client,
             pubsub,
             requests,
             interest.clone(),
-            commands.clone(),
+            store,
             probe.clone(),
-            deliver,
+            inner,
         ));
         Ok(Arc::new(RedisBus {
             commands,
@@ -239,20 +317,21 @@ impl RedisBus {
     pub(crate) async fn publish(
         &self,
         channel: &str,
+        retention: Retention,
         messages: &[Message],
         client_ids: &[bool],
         connection_id: Option<&str>,
         id: Option<&str>,
     ) -> Result<Serials, ErrorInfo> {
-        let keys = [
-            format!("rt:{channel}:log"),
-            topic(channel),
-            format!("rt:{channel}:id:"),
-        ];
+        let keys = keys(channel);
+        let keys = [keys.stream, topic(channel), keys.claims, keys.meta];
+        let max_age = retention.max_age.as_millis() as u64;
         let mut args = vec![
             connection_id.unwrap_or_default().to_owned(),
             id.unwrap_or_default().to_owned(),
-            STREAM_MAX_LEN.to_string(),
+            retention.max_messages.to_string(),
+            max_age.to_string(),
+            meta_ttl(retention).to_string(),
         ];
         for (index, message) in messages.iter().enumerate() {
             let claim = match (client_ids.get(index), &message.id) {
@@ -299,36 +378,159 @@ impl RedisBus {
         protocol::now_ms().saturating_sub(seen) < PROBE_STALE_MS
     }
 
-    /// Counts local interest in a channel; the first subscriber subscribes the node, the last
-    /// one leaving unsubscribes it.
-    pub(crate) fn interest(&self, channel: &str, delta: isize) {
-        let mut interest = self.interest.lock().unwrap_or_else(|p| p.into_inner());
-        let count = interest.entry(channel.to_owned()).or_default();
-        let before = *count;
-        *count = count.saturating_add_signed(delta);
-        let after = *count;
-        if after == 0 {
-            interest.remove(channel);
-        }
-        let request = match (before, after) {
-            (0, n) if n > 0 => Interest::Subscribe(topic(channel)),
-            (n, 0) if n > 0 => Interest::Unsubscribe(topic(channel)),
-            _ => return,
+    /// One more local listener on `channel`. The first one subscribes the node and catches the
+    /// channel up from the store; every caller waits until that is done, so an attach's replay
+    /// (resume, rewind) and a history read see the whole log. On an error the caller must still
+    /// `leave`.
+    pub(crate) async fn join(&self, channel: &str) -> Result<(), ErrorInfo> {
+        let mut ready = {
+            let mut interest = self.interest.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = interest
+                .entry(channel.to_owned())
+                .or_insert_with(|| ChannelInterest {
+                    count: 0,
+                    ready: watch::Sender::new(false),
+                });
+            entry.count += 1;
+            if entry.count == 1 {
+                let _ = self.control.send(Interest::Subscribe(channel.to_owned()));
+            }
+            entry.ready.subscribe()
         };
-        let _ = self.control.send(request);
+        let caught_up = tokio::time::timeout(JOIN_TIMEOUT, ready.wait_for(|ready| *ready))
+            .await
+            .is_ok_and(|waited| waited.is_ok());
+        if caught_up {
+            Ok(())
+        } else {
+            Err(ErrorCode::ServiceUnavailable
+                .info("the message bus (Redis) did not answer; try again"))
+        }
+    }
+
+    /// One local listener fewer; the last one unsubscribes the node.
+    pub(crate) fn leave(&self, channel: &str) {
+        let mut interest = self.interest.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(entry) = interest.get_mut(channel) else {
+            return;
+        };
+        entry.count = entry.count.saturating_sub(1);
+        if entry.count == 0 {
+            interest.remove(channel);
+            let _ = self.control.send(Interest::Unsubscribe(channel.to_owned()));
+        }
     }
 }
 
-/// The pub/sub link: subscriptions as interest asks, deliveries into the hub. When the link drops
-/// it reconnects (with backoff), resubscribes every channel with local interest and back-fills
-/// each from its stream after the last serial delivered here, so a Redis restart or network blip
-/// never leaves a node silently deaf.
+fn meta_ttl(retention: Retention) -> u64 {
+    META_TTL_MS.max(2 * retention.max_age.as_millis() as u64 + 60_000)
+}
+
+/// Reads channels' stored logs (commands connection).
+struct Store {
+    commands: Commands,
+    load: redis::Script,
+}
+
+impl Store {
+    /// The channel's floor and stored messages (oldest first), as many as its log keeps.
+    async fn load(&self, channel: &str, retention: Retention) -> redis::RedisResult<Stored> {
+        let keys = keys(channel);
+        let want = retention.max_messages;
+        let script = self.load.clone();
+        let ttl = meta_ttl(retention);
+        let (epoch, n, mut entries): (u64, u64, Vec<StreamEntry>) = self
+            .commands
+            .run(move |mut connection| {
+                Box::pin(async move {
+                    script
+                        .key(keys.stream)
+                        .key(keys.meta)
+                        .arg(want)
+                        .arg(ttl)
+                        .invoke_async(&mut connection)
+                        .await
+                })
+            })
+            .await?;
+        entries.reverse();
+        let (floor, tail) = contiguous_tail(epoch, n, &entries, want);
+        let messages = entries[tail..]
+            .iter()
+            .filter_map(|(id, fields)| {
+                let body = fields.chunks(2).find(|pair| pair[0] == "m")?.get(1)?;
+                stored_message(id, body)
+            })
+            .collect();
+        Ok(Stored { floor, messages })
+    }
+
+    /// Catches a channel up from the store: its log replaced, what this node missed delivered.
+    async fn catch_up(&self, inner: &crate::Inner, channel: &str) -> redis::RedisResult<()> {
+        let retention = inner.hub.retention_for(channel);
+        let stored = self.load(channel, retention).await?;
+        inner.hub.catch_up(channel, stored.floor, stored.messages);
+        Ok(())
+    }
+}
+
+/// Where the stored log can prove continuity from: the newest run of consecutive serials of
+/// the current epoch that ends at the channel's position `n`, at most `want` long. Returns the
+/// floor (the serial just before that run) and the index in `entries` (oldest first) where the
+/// run starts. Anything older, or a run that does not reach `n` (entries lost), is not trusted.
+fn contiguous_tail(epoch: u64, n: u64, entries: &[StreamEntry], want: usize) -> (String, usize) {
+    let seq_of = |(id, _): &StreamEntry| {
+        let (e, seq) = id.split_once('-')?;
+        (e.parse::<u64>().ok()? == epoch)
+            .then(|| seq.parse::<u64>().ok())
+            .flatten()
+    };
+    let mut start = entries.len();
+    let mut expected = n;
+    while start > 0 && entries.len() - start < want {
+        match seq_of(&entries[start - 1]) {
+            Some(seq) if seq == expected && seq > 0 => {
+                start -= 1;
+                expected -= 1;
+            }
+            _ => break,
+        }
+    }
+    (crate::hub::log::serial(epoch, expected), start)
+}
+
+struct Stored {
+    floor: String,
+    messages: Vec<Message>,
+}
+
+/// One stream entry: its id and its flat field/value list (`m` body, `t` time).
+type StreamEntry = (String, Vec<String>);
+
+/// Marks a channel caught up, waking the attaches waiting on it.
+fn mark_ready(interest: &InterestMap, channel: &str) {
+    if let Some(entry) = interest
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(channel)
+    {
+        entry.ready.send_replace(true);
+    }
+}
+
+/// The pub/sub link: subscriptions as interest asks, deliveries into the hub. A new
+/// subscription is caught up from the store right after SUBSCRIBE, before anything later is
+/// read from the link, so nothing racing the subscription is missed. When the link drops it
+/// reconnects (with backoff), resubscribes every channel with local interest and catches each
+/// up, so a Redis restart or network blip never leaves a node silently deaf. A publication
+/// whose serial does not follow on from the last one here (a lost pub/sub message) makes the
+/// node catch that channel up too.
 async fn run_pubsub(
     client: redis::Client,
     first: redis::aio::PubSub,
     mut requests: mpsc::UnboundedReceiver<Interest>,
-    interest: Arc<Mutex<HashMap<String, usize>>>,
-    commands: Commands,
+    interest: InterestMap,
+    store: Store,
     probe: Probe,
     inner: Weak<crate::Inner>,
 ) {
@@ -375,26 +577,42 @@ async fn run_pubsub(
         if !resubscribed {
             continue;
         }
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let mut caught_up = true;
+        for channel in &channels {
+            if let Err(error) = store.catch_up(&strong, channel).await {
+                tracing::warn!(%channel, %error, "catch-up after reconnect failed");
+                caught_up = false;
+                break;
+            }
+            mark_ready(&interest, channel);
+        }
+        drop(strong);
+        if !caught_up {
+            continue;
+        }
         backoff = std::time::Duration::from_millis(100);
         tracing::info!(channels = channels.len(), "Redis pub/sub link up");
-        if !channels.is_empty() {
-            let Some(strong) = inner.upgrade() else {
-                return;
-            };
-            for channel in &channels {
-                back_fill(&strong, &commands, channel).await;
-            }
-        }
         loop {
             tokio::select! {
                 request = requests.recv() => {
+                    let Some(request) = request else { return };
+                    let Some(inner) = inner.upgrade() else { return };
                     let result = match request {
-                        None => return,
-                        Some(Interest::Subscribe(topic)) => sink.subscribe(&topic).await,
-                        Some(Interest::Unsubscribe(topic)) => sink.unsubscribe(&topic).await,
+                        Interest::Subscribe(channel) => {
+                            match sink.subscribe(topic(&channel)).await {
+                                Ok(()) => store.catch_up(&inner, &channel).await.map(|()| {
+                                    mark_ready(&interest, &channel);
+                                }),
+                                Err(error) => Err(error),
+                            }
+                        }
+                        Interest::Unsubscribe(channel) => sink.unsubscribe(topic(&channel)).await,
                     };
                     if let Err(error) = result {
-                        tracing::warn!(%error, "Redis SUBSCRIBE/UNSUBSCRIBE failed; reconnecting");
+                        tracing::warn!(%error, "Redis subscribe or catch-up failed; reconnecting");
                         break;
                     }
                 }
@@ -408,23 +626,29 @@ async fn run_pubsub(
                         continue;
                     }
                     let Some(inner) = inner.upgrade() else { return };
-                    on_publication(&inner, &message);
+                    if let Err(error) = on_publication(&inner, &store, &message).await {
+                        tracing::warn!(%error, "catch-up after a gap failed; reconnecting");
+                        break;
+                    }
                 }
             }
         }
     }
 }
 
-fn on_publication(inner: &crate::Inner, message: &redis::Msg) {
-    let channel = message
-        .get_channel_name()
-        .trim_start_matches("rt:ch:")
-        .to_owned();
+async fn on_publication(
+    inner: &crate::Inner,
+    store: &Store,
+    message: &redis::Msg,
+) -> redis::RedisResult<()> {
+    let Some(channel) = channel_of(message.get_channel_name()) else {
+        return Ok(());
+    };
     let payload: String = match message.get_payload() {
         Ok(payload) => payload,
         Err(error) => {
             tracing::warn!(%error, "unreadable bus payload");
-            return;
+            return Ok(());
         }
     };
     let mut lines = payload.split('\n');
@@ -436,11 +660,19 @@ fn on_publication(inner: &crate::Inner, message: &redis::Msg) {
             messages.push(message);
         }
     }
-    if let Err(error) = inner
+    match inner
         .hub
-        .deliver(&channel, messages, connection_id.as_deref(), id)
+        .deliver(channel, messages, connection_id.as_deref(), id)
     {
-        tracing::warn!(%channel, message = %error.message, "bus delivery failed");
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            tracing::info!(%channel, "gap in pub/sub serials; catching up from the store");
+            store.catch_up(inner, channel).await
+        }
+        Err(error) => {
+            tracing::warn!(%channel, message = %error.message, "bus delivery failed");
+            Ok(())
+        }
     }
 }
 
@@ -457,65 +689,6 @@ fn stored_message(stream_id: &str, body: &str) -> Option<Message> {
     }
 }
 
-/// Delivers what the channel's stream holds after the last serial this node delivered (the hub
-/// drops anything it already has).
-async fn back_fill(inner: &crate::Inner, commands: &Commands, channel: &str) {
-    let start = match inner
-        .hub
-        .last_serial(channel)
-        .and_then(|s| stream_id_of(&s))
-    {
-        Some(id) => format!("({id}"),
-        None => "-".to_owned(),
-    };
-    let stream = format!("rt:{channel}:log");
-    let entries: redis::RedisResult<Vec<StreamEntry>> = commands
-        .run(move |mut connection| {
-            Box::pin(async move {
-                redis::cmd("XRANGE")
-                    .arg(stream)
-                    .arg(start)
-                    .arg("+")
-                    .arg("COUNT")
-                    .arg(STREAM_MAX_LEN)
-                    .query_async(&mut connection)
-                    .await
-            })
-        })
-        .await;
-    match entries {
-        Ok(entries) => {
-            let messages: Vec<Message> = entries
-                .iter()
-                .filter_map(|(id, fields)| {
-                    let body = fields.iter().find(|(name, _)| name == "m")?;
-                    stored_message(id, &body.1)
-                })
-                .collect();
-            if !messages.is_empty() {
-                tracing::info!(%channel, n = messages.len(), "back-filled from the stream");
-                if let Err(error) = inner.hub.deliver(channel, messages, None, None) {
-                    tracing::warn!(%channel, message = %error.message, "back-fill delivery failed");
-                }
-            }
-        }
-        Err(error) => tracing::warn!(%channel, %error, "back-fill failed"),
-    }
-}
-
-/// One `XRANGE` entry: its id and its field/value pairs (we write one field, `m`).
-type StreamEntry = (String, Vec<(String, String)>);
-
-/// Our serial back to the stream id it came from.
-fn stream_id_of(serial: &str) -> Option<String> {
-    let (ms, seq) = serial.split_once('-')?;
-    Some(format!(
-        "{}-{}",
-        u64::from_str_radix(ms, 16).ok()?,
-        u64::from_str_radix(seq, 16).ok()?
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -528,6 +701,44 @@ mod tests {
         assert!(a < b && b < c, "{a} {b} {c}");
         assert_eq!(a.len(), 23);
         assert!(serial_of("nope").is_none());
-        assert_eq!(stream_id_of(&a).as_deref(), Some("1700000000000-9"));
+        assert_eq!(
+            crate::hub::log::next(&a),
+            Some(b),
+            "consecutive within an epoch"
+        );
+    }
+
+    fn entries(ids: &[&str]) -> Vec<StreamEntry> {
+        ids.iter().map(|id| (id.to_string(), Vec::new())).collect()
+    }
+
+    #[test]
+    fn the_trusted_log_is_the_newest_consecutive_run_reaching_the_position() {
+        let serial = crate::hub::log::serial;
+        // Whole since the start: floor before the first message.
+        assert_eq!(
+            contiguous_tail(7, 3, &entries(&["7-1", "7-2", "7-3"]), 10),
+            (serial(7, 0), 0)
+        );
+        // A hole: only what follows it is trusted.
+        assert_eq!(
+            contiguous_tail(7, 4, &entries(&["7-1", "7-4"]), 10),
+            (serial(7, 3), 1)
+        );
+        // The newest were lost: nothing is trusted, the floor is the position.
+        assert_eq!(
+            contiguous_tail(7, 5, &entries(&["7-1", "7-2"]), 10),
+            (serial(7, 5), 2)
+        );
+        // Capped at what the log keeps.
+        assert_eq!(
+            contiguous_tail(7, 3, &entries(&["7-1", "7-2", "7-3"]), 2),
+            (serial(7, 1), 1)
+        );
+        // Another epoch's leftovers are not ours; nothing stored at all.
+        assert_eq!(
+            contiguous_tail(9, 0, &entries(&["7-1"]), 10),
+            (serial(9, 0), 1)
+        );
     }
 }

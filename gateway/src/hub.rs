@@ -7,7 +7,7 @@
 //! subscriber. Doing all of it under that lock is what makes delivery order equal serial order,
 //! and what lets an attach replay history and switch to live with no gap and no duplicate.
 
-mod log;
+pub(crate) mod log;
 mod presence;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -225,7 +225,7 @@ impl Hub {
         &self.config
     }
 
-    fn retention_for(&self, channel: &str) -> Retention {
+    pub(crate) fn retention_for(&self, channel: &str) -> Retention {
         let name = channel
             .split_once(crate::auth::APP_SEPARATOR)
             .map_or(channel, |(_, name)| name);
@@ -523,19 +523,21 @@ impl Hub {
         })
     }
 
-    /// Messages another node published through the bus, serials already assigned in order:
-    /// logged and fanned out here exactly as a local publish would be.
+    /// Messages published through the bus (by any node), serials already assigned in order:
+    /// logged and fanned out here exactly as a local publish would be. Returns `Ok(false)`,
+    /// delivering nothing, when they do not follow on from the last serial here (a pub/sub
+    /// message was lost): the caller catches up from the store instead.
     pub fn deliver(
         &self,
         channel: &str,
         messages: Vec<Message>,
         connection_id: Option<&str>,
         id: Option<String>,
-    ) -> Result<(), ErrorInfo> {
+    ) -> Result<bool, ErrorInfo> {
         let now = protocol::now_ms();
         self.with_channel(channel, |state| {
             state.log.expire(now);
-            // A serial at or below what we have is a repeat (a back-fill overlapping live).
+            // A serial at or below what we have is a repeat (a catch-up overlapping live).
             let newest = state.last_serial.clone();
             let fresh: Vec<Message> = messages
                 .into_iter()
@@ -544,7 +546,62 @@ impl Hub {
                     _ => true,
                 })
                 .collect();
-            log_and_fan_out(state, fresh, connection_id, id, now)
+            let follows_on = match (&newest, fresh.first().and_then(|m| m.serial.as_deref())) {
+                (Some(newest), Some(first)) => log::next(newest).as_deref() == Some(first),
+                _ => true,
+            };
+            if !follows_on {
+                return Ok(false);
+            }
+            log_and_fan_out(state, fresh, connection_id, id, now)?;
+            Ok(true)
+        })
+    }
+
+    /// Brings a channel in line with the shared store (`floor`: the serial at or below which
+    /// the store no longer knows everything; `stored`: what it holds after that, oldest first).
+    /// The log is replaced; what this node had not delivered yet goes out. If the store no
+    /// longer covers everything after the last serial delivered here, subscribers are told
+    /// continuity was lost (ATTACHED with 90003, not RESUMED), never left with a silent gap.
+    pub fn catch_up(&self, channel: &str, floor: String, stored: Vec<Message>) {
+        let now = protocol::now_ms();
+        self.with_channel(channel, |state| {
+            let known = state.last_serial.clone();
+            if let Some(known) = &known {
+                if floor.as_str() > known.as_str() {
+                    tell_continuity_lost(state, &floor);
+                }
+            }
+            let mut log = MessageLog::new(floor.clone(), state.log.retention());
+            for message in &stored {
+                log.push(Arc::new(message.clone()));
+            }
+            log.expire(now);
+            state.log = log;
+            let fresh: Vec<Message> = stored
+                .into_iter()
+                .filter(|m| known.is_none() || m.serial > known)
+                .collect();
+            match fresh.last().and_then(|m| m.serial.clone()) {
+                Some(last) => {
+                    state.last_serial = Some(last.clone());
+                    let mut outgoing = ProtocolMessage {
+                        timestamp: Some(now),
+                        channel_serial: Some(last),
+                        messages: Some(fresh),
+                        ..ProtocolMessage::new(Action::Message)
+                    };
+                    if let Err(error) = fan_out(&state.subscribers, &mut outgoing, |s| {
+                        s.modes & flags::MODE_SUBSCRIBE != 0
+                    }) {
+                        tracing::warn!(message = %error.message, "catch-up delivery failed");
+                    }
+                }
+                None if known.as_deref().is_none_or(|k| k < floor.as_str()) => {
+                    state.last_serial = Some(floor);
+                }
+                None => {}
+            }
         })
     }
 
@@ -790,6 +847,22 @@ fn log_and_fan_out(
         subscriber.modes & flags::MODE_SUBSCRIBE != 0
             && (subscriber.echo || Some(&*subscriber.connection_id) != publisher)
     })
+}
+
+/// Every subscriber hears that messages may have been missed: an ATTACHED without RESUMED,
+/// carrying 90003, which ably-js surfaces as an `update` event with `resumed: false`.
+fn tell_continuity_lost(state: &ChannelState, position: &str) {
+    for subscriber in &state.subscribers {
+        subscriber.outbox.reply(&ProtocolMessage {
+            channel: Some(subscriber.channel_name.to_string()),
+            flags: Some(subscriber.modes & flags::ALL_MODES),
+            channel_serial: Some(position.to_owned()),
+            error: Some(ErrorCode::ContinuityNotGuaranteed.info(
+                "messages on this channel may have been missed (the message store lost them)",
+            )),
+            ..ProtocolMessage::new(Action::Attached)
+        });
+    }
 }
 
 /// One PRESENCE frame with every waiting event, encoded once per format, to every presence

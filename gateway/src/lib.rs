@@ -148,12 +148,33 @@ impl Gateway {
         self.inner.bus.get()
     }
 
-    /// A connection started (+1) or stopped (-1) listening on a channel; with a bus, the node
-    /// subscribes to the channel's topic while anyone here listens.
-    pub(crate) fn channel_interest(&self, channel: &str, delta: isize) {
-        if let Some(bus) = self.bus() {
-            bus.interest(channel, delta);
+    /// A connection (or a history read) starts listening on a channel; with a bus, the node
+    /// subscribes to it and catches it up from the store first. On an error the caller must
+    /// still `leave_channel`.
+    pub(crate) async fn join_channel(&self, channel: &str) -> Result<(), protocol::ErrorInfo> {
+        match self.bus() {
+            Some(bus) => bus.join(channel).await,
+            None => Ok(()),
         }
+    }
+
+    pub(crate) fn leave_channel(&self, channel: &str) {
+        if let Some(bus) = self.bus() {
+            bus.leave(channel);
+        }
+    }
+
+    /// REST history of `channel` (a hub key): with a bus, read with the channel joined, so a
+    /// node with no subscribers of its own still answers from the shared store.
+    pub async fn history(
+        &self,
+        channel: &str,
+        query: &hub::HistoryQuery,
+    ) -> Result<Vec<Arc<protocol::Message>>, protocol::ErrorInfo> {
+        let joined = self.join_channel(channel).await;
+        let page = joined.map(|()| self.hub().history(channel, query));
+        self.leave_channel(channel);
+        page
     }
 
     /// The WebSocket endpoint (`GET /` with an upgrade), to merge into the HTTP router.

@@ -106,6 +106,7 @@ impl Gateway {
             let serials = bus
                 .publish(
                     &channel_key,
+                    self.hub().retention_for(&channel_key),
                     &messages,
                     &client_ids,
                     connection_id,

@@ -381,3 +381,159 @@ fn readyz_follows_the_bus() {
         until_readyz(&node, 200).await;
     });
 }
+
+/// Publishes message "n" with data `n`; returns the serial from the 201 body.
+async fn publish_serial(node: &Server, channel: &str, n: usize) -> String {
+    let request = publish_request(channel, &format!(r#"{{"name":"n","data":"{n}"}}"#));
+    let (status, body) = http(node.addr, &request).await;
+    assert_eq!(status, 201, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    body["serials"][0].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn history_and_rewind_on_any_node_come_from_the_shared_store() {
+    let redis = RedisServer::start();
+    let nodes: Vec<Server> = (0..3)
+        .map(|_| Server::start(&["--keys", "app.k:secret", "--redis", &redis.url()]))
+        .collect();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        // Nobody listens anywhere: the messages exist only in Redis.
+        let mut serials = Vec::new();
+        for n in 0..3 {
+            serials.push(publish_serial(&nodes[0], "user:7", n).await);
+        }
+        let (status, body) = http(
+            nodes[1].addr,
+            "GET /channels/user:7/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Basic YXBwLms6c2VjcmV0\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let got: Vec<(String, String)> = page
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["data"].as_str().unwrap().to_owned(),
+                    m["serial"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        let mut expected: Vec<(String, String)> = (0..3)
+            .map(|n| n.to_string())
+            .zip(serials.iter().cloned())
+            .collect();
+        expected.reverse();
+        assert_eq!(got, expected, "node B's history is node A's publishes, newest first");
+
+        let mut socket = connect(nodes[2].addr, "key=app.k:secret&format=json").await;
+        assert_eq!(next_json(&mut socket).await["action"], 4);
+        send_json(
+            &mut socket,
+            json!({"action": 10, "channel": "user:7", "params": {"rewind": "2"}}),
+        )
+        .await;
+        assert_eq!(next_json(&mut socket).await["action"], 11);
+        assert_eq!(numbered(&mut socket, 2).await, ["1", "2"], "rewind on node C");
+    });
+}
+
+#[test]
+fn a_channel_resumes_on_another_node_from_its_channel_serial() {
+    let redis = RedisServer::start();
+    let nodes: Vec<Server> = (0..2)
+        .map(|_| Server::start(&["--keys", "app.k:secret", "--redis", &redis.url()]))
+        .collect();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut sockets = subscribe_everywhere(&nodes[..1], "call:3").await;
+        publish_serial(&nodes[1], "call:3", 0).await;
+        let frame = next_json(&mut sockets[0]).await;
+        let seen = frame["channelSerial"].as_str().unwrap().to_owned();
+        drop(sockets);
+        for n in 1..4 {
+            publish_serial(&nodes[0], "call:3", n).await;
+        }
+        let mut socket = connect(nodes[1].addr, "key=app.k:secret&format=json").await;
+        assert_eq!(next_json(&mut socket).await["action"], 4);
+        send_json(
+            &mut socket,
+            json!({"action": 10, "channel": "call:3", "channelSerial": seen}),
+        )
+        .await;
+        let attached = next_json(&mut socket).await;
+        assert_eq!(attached["action"], 11);
+        let resumed = 1 << 2;
+        assert_ne!(
+            attached["flags"].as_u64().unwrap() & resumed,
+            0,
+            "{attached}"
+        );
+        assert_eq!(numbered(&mut socket, 3).await, ["1", "2", "3"]);
+    });
+}
+
+/// Stores a message in the channel's stream as a publish would, but announces nothing: a
+/// pub/sub message lost on the way.
+fn store_unannounced(redis: &RedisServer, channel: &str, data: &str) {
+    let script = "local n = redis.call('HINCRBY', KEYS[2], 'n', 1) \
+        local e = redis.call('HGET', KEYS[2], 'e') \
+        return redis.call('XADD', KEYS[1], e .. '-' .. n, 'm', ARGV[1], 't', ARGV[2])";
+    let body = json!({"name": "n", "data": data, "id": format!("lost-{data}:0")}).to_string();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        .to_string();
+    let stream = format!("rt:{{{channel}}}:log");
+    let meta = format!("rt:{{{channel}}}:meta");
+    let id = redis.cli(&["EVAL", script, "2", &stream, &meta, &body, &now]);
+    assert!(id.contains('-'), "stored: {id}");
+}
+
+#[test]
+fn a_lost_pub_sub_message_is_noticed_and_fetched_from_the_store() {
+    let redis = RedisServer::start();
+    let nodes: Vec<Server> = (0..2)
+        .map(|_| Server::start(&["--keys", "app.k:secret", "--redis", &redis.url()]))
+        .collect();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut sockets = subscribe_everywhere(&nodes[1..], "session:5").await;
+        publish_serial(&nodes[0], "session:5", 0).await;
+        store_unannounced(&redis, "session:5", "1");
+        publish_serial(&nodes[0], "session:5", 2).await;
+        assert_eq!(
+            numbered(&mut sockets[0], 3).await,
+            ["0", "1", "2"],
+            "the gap in serials made the node fetch the lost one, in order"
+        );
+    });
+}
+
+#[test]
+fn when_the_store_no_longer_has_missed_messages_subscribers_are_told() {
+    let redis = RedisServer::start();
+    let node = Server::start(&["--keys", "app.k:secret", "--redis", &redis.url()]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut sockets = subscribe_everywhere(std::slice::from_ref(&node), "live:1").await;
+        publish_serial(&node, "live:1", 0).await;
+        assert_eq!(numbered(&mut sockets[0], 1).await, ["0"]);
+        // Two serials spent with nothing stored: those messages are gone for good.
+        redis.cli(&["HINCRBY", "rt:{live:1}:meta", "n", "2"]);
+        publish_serial(&node, "live:1", 3).await;
+        let notice = next_json(&mut sockets[0]).await;
+        assert_eq!(notice["action"], 11, "ATTACHED again: {notice}");
+        assert_eq!(notice["error"]["code"], 90003, "{notice}");
+        assert_eq!(
+            notice["flags"].as_u64().unwrap() & (1 << 2),
+            0,
+            "not RESUMED"
+        );
+        assert_eq!(numbered(&mut sockets[0], 1).await, ["3"], "then live again");
+    });
+}

@@ -168,7 +168,10 @@ pub(crate) async fn messages(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let request = request(&gateway, &channel, params, &headers, Operation::History).await?;
-    let page = gateway.hub().history(&request.channel_key, &request.query);
+    let page = gateway
+        .history(&request.channel_key, &request.query)
+        .await
+        .map_err(|error| ApiError::new(error, request.format))?;
     let next = (page.len() == request.query.limit)
         .then(|| page.last().and_then(|m| m.serial.clone()))
         .flatten();

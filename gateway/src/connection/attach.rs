@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::hub::{AttachRequest, Rewind, Subscriber, OCCUPANCY_EVENTS};
 
 impl Connection {
-    pub(super) fn on_attach(&mut self, message: ProtocolMessage) -> Flow {
+    pub(super) async fn on_attach(&mut self, message: ProtocolMessage) -> Flow {
         let channel = match self.parse_channel(&message) {
             Ok(channel) => channel,
             Err(error) => {
@@ -78,7 +78,12 @@ impl Connection {
         };
         let echoed = (!accepted.echoed.is_empty()).then_some(accepted.echoed);
         if !self.attached.contains_key(&base) {
-            self.gateway.channel_interest(&base, 1);
+            // Clustered: subscribed and caught up before the attach reads the log.
+            if let Err(error) = self.gateway.join_channel(&base).await {
+                self.gateway.leave_channel(&base);
+                self.channel_error(channel.as_str(), error);
+                return Flow::Continue;
+            }
         }
         self.gateway
             .hub()
@@ -112,7 +117,7 @@ impl Connection {
         let channel_key = self.principal.channel_key(&channel);
         if self.attached.remove(channel_key.as_ref()).is_some() {
             self.gateway.hub().detach(&channel_key, &self.id);
-            self.gateway.channel_interest(&channel_key, -1);
+            self.gateway.leave_channel(&channel_key);
         }
         self.outbox.reply(&ProtocolMessage {
             channel: Some(channel.as_str().to_owned()),
@@ -141,7 +146,7 @@ impl Connection {
         for base in refused {
             if let Some(attachment) = self.attached.remove(&base) {
                 hub.detach(&base, &self.id);
-                self.gateway.channel_interest(&base, -1);
+                self.gateway.leave_channel(&base);
                 self.channel_error(
                     &attachment.name,
                     ErrorCode::CapabilityDenied

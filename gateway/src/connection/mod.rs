@@ -386,7 +386,7 @@ impl Connection {
                 });
                 Flow::Continue
             }
-            Some(Action::Attach) => self.on_attach(message),
+            Some(Action::Attach) => self.on_attach(message).await,
             Some(Action::Detach) => self.on_detach(message),
             Some(Action::Message) => self.on_publish(message).await,
             Some(Action::Auth) => self.on_auth(message).await,
@@ -464,7 +464,7 @@ impl Connection {
     fn leave_channels(&mut self) {
         for channel in self.attached.keys() {
             self.gateway.hub().detach(channel, &self.id);
-            self.gateway.channel_interest(channel, -1);
+            self.gateway.leave_channel(channel);
         }
         self.attached.clear();
     }

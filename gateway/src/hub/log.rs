@@ -27,8 +27,18 @@ pub(super) fn first_serial(epoch_ms: u64) -> String {
     serial(epoch_ms, 0)
 }
 
-pub(super) fn serial(epoch_ms: u64, n: u64) -> String {
+pub(crate) fn serial(epoch_ms: u64, n: u64) -> String {
     format!("{epoch_ms:012x}-{n:010x}")
+}
+
+/// The serial right after `serial` in the same incarnation (serials are consecutive).
+pub(crate) fn next(serial: &str) -> Option<String> {
+    if !is_serial(serial) {
+        return None;
+    }
+    let (epoch, n) = serial.split_once('-')?;
+    let n = u64::from_str_radix(n, 16).ok()?;
+    Some(format!("{epoch}-{:010x}", n + 1))
 }
 
 /// Our serials are fixed-width hex, so they compare as strings; anything else is not ours.
