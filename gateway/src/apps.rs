@@ -119,6 +119,7 @@ impl Gateway {
             );
         }
         self.auth().remove_app(app_id);
+        self.stats().remove_app(app_id);
         true
     }
 }

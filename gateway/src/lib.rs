@@ -16,6 +16,7 @@ mod publish;
 mod registry;
 mod resume;
 mod server;
+pub mod stats;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -61,6 +62,7 @@ pub(crate) struct Inner {
     bus: std::sync::OnceLock<Arc<bus::RedisBus>>,
     /// Sandbox apps: id -> channels holding presence fixtures.
     apps: DashMap<String, Vec<String>>,
+    stats: stats::Stats,
     server_id: String,
     draining: watch::Sender<bool>,
     live_connections: AtomicUsize,
@@ -81,6 +83,7 @@ impl Gateway {
             hub: Hub::new(config.hub.clone()),
             parked: DashMap::new(),
             apps: DashMap::new(),
+            stats: stats::Stats::default(),
             bus: std::sync::OnceLock::new(),
             live_keys: DashMap::new(),
             ended_keys: DashMap::new(),

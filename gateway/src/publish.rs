@@ -5,6 +5,7 @@ use protocol::{ChannelName, ErrorCode, ErrorInfo, Message, Operation};
 
 use crate::auth::Principal;
 use crate::hub::{Publication, Serials};
+use crate::stats::{self, Transport};
 use crate::Gateway;
 
 /// What an accepted publish got.
@@ -45,6 +46,7 @@ impl Gateway {
         let max_bytes = self.config().limits.max_message_bytes;
         let now = protocol::now_ms();
         let mut random_base: Option<String> = None;
+        let mut total_bytes = 0;
         // Realtime ids (`connectionId:msgSerial:index`) are idempotency keys too: a client
         // resends unacknowledged publishes with the same msgSerial after a resume.
         let realtime = matches!(origin, Origin::Connection { .. });
@@ -72,6 +74,7 @@ impl Gateway {
                     "message of {size} bytes exceeds the {max_bytes}-byte limit"
                 )));
             }
+            total_bytes += size;
             // REST "publish on behalf of a realtime connection": the key names a live one.
             if let (Origin::Rest, Some(key)) = (&origin, message.connection_key.take()) {
                 let live = self.connection_id_for_key(&key).ok_or_else(|| {
@@ -97,6 +100,7 @@ impl Gateway {
             }
         }
         let first_id = messages.first().and_then(|m| m.id.clone());
+        let n_messages = messages.len();
         let (connection_id, id) = match origin {
             Origin::Connection { id, msg_serial } => (Some(id), Some(format!("{id}:{msg_serial}"))),
             Origin::Rest => (None, None),
@@ -113,6 +117,7 @@ impl Gateway {
                     id.as_deref(),
                 )
                 .await?;
+            self.count_publish(principal, &origin, n_messages, total_bytes);
             return Ok(Receipt {
                 serials,
                 message_id: first_id
@@ -127,11 +132,23 @@ impl Gateway {
             id,
             timestamp: now,
         })?;
+        self.count_publish(principal, &origin, n_messages, total_bytes);
         Ok(Receipt {
             serials,
             message_id: first_id
                 .and_then(|id| id.rsplit_once(':').map(|(base, _)| base.to_owned())),
         })
+    }
+
+    /// Adds an accepted publish to its app's live stats.
+    fn count_publish(&self, principal: &Principal, origin: &Origin<'_>, n: usize, bytes: usize) {
+        let transport = match origin {
+            Origin::Connection { .. } => Transport::Realtime,
+            Origin::Rest => Transport::Rest,
+        };
+        let app = stats::app_of(principal);
+        self.stats()
+            .record_publish(app, transport, n, bytes, protocol::now_ms());
     }
 }
 

@@ -1,5 +1,5 @@
 //! `--sandbox` only: `POST /apps` and `DELETE /apps/{appId}`, the provisioning Ably's SDK test
-//! suites call. Without the flag these answer 404.
+//! suites call. Without the flag these answer 404 (as does `POST /stats`, see `stats.rs`).
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -38,7 +38,7 @@ struct CreatedKey {
     capability: String,
 }
 
-fn sandbox_only(gateway: &Gateway) -> Result<(), ApiError> {
+pub(crate) fn sandbox_only(gateway: &Gateway) -> Result<(), ApiError> {
     if gateway.config().sandbox {
         Ok(())
     } else {

@@ -6,6 +6,7 @@ mod channels;
 mod health;
 mod history;
 mod keys;
+mod stats;
 mod time;
 
 use axum::http::HeaderMap;
@@ -24,7 +25,7 @@ pub(crate) fn router(gateway: Gateway) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/messages", post(batch::publish))
         .route("/presence", get(batch::presence))
-        .route("/stats", get(stats))
+        .route("/stats", get(stats::read).post(stats::ingest))
         .route("/apps", post(apps::create))
         .route("/apps/{app_id}", axum::routing::delete(apps::delete))
         .route(
@@ -42,16 +43,6 @@ pub(crate) fn router(gateway: Gateway) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(gateway)
-}
-
-/// `GET /stats`: we keep no usage statistics yet; an empty page keeps `stats()` callers working.
-async fn stats(headers: HeaderMap) -> Result<axum::response::Response, ApiError> {
-    crate::body::respond(
-        axum::http::StatusCode::OK,
-        &Vec::<serde_json::Value>::new(),
-        response_format(&headers),
-        false,
-    )
 }
 
 async fn not_found(headers: HeaderMap) -> ApiError {

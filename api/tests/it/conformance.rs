@@ -147,7 +147,7 @@ async fn rest_details_the_suite_checks() {
         .await;
     assert_eq!(wrong.status, 404);
     assert_eq!(wrong.header("x-ably-errorcode"), Some("40400"));
-    // Stats: an empty page rather than an error.
+    // Stats with nothing counted yet: an empty page rather than an error.
     let stats = server.http(Request::get("/stats").basic(FULL_KEY)).await;
     assert_eq!(stats.status, 200);
     assert_eq!(stats.json(), json!([]));

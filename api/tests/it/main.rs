@@ -10,4 +10,5 @@ mod rest;
 mod sandbox;
 mod shutdown;
 mod slow_consumer;
+mod stats;
 mod support;
