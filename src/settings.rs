@@ -74,6 +74,10 @@ pub(crate) struct ServeArgs {
     /// Tokens with less left than this are not asked and expire into 40142.
     #[arg(long, env = "REALTIME_TOKEN_RENEW_LEAD_MS", default_value_t = 30_000)]
     pub token_renew_lead_ms: u64,
+    /// With `--redis`: how long a node that stopped renewing its lease (killed, partitioned)
+    /// is still counted alive; after it, its presence members leave. In ms.
+    #[arg(long, env = "REALTIME_NODE_LEASE_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(300..))]
+    pub node_lease_ms: u64,
     /// Test-app provisioning (`POST /apps`, `DELETE /apps/{id}`) for SDK test suites. Never in
     /// production: anyone can create an app.
     #[arg(long, env = "REALTIME_SANDBOX")]
@@ -196,6 +200,7 @@ pub(crate) fn resolve(args: ServeArgs) -> Result<Settings, String> {
             hub,
             timing: gateway::limits::Timing {
                 token_renew_lead: std::time::Duration::from_millis(args.token_renew_lead_ms),
+                node_lease: std::time::Duration::from_millis(args.node_lease_ms),
                 ..Default::default()
             },
             ..Default::default()
@@ -449,6 +454,7 @@ mod tests {
             policy: None,
             sandbox: false,
             token_renew_lead_ms: 30_000,
+            node_lease_ms: 5_000,
             redis: None,
         }
     }

@@ -25,7 +25,7 @@ use crate::frame::Frame;
 
 use log::MessageLog;
 pub use log::{HistoryQuery, Retention};
-use presence::{Applied, PresenceSet};
+use presence::PresenceSet;
 
 /// A hub-internal subscriber bit (never on the wire, outside `flags::ALL_MODES`): the
 /// subscriber attached with `occupancy=metrics` and gets `[meta]occupancy` events.
@@ -133,6 +133,9 @@ pub struct AttachRequest {
     pub rewind: Option<Rewind>,
     /// False after a connection resume failed: the client must learn continuity was lost.
     pub resume_allowed: bool,
+    /// The connection's presence members left while it was away: replay what it missed, but
+    /// not as RESUMED, so the client enters again (ably-js re-enters on a non-resumed attach).
+    pub presence_lost: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -313,7 +316,9 @@ impl Hub {
                         .flatten();
                     match covered {
                         Some(missed) => {
-                            outcome.flags |= flags::RESUMED;
+                            if !request.presence_lost {
+                                outcome.flags |= flags::RESUMED;
+                            }
                             // ATTACHED says where the replay starts, not where it ends: a client
                             // whose transport dies before reading the replay resumes from here
                             // again instead of skipping what it never saw.
@@ -608,79 +613,136 @@ impl Hub {
     /// Applies stamped presence events (ENTER/UPDATE/LEAVE with clientId, connectionId, id and
     /// timestamp set); they go out at the next `flush_presence`.
     pub fn presence(&self, channel: &str, events: Vec<PresenceMessage>) -> Result<(), ErrorInfo> {
+        self.check_presence(channel, &events)?;
+        self.apply_presence(channel, events);
+        Ok(())
+    }
+
+    /// Whether a client's presence events may be applied: actions a client may send, and the
+    /// member cap.
+    pub fn check_presence(
+        &self,
+        channel: &str,
+        events: &[PresenceMessage],
+    ) -> Result<(), ErrorInfo> {
+        if let Some(bad) = events
+            .iter()
+            .find(|e| !presence::is_valid_client_action(e.action))
+        {
+            return Err(ErrorCode::BadRequest.info(format!(
+                "presence action {} cannot be sent by a client",
+                bad.action
+            )));
+        }
         let max_members = self.config.max_presence_members;
+        let Some(entry) = self.existing(channel) else {
+            return Ok(());
+        };
+        let state = entry.lock();
+        let entering = events
+            .iter()
+            .filter(|e| {
+                matches!(e.action, presence::ENTER | presence::UPDATE)
+                    && !state.presence.contains(
+                        e.client_id.as_deref().unwrap_or_default(),
+                        e.connection_id.as_deref().unwrap_or_default(),
+                    )
+            })
+            .count();
+        if state.presence.len() + entering > max_members {
+            return Err(ErrorCode::TooManyPresenceMembers.info(format!(
+                "at most {max_members} presence members per channel"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Applies presence events already accepted (checked here, or by the node that published
+    /// them through the bus).
+    pub fn apply_presence(&self, channel: &str, events: Vec<PresenceMessage>) {
         let became_dirty = self.with_channel(channel, |state| {
-            let entering = events
-                .iter()
-                .filter(|e| {
-                    matches!(e.action, presence::ENTER | presence::UPDATE)
-                        && !state.presence.contains(
-                            e.client_id.as_deref().unwrap_or_default(),
-                            e.connection_id.as_deref().unwrap_or_default(),
-                        )
-                })
-                .count();
-            if state.presence.len() + entering > max_members {
-                return Err(ErrorCode::TooManyPresenceMembers.info(format!(
-                    "at most {max_members} presence members per channel"
-                )));
-            }
-            if let Some(bad) = events
-                .iter()
-                .find(|e| !presence::is_valid_client_action(e.action))
-            {
-                return Err(ErrorCode::BadRequest.info(format!(
-                    "presence action {} cannot be sent by a client",
-                    bad.action
-                )));
-            }
             let was_clean = state.presence.pending.is_empty();
             for event in events {
                 state.presence.apply(event);
             }
-            Ok(self.send_presence_if_quiet(state) && was_clean)
-        })?;
+            self.send_presence_if_quiet(state) && was_clean
+        });
         if became_dirty {
             self.mark_presence_dirty(channel);
         }
         self.occupancy_changed(channel);
-        Ok(())
     }
 
-    /// Removes every member `connection_id` holds on `channel`, announcing LEAVEs. Server-made
-    /// leaves get ids that do not start with the connectionId, so clients order them by time.
+    /// Removes every member `connection_id` holds on `channel`, announcing LEAVEs.
     pub fn leave_all(&self, channel: &str, connection_id: &str) {
+        let leaves = self.leave_events(channel, connection_id);
+        if !leaves.is_empty() {
+            self.apply_presence(channel, leaves);
+        }
+    }
+
+    /// LEAVE events for every member `connection_id` holds on `channel`, not applied. Server-made
+    /// leaves get ids that do not start with the connectionId, so clients order them by time.
+    pub fn leave_events(&self, channel: &str, connection_id: &str) -> Vec<PresenceMessage> {
         let Some(entry) = self.existing(channel) else {
-            return;
+            return Vec::new();
         };
         let now = protocol::now_ms();
-        let became_dirty = {
-            let mut state = entry.lock();
-            let was_clean = state.presence.pending.is_empty();
-            for member in state.presence.leaves_for(connection_id) {
-                let leave = PresenceMessage {
-                    action: presence::LEAVE,
-                    id: Some(format!(
-                        "leave-{}:0:0",
-                        Alphanumeric.sample_string(&mut rand::thread_rng(), 10)
-                    )),
-                    timestamp: Some(now),
-                    ..member
-                };
-                if let Applied::Ignored = state.presence.apply(leave) {
-                    continue;
-                }
-            }
-            self.send_presence_if_quiet(&mut state) && was_clean
-        };
-        if became_dirty {
-            self.mark_presence_dirty(channel);
-        }
-        self.occupancy_changed(channel);
+        let members = entry.lock().presence.leaves_for(connection_id);
+        members
+            .into_iter()
+            .map(|member| server_leave(member, now))
+            .collect()
     }
 
-    /// Sends the channel's waiting presence events now if it has been quiet for the batch
-    /// window; returns true if they are left for the next flush.
+    /// Makes the member set equal to `members` (the shared store's), announcing the difference:
+    /// ENTER or UPDATE for members new or changed here, LEAVE for members gone.
+    pub fn sync_members(&self, channel: &str, members: Vec<PresenceMessage>) {
+        let now = protocol::now_ms();
+        let events = match self.existing(channel) {
+            None => members
+                .into_iter()
+                .map(|m| PresenceMessage {
+                    action: presence::ENTER,
+                    ..m
+                })
+                .collect(),
+            Some(entry) => {
+                let state = entry.lock();
+                let key = |m: &PresenceMessage| {
+                    (
+                        m.client_id.clone().unwrap_or_default(),
+                        m.connection_id.clone().unwrap_or_default(),
+                    )
+                };
+                let wanted: HashMap<(String, String), &PresenceMessage> =
+                    members.iter().map(|m| (key(m), m)).collect();
+                let mut events: Vec<PresenceMessage> = state
+                    .presence
+                    .members()
+                    .filter(|m| !wanted.contains_key(&key(m)))
+                    .map(|m| server_leave(m.clone(), now))
+                    .collect();
+                for member in &members {
+                    let held = state.presence.member(&key(member));
+                    let action = match held {
+                        None => presence::ENTER,
+                        Some(held) if held.id != member.id => presence::UPDATE,
+                        Some(_) => continue,
+                    };
+                    events.push(PresenceMessage {
+                        action,
+                        ..member.clone()
+                    });
+                }
+                events
+            }
+        };
+        if !events.is_empty() {
+            self.apply_presence(channel, events);
+        }
+    }
+
     fn send_presence_if_quiet(&self, state: &mut ChannelState) -> bool {
         if state.presence.pending.is_empty() {
             return false;
@@ -847,6 +909,19 @@ fn log_and_fan_out(
         subscriber.modes & flags::MODE_SUBSCRIBE != 0
             && (subscriber.echo || Some(&*subscriber.connection_id) != publisher)
     })
+}
+
+/// A LEAVE the server makes for `member` (its connection went away).
+pub(crate) fn server_leave(member: PresenceMessage, now: u64) -> PresenceMessage {
+    PresenceMessage {
+        action: presence::LEAVE,
+        id: Some(format!(
+            "leave-{}:0:0",
+            Alphanumeric.sample_string(&mut rand::thread_rng(), 10)
+        )),
+        timestamp: Some(now),
+        ..member
+    }
 }
 
 /// Every subscriber hears that messages may have been missed: an ATTACHED without RESUMED,

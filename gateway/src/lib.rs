@@ -142,8 +142,31 @@ impl Gateway {
         let Some(url) = self.config().redis_url.clone() else {
             return Ok(());
         };
-        let bus = bus::RedisBus::connect(&url, Arc::downgrade(&self.inner)).await?;
+        let bus = bus::RedisBus::connect(
+            &url,
+            &self.inner.server_id,
+            self.config().timing.clone(),
+            Arc::downgrade(&self.inner),
+        )
+        .await?;
         let _ = self.inner.bus.set(bus);
+        // Live connections' resume records must not expire while they live.
+        let inner = Arc::downgrade(&self.inner);
+        let every = self.config().timing.connection_state_ttl / 3;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(inner) = inner.upgrade() else { return };
+                let keys: Vec<String> = inner.live_keys.iter().map(|e| e.key().clone()).collect();
+                let Some(bus) = inner.bus.get().cloned() else {
+                    return;
+                };
+                drop(inner);
+                bus.refresh_connections(keys).await;
+            }
+        });
         Ok(())
     }
 
@@ -165,6 +188,39 @@ impl Gateway {
         if let Some(bus) = self.bus() {
             bus.leave(channel);
         }
+    }
+
+    /// Ends a connection's presence on `channel` (it closed, or its grace passed): with a bus,
+    /// through Redis so every node hears the LEAVEs (applied here at once, so the local copy
+    /// is right even if this node stops listening to the channel).
+    pub(crate) fn leave_presence(&self, channel: &str, connection_id: &str) {
+        let Some(bus) = self.bus().cloned() else {
+            self.hub().leave_all(channel, connection_id);
+            return;
+        };
+        let leaves = self.hub().leave_events(channel, connection_id);
+        if leaves.is_empty() {
+            return;
+        }
+        self.hub().apply_presence(channel, leaves.clone());
+        let channel = channel.to_owned();
+        tokio::spawn(async move {
+            if let Err(error) = bus.presence(&channel, &leaves).await {
+                tracing::warn!(%channel, message = %error.message, "presence leave not shared");
+            }
+        });
+    }
+
+    /// The presence members of `channel` (a hub key) for REST: with a bus, read with the channel
+    /// joined, so any node answers from the shared member set.
+    pub async fn presence_members(
+        &self,
+        channel: &str,
+    ) -> Result<Vec<protocol::PresenceMessage>, protocol::ErrorInfo> {
+        let joined = self.join_channel(channel).await;
+        let members = joined.map(|()| self.hub().presence_members(channel));
+        self.leave_channel(channel);
+        members
     }
 
     /// REST history of `channel` (a hub key): with a bus, read with the channel joined, so a

@@ -58,6 +58,9 @@ pub struct Timing {
     pub presence_grace: Duration,
     /// How often waiting presence events go out (one frame per subscriber per flush).
     pub presence_flush_interval: Duration,
+    /// Clustered: a node renews its lease in Redis every third of this; a node silent for this
+    /// long is dead, and its presence members leave.
+    pub node_lease: Duration,
 }
 
 impl Default for Timing {
@@ -70,6 +73,7 @@ impl Default for Timing {
             shutdown_grace: Duration::from_secs(10),
             presence_grace: Duration::from_secs(15),
             presence_flush_interval: Duration::from_millis(50),
+            node_lease: Duration::from_secs(5),
         }
     }
 }

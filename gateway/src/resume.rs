@@ -38,6 +38,9 @@ impl Gateway {
         let id = parked.id.clone();
         let present_on = parked.present_on.clone();
         let members_left = parked.members_left.clone();
+        if let Some(bus) = self.bus() {
+            bus.record_connection(&key, &parked, true);
+        }
         self.inner.parked.insert(key.clone(), parked);
         self.inner.parked_notify.notify_waiters();
         let gateway = self.clone();
@@ -49,7 +52,10 @@ impl Gateway {
             if let Some(parked) = gateway.inner.parked.get(&key).filter(|p| p.id == id) {
                 members_left.store(true, Ordering::Release);
                 for channel in &present_on {
-                    gateway.hub().leave_all(channel, &id);
+                    gateway.leave_presence(channel, &id);
+                }
+                if let Some(bus) = gateway.bus() {
+                    bus.record_connection(&key, &parked, true);
                 }
                 drop(parked);
             }
@@ -62,6 +68,9 @@ impl Gateway {
                 .is_some()
             {
                 gateway.remember_ended(&key);
+                if let Some(bus) = gateway.bus() {
+                    bus.forget_connection(&key);
+                }
             }
         });
     }
@@ -99,6 +108,12 @@ impl Gateway {
             return Ok(parked);
         }
         let Some(old) = self.inner.live_keys.get(key).map(|outbox| outbox.clone()) else {
+            // Clustered: another node may hold it (or have held it, and died).
+            if let Some(bus) = self.bus() {
+                if let Some(parked) = bus.take_connection(key, client_id).await? {
+                    return Ok(parked);
+                }
+            }
             return Err(refusal(self));
         };
         old.end_with(
@@ -115,6 +130,38 @@ impl Gateway {
                 return Err(refusal(self));
             }
         }
+    }
+
+    /// Another node resumes `key`: hand the connection over (ending its transport here if it
+    /// is still up) and mark its record released.
+    pub(crate) async fn release(self, key: String) {
+        let taken = match self.inner.live_keys.get(&key).map(|outbox| outbox.clone()) {
+            None => self.inner.parked.remove(&key).map(|(_, parked)| parked),
+            Some(old) => {
+                old.end_with(
+                    protocol::Action::Disconnected,
+                    ErrorCode::Disconnected.info("resumed on another node"),
+                );
+                let deadline = tokio::time::Instant::now() + TAKEOVER_TIMEOUT;
+                loop {
+                    let parked = self.inner.parked_notify.notified();
+                    if let Some((_, found)) = self.inner.parked.remove(&key) {
+                        break Some(found);
+                    }
+                    if tokio::time::timeout_at(deadline, parked).await.is_err() {
+                        break None;
+                    }
+                }
+            }
+        };
+        let Some(bus) = self.bus() else { return };
+        let Some(parked) = taken else {
+            // Not here (any more): no record should send resumes our way.
+            bus.forget_connection(&key);
+            return;
+        };
+        self.remember_ended(&key);
+        bus.release_connection(&key, &parked);
     }
 
     /// The connection id behind a live connection's key.

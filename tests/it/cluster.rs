@@ -235,7 +235,7 @@ fn an_unreachable_redis_at_start_is_a_clear_failure() {
     assert!(stderr.contains("--redis"), "{stderr}");
 }
 
-type Socket = crate::support::Socket;
+pub(crate) type Socket = crate::support::Socket;
 
 /// One JSON subscriber per node on `channel`, attached.
 async fn subscribe_everywhere(nodes: &[Server], channel: &str) -> Vec<Socket> {
@@ -273,7 +273,7 @@ async fn until_every_node_hears(via: &Server, channel: &str, sockets: &mut [Sock
 }
 
 /// Reads until `n` messages named "n" arrived; returns their data in arrival order.
-async fn numbered(socket: &mut Socket, n: usize) -> Vec<String> {
+pub(crate) async fn numbered(socket: &mut Socket, n: usize) -> Vec<String> {
     let mut seen = Vec::new();
     while seen.len() < n {
         let frame = next_json(socket).await;
@@ -383,7 +383,7 @@ fn readyz_follows_the_bus() {
 }
 
 /// Publishes message "n" with data `n`; returns the serial from the 201 body.
-async fn publish_serial(node: &Server, channel: &str, n: usize) -> String {
+pub(crate) async fn publish_serial(node: &Server, channel: &str, n: usize) -> String {
     let request = publish_request(channel, &format!(r#"{{"name":"n","data":"{n}"}}"#));
     let (status, body) = http(node.addr, &request).await;
     assert_eq!(status, 201, "{body}");

@@ -3,5 +3,6 @@
 mod support;
 
 mod cluster;
+mod cluster_state;
 mod cors;
 mod process;

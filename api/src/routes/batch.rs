@@ -141,40 +141,42 @@ pub(crate) async fn presence(
     let format = response_format(&headers);
     let caller = principal(&gateway, &headers, format).await?;
     let names = query.get("channels").cloned().unwrap_or_default();
-    let results: Vec<PresenceOutcome> = names
-        .split(',')
-        .filter(|name| !name.is_empty())
-        .map(|name| {
-            let checked = ChannelName::parse(name).and_then(|channel| {
-                if caller.allows(&channel, Operation::Subscribe) {
-                    Ok(channel)
-                } else {
-                    Err(ErrorCode::CapabilityDenied
-                        .info("presence on this channel is not permitted by the capability"))
-                }
-            });
-            match checked {
-                Ok(channel) => {
-                    let mut presence = gateway
-                        .hub()
-                        .presence_members(&caller.channel_key(&channel));
-                    if format == Format::Json {
-                        presence
-                            .iter_mut()
-                            .for_each(PresenceMessage::make_json_safe);
-                    }
-                    PresenceOutcome::Members {
-                        channel: name.to_owned(),
-                        presence,
-                    }
-                }
-                Err(error) => PresenceOutcome::Failed {
-                    channel: name.to_owned(),
-                    error,
-                },
+    let mut results: Vec<PresenceOutcome> = Vec::new();
+    for name in names.split(',').filter(|name| !name.is_empty()) {
+        let checked = ChannelName::parse(name).and_then(|channel| {
+            if caller.allows(&channel, Operation::Subscribe) {
+                Ok(channel)
+            } else {
+                Err(ErrorCode::CapabilityDenied
+                    .info("presence on this channel is not permitted by the capability"))
             }
-        })
-        .collect();
+        });
+        let members = match checked {
+            Ok(channel) => {
+                gateway
+                    .presence_members(&caller.channel_key(&channel))
+                    .await
+            }
+            Err(error) => Err(error),
+        };
+        results.push(match members {
+            Ok(mut presence) => {
+                if format == Format::Json {
+                    presence
+                        .iter_mut()
+                        .for_each(PresenceMessage::make_json_safe);
+                }
+                PresenceOutcome::Members {
+                    channel: name.to_owned(),
+                    presence,
+                }
+            }
+            Err(error) => PresenceOutcome::Failed {
+                channel: name.to_owned(),
+                error,
+            },
+        });
+    }
     let result = batch(results, |r| matches!(r, PresenceOutcome::Failed { .. }));
     respond(StatusCode::OK, &result, format, false)
 }

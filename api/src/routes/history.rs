@@ -205,8 +205,9 @@ pub(crate) async fn presence(
     let client_id = request.params.get("clientId");
     let connection_id = request.params.get("connectionId");
     let mut members: Vec<PresenceMessage> = gateway
-        .hub()
         .presence_members(&request.channel_key)
+        .await
+        .map_err(|error| ApiError::new(error, request.format))?
         .into_iter()
         .filter(|m| client_id.is_none_or(|c| m.client_id.as_ref() == Some(c)))
         .filter(|m| connection_id.is_none_or(|c| m.connection_id.as_ref() == Some(c)))

@@ -62,7 +62,8 @@ impl Connection {
         let request = AttachRequest {
             channel_serial: message.channel_serial.clone().filter(|s| !s.is_empty()),
             rewind: accepted.rewind.filter(|_| !attach_resume),
-            resume_allowed: !self.resume_failed && !self.no_resume.remove(&base),
+            resume_allowed: !self.resume_failed,
+            presence_lost: self.presence_lost.remove(&base),
         };
         let name: Arc<str> = channel.as_str().into();
         let subscriber = Subscriber {

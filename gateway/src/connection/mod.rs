@@ -85,9 +85,9 @@ struct Connection {
     token_timers: Option<TokenTimers>,
     /// Base names of channels where this connection has entered presence.
     present_on: HashSet<String>,
-    /// Channels whose next attach must not claim continuity (a failed resume; presence that
-    /// lapsed while the connection was away).
-    no_resume: HashSet<String>,
+    /// Channels where this connection's members left while it was away: their next attach
+    /// replays what was missed but is not RESUMED, so the client enters again.
+    presence_lost: HashSet<String>,
     /// A failed resume: attaches with a channelSerial are answered without RESUMED.
     resume_failed: bool,
     /// The client closed (or we failed it): nothing to keep for a resume.
@@ -164,6 +164,7 @@ pub(crate) async fn run(gateway: Gateway, socket: WebSocket, params: ConnectPara
             let mut connection =
                 Connection::open(&gateway, principal, &params, outbox.clone()).await;
             gateway.register_live(&connection.key, &outbox);
+            connection.record_for_resume();
             connection.schedule_token_timers();
             gateway
                 .clients()
@@ -225,7 +226,7 @@ impl Connection {
             attached: HashMap::new(),
             token_timers: None,
             present_on: HashSet::new(),
-            no_resume: HashSet::new(),
+            presence_lost: HashSet::new(),
             resume_failed: false,
             ended_cleanly: false,
             remain_present_for: params.remain_present_for,
@@ -255,7 +256,7 @@ impl Connection {
                     if Gateway::members_left(&parked) {
                         // Its members left while it was away: the client must re-sync and
                         // re-enter, which it does on an attach without RESUMED.
-                        connection.no_resume = std::mem::take(&mut connection.present_on);
+                        connection.presence_lost = std::mem::take(&mut connection.present_on);
                     }
                     tracing::debug!(connection_id = %connection.id, "resumed");
                 }
@@ -278,21 +279,37 @@ impl Connection {
     fn park_or_leave(&mut self) {
         if self.ended_cleanly {
             for channel in self.present_on.drain() {
-                self.gateway.hub().leave_all(&channel, &self.id);
+                self.gateway.leave_presence(&channel, &self.id);
             }
             self.gateway.remember_ended(&self.key);
+            if let Some(bus) = self.gateway.bus() {
+                bus.forget_connection(&self.key);
+            }
             return;
         }
-        self.gateway.park(
-            self.key.clone(),
-            crate::resume::Parked {
-                id: self.id.clone(),
-                client_id: self.principal.identity().map(str::to_owned),
-                present_on: self.present_on.drain().collect(),
-                members_left: Default::default(),
-                presence_grace: self.remain_present_for,
-            },
-        );
+        let parked = self.resumable();
+        self.present_on.clear();
+        self.gateway.park(self.key.clone(), parked);
+    }
+
+    /// What another transport (here or, clustered, on another node) needs to resume this
+    /// connection.
+    fn resumable(&self) -> crate::resume::Parked {
+        crate::resume::Parked {
+            id: self.id.clone(),
+            client_id: self.principal.identity().map(str::to_owned),
+            present_on: self.present_on.iter().cloned().collect(),
+            members_left: Default::default(),
+            presence_grace: self.remain_present_for,
+        }
+    }
+
+    /// Clustered: (re)writes this live connection's resume record, so another node can resume
+    /// it even if this one dies.
+    fn record_for_resume(&self) {
+        if let Some(bus) = self.gateway.bus() {
+            bus.record_connection(&self.key, &self.resumable(), false);
+        }
     }
 
     async fn read_loop(&mut self, stream: &mut SplitStream<WebSocket>) {
@@ -390,7 +407,7 @@ impl Connection {
             Some(Action::Detach) => self.on_detach(message),
             Some(Action::Message) => self.on_publish(message).await,
             Some(Action::Auth) => self.on_auth(message).await,
-            Some(Action::Presence) => self.on_presence(message),
+            Some(Action::Presence) => self.on_presence(message).await,
             Some(Action::Close) => {
                 self.ended_cleanly = true;
                 self.outbox.reply(&ProtocolMessage::new(Action::Closed));

@@ -6,14 +6,14 @@ use protocol::{Action, ChannelName, ErrorCode, ErrorInfo, Operation, ProtocolMes
 use super::{Connection, Flow};
 
 impl Connection {
-    pub(super) fn on_presence(&mut self, message: ProtocolMessage) -> Flow {
+    pub(super) async fn on_presence(&mut self, message: ProtocolMessage) -> Flow {
         let Some(msg_serial) = message.msg_serial else {
             return self.fatal(ErrorCode::BadRequest.info("PRESENCE without msgSerial"));
         };
-        let result = self.parse_channel(&message).and_then(|channel| {
-            self.presence(&channel, message, msg_serial)
-                .map(|()| channel)
-        });
+        let result = match self.parse_channel(&message) {
+            Ok(channel) => self.presence(&channel, message, msg_serial).await,
+            Err(error) => Err(error),
+        };
         match result {
             Ok(_) => {
                 self.outbox.reply(&ProtocolMessage {
@@ -27,7 +27,7 @@ impl Connection {
         Flow::Continue
     }
 
-    fn presence(
+    async fn presence(
         &mut self,
         channel: &ChannelName,
         message: ProtocolMessage,
@@ -81,8 +81,18 @@ impl Connection {
                     .info(format!("presence data of {size} bytes exceeds {max_bytes}")));
             }
         }
-        self.gateway.hub().presence(&channel_key, events)?;
-        self.present_on.insert(channel_key);
+        match self.gateway.bus().cloned() {
+            // Clustered: stored and announced through Redis; this node applies it as it hears
+            // it back, like every other node.
+            Some(bus) => {
+                self.gateway.hub().check_presence(&channel_key, &events)?;
+                bus.presence(&channel_key, &events).await?;
+            }
+            None => self.gateway.hub().presence(&channel_key, events)?,
+        }
+        if self.present_on.insert(channel_key) {
+            self.record_for_resume();
+        }
         Ok(())
     }
 }

@@ -89,6 +89,10 @@ impl PresenceSet {
             .collect()
     }
 
+    pub(super) fn member(&self, key: &(String, String)) -> Option<&PresenceMessage> {
+        self.members.get(key)
+    }
+
     pub(super) fn members(&self) -> impl Iterator<Item = &PresenceMessage> {
         self.members.values()
     }

@@ -309,6 +309,7 @@ fn resume_from(serial: &str) -> AttachRequest {
         channel_serial: Some(serial.to_owned()),
         rewind: None,
         resume_allowed: true,
+        presence_lost: false,
     }
 }
 

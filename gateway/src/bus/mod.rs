@@ -20,6 +20,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
+mod connections;
+mod presence;
+
 use futures_util::StreamExt;
 use protocol::{ErrorCode, ErrorInfo, Message};
 use redis::aio::MultiplexedConnection;
@@ -166,7 +169,7 @@ return serials
 
 /// Reads a channel's position and newest entries in one step (creating its epoch if the channel
 /// is new, so the first publish continues from the floor given here).
-/// KEYS: stream, meta. ARGV: how many entries, meta ttl ms.
+/// KEYS: stream, meta, members. ARGV: how many entries, meta ttl ms.
 const LOAD_SCRIPT: &str = r#"
 local epoch = redis.call('HGET', KEYS[2], 'e')
 if not epoch then
@@ -176,7 +179,7 @@ if not epoch then
 end
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 local n = redis.call('HGET', KEYS[2], 'n')
-return { epoch, n, redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', ARGV[1]) }
+return { epoch, n, redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', ARGV[1]), redis.call('HGETALL', KEYS[3]) }
 "#;
 
 enum Interest {
@@ -203,6 +206,13 @@ pub(crate) struct RedisBus {
     interest: InterestMap,
     control: mpsc::UnboundedSender<Interest>,
     probe: Probe,
+    /// This process in the cluster (unique per start): holds a lease, tags its members.
+    node: String,
+    timing: crate::limits::Timing,
+    presence_script: redis::Script,
+    rehome_script: redis::Script,
+    /// Resume-record writes, applied in order by one task.
+    records: mpsc::Sender<connections::RecordOp>,
 }
 
 /// The node's own probe topic: published every `PROBE_INTERVAL` through the command
@@ -271,8 +281,11 @@ impl RedisBus {
     /// publications to the hub.
     pub(crate) async fn connect(
         url: &str,
+        server_id: &str,
+        timing: crate::limits::Timing,
         inner: Weak<crate::Inner>,
     ) -> Result<Arc<RedisBus>, String> {
+        let node = format!("{server_id}-{:08x}", rand::random::<u32>());
         let client = redis::Client::open(url).map_err(|e| format!("redis URL: {e}"))?;
         // Bounded everywhere: a publish fails fast (NACK / 503) rather than wait on a dead Redis.
         let commands = Commands::connect(client.clone()).await?;
@@ -301,16 +314,29 @@ impl RedisBus {
             requests,
             interest.clone(),
             store,
-            probe.clone(),
+            Topics {
+                probe: probe.clone(),
+                control: connections::control_topic(&node),
+            },
             inner,
         ));
-        Ok(Arc::new(RedisBus {
+        let lease = timing.node_lease;
+        let (records, record_ops) = mpsc::channel(connections::RECORD_QUEUE);
+        tokio::spawn(connections::write_records(commands.clone(), record_ops));
+        let bus = Arc::new(RedisBus {
+            records,
             commands,
             script: redis::Script::new(PUBLISH_SCRIPT),
             interest,
             control,
             probe,
-        }))
+            node,
+            timing,
+            presence_script: redis::Script::new(presence::PRESENCE_SCRIPT),
+            rehome_script: redis::Script::new(presence::REHOME_SCRIPT),
+        });
+        tokio::spawn(presence::keep_lease(Arc::downgrade(&bus), lease));
+        Ok(bus)
     }
 
     /// Stores and announces; returns each message's serial (`None` for an idempotent repeat).
@@ -439,13 +465,15 @@ impl Store {
         let want = retention.max_messages;
         let script = self.load.clone();
         let ttl = meta_ttl(retention);
-        let (epoch, n, mut entries): (u64, u64, Vec<StreamEntry>) = self
+        let members = presence::members_key(channel);
+        let (epoch, n, mut entries, members): (u64, u64, Vec<StreamEntry>, Vec<String>) = self
             .commands
             .run(move |mut connection| {
                 Box::pin(async move {
                     script
                         .key(keys.stream)
                         .key(keys.meta)
+                        .key(members)
                         .arg(want)
                         .arg(ttl)
                         .invoke_async(&mut connection)
@@ -462,7 +490,15 @@ impl Store {
                 stored_message(id, body)
             })
             .collect();
-        Ok(Stored { floor, messages })
+        let members = presence::parse_members(&members)
+            .into_iter()
+            .map(|(_, member)| member)
+            .collect();
+        Ok(Stored {
+            floor,
+            messages,
+            members,
+        })
     }
 
     /// Catches a channel up from the store: its log replaced, what this node missed delivered.
@@ -470,6 +506,7 @@ impl Store {
         let retention = inner.hub.retention_for(channel);
         let stored = self.load(channel, retention).await?;
         inner.hub.catch_up(channel, stored.floor, stored.messages);
+        inner.hub.sync_members(channel, stored.members);
         Ok(())
     }
 }
@@ -502,10 +539,18 @@ fn contiguous_tail(epoch: u64, n: u64, entries: &[StreamEntry], want: usize) -> 
 struct Stored {
     floor: String,
     messages: Vec<Message>,
+    members: Vec<protocol::PresenceMessage>,
 }
 
 /// One stream entry: its id and its flat field/value list (`m` body, `t` time).
 type StreamEntry = (String, Vec<String>);
+
+/// The node's own topics on the pub/sub link besides channels.
+struct Topics {
+    probe: Probe,
+    /// Requests from other nodes (release a connection being resumed there).
+    control: String,
+}
 
 /// Marks a channel caught up, waking the attaches waiting on it.
 fn mark_ready(interest: &InterestMap, channel: &str) {
@@ -531,9 +576,10 @@ async fn run_pubsub(
     mut requests: mpsc::UnboundedReceiver<Interest>,
     interest: InterestMap,
     store: Store,
-    probe: Probe,
+    topics: Topics,
     inner: Weak<crate::Inner>,
 ) {
+    let probe = &topics.probe;
     let mut link = Some(first);
     let mut backoff = std::time::Duration::from_millis(100);
     loop {
@@ -565,7 +611,8 @@ async fn run_pubsub(
             .keys()
             .cloned()
             .collect();
-        let mut resubscribed = sink.subscribe(&probe.topic).await.is_ok();
+        let mut resubscribed = sink.subscribe(&probe.topic).await.is_ok()
+            && sink.subscribe(&topics.control).await.is_ok();
         if resubscribed {
             for channel in &channels {
                 if sink.subscribe(topic(channel)).await.is_err() {
@@ -625,6 +672,13 @@ async fn run_pubsub(
                         probe.seen_at_ms.store(protocol::now_ms(), Ordering::Release);
                         continue;
                     }
+                    if message.get_channel_name() == topics.control {
+                        let Some(inner) = inner.upgrade() else { return };
+                        if let Ok(key) = message.get_payload::<String>() {
+                            tokio::spawn(crate::Gateway { inner }.release(key));
+                        }
+                        continue;
+                    }
                     let Some(inner) = inner.upgrade() else { return };
                     if let Err(error) = on_publication(&inner, &store, &message).await {
                         tracing::warn!(%error, "catch-up after a gap failed; reconnecting");
@@ -651,6 +705,13 @@ async fn on_publication(
             return Ok(());
         }
     };
+    if let Some(events) = payload.strip_prefix(presence::PRESENCE_MARK) {
+        match serde_json::from_str(events) {
+            Ok(events) => inner.hub.apply_presence(channel, events),
+            Err(error) => tracing::warn!(%error, "unreadable presence on the bus"),
+        }
+        return Ok(());
+    }
     let mut lines = payload.split('\n');
     let connection_id = lines.next().filter(|c| !c.is_empty()).map(str::to_owned);
     let id = lines.next().filter(|i| !i.is_empty()).map(str::to_owned);

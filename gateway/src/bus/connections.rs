@@ -1,0 +1,349 @@
+//! Resumable connection state in Redis, so a client cut off from one node resumes on another.
+//!
+//! Each connection has a record (`rt:conn:{key}`: node, id, clientId, and once parked its
+//! presence channels, grace and whether its members left), written when it connects or parks
+//! and kept alive while it lives. A resume for a key this node does not hold reads the record:
+//! if the holding node is alive it is asked (on its control topic) to release the connection
+//! and hands over what it parked; if its lease lapsed the connection is taken as it was.
+
+use std::time::Duration;
+
+use protocol::{ErrorCode, ErrorInfo};
+
+use super::RedisBus;
+use crate::resume::Parked;
+
+fn record_key(key: &str) -> String {
+    format!("rt:conn:{key}")
+}
+
+pub(super) fn control_topic(node: &str) -> String {
+    format!("rt:ctl:{node}")
+}
+
+/// How long a resume waits for a live node to release the connection.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Takes the record if its node is still `expected`. KEYS: record. ARGV: expected node.
+const TAKE_SCRIPT: &str = r#"
+if redis.call('HGET', KEYS[1], 'node') ~= ARGV[1] then return false end
+local all = redis.call('HGETALL', KEYS[1])
+redis.call('DEL', KEYS[1])
+return all
+"#;
+
+pub(super) enum RecordOp {
+    Write {
+        key: String,
+        fields: Vec<(&'static str, String)>,
+        ttl_ms: u64,
+    },
+    Forget {
+        key: String,
+        node: String,
+    },
+}
+
+/// Bound of the record queue.
+pub(super) const RECORD_QUEUE: usize = 10_000;
+
+/// Applies record writes in order.
+pub(super) async fn write_records(
+    commands: super::Commands,
+    mut ops: tokio::sync::mpsc::Receiver<RecordOp>,
+) {
+    while let Some(op) = ops.recv().await {
+        let result: redis::RedisResult<()> = commands
+            .run(move |mut connection| {
+                Box::pin(async move {
+                    match op {
+                        RecordOp::Write {
+                            key,
+                            fields,
+                            ttl_ms,
+                        } => {
+                            let record = record_key(&key);
+                            redis::pipe()
+                                .cmd("HSET")
+                                .arg(&record)
+                                .arg(fields)
+                                .ignore()
+                                .cmd("PEXPIRE")
+                                .arg(&record)
+                                .arg(ttl_ms)
+                                .ignore()
+                                .query_async(&mut connection)
+                                .await
+                        }
+                        RecordOp::Forget { key, node } => {
+                            redis::Script::new(
+                                "if redis.call('HGET', KEYS[1], 'node') == ARGV[1] then redis.call('DEL', KEYS[1]) end return 1",
+                            )
+                            .key(record_key(&key))
+                            .arg(node)
+                            .invoke_async(&mut connection)
+                            .await
+                        }
+                    }
+                })
+            })
+            .await;
+        if let Err(error) = result {
+            tracing::debug!(%error, "connection record not written");
+        }
+    }
+}
+
+struct Record {
+    node: String,
+    id: String,
+    client: String,
+    present: Vec<String>,
+    grace_ms: Option<u64>,
+    left: bool,
+}
+
+fn parse(flat: &[String]) -> Option<Record> {
+    let get = |name: &str| {
+        flat.chunks(2)
+            .find(|pair| pair[0] == name)
+            .and_then(|pair| pair.get(1))
+            .cloned()
+    };
+    Some(Record {
+        node: get("node")?,
+        id: get("id")?,
+        client: get("client").unwrap_or_default(),
+        present: get("present")
+            .and_then(|p| serde_json::from_str(&p).ok())
+            .unwrap_or_default(),
+        grace_ms: get("grace").and_then(|g| g.parse().ok()),
+        left: get("left").as_deref() == Some("1"),
+    })
+}
+
+impl RedisBus {
+    fn record_ttl_ms(&self) -> u64 {
+        (self.timing.connection_state_ttl + self.timing.node_lease).as_millis() as u64
+    }
+
+    /// Writes (or rewrites) a connection's record as held by this node.
+    pub(crate) fn record_connection(&self, key: &str, parked: &Parked, is_parked: bool) {
+        let mut fields = vec![
+            ("node", self.node.clone()),
+            ("id", parked.id.to_string()),
+            ("client", parked.client_id.clone().unwrap_or_default()),
+            ("parked", u8::from(is_parked).to_string()),
+            (
+                "present",
+                serde_json::to_string(&parked.present_on).unwrap_or_default(),
+            ),
+            (
+                "left",
+                u8::from(crate::Gateway::members_left(parked)).to_string(),
+            ),
+        ];
+        if let Some(grace) = parked.presence_grace {
+            fields.push(("grace", grace.as_millis().to_string()));
+        }
+        self.queue_record(RecordOp::Write {
+            key: key.to_owned(),
+            fields,
+            ttl_ms: self.record_ttl_ms(),
+        });
+    }
+
+    /// Forgets a connection's record (it closed, or its resume window passed), unless another
+    /// node has taken it over since.
+    pub(crate) fn forget_connection(&self, key: &str) {
+        self.queue_record(RecordOp::Forget {
+            key: key.to_owned(),
+            node: self.node.clone(),
+        });
+    }
+
+    /// Marks a record released: this node let go of it for a resume elsewhere.
+    pub(crate) fn release_connection(&self, key: &str, parked: &Parked) {
+        self.queue_record(RecordOp::Write {
+            key: key.to_owned(),
+            fields: vec![
+                ("node", String::new()),
+                (
+                    "present",
+                    serde_json::to_string(&parked.present_on).unwrap_or_default(),
+                ),
+                (
+                    "left",
+                    u8::from(crate::Gateway::members_left(parked)).to_string(),
+                ),
+            ],
+            ttl_ms: self.record_ttl_ms(),
+        });
+    }
+
+    /// Record writes go out in order (a park's write before the release that follows it)
+    /// through one bounded queue; when Redis is too slow to keep up they are dropped, which
+    /// only costs those connections their cross-node resume.
+    fn queue_record(&self, op: RecordOp) {
+        if self.records.try_send(op).is_err() {
+            tracing::warn!("connection record queue full; a cross-node resume may fail");
+        }
+    }
+
+    /// Keeps the records of this node's live connections from expiring.
+    pub(crate) async fn refresh_connections(&self, keys: Vec<String>) {
+        if keys.is_empty() {
+            return;
+        }
+        let ttl = self.record_ttl_ms();
+        for chunk in keys.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for key in chunk {
+                pipe.cmd("PEXPIRE").arg(record_key(key)).arg(ttl).ignore();
+            }
+            let result: redis::RedisResult<()> = self
+                .commands
+                .run(move |mut connection| {
+                    Box::pin(async move { pipe.query_async(&mut connection).await })
+                })
+                .await;
+            if let Err(error) = result {
+                tracing::debug!(%error, "connection records not refreshed");
+                return;
+            }
+        }
+    }
+
+    /// A resume for a key another node issued: released by its live node, or taken from a dead
+    /// one. `Ok(None)`: no such record (the caller answers as for an unknown key).
+    pub(crate) async fn take_connection(
+        &self,
+        key: &str,
+        client_id: Option<&str>,
+    ) -> Result<Option<Parked>, ErrorInfo> {
+        let unable = || {
+            ErrorCode::UnableToRecover
+                .info("unable to recover the connection (expired, closed or not yours); this is a new connection")
+        };
+        let Some(record) = self.read_record(key).await? else {
+            return Ok(None);
+        };
+        if record.client != client_id.unwrap_or_default() || record.node == self.node {
+            return Err(unable());
+        }
+        let mut dead = false;
+        let mut holder = record.node.clone();
+        if !holder.is_empty() {
+            // Ask the holder to let go; if it is dead (or dies meanwhile), wait out its lease.
+            let alive = self.node_alive(&holder).await?;
+            if alive {
+                self.ask_release(&holder, key).await?;
+            }
+            let deadline = tokio::time::Instant::now()
+                + RELEASE_TIMEOUT.max(self.timing.node_lease + Duration::from_secs(1));
+            let mut polls = 0u32;
+            let mut alive = alive;
+            while alive {
+                tokio::time::sleep(Duration::from_millis(25)).await;
+                match self.read_record(key).await? {
+                    Some(record) if record.node.is_empty() => {
+                        holder = String::new();
+                        break;
+                    }
+                    Some(_) if tokio::time::Instant::now() < deadline => {}
+                    _ => return Err(unable()),
+                }
+                polls += 1;
+                if polls.is_multiple_of(10) {
+                    alive = self.node_alive(&holder).await?;
+                }
+            }
+            // Its node died: the members it held are reaped (or about to be), so the client
+            // must enter again.
+            dead = !holder.is_empty();
+        }
+        let record_name = record_key(key);
+        let taken: Option<Vec<String>> = self
+            .commands
+            .run(move |mut connection| {
+                Box::pin(async move {
+                    redis::Script::new(TAKE_SCRIPT)
+                        .key(record_name)
+                        .arg(holder)
+                        .invoke_async(&mut connection)
+                        .await
+                })
+            })
+            .await
+            .map_err(unavailable)?;
+        let Some(record) = taken.as_deref().and_then(parse) else {
+            return Err(unable());
+        };
+        if !dead && !record.present.is_empty() {
+            self.adopt_members(&record.id, &record.present).await;
+        }
+        Ok(Some(Parked {
+            id: record.id.into(),
+            client_id: client_id.map(str::to_owned),
+            present_on: record.present,
+            members_left: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(
+                dead || record.left,
+            )),
+            presence_grace: record.grace_ms.map(Duration::from_millis),
+        }))
+    }
+
+    async fn read_record(&self, key: &str) -> Result<Option<Record>, ErrorInfo> {
+        let record = record_key(key);
+        let flat: Vec<String> = self
+            .commands
+            .run(move |mut connection| {
+                Box::pin(async move {
+                    redis::cmd("HGETALL")
+                        .arg(record)
+                        .query_async(&mut connection)
+                        .await
+                })
+            })
+            .await
+            .map_err(unavailable)?;
+        Ok(parse(&flat))
+    }
+
+    async fn node_alive(&self, node: &str) -> Result<bool, ErrorInfo> {
+        let lease = format!("rt:node:{node}");
+        self.commands
+            .run(move |mut connection| {
+                Box::pin(async move {
+                    redis::cmd("EXISTS")
+                        .arg(lease)
+                        .query_async(&mut connection)
+                        .await
+                })
+            })
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn ask_release(&self, node: &str, key: &str) -> Result<(), ErrorInfo> {
+        let topic = control_topic(node);
+        let key = key.to_owned();
+        self.commands
+            .run(move |mut connection| {
+                Box::pin(async move {
+                    redis::cmd("PUBLISH")
+                        .arg(topic)
+                        .arg(key)
+                        .query_async::<()>(&mut connection)
+                        .await
+                })
+            })
+            .await
+            .map_err(unavailable)
+    }
+}
+
+fn unavailable(error: redis::RedisError) -> ErrorInfo {
+    tracing::warn!(%error, "connection state through Redis failed");
+    ErrorCode::ServiceUnavailable.info("the message bus (Redis) is unavailable; try again")
+}

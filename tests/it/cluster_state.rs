@@ -1,0 +1,295 @@
+//! Presence and connection state across `realtime` nodes sharing one `redis-server`.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::cluster::{numbered, publish_serial, RedisServer, Socket};
+use crate::support::{connect, http, next_json, send_json, Server};
+
+const ENTER: u64 = 2;
+const LEAVE: u64 = 3;
+const RESUMED: u64 = 1 << 2;
+
+fn nodes(redis: &RedisServer, n: usize, extra: &[&str]) -> Vec<Server> {
+    (0..n)
+        .map(|_| {
+            let mut args = vec!["--keys", "app.k:secret", "--redis"];
+            let url = redis.url();
+            args.push(&url);
+            args.extend_from_slice(extra);
+            Server::start(&args)
+        })
+        .collect()
+}
+
+/// A JSON connection as `client_id`; returns it with its CONNECTED.
+async fn client(node: &Server, client_id: &str, extra: &str) -> (Socket, serde_json::Value) {
+    let mut socket = connect(
+        node.addr,
+        &format!("key=app.k:secret&format=json&clientId={client_id}{extra}"),
+    )
+    .await;
+    let connected = next_json(&mut socket).await;
+    assert_eq!(connected["action"], 4, "{connected}");
+    (socket, connected)
+}
+
+async fn attach(socket: &mut Socket, channel: &str) -> serde_json::Value {
+    send_json(socket, json!({"action": 10, "channel": channel})).await;
+    loop {
+        let frame = next_json(socket).await;
+        if frame["action"] == 11 {
+            return frame;
+        }
+    }
+}
+
+/// Enters presence and waits for the ACK.
+async fn enter(socket: &mut Socket, channel: &str, data: &str) {
+    send_json(
+        socket,
+        json!({"action": 14, "channel": channel, "msgSerial": 0,
+               "presence": [{"action": ENTER, "data": data}]}),
+    )
+    .await;
+    loop {
+        let frame = next_json(socket).await;
+        if frame["action"] == 1 {
+            return;
+        }
+        assert_ne!(frame["action"], 2, "NACK: {frame}");
+    }
+}
+
+/// The next presence event on `socket` (SYNC and message frames skipped).
+async fn next_presence(socket: &mut Socket) -> serde_json::Value {
+    loop {
+        let frame = next_json(socket).await;
+        if frame["action"] == 14 {
+            return frame["presence"][0].clone();
+        }
+    }
+}
+
+async fn rest_members(node: &Server, channel: &str) -> Vec<String> {
+    let (status, body) = http(
+        node.addr,
+        &format!("GET /channels/{channel}/presence HTTP/1.1\r\nHost: x\r\nAuthorization: Basic YXBwLms6c2VjcmV0\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let members: serde_json::Value = serde_json::from_str(&body).unwrap();
+    members
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["clientId"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[test]
+fn presence_entered_on_one_node_is_seen_on_every_node() {
+    let redis = RedisServer::start();
+    let nodes = nodes(&redis, 3, &[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let (mut watcher, _) = client(&nodes[1], "watcher", "").await;
+        attach(&mut watcher, "call:1").await;
+        let (mut alice, _) = client(&nodes[0], "alice", "").await;
+        attach(&mut alice, "call:1").await;
+        enter(&mut alice, "call:1", "hi").await;
+
+        let event = next_presence(&mut watcher).await;
+        assert_eq!(
+            (
+                event["action"].as_u64(),
+                event["clientId"].as_str(),
+                event["data"].as_str()
+            ),
+            (Some(ENTER), Some("alice"), Some("hi")),
+            "node B hears node A's enter: {event}"
+        );
+        assert_eq!(
+            rest_members(&nodes[2], "call:1").await,
+            ["alice"],
+            "node C's REST"
+        );
+
+        // A late subscriber on node C gets alice in its SYNC.
+        let (mut late, _) = client(&nodes[2], "late", "").await;
+        send_json(&mut late, json!({"action": 10, "channel": "call:1"})).await;
+        let attached = next_json(&mut late).await;
+        assert_eq!(attached["action"], 11);
+        let sync = next_json(&mut late).await;
+        assert_eq!(sync["action"], 16, "{sync}");
+        assert_eq!(sync["presence"][0]["clientId"], "alice");
+
+        // A clean close leaves everywhere.
+        send_json(&mut alice, json!({"action": 7})).await;
+        let event = next_presence(&mut watcher).await;
+        assert_eq!(event["action"].as_u64(), Some(LEAVE), "{event}");
+        assert!(rest_members(&nodes[2], "call:1").await.is_empty());
+    });
+}
+
+#[test]
+fn a_dead_nodes_members_leave_within_the_lease_announced_once() {
+    let redis = RedisServer::start();
+    let mut nodes = nodes(&redis, 2, &["--node-lease-ms", "1000"]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let (mut watcher, _) = client(&nodes[1], "watcher", "").await;
+        attach(&mut watcher, "live:9").await;
+        let (mut alice, _) = client(&nodes[0], "alice", "").await;
+        attach(&mut alice, "live:9").await;
+        enter(&mut alice, "live:9", "here").await;
+        assert_eq!(
+            next_presence(&mut watcher).await["action"].as_u64(),
+            Some(ENTER)
+        );
+
+        let killed_at = std::time::Instant::now();
+        nodes[0].child.kill().unwrap(); // SIGKILL: no goodbye, no parking.
+        nodes[0].child.wait().unwrap();
+        let event = next_presence(&mut watcher).await;
+        assert_eq!(
+            (event["action"].as_u64(), event["clientId"].as_str()),
+            (Some(LEAVE), Some("alice")),
+            "{event}"
+        );
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(8),
+            "left within a bounded time after the 1 s lease: {:?}",
+            killed_at.elapsed()
+        );
+        assert!(rest_members(&nodes[1], "live:9").await.is_empty());
+        // Announced once: nothing more arrives.
+        let more =
+            tokio::time::timeout(Duration::from_millis(1500), next_presence(&mut watcher)).await;
+        assert!(more.is_err(), "a second announcement: {more:?}");
+        drop(alice);
+    });
+}
+
+/// Ends the transport without a CLOSE: the server parks the connection.
+async fn drop_transport(socket: Socket) {
+    drop(socket);
+}
+
+#[test]
+fn a_connection_resumes_on_another_node_with_its_id_and_every_missed_message() {
+    let redis = RedisServer::start();
+    let nodes = nodes(&redis, 2, &[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let (mut bob, connected) = client(&nodes[0], "bob", "").await;
+        let id = connected["connectionId"].as_str().unwrap().to_owned();
+        let key = connected["connectionDetails"]["connectionKey"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        attach(&mut bob, "session:2").await;
+        publish_serial(&nodes[1], "session:2", 0).await;
+        let frame = next_json(&mut bob).await;
+        let seen = frame["channelSerial"].as_str().unwrap().to_owned();
+        drop_transport(bob).await;
+        for n in 1..4 {
+            publish_serial(&nodes[1], "session:2", n).await;
+        }
+
+        let (mut bob, connected) = client(&nodes[1], "bob", &format!("&resume={key}")).await;
+        assert_eq!(
+            connected["connectionId"],
+            id.as_str(),
+            "same connection: {connected}"
+        );
+        assert!(connected.get("error").is_none(), "{connected}");
+        send_json(
+            &mut bob,
+            json!({"action": 10, "channel": "session:2", "channelSerial": seen}),
+        )
+        .await;
+        let attached = next_json(&mut bob).await;
+        assert_ne!(
+            attached["flags"].as_u64().unwrap() & RESUMED,
+            0,
+            "{attached}"
+        );
+        assert_eq!(numbered(&mut bob, 3).await, ["1", "2", "3"]);
+        publish_serial(&nodes[0], "session:2", 4).await;
+        assert_eq!(
+            numbered(&mut bob, 1).await,
+            ["4"],
+            "live after the replay, once"
+        );
+
+        // The key it resumed with is spent everywhere.
+        let (_, again) = client(&nodes[0], "bob", &format!("&resume={key}")).await;
+        assert_ne!(again["connectionId"], id.as_str(), "{again}");
+    });
+}
+
+#[test]
+fn a_connection_on_a_killed_node_resumes_on_another() {
+    let redis = RedisServer::start();
+    let mut nodes = nodes(&redis, 2, &["--node-lease-ms", "1000"]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let (mut carol, connected) = client(&nodes[0], "carol", "").await;
+        let id = connected["connectionId"].as_str().unwrap().to_owned();
+        let key = connected["connectionDetails"]["connectionKey"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        attach(&mut carol, "call:8").await;
+        publish_serial(&nodes[1], "call:8", 0).await;
+        let seen = next_json(&mut carol).await["channelSerial"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        nodes[0].child.kill().unwrap();
+        nodes[0].child.wait().unwrap();
+        publish_serial(&nodes[1], "call:8", 1).await;
+
+        let (mut carol, connected) = client(&nodes[1], "carol", &format!("&resume={key}")).await;
+        assert_eq!(connected["connectionId"], id.as_str(), "{connected}");
+        send_json(
+            &mut carol,
+            json!({"action": 10, "channel": "call:8", "channelSerial": seen}),
+        )
+        .await;
+        let attached = next_json(&mut carol).await;
+        assert_ne!(
+            attached["flags"].as_u64().unwrap() & RESUMED,
+            0,
+            "{attached}"
+        );
+        assert_eq!(numbered(&mut carol, 1).await, ["1"]);
+    });
+}
+
+#[test]
+fn another_client_cannot_resume_someone_elses_connection_across_nodes() {
+    let redis = RedisServer::start();
+    let nodes = nodes(&redis, 2, &[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let (dave, connected) = client(&nodes[0], "dave", "").await;
+        let id = connected["connectionId"].as_str().unwrap().to_owned();
+        let key = connected["connectionDetails"]["connectionKey"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        drop_transport(dave).await;
+        let (_, refused) = client(&nodes[1], "mallory", &format!("&resume={key}")).await;
+        assert_ne!(refused["connectionId"], id.as_str(), "{refused}");
+        assert_eq!(refused["error"]["code"], 80008, "{refused}");
+        let (_, owner) = client(&nodes[1], "dave", &format!("&resume={key}")).await;
+        assert_eq!(
+            owner["connectionId"],
+            id.as_str(),
+            "the owner still can: {owner}"
+        );
+    });
+}
