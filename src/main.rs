@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use settings::{Cli, Command};
+use settings::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -19,12 +19,18 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
-    let serve = match cli.command {
-        Some(Command::Serve(serve)) => serve,
-        None => cli.serve,
+    let (role, serve) = match cli.command {
+        Some(command) => command.split(),
+        None => (api::Role::Both, cli.serve),
     };
     // Bad settings exit before anything binds, naming the setting (EX_USAGE).
     let settings = match settings::resolve(serve) {
+        Ok(settings) if role != api::Role::Both && settings.gateway.redis_url.is_none() => {
+            eprintln!(
+                "realtime: --redis (REALTIME_REDIS_URL) is required: `realtime gateway` and `realtime api` are roles of a cluster sharing one Redis; `realtime serve` runs both in one process"
+            );
+            return ExitCode::from(64);
+        }
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("realtime: {error}");
@@ -38,7 +44,7 @@ fn main() -> ExitCode {
             return ExitCode::from(70);
         }
     };
-    match runtime.block_on(run(settings)) {
+    match runtime.block_on(run(settings, role)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("realtime: {error:#}");
@@ -47,7 +53,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(settings: settings::Settings) -> anyhow::Result<()> {
+async fn run(settings: settings::Settings, role: api::Role) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
@@ -66,8 +72,8 @@ async fn run(settings: settings::Settings) -> anyhow::Result<()> {
     } else {
         "embedded, in-memory bus"
     };
-    tracing::info!(listen = %local, server_id = gateway.server_id(), mode, "realtime serving");
-    api::serve(listener, gateway, shutdown_signal()).await?;
+    tracing::info!(listen = %local, server_id = gateway.server_id(), mode, ?role, "realtime serving");
+    api::serve_role(listener, gateway, role, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }

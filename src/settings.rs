@@ -28,6 +28,21 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Gateway and REST API on one port, in-memory (the default command).
     Serve(ServeArgs),
+    /// Only the WebSocket gateway (with /time and the probes): one role of a cluster; needs --redis.
+    Gateway(ServeArgs),
+    /// Only the REST API: one role of a cluster; needs --redis.
+    Api(ServeArgs),
+}
+
+impl Command {
+    /// The role and its settings.
+    pub(crate) fn split(self) -> (api::Role, ServeArgs) {
+        match self {
+            Command::Serve(args) => (api::Role::Both, args),
+            Command::Gateway(args) => (api::Role::Gateway, args),
+            Command::Api(args) => (api::Role::Api, args),
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]

@@ -20,8 +20,23 @@ use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
 pub use error::ApiError;
 
+/// What one process serves. Kubernetes runs `Gateway` pods (WebSockets) and `Api` pods (REST)
+/// sharing one Redis; `Both` is `realtime serve`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Both,
+    Gateway,
+    Api,
+}
+
 /// REST routes plus the gateway's WebSocket endpoint, with CORS for browsers on other origins.
 pub fn router(gateway: Gateway) -> Router {
+    router_for(gateway, Role::Both)
+}
+
+/// The routes of one role: `Gateway` has the WebSocket endpoint with `/time` and the health
+/// probes, `Api` the REST API without WebSockets, `Both` everything.
+pub fn router_for(gateway: Gateway, role: Role) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(AllowOrigin::mirror_request())
         .allow_credentials(true)
@@ -41,9 +56,12 @@ pub fn router(gateway: Gateway) -> Router {
             HeaderName::from_static("x-ably-serverid"),
         ])
         .max_age(std::time::Duration::from_secs(86400));
-    routes::router(gateway.clone())
-        .merge(gateway.router())
-        .layer(cors)
+    let routes = match role {
+        Role::Both => routes::router(gateway.clone()).merge(gateway.router()),
+        Role::Gateway => routes::probes(gateway.clone()).merge(gateway.router()),
+        Role::Api => routes::router(gateway),
+    };
+    routes.layer(cors)
 }
 
 /// Serves until `shutdown` resolves, then drains: stops accepting, tells every realtime client
@@ -51,6 +69,16 @@ pub fn router(gateway: Gateway) -> Router {
 pub async fn serve(
     listener: TcpListener,
     gateway: Gateway,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_role(listener, gateway, Role::Both, shutdown).await
+}
+
+/// `serve` for one role.
+pub async fn serve_role(
+    listener: TcpListener,
+    gateway: Gateway,
+    role: Role,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
@@ -61,7 +89,7 @@ pub async fn serve(
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
     });
-    let server = axum::serve(listener, router(gateway.clone()))
+    let server = axum::serve(listener, router_for(gateway.clone(), role))
         .with_graceful_shutdown(async move {
             shutdown.await;
             draining.begin_shutdown();

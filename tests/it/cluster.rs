@@ -537,3 +537,57 @@ fn when_the_store_no_longer_has_missed_messages_subscribers_are_told() {
         assert_eq!(numbered(&mut sockets[0], 1).await, ["3"], "then live again");
     });
 }
+
+#[test]
+fn gateway_and_api_roles_split_websockets_from_rest() {
+    let redis = RedisServer::start();
+    let args = ["--keys", "app.k:secret", "--redis", &redis.url()];
+    let gateway = Server::start_role("gateway", &args);
+    let api = Server::start_role("api", &args);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut sockets = subscribe_everywhere(std::slice::from_ref(&gateway), "session:4").await;
+        let (status, body) = http(
+            api.addr,
+            &publish_request("session:4", r#"{"name":"n","data":"via api"}"#),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(numbered(&mut sockets[0], 1).await, ["via api"]);
+
+        let (status, _) = http(
+            gateway.addr,
+            &publish_request("session:4", r#"{"data":"x"}"#),
+        )
+        .await;
+        assert_eq!(status, 404, "no REST on a gateway pod");
+        let upgrade = tokio_tungstenite::connect_async(format!(
+            "ws://{}/?key=app.k:secret&format=json",
+            api.addr
+        ))
+        .await;
+        assert!(upgrade.is_err(), "no WebSockets on an api pod");
+        for node in [&gateway, &api] {
+            let (status, _) = http(
+                node.addr,
+                "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            )
+            .await;
+            assert_eq!(status, 200);
+        }
+    });
+}
+
+#[test]
+fn a_single_role_without_redis_is_refused() {
+    for role in ["gateway", "api"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_realtime"))
+            .args([role, "--listen", "127.0.0.1:0", "--keys", "a.b:c"])
+            .env_remove("REALTIME_REDIS_URL")
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(64), "{role}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("--redis"), "{stderr}");
+    }
+}

@@ -17,8 +17,13 @@ pub(crate) struct Server {
 impl Server {
     /// Starts `realtime` with `--listen 127.0.0.1:0` plus `args`, and waits for its listen log.
     pub(crate) fn start(args: &[&str]) -> Server {
+        Server::start_role("serve", args)
+    }
+
+    /// `start` for `realtime <role>` (`serve`, `gateway`, `api`).
+    pub(crate) fn start_role(role: &str, args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_realtime"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args([role, "--listen", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "info")
             .env_remove("REALTIME_KEYS")

@@ -18,6 +18,17 @@ use protocol::ErrorCode;
 use crate::body::response_format;
 use crate::error::ApiError;
 
+/// What a gateway-only process answers besides WebSockets: the clock and the probes.
+pub(crate) fn probes(gateway: Gateway) -> Router {
+    Router::new()
+        .route("/time", get(time::time))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(gateway)
+}
+
 pub(crate) fn router(gateway: Gateway) -> Router {
     Router::new()
         .route("/time", get(time::time))
