@@ -150,6 +150,11 @@ export async function startServer({ keys = DEFAULT_KEYS, env = {}, args: extraAr
     port,
     url: `http://127.0.0.1:${port}`,
     stop,
+    /** Sends `signal` (default SIGKILL: no goodbye) and resolves once the process has exited. */
+    kill: (signal = 'SIGKILL') => {
+      if (!exited) child.kill(signal);
+      return exitPromise;
+    },
     /** Everything the server printed so far (stdout and stderr). */
     output: () => output,
   };

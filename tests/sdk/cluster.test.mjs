@@ -1,0 +1,135 @@
+// Two gateway nodes on one real redis-server behind a TCP load balancer (as Kubernetes puts a Service in
+// front of pods). Node A is killed with SIGKILL while an unmodified ably-js client is connected through
+// it: the client reconnects through the balancer to node B and resumes there with the same connection,
+// every message published meanwhile exactly once and in order, and its presence kept.
+
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import net from 'node:net';
+import Ably from 'ably';
+
+import { FULL_KEY, clientOptions, freePort, startServer } from './server.mjs';
+import { Collector, awaitConnected, awaitConnectionState, pollUntil, uniq, withTimeout } from './helpers.mjs';
+import { PresenceCollector, names, publishNumbered } from './continuity-helpers.mjs';
+
+/** A redis-server on a free loopback port (never the machine's own), killed by stop(). */
+async function startRedis() {
+  const port = await freePort();
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+    stdio: 'ignore',
+  });
+  const up = () =>
+    new Promise((resolve) => {
+      const socket = net.connect(port, '127.0.0.1', () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.on('error', () => resolve(false));
+    });
+  await pollUntil(up, (ok) => ok, 10_000, 'redis-server accepting connections', 20);
+  return { url: `redis://127.0.0.1:${port}`, stop: () => child.kill('SIGKILL') };
+}
+
+/** Forwards each new TCP connection to `balancer.target` (a port); existing ones stay where they are. */
+async function startBalancer(target) {
+  const balancer = { target, sockets: new Set() };
+  const server = net.createServer((client) => {
+    const upstream = net.connect(balancer.target, '127.0.0.1');
+    for (const s of [client, upstream]) balancer.sockets.add(s);
+    client.pipe(upstream);
+    upstream.pipe(client);
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('error', end);
+    upstream.on('error', end);
+    client.on('close', end);
+    upstream.on('close', end);
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  balancer.port = server.address().port;
+  balancer.stop = () => {
+    for (const s of balancer.sockets) s.destroy();
+    server.close();
+  };
+  return balancer;
+}
+
+describe('a gateway node killed under an ably-js client', () => {
+  let redis;
+  let nodeA;
+  let nodeB;
+  let balancer;
+  const clients = [];
+
+  before(async () => {
+    redis = await startRedis();
+    const args = ['--redis', redis.url, '--node-lease-ms', '1000'];
+    nodeA = await startServer({ args });
+    nodeB = await startServer({ args });
+    balancer = await startBalancer(nodeA.port);
+  });
+  after(async () => {
+    for (const client of clients) client.close();
+    balancer?.stop();
+    await nodeA?.stop();
+    await nodeB?.stop();
+    redis?.stop();
+  });
+
+  test('the client resumes on the other node: same connection, every message once, in order, still present', async () => {
+    const realtime = new Ably.Realtime(
+      clientOptions(balancer.port, { key: FULL_KEY, clientId: 'fan-1', disconnectedRetryTimeout: 500 }),
+    );
+    clients.push(realtime);
+    await awaitConnected(realtime);
+    const id = realtime.connection.id;
+
+    const channelName = uniq('session:kill');
+    const channel = realtime.channels.get(channelName);
+    const got = await new Collector().subscribe(channel);
+    await withTimeout(channel.presence.enter('watching'), 10_000, 'presence enter');
+
+    // The backend publishes through node B directly; a watcher on node B sees presence.
+    const rest = new Ably.Rest(clientOptions(nodeB.port, { key: FULL_KEY }));
+    const restChannel = rest.channels.get(channelName);
+    const watcherClient = new Ably.Realtime(clientOptions(nodeB.port, { key: FULL_KEY, clientId: 'creator' }));
+    clients.push(watcherClient);
+    await new PresenceCollector().subscribe(watcherClient.channels.get(channelName));
+    const members = await watcherClient.channels.get(channelName).presence.get();
+    assert.deepEqual(members.map((m) => m.clientId), ['fan-1'], 'node B sees the member entered on node A');
+
+    await publishNumbered(restChannel, 'before', 3);
+    await got.waitForCount(3, 10_000, 'messages before the kill');
+
+    // The balancer sends new connections to B (A failed its probe), then A dies without a word.
+    balancer.target = nodeB.port;
+    const disconnected = awaitConnectionState(realtime, 'disconnected', 10_000);
+    await nodeA.kill('SIGKILL');
+    await disconnected;
+    await publishNumbered(restChannel, 'missed', 10);
+
+    await awaitConnectionState(realtime, 'connected', 15_000);
+    assert.equal(realtime.connection.id, id, 'resumed on node B: the same connection id');
+
+    await got.waitForCount(13, 15_000, 'the messages published while it moved');
+    await publishNumbered(restChannel, 'after', 1);
+    await got.waitFor((m) => m.name === 'after-0', 10_000, 'live after the resume');
+    const expected = [
+      ...Array.from({ length: 3 }, (_, i) => `before-${i}`),
+      ...Array.from({ length: 10 }, (_, i) => `missed-${i}`),
+      'after-0',
+    ];
+    assert.deepEqual(names(got.messages), expected, 'every message exactly once, in order');
+
+    // Still present once the dead node's lease has lapsed and it was reaped.
+    await pollUntil(
+      () => restChannel.presence.get().then((page) => page.items.map((m) => m.clientId)),
+      (ids) => ids.length === 1 && ids[0] === 'fan-1',
+      15_000,
+      'fan-1 present after the move',
+    );
+  });
+});
