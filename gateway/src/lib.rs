@@ -170,42 +170,46 @@ impl Gateway {
         Ok(())
     }
 
-    pub(crate) fn bus(&self) -> Option<&Arc<bus::RedisBus>> {
+    /// The Redis bus when clustered, for what only a cluster has (resume records).
+    pub(crate) fn cluster(&self) -> Option<&Arc<bus::RedisBus>> {
         self.inner.bus.get()
+    }
+
+    /// The bus every publish and presence change goes through: Redis when clustered, else the
+    /// in-memory one.
+    pub(crate) fn bus(&self) -> &dyn bus::Bus {
+        match self.inner.bus.get() {
+            Some(redis) => redis.as_ref(),
+            None => &bus::MemoryBus,
+        }
     }
 
     /// A connection (or a history read) starts listening on a channel; with a bus, the node
     /// subscribes to it and catches it up from the store first. On an error the caller must
     /// still `leave_channel`.
     pub(crate) async fn join_channel(&self, channel: &str) -> Result<(), protocol::ErrorInfo> {
-        match self.bus() {
-            Some(bus) => bus.join(channel).await,
-            None => Ok(()),
-        }
+        self.bus().join(channel).await
     }
 
     pub(crate) fn leave_channel(&self, channel: &str) {
-        if let Some(bus) = self.bus() {
-            bus.leave(channel);
-        }
+        self.bus().leave(channel);
     }
 
-    /// Ends a connection's presence on `channel` (it closed, or its grace passed): with a bus,
-    /// through Redis so every node hears the LEAVEs (applied here at once, so the local copy
-    /// is right even if this node stops listening to the channel).
+    /// Ends a connection's presence on `channel` (it closed, or its grace passed): LEAVEs
+    /// applied here at once (so the local copy is right even if this node stops listening to
+    /// the channel), and shared through the bus so every node hears them.
     pub(crate) fn leave_presence(&self, channel: &str, connection_id: &str) {
-        let Some(bus) = self.bus().cloned() else {
-            self.hub().leave_all(channel, connection_id);
-            return;
-        };
         let leaves = self.hub().leave_events(channel, connection_id);
         if leaves.is_empty() {
             return;
         }
         self.hub().apply_presence(channel, leaves.clone());
+        let Some(redis) = self.cluster().cloned() else {
+            return;
+        };
         let channel = channel.to_owned();
         tokio::spawn(async move {
-            if let Err(error) = bus.presence(&channel, &leaves).await {
+            if let Err(error) = redis.presence(&channel, &leaves).await {
                 tracing::warn!(%channel, message = %error.message, "presence leave not shared");
             }
         });
@@ -250,7 +254,7 @@ impl Gateway {
     /// Ready for traffic: not draining, and (when clustered) the Redis bus heard its own probe
     /// within the last few seconds.
     pub fn is_ready(&self) -> bool {
-        !self.is_shutting_down() && self.bus().is_none_or(|bus| bus.healthy())
+        !self.is_shutting_down() && self.bus().healthy()
     }
 
     pub fn is_shutting_down(&self) -> bool {

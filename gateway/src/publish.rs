@@ -106,32 +106,19 @@ impl Gateway {
             Origin::Rest => (None, None),
         };
         let channel_key = principal.channel_key(channel);
-        if let Some(bus) = self.bus() {
-            let serials = bus
-                .publish(
-                    &channel_key,
-                    self.hub().retention_for(&channel_key),
-                    &messages,
-                    &client_ids,
-                    connection_id,
-                    id.as_deref(),
-                )
-                .await?;
-            self.count_publish(principal, &origin, n_messages, total_bytes);
-            return Ok(Receipt {
-                serials,
-                message_id: first_id
-                    .and_then(|id| id.rsplit_once(':').map(|(base, _)| base.to_owned())),
-            });
-        }
-        let serials = self.hub().publish(Publication {
+        let retention = self.hub().retention_for(&channel_key);
+        let publication = Publication {
             channel: &channel_key,
             messages,
             client_ids,
             connection_id,
             id,
             timestamp: now,
-        })?;
+        };
+        let serials = self
+            .bus()
+            .publish(self.hub(), publication, retention)
+            .await?;
         self.count_publish(principal, &origin, n_messages, total_bytes);
         Ok(Receipt {
             serials,

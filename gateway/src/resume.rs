@@ -38,7 +38,7 @@ impl Gateway {
         let id = parked.id.clone();
         let present_on = parked.present_on.clone();
         let members_left = parked.members_left.clone();
-        if let Some(bus) = self.bus() {
+        if let Some(bus) = self.cluster() {
             bus.record_connection(&key, &parked, true);
         }
         self.inner.parked.insert(key.clone(), parked);
@@ -54,7 +54,7 @@ impl Gateway {
                 for channel in &present_on {
                     gateway.leave_presence(channel, &id);
                 }
-                if let Some(bus) = gateway.bus() {
+                if let Some(bus) = gateway.cluster() {
                     bus.record_connection(&key, &parked, true);
                 }
                 drop(parked);
@@ -68,7 +68,7 @@ impl Gateway {
                 .is_some()
             {
                 gateway.remember_ended(&key);
-                if let Some(bus) = gateway.bus() {
+                if let Some(bus) = gateway.cluster() {
                     bus.forget_connection(&key);
                 }
             }
@@ -109,7 +109,7 @@ impl Gateway {
         }
         let Some(old) = self.inner.live_keys.get(key).map(|outbox| outbox.clone()) else {
             // Clustered: another node may hold it (or have held it, and died).
-            if let Some(bus) = self.bus() {
+            if let Some(bus) = self.cluster() {
                 if let Some(parked) = bus.take_connection(key, client_id).await? {
                     return Ok(parked);
                 }
@@ -154,7 +154,7 @@ impl Gateway {
                 }
             }
         };
-        let Some(bus) = self.bus() else { return };
+        let Some(bus) = self.cluster() else { return };
         let Some(parked) = taken else {
             // Not here (any more): no record should send resumes our way.
             bus.forget_connection(&key);

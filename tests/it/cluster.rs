@@ -86,7 +86,7 @@ impl Drop for RedisServer {
     }
 }
 
-fn publish_request(channel: &str, body: &str) -> String {
+pub(crate) fn publish_request(channel: &str, body: &str) -> String {
     let auth = base64::engine::general_purpose::STANDARD.encode("app.k:secret");
     format!(
         "POST /channels/{channel}/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

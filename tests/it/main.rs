@@ -4,5 +4,6 @@ mod support;
 
 mod cluster;
 mod cluster_state;
+mod contract;
 mod cors;
 mod process;

@@ -20,8 +20,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
+mod backend;
 mod connections;
 mod presence;
+
+pub(crate) use backend::{Bus, MemoryBus};
 
 use futures_util::StreamExt;
 use protocol::{ErrorCode, ErrorInfo, Message};

@@ -282,7 +282,7 @@ impl Connection {
                 self.gateway.leave_presence(&channel, &self.id);
             }
             self.gateway.remember_ended(&self.key);
-            if let Some(bus) = self.gateway.bus() {
+            if let Some(bus) = self.gateway.cluster() {
                 bus.forget_connection(&self.key);
             }
             return;
@@ -307,7 +307,7 @@ impl Connection {
     /// Clustered: (re)writes this live connection's resume record, so another node can resume
     /// it even if this one dies.
     fn record_for_resume(&self) {
-        if let Some(bus) = self.gateway.bus() {
+        if let Some(bus) = self.gateway.cluster() {
             bus.record_connection(&self.key, &self.resumable(), false);
         }
     }

@@ -81,15 +81,14 @@ impl Connection {
                     .info(format!("presence data of {size} bytes exceeds {max_bytes}")));
             }
         }
-        match self.gateway.bus().cloned() {
-            // Clustered: stored and announced through Redis; this node applies it as it hears
-            // it back, like every other node.
-            Some(bus) => {
-                self.gateway.hub().check_presence(&channel_key, &events)?;
-                bus.presence(&channel_key, &events).await?;
-            }
-            None => self.gateway.hub().presence(&channel_key, events)?,
-        }
+        let hub = self.gateway.hub();
+        hub.check_presence(&channel_key, &events)?;
+        // Clustered, stored and announced through Redis; this node applies it as it hears it
+        // back, like every other node.
+        self.gateway
+            .bus()
+            .presence(hub, &channel_key, &events)
+            .await?;
         if self.present_on.insert(channel_key) {
             self.record_for_resume();
         }

@@ -1,0 +1,180 @@
+//! The bus contract, held against both back-ends: the same checks on one embedded process
+//! (memory bus) and on two processes sharing a `redis-server` (Redis bus). Publisher and
+//! subscriber sit on different nodes whenever there are two.
+
+use serde_json::json;
+
+use crate::cluster::{numbered, publish_request, publish_serial, RedisServer};
+use crate::cluster_state::{
+    attach, client, enter, next_presence, rest_members, ENTER, LEAVE, RESUMED,
+};
+use crate::support::{http, next_json, send_json, Server};
+
+/// One deployment under test: its nodes (and the Redis they share, if any).
+struct Deployment {
+    name: &'static str,
+    nodes: Vec<Server>,
+    _redis: Option<RedisServer>,
+}
+
+impl Deployment {
+    fn publisher(&self) -> &Server {
+        &self.nodes[0]
+    }
+
+    fn subscriber(&self) -> &Server {
+        self.nodes.last().expect("a node")
+    }
+}
+
+fn deployments() -> Vec<Deployment> {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    vec![
+        Deployment {
+            name: "memory",
+            nodes: vec![Server::start(&["--keys", "app.k:secret"])],
+            _redis: None,
+        },
+        Deployment {
+            name: "redis",
+            nodes: (0..2)
+                .map(|_| Server::start(&["--keys", "app.k:secret", "--redis", &url]))
+                .collect(),
+            _redis: Some(redis),
+        },
+    ]
+}
+
+/// Runs `check` against every back-end.
+fn for_each_backend<F, Fut>(check: F)
+where
+    F: Fn(&'static str, std::sync::Arc<Deployment>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for deployment in deployments() {
+        let deployment = std::sync::Arc::new(deployment);
+        runtime.block_on(check(deployment.name, deployment.clone()));
+    }
+}
+
+/// `epoch-n` serial to (epoch, n).
+fn parts(serial: &str) -> (String, u64) {
+    let (epoch, n) = serial.split_once('-').expect("epoch-n serial");
+    (epoch.to_owned(), u64::from_str_radix(n, 16).expect("hex"))
+}
+
+#[test]
+fn publications_arrive_once_in_order_with_consecutive_serials_matching_history() {
+    for_each_backend(|backend, d| async move {
+        let (mut sub, _) = client(d.subscriber(), "sub", "").await;
+        attach(&mut sub, "contract:order").await;
+        let mut serials = Vec::new();
+        for n in 0..5 {
+            serials.push(publish_serial(d.publisher(), "contract:order", n).await);
+        }
+        let (epoch, first) = parts(&serials[0]);
+        for (i, serial) in serials.iter().enumerate() {
+            assert_eq!(
+                parts(serial),
+                (epoch.clone(), first + i as u64),
+                "{backend}: consecutive"
+            );
+        }
+        assert_eq!(
+            numbered(&mut sub, 5).await,
+            ["0", "1", "2", "3", "4"],
+            "{backend}"
+        );
+        let (status, body) = http(
+            d.subscriber().addr,
+            "GET /channels/contract:order/messages?direction=forwards HTTP/1.1\r\nHost: x\r\nAuthorization: Basic YXBwLms6c2VjcmV0\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(status, 200, "{backend}: {body}");
+        let history: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let stored: Vec<&str> = history
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["serial"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            stored, serials,
+            "{backend}: history holds what was acknowledged"
+        );
+    });
+}
+
+#[test]
+fn a_repeated_message_id_is_delivered_and_stored_once() {
+    for_each_backend(|backend, d| async move {
+        let (mut sub, _) = client(d.subscriber(), "sub", "").await;
+        attach(&mut sub, "contract:idem").await;
+        let body = r#"{"id":"order-42","name":"n","data":"paid"}"#;
+        for node in d.nodes.iter().chain(d.nodes.iter()) {
+            let (status, answer) = http(node.addr, &publish_request("contract:idem", body)).await;
+            assert_eq!(status, 201, "{backend}: {answer}");
+        }
+        publish_serial(d.publisher(), "contract:idem", 1).await;
+        assert_eq!(
+            numbered(&mut sub, 2).await,
+            ["paid", "1"],
+            "{backend}: once"
+        );
+    });
+}
+
+#[test]
+fn presence_is_seen_by_every_subscriber_and_by_rest() {
+    for_each_backend(|backend, d| async move {
+        let (mut watcher, _) = client(d.subscriber(), "watcher", "").await;
+        attach(&mut watcher, "contract:presence").await;
+        let (mut alice, _) = client(d.publisher(), "alice", "").await;
+        attach(&mut alice, "contract:presence").await;
+        enter(&mut alice, "contract:presence", "hi").await;
+        let event = next_presence(&mut watcher).await;
+        assert_eq!(event["action"].as_u64(), Some(ENTER), "{backend}: {event}");
+        assert_eq!(
+            rest_members(d.subscriber(), "contract:presence").await,
+            ["alice"],
+            "{backend}"
+        );
+        send_json(&mut alice, json!({"action": 7})).await;
+        let event = next_presence(&mut watcher).await;
+        assert_eq!(event["action"].as_u64(), Some(LEAVE), "{backend}: {event}");
+    });
+}
+
+#[test]
+fn an_attach_resumes_from_a_channel_serial_and_rewinds() {
+    for_each_backend(|backend, d| async move {
+        let first = publish_serial(d.publisher(), "contract:resume", 0).await;
+        for n in 1..4 {
+            publish_serial(d.publisher(), "contract:resume", n).await;
+        }
+        let (mut sub, _) = client(d.subscriber(), "sub", "").await;
+        send_json(
+            &mut sub,
+            json!({"action": 10, "channel": "contract:resume", "channelSerial": first}),
+        )
+        .await;
+        let attached = next_json(&mut sub).await;
+        assert_ne!(
+            attached["flags"].as_u64().unwrap() & RESUMED,
+            0,
+            "{backend}: {attached}"
+        );
+        assert_eq!(numbered(&mut sub, 3).await, ["1", "2", "3"], "{backend}");
+
+        let (mut late, _) = client(d.subscriber(), "late", "").await;
+        send_json(
+            &mut late,
+            json!({"action": 10, "channel": "contract:resume", "params": {"rewind": "2"}}),
+        )
+        .await;
+        assert_eq!(next_json(&mut late).await["action"], 11);
+        assert_eq!(numbered(&mut late, 2).await, ["2", "3"], "{backend}");
+    });
+}
