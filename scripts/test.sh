@@ -19,6 +19,9 @@ if cargo tree -p protocol -e normal --prefix none | grep -E '^(tokio|axum|redis)
   exit 1
 fi
 
+# The Kubernetes manifests render and validate; the config they mount passes check-config.
+./scripts/check-k8s.sh
+
 cd tests/sdk
 if [ ! -d node_modules/ably ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund

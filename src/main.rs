@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
+    let check_only = matches!(cli.command, Some(settings::Command::CheckConfig(_)));
     let (role, serve) = match cli.command {
         Some(command) => command.split(),
         None => (api::Role::Both, cli.serve),
@@ -37,6 +38,10 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
+    if check_only {
+        println!("{}", settings.summary());
+        return ExitCode::SUCCESS;
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -32,6 +32,9 @@ pub(crate) enum Command {
     Gateway(ServeArgs),
     /// Only the REST API: one role of a cluster; needs --redis.
     Api(ServeArgs),
+    /// Validates the same flags, env and file as `serve` without starting; exit 64 naming the
+    /// first bad setting.
+    CheckConfig(ServeArgs),
 }
 
 impl Command {
@@ -41,6 +44,7 @@ impl Command {
             Command::Serve(args) => (api::Role::Both, args),
             Command::Gateway(args) => (api::Role::Gateway, args),
             Command::Api(args) => (api::Role::Api, args),
+            Command::CheckConfig(args) => (api::Role::Both, args),
         }
     }
 }
@@ -93,6 +97,10 @@ pub(crate) struct ServeArgs {
     /// is still counted alive; after it, its presence members leave. In ms.
     #[arg(long, env = "REALTIME_NODE_LEASE_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(300..))]
     pub node_lease_ms: u64,
+    /// This process's name in CONNECTED (`serverId`) and in logs, e.g. the pod name; default
+    /// a random `rt-…`.
+    #[arg(long, env = "REALTIME_SERVER_ID")]
+    pub server_id: Option<String>,
     /// Test-app provisioning (`POST /apps`, `DELETE /apps/{id}`) for SDK test suites. Never in
     /// production: anyone can create an app.
     #[arg(long, env = "REALTIME_SANDBOX")]
@@ -109,6 +117,55 @@ pub(crate) struct Settings {
     pub gateway: gateway::Config,
     /// Set when no key was configured and one was made up for this run.
     pub generated_key: Option<String>,
+}
+
+impl Settings {
+    /// What `check-config` prints: the resolved settings, secrets left out.
+    pub(crate) fn summary(&self) -> String {
+        let config = &self.gateway;
+        let key_names: Vec<&str> = config.keys.iter().map(|k| k.name.as_str()).collect();
+        let mut lines = vec![
+            "configuration ok".to_owned(),
+            format!("listen: {}", self.listen),
+            format!(
+                "keys: {}",
+                if self.generated_key.is_some() {
+                    "none (a development key would be generated)".to_owned()
+                } else {
+                    key_names.join(", ")
+                }
+            ),
+            format!(
+                "bus: {}",
+                if config.redis_url.is_some() {
+                    "Redis"
+                } else {
+                    "embedded (in memory)"
+                }
+            ),
+            format!(
+                "supabase: {}",
+                if config.supabase.is_some() {
+                    "on"
+                } else {
+                    "off"
+                }
+            ),
+            format!(
+                "history: {} messages, {} s per channel",
+                config.hub.retention.max_messages,
+                config.hub.retention.max_age.as_secs()
+            ),
+            format!(
+                "presence: at most {} members per channel",
+                config.hub.max_presence_members
+            ),
+        ];
+        if config.sandbox {
+            lines.push("sandbox: on (test apps can be created: never in production)".to_owned());
+        }
+        lines.join("\n")
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -211,6 +268,7 @@ pub(crate) fn resolve(args: ServeArgs) -> Result<Settings, String> {
             keys,
             supabase,
             sandbox: args.sandbox,
+            server_id: args.server_id.clone().filter(|id| !id.is_empty()),
             redis_url: redis_url(args.redis.as_deref())?,
             hub,
             timing: gateway::limits::Timing {
@@ -470,6 +528,7 @@ mod tests {
             sandbox: false,
             token_renew_lead_ms: 30_000,
             node_lease_ms: 5_000,
+            server_id: None,
             redis: None,
         }
     }

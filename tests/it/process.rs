@@ -39,6 +39,50 @@ fn bad_settings_exit_64_naming_the_setting() {
 }
 
 #[test]
+fn check_config_validates_without_starting() {
+    let dir = std::env::temp_dir().join(format!("rt-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("realtime.toml");
+    std::fs::write(&file, "[history]\nmax_messages = 50\n").unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_realtime"))
+            .arg("check-config")
+            .args(args)
+            .env_remove("REALTIME_KEYS")
+            .env_remove("REALTIME_LISTEN")
+            .env_remove("REALTIME_CONFIG")
+            .output()
+            .expect("run realtime")
+    };
+    // Port 1 needs privileges to bind: check-config must not try.
+    let ok = run(&[
+        "--config",
+        file.to_str().unwrap(),
+        "--keys",
+        "app.k:secret",
+        "--listen",
+        "127.0.0.1:1",
+    ]);
+    assert_eq!(ok.status.code(), Some(0), "{ok:?}");
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(stdout.contains("configuration ok"), "{stdout}");
+    assert!(
+        stdout.contains("50 messages"),
+        "the file was read: {stdout}"
+    );
+    assert!(!stdout.contains("secret"), "no secrets printed: {stdout}");
+
+    let bad = run(&["--listen", "127.0.0.1:notaport"]);
+    assert_eq!(bad.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--listen"));
+    std::fs::write(&file, "[history]\nmax_messages = 0\n").unwrap();
+    let bad = run(&["--config", file.to_str().unwrap()]);
+    assert_eq!(bad.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("history.max_messages"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn config_file_keys_and_listen_are_used() {
     let dir = std::env::temp_dir().join(format!("realtime-config-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
