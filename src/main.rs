@@ -10,14 +10,22 @@ use settings::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    let log_format = match &cli.command {
+        Some(command) => command.args().log_format,
+        None => cli.serve.log_format,
+    };
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match log_format {
+        settings::LogFormat::Json => logs.json().flatten_event(true).init(),
+        settings::LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
 
     let check_only = matches!(cli.command, Some(settings::Command::CheckConfig(_)));
     let (role, serve) = match cli.command {

@@ -38,6 +38,15 @@ pub(crate) enum Command {
 }
 
 impl Command {
+    pub(crate) fn args(&self) -> &ServeArgs {
+        match self {
+            Command::Serve(args)
+            | Command::Gateway(args)
+            | Command::Api(args)
+            | Command::CheckConfig(args) => args,
+        }
+    }
+
     /// The role and its settings.
     pub(crate) fn split(self) -> (api::Role, ServeArgs) {
         match self {
@@ -47,6 +56,12 @@ impl Command {
             Command::CheckConfig(args) => (api::Role::Both, args),
         }
     }
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -97,6 +112,10 @@ pub(crate) struct ServeArgs {
     /// is still counted alive; after it, its presence members leave. In ms.
     #[arg(long, env = "REALTIME_NODE_LEASE_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(300..))]
     pub node_lease_ms: u64,
+    /// Log lines as human-readable text or as JSON (one object per line, for log shippers).
+    /// Filter with RUST_LOG (e.g. `info`, `gateway=debug`).
+    #[arg(long, env = "REALTIME_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// This process's name in CONNECTED (`serverId`) and in logs, e.g. the pod name; default
     /// a random `rt-…`.
     #[arg(long, env = "REALTIME_SERVER_ID")]
@@ -528,6 +547,7 @@ mod tests {
             sandbox: false,
             token_renew_lead_ms: 30_000,
             node_lease_ms: 5_000,
+            log_format: LogFormat::Text,
             server_id: None,
             redis: None,
         }

@@ -167,3 +167,60 @@ fn sigterm_tells_clients_to_reconnect_and_exits() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn json_logs_carry_the_connection_span_and_never_the_secret() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_realtime"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--keys",
+            "app.k:topsecret",
+            "--log-format",
+            "json",
+        ])
+        .env("RUST_LOG", "debug")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let parsed = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+            if tx.send(parsed).is_err() {
+                return;
+            }
+        }
+    });
+    let next = |what: &str, pred: &dyn Fn(&serde_json::Value) -> bool| loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("no log line: {what}"));
+        assert!(
+            !line.to_string().contains("topsecret"),
+            "a secret in the logs: {line}"
+        );
+        if pred(&line) {
+            return line;
+        }
+    };
+    let serving = next("serving", &|l| l["message"] == "realtime serving");
+    let addr: std::net::SocketAddr = serving["listen"].as_str().unwrap().parse().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let connection_id = runtime.block_on(async {
+        let mut socket = connect(addr, "key=app.k:topsecret&clientId=carol&format=json").await;
+        let connected = next_json(&mut socket).await;
+        connected["connectionId"].as_str().unwrap().to_owned()
+    });
+    let line = next("connected", &|l| l["message"] == "connected");
+    assert_eq!(line["span"]["name"], "connection", "{line}");
+    assert_eq!(line["span"]["id"], connection_id.as_str(), "{line}");
+    assert_eq!(line["span"]["client_id"], "carol", "{line}");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -22,6 +22,7 @@ use protocol::{
 };
 use rand::distributions::{Alphanumeric, DistString};
 use tokio::time::{Duration, Instant};
+use tracing::Instrument as _;
 
 pub use outbox::Outbox;
 
@@ -115,7 +116,7 @@ pub(crate) async fn run(gateway: Gateway, socket: WebSocket, params: ConnectPara
     let format = Format::from_param(params.format.as_deref());
     let (outbox, queue) = Outbox::new(format.unwrap_or(Format::Json), limits.outbound_queue_frames);
     let outbox = Arc::new(outbox);
-    let (sink, mut stream) = socket.split();
+    let (sink, stream) = socket.split();
     let heartbeat = params
         .heartbeats
         .then(|| Frame::encode(&ProtocolMessage::new(Action::Heartbeat), outbox.format).ok())
@@ -161,22 +162,14 @@ pub(crate) async fn run(gateway: Gateway, socket: WebSocket, params: ConnectPara
             outbox.close_after_queue();
         }
         Ok(principal) => {
-            let mut connection =
-                Connection::open(&gateway, principal, &params, outbox.clone()).await;
-            gateway.register_live(&connection.key, &outbox);
-            connection.record_for_resume();
-            connection.schedule_token_timers();
-            gateway
-                .clients()
-                .register(&connection.id, &connection.principal, &outbox);
-            connection.read_loop(&mut stream).await;
-            connection.leave_channels();
-            gateway
-                .clients()
-                .unregister(&connection.id, &connection.principal);
-            connection.park_or_leave();
-            gateway.unregister_live(&connection.key, &outbox);
-            outbox.close_after_queue();
+            let span = tracing::info_span!(
+                "connection",
+                id = tracing::field::Empty,
+                client_id = principal.client_id.as_deref().unwrap_or_default()
+            );
+            serve_connection(gateway, principal, params, outbox, stream)
+                .instrument(span)
+                .await;
         }
     }
     // A peer that stopped reading could hold the writer forever; give it a bounded goodbye.
@@ -187,6 +180,31 @@ pub(crate) async fn run(gateway: Gateway, socket: WebSocket, params: ConnectPara
     {
         writer.abort();
     }
+}
+
+/// An authenticated connection, from CONNECTED to its end (inside its tracing span).
+async fn serve_connection(
+    gateway: Gateway,
+    principal: Principal,
+    params: ConnectParams,
+    outbox: Arc<Outbox>,
+    mut stream: SplitStream<WebSocket>,
+) {
+    let mut connection = Connection::open(&gateway, principal, &params, outbox.clone()).await;
+    gateway.register_live(&connection.key, &outbox);
+    connection.record_for_resume();
+    connection.schedule_token_timers();
+    gateway
+        .clients()
+        .register(&connection.id, &connection.principal, &outbox);
+    connection.read_loop(&mut stream).await;
+    connection.leave_channels();
+    gateway
+        .clients()
+        .unregister(&connection.id, &connection.principal);
+    connection.park_or_leave();
+    gateway.unregister_live(&connection.key, &outbox);
+    outbox.close_after_queue();
 }
 
 async fn authenticate(gateway: &Gateway, params: &ConnectParams) -> Result<Principal, AuthError> {
@@ -266,6 +284,7 @@ impl Connection {
                 }
             }
         }
+        tracing::Span::current().record("id", &*connection.id);
         connection.outbox.reply(&ProtocolMessage {
             error,
             ..connection.connected()
