@@ -139,7 +139,7 @@ async fn run(args: &Args, redis: &Redis, nodes: &[Node]) -> Report {
         Format::Json
     };
     let channel_names: Vec<String> = (0..args.channels).map(|c| format!("bench:{c}")).collect();
-    let delivered = Arc::new(AtomicU64::new(0));
+    let progress = Arc::new(Progress::default());
     let (stop, stopped) = watch::channel(false);
 
     // Subscribers, attached: ATTACHED comes after the node has subscribed to the channel's topic
@@ -168,7 +168,7 @@ async fn run(args: &Args, redis: &Redis, nodes: &[Node]) -> Report {
             socket,
             format,
             args.publishers,
-            delivered.clone(),
+            progress.clone(),
             stopped.clone(),
         )));
     }
@@ -223,7 +223,11 @@ async fn run(args: &Args, redis: &Redis, nodes: &[Node]) -> Report {
         .collect();
     let expected: u64 = subscriber_channels.iter().map(|&c| per_channel[c]).sum();
     let drain_deadline = Instant::now() + DRAIN_TIMEOUT;
-    while delivered.load(Ordering::Relaxed) < expected && Instant::now() < drain_deadline {
+    // A subscriber that broke off will never have everything: no point waiting for it.
+    while progress.delivered.load(Ordering::Relaxed) < expected
+        && progress.broken_subscribers.load(Ordering::Relaxed) == 0
+        && Instant::now() < drain_deadline
+    {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let window = window_started.elapsed();
@@ -247,7 +251,7 @@ async fn run(args: &Args, redis: &Redis, nodes: &[Node]) -> Report {
             failures.lock().unwrap().push(failure);
         }
     }
-    let failures = std::mem::take(&mut *failures.lock().unwrap());
+    let failures = tally(std::mem::take(&mut *failures.lock().unwrap()));
     Report {
         publications,
         acked: acked.load(Ordering::Relaxed),
@@ -430,7 +434,7 @@ async fn receive(
     mut socket: Socket,
     format: Format,
     publishers: usize,
-    delivered: Arc<AtomicU64>,
+    progress: Arc<Progress>,
     mut stop: watch::Receiver<bool>,
 ) -> Received {
     let mut received = Received {
@@ -484,19 +488,46 @@ async fn receive(
                     }
                 }
                 received.delivered += messages.len() as u64;
-                delivered.fetch_add(messages.len() as u64, Ordering::Relaxed);
+                progress
+                    .delivered
+                    .fetch_add(messages.len() as u64, Ordering::Relaxed);
             }
             action::HEARTBEAT => {}
             other => {
                 received.failure = Some(format!(
-                    "subscriber got action {other}: {:?}",
-                    message.error
+                    "subscriber got action {other}: {}",
+                    describe(&message.error)
                 ));
                 break;
             }
         }
     }
+    if received.failure.is_some() && !*stop.borrow() {
+        progress.broken_subscribers.fetch_add(1, Ordering::Relaxed);
+    }
     received
+}
+
+/// Shared by the subscribers, watched while the last deliveries drain.
+#[derive(Default)]
+struct Progress {
+    delivered: AtomicU64,
+    broken_subscribers: AtomicU64,
+}
+
+fn describe(error: &Option<serde_json::Value>) -> String {
+    error
+        .as_ref()
+        .map_or_else(|| "no error".to_owned(), |e| e.to_string())
+}
+
+/// The same failure from many connections, once with its count.
+fn tally(failures: Vec<String>) -> Vec<(String, usize)> {
+    let mut counts = std::collections::BTreeMap::new();
+    for failure in failures {
+        *counts.entry(failure).or_insert(0) += 1;
+    }
+    counts.into_iter().collect()
 }
 
 struct Publisher {
@@ -673,8 +704,9 @@ async fn read_acks(
                 return (
                     latency,
                     Some(format!(
-                        "publisher: {what} {other} (msgSerial {:?}): {:?}",
-                        message.msg_serial, message.error
+                        "publisher: {what} {other} (msgSerial {:?}): {}",
+                        message.msg_serial,
+                        describe(&message.error)
                     )),
                 );
             }
@@ -774,11 +806,13 @@ impl Drop for Node {
     }
 }
 
-/// CPU seconds (user + system) so far of Redis, each node and this process.
+/// CPU seconds (user + system) so far of Redis, each node and this process, and of the whole
+/// machine (every process, every core: what else ran shows as the difference).
 struct Cpu {
     redis: f64,
     nodes: Vec<f64>,
     bench: f64,
+    machine: f64,
 }
 
 /// Share of one core over the window, in percent.
@@ -786,6 +820,7 @@ struct CpuShare {
     redis: f64,
     nodes: Vec<f64>,
     bench: f64,
+    machine: f64,
 }
 
 impl Cpu {
@@ -797,6 +832,7 @@ impl Cpu {
                 .map(|n| cpu_seconds(&n.child.id().to_string()))
                 .collect(),
             bench: cpu_seconds("self"),
+            machine: machine_cpu_seconds(),
         }
     }
 
@@ -811,6 +847,7 @@ impl Cpu {
                 .map(|(a, b)| share(*a, *b))
                 .collect(),
             bench: share(self.bench, before.bench),
+            machine: share(self.machine, before.machine),
         }
     }
 }
@@ -830,6 +867,22 @@ fn cpu_seconds(pid: &str) -> f64 {
             .unwrap_or(0)
     };
     (ticks(11) + ticks(12)) as f64 / clock_ticks_per_second()
+}
+
+/// Busy time of all cores: the first line of `/proc/stat` less idle and iowait.
+fn machine_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+    (ticks.iter().sum::<u64>() - idle) as f64 / clock_ticks_per_second()
 }
 
 fn clock_ticks_per_second() -> f64 {
@@ -868,7 +921,8 @@ struct Report {
     ack_latency: Histogram<u64>,
     cpu: CpuShare,
     node_rss_kib: Vec<u64>,
-    failures: Vec<String>,
+    /// Distinct failures, each with how many connections had it.
+    failures: Vec<(String, usize)>,
 }
 
 const PERCENTILES: [(&str, f64); 4] =
@@ -933,7 +987,7 @@ impl Report {
         row(
             "CPU (% of one core)",
             format!(
-                "redis {:.0}%  nodes {}  bench {:.0}%",
+                "redis {:.0}%  nodes {}  bench {:.0}%  (machine {:.0}% of {} cores)",
                 self.cpu.redis,
                 self.cpu
                     .nodes
@@ -941,7 +995,9 @@ impl Report {
                     .map(|c| format!("{c:.0}%"))
                     .collect::<Vec<_>>()
                     .join(" + "),
-                self.cpu.bench
+                self.cpu.bench,
+                self.cpu.machine,
+                cores()
             ),
         );
         row(
@@ -952,8 +1008,8 @@ impl Report {
                 .collect::<Vec<_>>()
                 .join(", "),
         );
-        for failure in self.failures.iter().take(10) {
-            println!("  failure: {failure}");
+        for (failure, count) in self.failures.iter().take(10) {
+            println!("  failure ×{count}: {failure}");
         }
     }
 
@@ -995,12 +1051,22 @@ impl Report {
                 "redis": self.cpu.redis,
                 "nodes": self.cpu.nodes,
                 "bench": self.cpu.bench,
+                "machine": self.cpu.machine,
+                "cores": cores(),
             },
             "node_rss_kib": self.node_rss_kib,
-            "failures": self.failures,
+            "failures": self
+                .failures
+                .iter()
+                .map(|(failure, count)| serde_json::json!({"failure": failure, "count": count}))
+                .collect::<Vec<_>>(),
             "clean": self.clean(),
         })
     }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 fn millis(micros: u64) -> String {
