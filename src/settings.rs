@@ -112,6 +112,11 @@ pub(crate) struct ServeArgs {
     /// is still counted alive; after it, its presence members leave. In ms.
     #[arg(long, env = "REALTIME_NODE_LEASE_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(300..))]
     pub node_lease_ms: u64,
+    /// On SIGTERM: how long to take handing clients over to other nodes (each told to reconnect
+    /// at a random moment in the first 60%), in ms; the process exits when the last is gone or
+    /// at the end. Keep Kubernetes' terminationGracePeriodSeconds above it.
+    #[arg(long, env = "REALTIME_DRAIN_MS", default_value_t = 10_000)]
+    pub drain_ms: u64,
     /// Log lines as human-readable text or as JSON (one object per line, for log shippers).
     /// Filter with RUST_LOG (e.g. `info`, `gateway=debug`).
     #[arg(long, env = "REALTIME_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -293,6 +298,7 @@ pub(crate) fn resolve(args: ServeArgs) -> Result<Settings, String> {
             timing: gateway::limits::Timing {
                 token_renew_lead: std::time::Duration::from_millis(args.token_renew_lead_ms),
                 node_lease: std::time::Duration::from_millis(args.node_lease_ms),
+                shutdown_grace: std::time::Duration::from_millis(args.drain_ms),
                 ..Default::default()
             },
             ..Default::default()
@@ -548,6 +554,7 @@ mod tests {
             token_renew_lead_ms: 30_000,
             node_lease_ms: 5_000,
             log_format: LogFormat::Text,
+            drain_ms: 10_000,
             server_id: None,
             redis: None,
         }

@@ -116,6 +116,7 @@ pub async fn serve_role(
             "shutdown grace period over; closing remaining connections"
         );
     }
+    gateway.hand_over_parked().await;
     let result = match finished {
         Some(result) => result,
         None => match tokio::time::timeout_at(deadline, &mut server).await {

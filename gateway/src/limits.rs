@@ -51,7 +51,10 @@ pub struct Timing {
     pub peer_idle_timeout: Duration,
     /// AUTH goes out this long before a token expires (or at half its remaining life if shorter).
     pub token_renew_lead: Duration,
-    /// On shutdown, how long connections get to say goodbye before the process exits.
+    /// On shutdown (SIGTERM), how long the process takes to hand its clients over: each
+    /// connection is told to reconnect (DISCONNECTED) at a random moment in the first 60% of
+    /// this, so they resume elsewhere in a spread rather than a storm; the process exits when
+    /// the last one is gone, or at the end of it.
     pub shutdown_grace: Duration,
     /// After an abrupt drop, how long a connection's presence members stay before they leave
     /// (Ably's 15 s), unless it resumes.

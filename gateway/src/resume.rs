@@ -164,6 +164,20 @@ impl Gateway {
         bus.release_connection(&key, &parked);
     }
 
+    /// A stopping node hands every connection it parked to whichever node its client resumes
+    /// on, without that node waiting for this one's lease to lapse. Their members stay (the
+    /// resuming node adopts them; the lease reaps the rest).
+    pub async fn hand_over_parked(&self) {
+        let Some(bus) = self.cluster() else { return };
+        let keys: Vec<String> = self.inner.parked.iter().map(|e| e.key().clone()).collect();
+        for key in keys {
+            if let Some((_, parked)) = self.inner.parked.remove(&key) {
+                bus.release_connection(&key, &parked);
+            }
+        }
+        bus.flush_records().await;
+    }
+
     /// The connection id behind a live connection's key.
     pub(crate) fn connection_id_for_key(&self, key: &str) -> Option<String> {
         self.inner

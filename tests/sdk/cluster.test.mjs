@@ -133,3 +133,71 @@ describe('a gateway node killed under an ably-js client', () => {
     );
   });
 });
+
+describe('a rolling restart of one of two gateway nodes while the backend publishes', () => {
+  let redis;
+  let nodeA;
+  let nodeB;
+  let balancer;
+  const clients = [];
+
+  before(async () => {
+    redis = await startRedis();
+    const args = ['--redis', redis.url];
+    nodeA = await startServer({ args });
+    nodeB = await startServer({ args });
+    balancer = await startBalancer(nodeA.port);
+  });
+  after(async () => {
+    for (const client of clients) client.close();
+    balancer?.stop();
+    await nodeA?.stop();
+    await nodeB?.stop();
+    redis?.stop();
+  });
+
+  test('every subscriber gets every acknowledged message exactly once and resumes; the node exits in time', async () => {
+    const channelName = uniq('live:rolling');
+    const subscribers = [];
+    for (let i = 0; i < 12; i += 1) {
+      const realtime = new Ably.Realtime(
+        clientOptions(balancer.port, { key: FULL_KEY, useBinaryProtocol: i % 2 === 0, disconnectedRetryTimeout: 500 }),
+      );
+      clients.push(realtime);
+      await awaitConnected(realtime);
+      const got = await new Collector().subscribe(realtime.channels.get(channelName));
+      subscribers.push({ realtime, id: realtime.connection.id, got });
+    }
+
+    const restChannel = new Ably.Rest(clientOptions(nodeB.port, { key: FULL_KEY })).channels.get(channelName);
+    const acked = [];
+    let publishing = true;
+    const publisher = (async () => {
+      for (let i = 0; publishing; i += 1) {
+        await withTimeout(restChannel.publish(`m-${i}`, { i }), 10_000, `publish m-${i}`);
+        acked.push(`m-${i}`);
+      }
+    })();
+    await pollUntil(async () => acked.length, (n) => n >= 20, 10_000, 'the publisher running');
+
+    // The rollout: the balancer stops sending new connections to A, then A gets SIGTERM.
+    balancer.target = nodeB.port;
+    const stoppedAt = Date.now();
+    const exit = await nodeA.stop();
+    const drainTook = Date.now() - stoppedAt;
+    assert.equal(exit.signal, null, `node A exited by itself, not killed: ${JSON.stringify(exit)}`);
+    assert.ok(drainTook < 8_000, `node A exited within its 2 s drain (+ margin): ${drainTook} ms`);
+
+    const afterStop = acked.length;
+    await pollUntil(async () => acked.length, (n) => n >= afterStop + 20, 10_000, 'publishing after the restart');
+    publishing = false;
+    await publisher;
+
+    for (const [i, s] of subscribers.entries()) {
+      await s.got.waitForCount(acked.length, 15_000, `subscriber ${i}: every acknowledged message`);
+      assert.deepEqual(names(s.got.messages), acked, `subscriber ${i}: each message once, in order`);
+      assert.equal(s.realtime.connection.state, 'connected');
+      assert.equal(s.realtime.connection.id, s.id, `subscriber ${i} resumed its connection on node B`);
+    }
+  });
+});

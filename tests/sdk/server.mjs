@@ -70,7 +70,8 @@ export async function startServer({ keys = DEFAULT_KEYS, env = {}, args: extraAr
   const listen = `127.0.0.1:${port}`;
   // Test tokens live seconds, not hours: the server asks for renewal (AUTH) 2 s before expiry.
   // With Ably's default 30 s lead such tokens would simply expire into 40142 instead.
-  const args = ['serve', '--listen', listen, '--keys', keys, '--token-renew-lead-ms', '2000', ...extraArgs];
+  // A stopping server hands its clients over within 2 s rather than the default 10 s.
+  const args = ['serve', '--listen', listen, '--keys', keys, '--token-renew-lead-ms', '2000', '--drain-ms', '2000', ...extraArgs];
   const child = spawn(REALTIME_BIN, args, {
     env: { ...process.env, RUST_LOG: 'warn', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

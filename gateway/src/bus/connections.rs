@@ -42,6 +42,8 @@ pub(super) enum RecordOp {
         key: String,
         node: String,
     },
+    /// Answered once everything queued before it is written.
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 /// Bound of the record queue.
@@ -53,6 +55,13 @@ pub(super) async fn write_records(
     mut ops: tokio::sync::mpsc::Receiver<RecordOp>,
 ) {
     while let Some(op) = ops.recv().await {
+        let op = match op {
+            RecordOp::Flush(done) => {
+                let _ = done.send(());
+                continue;
+            }
+            op => op,
+        };
         let result: redis::RedisResult<()> = commands
             .run(move |mut connection| {
                 Box::pin(async move {
@@ -75,6 +84,7 @@ pub(super) async fn write_records(
                                 .query_async(&mut connection)
                                 .await
                         }
+                        RecordOp::Flush(_) => Ok(()),
                         RecordOp::Forget { key, node } => {
                             redis::Script::new(
                                 "if redis.call('HGET', KEYS[1], 'node') == ARGV[1] then redis.call('DEL', KEYS[1]) end return 1",
@@ -179,6 +189,15 @@ impl RedisBus {
             ],
             ttl_ms: self.record_ttl_ms(),
         });
+    }
+
+    /// Waits (bounded) until every record write queued so far is done: a stopping node's
+    /// releases must land before it exits.
+    pub(crate) async fn flush_records(&self) {
+        let (done, flushed) = tokio::sync::oneshot::channel();
+        if self.records.send(RecordOp::Flush(done)).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), flushed).await;
+        }
     }
 
     /// Record writes go out in order (a park's write before the release that follows it)

@@ -336,6 +336,8 @@ impl Connection {
         let mut shutdown = self.gateway.shutdown_signal();
         let mut idle_deadline = Instant::now() + idle_timeout;
         let far_future = Instant::now() + Duration::from_secs(86400 * 365);
+        // Set once draining: when this connection is told to go (jittered across the drain).
+        let mut handover_at: Option<Instant> = None;
         loop {
             let (renew_at, renew_pending, expires_at) = match &self.token_timers {
                 Some(t) => (t.renew_at, !t.renew_asked, t.expires_at),
@@ -344,7 +346,13 @@ impl Connection {
             let flow = tokio::select! {
                 biased;
                 _ = self.outbox.wake_reader.notified() => Flow::Stop,
-                _ = async { drop(shutdown.wait_for(|draining| *draining).await) } => {
+                _ = async { drop(shutdown.wait_for(|draining| *draining).await) }, if handover_at.is_none() => {
+                    let spread = self.gateway.config().timing.shutdown_grace * 3 / 5;
+                    let jitter = spread.mul_f64(rand::random::<f64>());
+                    handover_at = Some(Instant::now() + jitter);
+                    Flow::Continue
+                }
+                _ = tokio::time::sleep_until(handover_at.unwrap_or(far_future)), if handover_at.is_some() => {
                     self.outbox.reply(&ProtocolMessage::error(Action::Disconnected, draining_error()));
                     Flow::Stop
                 }
