@@ -84,6 +84,23 @@ pub enum Scenario {
     /// The Digis shape: many small session:/call: channels, a few large live: ones, REST
     /// publishes from a backend.
     Sessions(SessionsArgs),
+    /// A bare-bones broadcast server (plain WebSocket, no protocol): the ceiling to compare with.
+    /// Load it with `fanout --protocol raw`.
+    Ceiling(CeilingArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CeilingArgs {
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    pub listen: std::net::SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    /// The Ably realtime protocol (our server, Sockudo's Ably facade).
+    Ably,
+    /// The ceiling server's plain text frames (`realtime-load ceiling`).
+    Raw,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -114,6 +131,8 @@ pub struct FanoutArgs {
     /// Open loop: unacknowledged publishes each publisher may have outstanding.
     #[arg(long, default_value_t = 32)]
     pub window: u64,
+    #[arg(long, value_enum, default_value_t = Protocol::Ably)]
+    pub protocol: Protocol,
 }
 
 #[derive(Debug, Clone, Args)]

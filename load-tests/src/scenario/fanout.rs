@@ -10,18 +10,33 @@ use anyhow::bail;
 use tokio::task::JoinSet;
 
 use super::{ably_target, account, connect_failures, ensure_fds, open, run_id, Readers, ServerCpu};
-use crate::cli::{FanoutArgs, Shared};
+use crate::cli::{FanoutArgs, Protocol, Shared};
 use crate::clock;
 use crate::ledger::{owed_per_channel, Latencies, Schedule};
 use crate::payload::Stamp;
 use crate::report::{connect_time_metrics, Report};
 use crate::target::ably::Credentials;
-use crate::target::{Connection, Settled};
+use crate::target::raw::RawTarget;
+use crate::target::{Connection, Settled, Target};
 
 /// How long publishers wait for their last ACKs.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub async fn run(shared: &Shared, args: &FanoutArgs) -> anyhow::Result<Report> {
+    match args.protocol {
+        Protocol::Ably => {
+            let target = ably_target(shared, Credentials::Key(shared.key.clone()))?;
+            run_on(shared, args, target).await
+        }
+        Protocol::Raw => run_on(shared, args, Arc::new(RawTarget::new(&shared.url))).await,
+    }
+}
+
+async fn run_on<T: Target>(
+    shared: &Shared,
+    args: &FanoutArgs,
+    target: Arc<T>,
+) -> anyhow::Result<Report> {
     if args.channels == 0 || args.publishers == 0 {
         bail!("--channels and --publishers must be at least 1");
     }
@@ -34,13 +49,19 @@ pub async fn run(shared: &Shared, args: &FanoutArgs) -> anyhow::Result<Report> {
     let n_channels = args.channels;
     let schedule: Schedule =
         Arc::new(move |publisher, seq| ((publisher as u64 + seq) % n_channels as u64) as usize);
-    let target = ably_target(shared, Credentials::Key(shared.key.clone()))?;
     let mut report = Report::new("fanout");
     report.metric("channels", args.channels);
     report.metric("subscribers_per_channel", args.subscribers);
     report.metric("publishers", args.publishers);
     report.metric("target_rate", args.rate);
     report.metric("size_bytes", args.size);
+    report.metric(
+        "protocol",
+        match args.protocol {
+            Protocol::Ably => "ably",
+            Protocol::Raw => "raw",
+        },
+    );
 
     // Subscriber i listens on channel i mod C, so a partial setup still spreads evenly.
     let subscriptions = (0..n_subscribers)

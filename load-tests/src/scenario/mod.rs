@@ -15,7 +15,7 @@ use rand::Rng as _;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::cli::{Cli, Scenario, Shared};
+use crate::cli::{Cli, Protocol, Scenario, Shared};
 use crate::ledger::{Latencies, Ledger, Schedule};
 use crate::proc_stat;
 use crate::report::{self, Report};
@@ -27,7 +27,12 @@ const SPARE_FDS: u64 = 64;
 
 pub async fn run(cli: Cli) -> anyhow::Result<Report> {
     let shared = cli.shared;
-    if shared.key.is_empty() {
+    let needs_key = match &cli.scenario {
+        Scenario::Fanout(args) => args.protocol == Protocol::Ably,
+        Scenario::Ceiling(_) => false,
+        _ => true,
+    };
+    if needs_key && shared.key.is_empty() {
         bail!("--key (or REALTIME_LOAD_KEY) is required: appId.keyId:secret");
     }
     let report = match cli.scenario {
@@ -35,6 +40,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<Report> {
         Scenario::Fanout(args) => fanout::run(&shared, &args).await?,
         Scenario::Storm(args) => storm::run(&shared, &args).await?,
         Scenario::Sessions(args) => sessions::run(&shared, &args).await?,
+        Scenario::Ceiling(args) => {
+            let listener = tokio::net::TcpListener::bind(args.listen).await?;
+            eprintln!("ceiling: broadcasting on ws://{}/", listener.local_addr()?);
+            tokio::select! {
+                served = crate::ceiling::serve(listener) => served?,
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            bail!("ceiling stopped");
+        }
     };
     Ok(report)
 }

@@ -8,6 +8,7 @@
 //! (`Delivery::received_us`), and never blocks that task on the consumer.
 
 pub mod ably;
+pub mod raw;
 
 use std::future::Future;
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! One small run of each scenario: a few hundred connections for a couple of seconds.
 
-use crate::support::{assert_clean, run_load};
+use crate::support::{assert_clean, run_load, run_load_on_ceiling};
 
 fn number(report: &serde_json::Value, key: &str) -> u64 {
     report[key]
@@ -8,34 +8,47 @@ fn number(report: &serde_json::Value, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {key} in {report:#}"))
 }
 
+const FANOUT: [&str; 13] = [
+    "fanout",
+    "--channels",
+    "4",
+    "--subscribers",
+    "50",
+    "--publishers",
+    "2",
+    "--rate",
+    "200",
+    "--size",
+    "128",
+    "--duration",
+    "2s",
+];
+
 fn fanout(format: &str) {
-    let report = run_load(&[
-        "--duration",
-        "2s",
-        "--format",
-        format,
-        "fanout",
-        "--channels",
-        "4",
-        "--subscribers",
-        "50",
-        "--publishers",
-        "2",
-        "--rate",
-        "200",
-        "--size",
-        "128",
-    ]);
-    assert_clean(&report);
-    let publications = number(&report, "publications");
+    let mut args = FANOUT.to_vec();
+    args.extend(["--format", format]);
+    let report = run_load(&args);
+    assert_fanout_clean(&report);
+}
+
+fn assert_fanout_clean(report: &serde_json::Value) {
+    assert_clean(report);
+    let publications = number(report, "publications");
     assert!(publications > 0, "{report:#}");
-    assert_eq!(number(&report, "publications_refused"), 0);
-    assert_eq!(number(&report, "subscribers"), 200);
+    assert_eq!(number(report, "publications_refused"), 0);
+    assert_eq!(number(report, "subscribers"), 200);
     assert_eq!(
-        number(&report, "deliveries"),
+        number(report, "deliveries"),
         publications * 50,
         "{report:#}"
     );
+}
+
+#[test]
+fn fanout_raw_against_the_ceiling() {
+    let mut args = FANOUT.to_vec();
+    args.extend(["--protocol", "raw"]);
+    assert_fanout_clean(&run_load_on_ceiling(&args));
 }
 
 #[test]

@@ -17,9 +17,23 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-/// Runs `realtime-load <args>` against a fresh in-process server and returns its JSON report
-/// after checking it exited as the report says (0 = ok, 1 = failures).
+/// Runs `realtime-load <args>` against a fresh in-process server of ours and returns its JSON
+/// report after checking it exited as the report says (0 = ok, 1 = failures).
 pub(crate) fn run_load(args: &[&str]) -> Value {
+    run_against(Server::Ours, args)
+}
+
+/// The same against the bare-bones broadcast server (`realtime-load ceiling`).
+pub(crate) fn run_load_on_ceiling(args: &[&str]) -> Value {
+    run_against(Server::Ceiling, args)
+}
+
+enum Server {
+    Ours,
+    Ceiling,
+}
+
+fn run_against(server: Server, args: &[&str]) -> Value {
     let _one_at_a_time = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -27,16 +41,28 @@ pub(crate) fn run_load(args: &[&str]) -> Value {
         .build()
         .unwrap();
     let (addr, shutdown) = runtime.block_on(async {
-        let config = Config {
-            keys: vec![ApiKey::parse(KEY, Capability::all()).unwrap()],
-            ..Default::default()
-        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (shutdown, on_shutdown) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(api::serve(listener, Gateway::new(config), async move {
-            let _ = on_shutdown.await;
-        }));
+        match server {
+            Server::Ours => {
+                let config = Config {
+                    keys: vec![ApiKey::parse(KEY, Capability::all()).unwrap()],
+                    ..Default::default()
+                };
+                tokio::spawn(api::serve(listener, Gateway::new(config), async move {
+                    let _ = on_shutdown.await;
+                }));
+            }
+            Server::Ceiling => {
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = load_tests::ceiling::serve(listener) => {}
+                        _ = on_shutdown => {}
+                    }
+                });
+            }
+        }
         (addr, shutdown)
     });
 
