@@ -41,7 +41,7 @@ pub struct Shared {
     /// Write the summary as JSON to this file.
     #[arg(long, global = true)]
     pub json: Option<PathBuf>,
-    /// Write plots to this SVG file (not implemented yet: accepted and reported).
+    /// Write latency plots (over time, and a histogram) to this SVG file.
     #[arg(long, global = true)]
     pub plot: Option<PathBuf>,
     /// The server's process id on this machine: report its RSS and CPU from /proc.

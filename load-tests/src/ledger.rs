@@ -23,6 +23,9 @@ const BATCH: usize = 256;
 
 pub struct Latencies {
     histogram: Mutex<Histogram<u64>>,
+    /// One coarser histogram per second of arrival (since this was made), for plots.
+    timeline: Mutex<Vec<Histogram<u64>>>,
+    origin_us: u64,
     /// Deliveries seen, for progress and for knowing when the expected ones are all in.
     pub delivered: AtomicU64,
 }
@@ -33,17 +36,71 @@ impl Default for Latencies {
             histogram: Mutex::new(
                 Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid bounds"),
             ),
+            timeline: Mutex::new(Vec::new()),
+            origin_us: crate::clock::now_us(),
             delivered: AtomicU64::new(0),
         }
     }
 }
 
 impl Latencies {
-    pub fn record(&self, samples_us: &[u64]) {
-        let mut histogram = self.histogram.lock().unwrap_or_else(|p| p.into_inner());
-        for sample in samples_us {
-            histogram.saturating_record((*sample).clamp(1, MAX_LATENCY_US));
+    /// Records (arrival time, latency) pairs, both in microseconds.
+    pub fn record(&self, samples_us: &[(u64, u64)]) {
+        {
+            let mut histogram = self.histogram.lock().unwrap_or_else(|p| p.into_inner());
+            for (_, latency) in samples_us {
+                histogram.saturating_record((*latency).clamp(1, MAX_LATENCY_US));
+            }
         }
+        let mut timeline = self.timeline.lock().unwrap_or_else(|p| p.into_inner());
+        for (received, latency) in samples_us {
+            let second = (received.saturating_sub(self.origin_us) / 1_000_000) as usize;
+            while timeline.len() <= second {
+                timeline
+                    .push(Histogram::new_with_bounds(1, MAX_LATENCY_US, 2).expect("valid bounds"));
+            }
+            timeline[second].saturating_record((*latency).clamp(1, MAX_LATENCY_US));
+        }
+    }
+
+    /// Per second of arrival: (second, p50, p99, max) in milliseconds; empty seconds left out.
+    pub fn timeline_ms(&self) -> Vec<(u32, f64, f64, f64)> {
+        let timeline = self.timeline.lock().unwrap_or_else(|p| p.into_inner());
+        let ms = |us: u64| us as f64 / 1000.0;
+        timeline
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| !h.is_empty())
+            .map(|(second, h)| {
+                (
+                    second as u32,
+                    ms(h.value_at_quantile(0.5)),
+                    ms(h.value_at_quantile(0.99)),
+                    ms(h.max()),
+                )
+            })
+            .collect()
+    }
+
+    /// (bucket start in ms, count) in `n_buckets` equal buckets up to the p99.9 (later samples
+    /// counted in the last bucket).
+    pub fn distribution_ms(&self, n_buckets: u64) -> Vec<(f64, u64)> {
+        let histogram = self.histogram.lock().unwrap_or_else(|p| p.into_inner());
+        if histogram.is_empty() {
+            return Vec::new();
+        }
+        let top = histogram.value_at_quantile(0.999).max(n_buckets);
+        let width = top.div_ceil(n_buckets);
+        let mut buckets = vec![0u64; n_buckets as usize];
+        for value in histogram.iter_recorded() {
+            let bucket = (value.value_iterated_to() / width).min(n_buckets - 1) as usize;
+            buckets[bucket] += value.count_at_value();
+        }
+        buckets
+            .into_iter()
+            .enumerate()
+            .map(|(i, count)| ((i as u64 * width) as f64 / 1000.0, count))
+            .collect()
     }
 
     /// (quantile, milliseconds) for p50, p90, p99, p99.9 and the maximum; `None` if empty.
@@ -70,7 +127,8 @@ pub struct Ledger {
     latencies: Arc<Latencies>,
     /// Per publisher, a bitset of the sequence numbers seen.
     seen: Vec<Vec<u64>>,
-    pending_us: Vec<u64>,
+    /// (arrival, latency) in microseconds, not yet in `latencies`.
+    pending_us: Vec<(u64, u64)>,
     pub received: u64,
     pub unique: u64,
     pub duplicated: u64,
@@ -119,8 +177,10 @@ impl Ledger {
         }
         bits[word] |= 1 << bit;
         self.unique += 1;
-        self.pending_us
-            .push(delivery.received_us.saturating_sub(stamp.sent_us));
+        self.pending_us.push((
+            delivery.received_us,
+            delivery.received_us.saturating_sub(stamp.sent_us),
+        ));
         if self.pending_us.len() >= BATCH {
             self.flush();
         }

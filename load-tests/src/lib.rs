@@ -12,6 +12,7 @@ pub mod cli;
 pub mod clock;
 pub mod ledger;
 pub mod payload;
+pub mod plot;
 pub mod proc_stat;
 pub mod progress;
 pub mod report;

@@ -29,10 +29,13 @@ async fn main() -> ExitCode {
         }
     }
     if let Some(path) = plot {
-        eprintln!(
-            "realtime-load: --plot {} is not implemented yet; no plot written",
-            path.display()
-        );
+        let written = match &report.latencies {
+            Some(latencies) => load_tests::plot::write_svg(&path, report.scenario, latencies),
+            None => Err(anyhow::anyhow!("this run measured no latencies")),
+        };
+        if let Err(error) = written {
+            eprintln!("realtime-load: --plot {}: {error:#}", path.display());
+        }
     }
     if report.ok() {
         ExitCode::SUCCESS

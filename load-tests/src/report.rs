@@ -2,11 +2,17 @@
 //! verdict. Any failure (a lost or duplicated message, a refused publish, a dropped connection)
 //! makes the run exit non-zero.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 
-#[derive(Debug, Clone)]
+use crate::ledger::Latencies;
+
+#[derive(Clone)]
 pub struct Report {
     pub scenario: &'static str,
+    /// The run's latencies, for `--plot`.
+    pub latencies: Option<Arc<Latencies>>,
     /// In the order they print.
     pub metrics: Vec<(String, Value)>,
     pub failures: Vec<String>,
@@ -16,6 +22,7 @@ impl Report {
     pub fn new(scenario: &'static str) -> Report {
         Report {
             scenario,
+            latencies: None,
             metrics: Vec::new(),
             failures: Vec::new(),
         }

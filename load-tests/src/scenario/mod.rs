@@ -284,7 +284,8 @@ pub fn connect_failures(report: &mut Report, failures: &[String]) {
     }
 }
 
-pub fn latency_metrics(report: &mut Report, latencies: &Latencies) {
+pub fn latency_metrics(report: &mut Report, latencies: &Arc<Latencies>) {
+    report.latencies = Some(latencies.clone());
     if let Some(percentiles) = latencies.percentiles_ms() {
         for (quantile, ms) in percentiles {
             report.metric_f64(format!("latency_ms_{quantile}"), ms);

@@ -24,13 +24,6 @@ const FANOUT: [&str; 13] = [
     "2s",
 ];
 
-fn fanout(format: &str) {
-    let mut args = FANOUT.to_vec();
-    args.extend(["--format", format]);
-    let report = run_load(&args);
-    assert_fanout_clean(&report);
-}
-
 fn assert_fanout_clean(report: &serde_json::Value) {
     assert_clean(report);
     let publications = number(report, "publications");
@@ -52,13 +45,22 @@ fn fanout_raw_against_the_ceiling() {
 }
 
 #[test]
-fn fanout_json() {
-    fanout("json");
+fn fanout_json_with_a_plot() {
+    let plot = std::env::temp_dir().join(format!("realtime-load-smoke-{}.svg", std::process::id()));
+    let plot_arg = plot.to_str().unwrap();
+    let mut args = FANOUT.to_vec();
+    args.extend(["--format", "json", "--plot", plot_arg]);
+    assert_fanout_clean(&run_load(&args));
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    let _ = std::fs::remove_file(&plot);
+    assert!(svg.starts_with("<svg"), "{svg:.200}");
 }
 
 #[test]
 fn fanout_msgpack() {
-    fanout("msgpack");
+    let mut args = FANOUT.to_vec();
+    args.extend(["--format", "msgpack"]);
+    assert_fanout_clean(&run_load(&args));
 }
 
 #[test]
