@@ -9,6 +9,7 @@ COPY gateway gateway
 COPY api api
 COPY src src
 COPY examples examples
+COPY load-tests load-tests
 RUN cargo build --release --locked --bin realtime
 
 FROM debian:bookworm-slim

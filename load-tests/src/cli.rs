@@ -1,0 +1,203 @@
+//! Flags. Shared ones (`--url`, `--key`, `--duration`, `--format`, `--json`, ...) go before or
+//! after the scenario name; each scenario has its own shape flags.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use protocol::Format;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "realtime-load",
+    about = "Load generator for Digis Realtime (Ably protocol)"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub shared: Shared,
+    #[command(subcommand)]
+    pub scenario: Scenario,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Shared {
+    /// The server's HTTP base URL; WebSockets go to the same host and port.
+    #[arg(
+        long,
+        global = true,
+        env = "REALTIME_LOAD_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub url: String,
+    /// API key `appId.keyId:secret` with publish and subscribe rights.
+    #[arg(long, global = true, env = "REALTIME_LOAD_KEY", default_value = "")]
+    pub key: String,
+    /// How long the measured phase runs (`500ms`, `10s`, `2m`).
+    #[arg(long, global = true, value_parser = parse_duration, default_value = "10s")]
+    pub duration: Duration,
+    /// Wire format of the realtime connections.
+    #[arg(long, global = true, value_enum, default_value_t = WireFormat::Json)]
+    pub format: WireFormat,
+    /// Write the summary as JSON to this file.
+    #[arg(long, global = true)]
+    pub json: Option<PathBuf>,
+    /// Write latency plots (over time, and a histogram) to this SVG file.
+    #[arg(long, global = true)]
+    pub plot: Option<PathBuf>,
+    /// The server's process id on this machine: report its RSS and CPU from /proc.
+    #[arg(long, global = true)]
+    pub server_pid: Option<u32>,
+    /// Connections opened at once while setting up (the storm scenario ignores it).
+    #[arg(long, global = true, default_value_t = 256)]
+    pub connect_concurrency: usize,
+    /// How long to wait for the last deliveries once publishing stops.
+    #[arg(long, global = true, value_parser = parse_duration, default_value = "10s")]
+    pub drain_timeout: Duration,
+    /// No progress bars.
+    #[arg(long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WireFormat {
+    Json,
+    Msgpack,
+}
+
+impl From<WireFormat> for Format {
+    fn from(format: WireFormat) -> Format {
+        match format {
+            WireFormat::Json => Format::Json,
+            WireFormat::Msgpack => Format::Msgpack,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Scenario {
+    /// N connections held open (heartbeats on); memory and CPU per connection.
+    Idle(IdleArgs),
+    /// C channels × S subscribers, P publishers at R publications/s: throughput, latency, loss.
+    Fanout(FanoutArgs),
+    /// N clients connecting at once with token auth: connects/s and connect time.
+    Storm(StormArgs),
+    /// The Digis shape: many small session:/call: channels, a few large live: ones, REST
+    /// publishes from a backend.
+    Sessions(SessionsArgs),
+    /// A bare-bones broadcast server (plain WebSocket, no protocol): the ceiling to compare with.
+    /// Load it with `fanout --protocol raw`.
+    Ceiling(CeilingArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CeilingArgs {
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    pub listen: std::net::SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    /// The Ably realtime protocol (our server, Sockudo's Ably facade).
+    Ably,
+    /// The ceiling server's plain text frames (`realtime-load ceiling`).
+    Raw,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct IdleArgs {
+    #[arg(long, default_value_t = 1000)]
+    pub connections: usize,
+    /// Attach each connection to its own `user:` channel (and check each gets one message at the
+    /// end, sent by one batch publish).
+    #[arg(long)]
+    pub attach: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FanoutArgs {
+    #[arg(long, default_value_t = 10)]
+    pub channels: usize,
+    /// Subscribers per channel.
+    #[arg(long, default_value_t = 100)]
+    pub subscribers: usize,
+    #[arg(long, default_value_t = 1)]
+    pub publishers: usize,
+    /// Publications per second in all; 0 = open loop (each publisher keeps `--window` in flight).
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// Payload bytes per message.
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Open loop: unacknowledged publishes each publisher may have outstanding.
+    #[arg(long, default_value_t = 32)]
+    pub window: u64,
+    #[arg(long, value_enum, default_value_t = Protocol::Ably)]
+    pub protocol: Protocol,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StormArgs {
+    #[arg(long, default_value_t = 1000)]
+    pub connections: usize,
+    #[arg(long, value_enum, default_value_t = StormAuth::Token)]
+    pub auth: StormAuth,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StormAuth {
+    /// A token per client from `POST /keys/{keyName}/requestToken`, fetched before the storm.
+    Token,
+    /// The API key on every connection.
+    Key,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SessionsArgs {
+    /// Small `session:`/`call:` channels.
+    #[arg(long, default_value_t = 100)]
+    pub sessions: usize,
+    #[arg(long, default_value_t = 2)]
+    pub min_members: usize,
+    #[arg(long, default_value_t = 10)]
+    pub max_members: usize,
+    /// Large `live:` channels.
+    #[arg(long, default_value_t = 2)]
+    pub live: usize,
+    /// Viewers per live channel.
+    #[arg(long, default_value_t = 1000)]
+    pub viewers: usize,
+    /// REST publications per second in all (half to live channels, half to sessions).
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// Concurrent REST publishers (the backend's workers).
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Seed for the member counts, so a shape can be repeated.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// `250ms`, `10s`, `2m`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 10s"))?;
+    let seconds = match unit {
+        "" | "s" => number,
+        "ms" => number / 1000.0,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => return Err(format!("{text:?}: unit must be ms, s, m or h")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,92 @@
+//! `--plot FILE.svg`: latency over the run (p50, p99 and max per second of arrival) above a
+//! histogram of all latencies up to the p99.9.
+
+use std::path::Path;
+
+use anyhow::anyhow;
+use plotters::prelude::*;
+
+use crate::ledger::Latencies;
+
+const WIDTH: u32 = 1000;
+const HEIGHT: u32 = 800;
+const BUCKETS: u64 = 60;
+
+pub fn write_svg(path: &Path, title: &str, latencies: &Latencies) -> anyhow::Result<()> {
+    let timeline = latencies.timeline_ms();
+    let distribution = latencies.distribution_ms(BUCKETS);
+    if timeline.is_empty() {
+        return Err(anyhow!("no latencies recorded: nothing to plot"));
+    }
+    let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error)?;
+    let (upper, lower) = root.split_vertically(HEIGHT / 2);
+
+    let last_second = timeline.last().map_or(1, |t| t.0 + 1);
+    let top_ms = timeline.iter().map(|t| t.3).fold(1.0, f64::max) * 1.05;
+    let mut chart = ChartBuilder::on(&upper)
+        .caption(format!("{title}: latency per second"), ("sans-serif", 20))
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(55)
+        .build_cartesian_2d(0u32..last_second, 0f64..top_ms)
+        .map_err(plot_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("second of the run")
+        .y_desc("ms")
+        .draw()
+        .map_err(plot_error)?;
+    for (name, color, pick) in [("p50", BLUE, 1usize), ("p99", RED, 2), ("max", BLACK, 3)] {
+        let points = timeline.iter().map(move |t| {
+            let value = match pick {
+                1 => t.1,
+                2 => t.2,
+                _ => t.3,
+            };
+            (t.0, value)
+        });
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))
+            .map_err(plot_error)?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(plot_error)?;
+
+    let width_ms = distribution.get(1).map_or(1.0, |b| b.0).max(0.001);
+    let end_ms = distribution.last().map_or(1.0, |b| b.0) + width_ms;
+    let top_count = distribution.iter().map(|b| b.1).max().unwrap_or(1) as f64 * 1.05;
+    let mut chart = ChartBuilder::on(&lower)
+        .caption("latency histogram (to p99.9)", ("sans-serif", 20))
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(55)
+        .build_cartesian_2d(0f64..end_ms, 0f64..top_count)
+        .map_err(plot_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("ms")
+        .y_desc("deliveries")
+        .draw()
+        .map_err(plot_error)?;
+    chart
+        .draw_series(distribution.iter().map(|(start, count)| {
+            Rectangle::new(
+                [(*start, 0.0), (*start + width_ms, *count as f64)],
+                BLUE.mix(0.6).filled(),
+            )
+        }))
+        .map_err(plot_error)?;
+    root.present().map_err(plot_error)?;
+    Ok(())
+}
+
+fn plot_error<E: std::fmt::Display>(error: E) -> anyhow::Error {
+    anyhow!("plotting: {error}")
+}

@@ -1,0 +1,255 @@
+//! `fanout`: C channels × S subscribers each, P realtime publishers sharing R publications/s (or
+//! open loop), payloads of B bytes. Publisher p's n-th publication goes to channel (p + n) mod C,
+//! stamped with (p, n, send time), so every subscriber knows what it is owed and how late it came.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use tokio::task::JoinSet;
+
+use super::{ably_target, account, connect_failures, ensure_fds, open, run_id, Readers, ServerCpu};
+use crate::cli::{FanoutArgs, Protocol, Shared};
+use crate::clock;
+use crate::ledger::{owed_per_channel, Latencies, Schedule};
+use crate::payload::Stamp;
+use crate::report::{connect_time_metrics, Report};
+use crate::target::ably::Credentials;
+use crate::target::raw::RawTarget;
+use crate::target::{Connection, Settled, Target};
+
+/// How long publishers wait for their last ACKs.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub async fn run(shared: &Shared, args: &FanoutArgs) -> anyhow::Result<Report> {
+    match args.protocol {
+        Protocol::Ably => {
+            let target = ably_target(shared, Credentials::Key(shared.key.clone()))?;
+            run_on(shared, args, target).await
+        }
+        Protocol::Raw => run_on(shared, args, Arc::new(RawTarget::new(&shared.url))).await,
+    }
+}
+
+async fn run_on<T: Target>(
+    shared: &Shared,
+    args: &FanoutArgs,
+    target: Arc<T>,
+) -> anyhow::Result<Report> {
+    if args.channels == 0 || args.publishers == 0 {
+        bail!("--channels and --publishers must be at least 1");
+    }
+    let n_subscribers = args.channels * args.subscribers;
+    ensure_fds(n_subscribers + args.publishers)?;
+    let run = run_id();
+    let channel_names: Vec<String> = (0..args.channels)
+        .map(|c| format!("fanout:{run}:{c}"))
+        .collect();
+    let n_channels = args.channels;
+    let schedule: Schedule =
+        Arc::new(move |publisher, seq| ((publisher as u64 + seq) % n_channels as u64) as usize);
+    let mut report = Report::new("fanout");
+    report.metric("channels", args.channels);
+    report.metric("subscribers_per_channel", args.subscribers);
+    report.metric("publishers", args.publishers);
+    report.metric("target_rate", args.rate);
+    report.metric("size_bytes", args.size);
+    report.metric(
+        "protocol",
+        match args.protocol {
+            Protocol::Ably => "ably",
+            Protocol::Raw => "raw",
+        },
+    );
+
+    // Subscriber i listens on channel i mod C, so a partial setup still spreads evenly.
+    let subscriptions = (0..n_subscribers)
+        .map(|i| Some(channel_names[i % n_channels].clone()))
+        .collect();
+    let subscribers = open(
+        &target,
+        0,
+        subscriptions,
+        shared.connect_concurrency,
+        shared.quiet,
+        "subscribers",
+    )
+    .await;
+    let publishers = open(
+        &target,
+        n_subscribers,
+        vec![None; args.publishers],
+        shared.connect_concurrency,
+        shared.quiet,
+        "publishers",
+    )
+    .await;
+    let mut connect_us = subscribers.connect_us;
+    connect_us.extend(&publishers.connect_us);
+    let mut failures = subscribers.failures;
+    failures.extend(publishers.failures);
+    connect_failures(&mut report, &failures);
+    connect_time_metrics(&mut report, connect_us);
+    if !failures.is_empty() {
+        return Ok(report);
+    }
+
+    let mut subscribers_per_channel = vec![0u64; n_channels];
+    let latencies = Arc::new(Latencies::default());
+    let readers = Readers::spawn(
+        subscribers
+            .connections
+            .into_iter()
+            .map(|(client, connection)| {
+                subscribers_per_channel[client % n_channels] += 1;
+                (client % n_channels, connection)
+            })
+            .collect(),
+        &schedule,
+        &latencies,
+    );
+
+    let server_cpu = ServerCpu::start(shared.server_pid);
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + shared.duration;
+    let per_publisher_rate = args.rate / args.publishers as f64;
+    let mut tasks = JoinSet::new();
+    for (index, (_, connection)) in publishers.connections.into_iter().enumerate() {
+        let publisher = Publisher {
+            id: index as u32,
+            channel_names: channel_names.clone(),
+            schedule: schedule.clone(),
+            size: args.size,
+        };
+        tasks.spawn(publisher.run(connection, per_publisher_rate, args.window, deadline));
+    }
+    let bar = crate::progress::timed(shared.duration, shared.quiet);
+    let ticker = {
+        let bar = bar.clone();
+        let latencies = latencies.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            let mut last = 0;
+            loop {
+                every.tick().await;
+                let delivered = latencies.delivered.load(Ordering::Relaxed);
+                bar.set_message(format!("{} deliveries/s", delivered - last));
+                bar.inc(1);
+                last = delivered;
+            }
+        })
+    };
+
+    let mut sent = vec![0u64; args.publishers];
+    let mut settled = Settled::default();
+    while let Some(result) = tasks.join_next().await {
+        match result {
+            Ok((id, outcome, failure)) => {
+                sent[id as usize] = outcome.sent;
+                settled.sent += outcome.sent;
+                settled.acknowledged += outcome.acknowledged;
+                settled.refused += outcome.refused;
+                if let Some(failure) = failure {
+                    report.fail(format!("publisher {id}: {failure}"));
+                }
+            }
+            Err(error) => report.fail(format!("publisher task: {error}")),
+        }
+    }
+    let publishing = started.elapsed();
+    let owed = owed_per_channel(n_channels, &sent, &schedule);
+    let expected: u64 = owed
+        .iter()
+        .zip(&subscribers_per_channel)
+        .map(|(owed, n)| owed * n)
+        .sum();
+    super::wait_for_deliveries(&latencies, expected, shared.drain_timeout).await;
+    let delivering = started.elapsed();
+    ticker.abort();
+    bar.finish_and_clear();
+    server_cpu.finish(&mut report);
+
+    report.metric("subscribers", readers.len());
+    let ledgers = readers.finish().await;
+    report.metric("publications", settled.acknowledged);
+    report.metric("publications_refused", settled.refused);
+    let unconfirmed = settled.sent - settled.acknowledged - settled.refused;
+    report.metric("publications_unconfirmed", unconfirmed);
+    if settled.refused > 0 {
+        report.fail(format!("{} publications refused (NACK)", settled.refused));
+    }
+    if unconfirmed > 0 {
+        report.fail(format!("{unconfirmed} publications never acknowledged"));
+    }
+    report.metric_f64(
+        "publications_per_s",
+        settled.sent as f64 / publishing.as_secs_f64(),
+    );
+    let received = account(&mut report, &ledgers, &owed);
+    report.metric_f64(
+        "deliveries_per_s",
+        received as f64 / delivering.as_secs_f64(),
+    );
+    super::latency_metrics(&mut report, &latencies);
+    Ok(report)
+}
+
+struct Publisher {
+    id: u32,
+    channel_names: Vec<String>,
+    schedule: Schedule,
+    size: usize,
+}
+
+impl Publisher {
+    /// Publishes until `deadline` at `rate`/s (open loop with at most `window` unacknowledged
+    /// when `rate` is 0), then waits for the last ACKs.
+    async fn run<C: Connection>(
+        self,
+        mut connection: C,
+        rate: f64,
+        window: u64,
+        deadline: tokio::time::Instant,
+    ) -> (u32, Settled, Option<String>) {
+        let mut seq = 0u64;
+        let mut ticks = (rate > 0.0).then(|| {
+            let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            ticks
+        });
+        let mut failure = None;
+        while tokio::time::Instant::now() < deadline {
+            match ticks.as_mut() {
+                Some(ticks) => {
+                    tokio::select! {
+                        _ = ticks.tick() => {}
+                        _ = tokio::time::sleep_until(deadline) => break,
+                    }
+                }
+                None if connection.in_flight() >= window.max(1) => {
+                    connection.settle(SETTLE_TIMEOUT).await;
+                }
+                None => {}
+            }
+            let stamp = Stamp {
+                publisher: self.id,
+                seq,
+                sent_us: clock::now_us(),
+            };
+            let channel = &self.channel_names[(self.schedule)(self.id, seq)];
+            if let Err(error) = connection.publish(channel, stamp.encode(self.size)).await {
+                failure = Some(format!("{error:#}"));
+                break;
+            }
+            seq += 1;
+            if connection.failure().is_some() {
+                break;
+            }
+        }
+        let settled = connection.settle(SETTLE_TIMEOUT).await;
+        let failure = failure.or_else(|| connection.failure());
+        connection.close().await;
+        (self.id, settled, failure)
+    }
+}

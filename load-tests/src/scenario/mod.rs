@@ -1,0 +1,322 @@
+//! The scenarios and the steps they share: open many connections with bounded concurrency, give
+//! each subscriber a reader task with its `Ledger`, wait for the owed deliveries, and account for
+//! them in the `Report`.
+
+pub mod fanout;
+pub mod idle;
+pub mod sessions;
+pub mod storm;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use rand::Rng as _;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::cli::{Cli, Protocol, Scenario, Shared};
+use crate::ledger::{Latencies, Ledger, Schedule};
+use crate::proc_stat;
+use crate::report::{self, Report};
+use crate::target::ably::{AblyTarget, Credentials};
+use crate::target::{Connection, Target};
+
+/// File descriptors kept free for the runtime, stdio, REST connections and the like.
+const SPARE_FDS: u64 = 64;
+
+pub async fn run(cli: Cli) -> anyhow::Result<Report> {
+    let shared = cli.shared;
+    let needs_key = match &cli.scenario {
+        Scenario::Fanout(args) => args.protocol == Protocol::Ably,
+        Scenario::Ceiling(_) => false,
+        _ => true,
+    };
+    if needs_key && shared.key.is_empty() {
+        bail!("--key (or REALTIME_LOAD_KEY) is required: appId.keyId:secret");
+    }
+    let report = match cli.scenario {
+        Scenario::Idle(args) => idle::run(&shared, &args).await?,
+        Scenario::Fanout(args) => fanout::run(&shared, &args).await?,
+        Scenario::Storm(args) => storm::run(&shared, &args).await?,
+        Scenario::Sessions(args) => sessions::run(&shared, &args).await?,
+        Scenario::Ceiling(args) => {
+            let listener = tokio::net::TcpListener::bind(args.listen).await?;
+            eprintln!("ceiling: broadcasting on ws://{}/", listener.local_addr()?);
+            tokio::select! {
+                served = crate::ceiling::serve(listener) => served?,
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            bail!("ceiling stopped");
+        }
+    };
+    Ok(report)
+}
+
+/// Raises the open-file soft limit to the hard one; returns the limit now in force.
+pub fn raise_fd_limit() -> u64 {
+    rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024)
+}
+
+/// Fails clearly when `connections` cannot all be open at once in this process.
+pub fn ensure_fds(connections: usize) -> anyhow::Result<()> {
+    let (soft, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE)?;
+    let needed = connections as u64 + SPARE_FDS;
+    if needed > soft {
+        bail!(
+            "{connections} connections need about {needed} open files; the limit is {soft} \
+             (hard {hard}): raise it (ulimit -n, or the hard limit in limits.conf / systemd)"
+        );
+    }
+    Ok(())
+}
+
+/// A short random tag in channel names, so runs against one server never share channels.
+pub fn run_id() -> String {
+    rand::thread_rng()
+        .sample_iter(rand::distributions::Alphanumeric)
+        .take(6)
+        .map(char::from)
+        .collect()
+}
+
+pub fn ably_target(shared: &Shared, credentials: Credentials) -> anyhow::Result<Arc<AblyTarget>> {
+    Ok(Arc::new(AblyTarget::new(
+        &shared.url,
+        credentials,
+        shared.format.into(),
+    )?))
+}
+
+/// Connections that opened (in client order), how long each took, and why others did not.
+pub struct Opened<C> {
+    pub connections: Vec<(usize, C)>,
+    pub connect_us: Vec<u64>,
+    pub failures: Vec<String>,
+}
+
+/// Opens clients `first..first + channels.len()`, `concurrency` at a time; client `first + i`
+/// subscribes to `channels[i]` when it is `Some`.
+pub async fn open<T: Target>(
+    target: &Arc<T>,
+    first: usize,
+    channels: Vec<Option<String>>,
+    concurrency: usize,
+    quiet: bool,
+    what: &str,
+) -> Opened<T::Connection> {
+    let bar = crate::progress::counter(channels.len() as u64, what, quiet);
+    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut tasks = JoinSet::new();
+    for (offset, channel) in channels.into_iter().enumerate() {
+        let target = target.clone();
+        let permits = permits.clone();
+        let client = first + offset;
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            let started = Instant::now();
+            let mut connection = target.connect(client).await?;
+            let connect_us = started.elapsed().as_micros() as u64;
+            if let Some(channel) = channel {
+                connection.subscribe(&channel).await?;
+            }
+            anyhow::Ok((client, connection, connect_us))
+        });
+    }
+    let mut opened = Opened {
+        connections: Vec::new(),
+        connect_us: Vec::new(),
+        failures: Vec::new(),
+    };
+    while let Some(result) = tasks.join_next().await {
+        bar.inc(1);
+        match result {
+            Ok(Ok((client, connection, connect_us))) => {
+                opened.connections.push((client, connection));
+                opened.connect_us.push(connect_us);
+            }
+            Ok(Err(error)) => opened.failures.push(format!("{error:#}")),
+            Err(error) => opened.failures.push(format!("connect task: {error}")),
+        }
+    }
+    bar.finish_and_clear();
+    opened.connections.sort_by_key(|(client, _)| *client);
+    opened
+}
+
+/// Subscribers reading into their ledgers until `stop`.
+pub struct Readers {
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<(Ledger, Option<String>)>,
+}
+
+impl Readers {
+    /// `connections` pairs each connection with the index of its channel in the schedule.
+    pub fn spawn<C: Connection>(
+        connections: Vec<(usize, C)>,
+        schedule: &Schedule,
+        latencies: &Arc<Latencies>,
+    ) -> Readers {
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        for (channel, connection) in connections {
+            let ledger = Ledger::new(channel, schedule.clone(), latencies.clone());
+            tasks.spawn(read_into(connection, ledger, stopped.clone()));
+        }
+        Readers { stop, tasks }
+    }
+
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// Stops every reader, closes its connection and hands back the ledgers.
+    pub async fn finish(mut self) -> Vec<(Ledger, Option<String>)> {
+        let _ = self.stop.send(true);
+        let mut ledgers = Vec::with_capacity(self.tasks.len());
+        while let Some(result) = self.tasks.join_next().await {
+            if let Ok(ledger) = result {
+                ledgers.push(ledger);
+            }
+        }
+        ledgers
+    }
+}
+
+async fn read_into<C: Connection>(
+    mut connection: C,
+    mut ledger: Ledger,
+    mut stop: watch::Receiver<bool>,
+) -> (Ledger, Option<String>) {
+    loop {
+        tokio::select! {
+            biased;
+            delivery = connection.next_delivery() => match delivery {
+                Some(delivery) => ledger.record(&delivery),
+                None => break,
+            },
+            _ = stop.changed() => break,
+        }
+    }
+    ledger.flush();
+    let failure = connection.failure();
+    connection.close().await;
+    (ledger, failure)
+}
+
+/// Waits until `expected` deliveries arrived, or none arrived for `quiet_timeout`.
+pub async fn wait_for_deliveries(latencies: &Latencies, expected: u64, quiet_timeout: Duration) {
+    let mut last = latencies
+        .delivered
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let mut last_progress = Instant::now();
+    loop {
+        let delivered = latencies
+            .delivered
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if delivered >= expected {
+            return;
+        }
+        if delivered != last {
+            last = delivered;
+            last_progress = Instant::now();
+        } else if last_progress.elapsed() >= quiet_timeout {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Lost, duplicated and misrouted deliveries and dropped subscribers, given what each channel
+/// was owed. Returns the deliveries received.
+pub fn account(report: &mut Report, ledgers: &[(Ledger, Option<String>)], owed: &[u64]) -> u64 {
+    let mut received = 0;
+    let mut expected = 0;
+    let mut lost = 0;
+    let mut duplicated = 0;
+    let mut misrouted = 0;
+    let mut dropped = Vec::new();
+    for (ledger, failure) in ledgers {
+        let owed = owed.get(ledger.channel()).copied().unwrap_or(0);
+        received += ledger.received;
+        expected += owed;
+        lost += owed.saturating_sub(ledger.unique);
+        duplicated += ledger.duplicated;
+        misrouted += ledger.misrouted;
+        if let Some(failure) = failure {
+            dropped.push(failure.clone());
+        }
+    }
+    report.metric("deliveries", received);
+    report.metric("expected_deliveries", expected);
+    report.metric("lost", lost);
+    report.metric("duplicated", duplicated);
+    report.metric("misrouted", misrouted);
+    report.metric("subscribers_dropped", dropped.len());
+    if lost > 0 {
+        report.fail(format!("{lost} deliveries lost"));
+    }
+    if duplicated > 0 {
+        report.fail(format!("{duplicated} deliveries duplicated"));
+    }
+    if misrouted > 0 {
+        report.fail(format!(
+            "{misrouted} deliveries on the wrong channel or unreadable"
+        ));
+    }
+    for failure in dropped.iter().take(5) {
+        report.fail(format!("subscriber: {failure}"));
+    }
+    if dropped.len() > 5 {
+        report.fail(format!("... and {} more subscribers", dropped.len() - 5));
+    }
+    received
+}
+
+pub fn connect_failures(report: &mut Report, failures: &[String]) {
+    report.metric("connect_failures", failures.len());
+    for failure in failures.iter().take(5) {
+        report.fail(format!("connect: {failure}"));
+    }
+}
+
+pub fn latency_metrics(report: &mut Report, latencies: &Arc<Latencies>) {
+    report.latencies = Some(latencies.clone());
+    if let Some(percentiles) = latencies.percentiles_ms() {
+        for (quantile, ms) in percentiles {
+            report.metric_f64(format!("latency_ms_{quantile}"), ms);
+        }
+    }
+}
+
+pub use report::connect_time_metrics;
+
+/// The server's CPU over a phase, when `--server-pid` names it.
+pub struct ServerCpu {
+    pid: Option<u32>,
+    start: Option<(Instant, proc_stat::Sample)>,
+}
+
+impl ServerCpu {
+    pub fn start(pid: Option<u32>) -> ServerCpu {
+        let start = pid.and_then(|pid| Some((Instant::now(), proc_stat::sample(pid).ok()?)));
+        ServerCpu { pid, start }
+    }
+
+    /// Server CPU in percent of one core since `start`, and its RSS now.
+    pub fn finish(&self, report: &mut Report) {
+        let (Some(pid), Some((started, before))) = (self.pid, self.start) else {
+            return;
+        };
+        if let Ok(after) = proc_stat::sample(pid) {
+            let wall_us = started.elapsed().as_micros().max(1) as f64;
+            let cpu = after.cpu_us.saturating_sub(before.cpu_us) as f64;
+            report.metric_f64("server_cpu_percent", 100.0 * cpu / wall_us);
+            report.metric("server_rss_mib", after.rss_bytes / (1024 * 1024));
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! `sessions`: the Digis shape. Many small channels (`session:` and `call:` alternately, 2–10
+//! members each) and a few `live:` channels with many viewers; a backend publishes over REST,
+//! half of its publications to live channels, half to sessions. Every member and viewer is its
+//! own connection on one channel.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng as _};
+use tokio::task::JoinSet;
+
+use super::{ably_target, account, connect_failures, ensure_fds, open, run_id, Readers, ServerCpu};
+use crate::cli::{SessionsArgs, Shared};
+use crate::clock;
+use crate::ledger::{owed_per_channel, Latencies, Schedule};
+use crate::payload::Stamp;
+use crate::report::{connect_time_metrics, Report};
+use crate::rest::Rest;
+use crate::target::ably::Credentials;
+
+pub async fn run(shared: &Shared, args: &SessionsArgs) -> anyhow::Result<Report> {
+    if args.sessions + args.live == 0 || args.workers == 0 {
+        bail!("need at least one channel (--sessions or --live) and one --workers");
+    }
+    if args.min_members == 0 || args.min_members > args.max_members {
+        bail!("need 1 <= --min-members <= --max-members");
+    }
+    let run = run_id();
+    // Channels 0..live are live:, the rest session:/call:.
+    let mut channel_names: Vec<String> =
+        (0..args.live).map(|i| format!("live:{run}:{i}")).collect();
+    let mut members = vec![args.viewers; args.live];
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    for i in 0..args.sessions {
+        let kind = if i % 2 == 0 { "session" } else { "call" };
+        channel_names.push(format!("{kind}:{run}:{i}"));
+        members.push(rng.gen_range(args.min_members..=args.max_members));
+    }
+    let n_connections: usize = members.iter().sum();
+    ensure_fds(n_connections)?;
+    let (live, sessions) = (args.live as u64, args.sessions as u64);
+    let schedule: Schedule = Arc::new(move |worker, seq| {
+        let slot = seq / 2 + worker as u64;
+        let to_live = sessions == 0 || (live > 0 && seq % 2 == 0);
+        if to_live {
+            (slot % live) as usize
+        } else {
+            (live + slot % sessions) as usize
+        }
+    });
+
+    let mut report = Report::new("sessions");
+    report.metric("live_channels", args.live);
+    report.metric("viewers_per_live_channel", args.viewers);
+    report.metric("session_channels", args.sessions);
+    report.metric("connections", n_connections);
+    report.metric("target_rate", args.rate);
+    report.metric("size_bytes", args.size);
+
+    let mut channel_of_client = Vec::with_capacity(n_connections);
+    for (channel, n) in members.iter().enumerate() {
+        channel_of_client.extend(std::iter::repeat_n(channel, *n));
+    }
+    let target = ably_target(shared, Credentials::Key(shared.key.clone()))?;
+    let opened = open(
+        &target,
+        0,
+        channel_of_client
+            .iter()
+            .map(|c| Some(channel_names[*c].clone()))
+            .collect(),
+        shared.connect_concurrency,
+        shared.quiet,
+        "members",
+    )
+    .await;
+    connect_failures(&mut report, &opened.failures);
+    connect_time_metrics(&mut report, opened.connect_us);
+    if !opened.failures.is_empty() {
+        return Ok(report);
+    }
+    let mut subscribers_per_channel = vec![0u64; channel_names.len()];
+    let latencies = Arc::new(Latencies::default());
+    let readers = Readers::spawn(
+        opened
+            .connections
+            .into_iter()
+            .map(|(client, connection)| {
+                let channel = channel_of_client[client];
+                subscribers_per_channel[channel] += 1;
+                (channel, connection)
+            })
+            .collect(),
+        &schedule,
+        &latencies,
+    );
+
+    let rest = Rest::new(&shared.url, &shared.key)?;
+    let server_cpu = ServerCpu::start(shared.server_pid);
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + shared.duration;
+    let interval = Duration::from_secs_f64(args.workers as f64 / args.rate.max(0.001));
+    let mut workers = JoinSet::new();
+    for worker in 0..args.workers as u32 {
+        let rest = rest.clone();
+        let schedule = schedule.clone();
+        let channel_names = channel_names.clone();
+        let size = args.size;
+        workers.spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            let mut seq = 0u64;
+            let mut errors = Vec::new();
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => {}
+                    _ = tokio::time::sleep_until(deadline) => break,
+                }
+                let stamp = Stamp {
+                    publisher: worker,
+                    seq,
+                    sent_us: clock::now_us(),
+                };
+                let channel = &channel_names[schedule(worker, seq)];
+                if let Err(error) = rest.publish(channel, stamp.encode(size)).await {
+                    errors.push(format!("{error:#}"));
+                }
+                seq += 1;
+            }
+            (worker, seq, errors)
+        });
+    }
+    let bar = crate::progress::timed(shared.duration, shared.quiet);
+    let ticker = {
+        let bar = bar.clone();
+        let latencies = latencies.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            let mut last = 0;
+            loop {
+                every.tick().await;
+                let delivered = latencies.delivered.load(Ordering::Relaxed);
+                bar.set_message(format!("{} deliveries/s", delivered - last));
+                bar.inc(1);
+                last = delivered;
+            }
+        })
+    };
+    let mut sent = vec![0u64; args.workers];
+    let mut publish_errors = 0;
+    while let Some(result) = workers.join_next().await {
+        match result {
+            Ok((worker, n_sent, errors)) => {
+                sent[worker as usize] = n_sent;
+                publish_errors += errors.len();
+                for error in errors.iter().take(3) {
+                    report.fail(format!("REST publish: {error}"));
+                }
+            }
+            Err(error) => report.fail(format!("REST worker: {error}")),
+        }
+    }
+    let publishing = started.elapsed();
+    let owed = owed_per_channel(channel_names.len(), &sent, &schedule);
+    let expected: u64 = owed
+        .iter()
+        .zip(&subscribers_per_channel)
+        .map(|(owed, n)| owed * n)
+        .sum();
+    super::wait_for_deliveries(&latencies, expected, shared.drain_timeout).await;
+    let delivering = started.elapsed();
+    ticker.abort();
+    bar.finish_and_clear();
+    server_cpu.finish(&mut report);
+
+    let ledgers = readers.finish().await;
+    let publications: u64 = sent.iter().sum();
+    report.metric("publications", publications);
+    report.metric("publish_errors", publish_errors);
+    report.metric_f64(
+        "publications_per_s",
+        publications as f64 / publishing.as_secs_f64(),
+    );
+    let received = account(&mut report, &ledgers, &owed);
+    report.metric_f64(
+        "deliveries_per_s",
+        received as f64 / delivering.as_secs_f64(),
+    );
+    super::latency_metrics(&mut report, &latencies);
+    Ok(report)
+}

@@ -1,0 +1,404 @@
+//! The Ably realtime protocol over WebSocket, JSON or msgpack, with `protocol`'s types and codecs.
+//!
+//! Each connection is split: the caller keeps the write half (`AblyConnection`), a spawned reader
+//! task owns the read half. The reader answers nothing itself (the server's pings are ponged by
+//! tungstenite), resolves pending attaches, counts ACK/NACK and forwards deliveries on an
+//! unbounded channel, so a busy consumer never stops the socket from being read.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _};
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use protocol::{codec, Action, Data, Format, Message, ProtocolMessage};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use super::{Connection, Delivery, Settled, Target};
+use crate::clock;
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// How long the server gets to answer the upgrade with CONNECTED, and an ATTACH with ATTACHED.
+/// Generous: a storm on a loaded 2-core box queues thousands of handshakes.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Small socket buffers: tungstenite's 128 KiB read buffer would cost the load tool gigabytes at
+/// tens of thousands of connections. Frames larger than this still arrive whole.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
+const WRITE_BUFFER_BYTES: usize = 8 * 1024;
+
+/// How connections authenticate.
+#[derive(Debug, Clone)]
+pub enum Credentials {
+    /// `appId.keyId:secret` on every connection (`key=`).
+    Key(String),
+    /// One token per client number (`access_token=`), fetched beforehand.
+    Tokens(Arc<Vec<String>>),
+}
+
+#[derive(Debug, Clone)]
+pub struct AblyTarget {
+    /// `ws://host:port/`
+    ws_base: String,
+    credentials: Credentials,
+    format: Format,
+}
+
+impl AblyTarget {
+    /// `url` is the server's HTTP base (`http://host:port`); the WebSocket URL is derived from it.
+    pub fn new(url: &str, credentials: Credentials, format: Format) -> anyhow::Result<AblyTarget> {
+        let rest = url.trim_end_matches('/');
+        let ws_base = if let Some(host) = rest.strip_prefix("http://") {
+            format!("ws://{host}/")
+        } else if let Some(host) = rest.strip_prefix("https://") {
+            format!("wss://{host}/")
+        } else if rest.starts_with("ws://") || rest.starts_with("wss://") {
+            format!("{rest}/")
+        } else {
+            bail!("--url must start with http:// or https:// (got {url})");
+        };
+        Ok(AblyTarget {
+            ws_base,
+            credentials,
+            format,
+        })
+    }
+
+    fn url_for(&self, client: usize) -> anyhow::Result<String> {
+        let credential = match &self.credentials {
+            Credentials::Key(key) => format!("key={}", query_escape(key)),
+            Credentials::Tokens(tokens) => {
+                let token = tokens
+                    .get(client)
+                    .ok_or_else(|| anyhow!("no token for client {client}"))?;
+                format!("access_token={}", query_escape(token))
+            }
+        };
+        let format = match self.format {
+            Format::Json => "json",
+            Format::Msgpack => "msgpack",
+        };
+        Ok(format!(
+            "{}?{credential}&format={format}&heartbeats=true&v=3",
+            self.ws_base
+        ))
+    }
+}
+
+impl Target for AblyTarget {
+    type Connection = AblyConnection;
+
+    fn connect(
+        &self,
+        client: usize,
+    ) -> impl std::future::Future<Output = anyhow::Result<AblyConnection>> + Send {
+        let url = self.url_for(client);
+        let format = self.format;
+        async move { AblyConnection::open(&url?, format).await }
+    }
+}
+
+/// What the reader task shares with the write half.
+#[derive(Default)]
+struct Shared {
+    /// ATTACHes waiting for ATTACHED (or a channel ERROR), by channel.
+    attaching: Mutex<HashMap<String, oneshot::Sender<Result<(), String>>>>,
+    acknowledged: AtomicU64,
+    refused: AtomicU64,
+    /// Woken on every ACK/NACK and when the reader ends.
+    settled: Notify,
+    ended: AtomicBool,
+    /// Set by `close`, so the end that follows is not a failure.
+    closing: AtomicBool,
+    failure: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn fail(&self, why: String) {
+        let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        failure.get_or_insert(why);
+    }
+}
+
+pub struct AblyConnection {
+    sink: SplitSink<Ws, WsMessage>,
+    format: Format,
+    shared: Arc<Shared>,
+    deliveries: mpsc::UnboundedReceiver<Delivery>,
+    next_msg_serial: u64,
+}
+
+impl AblyConnection {
+    async fn open(url: &str, format: Format) -> anyhow::Result<AblyConnection> {
+        let config = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER_BYTES)
+            .write_buffer_size(WRITE_BUFFER_BYTES)
+            .max_write_buffer_size(WRITE_BUFFER_BYTES * 64);
+        let (mut ws, _) = tokio::time::timeout(
+            REPLY_TIMEOUT,
+            tokio_tungstenite::connect_async_with_config(url, Some(config), true),
+        )
+        .await
+        .context("WebSocket upgrade timed out")?
+        .context("WebSocket upgrade failed")?;
+        // CONNECTED comes first, or an ERROR saying why not.
+        let connected = tokio::time::timeout(REPLY_TIMEOUT, async {
+            while let Some(frame) = ws.next().await {
+                let Some(message) = decode(frame.context("reading CONNECTED")?)? else {
+                    continue;
+                };
+                match message.action() {
+                    Some(Action::Connected) => return Ok(message),
+                    Some(Action::Heartbeat) => continue,
+                    _ => bail!("expected CONNECTED, got {}", describe(&message)),
+                }
+            }
+            bail!("connection closed before CONNECTED")
+        })
+        .await
+        .context("no CONNECTED in time")??;
+        drop(connected);
+
+        let (sink, stream) = ws.split();
+        let shared = Arc::new(Shared::default());
+        let (deliver, deliveries) = mpsc::unbounded_channel();
+        tokio::spawn(read(stream, shared.clone(), deliver));
+        Ok(AblyConnection {
+            sink,
+            format,
+            shared,
+            deliveries,
+            next_msg_serial: 0,
+        })
+    }
+
+    async fn send(&mut self, message: &ProtocolMessage) -> anyhow::Result<()> {
+        let bytes = codec::encode_message(message, self.format)?;
+        let frame = match self.format {
+            Format::Json => WsMessage::Text(String::from_utf8(bytes)?.into()),
+            Format::Msgpack => WsMessage::Binary(bytes.into()),
+        };
+        self.sink.send(frame).await.context("sending")
+    }
+}
+
+impl Connection for AblyConnection {
+    async fn subscribe(&mut self, channel: &str) -> anyhow::Result<()> {
+        let (attached, on_attached) = oneshot::channel();
+        self.shared
+            .attaching
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(channel.to_owned(), attached);
+        let attach = ProtocolMessage {
+            channel: Some(channel.to_owned()),
+            ..ProtocolMessage::new(Action::Attach)
+        };
+        self.send(&attach).await?;
+        match tokio::time::timeout(REPLY_TIMEOUT, on_attached).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(why))) => bail!("attach to {channel} refused: {why}"),
+            Ok(Err(_)) => bail!(
+                "connection ended while attaching to {channel}: {}",
+                self.failure().unwrap_or_default()
+            ),
+            Err(_) => bail!("no ATTACHED for {channel} in time"),
+        }
+    }
+
+    async fn publish(&mut self, channel: &str, payload: String) -> anyhow::Result<()> {
+        let message = ProtocolMessage {
+            channel: Some(channel.to_owned()),
+            msg_serial: Some(self.next_msg_serial),
+            messages: Some(vec![Message {
+                name: Some("load".to_owned()),
+                data: Some(Data::String(payload)),
+                ..Default::default()
+            }]),
+            ..ProtocolMessage::new(Action::Message)
+        };
+        self.next_msg_serial += 1;
+        self.send(&message).await
+    }
+
+    fn in_flight(&self) -> u64 {
+        let done = self.shared.acknowledged.load(Ordering::Relaxed)
+            + self.shared.refused.load(Ordering::Relaxed);
+        self.next_msg_serial.saturating_sub(done)
+    }
+
+    async fn settle(&mut self, timeout: Duration) -> Settled {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // Register before checking, so a wake-up between the two is not missed.
+            let woken = self.shared.settled.notified();
+            if self.in_flight() == 0 || self.shared.ended.load(Ordering::Acquire) {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, woken).await.is_err() {
+                break;
+            }
+        }
+        Settled {
+            sent: self.next_msg_serial,
+            acknowledged: self.shared.acknowledged.load(Ordering::Relaxed),
+            refused: self.shared.refused.load(Ordering::Relaxed),
+        }
+    }
+
+    async fn next_delivery(&mut self) -> Option<Delivery> {
+        self.deliveries.recv().await
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.shared
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    async fn close(mut self) {
+        self.shared.closing.store(true, Ordering::Release);
+        let close = ProtocolMessage::new(Action::Close);
+        if self.send(&close).await.is_ok() {
+            // CLOSED, then the server closes the socket; don't wait long for it.
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                while self.deliveries.recv().await.is_some() {}
+            })
+            .await;
+        }
+        let _ = self.sink.close().await;
+    }
+}
+
+/// The reader task: runs until the socket ends.
+async fn read(
+    mut stream: SplitStream<Ws>,
+    shared: Arc<Shared>,
+    deliver: mpsc::UnboundedSender<Delivery>,
+) {
+    while let Some(frame) = stream.next().await {
+        let received_us = clock::now_us();
+        let message = match frame.map_err(anyhow::Error::from).and_then(decode) {
+            Ok(Some(message)) => message,
+            Ok(None) => continue,
+            Err(error) => {
+                if !shared.closing.load(Ordering::Acquire) {
+                    shared.fail(format!("read failed: {error:#}"));
+                }
+                break;
+            }
+        };
+        match message.action() {
+            Some(Action::Message) => {
+                let channel = message.channel.unwrap_or_default();
+                for m in message.messages.into_iter().flatten() {
+                    let payload = match m.data {
+                        Some(Data::String(text)) => Bytes::from(text.into_bytes()),
+                        Some(Data::Binary(bytes)) => bytes,
+                        _ => Bytes::new(),
+                    };
+                    let _ = deliver.send(Delivery {
+                        channel: channel.clone(),
+                        payload,
+                        received_us,
+                    });
+                }
+            }
+            Some(Action::Attached) => resolve_attach(&shared, &message, Ok(())),
+            Some(Action::Ack) => {
+                shared
+                    .acknowledged
+                    .fetch_add(message.count.unwrap_or(1), Ordering::Relaxed);
+                shared.settled.notify_waiters();
+            }
+            Some(Action::Nack) => {
+                shared
+                    .refused
+                    .fetch_add(message.count.unwrap_or(1), Ordering::Relaxed);
+                shared.fail(format!("publish refused: {}", describe(&message)));
+                shared.settled.notify_waiters();
+            }
+            Some(Action::Error) if message.channel.is_some() => {
+                resolve_attach(&shared, &message, Err(describe(&message)));
+            }
+            Some(Action::Error | Action::Disconnected | Action::Closed) => {
+                if !shared.closing.load(Ordering::Acquire) {
+                    shared.fail(format!(
+                        "server ended the connection: {}",
+                        describe(&message)
+                    ));
+                }
+                break;
+            }
+            _ => {}
+        }
+    }
+    if !shared.closing.load(Ordering::Acquire) {
+        shared.fail("connection closed unasked".to_owned());
+    }
+    shared.ended.store(true, Ordering::Release);
+    shared.settled.notify_waiters();
+    // Dropping the pending attaches' senders wakes their waiters.
+    shared
+        .attaching
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clear();
+}
+
+fn resolve_attach(shared: &Shared, message: &ProtocolMessage, result: Result<(), String>) {
+    let Some(channel) = message.channel.as_deref() else {
+        return;
+    };
+    let waiter = shared
+        .attaching
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(channel);
+    if let Some(waiter) = waiter {
+        let _ = waiter.send(result);
+    }
+}
+
+/// Decodes a data frame by its type (text = JSON, binary = msgpack); control frames give `None`.
+fn decode(frame: WsMessage) -> anyhow::Result<Option<ProtocolMessage>> {
+    Ok(match frame {
+        WsMessage::Text(text) => Some(codec::decode(text.as_bytes(), Format::Json)?),
+        WsMessage::Binary(bytes) => Some(codec::decode(&bytes, Format::Msgpack)?),
+        WsMessage::Close(close) => bail!("WebSocket closed: {close:?}"),
+        _ => None,
+    })
+}
+
+fn describe(message: &ProtocolMessage) -> String {
+    match &message.error {
+        Some(error) => format!(
+            "action {} error {} ({})",
+            message.action, error.code, error.message
+        ),
+        None => format!("action {}", message.action),
+    }
+}
+
+/// Percent-encodes a query value (keys hold `:`, tokens may hold `+`, `/`, `=`).
+pub(crate) fn query_escape(value: &str) -> String {
+    let mut escaped = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            escaped.push(byte as char);
+        } else {
+            escaped.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    escaped
+}

@@ -1,0 +1,71 @@
+//! The seam between a workload and a server: `Target` opens client connections, a `Connection`
+//! subscribes, publishes and hands over deliveries. Scenarios are written against these traits
+//! only, so an adapter for a peer (Pusher for Soketi/Sockudo, Socket.IO, a raw WebSocket
+//! broadcast) is one more file here.
+//!
+//! Contract for adapters: a connection reads its socket continuously on its own task from the
+//! moment it opens (servers disconnect slow readers), timestamps each delivery as it arrives
+//! (`Delivery::received_us`), and never blocks that task on the consumer.
+
+pub mod ably;
+pub mod raw;
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+/// One message as a subscriber received it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub channel: String,
+    pub payload: Bytes,
+    /// `clock::now_us()` when the frame was read off the socket.
+    pub received_us: u64,
+}
+
+/// Publishes a connection made, as the server confirmed them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Settled {
+    pub sent: u64,
+    pub acknowledged: u64,
+    pub refused: u64,
+}
+
+pub trait Target: Send + Sync + 'static {
+    type Connection: Connection;
+
+    /// Opens connection number `client` (numbers pick per-client credentials and client ids) and
+    /// returns once the server has accepted it.
+    fn connect(
+        &self,
+        client: usize,
+    ) -> impl Future<Output = anyhow::Result<Self::Connection>> + Send;
+}
+
+pub trait Connection: Send + 'static {
+    /// Subscribes to `channel`, returning once the server confirmed it.
+    fn subscribe(&mut self, channel: &str) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// Sends one publication without waiting for its confirmation (see `settle`).
+    fn publish(
+        &mut self,
+        channel: &str,
+        payload: String,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// Publishes sent and not yet confirmed.
+    fn in_flight(&self) -> u64;
+
+    /// Waits (at most `timeout`) until every publish is confirmed or refused.
+    fn settle(&mut self, timeout: Duration) -> impl Future<Output = Settled> + Send;
+
+    /// The next delivery; `None` once the connection has ended.
+    fn next_delivery(&mut self) -> impl Future<Output = Option<Delivery>> + Send;
+
+    /// Why the connection ended or what the server refused, if it did so unasked.
+    fn failure(&self) -> Option<String>;
+
+    /// Closes politely.
+    fn close(self) -> impl Future<Output = ()> + Send;
+}

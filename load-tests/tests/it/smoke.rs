@@ -1,0 +1,112 @@
+//! One small run of each scenario: a few hundred connections for a couple of seconds.
+
+use crate::support::{assert_clean, run_load, run_load_on_ceiling};
+
+fn number(report: &serde_json::Value, key: &str) -> u64 {
+    report[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {key} in {report:#}"))
+}
+
+const FANOUT: [&str; 13] = [
+    "fanout",
+    "--channels",
+    "4",
+    "--subscribers",
+    "50",
+    "--publishers",
+    "2",
+    "--rate",
+    "200",
+    "--size",
+    "128",
+    "--duration",
+    "2s",
+];
+
+fn assert_fanout_clean(report: &serde_json::Value) {
+    assert_clean(report);
+    let publications = number(report, "publications");
+    assert!(publications > 0, "{report:#}");
+    assert_eq!(number(report, "publications_refused"), 0);
+    assert_eq!(number(report, "subscribers"), 200);
+    assert_eq!(
+        number(report, "deliveries"),
+        publications * 50,
+        "{report:#}"
+    );
+}
+
+#[test]
+fn fanout_raw_against_the_ceiling() {
+    let mut args = FANOUT.to_vec();
+    args.extend(["--protocol", "raw"]);
+    assert_fanout_clean(&run_load_on_ceiling(&args));
+}
+
+#[test]
+fn fanout_json_with_a_plot() {
+    let plot = std::env::temp_dir().join(format!("realtime-load-smoke-{}.svg", std::process::id()));
+    let plot_arg = plot.to_str().unwrap();
+    let mut args = FANOUT.to_vec();
+    args.extend(["--format", "json", "--plot", plot_arg]);
+    assert_fanout_clean(&run_load(&args));
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    let _ = std::fs::remove_file(&plot);
+    assert!(svg.starts_with("<svg"), "{svg:.200}");
+}
+
+#[test]
+fn fanout_msgpack() {
+    let mut args = FANOUT.to_vec();
+    args.extend(["--format", "msgpack"]);
+    assert_fanout_clean(&run_load(&args));
+}
+
+#[test]
+fn idle_attached() {
+    let report = run_load(&[
+        "--duration",
+        "2s",
+        "idle",
+        "--connections",
+        "300",
+        "--attach",
+    ]);
+    assert_clean(&report);
+    // One batch publication reached each of the 300 user channels.
+    assert_eq!(number(&report, "deliveries"), 300);
+    assert!(
+        report.get("server_rss_kib_per_connection").is_some(),
+        "{report:#}"
+    );
+}
+
+#[test]
+fn storm_with_tokens() {
+    let report = run_load(&["storm", "--connections", "300", "--auth", "token"]);
+    assert_clean(&report);
+    assert_eq!(number(&report, "deliveries"), 300);
+}
+
+#[test]
+fn sessions_shape() {
+    let report = run_load(&[
+        "--duration",
+        "2s",
+        "sessions",
+        "--sessions",
+        "30",
+        "--live",
+        "2",
+        "--viewers",
+        "100",
+        "--rate",
+        "100",
+        "--workers",
+        "4",
+    ]);
+    assert_clean(&report);
+    assert!(number(&report, "publications") > 0, "{report:#}");
+    assert_eq!(number(&report, "publish_errors"), 0);
+}

@@ -1,0 +1,135 @@
+//! A server per test and the load tool run against it, one test at a time (each run opens a few
+//! hundred connections; running them side by side on two cores only invites timeouts).
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use gateway::{ApiKey, Config, Gateway};
+use protocol::Capability;
+use serde_json::Value;
+
+pub(crate) const KEY: &str = "load.smoke:secret";
+
+/// A whole run, setup and drain included, gets this long before the test gives up on it.
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Runs `realtime-load <args>` against a fresh in-process server of ours and returns its JSON
+/// report after checking it exited as the report says (0 = ok, 1 = failures).
+pub(crate) fn run_load(args: &[&str]) -> Value {
+    run_against(Server::Ours, args)
+}
+
+/// The same against the bare-bones broadcast server (`realtime-load ceiling`).
+pub(crate) fn run_load_on_ceiling(args: &[&str]) -> Value {
+    run_against(Server::Ceiling, args)
+}
+
+enum Server {
+    Ours,
+    Ceiling,
+}
+
+fn run_against(server: Server, args: &[&str]) -> Value {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (addr, shutdown) = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (shutdown, on_shutdown) = tokio::sync::oneshot::channel::<()>();
+        match server {
+            Server::Ours => {
+                let config = Config {
+                    keys: vec![ApiKey::parse(KEY, Capability::all()).unwrap()],
+                    ..Default::default()
+                };
+                tokio::spawn(api::serve(listener, Gateway::new(config), async move {
+                    let _ = on_shutdown.await;
+                }));
+            }
+            Server::Ceiling => {
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = load_tests::ceiling::serve(listener) => {}
+                        _ = on_shutdown => {}
+                    }
+                });
+            }
+        }
+        (addr, shutdown)
+    });
+
+    let json = report_path(args);
+    let url = format!("http://{addr}");
+    let pid = std::process::id().to_string();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_realtime-load"));
+    command
+        .args(["--url", &url, "--key", KEY, "--quiet", "--server-pid", &pid])
+        .arg("--json")
+        .arg(&json)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("realtime-load runs");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > RUN_TIMEOUT {
+            let _ = child.kill();
+            panic!("realtime-load {args:?} still running after {RUN_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    let _ = shutdown.send(());
+    runtime.shutdown_timeout(Duration::from_secs(5));
+
+    let text = std::fs::read_to_string(&json)
+        .unwrap_or_else(|e| panic!("no JSON report ({e}); exit {status}; stderr: {stderr}"));
+    let _ = std::fs::remove_file(&json);
+    let report: Value = serde_json::from_str(&text).unwrap();
+    let ok = report["ok"].as_bool().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(if ok { 0 } else { 1 }),
+        "exit code disagrees with the report: {report}"
+    );
+    report
+}
+
+/// The checks every scenario's report must pass.
+pub(crate) fn assert_clean(report: &Value) {
+    assert_eq!(report["lost"], 0, "{report:#}");
+    assert_eq!(report["duplicated"], 0, "{report:#}");
+    assert_eq!(report["misrouted"], 0, "{report:#}");
+    assert_eq!(report["connect_failures"], 0, "{report:#}");
+    assert_eq!(report["subscribers_dropped"], 0, "{report:#}");
+    assert_eq!(
+        report["deliveries"], report["expected_deliveries"],
+        "{report:#}"
+    );
+    assert_eq!(report["ok"], true, "{report:#}");
+}
+
+fn report_path(args: &[&str]) -> PathBuf {
+    let name = format!(
+        "realtime-load-smoke-{}-{}.json",
+        std::process::id(),
+        args.join("_").replace(['/', ' '], "")
+    );
+    std::env::temp_dir().join(name)
+}
