@@ -61,10 +61,10 @@ async fn run(settings: settings::Settings) -> anyhow::Result<()> {
         .connect_bus()
         .await
         .map_err(|e| anyhow::anyhow!("--redis: {e}"))?;
-    let mode = if gateway.config().redis_url.is_some() {
-        "clustered through Redis"
-    } else {
-        "embedded, in-memory bus"
+    let mode = match gateway.config().redis {
+        Some(gateway::RedisTarget::Node(_)) => "clustered through Redis",
+        Some(gateway::RedisTarget::Cluster(_)) => "clustered through Redis Cluster",
+        None => "embedded, in-memory bus",
     };
     tracing::info!(listen = %local, server_id = gateway.server_id(), mode, "realtime serving");
     api::serve(listener, gateway, shutdown_signal()).await?;

@@ -86,7 +86,7 @@ impl Drop for RedisServer {
     }
 }
 
-fn publish_request(channel: &str, body: &str) -> String {
+pub(crate) fn publish_request(channel: &str, body: &str) -> String {
     let auth = base64::engine::general_purpose::STANDARD.encode("app.k:secret");
     format!(
         "POST /channels/{channel}/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -347,7 +347,7 @@ fn after_a_redis_restart_delivery_resumes_on_every_node() {
 }
 
 /// Polls `/readyz` until it answers `status` (bounded): readiness follows the bus's own probe.
-async fn until_readyz(node: &Server, status: u16) {
+pub(crate) async fn until_readyz(node: &Server, status: u16) {
     for _ in 0..100 {
         let (got, _) = http(
             node.addr,

@@ -7,8 +7,8 @@ use serde_json::json;
 use crate::cluster::{numbered, publish_serial, RedisServer, Socket};
 use crate::support::{connect, http, next_json, send_json, Server};
 
-const ENTER: u64 = 2;
-const LEAVE: u64 = 3;
+pub(crate) const ENTER: u64 = 2;
+pub(crate) const LEAVE: u64 = 3;
 const RESUMED: u64 = 1 << 2;
 
 fn nodes(redis: &RedisServer, n: usize, extra: &[&str]) -> Vec<Server> {
@@ -24,7 +24,11 @@ fn nodes(redis: &RedisServer, n: usize, extra: &[&str]) -> Vec<Server> {
 }
 
 /// A JSON connection as `client_id`; returns it with its CONNECTED.
-async fn client(node: &Server, client_id: &str, extra: &str) -> (Socket, serde_json::Value) {
+pub(crate) async fn client(
+    node: &Server,
+    client_id: &str,
+    extra: &str,
+) -> (Socket, serde_json::Value) {
     let mut socket = connect(
         node.addr,
         &format!("key=app.k:secret&format=json&clientId={client_id}{extra}"),
@@ -35,7 +39,7 @@ async fn client(node: &Server, client_id: &str, extra: &str) -> (Socket, serde_j
     (socket, connected)
 }
 
-async fn attach(socket: &mut Socket, channel: &str) -> serde_json::Value {
+pub(crate) async fn attach(socket: &mut Socket, channel: &str) -> serde_json::Value {
     send_json(socket, json!({"action": 10, "channel": channel})).await;
     loop {
         let frame = next_json(socket).await;
@@ -46,7 +50,7 @@ async fn attach(socket: &mut Socket, channel: &str) -> serde_json::Value {
 }
 
 /// Enters presence and waits for the ACK.
-async fn enter(socket: &mut Socket, channel: &str, data: &str) {
+pub(crate) async fn enter(socket: &mut Socket, channel: &str, data: &str) {
     send_json(
         socket,
         json!({"action": 14, "channel": channel, "msgSerial": 0,
@@ -63,7 +67,7 @@ async fn enter(socket: &mut Socket, channel: &str, data: &str) {
 }
 
 /// The next presence event on `socket` (SYNC and message frames skipped).
-async fn next_presence(socket: &mut Socket) -> serde_json::Value {
+pub(crate) async fn next_presence(socket: &mut Socket) -> serde_json::Value {
     loop {
         let frame = next_json(socket).await;
         if frame["action"] == 14 {
@@ -72,7 +76,7 @@ async fn next_presence(socket: &mut Socket) -> serde_json::Value {
     }
 }
 
-async fn rest_members(node: &Server, channel: &str) -> Vec<String> {
+pub(crate) async fn rest_members(node: &Server, channel: &str) -> Vec<String> {
     let (status, body) = http(
         node.addr,
         &format!("GET /channels/{channel}/presence HTTP/1.1\r\nHost: x\r\nAuthorization: Basic YXBwLms6c2VjcmV0\r\nConnection: close\r\n\r\n"),

@@ -6,3 +6,4 @@ mod cluster;
 mod cluster_state;
 mod cors;
 mod process;
+mod redis_cluster;
