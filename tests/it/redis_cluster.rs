@@ -453,3 +453,83 @@ fn readyz_follows_every_shard_link() {
         assert_eq!(numbered(&mut sockets[0], 1).await, ["after"]);
     });
 }
+
+#[test]
+fn dropped_shard_links_are_re_established_and_back_filled() {
+    let cluster = RedisCluster::start();
+    let channels = one_channel_per_master(&cluster);
+    let nodes = nodes_on(&cluster, 2, &[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut sockets = vec![subscriber(&nodes[1], &channels).await];
+        until_live(&nodes[0], &channels, &mut sockets).await;
+
+        // Cut node B's links on every shard; what is published now misses pub/sub and must
+        // come back through the back-fill from each channel's shard.
+        for master in 0..3 {
+            let killed = cluster.cli(master, &["CLIENT", "KILL", "TYPE", "pubsub"]);
+            assert_ne!(killed.trim(), "0", "master {master} had pub/sub links");
+        }
+        let mut expected = Vec::new();
+        for n in 0..6 {
+            let channel = &channels[n % channels.len()];
+            let serial = publish_serial(&nodes[0], channel, n).await;
+            expected.push((channel.clone(), n.to_string(), serial));
+        }
+        let seen = numbered_on_channels(&mut sockets[0], expected.len()).await;
+        for channel in &channels {
+            let got: Vec<(String, String)> = seen
+                .iter()
+                .filter(|(c, ..)| c == channel)
+                .map(|(_, data, serial, _)| (data.clone(), serial.clone()))
+                .collect();
+            let want: Vec<(String, String)> = expected
+                .iter()
+                .filter(|(c, ..)| c == channel)
+                .map(|(_, data, serial)| (data.clone(), serial.clone()))
+                .collect();
+            assert_eq!(got, want, "{channel}: every message once, in order");
+        }
+    });
+}
+
+#[test]
+fn a_connection_resumes_on_another_node_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    let channels = one_channel_per_master(&cluster);
+    let nodes = nodes_on(&cluster, 2, &[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let channel = &channels[2];
+        let (mut bob, connected) = client(&nodes[0], "bob", "").await;
+        let id = connected["connectionId"].as_str().unwrap().to_owned();
+        let key = connected["connectionDetails"]["connectionKey"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        attach(&mut bob, channel).await;
+        publish_serial(&nodes[1], channel, 0).await;
+        let seen = next_json(&mut bob).await["channelSerial"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        drop(bob);
+        for n in 1..3 {
+            publish_serial(&nodes[1], channel, n).await;
+        }
+        let (mut bob, connected) = client(&nodes[1], "bob", &format!("&resume={key}")).await;
+        assert_eq!(connected["connectionId"], id.as_str(), "{connected}");
+        send_json(
+            &mut bob,
+            json!({"action": 10, "channel": channel, "channelSerial": seen}),
+        )
+        .await;
+        let attached = next_json(&mut bob).await;
+        assert_ne!(
+            attached["flags"].as_u64().unwrap() & (1 << 2),
+            0,
+            "{attached}"
+        );
+        assert_eq!(numbered(&mut bob, 2).await, ["1", "2"]);
+    });
+}

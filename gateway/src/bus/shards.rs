@@ -89,7 +89,7 @@ impl Shards {
 
     /// `CLUSTER SLOTS` from the first node that answers (masters seen before, then the seeds):
     /// (first slot, last slot, master host and port).
-    async fn slot_map(&self) -> redis::RedisResult<Vec<(u16, u16, (String, u16))>> {
+    async fn slot_map(&self) -> redis::RedisResult<Vec<SlotRange>> {
         let mut last_error = None;
         for node in self.masters.iter().chain(&self.seeds) {
             let read = async {
@@ -123,6 +123,9 @@ impl Shards {
     }
 }
 
+/// (first slot, last slot, the master's host and port).
+type SlotRange = (u16, u16, (String, u16));
+
 /// `template` (credentials, database) at another address.
 fn at(template: &ConnectionInfo, host: &str, port: u16) -> ConnectionInfo {
     let mut info = template.clone();
@@ -139,7 +142,7 @@ fn host_of(info: &ConnectionInfo) -> &str {
 
 /// `[[first, last, [host, port, id, …], replicas…], …]`; an empty host means the node we
 /// asked.
-fn parse_slots(reply: &Value, asked: &str) -> redis::RedisResult<Vec<(u16, u16, (String, u16))>> {
+fn parse_slots(reply: &Value, asked: &str) -> redis::RedisResult<Vec<SlotRange>> {
     let malformed =
         || redis::RedisError::from((redis::ErrorKind::TypeError, "CLUSTER SLOTS reply"));
     let Value::Array(ranges) = reply else {
