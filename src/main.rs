@@ -34,7 +34,7 @@ fn main() -> ExitCode {
     };
     // Bad settings exit before anything binds, naming the setting (EX_USAGE).
     let settings = match settings::resolve(serve) {
-        Ok(settings) if role != api::Role::Both && settings.gateway.redis_url.is_none() => {
+        Ok(settings) if role != api::Role::Both && settings.gateway.redis.is_none() => {
             eprintln!(
                 "realtime: --redis (REALTIME_REDIS_URL) is required: `realtime gateway` and `realtime api` are roles of a cluster sharing one Redis; `realtime serve` runs both in one process"
             );
@@ -80,10 +80,10 @@ async fn run(settings: settings::Settings, role: api::Role) -> anyhow::Result<()
         .connect_bus()
         .await
         .map_err(|e| anyhow::anyhow!("--redis: {e}"))?;
-    let mode = if gateway.config().redis_url.is_some() {
-        "clustered through Redis"
-    } else {
-        "embedded, in-memory bus"
+    let mode = match gateway.config().redis {
+        Some(gateway::RedisTarget::Node(_)) => "clustered through Redis",
+        Some(gateway::RedisTarget::Cluster(_)) => "clustered through Redis Cluster",
+        None => "embedded, in-memory bus",
     };
     tracing::info!(listen = %local, server_id = gateway.server_id(), mode, ?role, "realtime serving");
     api::serve_role(listener, gateway, role, shutdown_signal()).await?;

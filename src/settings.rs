@@ -101,7 +101,9 @@ pub(crate) struct ServeArgs {
     )]
     pub supabase_jwks_refresh_ms: u64,
     /// Redis URL (`redis://[:password@]host:port`, `rediss://` for TLS): every process on it
-    /// shares one bus. Without it, one process runs everything in memory.
+    /// shares one bus. A Redis Cluster: `redis+cluster://[:password@]host:port[,host:port...]`
+    /// (seed nodes; channels spread over the shards by hash slot, sharded pub/sub). Without it,
+    /// one process runs everything in memory.
     #[arg(long, env = "REALTIME_REDIS_URL", hide_env_values = true)]
     pub redis: Option<String>,
     /// How long before a token expires the server asks the client to renew it (AUTH), in ms.
@@ -161,7 +163,7 @@ impl Settings {
             ),
             format!(
                 "bus: {}",
-                if config.redis_url.is_some() {
+                if config.redis.is_some() {
                     "Redis"
                 } else {
                     "embedded (in memory)"
@@ -293,7 +295,12 @@ pub(crate) fn resolve(args: ServeArgs) -> Result<Settings, String> {
             supabase,
             sandbox: args.sandbox,
             server_id: args.server_id.clone().filter(|id| !id.is_empty()),
-            redis_url: redis_url(args.redis.as_deref())?,
+            redis: args
+                .redis
+                .as_deref()
+                .map(gateway::RedisTarget::parse)
+                .transpose()
+                .map_err(|e| format!("--redis / REALTIME_REDIS_URL: {e}"))?,
             hub,
             timing: gateway::limits::Timing {
                 token_renew_lead: std::time::Duration::from_millis(args.token_renew_lead_ms),
@@ -305,16 +312,6 @@ pub(crate) fn resolve(args: ServeArgs) -> Result<Settings, String> {
         },
         generated_key,
     })
-}
-
-fn redis_url(url: Option<&str>) -> Result<Option<String>, String> {
-    match url {
-        None => Ok(None),
-        Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
-            Ok(Some(url.to_owned()))
-        }
-        Some(_) => Err("--redis / REALTIME_REDIS_URL: expected a redis:// or rediss:// URL".into()),
-    }
 }
 
 fn hub_config(
@@ -600,5 +597,37 @@ mod tests {
             .err()
             .unwrap();
         assert!(error.contains("--keys"), "{error}");
+    }
+
+    #[test]
+    fn a_redis_url_selects_one_server_or_a_cluster() {
+        let redis = |url: &str| {
+            resolve(ServeArgs {
+                redis: Some(url.into()),
+                ..args("127.0.0.1:0", "a.b:c")
+            })
+            .map(|settings| settings.gateway.redis)
+        };
+        assert_eq!(
+            redis("redis://127.0.0.1:6380").unwrap(),
+            Some(gateway::RedisTarget::Node("redis://127.0.0.1:6380".into()))
+        );
+        assert_eq!(
+            redis("redis+cluster://:pw@10.0.0.1:7000,10.0.0.2:7001").unwrap(),
+            Some(gateway::RedisTarget::Cluster(vec![
+                "redis://:pw@10.0.0.1:7000".into(),
+                "redis://:pw@10.0.0.2:7001".into()
+            ]))
+        );
+        for bad in [
+            "http://x:1",
+            "redis+cluster://",
+            "redis+cluster://host",
+            "redis+cluster://a:1,:2",
+            "redis+cluster://a:99999",
+        ] {
+            let error = redis(bad).err().unwrap();
+            assert!(error.contains("--redis"), "{bad}: {error}");
+        }
     }
 }

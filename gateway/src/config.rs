@@ -11,8 +11,8 @@ pub struct Config {
     pub keys: Vec<ApiKey>,
     /// Announced to clients as `serverId`; defaults to a random id per process.
     pub server_id: Option<String>,
-    /// `redis://` or `rediss://` URL: share the bus with every other process on it.
-    pub redis_url: Option<String>,
+    /// The Redis (or Redis Cluster) every process shares the bus through; none: embedded.
+    pub redis: Option<RedisTarget>,
     /// Accept Supabase access tokens when set.
     pub supabase: Option<SupabaseConfig>,
     pub limits: Limits,
@@ -22,4 +22,44 @@ pub struct Config {
     /// History retention, rewind and presence caps.
     pub hub: HubConfig,
     pub timing: Timing,
+}
+
+/// Where the Redis bus lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// One Redis server: `redis://[:password@]host:port` (or `rediss://`).
+    Node(String),
+    /// A Redis Cluster, given by seed nodes (`redis://[:password@]host:port` each; any one
+    /// reachable is enough, the rest of the cluster is discovered from it).
+    Cluster(Vec<String>),
+}
+
+impl RedisTarget {
+    /// `redis://…` / `rediss://…` is one server; `redis+cluster://[user:password@]host:port[,host:port…]`
+    /// a Redis Cluster by its seed nodes.
+    pub fn parse(url: &str) -> Result<RedisTarget, String> {
+        if let Some(rest) = url.strip_prefix("redis+cluster://") {
+            let (credentials, hosts) = match rest.rsplit_once('@') {
+                Some((credentials, hosts)) => (format!("{credentials}@"), hosts),
+                None => (String::new(), rest),
+            };
+            let mut seeds = Vec::new();
+            for host in hosts.trim_end_matches('/').split(',') {
+                let valid = host.rsplit_once(':').is_some_and(|(name, port)| {
+                    !name.is_empty()
+                        && !name.contains('/')
+                        && port.parse::<u16>().is_ok_and(|port| port > 0)
+                });
+                if !valid {
+                    return Err(format!("{host:?} is not host:port"));
+                }
+                seeds.push(format!("redis://{credentials}{host}"));
+            }
+            return Ok(RedisTarget::Cluster(seeds));
+        }
+        if url.starts_with("redis://") || url.starts_with("rediss://") {
+            return Ok(RedisTarget::Node(url.to_owned()));
+        }
+        Err("expected a redis://, rediss:// or redis+cluster:// URL".into())
+    }
 }

@@ -27,7 +27,7 @@ use rand::distributions::{Alphanumeric, DistString};
 use tokio::sync::{watch, Notify};
 
 pub use auth::{ApiKey, Auth, Principal};
-pub use config::Config;
+pub use config::{Config, RedisTarget};
 pub use hub::{Hub, HubConfig, Occupancy};
 pub use publish::{Origin, Receipt};
 use resume::Parked;
@@ -136,14 +136,14 @@ impl Gateway {
         &self.inner.clients
     }
 
-    /// Joins the cluster through Redis when `Config::redis_url` is set; call once, before serving.
+    /// Joins the cluster through Redis when `Config::redis` is set; call once, before serving.
     /// Fails (naming Redis) when it cannot be reached.
     pub async fn connect_bus(&self) -> Result<(), String> {
-        let Some(url) = self.config().redis_url.clone() else {
+        let Some(target) = self.config().redis.clone() else {
             return Ok(());
         };
         let bus = bus::RedisBus::connect(
-            &url,
+            &target,
             &self.inner.server_id,
             self.config().timing.clone(),
             Arc::downgrade(&self.inner),

@@ -347,7 +347,7 @@ fn after_a_redis_restart_delivery_resumes_on_every_node() {
 }
 
 /// Polls `/readyz` until it answers `status` (bounded): readiness follows the bus's own probe.
-async fn until_readyz(node: &Server, status: u16) {
+pub(crate) async fn until_readyz(node: &Server, status: u16) {
     for _ in 0..100 {
         let (got, _) = http(
             node.addr,

@@ -7,3 +7,4 @@ mod cluster_state;
 mod contract;
 mod cors;
 mod process;
+mod redis_cluster;

@@ -71,6 +71,7 @@ pub(super) async fn write_records(
                             fields,
                             ttl_ms,
                         } => {
+                            // One key, one slot: a pipeline even on a cluster.
                             let record = record_key(&key);
                             redis::pipe()
                                 .cmd("HSET")
@@ -223,7 +224,7 @@ impl RedisBus {
             let result: redis::RedisResult<()> = self
                 .commands
                 .run(move |mut connection| {
-                    Box::pin(async move { pipe.query_async(&mut connection).await })
+                    Box::pin(async move { connection.query_pipeline(&pipe).await })
                 })
                 .await;
             if let Err(error) = result {

@@ -12,93 +12,32 @@
 //! `Hub::deliver` — the publishing node included, so there is one delivery path.
 //!
 //! When the pub/sub link drops, the node reconnects, resubscribes and back-fills every channel
-//! from its stream; a self-probe through Redis drives readiness. Not yet here (see the issue):
-//! noticing a single lost pub/sub message while the link stays up, presence and resume state in
-//! Redis, and Redis Cluster sharded pub/sub.
+//! from its stream; a self-probe through Redis drives readiness.
+//!
+//! On a Redis Cluster (`redis+cluster://`) the same holds shard by shard: a channel's keys and
+//! topic share its hash tag, so each script touches one slot; topics are `SPUBLISH`ed and
+//! `SSUBSCRIBE`d on the master owning that slot (`shards.rs`); node-level keys (leases, resume
+//! records) are written one key per command, never in a pipeline across slots.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 mod backend;
+mod commands;
 mod connections;
 mod presence;
+mod shards;
 
 pub(crate) use backend::{Bus, MemoryBus};
 
 use futures_util::StreamExt;
 use protocol::{ErrorCode, ErrorInfo, Message};
-use redis::aio::MultiplexedConnection;
 use tokio::sync::{mpsc, watch};
 
+use crate::config::RedisTarget;
 use crate::hub::{Retention, Serials};
-
-/// The command connection, reconnected on demand: a failed command drops it, and the next one
-/// connects afresh (bounded by `REDIS_TIMEOUT`), so a Redis restart heals by itself.
-#[derive(Clone)]
-struct Commands {
-    client: redis::Client,
-    connection: Arc<Mutex<Option<MultiplexedConnection>>>,
-}
-
-impl Commands {
-    async fn connect(client: redis::Client) -> Result<Commands, String> {
-        let commands = Commands {
-            client,
-            connection: Arc::new(Mutex::new(None)),
-        };
-        commands
-            .get()
-            .await
-            .map_err(|e| format!("cannot reach Redis: {e}"))?;
-        Ok(commands)
-    }
-
-    async fn get(&self) -> redis::RedisResult<MultiplexedConnection> {
-        let cached = self
-            .connection
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some(connection) = cached {
-            return Ok(connection);
-        }
-        let connection = tokio::time::timeout(
-            REDIS_TIMEOUT,
-            self.client.get_multiplexed_async_connection(),
-        )
-        .await
-        .map_err(|_| redis::RedisError::from((redis::ErrorKind::IoError, "connect timed out")))??;
-        *self.connection.lock().unwrap_or_else(|p| p.into_inner()) = Some(connection.clone());
-        Ok(connection)
-    }
-
-    /// Runs a command (bounded); any failure forgets the connection so the next call reconnects.
-    async fn run<T: redis::FromRedisValue>(
-        &self,
-        command: impl FnOnce(
-            MultiplexedConnection,
-        ) -> std::pin::Pin<
-            Box<dyn std::future::Future<Output = redis::RedisResult<T>> + Send>,
-        >,
-    ) -> redis::RedisResult<T> {
-        let result = match self.get().await {
-            Ok(connection) => tokio::time::timeout(REDIS_TIMEOUT, command(connection))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(redis::RedisError::from((
-                        redis::ErrorKind::IoError,
-                        "command timed out",
-                    )))
-                }),
-            Err(error) => Err(error),
-        };
-        if result.is_err() {
-            *self.connection.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        }
-        result
-    }
-}
+use commands::Commands;
 
 /// Longest a Redis connect or command may take before the caller is told it failed.
 const REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -283,18 +222,25 @@ impl RedisBus {
     /// Connects (commands and pub/sub) and starts the delivery task, which hands arriving
     /// publications to the hub.
     pub(crate) async fn connect(
-        url: &str,
+        target: &RedisTarget,
         server_id: &str,
         timing: crate::limits::Timing,
         inner: Weak<crate::Inner>,
     ) -> Result<Arc<RedisBus>, String> {
         let node = format!("{server_id}-{:08x}", rand::random::<u32>());
-        let client = redis::Client::open(url).map_err(|e| format!("redis URL: {e}"))?;
         // Bounded everywhere: a publish fails fast (NACK / 503) rather than wait on a dead Redis.
-        let commands = Commands::connect(client.clone()).await?;
-        let pubsub = tokio::time::timeout(REDIS_TIMEOUT, client.get_async_pubsub())
+        let commands = Commands::connect(target).await?;
+        let mut links = match target {
+            RedisTarget::Node(url) => LinkSource::Node(
+                redis::Client::open(url.as_str()).map_err(|e| format!("redis URL: {e}"))?,
+            ),
+            RedisTarget::Cluster(seeds) => LinkSource::Cluster(
+                shards::Shards::new(seeds).map_err(|e| format!("redis cluster URL: {e}"))?,
+            ),
+        };
+        let pubsub = links
+            .open()
             .await
-            .map_err(|_| "cannot open the Redis pub/sub link: timed out".to_owned())?
             .map_err(|e| format!("cannot open the Redis pub/sub link: {e}"))?;
         let (control, requests) = mpsc::unbounded_channel();
         let interest: InterestMap = Arc::new(Mutex::new(HashMap::new()));
@@ -312,7 +258,7 @@ impl RedisBus {
             load: redis::Script::new(LOAD_SCRIPT),
         };
         tokio::spawn(run_pubsub(
-            client,
+            links,
             pubsub,
             requests,
             interest.clone(),
@@ -324,18 +270,19 @@ impl RedisBus {
             inner,
         ));
         let lease = timing.node_lease;
+        let sharded = commands.sharded();
         let (records, record_ops) = mpsc::channel(connections::RECORD_QUEUE);
         tokio::spawn(connections::write_records(commands.clone(), record_ops));
         let bus = Arc::new(RedisBus {
             records,
             commands,
-            script: redis::Script::new(PUBLISH_SCRIPT),
+            script: announcing(PUBLISH_SCRIPT, sharded),
             interest,
             control,
             probe,
             node,
             timing,
-            presence_script: redis::Script::new(presence::PRESENCE_SCRIPT),
+            presence_script: announcing(presence::PRESENCE_SCRIPT, sharded),
             rehome_script: redis::Script::new(presence::REHOME_SCRIPT),
         });
         tokio::spawn(presence::keep_lease(Arc::downgrade(&bus), lease));
@@ -448,6 +395,16 @@ impl RedisBus {
             interest.remove(channel);
             let _ = self.control.send(Interest::Unsubscribe(channel.to_owned()));
         }
+    }
+}
+
+/// A script announcing on a channel's topic: `PUBLISH` on one Redis, `SPUBLISH` on a cluster
+/// (the topic shares the channel's slot, so the shard storing it is the one announcing it).
+fn announcing(script: &str, sharded: bool) -> redis::Script {
+    if sharded {
+        redis::Script::new(&script.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'"))
+    } else {
+        redis::Script::new(script)
     }
 }
 
@@ -566,6 +523,129 @@ fn mark_ready(interest: &InterestMap, channel: &str) {
     }
 }
 
+/// Where pub/sub links come from: one Redis, or the masters of a cluster.
+enum LinkSource {
+    Node(redis::Client),
+    Cluster(shards::Shards),
+}
+
+impl LinkSource {
+    /// A fresh link, bounded (a cluster's takes reading the slot map and a connection per
+    /// master, each bounded, so the whole is allowed a few bounds).
+    async fn open(&mut self) -> redis::RedisResult<Link> {
+        let timed_out = || redis::RedisError::from((redis::ErrorKind::IoError, "timed out"));
+        match self {
+            LinkSource::Node(client) => {
+                let pubsub = tokio::time::timeout(REDIS_TIMEOUT, client.get_async_pubsub())
+                    .await
+                    .map_err(|_| timed_out())??;
+                let (sink, stream) = pubsub.split();
+                Ok(Link::Node { sink, stream })
+            }
+            LinkSource::Cluster(shards) => tokio::time::timeout(3 * REDIS_TIMEOUT, shards.open())
+                .await
+                .map_err(|_| timed_out())?
+                .map(Link::Sharded),
+        }
+    }
+}
+
+/// The node's pub/sub link: one connection (`SUBSCRIBE`), or one per cluster master with
+/// channel topics on their shard (`SSUBSCRIBE`).
+enum Link {
+    Node {
+        sink: redis::aio::PubSubSink,
+        stream: redis::aio::PubSubStream,
+    },
+    Sharded(shards::Links),
+}
+
+impl Link {
+    /// How many connections the link has; each must hear the probe.
+    fn count(&self) -> usize {
+        match self {
+            Link::Node { .. } => 1,
+            Link::Sharded(links) => links.count(),
+        }
+    }
+
+    /// A node-level topic (probe, control), on every connection or on one.
+    async fn listen(&mut self, topic: &str, everywhere: bool) -> redis::RedisResult<()> {
+        match self {
+            Link::Node { sink, .. } => sink.subscribe(topic).await,
+            Link::Sharded(links) => links.listen(topic, everywhere).await,
+        }
+    }
+
+    async fn subscribe(&mut self, channel: &str) -> redis::RedisResult<()> {
+        match self {
+            Link::Node { sink, .. } => sink.subscribe(topic(channel)).await,
+            Link::Sharded(links) => links.subscribe(&topic(channel)).await,
+        }
+    }
+
+    async fn unsubscribe(&mut self, channel: &str) -> redis::RedisResult<()> {
+        match self {
+            Link::Node { sink, .. } => sink.unsubscribe(topic(channel)).await,
+            Link::Sharded(links) => links.unsubscribe(&topic(channel)).await,
+        }
+    }
+
+    /// The next message and the connection it came on; `None`: the link is lost.
+    async fn next(&mut self) -> Option<(usize, redis::Msg)> {
+        match self {
+            Link::Node { stream, .. } => stream.next().await.map(|message| (0, message)),
+            Link::Sharded(links) => links.next().await,
+        }
+    }
+}
+
+/// When each of the link's connections last heard the probe; the node's probe time is the
+/// oldest of them, once every one has heard it.
+struct ProbeEchoes {
+    heard_at_ms: Vec<u64>,
+    /// Since when the link is up.
+    up_at_ms: u64,
+    /// A sharded link is watched (`stale`); a single connection's loss shows as its stream
+    /// ending.
+    watched: bool,
+}
+
+impl ProbeEchoes {
+    fn new(link: &Link) -> ProbeEchoes {
+        ProbeEchoes {
+            heard_at_ms: vec![0; link.count()],
+            up_at_ms: protocol::now_ms(),
+            watched: matches!(link, Link::Sharded(_)),
+        }
+    }
+
+    fn heard(&mut self, connection: usize, probe: &Probe) {
+        if let Some(at) = self.heard_at_ms.get_mut(connection) {
+            *at = protocol::now_ms();
+        }
+        if self.heard_at_ms.iter().all(|at| *at > 0) {
+            let oldest = self.heard_at_ms.iter().copied().min().unwrap_or_default();
+            probe.seen_at_ms.store(oldest, Ordering::Release);
+        }
+    }
+
+    /// Whether some connection of a sharded link has not heard the probe for a while (it may
+    /// be silently dead, or its master gone).
+    fn stale(&self) -> bool {
+        let now = protocol::now_ms();
+        self.watched
+            && self
+                .heard_at_ms
+                .iter()
+                .any(|at| now.saturating_sub((*at).max(self.up_at_ms)) > LINK_STALE_MS)
+    }
+}
+
+/// How long a sharded link's connection may go without hearing the probe before the link is
+/// rebuilt.
+const LINK_STALE_MS: u64 = 2 * PROBE_STALE_MS;
+
 /// The pub/sub link: subscriptions as interest asks, deliveries into the hub. A new
 /// subscription is caught up from the store right after SUBSCRIBE, before anything later is
 /// read from the link, so nothing racing the subscription is missed. When the link drops it
@@ -574,8 +654,8 @@ fn mark_ready(interest: &InterestMap, channel: &str) {
 /// whose serial does not follow on from the last one here (a lost pub/sub message) makes the
 /// node catch that channel up too.
 async fn run_pubsub(
-    client: redis::Client,
-    first: redis::aio::PubSub,
+    mut source: LinkSource,
+    first: Link,
     mut requests: mpsc::UnboundedReceiver<Interest>,
     interest: InterestMap,
     store: Store,
@@ -583,42 +663,37 @@ async fn run_pubsub(
     inner: Weak<crate::Inner>,
 ) {
     let probe = &topics.probe;
-    let mut link = Some(first);
+    let mut first = Some(first);
     let mut backoff = std::time::Duration::from_millis(100);
     loop {
-        let pubsub = match link.take() {
-            Some(pubsub) => pubsub,
+        let mut link = match first.take() {
+            Some(link) => link,
             None => {
                 if inner.strong_count() == 0 {
                     return;
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
-                match tokio::time::timeout(REDIS_TIMEOUT, client.get_async_pubsub()).await {
-                    Ok(Ok(pubsub)) => pubsub,
-                    Ok(Err(error)) => {
+                match source.open().await {
+                    Ok(link) => link,
+                    Err(error) => {
                         tracing::debug!(%error, "Redis pub/sub reconnect failed");
-                        continue;
-                    }
-                    Err(_) => {
-                        tracing::debug!("Redis pub/sub reconnect timed out");
                         continue;
                     }
                 }
             }
         };
-        let (mut sink, mut stream) = pubsub.split();
         let channels: Vec<String> = interest
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .keys()
             .cloned()
             .collect();
-        let mut resubscribed = sink.subscribe(&probe.topic).await.is_ok()
-            && sink.subscribe(&topics.control).await.is_ok();
+        let mut resubscribed = link.listen(&probe.topic, true).await.is_ok()
+            && link.listen(&topics.control, false).await.is_ok();
         if resubscribed {
             for channel in &channels {
-                if sink.subscribe(topic(channel)).await.is_err() {
+                if link.subscribe(channel).await.is_err() {
                     resubscribed = false;
                     break;
                 }
@@ -644,7 +719,13 @@ async fn run_pubsub(
             continue;
         }
         backoff = std::time::Duration::from_millis(100);
-        tracing::info!(channels = channels.len(), "Redis pub/sub link up");
+        tracing::info!(
+            channels = channels.len(),
+            connections = link.count(),
+            "Redis pub/sub link up"
+        );
+        let mut echoes = ProbeEchoes::new(&link);
+        let mut watchdog = tokio::time::interval(PROBE_INTERVAL);
         loop {
             tokio::select! {
                 request = requests.recv() => {
@@ -652,27 +733,27 @@ async fn run_pubsub(
                     let Some(inner) = inner.upgrade() else { return };
                     let result = match request {
                         Interest::Subscribe(channel) => {
-                            match sink.subscribe(topic(&channel)).await {
+                            match link.subscribe(&channel).await {
                                 Ok(()) => store.catch_up(&inner, &channel).await.map(|()| {
                                     mark_ready(&interest, &channel);
                                 }),
                                 Err(error) => Err(error),
                             }
                         }
-                        Interest::Unsubscribe(channel) => sink.unsubscribe(topic(&channel)).await,
+                        Interest::Unsubscribe(channel) => link.unsubscribe(&channel).await,
                     };
                     if let Err(error) = result {
                         tracing::warn!(%error, "Redis subscribe or catch-up failed; reconnecting");
                         break;
                     }
                 }
-                message = stream.next() => {
-                    let Some(message) = message else {
+                message = link.next() => {
+                    let Some((connection, message)) = message else {
                         tracing::warn!("Redis pub/sub link lost; reconnecting");
                         break;
                     };
                     if message.get_channel_name() == probe.topic {
-                        probe.seen_at_ms.store(protocol::now_ms(), Ordering::Release);
+                        echoes.heard(connection, probe);
                         continue;
                     }
                     if message.get_channel_name() == topics.control {
@@ -685,6 +766,12 @@ async fn run_pubsub(
                     let Some(inner) = inner.upgrade() else { return };
                     if let Err(error) = on_publication(&inner, &store, &message).await {
                         tracing::warn!(%error, "catch-up after a gap failed; reconnecting");
+                        break;
+                    }
+                }
+                _ = watchdog.tick() => {
+                    if echoes.stale() {
+                        tracing::warn!("a Redis Cluster pub/sub connection went quiet; reconnecting");
                         break;
                     }
                 }

@@ -193,18 +193,20 @@ async fn renew_and_reap(bus: &RedisBus, lease: std::time::Duration) -> redis::Re
         .commands
         .run(move |mut connection| {
             Box::pin(async move {
-                let (_, _, nodes): ((), (), Vec<String>) = redis::pipe()
-                    .cmd("SET")
-                    .arg(lease_key(&node))
-                    .arg(1)
-                    .arg("PX")
-                    .arg(ms)
-                    .cmd("SADD")
-                    .arg(NODES_KEY)
-                    .arg(&node)
-                    .cmd("SMEMBERS")
-                    .arg(NODES_KEY)
-                    .query_async(&mut connection)
+                let (_, _, nodes): ((), (), Vec<String>) = connection
+                    .query_pipeline(
+                        redis::pipe()
+                            .cmd("SET")
+                            .arg(lease_key(&node))
+                            .arg(1)
+                            .arg("PX")
+                            .arg(ms)
+                            .cmd("SADD")
+                            .arg(NODES_KEY)
+                            .arg(&node)
+                            .cmd("SMEMBERS")
+                            .arg(NODES_KEY),
+                    )
                     .await?;
                 let others: Vec<String> = nodes.into_iter().filter(|n| *n != node).collect();
                 let mut exists = redis::pipe();
@@ -214,7 +216,7 @@ async fn renew_and_reap(bus: &RedisBus, lease: std::time::Duration) -> redis::Re
                 let alive: Vec<bool> = if others.is_empty() {
                     Vec::new()
                 } else {
-                    exists.query_async(&mut connection).await?
+                    connection.query_pipeline(&exists).await?
                 };
                 Ok(others.into_iter().zip(alive).collect())
             })
@@ -288,13 +290,15 @@ async fn reap(bus: &RedisBus, dead: &str, lease: std::time::Duration) -> redis::
     bus.commands
         .run(move |mut connection| {
             Box::pin(async move {
-                redis::pipe()
-                    .cmd("DEL")
-                    .arg(dead_channels)
-                    .cmd("SREM")
-                    .arg(NODES_KEY)
-                    .arg(dead)
-                    .query_async::<()>(&mut connection)
+                connection
+                    .query_pipeline::<()>(
+                        redis::pipe()
+                            .cmd("DEL")
+                            .arg(dead_channels)
+                            .cmd("SREM")
+                            .arg(NODES_KEY)
+                            .arg(dead),
+                    )
                     .await
             })
         })

@@ -1,0 +1,55 @@
+use redis::Value;
+
+use super::*;
+
+fn bulk(text: &str) -> Value {
+    Value::BulkString(text.as_bytes().to_vec())
+}
+
+#[test]
+fn the_slot_map_names_each_ranges_master() {
+    let reply = Value::Array(vec![
+        Value::Array(vec![
+            Value::Int(0),
+            Value::Int(5460),
+            Value::Array(vec![bulk("10.0.0.1"), Value::Int(7000), bulk("id-a")]),
+        ]),
+        Value::Array(vec![
+            Value::Int(5461),
+            Value::Int(16383),
+            Value::Array(vec![bulk(""), Value::Int(7001), bulk("id-b")]),
+            Value::Array(vec![bulk("10.0.0.3"), Value::Int(7002), bulk("id-c")]),
+        ]),
+    ]);
+    assert_eq!(
+        parse_slots(&reply, "seed").unwrap(),
+        vec![
+            (0, 5460, ("10.0.0.1".to_owned(), 7000)),
+            (5461, 16383, ("seed".to_owned(), 7001)),
+        ],
+        "an empty host is the node asked; replicas are not masters"
+    );
+    assert!(parse_slots(&Value::Int(1), "seed").is_err());
+}
+
+#[test]
+fn a_topic_goes_to_the_master_owning_its_hash_tags_slot() {
+    let slots = [(0, 5460, 0), (5461, 10922, 1), (10923, 16383, 2)];
+    // The topic and the channel's keys share the hash tag, hence the slot and the master.
+    let topic_slot = redis::cluster_routing::get_slot(b"rt:ch:{room:1}");
+    assert_eq!(
+        topic_slot,
+        redis::cluster_routing::get_slot(b"rt:{room:1}:log")
+    );
+    let expected = match topic_slot {
+        0..=5460 => 0,
+        5461..=10922 => 1,
+        _ => 2,
+    };
+    assert_eq!(owner(&slots, "rt:ch:{room:1}"), Some(expected));
+    assert_eq!(
+        owner(&slots[..1], "rt:ch:{x}"),
+        (redis::cluster_routing::get_slot(b"x") <= 5460).then_some(0)
+    );
+    assert_eq!(owner(&[], "rt:ch:{x}"), None, "uncovered slot");
+}
