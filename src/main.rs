@@ -75,7 +75,19 @@ async fn run(settings: settings::Settings, role: api::Role) -> anyhow::Result<()
     if let Some(dev_key) = &settings.generated_key {
         settings::print_dev_key(dev_key, local);
     }
+    let admin = match settings.gateway.admin_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (--admin-listen)"))?,
+        ),
+        None => None,
+    };
     let gateway = gateway::Gateway::new(settings.gateway);
+    if let Some(admin) = admin {
+        tracing::info!(admin = %admin.local_addr()?, "metrics and probes");
+        tokio::spawn(api::serve_admin(admin, gateway.clone()));
+    }
     gateway
         .connect_bus()
         .await

@@ -114,6 +114,10 @@ pub(crate) struct ServeArgs {
     /// is still counted alive; after it, its presence members leave. In ms.
     #[arg(long, env = "REALTIME_NODE_LEASE_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(300..))]
     pub node_lease_ms: u64,
+    /// A second address serving only `/metrics`, `/healthz` and `/readyz`, so metrics need not
+    /// be public; when set, the main port does not serve `/metrics`.
+    #[arg(long, env = "REALTIME_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
     /// On SIGTERM: how long to take handing clients over to other nodes (each told to reconnect
     /// at a random moment in the first 60%), in ms; the process exits when the last is gone or
     /// at the end. Keep Kubernetes' terminationGracePeriodSeconds above it.
@@ -295,6 +299,14 @@ pub(crate) fn resolve(args: ServeArgs) -> Result<Settings, String> {
             supabase,
             sandbox: args.sandbox,
             server_id: args.server_id.clone().filter(|id| !id.is_empty()),
+            admin_listen: args
+                .admin_listen
+                .as_deref()
+                .map(|a| {
+                    a.parse()
+                        .map_err(|e| format!("--admin-listen / REALTIME_ADMIN_LISTEN {a:?}: {e}"))
+                })
+                .transpose()?,
             redis: args
                 .redis
                 .as_deref()
@@ -552,6 +564,7 @@ mod tests {
             node_lease_ms: 5_000,
             log_format: LogFormat::Text,
             drain_ms: 10_000,
+            admin_listen: None,
             server_id: None,
             redis: None,
         }

@@ -20,7 +20,11 @@ pub(crate) async fn optional_principal(
     let Some(authorization) = headers.get("authorization") else {
         return Ok(None);
     };
-    let refuse = |error: AuthError| ApiError::new(error.info(), format);
+    let refuse = |error: AuthError| {
+        ::metrics::counter!("realtime_auth_failures_total", "via" => "rest", "code" => error.code().code().to_string())
+            .increment(1);
+        ApiError::new(error.info(), format)
+    };
     let authorization = authorization
         .to_str()
         .map_err(|_| refuse(AuthError::NoCredentials))?;

@@ -56,12 +56,51 @@ pub fn router_for(gateway: Gateway, role: Role) -> Router {
             HeaderName::from_static("x-ably-serverid"),
         ])
         .max_age(std::time::Duration::from_secs(86400));
-    let routes = match role {
+    let metrics_here = gateway.config().admin_listen.is_none();
+    let mut routes = match role {
         Role::Both => routes::router(gateway.clone()).merge(gateway.router()),
         Role::Gateway => routes::probes(gateway.clone()).merge(gateway.router()),
         Role::Api => routes::router(gateway),
     };
-    routes.layer(cors)
+    if metrics_here {
+        routes = routes.route("/metrics", axum::routing::get(routes::metrics));
+    }
+    routes
+        .layer(axum::middleware::from_fn(count_requests))
+        .layer(cors)
+}
+
+/// What `--admin-listen` serves: `/metrics` and the probes, off the public port.
+pub fn admin_router(gateway: Gateway) -> Router {
+    routes::probes(gateway).route("/metrics", axum::routing::get(routes::metrics))
+}
+
+/// Serves `admin_router` on its own listener for the life of the process.
+pub async fn serve_admin(listener: TcpListener, gateway: Gateway) {
+    if let Err(error) = axum::serve(listener, admin_router(gateway)).await {
+        tracing::error!(%error, "admin listener failed");
+    }
+}
+
+/// `realtime_rest_requests_total` by route template (bounded), method and status.
+async fn count_requests(
+    matched: Option<axum::extract::MatchedPath>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = matched.map_or("unmatched".to_owned(), |m| m.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    if route != "/" && route != "/metrics" {
+        ::metrics::counter!(
+            "realtime_rest_requests_total",
+            "route" => route,
+            "method" => method,
+            "status" => response.status().as_u16().to_string()
+        )
+        .increment(1);
+    }
+    response
 }
 
 /// Serves until `shutdown` resolves, then drains: stops accepting, tells every realtime client

@@ -22,6 +22,9 @@ pub struct Config {
     /// History retention, rewind and presence caps.
     pub hub: HubConfig,
     pub timing: Timing,
+    /// A second listener for `/metrics` and the probes (`--admin-listen`); when set, the main
+    /// port does not serve `/metrics`.
+    pub admin_listen: Option<std::net::SocketAddr>,
 }
 
 /// Where the Redis bus lives.

@@ -897,6 +897,10 @@ fn log_and_fan_out(
     for message in &fresh {
         state.log.push(Arc::new(message.clone()));
     }
+    if let Some(published) = fresh.first().and_then(|m| m.timestamp) {
+        ::metrics::histogram!("realtime_publish_delivery_seconds")
+            .record(now.saturating_sub(published) as f64 / 1000.0);
+    }
     let mut outgoing = ProtocolMessage {
         id,
         connection_id: publisher.map(str::to_owned),
@@ -978,6 +982,8 @@ fn fan_out(
     wanted: impl Fn(&Subscriber) -> bool,
 ) -> Result<(), ErrorInfo> {
     let mut frames: Vec<(Arc<str>, Format, Frame)> = Vec::with_capacity(2);
+    // (frames, bytes) per format, counted once per fan-out rather than per subscriber.
+    let mut sent = [(0u64, 0u64); 2];
     for subscriber in subscribers.iter().filter(|s| wanted(s)) {
         let format = subscriber.outbox.format;
         let cached = frames
@@ -994,7 +1000,31 @@ fn fan_out(
                 frame
             }
         };
+        let slot = &mut sent[usize::from(format == Format::Msgpack)];
+        slot.0 += 1;
+        slot.1 += frame.len() as u64;
         subscriber.outbox.push(frame);
+    }
+    let kind = if outgoing.action == Action::Presence as u8 {
+        "presence"
+    } else {
+        "message"
+    };
+    let namespace = crate::telemetry::namespace(outgoing.channel.as_deref().unwrap_or_default());
+    let per_frame = outgoing
+        .messages
+        .as_ref()
+        .map(Vec::len)
+        .or(outgoing.presence.as_ref().map(Vec::len))
+        .unwrap_or(1) as u64;
+    for (format, (count, bytes)) in ["json", "msgpack"].into_iter().zip(sent) {
+        if count == 0 {
+            continue;
+        }
+        ::metrics::counter!("realtime_bytes_total", "direction" => "out", "format" => format)
+            .increment(bytes);
+        ::metrics::counter!("realtime_deliveries_total", "format" => format, "kind" => kind, "namespace" => namespace)
+            .increment(count * per_frame);
     }
     Ok(())
 }

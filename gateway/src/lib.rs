@@ -17,6 +17,7 @@ mod registry;
 mod resume;
 mod server;
 pub mod stats;
+pub mod telemetry;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -78,6 +79,7 @@ impl Gateway {
                 Alphanumeric.sample_string(&mut rand::thread_rng(), 8)
             )
         });
+        telemetry::install();
         let inner = Arc::new(Inner {
             auth: Auth::new(config.keys.clone(), config.supabase.clone()),
             hub: Hub::new(config.hub.clone()),
@@ -282,6 +284,7 @@ impl Gateway {
 
     pub(crate) fn track_connection(&self) -> LiveConnection {
         self.inner.live_connections.fetch_add(1, Ordering::AcqRel);
+        ::metrics::gauge!("realtime_connections_open").increment(1.0);
         LiveConnection(self.inner.clone())
     }
 }
@@ -291,6 +294,7 @@ pub(crate) struct LiveConnection(Arc<Inner>);
 
 impl Drop for LiveConnection {
     fn drop(&mut self) {
+        ::metrics::gauge!("realtime_connections_open").decrement(1.0);
         if self.0.live_connections.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.all_closed.notify_waiters();
         }

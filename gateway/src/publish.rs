@@ -120,6 +120,12 @@ impl Gateway {
             .publish(self.hub(), publication, retention)
             .await?;
         self.count_publish(principal, &origin, n_messages, total_bytes);
+        ::metrics::counter!(
+            "realtime_messages_published_total",
+            "source" => match origin { Origin::Connection { .. } => "realtime", Origin::Rest => "rest" },
+            "namespace" => crate::telemetry::namespace(channel.as_str())
+        )
+        .increment(n_messages as u64);
         Ok(Receipt {
             serials,
             message_id: first_id

@@ -6,5 +6,6 @@ mod cluster;
 mod cluster_state;
 mod contract;
 mod cors;
+mod metrics;
 mod process;
 mod redis_cluster;

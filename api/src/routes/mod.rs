@@ -18,6 +18,19 @@ use protocol::ErrorCode;
 use crate::body::response_format;
 use crate::error::ApiError;
 
+/// `GET /metrics`: Prometheus text exposition.
+pub(crate) async fn metrics() -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        gateway::telemetry::render(),
+    )
+        .into_response()
+}
+
 /// What a gateway-only process answers besides WebSockets: the clock and the probes.
 pub(crate) fn probes(gateway: Gateway) -> Router {
     Router::new()

@@ -162,6 +162,7 @@ impl Commands {
             Box<dyn std::future::Future<Output = redis::RedisResult<T>> + Send>,
         >,
     ) -> redis::RedisResult<T> {
+        let started = std::time::Instant::now();
         let result = match self.get().await {
             Ok(connection) => tokio::time::timeout(REDIS_TIMEOUT, command(connection))
                 .await
@@ -173,7 +174,9 @@ impl Commands {
                 }),
             Err(error) => Err(error),
         };
+        ::metrics::histogram!("realtime_redis_command_seconds").record(started.elapsed());
         if result.is_err() {
+            ::metrics::counter!("realtime_redis_command_errors_total").increment(1);
             *self.connection.lock().unwrap_or_else(|p| p.into_inner()) = None;
         }
         result

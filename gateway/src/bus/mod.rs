@@ -463,6 +463,7 @@ impl Store {
 
     /// Catches a channel up from the store: its log replaced, what this node missed delivered.
     async fn catch_up(&self, inner: &crate::Inner, channel: &str) -> redis::RedisResult<()> {
+        ::metrics::counter!("realtime_bus_catch_ups_total").increment(1);
         let retention = inner.hub.retention_for(channel);
         let stored = self.load(channel, retention).await?;
         inner.hub.catch_up(channel, stored.floor, stored.messages);
@@ -811,6 +812,10 @@ async fn on_publication(
             messages.push(message);
         }
     }
+    if let Some(published) = messages.first().and_then(|m| m.timestamp) {
+        ::metrics::histogram!("realtime_bus_lag_seconds")
+            .record(protocol::now_ms().saturating_sub(published) as f64 / 1000.0);
+    }
     match inner
         .hub
         .deliver(channel, messages, connection_id.as_deref(), id)
@@ -818,6 +823,7 @@ async fn on_publication(
         Ok(true) => Ok(()),
         Ok(false) => {
             tracing::info!(%channel, "gap in pub/sub serials; catching up from the store");
+            ::metrics::counter!("realtime_bus_gaps_total").increment(1);
             store.catch_up(inner, channel).await
         }
         Err(error) => {

@@ -96,6 +96,9 @@ impl Connection {
                 error: outcome.error.clone(),
                 ..ProtocolMessage::new(Action::Attached)
             });
+        if !self.attached.contains_key(&base) {
+            ::metrics::gauge!("realtime_channels_attached").increment(1.0);
+        }
         self.attached.insert(
             base,
             Attachment {
@@ -117,6 +120,7 @@ impl Connection {
         };
         let channel_key = self.principal.channel_key(&channel);
         if self.attached.remove(channel_key.as_ref()).is_some() {
+            ::metrics::gauge!("realtime_channels_attached").decrement(1.0);
             self.gateway.hub().detach(&channel_key, &self.id);
             self.gateway.leave_channel(&channel_key);
         }
@@ -146,6 +150,7 @@ impl Connection {
         }
         for base in refused {
             if let Some(attachment) = self.attached.remove(&base) {
+                ::metrics::gauge!("realtime_channels_attached").decrement(1.0);
                 hub.detach(&base, &self.id);
                 self.gateway.leave_channel(&base);
                 self.channel_error(

@@ -39,6 +39,8 @@ pub struct ConnectParams {
     pub format: Option<String>,
     pub echo: bool,
     pub heartbeats: bool,
+    /// `recover=` rather than `resume=` (for the outcome metric).
+    pub recovering: bool,
     /// `resume=` (after a drop) or `recover=` (a reload): the old connection key.
     pub resume: Option<String>,
     /// `remainPresentFor=<ms>`: how long members stay after an abrupt drop.
@@ -57,6 +59,7 @@ impl ConnectParams {
             echo: query.get("echo").map(String::as_str) != Some("false"),
             // Absent (ably-python) means protocol heartbeats too: it ignores pings.
             heartbeats: query.get("heartbeats").map(String::as_str) != Some("false"),
+            recovering: get("resume").is_none() && get("recover").is_some(),
             resume: get("resume").or_else(|| get("recover")),
             remain_present_for: get("remainPresentFor")
                 .and_then(|ms| ms.parse().ok())
@@ -93,6 +96,8 @@ struct Connection {
     resume_failed: bool,
     /// The client closed (or we failed it): nothing to keep for a resume.
     ended_cleanly: bool,
+    /// Why the read loop ended, for `realtime_connections_closed_total`.
+    close_reason: &'static str,
     remain_present_for: Option<Duration>,
 }
 
@@ -146,6 +151,7 @@ pub(crate) async fn run(gateway: Gateway, socket: WebSocket, params: ConnectPara
         None => authenticate(&gateway, &params).await.map_err(|error| {
             // The reason, never the token.
             tracing::info!(code = error.code().code(), reason = %error, "realtime auth refused");
+            ::metrics::counter!("realtime_auth_failures_total", "via" => "realtime", "code" => error.code().code().to_string()).increment(1);
             error.info()
         }),
     };
@@ -190,6 +196,7 @@ async fn serve_connection(
     outbox: Arc<Outbox>,
     mut stream: SplitStream<WebSocket>,
 ) {
+    ::metrics::counter!("realtime_connections_accepted_total").increment(1);
     let mut connection = Connection::open(&gateway, principal, &params, outbox.clone()).await;
     gateway.register_live(&connection.key, &outbox);
     connection.record_for_resume();
@@ -205,6 +212,8 @@ async fn serve_connection(
     connection.park_or_leave();
     gateway.unregister_live(&connection.key, &outbox);
     outbox.close_after_queue();
+    ::metrics::counter!("realtime_connections_closed_total", "reason" => connection.close_reason)
+        .increment(1);
 }
 
 async fn authenticate(gateway: &Gateway, params: &ConnectParams) -> Result<Principal, AuthError> {
@@ -247,6 +256,7 @@ impl Connection {
             presence_lost: HashSet::new(),
             resume_failed: false,
             ended_cleanly: false,
+            close_reason: "transport",
             remain_present_for: params.remain_present_for,
         };
         connection.key = format!(
@@ -277,8 +287,10 @@ impl Connection {
                         connection.presence_lost = std::mem::take(&mut connection.present_on);
                     }
                     tracing::debug!(connection_id = %connection.id, "resumed");
+                    ::metrics::counter!("realtime_resumes_total", "kind" => if params.recovering { "recover" } else { "resume" }, "outcome" => "resumed").increment(1);
                 }
                 Err(refusal) => {
+                    ::metrics::counter!("realtime_resumes_total", "kind" => if params.recovering { "recover" } else { "resume" }, "outcome" => "failed").increment(1);
                     connection.resume_failed = true;
                     error = Some(refusal);
                 }
@@ -345,7 +357,15 @@ impl Connection {
             };
             let flow = tokio::select! {
                 biased;
-                _ = self.outbox.wake_reader.notified() => Flow::Stop,
+                _ = self.outbox.wake_reader.notified() => {
+                    self.close_reason = match self.outbox.end_code() {
+                        0 => "transport",
+                        80020 => "slow_consumer",
+                        40141 | 40142 => "token_revoked",
+                        _ => "superseded",
+                    };
+                    Flow::Stop
+                }
                 _ = async { drop(shutdown.wait_for(|draining| *draining).await) }, if handover_at.is_none() => {
                     let spread = self.gateway.config().timing.shutdown_grace * 3 / 5;
                     let jitter = spread.mul_f64(rand::random::<f64>());
@@ -353,10 +373,12 @@ impl Connection {
                     Flow::Continue
                 }
                 _ = tokio::time::sleep_until(handover_at.unwrap_or(far_future)), if handover_at.is_some() => {
+                    self.close_reason = "drain";
                     self.outbox.reply(&ProtocolMessage::error(Action::Disconnected, draining_error()));
                     Flow::Stop
                 }
                 _ = tokio::time::sleep_until(expires_at), if self.token_timers.is_some() => {
+                    self.close_reason = "token_expired";
                     self.outbox.reply(&ProtocolMessage::error(
                         Action::Disconnected,
                         AuthError::TokenExpired.info(),
@@ -373,6 +395,7 @@ impl Connection {
                 frame = tokio::time::timeout_at(idle_deadline, stream.next()) => match frame {
                     Err(_) => {
                         tracing::debug!(connection_id = %self.id, "peer idle; dropping");
+                        self.close_reason = "idle";
                         Flow::Stop
                     }
                     Ok(None) => Flow::Stop,
@@ -408,8 +431,16 @@ impl Connection {
     async fn on_frame(&mut self, frame: WsMessage) -> Flow {
         // Text frames carry JSON and binary frames msgpack, whatever `format` the client chose.
         let decoded = match &frame {
-            WsMessage::Text(text) => protocol::codec::decode(text.as_bytes(), Format::Json),
-            WsMessage::Binary(bytes) => protocol::codec::decode(bytes, Format::Msgpack),
+            WsMessage::Text(text) => {
+                ::metrics::counter!("realtime_bytes_total", "direction" => "in", "format" => "json")
+                    .increment(text.len() as u64);
+                protocol::codec::decode(text.as_bytes(), Format::Json)
+            }
+            WsMessage::Binary(bytes) => {
+                ::metrics::counter!("realtime_bytes_total", "direction" => "in", "format" => "msgpack")
+                    .increment(bytes.len() as u64);
+                protocol::codec::decode(bytes, Format::Msgpack)
+            }
             WsMessage::Close(_) => return Flow::Stop,
             WsMessage::Ping(_) | WsMessage::Pong(_) => return Flow::Continue,
         };
@@ -437,6 +468,7 @@ impl Connection {
             Some(Action::Presence) => self.on_presence(message).await,
             Some(Action::Close) => {
                 self.ended_cleanly = true;
+                self.close_reason = "client_closed";
                 self.outbox.reply(&ProtocolMessage::new(Action::Closed));
                 Flow::Stop
             }
@@ -474,6 +506,7 @@ impl Connection {
     /// A connection-level ERROR: the client fails the connection, so close it.
     fn fatal(&mut self, error: ErrorInfo) -> Flow {
         self.ended_cleanly = true;
+        self.close_reason = "protocol_error";
         tracing::debug!(connection_id = %self.id, code = error.code, message = %error.message, "connection error");
         self.outbox
             .reply(&ProtocolMessage::error(Action::Error, error));
@@ -506,6 +539,7 @@ impl Connection {
     }
 
     fn leave_channels(&mut self) {
+        ::metrics::gauge!("realtime_channels_attached").decrement(self.attached.len() as f64);
         for channel in self.attached.keys() {
             self.gateway.hub().detach(channel, &self.id);
             self.gateway.leave_channel(channel);

@@ -17,6 +17,7 @@ pub struct Outbox {
     tx: mpsc::Sender<Frame>,
     /// Set once: the connection is going away and `last_words` jumps the queue.
     ending: AtomicBool,
+    end_code: std::sync::atomic::AtomicU32,
     last_words: Mutex<Option<Frame>>,
     pub(crate) wake_writer: Notify,
     pub(crate) wake_reader: Notify,
@@ -29,6 +30,7 @@ impl Outbox {
             format,
             tx,
             ending: AtomicBool::new(false),
+            end_code: std::sync::atomic::AtomicU32::new(0),
             last_words: Mutex::new(None),
             wake_writer: Notify::new(),
             wake_reader: Notify::new(),
@@ -44,6 +46,9 @@ impl Outbox {
         match self.tx.try_send(frame) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
+                if !self.is_ending() {
+                    ::metrics::counter!("realtime_slow_consumer_disconnects_total").increment(1);
+                }
                 self.end_with(
                     Action::Disconnected,
                     protocol::ErrorCode::ContinuityLost
@@ -72,6 +77,7 @@ impl Outbox {
         if self.ending.swap(true, Ordering::AcqRel) {
             return;
         }
+        self.end_code.store(error.code, Ordering::Release);
         let frame = Frame::encode(&ProtocolMessage::error(action, error), self.format).ok();
         if let Ok(mut slot) = self.last_words.lock() {
             *slot = frame;
@@ -91,6 +97,11 @@ impl Outbox {
     pub(crate) fn mark_ended(&self) {
         self.ending.store(true, Ordering::Release);
         self.wake_reader.notify_one();
+    }
+
+    /// The error code the connection was ended with by `end_with` (0 if it was not).
+    pub(crate) fn end_code(&self) -> u32 {
+        self.end_code.load(Ordering::Acquire)
     }
 
     pub fn is_ending(&self) -> bool {

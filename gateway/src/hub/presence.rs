@@ -59,10 +59,13 @@ impl PresenceSet {
             ENTER | UPDATE | PRESENT => {
                 let mut member = event.clone();
                 member.action = PRESENT;
-                self.members.insert(key, member);
+                if self.members.insert(key, member).is_none() {
+                    ::metrics::gauge!("realtime_presence_members").increment(1.0);
+                }
             }
             LEAVE => match self.members.remove(&key) {
                 Some(member) => {
+                    ::metrics::gauge!("realtime_presence_members").decrement(1.0);
                     if event.data.is_none() {
                         event.data = member.data;
                         event.encoding = member.encoding;

@@ -105,10 +105,14 @@ impl Jwks {
             match self.fetch().await {
                 Ok(keys) => {
                     tracing::info!(url = %self.url, keys = keys.len(), "fetched Supabase JWKS");
+                    ::metrics::counter!("realtime_jwks_fetches_total", "outcome" => "ok")
+                        .increment(1);
                     *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(keys));
                 }
                 Err(reason) => {
                     tracing::warn!(url = %self.url, %reason, "Supabase JWKS fetch failed; keeping the last good keys");
+                    ::metrics::counter!("realtime_jwks_fetches_total", "outcome" => "failed")
+                        .increment(1);
                 }
             }
         }
