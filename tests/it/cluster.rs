@@ -591,3 +591,48 @@ fn a_single_role_without_redis_is_refused() {
         assert!(stderr.contains("--redis"), "{stderr}");
     }
 }
+
+#[test]
+fn concurrent_attaches_share_subscribe_commands() {
+    let redis = RedisServer::start();
+    let node = Server::start(&["--keys", "app.k:secret", "--redis", &redis.url()]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        const N: usize = 100;
+        let mut sockets = Vec::new();
+        for _ in 0..N {
+            let mut socket = connect(node.addr, "key=app.k:secret&format=json").await;
+            assert_eq!(next_json(&mut socket).await["action"], 4);
+            sockets.push(socket);
+        }
+        // Every ATTACH is on the wire before any ATTACHED is read.
+        for (i, socket) in sockets.iter_mut().enumerate() {
+            send_json(
+                socket,
+                json!({"action": 10, "channel": format!("batch:{i}")}),
+            )
+            .await;
+        }
+        for socket in sockets.iter_mut() {
+            assert_eq!(next_json(socket).await["action"], 11);
+        }
+        let stats = redis.cli(&["INFO", "commandstats"]);
+        let calls: usize = stats
+            .lines()
+            .find(|l| l.starts_with("cmdstat_subscribe:"))
+            .and_then(|l| l.split("calls=").nth(1))
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.parse().ok())
+            .expect("SUBSCRIBE stats");
+        let channels = redis.cli(&["PUBSUB", "CHANNELS", "rt:ch:*"]);
+        assert_eq!(
+            channels.lines().count(),
+            N,
+            "every channel subscribed: {channels}"
+        );
+        assert!(
+            calls < N,
+            "{calls} SUBSCRIBE commands for {N} channels: not batched"
+        );
+    });
+}

@@ -578,17 +578,41 @@ impl Link {
         }
     }
 
-    async fn subscribe(&mut self, channel: &str) -> redis::RedisResult<()> {
+    /// One SUBSCRIBE for all of `channels` on a single server; on a cluster, one SSUBSCRIBE
+    /// each (a sharded subscribe cannot span slots).
+    async fn subscribe_all(&mut self, channels: &[String]) -> redis::RedisResult<()> {
+        if channels.is_empty() {
+            return Ok(());
+        }
         match self {
-            Link::Node { sink, .. } => sink.subscribe(topic(channel)).await,
-            Link::Sharded(links) => links.subscribe(&topic(channel)).await,
+            Link::Node { sink, .. } => {
+                sink.subscribe(channels.iter().map(|c| topic(c)).collect::<Vec<_>>())
+                    .await
+            }
+            Link::Sharded(links) => {
+                for channel in channels {
+                    links.subscribe(&topic(channel)).await?;
+                }
+                Ok(())
+            }
         }
     }
 
-    async fn unsubscribe(&mut self, channel: &str) -> redis::RedisResult<()> {
+    async fn unsubscribe_all(&mut self, channels: &[String]) -> redis::RedisResult<()> {
+        if channels.is_empty() {
+            return Ok(());
+        }
         match self {
-            Link::Node { sink, .. } => sink.unsubscribe(topic(channel)).await,
-            Link::Sharded(links) => links.unsubscribe(&topic(channel)).await,
+            Link::Node { sink, .. } => {
+                sink.unsubscribe(channels.iter().map(|c| topic(c)).collect::<Vec<_>>())
+                    .await
+            }
+            Link::Sharded(links) => {
+                for channel in channels {
+                    links.unsubscribe(&topic(channel)).await?;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -643,6 +667,31 @@ impl ProbeEchoes {
     }
 }
 
+/// Most interest changes sent in one SUBSCRIBE / UNSUBSCRIBE.
+const INTEREST_BATCH: usize = 512;
+
+/// Nets a batch of interest changes, in order, per channel: the channels to subscribe (and
+/// catch up: a channel left and joined again in one batch must be caught up anew) and those to
+/// unsubscribe.
+fn net_interest(batch: Vec<Interest>) -> (Vec<String>, Vec<String>) {
+    let mut last: Vec<(String, bool)> = Vec::new();
+    for request in batch {
+        let (channel, join) = match request {
+            Interest::Subscribe(channel) => (channel, true),
+            Interest::Unsubscribe(channel) => (channel, false),
+        };
+        match last.iter_mut().find(|(c, _)| *c == channel) {
+            Some(entry) => entry.1 = join,
+            None => last.push((channel, join)),
+        }
+    }
+    let (join, part): (Vec<_>, Vec<_>) = last.into_iter().partition(|(_, join)| *join);
+    (
+        join.into_iter().map(|(c, _)| c).collect(),
+        part.into_iter().map(|(c, _)| c).collect(),
+    )
+}
+
 /// How long a sharded link's connection may go without hearing the probe before the link is
 /// rebuilt.
 const LINK_STALE_MS: u64 = 2 * PROBE_STALE_MS;
@@ -690,16 +739,9 @@ async fn run_pubsub(
             .keys()
             .cloned()
             .collect();
-        let mut resubscribed = link.listen(&probe.topic, true).await.is_ok()
-            && link.listen(&topics.control, false).await.is_ok();
-        if resubscribed {
-            for channel in &channels {
-                if link.subscribe(channel).await.is_err() {
-                    resubscribed = false;
-                    break;
-                }
-            }
-        }
+        let resubscribed = link.listen(&probe.topic, true).await.is_ok()
+            && link.listen(&topics.control, false).await.is_ok()
+            && link.subscribe_all(&channels).await.is_ok();
         if !resubscribed {
             continue;
         }
@@ -732,17 +774,28 @@ async fn run_pubsub(
                 request = requests.recv() => {
                     let Some(request) = request else { return };
                     let Some(inner) = inner.upgrade() else { return };
-                    let result = match request {
-                        Interest::Subscribe(channel) => {
-                            match link.subscribe(&channel).await {
-                                Ok(()) => store.catch_up(&inner, &channel).await.map(|()| {
-                                    mark_ready(&interest, &channel);
-                                }),
-                                Err(error) => Err(error),
-                            }
+                    // Whatever else is waiting goes in the same SUBSCRIBE / UNSUBSCRIBE.
+                    let mut batch = vec![request];
+                    while batch.len() < INTEREST_BATCH {
+                        match requests.try_recv() {
+                            Ok(request) => batch.push(request),
+                            Err(_) => break,
                         }
-                        Interest::Unsubscribe(channel) => link.unsubscribe(&channel).await,
-                    };
+                    }
+                    let (join, part) = net_interest(batch);
+                    let mut result = link.unsubscribe_all(&part).await;
+                    if result.is_ok() {
+                        result = link.subscribe_all(&join).await;
+                    }
+                    for channel in &join {
+                        if result.is_err() {
+                            break;
+                        }
+                        result = store.catch_up(&inner, channel).await;
+                        if result.is_ok() {
+                            mark_ready(&interest, channel);
+                        }
+                    }
                     if let Err(error) = result {
                         tracing::warn!(%error, "Redis subscribe or catch-up failed; reconnecting");
                         break;
