@@ -9,7 +9,18 @@ use clap::Parser;
 use settings::Cli;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // A bad flag value is a usage error like any other bad setting: 64, naming the flag.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) if error.use_stderr() => {
+            let _ = error.print();
+            return ExitCode::from(64);
+        }
+        Err(help_or_version) => {
+            let _ = help_or_version.print();
+            return ExitCode::SUCCESS;
+        }
+    };
     let log_format = match &cli.command {
         Some(command) => command.args().log_format,
         None => cli.serve.log_format,

@@ -8,8 +8,13 @@ use crate::support::{connect, http, next_json, send_json, Server};
 
 #[test]
 fn bad_settings_exit_64_naming_the_setting() {
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 12] = [
         (&["--listen", "not-an-address"], "--listen"),
+        (&["--listen", "127.0.0.1:notaport"], "--listen"),
+        (&["--admin-listen", "nowhere"], "--admin-listen"),
+        (&["--redis", "http://localhost"], "--redis"),
+        (&["--log-format", "xml"], "--log-format"),
+        (&["--node-lease-ms", "soon"], "--node-lease-ms"),
         (&["--keys", "no-colon-here"], "--keys"),
         (&["--keys", r#"a.b:c={"broken"#], "--keys"),
         (&["--config", "/nonexistent/realtime.toml"], "--config"),
@@ -79,6 +84,46 @@ fn check_config_validates_without_starting() {
     let bad = run(&["--config", file.to_str().unwrap()]);
     assert_eq!(bad.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("history.max_messages"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_flag_beats_its_env_var_which_beats_the_file() {
+    let dir = std::env::temp_dir().join(format!("rt-precedence-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("realtime.toml");
+    std::fs::write(&file, "listen = \"127.0.0.1:1111\"\n").unwrap();
+    let listen = |env: Option<&str>, flag: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_realtime"));
+        command
+            .args(["check-config", "--keys", "a.b:c", "--config"])
+            .arg(&file)
+            .env_remove("REALTIME_LISTEN")
+            .env_remove("REALTIME_KEYS");
+        if let Some(env) = env {
+            command.env("REALTIME_LISTEN", env);
+        }
+        if let Some(flag) = flag {
+            command.args(["--listen", flag]);
+        }
+        let output = command.output().expect("run realtime");
+        assert_eq!(output.status.code(), Some(0), "{output:?}");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("listen: ").map(str::to_owned))
+            .expect("a listen line")
+    };
+    assert_eq!(listen(None, None), "127.0.0.1:1111", "the file");
+    assert_eq!(
+        listen(Some("127.0.0.1:2222"), None),
+        "127.0.0.1:2222",
+        "env over file"
+    );
+    assert_eq!(
+        listen(Some("127.0.0.1:2222"), Some("127.0.0.1:3333")),
+        "127.0.0.1:3333",
+        "flag over env"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
