@@ -52,6 +52,30 @@ impl RedisServer {
     }
 }
 
+/// `n` nodes on `redis`, each with the test key and `extra` flags.
+pub(crate) fn nodes(redis: &RedisServer, n: usize, extra: &[&str]) -> Vec<Server> {
+    let url = redis.url();
+    (0..n)
+        .map(|_| {
+            let mut args = vec!["--keys", "app.k:secret", "--redis", &url];
+            args.extend_from_slice(extra);
+            Server::start(&args)
+        })
+        .collect()
+}
+
+/// Waits (bounded) until something accepts connections on loopback `port`.
+pub(crate) fn wait_for_port(port: u16, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// `redis-server` on `port` (loopback, nothing on disk), once it accepts connections.
 fn spawn_redis(port: u16) -> Child {
     let child = Command::new("redis-server")
@@ -69,14 +93,7 @@ fn spawn_redis(port: u16) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("redis-server (apt-get install redis-server)");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "redis-server did not come up"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_port(port, "redis-server");
     child
 }
 
@@ -97,9 +114,7 @@ pub(crate) fn publish_request(channel: &str, body: &str) -> String {
 #[test]
 fn a_publish_to_one_node_reaches_subscribers_on_every_node_once_in_order() {
     let redis = RedisServer::start();
-    let nodes: Vec<Server> = (0..3)
-        .map(|_| Server::start(&["--keys", "app.k:secret", "--redis", &redis.url()]))
-        .collect();
+    let nodes = nodes(&redis, 3, &[]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let mut subscribers = Vec::new();
@@ -289,9 +304,7 @@ pub(crate) async fn numbered(socket: &mut Socket, n: usize) -> Vec<String> {
 #[test]
 fn a_dropped_pub_sub_link_is_re_established_and_back_filled() {
     let redis = RedisServer::start();
-    let nodes: Vec<Server> = (0..2)
-        .map(|_| Server::start(&["--keys", "app.k:secret", "--redis", &redis.url()]))
-        .collect();
+    let nodes = nodes(&redis, 2, &[]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let mut sockets = subscribe_everywhere(&nodes, "payments:1").await;
@@ -323,9 +336,7 @@ fn a_dropped_pub_sub_link_is_re_established_and_back_filled() {
 #[test]
 fn after_a_redis_restart_delivery_resumes_on_every_node() {
     let mut redis = RedisServer::start();
-    let nodes: Vec<Server> = (0..2)
-        .map(|_| Server::start(&["--keys", "app.k:secret", "--redis", &redis.url()]))
-        .collect();
+    let nodes = nodes(&redis, 2, &[]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let mut sockets = subscribe_everywhere(&nodes, "session:9").await;
@@ -394,9 +405,7 @@ pub(crate) async fn publish_serial(node: &Server, channel: &str, n: usize) -> St
 #[test]
 fn history_and_rewind_on_any_node_come_from_the_shared_store() {
     let redis = RedisServer::start();
-    let nodes: Vec<Server> = (0..3)
-        .map(|_| Server::start(&["--keys", "app.k:secret", "--redis", &redis.url()]))
-        .collect();
+    let nodes = nodes(&redis, 3, &[]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         // Nobody listens anywhere: the messages exist only in Redis.
@@ -444,9 +453,7 @@ fn history_and_rewind_on_any_node_come_from_the_shared_store() {
 #[test]
 fn a_channel_resumes_on_another_node_from_its_channel_serial() {
     let redis = RedisServer::start();
-    let nodes: Vec<Server> = (0..2)
-        .map(|_| Server::start(&["--keys", "app.k:secret", "--redis", &redis.url()]))
-        .collect();
+    let nodes = nodes(&redis, 2, &[]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let mut sockets = subscribe_everywhere(&nodes[..1], "call:3").await;
@@ -497,9 +504,7 @@ fn store_unannounced(redis: &RedisServer, channel: &str, data: &str) {
 #[test]
 fn a_lost_pub_sub_message_is_noticed_and_fetched_from_the_store() {
     let redis = RedisServer::start();
-    let nodes: Vec<Server> = (0..2)
-        .map(|_| Server::start(&["--keys", "app.k:secret", "--redis", &redis.url()]))
-        .collect();
+    let nodes = nodes(&redis, 2, &[]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let mut sockets = subscribe_everywhere(&nodes[1..], "session:5").await;

@@ -4,24 +4,12 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::cluster::{numbered, publish_serial, RedisServer, Socket};
+use crate::cluster::{nodes, numbered, publish_serial, RedisServer, Socket};
 use crate::support::{connect, http, next_json, send_json, Server};
 
 pub(crate) const ENTER: u64 = 2;
 pub(crate) const LEAVE: u64 = 3;
 pub(crate) const RESUMED: u64 = 1 << 2;
-
-fn nodes(redis: &RedisServer, n: usize, extra: &[&str]) -> Vec<Server> {
-    (0..n)
-        .map(|_| {
-            let mut args = vec!["--keys", "app.k:secret", "--redis"];
-            let url = redis.url();
-            args.push(&url);
-            args.extend_from_slice(extra);
-            Server::start(&args)
-        })
-        .collect()
-}
 
 /// A JSON connection as `client_id`; returns it with its CONNECTED.
 pub(crate) async fn client(

@@ -95,14 +95,7 @@ impl RedisCluster {
             .spawn()
             .expect("redis-server (apt-get install redis-server)");
         self.children[i] = Some(child);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not come up"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::cluster::wait_for_port(port, "redis-server");
     }
 
     /// Waits until every master says `cluster_state:ok` and knows the other two.
