@@ -3,6 +3,7 @@
 mod apps;
 mod batch;
 mod channels;
+mod events;
 mod health;
 mod history;
 mod keys;
@@ -48,6 +49,7 @@ pub(crate) fn router(gateway: Gateway) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/messages", post(batch::publish))
+        .route("/events", post(events::publish))
         .route("/presence", get(batch::presence))
         .route("/stats", get(stats::read).post(stats::ingest))
         .route("/apps", post(apps::create))
