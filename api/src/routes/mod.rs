@@ -7,6 +7,7 @@ mod events;
 mod health;
 mod history;
 mod keys;
+mod openapi;
 mod stats;
 mod time;
 
@@ -50,6 +51,7 @@ pub(crate) fn router(gateway: Gateway) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/messages", post(batch::publish))
         .route("/events", post(events::publish))
+        .route("/openapi.json", get(openapi::document))
         .route("/presence", get(batch::presence))
         .route("/stats", get(stats::read).post(stats::ingest))
         .route("/apps", post(apps::create))
