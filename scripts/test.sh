@@ -22,6 +22,9 @@ fi
 # The Kubernetes manifests render and validate; the config they mount passes check-config.
 ./scripts/check-k8s.sh
 
+# GET /openapi.json is true to the server: a bounded schemathesis run finds no 5xx, no schema violation.
+./scripts/check-openapi.sh
+
 cd tests/sdk
 if [ ! -d node_modules/ably ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund

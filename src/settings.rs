@@ -190,6 +190,7 @@ impl Settings {
                 "presence: at most {} members per channel",
                 config.hub.max_presence_members
             ),
+            format!("events: {} types", config.events.types.len()),
         ];
         if config.sandbox {
             lines.push("sandbox: on (test apps can be created: never in production)".to_owned());
@@ -206,6 +207,17 @@ struct FileConfig {
     keys: Vec<FileKey>,
     history: Option<FileHistory>,
     presence: Option<FilePresence>,
+    events: Option<FileEvents>,
+}
+
+/// `[events]`: the types `POST /events` accepts. `[[events.types]]` add to the built-in Digis
+/// types (one with a built-in's name replaces it); `builtin = false` starts from none.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileEvents {
+    builtin: Option<bool>,
+    #[serde(default)]
+    types: Vec<protocol::event::EventType>,
 }
 
 /// `[history]`: retention per channel, and per namespace (`[[history.namespace]]`).
@@ -292,6 +304,7 @@ pub(crate) fn resolve(args: ServeArgs) -> Result<Settings, String> {
     }
     let supabase = supabase_config(&args_supabase)?;
     let hub = hub_config(file.history, file.presence)?;
+    let events = events_catalog(file.events)?;
     Ok(Settings {
         listen,
         gateway: gateway::Config {
@@ -314,6 +327,7 @@ pub(crate) fn resolve(args: ServeArgs) -> Result<Settings, String> {
                 .transpose()
                 .map_err(|e| format!("--redis / REALTIME_REDIS_URL: {e}"))?,
             hub,
+            events,
             timing: gateway::limits::Timing {
                 token_renew_lead: std::time::Duration::from_millis(args.token_renew_lead_ms),
                 node_lease: std::time::Duration::from_millis(args.node_lease_ms),
@@ -371,6 +385,23 @@ fn hub_config(
         hub.max_presence_members = positive(n, "presence.max_members")?;
     }
     Ok(hub)
+}
+
+fn events_catalog(events: Option<FileEvents>) -> Result<protocol::event::Catalog, String> {
+    use protocol::event::Catalog;
+    let Some(events) = events else {
+        return Ok(Catalog::default());
+    };
+    let base = if events.builtin.unwrap_or(true) {
+        Catalog::default()
+    } else {
+        Catalog { types: Vec::new() }
+    };
+    let catalog = base.with(events.types);
+    catalog
+        .validate()
+        .map_err(|e| format!("--config events.types: {e}"))?;
+    Ok(catalog)
 }
 
 struct SupabaseArgs {
@@ -598,6 +629,30 @@ mod tests {
             .err()
             .unwrap();
         assert!(error.contains("history.namespace"), "{error}");
+    }
+
+    #[test]
+    fn event_types_come_from_the_file() {
+        let settings = with_file(
+            "events",
+            "[events]\nbuiltin = false\n\n[[events.types]]\nname = \"order.shipped\"\nrequired = { order_id = \"id\", carrier = [\"ups\", \"dhl\"] }\noptional = { eta = \"integer\" }\nchannels = [\"order:{order_id}\"]\n",
+        )
+        .unwrap();
+        let types = settings.gateway.events.types;
+        assert_eq!(types.len(), 1);
+        assert_eq!(types[0].channels, ["order:{order_id}"]);
+        let defaults = with_file("events-default", "").unwrap();
+        assert!(defaults.gateway.events.get("call.ringing").is_some());
+        let error = with_file(
+            "events-bad",
+            "[[events.types]]\nname = \"x\"\nchannels = [\"x:{missing}\"]\n",
+        )
+        .err()
+        .unwrap();
+        assert!(
+            error.contains("events.types") && error.contains("{missing}"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -24,12 +24,22 @@ impl ApiError {
 }
 
 #[derive(Serialize)]
-struct Envelope<'a> {
+struct Envelope<'a, T> {
     error: &'a ErrorInfo,
+    /// Per-item outcomes of a partly failed batch (`POST /events`), as Ably's batch errors do.
+    #[serde(rename = "batchResponse", skip_serializing_if = "Option::is_none")]
+    batch_response: Option<T>,
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        self.with_batch_response::<()>(None)
+    }
+}
+
+impl ApiError {
+    /// The error envelope with `batchResponse` beside `error`.
+    pub(crate) fn with_batch_response<T: Serialize>(self, batch_response: Option<T>) -> Response {
         let status = StatusCode::from_u16(self.info.status_code)
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if status.is_server_error() {
@@ -37,8 +47,11 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(code = self.info.code, message = %self.info.message, "request refused");
         }
-        let body = protocol::codec::encode(&Envelope { error: &self.info }, self.format)
-            .unwrap_or_default();
+        let envelope = Envelope {
+            error: &self.info,
+            batch_response,
+        };
+        let body = protocol::codec::encode(&envelope, self.format).unwrap_or_default();
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(

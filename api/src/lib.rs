@@ -54,6 +54,7 @@ pub fn router_for(gateway: Gateway, role: Role) -> Router {
             HeaderName::from_static("x-ably-errorcode"),
             HeaderName::from_static("x-ably-errormessage"),
             HeaderName::from_static("x-ably-serverid"),
+            HeaderName::from_static("idempotent-replayed"),
         ])
         .max_age(std::time::Duration::from_secs(86400));
     let metrics_here = gateway.config().admin_listen.is_none();

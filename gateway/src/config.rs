@@ -25,6 +25,8 @@ pub struct Config {
     /// A second listener for `/metrics` and the probes (`--admin-listen`); when set, the main
     /// port does not serve `/metrics`.
     pub admin_listen: Option<std::net::SocketAddr>,
+    /// The event types `POST /events` accepts and where each goes (default: the Digis types).
+    pub events: protocol::event::Catalog,
 }
 
 /// Where the Redis bus lives.

@@ -9,6 +9,7 @@ pub mod auth;
 mod bus;
 pub mod config;
 pub mod connection;
+pub mod events;
 pub mod frame;
 pub mod hub;
 pub mod limits;
@@ -64,6 +65,8 @@ pub(crate) struct Inner {
     /// Sandbox apps: id -> channels holding presence fixtures.
     apps: DashMap<String, Vec<String>>,
     stats: stats::Stats,
+    /// Event records in embedded mode (with Redis they live there).
+    events: events::MemoryRecords,
     server_id: String,
     draining: watch::Sender<bool>,
     live_connections: AtomicUsize,
@@ -86,6 +89,7 @@ impl Gateway {
             parked: DashMap::new(),
             apps: DashMap::new(),
             stats: stats::Stats::default(),
+            events: events::MemoryRecords::default(),
             bus: std::sync::OnceLock::new(),
             live_keys: DashMap::new(),
             ended_keys: DashMap::new(),

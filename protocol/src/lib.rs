@@ -10,6 +10,7 @@ pub mod capability;
 pub mod channel;
 pub mod codec;
 pub mod error;
+pub mod event;
 pub mod message;
 
 pub use capability::{Capability, Operation};

@@ -3,9 +3,11 @@
 mod apps;
 mod batch;
 mod channels;
+mod events;
 mod health;
 mod history;
 mod keys;
+mod openapi;
 mod stats;
 mod time;
 
@@ -48,6 +50,8 @@ pub(crate) fn router(gateway: Gateway) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/messages", post(batch::publish))
+        .route("/events", post(events::publish))
+        .route("/openapi.json", get(openapi::document))
         .route("/presence", get(batch::presence))
         .route("/stats", get(stats::read).post(stats::ingest))
         .route("/apps", post(apps::create))

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, Weak};
 mod backend;
 mod commands;
 mod connections;
+mod events;
 mod presence;
 mod shards;
 

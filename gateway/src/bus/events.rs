@@ -1,0 +1,103 @@
+//! Event records in Redis (`rt:evt:<app>/<event id>`, one hash): `c<n>` = the serial channel
+//! `n` took the event at, `answer` = the answer once all did. Every write renews the key's
+//! `EVENT_RECORD_TTL`, so a record outlives the last retry by at least a day, across restarts
+//! and on any node. One key per command, so a Redis Cluster routes each by its slot.
+
+use protocol::{ErrorCode, ErrorInfo};
+
+use super::RedisBus;
+use crate::events::{EventRecord, EVENT_RECORD_TTL};
+
+fn record_key(key: &str) -> String {
+    format!("rt:evt:{key}")
+}
+
+/// Keeps the first answer. KEYS: record. ARGV: answer, ttl ms. Returns the answer that stands.
+const ANSWER_SCRIPT: &str = r#"
+redis.call('HSETNX', KEYS[1], 'answer', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return redis.call('HGET', KEYS[1], 'answer')
+"#;
+
+fn unavailable(error: redis::RedisError) -> ErrorInfo {
+    tracing::warn!(%error, "event record through Redis failed");
+    ErrorCode::ServiceUnavailable
+        .info("the event store (Redis) is unavailable; retry with the same event id")
+}
+
+impl RedisBus {
+    pub(crate) async fn event_record(&self, key: &str) -> Result<EventRecord, ErrorInfo> {
+        let record = record_key(key);
+        let fields: Vec<(String, String)> = self
+            .commands
+            .run(move |mut connection| {
+                Box::pin(async move {
+                    redis::cmd("HGETALL")
+                        .arg(record)
+                        .query_async(&mut connection)
+                        .await
+                })
+            })
+            .await
+            .map_err(unavailable)?;
+        let mut out = EventRecord::default();
+        for (field, value) in fields {
+            if field == "answer" {
+                out.answer = Some(value);
+            } else if let Some(n) = field.strip_prefix('c').and_then(|n| n.parse().ok()) {
+                out.channels.insert(n, value);
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn record_event_channel(
+        &self,
+        key: &str,
+        n: usize,
+        serial: &str,
+    ) -> Result<(), ErrorInfo> {
+        let record = record_key(key);
+        let serial = serial.to_owned();
+        self.commands
+            .run(move |mut connection| {
+                Box::pin(async move {
+                    redis::pipe()
+                        .cmd("HSET")
+                        .arg(&record)
+                        .arg(format!("c{n}"))
+                        .arg(serial)
+                        .ignore()
+                        .cmd("PEXPIRE")
+                        .arg(&record)
+                        .arg(EVENT_RECORD_TTL.as_millis() as u64)
+                        .ignore()
+                        .query_async::<()>(&mut connection)
+                        .await
+                })
+            })
+            .await
+            .map_err(unavailable)
+    }
+
+    pub(crate) async fn record_event_answer(
+        &self,
+        key: &str,
+        answer: String,
+    ) -> Result<String, ErrorInfo> {
+        let record = record_key(key);
+        self.commands
+            .run(move |mut connection| {
+                Box::pin(async move {
+                    redis::Script::new(ANSWER_SCRIPT)
+                        .key(record)
+                        .arg(answer)
+                        .arg(EVENT_RECORD_TTL.as_millis() as u64)
+                        .invoke_async(&mut connection)
+                        .await
+                })
+            })
+            .await
+            .map_err(unavailable)
+    }
+}

@@ -1,0 +1,199 @@
+//! Domain events (`POST /events`) published as ordinary Ably messages, once per event id.
+//!
+//! An event checked against the `Catalog` (`protocol::event`) goes to each of its channels as
+//! one message: `name` = the type, `data` = the event data (JSON), id `evt:<event id>:<n>` for
+//! the `n`th channel. Those ids are idempotency keys, so the existing per-message dedupe (2 min)
+//! absorbs concurrent repeats; what makes a repeat hours later safe is the event's record
+//! (`record.rs`): which channels already took it, and once all did, the answer given. A repeat
+//! of a completed event returns that answer and publishes nothing; a repeat of a partly
+//! published one publishes only to the channels still missing. Records last at least
+//! `EVENT_RECORD_TTL` — in Redis when clustered (so they survive restarts), in memory
+//! (bounded) otherwise.
+
+mod record;
+
+use std::time::Duration;
+
+use protocol::event::Event;
+use protocol::{Data, ErrorInfo, Message};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Principal;
+use crate::{Gateway, Origin};
+
+pub(crate) use record::{EventRecord, MemoryRecords};
+
+/// How long an event id is remembered: a payment provider retries a webhook for hours.
+pub const EVENT_RECORD_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// What one channel did with an event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelOutcome {
+    pub channel: String,
+    pub message_id: String,
+    /// The message's serial; `null` when a concurrent repeat published it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+}
+
+/// The answer for one event: every channel's outcome.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventReceipt {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub channels: Vec<ChannelOutcome>,
+}
+
+impl EventReceipt {
+    /// The first channel error, when the event is not yet on every channel.
+    pub fn error(&self) -> Option<&ErrorInfo> {
+        self.channels.iter().find_map(|c| c.error.as_ref())
+    }
+}
+
+/// The outcome of publishing one event.
+pub struct EventResult {
+    pub receipt: EventReceipt,
+    /// A repeat of a completed event: the first answer, nothing published.
+    pub replayed: bool,
+}
+
+impl Gateway {
+    /// Publishes a checked event to its channels, at most once per event id (per app). The
+    /// caller has checked the publisher's capability on every channel. Channels fail
+    /// independently; the receipt says which, and a retry with the same id completes the rest.
+    pub async fn publish_event(&self, principal: &Principal, event: &Event) -> EventResult {
+        let key = format!("{}/{}", crate::stats::app_of(principal), event.id);
+        let outcome = |n: usize, channel: &protocol::ChannelName| ChannelOutcome {
+            channel: channel.as_str().to_owned(),
+            message_id: format!("evt:{}:{n}", event.id),
+            serial: None,
+            error: None,
+        };
+        let record = match self.event_record(&key).await {
+            Ok(record) => record,
+            Err(error) => {
+                let channels = event
+                    .channels
+                    .iter()
+                    .enumerate()
+                    .map(|(n, channel)| ChannelOutcome {
+                        error: Some(error.clone()),
+                        ..outcome(n, channel)
+                    })
+                    .collect();
+                return EventResult {
+                    receipt: receipt(event, channels),
+                    replayed: false,
+                };
+            }
+        };
+        if let Some(answer) = record.answer.as_deref() {
+            if let Ok(receipt) = serde_json::from_str::<EventReceipt>(answer) {
+                return EventResult {
+                    receipt,
+                    replayed: true,
+                };
+            }
+        }
+        let data = event.data.to_string();
+        let mut channels = Vec::with_capacity(event.channels.len());
+        for (n, channel) in event.channels.iter().enumerate() {
+            let mut outcome = outcome(n, channel);
+            if let Some(serial) = record.channels.get(&n) {
+                outcome.serial = Some(serial.clone()).filter(|s| !s.is_empty());
+                channels.push(outcome);
+                continue;
+            }
+            let message = Message {
+                id: Some(outcome.message_id.clone()),
+                name: Some(event.event_type.clone()),
+                data: Some(Data::String(data.clone())),
+                encoding: Some("json".into()),
+                ..Message::default()
+            };
+            match self
+                .publish(principal, channel, vec![message], Origin::Rest)
+                .await
+            {
+                Ok(published) => {
+                    outcome.serial = published.serials.into_iter().next().flatten();
+                    let serial = outcome.serial.clone().unwrap_or_default();
+                    if let Err(error) = self.record_event_channel(&key, n, &serial).await {
+                        // Published all the same; within the message-id window a retry is
+                        // still deduped.
+                        tracing::warn!(event = %event.id, message = %error.message, "event channel not recorded");
+                    }
+                }
+                Err(error) => outcome.error = Some(error),
+            }
+            channels.push(outcome);
+        }
+        let mut receipt = receipt(event, channels);
+        if receipt.error().is_none() {
+            let answer = serde_json::to_string(&receipt).unwrap_or_default();
+            match self.record_event_answer(&key, answer).await {
+                // A concurrent first attempt may have answered first: its answer stands.
+                Ok(first) => {
+                    if let Ok(first) = serde_json::from_str(&first) {
+                        receipt = first;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(event = %event.id, message = %error.message, "event answer not recorded")
+                }
+            }
+        }
+        EventResult {
+            receipt,
+            replayed: false,
+        }
+    }
+
+    async fn event_record(&self, key: &str) -> Result<EventRecord, ErrorInfo> {
+        match self.cluster() {
+            Some(redis) => redis.event_record(key).await,
+            None => Ok(self.inner.events.get(key, protocol::now_ms())),
+        }
+    }
+
+    async fn record_event_channel(
+        &self,
+        key: &str,
+        n: usize,
+        serial: &str,
+    ) -> Result<(), ErrorInfo> {
+        match self.cluster() {
+            Some(redis) => redis.record_event_channel(key, n, serial).await,
+            None => {
+                self.inner
+                    .events
+                    .record_channel(key, n, serial, protocol::now_ms());
+                Ok(())
+            }
+        }
+    }
+
+    async fn record_event_answer(&self, key: &str, answer: String) -> Result<String, ErrorInfo> {
+        match self.cluster() {
+            Some(redis) => redis.record_event_answer(key, answer).await,
+            None => Ok(self
+                .inner
+                .events
+                .record_answer(key, answer, protocol::now_ms())),
+        }
+    }
+}
+
+fn receipt(event: &Event, channels: Vec<ChannelOutcome>) -> EventReceipt {
+    EventReceipt {
+        id: event.id.clone(),
+        event_type: event.event_type.clone(),
+        channels,
+    }
+}

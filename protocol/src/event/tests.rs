@@ -1,0 +1,116 @@
+use serde_json::json;
+
+use super::*;
+
+fn channels(event: &Event) -> Vec<&str> {
+    event.channels.iter().map(ChannelName::as_str).collect()
+}
+
+#[test]
+fn the_defaults_are_valid_and_route_as_documented() {
+    let catalog = Catalog::default();
+    catalog.validate().unwrap();
+    let routed = |event: Value| channels(&catalog.check(&event, 65536).unwrap()).join(" ");
+    assert_eq!(
+        routed(json!({"id": "e1", "type": "call.ringing",
+            "data": {"call_id": "c1", "creator_id": "cr", "fan_id": 7, "call_type": "video"}})),
+        "call:c1 user:cr user:7"
+    );
+    assert_eq!(
+        routed(json!({"id": "e1", "type": "session.ended",
+            "data": {"session_id": "s", "creator_id": "cr", "fan_id": "f"}})),
+        "session:s user:cr user:f"
+    );
+    assert_eq!(
+        routed(json!({"id": "e1", "type": "stream.started",
+            "data": {"stream_id": "s", "creator_id": "cr"}})),
+        "stream:s user:cr"
+    );
+    assert_eq!(
+        routed(json!({"id": "e1", "type": "stream.viewers",
+            "data": {"stream_id": "s", "creator_id": "cr", "viewers": 3}})),
+        "stream:s"
+    );
+    assert_eq!(
+        routed(json!({"id": "e1", "type": "tokens.credited",
+            "data": {"user_id": "u", "tokens": 50, "balance": 120}})),
+        "user:u"
+    );
+}
+
+#[test]
+fn errors_name_the_field() {
+    let catalog = Catalog::default();
+    let error = |event: Value| catalog.check(&event, 65536).unwrap_err();
+    let call = |data: Value| json!({"id": "e1", "type": "call.ringing", "data": data});
+    let wrong = error(call(
+        json!({"call_id": "c", "creator_id": "a", "fan_id": "b", "call_type": "fax"}),
+    ));
+    assert_eq!(wrong.code, 40003);
+    assert!(
+        wrong
+            .message
+            .contains(r#"data.call_type must be "voice" or "video""#),
+        "{}",
+        wrong.message
+    );
+    let missing = error(call(
+        json!({"call_id": "c", "creator_id": "a", "call_type": "voice"}),
+    ));
+    assert!(
+        missing.message.contains("data.fan_id is missing"),
+        "{}",
+        missing.message
+    );
+    let unknown = error(json!({"id": "e1", "type": "call.teleported", "data": {}}));
+    assert_eq!(unknown.code, 40000);
+    assert!(unknown.message.contains("call.teleported"));
+    let mistyped = error(json!({"id": "e1", "type": "payment.failed",
+        "data": {"user_id": "u", "amount": "12", "currency": "usd"}}));
+    assert!(mistyped.message.contains("data.amount must be a number"));
+    let no_id = error(json!({"type": "payment.failed", "data": {}}));
+    assert!(no_id.message.contains("id is missing"));
+    let big = catalog
+        .check(
+            &json!({"id": "e1", "type": "stream.viewers",
+                "data": {"stream_id": "s", "creator_id": "c", "pad": "x".repeat(100)}}),
+            64,
+        )
+        .unwrap_err();
+    assert_eq!(big.code, 40009);
+}
+
+#[test]
+fn configured_types_are_checked() {
+    let own: EventType = serde_json::from_value(json!({
+        "name": "order.shipped",
+        "required": {"order_id": "id", "carrier": ["ups", "dhl"]},
+        "channels": ["order:{order_id}", "carrier:{carrier}"]
+    }))
+    .unwrap();
+    let catalog = Catalog::default().with(vec![own.clone()]);
+    catalog.validate().unwrap();
+    let event = catalog
+        .check(
+            &json!({"id": "o", "type": "order.shipped", "data": {"order_id": 5, "carrier": "dhl"}}),
+            65536,
+        )
+        .unwrap();
+    assert_eq!(channels(&event), ["order:5", "carrier:dhl"]);
+
+    let mut bad = own.clone();
+    bad.channels = vec!["order:{nope}".into()];
+    assert!(Catalog::default()
+        .with(vec![bad])
+        .validate()
+        .unwrap_err()
+        .contains("{nope}"));
+    let mut bad = own;
+    bad.required
+        .insert("when".into(), FieldKind::Kind("date".into()));
+    assert!(Catalog::default()
+        .with(vec![bad])
+        .validate()
+        .unwrap_err()
+        .contains("date"));
+}

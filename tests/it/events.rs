@@ -1,0 +1,146 @@
+//! `POST /events` against the binary: idempotency by event id across a restart (records in
+//! Redis), a partial failure reported per channel and completed by a retry, a bad batch
+//! refused whole.
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+use crate::cluster::RedisServer;
+use crate::support::{http, Server};
+
+fn auth() -> String {
+    base64::engine::general_purpose::STANDARD.encode("app.k:secret")
+}
+
+fn events_request(body: &Value) -> String {
+    let body = body.to_string();
+    format!(
+        "POST /events HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        auth(),
+        body.len()
+    )
+}
+
+async fn history(node: &Server, channel: &str) -> Vec<Value> {
+    let request = format!(
+        "GET /channels/{channel}/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\nConnection: close\r\n\r\n",
+        auth()
+    );
+    let (status, body) = http(node.addr, &request).await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).expect("history JSON")
+}
+
+/// The message-id claims (`SET NX`, 120 s) expire long before a webhook retry hours later;
+/// deleting them stands in for the hours passing, so only the event record can dedupe.
+fn forget_message_ids(redis: &RedisServer) {
+    for key in redis.cli(&["--scan", "--pattern", "rt:*:id:*"]).lines() {
+        redis.cli(&["DEL", key]);
+    }
+}
+
+fn call(id: &str, fan: &str) -> Value {
+    json!({"id": id, "type": "call.ringing",
+        "data": {"call_id": "c1", "creator_id": "cr", "fan_id": fan, "call_type": "video"}})
+}
+
+#[test]
+fn a_repeated_event_id_publishes_once_also_after_a_restart() {
+    let redis = RedisServer::start();
+    let args = ["--keys", "app.k:secret", "--redis", &redis.url()];
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let node = Server::start(&args);
+        let (status, first) = http(node.addr, &events_request(&call("evt_1", "f1"))).await;
+        assert_eq!(status, 201, "{first}");
+        let (status, again) = http(node.addr, &events_request(&call("evt_1", "f1"))).await;
+        assert_eq!(
+            (status, &again),
+            (201, &first),
+            "a repeat gets the first answer"
+        );
+        drop(node);
+
+        forget_message_ids(&redis);
+        let node = Server::start(&args);
+        let (status, later) = http(node.addr, &events_request(&call("evt_1", "f1"))).await;
+        assert_eq!((status, &later), (201, &first), "after a restart too");
+        for (n, channel) in ["call:c1", "user:cr", "user:f1"].iter().enumerate() {
+            let messages = history(&node, channel).await;
+            assert_eq!(messages.len(), 1, "{channel}: {messages:?}");
+            assert_eq!(messages[0]["id"], format!("evt:evt_1:{n}"));
+            assert_eq!(messages[0]["name"], "call.ringing");
+        }
+    });
+}
+
+#[test]
+fn a_partial_failure_is_reported_per_channel_and_a_retry_completes_it() {
+    let redis = RedisServer::start();
+    let node = Server::start(&["--keys", "app.k:secret", "--redis", &redis.url()]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        // A real Redis error on one channel only: its serial counter holds the wrong type, so
+        // the publish script fails there (before writing anything) and works everywhere else.
+        redis.cli(&["SET", "rt:{user:f2}:meta", "not a hash"]);
+        let event = call("evt_2", "f2");
+        let (status, body) = http(node.addr, &events_request(&event)).await;
+        assert_eq!(status, 503, "{body}");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["error"]["code"], 50003, "{body}");
+        let channels = &body["batchResponse"][0]["channels"];
+        assert!(channels[0]["serial"].is_string(), "{body}");
+        assert!(channels[1]["serial"].is_string(), "{body}");
+        assert_eq!(channels[2]["channel"], "user:f2");
+        assert_eq!(channels[2]["error"]["code"], 50003, "{body}");
+
+        redis.cli(&["DEL", "rt:{user:f2}:meta"]);
+        forget_message_ids(&redis);
+        let (status, retried) = http(node.addr, &events_request(&event)).await;
+        assert_eq!(status, 201, "{retried}");
+        let retried: Value = serde_json::from_str(&retried).unwrap();
+        let done = &retried["channels"];
+        assert_eq!(
+            done[0]["serial"], channels[0]["serial"],
+            "not published again"
+        );
+        assert_eq!(
+            done[1]["serial"], channels[1]["serial"],
+            "not published again"
+        );
+        assert!(done[2]["serial"].is_string(), "{retried}");
+        for channel in ["call:c1", "user:cr", "user:f2"] {
+            assert_eq!(history(&node, channel).await.len(), 1, "{channel}");
+        }
+        let (status, again) = http(node.addr, &events_request(&event)).await;
+        assert_eq!(status, 201);
+        assert_eq!(serde_json::from_str::<Value>(&again).unwrap(), retried);
+    });
+}
+
+#[test]
+fn a_batch_with_one_bad_event_is_refused_whole() {
+    let node = Server::start(&["--keys", "app.k:secret"]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let batch = json!([
+            {"id": "ok", "type": "tokens.credited", "data": {"user_id": "u9", "tokens": 10}},
+            {"id": "bad", "type": "call.ringing",
+                "data": {"call_id": "c", "creator_id": "a", "fan_id": "b", "call_type": "fax"}}
+        ]);
+        let (status, body) = http(node.addr, &events_request(&batch)).await;
+        assert_eq!(status, 400, "{body}");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["error"]["code"], 40003);
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(r#"events[1]"#)
+                && message.contains(r#"data.call_type must be "voice" or "video""#),
+            "{message}"
+        );
+        assert!(
+            history(&node, "user:u9").await.is_empty(),
+            "nothing published"
+        );
+    });
+}
