@@ -92,7 +92,7 @@ pub enum Scenario {
     Ceiling(CeilingArgs),
     /// Our server, the ceiling and each peer found (Socket.IO, Soketi, Sockudo) started in turn
     /// on core 0, the same fanout and idle workloads against each: one table and one plot.
-    Compare(crate::compare::CompareArgs),
+    Compare(Box<crate::compare::CompareArgs>),
 }
 
 #[derive(Debug, Clone, Args)]

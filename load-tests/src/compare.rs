@@ -98,6 +98,9 @@ pub struct CompareArgs {
     /// Writes `<out>.md` and `<out>.json`; server logs go to `<out>-<server>.log`.
     #[arg(long, default_value = "compare")]
     pub out: PathBuf,
+    /// Run nothing: rebuild the tables and the plot from an earlier run's `<out>.json`.
+    #[arg(long)]
+    pub from_json: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -172,6 +175,118 @@ pub async fn run(shared: &Shared, args: &CompareArgs) -> anyhow::Result<Report> 
         .iter()
         .map(|shape| parse_shape(shape))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let (runs, notes) = match &args.from_json {
+        Some(path) => load(path)?,
+        None => run_all(shared, args, &shapes).await?,
+    };
+    let markdown = tables(&runs, &notes, shared, args);
+    let json = json!({
+        "runs": runs.iter().map(|run| json!({
+            "server": run.server.name(),
+            "protocol": run.server.protocol().name(),
+            "workload": run.workload,
+            "summary": match &run.outcome { Ok(v) => v.clone(), Err(e) => json!({ "error": e }) },
+        })).collect::<Vec<_>>(),
+        "notes": notes,
+    });
+    write(&args.out.with_extension("md"), &markdown)?;
+    write(
+        &args.out.with_extension("json"),
+        &(serde_json::to_string_pretty(&json)? + "\n"),
+    )?;
+    if let Some(path) = &shared.plot {
+        let groups: Vec<(String, Vec<(String, f64)>)> = shapes
+            .iter()
+            .map(|(channels, subscribers)| {
+                let shape = format!("fanout {channels}x{subscribers} ");
+                let bars = args
+                    .servers
+                    .iter()
+                    .filter_map(|&server| {
+                        let best = best_clean_rate(&runs, server, &shape)?;
+                        Some((server.name().to_owned(), best))
+                    })
+                    .collect();
+                (
+                    format!("{channels} channel(s) x {subscribers} subscribers"),
+                    bars,
+                )
+            })
+            .collect();
+        crate::plot::write_bars(path, "deliveries/s, best run without loss", &groups)?;
+    }
+    print!("{markdown}");
+
+    let mut report = Report::new("compare");
+    report.metric("runs", runs.len());
+    for run in &runs {
+        match &run.outcome {
+            Ok(summary) if summary["ok"] == Value::Bool(true) => {}
+            Ok(summary) => report.fail(format!(
+                "{} {}: {}",
+                run.server.name(),
+                run.workload,
+                summary["failures"]
+            )),
+            Err(error) => report.fail(format!("{} {}: {error}", run.server.name(), run.workload)),
+        }
+    }
+    Ok(report)
+}
+
+/// The highest deliveries/s of `server`'s clean runs (nothing lost, duplicated or dropped) whose
+/// workload starts with `shape`.
+fn best_clean_rate(runs: &[Run], server: ServerKind, shape: &str) -> Option<f64> {
+    runs.iter()
+        .filter(|run| run.server == server && run.workload.starts_with(shape))
+        .filter_map(|run| {
+            let summary = run.outcome.as_ref().ok()?;
+            (summary["ok"] == Value::Bool(true)).then_some(())?;
+            summary["deliveries_per_s"].as_f64()
+        })
+        .reduce(f64::max)
+}
+
+/// The runs and notes of an earlier `<out>.json`.
+fn load(path: &Path) -> anyhow::Result<(Vec<Run>, Vec<String>)> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let saved: Value = serde_json::from_str(&text)?;
+    let mut runs = Vec::new();
+    for run in saved["runs"].as_array().into_iter().flatten() {
+        let name = run["server"].as_str().unwrap_or_default();
+        let Some(server) = ServerKind::value_variants()
+            .iter()
+            .copied()
+            .find(|server| server.name() == name)
+        else {
+            bail!("{}: unknown server {name:?}", path.display());
+        };
+        let summary = &run["summary"];
+        let outcome = match summary["error"].as_str() {
+            Some(error) => Err(error.to_owned()),
+            None => Ok(summary.clone()),
+        };
+        runs.push(Run {
+            server,
+            workload: run["workload"].as_str().unwrap_or_default().to_owned(),
+            outcome,
+        });
+    }
+    let notes = saved["notes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|note| Some(note.as_str()?.to_owned()))
+        .collect();
+    Ok((runs, notes))
+}
+
+async fn run_all(
+    shared: &Shared,
+    args: &CompareArgs,
+    shapes: &[(usize, usize)],
+) -> anyhow::Result<(Vec<Run>, Vec<String>)> {
     let taskset = which("taskset");
     let mut runs = Vec::new();
     let mut notes = Vec::new();
@@ -210,7 +325,7 @@ pub async fn run(shared: &Shared, args: &CompareArgs) -> anyhow::Result<Report> 
             let outcome = idle::run(&idle_shared, &idle_args).await;
             runs.push(finish(server, "idle".to_owned(), outcome));
         }
-        for &(channels, subscribers) in &shapes {
+        for &(channels, subscribers) in shapes {
             let mut fanout_args = FanoutArgs {
                 channels,
                 subscribers,
@@ -250,60 +365,7 @@ pub async fn run(shared: &Shared, args: &CompareArgs) -> anyhow::Result<Report> 
         tokio::time::sleep(BETWEEN_SERVERS).await;
     }
 
-    let markdown = tables(&runs, &notes, shared, args);
-    let json = json!({
-        "runs": runs.iter().map(|run| json!({
-            "server": run.server.name(),
-            "protocol": run.server.protocol().name(),
-            "workload": run.workload,
-            "summary": match &run.outcome { Ok(v) => v.clone(), Err(e) => json!({ "error": e }) },
-        })).collect::<Vec<_>>(),
-        "notes": notes,
-    });
-    write(&args.out.with_extension("md"), &markdown)?;
-    write(
-        &args.out.with_extension("json"),
-        &(serde_json::to_string_pretty(&json)? + "\n"),
-    )?;
-    if let Some(path) = &shared.plot {
-        let groups: Vec<(String, Vec<(String, f64)>)> = shapes
-            .iter()
-            .map(|(channels, subscribers)| {
-                let workload = format!("fanout {channels}x{subscribers} open loop");
-                let bars = runs
-                    .iter()
-                    .filter(|run| run.workload == workload)
-                    .filter_map(|run| {
-                        let summary = run.outcome.as_ref().ok()?;
-                        let rate = summary["deliveries_per_s"].as_f64()?;
-                        Some((run.server.name().to_owned(), rate))
-                    })
-                    .collect();
-                (
-                    format!("{channels} channel(s) x {subscribers} subscribers, open loop"),
-                    bars,
-                )
-            })
-            .collect();
-        crate::plot::write_bars(path, "deliveries/s", &groups)?;
-    }
-    print!("{markdown}");
-
-    let mut report = Report::new("compare");
-    report.metric("runs", runs.len());
-    for run in &runs {
-        match &run.outcome {
-            Ok(summary) if summary["ok"] == Value::Bool(true) => {}
-            Ok(summary) => report.fail(format!(
-                "{} {}: {}",
-                run.server.name(),
-                run.workload,
-                summary["failures"]
-            )),
-            Err(error) => report.fail(format!("{} {}: {error}", run.server.name(), run.workload)),
-        }
-    }
-    Ok(report)
+    Ok((runs, notes))
 }
 
 fn finish(server: ServerKind, workload: String, outcome: anyhow::Result<Report>) -> Run {

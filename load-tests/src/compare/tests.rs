@@ -33,6 +33,7 @@ fn a_missing_peer_is_skipped_not_started() {
         idle_connections: 0,
         idle_duration: Duration::from_secs(1),
         out: std::env::temp_dir().join("realtime-compare-test"),
+        from_json: None,
     };
     for server in [
         ServerKind::Realtime,
