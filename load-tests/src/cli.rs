@@ -35,9 +35,12 @@ pub struct Shared {
     /// How long the measured phase runs (`500ms`, `10s`, `2m`).
     #[arg(long, global = true, value_parser = parse_duration, default_value = "10s")]
     pub duration: Duration,
-    /// Wire format of the realtime connections.
+    /// Wire format of the realtime connections (Ably protocol).
     #[arg(long, global = true, value_enum, default_value_t = WireFormat::Json)]
     pub format: WireFormat,
+    /// The protocol the server speaks (`fanout`, `idle`).
+    #[arg(long, global = true, value_enum, default_value_t = Protocol::Ably)]
+    pub protocol: Protocol,
     /// Write the summary as JSON to this file.
     #[arg(long, global = true)]
     pub json: Option<PathBuf>,
@@ -87,6 +90,9 @@ pub enum Scenario {
     /// A bare-bones broadcast server (plain WebSocket, no protocol): the ceiling to compare with.
     /// Load it with `fanout --protocol raw`.
     Ceiling(CeilingArgs),
+    /// Our server, the ceiling and each peer found (Socket.IO, Soketi, Sockudo) started in turn
+    /// on core 0, the same fanout and idle workloads against each: one table and one plot.
+    Compare(Box<crate::compare::CompareArgs>),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -101,6 +107,22 @@ pub enum Protocol {
     Ably,
     /// The ceiling server's plain text frames (`realtime-load ceiling`).
     Raw,
+    /// Socket.IO 4 over WebSocket, against `load-tests/peers/socketio-server.mjs`.
+    Socketio,
+    /// Pusher protocol 7 (Soketi, Sockudo); publishes through the HTTP API.
+    /// `--key appId:key:secret`.
+    Pusher,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Ably => "ably",
+            Protocol::Raw => "raw",
+            Protocol::Socketio => "socketio",
+            Protocol::Pusher => "pusher",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -131,8 +153,6 @@ pub struct FanoutArgs {
     /// Open loop: unacknowledged publishes each publisher may have outstanding.
     #[arg(long, default_value_t = 32)]
     pub window: u64,
-    #[arg(long, value_enum, default_value_t = Protocol::Ably)]
-    pub protocol: Protocol,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -5,11 +5,14 @@
 //! gateway (the one server here, `ceiling`, is a bare-bones broadcast baseline). Start at
 //! `scenario` (idle, fanout, storm, sessions); every scenario talks to the server through the
 //! `target::Target` seam, implemented by `target::ably` (and `target::raw` for `ceiling`).
-//! `ledger` is how loss and duplication are counted, `report` how a run ends.
+//! `ledger` is how loss and duplication are counted, `report` how a run ends. Peers speak their
+//! own protocols through `target::socketio` and `target::pusher` (Sockudo's Ably facade through
+//! `target::ably`); `compare` starts each server in turn and runs the same workloads on it.
 
 pub mod ceiling;
 pub mod cli;
 pub mod clock;
+pub mod compare;
 pub mod ledger;
 pub mod payload;
 pub mod plot;

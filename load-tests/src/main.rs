@@ -28,7 +28,8 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    if let Some(path) = plot {
+    // `compare` draws its own plot (bars per server), not one run's latencies.
+    if let Some(path) = plot.filter(|_| report.scenario != "compare") {
         let written = match &report.latencies {
             Some(latencies) => load_tests::plot::write_svg(&path, report.scenario, latencies),
             None => Err(anyhow::anyhow!("this run measured no latencies")),

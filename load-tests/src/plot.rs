@@ -90,3 +90,57 @@ pub fn write_svg(path: &Path, title: &str, latencies: &Latencies) -> anyhow::Res
 fn plot_error<E: std::fmt::Display>(error: E) -> anyhow::Error {
     anyhow!("plotting: {error}")
 }
+
+/// Bars, one chart per group (e.g. a fanout shape) stacked vertically, one bar per (label, value),
+/// the value written above it: `compare --plot`.
+pub fn write_bars(
+    path: &Path,
+    what: &str,
+    groups: &[(String, Vec<(String, f64)>)],
+) -> anyhow::Result<()> {
+    if groups.is_empty() {
+        return Err(anyhow!("nothing to plot"));
+    }
+    let height = 360 * groups.len() as u32;
+    let root = SVGBackend::new(path, (WIDTH, height)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error)?;
+    for (area, (title, bars)) in root.split_evenly((groups.len(), 1)).iter().zip(groups) {
+        let n = bars.len().max(1) as f64;
+        let top = bars.iter().map(|b| b.1).fold(1.0, f64::max) * 1.2;
+        let mut chart = ChartBuilder::on(area)
+            .caption(format!("{what}: {title}"), ("sans-serif", 20))
+            .margin(10)
+            .x_label_area_size(10)
+            .y_label_area_size(80)
+            .build_cartesian_2d(0f64..n, 0f64..top)
+            .map_err(plot_error)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .disable_x_axis()
+            .y_desc(what)
+            .y_label_formatter(&|y| format!("{:.0}k", y / 1000.0))
+            .draw()
+            .map_err(plot_error)?;
+        chart
+            .draw_series(bars.iter().enumerate().map(|(i, (_, value))| {
+                let x = i as f64;
+                Rectangle::new(
+                    [(x + 0.15, 0.0), (x + 0.85, *value)],
+                    BLUE.mix(0.6).filled(),
+                )
+            }))
+            .map_err(plot_error)?;
+        chart
+            .draw_series(bars.iter().enumerate().map(|(i, (label, value))| {
+                Text::new(
+                    format!("{label}: {:.0}k", value / 1000.0),
+                    (i as f64 + 0.15, *value + top * 0.04),
+                    ("sans-serif", 14),
+                )
+            }))
+            .map_err(plot_error)?;
+    }
+    root.present().map_err(plot_error)?;
+    Ok(())
+}

@@ -16,19 +16,28 @@ use crate::ledger::{owed_per_channel, Latencies, Schedule};
 use crate::payload::Stamp;
 use crate::report::{connect_time_metrics, Report};
 use crate::target::ably::Credentials;
+use crate::target::pusher::PusherTarget;
 use crate::target::raw::RawTarget;
+use crate::target::socketio::SocketIoTarget;
 use crate::target::{Connection, Settled, Target};
 
 /// How long publishers wait for their last ACKs.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub async fn run(shared: &Shared, args: &FanoutArgs) -> anyhow::Result<Report> {
-    match args.protocol {
+    match shared.protocol {
         Protocol::Ably => {
             let target = ably_target(shared, Credentials::Key(shared.key.clone()))?;
             run_on(shared, args, target).await
         }
         Protocol::Raw => run_on(shared, args, Arc::new(RawTarget::new(&shared.url))).await,
+        Protocol::Socketio => {
+            run_on(shared, args, Arc::new(SocketIoTarget::new(&shared.url)?)).await
+        }
+        Protocol::Pusher => {
+            let target = PusherTarget::new(&shared.url, &shared.key)?;
+            run_on(shared, args, Arc::new(target)).await
+        }
     }
 }
 
@@ -55,13 +64,7 @@ async fn run_on<T: Target>(
     report.metric("publishers", args.publishers);
     report.metric("target_rate", args.rate);
     report.metric("size_bytes", args.size);
-    report.metric(
-        "protocol",
-        match args.protocol {
-            Protocol::Ably => "ably",
-            Protocol::Raw => "raw",
-        },
-    );
+    report.metric("protocol", shared.protocol.name());
 
     // Subscriber i listens on channel i mod C, so a partial setup still spreads evenly.
     let subscriptions = (0..n_subscribers)

@@ -6,8 +6,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::bail;
+
 use super::{ably_target, account, connect_failures, ensure_fds, open, run_id, Readers};
-use crate::cli::{IdleArgs, Shared};
+use crate::cli::{IdleArgs, Protocol, Shared};
 use crate::clock;
 use crate::ledger::{Latencies, Schedule};
 use crate::payload::Stamp;
@@ -15,11 +17,39 @@ use crate::proc_stat;
 use crate::report::{connect_time_metrics, Report};
 use crate::rest::Rest;
 use crate::target::ably::Credentials;
+use crate::target::pusher::PusherTarget;
+use crate::target::raw::RawTarget;
+use crate::target::socketio::SocketIoTarget;
+use crate::target::Target;
 
 /// After the last connect, time for the server's allocator to settle before RSS is read.
 const SETTLE: Duration = Duration::from_millis(500);
 
 pub async fn run(shared: &Shared, args: &IdleArgs) -> anyhow::Result<Report> {
+    if args.attach && shared.protocol != Protocol::Ably {
+        bail!("idle --attach publishes through Ably's REST API: --protocol ably only");
+    }
+    match shared.protocol {
+        Protocol::Ably => {
+            let target = ably_target(shared, Credentials::Key(shared.key.clone()))?;
+            run_on(shared, args, target).await
+        }
+        Protocol::Raw => run_on(shared, args, Arc::new(RawTarget::new(&shared.url))).await,
+        Protocol::Socketio => {
+            run_on(shared, args, Arc::new(SocketIoTarget::new(&shared.url)?)).await
+        }
+        Protocol::Pusher => {
+            let target = PusherTarget::new(&shared.url, &shared.key)?;
+            run_on(shared, args, Arc::new(target)).await
+        }
+    }
+}
+
+async fn run_on<T: Target>(
+    shared: &Shared,
+    args: &IdleArgs,
+    target: Arc<T>,
+) -> anyhow::Result<Report> {
     ensure_fds(args.connections)?;
     let run = run_id();
     let channels: Vec<Option<String>> = (0..args.connections)
@@ -28,9 +58,9 @@ pub async fn run(shared: &Shared, args: &IdleArgs) -> anyhow::Result<Report> {
     let mut report = Report::new("idle");
     report.metric("connections", args.connections);
     report.metric("attached", args.attach);
+    report.metric("protocol", shared.protocol.name());
 
     let baseline = shared.server_pid.map(proc_stat::sample).transpose()?;
-    let target = ably_target(shared, Credentials::Key(shared.key.clone()))?;
     let started = Instant::now();
     let opened = open(
         &target,

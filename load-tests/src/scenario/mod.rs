@@ -28,8 +28,10 @@ const SPARE_FDS: u64 = 64;
 pub async fn run(cli: Cli) -> anyhow::Result<Report> {
     let shared = cli.shared;
     let needs_key = match &cli.scenario {
-        Scenario::Fanout(args) => args.protocol == Protocol::Ably,
-        Scenario::Ceiling(_) => false,
+        Scenario::Fanout(_) | Scenario::Idle(_) => {
+            matches!(shared.protocol, Protocol::Ably | Protocol::Pusher)
+        }
+        Scenario::Ceiling(_) | Scenario::Compare(_) => false,
         _ => true,
     };
     if needs_key && shared.key.is_empty() {
@@ -49,6 +51,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Report> {
             }
             bail!("ceiling stopped");
         }
+        Scenario::Compare(args) => crate::compare::run(&shared, &args).await?,
     };
     Ok(report)
 }

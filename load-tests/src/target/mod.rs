@@ -8,12 +8,58 @@
 //! (`Delivery::received_us`), and never blocks that task on the consumer.
 
 pub mod ably;
+pub mod pusher;
 pub mod raw;
+pub mod socketio;
 
 use std::future::Future;
 use std::time::Duration;
 
+use anyhow::{bail, Context as _};
 use bytes::Bytes;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// How long a server gets to accept a connection or confirm a subscription. Generous: a storm on
+/// a loaded 2-core box queues thousands of handshakes.
+pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Small socket buffers: tungstenite's 128 KiB read buffer would cost the load tool gigabytes at
+/// tens of thousands of connections. Frames larger than this still arrive whole.
+const BUFFER_BYTES: usize = 8 * 1024;
+
+/// Opens a WebSocket with the load tool's small buffers (the peers' adapters share it).
+pub(crate) async fn websocket(url: &str) -> anyhow::Result<Ws> {
+    let config = WebSocketConfig::default()
+        .read_buffer_size(BUFFER_BYTES)
+        .write_buffer_size(BUFFER_BYTES)
+        .max_write_buffer_size(BUFFER_BYTES * 64);
+    let (ws, _) = tokio::time::timeout(
+        REPLY_TIMEOUT,
+        tokio_tungstenite::connect_async_with_config(url, Some(config), true),
+    )
+    .await
+    .context("WebSocket upgrade timed out")?
+    .with_context(|| format!("WebSocket upgrade to {url} failed"))?;
+    Ok(ws)
+}
+
+/// `ws://host:port/` from the server's `http://host:port` (or `ws://`, `https://`, `wss://`).
+pub(crate) fn ws_base(url: &str) -> anyhow::Result<String> {
+    let rest = url.trim_end_matches('/');
+    Ok(if let Some(host) = rest.strip_prefix("http://") {
+        format!("ws://{host}/")
+    } else if let Some(host) = rest.strip_prefix("https://") {
+        format!("wss://{host}/")
+    } else if rest.starts_with("ws://") || rest.starts_with("wss://") {
+        format!("{rest}/")
+    } else {
+        bail!("--url must start with http:// or https:// (got {url})");
+    })
+}
 
 /// One message as a subscriber received it.
 #[derive(Debug, Clone)]

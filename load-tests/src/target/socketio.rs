@@ -1,0 +1,301 @@
+//! Socket.IO 4 over the WebSocket transport only (Engine.IO v4 framing), against the fan-out
+//! server in `load-tests/peers/socketio-server.mjs`: rooms joined by a `subscribe` event,
+//! publications sent as a `publish` event with an ack, deliveries emitted to the room as
+//! `42["load", room, data]`.
+//!
+//! Engine.IO packets arrive one per WebSocket frame: `0{...}` open, `2` ping (answered `3`),
+//! `4…` a Socket.IO packet: `40` connected, `42[...]` an event, `43<id>[...]` an ack, `44` a
+//! refused connect, `41` a disconnect. The reader task shares the write half with the caller
+//! behind an async mutex, only to answer pings.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use super::{websocket, ws_base, Connection, Delivery, Settled, Target, Ws, REPLY_TIMEOUT};
+use crate::clock;
+
+/// The event name publications are emitted under.
+const EVENT: &str = "load";
+
+#[derive(Debug, Clone)]
+pub struct SocketIoTarget {
+    ws_url: String,
+}
+
+impl SocketIoTarget {
+    /// `url` is the fan-out server's `http://host:port`.
+    pub fn new(url: &str) -> anyhow::Result<SocketIoTarget> {
+        Ok(SocketIoTarget {
+            ws_url: format!("{}socket.io/?EIO=4&transport=websocket", ws_base(url)?),
+        })
+    }
+}
+
+impl Target for SocketIoTarget {
+    type Connection = SocketIoConnection;
+
+    fn connect(
+        &self,
+        _client: usize,
+    ) -> impl std::future::Future<Output = anyhow::Result<SocketIoConnection>> + Send {
+        let url = self.ws_url.clone();
+        async move { SocketIoConnection::open(&url).await }
+    }
+}
+
+type Sink = Arc<tokio::sync::Mutex<SplitSink<Ws, WsMessage>>>;
+
+#[derive(Default)]
+struct Shared {
+    /// Subscribes waiting for their ack, by ack id.
+    subscribing: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+    acknowledged: AtomicU64,
+    refused: AtomicU64,
+    settled: Notify,
+    ended: AtomicBool,
+    closing: AtomicBool,
+    failure: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn fail(&self, why: String) {
+        let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        failure.get_or_insert(why);
+    }
+}
+
+pub struct SocketIoConnection {
+    sink: Sink,
+    shared: Arc<Shared>,
+    deliveries: mpsc::UnboundedReceiver<Delivery>,
+    next_ack_id: u64,
+    published: u64,
+}
+
+impl SocketIoConnection {
+    async fn open(url: &str) -> anyhow::Result<SocketIoConnection> {
+        let mut ws = websocket(url).await?;
+        // Engine.IO open, then our Socket.IO connect to the main namespace and its answer.
+        tokio::time::timeout(REPLY_TIMEOUT, async {
+            let open = next_text(&mut ws).await?;
+            if !open.starts_with('0') {
+                bail!("expected an Engine.IO open packet, got {open:.80}");
+            }
+            ws.send(WsMessage::Text("40".into())).await?;
+            loop {
+                let packet = next_text(&mut ws).await?;
+                match packet.as_bytes() {
+                    [b'4', b'0', ..] => return Ok(()),
+                    [b'4', b'4', ..] => bail!("connect refused: {packet:.200}"),
+                    [b'2'] => ws.send(WsMessage::Text("3".into())).await?,
+                    _ => bail!("expected 40, got {packet:.80}"),
+                }
+            }
+        })
+        .await
+        .context("no Socket.IO connect in time")??;
+        let (sink, stream) = ws.split();
+        let sink = Arc::new(tokio::sync::Mutex::new(sink));
+        let shared = Arc::new(Shared::default());
+        let (deliver, deliveries) = mpsc::unbounded_channel();
+        tokio::spawn(read(stream, sink.clone(), shared.clone(), deliver));
+        Ok(SocketIoConnection {
+            sink,
+            shared,
+            deliveries,
+            next_ack_id: 0,
+            published: 0,
+        })
+    }
+
+    async fn emit(&mut self, ack_id: u64, arguments: Value) -> anyhow::Result<()> {
+        let frame = format!("42{ack_id}{arguments}");
+        self.sink
+            .lock()
+            .await
+            .send(WsMessage::Text(frame.into()))
+            .await
+            .context("sending")
+    }
+}
+
+impl Connection for SocketIoConnection {
+    async fn subscribe(&mut self, channel: &str) -> anyhow::Result<()> {
+        let ack_id = self.next_ack_id;
+        self.next_ack_id += 1;
+        let (done, on_done) = oneshot::channel();
+        self.shared
+            .subscribing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ack_id, done);
+        self.emit(ack_id, json!(["subscribe", channel])).await?;
+        match tokio::time::timeout(REPLY_TIMEOUT, on_done).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => bail!(
+                "connection ended while subscribing to {channel}: {}",
+                self.failure().unwrap_or_default()
+            ),
+            Err(_) => bail!("no ack for subscribing to {channel} in time"),
+        }
+    }
+
+    async fn publish(&mut self, channel: &str, payload: String) -> anyhow::Result<()> {
+        let ack_id = self.next_ack_id;
+        self.next_ack_id += 1;
+        self.published += 1;
+        let message = json!({ "room": channel, "event": EVENT, "data": payload });
+        self.emit(ack_id, json!(["publish", message])).await
+    }
+
+    fn in_flight(&self) -> u64 {
+        let done = self.shared.acknowledged.load(Ordering::Relaxed)
+            + self.shared.refused.load(Ordering::Relaxed);
+        self.published.saturating_sub(done)
+    }
+
+    async fn settle(&mut self, timeout: Duration) -> Settled {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let woken = self.shared.settled.notified();
+            if self.in_flight() == 0 || self.shared.ended.load(Ordering::Acquire) {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, woken).await.is_err() {
+                break;
+            }
+        }
+        Settled {
+            sent: self.published,
+            acknowledged: self.shared.acknowledged.load(Ordering::Relaxed),
+            refused: self.shared.refused.load(Ordering::Relaxed),
+        }
+    }
+
+    async fn next_delivery(&mut self) -> Option<Delivery> {
+        self.deliveries.recv().await
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.shared
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    async fn close(self) {
+        self.shared.closing.store(true, Ordering::Release);
+        let mut sink = self.sink.lock().await;
+        // Socket.IO disconnect, then Engine.IO close.
+        let _ = sink.send(WsMessage::Text("41".into())).await;
+        let _ = sink.close().await;
+    }
+}
+
+async fn next_text(ws: &mut Ws) -> anyhow::Result<String> {
+    while let Some(frame) = ws.next().await {
+        match frame? {
+            WsMessage::Text(text) => return Ok(text.as_str().to_owned()),
+            WsMessage::Close(close) => bail!("WebSocket closed: {close:?}"),
+            _ => continue,
+        }
+    }
+    bail!("connection closed during the handshake")
+}
+
+async fn read(
+    mut stream: SplitStream<Ws>,
+    sink: Sink,
+    shared: Arc<Shared>,
+    deliver: mpsc::UnboundedSender<Delivery>,
+) {
+    while let Some(frame) = stream.next().await {
+        let received_us = clock::now_us();
+        let text = match frame {
+            Ok(WsMessage::Text(text)) => text,
+            Ok(WsMessage::Close(_)) | Err(_) => break,
+            Ok(_) => continue,
+        };
+        let packet = text.as_str();
+        if let Some(event) = packet.strip_prefix("42") {
+            match parse_event(event) {
+                Some((channel, payload)) => {
+                    let _ = deliver.send(Delivery {
+                        channel,
+                        payload,
+                        received_us,
+                    });
+                }
+                None => shared.fail(format!("unreadable event {packet:.120}")),
+            }
+        } else if let Some(ack) = packet.strip_prefix("43") {
+            on_ack(&shared, ack);
+        } else if packet == "2" {
+            let pong = sink.lock().await.send(WsMessage::Text("3".into())).await;
+            if pong.is_err() {
+                break;
+            }
+        } else if packet.starts_with("41") || packet.starts_with('1') {
+            break;
+        }
+    }
+    if !shared.closing.load(Ordering::Acquire) {
+        shared.fail("connection closed unasked".to_owned());
+    }
+    shared.ended.store(true, Ordering::Release);
+    shared.settled.notify_waiters();
+    shared
+        .subscribing
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clear();
+}
+
+/// `["load", room, data]` → (room, data).
+fn parse_event(event: &str) -> Option<(String, Bytes)> {
+    let (name, room, data): (String, String, String) = serde_json::from_str(event).ok()?;
+    (name == EVENT).then(|| (room, Bytes::from(data.into_bytes())))
+}
+
+/// `<id>[...]`: a subscribe's ack resolves its waiter; a publish's counts as confirmed, or as
+/// refused when the server acked with a reason (`["bad publish"]`).
+fn on_ack(shared: &Shared, ack: &str) {
+    let split = ack.find('[').unwrap_or(ack.len());
+    let Ok(ack_id) = ack[..split].parse::<u64>() else {
+        return;
+    };
+    let waiter = shared
+        .subscribing
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&ack_id);
+    if let Some(waiter) = waiter {
+        let _ = waiter.send(());
+        return;
+    }
+    let arguments: Vec<Value> = serde_json::from_str(&ack[split..]).unwrap_or_default();
+    match arguments.first() {
+        Some(Value::String(why)) => {
+            shared.refused.fetch_add(1, Ordering::Relaxed);
+            shared.fail(format!("publish refused: {why}"));
+        }
+        _ => {
+            shared.acknowledged.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    shared.settled.notify_waiters();
+}
+
+#[cfg(test)]
+mod tests;
