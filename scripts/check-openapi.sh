@@ -18,10 +18,17 @@ log=target/check-openapi-server.log
 RUST_LOG=warn target/debug/realtime serve --listen "127.0.0.1:$port" --keys "$key" >"$log" 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-  curl -fs "http://127.0.0.1:$port/time" >/dev/null && break
-  sleep 0.1
-done
+"$venv/bin/python" - "$port" <<'PY'
+import sys, time, urllib.request
+for _ in range(200):
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/time", timeout=1)
+        break
+    except OSError:
+        time.sleep(0.05)
+else:
+    sys.exit("the server did not answer GET /time")
+PY
 
 "$venv/bin/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
   --header "Authorization: Basic $(printf %s "$key" | base64)" \

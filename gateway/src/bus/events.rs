@@ -59,11 +59,13 @@ impl RedisBus {
     ) -> Result<(), ErrorInfo> {
         let record = record_key(key);
         let serial = serial.to_owned();
+        // A concurrent repeat (no serial) never hides the serial the first attempt got.
+        let set = if serial.is_empty() { "HSETNX" } else { "HSET" };
         self.commands
             .run(move |mut connection| {
                 Box::pin(async move {
                     redis::pipe()
-                        .cmd("HSET")
+                        .cmd(set)
                         .arg(&record)
                         .arg(format!("c{n}"))
                         .arg(serial)

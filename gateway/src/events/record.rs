@@ -32,9 +32,10 @@ struct Records {
 }
 
 impl Records {
-    fn forget(&mut self, now_ms: u64) {
+    /// Drops expired records, and the oldest while more than `keep` are left.
+    fn forget(&mut self, now_ms: u64, keep: usize) {
         while let Some((expires, key)) = self.order.front() {
-            if *expires > now_ms && self.order.len() <= MAX_EVENT_RECORDS {
+            if *expires > now_ms && self.order.len() <= keep {
                 break;
             }
             self.by_key.remove(key);
@@ -43,8 +44,9 @@ impl Records {
     }
 
     fn entry(&mut self, key: &str, now_ms: u64) -> &mut EventRecord {
-        self.forget(now_ms);
+        self.forget(now_ms, MAX_EVENT_RECORDS);
         if !self.by_key.contains_key(key) {
+            self.forget(now_ms, MAX_EVENT_RECORDS - 1);
             let expires = now_ms + EVENT_RECORD_TTL.as_millis() as u64;
             self.order.push_back((expires, key.to_owned()));
             self.by_key
@@ -65,10 +67,11 @@ impl MemoryRecords {
 
     pub(crate) fn record_channel(&self, key: &str, n: usize, serial: &str, now_ms: u64) {
         let mut records = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        records
-            .entry(key, now_ms)
-            .channels
-            .insert(n, serial.to_owned());
+        let channels = &mut records.entry(key, now_ms).channels;
+        // A concurrent repeat (no serial) never hides the serial the first attempt got.
+        if !serial.is_empty() || !channels.contains_key(&n) {
+            channels.insert(n, serial.to_owned());
+        }
     }
 
     /// Stores `answer` unless one is there; returns the one that stands.
@@ -81,3 +84,6 @@ impl MemoryRecords {
             .clone()
     }
 }
+
+#[cfg(test)]
+mod tests;
