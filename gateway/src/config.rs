@@ -25,6 +25,8 @@ pub struct Config {
     /// A second listener for `/metrics` and the probes (`--admin-listen`); when set, the main
     /// port does not serve `/metrics`.
     pub admin_listen: Option<std::net::SocketAddr>,
+    /// Lifecycle, presence and message webhooks (none by default).
+    pub webhooks: crate::webhooks::WebhooksConfig,
 }
 
 /// Where the Redis bus lives.

@@ -9,3 +9,4 @@ mod cors;
 mod metrics;
 mod process;
 mod redis_cluster;
+mod webhooks;
