@@ -192,6 +192,19 @@ impl Settings {
             ),
             format!("events: {} types", config.events.types.len()),
         ];
+        if !config.webhooks.rules.is_empty() {
+            let ids: Vec<&str> = config
+                .webhooks
+                .rules
+                .iter()
+                .map(|r| r.id.as_str())
+                .collect();
+            lines.push(format!(
+                "webhooks: {} (debounce {} ms)",
+                ids.join(", "),
+                config.webhooks.debounce.as_millis()
+            ));
+        }
         if config.sandbox {
             lines.push("sandbox: on (test apps can be created: never in production)".to_owned());
         }
@@ -208,6 +221,10 @@ struct FileConfig {
     history: Option<FileHistory>,
     presence: Option<FilePresence>,
     events: Option<FileEvents>,
+    /// How long `channel.closed` and presence leaves wait for a re-occupy / re-enter (ms).
+    webhook_debounce_ms: Option<u64>,
+    #[serde(default)]
+    webhooks: Vec<FileWebhook>,
 }
 
 /// `[events]`: the types `POST /events` accepts. `[[events.types]]` add to the built-in Digis
@@ -218,6 +235,26 @@ struct FileEvents {
     builtin: Option<bool>,
     #[serde(default)]
     types: Vec<protocol::event::EventType>,
+}
+
+/// `[[webhooks]]`: one webhook rule; only `url`, `channels`, `events` and `secret` are needed.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileWebhook {
+    /// Names the webhook's queue (and `webhookId`); default: derived from url and channels.
+    id: Option<String>,
+    url: String,
+    channels: String,
+    events: Vec<String>,
+    secret: String,
+    batch_max_items: Option<usize>,
+    batch_ms: Option<u64>,
+    timeout_ms: Option<u64>,
+    retry_initial_ms: Option<u64>,
+    retry_max_ms: Option<u64>,
+    queue_max_items: Option<usize>,
+    breaker_failures: Option<u32>,
+    breaker_cooldown_ms: Option<u64>,
 }
 
 /// `[history]`: retention per channel, and per namespace (`[[history.namespace]]`).
@@ -305,6 +342,7 @@ pub(crate) fn resolve(args: ServeArgs) -> Result<Settings, String> {
     let supabase = supabase_config(&args_supabase)?;
     let hub = hub_config(file.history, file.presence)?;
     let events = events_catalog(file.events)?;
+    let webhooks = webhooks_config(file.webhooks, file.webhook_debounce_ms)?;
     Ok(Settings {
         listen,
         gateway: gateway::Config {
@@ -328,6 +366,7 @@ pub(crate) fn resolve(args: ServeArgs) -> Result<Settings, String> {
                 .map_err(|e| format!("--redis / REALTIME_REDIS_URL: {e}"))?,
             hub,
             events,
+            webhooks,
             timing: gateway::limits::Timing {
                 token_renew_lead: std::time::Duration::from_millis(args.token_renew_lead_ms),
                 node_lease: std::time::Duration::from_millis(args.node_lease_ms),
@@ -402,6 +441,91 @@ fn events_catalog(events: Option<FileEvents>) -> Result<protocol::event::Catalog
         .validate()
         .map_err(|e| format!("--config events.types: {e}"))?;
     Ok(catalog)
+}
+
+fn webhooks_config(
+    rules: Vec<FileWebhook>,
+    debounce_ms: Option<u64>,
+) -> Result<gateway::webhooks::WebhooksConfig, String> {
+    use gateway::webhooks::{Source, WebhookConfig};
+    use std::time::Duration;
+    let mut config = gateway::webhooks::WebhooksConfig::default();
+    if let Some(ms) = debounce_ms {
+        config.debounce = Duration::from_millis(ms);
+    }
+    for (index, rule) in rules.into_iter().enumerate() {
+        let at = format!("--config webhooks[{index}]");
+        let url = rule.url.trim();
+        if !(url.starts_with("https://") || url.starts_with("http://"))
+            || url.contains(char::is_whitespace)
+        {
+            return Err(format!("{at}.url {url:?}: expected an http(s) URL"));
+        }
+        if rule.channels.trim().is_empty() {
+            return Err(format!(
+                "{at}.channels: empty (use \"*\" for every channel)"
+            ));
+        }
+        if rule.secret.is_empty() {
+            return Err(format!("{at}.secret: empty; deliveries must be signed"));
+        }
+        let mut sources = Vec::new();
+        for name in &rule.events {
+            sources.push(Source::parse(name).ok_or_else(|| {
+                format!("{at}.events {name:?}: expected channel.lifecycle, channel.presence or channel.message")
+            })?);
+        }
+        if sources.is_empty() {
+            return Err(format!("{at}.events: empty"));
+        }
+        let mut webhook = WebhookConfig::new(url, rule.channels.trim(), sources, &rule.secret);
+        if let Some(id) = rule.id {
+            if id.is_empty()
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(format!("{at}.id {id:?}: letters, digits, - and _ only"));
+            }
+            webhook.id = id;
+        }
+        let positive = |value: u64, setting: &str| {
+            if value == 0 {
+                Err(format!("{at}.{setting}: must be at least 1"))
+            } else {
+                Ok(value)
+            }
+        };
+        if let Some(n) = rule.batch_max_items {
+            webhook.batch_max_items = positive(n as u64, "batch_max_items")? as usize;
+        }
+        if let Some(ms) = rule.batch_ms {
+            webhook.batch_window = Duration::from_millis(ms);
+        }
+        if let Some(ms) = rule.timeout_ms {
+            webhook.attempt_timeout = Duration::from_millis(positive(ms, "timeout_ms")?);
+        }
+        if let Some(ms) = rule.retry_initial_ms {
+            webhook.retry_initial = Duration::from_millis(positive(ms, "retry_initial_ms")?);
+        }
+        if let Some(ms) = rule.retry_max_ms {
+            webhook.retry_max = Duration::from_millis(positive(ms, "retry_max_ms")?);
+        }
+        if let Some(n) = rule.queue_max_items {
+            webhook.queue_max_items = positive(n as u64, "queue_max_items")? as usize;
+        }
+        if let Some(n) = rule.breaker_failures {
+            webhook.breaker_failures = positive(u64::from(n), "breaker_failures")? as u32;
+        }
+        if let Some(ms) = rule.breaker_cooldown_ms {
+            webhook.breaker_cooldown = Duration::from_millis(positive(ms, "breaker_cooldown_ms")?);
+        }
+        if config.rules.iter().any(|r| r.id == webhook.id) {
+            return Err(format!("{at}: another webhook has id {:?}", webhook.id));
+        }
+        config.rules.push(webhook);
+    }
+    Ok(config)
 }
 
 struct SupabaseArgs {
@@ -696,6 +820,53 @@ mod tests {
         ] {
             let error = redis(bad).err().unwrap();
             assert!(error.contains("--redis"), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn webhooks_come_from_the_file() {
+        let settings = with_file(
+            "webhooks",
+            r#"
+webhook_debounce_ms = 1500
+[[webhooks]]
+url = "https://api.example.com/hooks/realtime"
+channels = "call:*"
+events = ["channel.lifecycle", "channel.presence"]
+secret = "whsec_x"
+batch_max_items = 10
+"#,
+        )
+        .unwrap();
+        let webhooks = &settings.gateway.webhooks;
+        assert_eq!(webhooks.debounce.as_millis(), 1500);
+        assert_eq!(webhooks.rules.len(), 1);
+        assert_eq!(webhooks.rules[0].batch_max_items, 10);
+        assert_eq!(webhooks.rules[0].id.len(), 12);
+        for (name, bad) in [
+            ("event", r#"events = ["channel.nope"]"#),
+            ("url", r#"url = "ftp://x""#),
+            ("secret", r#"secret = """#),
+        ] {
+            let mut rule = vec![
+                ("url", r#"url = "http://127.0.0.1:1/h""#),
+                ("channels", r#"channels = "*""#),
+                ("event", r#"events = ["channel.message"]"#),
+                ("secret", r#"secret = "s""#),
+            ];
+            for entry in &mut rule {
+                if entry.0 == name {
+                    entry.1 = bad;
+                }
+            }
+            let text: Vec<&str> = rule.iter().map(|(_, line)| *line).collect();
+            let error = with_file(
+                &format!("webhook-{name}"),
+                &format!("[[webhooks]]\n{}\n", text.join("\n")),
+            )
+            .err()
+            .unwrap();
+            assert!(error.contains("webhooks[0]"), "{name}: {error}");
         }
     }
 }

@@ -27,6 +27,8 @@ pub struct Config {
     pub admin_listen: Option<std::net::SocketAddr>,
     /// The event types `POST /events` accepts and where each goes (default: the Digis types).
     pub events: protocol::event::Catalog,
+    /// Lifecycle, presence and message webhooks (none by default).
+    pub webhooks: crate::webhooks::WebhooksConfig,
 }
 
 /// Where the Redis bus lives.

@@ -86,7 +86,12 @@ pub struct Hub {
     /// knows that nothing after that floor was lost: a client away while its quiet channel was
     /// swept can still resume it.
     tombstones: DashMap<String, (String, u64)>,
+    /// Told about local occupancy transitions (webhooks).
+    occupancy_hook: std::sync::OnceLock<OccupancyHook>,
 }
+
+/// See `Hub::on_occupancy_transition`.
+pub(crate) type OccupancyHook = Box<dyn Fn(&str, bool, u64) + Send + Sync>;
 
 /// Replayed messages per MESSAGE frame: a full log (500 by default) is a handful of frames.
 const REPLAY_MESSAGES_PER_FRAME: usize = 50;
@@ -221,6 +226,7 @@ impl Hub {
             presence_dirty: Mutex::new(Vec::new()),
             occupancy_dirty: Mutex::new(HashSet::new()),
             tombstones: DashMap::new(),
+            occupancy_hook: std::sync::OnceLock::new(),
         }
     }
 
@@ -373,10 +379,14 @@ impl Hub {
             if outcome.flags & flags::HAS_PRESENCE != 0 {
                 self.send_sync(state, &subscriber);
             }
+            let before = state.subscribers.len();
             state
                 .subscribers
                 .retain(|s| s.connection_id != subscriber.connection_id);
             state.subscribers.push(subscriber);
+            if before == 0 {
+                self.occupancy_transition(channel, true, now);
+            }
         });
         self.occupancy_changed(channel);
     }
@@ -440,11 +450,29 @@ impl Hub {
 
     pub fn detach(&self, channel: &str, connection_id: &str) {
         if let Some(entry) = self.existing(channel) {
-            entry
-                .lock()
+            let mut state = entry.lock();
+            let before = state.subscribers.len();
+            state
                 .subscribers
                 .retain(|s| &*s.connection_id != connection_id);
+            if before > 0 && state.subscribers.is_empty() {
+                self.occupancy_transition(channel, false, protocol::now_ms());
+            }
+            drop(state);
             self.occupancy_changed(channel);
+        }
+    }
+
+    /// Calls `hook` whenever a channel's local attachments go 0→1 (`true`) or 1→0, with the
+    /// time (ms), under the channel's lock, so a channel's transitions are reported in order.
+    /// The hook must not block.
+    pub(crate) fn on_occupancy_transition(&self, hook: OccupancyHook) {
+        let _ = self.occupancy_hook.set(hook);
+    }
+
+    fn occupancy_transition(&self, channel: &str, occupied: bool, at: u64) {
+        if let Some(hook) = self.occupancy_hook.get() {
+            hook(channel, occupied, at);
         }
     }
 

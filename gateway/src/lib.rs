@@ -19,6 +19,7 @@ mod resume;
 mod server;
 pub mod stats;
 pub mod telemetry;
+pub mod webhooks;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -62,6 +63,8 @@ pub(crate) struct Inner {
     parked_notify: Notify,
     /// The Redis bus, once `connect_bus` has reached it (`--redis`); none in embedded mode.
     bus: std::sync::OnceLock<Arc<bus::RedisBus>>,
+    /// Webhook emission and delivery, when any webhook is configured.
+    webhooks: std::sync::OnceLock<Arc<webhooks::Webhooks>>,
     /// Sandbox apps: id -> channels holding presence fixtures.
     apps: DashMap<String, Vec<String>>,
     stats: stats::Stats,
@@ -91,6 +94,7 @@ impl Gateway {
             stats: stats::Stats::default(),
             events: events::MemoryRecords::default(),
             bus: std::sync::OnceLock::new(),
+            webhooks: std::sync::OnceLock::new(),
             live_keys: DashMap::new(),
             ended_keys: DashMap::new(),
             parked_notify: Notify::new(),
@@ -111,6 +115,9 @@ impl Gateway {
         every(&inner, OCCUPANCY_INTERVAL, |inner| {
             inner.hub.flush_occupancy()
         });
+        if inner.config.redis.is_none() {
+            start_webhooks(&inner, None);
+        }
         Gateway { inner }
     }
 
@@ -155,7 +162,8 @@ impl Gateway {
             Arc::downgrade(&self.inner),
         )
         .await?;
-        let _ = self.inner.bus.set(bus);
+        let _ = self.inner.bus.set(bus.clone());
+        start_webhooks(&self.inner, Some(bus));
         // Live connections' resume records must not expire while they live.
         let inner = Arc::downgrade(&self.inner);
         let every = self.config().timing.connection_state_ttl / 3;
@@ -201,6 +209,21 @@ impl Gateway {
         self.bus().leave(channel);
     }
 
+    /// Tells the webhooks (if any) about something this node accepted.
+    pub(crate) fn report_webhook(&self, report: webhooks::Report) {
+        if let Some(webhooks) = self.inner.webhooks.get() {
+            webhooks.report(report);
+        }
+    }
+
+    /// Whether any webhook wants `source` events of `channel` (so a copy is worth making).
+    pub(crate) fn webhooks_want(&self, source: webhooks::Source, channel: &str) -> bool {
+        self.inner
+            .webhooks
+            .get()
+            .is_some_and(|webhooks| webhooks.wanted(source, channel))
+    }
+
     /// Ends a connection's presence on `channel` (it closed, or its grace passed): LEAVEs
     /// applied here at once (so the local copy is right even if this node stops listening to
     /// the channel), and shared through the bus so every node hears them.
@@ -210,6 +233,10 @@ impl Gateway {
             return;
         }
         self.hub().apply_presence(channel, leaves.clone());
+        self.report_webhook(webhooks::Report::Presence {
+            channel: channel.to_owned(),
+            events: leaves.clone(),
+        });
         let Some(redis) = self.cluster().cloned() else {
             return;
         };
@@ -307,6 +334,32 @@ impl Drop for LiveConnection {
 
 /// `[meta]occupancy` events go out at most once a second per channel.
 const OCCUPANCY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Starts webhook emission and delivery (state in `redis` when clustered) and has the hub
+/// report occupancy transitions to it.
+fn start_webhooks(inner: &Arc<Inner>, redis: Option<Arc<bus::RedisBus>>) {
+    let Some(webhooks) = webhooks::Webhooks::start(
+        &inner.config.webhooks,
+        redis,
+        &inner.server_id,
+        Arc::downgrade(inner),
+    ) else {
+        return;
+    };
+    let reporter = Arc::downgrade(&webhooks);
+    let _ = inner.webhooks.set(webhooks);
+    inner
+        .hub
+        .on_occupancy_transition(Box::new(move |channel, occupied, at| {
+            if let Some(webhooks) = reporter.upgrade() {
+                webhooks.report(webhooks::Report::Occupancy {
+                    channel: channel.to_owned(),
+                    occupied,
+                    at,
+                });
+            }
+        }));
+}
 
 /// Runs `work` every `interval` for as long as the gateway lives.
 fn every(inner: &Arc<Inner>, interval: Duration, work: impl Fn(Arc<Inner>) + Send + 'static) {

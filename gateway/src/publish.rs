@@ -115,10 +115,29 @@ impl Gateway {
             id,
             timestamp: now,
         };
+        let webhook_copy = self
+            .webhooks_want(crate::webhooks::Source::Message, &channel_key)
+            .then(|| publication.messages.clone());
         let serials = self
             .bus()
             .publish(self.hub(), publication, retention)
             .await?;
+        if let Some(messages) = webhook_copy {
+            let accepted: Vec<Message> = messages
+                .into_iter()
+                .zip(&serials)
+                .filter_map(|(mut message, serial)| {
+                    message.serial = Some(serial.clone()?);
+                    Some(message)
+                })
+                .collect();
+            if !accepted.is_empty() {
+                self.report_webhook(crate::webhooks::Report::Messages {
+                    channel: channel_key.to_string(),
+                    messages: accepted,
+                });
+            }
+        }
         self.count_publish(principal, &origin, n_messages, total_bytes);
         ::metrics::counter!(
             "realtime_messages_published_total",

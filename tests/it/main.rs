@@ -10,3 +10,4 @@ mod events;
 mod metrics;
 mod process;
 mod redis_cluster;
+mod webhooks;

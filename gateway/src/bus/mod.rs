@@ -29,6 +29,7 @@ mod connections;
 mod events;
 mod presence;
 mod shards;
+mod webhooks;
 
 pub(crate) use backend::{Bus, MemoryBus};
 
@@ -156,6 +157,8 @@ pub(crate) struct RedisBus {
     rehome_script: redis::Script,
     /// Resume-record writes, applied in order by one task.
     records: mpsc::Sender<connections::RecordOp>,
+    /// The gateway, for the reaper to tell its webhooks about a dead node's members.
+    gateway: Weak<crate::Inner>,
 }
 
 /// The node's own probe topic: published every `PROBE_INTERVAL` through the command
@@ -268,7 +271,7 @@ impl RedisBus {
                 probe: probe.clone(),
                 control: connections::control_topic(&node),
             },
-            inner,
+            inner.clone(),
         ));
         let lease = timing.node_lease;
         let sharded = commands.sharded();
@@ -285,6 +288,7 @@ impl RedisBus {
             timing,
             presence_script: announcing(presence::PRESENCE_SCRIPT, sharded),
             rehome_script: redis::Script::new(presence::REHOME_SCRIPT),
+            gateway: inner,
         });
         tokio::spawn(presence::keep_lease(Arc::downgrade(&bus), lease));
         Ok(bus)

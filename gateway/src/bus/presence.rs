@@ -283,8 +283,22 @@ async fn reap(bus: &RedisBus, dead: &str, lease: std::time::Duration) -> redis::
             bus.presence(channel, &leaves).await.map_err(|e| {
                 redis::RedisError::from((redis::ErrorKind::IoError, "presence", e.message))
             })?;
+            report_webhook(
+                bus,
+                crate::webhooks::Report::Presence {
+                    channel: channel.clone(),
+                    events: leaves,
+                },
+            );
         }
     }
+    // Its share of channel occupancy goes too (webhooks' `channel.closed`).
+    report_webhook(
+        bus,
+        crate::webhooks::Report::NodeDied {
+            node: dead.to_owned(),
+        },
+    );
     let dead_channels = node_channels_key(dead);
     let dead = dead.to_owned();
     bus.commands
@@ -304,4 +318,10 @@ async fn reap(bus: &RedisBus, dead: &str, lease: std::time::Duration) -> redis::
         })
         .await?;
     Ok(())
+}
+
+fn report_webhook(bus: &RedisBus, report: crate::webhooks::Report) {
+    if let Some(inner) = bus.gateway.upgrade() {
+        crate::Gateway { inner }.report_webhook(report);
+    }
 }

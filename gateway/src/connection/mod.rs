@@ -205,6 +205,9 @@ async fn serve_connection(
         .clients()
         .register(&connection.id, &connection.principal, &outbox);
     connection.read_loop(&mut stream).await;
+    // A client that closed leaves presence before its attachments go, so a channel's members
+    // leave before it is vacated.
+    connection.leave_presence_if_closed();
     connection.leave_channels();
     gateway
         .clients()
@@ -307,11 +310,17 @@ impl Connection {
 
     /// After the read loop: a client that closed leaves presence at once; a dropped one stays
     /// resumable (its members for the presence grace).
-    fn park_or_leave(&mut self) {
+    fn leave_presence_if_closed(&mut self) {
         if self.ended_cleanly {
             for channel in self.present_on.drain() {
                 self.gateway.leave_presence(&channel, &self.id);
             }
+        }
+    }
+
+    fn park_or_leave(&mut self) {
+        if self.ended_cleanly {
+            self.leave_presence_if_closed();
             self.gateway.remember_ended(&self.key);
             if let Some(bus) = self.gateway.cluster() {
                 bus.forget_connection(&self.key);

@@ -89,6 +89,11 @@ impl Connection {
             .bus()
             .presence(hub, &channel_key, &events)
             .await?;
+        self.gateway
+            .report_webhook(crate::webhooks::Report::Presence {
+                channel: channel_key.clone(),
+                events,
+            });
         if self.present_on.insert(channel_key) {
             self.record_for_resume();
         }

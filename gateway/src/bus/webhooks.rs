@@ -1,0 +1,338 @@
+//! What webhooks keep in Redis, so they are right across nodes and survive a restart.
+//!
+//! - Cluster occupancy of a channel: a hash of the nodes with local attachments
+//!   (`rt:{channel}:wh:nodes`); a node adds itself when its count goes 0→1 and removes itself at
+//!   1→0, and the script that makes the hash empty (or non-empty) is the one that tells the
+//!   caller the whole cluster changed. Each node lists its channels (`rt:node:{node}:occupied`)
+//!   so the lease reaper can take a dead node's share out.
+//! - Debounced events (`channel.closed`, presence leaves): a key holding the pending event
+//!   (`rt:{channel}:wh:vacate`, `rt:{channel}:wh:leave:{clientId}`) plus an entry in one sorted
+//!   set by due time that every node sweeps. Whoever deletes the key while it still holds that
+//!   event emits it; a re-occupy or re-enter deletes it first and so cancels it. A node dying
+//!   between the two does not lose the event: any other node sweeps it.
+//! - Delivery queues: one stream per webhook (`rt:webhook:{id}:queue`), capped at its bound
+//!   (the trimmed are counted), read oldest first and `XDEL`ed only after a 2xx; one node at a
+//!   time delivers a webhook (a lease key), so delivery order is stream order.
+//!
+//! On a Redis Cluster a channel's keys share its hash tag; the node set, sorted set, queues and
+//! locks are written one key per command.
+
+use super::RedisBus;
+
+/// KEYS: nodes hash, pending-vacate key. ARGV: node. Returns 1 when the cluster went from no
+/// attachment to one and no pending `channel.closed` was cancelled by it (emit `opened`).
+const OCCUPY_SCRIPT: &str = r#"
+local before = redis.call('HLEN', KEYS[1])
+redis.call('HSET', KEYS[1], ARGV[1], 1)
+if before > 0 then return 0 end
+if redis.call('DEL', KEYS[2]) == 1 then return 0 end
+return 1
+"#;
+
+/// KEYS: nodes hash, pending-vacate key. ARGV: node, pending event, its ttl ms. Returns 1 when
+/// the cluster has no attachment left (the pending `channel.closed` is set).
+const VACATE_SCRIPT: &str = r#"
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+if redis.call('HLEN', KEYS[1]) > 0 then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+return 1
+"#;
+
+/// KEYS: pending key. ARGV: the event it must still hold. Deletes it and returns 1 if so.
+const FIRE_SCRIPT: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"#;
+
+/// KEYS: queue stream. ARGV: max length, then items. Returns how many old items the cap
+/// trimmed.
+const PUSH_SCRIPT: &str = r#"
+local max = tonumber(ARGV[1])
+local before = redis.call('XLEN', KEYS[1])
+for i = 2, #ARGV do
+  redis.call('XADD', KEYS[1], 'MAXLEN', max, '*', 'i', ARGV[i])
+end
+local added = #ARGV - 1
+local dropped = before + added - max
+if dropped < 0 then dropped = 0 end
+return dropped
+"#;
+
+/// KEYS: lock. ARGV: node, ttl ms. Takes or extends the lock; 1 when this node holds it.
+const LOCK_SCRIPT: &str = r#"
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"#;
+
+/// All pending debounced events, scored by when they are due.
+const PENDING_KEY: &str = "rt:webhook:pending";
+
+fn nodes_key(channel: &str) -> String {
+    format!("rt:{{{channel}}}:wh:nodes")
+}
+
+fn occupied_key(node: &str) -> String {
+    format!("rt:node:{node}:occupied")
+}
+
+pub(crate) fn queue_key(webhook: &str) -> String {
+    format!("rt:webhook:{webhook}:queue")
+}
+
+pub(crate) fn lock_key(webhook: &str) -> String {
+    format!("rt:webhook:{webhook}:lock")
+}
+
+/// Pending keys live much longer than the debounce, so a cluster that stopped sweeping for a
+/// while (every node down) still fires them when it comes back.
+const PENDING_TTL_MS: u64 = 24 * 60 * 60 * 1000;
+
+impl RedisBus {
+    pub(crate) fn node(&self) -> &str {
+        &self.node
+    }
+
+    async fn call<T: redis::FromRedisValue + Send + 'static>(
+        &self,
+        command: redis::Cmd,
+    ) -> redis::RedisResult<T> {
+        self.commands
+            .run(move |mut connection| {
+                Box::pin(async move { command.query_async(&mut connection).await })
+            })
+            .await
+    }
+
+    async fn invoke<T: redis::FromRedisValue + Send + 'static>(
+        &self,
+        script: &'static str,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> redis::RedisResult<T> {
+        self.commands
+            .run(move |mut connection| {
+                Box::pin(async move {
+                    let script = redis::Script::new(script);
+                    let mut invocation = script.prepare_invoke();
+                    for key in keys {
+                        invocation.key(key);
+                    }
+                    for arg in args {
+                        invocation.arg(arg);
+                    }
+                    invocation.invoke_async(&mut connection).await
+                })
+            })
+            .await
+    }
+
+    /// This node's attachment count on `channel` went 0→1; true when the cluster's did too and
+    /// no pending `channel.closed` was cancelled (so `channel.opened` is due).
+    pub(crate) async fn webhook_occupy(
+        &self,
+        channel: &str,
+        pending_key: &str,
+    ) -> redis::RedisResult<bool> {
+        let mut add = redis::cmd("SADD");
+        add.arg(occupied_key(&self.node)).arg(channel);
+        self.call::<()>(add).await?;
+        self.occupy_as(&self.node.clone(), channel, pending_key)
+            .await
+    }
+
+    async fn occupy_as(
+        &self,
+        node: &str,
+        channel: &str,
+        pending_key: &str,
+    ) -> redis::RedisResult<bool> {
+        let emit: i64 = self
+            .invoke(
+                OCCUPY_SCRIPT,
+                vec![nodes_key(channel), pending_key.to_owned()],
+                vec![node.to_owned()],
+            )
+            .await?;
+        Ok(emit == 1)
+    }
+
+    /// `node`'s attachment count on `channel` went 1→0 (or `node` died); true when the cluster
+    /// has none left, the pending `channel.closed` stored (the caller schedules it).
+    pub(crate) async fn webhook_vacate(
+        &self,
+        node: &str,
+        channel: &str,
+        pending_key: &str,
+        pending: &str,
+        due_ms: u64,
+    ) -> redis::RedisResult<bool> {
+        let scheduled: i64 = self
+            .invoke(
+                VACATE_SCRIPT,
+                vec![nodes_key(channel), pending_key.to_owned()],
+                vec![
+                    node.to_owned(),
+                    pending.to_owned(),
+                    PENDING_TTL_MS.to_string(),
+                ],
+            )
+            .await?;
+        let mut remove = redis::cmd("SREM");
+        remove.arg(occupied_key(node)).arg(channel);
+        self.call::<()>(remove).await?;
+        if scheduled == 1 {
+            self.schedule(pending, due_ms).await?;
+        }
+        Ok(scheduled == 1)
+    }
+
+    /// Stores a debounced event under `key` (replacing one pending there) and schedules it.
+    pub(crate) async fn webhook_pend(
+        &self,
+        key: &str,
+        pending: &str,
+        due_ms: u64,
+    ) -> redis::RedisResult<()> {
+        let mut set = redis::cmd("SET");
+        set.arg(key).arg(pending).arg("PX").arg(PENDING_TTL_MS);
+        self.call::<()>(set).await?;
+        self.schedule(pending, due_ms).await
+    }
+
+    async fn schedule(&self, pending: &str, due_ms: u64) -> redis::RedisResult<()> {
+        let mut add = redis::cmd("ZADD");
+        add.arg(PENDING_KEY).arg(due_ms).arg(pending);
+        self.call(add).await
+    }
+
+    /// Cancels the event pending under `key`; true if there was one.
+    pub(crate) async fn webhook_cancel(&self, key: &str) -> redis::RedisResult<bool> {
+        let mut del = redis::cmd("DEL");
+        del.arg(key);
+        Ok(self.call::<i64>(del).await? == 1)
+    }
+
+    /// Pending events due by `now_ms`, oldest first.
+    pub(crate) async fn webhook_due(
+        &self,
+        now_ms: u64,
+        limit: usize,
+    ) -> redis::RedisResult<Vec<String>> {
+        let mut range = redis::cmd("ZRANGEBYSCORE");
+        range
+            .arg(PENDING_KEY)
+            .arg("-inf")
+            .arg(now_ms)
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit);
+        self.call(range).await
+    }
+
+    /// Takes a due event: true if it was still pending under `key` (not cancelled, not taken
+    /// by another node), so this caller emits it.
+    pub(crate) async fn webhook_fire(&self, key: &str, pending: &str) -> redis::RedisResult<bool> {
+        let fired: i64 = self
+            .invoke(FIRE_SCRIPT, vec![key.to_owned()], vec![pending.to_owned()])
+            .await?;
+        let mut remove = redis::cmd("ZREM");
+        remove.arg(PENDING_KEY).arg(pending);
+        self.call::<()>(remove).await?;
+        Ok(fired == 1)
+    }
+
+    /// The channels a dead node had attachments on.
+    pub(crate) async fn webhook_occupied_by(&self, node: &str) -> redis::RedisResult<Vec<String>> {
+        let mut members = redis::cmd("SMEMBERS");
+        members.arg(occupied_key(node));
+        self.call(members).await
+    }
+
+    /// Appends items to a webhook's queue; returns how many of the oldest the bound dropped.
+    pub(crate) async fn webhook_push(
+        &self,
+        webhook: &str,
+        max_items: usize,
+        items: Vec<String>,
+    ) -> redis::RedisResult<u64> {
+        let mut args = vec![max_items.to_string()];
+        args.extend(items);
+        self.invoke(PUSH_SCRIPT, vec![queue_key(webhook)], args)
+            .await
+    }
+
+    /// The oldest `n` queued items: (stream id, item JSON).
+    pub(crate) async fn webhook_peek(
+        &self,
+        webhook: &str,
+        n: usize,
+    ) -> redis::RedisResult<Vec<(String, String)>> {
+        let mut range = redis::cmd("XRANGE");
+        range
+            .arg(queue_key(webhook))
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(n);
+        let entries: Vec<(String, Vec<(String, String)>)> = self.call(range).await?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|(id, fields)| {
+                let item = fields.into_iter().find(|(name, _)| name == "i")?.1;
+                Some((id, item))
+            })
+            .collect())
+    }
+
+    /// Removes delivered items.
+    pub(crate) async fn webhook_ack(
+        &self,
+        webhook: &str,
+        ids: Vec<String>,
+    ) -> redis::RedisResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut del = redis::cmd("XDEL");
+        del.arg(queue_key(webhook)).arg(ids);
+        self.call(del).await
+    }
+
+    /// Takes or keeps the right to deliver `webhook` for `ttl_ms`; false while another node
+    /// holds it.
+    pub(crate) async fn webhook_lock(
+        &self,
+        webhook: &str,
+        ttl_ms: u64,
+    ) -> redis::RedisResult<bool> {
+        let held: i64 = self
+            .invoke(
+                LOCK_SCRIPT,
+                vec![lock_key(webhook)],
+                vec![self.node.clone(), ttl_ms.to_string()],
+            )
+            .await?;
+        Ok(held == 1)
+    }
+
+    /// The presence members of `channel` as the shared store has them.
+    pub(crate) async fn webhook_members(
+        &self,
+        channel: &str,
+    ) -> redis::RedisResult<Vec<protocol::PresenceMessage>> {
+        let mut all = redis::cmd("HGETALL");
+        all.arg(super::presence::members_key(channel));
+        let flat: Vec<String> = self.call(all).await?;
+        Ok(super::presence::parse_members(&flat)
+            .into_iter()
+            .map(|(_, member)| member)
+            .collect())
+    }
+}

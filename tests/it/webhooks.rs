@@ -1,0 +1,424 @@
+//! Webhooks against a receiver the test runs: signed, retried until accepted, once per id,
+//! in order per channel, debounced, once per cluster, and surviving a gateway restart.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+use crate::cluster::RedisServer;
+use crate::cluster_state::{attach, client, enter};
+use crate::support::{send_json, Server};
+
+const SECRET: &str = "whsec_test";
+
+/// One request the receiver got.
+struct Request {
+    signature: String,
+    body: Vec<u8>,
+    accepted: bool,
+}
+
+/// A tiny HTTP/1.1 server: answers 500 to the first `fail_first` requests (or while
+/// `failing` is set), 200 after.
+#[derive(Clone)]
+struct Receiver {
+    addr: SocketAddr,
+    requests: Arc<Mutex<Vec<Request>>>,
+    fail_first: Arc<AtomicUsize>,
+}
+
+impl Receiver {
+    async fn start(fail_first: usize) -> Receiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let receiver = Receiver {
+            addr: listener.local_addr().unwrap(),
+            requests: Arc::default(),
+            fail_first: Arc::new(AtomicUsize::new(fail_first)),
+        };
+        let serving = receiver.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(serving.clone().serve(stream));
+            }
+        });
+        receiver
+    }
+
+    async fn serve(self, stream: tokio::net::TcpStream) {
+        let mut stream = BufReader::new(stream);
+        loop {
+            let mut length = 0;
+            let mut signature = String::new();
+            let mut line = String::new();
+            if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+                return;
+            }
+            loop {
+                line.clear();
+                if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                let header = line.trim_end();
+                if header.is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = header.split_once(':') {
+                    match name.to_ascii_lowercase().as_str() {
+                        "content-length" => length = value.trim().parse().unwrap_or(0),
+                        "x-ably-signature" => signature = value.trim().to_owned(),
+                        _ => {}
+                    }
+                }
+            }
+            let mut body = vec![0; length];
+            if stream.read_exact(&mut body).await.is_err() {
+                return;
+            }
+            let accepted = self
+                .fail_first
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                .is_err();
+            self.requests.lock().unwrap().push(Request {
+                signature,
+                body,
+                accepted,
+            });
+            let status = if accepted {
+                "200 OK"
+            } else {
+                "500 Internal Server Error"
+            };
+            let response = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
+            if stream
+                .get_mut()
+                .write_all(response.as_bytes())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+
+    /// Fails every request until `accept` is called.
+    fn refuse(&self) {
+        self.fail_first.store(usize::MAX, Ordering::Release);
+    }
+
+    fn accept(&self) {
+        self.fail_first.store(0, Ordering::Release);
+    }
+
+    /// Items of accepted requests, de-duplicated by id, in arrival order.
+    fn items(&self) -> Vec<Value> {
+        let mut seen = HashSet::new();
+        let mut items = Vec::new();
+        for request in self.requests.lock().unwrap().iter().filter(|r| r.accepted) {
+            let body: Value = serde_json::from_slice(&request.body).expect("JSON body");
+            for item in body["items"].as_array().expect("items").iter() {
+                if seen.insert(item["id"].as_str().expect("id").to_owned()) {
+                    items.push(item.clone());
+                }
+            }
+        }
+        items
+    }
+
+    /// (name, clientId or "", presence action or 0) of each item on `channel`.
+    fn events(&self, channel: &str) -> Vec<(String, String, u64)> {
+        self.items()
+            .iter()
+            .filter(|item| item["data"]["channelId"] == channel)
+            .flat_map(|item| {
+                let name = item["name"].as_str().unwrap_or_default().to_owned();
+                match item["data"]["presence"].as_array() {
+                    Some(members) => members
+                        .iter()
+                        .map(|m| {
+                            (
+                                name.clone(),
+                                m["clientId"].as_str().unwrap_or_default().to_owned(),
+                                m["action"].as_u64().unwrap_or(0),
+                            )
+                        })
+                        .collect(),
+                    None => vec![(name, String::new(), 0)],
+                }
+            })
+            .collect()
+    }
+
+    async fn until(&self, what: &str, done: impl Fn(&Receiver) -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !done(self) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: got {:?}",
+                self.items()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// A config file with the test key and one webhook to `receiver`.
+fn config(receiver: SocketAddr, name: &str, extra: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "realtime-webhooks-{}-{name}.toml",
+        std::process::id()
+    ));
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+webhook_debounce_ms = 1000
+[[keys]]
+key = "app.k:secret"
+[[webhooks]]
+id = "billing"
+url = "http://{receiver}/hooks"
+channels = "call:*"
+events = ["channel.lifecycle", "channel.presence", "channel.message"]
+secret = "{SECRET}"
+batch_ms = 20
+retry_initial_ms = 50
+retry_max_ms = 200
+timeout_ms = 1000
+{extra}
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn opened() -> (String, String, u64) {
+    ("channel.opened".into(), String::new(), 0)
+}
+
+fn closed() -> (String, String, u64) {
+    ("channel.closed".into(), String::new(), 0)
+}
+
+fn presence(client_id: &str, action: u64) -> (String, String, u64) {
+    ("presence.message".into(), client_id.into(), action)
+}
+
+#[test]
+fn deliveries_are_signed_retried_until_accepted_and_in_order() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let receiver = Receiver::start(3).await;
+        let path = config(receiver.addr, "signed", "");
+        let node = Server::start(&["--config", path.to_str().unwrap()]);
+        let (mut alice, _) = client(&node, "alice", "").await;
+        attach(&mut alice, "call:1").await;
+        enter(&mut alice, "call:1", "hi").await;
+        send_json(
+            &mut alice,
+            json!({"action": 15, "channel": "call:1", "msgSerial": 1,
+                   "messages": [{"name": "tip", "data": "5"}]}),
+        )
+        .await;
+        attach(&mut alice, "stream:1").await; // not a webhook channel
+        send_json(&mut alice, json!({"action": 7})).await; // CLOSE: alice leaves at once
+        drop(alice);
+        receiver
+            .until("alice's leave and the close, after the debounce", |r| {
+                r.events("call:1").contains(&closed())
+            })
+            .await;
+        let (mut bob, _) = client(&node, "bob", "").await;
+        attach(&mut bob, "call:1").await;
+        enter(&mut bob, "call:1", "yo").await;
+        send_json(&mut bob, json!({"action": 7})).await;
+        drop(bob);
+
+        receiver
+            .until("bob's visit", |r| r.events("call:1").len() == 9)
+            .await;
+        assert_eq!(
+            receiver.events("call:1"),
+            [
+                opened(),
+                presence("alice", 2),
+                ("channel.message".into(), String::new(), 0),
+                presence("alice", 3),
+                closed(),
+                opened(),
+                presence("bob", 2),
+                presence("bob", 3),
+                closed(),
+            ],
+            "every event once, in the order it happened"
+        );
+        let times: Vec<u64> = receiver
+            .items()
+            .iter()
+            .map(|item| item["timestamp"].as_u64().unwrap())
+            .collect();
+        assert!(
+            times.windows(2).all(|w| w[0] <= w[1]),
+            "transition times: {times:?}"
+        );
+        assert!(receiver.events("stream:1").is_empty());
+
+        let requests = receiver.requests.lock().unwrap();
+        assert!(requests.iter().filter(|r| !r.accepted).count() == 3);
+        for request in requests.iter() {
+            let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+            mac.update(&request.body);
+            let expected =
+                base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+            assert_eq!(request.signature, expected, "X-Ably-Signature verifies");
+        }
+        drop(requests);
+        let items = receiver.items();
+        let item = &items[0];
+        assert_eq!(item["webhookId"], "billing");
+        assert_eq!(item["source"], "channel.lifecycle");
+        assert!(item["timestamp"].as_u64().unwrap() > 0);
+        let message = items
+            .iter()
+            .find(|i| i["source"] == "channel.message")
+            .unwrap();
+        assert_eq!(message["data"]["messages"][0]["data"], "5");
+        assert_eq!(message["data"]["messages"][0]["clientId"], "alice");
+    });
+}
+
+#[test]
+fn a_client_back_within_the_debounce_bills_no_leave() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let receiver = Receiver::start(0).await;
+        let path = config(receiver.addr, "debounce", "");
+        let node = Server::start(&["--config", path.to_str().unwrap()]);
+        let (mut alice, connected) = client(&node, "alice", "").await;
+        attach(&mut alice, "call:2").await;
+        enter(&mut alice, "call:2", "hi").await;
+        receiver
+            .until("opened and entered", |r| r.events("call:2").len() == 2)
+            .await;
+
+        // The transport drops and the client resumes: the channel is re-attached in time.
+        drop(alice);
+        let key = connected["connectionDetails"]["connectionKey"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let (mut alice, _) = client(&node, "alice", &format!("&resume={key}")).await;
+        attach(&mut alice, "call:2").await;
+
+        // Closed and opened again by a new connection of the same client within the debounce.
+        send_json(&mut alice, json!({"action": 7})).await;
+        drop(alice);
+        let (mut again, _) = client(&node, "alice", "").await;
+        attach(&mut again, "call:2").await;
+        enter(&mut again, "call:2", "back").await;
+
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        assert_eq!(
+            receiver.events("call:2"),
+            [opened(), presence("alice", 2)],
+            "no leave, no close, no second open or enter"
+        );
+    });
+}
+
+#[test]
+fn two_nodes_announce_one_open_and_one_close() {
+    let redis = RedisServer::start();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let receiver = Receiver::start(0).await;
+        let path = config(receiver.addr, "cluster", "");
+        let url = redis.url();
+        let nodes: Vec<Server> = (0..2)
+            .map(|_| Server::start(&["--config", path.to_str().unwrap(), "--redis", &url]))
+            .collect();
+        let (mut alice, _) = client(&nodes[0], "alice", "").await;
+        attach(&mut alice, "call:3").await;
+        let (mut bob, _) = client(&nodes[1], "bob", "").await;
+        attach(&mut bob, "call:3").await;
+        enter(&mut bob, "call:3", "yo").await;
+        send_json(&mut alice, json!({"action": 7})).await;
+        drop(alice);
+        // A fan re-attaches on node A while bob is still there.
+        let (mut carol, _) = client(&nodes[0], "carol", "").await;
+        attach(&mut carol, "call:3").await;
+        send_json(&mut bob, json!({"action": 7})).await;
+        drop(bob);
+        send_json(&mut carol, json!({"action": 7})).await;
+        drop(carol);
+
+        receiver
+            .until("the close", |r| r.events("call:3").contains(&closed()))
+            .await;
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        assert_eq!(
+            receiver.events("call:3"),
+            [opened(), presence("bob", 2), presence("bob", 3), closed()],
+            "one open and one close for the cluster, presence once"
+        );
+    });
+}
+
+#[test]
+fn queued_events_survive_a_gateway_restart() {
+    let redis = RedisServer::start();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let receiver = Receiver::start(0).await;
+        receiver.refuse();
+        let path = config(receiver.addr, "restart", "");
+        let url = redis.url();
+        let args = ["--config", path.to_str().unwrap(), "--redis", &url];
+        let node = Server::start(&args);
+        let (mut alice, _) = client(&node, "alice", "").await;
+        attach(&mut alice, "call:4").await;
+        enter(&mut alice, "call:4", "hi").await;
+        send_json(&mut alice, json!({"action": 7})).await;
+        drop(alice);
+        // Everything queued (the debounced leave and close too), nothing accepted yet.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while redis
+            .cli(&["XLEN", "rt:webhook:billing:queue"])
+            .trim()
+            .parse::<u64>()
+            .unwrap_or(0)
+            < 4
+        {
+            assert!(std::time::Instant::now() < deadline, "4 items queued");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        drop(node); // killed, with its queue undelivered
+
+        receiver.accept();
+        let _node = Server::start(&args);
+        receiver
+            .until("every queued event after the restart", |r| {
+                r.events("call:4").len() == 4
+            })
+            .await;
+        assert_eq!(
+            receiver.events("call:4"),
+            [
+                opened(),
+                presence("alice", 2),
+                presence("alice", 3),
+                closed()
+            ]
+        );
+    });
+}
