@@ -8,8 +8,9 @@
 //! - Debounced events (`channel.closed`, presence leaves): a key holding the pending event
 //!   (`rt:{channel}:wh:vacate`, `rt:{channel}:wh:leave:{clientId}`) plus an entry in one sorted
 //!   set by due time that every node sweeps. Whoever deletes the key while it still holds that
-//!   event emits it; a re-occupy or re-enter deletes it first and so cancels it. A node dying
-//!   between the two does not lose the event: any other node sweeps it.
+//!   event emits it; a re-occupy or re-enter deletes it first and so cancels it. The due entry
+//!   is written before the key, so a node dying after storing an event does not lose it: any
+//!   other node sweeps it.
 //! - Delivery queues: one stream per webhook (`rt:webhook:{id}:queue`), capped at its bound
 //!   (the trimmed are counted), read oldest first and `XDEL`ed only after a 2xx; one node at a
 //!   time delivers a webhook (a lease key), so delivery order is stream order.
@@ -173,6 +174,9 @@ impl RedisBus {
         pending: &str,
         due_ms: u64,
     ) -> redis::RedisResult<bool> {
+        // Scheduled first, so a stored pending event always has its due entry (an entry whose
+        // key never held it is dropped by the sweeper).
+        self.schedule(pending, due_ms).await?;
         let scheduled: i64 = self
             .invoke(
                 VACATE_SCRIPT,
@@ -187,9 +191,6 @@ impl RedisBus {
         let mut remove = redis::cmd("SREM");
         remove.arg(occupied_key(node)).arg(channel);
         self.call::<()>(remove).await?;
-        if scheduled == 1 {
-            self.schedule(pending, due_ms).await?;
-        }
         Ok(scheduled == 1)
     }
 
@@ -200,10 +201,10 @@ impl RedisBus {
         pending: &str,
         due_ms: u64,
     ) -> redis::RedisResult<()> {
+        self.schedule(pending, due_ms).await?;
         let mut set = redis::cmd("SET");
         set.arg(key).arg(pending).arg("PX").arg(PENDING_TTL_MS);
-        self.call::<()>(set).await?;
-        self.schedule(pending, due_ms).await
+        self.call(set).await
     }
 
     async fn schedule(&self, pending: &str, due_ms: u64) -> redis::RedisResult<()> {
