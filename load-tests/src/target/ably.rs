@@ -6,7 +6,7 @@
 //! unbounded channel, so a busy consumer never stops the socket from being read.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use protocol::{codec, Action, Data, Format, Message, ProtocolMessage};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -111,20 +111,14 @@ impl Target for AblyTarget {
 struct Shared {
     /// ATTACHes waiting for ATTACHED (or a channel ERROR), by channel.
     attaching: Mutex<HashMap<String, oneshot::Sender<Result<(), String>>>>,
-    acknowledged: AtomicU64,
-    refused: AtomicU64,
-    /// Woken on every ACK/NACK and when the reader ends.
-    settled: Notify,
-    ended: AtomicBool,
-    /// Set by `close`, so the end that follows is not a failure.
-    closing: AtomicBool,
-    failure: Mutex<Option<String>>,
+    outcomes: super::Outcomes,
 }
 
-impl Shared {
-    fn fail(&self, why: String) {
-        let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
-        failure.get_or_insert(why);
+impl std::ops::Deref for Shared {
+    type Target = super::Outcomes;
+
+    fn deref(&self) -> &super::Outcomes {
+        &self.outcomes
     }
 }
 
@@ -234,28 +228,11 @@ impl Connection for AblyConnection {
     }
 
     fn in_flight(&self) -> u64 {
-        let done = self.shared.acknowledged.load(Ordering::Relaxed)
-            + self.shared.refused.load(Ordering::Relaxed);
-        self.next_msg_serial.saturating_sub(done)
+        self.shared.in_flight(self.next_msg_serial)
     }
 
     async fn settle(&mut self, timeout: Duration) -> Settled {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            // Register before checking, so a wake-up between the two is not missed.
-            let woken = self.shared.settled.notified();
-            if self.in_flight() == 0 || self.shared.ended.load(Ordering::Acquire) {
-                break;
-            }
-            if tokio::time::timeout_at(deadline, woken).await.is_err() {
-                break;
-            }
-        }
-        Settled {
-            sent: self.next_msg_serial,
-            acknowledged: self.shared.acknowledged.load(Ordering::Relaxed),
-            refused: self.shared.refused.load(Ordering::Relaxed),
-        }
+        self.shared.settle(self.next_msg_serial, timeout).await
     }
 
     async fn next_delivery(&mut self) -> Option<Delivery> {
@@ -263,11 +240,7 @@ impl Connection for AblyConnection {
     }
 
     fn failure(&self) -> Option<String> {
-        self.shared
-            .failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.shared.failure()
     }
 
     async fn close(mut self) {

@@ -78,6 +78,63 @@ pub struct Settled {
     pub refused: u64,
 }
 
+/// What an adapter's reader task and its connection share about publishes: ACK/NACK counts,
+/// the end of the connection, and the first failure. Each adapter's `Shared` derefs to it.
+#[derive(Default)]
+pub(crate) struct Outcomes {
+    pub(crate) acknowledged: std::sync::atomic::AtomicU64,
+    pub(crate) refused: std::sync::atomic::AtomicU64,
+    /// Woken on every ACK/NACK and when the reader ends.
+    pub(crate) settled: tokio::sync::Notify,
+    pub(crate) ended: std::sync::atomic::AtomicBool,
+    /// Set by `close`, so the end that follows is not a failure.
+    pub(crate) closing: std::sync::atomic::AtomicBool,
+    failure: std::sync::Mutex<Option<String>>,
+}
+
+impl Outcomes {
+    /// Records why the connection failed; the first reason wins.
+    pub(crate) fn fail(&self, why: String) {
+        let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        failure.get_or_insert(why);
+    }
+
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Of `sent` publishes, how many are neither acknowledged nor refused yet.
+    pub(crate) fn in_flight(&self, sent: u64) -> u64 {
+        use std::sync::atomic::Ordering;
+        let done = self.acknowledged.load(Ordering::Relaxed) + self.refused.load(Ordering::Relaxed);
+        sent.saturating_sub(done)
+    }
+
+    /// Waits (bounded) until all of `sent` publishes are answered or the connection ended.
+    pub(crate) async fn settle(&self, sent: u64, timeout: Duration) -> Settled {
+        use std::sync::atomic::Ordering;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // Register before checking, so a wake-up between the two is not missed.
+            let woken = self.settled.notified();
+            if self.in_flight(sent) == 0 || self.ended.load(Ordering::Acquire) {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, woken).await.is_err() {
+                break;
+            }
+        }
+        Settled {
+            sent,
+            acknowledged: self.acknowledged.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+        }
+    }
+}
+
 pub trait Target: Send + Sync + 'static {
     type Connection: Connection;
 

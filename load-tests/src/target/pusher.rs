@@ -14,7 +14,7 @@
 //! Credentials: `--key appId:key:secret`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -27,7 +27,7 @@ use md5::{Digest as _, Md5};
 use serde::Deserialize;
 use serde_json::json;
 use sha2::Sha256;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use super::{websocket, ws_base, Connection, Delivery, Settled, Target, Ws, REPLY_TIMEOUT};
@@ -96,18 +96,14 @@ type Sink = Arc<tokio::sync::Mutex<SplitSink<Ws, WsMessage>>>;
 struct Shared {
     /// Subscribes waiting for `pusher_internal:subscription_succeeded`, by (Pusher) channel.
     subscribing: Mutex<HashMap<String, oneshot::Sender<()>>>,
-    acknowledged: AtomicU64,
-    refused: AtomicU64,
-    settled: Notify,
-    ended: AtomicBool,
-    closing: AtomicBool,
-    failure: Mutex<Option<String>>,
+    outcomes: super::Outcomes,
 }
 
-impl Shared {
-    fn fail(&self, why: String) {
-        let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
-        failure.get_or_insert(why);
+impl std::ops::Deref for Shared {
+    type Target = super::Outcomes;
+
+    fn deref(&self) -> &super::Outcomes {
+        &self.outcomes
     }
 }
 
@@ -210,28 +206,11 @@ impl Connection for PusherConnection {
     }
 
     fn in_flight(&self) -> u64 {
-        let done = self.shared.acknowledged.load(Ordering::Relaxed)
-            + self.shared.refused.load(Ordering::Relaxed);
-        self.published.saturating_sub(done)
+        self.shared.in_flight(self.published)
     }
 
     async fn settle(&mut self, timeout: Duration) -> Settled {
-        // The publishes run on their own tasks: the socket ending does not end them.
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let woken = self.shared.settled.notified();
-            if self.in_flight() == 0 {
-                break;
-            }
-            if tokio::time::timeout_at(deadline, woken).await.is_err() {
-                break;
-            }
-        }
-        Settled {
-            sent: self.published,
-            acknowledged: self.shared.acknowledged.load(Ordering::Relaxed),
-            refused: self.shared.refused.load(Ordering::Relaxed),
-        }
+        self.shared.settle(self.published, timeout).await
     }
 
     async fn next_delivery(&mut self) -> Option<Delivery> {
@@ -239,11 +218,7 @@ impl Connection for PusherConnection {
     }
 
     fn failure(&self) -> Option<String> {
-        self.shared
-            .failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.shared.failure()
     }
 
     async fn close(self) {

@@ -2,7 +2,7 @@
 //! `M` deliveries. Same shape as the Ably adapter: a reader task per connection.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -79,11 +79,15 @@ impl Target for RawTarget {
 #[derive(Default)]
 struct Shared {
     subscribing: Mutex<HashMap<String, oneshot::Sender<()>>>,
-    acknowledged: AtomicU64,
-    settled: Notify,
-    ended: AtomicBool,
-    closing: AtomicBool,
-    failure: Mutex<Option<String>>,
+    outcomes: super::Outcomes,
+}
+
+impl std::ops::Deref for Shared {
+    type Target = super::Outcomes;
+
+    fn deref(&self) -> &super::Outcomes {
+        &self.outcomes
+    }
 }
 
 pub struct RawConnection {
@@ -120,26 +124,11 @@ impl Connection for RawConnection {
     }
 
     fn in_flight(&self) -> u64 {
-        self.sent
-            .saturating_sub(self.shared.acknowledged.load(Ordering::Relaxed))
+        self.shared.in_flight(self.sent)
     }
 
     async fn settle(&mut self, timeout: Duration) -> Settled {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let woken = self.shared.settled.notified();
-            if self.in_flight() == 0 || self.shared.ended.load(Ordering::Acquire) {
-                break;
-            }
-            if tokio::time::timeout_at(deadline, woken).await.is_err() {
-                break;
-            }
-        }
-        Settled {
-            sent: self.sent,
-            acknowledged: self.shared.acknowledged.load(Ordering::Relaxed),
-            refused: 0,
-        }
+        self.shared.settle(self.sent, timeout).await
     }
 
     async fn next_delivery(&mut self) -> Option<Delivery> {
@@ -147,11 +136,7 @@ impl Connection for RawConnection {
     }
 
     fn failure(&self) -> Option<String> {
-        self.shared
-            .failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.shared.failure()
     }
 
     async fn close(mut self) {
