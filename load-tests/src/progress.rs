@@ -32,3 +32,25 @@ pub fn timed(duration: Duration, quiet: bool) -> ProgressBar {
     );
     bar
 }
+
+/// Ticks `bar` once a second with the deliveries/s counted in `latencies`; abort it when done.
+pub fn deliveries_per_second(
+    bar: &ProgressBar,
+    latencies: &std::sync::Arc<crate::ledger::Latencies>,
+) -> tokio::task::JoinHandle<()> {
+    let bar = bar.clone();
+    let latencies = latencies.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        let mut last = 0;
+        loop {
+            every.tick().await;
+            let delivered = latencies
+                .delivered
+                .load(std::sync::atomic::Ordering::Relaxed);
+            bar.set_message(format!("{} deliveries/s", delivered - last));
+            bar.inc(1);
+            last = delivered;
+        }
+    })
+}

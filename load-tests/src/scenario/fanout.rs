@@ -2,7 +2,6 @@
 //! open loop), payloads of B bytes. Publisher p's n-th publication goes to channel (p + n) mod C,
 //! stamped with (p, n, send time), so every subscriber knows what it is owed and how late it came.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -128,21 +127,7 @@ async fn run_on<T: Target>(
         tasks.spawn(publisher.run(connection, per_publisher_rate, args.window, deadline));
     }
     let bar = crate::progress::timed(shared.duration, shared.quiet);
-    let ticker = {
-        let bar = bar.clone();
-        let latencies = latencies.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(1));
-            let mut last = 0;
-            loop {
-                every.tick().await;
-                let delivered = latencies.delivered.load(Ordering::Relaxed);
-                bar.set_message(format!("{} deliveries/s", delivered - last));
-                bar.inc(1);
-                last = delivered;
-            }
-        })
-    };
+    let ticker = crate::progress::deliveries_per_second(&bar, &latencies);
 
     let mut sent = vec![0u64; args.publishers];
     let mut settled = Settled::default();

@@ -3,7 +3,6 @@
 //! half of its publications to live channels, half to sessions. Every member and viewer is its
 //! own connection on one channel.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -133,21 +132,7 @@ pub async fn run(shared: &Shared, args: &SessionsArgs) -> anyhow::Result<Report>
         });
     }
     let bar = crate::progress::timed(shared.duration, shared.quiet);
-    let ticker = {
-        let bar = bar.clone();
-        let latencies = latencies.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(1));
-            let mut last = 0;
-            loop {
-                every.tick().await;
-                let delivered = latencies.delivered.load(Ordering::Relaxed);
-                bar.set_message(format!("{} deliveries/s", delivered - last));
-                bar.inc(1);
-                last = delivered;
-            }
-        })
-    };
+    let ticker = crate::progress::deliveries_per_second(&bar, &latencies);
     let mut sent = vec![0u64; args.workers];
     let mut publish_errors = 0;
     while let Some(result) = workers.join_next().await {
