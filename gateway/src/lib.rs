@@ -254,10 +254,8 @@ impl Gateway {
         &self,
         channel: &str,
     ) -> Result<Vec<protocol::PresenceMessage>, protocol::ErrorInfo> {
-        let joined = self.join_channel(channel).await;
-        let members = joined.map(|()| self.hub().presence_members(channel));
-        self.leave_channel(channel);
-        members
+        self.read_joined(channel, |hub| hub.presence_members(channel))
+            .await
     }
 
     /// REST history of `channel` (a hub key): with a bus, read with the channel joined, so a
@@ -267,10 +265,21 @@ impl Gateway {
         channel: &str,
         query: &hub::HistoryQuery,
     ) -> Result<Vec<Arc<protocol::Message>>, protocol::ErrorInfo> {
+        self.read_joined(channel, |hub| hub.history(channel, query))
+            .await
+    }
+
+    /// Reads the hub's copy of `channel` while joined to it (with a bus: subscribed and caught
+    /// up from the shared store), then leaves.
+    async fn read_joined<T>(
+        &self,
+        channel: &str,
+        read: impl FnOnce(&Hub) -> T,
+    ) -> Result<T, protocol::ErrorInfo> {
         let joined = self.join_channel(channel).await;
-        let page = joined.map(|()| self.hub().history(channel, query));
+        let read = joined.map(|()| read(self.hub()));
         self.leave_channel(channel);
-        page
+        read
     }
 
     /// The WebSocket endpoint (`GET /` with an upgrade), to merge into the HTTP router.
