@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Every test: Rust unit and integration tests, the crate-boundary check, and the real `ably` SDK
-# suite against the built binary. Installs what it needs when missing (npm packages via `npm ci`).
+# suite (Node and headless Chromium) against the built binary. Installs what it needs when missing (npm packages via `npm ci`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The cluster tests start their own redis-server processes (never the machine's own on 6379).
-if ! command -v redis-server >/dev/null; then
+# The cluster tests start their own redis-server processes (never the machine's own on 6379);
+# the browser tests drive Debian's Chromium (headless) through playwright-core.
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
   SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq redis-server
+  $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 
 cargo build --locked --bins
