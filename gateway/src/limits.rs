@@ -15,7 +15,8 @@ pub struct Limits {
     pub outbound_queue_frames: usize,
     /// Channels one connection may have attached at once (90010 beyond).
     pub max_channels_per_connection: usize,
-    /// tungstenite's read buffer; its 128 KiB default would cost gigabytes at 10k connections.
+    /// tungstenite's read buffer, allocated per connection for its whole life (its 128 KiB default
+    /// would cost gigabytes at 10k connections). Clients send small frames; a bigger one grows it.
     pub ws_read_buffer_bytes: usize,
     /// Bytes buffered before a write goes to the socket; the writer flushes each batch anyway.
     pub ws_write_buffer_bytes: usize,
@@ -32,7 +33,7 @@ impl Default for Limits {
             max_frame_bytes: 256 * 1024,
             outbound_queue_frames: 256,
             max_channels_per_connection: 1000,
-            ws_read_buffer_bytes: 4 * 1024,
+            ws_read_buffer_bytes: 1024,
             ws_write_buffer_bytes: 8 * 1024,
             ws_max_write_buffer_bytes: 1024 * 1024,
             write_batch_frames: 64,

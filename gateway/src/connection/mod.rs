@@ -24,7 +24,7 @@ use rand::distributions::{Alphanumeric, DistString};
 use tokio::time::{Duration, Instant};
 use tracing::Instrument as _;
 
-pub use outbox::Outbox;
+pub use outbox::{Outbox, Receiver};
 
 use crate::auth::{AuthError, Principal};
 use crate::frame::Frame;
@@ -119,8 +119,10 @@ pub(crate) async fn run(gateway: Gateway, socket: WebSocket, params: ConnectPara
     let limits = &gateway.config().limits;
     let timing = &gateway.config().timing;
     let format = Format::from_param(params.format.as_deref());
-    let (outbox, queue) = Outbox::new(format.unwrap_or(Format::Json), limits.outbound_queue_frames);
-    let outbox = Arc::new(outbox);
+    let outbox = Arc::new(Outbox::new(
+        format.unwrap_or(Format::Json),
+        limits.outbound_queue_frames,
+    ));
     let (sink, stream) = socket.split();
     let heartbeat = params
         .heartbeats
@@ -129,7 +131,6 @@ pub(crate) async fn run(gateway: Gateway, socket: WebSocket, params: ConnectPara
     let writer = tokio::spawn(
         writer::Writer {
             sink,
-            queue,
             outbox: outbox.clone(),
             heartbeat,
             idle_interval: timing.max_idle_interval,
@@ -148,7 +149,8 @@ pub(crate) async fn run(gateway: Gateway, socket: WebSocket, params: ConnectPara
     };
     let principal = match refused {
         Some(error) => Err(error),
-        None => authenticate(&gateway, &params).await.map_err(|error| {
+        // Boxed, like everything that runs once: only the read loop's state stays resident.
+        None => Box::pin(authenticate(&gateway, &params)).await.map_err(|error| {
             // The reason, never the token.
             tracing::info!(code = error.code().code(), reason = %error, "realtime auth refused");
             ::metrics::counter!("realtime_auth_failures_total", "via" => "realtime", "code" => error.code().code().to_string()).increment(1);
@@ -197,7 +199,13 @@ async fn serve_connection(
     mut stream: SplitStream<WebSocket>,
 ) {
     ::metrics::counter!("realtime_connections_accepted_total").increment(1);
-    let mut connection = Connection::open(&gateway, principal, &params, outbox.clone()).await;
+    let mut connection = Box::pin(Connection::open(
+        &gateway,
+        principal,
+        &params,
+        outbox.clone(),
+    ))
+    .await;
     gateway.register_live(&connection.key, &outbox);
     connection.record_for_resume();
     connection.schedule_token_timers();
@@ -356,14 +364,14 @@ impl Connection {
         let idle_timeout = self.gateway.config().timing.peer_idle_timeout;
         let mut shutdown = self.gateway.shutdown_signal();
         let mut idle_deadline = Instant::now() + idle_timeout;
-        let far_future = Instant::now() + Duration::from_secs(86400 * 365);
         // Set once draining: when this connection is told to go (jittered across the drain).
         let mut handover_at: Option<Instant> = None;
+        // One timer for every deadline (idle, drain, token renewal and expiry), re-armed only
+        // when it fires or a deadline moves earlier: a frame costs no timer work, and an idle
+        // connection's task stays small.
+        let timer = tokio::time::sleep_until(self.next_deadline(idle_deadline, handover_at));
+        tokio::pin!(timer);
         loop {
-            let (renew_at, renew_pending, expires_at) = match &self.token_timers {
-                Some(t) => (t.renew_at, !t.renew_asked, t.expires_at),
-                None => (far_future, false, far_future),
-            };
             let flow = tokio::select! {
                 biased;
                 _ = self.outbox.wake_reader.notified() => {
@@ -381,44 +389,74 @@ impl Connection {
                     handover_at = Some(Instant::now() + jitter);
                     Flow::Continue
                 }
-                _ = tokio::time::sleep_until(handover_at.unwrap_or(far_future)), if handover_at.is_some() => {
-                    self.close_reason = "drain";
-                    self.outbox.reply(&ProtocolMessage::error(Action::Disconnected, draining_error()));
-                    Flow::Stop
-                }
-                _ = tokio::time::sleep_until(expires_at), if self.token_timers.is_some() => {
-                    self.close_reason = "token_expired";
-                    self.outbox.reply(&ProtocolMessage::error(
-                        Action::Disconnected,
-                        AuthError::TokenExpired.info(),
-                    ));
-                    Flow::Stop
-                }
-                _ = tokio::time::sleep_until(renew_at), if renew_pending => {
-                    self.outbox.reply(&ProtocolMessage::new(Action::Auth));
-                    if let Some(timers) = &mut self.token_timers {
-                        timers.renew_asked = true;
-                    }
-                    Flow::Continue
-                }
-                frame = tokio::time::timeout_at(idle_deadline, stream.next()) => match frame {
-                    Err(_) => {
-                        tracing::debug!(connection_id = %self.id, "peer idle; dropping");
-                        self.close_reason = "idle";
-                        Flow::Stop
-                    }
-                    Ok(None) => Flow::Stop,
-                    Ok(Some(Err(error))) => self.on_read_error(error),
-                    Ok(Some(Ok(frame))) => {
+                _ = &mut timer => self.on_deadline(idle_deadline, handover_at),
+                frame = stream.next() => match frame {
+                    None => Flow::Stop,
+                    Some(Err(error)) => self.on_read_error(error),
+                    Some(Ok(frame)) => {
                         idle_deadline = Instant::now() + idle_timeout;
-                        self.on_frame(frame).await
+                        // Boxed: the handlers' state would otherwise sit in every idle
+                        // connection's task (several KiB each).
+                        Box::pin(self.on_frame(frame)).await
                     }
                 },
             };
             if matches!(flow, Flow::Stop) || self.outbox.is_ending() {
                 return;
             }
+            let next = self.next_deadline(idle_deadline, handover_at);
+            if timer.is_elapsed() || next < timer.deadline() {
+                timer.as_mut().reset(next);
+            }
         }
+    }
+
+    /// The earliest thing the read loop must do without hearing from the peer.
+    fn next_deadline(&self, idle_deadline: Instant, handover_at: Option<Instant>) -> Instant {
+        let mut next = idle_deadline;
+        if let Some(at) = handover_at {
+            next = next.min(at);
+        }
+        if let Some(timers) = &self.token_timers {
+            next = next.min(timers.expires_at);
+            if !timers.renew_asked {
+                next = next.min(timers.renew_at);
+            }
+        }
+        next
+    }
+
+    /// The timer fired: whichever deadlines have passed, the final ones first.
+    fn on_deadline(&mut self, idle_deadline: Instant, handover_at: Option<Instant>) -> Flow {
+        let now = Instant::now();
+        if handover_at.is_some_and(|at| at <= now) {
+            self.close_reason = "drain";
+            self.outbox.reply(&ProtocolMessage::error(
+                Action::Disconnected,
+                draining_error(),
+            ));
+            return Flow::Stop;
+        }
+        if let Some(timers) = &mut self.token_timers {
+            if timers.expires_at <= now {
+                self.close_reason = "token_expired";
+                self.outbox.reply(&ProtocolMessage::error(
+                    Action::Disconnected,
+                    AuthError::TokenExpired.info(),
+                ));
+                return Flow::Stop;
+            }
+            if !timers.renew_asked && timers.renew_at <= now {
+                timers.renew_asked = true;
+                self.outbox.reply(&ProtocolMessage::new(Action::Auth));
+            }
+        }
+        if idle_deadline <= now {
+            tracing::debug!(connection_id = %self.id, "peer idle; dropping");
+            self.close_reason = "idle";
+            return Flow::Stop;
+        }
+        Flow::Continue
     }
 
     /// A frame over `max_frame_bytes` is refused by tungstenite before we see it; say 40009

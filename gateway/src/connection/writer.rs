@@ -7,7 +7,6 @@ use std::time::Duration;
 use axum::extract::ws::{Message as WsMessage, WebSocket};
 use futures_util::stream::SplitSink;
 use futures_util::SinkExt;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::outbox::Outbox;
@@ -15,7 +14,6 @@ use crate::frame::Frame;
 
 pub(crate) struct Writer {
     pub sink: SplitSink<WebSocket, WsMessage>,
-    pub queue: mpsc::Receiver<Frame>,
     pub outbox: Arc<Outbox>,
     /// Sent when idle if the client asked for protocol heartbeats; a WebSocket ping goes too,
     /// so a dead peer shows up as silence on the read side.
@@ -41,8 +39,7 @@ impl Writer {
                     }
                     break;
                 }
-                frame = self.queue.recv() => {
-                    let Some(frame) = frame else { break };
+                frame = self.outbox.recv() => {
                     match self.write_batch(frame).await {
                         Ok(Flow::Continue) => wrote_since_tick = true,
                         Ok(Flow::Closed) | Err(_) => break,
@@ -51,6 +48,9 @@ impl Writer {
                 _ = tick.tick() => {
                     if self.keep_alive(!wrote_since_tick).await.is_err() {
                         break;
+                    }
+                    if !wrote_since_tick {
+                        self.outbox.shrink_if_empty();
                     }
                     wrote_since_tick = false;
                 }
@@ -85,7 +85,7 @@ impl Writer {
             }
             fed += 1;
             if fed < self.batch {
-                next = self.queue.try_recv().ok();
+                next = self.outbox.pop();
             }
         }
         self.sink.flush().await?;

@@ -3,17 +3,16 @@ use std::sync::Arc;
 use axum::extract::ws::Message as WsMessage;
 use protocol::message::flags;
 use protocol::{Format, Message, ProtocolMessage};
-use tokio::sync::mpsc;
 
 use super::*;
-use crate::connection::Outbox;
+use crate::connection::{Outbox, Receiver};
 
 /// Past the default history retention of a message published at t=1.
 const AFTER_RETENTION: u64 = 2 + 10 * 60 * 1000;
 
 struct TestSubscriber {
     outbox: Arc<Outbox>,
-    queue: mpsc::Receiver<Frame>,
+    queue: Receiver,
 }
 
 fn subscribe(
@@ -24,8 +23,8 @@ fn subscribe(
     echo: bool,
     capacity: usize,
 ) -> TestSubscriber {
-    let (outbox, mut queue) = Outbox::new(format, capacity);
-    let outbox = Arc::new(outbox);
+    let outbox = Arc::new(Outbox::new(format, capacity));
+    let mut queue = outbox.receiver();
     hub.attach(
         channel,
         Subscriber {
@@ -276,8 +275,8 @@ fn attach_as(
     request: &AttachRequest,
     capacity: usize,
 ) -> (TestSubscriber, ProtocolMessage) {
-    let (outbox, mut queue) = Outbox::new(Format::Json, capacity);
-    let outbox = Arc::new(outbox);
+    let outbox = Arc::new(Outbox::new(Format::Json, capacity));
+    let mut queue = outbox.receiver();
     hub.attach(
         channel,
         Subscriber {
@@ -1236,7 +1235,8 @@ fn a_refused_presence_batch_changes_nothing() {
 #[test]
 fn occupancy_events_go_to_those_who_asked_once_per_change() {
     let hub = Hub::default();
-    let (outbox, mut watcher_queue) = Outbox::new(Format::Json, 64);
+    let outbox = Arc::new(Outbox::new(Format::Json, 64));
+    let mut watcher_queue = outbox.receiver();
     hub.attach(
         "live",
         Subscriber {
@@ -1244,7 +1244,7 @@ fn occupancy_events_go_to_those_who_asked_once_per_change() {
             channel_name: "live".into(),
             modes: flags::DEFAULT_MODES | OCCUPANCY_EVENTS,
             echo: true,
-            outbox: Arc::new(outbox),
+            outbox,
         },
         &AttachRequest::default(),
         |_| ProtocolMessage::new(Action::Attached),
