@@ -49,15 +49,16 @@ fn subscriber(
     capacity: usize,
 ) -> (
     Subscriber,
-    tokio::sync::mpsc::Receiver<gateway::frame::Frame>,
+    gateway::connection::Receiver,
 ) {
-    let (outbox, queue) = Outbox::new(Format::Msgpack, capacity);
+    let outbox = Arc::new(Outbox::new(Format::Msgpack, capacity));
+    let queue = outbox.receiver();
     let subscriber = Subscriber {
         connection_id: id.into(),
         channel_name: "live:1".into(),
         modes: flags::DEFAULT_MODES,
         echo: true,
-        outbox: Arc::new(outbox),
+        outbox,
     };
     (subscriber, queue)
 }
@@ -99,7 +100,7 @@ fn join_storm(n: usize) {
         hub.attach("live:1", subscriber, &AttachRequest::default(), attached);
         queues.push(queue);
     }
-    let drain = |queues: &mut Vec<tokio::sync::mpsc::Receiver<gateway::frame::Frame>>| {
+    let drain = |queues: &mut Vec<gateway::connection::Receiver>| {
         let (mut frames, mut bytes) = (0usize, 0usize);
         for queue in queues.iter_mut() {
             while let Ok(frame) = queue.try_recv() {
