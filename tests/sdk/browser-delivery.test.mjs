@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 
 import { FULL_KEY, startServer } from './server.mjs';
 import { ClientPool, FORMATS, safeJson, uniq, withTimeout } from './helpers.mjs';
-import { GATEWAY_ARGS, PageServer, describeTab, inPage, launchChromium, openTab, renderedSeqs, waitForRendered } from './browser-helpers.mjs';
+import { ABLY_VERSION, GATEWAY_ARGS, PageServer, describeTab, inPage, launchChromium, openTab, renderedSeqs, waitForRendered } from './browser-helpers.mjs';
 
 const COUNT = 20;
 
@@ -66,6 +66,7 @@ describe('browser (Chromium): Supabase sign-in, cross-origin, REST → page', ()
       const [socket] = tab.sockets;
       assert.equal(new URL(socket.url).host, `127.0.0.1:${server.port}`);
       assert.equal(new URL(socket.url).searchParams.get('format'), format.name);
+      assert.equal(new URL(socket.url).searchParams.get('agent'), `ably-js/${ABLY_VERSION} browser`, 'the pinned ably-js, its browser build');
       assert.ok(socket.received.length > COUNT / 2, `frames received: ${socket.received.length}`);
       if (format.useBinaryProtocol) {
         assert.ok(socket.received.every((f) => f.binary), `msgpack: every frame binary; text ones: ${safeJson(socket.received.filter((f) => !f.binary).slice(0, 3))}`);
@@ -81,6 +82,10 @@ describe('browser (Chromium): Supabase sign-in, cross-origin, REST → page', ()
       const presenceResponse = tab.responses.find((r) => r.url.includes('/presence'));
       assert.ok(presenceResponse, `a presence response was seen: ${safeJson(tab.responses.map((r) => r.url))}`);
       assert.equal(presenceResponse.status, 200);
+      // Authorization makes it a non-simple request: the browser sent it only after a successful preflight.
+      const requestHeaders = await withTimeout(presenceResponse.requestHeaders, 5_000, 'presence request headers');
+      assert.match(requestHeaders.authorization ?? '', /^Bearer /, 'the page authenticated with its token');
+      assert.equal(requestHeaders.origin, pages.origin);
       const headers = await withTimeout(presenceResponse.headers, 5_000, 'presence response headers');
       assert.equal(headers['access-control-allow-origin'], pages.origin, 'CORS allows the page origin');
       assert.deepEqual(tab.failedRequests, [], 'no request failed');

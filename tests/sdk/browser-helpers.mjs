@@ -7,6 +7,7 @@
 // (browser/page.html, browser/page.js) and Supabase-style access tokens (/supabase-token?sub=…, HS256
 // with the secret the gateway is started with), as a Supabase project would hand them to supabase-js.
 
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import http from 'node:http';
 import { createRequire } from 'node:module';
@@ -20,7 +21,10 @@ import { signJwt, userClaims } from './supabase-helpers.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 // The package's browser build (UMD: window.Ably) sits beside its Node entry point, build/ably-node.js.
-const ablyBrowserBuild = path.join(path.dirname(createRequire(import.meta.url).resolve('ably')), 'ably.min.js');
+const ablyBuildDir = path.dirname(createRequire(import.meta.url).resolve('ably'));
+const ablyBrowserBuild = path.join(ablyBuildDir, 'ably.min.js');
+/** The installed (pinned) ably version; the page's WebSocket names it in its `agent` parameter. */
+export const ABLY_VERSION = JSON.parse(readFileSync(path.join(ablyBuildDir, '../package.json'), 'utf8')).version;
 
 export const CHROMIUM = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
 /** The gateway's --supabase-jwt-secret (Supabase's legacy HS256 JWT secret). */
@@ -96,7 +100,7 @@ export class PageServer {
 /**
  * Open the page in a new tab of `context` and keep what the browser saw: `sockets` (every WebSocket with its
  * URL, frames received as { binary, text } and whether it closed), `responses` (every HTTP response from
- * `gatewayUrl`: url, method, status, a promise of its headers), `failedRequests` and `errors` (page errors, console errors).
+ * `gatewayUrl`: url, method, status, promises of its and its request's headers), `failedRequests` and `errors` (page errors, console errors).
  */
 export async function openTab(context, url, gatewayUrl) {
   const page = await context.newPage();
@@ -114,9 +118,10 @@ export async function openTab(context, url, gatewayUrl) {
   });
   page.on('response', (response) => {
     if (!response.url().startsWith(gatewayUrl)) return;
-    // `headers`: a promise of every response header, CORS ones included.
+    // `headers`, `requestHeaders`: promises of every header (CORS ones, Authorization included).
     const headers = response.allHeaders().catch(() => ({}));
-    tab.responses.push({ url: response.url(), method: response.request().method(), status: response.status(), headers });
+    const requestHeaders = response.request().allHeaders().catch(() => ({}));
+    tab.responses.push({ url: response.url(), method: response.request().method(), status: response.status(), headers, requestHeaders });
   });
   page.on('requestfailed', (request) => tab.failedRequests.push(`${request.method()} ${request.url()}: ${request.failure()?.errorText}`));
   page.on('pageerror', (err) => tab.errors.push(`pageerror: ${err.message}`));
