@@ -98,9 +98,10 @@ export class PageServer {
 }
 
 /**
- * Open the page in a new tab of `context` and keep what the browser saw: `sockets` (every WebSocket with its
- * URL, frames received as { binary, text } and whether it closed), `responses` (every HTTP response from
- * `gatewayUrl`: url, method, status, promises of its and its request's headers), `failedRequests` and `errors` (page errors, console errors).
+ * Open the page in a new tab of `context` and keep what the browser saw: `sockets` (every WebSocket: its URL,
+ * frames received as { binary, text }, socket errors, whether it closed), `responses` (every HTTP response
+ * from `gatewayUrl`: url, method, status, promises of its and its request's headers), `failedRequests` and
+ * `errors` (page errors and console errors).
  */
 export async function openTab(context, url, gatewayUrl) {
   const page = await context.newPage();
@@ -149,7 +150,8 @@ export async function waitForRendered(tab, n, ms, what) {
   try {
     await tab.page.waitForFunction((count) => document.querySelectorAll('#messages li').length >= count, n, { timeout: ms });
   } catch (err) {
-    throw new Error(`timed out after ${ms} ms waiting for ${what}: rendered ${safeJson(await renderedSeqs(tab).catch(() => '?'))}\n${describeTab(tab)}`);
+    const rendered = await renderedSeqs(tab).catch(() => '?');
+    throw new Error(`${what}: ${err.message}; rendered ${safeJson(rendered)}\n${describeTab(tab)}`);
   }
 }
 
@@ -159,7 +161,7 @@ export async function waitForState(tab, state, ms, what) {
     await tab.page.waitForFunction((wanted) => window.app.realtime?.connection.state === wanted, state, { timeout: ms });
   } catch (err) {
     const changes = await tab.page.evaluate(() => window.app.stateChanges).catch(() => '?');
-    throw new Error(`timed out after ${ms} ms waiting for ${what}; state changes ${safeJson(changes)}\n${describeTab(tab)}`);
+    throw new Error(`${what}: ${err.message}; state changes ${safeJson(changes)}\n${describeTab(tab)}`);
   }
 }
 

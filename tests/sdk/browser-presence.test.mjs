@@ -18,10 +18,10 @@ async function waitForPresent(tab, clientIds, ms, what) {
       [...clientIds].sort(),
       { timeout: ms },
     );
-  } catch {
+  } catch (err) {
     const events = await tab.page.evaluate(() => window.app.presenceEvents).catch(() => '?');
     throw new Error(
-      `timed out after ${ms} ms waiting for ${what}: listed ${safeJson(await renderedPresence(tab).catch(() => '?'))}, events ${safeJson(events)}\n${describeTab(tab)}`,
+      `${what}: ${err.message}; listed ${safeJson(await renderedPresence(tab).catch(() => '?'))}, events ${safeJson(events)}\n${describeTab(tab)}`,
     );
   }
 }

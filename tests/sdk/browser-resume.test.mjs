@@ -78,9 +78,9 @@ describe('browser (Chromium): offline and back online resumes without loss', () 
       const resumesBefore = await gatewayMetric(server.url, 'realtime_resumes_total', { outcome: 'resumed' });
 
       // Offline: ably-js sees the window `offline` event and drops its transport at once. Chromium's offline
-      // emulation refuses new connections (ERR_INTERNET_DISCONNECTED) and holds back traffic on the open
-      // socket, close handshake included: like a real outage, the gateway is not told and keeps the old
-      // socket until the resume takes it over.
+      // emulation refuses new connections (ERR_INTERNET_DISCONNECTED) and holds back all traffic on the open
+      // socket, ably-js' close frame included: like a real outage, the gateway is not told and still counts
+      // the old connection open until the page is back.
       await context.setOffline(true);
       await waitForState(tab, 'disconnected', 10_000, 'disconnected after going offline');
       const framesAtOffline = first.received.length;
