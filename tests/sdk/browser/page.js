@@ -28,6 +28,9 @@ function authCallback(_params, callback) {
     .then((token) => callback(null, token), (err) => callback(err, null));
 }
 
+/** Channels whose state changes are being recorded. */
+const recorded = new Set();
+
 const describeError = (err) => (err ? { code: err.code, statusCode: err.statusCode, message: err.message } : null);
 
 const app = {
@@ -119,8 +122,8 @@ const app = {
 
   channel(channelName) {
     const channel = app.realtime.channels.get(channelName);
-    if (!channel.recordingStates) {
-      channel.recordingStates = true;
+    if (!recorded.has(channelName)) {
+      recorded.add(channelName);
       channel.on(function record(change) {
         app.channelChanges.push({
           channel: channelName,
