@@ -152,6 +152,7 @@ pub(crate) async fn run(gateway: Gateway, socket: WebSocket, params: ConnectPara
             // The reason, never the token.
             tracing::info!(code = error.code().code(), reason = %error, "realtime auth refused");
             ::metrics::counter!("realtime_auth_failures_total", "via" => "realtime", "code" => error.code().code().to_string()).increment(1);
+            gateway.hub().pulse().auth_failure();
             error.info()
         }),
     };
@@ -369,7 +370,10 @@ impl Connection {
                 _ = self.outbox.wake_reader.notified() => {
                     self.close_reason = match self.outbox.end_code() {
                         0 => "transport",
-                        80020 => "slow_consumer",
+                        80020 => {
+                            self.gateway.hub().pulse().slow_consumer_disconnect();
+                            "slow_consumer"
+                        }
                         40141 | 40142 => "token_revoked",
                         _ => "superseded",
                     };
@@ -549,6 +553,10 @@ impl Connection {
 
     fn leave_channels(&mut self) {
         ::metrics::gauge!("realtime_channels_attached").decrement(self.attached.len() as f64);
+        self.gateway
+            .hub()
+            .pulse()
+            .attachments_changed(-(self.attached.len() as i64));
         for channel in self.attached.keys() {
             self.gateway.hub().detach(channel, &self.id);
             self.gateway.leave_channel(channel);
