@@ -298,10 +298,16 @@ impl Gateway {
         }
     }
 
+    /// This process in the cluster: the bus's node id (the server id plus a per-start suffix)
+    /// when clustered, else the server id.
+    pub fn node_id(&self) -> &str {
+        self.cluster().map_or(self.server_id(), |bus| bus.node())
+    }
+
     /// This node's dashboard numbers now.
     pub fn node_pulse(&self) -> pulse::NodePulse {
         let mut pulse = self.hub().pulse().snapshot(protocol::now_ms());
-        pulse.node = self.server_id().to_owned();
+        pulse.node = self.node_id().to_owned();
         pulse.state = self.node_state().to_owned();
         pulse.connections = self.live_connections() as u64;
         pulse.channels = self.hub().channel_count() as u64;

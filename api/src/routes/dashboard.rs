@@ -216,7 +216,7 @@ fn totals(nodes: &[NodePulse]) -> Totals {
 async fn overview(State(gateway): State<Gateway>) -> Result<Response, ApiError> {
     let nodes = gateway.node_pulses().await;
     let overview = Overview {
-        node: gateway.server_id().to_owned(),
+        node: gateway.node_id().to_owned(),
         clustered: gateway.config().redis.is_some(),
         cluster: totals(&nodes),
         nodes,

@@ -280,5 +280,5 @@ async fn the_dashboard_is_served_on_the_admin_listener_too() {
     let page = http(admin, Request::get("/dashboard").basic(FULL_KEY)).await;
     assert_eq!(page.status, 200, "{page:?}");
     let overview = get_json(admin, "/dashboard/api/overview").await;
-    assert_eq!(overview["node"], server.gateway.server_id());
+    assert_eq!(overview["node"], server.gateway.node_id());
 }
