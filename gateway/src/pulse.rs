@@ -163,9 +163,8 @@ impl Pulse {
         let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
         // Rates over the last whole second of readings (the current counters against the last
         // sample could cover a sliver of a second and jump about).
-        let (in_per_second, out_per_second) = match (samples.len(), samples.back()) {
-            (n, Some(last)) if n >= 2 => rates(&samples[n - 2], last),
-            (_, Some(last)) => rates(last, &current),
+        let (in_per_second, out_per_second) = match samples.len() {
+            n if n >= 2 => rates(&samples[n - 2], &samples[n - 1]),
             _ => (0.0, 0.0),
         };
         let window_start = samples.len().saturating_sub(WINDOW_SAMPLES + 1);

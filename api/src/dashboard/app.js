@@ -22,8 +22,10 @@ function number(n) {
   return Number(n).toLocaleString('en-US', { maximumFractionDigits: 1 });
 }
 
+// Latencies are bucket bounds in whole ms; the 0 bucket is "within the same millisecond".
 function ms(n) {
-  return n === null || n === undefined ? '–' : `${n} ms`;
+  if (n === null || n === undefined) return '–';
+  return n === 0 ? '<1 ms' : `${n} ms`;
 }
 
 function cell(row, value, className) {
@@ -119,7 +121,7 @@ function renderOverview(overview) {
     cell(row, number(node.channels));
     cell(row, number(node.inPerSecond));
     cell(row, number(node.outPerSecond));
-    cell(row, node.latency && node.latency.p99 !== null ? node.latency.p99 : '–');
+    cell(row, ms(node.latency ? node.latency.p99 : null));
     cell(row, number(node.slowConsumerDisconnects));
     cell(row, number(node.authFailures));
     cell(row, node.at ? `${Math.max(0, Math.round((Date.now() - node.at) / 1000))} s ago` : '–');
@@ -153,7 +155,7 @@ function dataText(message) {
   const data = message.data;
   if (data === undefined || data === null) return '';
   const shown = typeof data === 'string' ? data : JSON.stringify(data);
-  return message.encoding ? `${shown} (${message.encoding})` : shown;
+  return message.encoding && message.encoding !== 'json' ? `${shown} (${message.encoding})` : shown;
 }
 
 function renderInspection(inspection) {
