@@ -68,10 +68,12 @@ pub fn router_for(gateway: Gateway, role: Role) -> Router {
     }
     // The dashboard stays out of CORS: no other origin may read it with the browser's cached
     // credentials.
+    let dashboard =
+        routes::dashboard::router(gateway).layer(axum::middleware::from_fn(count_requests));
     routes
-        .layer(cors)
-        .merge(routes::dashboard::router(gateway))
         .layer(axum::middleware::from_fn(count_requests))
+        .layer(cors)
+        .merge(dashboard)
 }
 
 /// What `--admin-listen` serves: `/metrics`, the probes and the dashboard, off the public port.

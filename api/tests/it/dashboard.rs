@@ -281,4 +281,13 @@ async fn the_dashboard_is_served_on_the_admin_listener_too() {
     assert_eq!(page.status, 200, "{page:?}");
     let overview = get_json(admin, "/dashboard/api/overview").await;
     assert_eq!(overview["node"], server.gateway.node_id());
+    assert_eq!(overview["nodes"][0]["state"], "ready");
+
+    // The admin listener outlives the main one's drain, and shows it.
+    let mut server = server;
+    let _serving = server.begin_shutdown();
+    until(admin, "/dashboard/api/overview", |o| {
+        o["nodes"][0]["state"] == "draining"
+    })
+    .await;
 }

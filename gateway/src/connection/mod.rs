@@ -216,6 +216,10 @@ async fn serve_connection(
     connection.park_or_leave();
     gateway.unregister_live(&connection.key, &outbox);
     outbox.close_after_queue();
+    // However the loop noticed the end: a full queue is what ended it (80020, set only there).
+    if outbox.end_code() == protocol::ErrorCode::ContinuityLost.code() {
+        gateway.hub().pulse().slow_consumer_disconnect();
+    }
     ::metrics::counter!("realtime_connections_closed_total", "reason" => connection.close_reason)
         .increment(1);
 }
@@ -370,10 +374,7 @@ impl Connection {
                 _ = self.outbox.wake_reader.notified() => {
                     self.close_reason = match self.outbox.end_code() {
                         0 => "transport",
-                        80020 => {
-                            self.gateway.hub().pulse().slow_consumer_disconnect();
-                            "slow_consumer"
-                        }
+                        80020 => "slow_consumer",
                         40141 | 40142 => "token_revoked",
                         _ => "superseded",
                     };
