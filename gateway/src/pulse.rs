@@ -46,9 +46,10 @@ struct Sample {
     latency: [u64; N_BUCKETS],
 }
 
-/// What the dashboard shows of one node, and what a clustered node stores for the others.
+/// What the dashboard shows of one node, and what a clustered node stores for the others
+/// (fields a node of another version lacks read as their defaults).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct NodePulse {
     pub node: String,
     /// `ready`, `draining` or `not ready` (bus unreachable); a reader adds `lease lapsed`.
@@ -73,7 +74,7 @@ pub struct NodePulse {
 
 /// Publish→delivery latency over the last minute (ms; a percentile is its bucket's bound).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct Latency {
     pub count: u64,
     pub p50: Option<u64>,
@@ -85,7 +86,7 @@ pub struct Latency {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct Series {
     pub in_per_second: Vec<f64>,
     pub out_per_second: Vec<f64>,

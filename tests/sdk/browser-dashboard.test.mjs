@@ -77,7 +77,11 @@ describe('operator dashboard in a browser', () => {
     try {
       const page = await context.newPage();
       const errors = [];
-      page.on('pageerror', (error) => errors.push(error));
+      page.on('pageerror', (error) => errors.push(error.message));
+      // Content-Security-Policy violations and failed loads show up as console errors.
+      page.on('console', (message) => {
+        if (message.type() === 'error') errors.push(message.text());
+      });
       const response = await page.goto(`${server.url}/dashboard`);
       assert.equal(response.status(), 200);
 
