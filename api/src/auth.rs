@@ -23,6 +23,7 @@ pub(crate) async fn optional_principal(
     let refuse = |error: AuthError| {
         ::metrics::counter!("realtime_auth_failures_total", "via" => "rest", "code" => error.code().code().to_string())
             .increment(1);
+        gateway.hub().pulse().auth_failure();
         ApiError::new(error.info(), format)
     };
     let authorization = authorization

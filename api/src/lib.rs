@@ -61,19 +61,26 @@ pub fn router_for(gateway: Gateway, role: Role) -> Router {
     let mut routes = match role {
         Role::Both => routes::router(gateway.clone()).merge(gateway.router()),
         Role::Gateway => routes::probes(gateway.clone()).merge(gateway.router()),
-        Role::Api => routes::router(gateway),
+        Role::Api => routes::router(gateway.clone()),
     };
     if metrics_here {
         routes = routes.route("/metrics", axum::routing::get(routes::metrics));
     }
+    // The dashboard stays out of CORS: no other origin may read it with the browser's cached
+    // credentials.
+    let dashboard =
+        routes::dashboard::router(gateway).layer(axum::middleware::from_fn(count_requests));
     routes
         .layer(axum::middleware::from_fn(count_requests))
         .layer(cors)
+        .merge(dashboard)
 }
 
-/// What `--admin-listen` serves: `/metrics` and the probes, off the public port.
+/// What `--admin-listen` serves: `/metrics`, the probes and the dashboard, off the public port.
 pub fn admin_router(gateway: Gateway) -> Router {
-    routes::probes(gateway).route("/metrics", axum::routing::get(routes::metrics))
+    routes::probes(gateway.clone())
+        .route("/metrics", axum::routing::get(routes::metrics))
+        .merge(routes::dashboard::router(gateway))
 }
 
 /// Serves `admin_router` on its own listener for the life of the process.

@@ -22,6 +22,7 @@ use rand::distributions::{Alphanumeric, DistString};
 
 use crate::connection::Outbox;
 use crate::frame::Frame;
+use crate::pulse::Pulse;
 
 use log::MessageLog;
 pub use log::{HistoryQuery, Retention};
@@ -88,6 +89,7 @@ pub struct Hub {
     tombstones: DashMap<String, (String, u64)>,
     /// Told about local occupancy transitions (webhooks).
     occupancy_hook: std::sync::OnceLock<OccupancyHook>,
+    pulse: Pulse,
 }
 
 /// See `Hub::on_occupancy_transition`.
@@ -227,7 +229,13 @@ impl Hub {
             occupancy_dirty: Mutex::new(HashSet::new()),
             tombstones: DashMap::new(),
             occupancy_hook: std::sync::OnceLock::new(),
+            pulse: Pulse::default(),
         }
+    }
+
+    /// The dashboard's live numbers for this hub's gateway.
+    pub fn pulse(&self) -> &Pulse {
+        &self.pulse
     }
 
     pub fn config(&self) -> &HubConfig {
@@ -551,7 +559,14 @@ impl Hub {
                 serials.push(Some(serial));
                 fresh.push(message);
             }
-            log_and_fan_out(state, fresh, publication.connection_id, publication.id, now)?;
+            log_and_fan_out(
+                state,
+                &self.pulse,
+                fresh,
+                publication.connection_id,
+                publication.id,
+                now,
+            )?;
             Ok(serials)
         })
     }
@@ -586,7 +601,7 @@ impl Hub {
             if !follows_on {
                 return Ok(false);
             }
-            log_and_fan_out(state, fresh, connection_id, id, now)?;
+            log_and_fan_out(state, &self.pulse, fresh, connection_id, id, now)?;
             Ok(true)
         })
     }
@@ -624,10 +639,13 @@ impl Hub {
                         messages: Some(fresh),
                         ..ProtocolMessage::new(Action::Message)
                     };
-                    if let Err(error) = fan_out(&state.subscribers, &mut outgoing, |s| {
+                    match fan_out(&state.subscribers, &mut outgoing, |s| {
                         s.modes & flags::MODE_SUBSCRIBE != 0
                     }) {
-                        tracing::warn!(message = %error.message, "catch-up delivery failed");
+                        Ok(delivered) => self.pulse.messages_out(delivered),
+                        Err(error) => {
+                            tracing::warn!(message = %error.message, "catch-up delivery failed");
+                        }
                     }
                 }
                 None if known.as_deref().is_none_or(|k| k < floor.as_str()) => {
@@ -858,26 +876,40 @@ impl Hub {
             return Occupancy::default();
         };
         let state = entry.lock();
-        let count = |mode: u64| {
-            state
-                .subscribers
-                .iter()
-                .filter(|s| s.modes & mode != 0)
-                .count()
-        };
-        let presence_connections: HashSet<&str> = state
-            .presence
-            .members()
-            .filter_map(|m| m.connection_id.as_deref())
+        occupancy_of(&state)
+    }
+
+    /// How many channels `keep` accepts, and the busiest of them (most connections, then most
+    /// presence members, then by name), at most `limit`. Locks each channel briefly in turn;
+    /// for a dashboard, not for the publish path.
+    pub fn busiest_channels(
+        &self,
+        keep: impl Fn(&str) -> bool,
+        limit: usize,
+    ) -> (usize, Vec<(String, Occupancy)>) {
+        let channels: Vec<(String, Arc<Channel>)> = self
+            .channels
+            .iter()
+            .filter(|entry| keep(entry.key()))
+            .map(|entry| (entry.key().clone(), entry.value().clone()))
             .collect();
-        Occupancy {
-            connections: state.subscribers.len(),
-            publishers: count(flags::MODE_PUBLISH),
-            subscribers: count(flags::MODE_SUBSCRIBE),
-            presence_connections: presence_connections.len(),
-            presence_members: state.presence.len(),
-            presence_subscribers: count(flags::MODE_PRESENCE_SUBSCRIBE),
-        }
+        let total = channels.len();
+        let mut busiest: Vec<(String, Occupancy)> = channels
+            .into_iter()
+            .map(|(name, channel)| {
+                let occupancy = occupancy_of(&channel.lock());
+                (name, occupancy)
+            })
+            .collect();
+        busiest.sort_by(|(a_name, a), (b_name, b)| {
+            (b.connections, b.presence_members, a_name).cmp(&(
+                a.connections,
+                a.presence_members,
+                b_name,
+            ))
+        });
+        busiest.truncate(limit);
+        (total, busiest)
     }
 
     /// Drops channels with nothing left: no subscribers, members, history or live idempotency
@@ -913,6 +945,7 @@ impl Hub {
 /// one MESSAGE (encoded once per format) to every subscriber that wants it.
 fn log_and_fan_out(
     state: &mut ChannelState,
+    pulse: &Pulse,
     fresh: Vec<Message>,
     publisher: Option<&str>,
     id: Option<String>,
@@ -928,6 +961,7 @@ fn log_and_fan_out(
     if let Some(published) = fresh.first().and_then(|m| m.timestamp) {
         ::metrics::histogram!("realtime_publish_delivery_seconds")
             .record(now.saturating_sub(published) as f64 / 1000.0);
+        pulse.latency_ms(now.saturating_sub(published));
     }
     let mut outgoing = ProtocolMessage {
         id,
@@ -937,10 +971,12 @@ fn log_and_fan_out(
         messages: Some(fresh),
         ..ProtocolMessage::new(Action::Message)
     };
-    fan_out(&state.subscribers, &mut outgoing, |subscriber| {
+    let delivered = fan_out(&state.subscribers, &mut outgoing, |subscriber| {
         subscriber.modes & flags::MODE_SUBSCRIBE != 0
             && (subscriber.echo || Some(&*subscriber.connection_id) != publisher)
-    })
+    })?;
+    pulse.messages_out(delivered);
+    Ok(())
 }
 
 /// A LEAVE the server makes for `member` (its connection went away).
@@ -992,6 +1028,29 @@ fn send_presence(state: &mut ChannelState, now: u64) {
     }
 }
 
+fn occupancy_of(state: &ChannelState) -> Occupancy {
+    let count = |mode: u64| {
+        state
+            .subscribers
+            .iter()
+            .filter(|s| s.modes & mode != 0)
+            .count()
+    };
+    let presence_connections: HashSet<&str> = state
+        .presence
+        .members()
+        .filter_map(|m| m.connection_id.as_deref())
+        .collect();
+    Occupancy {
+        connections: state.subscribers.len(),
+        publishers: count(flags::MODE_PUBLISH),
+        subscribers: count(flags::MODE_SUBSCRIBE),
+        presence_connections: presence_connections.len(),
+        presence_members: state.presence.len(),
+        presence_subscribers: count(flags::MODE_PRESENCE_SUBSCRIBE),
+    }
+}
+
 fn state_max_age(state: &ChannelState) -> u64 {
     state.log_retention().max_age.as_millis() as u64
 }
@@ -1003,12 +1062,13 @@ impl ChannelState {
 }
 
 /// Encodes once per (format, channel name as subscribed) and queues the shared bytes for every
-/// subscriber `wanted` accepts.
+/// subscriber `wanted` accepts. Returns the deliveries (messages or presence events times
+/// subscribers).
 fn fan_out(
     subscribers: &[Subscriber],
     outgoing: &mut ProtocolMessage,
     wanted: impl Fn(&Subscriber) -> bool,
-) -> Result<(), ErrorInfo> {
+) -> Result<u64, ErrorInfo> {
     let mut frames: Vec<(Arc<str>, Format, Frame)> = Vec::with_capacity(2);
     // (frames, bytes) per format, counted once per fan-out rather than per subscriber.
     let mut sent = [(0u64, 0u64); 2];
@@ -1054,7 +1114,7 @@ fn fan_out(
         ::metrics::counter!("realtime_deliveries_total", "format" => format, "kind" => kind, "namespace" => namespace)
             .increment(count * per_frame);
     }
-    Ok(())
+    Ok(sent.iter().map(|(count, _)| count * per_frame).sum())
 }
 
 /// Message ids seen recently on one channel, oldest first.

@@ -14,6 +14,7 @@ pub mod frame;
 pub mod hub;
 pub mod limits;
 mod publish;
+pub mod pulse;
 mod registry;
 mod resume;
 mod server;
@@ -115,6 +116,9 @@ impl Gateway {
         every(&inner, OCCUPANCY_INTERVAL, |inner| {
             inner.hub.flush_occupancy()
         });
+        every(&inner, PULSE_INTERVAL, |inner| {
+            inner.hub.pulse().sample(protocol::now_ms())
+        });
         if inner.config.redis.is_none() {
             start_webhooks(&inner, None);
         }
@@ -164,6 +168,7 @@ impl Gateway {
         .await?;
         let _ = self.inner.bus.set(bus.clone());
         start_webhooks(&self.inner, Some(bus));
+        share_pulse(Arc::downgrade(&self.inner));
         // Live connections' resume records must not expire while they live.
         let inner = Arc::downgrade(&self.inner);
         let every = self.config().timing.connection_state_ttl / 3;
@@ -282,6 +287,65 @@ impl Gateway {
         read
     }
 
+    /// `ready`, `draining`, or `not ready` (clustered, and the bus is not answering).
+    pub fn node_state(&self) -> &'static str {
+        if self.is_shutting_down() {
+            "draining"
+        } else if self.is_ready() {
+            "ready"
+        } else {
+            "not ready"
+        }
+    }
+
+    /// This process in the cluster: the bus's node id (the server id plus a per-start suffix)
+    /// when clustered, else the server id.
+    pub fn node_id(&self) -> &str {
+        self.cluster().map_or(self.server_id(), |bus| bus.node())
+    }
+
+    /// This node's dashboard numbers now.
+    pub fn node_pulse(&self) -> pulse::NodePulse {
+        let mut pulse = self.hub().pulse().snapshot(protocol::now_ms());
+        pulse.node = self.node_id().to_owned();
+        pulse.state = self.node_state().to_owned();
+        pulse.connections = self.live_connections() as u64;
+        pulse.channels = self.hub().channel_count() as u64;
+        pulse
+    }
+
+    /// Every node's numbers, this one first: alone in embedded mode; clustered, every node in
+    /// the node set, from the snapshots they share (a node whose lease lapsed is `lease lapsed`,
+    /// one that holds its lease but shares nothing `no numbers`).
+    pub async fn node_pulses(&self) -> Vec<pulse::NodePulse> {
+        let here = self.node_pulse();
+        let Some(bus) = self.cluster().cloned() else {
+            return vec![here];
+        };
+        let readings = match bus.node_readings().await {
+            Ok(readings) => readings,
+            Err(error) => {
+                tracing::debug!(%error, "could not read the other nodes' numbers");
+                Vec::new()
+            }
+        };
+        let others: Vec<pulse::NodePulse> = readings
+            .into_iter()
+            .filter(|reading| reading.node != here.node)
+            .map(|reading| {
+                let mut pulse = reading.pulse.unwrap_or_default();
+                if !reading.lease_held {
+                    pulse.state = "lease lapsed".to_owned();
+                } else if pulse.node.is_empty() {
+                    pulse.state = "no numbers".to_owned();
+                }
+                pulse.node = reading.node;
+                pulse
+            })
+            .collect();
+        std::iter::once(here).chain(others).collect()
+    }
+
     /// The WebSocket endpoint (`GET /` with an upgrade), to merge into the HTTP router.
     pub fn router(&self) -> axum::Router {
         server::router(self.clone())
@@ -341,6 +405,9 @@ impl Drop for LiveConnection {
     }
 }
 
+/// The dashboard's numbers are read (and, clustered, shared with the other nodes) once a second.
+const PULSE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// `[meta]occupancy` events go out at most once a second per channel.
 const OCCUPANCY_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -368,6 +435,26 @@ fn start_webhooks(inner: &Arc<Inner>, redis: Option<Arc<bus::RedisBus>>) {
                 });
             }
         }));
+}
+
+/// Clustered: stores this node's numbers in Redis every `PULSE_INTERVAL` for the other nodes'
+/// dashboards, for as long as the gateway lives.
+fn share_pulse(inner: std::sync::Weak<Inner>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PULSE_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(inner) = inner.upgrade() else { return };
+            let Some(bus) = inner.bus.get().cloned() else {
+                return;
+            };
+            let pulse = Gateway { inner }.node_pulse();
+            if let Err(error) = bus.share_pulse(&pulse).await {
+                tracing::debug!(%error, "could not share this node's numbers");
+            }
+        }
+    });
 }
 
 /// Runs `work` every `interval` for as long as the gateway lives.

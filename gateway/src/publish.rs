@@ -139,6 +139,7 @@ impl Gateway {
             }
         }
         self.count_publish(principal, &origin, n_messages, total_bytes);
+        self.hub().pulse().messages_in(n_messages as u64);
         ::metrics::counter!(
             "realtime_messages_published_total",
             "source" => match origin { Origin::Connection { .. } => "realtime", Origin::Rest => "rest" },

@@ -6,6 +6,7 @@ mod cluster;
 mod cluster_state;
 mod contract;
 mod cors;
+mod dashboard;
 mod events;
 mod metrics;
 mod process;

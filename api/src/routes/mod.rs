@@ -3,6 +3,7 @@
 mod apps;
 mod batch;
 mod channels;
+pub(crate) mod dashboard;
 mod events;
 mod health;
 mod history;

@@ -5,6 +5,7 @@ mod auth;
 mod bad_input;
 mod conformance;
 mod continuity;
+mod dashboard;
 mod openapi;
 mod realtime;
 mod rest;

@@ -1,6 +1,7 @@
 //! `GET /openapi.json` is true to the router: every route `routes::router` (and `/metrics`)
 //! serves is in the document with its methods, and every documented operation reaches a
-//! handler rather than the not-found fallback.
+//! handler rather than the not-found fallback. The operator dashboard (`/dashboard/...`,
+//! `routes/dashboard.rs`) is not Ably's REST API and stays out of the document.
 
 use std::collections::BTreeSet;
 

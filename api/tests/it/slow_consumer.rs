@@ -79,6 +79,14 @@ async fn slow_subscriber_is_disconnected_while_a_fast_one_gets_everything() {
         "the slow subscriber was never cut off ({received} messages, then {ending:?})"
     );
     eprintln!("slow subscriber: {received} of {N_MESSAGES} messages, then {ending:?}");
+    // The dashboard counts it once the connection has ended.
+    tokio::time::timeout(WAIT, async {
+        while server.gateway.node_pulse().slow_consumer_disconnects != 1 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the dashboard counts the slow-consumer disconnect");
 
     // The server is fine: the fast subscriber still gets new messages, and newcomers work.
     let mut newcomer = server.connect(&format!("key={FULL_KEY}&format=json")).await;

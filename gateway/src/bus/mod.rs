@@ -27,6 +27,7 @@ mod backend;
 mod commands;
 mod connections;
 mod events;
+mod nodes;
 mod presence;
 mod shards;
 mod webhooks;

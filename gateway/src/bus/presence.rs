@@ -55,7 +55,7 @@ fn field(member: &PresenceMessage) -> String {
     )
 }
 
-fn lease_key(node: &str) -> String {
+pub(super) fn lease_key(node: &str) -> String {
     format!("rt:node:{node}")
 }
 
@@ -63,7 +63,7 @@ fn node_channels_key(node: &str) -> String {
     format!("rt:node:{node}:channels")
 }
 
-const NODES_KEY: &str = "rt:nodes";
+pub(super) const NODES_KEY: &str = "rt:nodes";
 
 /// Members read back from the hash: (holding node, member).
 pub(super) fn parse_members(flat: &[String]) -> Vec<(String, PresenceMessage)> {

@@ -98,6 +98,7 @@ impl Connection {
             });
         if !self.attached.contains_key(&base) {
             ::metrics::gauge!("realtime_channels_attached").increment(1.0);
+            self.gateway.hub().pulse().attachments_changed(1);
         }
         self.attached.insert(
             base,
@@ -121,6 +122,7 @@ impl Connection {
         let channel_key = self.principal.channel_key(&channel);
         if self.attached.remove(channel_key.as_ref()).is_some() {
             ::metrics::gauge!("realtime_channels_attached").decrement(1.0);
+            self.gateway.hub().pulse().attachments_changed(-1);
             self.gateway.hub().detach(&channel_key, &self.id);
             self.gateway.leave_channel(&channel_key);
         }
@@ -151,6 +153,7 @@ impl Connection {
         for base in refused {
             if let Some(attachment) = self.attached.remove(&base) {
                 ::metrics::gauge!("realtime_channels_attached").decrement(1.0);
+                hub.pulse().attachments_changed(-1);
                 hub.detach(&base, &self.id);
                 self.gateway.leave_channel(&base);
                 self.channel_error(

@@ -154,6 +154,7 @@ pub(crate) async fn run(gateway: Gateway, socket: WebSocket, params: ConnectPara
             // The reason, never the token.
             tracing::info!(code = error.code().code(), reason = %error, "realtime auth refused");
             ::metrics::counter!("realtime_auth_failures_total", "via" => "realtime", "code" => error.code().code().to_string()).increment(1);
+            gateway.hub().pulse().auth_failure();
             error.info()
         }),
     };
@@ -223,6 +224,10 @@ async fn serve_connection(
     connection.park_or_leave();
     gateway.unregister_live(&connection.key, &outbox);
     outbox.close_after_queue();
+    // However the loop noticed the end: a full queue is what ended it (80020, set only there).
+    if outbox.end_code() == protocol::ErrorCode::ContinuityLost.code() {
+        gateway.hub().pulse().slow_consumer_disconnect();
+    }
     ::metrics::counter!("realtime_connections_closed_total", "reason" => connection.close_reason)
         .increment(1);
 }
@@ -587,6 +592,10 @@ impl Connection {
 
     fn leave_channels(&mut self) {
         ::metrics::gauge!("realtime_channels_attached").decrement(self.attached.len() as f64);
+        self.gateway
+            .hub()
+            .pulse()
+            .attachments_changed(-(self.attached.len() as i64));
         for channel in self.attached.keys() {
             self.gateway.hub().detach(channel, &self.id);
             self.gateway.leave_channel(channel);
