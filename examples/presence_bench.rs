@@ -44,13 +44,7 @@ fn enter(hub: &Hub, channel: &str, i: usize) {
     .expect("enter");
 }
 
-fn subscriber(
-    id: &str,
-    capacity: usize,
-) -> (
-    Subscriber,
-    gateway::connection::Receiver,
-) {
+fn subscriber(id: &str, capacity: usize) -> (Subscriber, gateway::connection::Receiver) {
     let outbox = Arc::new(Outbox::new(Format::Msgpack, capacity));
     let queue = outbox.receiver();
     let subscriber = Subscriber {

@@ -1061,6 +1061,11 @@ impl ChannelState {
     }
 }
 
+/// Channels with at least this many subscribers deliver in bulk: their writers may gather a
+/// few milliseconds of frames into one write (see `Limits::min_flush_interval`), which is where
+/// one syscall per subscriber per message costs most. Smaller channels are written at once.
+const BULK_FAN_OUT: usize = 64;
+
 /// Encodes once per (format, channel name as subscribed) and queues the shared bytes for every
 /// subscriber `wanted` accepts. Returns the deliveries (messages or presence events times
 /// subscribers).
@@ -1072,6 +1077,7 @@ fn fan_out(
     let mut frames: Vec<(Arc<str>, Format, Frame)> = Vec::with_capacity(2);
     // (frames, bytes) per format, counted once per fan-out rather than per subscriber.
     let mut sent = [(0u64, 0u64); 2];
+    let bulk = subscribers.len() >= BULK_FAN_OUT;
     for subscriber in subscribers.iter().filter(|s| wanted(s)) {
         let format = subscriber.outbox.format;
         let cached = frames
@@ -1091,7 +1097,11 @@ fn fan_out(
         let slot = &mut sent[usize::from(format == Format::Msgpack)];
         slot.0 += 1;
         slot.1 += frame.len() as u64;
-        subscriber.outbox.push(frame);
+        if bulk {
+            subscriber.outbox.push_bulk(frame);
+        } else {
+            subscriber.outbox.push(frame);
+        }
     }
     let kind = if outgoing.action == Action::Presence as u8 {
         "presence"

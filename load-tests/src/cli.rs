@@ -153,6 +153,11 @@ pub struct FanoutArgs {
     /// Open loop: unacknowledged publishes each publisher may have outstanding.
     #[arg(long, default_value_t = 32)]
     pub window: u64,
+    /// Open loop: deliveries per subscriber published but not yet received, at most. Keeps the
+    /// publishers from outrunning the subscribers (and so the server's bounded queues), so the
+    /// open loop finds the rate everything is delivered at.
+    #[arg(long, default_value_t = 64)]
+    pub backlog: u64,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -90,6 +90,9 @@ pub struct CompareArgs {
     /// Open loop: unconfirmed publications per publisher.
     #[arg(long, default_value_t = 32)]
     pub window: u64,
+    /// Open loop: deliveries per subscriber not yet received, at most.
+    #[arg(long, default_value_t = 64)]
+    pub backlog: u64,
     /// Idle connections per server (0: no idle run).
     #[arg(long, default_value_t = 10_000)]
     pub idle_connections: usize,
@@ -333,6 +336,7 @@ async fn run_all(
                 rate: 0.0,
                 size: args.size,
                 window: args.window,
+                backlog: args.backlog,
             };
             let shape = format!("{channels}x{subscribers}");
             let saturated = fanout::run(&on, &fanout_args).await;
@@ -619,11 +623,13 @@ fn tables(runs: &[Run], notes: &[String], shared: &Shared, args: &CompareArgs) -
     let _ = writeln!(
         out,
         "Fanout: {} publishers, {} B payloads, {} per run (open loop: {} unconfirmed per \
-         publisher; half rate: half the open loop's publications/s). Server pinned to CPU {}.\n",
+         publisher and at most {} deliveries per subscriber not yet received; half rate: half the \
+         open loop's publications/s). Server pinned to CPU {}.\n",
         args.publishers,
         args.size,
         humantime(shared.duration),
         args.window,
+        args.backlog,
         args.server_cpus
     );
     out.push_str(

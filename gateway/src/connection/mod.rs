@@ -135,6 +135,8 @@ pub(crate) async fn run(gateway: Gateway, socket: WebSocket, params: ConnectPara
             heartbeat,
             idle_interval: timing.max_idle_interval,
             batch: limits.write_batch_frames,
+            min_flush_interval: limits.min_flush_interval,
+            last_flush: None,
         }
         .run(),
     );

@@ -23,6 +23,9 @@ pub struct Outbox {
     queue: Mutex<VecDeque<Frame>>,
     /// Something was queued into an empty queue (a permit is kept if the writer is busy).
     queued: Notify,
+    /// Something other than a bulk delivery was queued (a reply the client waits on, a message
+    /// on a small channel): the writer flushes at once rather than gathering frames for a moment.
+    urgent_queued: AtomicBool,
     /// Set once: the connection is going away and `last_words` jumps the queue.
     ending: AtomicBool,
     end_code: std::sync::atomic::AtomicU32,
@@ -38,6 +41,7 @@ impl Outbox {
             capacity,
             queue: Mutex::new(VecDeque::new()),
             queued: Notify::new(),
+            urgent_queued: AtomicBool::new(false),
             ending: AtomicBool::new(false),
             end_code: std::sync::atomic::AtomicU32::new(0),
             last_words: Mutex::new(None),
@@ -46,8 +50,18 @@ impl Outbox {
         }
     }
 
-    /// Queues a frame. Returns false if the connection is ending or was just found too slow.
+    /// Queues a frame to be written at once. Returns false if the connection is ending or was
+    /// just found too slow.
     pub fn push(&self, frame: Frame) -> bool {
+        self.enqueue(frame, true)
+    }
+
+    /// Queues a delivery from a big fan-out, which the writer may hold a moment to batch.
+    pub fn push_bulk(&self, frame: Frame) -> bool {
+        self.enqueue(frame, false)
+    }
+
+    fn enqueue(&self, frame: Frame, urgent: bool) -> bool {
         if self.ending.load(Ordering::Relaxed) {
             return false;
         }
@@ -68,11 +82,28 @@ impl Outbox {
         }
         let was_empty = queue.is_empty();
         queue.push_back(frame);
+        if urgent {
+            // Under the lock: the writer never takes this frame without seeing the flag.
+            self.urgent_queued.store(true, Ordering::Release);
+        }
         drop(queue);
-        if was_empty {
+        // An urgent frame also ends a writer's hold.
+        if was_empty || urgent {
             self.queued.notify_one();
         }
         true
+    }
+
+    /// Whether anything but bulk deliveries was queued since the last call.
+    pub(crate) fn take_urgent(&self) -> bool {
+        self.urgent_queued.swap(false, Ordering::AcqRel)
+    }
+
+    /// Waits until something urgent is queued (the writer's hold races this against its timer).
+    pub(crate) async fn urgent(&self) {
+        while !self.urgent_queued.load(Ordering::Acquire) {
+            self.queued.notified().await;
+        }
     }
 
     /// The next queued frame, if any.
@@ -171,5 +202,71 @@ impl Receiver {
 
     pub async fn recv(&mut self) -> Option<Frame> {
         Some(self.0.recv().await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame() -> Frame {
+        Frame::encode(&ProtocolMessage::new(Action::Heartbeat), Format::Json).unwrap()
+    }
+
+    #[test]
+    fn bulk_deliveries_may_wait_but_anything_else_is_urgent() {
+        let outbox = Outbox::new(Format::Json, 8);
+        assert!(outbox.push_bulk(frame()));
+        assert!(!outbox.take_urgent(), "a bulk delivery alone may be held");
+        assert!(outbox.push(frame()));
+        assert!(outbox.take_urgent());
+        assert!(!outbox.take_urgent(), "taken once");
+        assert!(outbox.reply(&ProtocolMessage::new(Action::Ack)));
+        assert!(outbox.take_urgent(), "replies are urgent");
+    }
+
+    #[test]
+    fn a_full_queue_ends_the_connection_and_order_is_kept() {
+        let outbox = Arc::new(Outbox::new(Format::Json, 2));
+        let mut receiver = outbox.receiver();
+        assert!(outbox.push_bulk(frame()));
+        assert!(outbox.reply(&ProtocolMessage::new(Action::Ack)));
+        assert!(!outbox.push_bulk(frame()), "third frame over capacity 2");
+        assert!(outbox.is_ending());
+        assert_eq!(
+            outbox.end_code(),
+            protocol::ErrorCode::ContinuityLost.code()
+        );
+        let first = receiver.try_recv().unwrap();
+        let second = receiver.try_recv().unwrap();
+        assert!(receiver.try_recv().is_err());
+        let action = |frame: Frame| -> Option<Action> {
+            match frame.into_ws() {
+                axum::extract::ws::Message::Text(text) => {
+                    protocol::codec::decode::<ProtocolMessage>(text.as_bytes(), Format::Json)
+                        .unwrap()
+                        .action()
+                }
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        };
+        assert_eq!(action(first), Some(Action::Heartbeat));
+        assert_eq!(action(second), Some(Action::Ack));
+    }
+
+    #[test]
+    fn an_emptied_queue_gives_its_memory_back() {
+        let outbox = Outbox::new(Format::Json, 64);
+        for _ in 0..40 {
+            outbox.push(frame());
+        }
+        outbox.shrink_if_empty();
+        assert!(
+            outbox.queue.lock().unwrap().capacity() >= 40,
+            "not empty: kept"
+        );
+        while outbox.pop().is_some() {}
+        outbox.shrink_if_empty();
+        assert_eq!(outbox.queue.lock().unwrap().capacity(), 0);
     }
 }

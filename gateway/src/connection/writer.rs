@@ -20,6 +20,8 @@ pub(crate) struct Writer {
     pub heartbeat: Option<Frame>,
     pub idle_interval: Duration,
     pub batch: usize,
+    pub min_flush_interval: Duration,
+    pub last_flush: Option<Instant>,
 }
 
 impl Writer {
@@ -70,25 +72,53 @@ impl Writer {
         self.sink.send(WsMessage::Ping(Default::default())).await
     }
 
-    /// Feeds the frame and whatever else is already queued (up to a batch), then flushes once.
-    /// A close frame in the queue ends the connection after everything queued before it.
+    /// Feeds the frame and whatever else is already queued (up to a batch), then flushes once;
+    /// if the last flush was under `min_flush_interval` ago and only bulk deliveries are
+    /// waiting, first waits out the rest of it and takes what arrived meanwhile. A close frame in the queue ends the
+    /// connection after everything queued before it.
     async fn write_batch(&mut self, first: Frame) -> Result<Flow, axum::Error> {
         let mut next = Some(first);
         let mut fed = 0;
-        while let Some(frame) = next.take() {
-            let message = frame.into_ws();
-            let closing = matches!(message, WsMessage::Close(_));
-            self.sink.feed(message).await?;
-            if closing {
-                self.sink.flush().await?;
-                return Ok(Flow::Closed);
+        let urgent = self.outbox.take_urgent();
+        let hold_until = self
+            .last_flush
+            .map(|at| at + self.min_flush_interval)
+            .filter(|until| !urgent && *until > Instant::now());
+        let mut held = hold_until.is_none();
+        loop {
+            while let Some(frame) = next.take() {
+                let message = frame.into_ws();
+                let closing = matches!(message, WsMessage::Close(_));
+                self.sink.feed(message).await?;
+                if closing {
+                    self.sink.flush().await?;
+                    return Ok(Flow::Closed);
+                }
+                fed += 1;
+                if fed < self.batch {
+                    next = self.outbox.pop();
+                }
             }
-            fed += 1;
-            if fed < self.batch {
-                next = self.outbox.pop();
+            if held || fed >= self.batch {
+                break;
             }
+            held = true;
+            if let Some(until) = hold_until {
+                tokio::select! {
+                    biased;
+                    // Ending: flush what was fed and let the loop send the last words.
+                    _ = self.outbox.wake_writer.notified() => {
+                        self.outbox.wake_writer.notify_one();
+                        break;
+                    }
+                    _ = tokio::time::sleep_until(until) => {}
+                    _ = self.outbox.urgent() => {}
+                }
+            }
+            next = self.outbox.pop();
         }
         self.sink.flush().await?;
+        self.last_flush = Some(Instant::now());
         Ok(Flow::Continue)
     }
 }

@@ -30,6 +30,7 @@ fn a_missing_peer_is_skipped_not_started() {
         publishers: 1,
         size: 100,
         window: 1,
+        backlog: 64,
         idle_connections: 0,
         idle_duration: Duration::from_secs(1),
         out: std::env::temp_dir().join("realtime-compare-test"),

@@ -2,6 +2,7 @@
 //! open loop), payloads of B bytes. Publisher p's n-th publication goes to channel (p + n) mod C,
 //! stamped with (p, n, send time), so every subscriber knows what it is owed and how late it came.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -116,6 +117,12 @@ async fn run_on<T: Target>(
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + shared.duration;
     let per_publisher_rate = args.rate / args.publishers as f64;
+    let backlog = Arc::new(Backlog {
+        subscribers_per_channel: subscribers_per_channel.clone(),
+        owed: AtomicU64::new(0),
+        limit: args.backlog.max(1) * readers.len().max(1) as u64,
+        latencies: latencies.clone(),
+    });
     let mut tasks = JoinSet::new();
     for (index, (_, connection)) in publishers.connections.into_iter().enumerate() {
         let publisher = Publisher {
@@ -123,6 +130,7 @@ async fn run_on<T: Target>(
             channel_names: channel_names.clone(),
             schedule: schedule.clone(),
             size: args.size,
+            backlog: backlog.clone(),
         };
         tasks.spawn(publisher.run(connection, per_publisher_rate, args.window, deadline));
     }
@@ -188,11 +196,43 @@ struct Publisher {
     channel_names: Vec<String>,
     schedule: Schedule,
     size: usize,
+    backlog: Arc<Backlog>,
+}
+
+/// Deliveries published but not yet received, across all subscribers: the open loop waits while
+/// there are more than `limit`, so it measures what the server delivers, not what it accepts.
+struct Backlog {
+    subscribers_per_channel: Vec<u64>,
+    /// Deliveries owed by everything published so far.
+    owed: AtomicU64,
+    limit: u64,
+    latencies: Arc<Latencies>,
+}
+
+impl Backlog {
+    fn published(&self, channel: usize) {
+        self.owed
+            .fetch_add(self.subscribers_per_channel[channel], Ordering::Relaxed);
+    }
+
+    fn full(&self) -> bool {
+        let delivered = self.latencies.delivered.load(Ordering::Relaxed);
+        self.owed.load(Ordering::Relaxed).saturating_sub(delivered) > self.limit
+    }
+
+    /// Waits (bounded) until the subscribers have caught up; a stall is the run's deliveries
+    /// accounting's to report, not the publisher's.
+    async fn wait(&self) {
+        let until = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+        while self.full() && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
 }
 
 impl Publisher {
     /// Publishes until `deadline` at `rate`/s (open loop with at most `window` unacknowledged
-    /// when `rate` is 0), then waits for the last ACKs.
+    /// and the subscribers' backlog bounded when `rate` is 0), then waits for the last ACKs.
     async fn run<C: Connection>(
         self,
         mut connection: C,
@@ -218,6 +258,7 @@ impl Publisher {
                 None if connection.in_flight() >= window.max(1) => {
                     connection.settle(SETTLE_TIMEOUT).await;
                 }
+                None if self.backlog.full() => self.backlog.wait().await,
                 None => {}
             }
             let stamp = Stamp {
@@ -225,7 +266,9 @@ impl Publisher {
                 seq,
                 sent_us: clock::now_us(),
             };
-            let channel = &self.channel_names[(self.schedule)(self.id, seq)];
+            let index = (self.schedule)(self.id, seq);
+            self.backlog.published(index);
+            let channel = &self.channel_names[index];
             if let Err(error) = connection.publish(channel, stamp.encode(self.size)).await {
                 failure = Some(format!("{error:#}"));
                 break;
