@@ -77,10 +77,26 @@ fn main() -> ExitCode {
     }
 }
 
+/// Pending connections the kernel may queue for us (capped by `net.core.somaxconn`). tokio's
+/// default of 1,024 overflowed in reconnect storms (SYNs dropped, clients waiting a second to
+/// retry).
+const LISTEN_BACKLOG: u32 = 8192;
+
+fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As std's bind does: a restarted server can take its port back at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 async fn run(settings: settings::Settings, role: api::Role) -> anyhow::Result<()> {
     use anyhow::Context as _;
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
+    let listener = bind(settings.listen)
         .with_context(|| format!("cannot listen on {} (--listen)", settings.listen))?;
     let local = listener.local_addr()?;
     if let Some(dev_key) = &settings.generated_key {

@@ -231,8 +231,8 @@ impl Backlog {
 }
 
 impl Publisher {
-    /// Publishes until `deadline` at `rate`/s (open loop with at most `window` unacknowledged
-    /// and the subscribers' backlog bounded when `rate` is 0), then waits for the last ACKs.
+    /// Publishes until `deadline` at `rate`/s (at most `window` unacknowledged), or in an open
+    /// loop when `rate` is 0 (the subscribers' backlog bounded too), then waits for the last ACKs.
     async fn run<C: Connection>(
         self,
         mut connection: C,
@@ -253,6 +253,12 @@ impl Publisher {
                     tokio::select! {
                         _ = ticks.tick() => {}
                         _ = tokio::time::sleep_until(deadline) => break,
+                    }
+                    // A fixed rate keeps the window too: a publisher whose ACKs the tool reads
+                    // late would otherwise pile them up in the server until it is cut off as a
+                    // slow consumer. Missed ticks burst afterwards, so the rate still holds.
+                    if connection.in_flight() >= window.max(1) {
+                        connection.settle(SETTLE_TIMEOUT).await;
                     }
                 }
                 None if connection.in_flight() >= window.max(1) => {

@@ -257,6 +257,35 @@ impl Connection for AblyConnection {
     }
 }
 
+/// Just what a JSON MESSAGE needs, borrowed from the frame. Decoding a whole `ProtocolMessage`
+/// (every field, owned strings) for each of hundreds of thousands of deliveries a second was the
+/// load tool's own limit; anything else (or a payload that is not a plain string) takes the full
+/// decode below.
+#[derive(serde::Deserialize)]
+struct LiteMessage<'a> {
+    action: u8,
+    #[serde(borrow, default)]
+    channel: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    messages: Vec<LiteData<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct LiteData<'a> {
+    #[serde(borrow)]
+    data: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    encoding: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl<'a> LiteMessage<'a> {
+    fn parse(json: &'a [u8]) -> Option<LiteMessage<'a>> {
+        let lite: LiteMessage = serde_json::from_slice(json).ok()?;
+        let plain = lite.messages.iter().all(|m| m.encoding.is_none());
+        (lite.action == Action::Message as u8 && plain && !lite.messages.is_empty()).then_some(lite)
+    }
+}
+
 /// The reader task: runs until the socket ends.
 async fn read(
     mut stream: SplitStream<Ws>,
@@ -265,6 +294,19 @@ async fn read(
 ) {
     while let Some(frame) = stream.next().await {
         let received_us = clock::now_us();
+        if let Ok(WsMessage::Text(text)) = &frame {
+            if let Some(lite) = LiteMessage::parse(text.as_bytes()) {
+                let channel = lite.channel.unwrap_or_default().into_owned();
+                for m in lite.messages {
+                    let _ = deliver.send(Delivery {
+                        channel: channel.clone(),
+                        payload: Bytes::copy_from_slice(m.data.as_bytes()),
+                        received_us,
+                    });
+                }
+                continue;
+            }
+        }
         let message = match frame.map_err(anyhow::Error::from).and_then(decode) {
             Ok(Some(message)) => message,
             Ok(None) => continue,
@@ -392,4 +434,51 @@ pub(crate) fn query_escape(value: &str) -> String {
         }
     }
     escaped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(action: Action, data: Option<Data>, encoding: Option<&str>) -> Vec<u8> {
+        let message = ProtocolMessage {
+            channel: Some("fanout:1:0".into()),
+            messages: Some(vec![Message {
+                id: Some("x:0:0".into()),
+                data,
+                encoding: encoding.map(str::to_owned),
+                ..Message::default()
+            }]),
+            ..ProtocolMessage::new(action)
+        };
+        codec::encode(&message, Format::Json).unwrap()
+    }
+
+    #[test]
+    fn the_fast_path_reads_plain_string_messages_only() {
+        let json = frame(
+            Action::Message,
+            Some(Data::String("0:7:99:xx\"y".into())),
+            None,
+        );
+        let lite = LiteMessage::parse(&json).expect("a plain MESSAGE");
+        assert_eq!(lite.channel.as_deref(), Some("fanout:1:0"));
+        assert_eq!(lite.messages.len(), 1);
+        assert_eq!(lite.messages[0].data, "0:7:99:xx\"y", "escapes decoded");
+
+        let encoded = frame(
+            Action::Message,
+            Some(Data::String("AAE=".into())),
+            Some("base64"),
+        );
+        assert!(
+            LiteMessage::parse(&encoded).is_none(),
+            "encoded data takes the full decode"
+        );
+        let ack = frame(Action::Ack, None, None);
+        assert!(
+            LiteMessage::parse(&ack).is_none(),
+            "other actions take the full decode"
+        );
+    }
 }
