@@ -59,6 +59,45 @@ pub struct Shared {
     /// No progress bars.
     #[arg(long, global = true)]
     pub quiet: bool,
+    /// Local addresses to connect from, in turn: `127.0.0.2,127.0.0.3` or `127.0.0.1-127.0.0.8`.
+    /// One address reaches one server port through ~28,000 ephemeral ports; more connections
+    /// than that need more addresses.
+    #[arg(long, global = true, value_parser = parse_source_ips)]
+    pub source_ips: Option<SourceIps>,
+}
+
+/// `--source-ips`, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceIps(pub Vec<std::net::IpAddr>);
+
+/// A comma-separated list of IPv4/IPv6 addresses and IPv4 ranges `a.b.c.d-a.b.c.e`.
+pub fn parse_source_ips(text: &str) -> Result<SourceIps, String> {
+    let mut addresses = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let parse = |s: &str| {
+            s.parse::<std::net::IpAddr>()
+                .map_err(|_| format!("{s:?} is not an IP address"))
+        };
+        match part.split_once('-') {
+            Some((first, last)) => {
+                let (std::net::IpAddr::V4(first), std::net::IpAddr::V4(last)) =
+                    (parse(first)?, parse(last)?)
+                else {
+                    return Err(format!("{part:?}: ranges are IPv4 only"));
+                };
+                let (first, last) = (u32::from(first), u32::from(last));
+                if last < first || last - first >= 65_536 {
+                    return Err(format!("{part:?}: the range must go up, at most 65,536"));
+                }
+                addresses.extend((first..=last).map(|ip| std::net::IpAddr::V4(ip.into())));
+            }
+            None => addresses.push(parse(part)?),
+        }
+    }
+    if addresses.is_empty() {
+        return Err("no addresses given".to_owned());
+    }
+    Ok(SourceIps(addresses))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -11,6 +11,9 @@ use load_tests::scenario;
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     scenario::raise_fd_limit();
+    if let Some(sources) = &cli.shared.source_ips {
+        load_tests::target::set_source_addresses(sources.0.clone());
+    }
     let json = cli.shared.json.clone();
     let plot = cli.shared.plot.clone();
     let report = match scenario::run(cli).await {

@@ -136,13 +136,10 @@ impl AblyConnection {
             .read_buffer_size(READ_BUFFER_BYTES)
             .write_buffer_size(WRITE_BUFFER_BYTES)
             .max_write_buffer_size(WRITE_BUFFER_BYTES * 64);
-        let (mut ws, _) = tokio::time::timeout(
-            REPLY_TIMEOUT,
-            tokio_tungstenite::connect_async_with_config(url, Some(config), true),
-        )
-        .await
-        .context("WebSocket upgrade timed out")?
-        .context("WebSocket upgrade failed")?;
+        let mut ws = tokio::time::timeout(REPLY_TIMEOUT, super::connect_ws(url, config))
+            .await
+            .context("WebSocket upgrade timed out")?
+            .context("WebSocket upgrade failed")?;
         // CONNECTED comes first, or an ERROR saying why not.
         let connected = tokio::time::timeout(REPLY_TIMEOUT, async {
             while let Some(frame) = ws.next().await {

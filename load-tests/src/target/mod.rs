@@ -31,19 +31,69 @@ pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 /// tens of thousands of connections. Frames larger than this still arrive whole.
 const BUFFER_BYTES: usize = 8 * 1024;
 
+/// Local addresses connections are made from, in turn (`--source-ips`); empty = the kernel's
+/// choice. One source address reaches one server port through ~28,000 ephemeral ports
+/// (`net.ipv4.ip_local_port_range`): more than that needs more addresses (all of 127.0.0.0/8 is
+/// loopback on Linux).
+static SOURCES: std::sync::OnceLock<Vec<std::net::IpAddr>> = std::sync::OnceLock::new();
+static NEXT_SOURCE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Sets the source addresses for every connection of this process (once, at start).
+pub fn set_source_addresses(addresses: Vec<std::net::IpAddr>) {
+    let _ = SOURCES.set(addresses);
+}
+
+/// The WebSocket handshake over TCP, from the next `--source-ips` address if any were given.
+pub(crate) async fn connect_ws(
+    url: &str,
+    config: WebSocketConfig,
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let sources = SOURCES.get().map(Vec::as_slice).unwrap_or_default();
+    if sources.is_empty() {
+        return Ok(
+            tokio_tungstenite::connect_async_with_config(url, Some(config), true)
+                .await?
+                .0,
+        );
+    }
+    let source =
+        sources[NEXT_SOURCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % sources.len()];
+    let server = url
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let server: std::net::SocketAddr = tokio::net::lookup_host(server)
+        .await?
+        .find(|a| a.is_ipv4() == source.is_ipv4())
+        .ok_or_else(|| std::io::Error::other(format!("{server}: no address like {source}")))?;
+    let socket = if source.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(std::net::SocketAddr::new(source, 0))?;
+    let stream = socket.connect(server).await?;
+    stream.set_nodelay(true)?;
+    let (ws, _) = tokio_tungstenite::client_async_with_config(
+        url,
+        MaybeTlsStream::Plain(stream),
+        Some(config),
+    )
+    .await?;
+    Ok(ws)
+}
+
 /// Opens a WebSocket with the load tool's small buffers (the peers' adapters share it).
 pub(crate) async fn websocket(url: &str) -> anyhow::Result<Ws> {
     let config = WebSocketConfig::default()
         .read_buffer_size(BUFFER_BYTES)
         .write_buffer_size(BUFFER_BYTES)
         .max_write_buffer_size(BUFFER_BYTES * 64);
-    let (ws, _) = tokio::time::timeout(
-        REPLY_TIMEOUT,
-        tokio_tungstenite::connect_async_with_config(url, Some(config), true),
-    )
-    .await
-    .context("WebSocket upgrade timed out")?
-    .with_context(|| format!("WebSocket upgrade to {url} failed"))?;
+    let ws = tokio::time::timeout(REPLY_TIMEOUT, connect_ws(url, config))
+        .await
+        .context("WebSocket upgrade timed out")?
+        .with_context(|| format!("WebSocket upgrade to {url} failed"))?;
     Ok(ws)
 }
 

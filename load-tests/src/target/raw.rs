@@ -55,13 +55,10 @@ impl Target for RawTarget {
                 .read_buffer_size(8 * 1024)
                 .write_buffer_size(8 * 1024)
                 .max_write_buffer_size(512 * 1024);
-            let (ws, _) = tokio::time::timeout(
-                REPLY_TIMEOUT,
-                tokio_tungstenite::connect_async_with_config(url, Some(config), true),
-            )
-            .await
-            .context("WebSocket upgrade timed out")?
-            .context("WebSocket upgrade failed")?;
+            let ws = tokio::time::timeout(REPLY_TIMEOUT, super::connect_ws(&url, config))
+                .await
+                .context("WebSocket upgrade timed out")?
+                .context("WebSocket upgrade failed")?;
             let (sink, stream) = ws.split();
             let shared = Arc::new(Shared::default());
             let (deliver, deliveries) = mpsc::unbounded_channel();

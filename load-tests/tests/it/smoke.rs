@@ -65,9 +65,12 @@ fn fanout_msgpack() {
 
 #[test]
 fn idle_attached() {
+    // From two loopback source addresses in turn (how a big box gets past ~28k connections).
     let report = run_load(&[
         "--duration",
         "2s",
+        "--source-ips",
+        "127.0.0.2-127.0.0.3",
         "idle",
         "--connections",
         "300",
