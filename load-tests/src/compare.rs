@@ -429,6 +429,8 @@ fn start(
     let listen = format!("127.0.0.1:{port}");
     let work_dir = std::env::temp_dir().join(format!("realtime-compare-{}", server.slug()));
     std::fs::create_dir_all(&work_dir)?;
+    // As many tokio workers as the server has cores (Node is single-threaded anyway).
+    let workers = cpu_count(&args.server_cpus).to_string();
     let (program, program_args, env): (PathBuf, Vec<String>, Vec<(String, String)>) = match server {
         ServerKind::Realtime => {
             if !args.realtime_bin.exists() {
@@ -443,13 +445,13 @@ fn start(
                     "--keys".into(),
                     OUR_KEY.into(),
                 ],
-                vec![("TOKIO_WORKER_THREADS".into(), "1".into())],
+                vec![("TOKIO_WORKER_THREADS".into(), workers.clone())],
             )
         }
         ServerKind::Ceiling => (
             std::env::current_exe()?,
             vec!["ceiling".into(), "--listen".into(), listen.clone()],
-            vec![("TOKIO_WORKER_THREADS".into(), "1".into())],
+            vec![("TOKIO_WORKER_THREADS".into(), workers.clone())],
         ),
         ServerKind::Socketio => {
             let script = &args.socketio_server;
@@ -502,7 +504,7 @@ fn start(
             (
                 args.sockudo_bin.clone(),
                 vec!["--config".into(), config.display().to_string()],
-                vec![("TOKIO_WORKER_THREADS".into(), "1".into())],
+                vec![("TOKIO_WORKER_THREADS".into(), workers.clone())],
             )
         }
     };
@@ -616,6 +618,20 @@ enabled = true
 allow_memory_drivers = true
 "#
     )
+}
+
+/// CPUs in a `taskset -c` list such as `0`, `0-3` or `0,2-3` (at least 1).
+fn cpu_count(list: &str) -> usize {
+    list.split(',')
+        .map(|part| match part.trim().split_once('-') {
+            Some((a, b)) => match (a.parse::<usize>(), b.parse::<usize>()) {
+                (Ok(a), Ok(b)) if b >= a => b - a + 1,
+                _ => 1,
+            },
+            None => 1,
+        })
+        .sum::<usize>()
+        .max(1)
 }
 
 fn tables(runs: &[Run], notes: &[String], shared: &Shared, args: &CompareArgs) -> String {

@@ -46,3 +46,10 @@ fn a_missing_peer_is_skipped_not_started() {
         assert!(missing(server, &args).contains("/nonexistent/"));
     }
 }
+
+#[test]
+fn worker_threads_follow_the_pinned_cpus() {
+    assert_eq!(super::cpu_count("0"), 1);
+    assert_eq!(super::cpu_count("0-3"), 4);
+    assert_eq!(super::cpu_count("0,2-3"), 3);
+}
