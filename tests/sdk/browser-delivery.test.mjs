@@ -5,54 +5,35 @@
 // cross-origin request) succeed because the gateway answers them with CORS headers for the page's origin.
 
 import { randomUUID } from 'node:crypto';
-import { after, afterEach, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { FULL_KEY, startServer } from './server.mjs';
+import { FULL_KEY } from './server.mjs';
 import { ClientPool, FORMATS, safeJson, uniq, withTimeout } from './helpers.mjs';
-import { ABLY_VERSION, GATEWAY_ARGS, PageServer, describeTab, inPage, launchChromium, openTab, renderedSeqs, waitForRendered } from './browser-helpers.mjs';
+import { ABLY_VERSION, browserSuite, describeTab, inPage, openTab, renderedSeqs, waitForRendered } from './browser-helpers.mjs';
 
 const COUNT = 20;
 
 describe('browser (Chromium): Supabase sign-in, cross-origin, REST → page', () => {
-  let server;
-  let pages;
-  let browser;
-  let context;
-
-  before(async () => {
-    server = await startServer({ args: GATEWAY_ARGS });
-    pages = await new PageServer().start();
-    browser = await launchChromium();
-  });
-  afterEach(async () => {
-    await context?.close();
-    context = undefined;
-  });
-  after(async () => {
-    await context?.close();
-    await browser?.close();
-    await pages?.stop();
-    await server?.stop();
-  });
+  const env = browserSuite();
 
   for (const format of FORMATS) {
     test(`${format.name}: the page shows all ${COUNT} backend messages in order, once; ${format.useBinaryProtocol ? 'binary' : 'text'} frames; CORS`, async () => {
-      context = await browser.newContext();
+      env.context = await env.browser.newContext();
       const sub = randomUUID();
-      const tab = await openTab(context, pages.url({ gatewayPort: server.port, sub, format: format.name }), server.url);
-      assert.notEqual(new URL(pages.origin).origin, new URL(server.url).origin, 'page and gateway are different origins');
+      const tab = await openTab(env.context, env.pages.url({ gatewayPort: env.server.port, sub, format: format.name }), env.server.url);
+      assert.notEqual(new URL(env.pages.origin).origin, new URL(env.server.url).origin, 'page and gateway are different origins');
 
       const connected = await inPage(tab, () => window.app.connect(), undefined, 'connect');
       assert.equal(connected.state, 'connected');
       assert.equal(connected.clientId, sub, 'clientId is the Supabase user id (sub)');
-      assert.ok(pages.tokensIssued >= 1, 'the token came from the page origin through authCallback');
+      assert.ok(env.pages.tokensIssued >= 1, 'the token came from the page origin through authCallback');
 
       const channelName = uniq(`session:browser-${format.name}`);
       await inPage(tab, (name) => window.app.subscribe(name), channelName, `subscribe to ${channelName}`);
 
       // The Digis backend: REST with its API key.
-      const backend = new ClientPool(server.port).rest({ key: FULL_KEY }).channels.get(channelName);
+      const backend = new ClientPool(env.server.port).rest({ key: FULL_KEY }).channels.get(channelName);
       for (let seq = 0; seq < COUNT; seq += 1) {
         await withTimeout(backend.publish('tick', { seq }), 10_000, `REST publish ${seq}`);
       }
@@ -64,7 +45,7 @@ describe('browser (Chromium): Supabase sign-in, cross-origin, REST → page', ()
       // The WebSocket went to the gateway's origin, in the format asked for.
       assert.equal(tab.sockets.length, 1, `one WebSocket; ${describeTab(tab)}`);
       const [socket] = tab.sockets;
-      assert.equal(new URL(socket.url).host, `127.0.0.1:${server.port}`);
+      assert.equal(new URL(socket.url).host, `127.0.0.1:${env.server.port}`);
       assert.equal(new URL(socket.url).searchParams.get('format'), format.name);
       assert.equal(new URL(socket.url).searchParams.get('agent'), `ably-js/${ABLY_VERSION} browser`, 'the pinned ably-js, its browser build');
       assert.ok(socket.received.length > COUNT / 2, `frames received: ${socket.received.length}`);
@@ -85,9 +66,9 @@ describe('browser (Chromium): Supabase sign-in, cross-origin, REST → page', ()
       // Authorization makes it a non-simple request: the browser sent it only after a successful preflight.
       const requestHeaders = await withTimeout(presenceResponse.requestHeaders, 5_000, 'presence request headers');
       assert.match(requestHeaders.authorization ?? '', /^Bearer /, 'the page authenticated with its token');
-      assert.equal(requestHeaders.origin, pages.origin);
+      assert.equal(requestHeaders.origin, env.pages.origin);
       const headers = await withTimeout(presenceResponse.headers, 5_000, 'presence response headers');
-      assert.equal(headers['access-control-allow-origin'], pages.origin, 'CORS allows the page origin');
+      assert.equal(headers['access-control-allow-origin'], env.pages.origin, 'CORS allows the page origin');
       assert.deepEqual(tab.failedRequests, [], 'no request failed');
       assert.deepEqual(tab.errors, [], 'no page errors');
     });

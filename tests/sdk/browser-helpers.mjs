@@ -14,9 +14,12 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { after, afterEach, before } from 'node:test';
+
 import { chromium } from 'playwright-core';
 
 import { safeJson, withTimeout } from './helpers.mjs';
+import { startServer } from './server.mjs';
 import { signJwt, userClaims } from './supabase-helpers.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -188,4 +191,29 @@ export async function gatewayMetric(gatewayUrl, name, labels = {}) {
     if (Object.entries(labels).every(([k, v]) => have[k] === v)) sum += Number(match[3]);
   }
   return sum;
+}
+
+/**
+ * The setup every browser test file shares, registered as hooks of the enclosing `describe`: one
+ * gateway (Supabase secret set), one page server on another origin and one Chromium for the file;
+ * a test puts its browser context in `env.context`, closed after the test even when it fails.
+ */
+export function browserSuite() {
+  const env = { server: undefined, pages: undefined, browser: undefined, context: undefined };
+  before(async () => {
+    env.server = await startServer({ args: GATEWAY_ARGS });
+    env.pages = await new PageServer().start();
+    env.browser = await launchChromium();
+  });
+  afterEach(async () => {
+    await env.context?.close();
+    env.context = undefined;
+  });
+  after(async () => {
+    await env.context?.close();
+    await env.browser?.close();
+    await env.pages?.stop();
+    await env.server?.stop();
+  });
+  return env;
 }

@@ -3,12 +3,11 @@
 // when one tab is closed (unload handlers run, as when a user closes it) the other shows that user leaving.
 
 import { randomUUID } from 'node:crypto';
-import { after, afterEach, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { startServer } from './server.mjs';
 import { FORMATS, pollUntil, safeJson, uniq } from './helpers.mjs';
-import { GATEWAY_ARGS, PageServer, describeTab, gatewayMetric, inPage, launchChromium, openTab, renderedPresence } from './browser-helpers.mjs';
+import { browserSuite, describeTab, gatewayMetric, inPage, openTab, renderedPresence } from './browser-helpers.mjs';
 
 /** Wait until the tab lists exactly `clientIds` (sorted) as present. */
 async function waitForPresent(tab, clientIds, ms, what) {
@@ -27,36 +26,17 @@ async function waitForPresent(tab, clientIds, ms, what) {
 }
 
 describe('browser (Chromium): presence across two tabs', () => {
-  let server;
-  let pages;
-  let browser;
-  let context;
-
-  before(async () => {
-    server = await startServer({ args: GATEWAY_ARGS });
-    pages = await new PageServer().start();
-    browser = await launchChromium();
-  });
-  afterEach(async () => {
-    await context?.close();
-    context = undefined;
-  });
-  after(async () => {
-    await context?.close();
-    await browser?.close();
-    await pages?.stop();
-    await server?.stop();
-  });
+  const env = browserSuite();
 
   for (const format of FORMATS) {
     test(`${format.name}: two tabs (two users) both see both; closing one tab shows it leaving in the other`, async () => {
-      context = await browser.newContext();
+      env.context = await env.browser.newContext();
       const channelName = uniq(`session:browser-presence-${format.name}`);
       const alice = randomUUID();
       const bob = randomUUID();
       const tabs = [];
       for (const sub of [alice, bob]) {
-        const tab = await openTab(context, pages.url({ gatewayPort: server.port, sub, format: format.name }), server.url);
+        const tab = await openTab(env.context, env.pages.url({ gatewayPort: env.server.port, sub, format: format.name }), env.server.url);
         const { clientId } = await inPage(tab, () => window.app.connect(), undefined, 'connect');
         assert.equal(clientId, sub);
         await inPage(tab, (name) => window.app.enterPresence(name), channelName, `enter presence on ${channelName}`);
@@ -71,11 +51,11 @@ describe('browser (Chromium): presence across two tabs', () => {
 
       // The user closes Bob's tab: the browser runs its unload handlers, where ably-js (closeOnUnload)
       // closes the connection, so Bob leaves at once rather than after the resume grace period.
-      const closedBefore = await gatewayMetric(server.url, 'realtime_connections_closed_total', { reason: 'client_closed' });
+      const closedBefore = await gatewayMetric(env.server.url, 'realtime_connections_closed_total', { reason: 'client_closed' });
       await bobTab.page.close({ runBeforeUnload: true });
       await waitForPresent(aliceTab, [alice], 10_000, "Bob gone from Alice's tab");
       await pollUntil(
-        () => gatewayMetric(server.url, 'realtime_connections_closed_total', { reason: 'client_closed' }),
+        () => gatewayMetric(env.server.url, 'realtime_connections_closed_total', { reason: 'client_closed' }),
         (closed) => closed === closedBefore + 1,
         5_000,
         "the gateway to count Bob's tab closing its connection",

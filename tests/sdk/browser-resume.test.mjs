@@ -8,18 +8,16 @@
 // outage shows up exactly once, in order.
 
 import { randomUUID } from 'node:crypto';
-import { after, afterEach, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { FULL_KEY, startServer } from './server.mjs';
+import { FULL_KEY } from './server.mjs';
 import { ClientPool, FORMATS, pollUntil, safeJson, uniq, withTimeout } from './helpers.mjs';
 import {
-  GATEWAY_ARGS,
-  PageServer,
+  browserSuite,
   describeTab,
   gatewayMetric,
   inPage,
-  launchChromium,
   openTab,
   renderedSeqs,
   waitForRendered,
@@ -29,37 +27,18 @@ import {
 const PER_PHASE = 5;
 
 describe('browser (Chromium): offline and back online resumes without loss', () => {
-  let server;
-  let pages;
-  let browser;
-  let context;
-
-  before(async () => {
-    server = await startServer({ args: GATEWAY_ARGS });
-    pages = await new PageServer().start();
-    browser = await launchChromium();
-  });
-  afterEach(async () => {
-    await context?.close();
-    context = undefined;
-  });
-  after(async () => {
-    await context?.close();
-    await browser?.close();
-    await pages?.stop();
-    await server?.stop();
-  });
+  const env = browserSuite();
 
   for (const format of FORMATS) {
     test(`${format.name}: offline → disconnected, socket gone; online → resumed, same id; every message once, in order`, async () => {
-      context = await browser.newContext();
+      env.context = await env.browser.newContext();
       const sub = randomUUID();
-      const tab = await openTab(context, pages.url({ gatewayPort: server.port, sub, format: format.name }), server.url);
+      const tab = await openTab(env.context, env.pages.url({ gatewayPort: env.server.port, sub, format: format.name }), env.server.url);
       const { connectionId } = await inPage(tab, () => window.app.connect(), undefined, 'connect');
       const channelName = uniq(`session:browser-resume-${format.name}`);
       await inPage(tab, (name) => window.app.subscribe(name), channelName, `subscribe to ${channelName}`);
 
-      const backend = new ClientPool(server.port).rest({ key: FULL_KEY }).channels.get(channelName);
+      const backend = new ClientPool(env.server.port).rest({ key: FULL_KEY }).channels.get(channelName);
       let seq = 0;
       const publishPhase = async (phase) => {
         for (let i = 0; i < PER_PHASE; i += 1) {
@@ -75,13 +54,13 @@ describe('browser (Chromium): offline and back online resumes without loss', () 
 
       const channelChangesBefore = (await inPage(tab, () => window.app.snapshot(), undefined, 'snapshot')).channelChanges.length;
 
-      const resumesBefore = await gatewayMetric(server.url, 'realtime_resumes_total', { outcome: 'resumed' });
+      const resumesBefore = await gatewayMetric(env.server.url, 'realtime_resumes_total', { outcome: 'resumed' });
 
       // Offline: ably-js sees the window `offline` event and drops its transport at once. Chromium's offline
       // emulation refuses new connections (ERR_INTERNET_DISCONNECTED) and holds back all traffic on the open
       // socket, ably-js' close frame included: like a real outage, the gateway is not told and still counts
       // the old connection open until the page is back.
-      await context.setOffline(true);
+      await env.context.setOffline(true);
       await waitForState(tab, 'disconnected', 10_000, 'disconnected after going offline');
       const framesAtOffline = first.received.length;
 
@@ -96,7 +75,7 @@ describe('browser (Chromium): offline and back online resumes without loss', () 
         `reconnect attempts while offline fail with ERR_INTERNET_DISCONNECTED; ${describeTab(tab)}`,
       );
 
-      await context.setOffline(false);
+      await env.context.setOffline(false);
       await waitForState(tab, 'connected', 15_000, 'connected again after going online');
       await withTimeout(first.closedPromise, 10_000, `the old WebSocket to close; ${describeTab(tab)}`);
       await publishPhase('after');
@@ -117,7 +96,7 @@ describe('browser (Chromium): offline and back online resumes without loss', () 
       assert.notEqual(resumedSocket, first, `a new WebSocket after going online; ${diag}`);
       assert.ok(new URL(resumedSocket.url).searchParams.get('resume'), `the new WebSocket resumes (resume=…): ${resumedSocket.url}`);
       assert.ok(!resumedSocket.closed, 'the resumed socket is open');
-      const resumes = (await gatewayMetric(server.url, 'realtime_resumes_total', { outcome: 'resumed' })) - resumesBefore;
+      const resumes = (await gatewayMetric(env.server.url, 'realtime_resumes_total', { outcome: 'resumed' })) - resumesBefore;
       assert.equal(resumes, 1, 'the gateway counted one successful resume');
       // After the outage the channel at most re-attached with resumed=true: no `update`, no resumed=false.
       const afterOutage = snapshot.channelChanges.slice(channelChangesBefore);
