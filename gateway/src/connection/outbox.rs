@@ -12,7 +12,9 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use futures_util::task::AtomicWaker;
 use protocol::{Action, ErrorInfo, Format, ProtocolMessage};
+use std::task::Poll;
 use tokio::sync::Notify;
 
 use crate::frame::Frame;
@@ -21,8 +23,9 @@ pub struct Outbox {
     pub format: Format,
     capacity: usize,
     queue: Mutex<VecDeque<Frame>>,
-    /// Something was queued into an empty queue (a permit is kept if the writer is busy).
-    queued: Notify,
+    /// The writer's waker, woken when something is queued into an empty queue (or urgently):
+    /// one consumer, so a lock-free slot rather than a `Notify` and its waiter list.
+    queued: AtomicWaker,
     /// Something other than a bulk delivery was queued (a reply the client waits on, a message
     /// on a small channel): the writer flushes at once rather than gathering frames for a moment.
     urgent_queued: AtomicBool,
@@ -40,7 +43,7 @@ impl Outbox {
             format,
             capacity,
             queue: Mutex::new(VecDeque::new()),
-            queued: Notify::new(),
+            queued: AtomicWaker::new(),
             urgent_queued: AtomicBool::new(false),
             ending: AtomicBool::new(false),
             end_code: std::sync::atomic::AtomicU32::new(0),
@@ -89,7 +92,7 @@ impl Outbox {
         drop(queue);
         // An urgent frame also ends a writer's hold.
         if was_empty || urgent {
-            self.queued.notify_one();
+            self.queued.wake();
         }
         true
     }
@@ -101,9 +104,18 @@ impl Outbox {
 
     /// Waits until something urgent is queued (the writer's hold races this against its timer).
     pub(crate) async fn urgent(&self) {
-        while !self.urgent_queued.load(Ordering::Acquire) {
-            self.queued.notified().await;
-        }
+        std::future::poll_fn(|cx| {
+            if self.urgent_queued.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            self.queued.register(cx.waker());
+            // Queued between the check and the registration: no wake is coming for it.
+            if self.urgent_queued.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            Poll::Pending
+        })
+        .await
     }
 
     /// The next queued frame, if any.
@@ -113,12 +125,18 @@ impl Outbox {
 
     /// Waits for the next queued frame. Cancel-safe: a frame is only taken when returned.
     pub(crate) async fn recv(&self) -> Frame {
-        loop {
+        std::future::poll_fn(|cx| {
             if let Some(frame) = self.pop() {
-                return frame;
+                return Poll::Ready(frame);
             }
-            self.queued.notified().await;
-        }
+            self.queued.register(cx.waker());
+            // Queued between the pop and the registration: no wake is coming for it.
+            match self.pop() {
+                Some(frame) => Poll::Ready(frame),
+                None => Poll::Pending,
+            }
+        })
+        .await
     }
 
     /// Gives the queue's memory back if it is empty (called by the writer when idle).
