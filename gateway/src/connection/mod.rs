@@ -113,9 +113,14 @@ enum Flow {
     Stop,
 }
 
-/// Serves one upgraded socket to the end.
-pub(crate) async fn run(gateway: Gateway, socket: WebSocket, params: ConnectParams) {
-    let _live = gateway.track_connection();
+/// Serves one upgraded socket to the end. Not an `async fn`: the setup runs here, so the future
+/// every connection keeps resident does not also hold the unsplit socket and other arguments.
+pub(crate) fn run(
+    gateway: Gateway,
+    socket: WebSocket,
+    params: ConnectParams,
+) -> impl std::future::Future<Output = ()> + Send {
+    let live = gateway.track_connection();
     let limits = &gateway.config().limits;
     let timing = &gateway.config().timing;
     let format = Format::from_param(params.format.as_deref());
@@ -140,7 +145,21 @@ pub(crate) async fn run(gateway: Gateway, socket: WebSocket, params: ConnectPara
         }
         .run(),
     );
+    async move {
+        let _live = live;
+        serve(gateway, params, format, outbox, stream, writer).await;
+    }
+}
 
+/// The connection's life after setup: authenticate, then serve it until it ends.
+async fn serve(
+    gateway: Gateway,
+    params: ConnectParams,
+    format: Option<Format>,
+    outbox: Arc<Outbox>,
+    stream: SplitStream<WebSocket>,
+    mut writer: tokio::task::JoinHandle<()>,
+) {
     // Auth problems never fail the upgrade (clients would just retry): upgrade, ERROR, close.
     let refused = if format.is_none() {
         Some(ErrorCode::InvalidParameterValue.info("format must be json or msgpack"))
@@ -178,13 +197,12 @@ pub(crate) async fn run(gateway: Gateway, socket: WebSocket, params: ConnectPara
                 id = tracing::field::Empty,
                 client_id = principal.client_id.as_deref().unwrap_or_default()
             );
-            serve_connection(gateway, principal, params, outbox, stream)
+            serve_connection(gateway, principal, &params, outbox, stream)
                 .instrument(span)
                 .await;
         }
     }
     // A peer that stopped reading could hold the writer forever; give it a bounded goodbye.
-    let mut writer = writer;
     if tokio::time::timeout(Duration::from_secs(5), &mut writer)
         .await
         .is_err()
@@ -197,7 +215,7 @@ pub(crate) async fn run(gateway: Gateway, socket: WebSocket, params: ConnectPara
 async fn serve_connection(
     gateway: Gateway,
     principal: Principal,
-    params: ConnectParams,
+    params: &ConnectParams,
     outbox: Arc<Outbox>,
     mut stream: SplitStream<WebSocket>,
 ) {
@@ -205,7 +223,7 @@ async fn serve_connection(
     let mut connection = Box::pin(Connection::open(
         &gateway,
         principal,
-        &params,
+        params,
         outbox.clone(),
     ))
     .await;

@@ -104,6 +104,8 @@ impl Writer {
             }
             held = true;
             if let Some(until) = hold_until {
+                // Boxed: a timer inline would sit in every idle connection's writer.
+                let hold = Box::pin(tokio::time::sleep_until(until));
                 tokio::select! {
                     biased;
                     // Ending: flush what was fed and let the loop send the last words.
@@ -111,7 +113,7 @@ impl Writer {
                         self.outbox.wake_writer.notify_one();
                         break;
                     }
-                    _ = tokio::time::sleep_until(until) => {}
+                    _ = hold => {}
                     _ = self.outbox.urgent() => {}
                 }
             }
