@@ -79,11 +79,15 @@ impl Writer {
     async fn write_batch(&mut self, first: Frame) -> Result<Flow, axum::Error> {
         let mut next = Some(first);
         let mut fed = 0;
+        // Urgent batches neither wait nor read the clock (most batches on small channels).
         let urgent = self.outbox.take_urgent();
-        let hold_until = self
-            .last_flush
-            .map(|at| at + self.min_flush_interval)
-            .filter(|until| !urgent && *until > Instant::now());
+        let hold_until = if urgent {
+            None
+        } else {
+            self.last_flush
+                .map(|at| at + self.min_flush_interval)
+                .filter(|until| *until > Instant::now())
+        };
         let mut held = hold_until.is_none();
         loop {
             while let Some(frame) = next.take() {
@@ -120,7 +124,9 @@ impl Writer {
             next = self.outbox.pop();
         }
         self.sink.flush().await?;
-        self.last_flush = Some(Instant::now());
+        if !urgent {
+            self.last_flush = Some(Instant::now());
+        }
         Ok(Flow::Continue)
     }
 }
