@@ -74,8 +74,8 @@ impl Writer {
 
     /// Feeds the frame and whatever else is already queued (up to a batch), then flushes once;
     /// if the last flush was under `min_flush_interval` ago and only bulk deliveries are
-    /// waiting, first waits out the rest of it and takes what arrived meanwhile. A close frame in the queue ends the
-    /// connection after everything queued before it.
+    /// waiting, first waits out the rest of it and takes what arrived meanwhile. A close frame
+    /// in the queue ends the connection after everything queued before it.
     async fn write_batch(&mut self, first: Frame) -> Result<Flow, axum::Error> {
         let mut next = Some(first);
         let mut fed = 0;
