@@ -5,9 +5,8 @@
 //! tungstenite), resolves pending attaches, counts ACK/NACK and forwards deliveries on an
 //! unbounded channel, so a busy consumer never stops the socket from being read.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
@@ -15,25 +14,11 @@ use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use protocol::{codec, Action, Data, Format, Message, ProtocolMessage};
-use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::{Connection, Delivery, Settled, Target};
+use super::{websocket, ws_base, Connection, Delivery, Settled, Target, Ws, REPLY_TIMEOUT};
 use crate::clock;
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// How long the server gets to answer the upgrade with CONNECTED, and an ATTACH with ATTACHED.
-/// Generous: a storm on a loaded 2-core box queues thousands of handshakes.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Small socket buffers: tungstenite's 128 KiB read buffer would cost the load tool gigabytes at
-/// tens of thousands of connections. Frames larger than this still arrive whole.
-const READ_BUFFER_BYTES: usize = 8 * 1024;
-const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 
 /// How connections authenticate.
 #[derive(Debug, Clone)]
@@ -55,18 +40,8 @@ pub struct AblyTarget {
 impl AblyTarget {
     /// `url` is the server's HTTP base (`http://host:port`); the WebSocket URL is derived from it.
     pub fn new(url: &str, credentials: Credentials, format: Format) -> anyhow::Result<AblyTarget> {
-        let rest = url.trim_end_matches('/');
-        let ws_base = if let Some(host) = rest.strip_prefix("http://") {
-            format!("ws://{host}/")
-        } else if let Some(host) = rest.strip_prefix("https://") {
-            format!("wss://{host}/")
-        } else if rest.starts_with("ws://") || rest.starts_with("wss://") {
-            format!("{rest}/")
-        } else {
-            bail!("--url must start with http:// or https:// (got {url})");
-        };
         Ok(AblyTarget {
-            ws_base,
+            ws_base: ws_base(url)?,
             credentials,
             format,
         })
@@ -107,20 +82,8 @@ impl Target for AblyTarget {
 }
 
 /// What the reader task shares with the write half.
-#[derive(Default)]
-struct Shared {
-    /// ATTACHes waiting for ATTACHED (or a channel ERROR), by channel.
-    attaching: Mutex<HashMap<String, oneshot::Sender<Result<(), String>>>>,
-    outcomes: super::Outcomes,
-}
-
-impl std::ops::Deref for Shared {
-    type Target = super::Outcomes;
-
-    fn deref(&self) -> &super::Outcomes {
-        &self.outcomes
-    }
-}
+/// ATTACHes wait for ATTACHED (or a channel ERROR, the reason), by channel.
+type Shared = super::Shared<String, Result<(), String>>;
 
 pub struct AblyConnection {
     sink: SplitSink<Ws, WsMessage>,
@@ -132,14 +95,7 @@ pub struct AblyConnection {
 
 impl AblyConnection {
     async fn open(url: &str, format: Format) -> anyhow::Result<AblyConnection> {
-        let config = WebSocketConfig::default()
-            .read_buffer_size(READ_BUFFER_BYTES)
-            .write_buffer_size(WRITE_BUFFER_BYTES)
-            .max_write_buffer_size(WRITE_BUFFER_BYTES * 64);
-        let mut ws = tokio::time::timeout(REPLY_TIMEOUT, super::connect_ws(url, config))
-            .await
-            .context("WebSocket upgrade timed out")?
-            .context("WebSocket upgrade failed")?;
+        let mut ws = websocket(url).await?;
         // CONNECTED comes first, or an ERROR saying why not.
         let connected = tokio::time::timeout(REPLY_TIMEOUT, async {
             while let Some(frame) = ws.next().await {
@@ -187,26 +143,21 @@ impl AblyConnection {
 
 impl Connection for AblyConnection {
     async fn subscribe(&mut self, channel: &str) -> anyhow::Result<()> {
-        let (attached, on_attached) = oneshot::channel();
-        self.shared
-            .attaching
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(channel.to_owned(), attached);
+        let on_attached = self.shared.expect(channel.to_owned());
         let attach = ProtocolMessage {
             channel: Some(channel.to_owned()),
             ..ProtocolMessage::new(Action::Attach)
         };
         self.send(&attach).await?;
-        match tokio::time::timeout(REPLY_TIMEOUT, on_attached).await {
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(why))) => bail!("attach to {channel} refused: {why}"),
-            Ok(Err(_)) => bail!(
-                "connection ended while attaching to {channel}: {}",
-                self.failure().unwrap_or_default()
-            ),
-            Err(_) => bail!("no ATTACHED for {channel} in time"),
+        let what = format!("attaching to {channel}");
+        if let Err(why) = self
+            .shared
+            .confirmed(on_attached, &what, "ATTACHED")
+            .await?
+        {
+            bail!("attach to {channel} refused: {why}");
         }
+        Ok(())
     }
 
     async fn publish(&mut self, channel: &str, payload: String) -> anyhow::Result<()> {
@@ -359,31 +310,14 @@ async fn read(
             _ => {}
         }
     }
-    if !shared.closing.load(Ordering::Acquire) {
-        shared.fail("connection closed unasked".to_owned());
-    }
-    shared.ended.store(true, Ordering::Release);
-    shared.settled.notify_waiters();
-    // Dropping the pending attaches' senders wakes their waiters.
-    shared
-        .attaching
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clear();
+    shared.reader_ended();
 }
 
 fn resolve_attach(shared: &Shared, message: &ProtocolMessage, result: Result<(), String>) {
     let Some(channel) = message.channel.as_deref() else {
         return;
     };
-    let waiter = shared
-        .attaching
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(channel);
-    if let Some(waiter) = waiter {
-        let _ = waiter.send(result);
-    }
+    shared.resolve(channel, result);
 }
 
 /// A JSON CONNECTED our strict decoder refuses: Sockudo's Ably facade leaves fields of

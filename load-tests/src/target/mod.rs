@@ -84,7 +84,8 @@ pub(crate) async fn connect_ws(
     Ok(ws)
 }
 
-/// Opens a WebSocket with the load tool's small buffers (the peers' adapters share it).
+/// Opens a WebSocket with the load tool's small buffers (every adapter's). Errors name the URL
+/// without its query, which may hold a key or token.
 pub(crate) async fn websocket(url: &str) -> anyhow::Result<Ws> {
     let config = WebSocketConfig::default()
         .read_buffer_size(BUFFER_BYTES)
@@ -93,7 +94,10 @@ pub(crate) async fn websocket(url: &str) -> anyhow::Result<Ws> {
     let ws = tokio::time::timeout(REPLY_TIMEOUT, connect_ws(url, config))
         .await
         .context("WebSocket upgrade timed out")?
-        .with_context(|| format!("WebSocket upgrade to {url} failed"))?;
+        .with_context(|| {
+            let place = url.split('?').next().unwrap_or_default();
+            format!("WebSocket upgrade to {place} failed")
+        })?;
     Ok(ws)
 }
 
@@ -128,8 +132,89 @@ pub struct Settled {
     pub refused: u64,
 }
 
+/// What an adapter's reader task and its connection share: subscriptions waiting for the
+/// server's confirmation (by channel, ack id, ...; `R` is what the confirmation carries) and the
+/// publishes' `Outcomes`, which it derefs to.
+pub(crate) struct Shared<K, R = ()> {
+    pending: std::sync::Mutex<std::collections::HashMap<K, tokio::sync::oneshot::Sender<R>>>,
+    outcomes: Outcomes,
+}
+
+impl<K, R> Default for Shared<K, R> {
+    fn default() -> Self {
+        Shared {
+            pending: Default::default(),
+            outcomes: Outcomes::default(),
+        }
+    }
+}
+
+impl<K, R> std::ops::Deref for Shared<K, R> {
+    type Target = Outcomes;
+
+    fn deref(&self) -> &Outcomes {
+        &self.outcomes
+    }
+}
+
+impl<K: std::hash::Hash + Eq, R> Shared<K, R> {
+    fn pending(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<K, tokio::sync::oneshot::Sender<R>>>
+    {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a waiter for `key`'s confirmation (before the request goes out).
+    pub(crate) fn expect(&self, key: K) -> tokio::sync::oneshot::Receiver<R> {
+        let (done, on_done) = tokio::sync::oneshot::channel();
+        self.pending().insert(key, done);
+        on_done
+    }
+
+    /// The reader saw `key` confirmed: wakes its waiter. False if nothing waited for `key`.
+    pub(crate) fn resolve<Q>(&self, key: &Q, value: R) -> bool
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        let waiter = self.pending().remove(key);
+        waiter.map(|waiter| waiter.send(value)).is_some()
+    }
+
+    /// Waits (bounded) for a confirmation `expect` registered; `what` names the request in
+    /// errors, `reply` the answer that did not come.
+    pub(crate) async fn confirmed(
+        &self,
+        on_done: tokio::sync::oneshot::Receiver<R>,
+        what: &str,
+        reply: &str,
+    ) -> anyhow::Result<R> {
+        match tokio::time::timeout(REPLY_TIMEOUT, on_done).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(_)) => bail!(
+                "connection ended while {what}: {}",
+                self.failure().unwrap_or_default()
+            ),
+            Err(_) => bail!("no {reply} for {what} in time"),
+        }
+    }
+
+    /// The reader task is done: an end nobody asked for is a failure, publishes stop waiting,
+    /// and dropping the pending senders wakes every waiter.
+    pub(crate) fn reader_ended(&self) {
+        use std::sync::atomic::Ordering;
+        if !self.closing.load(Ordering::Acquire) {
+            self.fail("connection closed unasked".to_owned());
+        }
+        self.ended.store(true, Ordering::Release);
+        self.settled.notify_waiters();
+        self.pending().clear();
+    }
+}
+
 /// What an adapter's reader task and its connection share about publishes: ACK/NACK counts,
-/// the end of the connection, and the first failure. Each adapter's `Shared` derefs to it.
+/// the end of the connection, and the first failure.
 #[derive(Default)]
 pub(crate) struct Outcomes {
     pub(crate) acknowledged: std::sync::atomic::AtomicU64,

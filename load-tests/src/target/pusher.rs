@@ -13,9 +13,8 @@
 //!
 //! Credentials: `--key appId:key:secret`.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context as _};
@@ -27,7 +26,7 @@ use md5::{Digest as _, Md5};
 use serde::Deserialize;
 use serde_json::json;
 use sha2::Sha256;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use super::{websocket, ws_base, Connection, Delivery, Settled, Target, Ws, REPLY_TIMEOUT};
@@ -92,20 +91,8 @@ impl Target for PusherTarget {
 
 type Sink = Arc<tokio::sync::Mutex<SplitSink<Ws, WsMessage>>>;
 
-#[derive(Default)]
-struct Shared {
-    /// Subscribes waiting for `pusher_internal:subscription_succeeded`, by (Pusher) channel.
-    subscribing: Mutex<HashMap<String, oneshot::Sender<()>>>,
-    outcomes: super::Outcomes,
-}
-
-impl std::ops::Deref for Shared {
-    type Target = super::Outcomes;
-
-    fn deref(&self) -> &super::Outcomes {
-        &self.outcomes
-    }
-}
+/// Subscribes wait for `pusher_internal:subscription_succeeded`, by (Pusher) channel.
+type Shared = super::Shared<String>;
 
 pub struct PusherConnection {
     sink: Sink,
@@ -162,12 +149,7 @@ impl PusherConnection {
 impl Connection for PusherConnection {
     async fn subscribe(&mut self, channel: &str) -> anyhow::Result<()> {
         let channel = pusher_channel(channel);
-        let (done, on_done) = oneshot::channel();
-        self.shared
-            .subscribing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(channel.clone(), done);
+        let on_done = self.shared.expect(channel.clone());
         let subscribe = json!({ "event": "pusher:subscribe", "data": { "channel": channel } });
         self.sink
             .lock()
@@ -175,14 +157,10 @@ impl Connection for PusherConnection {
             .send(WsMessage::Text(subscribe.to_string().into()))
             .await
             .context("sending")?;
-        match tokio::time::timeout(REPLY_TIMEOUT, on_done).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => bail!(
-                "connection ended while subscribing to {channel}: {}",
-                self.failure().unwrap_or_default()
-            ),
-            Err(_) => bail!("no subscription_succeeded for {channel} in time"),
-        }
+        let what = format!("subscribing to {channel}");
+        self.shared
+            .confirmed(on_done, &what, "subscription_succeeded")
+            .await
     }
 
     async fn publish(&mut self, channel: &str, payload: String) -> anyhow::Result<()> {
@@ -310,14 +288,7 @@ async fn read(
                 });
             }
             ("pusher_internal:subscription_succeeded", Some(channel)) => {
-                let waiter = shared
-                    .subscribing
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&channel);
-                if let Some(waiter) = waiter {
-                    let _ = waiter.send(());
-                }
+                shared.resolve(channel.as_str(), ());
             }
             ("pusher:ping", _) => {
                 let pong = json!({ "event": "pusher:pong", "data": {} }).to_string();
@@ -335,16 +306,7 @@ async fn read(
             _ => {}
         }
     }
-    if !shared.closing.load(Ordering::Acquire) {
-        shared.fail("connection closed unasked".to_owned());
-    }
-    shared.ended.store(true, Ordering::Release);
-    shared.settled.notify_waiters();
-    shared
-        .subscribing
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clear();
+    shared.reader_ended();
 }
 
 #[cfg(test)]

@@ -1,27 +1,19 @@
 //! The ceiling server's protocol (see `ceiling`): `S`/`K` to subscribe, `P`/`A` to publish,
 //! `M` deliveries. Same shape as the Ably adapter: a reader task per connection.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::{Connection, Delivery, Settled, Target};
+use super::{websocket, Connection, Delivery, Settled, Target, Ws};
 use crate::clock;
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct RawTarget {
@@ -51,15 +43,7 @@ impl Target for RawTarget {
     ) -> impl std::future::Future<Output = anyhow::Result<RawConnection>> + Send {
         let url = self.ws_url.clone();
         async move {
-            let config = WebSocketConfig::default()
-                .read_buffer_size(8 * 1024)
-                .write_buffer_size(8 * 1024)
-                .max_write_buffer_size(512 * 1024);
-            let ws = tokio::time::timeout(REPLY_TIMEOUT, super::connect_ws(&url, config))
-                .await
-                .context("WebSocket upgrade timed out")?
-                .context("WebSocket upgrade failed")?;
-            let (sink, stream) = ws.split();
+            let (sink, stream) = websocket(&url).await?.split();
             let shared = Arc::new(Shared::default());
             let (deliver, deliveries) = mpsc::unbounded_channel();
             tokio::spawn(read(stream, shared.clone(), deliver));
@@ -73,19 +57,8 @@ impl Target for RawTarget {
     }
 }
 
-#[derive(Default)]
-struct Shared {
-    subscribing: Mutex<HashMap<String, oneshot::Sender<()>>>,
-    outcomes: super::Outcomes,
-}
-
-impl std::ops::Deref for Shared {
-    type Target = super::Outcomes;
-
-    fn deref(&self) -> &super::Outcomes {
-        &self.outcomes
-    }
-}
+/// Subscribes wait by channel.
+type Shared = super::Shared<String>;
 
 pub struct RawConnection {
     sink: SplitSink<Ws, WsMessage>,
@@ -96,20 +69,12 @@ pub struct RawConnection {
 
 impl Connection for RawConnection {
     async fn subscribe(&mut self, channel: &str) -> anyhow::Result<()> {
-        let (done, on_done) = oneshot::channel();
-        self.shared
-            .subscribing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(channel.to_owned(), done);
+        let on_done = self.shared.expect(channel.to_owned());
         self.sink
             .send(WsMessage::Text(format!("S {channel}").into()))
             .await?;
-        match tokio::time::timeout(REPLY_TIMEOUT, on_done).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => bail!("connection ended while subscribing to {channel}"),
-            Err(_) => bail!("no reply to subscribing to {channel} in time"),
-        }
+        let what = format!("subscribing to {channel}");
+        self.shared.confirmed(on_done, &what, "K").await
     }
 
     async fn publish(&mut self, channel: &str, payload: String) -> anyhow::Result<()> {
@@ -165,25 +130,8 @@ async fn read(
             shared.acknowledged.fetch_add(1, Ordering::Relaxed);
             shared.settled.notify_waiters();
         } else if let Some(channel) = text.strip_prefix("K ") {
-            let waiter = shared
-                .subscribing
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(channel);
-            if let Some(waiter) = waiter {
-                let _ = waiter.send(());
-            }
+            shared.resolve(channel, ());
         }
     }
-    if !shared.closing.load(Ordering::Acquire) {
-        let mut failure = shared.failure.lock().unwrap_or_else(|p| p.into_inner());
-        failure.get_or_insert_with(|| "connection closed unasked".to_owned());
-    }
-    shared.ended.store(true, Ordering::Release);
-    shared.settled.notify_waiters();
-    shared
-        .subscribing
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clear();
+    shared.reader_ended();
 }

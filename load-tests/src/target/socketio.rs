@@ -8,9 +8,8 @@
 //! refused connect, `41` a disconnect. The reader task shares the write half with the caller
 //! behind an async mutex, only to answer pings.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
@@ -18,7 +17,7 @@ use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use super::{websocket, ws_base, Connection, Delivery, Settled, Target, Ws, REPLY_TIMEOUT};
@@ -55,20 +54,8 @@ impl Target for SocketIoTarget {
 
 type Sink = Arc<tokio::sync::Mutex<SplitSink<Ws, WsMessage>>>;
 
-#[derive(Default)]
-struct Shared {
-    /// Subscribes waiting for their ack, by ack id.
-    subscribing: Mutex<HashMap<u64, oneshot::Sender<()>>>,
-    outcomes: super::Outcomes,
-}
-
-impl std::ops::Deref for Shared {
-    type Target = super::Outcomes;
-
-    fn deref(&self) -> &super::Outcomes {
-        &self.outcomes
-    }
-}
+/// Subscribes wait for their ack, by ack id.
+type Shared = super::Shared<u64>;
 
 pub struct SocketIoConnection {
     sink: Sink,
@@ -129,21 +116,10 @@ impl Connection for SocketIoConnection {
     async fn subscribe(&mut self, channel: &str) -> anyhow::Result<()> {
         let ack_id = self.next_ack_id;
         self.next_ack_id += 1;
-        let (done, on_done) = oneshot::channel();
-        self.shared
-            .subscribing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(ack_id, done);
+        let on_done = self.shared.expect(ack_id);
         self.emit(ack_id, json!(["subscribe", channel])).await?;
-        match tokio::time::timeout(REPLY_TIMEOUT, on_done).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => bail!(
-                "connection ended while subscribing to {channel}: {}",
-                self.failure().unwrap_or_default()
-            ),
-            Err(_) => bail!("no ack for subscribing to {channel} in time"),
-        }
+        let what = format!("subscribing to {channel}");
+        self.shared.confirmed(on_done, &what, "ack").await
     }
 
     async fn publish(&mut self, channel: &str, payload: String) -> anyhow::Result<()> {
@@ -226,16 +202,7 @@ async fn read(
             break;
         }
     }
-    if !shared.closing.load(Ordering::Acquire) {
-        shared.fail("connection closed unasked".to_owned());
-    }
-    shared.ended.store(true, Ordering::Release);
-    shared.settled.notify_waiters();
-    shared
-        .subscribing
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clear();
+    shared.reader_ended();
 }
 
 /// `["load", room, data]` → (room, data).
@@ -251,13 +218,8 @@ fn on_ack(shared: &Shared, ack: &str) {
     let Ok(ack_id) = ack[..split].parse::<u64>() else {
         return;
     };
-    let waiter = shared
-        .subscribing
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&ack_id);
-    if let Some(waiter) = waiter {
-        let _ = waiter.send(());
+    // A subscribe's ack, or else a publish's.
+    if shared.resolve(&ack_id, ()) {
         return;
     }
     let arguments: Vec<Value> = serde_json::from_str(&ack[split..]).unwrap_or_default();

@@ -11,8 +11,7 @@ fn reads_an_emitted_event() {
 #[test]
 fn acks_resolve_subscribes_then_count_publishes() {
     let shared = Shared::default();
-    let (done, mut on_done) = oneshot::channel();
-    shared.subscribing.lock().unwrap().insert(0, done);
+    let mut on_done = shared.expect(0);
     on_ack(&shared, "0[]");
     assert!(on_done.try_recv().is_ok());
     on_ack(&shared, "1[]");
