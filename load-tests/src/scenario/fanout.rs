@@ -9,36 +9,19 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use tokio::task::JoinSet;
 
-use super::{ably_target, account, connect_failures, ensure_fds, open, run_id, Readers, ServerCpu};
-use crate::cli::{FanoutArgs, Protocol, Shared};
+use super::{account, connect_failures, ensure_fds, open, run_id, Readers, ServerCpu};
+use crate::cli::{FanoutArgs, Shared};
 use crate::clock;
 use crate::ledger::{owed_per_channel, Latencies, Schedule};
 use crate::payload::Stamp;
 use crate::report::{connect_time_metrics, Report};
-use crate::target::ably::Credentials;
-use crate::target::pusher::PusherTarget;
-use crate::target::raw::RawTarget;
-use crate::target::socketio::SocketIoTarget;
 use crate::target::{Connection, Settled, Target};
 
 /// How long publishers wait for their last ACKs.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub async fn run(shared: &Shared, args: &FanoutArgs) -> anyhow::Result<Report> {
-    match shared.protocol {
-        Protocol::Ably => {
-            let target = ably_target(shared, Credentials::Key(shared.key.clone()))?;
-            run_on(shared, args, target).await
-        }
-        Protocol::Raw => run_on(shared, args, Arc::new(RawTarget::new(&shared.url))).await,
-        Protocol::Socketio => {
-            run_on(shared, args, Arc::new(SocketIoTarget::new(&shared.url)?)).await
-        }
-        Protocol::Pusher => {
-            let target = PusherTarget::new(&shared.url, &shared.key)?;
-            run_on(shared, args, Arc::new(target)).await
-        }
-    }
+    with_target!(shared, target => run_on(shared, args, target).await)
 }
 
 async fn run_on<T: Target>(

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 
-use super::{ably_target, account, connect_failures, ensure_fds, open, run_id, Readers};
+use super::{account, connect_failures, ensure_fds, open, run_id, Readers};
 use crate::cli::{IdleArgs, Protocol, Shared};
 use crate::clock;
 use crate::ledger::{Latencies, Schedule};
@@ -16,10 +16,6 @@ use crate::payload::Stamp;
 use crate::proc_stat;
 use crate::report::{connect_time_metrics, Report};
 use crate::rest::Rest;
-use crate::target::ably::Credentials;
-use crate::target::pusher::PusherTarget;
-use crate::target::raw::RawTarget;
-use crate::target::socketio::SocketIoTarget;
 use crate::target::Target;
 
 /// After the last connect, time for the server's allocator to settle before RSS is read.
@@ -29,20 +25,7 @@ pub async fn run(shared: &Shared, args: &IdleArgs) -> anyhow::Result<Report> {
     if args.attach && shared.protocol != Protocol::Ably {
         bail!("idle --attach publishes through Ably's REST API: --protocol ably only");
     }
-    match shared.protocol {
-        Protocol::Ably => {
-            let target = ably_target(shared, Credentials::Key(shared.key.clone()))?;
-            run_on(shared, args, target).await
-        }
-        Protocol::Raw => run_on(shared, args, Arc::new(RawTarget::new(&shared.url))).await,
-        Protocol::Socketio => {
-            run_on(shared, args, Arc::new(SocketIoTarget::new(&shared.url)?)).await
-        }
-        Protocol::Pusher => {
-            let target = PusherTarget::new(&shared.url, &shared.key)?;
-            run_on(shared, args, Arc::new(target)).await
-        }
-    }
+    with_target!(shared, target => run_on(shared, args, target).await)
 }
 
 async fn run_on<T: Target>(

@@ -2,6 +2,39 @@
 //! each subscriber a reader task with its `Ledger`, wait for the owed deliveries, and account for
 //! them in the `Report`.
 
+/// Evaluates `$body` with `$target` bound to an `Arc` of the `Target` that `--protocol` names
+/// (API-key credentials for Ably): one arm per protocol, each its own monomorphic `$body`.
+macro_rules! with_target {
+    ($shared:expr, $target:ident => $body:expr) => {
+        match $shared.protocol {
+            crate::cli::Protocol::Ably => {
+                let $target = crate::scenario::ably_target(
+                    $shared,
+                    crate::target::ably::Credentials::Key($shared.key.clone()),
+                )?;
+                $body
+            }
+            crate::cli::Protocol::Raw => {
+                let $target = std::sync::Arc::new(crate::target::raw::RawTarget::new(&$shared.url));
+                $body
+            }
+            crate::cli::Protocol::Socketio => {
+                let $target = std::sync::Arc::new(crate::target::socketio::SocketIoTarget::new(
+                    &$shared.url,
+                )?);
+                $body
+            }
+            crate::cli::Protocol::Pusher => {
+                let $target = std::sync::Arc::new(crate::target::pusher::PusherTarget::new(
+                    &$shared.url,
+                    &$shared.key,
+                )?);
+                $body
+            }
+        }
+    };
+}
+
 pub mod fanout;
 pub mod idle;
 pub mod sessions;
