@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use tokio::task::JoinSet;
 
-use super::{account, connect_failures, ensure_fds, open, run_id, Readers, ServerCpu};
+use super::{connect_failures, ensure_fds, open, run_id, Readers, ServerCpu};
 use crate::cli::{FanoutArgs, Shared};
 use crate::clock;
-use crate::ledger::{owed_per_channel, Latencies, Schedule};
+use crate::ledger::{Latencies, Schedule};
 use crate::payload::Stamp;
 use crate::report::{connect_time_metrics, Report};
 use crate::target::{Connection, Settled, Target};
@@ -137,13 +137,14 @@ async fn run_on<T: Target>(
         }
     }
     let publishing = started.elapsed();
-    let owed = owed_per_channel(n_channels, &sent, &schedule);
-    let expected: u64 = owed
-        .iter()
-        .zip(&subscribers_per_channel)
-        .map(|(owed, n)| owed * n)
-        .sum();
-    super::wait_for_deliveries(&latencies, expected, shared.drain_timeout).await;
+    let owed = super::await_owed(
+        &sent,
+        &schedule,
+        &subscribers_per_channel,
+        &latencies,
+        shared.drain_timeout,
+    )
+    .await;
     let delivering = started.elapsed();
     ticker.abort();
     bar.finish_and_clear();
@@ -165,12 +166,7 @@ async fn run_on<T: Target>(
         "publications_per_s",
         settled.sent as f64 / publishing.as_secs_f64(),
     );
-    let received = account(&mut report, &ledgers, &owed);
-    report.metric_f64(
-        "deliveries_per_s",
-        received as f64 / delivering.as_secs_f64(),
-    );
-    super::latency_metrics(&mut report, &latencies);
+    super::delivery_metrics(&mut report, &ledgers, &owed, delivering, &latencies);
     Ok(report)
 }
 

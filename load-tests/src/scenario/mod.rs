@@ -267,6 +267,41 @@ pub async fn wait_for_deliveries(latencies: &Latencies, expected: u64, quiet_tim
     }
 }
 
+/// Publishing by `schedule` is over: what each channel is owed by `sent` (per publisher), once
+/// its subscribers got it all or deliveries stalled for `quiet_timeout`.
+pub async fn await_owed(
+    sent: &[u64],
+    schedule: &Schedule,
+    subscribers_per_channel: &[u64],
+    latencies: &Latencies,
+    quiet_timeout: Duration,
+) -> Vec<u64> {
+    let owed = crate::ledger::owed_per_channel(subscribers_per_channel.len(), sent, schedule);
+    let expected = owed
+        .iter()
+        .zip(subscribers_per_channel)
+        .map(|(owed, n)| owed * n)
+        .sum();
+    wait_for_deliveries(latencies, expected, quiet_timeout).await;
+    owed
+}
+
+/// `account`, then deliveries per second over `delivering` and the latency percentiles.
+pub fn delivery_metrics(
+    report: &mut Report,
+    ledgers: &[(Ledger, Option<String>)],
+    owed: &[u64],
+    delivering: Duration,
+    latencies: &Arc<Latencies>,
+) {
+    let received = account(report, ledgers, owed);
+    report.metric_f64(
+        "deliveries_per_s",
+        received as f64 / delivering.as_secs_f64(),
+    );
+    latency_metrics(report, latencies);
+}
+
 /// Lost, duplicated and misrouted deliveries and dropped subscribers, given what each channel
 /// was owed. Returns the deliveries received.
 pub fn account(report: &mut Report, ledgers: &[(Ledger, Option<String>)], owed: &[u64]) -> u64 {

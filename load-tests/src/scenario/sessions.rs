@@ -11,10 +11,10 @@ use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 use tokio::task::JoinSet;
 
-use super::{ably_target, account, connect_failures, ensure_fds, open, run_id, Readers, ServerCpu};
+use super::{ably_target, connect_failures, ensure_fds, open, run_id, Readers, ServerCpu};
 use crate::cli::{SessionsArgs, Shared};
 use crate::clock;
-use crate::ledger::{owed_per_channel, Latencies, Schedule};
+use crate::ledger::{Latencies, Schedule};
 use crate::payload::Stamp;
 use crate::report::{connect_time_metrics, Report};
 use crate::rest::Rest;
@@ -148,13 +148,14 @@ pub async fn run(shared: &Shared, args: &SessionsArgs) -> anyhow::Result<Report>
         }
     }
     let publishing = started.elapsed();
-    let owed = owed_per_channel(channel_names.len(), &sent, &schedule);
-    let expected: u64 = owed
-        .iter()
-        .zip(&subscribers_per_channel)
-        .map(|(owed, n)| owed * n)
-        .sum();
-    super::wait_for_deliveries(&latencies, expected, shared.drain_timeout).await;
+    let owed = super::await_owed(
+        &sent,
+        &schedule,
+        &subscribers_per_channel,
+        &latencies,
+        shared.drain_timeout,
+    )
+    .await;
     let delivering = started.elapsed();
     ticker.abort();
     bar.finish_and_clear();
@@ -168,11 +169,6 @@ pub async fn run(shared: &Shared, args: &SessionsArgs) -> anyhow::Result<Report>
         "publications_per_s",
         publications as f64 / publishing.as_secs_f64(),
     );
-    let received = account(&mut report, &ledgers, &owed);
-    report.metric_f64(
-        "deliveries_per_s",
-        received as f64 / delivering.as_secs_f64(),
-    );
-    super::latency_metrics(&mut report, &latencies);
+    super::delivery_metrics(&mut report, &ledgers, &owed, delivering, &latencies);
     Ok(report)
 }
