@@ -1,22 +1,11 @@
 // Test 6: capability refusals surface as 40160 — realtime attach (channel ERROR), realtime publish (NACK)
 // and REST publish (HTTP 401) — for a key and for tokens limited to `allowed:*`, while allowed channels work.
 
-import { after, afterEach, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { FULL_KEY, LIMITED_KEY, startServer } from './server.mjs';
-import {
-  ClientPool,
-  Collector,
-  FORMATS,
-  WireLog,
-  awaitConnected,
-  expectRejection,
-  safeJson,
-  tokenRequestAuthCallback,
-  uniq,
-  withTimeout,
-} from './helpers.mjs';
+import { FULL_KEY, LIMITED_KEY } from './server.mjs';
+import { awaitConnected, ClientPool, Collector, expectRejection, FORMATS, safeJson, tokenRequestAuthCallback, uniq, useServer, WireLog, withTimeout } from './helpers.mjs';
 
 function assertCapabilityError(err, what) {
   assert.equal(err?.code, 40160, `${what}: expected code 40160, got ${err?.code} (${err?.message})`);
@@ -70,17 +59,7 @@ async function checkRealtimeRefusals(realtime, wire, label) {
 describe('capability refusals (40160)', () => {
   let server;
   let pool;
-
-  before(async () => {
-    server = await startServer();
-  });
-  afterEach(async () => {
-    await pool?.closeAll();
-  });
-  after(async () => {
-    await pool?.closeAll();
-    await server?.stop();
-  });
+  useServer((s) => (server = s), () => pool);
 
   for (const format of FORMATS) {
     test(`${format.name}: realtime with the limited key`, async () => {

@@ -1,28 +1,18 @@
 // Test 8: `GET /channels/{ch}` through `rest.channels.get(ch).status()` reports occupancy metrics that follow
 // attached realtime clients.
 
-import { after, afterEach, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { FULL_KEY, startServer } from './server.mjs';
-import { ClientPool, FORMATS, awaitConnected, pollUntil, uniq, withTimeout } from './helpers.mjs';
+import { FULL_KEY } from './server.mjs';
+import { awaitConnected, ClientPool, FORMATS, pollUntil, uniq, useServer, withTimeout } from './helpers.mjs';
 
 const METRICS = ['connections', 'presenceConnections', 'presenceMembers', 'presenceSubscribers', 'publishers', 'subscribers'];
 
 describe('channel status with occupancy', () => {
   let server;
   let pool;
-
-  before(async () => {
-    server = await startServer();
-  });
-  afterEach(async () => {
-    await pool?.closeAll();
-  });
-  after(async () => {
-    await pool?.closeAll();
-    await server?.stop();
-  });
+  useServer((s) => (server = s), () => pool);
 
   for (const format of FORMATS) {
     test(`${format.name}: status() shows subscribers while realtime clients are attached`, async () => {

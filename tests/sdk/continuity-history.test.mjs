@@ -2,20 +2,11 @@
 // newest first by default, forwards on request, paged with `next()` over the relative Link headers,
 // a time window with start/end, `untilAttach`, the raw Link/envelope format, and the `history` capability.
 
-import { after, afterEach, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { FULL_KEY, LIMITED_KEY, startServer } from './server.mjs';
-import {
-  ClientPool,
-  FORMATS,
-  WireLog,
-  awaitConnected,
-  expectRejection,
-  safeJson,
-  uniq,
-  withTimeout,
-} from './helpers.mjs';
+import { FULL_KEY, LIMITED_KEY } from './server.mjs';
+import { awaitConnected, ClientPool, expectRejection, FORMATS, safeJson, uniq, useServer, WireLog, withTimeout } from './helpers.mjs';
 import { allPages, names, publishNumbered } from './continuity-helpers.mjs';
 
 function assertWellFormed(messages, what) {
@@ -52,17 +43,7 @@ async function rawGet(port, path) {
 describe('channel history', () => {
   let server;
   let pool;
-
-  before(async () => {
-    server = await startServer();
-  });
-  afterEach(async () => {
-    await pool?.closeAll();
-  });
-  after(async () => {
-    await pool?.closeAll();
-    await server?.stop();
-  });
+  useServer((s) => (server = s), () => pool);
 
   for (const format of FORMATS) {
     test(`${format.name}: 25 messages page 10/10/5 newest first with next(), and forwards`, async () => {

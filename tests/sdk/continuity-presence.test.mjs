@@ -2,21 +2,11 @@
 // (HAS_PRESENCE), REST presence and presence history, occupancy presenceMembers/presenceConnections,
 // a closed connection leaving at once, and members surviving a resumed transport drop.
 
-import { after, afterEach, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { FULL_KEY, startServer } from './server.mjs';
-import {
-  ClientPool,
-  FORMATS,
-  WireLog,
-  awaitConnected,
-  pollUntil,
-  safeJson,
-  tokenRequestAuthCallback,
-  uniq,
-  withTimeout,
-} from './helpers.mjs';
+import { FULL_KEY } from './server.mjs';
+import { awaitConnected, ClientPool, FORMATS, pollUntil, safeJson, tokenRequestAuthCallback, uniq, useServer, WireLog, withTimeout } from './helpers.mjs';
 import { PresenceCollector, allPages, dropTransport } from './continuity-helpers.mjs';
 
 const members = (list) =>
@@ -28,17 +18,7 @@ const members = (list) =>
 describe('presence', () => {
   let server;
   let pool;
-
-  before(async () => {
-    server = await startServer();
-  });
-  afterEach(async () => {
-    await pool?.closeAll();
-  });
-  after(async () => {
-    await pool?.closeAll();
-    await server?.stop();
-  });
+  useServer((s) => (server = s), () => pool);
 
   for (const format of FORMATS) {
     test(`${format.name}: two members, a watcher's get(), SYNC for a late attach, one leave, REST presence, occupancy`, async () => {

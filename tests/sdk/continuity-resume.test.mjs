@@ -8,22 +8,12 @@
 // the client disconnected with NO retry timer; it only reconnects when the test calls connection.connect(),
 // after every REST publish of the gap has been acknowledged by the server.
 
-import { after, afterEach, before, describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 
 import { FULL_KEY, startServer } from './server.mjs';
-import {
-  ClientPool,
-  Collector,
-  FORMATS,
-  WireLog,
-  awaitConnected,
-  awaitConnectionState,
-  safeJson,
-  uniq,
-  withTimeout,
-} from './helpers.mjs';
+import { awaitConnected, awaitConnectionState, ClientPool, Collector, FORMATS, safeJson, uniq, useServer, WireLog, withTimeout } from './helpers.mjs';
 import {
   abandonTransport,
   dropTransport,
@@ -51,17 +41,7 @@ function assertNoDuplicates(collector) {
 describe('resume after a dropped transport', () => {
   let server;
   let pool;
-
-  before(async () => {
-    server = await startServer();
-  });
-  afterEach(async () => {
-    await pool?.closeAll();
-  });
-  after(async () => {
-    await pool?.closeAll();
-    await server?.stop();
-  });
+  useServer((s) => (server = s), () => pool);
 
   for (const format of FORMATS) {
     for (const abrupt of [false, true]) {

@@ -2,11 +2,11 @@
 // before live ones; as a channel param (`channels.get(name, { params: { rewind } })`) or in the name
 // (`[?rewind=N]name`); capped at 100 messages.
 
-import { after, afterEach, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { FULL_KEY, startServer } from './server.mjs';
-import { ClientPool, Collector, FORMATS, WireLog, awaitConnected, safeJson, uniq, withTimeout } from './helpers.mjs';
+import { FULL_KEY } from './server.mjs';
+import { awaitConnected, ClientPool, Collector, FORMATS, safeJson, uniq, useServer, WireLog, withTimeout } from './helpers.mjs';
 import { dropTransport, names, nextChannelChange, publishNumbered } from './continuity-helpers.mjs';
 
 const numbered = (prefix, from, to) => Array.from({ length: to - from }, (_, k) => `${prefix}-${from + k}`);
@@ -14,17 +14,7 @@ const numbered = (prefix, from, to) => Array.from({ length: to - from }, (_, k) 
 describe('rewind', () => {
   let server;
   let pool;
-
-  before(async () => {
-    server = await startServer();
-  });
-  afterEach(async () => {
-    await pool?.closeAll();
-  });
-  after(async () => {
-    await pool?.closeAll();
-    await server?.stop();
-  });
+  useServer((s) => (server = s), () => pool);
 
   let liveCount = 0;
 

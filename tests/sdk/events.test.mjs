@@ -3,11 +3,11 @@
 // per event id; a batch with a bad event is refused whole, naming the field; a key that may not
 // publish on a target channel is refused naming the channel.
 
-import { after, afterEach, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { FULL_KEY, LIMITED_KEY, startServer } from './server.mjs';
-import { ClientPool, Collector, awaitConnected, uniq } from './helpers.mjs';
+import { FULL_KEY, LIMITED_KEY } from './server.mjs';
+import { awaitConnected, ClientPool, Collector, uniq, useServer } from './helpers.mjs';
 
 /** What a serverless backend does: one `fetch` with the API key. */
 async function postEvents(port, body, key = FULL_KEY) {
@@ -25,17 +25,7 @@ async function postEvents(port, body, key = FULL_KEY) {
 describe('POST /events', () => {
   let server;
   let pool;
-
-  before(async () => {
-    server = await startServer();
-  });
-  afterEach(async () => {
-    await pool?.closeAll();
-  });
-  after(async () => {
-    await pool?.closeAll();
-    await server?.stop();
-  });
+  useServer((s) => (server = s), () => pool);
 
   test('every built-in type lands on exactly its channels, once per event id', async () => {
     pool = new ClientPool(server.port);

@@ -2,8 +2,31 @@
 // a wire log (frames the client received, taken from ably-js' own micro-level log), and a client pool
 // that makes sure every client a test opens gets closed.
 
+import { after, afterEach, before } from 'node:test';
+
 import Ably from 'ably';
-import { clientOptions } from './server.mjs';
+import { clientOptions, startServer } from './server.mjs';
+
+/**
+ * The hooks most files share, registered on the enclosing `describe`: one server for the block
+ * (`startServer(options)`, `options` an object or a function called when the server starts),
+ * handed to `setServer`; the test's client pool (`getPool()`) closed after each test and at the
+ * end, then the server stopped.
+ */
+export function useServer(setServer, getPool, options) {
+  let server;
+  before(async () => {
+    server = await startServer(typeof options === 'function' ? options() : options);
+    setServer(server);
+  });
+  afterEach(async () => {
+    await getPool()?.closeAll();
+  });
+  after(async () => {
+    await getPool()?.closeAll();
+    await server?.stop();
+  });
+}
 
 /** The two wire formats; `useBinaryProtocol` selects msgpack (true) or JSON (false). */
 export const FORMATS = [

@@ -1,19 +1,11 @@
 // Tests 3 and 4: realtime publish awaited until ACK and delivered to another subscriber and (by default)
 // back to the publisher; `echoMessages: false` suppresses only the publisher's own messages.
 
-import { after, afterEach, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { FULL_KEY, startServer } from './server.mjs';
-import {
-  ClientPool,
-  Collector,
-  FORMATS,
-  awaitConnected,
-  tokenRequestAuthCallback,
-  uniq,
-  withTimeout,
-} from './helpers.mjs';
+import { FULL_KEY } from './server.mjs';
+import { awaitConnected, ClientPool, Collector, FORMATS, tokenRequestAuthCallback, uniq, useServer, withTimeout } from './helpers.mjs';
 
 function other(format) {
   return FORMATS.find((f) => f.name !== format.name);
@@ -22,17 +14,7 @@ function other(format) {
 describe('realtime publish with ACK', () => {
   let server;
   let pool;
-
-  before(async () => {
-    server = await startServer();
-  });
-  afterEach(async () => {
-    await pool?.closeAll();
-  });
-  after(async () => {
-    await pool?.closeAll();
-    await server?.stop();
-  });
+  useServer((s) => (server = s), () => pool);
 
   for (const pubFormat of FORMATS) {
     const subFormat = other(pubFormat);
@@ -95,17 +77,7 @@ describe('realtime publish with ACK', () => {
 describe('echoMessages: false', () => {
   let server;
   let pool;
-
-  before(async () => {
-    server = await startServer();
-  });
-  afterEach(async () => {
-    await pool?.closeAll();
-  });
-  after(async () => {
-    await pool?.closeAll();
-    await server?.stop();
-  });
+  useServer((s) => (server = s), () => pool);
 
   for (const format of FORMATS) {
     test(`${format.name}: a client with echo off does not get its own messages, others do`, async () => {

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 
 import { FULL_KEY, startServer } from './server.mjs';
-import { ClientPool, Collector, FORMATS, awaitConnected, tokenRequestAuthCallback, uniq, withTimeout } from './helpers.mjs';
+import { awaitConnected, ClientPool, Collector, FORMATS, tokenRequestAuthCallback, uniq, useServer, withTimeout } from './helpers.mjs';
 
 const PUBLISHER_CLIENT_ID = 'rest-publisher';
 
@@ -88,17 +88,7 @@ for (const rest of FORMATS) for (const rt of FORMATS) COMBOS.push({ rest, rt });
 describe('REST publish → realtime subscriber (authCallback token auth)', () => {
   let server;
   let pool;
-
-  before(async () => {
-    server = await startServer();
-  });
-  afterEach(async () => {
-    await pool?.closeAll();
-  });
-  after(async () => {
-    await pool?.closeAll();
-    await server?.stop();
-  });
+  useServer((s) => (server = s), () => pool);
 
   for (const { rest, rt } of COMBOS) {
     test(`rest-${rest.name} → realtime-${rt.name}: string, JSON and binary data arrive intact`, async () => {

@@ -7,11 +7,11 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { after, afterEach, before, describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { REALTIME_BIN, freePort, startServer } from './server.mjs';
-import { ClientPool, Collector, WireLog, awaitConnected, expectRejection, safeJson, uniq, withTimeout } from './helpers.mjs';
+import { REALTIME_BIN, freePort } from './server.mjs';
+import { awaitConnected, ClientPool, Collector, expectRejection, safeJson, uniq, useServer, WireLog, withTimeout } from './helpers.mjs';
 import { ACTION, WireProbe, probeToken, restWithBearer, runToExit, signJwt, userClaims } from './supabase-helpers.mjs';
 
 const SECRET = 'policy-test-jwt-secret-with-at-least-32-characters';
@@ -49,17 +49,7 @@ const token = (claims) => signJwt(userClaims(claims), { alg: 'HS256', secret: SE
 describe('--policy with {app_metadata.org}', () => {
   let server;
   let pool;
-
-  before(async () => {
-    server = await startServer({ args: ['--supabase-jwt-secret', SECRET, '--policy', writePolicy('org.toml', ORG_POLICY)] });
-  });
-  afterEach(async () => {
-    await pool?.closeAll();
-  });
-  after(async () => {
-    await pool?.closeAll();
-    await server?.stop();
-  });
+  useServer((s) => (server = s), () => pool, () => ({ args: ['--supabase-jwt-secret', SECRET, '--policy', writePolicy('org.toml', ORG_POLICY)] }));
 
   test('an acme member publishes on org:acme:* (ACK, delivered to another member), not on org:globex:* (NACK 40160)', async () => {
     pool = new ClientPool(server.port);

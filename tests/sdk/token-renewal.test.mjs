@@ -3,21 +3,11 @@
 // connectionId. Meanwhile numbered REST publishes keep flowing and must all arrive exactly once, in order,
 // without the connection ever leaving `connected`.
 
-import { after, afterEach, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { FULL_KEY, startServer } from './server.mjs';
-import {
-  ClientPool,
-  Collector,
-  FORMATS,
-  WireLog,
-  awaitConnected,
-  safeJson,
-  tokenRequestAuthCallback,
-  uniq,
-  withTimeout,
-} from './helpers.mjs';
+import { FULL_KEY } from './server.mjs';
+import { awaitConnected, ClientPool, Collector, FORMATS, safeJson, tokenRequestAuthCallback, uniq, useServer, WireLog, withTimeout } from './helpers.mjs';
 
 const TTL_MS = 4000;
 const PUBLISH_INTERVAL_MS = 75;
@@ -27,17 +17,7 @@ const MIN_AUTH_CALLS = 3; // initial token + at least 2 renewals
 describe('in-band token renewal', () => {
   let server;
   let pool;
-
-  before(async () => {
-    server = await startServer();
-  });
-  afterEach(async () => {
-    await pool?.closeAll();
-  });
-  after(async () => {
-    await pool?.closeAll();
-    await server?.stop();
-  });
+  useServer((s) => (server = s), () => pool);
 
   for (const format of FORMATS) {
     test(`${format.name}: ttl ${TTL_MS} ms token renewed ≥ 2 times without losing the connection or messages`, { timeout: 30_000 }, async () => {
