@@ -54,10 +54,14 @@ impl RedisServer {
 
 /// `n` nodes on `redis`, each with the test key and `extra` flags.
 pub(crate) fn nodes(redis: &RedisServer, n: usize, extra: &[&str]) -> Vec<Server> {
-    let url = redis.url();
+    nodes_at(&redis.url(), n, extra)
+}
+
+/// `n` nodes on the Redis at `url` (a server or a cluster), each with the test key and `extra`.
+pub(crate) fn nodes_at(url: &str, n: usize, extra: &[&str]) -> Vec<Server> {
     (0..n)
         .map(|_| {
-            let mut args = vec!["--keys", "app.k:secret", "--redis", &url];
+            let mut args = vec!["--keys", "app.k:secret", "--redis", url];
             args.extend_from_slice(extra);
             Server::start(&args)
         })

@@ -198,14 +198,7 @@ impl Drop for RedisCluster {
 }
 
 fn nodes_on(cluster: &RedisCluster, n: usize, extra: &[&str]) -> Vec<Server> {
-    let url = cluster.url();
-    (0..n)
-        .map(|_| {
-            let mut args = vec!["--keys", "app.k:secret", "--redis", &url];
-            args.extend_from_slice(extra);
-            Server::start(&args)
-        })
-        .collect()
+    crate::cluster::nodes_at(&cluster.url(), n, extra)
 }
 
 /// One channel per master: channel names whose topics' slots land on masters 0, 1 and 2.
@@ -261,6 +254,32 @@ async fn until_live(via: &Server, channels: &[String], sockets: &mut [Socket]) {
         }
     }
     panic!("the bus never carried a marker everywhere: {heard:?}");
+}
+
+/// Per channel, `seen` (channel, data, serial, _) holds exactly `expected` (channel, data,
+/// serial): every message once, in publish order, with the publisher's serials.
+fn assert_per_channel(
+    seen: &[(String, String, String, String)],
+    expected: &[(String, String, String)],
+    channels: &[String],
+    context: &str,
+) {
+    for channel in channels {
+        let got: Vec<(&str, &str)> = seen
+            .iter()
+            .filter(|(c, ..)| c == channel)
+            .map(|(_, data, serial, _)| (data.as_str(), serial.as_str()))
+            .collect();
+        let want: Vec<(&str, &str)> = expected
+            .iter()
+            .filter(|(c, ..)| c == channel)
+            .map(|(_, data, serial)| (data.as_str(), serial.as_str()))
+            .collect();
+        assert_eq!(
+            got, want,
+            "{context}: {channel} once each, in order, with the publisher's serials"
+        );
+    }
 }
 
 /// (channel, data, serial, id) of the next `n` messages named "n" on `socket`.
@@ -321,24 +340,7 @@ fn a_publish_to_one_node_reaches_every_node_once_in_order_on_every_shard() {
         let mut seen_by_node = Vec::new();
         for (i, socket) in sockets.iter_mut().enumerate() {
             let seen = numbered_on_channels(socket, expected.len()).await;
-            for channel in &channels {
-                let got: Vec<(String, String)> = seen
-                    .iter()
-                    .filter(|(c, ..)| c == channel)
-                    .map(|(_, data, serial, _)| (data.clone(), serial.clone()))
-                    .collect();
-                let want: Vec<(String, String)> = expected
-                    .iter()
-                    .filter(|(c, ..)| c == channel)
-                    .map(|(_, data, serial)| (data.clone(), serial.clone()))
-                    .collect();
-                assert_eq!(
-                    got,
-                    want,
-                    "node {}: {channel} once each, in order, with the publisher's serials",
-                    i + 1
-                );
-            }
+            assert_per_channel(&seen, &expected, &channels, &format!("node {}", i + 1));
             seen_by_node.push(seen);
         }
         // Channels on different shards interleave differently on each node; per channel the
@@ -477,19 +479,7 @@ fn dropped_shard_links_are_re_established_and_back_filled() {
             expected.push((channel.clone(), n.to_string(), serial));
         }
         let seen = numbered_on_channels(&mut sockets[0], expected.len()).await;
-        for channel in &channels {
-            let got: Vec<(String, String)> = seen
-                .iter()
-                .filter(|(c, ..)| c == channel)
-                .map(|(_, data, serial, _)| (data.clone(), serial.clone()))
-                .collect();
-            let want: Vec<(String, String)> = expected
-                .iter()
-                .filter(|(c, ..)| c == channel)
-                .map(|(_, data, serial)| (data.clone(), serial.clone()))
-                .collect();
-            assert_eq!(got, want, "{channel}: every message once, in order");
-        }
+        assert_per_channel(&seen, &expected, &channels, "after the links dropped");
     });
 }
 
