@@ -57,33 +57,38 @@ async function startBalancer(target) {
   return balancer;
 }
 
-describe('a gateway node killed under an ably-js client', () => {
-  let redis;
-  let nodeA;
-  let nodeB;
-  let balancer;
-  const clients = [];
-
+/**
+ * Per describe block: a private redis-server, nodes A and B on it (`nodeArgs` added), and a TCP
+ * balancer sending new connections to A; the clients a test pushes on `env.clients` are closed
+ * and everything stopped at the end.
+ */
+function twoNodesBehindBalancer(nodeArgs) {
+  const env = { redis: undefined, nodeA: undefined, nodeB: undefined, balancer: undefined, clients: [] };
   before(async () => {
-    redis = await startRedis();
-    const args = ['--redis', redis.url, '--node-lease-ms', '1000'];
-    nodeA = await startServer({ args });
-    nodeB = await startServer({ args });
-    balancer = await startBalancer(nodeA.port);
+    env.redis = await startRedis();
+    const args = ['--redis', env.redis.url, ...nodeArgs];
+    env.nodeA = await startServer({ args });
+    env.nodeB = await startServer({ args });
+    env.balancer = await startBalancer(env.nodeA.port);
   });
   after(async () => {
-    for (const client of clients) client.close();
-    balancer?.stop();
-    await nodeA?.stop();
-    await nodeB?.stop();
-    redis?.stop();
+    for (const client of env.clients) client.close();
+    env.balancer?.stop();
+    await env.nodeA?.stop();
+    await env.nodeB?.stop();
+    env.redis?.stop();
   });
+  return env;
+}
+
+describe('a gateway node killed under an ably-js client', () => {
+  const env = twoNodesBehindBalancer(['--node-lease-ms', '1000']);
 
   test('the client resumes on the other node: same connection, every message once, in order, still present', async () => {
     const realtime = new Ably.Realtime(
-      clientOptions(balancer.port, { key: FULL_KEY, clientId: 'fan-1', disconnectedRetryTimeout: 500 }),
+      clientOptions(env.balancer.port, { key: FULL_KEY, clientId: 'fan-1', disconnectedRetryTimeout: 500 }),
     );
-    clients.push(realtime);
+    env.clients.push(realtime);
     await awaitConnected(realtime);
     const id = realtime.connection.id;
 
@@ -93,10 +98,10 @@ describe('a gateway node killed under an ably-js client', () => {
     await withTimeout(channel.presence.enter('watching'), 10_000, 'presence enter');
 
     // The backend publishes through node B directly; a watcher on node B sees presence.
-    const rest = new Ably.Rest(clientOptions(nodeB.port, { key: FULL_KEY }));
+    const rest = new Ably.Rest(clientOptions(env.nodeB.port, { key: FULL_KEY }));
     const restChannel = rest.channels.get(channelName);
-    const watcherClient = new Ably.Realtime(clientOptions(nodeB.port, { key: FULL_KEY, clientId: 'creator' }));
-    clients.push(watcherClient);
+    const watcherClient = new Ably.Realtime(clientOptions(env.nodeB.port, { key: FULL_KEY, clientId: 'creator' }));
+    env.clients.push(watcherClient);
     await new PresenceCollector().subscribe(watcherClient.channels.get(channelName));
     const members = await watcherClient.channels.get(channelName).presence.get();
     assert.deepEqual(members.map((m) => m.clientId), ['fan-1'], 'node B sees the member entered on node A');
@@ -105,9 +110,9 @@ describe('a gateway node killed under an ably-js client', () => {
     await got.waitForCount(3, 10_000, 'messages before the kill');
 
     // The balancer sends new connections to B (A failed its probe), then A dies without a word.
-    balancer.target = nodeB.port;
+    env.balancer.target = env.nodeB.port;
     const disconnected = awaitConnectionState(realtime, 'disconnected', 10_000);
-    await nodeA.kill('SIGKILL');
+    await env.nodeA.kill('SIGKILL');
     await disconnected;
     await publishNumbered(restChannel, 'missed', 10);
 
@@ -135,41 +140,22 @@ describe('a gateway node killed under an ably-js client', () => {
 });
 
 describe('a rolling restart of one of two gateway nodes while the backend publishes', () => {
-  let redis;
-  let nodeA;
-  let nodeB;
-  let balancer;
-  const clients = [];
-
-  before(async () => {
-    redis = await startRedis();
-    const args = ['--redis', redis.url];
-    nodeA = await startServer({ args });
-    nodeB = await startServer({ args });
-    balancer = await startBalancer(nodeA.port);
-  });
-  after(async () => {
-    for (const client of clients) client.close();
-    balancer?.stop();
-    await nodeA?.stop();
-    await nodeB?.stop();
-    redis?.stop();
-  });
+  const env = twoNodesBehindBalancer([]);
 
   test('every subscriber gets every acknowledged message exactly once and resumes; the node exits in time', async () => {
     const channelName = uniq('live:rolling');
     const subscribers = [];
     for (let i = 0; i < 12; i += 1) {
       const realtime = new Ably.Realtime(
-        clientOptions(balancer.port, { key: FULL_KEY, useBinaryProtocol: i % 2 === 0, disconnectedRetryTimeout: 500 }),
+        clientOptions(env.balancer.port, { key: FULL_KEY, useBinaryProtocol: i % 2 === 0, disconnectedRetryTimeout: 500 }),
       );
-      clients.push(realtime);
+      env.clients.push(realtime);
       await awaitConnected(realtime);
       const got = await new Collector().subscribe(realtime.channels.get(channelName));
       subscribers.push({ realtime, id: realtime.connection.id, got });
     }
 
-    const restChannel = new Ably.Rest(clientOptions(nodeB.port, { key: FULL_KEY })).channels.get(channelName);
+    const restChannel = new Ably.Rest(clientOptions(env.nodeB.port, { key: FULL_KEY })).channels.get(channelName);
     const acked = [];
     let publishing = true;
     const publisher = (async () => {
@@ -181,9 +167,9 @@ describe('a rolling restart of one of two gateway nodes while the backend publis
     await pollUntil(async () => acked.length, (n) => n >= 20, 10_000, 'the publisher running');
 
     // The rollout: the balancer stops sending new connections to A, then A gets SIGTERM.
-    balancer.target = nodeB.port;
+    env.balancer.target = env.nodeB.port;
     const stoppedAt = Date.now();
-    const exit = await nodeA.stop();
+    const exit = await env.nodeA.stop();
     const drainTook = Date.now() - stoppedAt;
     assert.equal(exit.signal, null, `node A exited by itself, not killed: ${JSON.stringify(exit)}`);
     assert.ok(drainTook < 8_000, `node A exited within its 2 s drain (+ margin): ${drainTook} ms`);
