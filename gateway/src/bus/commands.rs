@@ -153,6 +153,39 @@ impl Commands {
         Ok(connection)
     }
 
+    /// One command, as `run` runs it (bounded, timed, the connection replaced on a broken link).
+    pub(super) async fn query<T: redis::FromRedisValue>(
+        &self,
+        command: redis::Cmd,
+    ) -> redis::RedisResult<T> {
+        self.run(move |mut connection| {
+            Box::pin(async move { command.query_async(&mut connection).await })
+        })
+        .await
+    }
+
+    /// One Lua script call with its keys and arguments, as `run` runs it.
+    pub(super) async fn invoke<T: redis::FromRedisValue + Send + 'static>(
+        &self,
+        script: redis::Script,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> redis::RedisResult<T> {
+        self.run(move |mut connection| {
+            Box::pin(async move {
+                let mut invocation = script.prepare_invoke();
+                for key in keys {
+                    invocation.key(key);
+                }
+                for arg in args {
+                    invocation.arg(arg);
+                }
+                invocation.invoke_async(&mut connection).await
+            })
+        })
+        .await
+    }
+
     /// Runs a command (bounded); any failure forgets the connection so the next call reconnects.
     pub(super) async fn run<T: redis::FromRedisValue>(
         &self,

@@ -317,14 +317,7 @@ impl RedisBus {
         let record = record_key(key);
         let flat: Vec<String> = self
             .commands
-            .run(move |mut connection| {
-                Box::pin(async move {
-                    redis::cmd("HGETALL")
-                        .arg(record)
-                        .query_async(&mut connection)
-                        .await
-                })
-            })
+            .query(redis::cmd("HGETALL").arg(record).to_owned())
             .await
             .map_err(unavailable)?;
         Ok(parse(&flat))
@@ -333,31 +326,15 @@ impl RedisBus {
     async fn node_alive(&self, node: &str) -> Result<bool, ErrorInfo> {
         let lease = format!("rt:node:{node}");
         self.commands
-            .run(move |mut connection| {
-                Box::pin(async move {
-                    redis::cmd("EXISTS")
-                        .arg(lease)
-                        .query_async(&mut connection)
-                        .await
-                })
-            })
+            .query(redis::cmd("EXISTS").arg(lease).to_owned())
             .await
             .map_err(unavailable)
     }
 
     async fn ask_release(&self, node: &str, key: &str) -> Result<(), ErrorInfo> {
         let topic = control_topic(node);
-        let key = key.to_owned();
         self.commands
-            .run(move |mut connection| {
-                Box::pin(async move {
-                    redis::cmd("PUBLISH")
-                        .arg(topic)
-                        .arg(key)
-                        .query_async::<()>(&mut connection)
-                        .await
-                })
-            })
+            .query::<()>(redis::cmd("PUBLISH").arg(topic).arg(key).to_owned())
             .await
             .map_err(unavailable)
     }

@@ -30,14 +30,7 @@ impl RedisBus {
         let record = record_key(key);
         let fields: Vec<(String, String)> = self
             .commands
-            .run(move |mut connection| {
-                Box::pin(async move {
-                    redis::cmd("HGETALL")
-                        .arg(record)
-                        .query_async(&mut connection)
-                        .await
-                })
-            })
+            .query(redis::cmd("HGETALL").arg(record).to_owned())
             .await
             .map_err(unavailable)?;
         let mut out = EventRecord::default();

@@ -182,17 +182,8 @@ async fn send_probes(commands: Commands, topic: String, inner: Weak<crate::Inner
         if inner.strong_count() == 0 {
             return;
         }
-        let topic = topic.clone();
         let sent: redis::RedisResult<i64> = commands
-            .run(move |mut connection| {
-                Box::pin(async move {
-                    redis::cmd("PUBLISH")
-                        .arg(topic)
-                        .arg("1")
-                        .query_async(&mut connection)
-                        .await
-                })
-            })
+            .query(redis::cmd("PUBLISH").arg(&topic).arg("1").to_owned())
             .await;
         if let Err(error) = sent {
             tracing::debug!(%error, "bus probe not sent");
@@ -329,21 +320,9 @@ impl RedisBus {
             args.push(claim);
             args.push(body);
         }
-        let script = self.script.clone();
         let ids: Vec<String> = self
             .commands
-            .run(move |mut connection| {
-                Box::pin(async move {
-                    let mut invocation = script.prepare_invoke();
-                    for key in keys {
-                        invocation.key(key);
-                    }
-                    for arg in args {
-                        invocation.arg(arg);
-                    }
-                    invocation.invoke_async(&mut connection).await
-                })
-            })
+            .invoke(self.script.clone(), keys.into(), args)
             .await
             .map_err(|error| {
                 tracing::warn!(%error, "publish through Redis failed");

@@ -28,17 +28,14 @@ impl RedisBus {
         let key = pulse_key(&self.node);
         let json = serde_json::to_string(pulse).unwrap_or_default();
         self.commands
-            .run(move |mut connection| {
-                Box::pin(async move {
-                    redis::cmd("SET")
-                        .arg(key)
-                        .arg(json)
-                        .arg("PX")
-                        .arg(PULSE_TTL_MS)
-                        .query_async(&mut connection)
-                        .await
-                })
-            })
+            .query(
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(json)
+                    .arg("PX")
+                    .arg(PULSE_TTL_MS)
+                    .to_owned(),
+            )
             .await
     }
 
@@ -47,14 +44,7 @@ impl RedisBus {
     pub(crate) async fn node_readings(&self) -> redis::RedisResult<Vec<NodeReading>> {
         let mut nodes: Vec<String> = self
             .commands
-            .run(|mut connection| {
-                Box::pin(async move {
-                    redis::cmd("SMEMBERS")
-                        .arg(NODES_KEY)
-                        .query_async(&mut connection)
-                        .await
-                })
-            })
+            .query(redis::cmd("SMEMBERS").arg(NODES_KEY).to_owned())
             .await?;
         nodes.sort();
         if nodes.is_empty() {

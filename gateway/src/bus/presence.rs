@@ -265,14 +265,7 @@ async fn reap(bus: &RedisBus, dead: &str, lease: std::time::Duration) -> redis::
         let key = members_key(channel);
         let flat: Vec<String> = bus
             .commands
-            .run(move |mut connection| {
-                Box::pin(async move {
-                    redis::cmd("HGETALL")
-                        .arg(key)
-                        .query_async(&mut connection)
-                        .await
-                })
-            })
+            .query(redis::cmd("HGETALL").arg(key).to_owned())
             .await?;
         let leaves: Vec<PresenceMessage> = parse_members(&flat)
             .into_iter()

@@ -100,17 +100,6 @@ impl RedisBus {
         &self.node
     }
 
-    async fn call<T: redis::FromRedisValue + Send + 'static>(
-        &self,
-        command: redis::Cmd,
-    ) -> redis::RedisResult<T> {
-        self.commands
-            .run(move |mut connection| {
-                Box::pin(async move { command.query_async(&mut connection).await })
-            })
-            .await
-    }
-
     async fn invoke<T: redis::FromRedisValue + Send + 'static>(
         &self,
         script: &'static str,
@@ -118,19 +107,7 @@ impl RedisBus {
         args: Vec<String>,
     ) -> redis::RedisResult<T> {
         self.commands
-            .run(move |mut connection| {
-                Box::pin(async move {
-                    let script = redis::Script::new(script);
-                    let mut invocation = script.prepare_invoke();
-                    for key in keys {
-                        invocation.key(key);
-                    }
-                    for arg in args {
-                        invocation.arg(arg);
-                    }
-                    invocation.invoke_async(&mut connection).await
-                })
-            })
+            .invoke(redis::Script::new(script), keys, args)
             .await
     }
 
@@ -143,7 +120,7 @@ impl RedisBus {
     ) -> redis::RedisResult<bool> {
         let mut add = redis::cmd("SADD");
         add.arg(occupied_key(&self.node)).arg(channel);
-        self.call::<()>(add).await?;
+        self.commands.query::<()>(add).await?;
         self.occupy_as(&self.node.clone(), channel, pending_key)
             .await
     }
@@ -190,7 +167,7 @@ impl RedisBus {
             .await?;
         let mut remove = redis::cmd("SREM");
         remove.arg(occupied_key(node)).arg(channel);
-        self.call::<()>(remove).await?;
+        self.commands.query::<()>(remove).await?;
         Ok(scheduled == 1)
     }
 
@@ -204,20 +181,20 @@ impl RedisBus {
         self.schedule(pending, due_ms).await?;
         let mut set = redis::cmd("SET");
         set.arg(key).arg(pending).arg("PX").arg(PENDING_TTL_MS);
-        self.call(set).await
+        self.commands.query(set).await
     }
 
     async fn schedule(&self, pending: &str, due_ms: u64) -> redis::RedisResult<()> {
         let mut add = redis::cmd("ZADD");
         add.arg(PENDING_KEY).arg(due_ms).arg(pending);
-        self.call(add).await
+        self.commands.query(add).await
     }
 
     /// Cancels the event pending under `key`; true if there was one.
     pub(crate) async fn webhook_cancel(&self, key: &str) -> redis::RedisResult<bool> {
         let mut del = redis::cmd("DEL");
         del.arg(key);
-        Ok(self.call::<i64>(del).await? == 1)
+        Ok(self.commands.query::<i64>(del).await? == 1)
     }
 
     /// Pending events due by `now_ms`, oldest first.
@@ -234,7 +211,7 @@ impl RedisBus {
             .arg("LIMIT")
             .arg(0)
             .arg(limit);
-        self.call(range).await
+        self.commands.query(range).await
     }
 
     /// Takes a due event: true if it was still pending under `key` (not cancelled, not taken
@@ -245,7 +222,7 @@ impl RedisBus {
             .await?;
         let mut remove = redis::cmd("ZREM");
         remove.arg(PENDING_KEY).arg(pending);
-        self.call::<()>(remove).await?;
+        self.commands.query::<()>(remove).await?;
         Ok(fired == 1)
     }
 
@@ -253,7 +230,7 @@ impl RedisBus {
     pub(crate) async fn webhook_occupied_by(&self, node: &str) -> redis::RedisResult<Vec<String>> {
         let mut members = redis::cmd("SMEMBERS");
         members.arg(occupied_key(node));
-        self.call(members).await
+        self.commands.query(members).await
     }
 
     /// Appends items to a webhook's queue; returns how many of the oldest the bound dropped.
@@ -282,7 +259,7 @@ impl RedisBus {
             .arg("+")
             .arg("COUNT")
             .arg(n);
-        let entries: Vec<(String, Vec<(String, String)>)> = self.call(range).await?;
+        let entries: Vec<(String, Vec<(String, String)>)> = self.commands.query(range).await?;
         Ok(entries
             .into_iter()
             .filter_map(|(id, fields)| {
@@ -303,7 +280,7 @@ impl RedisBus {
         }
         let mut del = redis::cmd("XDEL");
         del.arg(queue_key(webhook)).arg(ids);
-        self.call(del).await
+        self.commands.query(del).await
     }
 
     /// Takes or keeps the right to deliver `webhook` for `ttl_ms`; false while another node
@@ -330,7 +307,7 @@ impl RedisBus {
     ) -> redis::RedisResult<Vec<protocol::PresenceMessage>> {
         let mut all = redis::cmd("HGETALL");
         all.arg(super::presence::members_key(channel));
-        let flat: Vec<String> = self.call(all).await?;
+        let flat: Vec<String> = self.commands.query(all).await?;
         Ok(super::presence::parse_members(&flat)
             .into_iter()
             .map(|(_, member)| member)
