@@ -4,7 +4,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use protocol::{ErrorCode, Format};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 
@@ -16,6 +16,27 @@ fn format_of(value: Option<&HeaderValue>) -> Option<Format> {
         Some(Format::Json)
     } else {
         None
+    }
+}
+
+/// A request body that is one item or an array of them (Ably's REST accepts both).
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(crate) enum OneOrMany<T> {
+    Many(Vec<T>),
+    One(T),
+}
+
+impl<T> OneOrMany<T> {
+    pub(crate) fn is_one(&self) -> bool {
+        matches!(self, OneOrMany::One(_))
+    }
+
+    pub(crate) fn into_vec(self) -> Vec<T> {
+        match self {
+            OneOrMany::Many(items) => items,
+            OneOrMany::One(item) => vec![item],
+        }
     }
 }
 

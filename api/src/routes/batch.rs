@@ -11,24 +11,8 @@ use protocol::{ChannelName, ErrorCode, ErrorInfo, Format, Message, Operation, Pr
 use serde::{Deserialize, Serialize};
 
 use crate::auth::principal;
-use crate::body::{decode, respond, response_format};
+use crate::body::{decode, respond, response_format, OneOrMany};
 use crate::error::ApiError;
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum OneOrMany<T> {
-    Many(Vec<T>),
-    One(T),
-}
-
-impl<T> OneOrMany<T> {
-    fn into_vec(self) -> Vec<T> {
-        match self {
-            OneOrMany::Many(items) => items,
-            OneOrMany::One(item) => vec![item],
-        }
-    }
-}
 
 #[derive(Deserialize)]
 struct PublishSpec {
@@ -78,7 +62,7 @@ pub(crate) async fn publish(
     let caller = principal(&gateway, &headers, format).await?;
     let body = decode::<OneOrMany<PublishSpec>>(&headers, &body, format)?;
     // One spec (not in an array) is answered with its results alone, as Ably does.
-    let single = matches!(body, OneOrMany::One(_));
+    let single = body.is_one();
     let specs = body.into_vec();
     let mut batches = Vec::with_capacity(specs.len());
     for spec in specs {

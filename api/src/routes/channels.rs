@@ -6,20 +6,13 @@ use axum::response::Response;
 use bytes::Bytes;
 use gateway::{Gateway, Occupancy, Origin};
 use protocol::{ChannelName, ErrorCode, Format, Message, Operation};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::auth::principal;
-use crate::body::{decode, respond, response_format};
+use crate::body::{decode, respond, response_format, OneOrMany};
 use crate::error::ApiError;
 
 /// One message or an array of them: ably-js always sends an array, ably-python a lone object.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum OneOrMany {
-    Many(Vec<Message>),
-    One(Box<Message>),
-}
-
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Published {
@@ -38,10 +31,7 @@ pub(crate) async fn publish(
     let format = response_format(&headers);
     let principal = principal(&gateway, &headers, format).await?;
     let channel = ChannelName::parse(&channel).map_err(|e| ApiError::new(e, format))?;
-    let messages = match decode::<OneOrMany>(&headers, &body, format)? {
-        OneOrMany::Many(messages) => messages,
-        OneOrMany::One(message) => vec![*message],
-    };
+    let messages = decode::<OneOrMany<Message>>(&headers, &body, format)?.into_vec();
     let receipt = gateway
         .publish(&principal, &channel, messages, Origin::Rest)
         .await

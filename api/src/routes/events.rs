@@ -19,7 +19,7 @@ use protocol::{ErrorCode, ErrorInfo, Operation};
 use serde_json::Value;
 
 use crate::auth::principal;
-use crate::body::{decode, respond, response_format};
+use crate::body::{decode, respond, response_format, OneOrMany};
 use crate::error::ApiError;
 
 /// Events one request may carry: a batch is checked whole before any is published.
@@ -32,10 +32,9 @@ pub(crate) async fn publish(
 ) -> Result<Response, ApiError> {
     let format = response_format(&headers);
     let caller = principal(&gateway, &headers, format).await?;
-    let (single, items) = match decode::<Value>(&headers, &body, format)? {
-        Value::Array(items) => (false, items),
-        item => (true, vec![item]),
-    };
+    let body = decode::<OneOrMany<Value>>(&headers, &body, format)?;
+    let single = body.is_one();
+    let items = body.into_vec();
     if items.is_empty() || items.len() > MAX_EVENTS_PER_REQUEST {
         return Err(ApiError::code(
             ErrorCode::BadRequest,
