@@ -118,6 +118,14 @@ pub(crate) async fn send_json(socket: &mut Socket, value: serde_json::Value) {
         .expect("send");
 }
 
+/// Closes as a client should: CLOSE, then CLOSED, then the socket. Dropping the socket right
+/// after CLOSE, with frames still unread, makes the kernel send a reset, which can discard the
+/// CLOSE before the server reads it (and the server then sees a dropped client).
+pub(crate) async fn close(mut socket: Socket) {
+    send_json(&mut socket, serde_json::json!({"action": 7})).await;
+    while next_json(&mut socket).await["action"] != 8 {}
+}
+
 /// One HTTP/1.1 request on a fresh connection; returns (status, body).
 pub(crate) async fn http(addr: SocketAddr, request: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

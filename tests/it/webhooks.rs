@@ -14,7 +14,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use crate::cluster::RedisServer;
 use crate::cluster_state::{attach, client, enter};
-use crate::support::{send_json, Server};
+use crate::support::{close, send_json, Server};
 
 const SECRET: &str = "whsec_test";
 
@@ -231,8 +231,7 @@ fn deliveries_are_signed_retried_until_accepted_and_in_order() {
         )
         .await;
         attach(&mut alice, "stream:1").await; // not a webhook channel
-        send_json(&mut alice, json!({"action": 7})).await; // CLOSE: alice leaves at once
-        drop(alice);
+        close(alice).await; // CLOSE: alice leaves at once
         receiver
             .until("alice's leave and the close, after the debounce", |r| {
                 r.events("call:1").contains(&closed())
@@ -241,8 +240,7 @@ fn deliveries_are_signed_retried_until_accepted_and_in_order() {
         let (mut bob, _) = client(&node, "bob", "").await;
         attach(&mut bob, "call:1").await;
         enter(&mut bob, "call:1", "yo").await;
-        send_json(&mut bob, json!({"action": 7})).await;
-        drop(bob);
+        close(bob).await;
 
         receiver
             .until("bob's visit", |r| r.events("call:1").len() == 9)
@@ -321,8 +319,7 @@ fn a_client_back_within_the_debounce_bills_no_leave() {
         attach(&mut alice, "call:2").await;
 
         // Closed and opened again by a new connection of the same client within the debounce.
-        send_json(&mut alice, json!({"action": 7})).await;
-        drop(alice);
+        close(alice).await;
         let (mut again, _) = client(&node, "alice", "").await;
         attach(&mut again, "call:2").await;
         enter(&mut again, "call:2", "back").await;
@@ -352,15 +349,12 @@ fn two_nodes_announce_one_open_and_one_close() {
         let (mut bob, _) = client(&nodes[1], "bob", "").await;
         attach(&mut bob, "call:3").await;
         enter(&mut bob, "call:3", "yo").await;
-        send_json(&mut alice, json!({"action": 7})).await;
-        drop(alice);
+        close(alice).await;
         // A fan re-attaches on node A while bob is still there.
         let (mut carol, _) = client(&nodes[0], "carol", "").await;
         attach(&mut carol, "call:3").await;
-        send_json(&mut bob, json!({"action": 7})).await;
-        drop(bob);
-        send_json(&mut carol, json!({"action": 7})).await;
-        drop(carol);
+        close(bob).await;
+        close(carol).await;
 
         receiver
             .until("the close", |r| r.events("call:3").contains(&closed()))
@@ -388,8 +382,7 @@ fn queued_events_survive_a_gateway_restart() {
         let (mut alice, _) = client(&node, "alice", "").await;
         attach(&mut alice, "call:4").await;
         enter(&mut alice, "call:4", "hi").await;
-        send_json(&mut alice, json!({"action": 7})).await;
-        drop(alice);
+        close(alice).await;
         // Everything queued (the debounced leave and close too), nothing accepted yet.
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while redis
