@@ -229,7 +229,8 @@ export class WireLog {
     for (const line of this.lines) {
       const i = line.indexOf('WebSocketTransport; uri=');
       if (i < 0) continue;
-      const uri = line.slice(i + 'WebSocketTransport; uri='.length).split(/\s/)[0];
+      // Some log lines go on after the URI with "; mode = …" (the URI itself has no raw ';').
+      const uri = line.slice(i + 'WebSocketTransport; uri='.length).split(/[\s;]/)[0];
       if (!uris.includes(uri)) uris.push(uri);
     }
     return uris;
