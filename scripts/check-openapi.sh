@@ -12,23 +12,10 @@ if [ ! -x "$venv/bin/schemathesis" ]; then
   "$venv/bin/pip" install -q schemathesis==3.39.16 hypothesis==6.122.3
 fi
 
-port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 key="fuzz.key:fuzzsecret"
 log=target/check-openapi-server.log
-RUST_LOG=warn target/debug/realtime serve --listen "127.0.0.1:$port" --keys "$key" >"$log" 2>&1 &
-server=$!
-trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true' EXIT
-"$venv/bin/python" - "$port" <<'PY'
-import sys, time, urllib.request
-for _ in range(200):
-    try:
-        urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/time", timeout=1)
-        break
-    except OSError:
-        time.sleep(0.05)
-else:
-    sys.exit("the server did not answer GET /time")
-PY
+. scripts/serve-background.sh
+serve_in_background "$venv/bin/python" "$log" --keys "$key"
 
 "$venv/bin/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
   --header "Authorization: Basic $(printf %s "$key" | base64)" \

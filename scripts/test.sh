@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Every test: Rust unit and integration tests, the crate-boundary check, and the real `ably` SDK
-# suite (Node and headless Chromium) against the built binary. Installs what it needs when missing (npm packages via `npm ci`).
+# Every test: Rust unit and integration tests, the crate-boundary check, the real `ably` SDK
+# suite (Node and headless Chromium) and ably-python against the built binary. Installs what it needs when missing (npm packages via `npm ci`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +28,9 @@ fi
 
 # GET /openapi.json is true to the server: a bounded schemathesis run finds no 5xx, no schema violation.
 ./scripts/check-openapi.sh
+
+# ably-python (PyPI, pinned, in a venv) stays connected while idle on the server's HEARTBEATs.
+./scripts/check-python.sh
 
 cd tests/sdk
 if [ ! -d node_modules/ably ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
