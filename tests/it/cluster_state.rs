@@ -171,7 +171,7 @@ async fn presence_until(
 
 /// Polls until one node has recorded `n` connections' own graces (`remainPresentFor`): record
 /// writes are asynchronous, and a node killed before they land gives the default grace.
-async fn until_graces_recorded(redis: &RedisServer, n: u64) {
+pub(crate) async fn until_graces_recorded(redis: &RedisServer, n: u64) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let keys = redis.cli(&["KEYS", "rt:node:*:graces"]);
