@@ -393,9 +393,28 @@ fn a_connection_on_a_killed_node_resumes_on_another_every_channel_resumed_its_pr
                 "{channel}: the missed one, once"
             );
         }
+        // ably-js re-enters its members on every re-attach, with the ids the server gave them:
+        // acknowledged, and a repeat nobody sees.
+        for (n, channel) in channels.into_iter().enumerate() {
+            let msg_serial = (channels.len() + n) as u64;
+            send_json(
+                &mut carol,
+                json!({"action": 14, "channel": channel, "msgSerial": msg_serial,
+                       "presence": [{"action": ENTER, "id": format!("{id}:{n}:0"), "data": "watching"}]}),
+            )
+            .await;
+            loop {
+                let frame = next_json(&mut carol).await;
+                assert_ne!(frame["action"], 2, "NACK: {frame}");
+                if frame["action"] == 1 && frame["msgSerial"] == msg_serial {
+                    break;
+                }
+            }
+        }
 
         // Dave's LEAVE comes when both their graces have passed: carol's members, adopted,
-        // never left nor entered again.
+        // never left nor entered again (had her re-entries been announced, they would have come
+        // before it).
         events.extend(
             presence_until(
                 &mut watcher,
