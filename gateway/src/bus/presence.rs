@@ -2,17 +2,18 @@
 //! `connectionId\nclientId`, value `holder\nmember JSON`), written and announced by one script,
 //! so a node catching a channel up reads the member set and hears every change after it.
 //!
-//! A node's death is invisible to its clients, as on Ably: each node holds a lease; when one
-//! lapses (the node died without a goodbye), one surviving node claims the reaping and orphans
-//! the dead node's members instead of making them leave: their holder becomes
-//! `~orphan:<deadline>` (death detected + the presence grace, or the connection's own
-//! `remainPresentFor`, found in `rt:node:<node>:graces`), indexed in the cluster-wide sorted set
-//! `rt:orphans`. A client resuming elsewhere within it has its members adopted (holder rewritten)
-//! and never seen to leave. Every node sweeps the due orphans on its lease tick: a
-//! compare-and-delete script per channel removes and announces those still orphaned, so a
-//! member leaves once however many nodes sweep, and never after an adoption. A connection that
-//! was already parked on the dead node gets the full grace again from the death: its members
-//! stay a little longer than on a live node, which no client can tell from a slow network.
+//! A node's death is invisible to its clients, as on Ably: each node holds a lease; when one lapses
+//! (the node died without a goodbye), one surviving node claims the reaping and orphans the dead
+//! node's members instead of making them leave: their holder becomes `~orphan:<deadline>` (death
+//! detected + the presence grace, or the connection's own `remainPresentFor`, found in
+//! `rt:node:<node>:graces`), indexed in the cluster-wide sorted set `rt:orphans`. A client resuming
+//! elsewhere within it has its members adopted (holder rewritten) and never seen to leave. Every
+//! node sweeps the due orphans on its lease tick: a compare-and-delete script per channel removes
+//! and announces those still orphaned, so a member leaves once however many nodes sweep, and never
+//! after an adoption; the sweeper first marks the connection (`rt:left:<id>`) so a resume too late
+//! to adopt anything re-enters. A connection that was already parked on the dead node gets the full
+//! grace again from the death: its members stay a little longer than on a live node, which no
+//! client can tell from a slow network.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
