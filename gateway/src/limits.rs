@@ -69,7 +69,8 @@ pub struct Timing {
     /// How often waiting presence events go out (one frame per subscriber per flush).
     pub presence_flush_interval: Duration,
     /// Clustered: a node renews its lease in Redis every third of this; a node silent for this
-    /// long is dead, and its presence members leave.
+    /// long is dead, and its presence members leave after the presence grace unless their
+    /// clients resume on another node.
     pub node_lease: Duration,
 }
 

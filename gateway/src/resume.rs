@@ -61,15 +61,13 @@ impl Gateway {
             }
             let rest = timing.connection_state_ttl.saturating_sub(grace);
             tokio::time::sleep(rest).await;
-            if gateway
-                .inner
-                .parked
-                .remove_if(&key, |_, p| p.id == id)
-                .is_some()
-            {
+            if let Some((_, parked)) = gateway.inner.parked.remove_if(&key, |_, p| p.id == id) {
                 gateway.remember_ended(&key);
                 if let Some(bus) = gateway.cluster() {
                     bus.forget_connection(&key);
+                    if parked.presence_grace.is_some() {
+                        bus.forget_grace(&parked.id);
+                    }
                 }
             }
         });
@@ -162,11 +160,16 @@ impl Gateway {
         };
         self.remember_ended(&key);
         bus.release_connection(&key, &parked);
+        if parked.presence_grace.is_some() {
+            // Its members are the resuming node's now.
+            bus.forget_grace(&parked.id);
+        }
     }
 
     /// A stopping node hands every connection it parked to whichever node its client resumes
     /// on, without that node waiting for this one's lease to lapse. Their members stay (the
-    /// resuming node adopts them; the lease reaps the rest).
+    /// resuming node adopts them; once the lease lapses the rest are orphaned and leave after
+    /// their grace).
     pub async fn hand_over_parked(&self) {
         let Some(bus) = self.cluster() else { return };
         let keys: Vec<String> = self.inner.parked.iter().map(|e| e.key().clone()).collect();

@@ -400,7 +400,7 @@ fn history_and_presence_work_across_nodes_on_a_cluster() {
         let channel = &channels[1];
         let (mut watcher, _) = client(&nodes[1], "watcher", "").await;
         attach(&mut watcher, channel).await;
-        let (mut alice, _) = client(&nodes[0], "alice", "").await;
+        let (mut alice, _) = client(&nodes[0], "alice", "&remainPresentFor=1000").await;
         attach(&mut alice, channel).await;
         enter(&mut alice, channel, "hi").await;
         let event = next_presence(&mut watcher).await;
@@ -411,8 +411,15 @@ fn history_and_presence_work_across_nodes_on_a_cluster() {
         );
         assert_eq!(rest_members(&nodes[2], channel).await, ["alice"]);
 
-        // Node A dies without a goodbye: a survivor reaps its members once, through the
-        // cluster (leases, node sets and member hashes on different shards).
+        // Node A dies without a goodbye: a survivor orphans its members, and once alice's
+        // grace (her remainPresentFor, recorded before the kill) has passed without a resume
+        // she leaves once, through the cluster (leases, node sets, the orphan index and member
+        // hashes on different shards).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while (0..3).all(|i| cluster.cli(i, &["KEYS", "rt:node:*:graces"]).trim().is_empty()) {
+            assert!(std::time::Instant::now() < deadline, "alice's grace recorded");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         nodes[0].child.kill().unwrap();
         nodes[0].child.wait().unwrap();
         let event = next_presence(&mut watcher).await;

@@ -1,5 +1,6 @@
 //! Webhooks against a receiver the test runs: signed, retried until accepted, once per id,
-//! in order per channel, debounced, once per cluster, and surviving a gateway restart.
+//! in order per channel, debounced, once per cluster, surviving a gateway restart, and blind
+//! to a node's death its clients survive.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -13,7 +14,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use crate::cluster::RedisServer;
-use crate::cluster_state::{attach, client, enter};
+use crate::cluster_state::{attach, client, enter, until_graces_recorded};
 use crate::support::{close, send_json, Server};
 
 const SECRET: &str = "whsec_test";
@@ -413,5 +414,74 @@ fn queued_events_survive_a_gateway_restart() {
                 closed()
             ]
         );
+    });
+}
+
+#[test]
+fn a_member_whose_node_dies_bills_no_leave_if_it_resumes_elsewhere_and_one_if_it_never_does() {
+    let redis = RedisServer::start();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let receiver = Receiver::start(0).await;
+        let path = config(receiver.addr, "nodedeath", "");
+        let url = redis.url();
+        let args = [
+            "--config",
+            path.to_str().unwrap(),
+            "--redis",
+            &url,
+            "--node-lease-ms",
+            "1000",
+        ];
+        let mut nodes: Vec<Server> = (0..2).map(|_| Server::start(&args)).collect();
+        // A viewer on node B keeps the channel occupied throughout.
+        let (mut viewer, _) = client(&nodes[1], "viewer", "").await;
+        attach(&mut viewer, "call:6").await;
+        receiver
+            .until("opened", |r| r.events("call:6") == [opened()])
+            .await;
+        let grace = "&remainPresentFor=2000";
+        let (mut alice, connected) = client(&nodes[0], "alice", grace).await;
+        let id = connected["connectionId"].as_str().unwrap().to_owned();
+        let key = connected["connectionDetails"]["connectionKey"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        attach(&mut alice, "call:6").await;
+        enter(&mut alice, "call:6", "hi").await;
+        let (mut bob, _) = client(&nodes[0], "bob", grace).await;
+        attach(&mut bob, "call:6").await;
+        enter(&mut bob, "call:6", "yo").await;
+        receiver
+            .until("both entered", |r| r.events("call:6").len() == 3)
+            .await;
+        until_graces_recorded(&redis, 2).await;
+
+        nodes[0].child.kill().unwrap(); // SIGKILL: alice resumes on node B, bob never returns.
+        nodes[0].child.wait().unwrap();
+        let (mut alice, connected) =
+            client(&nodes[1], "alice", &format!("&resume={key}{grace}")).await;
+        assert_eq!(connected["connectionId"], id.as_str(), "{connected}");
+        attach(&mut alice, "call:6").await;
+
+        receiver
+            .until("bob's leave after his grace", |r| {
+                r.events("call:6").contains(&presence("bob", 3))
+            })
+            .await;
+        // Had alice's member not been adopted, it would have fallen due with bob's (same death,
+        // same grace) and its leave been queued with his.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        assert_eq!(
+            receiver.events("call:6"),
+            [
+                opened(),
+                presence("alice", 2),
+                presence("bob", 2),
+                presence("bob", 3)
+            ],
+            "no leave for alice, one for bob, no close"
+        );
+        drop((bob, viewer));
     });
 }

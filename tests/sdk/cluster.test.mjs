@@ -1,7 +1,8 @@
 // Two gateway nodes on one real redis-server behind a TCP load balancer (as Kubernetes puts a Service in
 // front of pods). Node A is killed with SIGKILL while an unmodified ably-js client is connected through
 // it: the client reconnects through the balancer to node B and resumes there with the same connection,
-// every message published meanwhile exactly once and in order, and its presence kept.
+// every message published meanwhile exactly once and in order, every channel resumed, and its presence
+// never seen to leave by anyone; a client that never comes back leaves once, after its grace.
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,7 +11,7 @@ import net from 'node:net';
 import Ably from 'ably';
 
 import { FULL_KEY, clientOptions, freePort, startServer } from './server.mjs';
-import { Collector, awaitConnected, awaitConnectionState, pollUntil, uniq, withTimeout } from './helpers.mjs';
+import { Collector, awaitConnected, awaitConnectionState, pollUntil, safeJson, uniq, withTimeout } from './helpers.mjs';
 import { PresenceCollector, names, publishNumbered } from './continuity-helpers.mjs';
 
 /** A redis-server on a free loopback port (never the machine's own), killed by stop(). */
@@ -84,58 +85,123 @@ function twoNodesBehindBalancer(nodeArgs) {
 describe('a gateway node killed under an ably-js client', () => {
   const env = twoNodesBehindBalancer(['--node-lease-ms', '1000']);
 
-  test('the client resumes on the other node: same connection, every message once, in order, still present', async () => {
-    const realtime = new Ably.Realtime(
-      clientOptions(env.balancer.port, { key: FULL_KEY, clientId: 'fan-1', disconnectedRetryTimeout: 500 }),
-    );
-    env.clients.push(realtime);
-    await awaitConnected(realtime);
-    const id = realtime.connection.id;
+  test('the client resumes on the other node: same connection, every channel resumed, every message once, in order, its presence never seen to flap; a client that never returns leaves once, on every node', async () => {
+    // A short presence grace (the client's remainPresentFor) keeps the test short: fan-2, whose client
+    // never comes back, leaves once it has passed; by then fan-1's members would have left too had they
+    // not been adopted when fan-1 resumed.
+    const grace = { remainPresentFor: 2500 };
+    const nodeC = await startServer({ args: ['--redis', env.redis.url, '--node-lease-ms', '1000'] });
+    // fan-2 reaches node A through a balancer of its own, stopped when A dies: it never gets anywhere again.
+    const lostRoute = await startBalancer(env.nodeA.port);
+    try {
+      const channelNames = [uniq('session:kill'), uniq('session:kill')];
 
-    const channelName = uniq('session:kill');
-    const channel = realtime.channels.get(channelName);
-    const got = await new Collector().subscribe(channel);
-    await withTimeout(channel.presence.enter('watching'), 10_000, 'presence enter');
+      // Watchers on node B and node C see every presence event from the start.
+      const watchers = [];
+      for (const node of [env.nodeB, nodeC]) {
+        const watcherClient = new Ably.Realtime(clientOptions(node.port, { key: FULL_KEY, clientId: 'creator' }));
+        env.clients.push(watcherClient);
+        const perChannel = [];
+        const messages = [];
+        for (const name of channelNames) {
+          perChannel.push(await new PresenceCollector().subscribe(watcherClient.channels.get(name)));
+          messages.push(await new Collector().subscribe(watcherClient.channels.get(name)));
+        }
+        watchers.push({ port: node.port, perChannel, messages });
+      }
 
-    // The backend publishes through node B directly; a watcher on node B sees presence.
-    const rest = new Ably.Rest(clientOptions(env.nodeB.port, { key: FULL_KEY }));
-    const restChannel = rest.channels.get(channelName);
-    const watcherClient = new Ably.Realtime(clientOptions(env.nodeB.port, { key: FULL_KEY, clientId: 'creator' }));
-    env.clients.push(watcherClient);
-    await new PresenceCollector().subscribe(watcherClient.channels.get(channelName));
-    const members = await watcherClient.channels.get(channelName).presence.get();
-    assert.deepEqual(members.map((m) => m.clientId), ['fan-1'], 'node B sees the member entered on node A');
+      const realtime = new Ably.Realtime(
+        clientOptions(env.balancer.port, { key: FULL_KEY, clientId: 'fan-1', disconnectedRetryTimeout: 500, transportParams: grace }),
+      );
+      env.clients.push(realtime);
+      await awaitConnected(realtime);
+      const id = realtime.connection.id;
+      const abandoned = new Ably.Realtime(
+        clientOptions(lostRoute.port, { key: FULL_KEY, clientId: 'fan-2', disconnectedRetryTimeout: 500, transportParams: grace }),
+      );
+      env.clients.push(abandoned);
+      await awaitConnected(abandoned);
 
-    await publishNumbered(restChannel, 'before', 3);
-    await got.waitForCount(3, 10_000, 'messages before the kill');
+      const channels = [];
+      for (const name of channelNames) {
+        const channel = realtime.channels.get(name);
+        const got = await new Collector().subscribe(channel);
+        await withTimeout(channel.presence.enter('watching'), 10_000, 'fan-1 presence enter');
+        await withTimeout(abandoned.channels.get(name).presence.enter('watching'), 10_000, 'fan-2 presence enter');
+        const changes = [];
+        channel.on((change) => changes.push(change));
+        const restChannel = new Ably.Rest(clientOptions(env.nodeB.port, { key: FULL_KEY })).channels.get(name);
+        channels.push({ name, channel, got, changes, restChannel });
+      }
+      for (const { perChannel } of watchers) {
+        for (const [i, collector] of perChannel.entries()) {
+          await collector.waitFor((e) => e.clientId === 'fan-2' && e.action === 'enter', 10_000, `channel ${i}: both entered`);
+        }
+      }
+      for (const { restChannel, got } of channels) {
+        await publishNumbered(restChannel, 'before', 3);
+        await got.waitForCount(3, 10_000, 'messages before the kill');
+      }
 
-    // The balancer sends new connections to B (A failed its probe), then A dies without a word.
-    env.balancer.target = env.nodeB.port;
-    const disconnected = awaitConnectionState(realtime, 'disconnected', 10_000);
-    await env.nodeA.kill('SIGKILL');
-    await disconnected;
-    await publishNumbered(restChannel, 'missed', 10);
+      // The balancer sends new connections to B (A failed its probe), then A dies without a word.
+      env.balancer.target = env.nodeB.port;
+      const disconnected = awaitConnectionState(realtime, 'disconnected', 10_000);
+      const changesAtKill = channels.map((c) => c.changes.length);
+      await env.nodeA.kill('SIGKILL');
+      lostRoute.stop();
+      await disconnected;
+      for (const { restChannel } of channels) await publishNumbered(restChannel, 'missed', 10);
 
-    await awaitConnectionState(realtime, 'connected', 15_000);
-    assert.equal(realtime.connection.id, id, 'resumed on node B: the same connection id');
+      await awaitConnectionState(realtime, 'connected', 15_000);
+      assert.equal(realtime.connection.id, id, 'resumed on node B: the same connection id');
 
-    await got.waitForCount(13, 15_000, 'the messages published while it moved');
-    await publishNumbered(restChannel, 'after', 1);
-    await got.waitFor((m) => m.name === 'after-0', 10_000, 'live after the resume');
-    const expected = [
-      ...Array.from({ length: 3 }, (_, i) => `before-${i}`),
-      ...Array.from({ length: 10 }, (_, i) => `missed-${i}`),
-      'after-0',
-    ];
-    assert.deepEqual(names(got.messages), expected, 'every message exactly once, in order');
+      const expected = [
+        ...Array.from({ length: 3 }, (_, i) => `before-${i}`),
+        ...Array.from({ length: 10 }, (_, i) => `missed-${i}`),
+        'after-0',
+      ];
+      for (const [i, { restChannel, got, changes, channel }] of channels.entries()) {
+        await got.waitForCount(13, 15_000, `channel ${i}: the messages published while it moved`);
+        await publishNumbered(restChannel, 'after', 1);
+        await got.waitFor((m) => m.name === 'after-0', 10_000, `channel ${i}: live after the resume`);
+        assert.deepEqual(names(got.messages), expected, `channel ${i}: every message exactly once, in order`);
 
-    // Still present once the dead node's lease has lapsed and it was reaped.
-    await pollUntil(
-      () => restChannel.presence.get().then((page) => page.items.map((m) => m.clientId)),
-      (ids) => ids.length === 1 && ids[0] === 'fan-1',
-      15_000,
-      'fan-1 present after the move',
-    );
+        const moved = changes.slice(changesAtKill[i]);
+        const attached = moved.filter((c) => c.current === 'attached');
+        assert.ok(attached.length > 0, `channel ${i} re-attached after the move: ${safeJson(moved)}`);
+        for (const change of attached) assert.equal(change.resumed, true, `channel ${i} re-attached resumed: ${safeJson(moved)}`);
+        assert.equal(channel.state, 'attached');
+      }
+
+      // fan-2 never returns: it leaves once its grace has passed, on every node. fan-1's members,
+      // adopted on B, neither left nor entered again.
+      for (const { port, perChannel } of watchers) {
+        for (const [i, collector] of perChannel.entries()) {
+          await collector.waitFor((e) => e.clientId === 'fan-2' && e.action === 'leave', 15_000, `node ${port}, channel ${i}: fan-2 leaves`);
+        }
+      }
+      // Presence and messages share the channel's topic: a message published after the leave reaches each
+      // watcher after any second announcement made before it.
+      for (const { restChannel } of channels) await publishNumbered(restChannel, 'last', 1);
+      for (const { port, perChannel, messages } of watchers) {
+        for (const [i, collector] of perChannel.entries()) {
+          await messages[i].waitFor((m) => m.name === 'last-0', 10_000, `node ${port}, channel ${i}: the last message`);
+          const seen = (clientId) => collector.events.filter((e) => e.clientId === clientId).map((e) => e.action);
+          assert.deepEqual(seen('fan-1'), ['enter'], `node ${port}, channel ${i}: fan-1 entered once, never left: ${collector.describe()}`);
+          assert.deepEqual(seen('fan-2'), ['enter', 'leave'], `node ${port}, channel ${i}: fan-2 left once: ${collector.describe()}`);
+        }
+      }
+      for (const port of [env.nodeB.port, nodeC.port]) {
+        for (const { name } of channels) {
+          const rest = new Ably.Rest(clientOptions(port, { key: FULL_KEY })).channels.get(name);
+          const present = (await rest.presence.get()).items.map((m) => m.clientId);
+          assert.deepEqual(present, ['fan-1'], `node ${port}: only fan-1 present on ${name}`);
+        }
+      }
+    } finally {
+      lostRoute.stop();
+      await nodeC.stop();
+    }
   });
 });
 

@@ -4,7 +4,9 @@
 //! presence channels, grace and whether its members left), written when it connects or parks
 //! and kept alive while it lives. A resume for a key this node does not hold reads the record:
 //! if the holding node is alive it is asked (on its control topic) to release the connection
-//! and hands over what it parked; if its lease lapsed the connection is taken as it was.
+//! and hands over what it parked; if its lease lapsed the connection is taken as it was, its
+//! presence members (orphaned by the reaper, see `presence.rs`) adopted, so nobody sees them
+//! leave.
 
 use std::time::Duration;
 
@@ -42,9 +44,19 @@ pub(super) enum RecordOp {
         key: String,
         node: String,
     },
+    /// Where `node`'s reaper finds a connection's own presence grace (`remainPresentFor`,
+    /// `None`: forget it).
+    Grace {
+        node: String,
+        connection_id: String,
+        grace_ms: Option<u64>,
+    },
     /// Answered once everything queued before it is written.
     Flush(tokio::sync::oneshot::Sender<()>),
 }
+
+/// How long a node's graces outlive their last write (a node that lives on rewrites them).
+const GRACES_TTL_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// Bound of the record queue.
 pub(super) const RECORD_QUEUE: usize = 10_000;
@@ -82,6 +94,36 @@ pub(super) async fn write_records(
                                 .arg(&record)
                                 .arg(ttl_ms)
                                 .ignore()
+                                .query_async(&mut connection)
+                                .await
+                        }
+                        RecordOp::Grace {
+                            node,
+                            connection_id,
+                            grace_ms: Some(grace_ms),
+                        } => {
+                            let graces = super::presence::graces_key(&node);
+                            redis::pipe()
+                                .cmd("HSET")
+                                .arg(&graces)
+                                .arg(connection_id)
+                                .arg(grace_ms)
+                                .ignore()
+                                .cmd("PEXPIRE")
+                                .arg(&graces)
+                                .arg(GRACES_TTL_MS)
+                                .ignore()
+                                .query_async(&mut connection)
+                                .await
+                        }
+                        RecordOp::Grace {
+                            node,
+                            connection_id,
+                            grace_ms: None,
+                        } => {
+                            redis::cmd("HDEL")
+                                .arg(super::presence::graces_key(&node))
+                                .arg(connection_id)
                                 .query_async(&mut connection)
                                 .await
                         }
@@ -134,7 +176,7 @@ fn parse(flat: &[String]) -> Option<Record> {
 }
 
 impl RedisBus {
-    fn record_ttl_ms(&self) -> u64 {
+    pub(super) fn record_ttl_ms(&self) -> u64 {
         (self.timing.connection_state_ttl + self.timing.node_lease).as_millis() as u64
     }
 
@@ -161,6 +203,26 @@ impl RedisBus {
             key: key.to_owned(),
             fields,
             ttl_ms: self.record_ttl_ms(),
+        });
+        if let Some(grace) = parked
+            .presence_grace
+            .filter(|_| !parked.present_on.is_empty())
+        {
+            // For whoever reaps this node: its members' grace if it dies.
+            self.queue_record(RecordOp::Grace {
+                node: self.node.clone(),
+                connection_id: parked.id.to_string(),
+                grace_ms: Some(grace.as_millis() as u64),
+            });
+        }
+    }
+
+    /// Forgets a connection's own presence grace: it no longer has members held by this node.
+    pub(crate) fn forget_grace(&self, connection_id: &str) {
+        self.queue_record(RecordOp::Grace {
+            node: self.node.clone(),
+            connection_id: connection_id.to_owned(),
+            grace_ms: None,
         });
     }
 
@@ -251,10 +313,10 @@ impl RedisBus {
         if record.client != client_id.unwrap_or_default() || record.node == self.node {
             return Err(unable());
         }
-        let mut dead = false;
         let mut holder = record.node.clone();
         if !holder.is_empty() {
-            // Ask the holder to let go; if it is dead (or dies meanwhile), wait out its lease.
+            // Ask the holder to let go; if it is dead (or dies meanwhile), wait out its lease,
+            // so that it can no longer change the record or its members.
             let alive = self.node_alive(&holder).await?;
             if alive {
                 self.ask_release(&holder, key).await?;
@@ -278,9 +340,6 @@ impl RedisBus {
                     alive = self.node_alive(&holder).await?;
                 }
             }
-            // Its node died: the members it held are reaped (or about to be), so the client
-            // must enter again.
-            dead = !holder.is_empty();
         }
         let record_name = record_key(key);
         let taken: Option<Vec<String>> = self
@@ -299,16 +358,20 @@ impl RedisBus {
         let Some(record) = taken.as_deref().and_then(parse) else {
             return Err(unable());
         };
-        if !dead && !record.present.is_empty() {
-            self.adopt_members(&record.id, &record.present).await;
+        // Its members stay, whether its node released them or died (orphaned, they wait for
+        // it), unless they already left: parked past the grace, or swept as orphans.
+        let mut left = record.left;
+        if !left
+            && !record.present.is_empty()
+            && !self.adopt_members(&record.id, &record.present).await
+        {
+            left = self.orphans_swept(&record.id).await.map_err(unavailable)?;
         }
         Ok(Some(Parked {
             id: record.id.into(),
             client_id: client_id.map(str::to_owned),
             present_on: record.present,
-            members_left: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(
-                dead || record.left,
-            )),
+            members_left: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(left)),
             presence_grace: record.grace_ms.map(Duration::from_millis),
         }))
     }

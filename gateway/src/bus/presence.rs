@@ -1,8 +1,22 @@
 //! Presence across nodes. Members live in one Redis hash per channel (field
-//! `connectionId\nclientId`, value `node\nmember JSON`), written and announced by one script, so
-//! a node catching a channel up reads the member set and hears every change after it. Each node
-//! holds a lease; when one lapses (the node died without a goodbye), one surviving node claims
-//! the reaping and announces each of the dead node's members' LEAVE once, through the bus.
+//! `connectionId\nclientId`, value `holder\nmember JSON`), written and announced by one script,
+//! so a node catching a channel up reads the member set and hears every change after it.
+//!
+//! A node's death is invisible to its clients, as on Ably: each node holds a lease; when one lapses
+//! (the node died without a goodbye), one surviving node claims the reaping and orphans the dead
+//! node's members instead of making them leave: their holder becomes `~orphan:<deadline>` (death
+//! detected + the presence grace, or the connection's own `remainPresentFor`, found in
+//! `rt:node:<node>:graces`), indexed in the cluster-wide sorted set `rt:orphans`. A client resuming
+//! elsewhere within it has its members adopted (holder rewritten) and never seen to leave. Every
+//! node sweeps the due orphans on its lease tick: a compare-and-delete script per channel removes
+//! and announces those still orphaned, so a member leaves once however many nodes sweep, and never
+//! after an adoption; the sweeper first marks the connection (`rt:left:<id>`) so a resume too late
+//! to adopt anything re-enters. A connection that was already parked on the dead node gets the full
+//! grace again from the death: its members stay a little longer than on a live node, which no
+//! client can tell from a slow network.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
 
 use protocol::{ErrorCode, ErrorInfo, PresenceMessage};
 
@@ -29,19 +43,87 @@ redis.call('PUBLISH', KEYS[2], ARGV[2])
 return 1
 "#;
 
-/// Gives a connection's members to `node` (a resumed connection now lives there).
-/// KEYS: members hash. ARGV: connection id, node.
+/// Gives a connection's members to `node` (a resumed connection now lives there), orphaned
+/// ones included; returns the fields it rewrote. KEYS: members hash. ARGV: connection id, node.
 pub(super) const REHOME_SCRIPT: &str = r#"
 local all = redis.call('HGETALL', KEYS[1])
 local prefix = ARGV[1] .. '\n'
+local rehomed = {}
 for i = 1, #all, 2 do
   if string.sub(all[i], 1, #prefix) == prefix then
     local member = string.sub(all[i + 1], string.find(all[i + 1], '\n', 1, true) + 1)
     redis.call('HSET', KEYS[1], all[i], ARGV[2] .. '\n' .. member)
+    table.insert(rehomed, all[i])
+  end
+end
+return rehomed
+"#;
+
+/// Orphans the members `dead` still holds. KEYS: members hash. ARGV: dead node, then
+/// (field, orphan holder) pairs. A member adopted meanwhile is left alone.
+const ORPHAN_SCRIPT: &str = r#"
+local prefix = ARGV[1] .. '\n'
+for i = 2, #ARGV, 2 do
+  local value = redis.call('HGET', KEYS[1], ARGV[i])
+  if value and string.sub(value, 1, #prefix) == prefix then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1] .. string.sub(value, #prefix))
   end
 end
 return 1
 "#;
+
+/// Removes orphans still exactly as the sweeper read them and announces their LEAVEs in one
+/// payload; returns the (1-based) positions of those that left. KEYS: members hash, topic.
+/// ARGV: payload prefix, then (field, value read, LEAVE JSON) triples.
+const SWEEP_SCRIPT: &str = r#"
+local left, positions = {}, {}
+for i = 2, #ARGV, 3 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    table.insert(left, ARGV[i + 2])
+    table.insert(positions, (i + 1) / 3)
+  end
+end
+if #left > 0 then
+  redis.call('PUBLISH', KEYS[2], ARGV[1] .. '[' .. table.concat(left, ',') .. ']')
+end
+return positions
+"#;
+
+/// Drops swept index entries, unless orphaned again since (a later deadline). KEYS: the index.
+/// ARGV: now, then entries.
+const UNINDEX_SCRIPT: &str = r#"
+for i = 2, #ARGV do
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if score and tonumber(score) <= tonumber(ARGV[1]) then
+    redis.call('ZREM', KEYS[1], ARGV[i])
+  end
+end
+return 1
+"#;
+
+/// Index of orphaned members, score = when they leave; entries are `[channel, field]` JSON.
+const ORPHANS_KEY: &str = "rt:orphans";
+
+/// Holder of an orphaned member, followed by its deadline (ms since the epoch).
+const ORPHAN_HOLDER: &str = "~orphan:";
+
+/// Orphans swept per channel script and per tick at most; the rest wait for the next tick.
+const SWEEP_BATCH: usize = 1000;
+
+fn orphan_entry(channel: &str, field: &str) -> String {
+    serde_json::to_string(&(channel, field)).unwrap_or_default()
+}
+
+/// Set once a connection's orphaned members were swept, so a late resume re-enters them.
+fn swept_key(connection_id: &str) -> String {
+    format!("rt:left:{connection_id}")
+}
+
+/// Connections on `node` with their own presence grace (`remainPresentFor`), in ms.
+pub(super) fn graces_key(node: &str) -> String {
+    format!("rt:node:{node}:graces")
+}
 
 pub(super) fn members_key(channel: &str) -> String {
     format!("rt:{{{channel}}}:presence")
@@ -65,14 +147,18 @@ fn node_channels_key(node: &str) -> String {
 
 pub(super) const NODES_KEY: &str = "rt:nodes";
 
+/// The hash's (field, value) pairs with the holder split off: (field, holder, member JSON).
+fn held(flat: &[String]) -> impl Iterator<Item = (&str, &str, &str)> {
+    flat.chunks(2).filter_map(|pair| {
+        let (holder, json) = pair.get(1)?.split_once('\n')?;
+        Some((pair[0].as_str(), holder, json))
+    })
+}
+
 /// Members read back from the hash: (holding node, member).
 pub(super) fn parse_members(flat: &[String]) -> Vec<(String, PresenceMessage)> {
-    flat.chunks(2)
-        .filter_map(|pair| {
-            let (node, json) = pair.get(1)?.split_once('\n')?;
-            let member = serde_json::from_str(json).ok()?;
-            Some((node.to_owned(), member))
-        })
+    held(flat)
+        .filter_map(|(_, holder, json)| Some((holder.to_owned(), serde_json::from_str(json).ok()?)))
         .collect()
 }
 
@@ -140,40 +226,58 @@ impl RedisBus {
     }
 
     /// Gives `connection_id`'s members on `channels` to this node (it resumed here), so they
-    /// are not reaped with the node it came from.
-    pub(crate) async fn adopt_members(&self, connection_id: &str, channels: &[String]) {
+    /// are neither reaped with the node it came from nor left as orphans. Returns false when a
+    /// channel had none left to adopt.
+    pub(crate) async fn adopt_members(&self, connection_id: &str, channels: &[String]) -> bool {
+        let mut every_channel = true;
         for channel in channels {
-            let key = members_key(channel);
-            let args = [connection_id.to_owned(), self.node.clone()];
             let script = self.rehome_script.clone();
-            let channel_owned = channel.clone();
-            let node_channels = node_channels_key(&self.node);
-            let result: redis::RedisResult<()> = self
-                .commands
-                .run(move |mut connection| {
-                    Box::pin(async move {
-                        redis::cmd("SADD")
-                            .arg(node_channels)
-                            .arg(channel_owned)
-                            .query_async::<()>(&mut connection)
-                            .await?;
-                        script
-                            .key(key)
-                            .arg(&args[0])
-                            .arg(&args[1])
-                            .invoke_async(&mut connection)
-                            .await
-                    })
-                })
-                .await;
-            if let Err(error) = result {
-                tracing::warn!(%channel, %error, "could not adopt a resumed connection's members");
+            let keys = vec![members_key(channel)];
+            let args = vec![connection_id.to_owned(), self.node.clone()];
+            let node_channels = redis::cmd("SADD")
+                .arg(node_channels_key(&self.node))
+                .arg(channel)
+                .to_owned();
+            let adopted: redis::RedisResult<Vec<String>> = async {
+                self.commands.query::<()>(node_channels).await?;
+                self.commands.invoke(script, keys, args).await
+            }
+            .await;
+            match adopted {
+                Ok(fields) if fields.is_empty() => every_channel = false,
+                Ok(fields) => {
+                    // Their index entries are stale now; the sweep would drop them too.
+                    let mut unindex = redis::cmd("ZREM");
+                    unindex.arg(ORPHANS_KEY);
+                    for field in &fields {
+                        unindex.arg(orphan_entry(channel, field));
+                    }
+                    if let Err(error) = self.commands.query::<()>(unindex).await {
+                        tracing::debug!(%channel, %error, "adopted orphans not unindexed");
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%channel, %error, "could not adopt a resumed connection's members");
+                }
             }
         }
+        every_channel
+    }
+
+    /// Whether `connection_id`'s orphaned members were swept (it came back too late).
+    pub(super) async fn orphans_swept(&self, connection_id: &str) -> redis::RedisResult<bool> {
+        self.commands
+            .query(
+                redis::cmd("EXISTS")
+                    .arg(swept_key(connection_id))
+                    .to_owned(),
+            )
+            .await
     }
 }
 
-/// Renews this node's lease every third of it, and reaps nodes whose lease lapsed.
+/// Renews this node's lease every third of it, reaps nodes whose lease lapsed, and sweeps the
+/// orphans whose grace passed.
 pub(super) async fn keep_lease(bus: std::sync::Weak<RedisBus>, lease: std::time::Duration) {
     let mut tick = tokio::time::interval(lease / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -182,6 +286,9 @@ pub(super) async fn keep_lease(bus: std::sync::Weak<RedisBus>, lease: std::time:
         let Some(bus) = bus.upgrade() else { return };
         if let Err(error) = renew_and_reap(&bus, lease).await {
             tracing::debug!(%error, "node lease renewal or reaping failed");
+        }
+        if let Err(error) = sweep_orphans(&bus).await {
+            tracing::debug!(%error, "orphaned members not swept");
         }
     }
 }
@@ -228,64 +335,81 @@ async fn renew_and_reap(bus: &RedisBus, lease: std::time::Duration) -> redis::Re
     Ok(())
 }
 
-/// One node claims the reaping of `dead` and makes each of its members leave, announced once.
+/// One node claims the reaping of `dead` and orphans each member it held, until its grace
+/// passes; `sweep_orphans` makes those still orphaned then leave.
 async fn reap(bus: &RedisBus, dead: &str, lease: std::time::Duration) -> redis::RedisResult<()> {
-    let claim = format!("rt:reap:{dead}");
-    let dead_channels = node_channels_key(dead);
     let hold = (lease.as_millis() as u64).max(5_000) * 3;
-    let channels: Option<Vec<String>> = bus
+    let claimed: Option<String> = bus
         .commands
-        .run(move |mut connection| {
-            Box::pin(async move {
-                let claimed: Option<String> = redis::cmd("SET")
-                    .arg(claim)
-                    .arg(1)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(hold)
-                    .query_async(&mut connection)
-                    .await?;
-                if claimed.is_none() {
-                    return Ok(None);
-                }
-                redis::cmd("SMEMBERS")
-                    .arg(dead_channels)
-                    .query_async(&mut connection)
-                    .await
-                    .map(Some)
-            })
-        })
+        .query(
+            redis::cmd("SET")
+                .arg(format!("rt:reap:{dead}"))
+                .arg(1)
+                .arg("NX")
+                .arg("PX")
+                .arg(hold)
+                .to_owned(),
+        )
         .await?;
-    let Some(channels) = channels else {
+    if claimed.is_none() {
         return Ok(());
-    };
-    tracing::info!(node = %dead, channels = channels.len(), "a node's lease lapsed; its members leave");
+    }
+    let channels: Vec<String> = bus
+        .commands
+        .query(
+            redis::cmd("SMEMBERS")
+                .arg(node_channels_key(dead))
+                .to_owned(),
+        )
+        .await?;
+    let graces: HashMap<String, u64> = bus
+        .commands
+        .query(redis::cmd("HGETALL").arg(graces_key(dead)).to_owned())
+        .await?;
     let now = protocol::now_ms();
+    let deadline = |field: &str| {
+        let connection_id = field.split('\n').next().unwrap_or_default();
+        let grace = graces
+            .get(connection_id)
+            .map(|ms| Duration::from_millis(*ms))
+            .unwrap_or(bus.timing.presence_grace)
+            .min(bus.timing.connection_state_ttl);
+        now + grace.as_millis() as u64
+    };
+    let mut orphaned = 0;
     for channel in &channels {
         let key = members_key(channel);
         let flat: Vec<String> = bus
             .commands
-            .query(redis::cmd("HGETALL").arg(key).to_owned())
+            .query(redis::cmd("HGETALL").arg(&key).to_owned())
             .await?;
-        let leaves: Vec<PresenceMessage> = parse_members(&flat)
-            .into_iter()
-            .filter(|(node, _)| node == dead)
-            .map(|(_, member)| crate::hub::server_leave(member, now))
+        let orphans: Vec<(String, u64)> = held(&flat)
+            .filter(|(_, holder, _)| *holder == dead)
+            .map(|(field, _, _)| (field.to_owned(), deadline(field)))
             .collect();
-        if !leaves.is_empty() {
-            bus.presence(channel, &leaves).await.map_err(|e| {
-                redis::RedisError::from((redis::ErrorKind::IoError, "presence", e.message))
-            })?;
-            report_webhook(
-                bus,
-                crate::webhooks::Report::Presence {
-                    channel: channel.clone(),
-                    events: leaves,
-                },
-            );
+        if orphans.is_empty() {
+            continue;
         }
+        // Indexed first: a reaper dying in between leaves an entry the sweep drops (and the
+        // reaping to be redone), never an orphan no sweep finds.
+        let mut index = redis::cmd("ZADD");
+        index.arg(ORPHANS_KEY);
+        for (field, deadline) in &orphans {
+            index.arg(*deadline).arg(orphan_entry(channel, field));
+        }
+        bus.commands.query::<()>(index).await?;
+        orphaned += orphans.len();
+        let mut args = vec![dead.to_owned()];
+        for (field, deadline) in orphans {
+            args.push(field);
+            args.push(format!("{ORPHAN_HOLDER}{deadline}"));
+        }
+        bus.commands
+            .invoke::<()>(redis::Script::new(ORPHAN_SCRIPT), vec![key], args)
+            .await?;
     }
-    // Its share of channel occupancy goes too (webhooks' `channel.closed`).
+    tracing::info!(node = %dead, channels = channels.len(), members = orphaned, "a node's lease lapsed; its members wait for their clients to resume elsewhere");
+    // Its share of channel occupancy goes at once (webhooks' `channel.closed`, debounced).
     report_webhook(
         bus,
         crate::webhooks::Report::NodeDied {
@@ -293,6 +417,7 @@ async fn reap(bus: &RedisBus, dead: &str, lease: std::time::Duration) -> redis::
         },
     );
     let dead_channels = node_channels_key(dead);
+    let dead_graces = graces_key(dead);
     let dead = dead.to_owned();
     bus.commands
         .run(move |mut connection| {
@@ -302,6 +427,8 @@ async fn reap(bus: &RedisBus, dead: &str, lease: std::time::Duration) -> redis::
                         redis::pipe()
                             .cmd("DEL")
                             .arg(dead_channels)
+                            .cmd("DEL")
+                            .arg(dead_graces)
                             .cmd("SREM")
                             .arg(NODES_KEY)
                             .arg(dead),
@@ -310,6 +437,130 @@ async fn reap(bus: &RedisBus, dead: &str, lease: std::time::Duration) -> redis::
             })
         })
         .await?;
+    Ok(())
+}
+
+/// Makes the orphans whose deadline passed leave: announced once cluster-wide, and reported to
+/// webhooks by the node whose script removed them.
+async fn sweep_orphans(bus: &RedisBus) -> redis::RedisResult<()> {
+    let now = protocol::now_ms();
+    let due: Vec<String> = bus
+        .commands
+        .query(
+            redis::cmd("ZRANGEBYSCORE")
+                .arg(ORPHANS_KEY)
+                .arg("-inf")
+                .arg(now)
+                .arg("LIMIT")
+                .arg(0)
+                .arg(SWEEP_BATCH)
+                .to_owned(),
+        )
+        .await?;
+    if due.is_empty() {
+        return Ok(());
+    }
+    let mut by_channel: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for entry in &due {
+        if let Ok((channel, field)) = serde_json::from_str::<(String, String)>(entry) {
+            by_channel.entry(channel).or_default().push(field);
+        }
+    }
+    for (channel, fields) in by_channel {
+        sweep_channel(bus, channel, &fields, now).await?;
+    }
+    let mut args = vec![now.to_string()];
+    args.extend(due);
+    bus.commands
+        .invoke(
+            redis::Script::new(UNINDEX_SCRIPT),
+            vec![ORPHANS_KEY.to_owned()],
+            args,
+        )
+        .await
+}
+
+async fn sweep_channel(
+    bus: &RedisBus,
+    channel: String,
+    fields: &[String],
+    now: u64,
+) -> redis::RedisResult<()> {
+    let key = members_key(&channel);
+    let values: Vec<Option<String>> = bus
+        .commands
+        .query(redis::cmd("HMGET").arg(&key).arg(fields).to_owned())
+        .await?;
+    let mut leaves: Vec<(String, String, PresenceMessage)> = Vec::new();
+    for (field, value) in fields.iter().zip(values) {
+        let Some(value) = value else { continue };
+        let Some((holder, json)) = value.split_once('\n') else {
+            continue;
+        };
+        let due = holder
+            .strip_prefix(ORPHAN_HOLDER)
+            .and_then(|deadline| deadline.parse::<u64>().ok())
+            .is_some_and(|deadline| deadline <= now);
+        let Some(member) = due
+            .then(|| serde_json::from_str::<PresenceMessage>(json).ok())
+            .flatten()
+        else {
+            continue;
+        };
+        let mut leave = crate::hub::server_leave(member, now);
+        leave.make_json_safe();
+        leaves.push((field.clone(), value.clone(), leave));
+    }
+    if leaves.is_empty() {
+        return Ok(());
+    }
+    // Marked before the members go: a resume that then finds none to adopt learns they left.
+    let connections: BTreeSet<&str> = leaves
+        .iter()
+        .filter_map(|(_, _, leave)| leave.connection_id.as_deref())
+        .collect();
+    let mut mark = redis::pipe();
+    for connection_id in connections {
+        mark.cmd("SET")
+            .arg(swept_key(connection_id))
+            .arg(1)
+            .arg("PX")
+            .arg(bus.record_ttl_ms())
+            .ignore();
+    }
+    bus.commands
+        .run(move |mut connection| {
+            Box::pin(async move { connection.query_pipeline::<()>(&mark).await })
+        })
+        .await?;
+    let mut args = vec![PRESENCE_MARK.to_owned()];
+    for (field, value, leave) in &leaves {
+        args.push(field.clone());
+        args.push(value.clone());
+        args.push(serde_json::to_string(leave).unwrap_or_default());
+    }
+    let positions: Vec<usize> = bus
+        .commands
+        .invoke(
+            super::announcing(SWEEP_SCRIPT, bus.commands.sharded()),
+            vec![key, super::topic(&channel)],
+            args,
+        )
+        .await?;
+    let left: Vec<PresenceMessage> = positions
+        .into_iter()
+        .filter_map(|position| Some(leaves.get(position.checked_sub(1)?)?.2.clone()))
+        .collect();
+    if !left.is_empty() {
+        tracing::info!(%channel, members = left.len(), "orphaned members left: their clients did not resume within the grace");
+        report_webhook(
+            bus,
+            crate::webhooks::Report::Presence {
+                channel,
+                events: left,
+            },
+        );
+    }
     Ok(())
 }
 

@@ -357,6 +357,9 @@ impl Connection {
             self.gateway.remember_ended(&self.key);
             if let Some(bus) = self.gateway.cluster() {
                 bus.forget_connection(&self.key);
+                if self.remain_present_for.is_some() {
+                    bus.forget_grace(&self.id);
+                }
             }
             return;
         }

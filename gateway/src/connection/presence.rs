@@ -5,6 +5,9 @@ use protocol::{Action, ChannelName, ErrorCode, ErrorInfo, Operation, ProtocolMes
 
 use super::{Connection, Flow};
 
+/// The LEAVE presence action.
+const LEAVE: u8 = 3;
+
 impl Connection {
     pub(super) async fn on_presence(&mut self, message: ProtocolMessage) -> Flow {
         let Some(msg_serial) = message.msg_serial else {
@@ -51,6 +54,8 @@ impl Connection {
         if events.is_empty() {
             return Err(ErrorCode::BadRequest.info("PRESENCE without presence messages"));
         }
+        let hub = self.gateway.hub();
+        let mut repeats = Vec::with_capacity(events.len());
         for (index, event) in events.iter_mut().enumerate() {
             let client_id = match event.client_id.as_deref() {
                 Some(claimed) if !self.principal.may_act_as(claimed) || claimed == "*" => {
@@ -68,6 +73,13 @@ impl Connection {
                             .info("presence needs a clientId: connect with one")
                     })?,
             };
+            repeats.push(
+                event.action != LEAVE
+                    && event
+                        .id
+                        .as_deref()
+                        .is_some_and(|id| hub.present_by(&channel_key, &client_id, &self.id, id)),
+            );
             event.client_id = Some(client_id);
             event.connection_id = Some(self.id.to_string());
             event.id = Some(format!("{}:{msg_serial}:{index}", self.id));
@@ -81,19 +93,26 @@ impl Connection {
                     .info(format!("presence data of {size} bytes exceeds {max_bytes}")));
             }
         }
-        let hub = self.gateway.hub();
-        hub.check_presence(&channel_key, &events)?;
-        // Clustered, stored and announced through Redis; this node applies it as it hears it
-        // back, like every other node.
-        self.gateway
-            .bus()
-            .presence(hub, &channel_key, &events)
-            .await?;
-        self.gateway
-            .report_webhook(crate::webhooks::Report::Presence {
-                channel: channel_key.clone(),
-                events,
-            });
+        // A re-entry of a member still present (after a resume) is acknowledged, not repeated.
+        let events: Vec<_> = events
+            .into_iter()
+            .zip(repeats)
+            .filter_map(|(event, repeat)| (!repeat).then_some(event))
+            .collect();
+        if !events.is_empty() {
+            hub.check_presence(&channel_key, &events)?;
+            // Clustered, stored and announced through Redis; this node applies it as it hears
+            // it back, like every other node.
+            self.gateway
+                .bus()
+                .presence(hub, &channel_key, &events)
+                .await?;
+            self.gateway
+                .report_webhook(crate::webhooks::Report::Presence {
+                    channel: channel_key.clone(),
+                    events,
+                });
+        }
         if self.present_on.insert(channel_key) {
             self.record_for_resume();
         }

@@ -49,6 +49,13 @@ impl PresenceSet {
             .contains_key(&(client_id.to_owned(), connection_id.to_owned()))
     }
 
+    /// Whether the member is present as message `id` made it: a repeat of that message.
+    pub(super) fn holds(&self, client_id: &str, connection_id: &str, id: &str) -> bool {
+        self.members
+            .get(&(client_id.to_owned(), connection_id.to_owned()))
+            .is_some_and(|member| member.id.as_deref() == Some(id))
+    }
+
     /// Applies one stamped event (clientId, connectionId, id, timestamp set).
     pub(super) fn apply(&mut self, mut event: PresenceMessage) -> Applied {
         let key = (

@@ -10,7 +10,8 @@
 //!   channel goes 0→1 or 1→0; the store (`store.rs`: this process, or Redis shared by every node)
 //!   turns that into the cluster's transitions. A `channel.closed` waits the debounce: a
 //!   re-occupy within it cancels it (and the `channel.opened` it would have caused).
-//! - presence: the node that accepted the change (or the reaper, for a dead node's members),
+//! - presence: the node that accepted the change (or the one that swept a dead node's orphaned
+//!   member, whose client did not resume within its grace),
 //!   per clientId as Pusher does: an enter while the client is present through another
 //!   connection is not one; a leave waits the debounce keyed by (channel, clientId), an enter by
 //!   the same clientId within it cancels both, and it is dropped if the client is present
@@ -173,7 +174,7 @@ pub(crate) enum Report {
         occupied: bool,
         at: u64,
     },
-    /// Presence events this node accepted (or reaped), stamped.
+    /// Presence events this node accepted (or swept: a dead node's orphans), stamped.
     Presence {
         channel: String,
         events: Vec<PresenceMessage>,
