@@ -111,7 +111,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "REALTIME_TOKEN_RENEW_LEAD_MS", default_value_t = 30_000)]
     pub token_renew_lead_ms: u64,
     /// With `--redis`: how long a node that stopped renewing its lease (killed, partitioned)
-    /// is still counted alive; after it, its presence members leave. In ms.
+    /// is still counted alive; after it, its connections can be resumed elsewhere and the
+    /// presence members of clients that do not come back leave after the presence grace. In ms.
     #[arg(long, env = "REALTIME_NODE_LEASE_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(300..))]
     pub node_lease_ms: u64,
     /// Longest the server stays silent to a client: a HEARTBEAT (a WebSocket ping for
