@@ -727,18 +727,18 @@ impl Hub {
         }
     }
 
-    /// Whether message `id` is what made `client_id` present on `channel` through
-    /// `connection_id`: ably-js re-sends its members' ENTERs with their ids on every re-attach,
-    /// resumed ones included, and a repeat changes nothing, so nobody must see it.
+    /// Whether `event` is what made `client_id` present on `channel` through `connection_id`
+    /// (same id and payload): ably-js re-sends its members' ENTERs with their ids on every
+    /// re-attach, resumed ones included, and a repeat changes nothing, so nobody must see it.
     pub fn present_by(
         &self,
         channel: &str,
         client_id: &str,
         connection_id: &str,
-        id: &str,
+        event: &PresenceMessage,
     ) -> bool {
         self.existing(channel)
-            .is_some_and(|entry| entry.lock().presence.holds(client_id, connection_id, id))
+            .is_some_and(|entry| entry.lock().presence.holds(client_id, connection_id, event))
     }
 
     /// LEAVE events for every member `connection_id` holds on `channel`, not applied. Server-made

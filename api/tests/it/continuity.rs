@@ -949,3 +949,36 @@ async fn a_resume_issues_a_fresh_key_and_spends_the_old_one() {
     assert_ne!(late.id(), connection_id, "{}", late.connected);
     assert_error(&late.connected, 80008, 400);
 }
+
+/// ably-js re-sends its members' ENTERs, with the ids the server gave them, on every re-attach:
+/// a repeat of what made the member present is acknowledged and nobody sees it; a changed
+/// payload under that id is a real update and goes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_enter_is_acknowledged_unseen_and_a_changed_one_announced() {
+    const CHANNEL: &str = "lobby-repeat";
+    let server = Server::start().await;
+    let (mut observer, mut member, _) = observer_and_member(&server, CHANNEL).await;
+    let id = rest_members(&server, CHANNEL).await[0]["id"]
+        .as_str()
+        .expect("member id")
+        .to_owned();
+    send_presence(
+        &mut member,
+        CHANNEL,
+        1,
+        json!({"action": ENTER, "id": id, "data": "hi"}),
+    )
+    .await;
+    send_presence(
+        &mut member,
+        CHANNEL,
+        2,
+        json!({"action": ENTER, "id": id, "data": "changed"}),
+    )
+    .await;
+    // The first thing the observer sees after the ENTER is the changed one.
+    let frame = observer.expect(PRESENCE).await;
+    assert_eq!(frame["presence"][0]["clientId"], "alice", "{frame}");
+    assert_eq!(frame["presence"][0]["data"], "changed", "{frame}");
+    assert_eq!(rest_members(&server, CHANNEL).await[0]["data"], "changed");
+}

@@ -75,10 +75,8 @@ impl Connection {
             };
             repeats.push(
                 event.action != LEAVE
-                    && event
-                        .id
-                        .as_deref()
-                        .is_some_and(|id| hub.present_by(&channel_key, &client_id, &self.id, id)),
+                    && event.id.is_some()
+                    && hub.present_by(&channel_key, &client_id, &self.id, event),
             );
             event.client_id = Some(client_id);
             event.connection_id = Some(self.id.to_string());

@@ -49,11 +49,22 @@ impl PresenceSet {
             .contains_key(&(client_id.to_owned(), connection_id.to_owned()))
     }
 
-    /// Whether the member is present as message `id` made it: a repeat of that message.
-    pub(super) fn holds(&self, client_id: &str, connection_id: &str, id: &str) -> bool {
+    /// Whether the member is present exactly as `event` would make it (same message id, data
+    /// and extras): a repeat of that message. A changed payload under an old id is no repeat.
+    pub(super) fn holds(
+        &self,
+        client_id: &str,
+        connection_id: &str,
+        event: &PresenceMessage,
+    ) -> bool {
         self.members
             .get(&(client_id.to_owned(), connection_id.to_owned()))
-            .is_some_and(|member| member.id.as_deref() == Some(id))
+            .is_some_and(|member| {
+                member.id.is_some()
+                    && member.id == event.id
+                    && member.data == event.data
+                    && member.extras == event.extras
+            })
     }
 
     /// Applies one stamped event (clientId, connectionId, id, timestamp set).
