@@ -14,6 +14,26 @@
 //! When the pub/sub link drops, the node reconnects, resubscribes and back-fills every channel
 //! from its stream; a self-probe through Redis drives readiness.
 //!
+//! Catching up reads the whole gap after the node's last serial (paged, bounded by what the
+//! stream can hold), so a long outage costs reads, not messages. Whether continuity holds:
+//! - Same epoch, stored contiguously from the node's position: it holds; the log is extended.
+//! - Same epoch with entries missing (trimmed, or lost in a fail-over): what exists is
+//!   delivered and subscribers get 90003 where the hole is; the log restarts after it.
+//! - A new epoch (Redis came back empty, `n` from 1): the old epoch ended with what this node
+//!   has if its link was live right up to the drop (it heard its probe recently, and Redis writes
+//!   a PUBLISH to subscribers in the same event-loop pass as the publishing script's reply, so it
+//!   received everything Redis acknowledged). Then there is no 90003, the new epoch is delivered
+//!   from its first message and the log keeps the old entries, so a client resuming from an
+//!   old-epoch serial still resumes. If the link was already down, the channel was joined since,
+//!   or the new epoch lacks its first messages, it is 90003.
+//! - The store behind the node (same epoch but a lower position or another message at the
+//!   node's serial, or an older epoch: Redis restored from an older snapshot): serials would be
+//!   reused, so the node moves the channel to a fresh epoch, marking the abandoned one (`p`) so
+//!   every node holding it tells 90003 too.
+//!
+//! Two Redis restarts within one reconnect of the link (messages only the middle instance held)
+//! cannot be told apart from one.
+//!
 //! On a Redis Cluster (`redis+cluster://`) the same holds shard by shard: a channel's keys and
 //! topic share its hash tag, so each script touches one slot; topics are `SPUBLISH`ed and
 //! `SSUBSCRIBE`d on the master owning that slot (`shards.rs`); node-level keys (leases, resume
