@@ -4,6 +4,9 @@
 // acknowledged message reaches every subscriber exactly once, in order, and nobody is told that
 // continuity was lost: nothing acknowledged was.
 
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import Ably from 'ably';
@@ -47,10 +50,15 @@ function startPublishers(channelName, live) {
 }
 
 describe('faults under load: a node killed, Redis killed and restarted empty, a node drained', () => {
-  const env = { redis: undefined, nodes: [], balancer: undefined, clients: [] };
+  const env = { redis: undefined, nodes: [], balancer: undefined, clients: [], dir: undefined };
   before(async () => {
     env.redis = await startRedis();
-    const args = ['--redis', env.redis.url, '--node-lease-ms', '1000'];
+    // ~400 publishes/s on one channel: the default 500-message log would cover about a second,
+    // less than a SIGKILLed node's clients take to resume elsewhere (its lease, then a retry).
+    env.dir = mkdtempSync(path.join(tmpdir(), 'realtime-faults-'));
+    const config = path.join(env.dir, 'realtime.toml');
+    writeFileSync(config, '[history]\nmax_messages = 20000\n');
+    const args = ['--redis', env.redis.url, '--node-lease-ms', '1000', '--config', config];
     for (let i = 0; i < 3; i += 1) env.nodes.push(await startServer({ args }));
     env.balancer = await startBalancer(env.nodes.map((n) => n.port));
   });
@@ -59,16 +67,11 @@ describe('faults under load: a node killed, Redis killed and restarted empty, a 
     env.balancer?.stop();
     for (const node of env.nodes) await node.stop();
     await env.redis?.stop();
+    if (env.dir) rmSync(env.dir, { recursive: true, force: true });
   });
 
-  // Runs, but does not fail the suite yet: under this load a client on the SIGKILLed node A
-  // sometimes does not get its connection back on B or C (a new connection id), or gets it back
-  // with its channel refused (90003, no replay); either way it misses what was published while
-  // it moved. That is the node-death resume path (resume.rs, bus/connections.rs), not the Redis
-  // restart, which this test passes through cleanly.
-  const todo = 'connection resume after a node SIGKILL under load (issue 17, node-death part)';
-  test('every subscriber gets every acknowledged message exactly once, in order, and keeps its connection', { todo }, async () => {
-    const [nodeA, nodeB, nodeC] = env.nodes;
+  test('every subscriber gets every acknowledged message exactly once, in order, and keeps its connection', async () => {
+    const [nodeA, nodeB] = env.nodes;
     const channelName = uniq('live:faults');
     const subscribers = [];
     for (let i = 0; i < SUBSCRIBERS; i += 1) {
@@ -84,36 +87,45 @@ describe('faults under load: a node killed, Redis killed and restarted empty, a 
       channel.on(['attached', 'update'], (change) => {
         if (!change.resumed) notices.push(change.reason?.code ?? null);
       });
-      subscribers.push({ realtime, id: realtime.connection.id, got, notices });
+      const subscriber = { realtime, id: realtime.connection.id, got, notices, disconnects: 0 };
+      realtime.connection.on('disconnected', () => {
+        subscriber.disconnects += 1;
+      });
+      subscribers.push(subscriber);
     }
-    // Every client that was on `node` has noticed it is gone, and all are connected again.
-    const allConnected = (what, node) =>
+    const live = env.nodes.map((n) => n.port);
+    const allConnected = (what) =>
       pollUntil(
-        async () => (node ? env.balancer.connectionsTo(node.port) : 0),
-        (n) => n === 0,
-        10_000,
-        `${what}: the clients noticed`,
-      ).then(() => pollUntil(
         async () => subscribers.filter((s) => s.realtime.connection.state === 'connected').length,
         (n) => n === SUBSCRIBERS,
         20_000,
         what,
-      ));
+      );
+    // Takes `node` out of the balancer and the publishers' list, runs `fault` on it, then waits
+    // until each of its clients noticed (went disconnected) and all are connected again, so the
+    // next fault does not land in the middle of their resume.
+    const takeOut = async (node, what, fault) => {
+      env.balancer.targets = env.balancer.targets.filter((port) => port !== node.port);
+      live.splice(live.indexOf(node.port), 1);
+      const onIt = env.balancer.connectionsTo(node.port);
+      const before = subscribers.map((s) => s.disconnects);
+      await fault();
+      await pollUntil(
+        async () => subscribers.filter((s, k) => s.disconnects > before[k]).length,
+        (n) => n >= onIt,
+        10_000,
+        `${what}: its ${onIt} clients noticed`,
+      );
+      await allConnected(what);
+    };
 
     const marks = {};
-    const live = env.nodes.map((n) => n.port);
     const publishers = startPublishers(channelName, live);
     await publishers.untilMore(100, 'publishing before the faults');
 
     // 1. Node A dies without a word; the balancer has stopped sending to it (it failed its probe).
-    const drop = (node) => {
-      env.balancer.targets = env.balancer.targets.filter((port) => port !== node.port);
-      live.splice(live.indexOf(node.port), 1);
-    };
-    drop(nodeA);
     marks.killA = publishers.acked.length;
-    await nodeA.kill('SIGKILL');
-    await allConnected('subscribers of node A resumed elsewhere', nodeA);
+    await takeOut(nodeA, 'subscribers of node A resumed elsewhere', () => nodeA.kill('SIGKILL'));
     await publishers.untilMore(100, 'publishing after node A died');
 
     // 2. Redis is killed with the publishes in flight and comes back empty.
@@ -123,20 +135,18 @@ describe('faults under load: a node killed, Redis killed and restarted empty, a 
     await allConnected('subscribers connected after the Redis restart');
 
     // 3. Node B is drained (a rolling update): its clients move to C.
-    drop(nodeB);
     marks.drainB = publishers.acked.length;
-    const exit = await nodeB.stop();
-    assert.equal(exit.signal, null, `node B exited by itself: ${JSON.stringify(exit)}`);
-    await allConnected('subscribers of node B resumed on C', nodeB);
+    await takeOut(nodeB, 'subscribers of node B resumed on C', async () => {
+      const exit = await nodeB.stop();
+      assert.equal(exit.signal, null, `node B exited by itself: ${JSON.stringify(exit)}`);
+    });
     await publishers.untilMore(100, 'publishing after node B drained');
 
     publishers.running = false;
     await publishers.done;
     const acked = publishers.acked;
-    assert.ok(nodeC, 'node C carried the end');
 
     for (const [i, s] of subscribers.entries()) {
-      const ackedSet = new Set(acked);
       await pollUntil(
         async () => new Set(s.got.messages.map((m) => m.name)),
         (names) => acked.every((name) => names.has(name)),
@@ -164,7 +174,6 @@ describe('faults under load: a node killed, Redis killed and restarted empty, a 
         assert.ok(!(lastSeq.get(p) >= seq), `subscriber ${i}: publisher ${p}'s messages in the order published`);
         lastSeq.set(p, seq);
       }
-      assert.ok(ackedSet.size === acked.length, 'each acknowledged once');
       assert.deepEqual(s.notices, [], `subscriber ${i}: never told continuity was lost`);
       assert.equal(s.realtime.connection.id, s.id, `subscriber ${i}: the same connection throughout`);
     }
