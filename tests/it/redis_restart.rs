@@ -453,3 +453,62 @@ fn with_an_append_only_file_a_redis_kill_loses_nothing_and_tells_nothing() {
     drop(redis);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_store_that_handed_out_the_nodes_serials_again_is_told() {
+    let redis = RedisServer::start();
+    let nodes = nodes(&redis, 2, &[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut subscriber =
+            Subscriber::attach(&nodes[1], false, &["live:reuse"], "node 1".into()).await;
+        let mut delivered = Vec::new();
+        for n in 0..3 {
+            delivered.push(publish_serial(&nodes[0], "live:reuse", n).await);
+        }
+        assert_eq!(numbered_with_notices(&mut subscriber, 3).await.len(), 3);
+        // As if Redis went back to before message 1 and took four other publishes since: the
+        // same epoch, a position past the node's, other messages at its serials.
+        let epoch = u64::from_str_radix(delivered[0].split('-').next().unwrap(), 16).unwrap();
+        let script = "redis.call('DEL', KEYS[1]) \
+            for n = 1, 4 do \
+              local body = cjson.encode({name = 'n', data = 'other', id = 'other:' .. n}) \
+              redis.call('XADD', KEYS[1], ARGV[1] .. '-' .. n, 'm', body, 't', ARGV[2]) \
+            end \
+            return redis.call('HSET', KEYS[2], 'n', 4)";
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            .to_string();
+        let stream = "rt:{live:reuse}:log";
+        redis.cli(&[
+            "EVAL",
+            script,
+            "2",
+            stream,
+            &meta_key("live:reuse"),
+            &epoch.to_string(),
+            &now,
+        ]);
+        // The links drop (as on a restart); catching up, the node finds another message at its
+        // last serial.
+        redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while redis.cli(&["HGET", &meta_key("live:reuse"), "p"]).trim() != epoch.to_string() {
+            assert!(Instant::now() < deadline, "the reuse was never noticed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let after = publish_serial(&nodes[0], "live:reuse", 3).await;
+        let got = numbered_with_notices(&mut subscriber, 1).await;
+        assert_eq!(
+            got,
+            [
+                ("90003".to_owned(), String::new()),
+                (after.clone(), "3".to_owned())
+            ],
+            "told, none of the other messages, then what follows"
+        );
+        assert!(after > delivered[2], "a serial never handed out: {after}");
+    });
+}

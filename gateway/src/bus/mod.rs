@@ -551,21 +551,22 @@ impl Store {
         let (floor, _) = contiguous_tail(epoch, n, &entries, want);
         let messages: Vec<Message> = entries
             .iter()
-            .filter_map(|(id, fields)| {
-                let body = fields.chunks(2).find(|pair| pair[0] == "m")?.get(1)?;
-                stored_message(id, body)
-            })
+            .filter_map(|(id, body)| stored_message(id, body_of(body)?))
             .collect();
         let rolled_back_epoch = rolled_back.parse::<u64>().ok();
         let rolled_back = known.is_some_and(|known| {
+            // Another message stored at the node's last serial: the store went back and
+            // handed that serial out again.
             let replaced = || {
                 let at_known = format!("{}-{}", known.epoch, known.n);
-                let stored_id = entries
+                let stored = entries
                     .first()
                     .filter(|(id, _)| *id == at_known)
-                    .and_then(|_| messages.first())
-                    .map(|m| m.id.as_deref());
-                matches!((stored_id, known.id.as_deref()), (Some(stored), Some(ours)) if stored != Some(ours))
+                    .and_then(|(id, body)| stored_message(id, body_of(body)?));
+                match (stored, known.id.as_deref()) {
+                    (Some(stored), Some(ours)) => stored.id.as_deref() != Some(ours),
+                    _ => false,
+                }
             };
             epoch < known.epoch || (epoch == known.epoch && (n < known.n || replaced()))
         });
@@ -681,6 +682,15 @@ struct Stored {
 
 /// One stream entry: its id and its flat field/value list (`m` body, `t` time).
 type StreamEntry = (String, Vec<String>);
+
+/// The message body (`m`) of a stream entry's fields.
+fn body_of(fields: &[String]) -> Option<&str> {
+    fields
+        .chunks(2)
+        .find(|pair| pair[0] == "m")?
+        .get(1)
+        .map(String::as_str)
+}
 
 /// The node's own topics on the pub/sub link besides channels.
 struct Topics {
