@@ -425,10 +425,18 @@ impl Hub {
         }
     }
 
-    /// The serial of the newest message this node has on a channel.
-    pub fn last_serial(&self, channel: &str) -> Option<String> {
-        self.existing(channel)
-            .and_then(|entry| entry.lock().last_serial.clone())
+    /// The serial of the newest message this node has on a channel, with that message's id
+    /// when the log still holds it (the bus checks the store still has the same message there).
+    pub fn last_serial(&self, channel: &str) -> Option<(String, Option<String>)> {
+        let entry = self.existing(channel)?;
+        let state = entry.lock();
+        let serial = state.last_serial.clone()?;
+        let id = state
+            .log
+            .newest()
+            .filter(|m| m.serial.as_deref() == Some(serial.as_str()))
+            .and_then(|m| m.id.clone());
+        Some((serial, id))
     }
 
     /// Sends a subscriber the whole member set again (a client-requested SYNC).
@@ -606,54 +614,88 @@ impl Hub {
         })
     }
 
-    /// Brings a channel in line with the shared store (`floor`: the serial at or below which
-    /// the store no longer knows everything; `stored`: what it holds after that, oldest first).
-    /// The log is replaced; what this node had not delivered yet goes out. If the store no
-    /// longer covers everything after the last serial delivered here, subscribers are told
-    /// continuity was lost (ATTACHED with 90003, not RESUMED), never left with a silent gap.
-    pub fn catch_up(&self, channel: &str, floor: String, stored: Vec<Message>) {
+    /// Brings a channel in line with the shared store. `floor`: the serial at or below which
+    /// the store no longer knows everything; `stored`: what it holds of the channel's current
+    /// epoch, oldest first (any at or below the floor come before a hole). `old_epoch_complete`:
+    /// the bus knows this node heard every message of the epoch it last saw (its pub/sub link
+    /// was live until Redis lost the channel), so a new epoch stored whole from its first serial
+    /// continues this log rather than replacing it.
+    ///
+    /// When the store continues from the last serial delivered here, what this node had not
+    /// delivered yet goes out and the log keeps its entries (a client resuming from an older
+    /// serial still resumes). Otherwise messages were lost: what is stored before the hole goes
+    /// out, then subscribers are told (ATTACHED with 90003, not RESUMED), never left with a
+    /// silent gap, then the rest; the log restarts at the floor.
+    pub fn catch_up(
+        &self,
+        channel: &str,
+        floor: String,
+        stored: Vec<Message>,
+        old_epoch_complete: bool,
+    ) {
         let now = protocol::now_ms();
         self.with_channel(channel, |state| {
             let known = state.last_serial.clone();
-            if let Some(known) = &known {
-                if floor.as_str() > known.as_str() {
-                    tell_continuity_lost(state, &floor);
-                }
-            }
-            let mut log = MessageLog::new(floor.clone(), state.log.retention());
-            for message in &stored {
-                log.push(Arc::new(message.clone()));
-            }
-            log.expire(now);
-            state.log = log;
             let fresh: Vec<Message> = stored
                 .into_iter()
                 .filter(|m| known.is_none() || m.serial > known)
                 .collect();
-            match fresh.last().and_then(|m| m.serial.clone()) {
-                Some(last) => {
-                    state.last_serial = Some(last.clone());
-                    let mut outgoing = ProtocolMessage {
-                        timestamp: Some(now),
-                        channel_serial: Some(last),
-                        messages: Some(fresh),
-                        ..ProtocolMessage::new(Action::Message)
-                    };
-                    match fan_out(&state.subscribers, &mut outgoing, |s| {
-                        s.modes & flags::MODE_SUBSCRIBE != 0
-                    }) {
-                        Ok(delivered) => self.pulse.messages_out(delivered),
-                        Err(error) => {
-                            tracing::warn!(message = %error.message, "catch-up delivery failed");
-                        }
-                    }
+            let continues = known.as_deref().is_some_and(|known| {
+                floor.as_str() <= known
+                    || (old_epoch_complete && log::starts_a_later_epoch(&floor, known))
+            });
+            if continues {
+                for message in &fresh {
+                    state.log.push(Arc::new(message.clone()));
                 }
-                None if known.as_deref().is_none_or(|k| k < floor.as_str()) => {
-                    state.last_serial = Some(floor);
+                state.log.expire(now);
+                self.deliver_caught_up(state, fresh, now);
+            } else {
+                let (before, after): (Vec<Message>, Vec<Message>) = fresh
+                    .into_iter()
+                    .partition(|m| m.serial.as_deref() <= Some(floor.as_str()));
+                self.deliver_caught_up(state, before, now);
+                if known.is_some() {
+                    tell_continuity_lost(state, &floor);
                 }
-                None => {}
+                let mut log = MessageLog::new(floor.clone(), state.log.retention());
+                for message in &after {
+                    log.push(Arc::new(message.clone()));
+                }
+                log.expire(now);
+                state.log = log;
+                self.deliver_caught_up(state, after, now);
+            }
+            if state.last_serial.as_deref() < Some(floor.as_str()) {
+                state.last_serial = Some(floor);
             }
         })
+    }
+
+    /// Sends messages a catch-up found to every subscriber, several per frame (a long gap fits
+    /// the bounded queues), and moves the channel's position past them. They are logged by the
+    /// caller.
+    fn deliver_caught_up(&self, state: &mut ChannelState, messages: Vec<Message>, now: u64) {
+        for batch in messages.chunks(REPLAY_MESSAGES_PER_FRAME) {
+            let Some(last) = batch.last().and_then(|m| m.serial.clone()) else {
+                continue;
+            };
+            state.last_serial = Some(last.clone());
+            let mut outgoing = ProtocolMessage {
+                timestamp: Some(now),
+                channel_serial: Some(last),
+                messages: Some(batch.to_vec()),
+                ..ProtocolMessage::new(Action::Message)
+            };
+            match fan_out(&state.subscribers, &mut outgoing, |s| {
+                s.modes & flags::MODE_SUBSCRIBE != 0
+            }) {
+                Ok(delivered) => self.pulse.messages_out(delivered),
+                Err(error) => {
+                    tracing::warn!(message = %error.message, "catch-up delivery failed");
+                }
+            }
+        }
     }
 
     /// Applies stamped presence events (ENTER/UPDATE/LEAVE with clientId, connectionId, id and

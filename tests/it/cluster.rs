@@ -13,17 +13,27 @@ use crate::support::{connect, http, next_json, send_json, Server};
 pub(crate) struct RedisServer {
     pub(crate) port: u16,
     child: Child,
+    /// How it keeps data on disk (flags), the same on every restart.
+    persistence: Vec<String>,
 }
 
 impl RedisServer {
+    /// Keeping nothing on disk: a restart comes back empty.
     pub(crate) fn start() -> RedisServer {
+        RedisServer::start_with(&["--save", "", "--appendonly", "no"])
+    }
+
+    /// With `persistence` flags (e.g. `--dir`, `--appendonly yes`) instead of keeping nothing.
+    pub(crate) fn start_with(persistence: &[&str]) -> RedisServer {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("a free port");
+        let persistence: Vec<String> = persistence.iter().map(|s| s.to_string()).collect();
         RedisServer {
             port,
-            child: spawn_redis(port),
+            child: spawn_redis(port, &persistence),
+            persistence,
         }
     }
 
@@ -31,10 +41,11 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Stops and starts again on the same port (empty: it keeps nothing on disk).
+    /// Kills (SIGKILL) and starts again on the same port, with what it kept on disk (by
+    /// default nothing: it comes back empty).
     pub(crate) fn restart(&mut self) {
         self.stop();
-        self.child = spawn_redis(self.port);
+        self.child = spawn_redis(self.port, &self.persistence);
     }
 
     pub(crate) fn cli(&self, args: &[&str]) -> String {
@@ -80,19 +91,11 @@ pub(crate) fn wait_for_port(port: u16, what: &str) {
     }
 }
 
-/// `redis-server` on `port` (loopback, nothing on disk), once it accepts connections.
-fn spawn_redis(port: u16) -> Child {
+/// `redis-server` on `port` (loopback, `persistence` flags), once it accepts connections.
+fn spawn_redis(port: u16, persistence: &[String]) -> Child {
     let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(persistence)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -11,4 +11,5 @@ mod events;
 mod metrics;
 mod process;
 mod redis_cluster;
+mod redis_restart;
 mod webhooks;

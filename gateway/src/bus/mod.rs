@@ -14,12 +14,32 @@
 //! When the pub/sub link drops, the node reconnects, resubscribes and back-fills every channel
 //! from its stream; a self-probe through Redis drives readiness.
 //!
+//! Catching up reads the whole gap after the node's last serial (paged, bounded by what the
+//! stream can hold), so a long outage costs reads, not messages. Whether continuity holds:
+//! - Same epoch, stored contiguously from the node's position: it holds; the log is extended.
+//! - Same epoch with entries missing (trimmed, or lost in a fail-over): what exists is
+//!   delivered and subscribers get 90003 where the hole is; the log restarts after it.
+//! - A new epoch (Redis came back empty, `n` from 1): the old epoch ended with what this node
+//!   has if its link was live right up to the drop (it heard its probe recently, and Redis writes
+//!   a PUBLISH to subscribers in the same event-loop pass as the publishing script's reply, so it
+//!   received everything Redis acknowledged). Then there is no 90003, the new epoch is delivered
+//!   from its first message and the log keeps the old entries, so a client resuming from an
+//!   old-epoch serial still resumes. If the link was already down, the channel was joined since,
+//!   or the new epoch lacks its first messages, it is 90003.
+//! - The store behind the node (same epoch but a lower position or another message at the
+//!   node's serial, or an older epoch: Redis restored from an older snapshot): serials would be
+//!   reused, so the node moves the channel to a fresh epoch, marking the abandoned one (`p`) so
+//!   every node holding it tells 90003 too.
+//!
+//! Two Redis restarts within one reconnect of the link (messages only the middle instance held)
+//! cannot be told apart from one.
+//!
 //! On a Redis Cluster (`redis+cluster://`) the same holds shard by shard: a channel's keys and
 //! topic share its hash tag, so each script touches one slot; topics are `SPUBLISH`ed and
 //! `SSUBSCRIBE`d on the master owning that slot (`shards.rs`); node-level keys (leases, resume
 //! records) are written one key per command, never in a pipeline across slots.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -112,9 +132,14 @@ end
 return serials
 "#;
 
-/// Reads a channel's position and newest entries in one step (creating its epoch if the channel
-/// is new, so the first publish continues from the floor given here).
-/// KEYS: stream, meta, members. ARGV: how many entries, meta ttl ms.
+/// Reads a channel's position and stored entries in one step (creating its epoch if the
+/// channel is new, so the first publish continues from the floor given here). With no known
+/// position: the newest `count` entries, newest first. Otherwise the stored entries from the
+/// known position on (inclusive, so the node can check the store still has its last message),
+/// or from the start of the current epoch when it is not the known one, oldest first, at most
+/// `count`; never more than `limit` back from the position (the caller pages on).
+/// KEYS: stream, meta, members. ARGV: count, meta ttl ms, known epoch ('' for none), known n,
+/// limit.
 const LOAD_SCRIPT: &str = r#"
 local epoch = redis.call('HGET', KEYS[2], 'e')
 if not epoch then
@@ -123,8 +148,33 @@ if not epoch then
   redis.call('HSET', KEYS[2], 'e', epoch, 'n', 0)
 end
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
-local n = redis.call('HGET', KEYS[2], 'n')
-return { epoch, n, redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', ARGV[1]), redis.call('HGETALL', KEYS[3]) }
+local n = tonumber(redis.call('HGET', KEYS[2], 'n'))
+local entries
+if ARGV[3] == '' then
+  entries = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', ARGV[1])
+else
+  local from = 0
+  if epoch == ARGV[3] then from = tonumber(ARGV[4]) end
+  from = math.max(from, n - tonumber(ARGV[5]))
+  entries = redis.call('XRANGE', KEYS[1], epoch .. '-' .. from, '+', 'COUNT', ARGV[1])
+end
+local rolled_back = redis.call('HGET', KEYS[2], 'p') or ''
+return { epoch, n, rolled_back, entries, redis.call('HGETALL', KEYS[3]) }
+"#;
+
+/// Moves a channel whose store was rolled back (a Redis restored from an older snapshot: its
+/// position is behind what nodes already delivered) to a fresh epoch, so no serial is handed
+/// out twice, and marks the abandoned epoch (`p`) so every node holding it tells its
+/// subscribers. Only if the channel is still in that epoch (another node may have done it).
+/// KEYS: meta. ARGV: the rolled-back epoch, the lowest new epoch, meta ttl ms.
+const ROLL_SCRIPT: &str = r#"
+if redis.call('HGET', KEYS[1], 'e') ~= ARGV[1] then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local epoch = string.format('%.0f', math.max(now, tonumber(ARGV[2])))
+redis.call('HSET', KEYS[1], 'e', epoch, 'n', 0, 'p', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
 "#;
 
 enum Interest {
@@ -252,6 +302,7 @@ impl RedisBus {
         let store = Store {
             commands: commands.clone(),
             load: redis::Script::new(LOAD_SCRIPT),
+            roll: redis::Script::new(ROLL_SCRIPT),
         };
         tokio::spawn(run_pubsub(
             links,
@@ -401,60 +452,200 @@ fn meta_ttl(retention: Retention) -> u64 {
 struct Store {
     commands: Commands,
     load: redis::Script,
+    roll: redis::Script,
+}
+
+/// Stream entries read per command when a catch-up pages through a gap.
+const CATCH_UP_PAGE: usize = 500;
+
+/// Most attempts at catching a rolled-back channel up (each moves it to a fresh epoch unless
+/// another node just did); beyond it the link reconnects and tries again.
+const ROLL_ATTEMPTS: usize = 3;
+
+/// What this node last delivered on a channel, as the store names it.
+struct Known {
+    epoch: u64,
+    n: u64,
+    /// The id of that message, when the node's log still holds it.
+    id: Option<String>,
 }
 
 impl Store {
-    /// The channel's floor and stored messages (oldest first), as many as its log keeps.
-    async fn load(&self, channel: &str, retention: Retention) -> redis::RedisResult<Stored> {
+    /// The channel's floor and stored messages (oldest first): the newest the log keeps when
+    /// this node knows nothing of the channel, else everything after its known position (paged,
+    /// bounded by twice what the stream keeps: the stream is capped by length and age).
+    async fn load(
+        &self,
+        channel: &str,
+        retention: Retention,
+        known: Option<&Known>,
+    ) -> redis::RedisResult<Stored> {
         let keys = keys(channel);
-        let want = retention.max_messages;
-        let script = self.load.clone();
-        let ttl = meta_ttl(retention);
-        let members = presence::members_key(channel);
-        let (epoch, n, mut entries, members): (u64, u64, Vec<StreamEntry>, Vec<String>) = self
+        let stream = keys.stream.clone();
+        let limit = retention.max_messages.saturating_mul(2).max(CATCH_UP_PAGE);
+        let count = if known.is_some() {
+            CATCH_UP_PAGE
+        } else {
+            retention.max_messages
+        };
+        let (known_epoch, known_n) =
+            known.map_or((String::new(), 0), |k| (k.epoch.to_string(), k.n));
+        let (epoch, n, rolled_back, mut entries, members): (
+            u64,
+            u64,
+            String,
+            Vec<StreamEntry>,
+            Vec<String>,
+        ) = self
             .commands
-            .run(move |mut connection| {
-                Box::pin(async move {
-                    script
-                        .key(keys.stream)
-                        .key(keys.meta)
-                        .key(members)
-                        .arg(want)
-                        .arg(ttl)
-                        .invoke_async(&mut connection)
-                        .await
-                })
-            })
+            .invoke(
+                self.load.clone(),
+                vec![keys.stream, keys.meta, presence::members_key(channel)],
+                vec![
+                    count.to_string(),
+                    meta_ttl(retention).to_string(),
+                    known_epoch,
+                    known_n.to_string(),
+                    limit.to_string(),
+                ],
+            )
             .await?;
-        entries.reverse();
-        let (floor, tail) = contiguous_tail(epoch, n, &entries, want);
-        let messages = entries[tail..]
+        if known.is_none() {
+            entries.reverse();
+        } else {
+            let mut page_len = entries.len();
+            while page_len == CATCH_UP_PAGE
+                && entries.len() < limit
+                && entries
+                    .last()
+                    .and_then(|(id, _)| seq_in(id, epoch))
+                    .is_some_and(|seq| seq < n)
+            {
+                let after = entries
+                    .last()
+                    .map(|(id, _)| format!("({id}"))
+                    .unwrap_or_default();
+                let page: Vec<StreamEntry> = self
+                    .commands
+                    .query(
+                        redis::cmd("XRANGE")
+                            .arg(&stream)
+                            .arg(after)
+                            .arg("+")
+                            .arg("COUNT")
+                            .arg(CATCH_UP_PAGE)
+                            .to_owned(),
+                    )
+                    .await?;
+                page_len = page.len();
+                entries.extend(page);
+            }
+        }
+        // Only the current epoch up to the position read; anything newer comes on the link.
+        entries.retain(|(id, _)| seq_in(id, epoch).is_some_and(|seq| seq <= n));
+        let want = if known.is_some() {
+            entries.len()
+        } else {
+            retention.max_messages
+        };
+        let (floor, _) = contiguous_tail(epoch, n, &entries, want);
+        let messages: Vec<Message> = entries
             .iter()
-            .filter_map(|(id, fields)| {
-                let body = fields.chunks(2).find(|pair| pair[0] == "m")?.get(1)?;
-                stored_message(id, body)
-            })
+            .filter_map(|(id, body)| stored_message(id, body_of(body)?))
             .collect();
+        let rolled_back_epoch = rolled_back.parse::<u64>().ok();
+        let rolled_back = known.is_some_and(|known| {
+            // Another message stored at the node's last serial: the store went back and
+            // handed that serial out again.
+            let replaced = || {
+                let at_known = format!("{}-{}", known.epoch, known.n);
+                let stored = entries
+                    .first()
+                    .filter(|(id, _)| *id == at_known)
+                    .and_then(|(id, body)| stored_message(id, body_of(body)?));
+                match (stored, known.id.as_deref()) {
+                    (Some(stored), Some(ours)) => stored.id.as_deref() != Some(ours),
+                    _ => false,
+                }
+            };
+            epoch < known.epoch || (epoch == known.epoch && (n < known.n || replaced()))
+        });
         let members = presence::parse_members(&members)
             .into_iter()
             .map(|(_, member)| member)
             .collect();
         Ok(Stored {
+            epoch,
             floor,
             messages,
             members,
+            rolled_back,
+            known_epoch_abandoned: known
+                .is_some_and(|known| rolled_back_epoch == Some(known.epoch)),
         })
     }
 
-    /// Catches a channel up from the store: its log replaced, what this node missed delivered.
-    async fn catch_up(&self, inner: &crate::Inner, channel: &str) -> redis::RedisResult<()> {
+    /// Catches a channel up from the store: what this node missed delivered, its log extended
+    /// or, if messages were lost, replaced. `heard_everything`: this node's link was live for
+    /// the channel until now or until Redis dropped it (it received everything Redis
+    /// announced before dying: Redis writes a PUBLISH to subscribers in the same event-loop
+    /// pass as the publishing script's reply), so an epoch Redis lost (it came back empty)
+    /// ended with what this node has.
+    async fn catch_up(
+        &self,
+        inner: &crate::Inner,
+        channel: &str,
+        heard_everything: bool,
+    ) -> redis::RedisResult<()> {
         ::metrics::counter!("realtime_bus_catch_ups_total").increment(1);
         let retention = inner.hub.retention_for(channel);
-        let stored = self.load(channel, retention).await?;
-        inner.hub.catch_up(channel, stored.floor, stored.messages);
+        let known = inner.hub.last_serial(channel).and_then(|(serial, id)| {
+            let (epoch, n) = crate::hub::log::parts(&serial)?;
+            Some(Known { epoch, n, id })
+        });
+        let mut attempts = 0;
+        let stored = loop {
+            let stored = self.load(channel, retention, known.as_ref()).await?;
+            let Some(known) = known.as_ref().filter(|_| stored.rolled_back) else {
+                break stored;
+            };
+            attempts += 1;
+            if attempts > ROLL_ATTEMPTS {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::TryAgain,
+                    "the channel's store keeps going back",
+                )));
+            }
+            tracing::warn!(%channel, "the store is behind what this node delivered (restored from an older snapshot?); moving the channel to a new epoch");
+            ::metrics::counter!("realtime_bus_rollbacks_total").increment(1);
+            let lowest = stored.epoch.max(known.epoch) + 1;
+            self.commands
+                .invoke::<i64>(
+                    self.roll.clone(),
+                    vec![keys(channel).meta],
+                    vec![
+                        stored.epoch.to_string(),
+                        lowest.to_string(),
+                        meta_ttl(retention).to_string(),
+                    ],
+                )
+                .await?;
+        };
+        let old_epoch_complete = heard_everything && !stored.known_epoch_abandoned;
+        inner
+            .hub
+            .catch_up(channel, stored.floor, stored.messages, old_epoch_complete);
         inner.hub.sync_members(channel, stored.members);
         Ok(())
     }
+}
+
+/// The position of stream entry `id` within `epoch`, if it belongs to it.
+fn seq_in(id: &str, epoch: u64) -> Option<u64> {
+    let (e, seq) = id.split_once('-')?;
+    (e.parse::<u64>().ok()? == epoch)
+        .then(|| seq.parse::<u64>().ok())
+        .flatten()
 }
 
 /// Where the stored log can prove continuity from: the newest run of consecutive serials of
@@ -462,12 +653,7 @@ impl Store {
 /// floor (the serial just before that run) and the index in `entries` (oldest first) where the
 /// run starts. Anything older, or a run that does not reach `n` (entries lost), is not trusted.
 fn contiguous_tail(epoch: u64, n: u64, entries: &[StreamEntry], want: usize) -> (String, usize) {
-    let seq_of = |(id, _): &StreamEntry| {
-        let (e, seq) = id.split_once('-')?;
-        (e.parse::<u64>().ok()? == epoch)
-            .then(|| seq.parse::<u64>().ok())
-            .flatten()
-    };
+    let seq_of = |(id, _): &StreamEntry| seq_in(id, epoch);
     let mut start = entries.len();
     let mut expected = n;
     while start > 0 && entries.len() - start < want {
@@ -483,13 +669,28 @@ fn contiguous_tail(epoch: u64, n: u64, entries: &[StreamEntry], want: usize) -> 
 }
 
 struct Stored {
+    /// The channel's current epoch in the store.
+    epoch: u64,
     floor: String,
     messages: Vec<Message>,
     members: Vec<protocol::PresenceMessage>,
+    /// The store is behind what this node delivered in the same (or a later) epoch.
+    rolled_back: bool,
+    /// The epoch this node knows was rolled back and abandoned (by it or another node).
+    known_epoch_abandoned: bool,
 }
 
 /// One stream entry: its id and its flat field/value list (`m` body, `t` time).
 type StreamEntry = (String, Vec<String>);
+
+/// The message body (`m`) of a stream entry's fields.
+fn body_of(fields: &[String]) -> Option<&str> {
+    fields
+        .chunks(2)
+        .find(|pair| pair[0] == "m")?
+        .get(1)
+        .map(String::as_str)
+}
 
 /// The node's own topics on the pub/sub link besides channels.
 struct Topics {
@@ -507,6 +708,18 @@ fn mark_ready(interest: &InterestMap, channel: &str) {
     {
         entry.ready.send_replace(true);
     }
+}
+
+/// The channels with local interest that were caught up on the link (those joined since are
+/// still being caught up and may have missed anything).
+fn caught_up_channels(interest: &InterestMap) -> HashSet<String> {
+    interest
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter(|(_, entry)| *entry.ready.borrow())
+        .map(|(channel, _)| channel.clone())
+        .collect()
 }
 
 /// Where pub/sub links come from: one Redis, or the masters of a cluster.
@@ -640,6 +853,14 @@ impl ProbeEchoes {
         }
     }
 
+    /// Whether every connection heard the probe recently: the link was carrying everything.
+    fn fresh(&self) -> bool {
+        let now = protocol::now_ms();
+        self.heard_at_ms
+            .iter()
+            .all(|at| *at > 0 && now.saturating_sub(*at) < PROBE_STALE_MS)
+    }
+
     /// Whether some connection of a sharded link has not heard the probe for a while (it may
     /// be silently dead, or its master gone).
     fn stale(&self) -> bool {
@@ -700,6 +921,9 @@ async fn run_pubsub(
     let probe = &topics.probe;
     let mut first = Some(first);
     let mut backoff = std::time::Duration::from_millis(100);
+    // Channels this node heard everything on until the last link dropped (see
+    // `Store::catch_up`); emptied by anything that may have lost a message since.
+    let mut heard_everything: HashSet<String> = HashSet::new();
     loop {
         let mut link = match first.take() {
             Some(link) => link,
@@ -728,6 +952,8 @@ async fn run_pubsub(
             && link.listen(&topics.control, false).await.is_ok()
             && link.subscribe_all(&channels).await.is_ok();
         if !resubscribed {
+            // Whatever this link already received is dropped with it.
+            heard_everything.clear();
             continue;
         }
         let Some(strong) = inner.upgrade() else {
@@ -735,7 +961,8 @@ async fn run_pubsub(
         };
         let mut caught_up = true;
         for channel in &channels {
-            if let Err(error) = store.catch_up(&strong, channel).await {
+            let heard = heard_everything.contains(channel);
+            if let Err(error) = store.catch_up(&strong, channel, heard).await {
                 tracing::warn!(%channel, %error, "catch-up after reconnect failed");
                 caught_up = false;
                 break;
@@ -743,6 +970,7 @@ async fn run_pubsub(
             mark_ready(&interest, channel);
         }
         drop(strong);
+        heard_everything.clear();
         if !caught_up {
             continue;
         }
@@ -776,7 +1004,8 @@ async fn run_pubsub(
                         if result.is_err() {
                             break;
                         }
-                        result = store.catch_up(&inner, channel).await;
+                        // Not subscribed until now: this node may have missed anything.
+                        result = store.catch_up(&inner, channel, false).await;
                         if result.is_ok() {
                             mark_ready(&interest, channel);
                         }
@@ -789,6 +1018,9 @@ async fn run_pubsub(
                 message = link.next() => {
                     let Some((connection, message)) = message else {
                         tracing::warn!("Redis pub/sub link lost; reconnecting");
+                        if echoes.fresh() {
+                            heard_everything = caught_up_channels(&interest);
+                        }
                         break;
                     };
                     if message.get_channel_name() == probe.topic {
@@ -862,7 +1094,8 @@ async fn on_publication(
         Ok(false) => {
             tracing::info!(%channel, "gap in pub/sub serials; catching up from the store");
             ::metrics::counter!("realtime_bus_gaps_total").increment(1);
-            store.catch_up(inner, channel).await
+            // The link is live: this node heard everything Redis announced on the channel.
+            store.catch_up(inner, channel, true).await
         }
         Err(error) => {
             tracing::warn!(%channel, message = %error.message, "bus delivery failed");

@@ -41,6 +41,26 @@ pub(crate) fn next(serial: &str) -> Option<String> {
     Some(format!("{epoch}-{:010x}", n + 1))
 }
 
+/// `serial`'s epoch and position within it.
+pub(crate) fn parts(serial: &str) -> Option<(u64, u64)> {
+    if !is_serial(serial) {
+        return None;
+    }
+    let (epoch, n) = serial.split_once('-')?;
+    Some((
+        u64::from_str_radix(epoch, 16).ok()?,
+        u64::from_str_radix(n, 16).ok()?,
+    ))
+}
+
+/// Whether `floor` is the start of an epoch later than `known`'s (the store began afresh).
+pub(super) fn starts_a_later_epoch(floor: &str, known: &str) -> bool {
+    match (parts(floor), parts(known)) {
+        (Some((epoch, 0)), Some((known_epoch, _))) => epoch > known_epoch,
+        _ => false,
+    }
+}
+
 /// Our serials are fixed-width hex, so they compare as strings; anything else is not ours.
 pub(super) fn is_serial(candidate: &str) -> bool {
     let bytes = candidate.as_bytes();
@@ -113,6 +133,10 @@ impl MessageLog {
                 .cloned()
                 .collect(),
         )
+    }
+
+    pub(super) fn newest(&self) -> Option<&Arc<Message>> {
+        self.entries.back()
     }
 
     pub(super) fn last_n(&self, n: usize) -> Vec<Arc<Message>> {
