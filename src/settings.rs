@@ -114,6 +114,21 @@ pub(crate) struct ServeArgs {
     /// is still counted alive; after it, its presence members leave. In ms.
     #[arg(long, env = "REALTIME_NODE_LEASE_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(300..))]
     pub node_lease_ms: u64,
+    /// Longest the server stays silent to a client: a HEARTBEAT (a WebSocket ping for
+    /// `heartbeats=false` clients) goes out at least this often. CONNECTED announces it as
+    /// `maxIdleInterval`; clients drop a transport silent for it plus their request timeout.
+    /// In ms; default 15000, as Ably.
+    #[arg(long, env = "REALTIME_MAX_IDLE_INTERVAL_MS", value_parser = clap::value_parser!(u64).range(100..))]
+    pub max_idle_interval_ms: Option<u64>,
+    /// How long a dropped connection stays resumable (`connectionStateTtl` in CONNECTED); a
+    /// resume after it is refused with 80008. In ms; default 120000, as Ably.
+    #[arg(long, env = "REALTIME_CONNECTION_STATE_TTL_MS", value_parser = clap::value_parser!(u64).range(1000..))]
+    pub connection_state_ttl_ms: Option<u64>,
+    /// After an abrupt drop, how long a connection's presence members stay before they leave,
+    /// unless it resumes (a client's `remainPresentFor` overrides it). In ms; default 15000, as
+    /// Ably.
+    #[arg(long, env = "REALTIME_PRESENCE_GRACE_MS")]
+    pub presence_grace_ms: Option<u64>,
     /// A second address serving only `/metrics`, `/healthz` and `/readyz`, so metrics need not
     /// be public; when set, the main port does not serve `/metrics`.
     #[arg(long, env = "REALTIME_ADMIN_LISTEN")]
@@ -191,6 +206,12 @@ impl Settings {
                 config.hub.max_presence_members
             ),
             format!("events: {} types", config.events.types.len()),
+            format!(
+                "timing: maxIdleInterval {} ms, connectionStateTtl {} ms, presence grace {} ms",
+                config.timing.max_idle_interval.as_millis(),
+                config.timing.connection_state_ttl.as_millis(),
+                config.timing.presence_grace.as_millis()
+            ),
         ];
         if !config.webhooks.rules.is_empty() {
             let ids: Vec<&str> = config
@@ -223,6 +244,10 @@ struct FileConfig {
     events: Option<FileEvents>,
     /// How long `channel.closed` and presence leaves wait for a re-occupy / re-enter (ms).
     webhook_debounce_ms: Option<u64>,
+    /// Same as `--max-idle-interval-ms`, `--connection-state-ttl-ms`, `--presence-grace-ms`.
+    max_idle_interval_ms: Option<u64>,
+    connection_state_ttl_ms: Option<u64>,
+    presence_grace_ms: Option<u64>,
     #[serde(default)]
     webhooks: Vec<FileWebhook>,
 }
@@ -312,6 +337,7 @@ pub(crate) fn resolve(args: ServeArgs) -> Result<Settings, String> {
     };
     let listen_text = args
         .listen
+        .clone()
         .or(file.listen)
         .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
     let listen: SocketAddr = listen_text
@@ -340,6 +366,11 @@ pub(crate) fn resolve(args: ServeArgs) -> Result<Settings, String> {
         generated_key = Some(key);
     }
     let supabase = supabase_config(&args_supabase)?;
+    let file_timing = FileTiming {
+        max_idle_interval_ms: file.max_idle_interval_ms,
+        connection_state_ttl_ms: file.connection_state_ttl_ms,
+        presence_grace_ms: file.presence_grace_ms,
+    };
     let hub = hub_config(file.history, file.presence)?;
     let events = events_catalog(file.events)?;
     let webhooks = webhooks_config(file.webhooks, file.webhook_debounce_ms)?;
@@ -367,15 +398,64 @@ pub(crate) fn resolve(args: ServeArgs) -> Result<Settings, String> {
             hub,
             events,
             webhooks,
-            timing: gateway::limits::Timing {
-                token_renew_lead: std::time::Duration::from_millis(args.token_renew_lead_ms),
-                node_lease: std::time::Duration::from_millis(args.node_lease_ms),
-                shutdown_grace: std::time::Duration::from_millis(args.drain_ms),
-                ..Default::default()
-            },
+            timing: timing(&args, &file_timing)?,
             ..Default::default()
         },
         generated_key,
+    })
+}
+
+/// The connection timers the config file may set (flags and env win).
+struct FileTiming {
+    max_idle_interval_ms: Option<u64>,
+    connection_state_ttl_ms: Option<u64>,
+    presence_grace_ms: Option<u64>,
+}
+
+fn timing(args: &ServeArgs, file: &FileTiming) -> Result<gateway::limits::Timing, String> {
+    use std::time::Duration;
+    let defaults = gateway::limits::Timing::default();
+    let ms =
+        |flag: Option<u64>, file: Option<u64>, least: u64, name: &str, default: Duration| match (
+            flag, file,
+        ) {
+            (Some(ms), _) => Ok(Duration::from_millis(ms)),
+            (None, Some(ms)) if ms < least => {
+                Err(format!("--config {name}: must be at least {least} (ms)"))
+            }
+            (None, Some(ms)) => Ok(Duration::from_millis(ms)),
+            (None, None) => Ok(default),
+        };
+    let max_idle_interval = ms(
+        args.max_idle_interval_ms,
+        file.max_idle_interval_ms,
+        100,
+        "max_idle_interval_ms",
+        defaults.max_idle_interval,
+    )?;
+    Ok(gateway::limits::Timing {
+        max_idle_interval,
+        // Pongs answer our pings once per interval: allow three missed ones, never less than
+        // the default's 45 s.
+        peer_idle_timeout: defaults.peer_idle_timeout.max(max_idle_interval * 3),
+        connection_state_ttl: ms(
+            args.connection_state_ttl_ms,
+            file.connection_state_ttl_ms,
+            1000,
+            "connection_state_ttl_ms",
+            defaults.connection_state_ttl,
+        )?,
+        presence_grace: ms(
+            args.presence_grace_ms,
+            file.presence_grace_ms,
+            0,
+            "presence_grace_ms",
+            defaults.presence_grace,
+        )?,
+        token_renew_lead: Duration::from_millis(args.token_renew_lead_ms),
+        node_lease: Duration::from_millis(args.node_lease_ms),
+        shutdown_grace: Duration::from_millis(args.drain_ms),
+        ..defaults
     })
 }
 
@@ -719,6 +799,9 @@ mod tests {
             node_lease_ms: 5_000,
             log_format: LogFormat::Text,
             drain_ms: 10_000,
+            max_idle_interval_ms: None,
+            connection_state_ttl_ms: None,
+            presence_grace_ms: None,
             admin_listen: None,
             server_id: None,
             redis: None,

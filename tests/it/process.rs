@@ -8,13 +8,18 @@ use crate::support::{connect, http, next_json, send_json, Server};
 
 #[test]
 fn bad_settings_exit_64_naming_the_setting() {
-    let cases: [(&[&str], &str); 12] = [
+    let cases: [(&[&str], &str); 14] = [
         (&["--listen", "not-an-address"], "--listen"),
         (&["--listen", "127.0.0.1:notaport"], "--listen"),
         (&["--admin-listen", "nowhere"], "--admin-listen"),
         (&["--redis", "http://localhost"], "--redis"),
         (&["--log-format", "xml"], "--log-format"),
         (&["--node-lease-ms", "soon"], "--node-lease-ms"),
+        (&["--max-idle-interval-ms", "5"], "--max-idle-interval-ms"),
+        (
+            &["--connection-state-ttl-ms", "10"],
+            "--connection-state-ttl-ms",
+        ),
         (&["--keys", "no-colon-here"], "--keys"),
         (&["--keys", r#"a.b:c={"broken"#], "--keys"),
         (&["--config", "/nonexistent/realtime.toml"], "--config"),
@@ -125,6 +130,73 @@ fn a_flag_beats_its_env_var_which_beats_the_file() {
         "flag over env"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `maxIdleInterval`, `connectionStateTtl` and the presence grace come from flag, env or file, in
+/// that order, and CONNECTED announces what was set.
+#[test]
+fn connection_timers_are_settings_and_connected_announces_them() {
+    let dir = std::env::temp_dir().join(format!("rt-timers-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("realtime.toml");
+    std::fs::write(
+        &file,
+        "max_idle_interval_ms = 1111\nconnection_state_ttl_ms = 60000\npresence_grace_ms = 700\n",
+    )
+    .unwrap();
+    let timing = |env: Option<&str>, flag: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_realtime"));
+        command
+            .args(["check-config", "--keys", "a.b:c", "--config"])
+            .arg(&file)
+            .env_remove("REALTIME_MAX_IDLE_INTERVAL_MS")
+            .env_remove("REALTIME_KEYS");
+        if let Some(env) = env {
+            command.env("REALTIME_MAX_IDLE_INTERVAL_MS", env);
+        }
+        if let Some(flag) = flag {
+            command.args(["--max-idle-interval-ms", flag]);
+        }
+        let output = command.output().expect("run realtime");
+        assert_eq!(output.status.code(), Some(0), "{output:?}");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("timing: ").map(str::to_owned))
+            .expect("a timing line")
+    };
+    assert_eq!(
+        timing(None, None),
+        "maxIdleInterval 1111 ms, connectionStateTtl 60000 ms, presence grace 700 ms",
+        "the file"
+    );
+    assert!(timing(Some("2222"), None).starts_with("maxIdleInterval 2222 ms"));
+    assert!(timing(Some("2222"), Some("3333")).starts_with("maxIdleInterval 3333 ms"));
+    std::fs::write(&file, "max_idle_interval_ms = 5\n").unwrap();
+    let bad = Command::new(env!("CARGO_BIN_EXE_realtime"))
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .env_remove("REALTIME_MAX_IDLE_INTERVAL_MS")
+        .output()
+        .expect("run realtime");
+    assert_eq!(bad.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("max_idle_interval_ms"));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let server = Server::start(&[
+        "--keys",
+        "app.k:s",
+        "--max-idle-interval-ms",
+        "700",
+        "--connection-state-ttl-ms",
+        "5000",
+    ]);
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut socket = connect(server.addr, "key=app.k:s&format=json").await;
+        let connected = next_json(&mut socket).await;
+        assert_eq!(connected["action"], 4, "{connected}");
+        assert_eq!(connected["connectionDetails"]["maxIdleInterval"], 700);
+        assert_eq!(connected["connectionDetails"]["connectionStateTtl"], 5000);
+    });
 }
 
 #[test]

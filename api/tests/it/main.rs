@@ -6,6 +6,7 @@ mod bad_input;
 mod conformance;
 mod continuity;
 mod dashboard;
+mod heartbeats;
 mod openapi;
 mod realtime;
 mod rest;

@@ -257,6 +257,30 @@ impl Client {
         }
     }
 
+    /// The next thing a client of this kind would count as a sign of life before `deadline`: a
+    /// frame, or with `pings` a WebSocket ping too (what `heartbeats=false` clients rely on).
+    /// `None` when the deadline passed first; panics on close.
+    pub(crate) async fn sign_of_life_before(
+        &mut self,
+        deadline: Instant,
+        pings: bool,
+    ) -> Option<Value> {
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()?;
+            match next {
+                Some(Ok(WsMessage::Ping(_))) if pings => return Some(json!({"ping": true})),
+                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
+                Some(Ok(WsMessage::Text(text))) => {
+                    return Some(serde_json::from_str(&text).expect("server sent invalid JSON"))
+                }
+                Some(Ok(WsMessage::Binary(bytes))) => return Some(from_msgpack(&bytes)),
+                other => panic!("socket ended while watching for signs of life: {other:?}"),
+            }
+        }
+    }
+
     /// The next frame other than an idle HEARTBEAT (one without `id`); panics on close.
     pub(crate) async fn frame(&mut self) -> Value {
         let deadline = Instant::now() + WAIT;

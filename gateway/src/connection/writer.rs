@@ -15,8 +15,8 @@ use crate::frame::Frame;
 pub(crate) struct Writer {
     pub sink: SplitSink<WebSocket, WsMessage>,
     pub outbox: Arc<Outbox>,
-    /// Sent when idle if the client asked for protocol heartbeats; a WebSocket ping goes too,
-    /// so a dead peer shows up as silence on the read side.
+    /// Sent every `idle_interval` if the client asked for protocol heartbeats; a WebSocket ping
+    /// goes too, so a dead peer shows up as silence on the read side.
     pub heartbeat: Option<Frame>,
     pub idle_interval: Duration,
     pub batch: usize,
@@ -26,8 +26,11 @@ pub(crate) struct Writer {
 
 impl Writer {
     pub(crate) async fn run(mut self) {
-        // A ping goes out every interval even while busy: a client that only listens sends
-        // nothing else, and its pongs are what keep the reader's idle timer from firing.
+        // A HEARTBEAT (or ping) goes out every interval, busy or not: skipping it after a write
+        // would let the client's silence reach almost two intervals, past what it waits
+        // (maxIdleInterval + realtimeRequestTimeout). While busy it is one small frame per
+        // interval, and a client that only listens sends nothing else: its pongs are what keep
+        // the reader's idle timer from firing. One timer, no clock read per write.
         let mut tick =
             tokio::time::interval_at(Instant::now() + self.idle_interval, self.idle_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -48,7 +51,7 @@ impl Writer {
                     }
                 }
                 _ = tick.tick() => {
-                    if self.keep_alive(!wrote_since_tick).await.is_err() {
+                    if self.keep_alive().await.is_err() {
                         break;
                     }
                     if !wrote_since_tick {
@@ -63,10 +66,10 @@ impl Writer {
         self.outbox.mark_ended();
     }
 
-    /// A WebSocket ping, preceded by a protocol HEARTBEAT when the link was quiet and the client
-    /// asked for them (browsers cannot see pings).
-    async fn keep_alive(&mut self, quiet: bool) -> Result<(), axum::Error> {
-        if let Some(heartbeat) = self.heartbeat.clone().filter(|_| quiet) {
+    /// A WebSocket ping, preceded by a protocol HEARTBEAT when the client asked for them
+    /// (browsers cannot see pings).
+    async fn keep_alive(&mut self) -> Result<(), axum::Error> {
+        if let Some(heartbeat) = self.heartbeat.clone() {
             self.sink.feed(heartbeat.into_ws()).await?;
         }
         self.sink.send(WsMessage::Ping(Default::default())).await
