@@ -145,6 +145,9 @@ pub fn write_bars(
     Ok(())
 }
 
+/// One line: (x, y) points.
+type Series = Vec<(f64, f64)>;
+
 /// `soak --plot`: over the run, our clients' connections, each server's RSS and open fds,
 /// deliveries per second and the p99 latency, one chart each, stacked.
 pub fn write_soak(
@@ -156,7 +159,7 @@ pub fn write_soak(
         return Err(anyhow!("fewer than two samples: nothing to plot"));
     }
     let n_nodes = samples.iter().map(|s| s.nodes.len()).max().unwrap_or(0);
-    let per_node = |pick: fn(&crate::scenario::soak::NodeSample) -> f64| -> Vec<Vec<(f64, f64)>> {
+    let per_node = |pick: fn(&crate::scenario::soak::NodeSample) -> f64| -> Vec<Series> {
         (0..n_nodes)
             .map(|k| {
                 samples
@@ -185,7 +188,7 @@ pub fn write_soak(
         .into_iter()
         .map(|(second, _, p99, _)| (second as f64, p99))
         .collect()];
-    let charts: [(&str, &str, Vec<Vec<(f64, f64)>>); 5] = [
+    let charts: [(&str, &str, Vec<Series>); 5] = [
         ("connections", "clients connected", connections),
         (
             "server RSS",

@@ -31,7 +31,8 @@ use crate::payload::Stamp;
 use crate::target::ably::query_escape;
 use crate::target::{websocket, Ws, REPLY_TIMEOUT};
 
-/// A token with less than this left is replaced before connecting with it.
+/// A token with less than this left (beyond the renewal lead, for a renewable one) is replaced
+/// before connecting with it.
 const TOKEN_MARGIN: Duration = Duration::from_secs(1);
 /// How long a client waits for CLOSED after its CLOSE.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -52,6 +53,9 @@ pub(super) struct Plan {
     /// The token lives longer than the server's renewal lead: it must be asked to renew and
     /// never expire. Otherwise expiring into 40142 is the expected path.
     pub(super) renewable: bool,
+    /// The server's renewal lead. A renewable client connects only with a token that has more
+    /// than this left: with less, the server rightly lets it expire unasked.
+    pub(super) renew_lead: Duration,
     /// (name, number in the run's channel table); the first is the client's `user:` channel.
     pub(super) channels: Vec<(String, usize)>,
     /// Index into `channels` of the channel it enters presence on.
@@ -211,8 +215,13 @@ impl Client {
 
     /// A connection to the next node, CONNECTED read and checked (a resume must keep its id).
     async fn connect(&mut self) -> anyhow::Result<Connected> {
+        let needed = if self.plan.renewable {
+            self.plan.renew_lead + TOKEN_MARGIN
+        } else {
+            TOKEN_MARGIN
+        };
         let token = match &self.token {
-            Some((token, expires)) if *expires > Instant::now() + TOKEN_MARGIN => token.clone(),
+            Some((token, expires)) if *expires > Instant::now() + needed => token.clone(),
             _ => {
                 let asked = Instant::now();
                 let token = self.token_fetch().await.context("requestToken")?;
@@ -527,9 +536,7 @@ impl Client {
                     self.fail_with("misrouted", 1, "ATTACHED for a channel never attached");
                     return None;
                 };
-                let Some(resuming) = session.attaching[i].take() else {
-                    return None;
-                };
+                let resuming = session.attaching[i].take()?;
                 let resumed = message.flags.unwrap_or(0) & flags::RESUMED != 0;
                 if resuming && !resumed {
                     let why = message

@@ -338,6 +338,7 @@ pub async fn run(shared: &Shared, args: &SoakArgs) -> anyhow::Result<Report> {
             heartbeats: (index / 2) % 2 == 0,
             token_ttl,
             renewable: token_ttl > args.token_renew_lead,
+            renew_lead: args.token_renew_lead,
             channels,
             presence_on: 1.min(layout.client_channels(index).len() - 1),
         };

@@ -109,11 +109,11 @@ pub(super) async fn run(
 fn sample(watched: &mut Watched, started: Instant, exited_reported: &mut [bool]) -> Sample {
     let n = watched.endpoints.len();
     let mut nodes = Vec::with_capacity(n);
-    for k in 0..n {
+    for (k, reported) in exited_reported.iter_mut().enumerate().take(n) {
         let process = match &mut watched.cluster {
             Some(cluster) => {
-                if cluster.exited(k) && !exited_reported[k] {
-                    exited_reported[k] = true;
+                if cluster.exited(k) && !*reported {
+                    *reported = true;
                     let log = cluster.log(k);
                     watched.tally.fail("server exited", 1, || {
                         format!("node {k} exited unasked (see {})", log.display())
