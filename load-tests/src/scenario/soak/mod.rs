@@ -13,6 +13,7 @@ pub mod checks;
 mod client;
 mod monitor;
 mod nodes;
+mod wire;
 
 pub use self::monitor::{NodeSample, Sample};
 
@@ -97,7 +98,9 @@ pub struct SoakArgs {
     #[arg(long, value_parser = parse_duration, default_value = "20s")]
     pub ramp: Duration,
     /// Server RSS and fds are measured from this far into the run (and into each process's life).
-    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    /// The server's history fills its default 10-minute window until then: memory that grows
+    /// before it is retention, not a leak.
+    #[arg(long, value_parser = parse_duration, default_value = "10m")]
     pub warmup: Duration,
     /// RSS may grow by this percentage after the warm-up ...
     #[arg(long, default_value_t = 20.0)]
