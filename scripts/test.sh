@@ -17,6 +17,18 @@ fi
 cargo build --locked --bins
 cargo test --workspace --locked
 
+# A 60 s soak against the debug binary on short timers: tokens renewed in-band and expiring into
+# 40142 many times, drops and resumes, clean reconnects, presence, REST and events; it fails on
+# any unasked disconnect, silence past maxIdleInterval, lost/duplicated/reordered message or
+# refused resume (load-tests/README.md, "soak").
+cargo build --locked -p load-tests --bins
+./target/debug/realtime-load --quiet --duration 60s soak --spawn target/debug/realtime \
+  --clients 250 --sessions 10 --streams 4 --ramp 5s --rate 20 --event-rate 4 \
+  --token-ttl 10s --short-token-ttl 3s --token-renew-lead 4s \
+  --drop-every 20s --reconnect-every 40s --presence-every 5s --warmup 20s \
+  --server-arg=--max-idle-interval-ms=2000 --server-arg=--presence-grace-ms=3000 \
+  --server-arg=--connection-state-ttl-ms=30000
+
 # protocol does no I/O: it must not pull in tokio, axum or redis.
 if cargo tree -p protocol -e normal --prefix none | grep -E '^(tokio|axum|redis) '; then
   echo "protocol must not depend on tokio, axum or redis" >&2

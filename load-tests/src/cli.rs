@@ -32,9 +32,9 @@ pub struct Shared {
     /// API key `appId.keyId:secret` with publish and subscribe rights.
     #[arg(long, global = true, env = "REALTIME_LOAD_KEY", default_value = "")]
     pub key: String,
-    /// How long the measured phase runs (`500ms`, `10s`, `2m`).
-    #[arg(long, global = true, value_parser = parse_duration, default_value = "10s")]
-    pub duration: Duration,
+    /// How long the measured phase runs (`500ms`, `10s`, `2m`); default 10 s (`soak`: 10 min).
+    #[arg(long, global = true, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
     /// Wire format of the realtime connections (Ably protocol).
     #[arg(long, global = true, value_enum, default_value_t = WireFormat::Json)]
     pub format: WireFormat,
@@ -100,6 +100,13 @@ pub fn parse_source_ips(text: &str) -> Result<SourceIps, String> {
     Ok(SourceIps(addresses))
 }
 
+impl Shared {
+    /// `--duration`, or 10 s when not given.
+    pub fn duration(&self) -> Duration {
+        self.duration.unwrap_or(Duration::from_secs(10))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum WireFormat {
     Json,
@@ -126,6 +133,10 @@ pub enum Scenario {
     /// The Digis shape: many small session:/call: channels, a few large live: ones, REST
     /// publishes from a backend.
     Sessions(SessionsArgs),
+    /// A compressed Digis day: N clients on short-lived tokens for a long run, drops, resumes,
+    /// presence, REST and event publishing, drains; fails on anything a client was promised and
+    /// did not get, and on server RSS or fd growth.
+    Soak(Box<crate::scenario::soak::SoakArgs>),
     /// A bare-bones broadcast server (plain WebSocket, no protocol): the ceiling to compare with.
     /// Load it with `fanout --protocol raw`.
     Ceiling(CeilingArgs),

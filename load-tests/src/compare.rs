@@ -320,7 +320,7 @@ async fn run_all(
 
         if args.idle_connections > 0 {
             let mut idle_shared = on.clone();
-            idle_shared.duration = args.idle_duration;
+            idle_shared.duration = Some(args.idle_duration);
             let idle_args = IdleArgs {
                 connections: args.idle_connections,
                 attach: false,
@@ -643,7 +643,7 @@ fn tables(runs: &[Run], notes: &[String], shared: &Shared, args: &CompareArgs) -
          open loop's publications/s). Server pinned to CPU {}.\n",
         args.publishers,
         args.size,
-        humantime(shared.duration),
+        humantime(shared.duration()),
         args.window,
         args.backlog,
         args.server_cpus

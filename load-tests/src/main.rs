@@ -31,8 +31,8 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    // `compare` draws its own plot (bars per server), not one run's latencies.
-    if let Some(path) = plot.filter(|_| report.scenario != "compare") {
+    // `compare` and `soak` draw their own plots (bars per server; a timeline of the run).
+    if let Some(path) = plot.filter(|_| !matches!(report.scenario, "compare" | "soak")) {
         let written = match &report.latencies {
             Some(latencies) => load_tests::plot::write_svg(&path, report.scenario, latencies),
             None => Err(anyhow::anyhow!("this run measured no latencies")),

@@ -144,3 +144,102 @@ pub fn write_bars(
     root.present().map_err(plot_error)?;
     Ok(())
 }
+
+/// One line: (x, y) points.
+type Series = Vec<(f64, f64)>;
+
+/// `soak --plot`: over the run, our clients' connections, each server's RSS and open fds,
+/// deliveries per second and the p99 latency, one chart each, stacked.
+pub fn write_soak(
+    path: &Path,
+    samples: &[crate::scenario::soak::Sample],
+    latencies: &Latencies,
+) -> anyhow::Result<()> {
+    if samples.len() < 2 {
+        return Err(anyhow!("fewer than two samples: nothing to plot"));
+    }
+    let n_nodes = samples.iter().map(|s| s.nodes.len()).max().unwrap_or(0);
+    let per_node = |pick: fn(&crate::scenario::soak::NodeSample) -> f64| -> Vec<Series> {
+        (0..n_nodes)
+            .map(|k| {
+                samples
+                    .iter()
+                    .filter_map(|s| Some((s.at_s, pick(s.nodes.get(k)?.as_ref()?))))
+                    .collect()
+            })
+            .collect()
+    };
+    let connections = vec![samples
+        .iter()
+        .map(|s| (s.at_s, s.connected as f64))
+        .collect()];
+    let deliveries = vec![samples
+        .windows(2)
+        .map(|w| {
+            let seconds = (w[1].at_s - w[0].at_s).max(0.001);
+            (
+                w[1].at_s,
+                w[1].delivered.saturating_sub(w[0].delivered) as f64 / seconds,
+            )
+        })
+        .collect()];
+    let p99 = vec![latencies
+        .timeline_ms()
+        .into_iter()
+        .map(|(second, _, p99, _)| (second as f64, p99))
+        .collect()];
+    let charts: [(&str, &str, Vec<Series>); 5] = [
+        ("connections", "clients connected", connections),
+        (
+            "server RSS",
+            "MiB",
+            per_node(|n| n.rss_bytes as f64 / 1048576.0),
+        ),
+        ("server open fds", "fds", per_node(|n| n.fds as f64)),
+        ("deliveries", "per second", deliveries),
+        ("latency p99", "ms", p99),
+    ];
+    let end_s = samples.last().map_or(1.0, |s| s.at_s).max(1.0);
+    let height = 260 * charts.len() as u32;
+    let root = SVGBackend::new(path, (WIDTH, height)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error)?;
+    let colors = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
+    for (area, (title, unit, series)) in root.split_evenly((charts.len(), 1)).iter().zip(charts) {
+        let top = series.iter().flatten().map(|p| p.1).fold(1.0, f64::max) * 1.1;
+        let mut chart = ChartBuilder::on(area)
+            .caption(format!("soak: {title}"), ("sans-serif", 18))
+            .margin(8)
+            .x_label_area_size(30)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..end_s, 0f64..top)
+            .map_err(plot_error)?;
+        chart
+            .configure_mesh()
+            .x_desc("seconds")
+            .y_desc(unit)
+            .draw()
+            .map_err(plot_error)?;
+        let several = series.len() > 1;
+        for (k, points) in series.into_iter().enumerate() {
+            let color = colors[k % colors.len()];
+            let drawn = chart
+                .draw_series(LineSeries::new(points, color.stroke_width(2)))
+                .map_err(plot_error)?;
+            if several {
+                drawn
+                    .label(format!("node {k}"))
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+            }
+        }
+        if several {
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()
+                .map_err(plot_error)?;
+        }
+    }
+    root.present().map_err(plot_error)?;
+    Ok(())
+}

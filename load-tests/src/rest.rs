@@ -46,6 +46,34 @@ impl Rest {
         self.post(&url, &body).await.map(drop)
     }
 
+    /// `POST /channels/{channel}/messages` with one message whose `id` makes a retry idempotent;
+    /// the answer's `serials`.
+    pub async fn publish_with_id(
+        &self,
+        channel: &str,
+        id: &str,
+        payload: String,
+    ) -> anyhow::Result<Vec<Option<String>>> {
+        let url = format!(
+            "{}/channels/{}/messages",
+            self.base,
+            crate::target::ably::query_escape(channel)
+        );
+        let body = json!([{ "id": id, "name": "load", "data": payload }]);
+        let reply = self.post(&url, &body).await?;
+        Ok(reply["serials"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|serial| serial.as_str().map(str::to_owned))
+            .collect())
+    }
+
+    /// `POST /events` with one Digis event (or an array); the answer as it came.
+    pub async fn post_events(&self, events: &Value) -> anyhow::Result<Value> {
+        self.post(&format!("{}/events", self.base), events).await
+    }
+
     /// `POST /messages`: one message to every channel in one request.
     pub async fn batch_publish(&self, channels: &[String], payload: String) -> anyhow::Result<()> {
         let body =
@@ -64,19 +92,31 @@ impl Rest {
         Ok(())
     }
 
-    /// A token for `client_id` from a signed TokenRequest.
-    pub async fn request_token(&self, client_id: &str) -> anyhow::Result<String> {
+    /// A token for `client_id` from a signed TokenRequest, living `ttl` (the server's default
+    /// when `None`).
+    pub async fn request_token(
+        &self,
+        client_id: &str,
+        ttl: Option<std::time::Duration>,
+    ) -> anyhow::Result<String> {
+        let ttl = ttl
+            .map(|ttl| ttl.as_millis().to_string())
+            .unwrap_or_default();
         let timestamp = protocol::now_ms();
         let nonce: String = rand::thread_rng()
             .sample_iter(rand::distributions::Alphanumeric)
             .take(24)
             .map(char::from)
             .collect();
-        let text = format!("{}\n\n\n{client_id}\n{timestamp}\n{nonce}\n", self.key_name);
+        let text = format!(
+            "{}\n{ttl}\n\n{client_id}\n{timestamp}\n{nonce}\n",
+            self.key_name
+        );
         let mut mac = Hmac::<Sha256>::new_from_slice(self.secret.as_bytes())?;
         mac.update(text.as_bytes());
         let body = json!({
             "keyName": self.key_name,
+            "ttl": ttl,
             "clientId": client_id,
             "timestamp": timestamp,
             "nonce": nonce,

@@ -98,7 +98,7 @@ async fn run_on<T: Target>(
 
     let server_cpu = ServerCpu::start(shared.server_pid);
     let started = Instant::now();
-    let deadline = tokio::time::Instant::now() + shared.duration;
+    let deadline = tokio::time::Instant::now() + shared.duration();
     let per_publisher_rate = args.rate / args.publishers as f64;
     let backlog = Arc::new(Backlog {
         subscribers_per_channel: subscribers_per_channel.clone(),
@@ -117,7 +117,7 @@ async fn run_on<T: Target>(
         };
         tasks.spawn(publisher.run(connection, per_publisher_rate, args.window, deadline));
     }
-    let bar = crate::progress::timed(shared.duration, shared.quiet);
+    let bar = crate::progress::timed(shared.duration(), shared.quiet);
     let ticker = crate::progress::deliveries_per_second(&bar, &latencies);
 
     let mut sent = vec![0u64; args.publishers];

@@ -93,8 +93,8 @@ async fn run_on<T: Target>(
         _ => None,
     };
 
-    let bar = crate::progress::timed(shared.duration, shared.quiet);
-    let deadline = Instant::now() + shared.duration;
+    let bar = crate::progress::timed(shared.duration(), shared.quiet);
+    let deadline = Instant::now() + shared.duration();
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_secs(1).min(deadline - Instant::now())).await;
         bar.inc(1);

@@ -38,6 +38,7 @@ macro_rules! with_target {
 pub mod fanout;
 pub mod idle;
 pub mod sessions;
+pub mod soak;
 pub mod storm;
 
 use std::sync::Arc;
@@ -64,7 +65,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<Report> {
         Scenario::Fanout(_) | Scenario::Idle(_) => {
             matches!(shared.protocol, Protocol::Ably | Protocol::Pusher)
         }
-        Scenario::Ceiling(_) | Scenario::Compare(_) => false,
+        // soak needs a key only without --spawn, and says so itself.
+        Scenario::Ceiling(_) | Scenario::Compare(_) | Scenario::Soak(_) => false,
         _ => true,
     };
     if needs_key && shared.key.is_empty() {
@@ -75,6 +77,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Report> {
         Scenario::Fanout(args) => fanout::run(&shared, &args).await?,
         Scenario::Storm(args) => storm::run(&shared, &args).await?,
         Scenario::Sessions(args) => sessions::run(&shared, &args).await?,
+        Scenario::Soak(args) => soak::run(&shared, &args).await?,
         Scenario::Ceiling(args) => {
             let listener = tokio::net::TcpListener::bind(args.listen).await?;
             eprintln!("ceiling: broadcasting on ws://{}/", listener.local_addr()?);

@@ -100,7 +100,7 @@ pub async fn run(shared: &Shared, args: &SessionsArgs) -> anyhow::Result<Report>
     let rest = Rest::new(&shared.url, &shared.key)?;
     let server_cpu = ServerCpu::start(shared.server_pid);
     let started = Instant::now();
-    let deadline = tokio::time::Instant::now() + shared.duration;
+    let deadline = tokio::time::Instant::now() + shared.duration();
     let interval = Duration::from_secs_f64(args.workers as f64 / args.rate.max(0.001));
     let mut workers = JoinSet::new();
     for worker in 0..args.workers as u32 {
@@ -131,7 +131,7 @@ pub async fn run(shared: &Shared, args: &SessionsArgs) -> anyhow::Result<Report>
             (worker, seq, errors)
         });
     }
-    let bar = crate::progress::timed(shared.duration, shared.quiet);
+    let bar = crate::progress::timed(shared.duration(), shared.quiet);
     let ticker = crate::progress::deliveries_per_second(&bar, &latencies);
     let mut sent = vec![0u64; args.workers];
     let mut publish_errors = 0;

@@ -138,7 +138,7 @@ async fn tokens(rest: &Rest, n: usize, quiet: bool) -> anyhow::Result<Vec<String
         let permits = permits.clone();
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await;
-            let token = rest.request_token(&format!("storm-{client}")).await;
+            let token = rest.request_token(&format!("storm-{client}"), None).await;
             (client, token)
         });
     }

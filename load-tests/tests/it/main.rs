@@ -3,5 +3,7 @@
 //! counted: nothing lost, nothing duplicated, every publication delivered to every subscriber.
 //! Never a timing: these run on loaded 2-core machines. Start at `support`.
 
+mod broken;
 mod smoke;
+mod soak;
 mod support;

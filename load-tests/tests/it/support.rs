@@ -20,7 +20,12 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// Runs `realtime-load <args>` against a fresh in-process server of ours and returns its JSON
 /// report after checking it exited as the report says (0 = ok, 1 = failures).
 pub(crate) fn run_load(args: &[&str]) -> Value {
-    run_against(Server::Ours, args)
+    run_against(Server::Ours(Box::new(config())), args)
+}
+
+/// The same against our server configured as `config` (which holds the test key).
+pub(crate) fn run_load_with(config: Config, args: &[&str]) -> Value {
+    run_against(Server::Ours(Box::new(config)), args)
 }
 
 /// The same against the bare-bones broadcast server (`realtime-load ceiling`).
@@ -28,9 +33,23 @@ pub(crate) fn run_load_on_ceiling(args: &[&str]) -> Value {
     run_against(Server::Ceiling, args)
 }
 
+/// The same against `crate::broken::serve`, a server that breaks its promises.
+pub(crate) fn run_load_on_broken(args: &[&str]) -> Value {
+    run_against(Server::Broken, args)
+}
+
+/// Our server's default configuration with the test key.
+pub(crate) fn config() -> Config {
+    Config {
+        keys: vec![ApiKey::parse(KEY, Capability::all()).unwrap()],
+        ..Default::default()
+    }
+}
+
 enum Server {
-    Ours,
+    Ours(Box<Config>),
     Ceiling,
+    Broken,
 }
 
 fn run_against(server: Server, args: &[&str]) -> Value {
@@ -45,14 +64,18 @@ fn run_against(server: Server, args: &[&str]) -> Value {
         let addr = listener.local_addr().unwrap();
         let (shutdown, on_shutdown) = tokio::sync::oneshot::channel::<()>();
         match server {
-            Server::Ours => {
-                let config = Config {
-                    keys: vec![ApiKey::parse(KEY, Capability::all()).unwrap()],
-                    ..Default::default()
-                };
-                tokio::spawn(api::serve(listener, Gateway::new(config), async move {
+            Server::Ours(config) => {
+                tokio::spawn(api::serve(listener, Gateway::new(*config), async move {
                     let _ = on_shutdown.await;
                 }));
+            }
+            Server::Broken => {
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = crate::broken::serve(listener) => {}
+                        _ = on_shutdown => {}
+                    }
+                });
             }
             Server::Ceiling => {
                 tokio::spawn(async move {
@@ -126,10 +149,14 @@ pub(crate) fn assert_clean(report: &Value) {
 }
 
 fn report_path(args: &[&str]) -> PathBuf {
+    // The scenario name and a short form of the rest: long argument lists make names too long.
+    let mut hash = std::hash::DefaultHasher::new();
+    std::hash::Hash::hash(args, &mut hash);
     let name = format!(
-        "realtime-load-smoke-{}-{}.json",
+        "realtime-load-smoke-{}-{}-{:x}.json",
         std::process::id(),
-        args.join("_").replace(['/', ' '], "")
+        args.iter().find(|a| !a.starts_with('-')).unwrap_or(&"run"),
+        std::hash::Hasher::finish(&hash)
     );
     std::env::temp_dir().join(name)
 }

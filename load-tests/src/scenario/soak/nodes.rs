@@ -1,0 +1,308 @@
+//! The servers a soak talks to: their addresses in round-robin order (what a balancer does),
+//! which one is draining, how many of our clients each holds; and, with `--spawn`, the
+//! `realtime` processes themselves (and a `redis-server` on a free loopback port when there are
+//! several), started, drained, restarted and watched through /proc (RSS, open fds).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+
+use crate::target::ws_base;
+
+/// How long a server or Redis gets to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// After SIGTERM, how long past its `--drain-ms` a node may take to exit before it is killed.
+const EXIT_GRACE: Duration = Duration::from_secs(15);
+
+pub(super) struct Endpoints {
+    urls: Vec<String>,
+    ws: Vec<String>,
+    draining: Vec<AtomicBool>,
+    /// Our clients connected to each node now.
+    live: Vec<AtomicI64>,
+    next: AtomicUsize,
+}
+
+impl Endpoints {
+    /// `urls`: each node's HTTP base (`http://host:port`).
+    pub(super) fn new(urls: Vec<String>) -> anyhow::Result<Endpoints> {
+        if urls.is_empty() {
+            bail!("no server URL");
+        }
+        let ws = urls
+            .iter()
+            .map(|url| ws_base(url))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Endpoints {
+            draining: urls.iter().map(|_| AtomicBool::new(false)).collect(),
+            live: urls.iter().map(|_| AtomicI64::new(0)).collect(),
+            urls,
+            ws,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.urls.len()
+    }
+
+    /// The next node in turn, passing over one that is draining (unless all are).
+    pub(super) fn pick(&self) -> usize {
+        let n = self.urls.len();
+        let first = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|i| (first + i) % n)
+            .find(|node| !self.is_draining(*node))
+            .unwrap_or(first % n)
+    }
+
+    pub(super) fn ws(&self, node: usize) -> &str {
+        &self.ws[node]
+    }
+
+    pub(super) fn is_draining(&self, node: usize) -> bool {
+        self.draining[node].load(Ordering::Acquire)
+    }
+
+    pub(super) fn set_draining(&self, node: usize, draining: bool) {
+        self.draining[node].store(draining, Ordering::Release);
+    }
+
+    pub(super) fn joined(&self, node: usize) {
+        self.live[node].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn left(&self, node: usize) {
+        self.live[node].fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn live(&self, node: usize) -> i64 {
+        self.live[node].load(Ordering::Relaxed)
+    }
+}
+
+/// How `--spawn` starts each node.
+pub(super) struct Spawn {
+    pub(super) bin: PathBuf,
+    pub(super) nodes: usize,
+    pub(super) key: String,
+    pub(super) token_renew_lead: Duration,
+    pub(super) drain: Duration,
+    /// Passed to every node as they are (`--server-arg=--max-idle-interval-ms=2000`).
+    pub(super) extra: Vec<String>,
+    pub(super) redis_bin: PathBuf,
+    /// Where the nodes' logs go (`<prefix>-node<k>.log`).
+    pub(super) log_prefix: PathBuf,
+}
+
+/// The processes `--spawn` started; killed (and reaped) on drop.
+pub(super) struct Cluster {
+    spawn: Spawn,
+    redis: Option<(Child, u16)>,
+    nodes: Vec<Node>,
+}
+
+struct Node {
+    port: u16,
+    child: Option<Child>,
+    started: Instant,
+}
+
+impl Cluster {
+    pub(super) async fn start(spawn: Spawn) -> anyhow::Result<Cluster> {
+        let bin = std::fs::canonicalize(&spawn.bin)
+            .with_context(|| format!("--spawn {}", spawn.bin.display()))?;
+        let spawn = Spawn { bin, ..spawn };
+        let redis = if spawn.nodes > 1 {
+            let port = free_port()?;
+            let child = Command::new(&spawn.redis_bin)
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .with_context(|| format!("starting {}", spawn.redis_bin.display()))?;
+            let mut redis = (child, port);
+            wait_listening(port, &mut redis.0, "redis-server").await?;
+            Some(redis)
+        } else {
+            None
+        };
+        let mut cluster = Cluster {
+            spawn,
+            redis,
+            nodes: Vec::new(),
+        };
+        for k in 0..cluster.spawn.nodes {
+            let port = free_port()?;
+            let child = cluster.start_node(k, port).await?;
+            cluster.nodes.push(Node {
+                port,
+                child: Some(child),
+                started: Instant::now(),
+            });
+        }
+        Ok(cluster)
+    }
+
+    pub(super) fn urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|node| format!("http://127.0.0.1:{}", node.port))
+            .collect()
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Node `k`'s process id and when it started, while it runs.
+    pub(super) fn pid(&self, k: usize) -> Option<(u32, Instant)> {
+        let node = &self.nodes[k];
+        node.child.as_ref().map(|child| (child.id(), node.started))
+    }
+
+    /// Whether node `k` has exited (when nobody asked it to).
+    pub(super) fn exited(&mut self, k: usize) -> bool {
+        let node = &mut self.nodes[k];
+        node.child
+            .as_mut()
+            .is_some_and(|child| !matches!(child.try_wait(), Ok(None)))
+    }
+
+    pub(super) fn log(&self, k: usize) -> PathBuf {
+        log_path(&self.spawn.log_prefix, k)
+    }
+
+    /// SIGTERM to node `k` (it hands its clients over for `--drain-ms`), waits for it to exit,
+    /// then starts it again on the same port.
+    pub(super) async fn drain(&mut self, k: usize) -> anyhow::Result<()> {
+        let Some(mut child) = self.nodes[k].child.take() else {
+            bail!("node {k} is not running");
+        };
+        let killed = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .context("kill -TERM")?;
+        if !killed.success() {
+            bail!("kill -TERM {} failed", child.id());
+        }
+        let deadline = Instant::now() + self.spawn.drain + EXIT_GRACE;
+        let exited = loop {
+            if !matches!(child.try_wait(), Ok(None)) {
+                break true;
+            }
+            if Instant::now() > deadline {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        if !exited {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let port = self.nodes[k].port;
+        let restarted = self.start_node(k, port).await?;
+        self.nodes[k].child = Some(restarted);
+        self.nodes[k].started = Instant::now();
+        if !exited {
+            bail!(
+                "node {k} still running {:?} after SIGTERM (killed; see {})",
+                self.spawn.drain + EXIT_GRACE,
+                self.log(k).display()
+            );
+        }
+        Ok(())
+    }
+
+    async fn start_node(&self, k: usize, port: u16) -> anyhow::Result<Child> {
+        let spawn = &self.spawn;
+        let log = log_path(&spawn.log_prefix, k);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("creating {}", log.display()))?;
+        let mut command = Command::new(&spawn.bin);
+        command
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--keys", &spawn.key])
+            .args(["--server-id", &format!("soak-{k}")])
+            .arg(format!(
+                "--token-renew-lead-ms={}",
+                spawn.token_renew_lead.as_millis()
+            ))
+            .arg(format!("--drain-ms={}", spawn.drain.as_millis()));
+        if let Some((_, redis_port)) = &self.redis {
+            command.args(["--redis", &format!("redis://127.0.0.1:{redis_port}")]);
+        }
+        if std::env::var_os("RUST_LOG").is_none() {
+            command.env("RUST_LOG", "warn");
+        }
+        let mut child = command
+            .args(&spawn.extra)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("starting {}", spawn.bin.display()))?;
+        let what = format!("node {k} (see {})", log.display());
+        if let Err(error) = wait_listening(port, &mut child, &what).await {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(error);
+        }
+        Ok(child)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.nodes.iter_mut().filter_map(|node| node.child.as_mut()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some((child, _)) = &mut self.redis {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn log_path(prefix: &Path, k: usize) -> PathBuf {
+    PathBuf::from(format!("{}-node{k}.log", prefix.display()))
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn wait_listening(port: u16, child: &mut Child, what: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        if !matches!(child.try_wait(), Ok(None)) {
+            bail!("{what} exited at start");
+        }
+        if started.elapsed() > START_TIMEOUT {
+            bail!("{what} not listening after {START_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Open file descriptors of process `pid` (Linux).
+pub(super) fn open_fds(pid: u32) -> std::io::Result<u64> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count() as u64)
+}
