@@ -38,6 +38,15 @@ pub fn deliveries_per_second(
     bar: &ProgressBar,
     latencies: &std::sync::Arc<crate::ledger::Latencies>,
 ) -> tokio::task::JoinHandle<()> {
+    ticking(bar, latencies, |rate| format!("{rate} deliveries/s"))
+}
+
+/// Ticks `bar` once a second with `message(deliveries/s)`; abort it when done.
+pub fn ticking(
+    bar: &ProgressBar,
+    latencies: &std::sync::Arc<crate::ledger::Latencies>,
+    message: impl Fn(u64) -> String + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
     let bar = bar.clone();
     let latencies = latencies.clone();
     tokio::spawn(async move {
@@ -48,7 +57,7 @@ pub fn deliveries_per_second(
             let delivered = latencies
                 .delivered
                 .load(std::sync::atomic::Ordering::Relaxed);
-            bar.set_message(format!("{} deliveries/s", delivered - last));
+            bar.set_message(message(delivered - last));
             bar.inc(1);
             last = delivered;
         }

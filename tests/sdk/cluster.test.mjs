@@ -6,57 +6,12 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import net from 'node:net';
 import Ably from 'ably';
 
-import { FULL_KEY, clientOptions, freePort, startServer } from './server.mjs';
+import { FULL_KEY, clientOptions, startServer } from './server.mjs';
+import { startBalancer, startRedis } from './cluster-helpers.mjs';
 import { Collector, awaitConnected, awaitConnectionState, pollUntil, safeJson, uniq, withTimeout } from './helpers.mjs';
 import { PresenceCollector, names, publishNumbered } from './continuity-helpers.mjs';
-
-/** A redis-server on a free loopback port (never the machine's own), killed by stop(). */
-async function startRedis() {
-  const port = await freePort();
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
-    stdio: 'ignore',
-  });
-  const up = () =>
-    new Promise((resolve) => {
-      const socket = net.connect(port, '127.0.0.1', () => {
-        socket.destroy();
-        resolve(true);
-      });
-      socket.on('error', () => resolve(false));
-    });
-  await pollUntil(up, (ok) => ok, 10_000, 'redis-server accepting connections', 20);
-  return { url: `redis://127.0.0.1:${port}`, stop: () => child.kill('SIGKILL') };
-}
-
-/** Forwards each new TCP connection to `balancer.target` (a port); existing ones stay where they are. */
-async function startBalancer(target) {
-  const balancer = { target, sockets: new Set() };
-  const server = net.createServer((client) => {
-    const upstream = net.connect(balancer.target, '127.0.0.1');
-    for (const s of [client, upstream]) balancer.sockets.add(s);
-    client.pipe(upstream);
-    upstream.pipe(client);
-    const end = () => {
-      client.destroy();
-      upstream.destroy();
-    };
-    client.on('error', end);
-    upstream.on('error', end);
-    client.on('close', end);
-    upstream.on('close', end);
-  });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  balancer.port = server.address().port;
-  balancer.stop = () => {
-    for (const s of balancer.sockets) s.destroy();
-    server.close();
-  };
-  return balancer;
-}
 
 /**
  * Per describe block: a private redis-server, nodes A and B on it (`nodeArgs` added), and a TCP
@@ -70,14 +25,14 @@ function twoNodesBehindBalancer(nodeArgs) {
     const args = ['--redis', env.redis.url, ...nodeArgs];
     env.nodeA = await startServer({ args });
     env.nodeB = await startServer({ args });
-    env.balancer = await startBalancer(env.nodeA.port);
+    env.balancer = await startBalancer([env.nodeA.port]);
   });
   after(async () => {
     for (const client of env.clients) client.close();
     env.balancer?.stop();
     await env.nodeA?.stop();
     await env.nodeB?.stop();
-    env.redis?.stop();
+    await env.redis?.stop();
   });
   return env;
 }
@@ -92,7 +47,7 @@ describe('a gateway node killed under an ably-js client', () => {
     const grace = { remainPresentFor: 2500 };
     const nodeC = await startServer({ args: ['--redis', env.redis.url, '--node-lease-ms', '1000'] });
     // fan-2 reaches node A through a balancer of its own, stopped when A dies: it never gets anywhere again.
-    const lostRoute = await startBalancer(env.nodeA.port);
+    const lostRoute = await startBalancer([env.nodeA.port]);
     try {
       const channelNames = [uniq('session:kill'), uniq('session:kill')];
 
@@ -144,7 +99,7 @@ describe('a gateway node killed under an ably-js client', () => {
       }
 
       // The balancer sends new connections to B (A failed its probe), then A dies without a word.
-      env.balancer.target = env.nodeB.port;
+      env.balancer.targets = [env.nodeB.port];
       const disconnected = awaitConnectionState(realtime, 'disconnected', 10_000);
       const changesAtKill = channels.map((c) => c.changes.length);
       await env.nodeA.kill('SIGKILL');
@@ -233,7 +188,7 @@ describe('a rolling restart of one of two gateway nodes while the backend publis
     await pollUntil(async () => acked.length, (n) => n >= 20, 10_000, 'the publisher running');
 
     // The rollout: the balancer stops sending new connections to A, then A gets SIGTERM.
-    env.balancer.target = env.nodeB.port;
+    env.balancer.targets = [env.nodeB.port];
     const stoppedAt = Date.now();
     const exit = await env.nodeA.stop();
     const drainTook = Date.now() - stoppedAt;

@@ -462,28 +462,12 @@ fn progress(
     latencies: &Arc<Latencies>,
     tally: &Arc<Tally>,
 ) -> tokio::task::JoinHandle<()> {
-    let (bar, connected, latencies, tally) = (
-        bar.clone(),
-        connected.clone(),
-        latencies.clone(),
-        tally.clone(),
-    );
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_secs(1));
-        let mut last = 0;
-        loop {
-            every.tick().await;
-            let delivered = latencies
-                .delivered
-                .load(std::sync::atomic::Ordering::Relaxed);
-            let failures: u64 = tally.failures().iter().map(|(_, n, _)| n).sum();
-            bar.set_message(format!(
-                "{} connected, {} deliveries/s, {failures} failures",
-                connected.load(std::sync::atomic::Ordering::Relaxed),
-                delivered - last
-            ));
-            bar.inc(1);
-            last = delivered;
-        }
+    let (connected, tally) = (connected.clone(), tally.clone());
+    crate::progress::ticking(bar, latencies, move |rate| {
+        let failures: u64 = tally.failures().iter().map(|(_, n, _)| n).sum();
+        format!(
+            "{} connected, {rate} deliveries/s, {failures} failures",
+            connected.load(std::sync::atomic::Ordering::Relaxed)
+        )
     })
 }
