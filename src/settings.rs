@@ -134,6 +134,12 @@ pub(crate) struct ServeArgs {
     /// be public; when set, the main port does not serve `/metrics`.
     #[arg(long, env = "REALTIME_ADMIN_LISTEN")]
     pub admin_listen: Option<String>,
+    /// Browser origins allowed to call the REST API with credentials (comma-separated, e.g.
+    /// `https://digis.cc,https://www.digis.cc`); ably-js sends `credentials: include` with an
+    /// `Authorization` header, so its origin must be listed. Default: none listed, any origin
+    /// answered with `*` and no credentials.
+    #[arg(long, env = "REALTIME_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
     /// On SIGTERM: how long to take handing clients over to other nodes (each told to reconnect
     /// at a random moment in the first 60%), in ms; the process exits when the last is gone or
     /// at the end. Keep Kubernetes' terminationGracePeriodSeconds above it.
@@ -251,6 +257,9 @@ struct FileConfig {
     presence_grace_ms: Option<u64>,
     #[serde(default)]
     webhooks: Vec<FileWebhook>,
+    /// Same as `--cors-origins`; the flag, when given, replaces the file's list.
+    #[serde(default)]
+    cors_origins: Vec<String>,
 }
 
 /// `[events]`: the types `POST /events` accepts. `[[events.types]]` add to the built-in Digis
@@ -375,6 +384,11 @@ pub(crate) fn resolve(args: ServeArgs) -> Result<Settings, String> {
     let hub = hub_config(file.history, file.presence)?;
     let events = events_catalog(file.events)?;
     let webhooks = webhooks_config(file.webhooks, file.webhook_debounce_ms)?;
+    let cors_origins = cors_origins(if args.cors_origins.is_empty() {
+        file.cors_origins
+    } else {
+        args.cors_origins.clone()
+    })?;
     Ok(Settings {
         listen,
         gateway: gateway::Config {
@@ -382,6 +396,7 @@ pub(crate) fn resolve(args: ServeArgs) -> Result<Settings, String> {
             supabase,
             sandbox: args.sandbox,
             server_id: args.server_id.clone().filter(|id| !id.is_empty()),
+            cors_origins,
             admin_listen: args
                 .admin_listen
                 .as_deref()
@@ -407,6 +422,27 @@ pub(crate) fn resolve(args: ServeArgs) -> Result<Settings, String> {
 }
 
 /// The connection timers the config file may set (flags and env win).
+/// Each entry is an origin as browsers send it (`scheme://host[:port]`, no path).
+fn cors_origins(list: Vec<String>) -> Result<Vec<String>, String> {
+    list.into_iter()
+        .map(|origin| origin.trim().trim_end_matches('/').to_owned())
+        .filter(|origin| !origin.is_empty())
+        .map(|origin| {
+            let rest = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"));
+            match rest {
+                Some(host) if !host.is_empty() && !host.contains(['/', '*', ' ', ',']) => {
+                    Ok(origin)
+                }
+                _ => Err(format!(
+                    "--cors-origins / REALTIME_CORS_ORIGINS {origin:?}: expected an origin like https://app.example.com"
+                )),
+            }
+        })
+        .collect()
+}
+
 struct FileTiming {
     max_idle_interval_ms: Option<u64>,
     connection_state_ttl_ms: Option<u64>,
@@ -804,6 +840,7 @@ mod tests {
             connection_state_ttl_ms: None,
             presence_grace_ms: None,
             admin_listen: None,
+            cors_origins: Vec::new(),
             server_id: None,
             redis: None,
         }

@@ -6,6 +6,7 @@
 
 mod auth;
 mod body;
+mod edges;
 mod error;
 mod routes;
 
@@ -37,9 +38,21 @@ pub fn router(gateway: Gateway) -> Router {
 /// The routes of one role: `Gateway` has the WebSocket endpoint with `/time` and the health
 /// probes, `Api` the REST API without WebSockets, `Both` everything.
 pub fn router_for(gateway: Gateway, role: Role) -> Router {
-    let cors = CorsLayer::new()
-        .allow_origin(AllowOrigin::mirror_request())
-        .allow_credentials(true)
+    // ably-js sends `credentials: include` with an Authorization header, which browsers allow
+    // only for an exact origin with credentials: listed origins get that, others `*` without.
+    let origins = &gateway.config().cors_origins;
+    let cors = if origins.is_empty() {
+        CorsLayer::new().allow_origin(AllowOrigin::any())
+    } else {
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(
+                origins
+                    .iter()
+                    .filter_map(|origin| header::HeaderValue::from_str(origin).ok()),
+            ))
+            .allow_credentials(true)
+    };
+    let cors = cors
         .allow_methods([
             Method::GET,
             Method::POST,
@@ -64,14 +77,19 @@ pub fn router_for(gateway: Gateway, role: Role) -> Router {
         Role::Api => routes::router(gateway.clone()),
     };
     if metrics_here {
-        routes = routes.route("/metrics", axum::routing::get(routes::metrics));
+        routes = routes.route(
+            "/metrics",
+            axum::routing::get(routes::metrics_for_key).with_state(gateway.clone()),
+        );
     }
     // The dashboard stays out of CORS: no other origin may read it with the browser's cached
     // credentials.
     let dashboard =
         routes::dashboard::router(gateway).layer(axum::middleware::from_fn(count_requests));
+    // Inside CORS, so refusals made at the edge are readable cross-origin too.
     routes
         .layer(axum::middleware::from_fn(count_requests))
+        .layer(axum::middleware::from_fn(edges::honest_errors))
         .layer(cors)
         .merge(dashboard)
 }
@@ -80,6 +98,7 @@ pub fn router_for(gateway: Gateway, role: Role) -> Router {
 pub fn admin_router(gateway: Gateway) -> Router {
     routes::probes(gateway.clone())
         .route("/metrics", axum::routing::get(routes::metrics))
+        .layer(axum::middleware::from_fn(edges::honest_errors))
         .merge(routes::dashboard::router(gateway))
 }
 

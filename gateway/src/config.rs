@@ -25,6 +25,9 @@ pub struct Config {
     /// A second listener for `/metrics` and the probes (`--admin-listen`); when set, the main
     /// port does not serve `/metrics`.
     pub admin_listen: Option<std::net::SocketAddr>,
+    /// Origins whose browsers may call the REST API with credentials (`--cors-origins`); empty:
+    /// any origin, answered with `*` and no credentials.
+    pub cors_origins: Vec<String>,
     /// The event types `POST /events` accepts and where each goes (default: the Digis types).
     pub events: protocol::event::Catalog,
     /// Lifecycle, presence and message webhooks (none by default).

@@ -26,6 +26,15 @@ impl Frame {
         Frame(WsMessage::Close(None))
     }
 
+    /// A close frame with a WebSocket status code (RFC 6455 §7.4), e.g. 1007 for a text frame
+    /// that is not UTF-8.
+    pub(crate) fn close_with(code: u16, reason: &'static str) -> Frame {
+        Frame(WsMessage::Close(Some(axum::extract::ws::CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        })))
+    }
+
     pub(crate) fn into_ws(self) -> WsMessage {
         self.0
     }

@@ -29,6 +29,10 @@ pub enum ErrorCode {
     BasicAuthRequired,
     NotFound,
     MethodNotAllowed,
+    /// A request target longer than the server reads.
+    UriTooLong,
+    /// Request headers bigger than the server reads.
+    HeadersTooLarge,
     Internal,
     InternalChannel,
     InternalConnection,
@@ -76,6 +80,8 @@ impl ErrorCode {
             BasicAuthRequired => 40162,
             NotFound => 40400,
             MethodNotAllowed => 40500,
+            UriTooLong => 41400,
+            HeadersTooLarge => 43100,
             Internal => 50000,
             InternalChannel => 50001,
             InternalConnection => 50002,

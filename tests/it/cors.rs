@@ -1,10 +1,16 @@
-use crate::support::{http, Server};
+use crate::support::Server;
 
-/// A browser on another origin: the preflight for the SDK's headers passes, and the real
-/// request's response (errors included) is readable cross-origin.
+/// A browser on a listed origin (`--cors-origins`): the preflight for the SDK's headers passes,
+/// and the real request's response (errors included) is readable with credentials, which
+/// ably-js asks for whenever it sends an Authorization header.
 #[test]
-fn browsers_on_other_origins_may_use_the_rest_api() {
-    let server = Server::start(&["--keys", "app.k:secret"]);
+fn browsers_on_listed_origins_may_use_the_rest_api_with_credentials() {
+    let server = Server::start(&[
+        "--keys",
+        "app.k:secret",
+        "--cors-origins",
+        "https://app.example,https://other.example",
+    ]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let preflight = "OPTIONS /channels/session%3A1/messages HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: authorization, content-type, ably-agent, x-ably-version, x-ably-clientid\r\nConnection: close\r\n\r\n";
@@ -16,16 +22,49 @@ fn browsers_on_other_origins_may_use_the_rest_api() {
         }
         assert!(header(&head, "access-control-allow-methods").contains("post"), "{head}");
         assert_eq!(header(&head, "access-control-allow-origin"), "https://app.example");
+        assert_eq!(header(&head, "access-control-allow-credentials"), "true");
 
         let refused = "POST /channels/x/messages HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
         let (status, head) = http_head(server.addr, refused).await;
         assert_eq!(status, 401);
         assert_eq!(header(&head, "access-control-allow-origin"), "https://app.example");
+        assert_eq!(header(&head, "access-control-allow-credentials"), "true");
         assert!(header(&head, "access-control-expose-headers").contains("x-ably-errorcode"), "{head}");
         assert_eq!(header(&head, "x-ably-errorcode"), "40101");
 
-        let (status, _) = http(server.addr, "GET /time HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\nConnection: close\r\n\r\n").await;
+        // A refusal made at the edge (before any route) is readable cross-origin too.
+        let long = format!(
+            "GET /time?x={} HTTP/1.1\r\nHost: x\r\nOrigin: https://other.example\r\nConnection: close\r\n\r\n",
+            "a".repeat(20 * 1024)
+        );
+        let (status, head) = http_head(server.addr, &long).await;
+        assert_eq!(status, 414);
+        assert_eq!(header(&head, "access-control-allow-origin"), "https://other.example");
+
+        // Any other origin gets no Allow-Origin: its page cannot read the answer.
+        let stranger = "GET /time HTTP/1.1\r\nHost: x\r\nOrigin: https://evil.example\r\nConnection: close\r\n\r\n";
+        let (status, head) = http_head(server.addr, stranger).await;
         assert_eq!(status, 200);
+        assert_eq!(header(&head, "access-control-allow-origin"), "", "{head}");
+    });
+}
+
+/// With no origins listed, any origin may read responses, but never with credentials: a page
+/// elsewhere cannot make the browser send what it holds for this server.
+#[test]
+fn unlisted_origins_get_a_wildcard_without_credentials() {
+    let server = Server::start(&["--keys", "app.k:secret"]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let preflight = "OPTIONS /channels/x/messages HTTP/1.1\r\nHost: x\r\nOrigin: https://evil.example\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: authorization\r\nConnection: close\r\n\r\n";
+        let (_, head) = http_head(server.addr, preflight).await;
+        assert_eq!(header(&head, "access-control-allow-origin"), "*", "{head}");
+        assert_eq!(header(&head, "access-control-allow-credentials"), "", "{head}");
+
+        let (status, head) = http_head(server.addr, "GET /time HTTP/1.1\r\nHost: x\r\nOrigin: https://evil.example\r\nConnection: close\r\n\r\n").await;
+        assert_eq!(status, 200);
+        assert_eq!(header(&head, "access-control-allow-origin"), "*", "{head}");
+        assert_eq!(header(&head, "access-control-allow-credentials"), "", "{head}");
     });
 }
 

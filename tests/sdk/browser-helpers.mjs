@@ -19,7 +19,7 @@ import { after, afterEach, before } from 'node:test';
 import { chromium } from 'playwright-core';
 
 import { safeJson, withTimeout } from './helpers.mjs';
-import { startServer } from './server.mjs';
+import { FULL_KEY, startServer } from './server.mjs';
 import { signJwt, userClaims } from './supabase-helpers.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -181,7 +181,10 @@ export function describeTab(tab) {
 
 /** The sum of a Prometheus counter or gauge on the gateway's /metrics over the series whose labels include `labels`. */
 export async function gatewayMetric(gatewayUrl, name, labels = {}) {
-  const res = await withTimeout(fetch(`${gatewayUrl}/metrics`), STEP_MS, 'GET /metrics');
+  // /metrics on the public port needs one of the server's keys.
+  const headers = { authorization: `Basic ${Buffer.from(FULL_KEY).toString('base64')}` };
+  const res = await withTimeout(fetch(`${gatewayUrl}/metrics`, { headers }), STEP_MS, 'GET /metrics');
+  if (!res.ok) throw new Error(`GET /metrics: ${res.status} ${await res.text()}`);
   const text = await res.text();
   let sum = 0;
   for (const line of text.split('\n')) {
@@ -201,8 +204,10 @@ export async function gatewayMetric(gatewayUrl, name, labels = {}) {
 export function browserSuite() {
   const env = { server: undefined, pages: undefined, browser: undefined, context: undefined };
   before(async () => {
-    env.server = await startServer({ args: GATEWAY_ARGS });
     env.pages = await new PageServer().start();
+    // ably-js sends REST requests with credentials when it has an Authorization header, which
+    // only a listed origin may do.
+    env.server = await startServer({ args: [...GATEWAY_ARGS, '--cors-origins', env.pages.origin] });
     env.browser = await launchChromium();
   });
   afterEach(async () => {

@@ -82,11 +82,33 @@ async fn not_found(headers: HeaderMap) -> ApiError {
     )
 }
 
-/// Ably answers a known path with the wrong method as not found.
+/// Ably answers a known path with the wrong method as not found (40400, not 405): ably-js's own
+/// suite checks it (`rest/request` `request_404`). The router adds `Allow`.
 async fn method_not_allowed(headers: HeaderMap) -> ApiError {
     ApiError::code(
         ErrorCode::NotFound,
         "no such resource for this method",
         response_format(&headers),
     )
+}
+
+/// `GET /metrics` on the public port: only for an operator, as the dashboard: one of the
+/// server's own keys with capability `{"*":["*"]}` by HTTP Basic (Prometheus' `basic_auth`);
+/// tokens, lesser keys and sandbox apps' keys get 403.
+pub(crate) async fn metrics_for_key(
+    axum::extract::State(gateway): axum::extract::State<Gateway>,
+    headers: HeaderMap,
+) -> Result<axum::response::Response, ApiError> {
+    let format = response_format(&headers);
+    let principal = crate::auth::principal(&gateway, &headers, format).await?;
+    if principal.via != gateway::auth::Credential::Key
+        || principal.scope.is_some()
+        || *principal.capability != protocol::Capability::all()
+    {
+        let mut info = ErrorCode::CapabilityDenied
+            .info("/metrics needs one of the server's keys with capability {\"*\":[\"*\"]}");
+        info.status_code = 403;
+        return Err(ApiError::new(info, format));
+    }
+    Ok(metrics().await)
 }

@@ -6,6 +6,7 @@ mod bad_input;
 mod conformance;
 mod continuity;
 mod dashboard;
+mod edges;
 mod heartbeats;
 mod openapi;
 mod realtime;

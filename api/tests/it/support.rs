@@ -216,6 +216,20 @@ impl Client {
             .expect("send text frame");
     }
 
+    /// A text frame whose payload is sent as given, valid UTF-8 or not.
+    pub(crate) async fn send_raw_text(&mut self, bytes: Vec<u8>) {
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+        use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+        self.ws
+            .send(WsMessage::Frame(Frame::message(
+                bytes,
+                OpCode::Data(Data::Text),
+                true,
+            )))
+            .await
+            .expect("send raw text frame");
+    }
+
     pub(crate) async fn send_binary(&mut self, bytes: Vec<u8>) {
         self.ws
             .send(WsMessage::binary(bytes))

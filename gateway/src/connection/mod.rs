@@ -490,11 +490,17 @@ impl Connection {
     /// A frame over `max_frame_bytes` is refused by tungstenite before we see it; say 40009
     /// rather than drop the socket silently (the client would reconnect and try again).
     fn on_read_error(&mut self, error: axum::Error) -> Flow {
-        let too_big = error
-            .into_inner()
-            .downcast_ref::<tokio_tungstenite::tungstenite::Error>()
-            .is_some_and(|e| matches!(e, tokio_tungstenite::tungstenite::Error::Capacity(_)));
-        if too_big {
+        use tokio_tungstenite::tungstenite::Error as WsError;
+        let error = error.into_inner();
+        let error = error.downcast_ref::<WsError>();
+        if matches!(error, Some(WsError::Utf8(_))) {
+            // RFC 6455 §8.1: a text frame that is not UTF-8 fails the connection with 1007.
+            let flow = self.fatal(ErrorCode::BadRequest.info("text frame is not valid UTF-8"));
+            self.outbox
+                .push(crate::frame::Frame::close_with(1007, "invalid UTF-8"));
+            return flow;
+        }
+        if matches!(error, Some(WsError::Capacity(_))) {
             let limit = self.gateway.config().limits.max_frame_bytes;
             return self.fatal(
                 ErrorCode::MessageTooLarge.info(format!("frame exceeds the {limit}-byte limit")),
