@@ -797,10 +797,53 @@ impl Hub {
             .collect()
     }
 
+    /// Whether the hub has state for `channel` (it has not been swept as idle).
+    pub fn is_held(&self, channel: &str) -> bool {
+        self.channels.contains_key(channel)
+    }
+
+    /// Every channel's members held by one of `connections` (by connection id): what this node
+    /// writes back when Redis lost it. One pass over the channels, each locked briefly.
+    pub fn members_held_by(
+        &self,
+        connections: &HashSet<&str>,
+    ) -> Vec<(String, Vec<PresenceMessage>)> {
+        let channels: Vec<(String, Arc<Channel>)> = self
+            .channels
+            .iter()
+            .map(|entry| (entry.key().clone(), entry.value().clone()))
+            .collect();
+        channels
+            .into_iter()
+            .filter_map(|(name, channel)| {
+                let state = channel.lock();
+                let held: Vec<PresenceMessage> = state
+                    .presence
+                    .members()
+                    .filter(|m| {
+                        m.connection_id
+                            .as_deref()
+                            .is_some_and(|id| connections.contains(id))
+                    })
+                    .cloned()
+                    .collect();
+                (!held.is_empty()).then_some((name, held))
+            })
+            .collect()
+    }
+
     /// Makes the member set equal to `members` (the shared store's), announcing the difference:
-    /// ENTER or UPDATE for members new or changed here, LEAVE for members gone.
-    pub fn sync_members(&self, channel: &str, members: Vec<PresenceMessage>) {
+    /// ENTER or UPDATE for members new or changed here, LEAVE for members gone. With
+    /// `leave_missing` false, members missing from the store stay (the store may have just come
+    /// back empty and their nodes not yet written them back); returns whether any did.
+    pub fn sync_members(
+        &self,
+        channel: &str,
+        members: Vec<PresenceMessage>,
+        leave_missing: bool,
+    ) -> bool {
         let now = protocol::now_ms();
+        let mut kept = false;
         let events = match self.existing(channel) {
             None => members
                 .into_iter()
@@ -819,12 +862,17 @@ impl Hub {
                 };
                 let wanted: HashMap<(String, String), &PresenceMessage> =
                     members.iter().map(|m| (key(m), m)).collect();
-                let mut events: Vec<PresenceMessage> = state
+                let mut events: Vec<PresenceMessage> = Vec::new();
+                for missing in state
                     .presence
                     .members()
                     .filter(|m| !wanted.contains_key(&key(m)))
-                    .map(|m| server_leave(m.clone(), now))
-                    .collect();
+                {
+                    kept = true;
+                    if leave_missing {
+                        events.push(server_leave(missing.clone(), now));
+                    }
+                }
                 for member in &members {
                     let held = state.presence.member(&key(member));
                     let action = match held {
@@ -843,6 +891,7 @@ impl Hub {
         if !events.is_empty() {
             self.apply_presence(channel, events);
         }
+        kept && !leave_missing
     }
 
     fn send_presence_if_quiet(&self, state: &mut ChannelState) -> bool {

@@ -41,6 +41,17 @@ impl ClientRegistry {
             .insert(connection_id.clone(), entry);
     }
 
+    /// Every identified live connection's clientId, by connection id.
+    pub(crate) fn identities(&self) -> HashMap<Arc<str>, String> {
+        let mut identities = HashMap::new();
+        for entry in self.by_client.iter() {
+            for id in entry.value().keys() {
+                identities.insert(id.clone(), entry.key().clone());
+            }
+        }
+        identities
+    }
+
     pub(crate) fn unregister(&self, connection_id: &str, principal: &Principal) {
         let Some(client_id) = principal.identity() else {
             return;

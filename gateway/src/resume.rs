@@ -217,6 +217,73 @@ impl Gateway {
     }
 }
 
+/// What this node holds that Redis must also hold: its connections' resume records (live and
+/// parked) and their presence members, per channel.
+pub(crate) struct HeldHere {
+    pub records: Vec<(String, Parked, bool)>,
+    pub members: Vec<(String, Vec<protocol::PresenceMessage>)>,
+}
+
+/// Gathers `HeldHere` from the node's own state (nothing per connection is kept for it): ids
+/// from the connection keys (`id!secret`), identities from the registry, presence from the hub.
+pub(crate) fn held_here(inner: &crate::Inner) -> HeldHere {
+    let identities = inner.clients.identities();
+    let mut records: Vec<(String, Parked, bool)> = Vec::new();
+    let mut ids: Vec<Arc<str>> = Vec::new();
+    for entry in inner.parked.iter() {
+        let parked = entry.value();
+        if !Gateway::members_left(parked) {
+            ids.push(parked.id.clone());
+        }
+        records.push((
+            entry.key().clone(),
+            Parked {
+                id: parked.id.clone(),
+                client_id: parked.client_id.clone(),
+                present_on: parked.present_on.clone(),
+                members_left: parked.members_left.clone(),
+                presence_grace: parked.presence_grace,
+            },
+            true,
+        ));
+    }
+    let live: Vec<(String, Arc<str>)> = inner
+        .live_keys
+        .iter()
+        .filter_map(|entry| {
+            let (id, _) = entry.key().split_once('!')?;
+            Some((entry.key().clone(), Arc::from(id)))
+        })
+        .collect();
+    ids.extend(live.iter().map(|(_, id)| id.clone()));
+    let wanted: std::collections::HashSet<&str> = ids.iter().map(|id| &**id).collect();
+    let members = inner.hub.members_held_by(&wanted);
+    let mut present: std::collections::HashMap<&str, Vec<String>> = Default::default();
+    for (channel, held) in &members {
+        for member in held {
+            if let Some(id) = member.connection_id.as_deref() {
+                present.entry(id).or_default().push(channel.clone());
+            }
+        }
+    }
+    for (key, id) in &live {
+        let mut present_on = present.get(&**id).cloned().unwrap_or_default();
+        present_on.dedup();
+        records.push((
+            key.clone(),
+            Parked {
+                id: id.clone(),
+                client_id: identities.get(id).cloned(),
+                present_on,
+                members_left: Default::default(),
+                presence_grace: None,
+            },
+            false,
+        ));
+    }
+    HeldHere { records, members }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

@@ -466,3 +466,69 @@ fn another_client_cannot_resume_someone_elses_connection_across_nodes() {
         );
     });
 }
+
+/// Redis back empty under two nodes: each writes back its own connections' presence members
+/// and resume records (on its next lease tick, finding its lease gone), and no node announces
+/// the members as gone meanwhile. Afterwards a node's death is as invisible as before: its
+/// client resumes on the other node with its connection and member.
+#[test]
+fn after_redis_comes_back_empty_members_never_flap_and_connections_still_resume_elsewhere() {
+    let mut redis = RedisServer::start();
+    let mut nodes = nodes(&redis, 2, &["--node-lease-ms", "1000"]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let channel = "stream:reseed";
+        let (mut watcher, _) = client(&nodes[1], "watcher", "").await;
+        attach(&mut watcher, channel).await;
+        let (mut alice, connected) = client(&nodes[0], "alice", "").await;
+        let id = connected["connectionId"].as_str().unwrap().to_owned();
+        let key = connected["connectionDetails"]["connectionKey"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        attach(&mut alice, channel).await;
+        enter(&mut alice, channel, "a").await;
+        let (mut bob, _) = client(&nodes[1], "bob", "").await;
+        attach(&mut bob, channel).await;
+        enter(&mut bob, channel, "b").await;
+        let mut events = presence_until(
+            &mut watcher,
+            &[(channel, "alice", ENTER), (channel, "bob", ENTER)],
+        )
+        .await;
+
+        tokio::task::block_in_place(|| redis.restart());
+        let members = format!("rt:{{{channel}}}:presence");
+        let record = format!("rt:conn:{key}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while redis.cli(&["HLEN", &members]).trim() != "2"
+            || redis.cli(&["EXISTS", &record]).trim() != "1"
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "both members and alice's resume record written back: {}",
+                redis.cli(&["HGETALL", &members])
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Past the moment a node re-reads members it found missing (1.5 leases after its
+        // catch-up), then a new member: everything the watcher sees up to her ENTER.
+        tokio::time::sleep(Duration::from_millis(3000)).await;
+        let (mut carol, _) = client(&nodes[0], "carol", "").await;
+        attach(&mut carol, channel).await;
+        enter(&mut carol, channel, "c").await;
+        events.extend(presence_until(&mut watcher, &[(channel, "carol", ENTER)]).await);
+        let leaves: Vec<_> = events.iter().filter(|(_, _, a)| *a == LEAVE).collect();
+        assert!(leaves.is_empty(), "nobody left: {events:?}");
+
+        nodes[0].child.kill().unwrap(); // SIGKILL: no goodbye, no parking.
+        nodes[0].child.wait().unwrap();
+        let (_alice, resumed) = client(&nodes[1], "alice", &format!("&resume={key}")).await;
+        assert_eq!(resumed["connectionId"], id.as_str(), "{resumed}");
+        assert!(resumed.get("error").is_none(), "{resumed}");
+        let mut present = rest_members(&nodes[1], channel).await;
+        present.sort();
+        assert_eq!(present, ["alice", "bob", "carol"]);
+        drop((alice, bob, carol));
+    });
+}

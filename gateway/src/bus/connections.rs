@@ -182,6 +182,25 @@ impl RedisBus {
 
     /// Writes (or rewrites) a connection's record as held by this node.
     pub(crate) fn record_connection(&self, key: &str, parked: &Parked, is_parked: bool) {
+        self.queue_record(RecordOp::Write {
+            key: key.to_owned(),
+            fields: self.record_fields(parked, is_parked),
+            ttl_ms: self.record_ttl_ms(),
+        });
+        if let Some(grace) = parked
+            .presence_grace
+            .filter(|_| !parked.present_on.is_empty())
+        {
+            // For whoever reaps this node: its members' grace if it dies.
+            self.queue_record(RecordOp::Grace {
+                node: self.node.clone(),
+                connection_id: parked.id.to_string(),
+                grace_ms: Some(grace.as_millis() as u64),
+            });
+        }
+    }
+
+    fn record_fields(&self, parked: &Parked, is_parked: bool) -> Vec<(&'static str, String)> {
         let mut fields = vec![
             ("node", self.node.clone()),
             ("id", parked.id.to_string()),
@@ -199,22 +218,51 @@ impl RedisBus {
         if let Some(grace) = parked.presence_grace {
             fields.push(("grace", grace.as_millis().to_string()));
         }
-        self.queue_record(RecordOp::Write {
-            key: key.to_owned(),
-            fields,
-            ttl_ms: self.record_ttl_ms(),
-        });
-        if let Some(grace) = parked
-            .presence_grace
-            .filter(|_| !parked.present_on.is_empty())
-        {
-            // For whoever reaps this node: its members' grace if it dies.
-            self.queue_record(RecordOp::Grace {
-                node: self.node.clone(),
-                connection_id: parked.id.to_string(),
-                grace_ms: Some(grace.as_millis() as u64),
-            });
+        fields
+    }
+
+    /// Writes back every record this node holds (Redis lost them): straight through, in
+    /// pipelines, not through the bounded queue, which a big node's records would overflow.
+    pub(super) async fn rewrite_records(
+        &self,
+        records: &[(String, Parked, bool)],
+    ) -> redis::RedisResult<()> {
+        let ttl = self.record_ttl_ms();
+        for chunk in records.chunks(500) {
+            let mut pipe = redis::pipe();
+            for (key, parked, is_parked) in chunk {
+                let record = record_key(key);
+                pipe.cmd("HSET")
+                    .arg(&record)
+                    .arg(self.record_fields(parked, *is_parked))
+                    .ignore()
+                    .cmd("PEXPIRE")
+                    .arg(&record)
+                    .arg(ttl)
+                    .ignore();
+                if let Some(grace) = parked
+                    .presence_grace
+                    .filter(|_| !parked.present_on.is_empty())
+                {
+                    let graces = super::presence::graces_key(&self.node);
+                    pipe.cmd("HSET")
+                        .arg(&graces)
+                        .arg(parked.id.as_ref())
+                        .arg(grace.as_millis() as u64)
+                        .ignore()
+                        .cmd("PEXPIRE")
+                        .arg(&graces)
+                        .arg(GRACES_TTL_MS)
+                        .ignore();
+                }
+            }
+            self.commands
+                .run(move |mut connection| {
+                    Box::pin(async move { connection.query_pipeline::<()>(&pipe).await })
+                })
+                .await?;
         }
+        Ok(())
     }
 
     /// Forgets a connection's own presence grace: it no longer has members held by this node.

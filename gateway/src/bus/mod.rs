@@ -31,6 +31,10 @@
 //!   reused, so the node moves the channel to a fresh epoch, marking the abandoned one (`p`) so
 //!   every node holding it tells 90003 too.
 //!
+//! Presence members and resume records Redis lost with an empty restart are written back by
+//! the nodes holding them (`presence::reseed`); a catch-up meanwhile keeps members missing from
+//! the store until every node has had a lease tick to do so.
+//!
 //! Two Redis restarts within one reconnect of the link (messages only the middle instance held)
 //! cannot be told apart from one.
 //!
@@ -210,6 +214,9 @@ pub(crate) struct RedisBus {
     records: mpsc::Sender<connections::RecordOp>,
     /// The gateway, for the reaper to tell its webhooks about a dead node's members.
     gateway: Weak<crate::Inner>,
+    /// This node has held its lease at least once: finding it gone after that means Redis lost
+    /// the node's state.
+    leased: std::sync::atomic::AtomicBool,
 }
 
 /// The node's own probe topic: published every `PROBE_INTERVAL` through the command
@@ -332,6 +339,7 @@ impl RedisBus {
             presence_script: announcing(presence::PRESENCE_SCRIPT, sharded),
             rehome_script: redis::Script::new(presence::REHOME_SCRIPT),
             gateway: inner,
+            leased: std::sync::atomic::AtomicBool::new(false),
         });
         tokio::spawn(presence::keep_lease(Arc::downgrade(&bus), lease));
         Ok(bus)
@@ -593,9 +601,10 @@ impl Store {
     /// ended with what this node has.
     async fn catch_up(
         &self,
-        inner: &crate::Inner,
+        inner: &Arc<crate::Inner>,
         channel: &str,
         heard_everything: bool,
+        after_reconnect: bool,
     ) -> redis::RedisResult<()> {
         ::metrics::counter!("realtime_bus_catch_ups_total").increment(1);
         let retention = inner.hub.retention_for(channel);
@@ -635,8 +644,46 @@ impl Store {
         inner
             .hub
             .catch_up(channel, stored.floor, stored.messages, old_epoch_complete);
-        inner.hub.sync_members(channel, stored.members);
+        // After the link came back, the store may have come back empty: members it lacks may
+        // be written back by their nodes in a moment. Any other catch-up trusts the store.
+        if inner
+            .hub
+            .sync_members(channel, stored.members, !after_reconnect)
+        {
+            self.recheck_members(inner, channel);
+        }
         Ok(())
+    }
+
+    /// After a reconnect, members held here but missing from the store either left while this
+    /// node could not hear it, or the store came back empty and their nodes have not written them back yet (each
+    /// does on its next lease tick: `presence::reseed`). Looked at again once every node has had
+    /// a tick, then they leave; until then nobody sees them flap.
+    fn recheck_members(&self, inner: &Arc<crate::Inner>, channel: &str) {
+        let wait = inner.config.timing.node_lease * 3 / 2;
+        let inner = Arc::downgrade(inner);
+        let commands = self.commands.clone();
+        let channel = channel.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let mut read = redis::cmd("HGETALL");
+            read.arg(presence::members_key(&channel));
+            let flat: Vec<String> = match commands.query(read).await {
+                Ok(flat) => flat,
+                Err(error) => {
+                    tracing::debug!(%channel, %error, "members not re-read; the next catch-up will");
+                    return;
+                }
+            };
+            let Some(inner) = inner.upgrade() else { return };
+            if inner.hub.is_held(&channel) {
+                let members = presence::parse_members(&flat)
+                    .into_iter()
+                    .map(|(_, member)| member)
+                    .collect();
+                inner.hub.sync_members(&channel, members, true);
+            }
+        });
     }
 }
 
@@ -962,7 +1009,7 @@ async fn run_pubsub(
         let mut caught_up = true;
         for channel in &channels {
             let heard = heard_everything.contains(channel);
-            if let Err(error) = store.catch_up(&strong, channel, heard).await {
+            if let Err(error) = store.catch_up(&strong, channel, heard, true).await {
                 tracing::warn!(%channel, %error, "catch-up after reconnect failed");
                 caught_up = false;
                 break;
@@ -1005,7 +1052,7 @@ async fn run_pubsub(
                             break;
                         }
                         // Not subscribed until now: this node may have missed anything.
-                        result = store.catch_up(&inner, channel, false).await;
+                        result = store.catch_up(&inner, channel, false, false).await;
                         if result.is_ok() {
                             mark_ready(&interest, channel);
                         }
@@ -1052,7 +1099,7 @@ async fn run_pubsub(
 }
 
 async fn on_publication(
-    inner: &crate::Inner,
+    inner: &Arc<crate::Inner>,
     store: &Store,
     message: &redis::Msg,
 ) -> redis::RedisResult<()> {
@@ -1095,7 +1142,7 @@ async fn on_publication(
             tracing::info!(%channel, "gap in pub/sub serials; catching up from the store");
             ::metrics::counter!("realtime_bus_gaps_total").increment(1);
             // The link is live: this node heard everything Redis announced on the channel.
-            store.catch_up(inner, channel, true).await
+            store.catch_up(inner, channel, true, false).await
         }
         Err(error) => {
             tracing::warn!(%channel, message = %error.message, "bus delivery failed");

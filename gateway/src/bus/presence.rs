@@ -296,11 +296,11 @@ pub(super) async fn keep_lease(bus: std::sync::Weak<RedisBus>, lease: std::time:
 async fn renew_and_reap(bus: &RedisBus, lease: std::time::Duration) -> redis::RedisResult<()> {
     let node = bus.node.clone();
     let ms = lease.as_millis() as u64;
-    let others: Vec<(String, bool)> = bus
+    let (held, others): (bool, Vec<(String, bool)>) = bus
         .commands
         .run(move |mut connection| {
             Box::pin(async move {
-                let (_, _, nodes): ((), (), Vec<String>) = connection
+                let (held, _, nodes): (Option<String>, (), Vec<String>) = connection
                     .query_pipeline(
                         redis::pipe()
                             .cmd("SET")
@@ -308,6 +308,7 @@ async fn renew_and_reap(bus: &RedisBus, lease: std::time::Duration) -> redis::Re
                             .arg(1)
                             .arg("PX")
                             .arg(ms)
+                            .arg("GET")
                             .cmd("SADD")
                             .arg(NODES_KEY)
                             .arg(&node)
@@ -325,12 +326,88 @@ async fn renew_and_reap(bus: &RedisBus, lease: std::time::Duration) -> redis::Re
                 } else {
                     connection.query_pipeline(&exists).await?
                 };
-                Ok(others.into_iter().zip(alive).collect())
+                Ok((held.is_some(), others.into_iter().zip(alive).collect()))
             })
         })
         .await?;
+    // The lease was gone though this node renewed it in time: Redis came back empty (or this
+    // node was cut off past its lease and reaped). Put back what the node holds.
+    if !held && bus.leased.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        tracing::warn!("Redis lost this node's state (restarted empty?); writing it back");
+        ::metrics::counter!("realtime_bus_reseeds_total").increment(1);
+        reseed(bus).await?;
+    }
     for (dead, _) in others.into_iter().filter(|(_, alive)| !alive) {
         reap(bus, &dead, lease).await?;
+    }
+    Ok(())
+}
+
+/// Writes back what this node holds: its connections' resume records and their presence
+/// members, quietly (every node already has the members; only the store lost them). A member
+/// that left meanwhile is removed again, so the store never keeps one nobody holds.
+async fn reseed(bus: &RedisBus) -> redis::RedisResult<()> {
+    let Some(inner) = bus.gateway.upgrade() else {
+        return Ok(());
+    };
+    let held = crate::resume::held_here(&inner);
+    drop(inner);
+    bus.rewrite_records(&held.records).await?;
+    for (channel, members) in &held.members {
+        let mut pipe = redis::pipe();
+        let hash = members_key(channel);
+        for member in members {
+            let mut member = member.clone();
+            member.make_json_safe();
+            member.action = 1;
+            let value = format!(
+                "{}\n{}",
+                bus.node,
+                serde_json::to_string(&member).unwrap_or_default()
+            );
+            pipe.cmd("HSET")
+                .arg(&hash)
+                .arg(field(&member))
+                .arg(value)
+                .ignore();
+        }
+        pipe.cmd("PEXPIRE").arg(&hash).arg(MEMBERS_TTL_MS).ignore();
+        let node_channels = node_channels_key(&bus.node);
+        let channel = channel.clone();
+        bus.commands
+            .run(move |mut connection| {
+                Box::pin(async move {
+                    connection.query_pipeline::<()>(&pipe).await?;
+                    redis::cmd("SADD")
+                        .arg(&node_channels)
+                        .arg(&channel)
+                        .query_async::<()>(&mut connection)
+                        .await
+                })
+            })
+            .await?;
+    }
+    // Members that left while they were written back.
+    let Some(inner) = bus.gateway.upgrade() else {
+        return Ok(());
+    };
+    let now = crate::resume::held_here(&inner).members;
+    drop(inner);
+    let still: std::collections::HashSet<(String, String)> = now
+        .iter()
+        .flat_map(|(channel, members)| members.iter().map(move |m| (channel.clone(), field(m))))
+        .collect();
+    for (channel, members) in &held.members {
+        let gone: Vec<String> = members
+            .iter()
+            .map(field)
+            .filter(|f| !still.contains(&(channel.clone(), f.clone())))
+            .collect();
+        if !gone.is_empty() {
+            let mut delete = redis::cmd("HDEL");
+            delete.arg(members_key(channel)).arg(gone);
+            bus.commands.query::<()>(delete).await?;
+        }
     }
     Ok(())
 }

@@ -1464,3 +1464,38 @@ fn a_new_epoch_with_nothing_stored_yet_is_where_the_channel_continues() {
     );
     assert_eq!(datas(&drain(&mut subscriber)), strings(&["1"]));
 }
+
+/// A store missing members this node holds (Redis back empty, their nodes not yet written
+/// back) keeps them until the re-check; the re-check then makes the missing leave.
+#[test]
+fn members_missing_from_the_store_stay_until_the_recheck() {
+    let hub = hub_with(|_| {});
+    enter(&hub, "room", "alice", "c1").unwrap();
+    enter(&hub, "room", "bob", "c2").unwrap();
+    let bob = presence_event(presence::ENTER, "bob", "c2");
+    let carol = presence_event(presence::ENTER, "carol", "c3");
+
+    assert!(
+        hub.sync_members("room", vec![carol.clone()], false),
+        "some were missing"
+    );
+    assert_eq!(
+        member_keys(&hub, "room"),
+        BTreeSet::from([
+            ("alice".to_owned(), "c1".to_owned()),
+            ("bob".to_owned(), "c2".to_owned()),
+            ("carol".to_owned(), "c3".to_owned())
+        ]),
+        "nobody left; the new one entered"
+    );
+
+    assert!(!hub.sync_members("room", vec![bob, carol], true));
+    assert_eq!(
+        member_keys(&hub, "room"),
+        BTreeSet::from([
+            ("bob".to_owned(), "c2".to_owned()),
+            ("carol".to_owned(), "c3".to_owned())
+        ]),
+        "the re-check made alice leave"
+    );
+}
