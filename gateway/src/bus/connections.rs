@@ -58,6 +58,31 @@ pub(super) enum RecordOp {
 /// How long a node's graces outlive their last write (a node that lives on rewrites them).
 const GRACES_TTL_MS: u64 = 24 * 60 * 60 * 1000;
 
+/// Queues `HSET key fields` and `PEXPIRE key ttl_ms`: every hash here expires with its writes.
+fn hset_expiring(
+    pipe: &mut redis::Pipeline,
+    key: &str,
+    fields: impl redis::ToRedisArgs,
+    ttl_ms: u64,
+) {
+    pipe.cmd("HSET")
+        .arg(key)
+        .arg(fields)
+        .ignore()
+        .cmd("PEXPIRE")
+        .arg(key)
+        .arg(ttl_ms)
+        .ignore();
+}
+
+/// A connection's own presence grace (`remainPresentFor`) where it has members to keep.
+fn own_grace_ms(parked: &Parked) -> Option<u64> {
+    parked
+        .presence_grace
+        .filter(|_| !parked.present_on.is_empty())
+        .map(|grace| grace.as_millis() as u64)
+}
+
 /// Bound of the record queue.
 pub(super) const RECORD_QUEUE: usize = 10_000;
 
@@ -84,37 +109,23 @@ pub(super) async fn write_records(
                             ttl_ms,
                         } => {
                             // One key, one slot: a pipeline even on a cluster.
-                            let record = record_key(&key);
-                            redis::pipe()
-                                .cmd("HSET")
-                                .arg(&record)
-                                .arg(fields)
-                                .ignore()
-                                .cmd("PEXPIRE")
-                                .arg(&record)
-                                .arg(ttl_ms)
-                                .ignore()
-                                .query_async(&mut connection)
-                                .await
+                            let mut pipe = redis::pipe();
+                            hset_expiring(&mut pipe, &record_key(&key), fields, ttl_ms);
+                            pipe.query_async(&mut connection).await
                         }
                         RecordOp::Grace {
                             node,
                             connection_id,
                             grace_ms: Some(grace_ms),
                         } => {
-                            let graces = super::presence::graces_key(&node);
-                            redis::pipe()
-                                .cmd("HSET")
-                                .arg(&graces)
-                                .arg(connection_id)
-                                .arg(grace_ms)
-                                .ignore()
-                                .cmd("PEXPIRE")
-                                .arg(&graces)
-                                .arg(GRACES_TTL_MS)
-                                .ignore()
-                                .query_async(&mut connection)
-                                .await
+                            let mut pipe = redis::pipe();
+                            hset_expiring(
+                                &mut pipe,
+                                &super::presence::graces_key(&node),
+                                (connection_id, grace_ms),
+                                GRACES_TTL_MS,
+                            );
+                            pipe.query_async(&mut connection).await
                         }
                         RecordOp::Grace {
                             node,
@@ -187,15 +198,12 @@ impl RedisBus {
             fields: self.record_fields(parked, is_parked),
             ttl_ms: self.record_ttl_ms(),
         });
-        if let Some(grace) = parked
-            .presence_grace
-            .filter(|_| !parked.present_on.is_empty())
-        {
+        if let Some(grace_ms) = own_grace_ms(parked) {
             // For whoever reaps this node: its members' grace if it dies.
             self.queue_record(RecordOp::Grace {
                 node: self.node.clone(),
                 connection_id: parked.id.to_string(),
-                grace_ms: Some(grace.as_millis() as u64),
+                grace_ms: Some(grace_ms),
             });
         }
     }
@@ -231,29 +239,19 @@ impl RedisBus {
         for chunk in records.chunks(500) {
             let mut pipe = redis::pipe();
             for (key, parked, is_parked) in chunk {
-                let record = record_key(key);
-                pipe.cmd("HSET")
-                    .arg(&record)
-                    .arg(self.record_fields(parked, *is_parked))
-                    .ignore()
-                    .cmd("PEXPIRE")
-                    .arg(&record)
-                    .arg(ttl)
-                    .ignore();
-                if let Some(grace) = parked
-                    .presence_grace
-                    .filter(|_| !parked.present_on.is_empty())
-                {
-                    let graces = super::presence::graces_key(&self.node);
-                    pipe.cmd("HSET")
-                        .arg(&graces)
-                        .arg(parked.id.as_ref())
-                        .arg(grace.as_millis() as u64)
-                        .ignore()
-                        .cmd("PEXPIRE")
-                        .arg(&graces)
-                        .arg(GRACES_TTL_MS)
-                        .ignore();
+                hset_expiring(
+                    &mut pipe,
+                    &record_key(key),
+                    self.record_fields(parked, *is_parked),
+                    ttl,
+                );
+                if let Some(grace_ms) = own_grace_ms(parked) {
+                    hset_expiring(
+                        &mut pipe,
+                        &super::presence::graces_key(&self.node),
+                        (parked.id.as_ref(), grace_ms),
+                        GRACES_TTL_MS,
+                    );
                 }
             }
             self.commands
