@@ -14,14 +14,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-cargo build --locked --bins
+cargo build --workspace --locked --all-targets
 cargo test --workspace --locked
 
 # A 60 s soak against the debug binary on short timers: tokens renewed in-band and expiring into
 # 40142 many times, drops and resumes, clean reconnects, presence, REST and events; it fails on
 # any unasked disconnect, silence past maxIdleInterval, lost/duplicated/reordered message or
 # refused resume (load-tests/README.md, "soak").
-cargo build --locked -p load-tests --bins
 ./target/debug/realtime-load --quiet --duration 60s soak --spawn target/debug/realtime \
   --clients 250 --sessions 10 --streams 4 --ramp 5s --rate 20 --event-rate 4 \
   --token-ttl 10s --short-token-ttl 3s --token-renew-lead 4s \
