@@ -374,14 +374,22 @@ impl Hub {
                     })
                     .map(|m| (**m).clone())
                     .collect();
-                // Several messages per frame, so a long replay fits the bounded queue.
+                // Several messages per frame, so a long replay fits the bounded queue, and no
+                // frame over the write buffer's share.
                 for batch in wanted.chunks(REPLAY_MESSAGES_PER_FRAME) {
-                    subscriber.outbox.reply(&ProtocolMessage {
+                    let mut replay = ProtocolMessage {
                         channel: Some(subscriber.channel_name.to_string()),
                         channel_serial: batch.last().and_then(|m| m.serial.clone()),
                         messages: Some(batch.to_vec()),
                         ..ProtocolMessage::new(Action::Message)
-                    });
+                    };
+                    let format = subscriber.outbox.format;
+                    match encode_split(&mut replay, format, MAX_DELIVERY_FRAME_BYTES) {
+                        Ok(frames) => frames.into_iter().for_each(|frame| {
+                            subscriber.outbox.push(frame);
+                        }),
+                        Err(error) => tracing::warn!(%error, "could not encode a replay"),
+                    }
                 }
             }
             if outcome.flags & flags::HAS_PRESENCE != 0 {
@@ -1179,33 +1187,37 @@ fn fan_out(
     outgoing: &mut ProtocolMessage,
     wanted: impl Fn(&Subscriber) -> bool,
 ) -> Result<u64, ErrorInfo> {
-    let mut frames: Vec<(Arc<str>, Format, Frame)> = Vec::with_capacity(2);
+    let mut frames: Vec<(Arc<str>, Format, Vec<Frame>)> = Vec::with_capacity(2);
     // (frames, bytes) per format, counted once per fan-out rather than per subscriber.
     let mut sent = [(0u64, 0u64); 2];
     let bulk = subscribers.len() >= BULK_FAN_OUT;
     for subscriber in subscribers.iter().filter(|s| wanted(s)) {
         let format = subscriber.outbox.format;
-        let cached = frames
+        let index = match frames
             .iter()
-            .find(|(name, f, _)| *f == format && **name == *subscriber.channel_name);
-        let frame = match cached {
-            Some((_, _, frame)) => frame.clone(),
+            .position(|(name, f, _)| *f == format && **name == *subscriber.channel_name)
+        {
+            Some(index) => index,
             None => {
                 outgoing.channel = Some(subscriber.channel_name.to_string());
-                let frame = Frame::encode(outgoing, format).map_err(|error| {
-                    ErrorCode::InternalChannel.info(format!("could not encode message: {error}"))
-                })?;
-                frames.push((subscriber.channel_name.clone(), format, frame.clone()));
-                frame
+                let encoded =
+                    encode_split(outgoing, format, MAX_DELIVERY_FRAME_BYTES).map_err(|error| {
+                        ErrorCode::InternalChannel
+                            .info(format!("could not encode message: {error}"))
+                    })?;
+                frames.push((subscriber.channel_name.clone(), format, encoded));
+                frames.len() - 1
             }
         };
         let slot = &mut sent[usize::from(format == Format::Msgpack)];
         slot.0 += 1;
-        slot.1 += frame.len() as u64;
-        if bulk {
-            subscriber.outbox.push_bulk(frame);
-        } else {
-            subscriber.outbox.push(frame);
+        for frame in &frames[index].2 {
+            slot.1 += frame.len() as u64;
+            if bulk {
+                subscriber.outbox.push_bulk(frame.clone());
+            } else {
+                subscriber.outbox.push(frame.clone());
+            }
         }
     }
     let kind = if outgoing.action == Action::Presence as u8 {
@@ -1230,6 +1242,69 @@ fn fan_out(
             .increment(count * per_frame);
     }
     Ok(sent.iter().map(|(count, _)| count * per_frame).sum())
+}
+
+/// Largest MESSAGE frame a delivery is encoded into, unless one message alone is bigger: a
+/// frame has to fit the socket's write buffer (`Limits::ws_max_write_buffer_bytes`, 1 MiB)
+/// or the subscriber is dropped, and 1,000 small messages carry ~200 KB of ids and serials.
+pub const MAX_DELIVERY_FRAME_BYTES: usize = 256 * 1024;
+
+/// Encodes a MESSAGE for one format as one frame or, when that is over `max` bytes, as several
+/// frames of consecutive messages (halved until each fits or holds one message), each with the
+/// `channelSerial` of its last message, so a client that resumes after any of them resumes
+/// right. Messages without an id get the one ably-js would give them from the whole frame
+/// (`<id>:<index>`), so splitting changes no message's id. Presence and one-message frames go
+/// as they are.
+pub fn encode_split(
+    outgoing: &mut ProtocolMessage,
+    format: Format,
+    max: usize,
+) -> Result<Vec<Frame>, protocol::codec::EncodeError> {
+    let whole = Frame::encode(outgoing, format)?;
+    if whole.len() <= max || outgoing.messages.as_ref().is_none_or(|m| m.len() <= 1) {
+        return Ok(vec![whole]);
+    }
+    drop(whole);
+    let Some(mut messages) = outgoing.messages.take() else {
+        return Ok(Vec::new());
+    };
+    if let Some(id) = &outgoing.id {
+        for (index, message) in messages.iter_mut().enumerate() {
+            message.id.get_or_insert_with(|| format!("{id}:{index}"));
+        }
+    }
+    let serial = outgoing.channel_serial.clone();
+    let mut frames = Vec::new();
+    let split = split_into(outgoing, &messages, format, max, &mut frames);
+    outgoing.messages = Some(messages);
+    outgoing.channel_serial = serial;
+    split?;
+    Ok(frames)
+}
+
+/// Halves `messages` (known not to fit one frame) until each part fits, in order.
+fn split_into(
+    shell: &mut ProtocolMessage,
+    messages: &[Message],
+    format: Format,
+    max: usize,
+    frames: &mut Vec<Frame>,
+) -> Result<(), protocol::codec::EncodeError> {
+    let (first, second) = messages.split_at(messages.len() / 2);
+    for half in [first, second] {
+        shell.messages = Some(half.to_vec());
+        if let Some(serial) = half.last().and_then(|m| m.serial.clone()) {
+            shell.channel_serial = Some(serial);
+        }
+        let frame = Frame::encode(shell, format)?;
+        if frame.len() <= max || half.len() <= 1 {
+            frames.push(frame);
+        } else {
+            drop(frame);
+            split_into(shell, half, format, max, frames)?;
+        }
+    }
+    Ok(())
 }
 
 /// Message ids seen recently on one channel, oldest first.

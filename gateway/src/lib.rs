@@ -33,7 +33,7 @@ use tokio::sync::{watch, Notify};
 pub use auth::{ApiKey, Auth, Principal};
 pub use config::{Config, RedisTarget};
 pub use hub::{Hub, HubConfig, Occupancy};
-pub use publish::{Origin, Receipt};
+pub use publish::{too_many_messages, Origin, Receipt};
 use resume::Parked;
 
 /// How long an ended connection's key is remembered (for 80008 over 80018 on a late resume).
@@ -72,6 +72,9 @@ pub(crate) struct Inner {
     /// Event records in embedded mode (with Redis they live there).
     events: events::MemoryRecords,
     server_id: String,
+    /// REST publish budgets by key (Supabase users by clientId), this node's share; full ones
+    /// are forgotten by the sweep, so it holds only recent publishers.
+    publish_rates: DashMap<String, limits::RateBucket>,
     draining: watch::Sender<bool>,
     live_connections: AtomicUsize,
     all_closed: Notify,
@@ -101,6 +104,7 @@ impl Gateway {
             parked_notify: Notify::new(),
             clients: registry::ClientRegistry::default(),
             server_id,
+            publish_rates: DashMap::new(),
             draining: watch::Sender::new(false),
             live_connections: AtomicUsize::new(0),
             all_closed: Notify::new(),
@@ -475,5 +479,7 @@ fn every(inner: &Arc<Inner>, interval: Duration, work: impl Fn(Arc<Inner>) + Sen
 fn sweep(inner: Arc<Inner>) {
     let now = protocol::now_ms();
     inner.hub.sweep(now);
-    Gateway { inner }.forget_ended_before(now.saturating_sub(ENDED_KEYS_TTL_MS));
+    let gateway = Gateway { inner };
+    gateway.forget_ended_before(now.saturating_sub(ENDED_KEYS_TTL_MS));
+    gateway.forget_full_rates();
 }

@@ -4,9 +4,20 @@ use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Largest message a client may publish (name + clientId + data + extras), Ably's 64 KiB.
-    /// Over it: NACK / HTTP 413 with 40009.
+    /// Largest publish (Ably's `maxMessageSize`, 64 KiB): the sum over its messages of name +
+    /// clientId + data + extras (as JSON), as Ably counts it. Over it: NACK / HTTP 413 with 40009.
     pub max_message_bytes: usize,
+    /// Most messages in one publish (a realtime MESSAGE, a REST publish, one spec of a batch
+    /// publish). Over it: NACK / HTTP 400 with 40030, before anything is acknowledged.
+    pub max_messages_per_publish: usize,
+    /// Most messages one batch publish (`POST /messages`) makes: each spec's messages times its
+    /// channels, summed. Over it: HTTP 400 with 40030 for the whole request.
+    pub max_batch_messages: usize,
+    /// Publish rate of one realtime connection. Over it: NACK 42911, the connection stays.
+    pub connection_publish_rate: PublishRate,
+    /// Publish rate of one key's REST publishes (Supabase users: one bucket per clientId),
+    /// counted per node. Over it: HTTP 429 with 42910.
+    pub key_publish_rate: PublishRate,
     /// Largest WebSocket frame read. Above `max_message_bytes` so an oversized message still
     /// decodes and gets a proper 40009 instead of a dropped socket; JSON base64 adds a third.
     pub max_frame_bytes: usize,
@@ -34,6 +45,22 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_message_bytes: 64 * 1024,
+            max_messages_per_publish: 1000,
+            max_batch_messages: 10_000,
+            // ably-js publishing 1,000 messages without awaiting stays inside the burst.
+            connection_publish_rate: PublishRate {
+                messages_per_sec: 500,
+                burst_messages: 1000,
+                bytes_per_sec: 1024 * 1024,
+                burst_bytes: 4 * 1024 * 1024,
+            },
+            // A backend publishing for many users through one key.
+            key_publish_rate: PublishRate {
+                messages_per_sec: 5000,
+                burst_messages: 10_000,
+                bytes_per_sec: 16 * 1024 * 1024,
+                burst_bytes: 32 * 1024 * 1024,
+            },
             max_frame_bytes: 256 * 1024,
             outbound_queue_frames: 256,
             max_channels_per_connection: 1000,
@@ -45,6 +72,90 @@ impl Default for Limits {
             min_flush_interval: std::time::Duration::from_millis(10),
         }
     }
+}
+
+/// A publish rate: a token bucket for messages and one for bytes, each refilled at its rate up
+/// to its burst. 0 messages per second turns the limit off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishRate {
+    pub messages_per_sec: u32,
+    pub burst_messages: u32,
+    pub bytes_per_sec: u64,
+    pub burst_bytes: u64,
+}
+
+impl PublishRate {
+    pub fn is_unlimited(&self) -> bool {
+        self.messages_per_sec == 0
+    }
+}
+
+/// Which budget a refused publish ran out of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exceeded {
+    Messages,
+    Bytes,
+}
+
+/// The state of one `PublishRate`: what is left of each budget, and when that was so.
+#[derive(Debug, Clone)]
+pub struct RateBucket {
+    messages: f64,
+    bytes: f64,
+    at: std::time::Instant,
+}
+
+impl RateBucket {
+    /// A full bucket.
+    pub fn new(rate: &PublishRate, now: std::time::Instant) -> RateBucket {
+        RateBucket {
+            messages: f64::from(rate.burst_messages),
+            bytes: rate.burst_bytes as f64,
+            at: now,
+        }
+    }
+
+    /// Takes `messages` and `bytes` from the budgets, or nothing (and says which ran out).
+    pub fn take(
+        &mut self,
+        rate: &PublishRate,
+        messages: usize,
+        bytes: usize,
+        now: std::time::Instant,
+    ) -> Result<(), Exceeded> {
+        if rate.is_unlimited() {
+            return Ok(());
+        }
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.messages = (self.messages + elapsed * f64::from(rate.messages_per_sec))
+            .min(f64::from(rate.burst_messages));
+        self.bytes =
+            (self.bytes + elapsed * rate.bytes_per_sec as f64).min(rate.burst_bytes as f64);
+        if messages as f64 > self.messages {
+            return Err(Exceeded::Messages);
+        }
+        if bytes as f64 > self.bytes {
+            return Err(Exceeded::Bytes);
+        }
+        self.messages -= messages as f64;
+        self.bytes -= bytes as f64;
+        Ok(())
+    }
+
+    /// Whether it has refilled by `now`, so forgetting it changes nothing.
+    pub fn is_full(&self, rate: &PublishRate, now: std::time::Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.messages + elapsed * f64::from(rate.messages_per_sec) >= f64::from(rate.burst_messages)
+            && self.bytes + elapsed * rate.bytes_per_sec as f64 >= rate.burst_bytes as f64
+    }
+}
+
+/// Counts a refused publish (once per refusal): `reason` is `too_many_messages`, `too_large`,
+/// `batch_too_large`, `rate_messages` or `rate_bytes`; `source` `realtime` or `rest`.
+pub fn count_refusal(reason: &'static str, source: &'static str) {
+    ::metrics::counter!("realtime_publish_refused_total", "reason" => reason, "source" => source)
+        .increment(1);
 }
 
 /// Connection timing, as announced in CONNECTED.
@@ -86,5 +197,47 @@ impl Default for Timing {
             presence_flush_interval: Duration::from_millis(50),
             node_lease: Duration::from_secs(5),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    const RATE: PublishRate = PublishRate {
+        messages_per_sec: 10,
+        burst_messages: 20,
+        bytes_per_sec: 1000,
+        burst_bytes: 1500,
+    };
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_its_rate() {
+        let start = Instant::now();
+        let mut bucket = RateBucket::new(&RATE, start);
+        assert_eq!(bucket.take(&RATE, 20, 0, start), Ok(()));
+        assert_eq!(bucket.take(&RATE, 1, 0, start), Err(Exceeded::Messages));
+        // Half a second refills 5 messages, no more.
+        let later = start + Duration::from_millis(500);
+        assert_eq!(bucket.take(&RATE, 6, 0, later), Err(Exceeded::Messages));
+        assert_eq!(bucket.take(&RATE, 5, 0, later), Ok(()));
+        assert!(!bucket.is_full(&RATE, later));
+        assert!(bucket.is_full(&RATE, later + Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn bytes_run_out_separately_and_a_refusal_takes_nothing() {
+        let start = Instant::now();
+        let mut bucket = RateBucket::new(&RATE, start);
+        assert_eq!(bucket.take(&RATE, 1, 1400, start), Ok(()));
+        assert_eq!(bucket.take(&RATE, 1, 200, start), Err(Exceeded::Bytes));
+        assert_eq!(bucket.take(&RATE, 19, 100, start), Ok(()));
+        let unlimited = PublishRate {
+            messages_per_sec: 0,
+            ..RATE
+        };
+        assert_eq!(bucket.take(&unlimited, 1_000_000, 1 << 30, start), Ok(()));
     }
 }

@@ -3,8 +3,12 @@
 use base64::Engine as _;
 use protocol::{ChannelName, ErrorCode, ErrorInfo, Message, Operation};
 
+use std::sync::Mutex;
+use std::time::Instant;
+
 use crate::auth::Principal;
 use crate::hub::{Publication, Serials};
+use crate::limits::{count_refusal, Exceeded, PublishRate, RateBucket};
 use crate::stats::{self, Transport};
 use crate::Gateway;
 
@@ -18,15 +22,22 @@ pub struct Receipt {
 
 /// Where a publish came from; decides the default message ids.
 pub enum Origin<'a> {
-    /// A realtime MESSAGE: ids are `connectionId:msgSerial:index`.
-    Connection { id: &'a str, msg_serial: u64 },
+    /// A realtime MESSAGE: ids are `connectionId:msgSerial:index`; `rate` is the connection's
+    /// publish budget (`Limits::connection_publish_rate`).
+    Connection {
+        id: &'a str,
+        msg_serial: u64,
+        rate: &'a Mutex<RateBucket>,
+    },
     /// A REST publish: ids are `<random>:index` unless the client gave its own.
     Rest,
 }
 
 impl Gateway {
-    /// Checks capability, size and clientId, stamps ids and timestamps, then hands the messages
-    /// to the hub. Returns each message's serial (`None` for an idempotent duplicate).
+    /// Checks the message count, capability, clientId, the publish's size and the publisher's
+    /// rate, stamps ids and timestamps, then hands the messages to the hub. Returns each
+    /// message's serial (`None` for an idempotent duplicate). A refusal happens before anything
+    /// is stored or delivered.
     pub async fn publish(
         &self,
         principal: &Principal,
@@ -37,16 +48,26 @@ impl Gateway {
         if messages.is_empty() {
             return Err(ErrorCode::BadRequest.info("no messages to publish"));
         }
+        let source = origin.source();
+        let limits = &self.config().limits;
+        if messages.len() > limits.max_messages_per_publish {
+            count_refusal("too_many_messages", source);
+            return Err(too_many_messages(
+                messages.len(),
+                limits.max_messages_per_publish,
+            ));
+        }
         if !principal.allows(channel, Operation::Publish) {
             return Err(ErrorCode::CapabilityDenied.info(format!(
                 "publish on channel {:?} is not permitted by the capability",
                 channel.as_str()
             )));
         }
-        let max_bytes = self.config().limits.max_message_bytes;
+        let max_bytes = limits.max_message_bytes;
         let now = protocol::now_ms();
         let mut random_base: Option<String> = None;
         let mut total_bytes = 0;
+        let n_total = messages.len();
         // Realtime ids (`connectionId:msgSerial:index`) are idempotency keys too: a client
         // resends unacknowledged publishes with the same msgSerial after a resume.
         let realtime = matches!(origin, Origin::Connection { .. });
@@ -68,13 +89,20 @@ impl Gateway {
                 Some(_) => {}
                 None => message.client_id = principal.identity().map(str::to_owned),
             }
+            // Ably's maxMessageSize applies to the whole publish: the sum of its messages.
             let size = message.size();
-            if size > max_bytes {
-                return Err(ErrorCode::MessageTooLarge.info(format!(
-                    "message of {size} bytes exceeds the {max_bytes}-byte limit"
-                )));
-            }
             total_bytes += size;
+            if total_bytes > max_bytes {
+                count_refusal("too_large", source);
+                return Err(ErrorCode::MessageTooLarge.info(if index == 0 {
+                    format!("message of {size} bytes exceeds the {max_bytes}-byte limit")
+                } else {
+                    format!(
+                        "publish of {n_total} messages exceeds the {max_bytes}-byte limit on \
+                         the sum of their sizes"
+                    )
+                }));
+            }
             // REST "publish on behalf of a realtime connection": the key names a live one.
             if let (Origin::Rest, Some(key)) = (&origin, message.connection_key.take()) {
                 let live = self.connection_id_for_key(&key).ok_or_else(|| {
@@ -88,7 +116,9 @@ impl Gateway {
             message.action.get_or_insert(0);
             if message.id.is_none() {
                 message.id = Some(match origin {
-                    Origin::Connection { id, msg_serial } => format!("{id}:{msg_serial}:{index}"),
+                    Origin::Connection { id, msg_serial, .. } => {
+                        format!("{id}:{msg_serial}:{index}")
+                    }
                     Origin::Rest => {
                         let base = random_base.get_or_insert_with(random_id_base);
                         format!("{base}:{index}")
@@ -99,10 +129,13 @@ impl Gateway {
                 message.connection_id = Some(id.to_owned());
             }
         }
+        self.charge_rate(principal, &origin, messages.len(), total_bytes)?;
         let first_id = messages.first().and_then(|m| m.id.clone());
         let n_messages = messages.len();
         let (connection_id, id) = match origin {
-            Origin::Connection { id, msg_serial } => (Some(id), Some(format!("{id}:{msg_serial}"))),
+            Origin::Connection { id, msg_serial, .. } => {
+                (Some(id), Some(format!("{id}:{msg_serial}")))
+            }
             Origin::Rest => (None, None),
         };
         let channel_key = principal.channel_key(channel);
@@ -142,7 +175,7 @@ impl Gateway {
         self.hub().pulse().messages_in(n_messages as u64);
         ::metrics::counter!(
             "realtime_messages_published_total",
-            "source" => match origin { Origin::Connection { .. } => "realtime", Origin::Rest => "rest" },
+            "source" => source,
             "namespace" => crate::telemetry::namespace(channel.as_str())
         )
         .increment(n_messages as u64);
@@ -151,6 +184,82 @@ impl Gateway {
             message_id: first_id
                 .and_then(|id| id.rsplit_once(':').map(|(base, _)| base.to_owned())),
         })
+    }
+
+    /// Takes a publish from its publisher's rate budget: the connection's for realtime (NACK
+    /// 42911), the key's on this node for REST (429, 42910; Supabase users one budget each).
+    fn charge_rate(
+        &self,
+        principal: &Principal,
+        origin: &Origin<'_>,
+        messages: usize,
+        bytes: usize,
+    ) -> Result<(), ErrorInfo> {
+        let limits = &self.config().limits;
+        let now = Instant::now();
+        let (rate, outcome) = match origin {
+            Origin::Connection { rate: bucket, .. } => {
+                let rate = &limits.connection_publish_rate;
+                let mut bucket = bucket.lock().unwrap_or_else(|e| e.into_inner());
+                (rate, bucket.take(rate, messages, bytes, now))
+            }
+            Origin::Rest => {
+                let rate = &limits.key_publish_rate;
+                if rate.is_unlimited() {
+                    return Ok(());
+                }
+                let owner = match principal.key_name.as_str() {
+                    "supabase" => format!("supabase:{}", principal.identity().unwrap_or("")),
+                    key => key.to_owned(),
+                };
+                let mut bucket = self
+                    .inner
+                    .publish_rates
+                    .entry(owner)
+                    .or_insert_with(|| RateBucket::new(rate, now));
+                (rate, bucket.take(rate, messages, bytes, now))
+            }
+        };
+        let Err(exceeded) = outcome else {
+            return Ok(());
+        };
+        let source = origin.source();
+        let (reason, what) = match exceeded {
+            Exceeded::Messages => (
+                "rate_messages",
+                format!(
+                    "{} messages/s (burst {})",
+                    rate.messages_per_sec, rate.burst_messages
+                ),
+            ),
+            Exceeded::Bytes => (
+                "rate_bytes",
+                format!(
+                    "{} bytes/s (burst {})",
+                    rate.bytes_per_sec, rate.burst_bytes
+                ),
+            ),
+        };
+        count_refusal(reason, source);
+        Err(match origin {
+            Origin::Connection { .. } => ErrorCode::ConnectionPublishRateLimited.info(format!(
+                "publish rate limit exceeded: this connection may publish {what}; slow down \
+                 and retry"
+            )),
+            Origin::Rest => ErrorCode::RateLimited.info(format!(
+                "publish rate limit exceeded: this key may publish {what} via REST on this \
+                 node; slow down and retry"
+            )),
+        })
+    }
+
+    /// Forgets REST publish budgets that have refilled (the sweep calls this).
+    pub(crate) fn forget_full_rates(&self) {
+        let rate: PublishRate = self.config().limits.key_publish_rate;
+        let now = Instant::now();
+        self.inner
+            .publish_rates
+            .retain(|_, bucket| !bucket.is_full(&rate, now));
     }
 
     /// Adds an accepted publish to its app's live stats.
@@ -163,6 +272,23 @@ impl Gateway {
         self.stats()
             .record_publish(app, transport, n, bytes, protocol::now_ms());
     }
+}
+
+impl Origin<'_> {
+    /// The metrics label.
+    pub(crate) fn source(&self) -> &'static str {
+        match self {
+            Origin::Connection { .. } => "realtime",
+            Origin::Rest => "rest",
+        }
+    }
+}
+
+/// 40030 for a publish of more messages than one publish may hold.
+pub fn too_many_messages(n: usize, max: usize) -> ErrorInfo {
+    ErrorCode::InvalidPublishRequest.info(format!(
+        "publish of {n} messages exceeds the limit of {max} messages per publish"
+    ))
 }
 
 fn random_id_base() -> String {

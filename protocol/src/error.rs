@@ -13,6 +13,9 @@ pub enum ErrorCode {
     MessageTooLarge,
     InvalidChannelName,
     InvalidClientId,
+    /// A publish Ably would not take as a whole (40030, "invalid publish request"): more
+    /// messages in one publish than the server accepts.
+    InvalidPublishRequest,
     Unauthorized,
     AuthenticationFailed,
     IncompatibleCredentials,
@@ -29,6 +32,10 @@ pub enum ErrorCode {
     BasicAuthRequired,
     NotFound,
     MethodNotAllowed,
+    /// Ably's account-wide rate limit (42910, HTTP 429): REST publishes over a key's rate.
+    RateLimited,
+    /// Ably's per-connection publish rate limit (42911, HTTP 429): NACKed, the connection stays.
+    ConnectionPublishRateLimited,
     /// A request target longer than the server reads.
     UriTooLong,
     /// Request headers bigger than the server reads.
@@ -64,6 +71,7 @@ impl ErrorCode {
             MessageTooLarge => 40009,
             InvalidChannelName => 40010,
             InvalidClientId => 40012,
+            InvalidPublishRequest => 40030,
             Unauthorized => 40100,
             AuthenticationFailed => 40101,
             IncompatibleCredentials => 40102,
@@ -80,6 +88,8 @@ impl ErrorCode {
             BasicAuthRequired => 40162,
             NotFound => 40400,
             MethodNotAllowed => 40500,
+            RateLimited => 42910,
+            ConnectionPublishRateLimited => 42911,
             UriTooLong => 41400,
             HeadersTooLarge => 43100,
             Internal => 50000,

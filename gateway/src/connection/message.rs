@@ -27,6 +27,7 @@ impl Connection {
                         Origin::Connection {
                             id: &self.id,
                             msg_serial,
+                            rate: &self.publish_rate,
                         },
                     )
                     .await

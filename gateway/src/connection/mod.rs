@@ -99,6 +99,8 @@ struct Connection {
     /// Why the read loop ended, for `realtime_connections_closed_total`.
     close_reason: &'static str,
     remain_present_for: Option<Duration>,
+    /// This connection's publish budget (`Limits::connection_publish_rate`).
+    publish_rate: std::sync::Mutex<crate::limits::RateBucket>,
 }
 
 /// When to ask for a new token, and when the current one lapses.
@@ -294,6 +296,10 @@ impl Connection {
             ended_cleanly: false,
             close_reason: "transport",
             remain_present_for: params.remain_present_for,
+            publish_rate: std::sync::Mutex::new(crate::limits::RateBucket::new(
+                &gateway.config().limits.connection_publish_rate,
+                std::time::Instant::now(),
+            )),
         };
         connection.key = format!(
             "{}!{}",
@@ -511,25 +517,52 @@ impl Connection {
 
     async fn on_frame(&mut self, frame: WsMessage) -> Flow {
         // Text frames carry JSON and binary frames msgpack, whatever `format` the client chose.
-        let decoded = match &frame {
+        let (bytes, format) = match &frame {
             WsMessage::Text(text) => {
                 ::metrics::counter!("realtime_bytes_total", "direction" => "in", "format" => "json")
                     .increment(text.len() as u64);
-                protocol::codec::decode(text.as_bytes(), Format::Json)
+                (text.as_bytes(), Format::Json)
             }
             WsMessage::Binary(bytes) => {
                 ::metrics::counter!("realtime_bytes_total", "direction" => "in", "format" => "msgpack")
                     .increment(bytes.len() as u64);
-                protocol::codec::decode(bytes, Format::Msgpack)
+                (&bytes[..], Format::Msgpack)
             }
             WsMessage::Close(_) => return Flow::Stop,
             WsMessage::Ping(_) | WsMessage::Pong(_) => return Flow::Continue,
         };
+        if self.refused_unread(bytes, format) {
+            return Flow::Continue;
+        }
+        let decoded = protocol::codec::decode(bytes, format);
         match decoded {
             Ok(message) => self.on_message(message).await,
             Err(error) => {
                 self.fatal(ErrorCode::BadRequest.info(format!("malformed frame: {error}")))
             }
+        }
+    }
+
+    /// A MESSAGE with more messages than one publish may hold is NACKed from a skim of the
+    /// frame, without building its messages (200,000 × `{}` fit in a 256 KiB msgpack frame).
+    /// Only frames long enough to hold that many are skimmed: every message takes a byte.
+    fn refused_unread(&self, bytes: &[u8], format: Format) -> bool {
+        let max = self.gateway.config().limits.max_messages_per_publish;
+        if bytes.len() <= max {
+            return false;
+        }
+        let Some(shape) = protocol::codec::shape::frame_shape(bytes, format) else {
+            return false;
+        };
+        match (shape.action, shape.msg_serial) {
+            (Some(action), Some(msg_serial))
+                if action == Action::Message as u8 && shape.messages.0 > max =>
+            {
+                crate::limits::count_refusal("too_many_messages", "realtime");
+                self.nack(msg_serial, crate::too_many_messages(shape.messages.0, max));
+                true
+            }
+            _ => false,
         }
     }
 

@@ -3,6 +3,7 @@
 
 mod json;
 mod msgpack;
+pub mod shape;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;

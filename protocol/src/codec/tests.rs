@@ -97,3 +97,52 @@ fn unknown_actions_decode_so_they_can_be_refused() {
     let message: ProtocolMessage = decode(br#"{"action":99}"#, Format::Json).unwrap();
     assert_eq!(message.action(), None);
 }
+
+#[test]
+fn a_frame_is_sized_without_decoding_its_messages() {
+    use super::shape::frame_shape;
+    let empties = vec![serde_json::json!({}); 5000];
+    let frame =
+        serde_json::json!({"action": 15, "channel": "x", "messages": empties, "msgSerial": 9});
+    let json = serde_json::to_vec(&frame).unwrap();
+    let shape = frame_shape(&json, Format::Json).unwrap();
+    assert_eq!(
+        (shape.action, shape.msg_serial, shape.messages.0),
+        (Some(15), Some(9), 5000)
+    );
+    let msgpack = rmp_serde::to_vec_named(&frame).unwrap();
+    let shape = frame_shape(&msgpack, Format::Msgpack).unwrap();
+    assert_eq!(
+        (shape.action, shape.msg_serial, shape.messages.0),
+        (Some(15), Some(9), 5000)
+    );
+    // A frame without messages, and one that is not a ProtocolMessage at all.
+    let heartbeat = frame_shape(br#"{"action":0}"#, Format::Json).unwrap();
+    assert_eq!(heartbeat.messages.0, 0);
+    assert!(frame_shape(b"[1,2", Format::Json).is_none());
+}
+
+#[test]
+fn rest_bodies_are_sized_without_decoding_them() {
+    use super::shape::{batch_shape, list_len, BatchShape};
+    assert_eq!(list_len(b"[{},{},{}]", Format::Json), Some(3));
+    assert_eq!(list_len(br#"{"name":"a"}"#, Format::Json), Some(1));
+    let many = rmp_serde::to_vec_named(&vec![serde_json::json!({}); 100_000]).unwrap();
+    assert_eq!(list_len(&many, Format::Msgpack), Some(100_000));
+    let one = br#"{"channels":["a","b"],"messages":[{},{},{}]}"#;
+    assert_eq!(
+        batch_shape(one, Format::Json),
+        Some(BatchShape {
+            most_messages: 3,
+            total: 6
+        })
+    );
+    let specs = br#"[{"channels":"a","messages":{"data":1}},{"channels":["a","b","c"],"messages":[{},{}]}]"#;
+    assert_eq!(
+        batch_shape(specs, Format::Json),
+        Some(BatchShape {
+            most_messages: 2,
+            total: 7
+        })
+    );
+}
