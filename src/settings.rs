@@ -160,6 +160,73 @@ pub(crate) struct ServeArgs {
     /// TOML policy mapping Supabase claims to capabilities (default: the Digis policy).
     #[arg(long, env = "REALTIME_POLICY")]
     pub policy: Option<PathBuf>,
+    #[command(flatten)]
+    pub publish: PublishArgs,
+}
+
+/// Publish limits (`[publish]` in the file; flags and env win). Defaults in
+/// `gateway::limits::Limits` and the README.
+#[derive(Args, Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PublishArgs {
+    /// Most messages in one publish (realtime MESSAGE, REST publish, one batch spec); more:
+    /// 40030. Default 1000.
+    #[arg(long = "publish-max-messages", env = "REALTIME_PUBLISH_MAX_MESSAGES")]
+    pub max_messages: Option<usize>,
+    /// Most messages × channels one batch publish (`POST /messages`) makes. Default 10000.
+    #[arg(
+        long = "publish-max-batch-messages",
+        env = "REALTIME_PUBLISH_MAX_BATCH_MESSAGES"
+    )]
+    pub max_batch_messages: Option<usize>,
+    /// Per realtime connection: messages per second (0: no rate limit). Default 500.
+    #[arg(
+        long = "publish-connection-messages-per-sec",
+        env = "REALTIME_PUBLISH_CONNECTION_MESSAGES_PER_SEC"
+    )]
+    pub connection_messages_per_sec: Option<u32>,
+    /// Per realtime connection: messages it may publish at once. Default 1000.
+    #[arg(
+        long = "publish-connection-burst-messages",
+        env = "REALTIME_PUBLISH_CONNECTION_BURST_MESSAGES"
+    )]
+    pub connection_burst_messages: Option<u32>,
+    /// Per realtime connection: bytes (Ably's message size) per second. Default 1048576.
+    #[arg(
+        long = "publish-connection-bytes-per-sec",
+        env = "REALTIME_PUBLISH_CONNECTION_BYTES_PER_SEC"
+    )]
+    pub connection_bytes_per_sec: Option<u64>,
+    /// Per realtime connection: bytes it may publish at once. Default 4194304.
+    #[arg(
+        long = "publish-connection-burst-bytes",
+        env = "REALTIME_PUBLISH_CONNECTION_BURST_BYTES"
+    )]
+    pub connection_burst_bytes: Option<u64>,
+    /// Per key, REST publishes on this node: messages per second (0: no rate limit). Default 5000.
+    #[arg(
+        long = "publish-key-messages-per-sec",
+        env = "REALTIME_PUBLISH_KEY_MESSAGES_PER_SEC"
+    )]
+    pub key_messages_per_sec: Option<u32>,
+    /// Per key, REST: messages at once. Default 10000.
+    #[arg(
+        long = "publish-key-burst-messages",
+        env = "REALTIME_PUBLISH_KEY_BURST_MESSAGES"
+    )]
+    pub key_burst_messages: Option<u32>,
+    /// Per key, REST: bytes per second. Default 16777216.
+    #[arg(
+        long = "publish-key-bytes-per-sec",
+        env = "REALTIME_PUBLISH_KEY_BYTES_PER_SEC"
+    )]
+    pub key_bytes_per_sec: Option<u64>,
+    /// Per key, REST: bytes at once. Default 33554432.
+    #[arg(
+        long = "publish-key-burst-bytes",
+        env = "REALTIME_PUBLISH_KEY_BURST_BYTES"
+    )]
+    pub key_burst_bytes: Option<u64>,
 }
 
 const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
@@ -214,6 +281,15 @@ impl Settings {
             ),
             format!("events: {} types", config.events.types.len()),
             format!(
+                "publish: at most {} messages and {} bytes per publish, {} per batch; \
+                 per connection {}, per key (REST, this node) {}",
+                config.limits.max_messages_per_publish,
+                config.limits.max_message_bytes,
+                config.limits.max_batch_messages,
+                describe_rate(&config.limits.connection_publish_rate),
+                describe_rate(&config.limits.key_publish_rate)
+            ),
+            format!(
                 "timing: maxIdleInterval {} ms, connectionStateTtl {} ms, presence grace {} ms",
                 config.timing.max_idle_interval.as_millis(),
                 config.timing.connection_state_ttl.as_millis(),
@@ -240,6 +316,16 @@ impl Settings {
     }
 }
 
+fn describe_rate(rate: &gateway::limits::PublishRate) -> String {
+    if rate.is_unlimited() {
+        return "unlimited".into();
+    }
+    format!(
+        "{} msg/s (burst {}), {} B/s (burst {})",
+        rate.messages_per_sec, rate.burst_messages, rate.bytes_per_sec, rate.burst_bytes
+    )
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
@@ -260,6 +346,8 @@ struct FileConfig {
     /// Same as `--cors-origins`; the flag, when given, replaces the file's list.
     #[serde(default)]
     cors_origins: Vec<String>,
+    /// `[publish]`: the same settings as the `--publish-*` flags.
+    publish: Option<PublishArgs>,
 }
 
 /// `[events]`: the types `POST /events` accepts. `[[events.types]]` add to the built-in Digis
@@ -389,7 +477,8 @@ pub(crate) fn resolve(args: ServeArgs) -> Result<Settings, String> {
     } else {
         args.cors_origins.clone()
     })?;
-    Ok(Settings {
+    let file_publish = file.publish.unwrap_or_default();
+    let mut settings = Settings {
         listen,
         gateway: gateway::Config {
             keys,
@@ -418,7 +507,9 @@ pub(crate) fn resolve(args: ServeArgs) -> Result<Settings, String> {
             ..Default::default()
         },
         generated_key,
-    })
+    };
+    publish_limits(&mut settings.gateway.limits, &args.publish, &file_publish)?;
+    Ok(settings)
 }
 
 /// The connection timers the config file may set (flags and env win).
@@ -494,6 +585,64 @@ fn timing(args: &ServeArgs, file: &FileTiming) -> Result<gateway::limits::Timing
         shutdown_grace: Duration::from_millis(args.drain_ms),
         ..defaults
     })
+}
+
+/// Applies the publish settings to `limits`: flags and env over `[publish]` over defaults.
+fn publish_limits(
+    limits: &mut gateway::limits::Limits,
+    args: &PublishArgs,
+    file: &PublishArgs,
+) -> Result<(), String> {
+    macro_rules! set {
+        ($target:expr, $field:ident) => {
+            if let Some(value) = args.$field.or(file.$field) {
+                $target = value;
+            }
+        };
+    }
+    set!(limits.max_messages_per_publish, max_messages);
+    set!(limits.max_batch_messages, max_batch_messages);
+    let connection = &mut limits.connection_publish_rate;
+    set!(connection.messages_per_sec, connection_messages_per_sec);
+    set!(connection.burst_messages, connection_burst_messages);
+    set!(connection.bytes_per_sec, connection_bytes_per_sec);
+    set!(connection.burst_bytes, connection_burst_bytes);
+    let key = &mut limits.key_publish_rate;
+    set!(key.messages_per_sec, key_messages_per_sec);
+    set!(key.burst_messages, key_burst_messages);
+    set!(key.bytes_per_sec, key_bytes_per_sec);
+    set!(key.burst_bytes, key_burst_bytes);
+    let max = limits.max_messages_per_publish;
+    if max == 0 {
+        return Err("--publish-max-messages: must be at least 1".into());
+    }
+    if limits.max_batch_messages < max {
+        return Err(format!(
+            "--publish-max-batch-messages: must be at least --publish-max-messages ({max})"
+        ));
+    }
+    for (name, rate) in [
+        ("connection", &limits.connection_publish_rate),
+        ("key", &limits.key_publish_rate),
+    ] {
+        if rate.is_unlimited() {
+            continue;
+        }
+        // A publish the buckets could never hold would be refused forever.
+        if (rate.burst_messages as usize) < max {
+            return Err(format!(
+                "--publish-{name}-burst-messages: must be at least --publish-max-messages ({max})"
+            ));
+        }
+        if rate.burst_bytes < limits.max_message_bytes as u64 || rate.bytes_per_sec == 0 {
+            return Err(format!(
+                "--publish-{name}-burst-bytes / -bytes-per-sec: the burst must hold the largest \
+                 publish ({} bytes) and the rate be above 0",
+                limits.max_message_bytes
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn hub_config(
@@ -843,7 +992,43 @@ mod tests {
             cors_origins: Vec::new(),
             server_id: None,
             redis: None,
+            publish: PublishArgs::default(),
         }
+    }
+
+    #[test]
+    fn publish_limits_come_from_flags_over_the_file() {
+        let settings = with_file(
+            "publish",
+            "[publish]\nmax_messages = 50\nconnection_messages_per_sec = 20\nconnection_burst_messages = 60\nkey_messages_per_sec = 0\n",
+        )
+        .unwrap();
+        let limits = &settings.gateway.limits;
+        assert_eq!(limits.max_messages_per_publish, 50);
+        assert_eq!(limits.connection_publish_rate.messages_per_sec, 20);
+        assert_eq!(limits.connection_publish_rate.burst_messages, 60);
+        assert!(limits.key_publish_rate.is_unlimited());
+        let flagged = resolve(ServeArgs {
+            publish: PublishArgs {
+                connection_messages_per_sec: Some(7),
+                ..PublishArgs::default()
+            },
+            ..args("127.0.0.1:0", "a.b:c")
+        })
+        .unwrap();
+        assert_eq!(
+            flagged
+                .gateway
+                .limits
+                .connection_publish_rate
+                .messages_per_sec,
+            7
+        );
+        // A burst smaller than the largest publish could never be met.
+        let error = with_file("publish-bad", "[publish]\nconnection_burst_messages = 10\n")
+            .err()
+            .unwrap();
+        assert!(error.contains("burst-messages"), "{error}");
     }
 
     #[test]

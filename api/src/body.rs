@@ -32,6 +32,17 @@ impl<T> OneOrMany<T> {
         matches!(self, OneOrMany::One(_))
     }
 
+    pub(crate) fn as_slice(&self) -> &[T] {
+        match self {
+            OneOrMany::Many(items) => items,
+            OneOrMany::One(item) => std::slice::from_ref(item),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
     pub(crate) fn into_vec(self) -> Vec<T> {
         match self {
             OneOrMany::Many(items) => items,
@@ -45,22 +56,27 @@ pub(crate) fn response_format(headers: &HeaderMap) -> Format {
     format_of(headers.get("accept")).unwrap_or(Format::Json)
 }
 
+/// The request body's format by its Content-Type (JSON when absent); `None` if unsupported.
+pub(crate) fn body_format(headers: &HeaderMap) -> Option<Format> {
+    match headers.get("content-type") {
+        None => Some(Format::Json),
+        Some(value) => format_of(Some(value)),
+    }
+}
+
 /// Decodes a request body by its Content-Type (JSON when absent).
 pub(crate) fn decode<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: &[u8],
     respond_in: Format,
 ) -> Result<T, ApiError> {
-    let format = match headers.get("content-type") {
-        None => Format::Json,
-        Some(value) => format_of(Some(value)).ok_or_else(|| {
-            ApiError::code(
-                ErrorCode::InvalidRequestBody,
-                "Content-Type must be application/json or application/x-msgpack",
-                respond_in,
-            )
-        })?,
-    };
+    let format = body_format(headers).ok_or_else(|| {
+        ApiError::code(
+            ErrorCode::InvalidRequestBody,
+            "Content-Type must be application/json or application/x-msgpack",
+            respond_in,
+        )
+    })?;
     protocol::codec::decode(body, format).map_err(|error| {
         ApiError::code(
             ErrorCode::InvalidRequestBody,

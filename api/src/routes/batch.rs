@@ -7,11 +7,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use gateway::{Gateway, Origin};
+use protocol::codec::shape::BatchShape;
 use protocol::{ChannelName, ErrorCode, ErrorInfo, Format, Message, Operation, PresenceMessage};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::principal;
-use crate::body::{decode, respond, response_format, OneOrMany};
+use crate::body::{body_format, decode, respond, response_format, OneOrMany};
 use crate::error::ApiError;
 
 #[derive(Deserialize)]
@@ -52,6 +53,26 @@ fn batch<T>(results: Vec<T>, failed: impl Fn(&T) -> bool) -> BatchResult<T> {
     }
 }
 
+/// A batch is refused whole (40030) when one spec holds more messages than a publish may, or
+/// the publishes it makes (messages × channels, summed) are more than a batch may make.
+fn check_batch(shape: BatchShape, limits: &gateway::limits::Limits) -> Result<(), ErrorInfo> {
+    if shape.most_messages > limits.max_messages_per_publish {
+        gateway::limits::count_refusal("too_many_messages", "rest");
+        return Err(gateway::too_many_messages(
+            shape.most_messages,
+            limits.max_messages_per_publish,
+        ));
+    }
+    if shape.total > limits.max_batch_messages {
+        gateway::limits::count_refusal("batch_too_large", "rest");
+        return Err(ErrorCode::InvalidPublishRequest.info(format!(
+            "batch publish of {} messages (messages × channels) exceeds the limit of {}",
+            shape.total, limits.max_batch_messages
+        )));
+    }
+    Ok(())
+}
+
 /// Each spec's messages go to each of its channels; one result per (spec, channel).
 pub(crate) async fn publish(
     State(gateway): State<Gateway>,
@@ -60,7 +81,25 @@ pub(crate) async fn publish(
 ) -> Result<Response, ApiError> {
     let format = response_format(&headers);
     let caller = principal(&gateway, &headers, format).await?;
+    let limits = &gateway.config().limits;
+    // Sized from a skim before decoding (a long body may hold many messages), and again after.
+    if body.len() > limits.max_messages_per_publish {
+        let shape = body_format(&headers)
+            .and_then(|body_format| protocol::codec::shape::batch_shape(&body, body_format));
+        if let Some(shape) = shape {
+            check_batch(shape, limits).map_err(|error| ApiError::new(error, format))?;
+        }
+    }
     let body = decode::<OneOrMany<PublishSpec>>(&headers, &body, format)?;
+    let mut shape = BatchShape::default();
+    for spec in body.as_slice() {
+        let messages = spec.messages.len();
+        shape.most_messages = shape.most_messages.max(messages);
+        shape.total = shape
+            .total
+            .saturating_add(messages.saturating_mul(spec.channels.len()));
+    }
+    check_batch(shape, limits).map_err(|error| ApiError::new(error, format))?;
     // One spec (not in an array) is answered with its results alone, as Ably does.
     let single = body.is_one();
     let specs = body.into_vec();

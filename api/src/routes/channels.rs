@@ -9,7 +9,7 @@ use protocol::{ChannelName, ErrorCode, Format, Message, Operation};
 use serde::Serialize;
 
 use crate::auth::principal;
-use crate::body::{decode, respond, response_format, OneOrMany};
+use crate::body::{body_format, decode, respond, response_format, OneOrMany};
 use crate::error::ApiError;
 
 /// One message or an array of them: ably-js always sends an array, ably-python a lone object.
@@ -31,6 +31,17 @@ pub(crate) async fn publish(
     let format = response_format(&headers);
     let principal = principal(&gateway, &headers, format).await?;
     let channel = ChannelName::parse(&channel).map_err(|e| ApiError::new(e, format))?;
+    // More messages than a publish may hold are refused from a skim of the body, before
+    // building them (every message takes at least a byte, so only longer bodies are skimmed).
+    let max = gateway.config().limits.max_messages_per_publish;
+    if body.len() > max {
+        let counted = body_format(&headers)
+            .and_then(|body_format| protocol::codec::shape::list_len(&body, body_format));
+        if let Some(n) = counted.filter(|n| *n > max) {
+            gateway::limits::count_refusal("too_many_messages", "rest");
+            return Err(ApiError::new(gateway::too_many_messages(n, max), format));
+        }
+    }
     let messages = decode::<OneOrMany<Message>>(&headers, &body, format)?.into_vec();
     let receipt = gateway
         .publish(&principal, &channel, messages, Origin::Rest)
