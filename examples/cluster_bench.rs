@@ -770,6 +770,8 @@ impl Node {
         let mut child = Command::new(binary)
             .args(["serve", "--listen", "127.0.0.1:0", "--keys", KEY])
             .args(["--redis", redis_url])
+            // `--rate 0` saturates each publisher connection on purpose.
+            .args(["--publish-connection-messages-per-sec", "0"])
             .env("RUST_LOG", "info")
             .env_remove("REALTIME_KEYS")
             .env_remove("REALTIME_LISTEN")

@@ -179,25 +179,25 @@ pub(crate) struct PublishArgs {
         env = "REALTIME_PUBLISH_MAX_BATCH_MESSAGES"
     )]
     pub max_batch_messages: Option<usize>,
-    /// Per realtime connection: messages per second (0: no rate limit). Default 500.
+    /// Per realtime connection: messages per second (0: no rate limit). Default 1000.
     #[arg(
         long = "publish-connection-messages-per-sec",
         env = "REALTIME_PUBLISH_CONNECTION_MESSAGES_PER_SEC"
     )]
     pub connection_messages_per_sec: Option<u32>,
-    /// Per realtime connection: messages it may publish at once. Default 1000.
+    /// Per realtime connection: messages it may publish at once. Default 2000.
     #[arg(
         long = "publish-connection-burst-messages",
         env = "REALTIME_PUBLISH_CONNECTION_BURST_MESSAGES"
     )]
     pub connection_burst_messages: Option<u32>,
-    /// Per realtime connection: bytes (Ably's message size) per second. Default 1048576.
+    /// Per realtime connection: bytes (Ably's message size) per second. Default 4194304.
     #[arg(
         long = "publish-connection-bytes-per-sec",
         env = "REALTIME_PUBLISH_CONNECTION_BYTES_PER_SEC"
     )]
     pub connection_bytes_per_sec: Option<u64>,
-    /// Per realtime connection: bytes it may publish at once. Default 4194304.
+    /// Per realtime connection: bytes it may publish at once. Default 16777216.
     #[arg(
         long = "publish-connection-burst-bytes",
         env = "REALTIME_PUBLISH_CONNECTION_BURST_BYTES"

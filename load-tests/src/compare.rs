@@ -444,6 +444,9 @@ fn start(
                     listen.clone(),
                     "--keys".into(),
                     OUR_KEY.into(),
+                    // The open loop saturates one connection on purpose, as with the peers.
+                    "--publish-connection-messages-per-sec".into(),
+                    "0".into(),
                 ],
                 vec![("TOKIO_WORKER_THREADS".into(), workers.clone())],
             )

@@ -8,16 +8,16 @@ use crate::support::*;
 /// Two well-behaved clients on the server under test: a subscriber on `bystander` and an
 /// unattached publisher. The subscriber must see exactly the bystander publications, in order,
 /// whatever else happens on the server.
-struct Bystanders {
+pub(crate) struct Bystanders {
     subscriber: Client,
     publisher: Client,
     published: Vec<String>,
 }
 
 impl Bystanders {
-    const CHANNEL: &'static str = "bystander";
+    pub(crate) const CHANNEL: &'static str = "bystander";
 
-    async fn join(server: &Server) -> Bystanders {
+    pub(crate) async fn join(server: &Server) -> Bystanders {
         let mut subscriber = server
             .connect(&format!("key={FULL_KEY}&format=msgpack"))
             .await;
@@ -30,7 +30,7 @@ impl Bystanders {
         }
     }
 
-    async fn publish(&mut self, name: &str) {
+    pub(crate) async fn publish(&mut self, name: &str) {
         let msg_serial = self.published.len() as u64;
         self.publisher
             .publish_acked(
@@ -44,7 +44,7 @@ impl Bystanders {
 
     /// Publishes once more, then checks the subscriber got every bystander message and nothing
     /// else.
-    async fn assert_undisturbed(mut self) {
+    pub(crate) async fn assert_undisturbed(mut self) {
         self.publish("after").await;
         for name in &self.published {
             let delivery = self.subscriber.expect(MESSAGE).await;

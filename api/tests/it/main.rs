@@ -9,6 +9,7 @@ mod dashboard;
 mod edges;
 mod heartbeats;
 mod openapi;
+mod publish_limits;
 mod realtime;
 mod rest;
 mod sandbox;

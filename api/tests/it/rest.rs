@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use crate::support::*;
 
 /// An Ably REST error: status, exact Content-Type, `X-Ably-ErrorCode` and the envelope.
-fn assert_rest_error(response: &Response, code: u64, status: u16) {
+pub(crate) fn assert_rest_error(response: &Response, code: u64, status: u16) {
     assert_eq!(response.status, status, "{response:?}");
     let code_text = code.to_string();
     assert_eq!(

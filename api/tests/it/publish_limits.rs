@@ -1,0 +1,231 @@
+//! Amplification bounded: a publish of more messages (or bytes) than one publish may hold is
+//! refused before anything is acknowledged or delivered, and an accepted one reaches every
+//! subscriber that keeps reading, however many frames it takes. Each attack checks that a
+//! bystander on another channel, and other readers of the same channel, are unaffected.
+
+use serde_json::{json, Value};
+
+use crate::bad_input::Bystanders;
+use crate::rest::assert_rest_error;
+use crate::support::*;
+
+const CHANNEL: &str = "flooded";
+
+/// Readers of the attacked channel, one per format.
+async fn readers(server: &Server) -> (Client, Client) {
+    let mut json_reader = server.connect(&format!("key={FULL_KEY}&format=json")).await;
+    json_reader.attach(CHANNEL).await;
+    let mut msgpack_reader = server
+        .connect(&format!("key={FULL_KEY}&format=msgpack"))
+        .await;
+    msgpack_reader.attach(CHANNEL).await;
+    (json_reader, msgpack_reader)
+}
+
+/// The reader's next delivery is the one message `name`: nothing from a refused publish came
+/// before it.
+async fn expect_only(reader: &mut Client, name: &str) {
+    let delivery = reader.expect(MESSAGE).await;
+    let messages = delivery["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 1, "{delivery}");
+    assert_eq!(messages[0]["name"], name, "{delivery}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_of_10000_messages_is_nacked_and_nothing_is_delivered() {
+    let server = Server::start().await;
+    let mut others = Bystanders::join(&server).await;
+    let (mut json_reader, mut msgpack_reader) = readers(&server).await;
+
+    // 10,000 empty messages in a 30 KB JSON frame.
+    let mut victim = server.connect(&format!("key={FULL_KEY}&format=json")).await;
+    let empties = Value::Array(vec![json!({}); 10_000]);
+    victim.publish(CHANNEL, 0, empties).await;
+    others.publish("meanwhile").await;
+    let nack = victim.expect(NACK).await;
+    assert_eq!(nack["msgSerial"], 0, "{nack}");
+    assert_eq!(nack["count"], 1, "{nack}");
+    assert_error(&nack, 40030, 400);
+
+    // 200,000 × `{}` in a 200 KB msgpack frame, from another connection.
+    let mut packed = server
+        .connect(&format!("key={FULL_KEY}&format=msgpack"))
+        .await;
+    let mut frame = to_msgpack(&json!({"action": MESSAGE, "channel": CHANNEL, "msgSerial": 0}));
+    // A fixmap of 3 becomes 4 entries: the last is `messages`, an array32 of empty maps.
+    assert_eq!(frame[0], 0x83);
+    frame[0] = 0x84;
+    frame.push(0xa8);
+    frame.extend_from_slice(b"messages");
+    frame.push(0xdd);
+    frame.extend_from_slice(&200_000u32.to_be_bytes());
+    frame.extend(std::iter::repeat_n(0x80, 200_000));
+    packed.send_binary(frame).await;
+    let nack = packed.expect(NACK).await;
+    assert_eq!(nack["msgSerial"], 0, "{nack}");
+    assert_error(&nack, 40030, 400);
+
+    // Both publishers carry on; the readers got none of the refused messages, only this.
+    victim
+        .publish_acked(CHANNEL, 1, json!([{"name": "after"}]))
+        .await;
+    expect_only(&mut json_reader, "after").await;
+    expect_only(&mut msgpack_reader, "after").await;
+    packed
+        .publish_acked("elsewhere", 1, json!([{"name": "fine"}]))
+        .await;
+    others.assert_undisturbed().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_messages_are_all_delivered_to_every_reader_in_frames_that_fit() {
+    let server = Server::start().await;
+    let mut others = Bystanders::join(&server).await;
+    let (mut json_reader, mut msgpack_reader) = readers(&server).await;
+    let mut publisher = server
+        .connect(&format!("key={FULL_KEY}&format=msgpack"))
+        .await;
+    // 60 control characters each: 64 KB of publish, but ~200 bytes per message of ids and
+    // serials and 6 bytes per character as JSON (`\u0001`): over 400 KB as one JSON frame.
+    let messages: Vec<Value> = (0..1000)
+        .map(|i| json!({"name": format!("m{i}"), "data": "\u{1}".repeat(60)}))
+        .collect();
+    let serials = publisher
+        .publish_acked(CHANNEL, 0, Value::Array(messages))
+        .await;
+    assert_eq!(serials.len(), 1000);
+    others.publish("meanwhile").await;
+
+    for (reader, max_frames) in [(&mut json_reader, usize::MAX), (&mut msgpack_reader, 1000)] {
+        let mut received: Vec<String> = Vec::new();
+        let mut frames = 0;
+        while received.len() < 1000 {
+            let delivery = reader.expect(MESSAGE).await;
+            frames += 1;
+            let messages = delivery["messages"].as_array().unwrap();
+            for message in messages {
+                assert_eq!(message["name"], format!("m{}", received.len()), "in order");
+                assert_eq!(message["data"], "\u{1}".repeat(60));
+                received.push(message["serial"].as_str().unwrap().to_owned());
+            }
+            // A client resuming after this frame resumes from its last message.
+            assert_eq!(
+                delivery["channelSerial"],
+                *messages.last().unwrap().get("serial").unwrap(),
+                "{delivery:.200}"
+            );
+        }
+        assert_eq!(received, serials, "every message, with the ACKed serials");
+        assert!(frames <= max_frames);
+        if reader.format == Format::Json {
+            assert!(frames >= 2, "the JSON delivery is split: {frames} frame(s)");
+        }
+        // Still connected, nothing else queued.
+        reader
+            .send(json!({"action": HEARTBEAT, "id": "still-there"}))
+            .await;
+        assert_eq!(reader.expect(HEARTBEAT).await["id"], "still-there");
+    }
+    others.assert_undisturbed().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_64_kib_limit_is_on_the_whole_publish() {
+    let server = Server::start().await;
+    let mut others = Bystanders::join(&server).await;
+    let (mut json_reader, mut msgpack_reader) = readers(&server).await;
+    let half = "x".repeat(40 * 1024);
+    let two_halves = json!([{"name": "a", "data": half}, {"name": "b", "data": half}]);
+
+    let mut victim = server.connect(&format!("key={FULL_KEY}&format=json")).await;
+    victim.publish(CHANNEL, 0, two_halves.clone()).await;
+    let nack = victim.expect(NACK).await;
+    assert_eq!(nack["msgSerial"], 0, "{nack}");
+    assert_error(&nack, 40009, 413);
+
+    let path = format!("/channels/{CHANNEL}/messages");
+    let response = server
+        .http(Request::post_json(&path, &two_halves).basic(FULL_KEY))
+        .await;
+    assert_rest_error(&response, 40009, 413);
+    others.publish("meanwhile").await;
+
+    // Each half alone is fine.
+    victim
+        .publish_acked(CHANNEL, 1, json!([{"name": "one", "data": half}]))
+        .await;
+    expect_only(&mut json_reader, "one").await;
+    expect_only(&mut msgpack_reader, "one").await;
+    others.assert_undisturbed().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_publishes_of_too_many_messages_are_refused_unbuilt() {
+    let server = Server::start().await;
+    let mut others = Bystanders::join(&server).await;
+    let (mut json_reader, mut msgpack_reader) = readers(&server).await;
+    let path = format!("/channels/{CHANNEL}/messages");
+    let empties = Value::Array(vec![json!({}); 100_000]);
+
+    let response = server
+        .http(Request::post_json(&path, &empties).basic(FULL_KEY))
+        .await;
+    assert_rest_error(&response, 40030, 400);
+    let response = server
+        .http(
+            Request::post_msgpack(&path, &empties)
+                .basic(FULL_KEY)
+                .header("accept", "application/x-msgpack"),
+        )
+        .await;
+    assert_rest_error(&response, 40030, 400);
+    // 1,001 is one too many; 1,000 goes through.
+    let response = server
+        .http(Request::post_json(&path, &Value::Array(vec![json!({}); 1001])).basic(FULL_KEY))
+        .await;
+    assert_rest_error(&response, 40030, 400);
+    others.publish("meanwhile").await;
+
+    let accepted = server
+        .http(Request::post_json(&path, &json!([{"name": "after"}])).basic(FULL_KEY))
+        .await;
+    assert_eq!(accepted.status, 201, "{accepted:?}");
+    expect_only(&mut json_reader, "after").await;
+    expect_only(&mut msgpack_reader, "after").await;
+    others.assert_undisturbed().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_publishes_are_bounded_per_spec_and_in_total() {
+    let server = Server::start().await;
+    let mut others = Bystanders::join(&server).await;
+    let (mut json_reader, mut msgpack_reader) = readers(&server).await;
+
+    // One spec over the per-publish cap, refused whole (its other channel got nothing either).
+    let spec = json!({"channels": [CHANNEL, "other"], "messages": vec![json!({}); 1001]});
+    let response = server
+        .http(Request::post_json("/messages", &spec).basic(FULL_KEY))
+        .await;
+    assert_rest_error(&response, 40030, 400);
+
+    // 20 channels × 1,000 messages: each publish within the cap, the batch over 10,000.
+    let channels: Vec<String> = (0..20).map(|i| format!("fan-{i}")).collect();
+    let wide = json!([
+        {"channels": [CHANNEL], "messages": [{"name": "x"}]},
+        {"channels": channels, "messages": vec![json!({}); 1000]},
+    ]);
+    let response = server
+        .http(Request::post_json("/messages", &wide).basic(FULL_KEY))
+        .await;
+    assert_rest_error(&response, 40030, 400);
+    others.publish("meanwhile").await;
+
+    let fine = json!({"channels": [CHANNEL], "messages": [{"name": "after"}]});
+    let response = server
+        .http(Request::post_json("/messages", &fine).basic(FULL_KEY))
+        .await;
+    assert_eq!(response.status, 201, "{response:?}");
+    expect_only(&mut json_reader, "after").await;
+    expect_only(&mut msgpack_reader, "after").await;
+    others.assert_undisturbed().await;
+}
