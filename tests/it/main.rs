@@ -8,6 +8,7 @@ mod contract;
 mod cors;
 mod dashboard;
 mod events;
+mod floods;
 mod metrics;
 mod process;
 mod redis_cluster;

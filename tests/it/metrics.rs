@@ -8,7 +8,7 @@ use serde_json::json;
 use crate::support::{connect, http, next_json, send_json, Server};
 
 /// The value of the sample `name{...}` whose labels include every pair in `labels` (0 if none).
-fn sample(page: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn sample(page: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     page.lines()
         .filter(|line| !line.starts_with('#'))
         .filter_map(|line| {
@@ -24,7 +24,7 @@ fn sample(page: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
-async fn scrape(addr: std::net::SocketAddr) -> (u16, String) {
+pub(crate) async fn scrape(addr: std::net::SocketAddr) -> (u16, String) {
     http(
         addr,
         "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
@@ -32,14 +32,14 @@ async fn scrape(addr: std::net::SocketAddr) -> (u16, String) {
     .await
 }
 
-fn publish(channel: &str, body: &str, auth: &str) -> String {
+pub(crate) fn publish(channel: &str, body: &str, auth: &str) -> String {
     format!(
         "POST /channels/{channel}/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
 }
 
-const AUTH: &str = "YXBwLms6c2VjcmV0"; // app.k:secret
+pub(crate) const AUTH: &str = "YXBwLms6c2VjcmV0"; // app.k:secret
 const BAD_AUTH: &str = "YXBwLms6d3Jvbmc="; // app.k:wrong
 
 #[test]
