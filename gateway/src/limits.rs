@@ -153,7 +153,8 @@ impl RateBucket {
 }
 
 /// Counts a refused publish (once per refusal): `reason` is `too_many_messages`, `too_large`,
-/// `batch_too_large`, `rate_messages` or `rate_bytes`; `source` `realtime` or `rest`.
+/// `batch_too_large`, `rate_messages`, `rate_bytes` or `frame_too_large` (a frame over
+/// `max_frame_bytes`, which also ends the connection); `source` `realtime` or `rest`.
 pub fn count_refusal(reason: &'static str, source: &'static str) {
     ::metrics::counter!("realtime_publish_refused_total", "reason" => reason, "source" => source)
         .increment(1);

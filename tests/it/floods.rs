@@ -172,6 +172,28 @@ fn publish_floods_are_refused_by_rate_and_nobody_else_notices() {
             heard |= frame["action"] == 15 && frame["messages"][0]["name"] == "hi";
         }
 
+        // A frame over 256 KiB ends its own connection (40009), nobody else's.
+        let mut oversized = connect(server.addr, "key=app.k:secret&format=json").await;
+        assert_eq!(next_json(&mut oversized).await["action"], 4);
+        let huge = json!({"action": 15, "channel": "flood", "msgSerial": 0,
+            "messages": [{"data": "x".repeat(300 * 1024)}]});
+        send_json(&mut oversized, huge).await;
+        let error = next_json(&mut oversized).await;
+        assert_eq!(
+            (error["action"].clone(), error["error"]["code"].clone()),
+            (json!(9), json!(40009)),
+            "{error}"
+        );
+        send_json(&mut bystander, json!({"action": 0, "id": "still"})).await;
+        let mut pong = next_json(&mut bystander).await;
+        while pong["action"] != 0 || pong["id"] != "still" {
+            assert_ne!(
+                pong["action"], 15,
+                "nothing more on the calm channel: {pong}"
+            );
+            pong = next_json(&mut bystander).await;
+        }
+
         let (status, page) = scrape(admin).await;
         assert_eq!(status, 200);
         let refused = |reason, source| {
@@ -184,6 +206,7 @@ fn publish_floods_are_refused_by_rate_and_nobody_else_notices() {
         assert_eq!(refused("rate_messages", "realtime"), 1.0, "{page}");
         assert_eq!(refused("too_many_messages", "realtime"), 1.0, "{page}");
         assert_eq!(refused("rate_messages", "rest"), 1.0, "{page}");
+        assert_eq!(refused("frame_too_large", "realtime"), 1.0, "{page}");
         assert_eq!(refused("rate_bytes", "realtime"), 0.0, "{page}");
     });
 }

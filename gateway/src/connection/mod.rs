@@ -507,6 +507,7 @@ impl Connection {
             return flow;
         }
         if matches!(error, Some(WsError::Capacity(_))) {
+            crate::limits::count_refusal("frame_too_large", "realtime");
             let limit = self.gateway.config().limits.max_frame_bytes;
             return self.fatal(
                 ErrorCode::MessageTooLarge.info(format!("frame exceeds the {limit}-byte limit")),
