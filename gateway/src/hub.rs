@@ -1249,52 +1249,83 @@ fn fan_out(
 /// or the subscriber is dropped, and 1,000 small messages carry ~200 KB of ids and serials.
 pub const MAX_DELIVERY_FRAME_BYTES: usize = 256 * 1024;
 
-/// Encodes a MESSAGE for one format as one frame or, when that is over `max` bytes, as several
-/// frames of consecutive messages (halved until each fits or holds one message), each with the
-/// `channelSerial` of its last message, so a client that resumes after any of them resumes
-/// right. Messages without an id get the one ably-js would give them from the whole frame
-/// (`<id>:<index>`), so splitting changes no message's id. Presence and one-message frames go
-/// as they are.
+/// Encodes a MESSAGE (or PRESENCE) for one format as one frame or, when that is over `max`
+/// bytes, as several frames of consecutive messages (halved until each fits or holds one
+/// message), each MESSAGE frame with the `channelSerial` of its last message, so a client that
+/// resumes after any of them resumes right. Messages without an id get the one ably-js would
+/// give them from the whole frame (`<id>:<index>`), so splitting changes no message's id.
+/// Frames with one message go as they are.
 pub fn encode_split(
     outgoing: &mut ProtocolMessage,
     format: Format,
     max: usize,
 ) -> Result<Vec<Frame>, protocol::codec::EncodeError> {
     let whole = Frame::encode(outgoing, format)?;
-    if whole.len() <= max || outgoing.messages.as_ref().is_none_or(|m| m.len() <= 1) {
+    if whole.len() <= max {
         return Ok(vec![whole]);
     }
-    drop(whole);
-    let Some(mut messages) = outgoing.messages.take() else {
-        return Ok(Vec::new());
-    };
-    if let Some(id) = &outgoing.id {
-        for (index, message) in messages.iter_mut().enumerate() {
-            message.id.get_or_insert_with(|| format!("{id}:{index}"));
-        }
-    }
-    let serial = outgoing.channel_serial.clone();
     let mut frames = Vec::new();
-    let split = split_into(outgoing, &messages, format, max, &mut frames);
-    outgoing.messages = Some(messages);
+    let serial = outgoing.channel_serial.clone();
+    let split = if outgoing.messages.as_ref().is_some_and(|m| m.len() > 1) {
+        let mut messages = outgoing.messages.take().unwrap_or_default();
+        if let Some(id) = &outgoing.id {
+            for (index, message) in messages.iter_mut().enumerate() {
+                message.id.get_or_insert_with(|| format!("{id}:{index}"));
+            }
+        }
+        let split = split_into(outgoing, &messages, format, max, &mut frames);
+        outgoing.messages = Some(messages);
+        split
+    } else if outgoing.presence.as_ref().is_some_and(|p| p.len() > 1) {
+        let events = outgoing.presence.take().unwrap_or_default();
+        let split = split_into(outgoing, &events, format, max, &mut frames);
+        outgoing.presence = Some(events);
+        split
+    } else {
+        return Ok(vec![whole]);
+    };
     outgoing.channel_serial = serial;
     split?;
     Ok(frames)
 }
 
-/// Halves `messages` (known not to fit one frame) until each part fits, in order.
-fn split_into(
+/// What a frame carries a list of: messages or presence events.
+trait Item: Clone {
+    fn put(shell: &mut ProtocolMessage, items: Vec<Self>);
+    fn serial(&self) -> Option<&String>;
+}
+
+impl Item for Message {
+    fn put(shell: &mut ProtocolMessage, items: Vec<Self>) {
+        shell.messages = Some(items);
+    }
+    fn serial(&self) -> Option<&String> {
+        self.serial.as_ref()
+    }
+}
+
+impl Item for PresenceMessage {
+    fn put(shell: &mut ProtocolMessage, items: Vec<Self>) {
+        shell.presence = Some(items);
+    }
+    fn serial(&self) -> Option<&String> {
+        None
+    }
+}
+
+/// Halves `items` (known not to fit one frame) until each part fits, in order.
+fn split_into<T: Item>(
     shell: &mut ProtocolMessage,
-    messages: &[Message],
+    items: &[T],
     format: Format,
     max: usize,
     frames: &mut Vec<Frame>,
 ) -> Result<(), protocol::codec::EncodeError> {
-    let (first, second) = messages.split_at(messages.len() / 2);
+    let (first, second) = items.split_at(items.len() / 2);
     for half in [first, second] {
-        shell.messages = Some(half.to_vec());
-        if let Some(serial) = half.last().and_then(|m| m.serial.clone()) {
-            shell.channel_serial = Some(serial);
+        T::put(shell, half.to_vec());
+        if let Some(serial) = half.last().and_then(T::serial) {
+            shell.channel_serial = Some(serial.clone());
         }
         let frame = Frame::encode(shell, format)?;
         if frame.len() <= max || half.len() <= 1 {

@@ -544,12 +544,18 @@ impl Connection {
         }
     }
 
-    /// A MESSAGE with more messages than one publish may hold is NACKed from a skim of the
-    /// frame, without building its messages (200,000 × `{}` fit in a 256 KiB msgpack frame).
-    /// Only frames long enough to hold that many are skimmed: every message takes a byte.
+    /// A MESSAGE with many more messages than one publish may hold is NACKed from a skim of
+    /// the frame, without building its messages (200,000 × `{}` fit in a 256 KiB msgpack
+    /// frame). Only frames that could hold four times the limit are skimmed (a message takes
+    /// at least 3 bytes in JSON, `{},`, 1 in msgpack), so an ordinary publish is parsed once;
+    /// anything between is decoded and refused by `Gateway::publish`.
     fn refused_unread(&self, bytes: &[u8], format: Format) -> bool {
         let max = self.gateway.config().limits.max_messages_per_publish;
-        if bytes.len() <= max {
+        let least_per_message = match format {
+            Format::Json => 3,
+            Format::Msgpack => 1,
+        };
+        if bytes.len() < max.saturating_mul(4 * least_per_message) {
             return false;
         }
         let Some(shape) = protocol::codec::shape::frame_shape(bytes, format) else {

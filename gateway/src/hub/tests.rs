@@ -1613,3 +1613,32 @@ fn a_publication_too_big_for_one_frame_reaches_every_subscriber_in_order() {
         assert_eq!(received, serials, "{format:?}: all, in order");
     }
 }
+
+#[test]
+fn a_big_presence_broadcast_is_split_too() {
+    let events: Vec<PresenceMessage> = (0..200)
+        .map(|i| PresenceMessage {
+            id: Some(format!("c:{i}:0")),
+            action: presence::ENTER,
+            client_id: Some(format!("user-{i}")),
+            data: Some(protocol::Data::String("d".repeat(500))),
+            ..Default::default()
+        })
+        .collect();
+    let mut outgoing = ProtocolMessage {
+        channel: Some("c".into()),
+        presence: Some(events.clone()),
+        ..ProtocolMessage::new(Action::Presence)
+    };
+    let frames = encode_split(&mut outgoing, Format::Msgpack, 16 * 1024).unwrap();
+    assert!(frames.len() >= 7, "{} frames", frames.len());
+    let mut received = Vec::new();
+    for frame in frames {
+        assert!(frame.len() <= 16 * 1024);
+        let part = decode(frame, Format::Msgpack);
+        assert_eq!(part.action(), Some(Action::Presence));
+        received.extend(part.presence.unwrap());
+    }
+    assert_eq!(received, events, "every event, in order");
+    assert_eq!(outgoing.presence.as_ref(), Some(&events));
+}
