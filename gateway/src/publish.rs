@@ -1,10 +1,10 @@
 //! The checks and stamping every publish goes through, realtime or REST, before the hub.
 
-use base64::Engine as _;
-use protocol::{ChannelName, ErrorCode, ErrorInfo, Message, Operation};
-
 use std::sync::Mutex;
 use std::time::Instant;
+
+use base64::Engine as _;
+use protocol::{ChannelName, ErrorCode, ErrorInfo, Message, Operation};
 
 use crate::auth::Principal;
 use crate::hub::{Publication, Serials};
