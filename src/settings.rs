@@ -1116,4 +1116,29 @@ batch_max_items = 10
             assert!(error.contains("webhooks[0]"), "{name}: {error}");
         }
     }
+
+    #[test]
+    fn socket_bounds_come_from_the_file_and_flags_win() {
+        let settings = with_file(
+            "sockets",
+            "[sockets]\nheader_timeout_ms = 5000\nbody_timeout_ms = 7000\nmax_connections = 7\nmax_connections_per_ip = 2\npeer_idle_timeout_ms = 60000\n",
+        )
+        .unwrap();
+        let sockets = &settings.gateway.sockets;
+        assert_eq!(sockets.header_timeout.as_millis(), 5000);
+        assert_eq!(sockets.body_timeout.as_millis(), 7000);
+        assert_eq!(sockets.max_connections, 7);
+        assert_eq!(sockets.max_connections_per_ip, 2);
+        assert_eq!(settings.gateway.timing.peer_idle_timeout.as_secs(), 60);
+
+        let mut flags = args("127.0.0.1:0", "a.b:c");
+        flags.sockets.max_connections = Some(0);
+        flags.sockets.peer_idle_timeout_ms = Some(1000);
+        let error = resolve(flags.clone()).err().unwrap();
+        assert!(error.contains("peer_idle_timeout_ms"), "{error}");
+        flags.sockets.peer_idle_timeout_ms = None;
+        let settings = resolve(flags).unwrap();
+        assert_eq!(settings.gateway.sockets.max_connections, 0, "0: no cap");
+        assert_eq!(settings.gateway.sockets.header_timeout.as_secs(), 10);
+    }
 }
