@@ -29,6 +29,8 @@ pub enum ErrorCode {
     BasicAuthRequired,
     NotFound,
     MethodNotAllowed,
+    /// A request (its body) that did not arrive in time.
+    RequestTimeout,
     /// A request target longer than the server reads.
     UriTooLong,
     /// Request headers bigger than the server reads.
@@ -38,6 +40,8 @@ pub enum ErrorCode {
     InternalConnection,
     /// A dependency (the JWKS endpoint, Redis) is unreachable: the client should retry.
     ServiceUnavailable,
+    /// The server holds as many connections as it may (in all, or from this address): retry.
+    OverCapacity,
     ProtocolError,
     Disconnected,
     ConnectionClosed,
@@ -80,12 +84,13 @@ impl ErrorCode {
             BasicAuthRequired => 40162,
             NotFound => 40400,
             MethodNotAllowed => 40500,
+            RequestTimeout => 40800,
             UriTooLong => 41400,
             HeadersTooLarge => 43100,
             Internal => 50000,
             InternalChannel => 50001,
             InternalConnection => 50002,
-            ServiceUnavailable => 50003,
+            ServiceUnavailable | OverCapacity => 50003,
             ProtocolError => 80013,
             Disconnected => 80003,
             ConnectionClosed => 80017,
