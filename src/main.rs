@@ -43,6 +43,8 @@ fn main() -> ExitCode {
         Some(command) => command.split(),
         None => (api::Role::Both, cli.serve),
     };
+    // Before the settings: the default `--max-connections` follows the raised limit.
+    let file_limit = raise_file_limit();
     // Bad settings exit before anything binds, naming the setting (EX_USAGE).
     let settings = match settings::resolve(serve) {
         Ok(settings) if role != api::Role::Both && settings.gateway.redis.is_none() => {
@@ -60,6 +62,14 @@ fn main() -> ExitCode {
     if check_only {
         println!("{}", settings.summary());
         return ExitCode::SUCCESS;
+    }
+    match file_limit {
+        Ok(limit) => tracing::info!(
+            limit,
+            max_connections = settings.gateway.sockets.max_connections,
+            "open files"
+        ),
+        Err(error) => tracing::warn!(%error, "could not raise the open files limit"),
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -128,6 +138,12 @@ async fn run(settings: settings::Settings, role: api::Role) -> anyhow::Result<()
     api::serve_role(listener, gateway, role, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit: each connection is a file, and the
+/// soft default (often 1,024) would end accepts long before memory does. Returns the new limit.
+fn raise_file_limit() -> std::io::Result<u64> {
+    rlimit::increase_nofile_limit(u64::MAX)
 }
 
 /// SIGTERM (Kubernetes) or Ctrl-C.

@@ -161,6 +161,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "REALTIME_POLICY")]
     pub policy: Option<PathBuf>,
     #[command(flatten)]
+    pub sockets: SocketArgs,
+    #[command(flatten)]
     pub publish: PublishArgs,
 }
 
@@ -295,6 +297,13 @@ impl Settings {
                 config.timing.connection_state_ttl.as_millis(),
                 config.timing.presence_grace.as_millis()
             ),
+            format!(
+                "sockets: header timeout {} ms, body timeout {} ms, at most {} connections ({} per address)",
+                config.sockets.header_timeout.as_millis(),
+                config.sockets.body_timeout.as_millis(),
+                config.sockets.max_connections,
+                config.sockets.max_connections_per_ip
+            ),
         ];
         if !config.webhooks.rules.is_empty() {
             let ids: Vec<&str> = config
@@ -346,6 +355,8 @@ struct FileConfig {
     /// Same as `--cors-origins`; the flag, when given, replaces the file's list.
     #[serde(default)]
     cors_origins: Vec<String>,
+    /// `[sockets]`: the same as the socket flags.
+    sockets: Option<FileSockets>,
     /// `[publish]`: the same settings as the `--publish-*` flags.
     publish: Option<PublishArgs>,
 }
@@ -472,6 +483,8 @@ pub(crate) fn resolve(args: ServeArgs) -> Result<Settings, String> {
     let hub = hub_config(file.history, file.presence)?;
     let events = events_catalog(file.events)?;
     let webhooks = webhooks_config(file.webhooks, file.webhook_debounce_ms)?;
+    let mut timing = timing(&args, &file_timing)?;
+    let sockets = sockets_config(&args.sockets, file.sockets, &mut timing)?;
     let cors_origins = cors_origins(if args.cors_origins.is_empty() {
         file.cors_origins
     } else {
@@ -503,7 +516,8 @@ pub(crate) fn resolve(args: ServeArgs) -> Result<Settings, String> {
             hub,
             events,
             webhooks,
-            timing: timing(&args, &file_timing)?,
+            timing,
+            sockets,
             ..Default::default()
         },
         generated_key,
@@ -939,6 +953,117 @@ pub(crate) fn print_dev_key(key: &str, local: SocketAddr) {
     );
 }
 
+// --- Sockets: request deadlines, connection caps, silent peers (issue 18) ---
+
+/// Bounds on what one socket may hold: request deadlines and connection caps.
+#[derive(Args, Debug, Clone, Default)]
+pub(crate) struct SocketArgs {
+    /// A request's head (the WebSocket upgrade included) must arrive within this, counted from
+    /// when the server starts waiting for it; a silent socket, a slowloris client and an idle
+    /// keep-alive connection are closed after it. In ms; default 10000.
+    #[arg(long, env = "REALTIME_HEADER_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(100..))]
+    pub header_timeout_ms: Option<u64>,
+    /// A request body must arrive completely within this after its head (else 408, closed).
+    /// In ms; default 30000.
+    #[arg(long, env = "REALTIME_BODY_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(100..))]
+    pub body_timeout_ms: Option<u64>,
+    /// Most connections (HTTP and WebSocket) held at once; over it a request gets 503 (50003)
+    /// and a WebSocket DISCONNECTED (50003), then the socket closes. Default: the process's file
+    /// limit (raised to its hard limit at start) minus 256; 0: no cap.
+    #[arg(long, env = "REALTIME_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Most connections held at once from one source address, answered as over
+    /// `--max-connections`. Default 0: no cap (behind a proxy or load balancer every client has
+    /// its address).
+    #[arg(long, env = "REALTIME_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+    /// A WebSocket peer silent this long (no frame, not even a pong to our pings) is dropped.
+    /// In ms; default the larger of 45000 and three `--max-idle-interval-ms`; at least two
+    /// `--max-idle-interval-ms`.
+    #[arg(long, env = "REALTIME_PEER_IDLE_TIMEOUT_MS")]
+    pub peer_idle_timeout_ms: Option<u64>,
+}
+
+/// `[sockets]` in the config file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSockets {
+    header_timeout_ms: Option<u64>,
+    body_timeout_ms: Option<u64>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    peer_idle_timeout_ms: Option<u64>,
+}
+
+/// File descriptors kept out of `--max-connections`' default: Redis, logs, the spare slots that
+/// answer connections over the cap.
+const RESERVED_FDS: u64 = 256;
+
+/// The socket bounds (flags and env win over the file); sets the peer idle timeout in `timing`.
+fn sockets_config(
+    args: &SocketArgs,
+    file: Option<FileSockets>,
+    timing: &mut gateway::limits::Timing,
+) -> Result<gateway::limits::Sockets, String> {
+    use std::time::Duration;
+    let file = file.unwrap_or(FileSockets {
+        header_timeout_ms: None,
+        body_timeout_ms: None,
+        max_connections: None,
+        max_connections_per_ip: None,
+        peer_idle_timeout_ms: None,
+    });
+    let defaults = gateway::limits::Sockets::default();
+    let at_least = |value: Option<u64>, least: u64, name: &str| match value {
+        Some(ms) if ms < least => Err(format!(
+            "--{} / [sockets] {name}: must be at least {least} (ms)",
+            name.replace('_', "-")
+        )),
+        other => Ok(other.map(Duration::from_millis)),
+    };
+    let header_timeout = at_least(
+        args.header_timeout_ms.or(file.header_timeout_ms),
+        100,
+        "header_timeout_ms",
+    )?
+    .unwrap_or(defaults.header_timeout);
+    let body_timeout = at_least(
+        args.body_timeout_ms.or(file.body_timeout_ms),
+        100,
+        "body_timeout_ms",
+    )?
+    .unwrap_or(defaults.body_timeout);
+    let least_idle = timing.max_idle_interval.as_millis() as u64 * 2;
+    if let Some(idle) = at_least(
+        args.peer_idle_timeout_ms.or(file.peer_idle_timeout_ms),
+        least_idle,
+        "peer_idle_timeout_ms",
+    )? {
+        timing.peer_idle_timeout = idle;
+    }
+    let max_connections = match args.max_connections.or(file.max_connections) {
+        Some(n) => n,
+        None => match rlimit::getrlimit(rlimit::Resource::NOFILE) {
+            Ok((soft, _)) if soft > 2 * RESERVED_FDS => {
+                usize::try_from(soft - RESERVED_FDS).unwrap_or(usize::MAX)
+            }
+            // Tiny or unknown: the accept backoff is all there is.
+            _ => 0,
+        },
+    };
+    Ok(gateway::limits::Sockets {
+        header_timeout,
+        body_timeout,
+        max_connections,
+        max_connections_per_ip: args
+            .max_connections_per_ip
+            .or(file.max_connections_per_ip)
+            .unwrap_or(defaults.max_connections_per_ip),
+    })
+}
+
+// --- end of Sockets ---
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -992,6 +1117,7 @@ mod tests {
             cors_origins: Vec::new(),
             server_id: None,
             redis: None,
+            sockets: SocketArgs::default(),
             publish: PublishArgs::default(),
         }
     }
@@ -1174,5 +1300,30 @@ batch_max_items = 10
             .unwrap();
             assert!(error.contains("webhooks[0]"), "{name}: {error}");
         }
+    }
+
+    #[test]
+    fn socket_bounds_come_from_the_file_and_flags_win() {
+        let settings = with_file(
+            "sockets",
+            "[sockets]\nheader_timeout_ms = 5000\nbody_timeout_ms = 7000\nmax_connections = 7\nmax_connections_per_ip = 2\npeer_idle_timeout_ms = 60000\n",
+        )
+        .unwrap();
+        let sockets = &settings.gateway.sockets;
+        assert_eq!(sockets.header_timeout.as_millis(), 5000);
+        assert_eq!(sockets.body_timeout.as_millis(), 7000);
+        assert_eq!(sockets.max_connections, 7);
+        assert_eq!(sockets.max_connections_per_ip, 2);
+        assert_eq!(settings.gateway.timing.peer_idle_timeout.as_secs(), 60);
+
+        let mut flags = args("127.0.0.1:0", "a.b:c");
+        flags.sockets.max_connections = Some(0);
+        flags.sockets.peer_idle_timeout_ms = Some(1000);
+        let error = resolve(flags.clone()).err().unwrap();
+        assert!(error.contains("peer_idle_timeout_ms"), "{error}");
+        flags.sockets.peer_idle_timeout_ms = None;
+        let settings = resolve(flags).unwrap();
+        assert_eq!(settings.gateway.sockets.max_connections, 0, "0: no cap");
+        assert_eq!(settings.gateway.sockets.header_timeout.as_secs(), 10);
     }
 }

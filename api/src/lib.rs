@@ -9,11 +9,11 @@ mod body;
 mod edges;
 mod error;
 mod routes;
+mod server;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 
 use axum::http::{header, HeaderName, Method};
-use axum::serve::ListenerExt;
 use axum::Router;
 use gateway::Gateway;
 use tokio::net::TcpListener;
@@ -104,9 +104,19 @@ pub fn admin_router(gateway: Gateway) -> Router {
 
 /// Serves `admin_router` on its own listener for the life of the process.
 pub async fn serve_admin(listener: TcpListener, gateway: Gateway) {
-    if let Err(error) = axum::serve(listener, admin_router(gateway)).await {
-        tracing::error!(%error, "admin listener failed");
-    }
+    // Timeouts apply; the caps are the public port's.
+    let sockets = gateway::limits::Sockets {
+        max_connections: 0,
+        max_connections_per_ip: 0,
+        ..gateway.config().sockets.clone()
+    };
+    server::serve(
+        listener,
+        admin_router(gateway),
+        sockets,
+        std::future::pending(),
+    )
+    .await;
 }
 
 /// `realtime_rest_requests_total` by route template (bounded), method and status.
@@ -149,19 +159,16 @@ pub async fn serve_role(
 ) -> std::io::Result<()> {
     let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
     let draining = gateway.clone();
-    // Realtime frames are small and latency-bound: never let Nagle hold one back.
-    let listener = listener.tap_io(|stream| {
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
-    });
-    let server = axum::serve(listener, router_for(gateway.clone(), role))
-        .with_graceful_shutdown(async move {
+    let server = server::serve(
+        listener,
+        router_for(gateway.clone(), role),
+        gateway.config().sockets.clone(),
+        async move {
             shutdown.await;
             draining.begin_shutdown();
             let _ = signalled.send(());
-        })
-        .into_future();
+        },
+    );
     let mut server = tokio::spawn(server);
     // The HTTP server may finish first (upgraded sockets are not its to wait for); either way,
     // once the signal came, the realtime connections get their grace period to leave.
@@ -170,7 +177,7 @@ pub async fn serve_role(
         _ = on_signal => None,
     };
     if !gateway.is_shutting_down() {
-        return finished.map_or(Ok(()), |r| r.map_err(std::io::Error::other)?);
+        return finished.map_or(Ok(()), |r| r.map_err(std::io::Error::other));
     }
     let deadline = tokio::time::Instant::now() + gateway.config().timing.shutdown_grace;
     if tokio::time::timeout_at(deadline, gateway.drained())
@@ -193,5 +200,5 @@ pub async fn serve_role(
             }
         },
     };
-    result.map_err(std::io::Error::other)?
+    result.map_err(std::io::Error::other)
 }

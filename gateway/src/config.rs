@@ -3,7 +3,7 @@
 use crate::auth::supabase::SupabaseConfig;
 use crate::auth::ApiKey;
 use crate::hub::HubConfig;
-use crate::limits::{Limits, Timing};
+use crate::limits::{Limits, Sockets, Timing};
 
 #[derive(Debug, Clone, Default)]
 pub struct Config {
@@ -22,6 +22,8 @@ pub struct Config {
     /// History retention, rewind and presence caps.
     pub hub: HubConfig,
     pub timing: Timing,
+    /// Header and body deadlines and connection caps for the listener.
+    pub sockets: Sockets,
     /// A second listener for `/metrics` and the probes (`--admin-listen`); when set, the main
     /// port does not serve `/metrics`.
     pub admin_listen: Option<std::net::SocketAddr>,

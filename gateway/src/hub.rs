@@ -262,17 +262,22 @@ impl Hub {
                 Some(now.max(last + 1))
             })
             .unwrap_or(now);
-        let epoch_ms = now.max(previous + 1);
-        let floor = self
-            .tombstones
-            .remove(channel)
-            .map(|(_, (floor, _))| floor)
-            .unwrap_or_else(|| log::first_serial(epoch_ms));
+        let fresh_epoch_ms = now.max(previous + 1);
+        // A swept channel that comes back within its tombstone's life goes on where it left
+        // off (same epoch, the next serial), so a client resuming it sees no new incarnation.
+        let (epoch_ms, next_serial, floor) =
+            match self.tombstones.remove(channel).map(|(_, (floor, _))| floor) {
+                Some(floor) => match log::parts(&floor) {
+                    Some((epoch_ms, n)) => (epoch_ms, n, floor),
+                    None => (fresh_epoch_ms, 0, floor),
+                },
+                None => (fresh_epoch_ms, 0, log::first_serial(fresh_epoch_ms)),
+            };
         Arc::new(Channel {
             state: Mutex::new(ChannelState {
                 epoch_ms,
                 subscribers: Vec::new(),
-                next_serial: 0,
+                next_serial,
                 last_serial: None,
                 recent_ids: RecentIds::default(),
                 log: MessageLog::new(floor, self.retention_for(channel)),

@@ -202,6 +202,36 @@ impl Default for Timing {
     }
 }
 
+/// Bounds on the sockets the server holds, so silent or slow peers cannot hold file descriptors
+/// forever and a flood of them cannot take the last one (`api::serve` applies them).
+#[derive(Debug, Clone)]
+pub struct Sockets {
+    /// A request's head (request line and headers, the WebSocket upgrade included) must arrive
+    /// within this, counted from when the server starts waiting for it: a silent socket, a
+    /// slowloris upgrade and an idle keep-alive connection are all closed after it.
+    pub header_timeout: Duration,
+    /// A request body must arrive completely within this after its head; after it the request
+    /// fails with 408 and the connection is closed.
+    pub body_timeout: Duration,
+    /// Connections (HTTP and WebSocket) held at once; a connection over it is answered 503
+    /// (50003) or, for a WebSocket upgrade, DISCONNECTED with 50003, and closed. 0: no cap.
+    pub max_connections: usize,
+    /// Connections held at once from one source address; 0: no cap (behind a proxy or load
+    /// balancer every client shares its address).
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for Sockets {
+    fn default() -> Self {
+        Sockets {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 0,
+            max_connections_per_ip: 0,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, Instant};

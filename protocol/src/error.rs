@@ -32,6 +32,8 @@ pub enum ErrorCode {
     BasicAuthRequired,
     NotFound,
     MethodNotAllowed,
+    /// A request (its body) that did not arrive in time.
+    RequestTimeout,
     /// Ably's account-wide rate limit (42910, HTTP 429): REST publishes over a key's rate.
     RateLimited,
     /// Ably's per-connection publish rate limit (42911, HTTP 429): NACKed, the connection stays.
@@ -45,6 +47,8 @@ pub enum ErrorCode {
     InternalConnection,
     /// A dependency (the JWKS endpoint, Redis) is unreachable: the client should retry.
     ServiceUnavailable,
+    /// The server holds as many connections as it may (in all, or from this address): retry.
+    OverCapacity,
     ProtocolError,
     Disconnected,
     ConnectionClosed,
@@ -88,6 +92,7 @@ impl ErrorCode {
             BasicAuthRequired => 40162,
             NotFound => 40400,
             MethodNotAllowed => 40500,
+            RequestTimeout => 40800,
             RateLimited => 42910,
             ConnectionPublishRateLimited => 42911,
             UriTooLong => 41400,
@@ -95,7 +100,7 @@ impl ErrorCode {
             Internal => 50000,
             InternalChannel => 50001,
             InternalConnection => 50002,
-            ServiceUnavailable => 50003,
+            ServiceUnavailable | OverCapacity => 50003,
             ProtocolError => 80013,
             Disconnected => 80003,
             ConnectionClosed => 80017,

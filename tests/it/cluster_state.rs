@@ -454,6 +454,11 @@ fn another_client_cannot_resume_someone_elses_connection_across_nodes() {
             .as_str()
             .unwrap()
             .to_owned();
+        // Written before CONNECTED went out: a resume elsewhere right away finds it.
+        assert_eq!(
+            redis.cli(&["EXISTS", &format!("rt:conn:{key}")]).trim(),
+            "1"
+        );
         drop_transport(dave).await;
         let (_, refused) = client(&nodes[1], "mallory", &format!("&resume={key}")).await;
         assert_ne!(refused["connectionId"], id.as_str(), "{refused}");

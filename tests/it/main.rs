@@ -13,4 +13,5 @@ mod metrics;
 mod process;
 mod redis_cluster;
 mod redis_restart;
+mod sockets;
 mod webhooks;

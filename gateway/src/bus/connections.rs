@@ -83,6 +83,9 @@ fn own_grace_ms(parked: &Parked) -> Option<u64> {
         .map(|grace| grace.as_millis() as u64)
 }
 
+/// How long a new connection's CONNECTED waits for its record.
+const NEW_RECORD_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Bound of the record queue.
 pub(super) const RECORD_QUEUE: usize = 10_000;
 
@@ -198,6 +201,33 @@ impl RedisBus {
             fields: self.record_fields(parked, is_parked),
             ttl_ms: self.record_ttl_ms(),
         });
+        self.record_grace(parked);
+    }
+
+    /// A new (or resumed) connection's record, written before its CONNECTED goes out: a
+    /// transport that drops at once and resumes on another node must find it. Straight to
+    /// Redis, not through the queue (which a reconnect storm fills), and bounded: a slow Redis
+    /// costs this connection only its cross-node resume.
+    pub(crate) async fn record_new_connection(&self, key: &str, parked: &Parked) {
+        let mut pipe = redis::pipe();
+        hset_expiring(
+            &mut pipe,
+            &record_key(key),
+            self.record_fields(parked, false),
+            self.record_ttl_ms(),
+        );
+        let write = self.commands.run(move |mut connection| {
+            Box::pin(async move { connection.query_pipeline::<()>(&pipe).await })
+        });
+        match tokio::time::timeout(NEW_RECORD_TIMEOUT, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::debug!(%error, "connection record not written"),
+            Err(_) => tracing::debug!("connection record not written in time"),
+        }
+        self.record_grace(parked);
+    }
+
+    fn record_grace(&self, parked: &Parked) {
         if let Some(grace_ms) = own_grace_ms(parked) {
             // For whoever reaps this node: its members' grace if it dies.
             self.queue_record(RecordOp::Grace {

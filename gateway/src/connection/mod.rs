@@ -230,7 +230,6 @@ async fn serve_connection(
     ))
     .await;
     gateway.register_live(&connection.key, &outbox);
-    connection.record_for_resume();
     connection.schedule_token_timers();
     gateway
         .clients()
@@ -339,6 +338,10 @@ impl Connection {
             }
         }
         tracing::Span::current().record("id", &*connection.id);
+        if let Some(bus) = gateway.cluster() {
+            bus.record_new_connection(&connection.key, &connection.resumable())
+                .await;
+        }
         connection.outbox.reply(&ProtocolMessage {
             error,
             ..connection.connected()
