@@ -229,3 +229,46 @@ async fn batch_publishes_are_bounded_per_spec_and_in_total() {
     expect_only(&mut msgpack_reader, "after").await;
     others.assert_undisturbed().await;
 }
+
+/// The PRESENCE action.
+const PRESENCE: u64 = 14;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_presence_frame_of_5000_enters_is_nacked_and_nothing_is_broadcast() {
+    let server = Server::start().await;
+    let mut others = Bystanders::join(&server).await;
+    let (mut json_reader, mut msgpack_reader) = readers(&server).await;
+    let mut victim = server.connect(&format!("key={FULL_KEY}&format=json")).await;
+    // Entering only, not listening: what the victim reads next is its own replies.
+    victim
+        .send(json!({"action": ATTACH, "channel": CHANNEL, "flags": MODE_PRESENCE | MODE_PUBLISH}))
+        .await;
+    victim.expect(ATTACHED).await;
+    let enters: Vec<Value> = (0..5000)
+        .map(|i| json!({"action": 2, "clientId": format!("u{i}")}))
+        .collect();
+    victim
+        .send(json!({"action": PRESENCE, "channel": CHANNEL, "msgSerial": 0, "presence": enters}))
+        .await;
+    let nack = victim.expect(NACK).await;
+    assert_eq!(nack["msgSerial"], 0, "{nack}");
+    assert_error(&nack, 40030, 400);
+    others.publish("meanwhile").await;
+
+    // One enter goes through; it is all the readers hear.
+    victim
+        .send(
+            json!({"action": PRESENCE, "channel": CHANNEL, "msgSerial": 1,
+            "presence": [{"action": 2, "clientId": "only"}]}),
+        )
+        .await;
+    let ack = victim.expect(ACK).await;
+    assert_eq!(ack["msgSerial"], 1, "{ack}");
+    for reader in [&mut json_reader, &mut msgpack_reader] {
+        let broadcast = reader.expect(PRESENCE).await;
+        let events = broadcast["presence"].as_array().unwrap();
+        assert_eq!(events.len(), 1, "{broadcast}");
+        assert_eq!(events[0]["clientId"], "only", "{broadcast}");
+    }
+    others.assert_undisturbed().await;
+}

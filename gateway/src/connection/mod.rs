@@ -547,7 +547,7 @@ impl Connection {
         }
     }
 
-    /// A MESSAGE with many more messages than one publish may hold is NACKed from a skim of
+    /// A MESSAGE (or PRESENCE) with many more messages than one publish may hold is NACKed from a skim of
     /// the frame, without building its messages (200,000 × `{}` fit in a 256 KiB msgpack
     /// frame). Only frames that could hold four times the limit are skimmed (a message takes
     /// at least 3 bytes in JSON, `{},`, 1 in msgpack), so an ordinary publish is parsed once;
@@ -564,16 +564,22 @@ impl Connection {
         let Some(shape) = protocol::codec::shape::frame_shape(bytes, format) else {
             return false;
         };
-        match (shape.action, shape.msg_serial) {
-            (Some(action), Some(msg_serial))
-                if action == Action::Message as u8 && shape.messages.0 > max =>
-            {
-                crate::limits::count_refusal("too_many_messages", "realtime");
-                self.nack(msg_serial, crate::too_many_messages(shape.messages.0, max));
-                true
-            }
-            _ => false,
+        let (Some(action), Some(msg_serial)) = (shape.action, shape.msg_serial) else {
+            return false;
+        };
+        let n = if action == Action::Message as u8 {
+            shape.messages.0
+        } else if action == Action::Presence as u8 {
+            shape.presence.0
+        } else {
+            return false;
+        };
+        if n <= max {
+            return false;
         }
+        crate::limits::count_refusal("too_many_messages", "realtime");
+        self.nack(msg_serial, crate::too_many_messages(n, max));
+        true
     }
 
     async fn on_message(&mut self, message: ProtocolMessage) -> Flow {

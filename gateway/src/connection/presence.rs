@@ -54,6 +54,11 @@ impl Connection {
         if events.is_empty() {
             return Err(ErrorCode::BadRequest.info("PRESENCE without presence messages"));
         }
+        let max = self.gateway.config().limits.max_messages_per_publish;
+        if events.len() > max {
+            crate::limits::count_refusal("too_many_messages", "realtime");
+            return Err(crate::too_many_messages(events.len(), max));
+        }
         let hub = self.gateway.hub();
         let mut repeats = Vec::with_capacity(events.len());
         for (index, event) in events.iter_mut().enumerate() {

@@ -86,6 +86,7 @@ pub struct FrameShape {
     pub action: Option<u8>,
     pub msg_serial: Option<u64>,
     pub messages: Counted,
+    pub presence: Counted,
 }
 
 /// One batch publish spec, sized.
@@ -143,8 +144,8 @@ impl<'de> Deserialize<'de> for BatchShape {
     }
 }
 
-/// The action, msgSerial and message count of a ProtocolMessage; `None` if it does not parse
-/// as one (the full decode then reports why).
+/// The action, msgSerial and message and presence counts of a ProtocolMessage; `None` if it
+/// does not parse as one (the full decode then reports why).
 pub fn frame_shape(bytes: &[u8], format: Format) -> Option<FrameShape> {
     super::decode(bytes, format).ok()
 }
