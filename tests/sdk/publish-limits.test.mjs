@@ -91,3 +91,65 @@ describe('publish limits', () => {
     assert.equal(publisher.connection.state, 'connected');
   });
 });
+
+describe('publish rate limits', () => {
+  let server;
+  let pool;
+  // Budgets of 20 messages refilled at 1 per second: a burst past them is refused, not queued.
+  useServer(
+    (s) => (server = s),
+    () => pool,
+    {
+      args: [
+        '--publish-max-messages', '20',
+        '--publish-max-batch-messages', '20',
+        '--publish-connection-messages-per-sec', '1',
+        '--publish-connection-burst-messages', '20',
+        '--publish-key-messages-per-sec', '1',
+        '--publish-key-burst-messages', '20',
+      ],
+    },
+  );
+
+  test('a connection over its rate gets 42911 for those publishes only and stays connected; REST gets 42910', async () => {
+    pool = new ClientPool(server.port);
+    const publisher = pool.realtime({ key: FULL_KEY, echoMessages: false });
+    const reader = pool.realtime({ key: FULL_KEY });
+    const other = pool.realtime({ key: FULL_KEY });
+    await Promise.all([awaitConnected(publisher), awaitConnected(reader), awaitConnected(other)]);
+    const name = uniq('limits:rate');
+    const received = await new Collector().subscribe(reader.channels.get(name));
+    const channel = publisher.channels.get(name);
+
+    const outcomes = await withTimeout(
+      Promise.allSettled(Array.from({ length: 25 }, (_, i) => channel.publish(`r-${i}`, 'x'))),
+      10_000,
+      '25 publishes answered',
+    );
+    const accepted = outcomes.filter((o) => o.status === 'fulfilled').length;
+    const refused = outcomes.filter((o) => o.status === 'rejected');
+    assert.ok(accepted >= 20 && accepted < 25, `${accepted} of 25 accepted`);
+    for (const { reason } of refused) {
+      assert.equal(reason.code, 42911, reason.message);
+      assert.equal(reason.statusCode, 429);
+      assert.match(reason.message, /rate/);
+    }
+    assert.equal(publisher.connection.state, 'connected');
+
+    // Another connection has its own budget; the reader got exactly the accepted ones, then it.
+    await withTimeout(other.channels.get(name).publish('other', 'y'), 10_000, 'another connection publishes');
+    const all = await received.waitForCount(accepted + 1, 10_000, 'accepted messages and the other one');
+    assert.deepEqual(
+      all.map((m) => m.name),
+      [...outcomes.flatMap((o, i) => (o.status === 'fulfilled' ? [`r-${i}`] : [])), 'other'],
+    );
+
+    // REST: the key's budget is its own, and over it the SDK gets 42910 / 429.
+    const rest = pool.rest({ key: FULL_KEY });
+    const restChannel = rest.channels.get(name);
+    await withTimeout(restChannel.publish(batch('rest', 20)), 10_000, 'a REST publish of 20');
+    const error = await expectRejection(restChannel.publish('one-more', 'z'), 10_000, 'a REST publish over the rate');
+    assert.equal(error.code, 42910, error.message);
+    assert.equal(error.statusCode, 429);
+  });
+});
