@@ -78,7 +78,8 @@ describe('Supabase sign-in with ably-js', () => {
     jwks = await new JwksServer([key.jwk]).start();
     iss = jwks.issuer;
     server = await startServer({
-      args: ['--supabase-url', jwks.url, '--supabase-jwt-secret', SECRET, '--supabase-jwks-refresh-ms', '200'],
+      // The backend key may revoke Supabase users (keys revoke only their own tokens otherwise).
+      args: ['--supabase-url', jwks.url, '--supabase-jwt-secret', SECRET, '--supabase-jwks-refresh-ms', '200', '--supabase-revoke-keys', 'app1.full'],
     });
     await jwks.waitForRequests(1);
   });
