@@ -181,6 +181,34 @@ fn a_token_request_nonce_is_single_use_on_every_node() {
             json_of(a.addr, &post("/keys/app.k/requestToken", "", &unchecked)).await;
         assert_eq!(status, 503, "{body}");
         assert_eq!(body["error"]["code"], 50003, "{body}");
+        // A revocation that cannot be stored is not reported as done.
+        let (status, body) = revoke(b.addr, "app.k:secret", &["nonce-user"]).await;
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["error"]["code"], 50003, "{body}");
+    });
+}
+
+#[test]
+fn a_revocation_missed_while_the_link_was_down_is_loaded_when_it_comes_back() {
+    let redis = RedisServer::start();
+    let b = node(&redis);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let revoked = token(b.addr, "app.k:secret", "alice").await;
+        let bystander = token(b.addr, "app.k:secret", "bob").await;
+        let mut alice = connected(b.addr, &revoked).await;
+        let mut bob = connected(b.addr, &bystander).await;
+        // Stored without an announcement (as if made while this node's link was down), then
+        // the link cut: the node reloads the set when it is back.
+        let now = protocol::now_ms();
+        let member = json!({"k": "app.k", "c": "alice", "b": now, "a": now}).to_string();
+        redis.cli(&["ZADD", "rt:revocations", &now.to_string(), &member]);
+        still_served(&mut alice, "not-yet").await;
+        redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+        ended_as_revoked(&mut alice).await;
+        let (first, _) = open(b.addr, &revoked).await;
+        assert_eq!(first["error"]["code"], 40141, "{first}");
+        still_served(&mut bob, "bystander").await;
     });
 }
 
