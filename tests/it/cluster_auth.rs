@@ -328,7 +328,26 @@ fn a_key_revokes_only_its_own_tokens_and_supabase_users_only_when_allowed() {
             ),
         )
         .await;
-        assert_eq!(status, 401, "{body}");
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (401, &json!(40133)),
+            "{body}"
+        );
+        // Nor with a token.
+        let (status, body) = json_of(
+            a.addr,
+            &post(
+                "/keys/app.k/revokeTokens",
+                &format!("Authorization: Bearer {}\r\n", basic(&by_k)),
+                r#"{"targets":["clientId:alice"]}"#,
+            ),
+        )
+        .await;
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (401, &json!(40162)),
+            "{body}"
+        );
         still_served(&mut alice_k, "after-refusal").await;
     });
 }

@@ -79,10 +79,18 @@ pub(crate) async fn revoke_tokens(
 ) -> Result<Response, ApiError> {
     let format = response_format(&headers);
     let caller = principal(&gateway, &headers, format).await?;
-    if caller.via != Credential::Key || caller.key_name != key_name {
+    if caller.via != Credential::Key {
         return Err(ApiError::code(
             ErrorCode::BasicAuthRequired,
             "revoking tokens needs Basic auth with the key that names them",
+            format,
+        ));
+    }
+    if caller.key_name != key_name {
+        // As Ably: a key revokes only the tokens it issued.
+        return Err(ApiError::code(
+            ErrorCode::WrongKeyForRevocation,
+            "can only revoke tokens using the same key that issued them",
             format,
         ));
     }
