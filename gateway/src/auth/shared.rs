@@ -82,8 +82,8 @@ impl crate::Gateway {
     }
 
     /// Loads every revocation still in force from Redis (at start and on each pub/sub link
-    /// reconnect, covering announcements this node missed). Retries until it succeeds or the
-    /// link comes up again (which starts another load).
+    /// reconnect, covering announcements this node missed). A failed load is logged; the next
+    /// link reconnect (a Redis that fails commands soon drops the link too) loads again.
     pub(crate) async fn reload_revocations(self) {
         let Some(bus) = self.cluster().cloned() else {
             return;
