@@ -208,6 +208,14 @@ impl Settings {
                 }
             ),
             format!(
+                "revoke Supabase users: {}",
+                if config.supabase_revoke_keys.is_empty() {
+                    "no key".to_owned()
+                } else {
+                    config.supabase_revoke_keys.join(", ")
+                }
+            ),
+            format!(
                 "history: {} messages, {} s per channel",
                 config.hub.retention.max_messages,
                 config.hub.retention.max_age.as_secs()
