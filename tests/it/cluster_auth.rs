@@ -11,6 +11,7 @@ use gateway::auth::TokenRequest;
 use serde_json::{json, Value};
 
 use crate::cluster::RedisServer;
+use crate::redis_cluster::RedisCluster;
 use crate::support::{connect, http, next_json, send_json, Server, Socket};
 
 const KEYS: &str = "app.k:secret,app.b:secretb";
@@ -18,11 +19,16 @@ const SUPABASE_SECRET: &str = "cluster-auth-test-secret-with-at-least-32-charact
 
 /// A node with two keys and Supabase HS256 tokens; key `app.k` may revoke Supabase users.
 fn node(redis: &RedisServer) -> Server {
+    node_at(&redis.url())
+}
+
+/// `node` on the Redis (or Redis Cluster) at `url`.
+fn node_at(url: &str) -> Server {
     Server::start(&[
         "--keys",
         KEYS,
         "--redis",
-        &redis.url(),
+        url,
         "--supabase-jwt-secret",
         SUPABASE_SECRET,
         "--supabase-revoke-keys",
@@ -349,5 +355,38 @@ fn a_key_revokes_only_its_own_tokens_and_supabase_users_only_when_allowed() {
             "{body}"
         );
         still_served(&mut alice_k, "after-refusal").await;
+    });
+}
+
+#[test]
+fn on_a_redis_cluster_nonces_and_revocations_are_shared_too() {
+    let cluster = RedisCluster::start();
+    let (a, b) = (node_at(&cluster.url()), node_at(&cluster.url()));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let request = signed_request("nonce-on-a-cluster-01");
+        let (status, body) = json_of(a.addr, &post("/keys/app.k/requestToken", "", &request)).await;
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = json_of(b.addr, &post("/keys/app.k/requestToken", "", &request)).await;
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (401, &json!(40105)),
+            "{body}"
+        );
+
+        let revoked = token(a.addr, "app.k:secret", "alice").await;
+        let bystander = token(a.addr, "app.k:secret", "bob").await;
+        let mut alice_on_b = connected(b.addr, &revoked).await;
+        let mut bob_on_b = connected(b.addr, &bystander).await;
+        let (status, body) = revoke(a.addr, "app.k:secret", &["alice"]).await;
+        assert_eq!(status, 200, "{body}");
+        ended_as_revoked(&mut alice_on_b).await;
+        let (status, body) = publish_with(b.addr, &revoked, "chat").await;
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (401, &json!(40141)),
+            "{body}"
+        );
+        still_served(&mut bob_on_b, "bystander").await;
     });
 }
