@@ -140,6 +140,10 @@ pub(crate) struct ServeArgs {
     /// answered with `*` and no credentials.
     #[arg(long, env = "REALTIME_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
+    /// Key names (`appId.keyId`, comma-separated) whose `revokeTokens` also revokes Supabase
+    /// users (a `clientId:<sub>` target). Default: none; every key revokes only tokens it issued.
+    #[arg(long, env = "REALTIME_SUPABASE_REVOKE_KEYS", value_delimiter = ',')]
+    pub supabase_revoke_keys: Vec<String>,
     /// On SIGTERM: how long to take handing clients over to other nodes (each told to reconnect
     /// at a random moment in the first 60%), in ms; the process exits when the last is gone or
     /// at the end. Keep Kubernetes' terminationGracePeriodSeconds above it.
@@ -273,6 +277,14 @@ impl Settings {
                 }
             ),
             format!(
+                "revoke Supabase users: {}",
+                if config.supabase_revoke_keys.is_empty() {
+                    "no key".to_owned()
+                } else {
+                    config.supabase_revoke_keys.join(", ")
+                }
+            ),
+            format!(
                 "history: {} messages, {} s per channel",
                 config.hub.retention.max_messages,
                 config.hub.retention.max_age.as_secs()
@@ -357,6 +369,9 @@ struct FileConfig {
     cors_origins: Vec<String>,
     /// `[sockets]`: the same as the socket flags.
     sockets: Option<FileSockets>,
+    /// Same as `--supabase-revoke-keys`; the flag, when given, replaces the file's list.
+    #[serde(default)]
+    supabase_revoke_keys: Vec<String>,
     /// `[publish]`: the same settings as the `--publish-*` flags.
     publish: Option<PublishArgs>,
 }
@@ -490,12 +505,21 @@ pub(crate) fn resolve(args: ServeArgs) -> Result<Settings, String> {
     } else {
         args.cors_origins.clone()
     })?;
+    let supabase_revoke_keys = supabase_revoke_keys(
+        if args.supabase_revoke_keys.is_empty() {
+            file.supabase_revoke_keys
+        } else {
+            args.supabase_revoke_keys.clone()
+        },
+        &keys,
+    )?;
     let file_publish = file.publish.unwrap_or_default();
     let mut settings = Settings {
         listen,
         gateway: gateway::Config {
             keys,
             supabase,
+            supabase_revoke_keys,
             sandbox: args.sandbox,
             server_id: args.server_id.clone().filter(|id| !id.is_empty()),
             cors_origins,
@@ -527,6 +551,23 @@ pub(crate) fn resolve(args: ServeArgs) -> Result<Settings, String> {
 }
 
 /// The connection timers the config file may set (flags and env win).
+/// Each entry names a configured key (a typo would silently leave the key unable to revoke).
+fn supabase_revoke_keys(list: Vec<String>, keys: &[ApiKey]) -> Result<Vec<String>, String> {
+    list.into_iter()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .map(|name| {
+            if keys.iter().any(|key| key.name == name) {
+                Ok(name)
+            } else {
+                Err(format!(
+                    "--supabase-revoke-keys / REALTIME_SUPABASE_REVOKE_KEYS {name:?}: not a configured key name (appId.keyId)"
+                ))
+            }
+        })
+        .collect()
+}
+
 /// Each entry is an origin as browsers send it (`scheme://host[:port]`, no path).
 fn cors_origins(list: Vec<String>) -> Result<Vec<String>, String> {
     list.into_iter()
@@ -1115,6 +1156,7 @@ mod tests {
             presence_grace_ms: None,
             admin_listen: None,
             cors_origins: Vec::new(),
+            supabase_revoke_keys: Vec::new(),
             server_id: None,
             redis: None,
             sockets: SocketArgs::default(),
@@ -1221,6 +1263,21 @@ mod tests {
             .err()
             .unwrap();
         assert!(error.contains("--keys"), "{error}");
+    }
+
+    #[test]
+    fn supabase_revoke_keys_name_configured_keys() {
+        let allowed = |list: &[&str]| {
+            resolve(ServeArgs {
+                supabase_revoke_keys: list.iter().map(|s| s.to_string()).collect(),
+                ..args("127.0.0.1:0", "a.b:c,a.d:e")
+            })
+            .map(|settings| settings.gateway.supabase_revoke_keys)
+        };
+        assert_eq!(allowed(&[]).unwrap(), Vec::<String>::new());
+        assert_eq!(allowed(&["a.d"]).unwrap(), vec!["a.d".to_owned()]);
+        let error = allowed(&["a.x"]).err().unwrap();
+        assert!(error.contains("--supabase-revoke-keys"), "{error}");
     }
 
     #[test]

@@ -15,6 +15,9 @@ pub struct Config {
     pub redis: Option<RedisTarget>,
     /// Accept Supabase access tokens when set.
     pub supabase: Option<SupabaseConfig>,
+    /// Keys (by name) whose `revokeTokens` also reaches Supabase users' tokens; any other key
+    /// revokes only tokens it issued itself.
+    pub supabase_revoke_keys: Vec<String>,
     pub limits: Limits,
     /// Enables `POST /apps` and `DELETE /apps/{id}`: isolated test apps made on demand, as
     /// Ably's sandbox provides for SDK test suites. Off in production.

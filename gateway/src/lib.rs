@@ -145,14 +145,6 @@ impl Gateway {
         &self.inner.server_id
     }
 
-    /// Ably's `revokeTokens` for a `clientId:` target: tokens for `client_id` issued before
-    /// `issued_before` are refused from now on, and the client's live token connections end with
-    /// 40141 at once. Returns how many connections were ended.
-    pub fn revoke_client_tokens(&self, client_id: &str, issued_before: u64) -> usize {
-        self.inner.auth.revoke_client(client_id, issued_before);
-        self.inner.clients.revoke(client_id, issued_before)
-    }
-
     pub(crate) fn clients(&self) -> &registry::ClientRegistry {
         &self.inner.clients
     }
@@ -171,6 +163,8 @@ impl Gateway {
         )
         .await?;
         let _ = self.inner.bus.set(bus.clone());
+        // Revocations made while this node was down apply before it serves anyone.
+        self.load_revocations_at_start().await?;
         start_webhooks(&self.inner, Some(bus));
         share_pulse(Arc::downgrade(&self.inner));
         // Live connections' resume records must not expire while they live.

@@ -18,6 +18,8 @@ struct Entry {
     outbox: Arc<Outbox>,
     /// `Some(issued_at)` for token connections (revocable); `None` for key connections.
     token_issued_at: Option<Option<u64>>,
+    /// The token's issuer (key name or `SUPABASE_ISSUER`): only its revocations apply.
+    issuer: String,
 }
 
 impl ClientRegistry {
@@ -34,6 +36,7 @@ impl ClientRegistry {
         let entry = Entry {
             outbox: outbox.clone(),
             token_issued_at: (principal.via == Credential::Token).then_some(principal.issued_at),
+            issuer: principal.key_name.clone(),
         };
         self.by_client
             .entry(client_id.to_owned())
@@ -62,13 +65,13 @@ impl ClientRegistry {
         });
     }
 
-    /// Ends the client's token connections whose token was issued before `issued_before`.
-    pub(crate) fn revoke(&self, client_id: &str, issued_before: u64) -> usize {
+    /// Ends the client's token connections whose token `issuer` issued before `issued_before`.
+    pub(crate) fn revoke(&self, issuer: &str, client_id: &str, issued_before: u64) -> usize {
         let Some(connections) = self.by_client.get(client_id) else {
             return 0;
         };
         let mut ended = 0;
-        for entry in connections.values() {
+        for entry in connections.values().filter(|entry| entry.issuer == issuer) {
             if let Some(issued_at) = entry.token_issued_at {
                 if issued_at.is_none_or(|issued| issued < issued_before) {
                     entry

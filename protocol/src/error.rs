@@ -30,6 +30,8 @@ pub enum ErrorCode {
     JwtInvalid,
     CapabilityDenied,
     BasicAuthRequired,
+    /// `revokeTokens` authenticated with another key than the one named in the path.
+    WrongKeyForRevocation,
     NotFound,
     MethodNotAllowed,
     /// A request (its body) that did not arrive in time.
@@ -90,6 +92,7 @@ impl ErrorCode {
             JwtInvalid => 40144,
             CapabilityDenied => 40160,
             BasicAuthRequired => 40162,
+            WrongKeyForRevocation => 40133,
             NotFound => 40400,
             MethodNotAllowed => 40500,
             RequestTimeout => 40800,

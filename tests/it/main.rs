@@ -3,6 +3,7 @@
 mod support;
 
 mod cluster;
+mod cluster_auth;
 mod cluster_state;
 mod contract;
 mod cors;

@@ -2,7 +2,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
-use gateway::auth::{Credential, TokenRequest};
+use gateway::auth::{Credential, Revocation, TokenRequest, SUPABASE_ISSUER};
 use gateway::Gateway;
 use protocol::{ErrorCode, ErrorInfo};
 use serde::{Deserialize, Serialize};
@@ -23,8 +23,8 @@ pub(crate) async fn request_token(
     let basic = optional_principal(&gateway, &headers, format).await?;
     let request: TokenRequest = decode(&headers, &body, format)?;
     let details = gateway
-        .auth()
         .request_token(&key_name, &request, basic.as_ref(), protocol::now_ms())
+        .await
         .map_err(|error| ApiError::new(error.info(), format))?;
     respond(StatusCode::OK, &details, format, false)
 }
@@ -67,8 +67,10 @@ enum RevokeResult {
 }
 
 /// `POST /keys/{keyName}/revokeTokens` (Basic auth with that key): for each `clientId:<id>`
-/// target, tokens issued before now (or `issuedBefore`) are refused and the client's live token
-/// connections end with 40141 at once.
+/// target, tokens for that client issued by this key before now (or `issuedBefore`) are refused
+/// and the client's live connections holding one end with 40141 at once, on every node. A key
+/// named in `--supabase-revoke-keys` also revokes the Supabase user with that id; no key reaches
+/// tokens another key issued.
 pub(crate) async fn revoke_tokens(
     State(gateway): State<Gateway>,
     Path(key_name): Path<String>,
@@ -77,10 +79,18 @@ pub(crate) async fn revoke_tokens(
 ) -> Result<Response, ApiError> {
     let format = response_format(&headers);
     let caller = principal(&gateway, &headers, format).await?;
-    if caller.via != Credential::Key || caller.key_name != key_name {
+    if caller.via != Credential::Key {
         return Err(ApiError::code(
             ErrorCode::BasicAuthRequired,
             "revoking tokens needs Basic auth with the key that names them",
+            format,
+        ));
+    }
+    if caller.key_name != key_name {
+        // As Ably: a key revokes only the tokens it issued.
+        return Err(ApiError::code(
+            ErrorCode::WrongKeyForRevocation,
+            "can only revoke tokens using the same key that issued them",
             format,
         ));
     }
@@ -92,23 +102,22 @@ pub(crate) async fn revoke_tokens(
     } else {
         now
     };
+    let mut issuers = vec![caller.key_name.clone()];
+    if gateway.may_revoke_supabase(&caller.key_name) {
+        issuers.push(SUPABASE_ISSUER.to_owned());
+    }
+    let mut revocations = Vec::new();
     let results: Vec<RevokeResult> = request
         .targets
         .into_iter()
         .map(|target| match target.split_once(':') {
             Some(("clientId", client_id)) if !client_id.is_empty() => {
-                if applies_at > now {
-                    let (gateway, client_id) = (gateway.clone(), client_id.to_owned());
-                    tokio::spawn(async move {
-                        tokio::time::sleep(std::time::Duration::from_millis(REAUTH_MARGIN_MS))
-                            .await;
-                        let ended = gateway.revoke_client_tokens(&client_id, issued_before);
-                        tracing::info!(%client_id, ended, "tokens revoked after the reauth margin");
-                    });
-                } else {
-                    let ended = gateway.revoke_client_tokens(client_id, issued_before);
-                    tracing::info!(%client_id, ended, "tokens revoked");
-                }
+                revocations.extend(issuers.iter().map(|issuer| Revocation {
+                    issuer: issuer.clone(),
+                    client_id: client_id.to_owned(),
+                    issued_before,
+                    applies_at,
+                }));
                 RevokeResult::Revoked {
                     target,
                     issued_before,
@@ -123,6 +132,12 @@ pub(crate) async fn revoke_tokens(
             },
         })
         .collect();
+    if !revocations.is_empty() {
+        gateway
+            .revoke_tokens(revocations)
+            .await
+            .map_err(|error| ApiError::new(error.info(), format))?;
+    }
     let failure_count = results
         .iter()
         .filter(|r| matches!(r, RevokeResult::Failed { .. }))

@@ -6,9 +6,11 @@
 
 mod jwt;
 mod key;
+mod shared;
 pub mod supabase;
 mod token;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -16,7 +18,29 @@ use dashmap::DashMap;
 use protocol::{Capability, ChannelName, ErrorCode, ErrorInfo, Operation};
 
 pub use key::ApiKey;
-pub use token::{TokenDetails, TokenRequest};
+pub use token::{NonceClaim, PreparedToken, TokenDetails, TokenRequest};
+
+/// The issuer Supabase users' principals name instead of a key (key names always hold a `.`).
+pub const SUPABASE_ISSUER: &str = "supabase";
+/// How long a revocation is kept: Ably's longest token lifetime, after which every token issued
+/// before it has expired (our tokens and TokenRequests cannot ask for more).
+pub const REVOCATION_TTL_MS: u64 = token::MAX_TTL_MS;
+/// Revocations kept in memory before expired ones are swept on the next insert.
+const MAX_REMEMBERED_REVOCATIONS: usize = 10_000;
+
+/// One `revokeTokens` target as applied: tokens for `client_id` issued by `issuer` (a key name,
+/// or `SUPABASE_ISSUER`) before `issued_before` are refused from `applies_at` on (ms).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Revocation {
+    #[serde(rename = "k")]
+    pub issuer: String,
+    #[serde(rename = "c")]
+    pub client_id: String,
+    #[serde(rename = "b")]
+    pub issued_before: u64,
+    #[serde(rename = "a")]
+    pub applies_at: u64,
+}
 
 /// Between a sandbox app id and a channel name in hub keys; channel names cannot contain it.
 pub const APP_SEPARATOR: char = '\u{1f}';
@@ -31,6 +55,8 @@ pub struct Principal {
     pub expires_at: Option<u64>,
     /// When the token was issued (ms), for revocation; `None` for keys.
     pub issued_at: Option<u64>,
+    /// The key that authenticated or issued this (a token's issuer, whose revocations apply to
+    /// it); `SUPABASE_ISSUER` for Supabase users.
     pub key_name: String,
     pub via: Credential,
     /// The sandbox app whose channels this principal sees; `None` for the shared space that
@@ -132,6 +158,8 @@ pub enum AuthError {
     StaleTimestamp,
     #[error("token request nonce already used")]
     NonceReused,
+    #[error("shared auth state (Redis) unavailable; try again")]
+    StateUnavailable,
     #[error("clientId does not match the credentials")]
     ClientIdMismatch,
     #[error("invalid clientId")]
@@ -160,6 +188,7 @@ impl AuthError {
             AuthError::InvalidTokenRequest(_) => ErrorCode::InvalidRequestBody,
             AuthError::StaleTimestamp => ErrorCode::TimestampOutsideWindow,
             AuthError::NonceReused => ErrorCode::NonceReused,
+            AuthError::StateUnavailable => ErrorCode::ServiceUnavailable,
             AuthError::ClientIdMismatch => ErrorCode::IncompatibleCredentials,
             AuthError::InvalidClientId => ErrorCode::InvalidClientId,
             AuthError::Capability(_) => ErrorCode::CapabilityDenied,
@@ -179,8 +208,9 @@ pub struct Auth {
     app_keys: DashMap<String, ApiKey>,
     nonces: token::NonceCache,
     supabase: Option<supabase::Supabase>,
-    /// clientId -> tokens issued before this (ms) are refused.
-    revocations: DashMap<String, u64>,
+    /// clientId -> issuer (key name or `SUPABASE_ISSUER`) -> tokens issued before this (ms) are
+    /// refused. With Redis, a copy of `rt:revocations` kept by announcements.
+    revocations: DashMap<String, HashMap<String, u64>>,
 }
 
 impl Auth {
@@ -201,23 +231,36 @@ impl Auth {
         }
     }
 
-    /// Refuses, from now on, tokens for `client_id` issued before `issued_before` (ms).
-    pub fn revoke_client(&self, client_id: &str, issued_before: u64) {
+    /// Refuses, from now on, tokens for `client_id` issued by `issuer` (a key name, or
+    /// `SUPABASE_ISSUER`) before `issued_before` (ms). Revocations older than the longest token
+    /// lifetime are forgotten as more arrive.
+    pub fn revoke_client(&self, issuer: &str, client_id: &str, issued_before: u64) {
+        if self.revocations.len() >= MAX_REMEMBERED_REVOCATIONS {
+            let oldest_kept = protocol::now_ms().saturating_sub(REVOCATION_TTL_MS);
+            self.revocations.retain(|_, issuers| {
+                issuers.retain(|_, before| *before > oldest_kept);
+                !issuers.is_empty()
+            });
+        }
         self.revocations
             .entry(client_id.to_owned())
+            .or_default()
+            .entry(issuer.to_owned())
             .and_modify(|at| *at = (*at).max(issued_before))
             .or_insert(issued_before);
     }
 
-    /// Whether a token principal falls under a revocation.
+    /// Whether a token principal falls under a revocation by its issuer.
     pub fn is_revoked(&self, principal: &Principal) -> bool {
         let (Credential::Token, Some(client_id)) = (principal.via, principal.client_id.as_deref())
         else {
             return false;
         };
-        self.revocations.get(client_id).is_some_and(|before| {
-            // A token without iat cannot prove it is newer than the revocation.
-            principal.issued_at.is_none_or(|issued| issued < *before)
+        self.revocations.get(client_id).is_some_and(|issuers| {
+            issuers.get(&principal.key_name).is_some_and(|before| {
+                // A token without iat cannot prove it is newer than the revocation.
+                principal.issued_at.is_none_or(|issued| issued < *before)
+            })
         })
     }
 
@@ -290,8 +333,9 @@ impl Auth {
         Ok(principal)
     }
 
-    /// `POST /keys/{keyName}/requestToken`. A signed request needs no other credentials; an
-    /// unsigned one only with Basic auth for the same key (`basic`).
+    /// `POST /keys/{keyName}/requestToken` on one process: the request checked and its nonce
+    /// claimed in memory. A signed request needs no other credentials; an unsigned one only with
+    /// Basic auth for the same key (`basic`).
     pub fn request_token(
         &self,
         key_name: &str,
@@ -299,6 +343,22 @@ impl Auth {
         basic: Option<&Principal>,
         now_ms: u64,
     ) -> Result<TokenDetails, AuthError> {
+        let prepared = self.prepare_token(key_name, request, basic, now_ms)?;
+        if let Some(claim) = &prepared.nonce {
+            self.nonces.remember(claim, now_ms)?;
+        }
+        Ok(prepared.details)
+    }
+
+    /// Every check of a token request but the nonce, which the caller claims (in memory through
+    /// `request_token`, or in Redis) before handing the token out.
+    pub fn prepare_token(
+        &self,
+        key_name: &str,
+        request: &TokenRequest,
+        basic: Option<&Principal>,
+        now_ms: u64,
+    ) -> Result<PreparedToken, AuthError> {
         token::issue(self, key_name, request, basic, now_ms)
     }
 }

@@ -249,7 +249,7 @@ fn revoked_client_tokens_are_refused_and_newer_ones_accepted() {
             NOW,
         )
         .unwrap();
-    auth.revoke_client("alice", NOW + 1);
+    auth.revoke_client("app1.key1", "alice", NOW + 1);
     assert!(matches!(
         block_on(auth.verify_token(&details.token, NOW + 2)),
         Err(AuthError::Revoked)
@@ -274,5 +274,78 @@ fn revoked_client_tokens_are_refused_and_newer_ones_accepted() {
             .unwrap()
             .with_client_id(Some("alice"))
             .unwrap()
+    ));
+}
+
+#[test]
+fn a_revocation_reaches_only_tokens_its_issuer_issued() {
+    let auth = auth();
+    let by_key1 = auth
+        .request_token(
+            "app1.key1",
+            &signed(
+                "app1.key1",
+                "secret",
+                request(Some("alice"), "iiiiiiiiiiiiiiii"),
+            ),
+            None,
+            NOW,
+        )
+        .unwrap();
+    let by_limited = auth
+        .request_token(
+            "app1.limited",
+            &signed(
+                "app1.limited",
+                "other",
+                TokenRequest {
+                    capability: None,
+                    ..request(Some("alice"), "jjjjjjjjjjjjjjjj")
+                },
+            ),
+            None,
+            NOW,
+        )
+        .unwrap();
+    // The other key, and a Supabase revocation, do not reach key1's token.
+    auth.revoke_client("app1.limited", "alice", NOW + 1);
+    auth.revoke_client(SUPABASE_ISSUER, "alice", NOW + 1);
+    assert!(block_on(auth.verify_token(&by_key1.token, NOW + 2)).is_ok());
+    assert!(matches!(
+        block_on(auth.verify_token(&by_limited.token, NOW + 2)),
+        Err(AuthError::Revoked)
+    ));
+    // Its own issuer's does.
+    auth.revoke_client("app1.key1", "alice", NOW + 1);
+    assert!(matches!(
+        block_on(auth.verify_token(&by_key1.token, NOW + 2)),
+        Err(AuthError::Revoked)
+    ));
+}
+
+#[test]
+fn a_refused_token_request_does_not_use_up_its_nonce() {
+    let auth = auth();
+    let bad_ttl = signed(
+        "app1.key1",
+        "secret",
+        TokenRequest {
+            ttl: Some("0".into()),
+            ..request(None, "kkkkkkkkkkkkkkkk")
+        },
+    );
+    let refused = auth.prepare_token("app1.key1", &bad_ttl, None, NOW);
+    assert!(matches!(refused, Err(AuthError::InvalidTokenRequest(_))));
+    let good = signed("app1.key1", "secret", request(None, "kkkkkkkkkkkkkkkk"));
+    let prepared = auth.prepare_token("app1.key1", &good, None, NOW).unwrap();
+    let claim = prepared
+        .nonce
+        .expect("a signed request has a nonce to claim");
+    assert_eq!(claim.nonce, "kkkkkkkkkkkkkkkk");
+    assert_eq!(claim.forget_at, NOW + TIMESTAMP_WINDOW_MS);
+    auth.request_token("app1.key1", &good, None, NOW).unwrap();
+    assert!(matches!(
+        auth.request_token("app1.key1", &good, None, NOW),
+        Err(AuthError::NonceReused)
     ));
 }

@@ -24,7 +24,7 @@ pub(crate) const TIMESTAMP_WINDOW: Duration = Duration::from_secs(120);
 /// Ably's default token lifetime.
 const DEFAULT_TTL_MS: u64 = 60 * 60 * 1000;
 /// Ably's longest token lifetime.
-const MAX_TTL_MS: u64 = 24 * 60 * 60 * 1000;
+pub(crate) const MAX_TTL_MS: u64 = 24 * 60 * 60 * 1000;
 /// Nonces remembered at most; past this, expired ones are swept before each insert.
 const MAX_REMEMBERED_NONCES: usize = 100_000;
 
@@ -108,14 +108,37 @@ pub(super) fn is_ours(token: &str) -> bool {
     token.starts_with(PREFIX)
 }
 
+/// A signed token request's nonce, to be claimed (once, cluster-wide with Redis) before the
+/// token it asked for is handed out.
+#[derive(Debug, Clone)]
+pub struct NonceClaim {
+    pub key_name: String,
+    pub nonce: String,
+    /// The request's timestamp (ms).
+    pub timestamp: u64,
+    /// When the request leaves the timestamp window (ms): the nonce need not be kept after it.
+    pub forget_at: u64,
+}
+
+/// A token request that passed every check but the nonce: the token, and the nonce to claim
+/// first (`None` for an unsigned request under Basic auth).
+#[derive(Debug)]
+pub struct PreparedToken {
+    pub details: TokenDetails,
+    pub nonce: Option<NonceClaim>,
+}
+
+/// Checks a token request and makes its token; the nonce is claimed by the caller, after
+/// everything else passed (a refused request does not use up its nonce).
 pub(super) fn issue(
     auth: &Auth,
     key_name: &str,
     request: &TokenRequest,
     basic: Option<&Principal>,
     now_ms: u64,
-) -> Result<TokenDetails, AuthError> {
+) -> Result<PreparedToken, AuthError> {
     let invalid = |why: &str| AuthError::InvalidTokenRequest(why.to_owned());
+    let mut claim = None;
     if let Some(named) = request.key_name.as_deref() {
         if named != key_name {
             return Err(invalid("keyName does not match the request path"));
@@ -141,8 +164,12 @@ pub(super) fn issue(
             if nonce.len() < 16 {
                 return Err(invalid("nonce must be at least 16 characters"));
             }
-            auth.nonces
-                .remember(key_name, nonce, timestamp, timestamp + window, now_ms)?;
+            claim = Some(NonceClaim {
+                key_name: key_name.to_owned(),
+                nonce: nonce.to_owned(),
+                timestamp,
+                forget_at: timestamp + window,
+            });
         }
         None if basic.is_some_and(|p| p.via == Credential::Key && p.key_name == key_name) => {}
         None => {
@@ -181,13 +208,16 @@ pub(super) fn issue(
     let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&payload).expect("plain struct"));
     let signed = format!("{PREFIX}{body}");
     let mac = URL_SAFE_NO_PAD.encode(hmac(&key.secret, signed.as_bytes()));
-    Ok(TokenDetails {
-        token: format!("{signed}.{mac}"),
-        key_name: key.name.clone(),
-        issued: payload.i,
-        expires: payload.x,
-        capability: payload.c,
-        client_id,
+    Ok(PreparedToken {
+        details: TokenDetails {
+            token: format!("{signed}.{mac}"),
+            key_name: key.name.clone(),
+            issued: payload.i,
+            expires: payload.x,
+            capability: payload.c,
+            client_id,
+        },
+        nonce: claim,
     })
 }
 
@@ -232,22 +262,15 @@ pub(super) struct NonceCache {
 }
 
 impl NonceCache {
-    fn remember(
-        &self,
-        key_name: &str,
-        nonce: &str,
-        timestamp: u64,
-        forget_at: u64,
-        now_ms: u64,
-    ) -> Result<(), AuthError> {
+    pub(super) fn remember(&self, claim: &NonceClaim, now_ms: u64) -> Result<(), AuthError> {
         if self.seen.len() >= MAX_REMEMBERED_NONCES {
             self.seen.retain(|_, forget_at| *forget_at > now_ms);
         }
-        let entry = format!("{key_name}\n{nonce}\n{timestamp}");
+        let entry = format!("{}\n{}\n{}", claim.key_name, claim.nonce, claim.timestamp);
         match self.seen.entry(entry) {
             dashmap::Entry::Occupied(_) => Err(AuthError::NonceReused),
             dashmap::Entry::Vacant(slot) => {
-                slot.insert(forget_at);
+                slot.insert(claim.forget_at);
                 Ok(())
             }
         }

@@ -47,6 +47,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
+mod auth;
 mod backend;
 mod commands;
 mod connections;
@@ -997,6 +998,7 @@ async fn run_pubsub(
             .collect();
         let resubscribed = link.listen(&probe.topic, true).await.is_ok()
             && link.listen(&topics.control, false).await.is_ok()
+            && link.listen(auth::AUTH_TOPIC, false).await.is_ok()
             && link.subscribe_all(&channels).await.is_ok();
         if !resubscribed {
             // Whatever this link already received is dropped with it.
@@ -1006,6 +1008,14 @@ async fn run_pubsub(
         let Some(strong) = inner.upgrade() else {
             return;
         };
+        // Announcements are heard from here on; what was missed while the link was down (or
+        // before this process started) is in the set.
+        tokio::spawn(
+            crate::Gateway {
+                inner: strong.clone(),
+            }
+            .reload_revocations(),
+        );
         let mut caught_up = true;
         for channel in &channels {
             let heard = heard_everything.contains(channel);
@@ -1072,6 +1082,18 @@ async fn run_pubsub(
                     };
                     if message.get_channel_name() == probe.topic {
                         echoes.heard(connection, probe);
+                        continue;
+                    }
+                    if message.get_channel_name() == auth::AUTH_TOPIC {
+                        let Some(inner) = inner.upgrade() else { return };
+                        let revocations = message
+                            .get_payload::<String>()
+                            .ok()
+                            .and_then(|payload| auth::parse_announcement(&payload));
+                        let gateway = crate::Gateway { inner };
+                        for revocation in revocations.unwrap_or_default() {
+                            gateway.apply_revocation(revocation);
+                        }
                         continue;
                     }
                     if message.get_channel_name() == topics.control {

@@ -171,7 +171,7 @@ impl Supabase {
             capability: Arc::new(capability),
             expires_at: Some(expires_at),
             issued_at: seconds("iat").map(iat_ms),
-            key_name: "supabase".to_owned(),
+            key_name: super::SUPABASE_ISSUER.to_owned(),
             via: Credential::Token,
             scope: None,
         })

@@ -1,0 +1,115 @@
+//! Auth state across the cluster: where a token request's nonce is claimed and where a
+//! revocation is stored, announced and enforced. Embedded, both stay in this process's memory;
+//! with `--redis` they go through `bus/auth.rs`, and every node keeps a copy of the revocations
+//! fed by announcements and reloaded whenever its pub/sub link comes up.
+
+use std::time::Duration;
+
+use super::{AuthError, Principal, Revocation, TokenDetails, TokenRequest};
+
+impl crate::Gateway {
+    /// `POST /keys/{keyName}/requestToken`: the request checked, then its nonce claimed (in Redis
+    /// when clustered, so it is single-use on every node; Redis unreachable refuses with 50003).
+    pub async fn request_token(
+        &self,
+        key_name: &str,
+        request: &TokenRequest,
+        basic: Option<&Principal>,
+        now_ms: u64,
+    ) -> Result<TokenDetails, AuthError> {
+        let Some(bus) = self.cluster() else {
+            return self.auth().request_token(key_name, request, basic, now_ms);
+        };
+        let prepared = self
+            .auth()
+            .prepare_token(key_name, request, basic, now_ms)?;
+        if let Some(claim) = &prepared.nonce {
+            bus.claim_nonce(claim, now_ms).await?;
+        }
+        Ok(prepared.details)
+    }
+
+    /// Whether `key_name` may revoke Supabase users' tokens (`--supabase-revoke-keys`).
+    pub fn may_revoke_supabase(&self, key_name: &str) -> bool {
+        self.config()
+            .supabase_revoke_keys
+            .iter()
+            .any(|allowed| allowed == key_name)
+    }
+
+    /// Ably's `revokeTokens`: stored and announced (clustered; Redis unreachable: nothing is
+    /// stored and the caller gets 50003), and applied here at once (or at `applies_at`).
+    pub async fn revoke_tokens(&self, revocations: Vec<Revocation>) -> Result<(), AuthError> {
+        if let Some(bus) = self.cluster() {
+            bus.store_revocations(&revocations, protocol::now_ms())
+                .await?;
+        }
+        for revocation in revocations {
+            self.apply_revocation(revocation);
+        }
+        Ok(())
+    }
+
+    /// Applies a revocation to this node: tokens it covers are refused and live connections
+    /// holding one end with 40141; one that applies later (`allowReauthMargin`) is applied then.
+    /// Idempotent, so hearing one's own announcement or reloading the set repeats nothing.
+    pub(crate) fn apply_revocation(&self, revocation: Revocation) {
+        let now = protocol::now_ms();
+        if revocation.applies_at > now {
+            let gateway = self.clone();
+            let wait = Duration::from_millis(revocation.applies_at - now);
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                gateway.enforce(&revocation);
+            });
+        } else {
+            self.enforce(&revocation);
+        }
+    }
+
+    fn enforce(&self, revocation: &Revocation) {
+        let Revocation {
+            issuer,
+            client_id,
+            issued_before,
+            ..
+        } = revocation;
+        self.auth().revoke_client(issuer, client_id, *issued_before);
+        let ended = self.clients().revoke(issuer, client_id, *issued_before);
+        if ended > 0 {
+            tracing::info!(%issuer, %client_id, ended, "tokens revoked");
+        }
+    }
+
+    /// Loads every revocation still in force from Redis (at start and on each pub/sub link
+    /// reconnect, covering announcements this node missed). A failed load is logged; the next
+    /// link reconnect (a Redis that fails commands soon drops the link too) loads again.
+    pub(crate) async fn reload_revocations(self) {
+        let Some(bus) = self.cluster().cloned() else {
+            return;
+        };
+        match bus.load_revocations(protocol::now_ms()).await {
+            Ok(revocations) => {
+                for revocation in revocations {
+                    self.apply_revocation(revocation);
+                }
+            }
+            Err(_) => tracing::warn!("revocations not reloaded from Redis"),
+        }
+    }
+
+    /// `reload_revocations` before serving: a node that cannot read them does not start.
+    pub(crate) async fn load_revocations_at_start(&self) -> Result<(), String> {
+        let Some(bus) = self.cluster().cloned() else {
+            return Ok(());
+        };
+        let revocations = bus
+            .load_revocations(protocol::now_ms())
+            .await
+            .map_err(|e| format!("Redis: cannot load revocations: {e}"))?;
+        for revocation in revocations {
+            self.apply_revocation(revocation);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,114 @@
+//! Auth state every node shares through Redis: token-request nonces (`rt:nonce:<keyName>:<nonce>`,
+//! `SET NX` with the request's remaining window as TTL) and revocations (`rt:revocations`, a sorted
+//! set of `Revocation`s scored by when they apply, pruned past the longest token lifetime and
+//! expiring with it). A revocation is announced on `AUTH_TOPIC`, heard on every node's pub/sub
+//! link; each node also reloads the whole set whenever its link comes up, so a restart or a
+//! missed announcement leaves no node accepting a revoked token.
+
+use crate::auth::{AuthError, NonceClaim, Revocation, REVOCATION_TTL_MS};
+
+use super::RedisBus;
+
+/// Where revocations are announced (plain pub/sub: cluster-wide on Redis Cluster too).
+pub(super) const AUTH_TOPIC: &str = "rt:auth";
+const REVOCATIONS: &str = "rt:revocations";
+
+/// Adds revocations, prunes those past the longest token lifetime, keeps the set expiring and
+/// announces the batch. KEYS: the set. ARGV: prune below (ms), set TTL (ms), topic, payload,
+/// then score/member pairs.
+const REVOKE_SCRIPT: &str = r#"
+for i = 5, #ARGV, 2 do
+  redis.call('ZADD', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
+"#;
+
+fn unavailable(error: redis::RedisError) -> AuthError {
+    tracing::warn!(%error, "auth state through Redis failed");
+    AuthError::StateUnavailable
+}
+
+/// An announcement's payload: the revocations made in one request.
+pub(super) fn parse_announcement(payload: &str) -> Option<Vec<Revocation>> {
+    serde_json::from_str(payload).ok()
+}
+
+impl RedisBus {
+    /// Claims a token request's nonce cluster-wide: once per key and nonce while the request is
+    /// within its timestamp window. Redis unreachable: refused (never accepted unchecked).
+    pub(crate) async fn claim_nonce(
+        &self,
+        claim: &NonceClaim,
+        now_ms: u64,
+    ) -> Result<(), AuthError> {
+        let ttl = claim.forget_at.saturating_sub(now_ms).max(1);
+        let set: Option<String> = self
+            .commands
+            .query(
+                redis::cmd("SET")
+                    .arg(format!("rt:nonce:{}:{}", claim.key_name, claim.nonce))
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl)
+                    .to_owned(),
+            )
+            .await
+            .map_err(unavailable)?;
+        match set {
+            Some(_) => Ok(()),
+            None => Err(AuthError::NonceReused),
+        }
+    }
+
+    /// Stores revocations and announces them to every node (this one included).
+    pub(crate) async fn store_revocations(
+        &self,
+        revocations: &[Revocation],
+        now_ms: u64,
+    ) -> Result<(), AuthError> {
+        let payload = serde_json::to_string(revocations).expect("plain struct");
+        let mut args = vec![
+            now_ms.saturating_sub(REVOCATION_TTL_MS).to_string(),
+            // Kept as long as the newest may still apply to a token.
+            (REVOCATION_TTL_MS + 60_000).to_string(),
+            AUTH_TOPIC.to_owned(),
+            payload,
+        ];
+        for revocation in revocations {
+            args.push(revocation.applies_at.to_string());
+            args.push(serde_json::to_string(revocation).expect("plain struct"));
+        }
+        self.commands
+            .invoke::<i64>(
+                redis::Script::new(REVOKE_SCRIPT),
+                vec![REVOCATIONS.to_owned()],
+                args,
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Every revocation that may still apply to a live token.
+    pub(crate) async fn load_revocations(&self, now_ms: u64) -> Result<Vec<Revocation>, AuthError> {
+        let members: Vec<String> = self
+            .commands
+            .query(
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(REVOCATIONS)
+                    .arg(now_ms.saturating_sub(REVOCATION_TTL_MS))
+                    .arg("+inf")
+                    .to_owned(),
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(members
+            .iter()
+            .filter_map(|member| serde_json::from_str(member).ok())
+            .collect())
+    }
+}
