@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 venv=target/schemathesis-venv
 if [ ! -x "$venv/bin/schemathesis" ]; then
+  echo "check-openapi.sh: installing schemathesis==3.39.16 hypothesis==6.122.3 (PyPI) in $venv"
   python3 -m venv "$venv"
   # hypothesis pinned: newer releases changed an internal schemathesis 3.39 relies on.
   "$venv/bin/pip" install -q schemathesis==3.39.16 hypothesis==6.122.3

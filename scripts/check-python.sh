@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 venv=target/ably-python-venv
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import ably' 2>/dev/null; then
+  echo "check-python.sh: installing ably==2.1.4 (PyPI) in $venv"
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q ably==2.1.4
 fi

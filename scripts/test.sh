@@ -6,10 +6,12 @@ cd "$(dirname "$0")/.."
 
 # The cluster tests start their own redis-server processes (never the machine's own on 6379);
 # the browser tests drive Debian's Chromium (headless) through playwright-core.
+# CHROMIUM_PATH names another Chromium (then none is installed).
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
-[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ] || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
+  echo "test.sh: installing with apt-get (--no-install-recommends): ${missing[*]}"
   SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
   $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
@@ -45,6 +47,7 @@ fi
 
 cd tests/sdk
 if [ ! -d node_modules/ably ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "test.sh: installing tests/sdk's npm packages (npm ci, from package-lock.json)"
   npm ci --no-audit --no-fund
 fi
 REALTIME_BIN="$PWD/../../target/debug/realtime" npm test

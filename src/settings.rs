@@ -66,14 +66,20 @@ pub(crate) enum LogFormat {
 
 #[derive(Args, Debug, Clone)]
 pub(crate) struct ServeArgs {
-    /// Address to listen on, for WebSocket and REST alike.
+    /// Address to listen on, for WebSocket and REST alike. Default 127.0.0.1:8080 (this machine
+    /// only); 0.0.0.0:8080 accepts other machines (the Docker image and the Kubernetes manifests
+    /// set it).
     #[arg(long, env = "REALTIME_LISTEN")]
     pub listen: Option<String>,
     /// API keys: comma-separated `appId.keyId:secret`, each optionally followed by `=` and a
     /// capability JSON (default {"*":["*"]}).
     #[arg(long, env = "REALTIME_KEYS")]
     pub keys: Option<String>,
-    /// TOML file with `listen` and `[[keys]]` (`key`, optional `capability`).
+    /// TOML settings file: `listen`, `[[keys]]` (`key`, optional `capability`), the timers
+    /// (`max_idle_interval_ms`, `connection_state_ttl_ms`, `presence_grace_ms`,
+    /// `webhook_debounce_ms`), `cors_origins`, `supabase_revoke_keys` and the tables
+    /// `[history]`, `[presence]`, `[sockets]`, `[publish]`, `[[webhooks]]`, `[[events.types]]`
+    /// (README, "Configuration"). Flags and `REALTIME_*` variables win over it.
     #[arg(long, env = "REALTIME_CONFIG")]
     pub config: Option<PathBuf>,
     /// Supabase project JWT secret: accept its HS256 access tokens.
@@ -235,7 +241,7 @@ pub(crate) struct PublishArgs {
     pub key_burst_bytes: Option<u64>,
 }
 
-const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
 pub(crate) struct Settings {
     pub listen: SocketAddr,

@@ -11,7 +11,8 @@
 //! Run the tool itself on the other core (`taskset -c 1 realtime-load compare ...`). Writes
 //! `<out>.md` (the tables), `<out>.json` (every run's full summary) and, with `--plot`, bars of
 //! deliveries/s per server and shape. A peer whose binary or script is missing is skipped with a
-//! note in the table; peers are never part of this repository (see `/work/shared/peers.md`).
+//! note in the table; peers are never part of this repository (load-tests/README.md says how to
+//! install them).
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpStream};
@@ -60,19 +61,13 @@ pub struct CompareArgs {
         default_value = "load-tests/peers/socketio-server.mjs"
     )]
     pub socketio_server: PathBuf,
-    /// Soketi's installed bin (`npm install @soketi/soketi@1.6.1`, see peers.md).
-    #[arg(
-        long,
-        env = "SOKETI_BIN",
-        default_value = "/work/peers/soketi/node_modules/.bin/soketi"
-    )]
+    /// Soketi's installed bin (`npm install @soketi/soketi@1.6.1` outside this repository), a
+    /// path or a name on the PATH.
+    #[arg(long, env = "SOKETI_BIN", default_value = "soketi")]
     pub soketi_bin: PathBuf,
-    /// Sockudo built with `--features ably-compat`.
-    #[arg(
-        long,
-        env = "SOCKUDO_BIN",
-        default_value = "/work/peers/sockudo/bin/sockudo"
-    )]
+    /// Sockudo built with `--features ably-compat` (`cargo install sockudo --features
+    /// ably-compat`), a path or a name on the PATH.
+    #[arg(long, env = "SOCKUDO_BIN", default_value = "sockudo")]
     pub sockudo_bin: PathBuf,
     /// CPUs the server under test is pinned to (`taskset -c`).
     #[arg(long, default_value = "0")]
@@ -475,9 +470,9 @@ fn start(
             )
         }
         ServerKind::Soketi => {
-            if !args.soketi_bin.exists() {
+            let Some(soketi) = which_path(&args.soketi_bin) else {
                 return Ok(None);
-            }
+            };
             let mut env: Vec<(String, String)> = [
                 ("SOKETI_HOST", "127.0.0.1".to_owned()),
                 ("SOKETI_PORT", port.to_string()),
@@ -496,16 +491,16 @@ fn start(
             .map(|(k, v)| (k.to_owned(), v))
             .collect();
             env.push(("PATH".into(), std::env::var("PATH").unwrap_or_default()));
-            (args.soketi_bin.clone(), vec!["start".into()], env)
+            (soketi, vec!["start".into()], env)
         }
         ServerKind::Sockudo | ServerKind::SockudoAbly => {
-            if !args.sockudo_bin.exists() {
+            let Some(sockudo) = which_path(&args.sockudo_bin) else {
                 return Ok(None);
-            }
+            };
             let config = work_dir.join("sockudo.toml");
             write(&config, &sockudo_config(port))?;
             (
-                args.sockudo_bin.clone(),
+                sockudo,
                 vec!["--config".into(), config.display().to_string()],
                 vec![("TOKIO_WORKER_THREADS".into(), workers.clone())],
             )
@@ -575,9 +570,15 @@ fn missing(server: ServerKind, args: &CompareArgs) -> String {
             args.socketio_server.display(),
             args.node_bin.display()
         ),
-        ServerKind::Soketi => format!("no {} (see peers.md)", args.soketi_bin.display()),
+        ServerKind::Soketi => format!(
+            "no {} (see load-tests/README.md, \"Peers\")",
+            args.soketi_bin.display()
+        ),
         ServerKind::Sockudo | ServerKind::SockudoAbly => {
-            format!("no {} (see peers.md)", args.sockudo_bin.display())
+            format!(
+                "no {} (see load-tests/README.md, \"Peers\")",
+                args.sockudo_bin.display()
+            )
         }
     }
 }

@@ -29,7 +29,7 @@ const ablyBrowserBuild = path.join(ablyBuildDir, 'ably.min.js');
 /** The installed (pinned) ably version; the page's WebSocket names it in its `agent` parameter. */
 export const ABLY_VERSION = JSON.parse(readFileSync(path.join(ablyBuildDir, '../package.json'), 'utf8')).version;
 
-export const CHROMIUM = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
+export const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 /** The gateway's --supabase-jwt-secret (Supabase's legacy HS256 JWT secret). */
 export const SUPABASE_SECRET = 'browser-test-jwt-secret-with-at-least-32-chars';
 /** Gateway flags for these tests: Supabase tokens signed with SUPABASE_SECRET, the default policy. */

@@ -1,6 +1,7 @@
 // Writes the README's dashboard screenshots: starts a server, makes some traffic with ably-js
 // (subscribers, presence members, publishes at a varying rate), opens /dashboard in headless
-// Chromium and saves docs/dashboard.png and docs/dashboard-channel.png.
+// Chromium and saves docs/dashboard.png and docs/dashboard-channel.png, overwriting the tracked
+// images (review them with `git diff --stat docs/` before committing).
 //
 //   cargo build && (cd tests/sdk && node dashboard-screenshot.mjs)
 
