@@ -3,8 +3,12 @@
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use protocol::{ErrorCode, Format};
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::value::{BytesDeserializer, MapAccessDeserializer, SeqAccessDeserializer};
+use serde::de::{self, DeserializeOwned, IntoDeserializer, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::ApiError;
 
@@ -20,11 +24,80 @@ fn format_of(value: Option<&HeaderValue>) -> Option<Format> {
 }
 
 /// A request body that is one item or an array of them (Ably's REST accepts both).
-#[derive(Deserialize)]
-#[serde(untagged)]
+///
+/// An array is always many: serde would also read one message from an array of its fields,
+/// which the skim (`list_len`) counts as that many messages. Read by hand rather than
+/// `#[serde(untagged)]`, which buffers the whole body as a tree before trying each variant and
+/// answers a bad one with "data did not match any variant".
 pub(crate) enum OneOrMany<T> {
     Many(Vec<T>),
     One(T),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(OneOrManyVisitor(PhantomData))
+    }
+}
+
+struct OneOrManyVisitor<T>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> OneOrManyVisitor<T> {
+    fn one<D: Deserializer<'de>>(deserializer: D) -> Result<OneOrMany<T>, D::Error> {
+        T::deserialize(deserializer).map(OneOrMany::One)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for OneOrManyVisitor<T> {
+    type Value = OneOrMany<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("one item or an array of them")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<OneOrMany<T>, A::Error> {
+        Vec::deserialize(SeqAccessDeserializer::new(seq)).map(OneOrMany::Many)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<OneOrMany<T>, A::Error> {
+        Self::one(MapAccessDeserializer::new(map))
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<OneOrMany<T>, E> {
+        Self::one(v.into_deserializer())
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<OneOrMany<T>, E> {
+        Self::one(v.into_deserializer())
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<OneOrMany<T>, E> {
+        Self::one(v.into_deserializer())
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<OneOrMany<T>, E> {
+        Self::one(v.into_deserializer())
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<OneOrMany<T>, E> {
+        Self::one(v.into_deserializer())
+    }
+
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<OneOrMany<T>, E> {
+        Self::one(BytesDeserializer::new(v))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<OneOrMany<T>, E> {
+        Self::one(().into_deserializer())
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<OneOrMany<T>, E> {
+        Self::one(().into_deserializer())
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<OneOrMany<T>, D::Error> {
+        Self::one(deserializer)
+    }
 }
 
 impl<T> OneOrMany<T> {
@@ -141,3 +214,8 @@ pub(crate) fn respond_paged<T: Serialize>(
     }
     Ok(response)
 }
+
+#[cfg(test)]
+mod fuzz;
+#[cfg(test)]
+mod tests;

@@ -16,9 +16,22 @@ use crate::body::{body_format, decode, respond, response_format, OneOrMany};
 use crate::error::ApiError;
 
 #[derive(Deserialize)]
-struct PublishSpec {
+pub(crate) struct PublishSpec {
     channels: OneOrMany<String>,
     messages: OneOrMany<Message>,
+}
+
+/// The size of a decoded batch, which the skim (`batch_shape`) read before decoding it.
+pub(crate) fn shape_of(specs: &[PublishSpec]) -> BatchShape {
+    let mut shape = BatchShape::default();
+    for spec in specs {
+        let messages = spec.messages.len();
+        shape.most_messages = shape.most_messages.max(messages);
+        shape.total = shape
+            .total
+            .saturating_add(messages.saturating_mul(spec.channels.len()));
+    }
+    shape
 }
 
 #[derive(Serialize)]
@@ -91,15 +104,7 @@ pub(crate) async fn publish(
         }
     }
     let body = decode::<OneOrMany<PublishSpec>>(&headers, &body, format)?;
-    let mut shape = BatchShape::default();
-    for spec in body.as_slice() {
-        let messages = spec.messages.len();
-        shape.most_messages = shape.most_messages.max(messages);
-        shape.total = shape
-            .total
-            .saturating_add(messages.saturating_mul(spec.channels.len()));
-    }
-    check_batch(shape, limits).map_err(|error| ApiError::new(error, format))?;
+    check_batch(shape_of(body.as_slice()), limits).map_err(|error| ApiError::new(error, format))?;
     // One spec (not in an array) is answered with its results alone, as Ably does.
     let single = body.is_one();
     let specs = body.into_vec();

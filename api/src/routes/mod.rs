@@ -1,7 +1,7 @@
 //! The REST routes, one file per resource.
 
 mod apps;
-mod batch;
+pub(crate) mod batch;
 mod channels;
 pub(crate) mod dashboard;
 mod events;

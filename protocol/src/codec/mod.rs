@@ -113,4 +113,6 @@ fn base64_binary(data: &mut Option<Data>, encoding: &mut Option<String>) {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;

@@ -3,8 +3,15 @@ use serde::Serialize;
 
 use super::{DecodeError, EncodeError};
 
+/// How deep arrays and maps may nest, as in serde_json. rmp-serde allows 1,024 levels, which
+/// is deeper than a 2 MiB thread stack (a test's, a tokio worker's) survives when a payload is
+/// read into a `serde_json::Value`: a 3 KB frame would abort the process.
+const MAX_DEPTH: usize = 128;
+
 pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
-    Ok(rmp_serde::from_slice(bytes)?)
+    let mut deserializer = rmp_serde::Deserializer::from_read_ref(bytes);
+    deserializer.set_max_depth(MAX_DEPTH);
+    Ok(T::deserialize(&mut deserializer)?)
 }
 
 /// Maps with field names, as the Ably SDKs expect (rmp's default is positional arrays).

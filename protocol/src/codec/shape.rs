@@ -80,13 +80,42 @@ impl<'de> Visitor<'de> for CountVisitor {
 }
 
 /// The parts of a ProtocolMessage that decide whether a publish is refused unread.
+///
+/// Its fields are ProtocolMessage's, in the same order, the rest skipped unread: serde also
+/// reads a struct from an array of its fields (rmp-serde's default encoding) and from a msgpack
+/// map keyed by field number, both by position, so a skim with only these four fields read such
+/// a frame differently from the full decode (`[15, 0, 0]` had a msgSerial of 0).
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct FrameShape {
     pub action: Option<u8>,
+    #[serde(rename = "flags")]
+    _flags: IgnoredAny,
+    #[serde(rename = "id")]
+    _id: IgnoredAny,
+    #[serde(rename = "timestamp")]
+    _timestamp: IgnoredAny,
+    #[serde(rename = "count")]
+    _count: IgnoredAny,
+    #[serde(rename = "error")]
+    _error: IgnoredAny,
+    #[serde(rename = "connectionId")]
+    _connection_id: IgnoredAny,
+    #[serde(rename = "channel")]
+    _channel: IgnoredAny,
+    #[serde(rename = "channelSerial")]
+    _channel_serial: IgnoredAny,
     pub msg_serial: Option<u64>,
     pub messages: Counted,
     pub presence: Counted,
+    #[serde(rename = "auth")]
+    _auth: IgnoredAny,
+    #[serde(rename = "connectionDetails")]
+    _connection_details: IgnoredAny,
+    #[serde(rename = "params")]
+    _params: IgnoredAny,
+    #[serde(rename = "res")]
+    _res: IgnoredAny,
 }
 
 /// One batch publish spec, sized.

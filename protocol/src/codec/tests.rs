@@ -1,7 +1,7 @@
 use bytes::Bytes;
 
 use super::*;
-use crate::message::{Action, Data, Message, ProtocolMessage};
+use crate::message::{Action, Data, Message, PresenceMessage, ProtocolMessage};
 
 fn publish(data: Data, encoding: Option<&str>) -> ProtocolMessage {
     ProtocolMessage {
@@ -145,4 +145,92 @@ fn rest_bodies_are_sized_without_decoding_them() {
             total: 7
         })
     );
+}
+
+#[test]
+fn deep_msgpack_nesting_is_an_error_not_a_stack_overflow() {
+    // {"action":15,"messages":[{"data":[[[…1…]]]}]}, 1,000 arrays deep: within rmp-serde's own
+    // limit, and past what a 2 MiB stack survives when `data` is read into a JSON value.
+    let mut frame = rmp_serde::to_vec_named(&serde_json::json!({"action": 15})).unwrap();
+    frame[0] += 1;
+    frame.push(0xa8);
+    frame.extend_from_slice(b"messages");
+    frame.extend_from_slice(&[0x91, 0x81, 0xa4]);
+    frame.extend_from_slice(b"data");
+    frame.extend([0x91; 1000]);
+    frame.push(0x01);
+    assert!(decode::<ProtocolMessage>(&frame, Format::Msgpack).is_err());
+    assert!(decode::<serde_json::Value>(&frame, Format::Msgpack).is_err());
+
+    // 100 deep is fine, as in JSON.
+    let nested = (0..100).fold(serde_json::json!(1), |inner, _| serde_json::json!([inner]));
+    let message = publish(Data::Other(nested), None);
+    let packed = encode_message(&message, Format::Msgpack).unwrap();
+    assert_eq!(
+        decode::<ProtocolMessage>(&packed, Format::Msgpack).unwrap(),
+        message
+    );
+}
+
+#[test]
+fn a_frame_spelled_by_position_is_skimmed_as_it_decodes() {
+    use super::shape::frame_shape;
+    // rmp-serde's default encoding: the fields in declaration order, in an array (absent
+    // ones left out, so every field is set here to keep the others in place).
+    let frame = ProtocolMessage {
+        action: 15,
+        flags: Some(1),
+        id: Some("id".into()),
+        timestamp: Some(2),
+        count: Some(3),
+        error: Some(crate::ErrorCode::BadRequest.info("e")),
+        connection_id: Some("c".into()),
+        channel: Some("ch".into()),
+        channel_serial: Some("s".into()),
+        msg_serial: Some(7),
+        messages: Some(vec![Message::default()]),
+        presence: Some(vec![
+            PresenceMessage {
+                id: Some("p".into()),
+                ..Default::default()
+            };
+            2
+        ]),
+        auth: Some(Default::default()),
+        connection_details: Some(crate::message::ConnectionDetails {
+            client_id: Some("me".into()),
+            ..Default::default()
+        }),
+        params: Some([("a".to_owned(), "b".to_owned())].into()),
+        res: Some(vec![]),
+    };
+    let positional = rmp_serde::to_vec(&frame).unwrap();
+    assert_eq!(
+        decode::<ProtocolMessage>(&positional, Format::Msgpack).unwrap(),
+        frame
+    );
+    let shape = frame_shape(&positional, Format::Msgpack).unwrap();
+    assert_eq!(
+        (
+            shape.action,
+            shape.msg_serial,
+            shape.messages.0,
+            shape.presence.0
+        ),
+        (Some(15), Some(7), 1, 2)
+    );
+    // The shortest disagreement found: [0, 0] is a HEARTBEAT with flags 0, not msgSerial 0.
+    let shape = frame_shape(&[0x92, 0, 0], Format::Msgpack).unwrap();
+    assert_eq!((shape.action, shape.msg_serial), (Some(0), None));
+    // A map keyed by field number: 9 is msgSerial, 10 messages.
+    let by_number = rmp_serde::to_vec(&std::collections::BTreeMap::from([
+        (0u8, serde_json::json!(15)),
+        (9, serde_json::json!(4)),
+        (10, serde_json::json!([{}, {}, {}])),
+    ]))
+    .unwrap();
+    let decoded: ProtocolMessage = decode(&by_number, Format::Msgpack).unwrap();
+    let shape = frame_shape(&by_number, Format::Msgpack).unwrap();
+    assert_eq!(decoded.messages.map(|m| m.len()), Some(shape.messages.0));
+    assert_eq!((shape.msg_serial, shape.messages.0), (Some(4), 3));
 }
