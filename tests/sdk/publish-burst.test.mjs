@@ -1,7 +1,8 @@
 // A publisher that sends faster than it reads is slowed down, never disconnected: unmodified
 // ably-js publishing 500 messages without awaiting each (Promise.all), attached to the channel
-// with echoes on, so every publish brings back an ACK and its own message. All resolve, its
-// connection never leaves `connected`, and a subscriber receives all 500 in order.
+// with echoes on, so every publish brings back an ACK and its own message, and then not reading
+// for a moment (busy). All resolve, its connection never leaves
+// `connected`, and a subscriber receives all 500 in order.
 
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,6 +11,18 @@ import { FULL_KEY } from './server.mjs';
 import { awaitConnected, ClientPool, Collector, FORMATS, uniq, useServer, withTimeout } from './helpers.mjs';
 
 const BURST = 500;
+
+/**
+ * Stops reading the client's socket for `ms`, as a client busy with other work would (blocking
+ * the whole event loop would stop the subscriber in this process too). ably-js is not changed:
+ * its transport's socket is paused from outside.
+ */
+function notReadingFor(realtime, ms) {
+  const socket = realtime.connection.connectionManager.activeProtocol?.transport?.wsConnection?._socket;
+  assert.ok(socket, 'the publisher\'s socket');
+  socket.pause();
+  setTimeout(() => socket.resume(), ms);
+}
 
 describe('publish burst', () => {
   let server;
@@ -31,8 +44,10 @@ describe('publish burst', () => {
       const channel = publisher.channels.get(name);
       const echoes = await new Collector().subscribe(channel);
 
-      const payload = 'x'.repeat(512);
+      // 8 MB of echoes: more than loopback buffers hold for a client that is not reading.
+      const payload = 'x'.repeat(16 * 1024);
       const burst = Array.from({ length: BURST }, (_, i) => channel.publish(`m-${i}`, `${i}:${payload}`));
+      notReadingFor(publisher, 1500);
       await withTimeout(Promise.all(burst), 20_000, `ACKs of ${BURST} publishes in flight at once`);
       const all = await received.waitForCount(BURST, 20_000, `${BURST} messages at the subscriber`);
       assert.deepEqual(

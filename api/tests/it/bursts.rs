@@ -1,6 +1,8 @@
 //! A client that sends faster than it reads is slowed down, never disconnected: its replies
 //! pause its reader rather than count against the slow-consumer budget.
 
+use std::time::Duration;
+
 use serde_json::{json, Value};
 
 use crate::support::*;
@@ -35,7 +37,9 @@ async fn a_burst_of_heartbeats_is_answered_in_full_while_the_client_reads() {
         let frames: Vec<Value> = (0..N)
             .map(|i| json!({"action": HEARTBEAT, "id": i.to_string()}))
             .collect();
-        let (read, closed) = client.burst(&frames, |read| read.len() >= N).await;
+        let (read, closed) = client
+            .burst(&frames, Duration::ZERO, |read| read.len() >= N)
+            .await;
         assert_eq!(closed, None, "{format}: the connection ended");
         let ids: Vec<&str> = read.iter().map(|f| f["id"].as_str().unwrap()).collect();
         let expected: Vec<String> = (0..N).map(|i| i.to_string()).collect();
@@ -51,16 +55,16 @@ async fn a_burst_of_heartbeats_is_answered_in_full_while_the_client_reads() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_burst_of_publishes_is_all_acked_and_echoed_while_the_client_reads() {
+async fn a_burst_of_publishes_is_all_acked_and_echoed_to_a_client_busy_for_a_moment() {
     const N: u64 = 1000;
     let server = Server::start().await;
     let mut bystander = server.connect(&format!("key={FULL_KEY}&format=json")).await;
     bystander.attach("quiet").await;
-    let payload = "x".repeat(1024);
+    let payload = "x".repeat(4096);
     for format in ["json", "msgpack"] {
         let channel = format!("burst:{format}");
         let mut client = server
-            .connect(&format!("key={FULL_KEY}&format={format}"))
+            .connect_with_recv_buffer(&format!("key={FULL_KEY}&format={format}"), 4096)
             .await;
         client.attach(&channel).await;
         let frames: Vec<Value> = (0..N)
@@ -79,8 +83,9 @@ async fn a_burst_of_publishes_is_all_acked_and_echoed_while_the_client_reads() {
                 .map(|f| f["messages"].as_array().unwrap().len())
                 .sum()
         };
+        // Busy for a second after sending: more ACKs and echoes than the socket holds wait.
         let (read, closed) = client
-            .burst(&frames, |read| {
+            .burst(&frames, Duration::from_secs(1), |read| {
                 actions(read, ACK).len() as u64 >= N && echoed(read) as u64 >= N
             })
             .await;
@@ -119,7 +124,9 @@ async fn an_attach_flood_gets_90010_past_the_cap_and_the_connection_stays() {
     let frames: Vec<Value> = (0..N)
         .map(|i| json!({"action": ATTACH, "channel": format!("flood:{i}")}))
         .collect();
-    let (read, closed) = client.burst(&frames, |read| read.len() >= N).await;
+    let (read, closed) = client
+        .burst(&frames, Duration::ZERO, |read| read.len() >= N)
+        .await;
     assert_eq!(closed, None, "the connection ended");
     let attached = actions(&read, ATTACHED);
     let refused = actions(&read, ERROR);

@@ -242,11 +242,13 @@ impl Client {
 
     /// Sends `frames` as fast as the socket takes them while reading what comes back, as a
     /// client pasting or looping would, until `enough` is true of the frames read so far (idle
-    /// HEARTBEATs left out), the socket closes, or `BURST_WAIT` passes. Returns the frames read
-    /// and, if the socket closed, why.
+    /// HEARTBEATs left out), the socket closes, or `BURST_WAIT` passes. The reading starts
+    /// after `busy` (a client busy for a moment). Returns the frames read and, if the socket
+    /// closed, why.
     pub(crate) async fn burst(
         &mut self,
         frames: &[Value],
+        busy: Duration,
         mut enough: impl FnMut(&[Value]) -> bool,
     ) -> (Vec<Value>, Option<String>) {
         let format = self.format;
@@ -267,6 +269,7 @@ impl Client {
             let _ = sink.flush().await;
         };
         let read = async move {
+            tokio::time::sleep(busy).await;
             let mut read = Vec::new();
             while !enough(&read) {
                 let message = match stream.next().await {
