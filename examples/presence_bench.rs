@@ -45,7 +45,13 @@ fn enter(hub: &Hub, channel: &str, i: usize) {
 }
 
 fn subscriber(id: &str, capacity: usize) -> (Subscriber, gateway::connection::Receiver) {
-    let outbox = Arc::new(Outbox::new(Format::Msgpack, capacity));
+    let outbox = Arc::new(Outbox::new(
+        Format::Msgpack,
+        gateway::limits::OutboundQueue {
+            bytes: capacity * 1024,
+            ..Default::default()
+        },
+    ));
     let queue = outbox.receiver();
     let subscriber = Subscriber {
         connection_id: id.into(),

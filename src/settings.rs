@@ -170,6 +170,15 @@ pub(crate) struct ServeArgs {
     /// TOML policy mapping Supabase claims to capabilities (default: the Digis policy).
     #[arg(long, env = "REALTIME_POLICY")]
     pub policy: Option<PathBuf>,
+    /// Bytes of deliveries (other connections' messages and presence) queued for one
+    /// connection before it counts as a slow consumer and is disconnected (DISCONNECTED 80020);
+    /// replies to its own requests never count. Default 4194304 (4 MiB).
+    #[arg(long, env = "REALTIME_OUTBOUND_QUEUE_BYTES")]
+    pub outbound_queue_bytes: Option<usize>,
+    /// A frame unsent this long (the client is not reading) makes the connection a slow
+    /// consumer too. In ms; default 10000.
+    #[arg(long, env = "REALTIME_OUTBOUND_QUEUE_AGE_MS")]
+    pub outbound_queue_age_ms: Option<u64>,
     #[command(flatten)]
     pub sockets: SocketArgs,
     #[command(flatten)]
@@ -310,6 +319,11 @@ impl Settings {
                 describe_rate(&config.limits.key_publish_rate)
             ),
             format!(
+                "outbound queue: slow consumer past {} bytes of deliveries or a frame unsent {} ms",
+                config.limits.outbound_queue.bytes,
+                config.limits.outbound_queue.age.as_millis()
+            ),
+            format!(
                 "timing: maxIdleInterval {} ms, connectionStateTtl {} ms, presence grace {} ms",
                 config.timing.max_idle_interval.as_millis(),
                 config.timing.connection_state_ttl.as_millis(),
@@ -380,6 +394,9 @@ struct FileConfig {
     supabase_revoke_keys: Vec<String>,
     /// `[publish]`: the same settings as the `--publish-*` flags.
     publish: Option<PublishArgs>,
+    /// Same as `--outbound-queue-bytes` and `--outbound-queue-age-ms`.
+    outbound_queue_bytes: Option<usize>,
+    outbound_queue_age_ms: Option<u64>,
 }
 
 /// `[events]`: the types `POST /events` accepts. `[[events.types]]` add to the built-in Digis
@@ -553,7 +570,41 @@ pub(crate) fn resolve(args: ServeArgs) -> Result<Settings, String> {
         generated_key,
     };
     publish_limits(&mut settings.gateway.limits, &args.publish, &file_publish)?;
+    settings.gateway.limits.outbound_queue = outbound_queue(
+        args.outbound_queue_bytes.or(file.outbound_queue_bytes),
+        args.outbound_queue_age_ms.or(file.outbound_queue_age_ms),
+    )?;
     Ok(settings)
+}
+
+/// The slow-consumer bounds: flags and env over the file over defaults.
+fn outbound_queue(
+    bytes: Option<usize>,
+    age_ms: Option<u64>,
+) -> Result<gateway::limits::OutboundQueue, String> {
+    // Below these a client that reads would be cut off by an ordinary burst or a GC pause.
+    const LEAST_BYTES: usize = 64 * 1024;
+    const LEAST_AGE_MS: u64 = 100;
+    let mut queue = gateway::limits::OutboundQueue::default();
+    if let Some(bytes) = bytes {
+        if bytes < LEAST_BYTES {
+            return Err(format!(
+                "--outbound-queue-bytes / REALTIME_OUTBOUND_QUEUE_BYTES / outbound_queue_bytes: \
+                 must be at least {LEAST_BYTES}"
+            ));
+        }
+        queue.bytes = bytes;
+    }
+    if let Some(ms) = age_ms {
+        if ms < LEAST_AGE_MS {
+            return Err(format!(
+                "--outbound-queue-age-ms / REALTIME_OUTBOUND_QUEUE_AGE_MS / outbound_queue_age_ms: \
+                 must be at least {LEAST_AGE_MS} (ms)"
+            ));
+        }
+        queue.age = std::time::Duration::from_millis(ms);
+    }
+    Ok(queue)
 }
 
 /// The connection timers the config file may set (flags and env win).
@@ -1165,9 +1216,47 @@ mod tests {
             supabase_revoke_keys: Vec::new(),
             server_id: None,
             redis: None,
+            outbound_queue_bytes: None,
+            outbound_queue_age_ms: None,
             sockets: SocketArgs::default(),
             publish: PublishArgs::default(),
         }
+    }
+
+    #[test]
+    fn outbound_queue_bounds_come_from_flags_over_the_file() {
+        let defaults = resolve(args("127.0.0.1:0", "a.b:c")).unwrap();
+        assert_eq!(
+            defaults.gateway.limits.outbound_queue,
+            gateway::limits::OutboundQueue::default()
+        );
+        let settings = with_file(
+            "outbound",
+            "outbound_queue_bytes = 1048576
+outbound_queue_age_ms = 2500
+",
+        )
+        .unwrap();
+        let queue = settings.gateway.limits.outbound_queue;
+        assert_eq!(queue.bytes, 1 << 20);
+        assert_eq!(queue.age, std::time::Duration::from_millis(2500));
+        let flagged = resolve(ServeArgs {
+            outbound_queue_age_ms: Some(700),
+            ..args("127.0.0.1:0", "a.b:c")
+        })
+        .unwrap();
+        assert_eq!(
+            flagged.gateway.limits.outbound_queue.age,
+            std::time::Duration::from_millis(700)
+        );
+        let error = with_file(
+            "outbound-bad",
+            "outbound_queue_bytes = 10
+",
+        )
+        .err()
+        .unwrap();
+        assert!(error.contains("outbound-queue-bytes"), "{error}");
     }
 
     #[test]

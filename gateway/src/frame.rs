@@ -40,10 +40,15 @@ impl Frame {
     }
 
     pub fn len(&self) -> usize {
+        self.as_bytes().len()
+    }
+
+    /// The encoded ProtocolMessage (empty for a close frame).
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         match &self.0 {
-            WsMessage::Text(text) => text.len(),
-            WsMessage::Binary(bytes) => bytes.len(),
-            _ => 0,
+            WsMessage::Text(text) => text.as_bytes(),
+            WsMessage::Binary(bytes) => bytes,
+            _ => &[],
         }
     }
 

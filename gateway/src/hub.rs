@@ -20,7 +20,7 @@ use protocol::message::flags;
 use protocol::{Action, ErrorCode, ErrorInfo, Format, Message, PresenceMessage, ProtocolMessage};
 use rand::distributions::{Alphanumeric, DistString};
 
-use crate::connection::Outbox;
+use crate::connection::{Delivery, Outbox};
 use crate::frame::Frame;
 use crate::pulse::Pulse;
 
@@ -548,7 +548,7 @@ impl Hub {
                 }]),
                 ..ProtocolMessage::new(Action::Message)
             };
-            if let Err(error) = fan_out(&state.subscribers, &mut outgoing, |subscriber| {
+            if let Err(error) = fan_out(&state.subscribers, &mut outgoing, None, |subscriber| {
                 subscriber.modes & OCCUPANCY_EVENTS != 0
             }) {
                 tracing::warn!(%channel, message = %error.message, "occupancy event failed");
@@ -700,7 +700,7 @@ impl Hub {
                 messages: Some(batch.to_vec()),
                 ..ProtocolMessage::new(Action::Message)
             };
-            match fan_out(&state.subscribers, &mut outgoing, |s| {
+            match fan_out(&state.subscribers, &mut outgoing, None, |s| {
                 s.modes & flags::MODE_SUBSCRIBE != 0
             }) {
                 Ok(delivered) => self.pulse.messages_out(delivered),
@@ -1089,7 +1089,7 @@ fn log_and_fan_out(
         messages: Some(fresh),
         ..ProtocolMessage::new(Action::Message)
     };
-    let delivered = fan_out(&state.subscribers, &mut outgoing, |subscriber| {
+    let delivered = fan_out(&state.subscribers, &mut outgoing, publisher, |subscriber| {
         subscriber.modes & flags::MODE_SUBSCRIBE != 0
             && (subscriber.echo || Some(&*subscriber.connection_id) != publisher)
     })?;
@@ -1139,7 +1139,7 @@ fn send_presence(state: &mut ChannelState, now: u64) {
         presence: Some(events),
         ..ProtocolMessage::new(Action::Presence)
     };
-    if let Err(error) = fan_out(&state.subscribers, &mut outgoing, |subscriber| {
+    if let Err(error) = fan_out(&state.subscribers, &mut outgoing, None, |subscriber| {
         subscriber.modes & flags::MODE_PRESENCE_SUBSCRIBE != 0
     }) {
         tracing::warn!(message = %error.message, "presence broadcast failed");
@@ -1185,22 +1185,28 @@ impl ChannelState {
 const BULK_FAN_OUT: usize = 64;
 
 /// Encodes once per (format, channel name as subscribed) and queues the shared bytes for every
-/// subscriber `wanted` accepts. Returns the deliveries (messages or presence events times
-/// subscribers).
+/// subscriber `wanted` accepts; `publisher`'s own copy (an echo) is queued as one of its replies
+/// (see `Outbox`). Returns the deliveries (messages or presence events times subscribers).
 fn fan_out(
     subscribers: &[Subscriber],
     outgoing: &mut ProtocolMessage,
+    publisher: Option<&str>,
     wanted: impl Fn(&Subscriber) -> bool,
 ) -> Result<u64, ErrorInfo> {
-    let mut frames: Vec<(Arc<str>, Format, Vec<Frame>)> = Vec::with_capacity(2);
+    // (channel name, format, frames, channel tag)
+    let mut frames: Vec<(Arc<str>, Format, Vec<Frame>, u64)> = Vec::with_capacity(2);
     // (frames, bytes) per format, counted once per fan-out rather than per subscriber.
     let mut sent = [(0u64, 0u64); 2];
     let bulk = subscribers.len() >= BULK_FAN_OUT;
+    // Only MESSAGE frames that move the channel's position may be merged for a lagging
+    // subscriber (`connection::coalesce`); `[meta]occupancy` events do not.
+    let mergeable = outgoing.action == Action::Message as u8 && outgoing.channel_serial.is_some();
+    let at = tokio::time::Instant::now();
     for subscriber in subscribers.iter().filter(|s| wanted(s)) {
         let format = subscriber.outbox.format;
         let index = match frames
             .iter()
-            .position(|(name, f, _)| *f == format && **name == *subscriber.channel_name)
+            .position(|(name, f, _, _)| *f == format && **name == *subscriber.channel_name)
         {
             Some(index) => index,
             None => {
@@ -1210,19 +1216,27 @@ fn fan_out(
                         ErrorCode::InternalChannel
                             .info(format!("could not encode message: {error}"))
                     })?;
-                frames.push((subscriber.channel_name.clone(), format, encoded));
+                let tag = if mergeable {
+                    crate::connection::channel_tag(&subscriber.channel_name)
+                } else {
+                    0
+                };
+                frames.push((subscriber.channel_name.clone(), format, encoded, tag));
                 frames.len() - 1
             }
         };
         let slot = &mut sent[usize::from(format == Format::Msgpack)];
         slot.0 += 1;
-        for frame in &frames[index].2 {
+        let (_, _, encoded, channel_tag) = &frames[index];
+        let delivery = Delivery {
+            at,
+            bulk,
+            own: publisher == Some(&*subscriber.connection_id),
+            channel_tag: *channel_tag,
+        };
+        for frame in encoded {
             slot.1 += frame.len() as u64;
-            if bulk {
-                subscriber.outbox.push_bulk(frame.clone());
-            } else {
-                subscriber.outbox.push(frame.clone());
-            }
+            subscriber.outbox.deliver(frame.clone(), delivery);
         }
     }
     let kind = if outgoing.action == Action::Presence as u8 {

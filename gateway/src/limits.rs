@@ -21,9 +21,8 @@ pub struct Limits {
     /// Largest WebSocket frame read. Above `max_message_bytes` so an oversized message still
     /// decodes and gets a proper 40009 instead of a dropped socket; JSON base64 adds a third.
     pub max_frame_bytes: usize,
-    /// Frames queued for one connection before it counts as a slow consumer and is disconnected.
-    /// Bounds memory per connection at roughly this many shared frames.
-    pub outbound_queue_frames: usize,
+    /// When a connection that does not read counts as a slow consumer (DISCONNECTED 80020).
+    pub outbound_queue: OutboundQueue,
     /// Channels one connection may have attached at once (90010 beyond).
     pub max_channels_per_connection: usize,
     /// tungstenite's read buffer, allocated per connection for its whole life (its 128 KiB default
@@ -63,7 +62,7 @@ impl Default for Limits {
                 burst_bytes: 32 * 1024 * 1024,
             },
             max_frame_bytes: 256 * 1024,
-            outbound_queue_frames: 256,
+            outbound_queue: OutboundQueue::default(),
             max_channels_per_connection: 1000,
             ws_read_buffer_bytes: 1024,
             ws_write_buffer_bytes: 8 * 1024,
@@ -71,6 +70,31 @@ impl Default for Limits {
             write_batch_frames: 64,
             // 1 × 1,000 at 335 publications/s: server CPU 94 % → 66 %, p99 34 → 16 ms.
             min_flush_interval: std::time::Duration::from_millis(10),
+        }
+    }
+}
+
+/// The slow-consumer bounds of one connection's outgoing queue (`connection::Outbox`). Only
+/// deliveries (other connections' messages and presence) count against `bytes`; replies to the
+/// client's own requests (and echoes of its own messages) pause its reader instead, so a client
+/// that sends fast but keeps reading is slowed down, never disconnected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboundQueue {
+    /// Bytes of deliveries queued for one connection; more and it is a slow consumer.
+    pub bytes: usize,
+    /// Age of the oldest unsent frame (delivery or reply); older and it is a slow consumer.
+    pub age: Duration,
+}
+
+impl Default for OutboundQueue {
+    fn default() -> Self {
+        OutboundQueue {
+            // 1,000 messages of 4 KiB of backlog: seconds of a busy channel for a client on a
+            // bad link, a few MiB of shared frames at most (the frames are refcounted clones).
+            bytes: 4 * 1024 * 1024,
+            // A client that reads nothing for this long is not coming back soon; ably-js gives
+            // up on a silent transport after maxIdleInterval + 10 s anyway.
+            age: Duration::from_secs(10),
         }
     }
 }

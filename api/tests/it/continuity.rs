@@ -237,7 +237,7 @@ async fn resume_under_live_traffic_delivers_every_message_exactly_once() {
     // replay and live publishes, not about how much the log or the queue holds.
     let server = Server::with_config(config_with(|config| {
         config.hub.retention.max_messages = 100_000;
-        config.limits.outbound_queue_frames = 16_384;
+        config.limits.outbound_queue.bytes = 64 * 1024 * 1024;
     }))
     .await;
     let mut subscriber = server.connect(&query("subscriber")).await;

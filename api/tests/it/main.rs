@@ -3,6 +3,8 @@
 
 mod auth;
 mod bad_input;
+mod bursts;
+mod coalescing;
 mod conformance;
 mod continuity;
 mod dashboard;

@@ -1,23 +1,26 @@
-//! A subscriber that stops reading is cut off, alone: the others get everything, in order.
+//! A subscriber that stops reading is cut off, alone: the others get everything, in order. It
+//! is found by the byte budget on its queued deliveries or by the age of its oldest unsent frame.
+
+use std::time::Duration;
 
 use serde_json::json;
 
 use crate::support::*;
 
-/// Messages published while the slow subscriber sleeps; with 4 KiB each this is far more than
-/// loopback TCP buffers plus the server's queue can hold for a client that never reads.
-const N_MESSAGES: u64 = 2000;
 const PAYLOAD_BYTES: usize = 4096;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slow_subscriber_is_disconnected_while_a_fast_one_gets_everything() {
+/// A server with small write buffers, so a client that stops reading backs the server up soon.
+async fn server(outbound_queue: gateway::limits::OutboundQueue) -> Server {
     let mut config = config();
-    config.limits.outbound_queue_frames = 8;
+    config.limits.outbound_queue = outbound_queue;
     config.limits.ws_write_buffer_bytes = 4 * 1024;
     config.limits.ws_max_write_buffer_bytes = 16 * 1024;
-    let server = Server::with_config(config).await;
+    Server::with_config(config).await
+}
 
-    // Attached, then never read until publishing is over.
+/// A subscriber that reads nothing (its kernel receive buffer small), one that reads everything
+/// (msgpack), and a publisher, all on `firehose`.
+async fn clients(server: &Server) -> (Client, Client, Client) {
     let mut slow = server
         .connect_with_recv_buffer(&format!("key={FULL_KEY}&format=json"), 4096)
         .await;
@@ -26,12 +29,15 @@ async fn slow_subscriber_is_disconnected_while_a_fast_one_gets_everything() {
         .connect(&format!("key={FULL_KEY}&format=msgpack"))
         .await;
     fast.attach("firehose").await;
-    let mut publisher = server.connect(&format!("key={FULL_KEY}&format=json")).await;
+    let publisher = server.connect(&format!("key={FULL_KEY}&format=json")).await;
+    (slow, fast, publisher)
+}
 
-    // The fast subscriber reads each message before the next is published, so its queue never
-    // holds more than one; the slow one's socket and queue fill up.
+/// Publishes `n` messages of 4 KiB; the fast subscriber reads each before the next is
+/// published, so its queue never holds more than one.
+async fn publish_while_fast_reads(publisher: &mut Client, fast: &mut Client, n: u64) {
     let payload = "p".repeat(PAYLOAD_BYTES);
-    for i in 0..N_MESSAGES {
+    for i in 0..n {
         publisher
             .publish_acked(
                 "firehose",
@@ -47,21 +53,25 @@ async fn slow_subscriber_is_disconnected_while_a_fast_one_gets_everything() {
             delivery["messages"][0]["name"]
         );
     }
+}
 
-    // The slow subscriber: a gap-free prefix of the stream, then DISCONNECTED 80020 or the
-    // socket closing, never the whole stream.
+/// The slow subscriber reads what reached it: a gap-free prefix of the stream (frames may hold
+/// several messages), then DISCONNECTED 80020 or the socket closing, never the whole stream.
+async fn read_until_cut_off(slow: &mut Client, n: u64) -> u64 {
     let mut received = 0u64;
     let mut ending = None;
     while ending.is_none() {
         match slow.event().await {
             Event::Frame(frame) => match frame["action"].as_u64() {
                 Some(MESSAGE) => {
-                    assert_eq!(
-                        frame["messages"][0]["name"],
-                        received.to_string(),
-                        "slow subscriber got a gap instead of a disconnect"
-                    );
-                    received += 1;
+                    for message in frame["messages"].as_array().unwrap() {
+                        assert_eq!(
+                            message["name"],
+                            received.to_string(),
+                            "slow subscriber got a gap instead of a disconnect"
+                        );
+                        received += 1;
+                    }
                 }
                 Some(DISCONNECTED) => {
                     assert_error(&frame, 80020, 400);
@@ -75,27 +85,65 @@ async fn slow_subscriber_is_disconnected_while_a_fast_one_gets_everything() {
         }
     }
     assert!(
-        received < N_MESSAGES,
+        received < n,
         "the slow subscriber was never cut off ({received} messages, then {ending:?})"
     );
-    eprintln!("slow subscriber: {received} of {N_MESSAGES} messages, then {ending:?}");
-    // The dashboard counts it once the connection has ended.
+    eprintln!("slow subscriber: {received} of {n} messages, then {ending:?}");
+    received
+}
+
+async fn slow_consumer_disconnects(server: &Server, n: u64) {
     tokio::time::timeout(WAIT, async {
-        while server.gateway.node_pulse().slow_consumer_disconnects != 1 {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        while server.gateway.node_pulse().slow_consumer_disconnects != n {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
     .await
     .expect("the dashboard counts the slow-consumer disconnect");
+}
 
-    // The server is fine: the fast subscriber still gets new messages, and newcomers work.
+/// The server is fine: the fast subscriber still gets new messages, and newcomers work.
+async fn others_carry_on(server: &Server, publisher: &mut Client, fast: &mut Client, serial: u64) {
     let mut newcomer = server.connect(&format!("key={FULL_KEY}&format=json")).await;
     newcomer.attach("firehose").await;
     publisher
-        .publish_acked("firehose", N_MESSAGES, json!([{"name": "after"}]))
+        .publish_acked("firehose", serial, json!([{"name": "after"}]))
         .await;
-    for client in [&mut fast, &mut newcomer] {
+    for client in [fast, &mut newcomer] {
         let delivery = client.expect(MESSAGE).await;
         assert_eq!(delivery["messages"][0]["name"], "after", "{delivery}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_byte_budget_a_slow_subscriber_is_disconnected_while_a_fast_one_gets_everything() {
+    const N_MESSAGES: u64 = 1000;
+    // 16 deliveries of 4 KiB; the age bound is far away.
+    let server = server(gateway::limits::OutboundQueue {
+        bytes: 64 * 1024,
+        age: Duration::from_secs(60),
+    })
+    .await;
+    let (mut slow, mut fast, mut publisher) = clients(&server).await;
+    publish_while_fast_reads(&mut publisher, &mut fast, N_MESSAGES).await;
+    read_until_cut_off(&mut slow, N_MESSAGES).await;
+    slow_consumer_disconnects(&server, 1).await;
+    others_carry_on(&server, &mut publisher, &mut fast, N_MESSAGES).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_reads_nothing_is_disconnected_by_age_even_when_nothing_more_comes() {
+    // 1.2 MB in all, far under the byte budget but more than the socket takes unread.
+    const N_MESSAGES: u64 = 1000;
+    let server = server(gateway::limits::OutboundQueue {
+        bytes: 64 * 1024 * 1024,
+        age: Duration::from_millis(500),
+    })
+    .await;
+    let (mut slow, mut fast, mut publisher) = clients(&server).await;
+    publish_while_fast_reads(&mut publisher, &mut fast, N_MESSAGES).await;
+    // Nothing more is published: the writer, stuck on the socket, finds it too old.
+    slow_consumer_disconnects(&server, 1).await;
+    read_until_cut_off(&mut slow, N_MESSAGES).await;
+    others_carry_on(&server, &mut publisher, &mut fast, N_MESSAGES).await;
 }

@@ -62,6 +62,9 @@ pub(crate) const MODE_PRESENCE_SUBSCRIBE: u64 = 524288;
 /// never waits for it.
 pub(crate) const WAIT: Duration = Duration::from_secs(5);
 
+/// How long a whole burst (`Client::burst`) may take.
+pub(crate) const BURST_WAIT: Duration = Duration::from_secs(12);
+
 /// The two test keys, everything else at its default.
 pub(crate) fn config() -> Config {
     let limited = Capability::parse(r#"{"allowed:*":["publish","subscribe"]}"#).unwrap();
@@ -235,6 +238,66 @@ impl Client {
             .send(WsMessage::binary(bytes))
             .await
             .expect("send binary frame");
+    }
+
+    /// Sends `frames` as fast as the socket takes them while reading what comes back, as a
+    /// client pasting or looping would, until `enough` is true of the frames read so far (idle
+    /// HEARTBEATs left out), the socket closes, or `BURST_WAIT` passes. The reading starts
+    /// after `busy` (a client busy for a moment). Returns the frames read and, if the socket
+    /// closed, why.
+    pub(crate) async fn burst(
+        &mut self,
+        frames: &[Value],
+        busy: Duration,
+        mut enough: impl FnMut(&[Value]) -> bool,
+    ) -> (Vec<Value>, Option<String>) {
+        let format = self.format;
+        let encoded: Vec<WsMessage> = frames
+            .iter()
+            .map(|frame| match format {
+                Format::Json => WsMessage::text(frame.to_string()),
+                Format::Msgpack => WsMessage::binary(to_msgpack(frame)),
+            })
+            .collect();
+        let (mut sink, mut stream) = (&mut self.ws).split();
+        let send = async move {
+            for message in encoded {
+                if sink.feed(message).await.is_err() {
+                    return;
+                }
+            }
+            let _ = sink.flush().await;
+        };
+        let read = async move {
+            tokio::time::sleep(busy).await;
+            let mut read = Vec::new();
+            while !enough(&read) {
+                let message = match stream.next().await {
+                    None => return (read, Some("end of stream".to_owned())),
+                    Some(Err(error)) => return (read, Some(format!("socket error: {error}"))),
+                    Some(Ok(message)) => message,
+                };
+                let frame = match (message, format) {
+                    (WsMessage::Text(text), Format::Json) => serde_json::from_str(&text).unwrap(),
+                    (WsMessage::Binary(bytes), Format::Msgpack) => from_msgpack(&bytes),
+                    (WsMessage::Close(frame), _) => {
+                        return (read, Some(format!("close {frame:?}")))
+                    }
+                    (WsMessage::Ping(_) | WsMessage::Pong(_), _) => continue,
+                    (other, format) => {
+                        panic!("{format:?} client got a wrong frame type: {other:?}")
+                    }
+                };
+                if !is_idle_heartbeat(&frame) {
+                    read.push(frame);
+                }
+            }
+            (read, None)
+        };
+        let ((), outcome) = tokio::time::timeout(BURST_WAIT, async { tokio::join!(send, read) })
+            .await
+            .unwrap_or_else(|_| panic!("a burst took longer than {BURST_WAIT:?}"));
+        outcome
     }
 
     /// The next frame or the close, within `WAIT`. Replies must come in the client's format:

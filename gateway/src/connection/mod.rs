@@ -6,6 +6,7 @@
 
 mod attach;
 mod auth;
+mod coalesce;
 mod message;
 mod outbox;
 mod presence;
@@ -24,7 +25,8 @@ use rand::distributions::{Alphanumeric, DistString};
 use tokio::time::{Duration, Instant};
 use tracing::Instrument as _;
 
-pub use outbox::{Outbox, Receiver};
+pub(crate) use coalesce::channel_tag;
+pub use outbox::{Delivery, Outbox, Receiver};
 
 use crate::auth::{AuthError, Principal};
 use crate::frame::Frame;
@@ -128,7 +130,7 @@ pub(crate) fn run(
     let format = Format::from_param(params.format.as_deref());
     let outbox = Arc::new(Outbox::new(
         format.unwrap_or(Format::Json),
-        limits.outbound_queue_frames,
+        limits.outbound_queue,
     ));
     let (sink, stream) = socket.split();
     let heartbeat = params
@@ -144,6 +146,7 @@ pub(crate) fn run(
             batch: limits.write_batch_frames,
             min_flush_interval: limits.min_flush_interval,
             last_flush: None,
+            blocked: false,
         }
         .run(),
     );
@@ -408,17 +411,31 @@ impl Connection {
         // connection's task stays small.
         let timer = tokio::time::sleep_until(self.next_deadline(idle_deadline, handover_at));
         tokio::pin!(timer);
+        // The replies queued for the client are over the high-water mark: read nothing until
+        // the writer has drained them (`Outbox::pause_reader_if_behind`). The client is sending
+        // faster than it reads; it is slowed down, not disconnected.
+        let mut paused = false;
         loop {
             let flow = tokio::select! {
                 biased;
                 _ = self.outbox.wake_reader.notified() => {
-                    self.close_reason = match self.outbox.end_code() {
-                        0 => "transport",
-                        80020 => "slow_consumer",
-                        40141 | 40142 => "token_revoked",
-                        _ => "superseded",
-                    };
-                    Flow::Stop
+                    if self.outbox.is_ending() {
+                        self.close_reason = match self.outbox.end_code() {
+                            0 => "transport",
+                            80020 => "slow_consumer",
+                            40141 | 40142 => "token_revoked",
+                            _ => "superseded",
+                        };
+                        Flow::Stop
+                    } else {
+                        // The writer drained the replies (or a stale wake-up: asked again).
+                        if paused && !self.outbox.reader_paused() {
+                            paused = false;
+                            // We were not listening: the peer's silence was ours.
+                            idle_deadline = Instant::now() + idle_timeout;
+                        }
+                        Flow::Continue
+                    }
                 }
                 _ = async { drop(shutdown.wait_for(|draining| *draining).await) }, if handover_at.is_none() => {
                     let spread = self.gateway.config().timing.shutdown_grace * 3 / 5;
@@ -426,15 +443,23 @@ impl Connection {
                     handover_at = Some(Instant::now() + jitter);
                     Flow::Continue
                 }
-                _ = &mut timer => self.on_deadline(idle_deadline, handover_at),
-                frame = stream.next() => match frame {
+                _ = &mut timer => {
+                    if paused {
+                        // Not listening, so not the peer's silence.
+                        idle_deadline = idle_deadline.max(Instant::now() + idle_timeout);
+                    }
+                    self.on_deadline(idle_deadline, handover_at)
+                }
+                frame = stream.next(), if !paused => match frame {
                     None => Flow::Stop,
                     Some(Err(error)) => self.on_read_error(error),
                     Some(Ok(frame)) => {
                         idle_deadline = Instant::now() + idle_timeout;
                         // Boxed: the handlers' state would otherwise sit in every idle
                         // connection's task (several KiB each).
-                        Box::pin(self.on_frame(frame)).await
+                        let flow = Box::pin(self.on_frame(frame)).await;
+                        paused = self.outbox.pause_reader_if_behind();
+                        flow
                     }
                 },
             };

@@ -15,6 +15,14 @@ struct TestSubscriber {
     queue: Receiver,
 }
 
+/// Room for `frames` frames of up to 64 KiB before a subscriber counts as slow.
+fn budget(frames: usize) -> crate::limits::OutboundQueue {
+    crate::limits::OutboundQueue {
+        bytes: frames * 64 * 1024,
+        ..Default::default()
+    }
+}
+
 fn subscribe(
     hub: &Hub,
     channel: &str,
@@ -23,7 +31,7 @@ fn subscribe(
     echo: bool,
     capacity: usize,
 ) -> TestSubscriber {
-    let outbox = Arc::new(Outbox::new(format, capacity));
+    let outbox = Arc::new(Outbox::new(format, budget(capacity)));
     let mut queue = outbox.receiver();
     hub.attach(
         channel,
@@ -172,7 +180,8 @@ fn echo_off_skips_only_the_publisher() {
 #[test]
 fn a_full_queue_ends_that_subscriber_only() {
     let hub = Hub::default();
-    let slow = subscribe(&hub, "c", "slow", Format::Json, true, 2);
+    // No room beyond the one delivery a queue always takes.
+    let slow = subscribe(&hub, "c", "slow", Format::Json, true, 0);
     let mut fast = subscribe(&hub, "c", "fast", Format::Json, true, 64);
     for i in 0..10 {
         publish(&hub, "c", &i.to_string(), None, None);
@@ -275,7 +284,7 @@ fn attach_as(
     request: &AttachRequest,
     capacity: usize,
 ) -> (TestSubscriber, ProtocolMessage) {
-    let outbox = Arc::new(Outbox::new(Format::Json, capacity));
+    let outbox = Arc::new(Outbox::new(Format::Json, budget(capacity)));
     let mut queue = outbox.receiver();
     hub.attach(
         channel,
@@ -1237,7 +1246,7 @@ fn a_refused_presence_batch_changes_nothing() {
 #[test]
 fn occupancy_events_go_to_those_who_asked_once_per_change() {
     let hub = Hub::default();
-    let outbox = Arc::new(Outbox::new(Format::Json, 64));
+    let outbox = Arc::new(Outbox::new(Format::Json, budget(64)));
     let mut watcher_queue = outbox.receiver();
     hub.attach(
         "live",
