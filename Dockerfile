@@ -2,6 +2,9 @@
 #   docker build -t digis-realtime .
 #   docker run -p 8080:8080 -e REALTIME_KEYS=app.key:secret digis-realtime
 FROM rust:1-slim-bookworm AS build
+# jemalloc, the default allocator (`--features jemalloc`), is built from C sources with make.
+RUN apt-get update && apt-get install -y --no-install-recommends make \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY protocol protocol

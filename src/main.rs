@@ -1,5 +1,6 @@
 //! `realtime`: read flags and env, start tracing, build the parts, run. No logic lives here.
 
+mod allocator;
 mod settings;
 
 use std::process::ExitCode;
@@ -38,6 +39,7 @@ fn main() -> ExitCode {
             .init(),
     }
 
+    allocator::start();
     let check_only = matches!(cli.command, Some(settings::Command::CheckConfig(_)));
     let (role, serve) = match cli.command {
         Some(command) => command.split(),
@@ -134,7 +136,7 @@ async fn run(settings: settings::Settings, role: api::Role) -> anyhow::Result<()
         Some(gateway::RedisTarget::Cluster(_)) => "clustered through Redis Cluster",
         None => "embedded, in-memory bus",
     };
-    tracing::info!(listen = %local, server_id = gateway.server_id(), mode, ?role, "realtime serving");
+    tracing::info!(listen = %local, server_id = gateway.server_id(), mode, ?role, allocator = allocator::NAME, "realtime serving");
     api::serve_role(listener, gateway, role, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())

@@ -293,6 +293,7 @@ impl Drop for Slot {
             *n -= 1;
             if *n == 0 {
                 counts.per_ip.remove(&ip);
+                gateway::shrink::hash_map(&mut counts.per_ip);
             }
         }
     }

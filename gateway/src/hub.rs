@@ -484,6 +484,7 @@ impl Hub {
             state
                 .subscribers
                 .retain(|s| &*s.connection_id != connection_id);
+            crate::shrink::vec(&mut state.subscribers);
             if before > 0 && state.subscribers.is_empty() {
                 self.occupancy_transition(channel, false, protocol::now_ms());
             }
@@ -1052,6 +1053,8 @@ impl Hub {
             }
             !idle
         });
+        crate::shrink::dash_map(&self.channels);
+        crate::shrink::dash_map(&self.tombstones);
     }
 
     pub fn channel_count(&self) -> usize {
@@ -1389,6 +1392,8 @@ impl RecentIds {
                 self.expiry.remove(&id);
             }
         }
+        crate::shrink::hash_map(&mut self.expiry);
+        crate::shrink::vec_deque(&mut self.order);
     }
 
     fn is_empty(&self) -> bool {

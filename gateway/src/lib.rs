@@ -18,6 +18,7 @@ pub mod pulse;
 mod registry;
 mod resume;
 mod server;
+pub mod shrink;
 pub mod stats;
 pub mod telemetry;
 pub mod webhooks;
@@ -58,8 +59,11 @@ pub(crate) struct Inner {
     /// Live connections by connection key, so a resume can take over a transport the server
     /// still believes alive (the client already gave up on it).
     live_keys: DashMap<String, Arc<connection::Outbox>>,
-    /// Keys of connections that ended, with when (ms), for the resume refusal code.
-    ended_keys: DashMap<String, u64>,
+    /// Keys of connections that ended (their `resume::KeyPrint`s), with when (ms), for the resume
+    /// refusal code.
+    ended_keys: DashMap<u64, u64>,
+    /// Hashes connection keys into `ended_keys` (seeded per process).
+    key_prints: std::hash::RandomState,
     /// Woken whenever a connection is parked.
     parked_notify: Notify,
     /// The Redis bus, once `connect_bus` has reached it (`--redis`); none in embedded mode.
@@ -101,6 +105,7 @@ impl Gateway {
             webhooks: std::sync::OnceLock::new(),
             live_keys: DashMap::new(),
             ended_keys: DashMap::new(),
+            key_prints: std::hash::RandomState::new(),
             parked_notify: Notify::new(),
             clients: registry::ClientRegistry::default(),
             server_id,
@@ -469,11 +474,19 @@ fn every(inner: &Arc<Inner>, interval: Duration, work: impl Fn(Arc<Inner>) + Sen
     });
 }
 
-/// Idle channels, expired idempotency ids and old ended connection keys go.
+/// Idle channels, expired idempotency ids and nonces and old ended connection keys go; maps a
+/// flood of connections grew give back what they no longer hold (`shrink`).
 fn sweep(inner: Arc<Inner>) {
     let now = protocol::now_ms();
     inner.hub.sweep(now);
+    inner.auth.sweep(now);
+    inner.clients.shrink();
+    shrink::dash_map(&inner.parked);
+    shrink::dash_map(&inner.live_keys);
+    shrink::dash_map(&inner.apps);
     let gateway = Gateway { inner };
     gateway.forget_ended_before(now.saturating_sub(ENDED_KEYS_TTL_MS));
     gateway.forget_full_rates();
+    shrink::dash_map(&gateway.inner.ended_keys);
+    shrink::dash_map(&gateway.inner.publish_rates);
 }

@@ -61,8 +61,14 @@ impl ClientRegistry {
         };
         self.by_client.remove_if_mut(client_id, |_, connections| {
             connections.remove(connection_id);
+            crate::shrink::hash_map(connections);
             connections.is_empty()
         });
+    }
+
+    /// Gives back the room a flood of identities left (the sweep's).
+    pub(crate) fn shrink(&self) {
+        crate::shrink::dash_map(&self.by_client);
     }
 
     /// Ends the client's token connections whose token `issuer` issued before `issued_before`.

@@ -92,8 +92,7 @@ impl Gateway {
         client_id: Option<&str>,
     ) -> Result<Parked, ErrorInfo> {
         let refusal = |gateway: &Gateway| {
-            if gateway.inner.parked.contains_key(key) || gateway.inner.ended_keys.contains_key(key)
-            {
+            if gateway.inner.parked.contains_key(key) || gateway.has_ended(key) {
                 ErrorCode::UnableToRecover.info(
                     "unable to recover the connection (expired, closed or not yours); this is a new connection",
                 )
@@ -202,10 +201,20 @@ impl Gateway {
 
     /// Keys of connections that ended (closed, or expired unresumed), remembered for a while so a
     /// late resume gets "unable to recover" rather than "invalid key".
+    /// Only a 64-bit print of each key is kept: 15,000 closed connections cost 16 bytes each
+    /// for the ten minutes, not a string each. Two keys sharing a print (about 1 in 2^64) would
+    /// only swap which refusal code a forged key gets.
     pub(crate) fn remember_ended(&self, key: &str) {
-        self.inner
-            .ended_keys
-            .insert(key.to_owned(), protocol::now_ms());
+        let print = self.key_print(key);
+        self.inner.ended_keys.insert(print, protocol::now_ms());
+    }
+
+    pub(crate) fn has_ended(&self, key: &str) -> bool {
+        self.inner.ended_keys.contains_key(&self.key_print(key))
+    }
+
+    fn key_print(&self, key: &str) -> u64 {
+        std::hash::BuildHasher::hash_one(&self.inner.key_prints, key)
     }
 
     pub(crate) fn forget_ended_before(&self, before_ms: u64) {

@@ -137,6 +137,9 @@ pub enum Scenario {
     /// presence, REST and event publishing, drains; fails on anything a client was promised and
     /// did not get, and on server RSS or fd growth.
     Soak(Box<crate::scenario::soak::SoakArgs>),
+    /// A connection flood opened and closed `--rounds` times: the server's RSS before, at the
+    /// peak, after the close and after `--settle`; fails if memory does not come back.
+    Churn(Box<crate::scenario::churn::ChurnArgs>),
     /// A bare-bones broadcast server (plain WebSocket, no protocol): the ceiling to compare with.
     /// Load it with `fanout --protocol raw`.
     Ceiling(CeilingArgs),

@@ -31,8 +31,9 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    // `compare` and `soak` draw their own plots (bars per server; a timeline of the run).
-    if let Some(path) = plot.filter(|_| !matches!(report.scenario, "compare" | "soak")) {
+    // `compare` and `soak` draw their own plots (bars per server; a timeline of the run);
+    // `churn` measures no latencies.
+    if let Some(path) = plot.filter(|_| !matches!(report.scenario, "compare" | "soak" | "churn")) {
         let written = match &report.latencies {
             Some(latencies) => load_tests::plot::write_svg(&path, report.scenario, latencies),
             None => Err(anyhow::anyhow!("this run measured no latencies")),

@@ -16,6 +16,17 @@ pub struct Report {
     /// In the order they print.
     pub metrics: Vec<(String, Value)>,
     pub failures: Vec<String>,
+    /// A scenario's own table (printed above the metrics) and its JSON form.
+    pub detail: Option<Detail>,
+}
+
+/// Per-step results a flat list of metrics does not fit (`churn`'s rounds).
+#[derive(Clone)]
+pub struct Detail {
+    pub table: String,
+    /// The JSON key it goes under.
+    pub key: &'static str,
+    pub json: Value,
 }
 
 impl Report {
@@ -25,6 +36,7 @@ impl Report {
             latencies: None,
             metrics: Vec::new(),
             failures: Vec::new(),
+            detail: None,
         }
     }
 
@@ -55,6 +67,9 @@ impl Report {
     pub fn table(&self) -> String {
         let width = self.metrics.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         let mut out = format!("== {} ==\n", self.scenario);
+        if let Some(detail) = &self.detail {
+            out.push_str(&detail.table);
+        }
         for (name, value) in &self.metrics {
             let value = match value {
                 Value::String(text) => text.clone(),
@@ -78,6 +93,9 @@ impl Report {
         object.insert("scenario".into(), self.scenario.into());
         for (name, value) in &self.metrics {
             object.insert(name.clone(), value.clone());
+        }
+        if let Some(detail) = &self.detail {
+            object.insert(detail.key.into(), detail.json.clone());
         }
         object.insert("ok".into(), self.ok().into());
         object.insert("failures".into(), self.failures.clone().into());

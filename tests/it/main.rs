@@ -10,6 +10,7 @@ mod cors;
 mod dashboard;
 mod events;
 mod floods;
+mod memory;
 mod metrics;
 mod process;
 mod redis_cluster;

@@ -22,9 +22,15 @@ impl Server {
 
     /// `start` for `realtime <role>` (`serve`, `gateway`, `api`).
     pub(crate) fn start_role(role: &str, args: &[&str]) -> Server {
+        Server::start_with_env(role, args, &[])
+    }
+
+    /// `start_role` with more environment variables for the process.
+    pub(crate) fn start_with_env(role: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_realtime"))
             .args([role, "--listen", "127.0.0.1:0"])
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .env_remove("REALTIME_KEYS")
             .env_remove("REALTIME_LISTEN")

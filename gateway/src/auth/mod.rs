@@ -231,6 +231,13 @@ impl Auth {
         }
     }
 
+    /// Stale nonces go; the nonce and revocation maps give back room they no longer use.
+    pub(crate) fn sweep(&self, now_ms: u64) {
+        self.nonces.forget_stale(now_ms);
+        crate::shrink::dash_map(&self.revocations);
+        crate::shrink::dash_map(&self.app_keys);
+    }
+
     /// Refuses, from now on, tokens for `client_id` issued by `issuer` (a key name, or
     /// `SUPABASE_ISSUER`) before `issued_before` (ms). Revocations older than the longest token
     /// lifetime are forgotten as more arrive.

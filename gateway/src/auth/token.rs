@@ -275,4 +275,10 @@ impl NonceCache {
             }
         }
     }
+
+    /// Forgets nonces whose requests are stale by now (the sweep's), and the room they took.
+    pub(super) fn forget_stale(&self, now_ms: u64) {
+        self.seen.retain(|_, forget_at| *forget_at > now_ms);
+        crate::shrink::dash_map(&self.seen);
+    }
 }

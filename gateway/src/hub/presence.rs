@@ -35,6 +35,12 @@ impl PresenceSet {
         self.members.len()
     }
 
+    /// Room for members (the shrink tests').
+    #[cfg(test)]
+    pub(super) fn capacity(&self) -> usize {
+        self.members.capacity()
+    }
+
     pub(super) fn has_members(&self) -> bool {
         !self.members.is_empty()
     }
@@ -83,6 +89,7 @@ impl PresenceSet {
             }
             LEAVE => match self.members.remove(&key) {
                 Some(member) => {
+                    crate::shrink::hash_map(&mut self.members);
                     ::metrics::gauge!("realtime_presence_members").decrement(1.0);
                     if event.data.is_none() {
                         event.data = member.data;

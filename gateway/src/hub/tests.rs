@@ -1653,3 +1653,69 @@ fn a_big_presence_broadcast_is_split_too() {
     assert_eq!(received, events, "every event, in order");
     assert_eq!(outgoing.presence.as_ref(), Some(&events));
 }
+
+#[test]
+fn a_flood_of_subscribers_and_members_gives_its_room_back_when_it_leaves() {
+    let hub = Hub::new(HubConfig::default());
+    let mut subscribers = Vec::new();
+    for n in 0..500 {
+        let connection_id = format!("c{n}");
+        subscribers.push(subscribe(
+            &hub,
+            "live",
+            &connection_id,
+            Format::Json,
+            true,
+            8,
+        ));
+        enter(&hub, "live", &format!("u{n}"), &connection_id).unwrap();
+    }
+    let room = |hub: &Hub| {
+        let channel = hub.existing("live").expect("live channel");
+        let state = channel.lock();
+        (state.subscribers.capacity(), state.presence.capacity())
+    };
+    let (subscribers_full, members_full) = room(&hub);
+    assert!(subscribers_full >= 500 && members_full >= 500);
+    for n in 10..500 {
+        let connection_id = format!("c{n}");
+        hub.apply_presence("live", hub.leave_events("live", &connection_id));
+        hub.detach("live", &connection_id);
+    }
+    assert_eq!(hub.occupancy("live").subscribers, 10);
+    assert_eq!(hub.presence_members("live").len(), 10);
+    let (subscribers_left, members_left) = room(&hub);
+    assert!(
+        subscribers_left <= 4 * 10 + MIN_ROOM && members_left <= 4 * 10 + MIN_ROOM,
+        "room kept: {subscribers_left} subscribers, {members_left} members"
+    );
+    drop(subscribers);
+}
+
+/// What `shrink` leaves alone.
+const MIN_ROOM: usize = crate::shrink::MIN_CAPACITY * 2;
+
+#[test]
+fn the_sweep_shrinks_the_channel_map_after_a_flood_of_channels() {
+    let hub = Hub::new(HubConfig::default());
+    for n in 0..5_000 {
+        drop(subscribe(
+            &hub,
+            &format!("user:{n}"),
+            &format!("c{n}"),
+            Format::Json,
+            true,
+            8,
+        ));
+        hub.detach(&format!("user:{n}"), &format!("c{n}"));
+    }
+    let full = hub.channels.capacity();
+    assert!(full >= 5_000);
+    hub.sweep(10);
+    assert_eq!(hub.channel_count(), 0);
+    assert!(
+        hub.channels.capacity() < full / 10,
+        "channel map kept room for {} of {full}",
+        hub.channels.capacity()
+    );
+}

@@ -35,6 +35,7 @@ macro_rules! with_target {
     };
 }
 
+pub mod churn;
 pub mod fanout;
 pub mod idle;
 pub mod sessions;
@@ -66,7 +67,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<Report> {
             matches!(shared.protocol, Protocol::Ably | Protocol::Pusher)
         }
         // soak needs a key only without --spawn, and says so itself.
-        Scenario::Ceiling(_) | Scenario::Compare(_) | Scenario::Soak(_) => false,
+        Scenario::Ceiling(_) | Scenario::Compare(_) | Scenario::Soak(_) | Scenario::Churn(_) => {
+            false
+        }
         _ => true,
     };
     if needs_key && shared.key.is_empty() {
@@ -78,6 +81,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Report> {
         Scenario::Storm(args) => storm::run(&shared, &args).await?,
         Scenario::Sessions(args) => sessions::run(&shared, &args).await?,
         Scenario::Soak(args) => soak::run(&shared, &args).await?,
+        Scenario::Churn(args) => churn::run(&shared, &args).await?,
         Scenario::Ceiling(args) => {
             let listener = tokio::net::TcpListener::bind(args.listen).await?;
             eprintln!("ceiling: broadcasting on ws://{}/", listener.local_addr()?);

@@ -35,6 +35,8 @@ pub struct AblyTarget {
     ws_base: String,
     credentials: Credentials,
     format: Format,
+    /// With a prefix, connection `n` asks for clientId `<prefix>-<n>` (`clientId=`).
+    client_ids: Option<String>,
 }
 
 impl AblyTarget {
@@ -44,7 +46,15 @@ impl AblyTarget {
             ws_base: ws_base(url)?,
             credentials,
             format,
+            client_ids: None,
         })
+    }
+
+    /// Connection `n` identifies as `<prefix>-<n>`, as a signed-in user would (and may then
+    /// enter presence).
+    pub fn with_client_ids(mut self, prefix: &str) -> AblyTarget {
+        self.client_ids = Some(prefix.to_owned());
+        self
     }
 
     fn url_for(&self, client: usize) -> anyhow::Result<String> {
@@ -61,8 +71,12 @@ impl AblyTarget {
             Format::Json => "json",
             Format::Msgpack => "msgpack",
         };
+        let client_id = match &self.client_ids {
+            Some(prefix) => format!("&clientId={}", query_escape(&format!("{prefix}-{client}"))),
+            None => String::new(),
+        };
         Ok(format!(
-            "{}?{credential}&format={format}&heartbeats=true&v=3",
+            "{}?{credential}{client_id}&format={format}&heartbeats=true&v=3",
             self.ws_base
         ))
     }
@@ -80,6 +94,9 @@ impl Target for AblyTarget {
         async move { AblyConnection::open(&url?, format).await }
     }
 }
+
+/// `PresenceMessage::action` for ENTER (Ably's presence action numbers).
+const PRESENCE_ENTER: u8 = 2;
 
 /// What the reader task shares with the write half.
 /// ATTACHes wait for ATTACHED (or a channel ERROR, the reason), by channel.
@@ -129,6 +146,33 @@ impl AblyConnection {
             deliveries,
             next_msg_serial: 0,
         })
+    }
+
+    /// Enters presence on `channel` (attached already), returning once the server acknowledged
+    /// it. Needs a connection with a clientId (`AblyTarget::with_client_ids`).
+    pub async fn enter(&mut self, channel: &str) -> anyhow::Result<()> {
+        let enter = ProtocolMessage {
+            channel: Some(channel.to_owned()),
+            msg_serial: Some(self.next_msg_serial),
+            presence: Some(vec![protocol::PresenceMessage {
+                action: PRESENCE_ENTER,
+                ..Default::default()
+            }]),
+            ..ProtocolMessage::new(Action::Presence)
+        };
+        self.next_msg_serial += 1;
+        self.send(&enter).await?;
+        let settled = self
+            .shared
+            .settle(self.next_msg_serial, REPLY_TIMEOUT)
+            .await;
+        if settled.acknowledged < settled.sent {
+            bail!(
+                "presence enter on {channel} not acknowledged: {}",
+                self.shared.failure().unwrap_or_default()
+            );
+        }
+        Ok(())
     }
 
     async fn send(&mut self, message: &ProtocolMessage) -> anyhow::Result<()> {

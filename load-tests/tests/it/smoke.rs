@@ -113,3 +113,29 @@ fn sessions_shape() {
     assert!(number(&report, "publications") > 0, "{report:#}");
     assert_eq!(number(&report, "publish_errors"), 0);
 }
+
+#[test]
+fn churn_two_small_rounds() {
+    // The server is this test process: its RSS says nothing, so the slack is wide.
+    let report = run_load(&[
+        "churn",
+        "--connections",
+        "200",
+        "--rounds",
+        "2",
+        "--hold",
+        "200ms",
+        "--settle",
+        "1s",
+        "--rss-slack-mib",
+        "100000",
+    ]);
+    assert_eq!(report["ok"], true, "{report:#}");
+    assert_eq!(number(&report, "connect_failures"), 0);
+    let rounds = report["rounds"].as_array().expect("rounds");
+    assert_eq!(rounds.len(), 2, "{report:#}");
+    for round in rounds {
+        assert_eq!(number(round, "connections"), 200, "{report:#}");
+        assert!(round["rss_peak_mib"].as_f64() >= round["rss_before_mib"].as_f64());
+    }
+}

@@ -12,7 +12,7 @@ mod backend;
 pub mod checks;
 mod client;
 mod monitor;
-mod nodes;
+pub(crate) mod nodes;
 mod wire;
 
 pub use self::monitor::{NodeSample, Sample};

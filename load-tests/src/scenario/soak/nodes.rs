@@ -17,7 +17,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// After SIGTERM, how long past its `--drain-ms` a node may take to exit before it is killed.
 const EXIT_GRACE: Duration = Duration::from_secs(15);
 
-pub(super) struct Endpoints {
+pub(crate) struct Endpoints {
     urls: Vec<String>,
     ws: Vec<String>,
     draining: Vec<AtomicBool>,
@@ -28,7 +28,7 @@ pub(super) struct Endpoints {
 
 impl Endpoints {
     /// `urls`: each node's HTTP base (`http://host:port`).
-    pub(super) fn new(urls: Vec<String>) -> anyhow::Result<Endpoints> {
+    pub(crate) fn new(urls: Vec<String>) -> anyhow::Result<Endpoints> {
         if urls.is_empty() {
             bail!("no server URL");
         }
@@ -45,12 +45,12 @@ impl Endpoints {
         })
     }
 
-    pub(super) fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.urls.len()
     }
 
     /// The next node in turn, passing over one that is draining (unless all are).
-    pub(super) fn pick(&self) -> usize {
+    pub(crate) fn pick(&self) -> usize {
         let n = self.urls.len();
         let first = self.next.fetch_add(1, Ordering::Relaxed);
         (0..n)
@@ -59,47 +59,47 @@ impl Endpoints {
             .unwrap_or(first % n)
     }
 
-    pub(super) fn ws(&self, node: usize) -> &str {
+    pub(crate) fn ws(&self, node: usize) -> &str {
         &self.ws[node]
     }
 
-    pub(super) fn is_draining(&self, node: usize) -> bool {
+    pub(crate) fn is_draining(&self, node: usize) -> bool {
         self.draining[node].load(Ordering::Acquire)
     }
 
-    pub(super) fn set_draining(&self, node: usize, draining: bool) {
+    pub(crate) fn set_draining(&self, node: usize, draining: bool) {
         self.draining[node].store(draining, Ordering::Release);
     }
 
-    pub(super) fn joined(&self, node: usize) {
+    pub(crate) fn joined(&self, node: usize) {
         self.live[node].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(super) fn left(&self, node: usize) {
+    pub(crate) fn left(&self, node: usize) {
         self.live[node].fetch_sub(1, Ordering::Relaxed);
     }
 
-    pub(super) fn live(&self, node: usize) -> i64 {
+    pub(crate) fn live(&self, node: usize) -> i64 {
         self.live[node].load(Ordering::Relaxed)
     }
 }
 
 /// How `--spawn` starts each node.
-pub(super) struct Spawn {
-    pub(super) bin: PathBuf,
-    pub(super) nodes: usize,
-    pub(super) key: String,
-    pub(super) token_renew_lead: Duration,
-    pub(super) drain: Duration,
+pub(crate) struct Spawn {
+    pub(crate) bin: PathBuf,
+    pub(crate) nodes: usize,
+    pub(crate) key: String,
+    pub(crate) token_renew_lead: Duration,
+    pub(crate) drain: Duration,
     /// Passed to every node as they are (`--server-arg=--max-idle-interval-ms=2000`).
-    pub(super) extra: Vec<String>,
-    pub(super) redis_bin: PathBuf,
+    pub(crate) extra: Vec<String>,
+    pub(crate) redis_bin: PathBuf,
     /// Where the nodes' logs go (`<prefix>-node<k>.log`).
-    pub(super) log_prefix: PathBuf,
+    pub(crate) log_prefix: PathBuf,
 }
 
 /// The processes `--spawn` started; killed (and reaped) on drop.
-pub(super) struct Cluster {
+pub(crate) struct Cluster {
     spawn: Spawn,
     redis: Option<(Child, u16)>,
     nodes: Vec<Node>,
@@ -112,7 +112,7 @@ struct Node {
 }
 
 impl Cluster {
-    pub(super) async fn start(spawn: Spawn) -> anyhow::Result<Cluster> {
+    pub(crate) async fn start(spawn: Spawn) -> anyhow::Result<Cluster> {
         let bin = std::fs::canonicalize(&spawn.bin)
             .with_context(|| format!("--spawn {}", spawn.bin.display()))?;
         let spawn = Spawn { bin, ..spawn };
@@ -149,38 +149,38 @@ impl Cluster {
         Ok(cluster)
     }
 
-    pub(super) fn urls(&self) -> Vec<String> {
+    pub(crate) fn urls(&self) -> Vec<String> {
         self.nodes
             .iter()
             .map(|node| format!("http://127.0.0.1:{}", node.port))
             .collect()
     }
 
-    pub(super) fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.nodes.len()
     }
 
     /// Node `k`'s process id and when it started, while it runs.
-    pub(super) fn pid(&self, k: usize) -> Option<(u32, Instant)> {
+    pub(crate) fn pid(&self, k: usize) -> Option<(u32, Instant)> {
         let node = &self.nodes[k];
         node.child.as_ref().map(|child| (child.id(), node.started))
     }
 
     /// Whether node `k` has exited (when nobody asked it to).
-    pub(super) fn exited(&mut self, k: usize) -> bool {
+    pub(crate) fn exited(&mut self, k: usize) -> bool {
         let node = &mut self.nodes[k];
         node.child
             .as_mut()
             .is_some_and(|child| !matches!(child.try_wait(), Ok(None)))
     }
 
-    pub(super) fn log(&self, k: usize) -> PathBuf {
+    pub(crate) fn log(&self, k: usize) -> PathBuf {
         log_path(&self.spawn.log_prefix, k)
     }
 
     /// SIGTERM to node `k` (it hands its clients over for `--drain-ms`), waits for it to exit,
     /// then starts it again on the same port.
-    pub(super) async fn drain(&mut self, k: usize) -> anyhow::Result<()> {
+    pub(crate) async fn drain(&mut self, k: usize) -> anyhow::Result<()> {
         let Some(mut child) = self.nodes[k].child.take() else {
             bail!("node {k} is not running");
         };
@@ -303,6 +303,6 @@ async fn wait_listening(port: u16, child: &mut Child, what: &str) -> anyhow::Res
 }
 
 /// Open file descriptors of process `pid` (Linux).
-pub(super) fn open_fds(pid: u32) -> std::io::Result<u64> {
+pub(crate) fn open_fds(pid: u32) -> std::io::Result<u64> {
     Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count() as u64)
 }
