@@ -99,28 +99,20 @@ pub async fn run(shared: &Shared, args: &ChurnArgs) -> anyhow::Result<Report> {
     } else {
         shared.key.clone()
     };
-    let cluster = match &args.spawn {
-        Some(bin) => Some(
-            Cluster::start(Spawn {
-                bin: bin.clone(),
-                nodes: 1,
-                key: key.clone(),
-                token_renew_lead: Duration::from_secs(30),
-                drain: Duration::from_secs(5),
-                extra: args.server_args.clone(),
-                redis_bin: PathBuf::from("redis-server"),
-                log_prefix: args
-                    .server_logs
-                    .clone()
-                    .unwrap_or_else(|| std::env::temp_dir().join(format!("realtime-churn-{run}"))),
-            })
-            .await?,
-        ),
-        None if shared.key.is_empty() => {
-            bail!("--key (or REALTIME_LOAD_KEY) is required without --spawn")
-        }
-        None => None,
-    };
+    let spawn = args.spawn.as_ref().map(|bin| Spawn {
+        bin: bin.clone(),
+        nodes: 1,
+        key: key.clone(),
+        token_renew_lead: Duration::from_secs(30),
+        drain: Duration::from_secs(5),
+        extra: args.server_args.clone(),
+        redis_bin: PathBuf::from("redis-server"),
+        log_prefix: args
+            .server_logs
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("realtime-churn-{run}"))),
+    });
+    let cluster = Cluster::start_if(spawn, !shared.key.is_empty()).await?;
     let (url, pid) = match &cluster {
         Some(cluster) => (cluster.urls().remove(0), cluster.pid(0).map(|(pid, _)| pid)),
         None => (shared.url.clone(), shared.server_pid),

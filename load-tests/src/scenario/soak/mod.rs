@@ -233,28 +233,20 @@ pub async fn run(shared: &Shared, args: &SoakArgs) -> anyhow::Result<Report> {
     } else {
         shared.key.clone()
     };
-    let cluster = match &args.spawn {
-        Some(bin) => Some(
-            Cluster::start(Spawn {
-                bin: bin.clone(),
-                nodes: args.nodes.max(1),
-                key: key.clone(),
-                token_renew_lead: args.token_renew_lead,
-                drain: args.drain,
-                extra: args.server_args.clone(),
-                redis_bin: args.redis_bin.clone(),
-                log_prefix: args
-                    .server_logs
-                    .clone()
-                    .unwrap_or_else(|| std::env::temp_dir().join(format!("realtime-soak-{run}"))),
-            })
-            .await?,
-        ),
-        None if shared.key.is_empty() => {
-            bail!("--key (or REALTIME_LOAD_KEY) is required without --spawn")
-        }
-        None => None,
-    };
+    let spawn = args.spawn.as_ref().map(|bin| Spawn {
+        bin: bin.clone(),
+        nodes: args.nodes.max(1),
+        key: key.clone(),
+        token_renew_lead: args.token_renew_lead,
+        drain: args.drain,
+        extra: args.server_args.clone(),
+        redis_bin: args.redis_bin.clone(),
+        log_prefix: args
+            .server_logs
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("realtime-soak-{run}"))),
+    });
+    let cluster = Cluster::start_if(spawn, !shared.key.is_empty()).await?;
     let urls = match &cluster {
         Some(cluster) => cluster.urls(),
         None => shared

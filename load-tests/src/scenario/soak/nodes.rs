@@ -112,6 +112,21 @@ struct Node {
 }
 
 impl Cluster {
+    /// Starts `spawn` when `--spawn` was given; without it the run targets a server already
+    /// running, which needs `--key`.
+    pub(crate) async fn start_if(
+        spawn: Option<Spawn>,
+        key_given: bool,
+    ) -> anyhow::Result<Option<Cluster>> {
+        match spawn {
+            Some(spawn) => Ok(Some(Cluster::start(spawn).await?)),
+            None if !key_given => {
+                anyhow::bail!("--key (or REALTIME_LOAD_KEY) is required without --spawn")
+            }
+            None => Ok(None),
+        }
+    }
+
     pub(crate) async fn start(spawn: Spawn) -> anyhow::Result<Cluster> {
         let bin = std::fs::canonicalize(&spawn.bin)
             .with_context(|| format!("--spawn {}", spawn.bin.display()))?;
