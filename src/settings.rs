@@ -255,6 +255,7 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub(crate) struct Settings {
     pub listen: SocketAddr,
     pub gateway: gateway::Config,
+    pub api: api::Config,
     /// Set when no key was configured and one was made up for this run.
     pub generated_key: Option<String>,
 }
@@ -537,6 +538,14 @@ pub(crate) fn resolve(args: ServeArgs) -> Result<Settings, String> {
         &keys,
     )?;
     let file_publish = file.publish.unwrap_or_default();
+    let admin_listen = args
+        .admin_listen
+        .as_deref()
+        .map(|a| {
+            a.parse()
+                .map_err(|e| format!("--admin-listen / REALTIME_ADMIN_LISTEN {a:?}: {e}"))
+        })
+        .transpose()?;
     let mut settings = Settings {
         listen,
         gateway: gateway::Config {
@@ -546,14 +555,6 @@ pub(crate) fn resolve(args: ServeArgs) -> Result<Settings, String> {
             sandbox: args.sandbox,
             server_id: args.server_id.clone().filter(|id| !id.is_empty()),
             cors_origins,
-            admin_listen: args
-                .admin_listen
-                .as_deref()
-                .map(|a| {
-                    a.parse()
-                        .map_err(|e| format!("--admin-listen / REALTIME_ADMIN_LISTEN {a:?}: {e}"))
-                })
-                .transpose()?,
             redis: args
                 .redis
                 .as_deref()
@@ -566,6 +567,10 @@ pub(crate) fn resolve(args: ServeArgs) -> Result<Settings, String> {
             timing,
             sockets,
             ..Default::default()
+        },
+        api: api::Config {
+            admin_listen,
+            ..api::Config::default()
         },
         generated_key,
     };

@@ -93,7 +93,6 @@ impl Gateway {
                 Alphanumeric.sample_string(&mut rand::thread_rng(), 8)
             )
         });
-        telemetry::install();
         let inner = Arc::new(Inner {
             auth: Auth::new(config.keys.clone(), config.supabase.clone()),
             hub: Hub::new(config.hub.clone()),

@@ -11,9 +11,9 @@ use protocol::codec::shape::BatchShape;
 use protocol::{ChannelName, ErrorCode, ErrorInfo, Format, Message, Operation, PresenceMessage};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::principal;
-use crate::body::{body_format, decode, respond, response_format, OneOrMany};
+use crate::body::{body_format, decode, respond, OneOrMany};
 use crate::error::ApiError;
+use crate::extract::{Accept, Caller};
 
 #[derive(Deserialize)]
 pub(crate) struct PublishSpec {
@@ -89,22 +89,22 @@ fn check_batch(shape: BatchShape, limits: &gateway::limits::Limits) -> Result<()
 /// Each spec's messages go to each of its channels; one result per (spec, channel).
 pub(crate) async fn publish(
     State(gateway): State<Gateway>,
+    Accept(format): Accept,
+    Caller(caller): Caller,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let format = response_format(&headers);
-    let caller = principal(&gateway, &headers, format).await?;
     let limits = &gateway.config().limits;
     // Sized from a skim before decoding (a long body may hold many messages), and again after.
     if body.len() > limits.max_messages_per_publish {
         let shape = body_format(&headers)
             .and_then(|body_format| protocol::codec::shape::batch_shape(&body, body_format));
         if let Some(shape) = shape {
-            check_batch(shape, limits).map_err(|error| ApiError::new(error, format))?;
+            check_batch(shape, limits)?;
         }
     }
-    let body = decode::<OneOrMany<PublishSpec>>(&headers, &body, format)?;
-    check_batch(shape_of(body.as_slice()), limits).map_err(|error| ApiError::new(error, format))?;
+    let body = decode::<OneOrMany<PublishSpec>>(&headers, &body)?;
+    check_batch(shape_of(body.as_slice()), limits)?;
     // One spec (not in an array) is answered with its results alone, as Ably does.
     let single = body.is_one();
     let specs = body.into_vec();
@@ -164,10 +164,9 @@ enum PresenceOutcome {
 pub(crate) async fn presence(
     State(gateway): State<Gateway>,
     Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
+    Accept(format): Accept,
+    Caller(caller): Caller,
 ) -> Result<Response, ApiError> {
-    let format = response_format(&headers);
-    let caller = principal(&gateway, &headers, format).await?;
     let names = query.get("channels").cloned().unwrap_or_default();
     let mut results: Vec<PresenceOutcome> = Vec::new();
     for name in names.split(',').filter(|name| !name.is_empty()) {

@@ -18,28 +18,27 @@ use gateway::Gateway;
 use protocol::{ErrorCode, ErrorInfo, Operation};
 use serde_json::Value;
 
-use crate::auth::principal;
-use crate::body::{decode, respond, response_format, OneOrMany};
+use crate::body::{decode, respond, OneOrMany};
 use crate::error::ApiError;
+use crate::extract::{Accept, Caller};
 
 /// Events one request may carry: a batch is checked whole before any is published.
 const MAX_EVENTS_PER_REQUEST: usize = 100;
 
 pub(crate) async fn publish(
     State(gateway): State<Gateway>,
+    Accept(format): Accept,
+    Caller(caller): Caller,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let format = response_format(&headers);
-    let caller = principal(&gateway, &headers, format).await?;
-    let body = decode::<OneOrMany<Value>>(&headers, &body, format)?;
+    let body = decode::<OneOrMany<Value>>(&headers, &body)?;
     let single = body.is_one();
     let items = body.into_vec();
     if items.is_empty() || items.len() > MAX_EVENTS_PER_REQUEST {
         return Err(ApiError::code(
             ErrorCode::BadRequest,
             format!("send between 1 and {MAX_EVENTS_PER_REQUEST} events"),
-            format,
         ));
     }
     let max_bytes = gateway.config().limits.max_message_bytes;
@@ -54,7 +53,7 @@ pub(crate) async fn publish(
                     ..error
                 }
             };
-            ApiError::new(error, format)
+            ApiError::new(error)
         };
         let event = gateway
             .config()
@@ -99,7 +98,9 @@ pub(crate) async fn publish(
             ),
             ..(*worst).clone()
         };
-        return Ok(ApiError::new(info, format).with_batch_response(Some(&receipts)));
+        return Ok(ApiError::new(info)
+            .in_format(format)
+            .with_batch_response(Some(&receipts)));
     }
     let mut response = if single {
         respond(StatusCode::CREATED, &receipts[0], format, false)?

@@ -4,16 +4,17 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use gateway::hub::HistoryQuery;
-use gateway::Gateway;
+use gateway::{Gateway, Principal};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use protocol::{ChannelName, ErrorCode, Format, Message, Operation, PresenceMessage};
+use serde::Serialize;
 
-use crate::auth::principal;
-use crate::body::{respond_paged, response_format};
+use crate::body::respond_paged;
 use crate::error::ApiError;
+use crate::extract::{Caller, Enveloped};
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
@@ -27,32 +28,24 @@ struct Request {
     params: HashMap<String, String>,
 }
 
-async fn request(
-    gateway: &Gateway,
+fn request(
+    caller: &Principal,
     channel: &str,
     params: HashMap<String, String>,
-    headers: &HeaderMap,
+    Enveloped { format, envelope }: Enveloped,
     operation: Operation,
 ) -> Result<Request, ApiError> {
-    let (format, envelope) = match params.get("envelope").map(String::as_str) {
-        Some("json") => (Format::Json, true),
-        Some("msgpack") => (Format::Msgpack, true),
-        _ => (response_format(headers), false),
-    };
-    let caller = principal(gateway, headers, format).await?;
-    let channel = ChannelName::parse(channel).map_err(|e| ApiError::new(e, format))?;
+    let channel = ChannelName::parse(channel)?;
     if !caller.allows(&channel, operation) {
         return Err(ApiError::code(
             ErrorCode::CapabilityDenied,
             "reading this channel's history or presence is not permitted by the capability",
-            format,
         ));
     }
     let bad = |name: &str| {
         ApiError::code(
             ErrorCode::InvalidParameterValue,
             format!("invalid {name} parameter"),
-            format,
         )
     };
     let number = |name: &str| -> Result<Option<u64>, ApiError> {
@@ -89,6 +82,23 @@ async fn request(
 }
 
 impl Request {
+    /// One page, with its `Link` header.
+    fn respond<T: Serialize>(
+        &self,
+        resource: &str,
+        page: &[T],
+        next_cursor: Option<String>,
+    ) -> Result<Response, ApiError> {
+        let link = links(resource, self, next_cursor);
+        respond_paged(
+            StatusCode::OK,
+            &page,
+            self.format,
+            self.envelope,
+            Some(link),
+        )
+    }
+
     /// Offset-paged resources (presence) keep in the cursor how many items came before.
     fn offset(&self) -> usize {
         self.query
@@ -165,13 +175,13 @@ pub(crate) async fn messages(
     State(gateway): State<Gateway>,
     Path(channel): Path<String>,
     Query(params): Query<HashMap<String, String>>,
-    headers: HeaderMap,
+    reply: Enveloped,
+    Caller(caller): Caller,
 ) -> Result<Response, ApiError> {
-    let request = request(&gateway, &channel, params, &headers, Operation::History).await?;
+    let request = request(&caller, &channel, params, reply, Operation::History)?;
     let page = gateway
         .history(&request.channel_key, &request.query)
-        .await
-        .map_err(|error| ApiError::new(error, request.format))?;
+        .await?;
     let next = (page.len() == request.query.limit)
         .then(|| page.last().and_then(|m| m.serial.clone()))
         .flatten();
@@ -185,29 +195,22 @@ pub(crate) async fn messages(
             message
         })
         .collect();
-    let link = links("messages", &request, next);
-    respond_paged(
-        StatusCode::OK,
-        &messages,
-        request.format,
-        request.envelope,
-        Some(link),
-    )
+    request.respond("messages", &messages, next)
 }
 
 pub(crate) async fn presence(
     State(gateway): State<Gateway>,
     Path(channel): Path<String>,
     Query(params): Query<HashMap<String, String>>,
-    headers: HeaderMap,
+    reply: Enveloped,
+    Caller(caller): Caller,
 ) -> Result<Response, ApiError> {
-    let request = request(&gateway, &channel, params, &headers, Operation::Subscribe).await?;
+    let request = request(&caller, &channel, params, reply, Operation::Subscribe)?;
     let client_id = request.params.get("clientId");
     let connection_id = request.params.get("connectionId");
     let mut members: Vec<PresenceMessage> = gateway
         .presence_members(&request.channel_key)
-        .await
-        .map_err(|error| ApiError::new(error, request.format))?
+        .await?
         .into_iter()
         .filter(|m| client_id.is_none_or(|c| m.client_id.as_ref() == Some(c)))
         .filter(|m| connection_id.is_none_or(|c| m.connection_id.as_ref() == Some(c)))
@@ -222,23 +225,17 @@ pub(crate) async fn presence(
     );
     let end = offset + page.len();
     let next = (end < total).then(|| end.to_string());
-    let link = links("presence", &request, next);
-    respond_paged(
-        StatusCode::OK,
-        &page,
-        request.format,
-        request.envelope,
-        Some(link),
-    )
+    request.respond("presence", &page, next)
 }
 
 pub(crate) async fn presence_history(
     State(gateway): State<Gateway>,
     Path(channel): Path<String>,
     Query(params): Query<HashMap<String, String>>,
-    headers: HeaderMap,
+    reply: Enveloped,
+    Caller(caller): Caller,
 ) -> Result<Response, ApiError> {
-    let request = request(&gateway, &channel, params, &headers, Operation::History).await?;
+    let request = request(&caller, &channel, params, reply, Operation::History)?;
     let page = gateway
         .hub()
         .presence_history(&request.channel_key, &request.query);
@@ -246,12 +243,5 @@ pub(crate) async fn presence_history(
     let offset = request.offset();
     let next = (page.len() == request.query.limit).then(|| (offset + page.len()).to_string());
     let events = for_format(page, request.format);
-    let link = links("history", &request, next);
-    respond_paged(
-        StatusCode::OK,
-        &events,
-        request.format,
-        request.envelope,
-        Some(link),
-    )
+    request.respond("history", &events, next)
 }
