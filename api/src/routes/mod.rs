@@ -40,20 +40,11 @@ pub(crate) fn metrics(metrics: Option<&PrometheusHandle>) -> axum::response::Res
 
 /// What a gateway-only process answers besides WebSockets: the clock and the probes.
 pub(crate) fn probes(gateway: Gateway) -> Router {
-    Router::new()
-        .route("/time", get(time::time))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .with_state(gateway)
+    answer_the_rest(clock_and_probes(), gateway)
 }
 
 pub(crate) fn router(gateway: Gateway) -> Router {
-    Router::new()
-        .route("/time", get(time::time))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
+    let routes = clock_and_probes()
         .route("/messages", post(batch::publish))
         .route("/events", post(events::publish))
         .route("/openapi.json", get(openapi::document))
@@ -72,7 +63,21 @@ pub(crate) fn router(gateway: Gateway) -> Router {
         )
         .route("/channels/{channel}", get(channels::status))
         .route("/keys/{key_name}/requestToken", post(keys::request_token))
-        .route("/keys/{key_name}/revokeTokens", post(keys::revoke_tokens))
+        .route("/keys/{key_name}/revokeTokens", post(keys::revoke_tokens));
+    answer_the_rest(routes, gateway)
+}
+
+fn clock_and_probes() -> Router<Gateway> {
+    Router::new()
+        .route("/time", get(time::time))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+}
+
+/// Ably's 404s for unknown paths and methods; last, as the method fallback applies only to the
+/// routes already added.
+fn answer_the_rest(routes: Router<Gateway>, gateway: Gateway) -> Router {
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(gateway)
