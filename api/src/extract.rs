@@ -1,18 +1,21 @@
-//! The REST preamble as axum extractors: the format to answer in and the authenticated
-//! caller, each read once so handlers hold only their own logic.
+//! The REST preamble as axum extractors: the format to answer in, the authenticated caller
+//! and the body with its Content-Type, each read once so handlers hold only their own logic.
 //!
 //! Extractors run in the order of a handler's arguments: `Path` and `Query` come before
 //! `Caller`, so a malformed path or query is refused as it was before credentials are checked.
 
-use axum::extract::{FromRequestParts, Query};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Uri};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use gateway::{Gateway, Principal};
 use protocol::Format;
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::auth;
-use crate::body::response_format;
+use crate::body::{self, response_format};
 use crate::error::ApiError;
 
 /// The format to answer in: what `Accept` asks for, JSON by default.
@@ -90,5 +93,52 @@ impl FromRequestParts<Gateway> for MaybeCaller {
         auth::optional_principal(gateway, &parts.headers)
             .await
             .map(MaybeCaller)
+    }
+}
+
+/// `Accept`'s format and the authenticated `Caller`: most handlers' whole preamble.
+pub(crate) struct Rest {
+    pub(crate) format: Format,
+    pub(crate) caller: Principal,
+}
+
+impl FromRequestParts<Gateway> for Rest {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, gateway: &Gateway) -> Result<Self, ApiError> {
+        let Ok(Accept(format)) = Accept::from_request_parts(parts, gateway).await;
+        let Caller(caller) = Caller::from_request_parts(parts, gateway).await?;
+        Ok(Rest { format, caller })
+    }
+}
+
+/// A request body with the headers that say how to read it; decoded on demand, so a handler
+/// may size it from a skim first.
+pub(crate) struct Payload {
+    headers: HeaderMap,
+    pub(crate) bytes: Bytes,
+}
+
+impl Payload {
+    /// Decoded by its Content-Type (JSON when absent); 40001 if it cannot be.
+    pub(crate) fn decode<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        body::decode(&self.headers, &self.bytes)
+    }
+
+    /// Its format by Content-Type; `None` if unsupported.
+    pub(crate) fn format(&self) -> Option<Format> {
+        body::body_format(&self.headers)
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for Payload {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Response> {
+        let headers = request.headers().clone();
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Payload { headers, bytes })
     }
 }

@@ -1,14 +1,13 @@
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
-use bytes::Bytes;
 use gateway::{Gateway, Occupancy, Origin};
 use protocol::{ChannelName, ErrorCode, Message, Operation};
 use serde::Serialize;
 
-use crate::body::{body_format, decode, respond, OneOrMany};
+use crate::body::{respond, OneOrMany};
 use crate::error::ApiError;
-use crate::extract::{Accept, Caller, Enveloped};
+use crate::extract::{Caller, Enveloped, Payload, Rest};
 
 /// What a publish answers: the channel, the first message's id and each message's serial.
 #[derive(Serialize)]
@@ -24,26 +23,25 @@ struct Published {
 pub(crate) async fn publish(
     State(gateway): State<Gateway>,
     Path(channel): Path<String>,
-    Accept(format): Accept,
-    Caller(principal): Caller,
-    headers: HeaderMap,
-    body: Bytes,
+    Rest { format, caller }: Rest,
+    body: Payload,
 ) -> Result<Response, ApiError> {
     let channel = ChannelName::parse(&channel)?;
     // More messages than a publish may hold are refused from a skim of the body, before
     // building them (every message takes at least a byte, so only longer bodies are skimmed).
     let max = gateway.config().limits.max_messages_per_publish;
-    if body.len() > max {
-        let counted = body_format(&headers)
-            .and_then(|body_format| protocol::codec::shape::list_len(&body, body_format));
+    if body.bytes.len() > max {
+        let counted = body
+            .format()
+            .and_then(|body_format| protocol::codec::shape::list_len(&body.bytes, body_format));
         if let Some(n) = counted.filter(|n| *n > max) {
             gateway::limits::count_refusal("too_many_messages", "rest");
             return Err(gateway::too_many_messages(n, max).into());
         }
     }
-    let messages = decode::<OneOrMany<Message>>(&headers, &body)?.into_vec();
+    let messages = body.decode::<OneOrMany<Message>>()?.into_vec();
     let receipt = gateway
-        .publish(&principal, &channel, messages, Origin::Rest)
+        .publish(&caller, &channel, messages, Origin::Rest)
         .await?;
     let published = Published {
         channel: channel.as_str().to_owned(),

@@ -10,29 +10,26 @@
 //! the first answer with `Idempotent-Replayed: true`.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
-use bytes::Bytes;
 use gateway::events::EventReceipt;
 use gateway::Gateway;
 use protocol::{ErrorCode, ErrorInfo, Operation};
 use serde_json::Value;
 
-use crate::body::{decode, respond, OneOrMany};
+use crate::body::{respond, OneOrMany};
 use crate::error::ApiError;
-use crate::extract::{Accept, Caller};
+use crate::extract::{Payload, Rest};
 
 /// Events one request may carry: a batch is checked whole before any is published.
 const MAX_EVENTS_PER_REQUEST: usize = 100;
 
 pub(crate) async fn publish(
     State(gateway): State<Gateway>,
-    Accept(format): Accept,
-    Caller(caller): Caller,
-    headers: HeaderMap,
-    body: Bytes,
+    Rest { format, caller }: Rest,
+    body: Payload,
 ) -> Result<Response, ApiError> {
-    let body = decode::<OneOrMany<Value>>(&headers, &body)?;
+    let body = body.decode::<OneOrMany<Value>>()?;
     let single = body.is_one();
     let items = body.into_vec();
     if items.is_empty() || items.len() > MAX_EVENTS_PER_REQUEST {

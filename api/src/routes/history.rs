@@ -3,9 +3,10 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use gateway::hub::HistoryQuery;
 use gateway::{Gateway, Principal};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
@@ -28,14 +29,46 @@ struct Request {
     params: HashMap<String, String>,
 }
 
-fn request(
-    caller: &Principal,
-    channel: &str,
+/// A read's preamble, in the order the refusals come: the path, the query, the caller.
+pub(crate) struct Read {
+    channel: String,
     params: HashMap<String, String>,
-    Enveloped { format, envelope }: Enveloped,
-    operation: Operation,
-) -> Result<Request, ApiError> {
-    let channel = ChannelName::parse(channel)?;
+    reply: Enveloped,
+    caller: Principal,
+}
+
+impl FromRequestParts<Gateway> for Read {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, gateway: &Gateway) -> Result<Self, Response> {
+        let Path(channel) = Path::<String>::from_request_parts(parts, gateway)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let Query(params) = Query::<HashMap<String, String>>::from_request_parts(parts, gateway)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let Ok(reply) = Enveloped::from_request_parts(parts, gateway).await;
+        let Caller(caller) = Caller::from_request_parts(parts, gateway)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Read {
+            channel,
+            params,
+            reply,
+            caller,
+        })
+    }
+}
+
+/// The read checked: the channel's name, `operation` in the caller's capability, the query.
+fn request(read: Read, operation: Operation) -> Result<Request, ApiError> {
+    let Read {
+        channel,
+        params,
+        reply: Enveloped { format, envelope },
+        caller,
+    } = read;
+    let channel = ChannelName::parse(&channel)?;
     if !caller.allows(&channel, operation) {
         return Err(ApiError::code(
             ErrorCode::CapabilityDenied,
@@ -173,12 +206,9 @@ fn links(resource: &str, request: &Request, next_cursor: Option<String>) -> Stri
 
 pub(crate) async fn messages(
     State(gateway): State<Gateway>,
-    Path(channel): Path<String>,
-    Query(params): Query<HashMap<String, String>>,
-    reply: Enveloped,
-    Caller(caller): Caller,
+    read: Read,
 ) -> Result<Response, ApiError> {
-    let request = request(&caller, &channel, params, reply, Operation::History)?;
+    let request = request(read, Operation::History)?;
     let page = gateway
         .history(&request.channel_key, &request.query)
         .await?;
@@ -200,12 +230,9 @@ pub(crate) async fn messages(
 
 pub(crate) async fn presence(
     State(gateway): State<Gateway>,
-    Path(channel): Path<String>,
-    Query(params): Query<HashMap<String, String>>,
-    reply: Enveloped,
-    Caller(caller): Caller,
+    read: Read,
 ) -> Result<Response, ApiError> {
-    let request = request(&caller, &channel, params, reply, Operation::Subscribe)?;
+    let request = request(read, Operation::Subscribe)?;
     let client_id = request.params.get("clientId");
     let connection_id = request.params.get("connectionId");
     let mut members: Vec<PresenceMessage> = gateway
@@ -230,12 +257,9 @@ pub(crate) async fn presence(
 
 pub(crate) async fn presence_history(
     State(gateway): State<Gateway>,
-    Path(channel): Path<String>,
-    Query(params): Query<HashMap<String, String>>,
-    reply: Enveloped,
-    Caller(caller): Caller,
+    read: Read,
 ) -> Result<Response, ApiError> {
-    let request = request(&caller, &channel, params, reply, Operation::History)?;
+    let request = request(read, Operation::History)?;
     let page = gateway
         .hub()
         .presence_history(&request.channel_key, &request.query);

@@ -1,15 +1,14 @@
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
-use bytes::Bytes;
 use gateway::auth::{Credential, Revocation, TokenRequest, SUPABASE_ISSUER};
 use gateway::Gateway;
 use protocol::{ErrorCode, ErrorInfo};
 use serde::{Deserialize, Serialize};
 
-use crate::body::{decode, respond};
+use crate::body::respond;
 use crate::error::ApiError;
-use crate::extract::{Accept, Caller, MaybeCaller};
+use crate::extract::{Accept, MaybeCaller, Payload, Rest};
 
 /// `POST /keys/{keyName}/requestToken`: a signed TokenRequest (or an unsigned one with Basic
 /// auth for that key) in, TokenDetails out.
@@ -18,10 +17,9 @@ pub(crate) async fn request_token(
     Path(key_name): Path<String>,
     Accept(format): Accept,
     MaybeCaller(basic): MaybeCaller,
-    headers: HeaderMap,
-    body: Bytes,
+    body: Payload,
 ) -> Result<Response, ApiError> {
-    let request: TokenRequest = decode(&headers, &body)?;
+    let request: TokenRequest = body.decode()?;
     let details = gateway
         .request_token(&key_name, &request, basic.as_ref(), protocol::now_ms())
         .await?;
@@ -73,10 +71,8 @@ enum RevokeResult {
 pub(crate) async fn revoke_tokens(
     State(gateway): State<Gateway>,
     Path(key_name): Path<String>,
-    Accept(format): Accept,
-    Caller(caller): Caller,
-    headers: HeaderMap,
-    body: Bytes,
+    Rest { format, caller }: Rest,
+    body: Payload,
 ) -> Result<Response, ApiError> {
     if caller.via != Credential::Key {
         return Err(ApiError::code(
@@ -91,7 +87,7 @@ pub(crate) async fn revoke_tokens(
             "can only revoke tokens using the same key that issued them",
         ));
     }
-    let request: RevokeRequest = decode(&headers, &body)?;
+    let request: RevokeRequest = body.decode()?;
     let now = protocol::now_ms();
     let issued_before = request.issued_before.unwrap_or(now).min(now);
     let applies_at = if request.allow_reauth_margin {
