@@ -37,6 +37,16 @@ fn with_file(toml: &str) -> Result<Settings, String> {
     resolve_with(flags(&[]), file)
 }
 
+/// Why `with_file(toml)` is refused.
+fn refused_file(toml: &str) -> String {
+    with_file(toml).err().expect("refused")
+}
+
+/// Why these flags are refused.
+fn refused(args: ServeArgs) -> String {
+    resolve(args).err().expect("refused")
+}
+
 #[test]
 fn outbound_queue_bounds_come_from_flags_over_the_file() {
     let defaults = resolve(flags(&[])).unwrap();
@@ -58,18 +68,20 @@ outbound_queue_age_ms = 2500
         flagged.gateway.limits.outbound_queue.age,
         std::time::Duration::from_millis(700)
     );
-    let error = with_file(
-        "outbound_queue_bytes = 10
-",
-    )
-    .err()
-    .unwrap();
+    let error = refused_file("outbound_queue_bytes = 10");
     assert!(error.contains("outbound-queue-bytes"), "{error}");
 }
 
 #[test]
 fn publish_limits_come_from_flags_over_the_file() {
-    let settings = with_file("[publish]\nmax_messages = 50\nconnection_messages_per_sec = 20\nconnection_burst_messages = 60\nkey_messages_per_sec = 0\n",
+    let settings = with_file(
+        r#"
+[publish]
+max_messages = 50
+connection_messages_per_sec = 20
+connection_burst_messages = 60
+key_messages_per_sec = 0
+"#,
     )
     .unwrap();
     let limits = &settings.gateway.limits;
@@ -87,15 +99,31 @@ fn publish_limits_come_from_flags_over_the_file() {
         7
     );
     // A burst smaller than the largest publish could never be met.
-    let error = with_file("[publish]\nconnection_burst_messages = 10\n")
-        .err()
-        .unwrap();
+    let error = refused_file(
+        r#"
+[publish]
+connection_burst_messages = 10
+"#,
+    );
     assert!(error.contains("burst-messages"), "{error}");
 }
 
 #[test]
 fn history_and_presence_limits_come_from_the_file() {
-    let settings = with_file("[history]\nmax_messages = 100\nmax_age_secs = 60\nmax_rewind = 10\n\n[[history.namespace]]\nname = \"user\"\nmax_age_secs = 86400\n\n[presence]\nmax_members = 5000\n",
+    let settings = with_file(
+        r#"
+[history]
+max_messages = 100
+max_age_secs = 60
+max_rewind = 10
+
+[[history.namespace]]
+name = "user"
+max_age_secs = 86400
+
+[presence]
+max_members = 5000
+"#,
     )
     .unwrap();
     let hub = settings.gateway.hub;
@@ -111,17 +139,35 @@ fn history_and_presence_limits_come_from_the_file() {
         "unset fields inherit the channel default"
     );
 
-    let error = with_file("[history]\nmax_messages = 0\n").err().unwrap();
+    let error = refused_file(
+        r#"
+[history]
+max_messages = 0
+"#,
+    );
     assert!(error.contains("history.max_messages"), "{error}");
-    let error = with_file("[[history.namespace]]\nname = \"a:b\"\n")
-        .err()
-        .unwrap();
+    let error = refused_file(
+        r#"
+[[history.namespace]]
+name = "a:b"
+"#,
+    );
     assert!(error.contains("history.namespace"), "{error}");
 }
 
 #[test]
 fn event_types_come_from_the_file() {
-    let settings = with_file("[events]\nbuiltin = false\n\n[[events.types]]\nname = \"order.shipped\"\nrequired = { order_id = \"id\", carrier = [\"ups\", \"dhl\"] }\noptional = { eta = \"integer\" }\nchannels = [\"order:{order_id}\"]\n",
+    let settings = with_file(
+        r#"
+[events]
+builtin = false
+
+[[events.types]]
+name = "order.shipped"
+required = { order_id = "id", carrier = ["ups", "dhl"] }
+optional = { eta = "integer" }
+channels = ["order:{order_id}"]
+"#,
     )
     .unwrap();
     let types = settings.gateway.events.types;
@@ -129,9 +175,13 @@ fn event_types_come_from_the_file() {
     assert_eq!(types[0].channels, ["order:{order_id}"]);
     let defaults = with_file("").unwrap();
     assert!(defaults.gateway.events.get("call.ringing").is_some());
-    let error = with_file("[[events.types]]\nname = \"x\"\nchannels = [\"x:{missing}\"]\n")
-        .err()
-        .unwrap();
+    let error = refused_file(
+        r#"
+[[events.types]]
+name = "x"
+channels = ["x:{missing}"]
+"#,
+    );
     assert!(
         error.contains("events.types") && error.contains("{missing}"),
         "{error}"
@@ -140,22 +190,16 @@ fn event_types_come_from_the_file() {
 
 #[test]
 fn bad_settings_name_the_setting() {
-    let error = resolve(parse(&["--listen", "nope", "--keys", "a.b:c"]))
-        .err()
-        .unwrap();
+    let error = refused(parse(&["--listen", "nope", "--keys", "a.b:c"]));
     assert!(error.contains("--listen"), "{error}");
-    let error = resolve(parse(&["--listen", "127.0.0.1:0", "--keys", "not-a-key"]))
-        .err()
-        .unwrap();
+    let error = refused(parse(&["--listen", "127.0.0.1:0", "--keys", "not-a-key"]));
     assert!(error.contains("--keys"), "{error}");
-    let error = resolve(parse(&[
+    let error = refused(parse(&[
         "--listen",
         "127.0.0.1:0",
         "--keys",
         "a.b:c={bad json",
-    ]))
-    .err()
-    .unwrap();
+    ]));
     assert!(error.contains("--keys"), "{error}");
 }
 
@@ -247,7 +291,15 @@ batch_max_items = 10
 
 #[test]
 fn socket_bounds_come_from_the_file_and_flags_win() {
-    let settings = with_file("[sockets]\nheader_timeout_ms = 5000\nbody_timeout_ms = 7000\nmax_connections = 7\nmax_connections_per_ip = 2\npeer_idle_timeout_ms = 60000\n",
+    let settings = with_file(
+        r#"
+[sockets]
+header_timeout_ms = 5000
+body_timeout_ms = 7000
+max_connections = 7
+max_connections_per_ip = 2
+peer_idle_timeout_ms = 60000
+"#,
     )
     .unwrap();
     let sockets = &settings.gateway.sockets;
@@ -257,14 +309,12 @@ fn socket_bounds_come_from_the_file_and_flags_win() {
     assert_eq!(sockets.max_connections_per_ip, 2);
     assert_eq!(settings.gateway.timing.peer_idle_timeout.as_secs(), 60);
 
-    let error = resolve(flags(&[
+    let error = refused(flags(&[
         "--max-connections",
         "0",
         "--peer-idle-timeout-ms",
         "1000",
-    ]))
-    .err()
-    .unwrap();
+    ]));
     assert!(error.contains("peer_idle_timeout_ms"), "{error}");
     let settings = resolve(flags(&["--max-connections", "0"])).unwrap();
     assert_eq!(settings.gateway.sockets.max_connections, 0, "0: no cap");
