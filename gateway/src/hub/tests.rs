@@ -1,11 +1,13 @@
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ws::Message as WsMessage;
 use protocol::message::flags;
-use protocol::{Format, Message, ProtocolMessage};
+use protocol::{Action, Format, Message, ProtocolMessage};
 
 use super::*;
 use crate::connection::{Outbox, Receiver};
+use crate::frame::Frame;
 
 /// Past the default history retention of a message published at t=1.
 const AFTER_RETENTION: u64 = 2 + 10 * 60 * 1000;
