@@ -23,31 +23,39 @@ pub(super) const UPDATE: u8 = 4;
 
 impl Hub {
     /// Applies stamped presence events (ENTER/UPDATE/LEAVE with clientId, connectionId, id and
-    /// timestamp set); they go out at the next `flush_presence`.
+    /// timestamp set); they go out at the next `flush_presence`. Checked and applied in one
+    /// critical section, so two enters racing for the last place cannot both pass the cap.
     pub fn presence(&self, channel: &str, events: Vec<PresenceMessage>) -> Result<(), ErrorInfo> {
-        self.check_presence(channel, &events)?;
-        self.apply_presence(channel, events);
+        check_actions(&events)?;
+        let became_dirty = self.with_channel(channel, |state| {
+            self.check_room(state, &events)?;
+            Ok(self.apply_locked(state, events))
+        })?;
+        self.presence_applied(channel, became_dirty);
         Ok(())
     }
 
     /// Whether a client's presence events may be applied: actions a client may send, and the
-    /// member cap.
+    /// member cap as it is now (`presence` checks it again as it applies).
     pub fn check_presence(
         &self,
         channel: &str,
         events: &[PresenceMessage],
     ) -> Result<(), ErrorInfo> {
-        if let Some(bad) = events.iter().find(|e| !is_valid_client_action(e.action)) {
-            return Err(ErrorCode::BadRequest.info(format!(
-                "presence action {} cannot be sent by a client",
-                bad.action
-            )));
+        check_actions(events)?;
+        match self.existing(channel) {
+            Some(entry) => self.check_room(&entry.lock(), events),
+            None => Ok(()),
         }
+    }
+
+    /// The member cap: refused if `events` would make more members than it allows.
+    fn check_room(
+        &self,
+        state: &ChannelState,
+        events: &[PresenceMessage],
+    ) -> Result<(), ErrorInfo> {
         let max_members = self.config.max_presence_members;
-        let Some(entry) = self.existing(channel) else {
-            return Ok(());
-        };
-        let state = entry.lock();
         let entering = events
             .iter()
             .filter(|e| {
@@ -69,13 +77,21 @@ impl Hub {
     /// Applies presence events already accepted (checked here, or by the node that published
     /// them through the bus).
     pub fn apply_presence(&self, channel: &str, events: Vec<PresenceMessage>) {
-        let became_dirty = self.with_channel(channel, |state| {
-            let was_clean = state.presence.pending.is_empty();
-            for event in events {
-                state.presence.apply(event);
-            }
-            self.send_presence_if_quiet(state) && was_clean
-        });
+        let became_dirty = self.with_channel(channel, |state| self.apply_locked(state, events));
+        self.presence_applied(channel, became_dirty);
+    }
+
+    /// Applies `events` to the locked state, sending them at once if the channel is quiet;
+    /// true if they now wait for a flush and the channel was not waiting already.
+    fn apply_locked(&self, state: &mut ChannelState, events: Vec<PresenceMessage>) -> bool {
+        let was_clean = state.presence.pending.is_empty();
+        for event in events {
+            state.presence.apply(event);
+        }
+        self.send_presence_if_quiet(state) && was_clean
+    }
+
+    fn presence_applied(&self, channel: &str, became_dirty: bool) {
         if became_dirty {
             self.mark_presence_dirty(channel);
         }
@@ -277,6 +293,17 @@ impl Hub {
             .take(query.limit)
             .cloned()
             .collect()
+    }
+}
+
+/// Only what a client may send: ENTER, UPDATE and LEAVE.
+fn check_actions(events: &[PresenceMessage]) -> Result<(), ErrorInfo> {
+    match events.iter().find(|e| !is_valid_client_action(e.action)) {
+        Some(bad) => Err(ErrorCode::BadRequest.info(format!(
+            "presence action {} cannot be sent by a client",
+            bad.action
+        ))),
+        None => Ok(()),
     }
 }
 

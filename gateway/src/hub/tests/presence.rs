@@ -282,3 +282,42 @@ fn members_missing_from_the_store_stay_until_the_recheck() {
         "the re-check made alice leave"
     );
 }
+
+/// Enters racing for the last places: checked and applied in one critical section, no more pass
+/// than there is room for, and every refusal is 91003.
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn concurrent_enters_at_the_cap_never_exceed_it() {
+    const CAP: usize = 20;
+    const ENTERS: usize = 400;
+    let hub = Arc::new(hub_with(|c| c.max_presence_members = CAP));
+    for round in 0..20 {
+        let channel = format!("room{round}");
+        let start = Arc::new(tokio::sync::Barrier::new(ENTERS));
+        let tasks: Vec<_> = (0..ENTERS)
+            .map(|i| {
+                let (hub, start, channel) = (hub.clone(), start.clone(), channel.clone());
+                tokio::spawn(async move {
+                    start.wait().await;
+                    enter(&hub, &channel, &format!("client{i}"), &format!("conn{i}"))
+                })
+            })
+            .collect();
+        let mut entered = 0;
+        for task in tasks {
+            match task.await.expect("enter task") {
+                Ok(()) => entered += 1,
+                Err(refused) => assert_eq!(refused.code, 91003, "{refused:?}"),
+            }
+        }
+        let members = hub.presence_members(&channel).len();
+        assert!(
+            members <= CAP,
+            "round {round}: {members} members, cap {CAP}"
+        );
+        assert_eq!(
+            entered, members,
+            "round {round}: every accepted enter is a member"
+        );
+        assert_eq!(members, CAP, "round {round}: the cap is reached");
+    }
+}
