@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use gateway::connection::Outbox;
-use gateway::hub::{AttachRequest, Hub, HubConfig, Subscriber, OCCUPANCY_EVENTS};
-use protocol::message::flags;
+use gateway::hub::{AttachRequest, Hub, HubConfig, Subscriber};
+use protocol::message::Modes;
 use protocol::{Action, Data, Format, PresenceMessage, ProtocolMessage};
 
 fn main() {
@@ -61,7 +61,8 @@ fn subscriber(id: &str, capacity: usize) -> (Subscriber, gateway::connection::Re
     let subscriber = Subscriber {
         connection_id: id.into(),
         channel_name: "live:1".into(),
-        modes: flags::DEFAULT_MODES,
+        modes: Modes::DEFAULT,
+        occupancy_events: false,
         echo: true,
         outbox,
     };
@@ -137,7 +138,8 @@ fn occupancy_storm(n: usize) {
     let started = Instant::now();
     for i in 0..n {
         let (mut viewer, queue) = subscriber(&format!("conn{i}"), 16);
-        viewer.modes = (flags::DEFAULT_MODES & !flags::MODE_PRESENCE_SUBSCRIBE) | OCCUPANCY_EVENTS;
+        viewer.modes = Modes::DEFAULT - Modes::PRESENCE_SUBSCRIBE;
+        viewer.occupancy_events = true;
         hub.attach("live:1", viewer, &AttachRequest::default(), attached);
         enter(&hub, "live:1", i);
         queues.push(queue);

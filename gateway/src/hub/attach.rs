@@ -1,14 +1,12 @@
 //! Attach (ATTACHED, replay, presence SYNC, registration in one critical section), detach and
 //! mode changes.
 
-use protocol::message::flags;
+use protocol::message::{flags, Modes};
 use protocol::{Action, ErrorCode, Message, PresenceMessage, ProtocolMessage};
 use rand::distributions::{Alphanumeric, DistString};
 
 use super::fan_out::{encode_split, MAX_DELIVERY_FRAME_BYTES};
-use super::{
-    AttachOutcome, AttachRequest, ChannelState, Hub, Rewind, Subscriber, OCCUPANCY_EVENTS,
-};
+use super::{AttachOutcome, AttachRequest, ChannelState, Hub, Rewind, Subscriber};
 
 /// Replayed messages per MESSAGE frame: a full log (500 by default) is a handful of frames.
 pub(super) const REPLAY_MESSAGES_PER_FRAME: usize = 50;
@@ -69,12 +67,12 @@ impl Hub {
             if request.rewind.is_some() && !replay.is_empty() {
                 outcome.flags |= flags::HAS_BACKLOG;
             }
-            let wants_presence = subscriber.modes & flags::MODE_PRESENCE_SUBSCRIBE != 0;
+            let wants_presence = subscriber.modes.contains(Modes::PRESENCE_SUBSCRIBE);
             if wants_presence && state.presence.has_members() {
                 outcome.flags |= flags::HAS_PRESENCE;
             }
             subscriber.outbox.reply(&attached(&outcome));
-            if subscriber.modes & flags::MODE_SUBSCRIBE != 0 {
+            if subscriber.modes.contains(Modes::SUBSCRIBE) {
                 let wanted: Vec<Message> = replay
                     .iter()
                     .filter(|m| {
@@ -157,11 +155,11 @@ impl Hub {
     }
 
     /// Changes a subscriber's granted modes (after a re-auth changed its capability).
-    pub fn set_modes(&self, channel: &str, connection_id: &str, modes: u64) {
+    pub fn set_modes(&self, channel: &str, connection_id: &str, modes: Modes) {
         if let Some(entry) = self.existing(channel) {
             for subscriber in entry.lock().subscribers.iter_mut() {
                 if &*subscriber.connection_id == connection_id {
-                    subscriber.modes = modes | (subscriber.modes & OCCUPANCY_EVENTS);
+                    subscriber.modes = modes;
                 }
             }
         }

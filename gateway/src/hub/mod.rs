@@ -30,7 +30,6 @@ pub use fan_out::{encode_split, MAX_DELIVERY_FRAME_BYTES};
 use log::MessageLog;
 pub use log::{HistoryQuery, Retention};
 pub(crate) use occupancy::OccupancyHook;
-pub use occupancy::OCCUPANCY_EVENTS;
 pub(crate) use presence::server_leave;
 use presence::PresenceSet;
 use publish::RecentIds;

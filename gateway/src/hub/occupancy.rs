@@ -4,15 +4,11 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use protocol::message::flags;
+use protocol::message::Modes;
 use protocol::{Action, Message, ProtocolMessage};
 
 use super::fan_out::fan_out;
 use super::{Channel, ChannelState, Hub, Occupancy};
-
-/// A hub-internal subscriber bit (never on the wire, outside `flags::ALL_MODES`): the
-/// subscriber attached with `occupancy=metrics` and gets `[meta]occupancy` events.
-pub const OCCUPANCY_EVENTS: u64 = 1 << 48;
 
 /// See `Hub::on_occupancy_transition`.
 pub(crate) type OccupancyHook = Box<dyn Fn(&str, bool, u64) + Send + Sync>;
@@ -32,13 +28,9 @@ impl Hub {
     }
 
     pub(super) fn occupancy_changed(&self, channel: &str) {
-        let watched = self.existing(channel).is_some_and(|entry| {
-            entry
-                .lock()
-                .subscribers
-                .iter()
-                .any(|s| s.modes & OCCUPANCY_EVENTS != 0)
-        });
+        let watched = self
+            .existing(channel)
+            .is_some_and(|entry| entry.lock().subscribers.iter().any(|s| s.occupancy_events));
         if watched {
             self.occupancy_dirty
                 .lock()
@@ -75,7 +67,7 @@ impl Hub {
                 ..ProtocolMessage::new(Action::Message)
             };
             if let Err(error) = fan_out(&state.subscribers, &mut outgoing, None, |subscriber| {
-                subscriber.modes & OCCUPANCY_EVENTS != 0
+                subscriber.occupancy_events
             }) {
                 tracing::warn!(%channel, message = %error.message, "occupancy event failed");
             }
@@ -125,11 +117,11 @@ impl Hub {
 }
 
 fn occupancy_of(state: &ChannelState) -> Occupancy {
-    let count = |mode: u64| {
+    let count = |mode: Modes| {
         state
             .subscribers
             .iter()
-            .filter(|s| s.modes & mode != 0)
+            .filter(|s| s.modes.contains(mode))
             .count()
     };
     let presence_connections: HashSet<&str> = state
@@ -139,10 +131,10 @@ fn occupancy_of(state: &ChannelState) -> Occupancy {
         .collect();
     Occupancy {
         connections: state.subscribers.len(),
-        publishers: count(flags::MODE_PUBLISH),
-        subscribers: count(flags::MODE_SUBSCRIBE),
+        publishers: count(Modes::PUBLISH),
+        subscribers: count(Modes::SUBSCRIBE),
         presence_connections: presence_connections.len(),
         presence_members: state.presence.len(),
-        presence_subscribers: count(flags::MODE_PRESENCE_SUBSCRIBE),
+        presence_subscribers: count(Modes::PRESENCE_SUBSCRIBE),
     }
 }

@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-use protocol::message::flags;
+use protocol::message::Modes;
 use protocol::{Action, ErrorCode, ErrorInfo, PresenceMessage, ProtocolMessage};
 use rand::distributions::{Alphanumeric, DistString};
 
@@ -334,7 +334,7 @@ fn send_presence(state: &mut ChannelState, now: u64) {
         ..ProtocolMessage::new(Action::Presence)
     };
     if let Err(error) = fan_out(&state.subscribers, &mut outgoing, None, |subscriber| {
-        subscriber.modes & flags::MODE_PRESENCE_SUBSCRIBE != 0
+        subscriber.modes.contains(Modes::PRESENCE_SUBSCRIBE)
     }) {
         tracing::warn!(message = %error.message, "presence broadcast failed");
     }

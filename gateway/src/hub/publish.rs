@@ -4,7 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use protocol::message::flags;
+use protocol::message::Modes;
 use protocol::{Action, ErrorCode, ErrorInfo, Message, ProtocolMessage};
 
 use super::attach::REPLAY_MESSAGES_PER_FRAME;
@@ -179,7 +179,7 @@ impl Hub {
                 ..ProtocolMessage::new(Action::Message)
             };
             match fan_out(&state.subscribers, &mut outgoing, None, |s| {
-                s.modes & flags::MODE_SUBSCRIBE != 0
+                s.modes.contains(Modes::SUBSCRIBE)
             }) {
                 Ok(delivered) => self.pulse.messages_out(delivered),
                 Err(error) => {
@@ -221,7 +221,7 @@ fn log_and_fan_out(
         ..ProtocolMessage::new(Action::Message)
     };
     let delivered = fan_out(&state.subscribers, &mut outgoing, publisher, |subscriber| {
-        subscriber.modes & flags::MODE_SUBSCRIBE != 0
+        subscriber.modes.contains(Modes::SUBSCRIBE)
             && (subscriber.echo || Some(&*subscriber.connection_id) != publisher)
     })?;
     pulse.messages_out(delivered);
@@ -234,7 +234,7 @@ fn tell_continuity_lost(state: &ChannelState, position: &str) {
     for subscriber in &state.subscribers {
         subscriber.outbox.reply(&ProtocolMessage {
             channel: Some(subscriber.channel_name.to_string()),
-            flags: Some(subscriber.modes & flags::ALL_MODES),
+            flags: Some(subscriber.modes.bits()),
             channel_serial: Some(position.to_owned()),
             error: Some(ErrorCode::ContinuityNotGuaranteed.info(
                 "messages on this channel may have been missed (the message store lost them)",

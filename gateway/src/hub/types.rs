@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use protocol::message::Modes;
 use protocol::{ErrorInfo, Message};
 
 use super::Retention;
@@ -49,9 +50,12 @@ pub struct Subscriber {
     pub connection_id: Arc<str>,
     /// The name the client attached with (qualifier included): deliveries must carry it.
     pub channel_name: Arc<str>,
-    /// Granted mode flags: `MODE_SUBSCRIBE` holders get messages, `MODE_PRESENCE_SUBSCRIBE`
-    /// holders presence events.
-    pub modes: u64,
+    /// Granted modes: `SUBSCRIBE` holders get messages, `PRESENCE_SUBSCRIBE` holders presence
+    /// events.
+    pub modes: Modes,
+    /// Attached with `occupancy=metrics`: gets `[meta]occupancy` events. Kept apart from
+    /// `modes`, which go on the wire.
+    pub occupancy_events: bool,
     /// False when the connection asked not to hear its own publishes.
     pub echo: bool,
     pub outbox: Arc<Outbox>,

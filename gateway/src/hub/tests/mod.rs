@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::Message as WsMessage;
-use protocol::message::flags;
+use protocol::message::{flags, Modes};
 use protocol::{Action, ErrorInfo, Format, Message, PresenceMessage, ProtocolMessage};
 
 use super::*;
@@ -47,7 +47,7 @@ fn subscribe(
     capacity: usize,
 ) -> TestSubscriber {
     let outbox = Arc::new(Outbox::new(format, budget(capacity)));
-    let subscriber = subscriber(channel, connection_id, flags::DEFAULT_MODES, echo, outbox);
+    let subscriber = subscriber(channel, connection_id, Modes::DEFAULT, echo, outbox);
     attach_subscriber(hub, channel, subscriber, &AttachRequest::default()).0
 }
 
@@ -55,7 +55,7 @@ fn subscribe(
 fn subscriber(
     channel: &str,
     connection_id: &str,
-    modes: u64,
+    modes: Modes,
     echo: bool,
     outbox: Arc<Outbox>,
 ) -> Subscriber {
@@ -63,6 +63,7 @@ fn subscriber(
         connection_id: connection_id.into(),
         channel_name: channel.into(),
         modes,
+        occupancy_events: false,
         echo,
         outbox,
     }
@@ -80,7 +81,7 @@ fn attach_subscriber(
     let mut queue = outbox.receiver();
     hub.attach(channel, subscriber, request, |outcome| ProtocolMessage {
         channel: Some(channel.to_owned()),
-        flags: Some(modes | outcome.flags),
+        flags: Some(modes.bits() | outcome.flags),
         channel_serial: Some(outcome.channel_serial.clone()),
         error: outcome.error.clone(),
         ..ProtocolMessage::new(Action::Attached)
@@ -166,7 +167,7 @@ fn attach_as(
     hub: &Hub,
     channel: &str,
     connection_id: &str,
-    modes: u64,
+    modes: Modes,
     request: &AttachRequest,
     capacity: usize,
 ) -> (TestSubscriber, ProtocolMessage) {
@@ -181,11 +182,15 @@ fn attach_to_c(
     connection_id: &str,
     request: &AttachRequest,
 ) -> (TestSubscriber, ProtocolMessage) {
-    attach_as(hub, "c", connection_id, flags::DEFAULT_MODES, request, 64)
+    attach_as(hub, "c", connection_id, Modes::DEFAULT, request, 64)
 }
 
 /// Attaches to channel "room" with `modes` and no replay.
-fn attach_to_room(hub: &Hub, connection_id: &str, modes: u64) -> (TestSubscriber, ProtocolMessage) {
+fn attach_to_room(
+    hub: &Hub,
+    connection_id: &str,
+    modes: Modes,
+) -> (TestSubscriber, ProtocolMessage) {
     attach_as(
         hub,
         "room",

@@ -7,8 +7,10 @@ use super::*;
 fn occupancy_events_go_to_those_who_asked_once_per_change() {
     let hub = Hub::default();
     let outbox = Arc::new(Outbox::new(Format::Json, budget(64)));
-    let modes = flags::DEFAULT_MODES | OCCUPANCY_EVENTS;
-    let watcher = subscriber("live", "watcher", modes, true, outbox);
+    let watcher = Subscriber {
+        occupancy_events: true,
+        ..subscriber("live", "watcher", Modes::DEFAULT, true, outbox)
+    };
     let (mut watcher, _) = attach_subscriber(&hub, "live", watcher, &AttachRequest::default());
     let mut viewers: Vec<TestSubscriber> = (0..3)
         .map(|i| subscribe(&hub, "live", &format!("viewer{i}"), Format::Json, true, 64))

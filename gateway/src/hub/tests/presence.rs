@@ -14,7 +14,7 @@ fn sync_pages_hold_sync_page_members_each_and_cover_every_member() {
         for i in 0..n_members {
             enter(&hub, "room", &format!("client{i}"), &format!("conn{i}")).unwrap();
         }
-        let (mut watcher, attached) = attach_to_room(&hub, "watcher", flags::DEFAULT_MODES);
+        let (mut watcher, attached) = attach_to_room(&hub, "watcher", Modes::DEFAULT);
         assert!(has_flag(&attached, flags::HAS_PRESENCE), "{attached:?}");
         let pages = drain(&mut watcher);
         let sizes: Vec<usize> = pages
@@ -68,11 +68,11 @@ fn sync_pages_hold_sync_page_members_each_and_cover_every_member() {
 #[test]
 fn no_sync_without_members_or_without_presence_subscribe() {
     let hub = Hub::default();
-    let (mut early, attached) = attach_to_room(&hub, "early", flags::DEFAULT_MODES);
+    let (mut early, attached) = attach_to_room(&hub, "early", Modes::DEFAULT);
     assert!(!has_flag(&attached, flags::HAS_PRESENCE), "{attached:?}");
     assert!(drain(&mut early).is_empty());
     enter(&hub, "room", "alice", "a").unwrap();
-    let (mut deaf, attached) = attach_to_room(&hub, "deaf", flags::MODE_SUBSCRIBE);
+    let (mut deaf, attached) = attach_to_room(&hub, "deaf", Modes::SUBSCRIBE);
     assert!(!has_flag(&attached, flags::HAS_PRESENCE), "{attached:?}");
     assert!(drain(&mut deaf).is_empty());
 }
