@@ -102,16 +102,13 @@ impl Hub {
             if outcome.flags & flags::HAS_PRESENCE != 0 {
                 self.send_sync(state, &subscriber);
             }
-            let before = state.subscribers.len();
-            state
-                .subscribers
-                .retain(|s| s.connection_id != subscriber.connection_id);
-            state.subscribers.push(subscriber);
-            if before == 0 {
+            let first = state.subscribers.is_empty();
+            state.subscribers.insert(subscriber);
+            if first {
                 self.occupancy_transition(channel, true, now);
             }
+            self.occupancy_changed(channel, state);
         });
-        self.occupancy_changed(channel);
     }
 
     /// The current members, in pages; the last page has an empty cursor.
@@ -144,11 +141,7 @@ impl Hub {
     pub fn resync(&self, channel: &str, connection_id: &str) {
         if let Some(entry) = self.existing(channel) {
             let state = entry.lock();
-            if let Some(subscriber) = state
-                .subscribers
-                .iter()
-                .find(|s| &*s.connection_id == connection_id)
-            {
+            if let Some(subscriber) = state.subscribers.get(connection_id) {
                 self.send_sync(&state, subscriber);
             }
         }
@@ -157,27 +150,17 @@ impl Hub {
     /// Changes a subscriber's granted modes (after a re-auth changed its capability).
     pub fn set_modes(&self, channel: &str, connection_id: &str, modes: Modes) {
         if let Some(entry) = self.existing(channel) {
-            for subscriber in entry.lock().subscribers.iter_mut() {
-                if &*subscriber.connection_id == connection_id {
-                    subscriber.modes = modes;
-                }
-            }
+            entry.lock().subscribers.set_modes(connection_id, modes);
         }
     }
 
     pub fn detach(&self, channel: &str, connection_id: &str) {
         if let Some(entry) = self.existing(channel) {
             let mut state = entry.lock();
-            let before = state.subscribers.len();
-            state
-                .subscribers
-                .retain(|s| &*s.connection_id != connection_id);
-            crate::shrink::vec(&mut state.subscribers);
-            if before > 0 && state.subscribers.is_empty() {
+            if state.subscribers.remove(connection_id) && state.subscribers.is_empty() {
                 self.occupancy_transition(channel, false, protocol::now_ms());
             }
-            drop(state);
-            self.occupancy_changed(channel);
+            self.occupancy_changed(channel, &mut state);
         }
     }
 }

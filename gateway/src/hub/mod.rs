@@ -15,6 +15,7 @@ pub(crate) mod log;
 mod occupancy;
 mod presence;
 mod publish;
+mod subscribers;
 mod types;
 
 use std::collections::HashSet;
@@ -34,6 +35,7 @@ pub(crate) use presence::server_leave;
 use presence::PresenceSet;
 use publish::RecentIds;
 pub use publish::IDEMPOTENCY_WINDOW_MS;
+use subscribers::Subscribers;
 pub use types::{
     AttachOutcome, AttachRequest, HubConfig, Occupancy, Publication, Rewind, Serials, Subscriber,
 };
@@ -68,7 +70,7 @@ struct ChannelState {
     /// serials stay unique and ordered after the channel is swept and made again, or the
     /// process restarts.
     epoch_ms: u64,
-    subscribers: Vec<Subscriber>,
+    subscribers: Subscribers,
     /// Serials within the epoch are consecutive.
     next_serial: u64,
     last_serial: Option<String>,
@@ -77,6 +79,8 @@ struct ChannelState {
     presence: PresenceSet,
     /// When presence events last went out (ms).
     presence_sent_at: u64,
+    /// Queued in `Hub::occupancy_dirty` for the next occupancy flush.
+    occupancy_dirty: bool,
     /// Set when the sweeper dropped this channel from the map; a late holder must look it up again.
     removed: bool,
 }
@@ -87,6 +91,11 @@ impl ChannelState {
             .clone()
             .unwrap_or_else(|| self.log.floor().to_owned())
     }
+}
+
+/// A hub-wide list of channels waiting for a flush; a panic elsewhere leaves it usable.
+fn lock_list<T>(list: &Mutex<T>) -> MutexGuard<'_, T> {
+    list.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Channel {
@@ -162,13 +171,14 @@ impl Hub {
         Arc::new(Channel {
             state: Mutex::new(ChannelState {
                 epoch_ms,
-                subscribers: Vec::new(),
+                subscribers: Subscribers::default(),
                 next_serial,
                 last_serial: None,
                 recent_ids: RecentIds::default(),
                 log: MessageLog::new(floor, self.retention_for(channel)),
                 presence: PresenceSet::default(),
                 presence_sent_at: 0,
+                occupancy_dirty: false,
                 removed: false,
             }),
         })

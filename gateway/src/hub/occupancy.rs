@@ -1,14 +1,12 @@
 //! Occupancy: the 0↔1 attachment transitions (webhooks), the counts occupancy reports, and the
 //! `[meta]occupancy` events, at most one per channel per flush.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
-use protocol::message::Modes;
 use protocol::{Action, Message, ProtocolMessage};
 
 use super::fan_out::fan_out;
-use super::{Channel, ChannelState, Hub, Occupancy};
+use super::{lock_list, Channel, ChannelState, Hub, Occupancy};
 
 /// See `Hub::on_occupancy_transition`.
 pub(crate) type OccupancyHook = Box<dyn Fn(&str, bool, u64) + Send + Sync>;
@@ -27,33 +25,25 @@ impl Hub {
         }
     }
 
-    pub(super) fn occupancy_changed(&self, channel: &str) {
-        let watched = self
-            .existing(channel)
-            .is_some_and(|entry| entry.lock().subscribers.iter().any(|s| s.occupancy_events));
-        if watched {
-            self.occupancy_dirty
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(channel.to_owned());
+    /// Called under the channel's lock after anything occupancy counts changed: O(1).
+    pub(super) fn occupancy_changed(&self, channel: &str, state: &mut ChannelState) {
+        if state.subscribers.counts().occupancy_watchers > 0 && !state.occupancy_dirty {
+            state.occupancy_dirty = true;
+            lock_list(&self.occupancy_dirty).insert(channel.to_owned());
         }
     }
 
     /// Sends `[meta]occupancy` to the subscribers that asked, for channels whose occupancy
     /// changed; called once a second, so a stream of joins costs one event per second.
     pub fn flush_occupancy(&self) {
-        let dirty = std::mem::take(
-            &mut *self
-                .occupancy_dirty
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
+        let dirty = std::mem::take(&mut *lock_list(&self.occupancy_dirty));
         for channel in dirty {
-            let metrics = self.occupancy(&channel);
             let Some(entry) = self.existing(&channel) else {
                 continue;
             };
-            let state = entry.lock();
+            let mut state = entry.lock();
+            state.occupancy_dirty = false;
+            let metrics = occupancy_of(&state);
             let mut outgoing = ProtocolMessage {
                 timestamp: Some(protocol::now_ms()),
                 messages: Some(vec![Message {
@@ -116,25 +106,15 @@ impl Hub {
     }
 }
 
+/// From the counts the channel keeps: O(1).
 fn occupancy_of(state: &ChannelState) -> Occupancy {
-    let count = |mode: Modes| {
-        state
-            .subscribers
-            .iter()
-            .filter(|s| s.modes.contains(mode))
-            .count()
-    };
-    let presence_connections: HashSet<&str> = state
-        .presence
-        .members()
-        .filter_map(|m| m.connection_id.as_deref())
-        .collect();
+    let counts = state.subscribers.counts();
     Occupancy {
         connections: state.subscribers.len(),
-        publishers: count(Modes::PUBLISH),
-        subscribers: count(Modes::SUBSCRIBE),
-        presence_connections: presence_connections.len(),
+        publishers: counts.publishers,
+        subscribers: counts.subscribers,
+        presence_connections: state.presence.connections(),
         presence_members: state.presence.len(),
-        presence_subscribers: count(Modes::PRESENCE_SUBSCRIBE),
+        presence_subscribers: counts.presence_subscribers,
     }
 }

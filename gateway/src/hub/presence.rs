@@ -13,7 +13,7 @@ use protocol::{Action, ErrorCode, ErrorInfo, PresenceMessage, ProtocolMessage};
 use rand::distributions::{Alphanumeric, DistString};
 
 use super::fan_out::fan_out;
-use super::{Channel, ChannelState, HistoryQuery, Hub};
+use super::{lock_list, Channel, ChannelState, HistoryQuery, Hub};
 
 pub(super) const ABSENT: u8 = 0;
 pub(super) const PRESENT: u8 = 1;
@@ -27,12 +27,11 @@ impl Hub {
     /// critical section, so two enters racing for the last place cannot both pass the cap.
     pub fn presence(&self, channel: &str, events: Vec<PresenceMessage>) -> Result<(), ErrorInfo> {
         check_actions(&events)?;
-        let became_dirty = self.with_channel(channel, |state| {
+        self.with_channel(channel, |state| {
             self.check_room(state, &events)?;
-            Ok(self.apply_locked(state, events))
-        })?;
-        self.presence_applied(channel, became_dirty);
-        Ok(())
+            self.apply_locked(channel, state, events);
+            Ok(())
+        })
     }
 
     /// Whether a client's presence events may be applied: actions a client may send, and the
@@ -77,25 +76,20 @@ impl Hub {
     /// Applies presence events already accepted (checked here, or by the node that published
     /// them through the bus).
     pub fn apply_presence(&self, channel: &str, events: Vec<PresenceMessage>) {
-        let became_dirty = self.with_channel(channel, |state| self.apply_locked(state, events));
-        self.presence_applied(channel, became_dirty);
+        self.with_channel(channel, |state| self.apply_locked(channel, state, events));
     }
 
-    /// Applies `events` to the locked state, sending them at once if the channel is quiet;
-    /// true if they now wait for a flush and the channel was not waiting already.
-    fn apply_locked(&self, state: &mut ChannelState, events: Vec<PresenceMessage>) -> bool {
+    /// Applies `events` to the locked state: sent at once if the channel is quiet, else queued
+    /// for the next flush.
+    fn apply_locked(&self, channel: &str, state: &mut ChannelState, events: Vec<PresenceMessage>) {
         let was_clean = state.presence.pending.is_empty();
         for event in events {
             state.presence.apply(event);
         }
-        self.send_presence_if_quiet(state) && was_clean
-    }
-
-    fn presence_applied(&self, channel: &str, became_dirty: bool) {
-        if became_dirty {
+        if self.send_presence_if_quiet(state) && was_clean {
             self.mark_presence_dirty(channel);
         }
-        self.occupancy_changed(channel);
+        self.occupancy_changed(channel, state);
     }
 
     /// Removes every member `connection_id` holds on `channel`, announcing LEAVEs.
@@ -237,21 +231,13 @@ impl Hub {
     }
 
     fn mark_presence_dirty(&self, channel: &str) {
-        self.presence_dirty
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(channel.to_owned());
+        lock_list(&self.presence_dirty).push(channel.to_owned());
     }
 
     /// Sends every channel's waiting presence events: one PRESENCE frame per channel, encoded
     /// once per format, to every presence subscriber (the members' own connections included).
     pub fn flush_presence(&self) {
-        let dirty = std::mem::take(
-            &mut *self
-                .presence_dirty
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
+        let dirty = std::mem::take(&mut *lock_list(&self.presence_dirty));
         for channel in dirty {
             let Some(entry) = self.existing(&channel) else {
                 continue;
@@ -346,6 +332,8 @@ const MAX_PRESENCE_LOG: usize = 1000;
 #[derive(Default)]
 pub(super) struct PresenceSet {
     members: HashMap<(String, String), PresenceMessage>,
+    /// Members per connection id, so occupancy counts connections in O(1).
+    connections: HashMap<String, usize>,
     log: VecDeque<PresenceMessage>,
     pub(super) pending: Vec<PresenceMessage>,
 }
@@ -359,6 +347,11 @@ pub(super) enum Applied {
 impl PresenceSet {
     pub(super) fn len(&self) -> usize {
         self.members.len()
+    }
+
+    /// Connections with at least one member here.
+    pub(super) fn connections(&self) -> usize {
+        self.connections.len()
     }
 
     /// Room for members (the shrink tests').
@@ -411,10 +404,16 @@ impl PresenceSet {
                 member.action = PRESENT;
                 if self.members.insert(key, member).is_none() {
                     ::metrics::gauge!("realtime_presence_members").increment(1.0);
+                    if let Some(connection_id) = &event.connection_id {
+                        *self.connections.entry(connection_id.clone()).or_default() += 1;
+                    }
                 }
             }
             LEAVE => match self.members.remove(&key) {
                 Some(member) => {
+                    if let Some(connection_id) = &member.connection_id {
+                        self.forget_connection(connection_id);
+                    }
                     crate::shrink::hash_map(&mut self.members);
                     ::metrics::gauge!("realtime_presence_members").decrement(1.0);
                     if event.data.is_none() {
@@ -432,6 +431,16 @@ impl PresenceSet {
         self.log.push_back(event.clone());
         self.pending.push(event);
         Applied::Changed
+    }
+
+    fn forget_connection(&mut self, connection_id: &str) {
+        if let Some(members) = self.connections.get_mut(connection_id) {
+            *members -= 1;
+            if *members == 0 {
+                self.connections.remove(connection_id);
+                crate::shrink::hash_map(&mut self.connections);
+            }
+        }
     }
 
     /// The members a connection holds, as LEAVE events to apply.

@@ -231,7 +231,7 @@ fn log_and_fan_out(
 /// Every subscriber hears that messages may have been missed: an ATTACHED without RESUMED,
 /// carrying 90003, which ably-js surfaces as an `update` event with `resumed: false`.
 fn tell_continuity_lost(state: &ChannelState, position: &str) {
-    for subscriber in &state.subscribers {
+    for subscriber in state.subscribers.iter() {
         subscriber.outbox.reply(&ProtocolMessage {
             channel: Some(subscriber.channel_name.to_string()),
             flags: Some(subscriber.modes.bits()),
