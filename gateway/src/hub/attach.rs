@@ -1,6 +1,8 @@
 //! Attach (ATTACHED, replay, presence SYNC, registration in one critical section), detach and
 //! mode changes.
 
+use std::sync::Arc;
+
 use protocol::message::{flags, Modes};
 use protocol::{Action, ErrorCode, Message, PresenceMessage, ProtocolMessage};
 use rand::distributions::{Alphanumeric, DistString};
@@ -73,13 +75,12 @@ impl Hub {
             }
             subscriber.outbox.reply(&attached(&outcome));
             if subscriber.modes.contains(Modes::SUBSCRIBE) {
-                let wanted: Vec<Message> = replay
+                let wanted: Vec<&Arc<Message>> = replay
                     .iter()
                     .filter(|m| {
                         subscriber.echo
                             || m.connection_id.as_deref() != Some(&*subscriber.connection_id)
                     })
-                    .map(|m| (**m).clone())
                     .collect();
                 // Several messages per frame, so a long replay fits the bounded queue, and no
                 // frame over the write buffer's share.
@@ -87,7 +88,7 @@ impl Hub {
                     let mut replay = ProtocolMessage {
                         channel: Some(subscriber.channel_name.to_string()),
                         channel_serial: batch.last().and_then(|m| m.serial.clone()),
-                        messages: Some(batch.to_vec()),
+                        messages: Some(batch.iter().map(|m| Message::clone(m)).collect()),
                         ..ProtocolMessage::new(Action::Message)
                     };
                     let format = subscriber.outbox.format;
@@ -114,8 +115,8 @@ impl Hub {
     /// The current members, in pages; the last page has an empty cursor.
     fn send_sync(&self, state: &ChannelState, subscriber: &Subscriber) {
         let sync_id = Alphanumeric.sample_string(&mut rand::thread_rng(), 8);
-        let members: Vec<PresenceMessage> = state.presence.members().cloned().collect();
-        let mut pages: Vec<&[PresenceMessage]> = members
+        let members: Vec<&PresenceMessage> = state.presence.members().collect();
+        let mut pages: Vec<&[&PresenceMessage]> = members
             .chunks(self.config.sync_page_members.max(1))
             .collect();
         if pages.is_empty() {
@@ -131,7 +132,7 @@ impl Hub {
             subscriber.outbox.reply(&ProtocolMessage {
                 channel: Some(subscriber.channel_name.to_string()),
                 channel_serial: Some(format!("{sync_id}:{cursor}")),
-                presence: Some(page.to_vec()),
+                presence: Some(page.iter().map(|&member| member.clone()).collect()),
                 ..ProtocolMessage::new(Action::Sync)
             });
         }

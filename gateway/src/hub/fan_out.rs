@@ -117,12 +117,20 @@ pub fn encode_split(
     let serial = outgoing.channel_serial.clone();
     let split = if outgoing.messages.as_ref().is_some_and(|m| m.len() > 1) {
         let mut messages = outgoing.messages.take().unwrap_or_default();
+        let mut given = Vec::new();
         if let Some(id) = &outgoing.id {
             for (index, message) in messages.iter_mut().enumerate() {
-                message.id.get_or_insert_with(|| format!("{id}:{index}"));
+                if message.id.is_none() {
+                    message.id = Some(format!("{id}:{index}"));
+                    given.push(index);
+                }
             }
         }
         let split = split_into(outgoing, &messages, format, max, &mut frames);
+        // Left as the caller gave them: the log keeps these messages after the fan-out.
+        for index in given {
+            messages[index].id = None;
+        }
         outgoing.messages = Some(messages);
         split
     } else if outgoing.presence.as_ref().is_some_and(|p| p.len() > 1) {

@@ -136,11 +136,9 @@ impl Hub {
                     || (old_epoch_complete && log::starts_a_later_epoch(&floor, known))
             });
             if continues {
-                for message in &fresh {
-                    state.log.push(Arc::new(message.clone()));
-                }
+                let delivered = self.deliver_caught_up(state, fresh, now);
+                log_all(&mut state.log, delivered);
                 state.log.expire(now);
-                self.deliver_caught_up(state, fresh, now);
             } else {
                 let (before, after): (Vec<Message>, Vec<Message>) = fresh
                     .into_iter()
@@ -149,13 +147,11 @@ impl Hub {
                 if known.is_some() {
                     tell_continuity_lost(state, &floor);
                 }
+                let delivered = self.deliver_caught_up(state, after, now);
                 let mut log = MessageLog::new(floor.clone(), state.log.retention());
-                for message in &after {
-                    log.push(Arc::new(message.clone()));
-                }
+                log_all(&mut log, delivered);
                 log.expire(now);
                 state.log = log;
-                self.deliver_caught_up(state, after, now);
             }
             if state.last_serial.as_deref() < Some(floor.as_str()) {
                 state.last_serial = Some(floor);
@@ -164,18 +160,27 @@ impl Hub {
     }
 
     /// Sends messages a catch-up found to every subscriber, several per frame (a long gap fits
-    /// the bounded queues), and moves the channel's position past them. They are logged by the
-    /// caller.
-    fn deliver_caught_up(&self, state: &mut ChannelState, messages: Vec<Message>, now: u64) {
-        for batch in messages.chunks(REPLAY_MESSAGES_PER_FRAME) {
+    /// the bounded queues), and moves the channel's position past them. Returns them, for the
+    /// caller to log.
+    fn deliver_caught_up(
+        &self,
+        state: &mut ChannelState,
+        messages: Vec<Message>,
+        now: u64,
+    ) -> Vec<Message> {
+        let mut delivered = Vec::with_capacity(messages.len());
+        let mut messages = messages.into_iter().peekable();
+        while messages.peek().is_some() {
+            let batch: Vec<Message> = messages.by_ref().take(REPLAY_MESSAGES_PER_FRAME).collect();
             let Some(last) = batch.last().and_then(|m| m.serial.clone()) else {
+                delivered.extend(batch);
                 continue;
             };
             state.last_serial = Some(last.clone());
             let mut outgoing = ProtocolMessage {
                 timestamp: Some(now),
                 channel_serial: Some(last),
-                messages: Some(batch.to_vec()),
+                messages: Some(batch),
                 ..ProtocolMessage::new(Action::Message)
             };
             match fan_out(&state.subscribers, &mut outgoing, None, |s| {
@@ -186,7 +191,9 @@ impl Hub {
                     tracing::warn!(message = %error.message, "catch-up delivery failed");
                 }
             }
+            delivered.extend(outgoing.messages.take().unwrap_or_default());
         }
+        delivered
     }
 }
 
@@ -204,9 +211,6 @@ fn log_and_fan_out(
         return Ok(());
     };
     state.last_serial = Some(last.clone());
-    for message in &fresh {
-        state.log.push(Arc::new(message.clone()));
-    }
     if let Some(published) = fresh.first().and_then(|m| m.timestamp) {
         ::metrics::histogram!("realtime_publish_delivery_seconds")
             .record(now.saturating_sub(published) as f64 / 1000.0);
@@ -223,9 +227,17 @@ fn log_and_fan_out(
     let delivered = fan_out(&state.subscribers, &mut outgoing, publisher, |subscriber| {
         subscriber.modes.contains(Modes::SUBSCRIBE)
             && (subscriber.echo || Some(&*subscriber.connection_id) != publisher)
-    })?;
-    pulse.messages_out(delivered);
+    });
+    // The log keeps the messages the frame was made from: moved into their `Arc`, not copied.
+    log_all(&mut state.log, outgoing.messages.take().unwrap_or_default());
+    pulse.messages_out(delivered?);
     Ok(())
+}
+
+fn log_all(log: &mut MessageLog, messages: Vec<Message>) {
+    for message in messages {
+        log.push(Arc::new(message));
+    }
 }
 
 /// Every subscriber hears that messages may have been missed: an ATTACHED without RESUMED,

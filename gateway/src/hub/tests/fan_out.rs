@@ -87,6 +87,10 @@ fn a_big_delivery_is_split_into_frames_that_fit_in_order() {
         assert!(frames.len() >= 12, "{} frames", frames.len());
         // The caller's message is left as it was, for the next format.
         assert_eq!(outgoing.messages.as_ref().unwrap().len(), 1000);
+        assert!(
+            outgoing.messages.iter().flatten().all(|m| m.id.is_none()),
+            "the ids the frames carry are not left on the messages the log keeps"
+        );
         assert_eq!(outgoing.channel_serial.as_deref(), Some("s-0999"));
         let mut next = 0;
         for frame in frames {
