@@ -206,6 +206,19 @@ impl Hub {
         }
     }
 
+    /// Empties a list of channels waiting for a flush and runs `flush` on each one still held.
+    fn flush_listed<L>(&self, list: &Mutex<L>, mut flush: impl FnMut(&str, &mut ChannelState))
+    where
+        L: Default + IntoIterator<Item = String>,
+    {
+        let listed = std::mem::take(&mut *lock_list(list));
+        for channel in listed {
+            if let Some(entry) = self.existing(&channel) {
+                flush(&channel, &mut entry.lock());
+            }
+        }
+    }
+
     /// Whether the hub has state for `channel` (it has not been swept as idle).
     pub fn is_held(&self, channel: &str) -> bool {
         self.channels.contains_key(channel)

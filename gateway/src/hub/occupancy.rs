@@ -36,14 +36,9 @@ impl Hub {
     /// Sends `[meta]occupancy` to the subscribers that asked, for channels whose occupancy
     /// changed; called once a second, so a stream of joins costs one event per second.
     pub fn flush_occupancy(&self) {
-        let dirty = std::mem::take(&mut *lock_list(&self.occupancy_dirty));
-        for channel in dirty {
-            let Some(entry) = self.existing(&channel) else {
-                continue;
-            };
-            let mut state = entry.lock();
+        self.flush_listed(&self.occupancy_dirty, |channel, state| {
             state.occupancy_dirty = false;
-            let metrics = occupancy_of(&state);
+            let metrics = occupancy_of(state);
             let mut outgoing = ProtocolMessage {
                 timestamp: Some(protocol::now_ms()),
                 messages: Some(vec![Message {
@@ -61,7 +56,7 @@ impl Hub {
             }) {
                 tracing::warn!(%channel, message = %error.message, "occupancy event failed");
             }
-        }
+        });
     }
 
     pub fn occupancy(&self, channel: &str) -> Occupancy {

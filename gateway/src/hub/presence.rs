@@ -237,13 +237,9 @@ impl Hub {
     /// Sends every channel's waiting presence events: one PRESENCE frame per channel, encoded
     /// once per format, to every presence subscriber (the members' own connections included).
     pub fn flush_presence(&self) {
-        let dirty = std::mem::take(&mut *lock_list(&self.presence_dirty));
-        for channel in dirty {
-            let Some(entry) = self.existing(&channel) else {
-                continue;
-            };
-            send_presence(&mut entry.lock(), protocol::now_ms());
-        }
+        self.flush_listed(&self.presence_dirty, |_, state| {
+            send_presence(state, protocol::now_ms())
+        });
     }
 
     pub fn presence_members(&self, channel: &str) -> Vec<PresenceMessage> {

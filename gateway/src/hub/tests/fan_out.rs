@@ -2,12 +2,20 @@
 
 use super::*;
 
+/// Subscribers "a" and "b" (JSON) and "m" (msgpack) on "c", with room for `capacity` frames.
+fn two_json_one_msgpack(hub: &Hub, capacity: usize) -> [TestSubscriber; 3] {
+    [
+        ("a", Format::Json),
+        ("b", Format::Json),
+        ("m", Format::Msgpack),
+    ]
+    .map(|(connection_id, format)| subscribe(hub, "c", connection_id, format, true, capacity))
+}
+
 #[test]
 fn one_encoding_per_format_shared_by_every_subscriber() {
     let hub = Hub::default();
-    let mut json_a = subscribe(&hub, "c", "a", Format::Json, true, 8);
-    let mut json_b = subscribe(&hub, "c", "b", Format::Json, true, 8);
-    let mut packed = subscribe(&hub, "c", "m", Format::Msgpack, true, 8);
+    let [mut json_a, mut json_b, mut packed] = two_json_one_msgpack(&hub, 8);
     publish(&hub, "c", "hello", None, None);
     let (a, b) = (
         json_a.queue.try_recv().unwrap(),
@@ -137,9 +145,7 @@ fn a_delivery_that_fits_or_a_lone_big_message_goes_whole() {
 #[test]
 fn a_publication_too_big_for_one_frame_reaches_every_subscriber_in_order() {
     let hub = Hub::default();
-    let mut json = subscribe(&hub, "c", "a", Format::Json, true, 64);
-    let mut json_too = subscribe(&hub, "c", "b", Format::Json, true, 64);
-    let mut packed = subscribe(&hub, "c", "m", Format::Msgpack, true, 64);
+    let [mut json, mut json_too, mut packed] = two_json_one_msgpack(&hub, 64);
     // 1,000 messages of 600 bytes: ~800 KB as one JSON frame, beyond what a frame may be.
     let messages: Vec<Message> = (0..1000)
         .map(|i| Message {

@@ -290,6 +290,12 @@ fn assert_refused(attached: &ProtocolMessage, context: &str) {
     );
 }
 
+/// Publishes `data` on "c" now, which `subscriber` must get, alone.
+fn assert_gets_live(hub: &Hub, subscriber: &mut TestSubscriber, data: &str, context: &str) {
+    publish_now(hub, "c", data);
+    assert_eq!(datas(&drain(subscriber)), strings(&[data]), "{context}");
+}
+
 /// Resumes `connection_id` on "c" from `serial`, which must be kept (RESUMED); the data replayed.
 fn resumed_replay(hub: &Hub, connection_id: &str, serial: &str) -> Vec<String> {
     let (mut resumed, attached) = attach_to_c(hub, connection_id, &resume_from(serial));

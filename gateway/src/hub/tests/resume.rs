@@ -51,12 +51,7 @@ fn resume_replays_exactly_the_messages_after_the_channel_serial() {
             "a frame's channelSerial is its last message's"
         );
     }
-    publish_now(&hub, "c", "6");
-    assert_eq!(
-        datas(&drain(&mut resumed)),
-        strings(&["6"]),
-        "then live, once"
-    );
+    assert_gets_live(&hub, &mut resumed, "6", "then live, once");
 }
 
 #[test]
@@ -108,12 +103,8 @@ fn resume_from_an_evicted_serial_is_refused_with_90003_and_no_replay() {
         let connection = format!("saw-{seen}");
         let request = resume_from(&serials[seen]);
         let mut refused = refused_resume(&hub, &connection, &request, &connection);
-        publish_now(&hub, "c", "live");
-        assert_eq!(
-            datas(&drain(&mut refused)),
-            strings(&["live"]),
-            "{connection}: live from now on"
-        );
+        let context = format!("{connection}: live from now on");
+        assert_gets_live(&hub, &mut refused, "live", &context);
     }
 }
 

@@ -12,8 +12,7 @@ fn rewind_by_count_replays_the_last_messages_then_goes_live() {
     assert!(has_flag(&attached, flags::HAS_BACKLOG), "{attached:?}");
     assert!(!has_flag(&attached, flags::RESUMED), "{attached:?}");
     assert_eq!(datas(&drain(&mut late)), range(7, 10));
-    publish_now(&hub, "c", "live");
-    assert_eq!(datas(&drain(&mut late)), strings(&["live"]));
+    assert_gets_live(&hub, &mut late, "live", "then live");
 }
 
 #[test]
