@@ -1,7 +1,7 @@
 //! The hub: channel -> local subscribers, each channel's log and presence set, and the publish
 //! path. This file holds the channel map (epochs, tombstones, `with_channel`, sweep); the rest
-//! is one idea per file: `attach`, `publish`, `fan_out`, `presence`, `occupancy`, `log`, and the
-//! public `types`.
+//! is one idea per file: `attach`, `publish`, `fan_out`, `presence`, `subscribers` (with the
+//! counts occupancy reports), `occupancy`, `log`, and the public `types`.
 //!
 //! A publish takes the channel's lock once, briefly and never across `.await`: it drops
 //! duplicates by message id, assigns serials, appends to the log, encodes the outgoing frame once
