@@ -3,21 +3,25 @@
 //! 1. Sync: time and bytes to send 10,000 members to a new subscriber.
 //! 2. Join storm: 1,000 members join a channel with 1,000 presence subscribers; frames sent,
 //!    against the naive one-event-per-subscriber count (N²).
+//! 3. Occupancy storm: 5,000 viewers attach with `occupancy=metrics` and enter presence, one
+//!    after another (they follow the counts, not the member list, so no presence_subscribe);
+//!    time until every viewer has the settled `[meta]occupancy` event.
 //!
-//! `cargo run --release --example presence_bench -- [members] [storm]`
+//! `cargo run --release --example presence_bench -- [members] [storm] [viewers]`
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use gateway::connection::Outbox;
 use gateway::hub::{AttachRequest, Hub, HubConfig, Subscriber};
-use protocol::message::flags;
+use protocol::message::Modes;
 use protocol::{Action, Data, Format, PresenceMessage, ProtocolMessage};
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let members: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let storm: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1_000);
+    let viewers: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(5_000);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -25,6 +29,7 @@ fn main() {
     runtime.block_on(async {
         sync(members);
         join_storm(storm);
+        occupancy_storm(viewers);
     });
 }
 
@@ -56,7 +61,8 @@ fn subscriber(id: &str, capacity: usize) -> (Subscriber, gateway::connection::Re
     let subscriber = Subscriber {
         connection_id: id.into(),
         channel_name: "live:1".into(),
-        modes: flags::DEFAULT_MODES,
+        modes: Modes::DEFAULT,
+        occupancy_events: false,
         echo: true,
         outbox,
     };
@@ -123,5 +129,38 @@ fn join_storm(n: usize) {
         elapsed.as_secs_f64() * 1000.0,
         n * n,
         (n * n) as f64 / frames.max(1) as f64
+    );
+}
+
+fn occupancy_storm(n: usize) {
+    let hub = Hub::default();
+    let mut queues = Vec::with_capacity(n);
+    let started = Instant::now();
+    for i in 0..n {
+        let (mut viewer, queue) = subscriber(&format!("conn{i}"), 16);
+        viewer.modes = Modes::DEFAULT - Modes::PRESENCE_SUBSCRIBE;
+        viewer.occupancy_events = true;
+        hub.attach("live:1", viewer, &AttachRequest::default(), attached);
+        enter(&hub, "live:1", i);
+        queues.push(queue);
+    }
+    hub.flush_presence();
+    hub.flush_occupancy();
+    let elapsed = started.elapsed();
+    let mut frames = 0;
+    for queue in &mut queues {
+        while queue.try_recv().is_ok() {
+            frames += 1;
+        }
+    }
+    assert_eq!(hub.occupancy("live:1").presence_members, n);
+    assert_eq!(
+        frames,
+        2 * n,
+        "each viewer: its ATTACHED and one [meta]occupancy"
+    );
+    println!(
+        "occupancy storm {n} viewers attach + enter, occupancy watched: {:.1} ms to settle",
+        elapsed.as_secs_f64() * 1000.0
     );
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use crate::channel::ChannelName;
 use crate::error::{ErrorCode, ErrorInfo};
-use crate::message::flags;
+use crate::message::Modes;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
@@ -136,22 +136,22 @@ impl Capability {
     }
 
     /// The mode flags an ATTACHED grants on this channel.
-    pub fn modes(&self, channel: &ChannelName) -> u64 {
-        let mut modes = 0;
+    pub fn modes(&self, channel: &ChannelName) -> Modes {
+        let mut modes = Modes::empty();
         if self.allows(channel, Operation::Publish) {
-            modes |= flags::MODE_PUBLISH;
+            modes |= Modes::PUBLISH;
         }
         if self.allows(channel, Operation::Subscribe) {
-            modes |= flags::MODE_SUBSCRIBE | flags::MODE_PRESENCE_SUBSCRIBE;
+            modes |= Modes::SUBSCRIBE | Modes::PRESENCE_SUBSCRIBE;
         }
         if self.allows(channel, Operation::Presence) {
-            modes |= flags::MODE_PRESENCE;
+            modes |= Modes::PRESENCE;
         }
         if self.allows(channel, Operation::AnnotationPublish) {
-            modes |= flags::MODE_ANNOTATION_PUBLISH;
+            modes |= Modes::ANNOTATION_PUBLISH;
         }
         if self.allows(channel, Operation::AnnotationSubscribe) {
-            modes |= flags::MODE_ANNOTATION_SUBSCRIBE;
+            modes |= Modes::ANNOTATION_SUBSCRIBE;
         }
         modes
     }

@@ -64,27 +64,41 @@ impl Action {
     }
 }
 
-/// ATTACHED flag bits (protocol §2.3).
+/// ATTACH/ATTACHED flag bits below the modes (protocol §2.3).
 pub mod flags {
     pub const HAS_PRESENCE: u64 = 1;
     pub const HAS_BACKLOG: u64 = 2;
     /// On ATTACH (deprecated but still sent by some clients): a re-attach, not a fresh one.
     pub const ATTACH_RESUME: u64 = 32;
     pub const RESUMED: u64 = 4;
-    pub const MODE_PRESENCE: u64 = 1 << 16;
-    pub const MODE_PUBLISH: u64 = 1 << 17;
-    pub const MODE_SUBSCRIBE: u64 = 1 << 18;
-    pub const MODE_PRESENCE_SUBSCRIBE: u64 = 1 << 19;
-    pub const MODE_ANNOTATION_PUBLISH: u64 = 1 << 21;
-    pub const MODE_ANNOTATION_SUBSCRIBE: u64 = 1 << 22;
-    /// The modes a plain attach is granted when the capability allows them (Ably adds
+}
+
+bitflags::bitflags! {
+    /// Channel modes: bits 16–31 of the ATTACH/ATTACHED `flags` word, what an attachment may do.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub struct Modes: u64 {
+        const PRESENCE = 1 << 16;
+        const PUBLISH = 1 << 17;
+        const SUBSCRIBE = 1 << 18;
+        const PRESENCE_SUBSCRIBE = 1 << 19;
+        const ANNOTATION_PUBLISH = 1 << 21;
+        const ANNOTATION_SUBSCRIBE = 1 << 22;
+        const OBJECT_SUBSCRIBE = 1 << 24;
+        const OBJECT_PUBLISH = 1 << 25;
+        /// The rest of the mode bits, unnamed: `from_bits_truncate` keeps all 16 and drops the
+        /// flags below them.
+        const _ = 0xFFFF_0000;
+    }
+}
+
+impl Modes {
+    /// What a plain attach is granted when the capability allows it (Ably adds
     /// annotation_publish to the classic four).
-    pub const DEFAULT_MODES: u64 = MODE_PRESENCE
-        | MODE_PUBLISH
-        | MODE_SUBSCRIBE
-        | MODE_PRESENCE_SUBSCRIBE
-        | MODE_ANNOTATION_PUBLISH;
-    pub const ALL_MODES: u64 = 0xFFFF_0000;
+    pub const DEFAULT: Modes = Modes::PRESENCE
+        .union(Modes::PUBLISH)
+        .union(Modes::SUBSCRIBE)
+        .union(Modes::PRESENCE_SUBSCRIBE)
+        .union(Modes::ANNOTATION_PUBLISH);
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -2,14 +2,14 @@
 
 use std::sync::Arc;
 
-use protocol::message::flags;
+use protocol::message::{flags, Modes};
 use protocol::{Action, ErrorCode, ProtocolMessage};
 
 use super::{Attachment, Connection, Flow};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::hub::{AttachRequest, Rewind, Subscriber, OCCUPANCY_EVENTS};
+use crate::hub::{AttachRequest, Rewind, Subscriber};
 
 impl Connection {
     pub(super) async fn on_attach(&mut self, message: ProtocolMessage) -> Flow {
@@ -31,13 +31,13 @@ impl Connection {
             }
         };
         // Requested modes: the `modes` param, else the ATTACH flags, else the defaults.
-        let requested = match (accepted.modes, message.flags.map(|f| f & flags::ALL_MODES)) {
+        let requested = match (accepted.modes, message.flags.map(Modes::from_bits_truncate)) {
             (Some(modes), _) => modes,
-            (None, Some(modes)) if modes != 0 => modes,
-            _ => flags::DEFAULT_MODES,
+            (None, Some(modes)) if !modes.is_empty() => modes,
+            _ => Modes::DEFAULT,
         };
         let modes = requested & self.principal.capability.modes(&channel);
-        if modes == 0 {
+        if modes.is_empty() {
             self.channel_error(
                 channel.as_str(),
                 ErrorCode::CapabilityDenied.info(format!(
@@ -69,11 +69,8 @@ impl Connection {
         let subscriber = Subscriber {
             connection_id: self.id.clone(),
             channel_name: name.clone(),
-            modes: if accepted.occupancy {
-                modes | OCCUPANCY_EVENTS
-            } else {
-                modes
-            },
+            modes,
+            occupancy_events: accepted.occupancy,
             echo: self.echo,
             outbox: self.outbox.clone(),
         };
@@ -90,7 +87,7 @@ impl Connection {
             .hub()
             .attach(&base, subscriber, &request, |outcome| ProtocolMessage {
                 channel: Some(name.to_string()),
-                flags: Some(modes | outcome.flags),
+                flags: Some(modes.bits() | outcome.flags),
                 channel_serial: Some(outcome.channel_serial.clone()),
                 params: echoed,
                 error: outcome.error.clone(),
@@ -143,7 +140,7 @@ impl Connection {
                 continue;
             };
             let modes = attachment.requested & self.principal.capability.modes(&channel);
-            if modes == 0 {
+            if modes.is_empty() {
                 refused.push(base.clone());
             } else if modes != attachment.modes {
                 attachment.modes = modes;
@@ -170,7 +167,7 @@ impl Connection {
 struct AttachParams {
     rewind: Option<Rewind>,
     /// `modes=presence,subscribe`: overrides the ATTACH flags.
-    modes: Option<u64>,
+    modes: Option<Modes>,
     /// `occupancy=metrics`: `[meta]occupancy` events.
     occupancy: bool,
     /// What goes back in ATTACHED `params`.
@@ -212,21 +209,21 @@ impl AttachParams {
 }
 
 /// `modes=presence,publish,subscribe,presence_subscribe,...` to flag bits.
-fn parse_modes(value: &str) -> Result<u64, protocol::ErrorInfo> {
+fn parse_modes(value: &str) -> Result<Modes, protocol::ErrorInfo> {
     value
         .split(',')
         .map(str::trim)
         .filter(|m| !m.is_empty())
-        .try_fold(0, |modes, mode| {
+        .try_fold(Modes::empty(), |modes, mode| {
             let bit = match mode {
-                "presence" => flags::MODE_PRESENCE,
-                "publish" => flags::MODE_PUBLISH,
-                "subscribe" => flags::MODE_SUBSCRIBE,
-                "presence_subscribe" => flags::MODE_PRESENCE_SUBSCRIBE,
-                "annotation_publish" => flags::MODE_ANNOTATION_PUBLISH,
-                "annotation_subscribe" => flags::MODE_ANNOTATION_SUBSCRIBE,
-                "object_subscribe" => 1 << 24,
-                "object_publish" => 1 << 25,
+                "presence" => Modes::PRESENCE,
+                "publish" => Modes::PUBLISH,
+                "subscribe" => Modes::SUBSCRIBE,
+                "presence_subscribe" => Modes::PRESENCE_SUBSCRIBE,
+                "annotation_publish" => Modes::ANNOTATION_PUBLISH,
+                "annotation_subscribe" => Modes::ANNOTATION_SUBSCRIBE,
+                "object_subscribe" => Modes::OBJECT_SUBSCRIBE,
+                "object_publish" => Modes::OBJECT_PUBLISH,
                 _ => {
                     return Err(ErrorCode::InvalidParameterValue
                         .info(format!("unknown channel mode {mode:?}")))

@@ -1,6 +1,6 @@
 //! MESSAGE from a client: publish, then ACK or NACK by msgSerial.
 
-use protocol::message::{flags, PublishResult};
+use protocol::message::{Modes, PublishResult};
 use protocol::{Action, ErrorCode, ErrorInfo, ProtocolMessage};
 
 use super::{Connection, Flow};
@@ -15,7 +15,7 @@ impl Connection {
         };
         // Awaited in the read loop, so ACKs stay in msgSerial order even through Redis.
         let result = match self.parse_channel(&message).and_then(|channel| {
-            self.require_mode(&channel, flags::MODE_PUBLISH, "publish")?;
+            self.require_mode(&channel, Modes::PUBLISH, "publish")?;
             Ok(channel)
         }) {
             Ok(channel) => {

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use axum::extract::ws::{Message as WsMessage, WebSocket};
 use futures_util::stream::SplitStream;
 use futures_util::StreamExt;
+use protocol::message::Modes;
 use protocol::{
     Action, Blame, ChannelName, ConnectionDetails, ErrorCode, ErrorInfo, Format, ProtocolMessage,
 };
@@ -74,9 +75,9 @@ impl ConnectParams {
 struct Attachment {
     name: Arc<str>,
     /// What the client asked for: the bound on what it may do here, whatever its capability.
-    requested: u64,
+    requested: Modes,
     /// What it was granted: requested ∩ capability (recomputed after a re-auth).
-    modes: u64,
+    modes: Modes,
 }
 
 struct Connection {
@@ -717,10 +718,15 @@ impl Connection {
 
     /// On a channel attached with explicit modes, an operation outside them is refused (40160),
     /// as the client asked for less than its capability allows.
-    fn require_mode(&self, channel: &ChannelName, mode: u64, what: &str) -> Result<(), ErrorInfo> {
+    fn require_mode(
+        &self,
+        channel: &ChannelName,
+        mode: Modes,
+        what: &str,
+    ) -> Result<(), ErrorInfo> {
         let key = self.principal.channel_key(channel);
         match self.attached.get(key.as_ref()) {
-            Some(attachment) if attachment.requested & mode == 0 => {
+            Some(attachment) if !attachment.requested.intersects(mode) => {
                 Err(ErrorCode::CapabilityDenied.info(format!(
                     "{what} is not among the modes channel {:?} was attached with",
                     channel.as_str()

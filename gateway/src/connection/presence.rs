@@ -1,6 +1,6 @@
 //! PRESENCE from a client: enter, update, leave; ACK or NACK by msgSerial.
 
-use protocol::message::flags;
+use protocol::message::Modes;
 use protocol::{Action, ChannelName, ErrorCode, ErrorInfo, Operation, ProtocolMessage};
 
 use super::{Connection, Flow};
@@ -43,7 +43,7 @@ impl Connection {
             )));
         }
         let channel_key = self.principal.channel_key(channel).into_owned();
-        self.require_mode(channel, flags::MODE_PRESENCE, "presence")?;
+        self.require_mode(channel, Modes::PRESENCE, "presence")?;
         if !self.attached.contains_key(&channel_key) {
             return Err(
                 ErrorCode::PresenceWrongState.info("attach the channel before entering presence")

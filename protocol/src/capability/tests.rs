@@ -43,11 +43,11 @@ fn operations_and_modes() {
     assert!(!capability.allows(&ch("chat:1"), Operation::Presence));
     assert_eq!(
         capability.modes(&ch("chat:1")),
-        flags::MODE_PUBLISH | flags::MODE_SUBSCRIBE | flags::MODE_PRESENCE_SUBSCRIBE
+        Modes::PUBLISH | Modes::SUBSCRIBE | Modes::PRESENCE_SUBSCRIBE
     );
     assert_eq!(
         Capability::all().modes(&ch("x")),
-        flags::DEFAULT_MODES | flags::MODE_ANNOTATION_SUBSCRIBE
+        Modes::DEFAULT | Modes::ANNOTATION_SUBSCRIBE
     );
 }
 
@@ -85,4 +85,29 @@ fn refuses_malformed_capabilities() {
     ] {
         assert!(Capability::parse(bad).is_err(), "{bad}");
     }
+}
+
+/// The mode bits on the wire are Ably's; the word's low bits (HAS_PRESENCE, RESUMED, ...) are
+/// not modes.
+#[test]
+fn modes_keep_their_wire_values() {
+    for (mode, bit) in [
+        (Modes::PRESENCE, 16),
+        (Modes::PUBLISH, 17),
+        (Modes::SUBSCRIBE, 18),
+        (Modes::PRESENCE_SUBSCRIBE, 19),
+        (Modes::ANNOTATION_PUBLISH, 21),
+        (Modes::ANNOTATION_SUBSCRIBE, 22),
+        (Modes::OBJECT_SUBSCRIBE, 24),
+        (Modes::OBJECT_PUBLISH, 25),
+    ] {
+        assert_eq!(mode.bits(), 1 << bit, "{mode:?}");
+    }
+    assert_eq!(Modes::DEFAULT.bits(), 0b10_1111 << 16);
+    assert_eq!(Modes::all().bits(), 0xFFFF_0000);
+    let word = (1 << 20) | (1 << 31) | crate::message::flags::RESUMED | (1 << 40);
+    assert_eq!(
+        Modes::from_bits_truncate(word).bits(),
+        (1 << 20) | (1 << 31)
+    );
 }

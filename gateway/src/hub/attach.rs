@@ -1,0 +1,167 @@
+//! Attach (ATTACHED, replay, presence SYNC, registration in one critical section), detach and
+//! mode changes.
+
+use std::sync::Arc;
+
+use protocol::message::{flags, Modes};
+use protocol::{Action, ErrorCode, Message, PresenceMessage, ProtocolMessage};
+use rand::distributions::{Alphanumeric, DistString};
+
+use super::fan_out::{encode_split, MAX_DELIVERY_FRAME_BYTES};
+use super::{AttachOutcome, AttachRequest, ChannelState, Hub, Rewind, Subscriber};
+
+/// Replayed messages per MESSAGE frame: a full log (500 by default) is a handful of frames.
+pub(super) const REPLAY_MESSAGES_PER_FRAME: usize = 50;
+
+impl Hub {
+    /// Adds (or updates) a subscriber. In one critical section: the ATTACHED, then any replay
+    /// (resume from `channel_serial`, or rewind), then the presence SYNC, then registration, so
+    /// nothing live can overtake or duplicate them.
+    pub fn attach(
+        &self,
+        channel: &str,
+        subscriber: Subscriber,
+        request: &AttachRequest,
+        attached: impl FnOnce(&AttachOutcome) -> ProtocolMessage,
+    ) {
+        let now = protocol::now_ms();
+        self.with_channel(channel, |state| {
+            state.log.expire(now);
+            let mut outcome = AttachOutcome {
+                channel_serial: state.position(),
+                ..Default::default()
+            };
+            let replay = match (&request.channel_serial, request.rewind) {
+                (Some(serial), _) => {
+                    let covered = request
+                        .resume_allowed
+                        .then(|| state.log.after(serial, state.last_serial.as_deref()))
+                        .flatten();
+                    match covered {
+                        Some(missed) => {
+                            if !request.presence_lost {
+                                outcome.flags |= flags::RESUMED;
+                            }
+                            // ATTACHED says where the replay starts, not where it ends: a client
+                            // whose transport dies before reading the replay resumes from here
+                            // again instead of skipping what it never saw.
+                            outcome.channel_serial = serial.clone();
+                            missed
+                        }
+                        None => {
+                            outcome.error = Some(ErrorCode::ContinuityNotGuaranteed.info(
+                                "could not resume from the given channelSerial; messages may have been missed",
+                            ));
+                            Vec::new()
+                        }
+                    }
+                }
+                (None, Some(Rewind::Messages(n))) => state.log.last_n(n.min(self.config.max_rewind)),
+                (None, Some(Rewind::Duration(duration))) => {
+                    let from = now.saturating_sub(duration.as_millis() as u64);
+                    let mut since = state.log.since(from);
+                    let excess = since.len().saturating_sub(self.config.max_rewind);
+                    since.drain(..excess);
+                    since
+                }
+                (None, None) => Vec::new(),
+            };
+            if request.rewind.is_some() && !replay.is_empty() {
+                outcome.flags |= flags::HAS_BACKLOG;
+            }
+            let wants_presence = subscriber.modes.contains(Modes::PRESENCE_SUBSCRIBE);
+            if wants_presence && state.presence.has_members() {
+                outcome.flags |= flags::HAS_PRESENCE;
+            }
+            subscriber.outbox.reply(&attached(&outcome));
+            if subscriber.modes.contains(Modes::SUBSCRIBE) {
+                let wanted: Vec<&Arc<Message>> = replay
+                    .iter()
+                    .filter(|m| {
+                        subscriber.echo
+                            || m.connection_id.as_deref() != Some(&*subscriber.connection_id)
+                    })
+                    .collect();
+                // Several messages per frame, so a long replay fits the bounded queue, and no
+                // frame over the write buffer's share.
+                for batch in wanted.chunks(REPLAY_MESSAGES_PER_FRAME) {
+                    let mut replay = ProtocolMessage {
+                        channel: Some(subscriber.channel_name.to_string()),
+                        channel_serial: batch.last().and_then(|m| m.serial.clone()),
+                        messages: Some(batch.iter().map(|m| Message::clone(m)).collect()),
+                        ..ProtocolMessage::new(Action::Message)
+                    };
+                    let format = subscriber.outbox.format;
+                    match encode_split(&mut replay, format, MAX_DELIVERY_FRAME_BYTES) {
+                        Ok(frames) => frames.into_iter().for_each(|frame| {
+                            subscriber.outbox.push(frame);
+                        }),
+                        Err(error) => tracing::warn!(%error, "could not encode a replay"),
+                    }
+                }
+            }
+            if outcome.flags & flags::HAS_PRESENCE != 0 {
+                self.send_sync(state, &subscriber);
+            }
+            let first = state.subscribers.is_empty();
+            state.subscribers.insert(subscriber);
+            if first {
+                self.occupancy_transition(channel, true, now);
+            }
+            self.occupancy_changed(channel, state);
+        });
+    }
+
+    /// The current members, in pages; the last page has an empty cursor.
+    fn send_sync(&self, state: &ChannelState, subscriber: &Subscriber) {
+        let sync_id = Alphanumeric.sample_string(&mut rand::thread_rng(), 8);
+        let members: Vec<&PresenceMessage> = state.presence.members().collect();
+        let mut pages: Vec<&[&PresenceMessage]> = members
+            .chunks(self.config.sync_page_members.max(1))
+            .collect();
+        if pages.is_empty() {
+            // Nobody present is an answer too: one empty, final page.
+            pages.push(&[]);
+        }
+        for (index, page) in pages.iter().enumerate() {
+            let cursor = if index + 1 == pages.len() {
+                String::new()
+            } else {
+                (index + 1).to_string()
+            };
+            subscriber.outbox.reply(&ProtocolMessage {
+                channel: Some(subscriber.channel_name.to_string()),
+                channel_serial: Some(format!("{sync_id}:{cursor}")),
+                presence: Some(page.iter().map(|&member| member.clone()).collect()),
+                ..ProtocolMessage::new(Action::Sync)
+            });
+        }
+    }
+
+    /// Sends a subscriber the whole member set again (a client-requested SYNC).
+    pub fn resync(&self, channel: &str, connection_id: &str) {
+        if let Some(entry) = self.existing(channel) {
+            let state = entry.lock();
+            if let Some(subscriber) = state.subscribers.get(connection_id) {
+                self.send_sync(&state, subscriber);
+            }
+        }
+    }
+
+    /// Changes a subscriber's granted modes (after a re-auth changed its capability).
+    pub fn set_modes(&self, channel: &str, connection_id: &str, modes: Modes) {
+        if let Some(entry) = self.existing(channel) {
+            entry.lock().subscribers.set_modes(connection_id, modes);
+        }
+    }
+
+    pub fn detach(&self, channel: &str, connection_id: &str) {
+        if let Some(entry) = self.existing(channel) {
+            let mut state = entry.lock();
+            if state.subscribers.remove(connection_id) && state.subscribers.is_empty() {
+                self.occupancy_transition(channel, false, protocol::now_ms());
+            }
+            self.occupancy_changed(channel, &mut state);
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Fan-out: encode once per (format, channel name as subscribed), queue the shared bytes for
+//! every subscriber that wants them, and count deliveries and bytes per format.
+
+use std::sync::Arc;
+
+use protocol::{Action, ErrorCode, ErrorInfo, Format, Message, PresenceMessage, ProtocolMessage};
+
+use super::Subscriber;
+use crate::connection::Delivery;
+use crate::frame::Frame;
+
+/// Channels with at least this many subscribers deliver in bulk: their writers may gather a
+/// few milliseconds of frames into one write (see `Limits::min_flush_interval`), which is where
+/// one syscall per subscriber per message costs most. Smaller channels are written at once.
+const BULK_FAN_OUT: usize = 64;
+
+/// Encodes once per (format, channel name as subscribed) and queues the shared bytes for every
+/// subscriber `wanted` accepts; `publisher`'s own copy (an echo) is queued as one of its replies
+/// (see `Outbox`). Returns the deliveries (messages or presence events times subscribers).
+pub(super) fn fan_out(
+    subscribers: &[Subscriber],
+    outgoing: &mut ProtocolMessage,
+    publisher: Option<&str>,
+    wanted: impl Fn(&Subscriber) -> bool,
+) -> Result<u64, ErrorInfo> {
+    // (channel name, format, frames, channel tag)
+    let mut frames: Vec<(Arc<str>, Format, Vec<Frame>, u64)> = Vec::with_capacity(2);
+    // (frames, bytes) per format, counted once per fan-out rather than per subscriber.
+    let mut sent = [(0u64, 0u64); 2];
+    let bulk = subscribers.len() >= BULK_FAN_OUT;
+    // Only MESSAGE frames that move the channel's position may be merged for a lagging
+    // subscriber (`connection::coalesce`); `[meta]occupancy` events do not.
+    let mergeable = outgoing.action == Action::Message as u8 && outgoing.channel_serial.is_some();
+    let at = tokio::time::Instant::now();
+    for subscriber in subscribers.iter().filter(|s| wanted(s)) {
+        let format = subscriber.outbox.format;
+        let index = match frames
+            .iter()
+            .position(|(name, f, _, _)| *f == format && **name == *subscriber.channel_name)
+        {
+            Some(index) => index,
+            None => {
+                outgoing.channel = Some(subscriber.channel_name.to_string());
+                let encoded =
+                    encode_split(outgoing, format, MAX_DELIVERY_FRAME_BYTES).map_err(|error| {
+                        ErrorCode::InternalChannel
+                            .info(format!("could not encode message: {error}"))
+                    })?;
+                let tag = if mergeable {
+                    crate::connection::channel_tag(&subscriber.channel_name)
+                } else {
+                    0
+                };
+                frames.push((subscriber.channel_name.clone(), format, encoded, tag));
+                frames.len() - 1
+            }
+        };
+        let slot = &mut sent[usize::from(format == Format::Msgpack)];
+        slot.0 += 1;
+        let (_, _, encoded, channel_tag) = &frames[index];
+        let delivery = Delivery {
+            at,
+            bulk,
+            own: publisher == Some(&*subscriber.connection_id),
+            channel_tag: *channel_tag,
+        };
+        for frame in encoded {
+            slot.1 += frame.len() as u64;
+            subscriber.outbox.deliver(frame.clone(), delivery);
+        }
+    }
+    let kind = if outgoing.action == Action::Presence as u8 {
+        "presence"
+    } else {
+        "message"
+    };
+    let namespace = crate::telemetry::namespace(outgoing.channel.as_deref().unwrap_or_default());
+    let per_frame = outgoing
+        .messages
+        .as_ref()
+        .map(Vec::len)
+        .or(outgoing.presence.as_ref().map(Vec::len))
+        .unwrap_or(1) as u64;
+    for (format, (count, bytes)) in ["json", "msgpack"].into_iter().zip(sent) {
+        if count == 0 {
+            continue;
+        }
+        ::metrics::counter!("realtime_bytes_total", "direction" => "out", "format" => format)
+            .increment(bytes);
+        ::metrics::counter!("realtime_deliveries_total", "format" => format, "kind" => kind, "namespace" => namespace)
+            .increment(count * per_frame);
+    }
+    Ok(sent.iter().map(|(count, _)| count * per_frame).sum())
+}
+
+/// Largest MESSAGE frame a delivery is encoded into, unless one message alone is bigger: a
+/// frame has to fit the socket's write buffer (`Limits::ws_max_write_buffer_bytes`, 1 MiB)
+/// or the subscriber is dropped, and 1,000 small messages carry ~200 KB of ids and serials.
+pub const MAX_DELIVERY_FRAME_BYTES: usize = 256 * 1024;
+
+/// Encodes a MESSAGE (or PRESENCE) for one format as one frame or, when that is over `max`
+/// bytes, as several frames of consecutive messages (halved until each fits or holds one
+/// message), each MESSAGE frame with the `channelSerial` of its last message, so a client that
+/// resumes after any of them resumes right. Messages without an id get the one ably-js would
+/// give them from the whole frame (`<id>:<index>`), so splitting changes no message's id.
+/// Frames with one message go as they are.
+pub fn encode_split(
+    outgoing: &mut ProtocolMessage,
+    format: Format,
+    max: usize,
+) -> Result<Vec<Frame>, protocol::codec::EncodeError> {
+    let whole = Frame::encode(outgoing, format)?;
+    if whole.len() <= max {
+        return Ok(vec![whole]);
+    }
+    let mut frames = Vec::new();
+    let serial = outgoing.channel_serial.clone();
+    let split = if outgoing.messages.as_ref().is_some_and(|m| m.len() > 1) {
+        let mut messages = outgoing.messages.take().unwrap_or_default();
+        let mut given = Vec::new();
+        if let Some(id) = &outgoing.id {
+            for (index, message) in messages.iter_mut().enumerate() {
+                if message.id.is_none() {
+                    message.id = Some(format!("{id}:{index}"));
+                    given.push(index);
+                }
+            }
+        }
+        let split = split_into(outgoing, &messages, format, max, &mut frames);
+        // Left as the caller gave them: the log keeps these messages after the fan-out.
+        for index in given {
+            messages[index].id = None;
+        }
+        outgoing.messages = Some(messages);
+        split
+    } else if outgoing.presence.as_ref().is_some_and(|p| p.len() > 1) {
+        let events = outgoing.presence.take().unwrap_or_default();
+        let split = split_into(outgoing, &events, format, max, &mut frames);
+        outgoing.presence = Some(events);
+        split
+    } else {
+        return Ok(vec![whole]);
+    };
+    outgoing.channel_serial = serial;
+    split?;
+    Ok(frames)
+}
+
+/// What a frame carries a list of: messages or presence events.
+trait Item: Clone {
+    fn put(shell: &mut ProtocolMessage, items: Vec<Self>);
+    fn serial(&self) -> Option<&String>;
+}
+
+impl Item for Message {
+    fn put(shell: &mut ProtocolMessage, items: Vec<Self>) {
+        shell.messages = Some(items);
+    }
+    fn serial(&self) -> Option<&String> {
+        self.serial.as_ref()
+    }
+}
+
+impl Item for PresenceMessage {
+    fn put(shell: &mut ProtocolMessage, items: Vec<Self>) {
+        shell.presence = Some(items);
+    }
+    fn serial(&self) -> Option<&String> {
+        None
+    }
+}
+
+/// Halves `items` (known not to fit one frame) until each part fits, in order.
+fn split_into<T: Item>(
+    shell: &mut ProtocolMessage,
+    items: &[T],
+    format: Format,
+    max: usize,
+    frames: &mut Vec<Frame>,
+) -> Result<(), protocol::codec::EncodeError> {
+    let (first, second) = items.split_at(items.len() / 2);
+    for half in [first, second] {
+        T::put(shell, half.to_vec());
+        if let Some(serial) = half.last().and_then(T::serial) {
+            shell.channel_serial = Some(serial.clone());
+        }
+        let frame = Frame::encode(shell, format)?;
+        if frame.len() <= max || half.len() <= 1 {
+            frames.push(frame);
+        } else {
+            drop(frame);
+            split_into(shell, half, format, max, frames)?;
+        }
+    }
+    Ok(())
+}

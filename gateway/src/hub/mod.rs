@@ -1,0 +1,269 @@
+//! The hub: channel -> local subscribers, each channel's log and presence set, and the publish
+//! path. This file holds the channel map (epochs, tombstones, `with_channel`, sweep); the rest
+//! is one idea per file: `attach`, `publish`, `fan_out`, `presence`, `subscribers` (with the
+//! counts occupancy reports), `occupancy`, `log`, and the public `types`.
+//!
+//! A publish takes the channel's lock once, briefly and never across `.await`: it drops
+//! duplicates by message id, assigns serials, appends to the log, encodes the outgoing frame once
+//! per (wire format, name the subscriber used), and `try_send`s the same buffer to every
+//! subscriber. Doing all of it under that lock is what makes delivery order equal serial order,
+//! and what lets an attach replay history and switch to live with no gap and no duplicate.
+
+mod attach;
+mod fan_out;
+pub(crate) mod log;
+mod occupancy;
+mod presence;
+mod publish;
+mod subscribers;
+mod types;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use dashmap::DashMap;
+use protocol::Message;
+
+use crate::pulse::Pulse;
+
+pub use fan_out::{encode_split, MAX_DELIVERY_FRAME_BYTES};
+use log::MessageLog;
+pub use log::{HistoryQuery, Retention};
+pub(crate) use occupancy::OccupancyHook;
+pub(crate) use presence::server_leave;
+use presence::PresenceSet;
+use publish::RecentIds;
+pub use publish::IDEMPOTENCY_WINDOW_MS;
+use subscribers::Subscribers;
+pub use types::{
+    AttachOutcome, AttachRequest, HubConfig, Occupancy, Publication, Rewind, Serials, Subscriber,
+};
+
+pub struct Hub {
+    channels: DashMap<String, Arc<Channel>>,
+    config: HubConfig,
+    /// The last channel epoch handed out, so no two channel incarnations share one.
+    last_epoch_ms: AtomicU64,
+    /// Channels with presence events waiting for the next flush.
+    presence_dirty: Mutex<Vec<String>>,
+    /// Channels whose occupancy changed since the last occupancy flush.
+    occupancy_dirty: Mutex<HashSet<String>>,
+    /// Swept channels' log floors (and when they were swept), so a channel made again still
+    /// knows that nothing after that floor was lost: a client away while its quiet channel was
+    /// swept can still resume it.
+    tombstones: DashMap<String, (String, u64)>,
+    /// Told about local occupancy transitions (webhooks).
+    occupancy_hook: std::sync::OnceLock<OccupancyHook>,
+    pulse: Pulse,
+}
+
+/// How long a swept channel's floor is remembered; longer than any connection stays resumable.
+const TOMBSTONE_TTL_MS: u64 = 10 * 60 * 1000;
+
+struct Channel {
+    state: Mutex<ChannelState>,
+}
+
+struct ChannelState {
+    /// When this incarnation of the channel began (ms, unique per hub): the serial prefix, so
+    /// serials stay unique and ordered after the channel is swept and made again, or the
+    /// process restarts.
+    epoch_ms: u64,
+    subscribers: Subscribers,
+    /// Serials within the epoch are consecutive.
+    next_serial: u64,
+    last_serial: Option<String>,
+    recent_ids: RecentIds,
+    log: MessageLog,
+    presence: PresenceSet,
+    /// When presence events last went out (ms).
+    presence_sent_at: u64,
+    /// Queued in `Hub::occupancy_dirty` for the next occupancy flush.
+    occupancy_dirty: bool,
+    /// Set when the sweeper dropped this channel from the map; a late holder must look it up again.
+    removed: bool,
+}
+
+impl ChannelState {
+    fn position(&self) -> String {
+        self.last_serial
+            .clone()
+            .unwrap_or_else(|| self.log.floor().to_owned())
+    }
+}
+
+/// A hub-wide list of channels waiting for a flush; a panic elsewhere leaves it usable.
+fn lock_list<T>(list: &Mutex<T>) -> MutexGuard<'_, T> {
+    list.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Channel {
+    fn lock(&self) -> MutexGuard<'_, ChannelState> {
+        // A panic while holding the lock cannot leave the state half-updated in a way that matters
+        // more than losing the channel, so recover the guard rather than poison every caller.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub::new(HubConfig::default())
+    }
+}
+
+impl Hub {
+    pub fn new(config: HubConfig) -> Hub {
+        Hub {
+            channels: DashMap::new(),
+            config,
+            last_epoch_ms: AtomicU64::new(0),
+            presence_dirty: Mutex::new(Vec::new()),
+            occupancy_dirty: Mutex::new(HashSet::new()),
+            tombstones: DashMap::new(),
+            occupancy_hook: std::sync::OnceLock::new(),
+            pulse: Pulse::default(),
+        }
+    }
+
+    /// The dashboard's live numbers for this hub's gateway.
+    pub fn pulse(&self) -> &Pulse {
+        &self.pulse
+    }
+
+    pub fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
+    pub(crate) fn retention_for(&self, channel: &str) -> Retention {
+        let name = channel
+            .split_once(crate::auth::APP_SEPARATOR)
+            .map_or(channel, |(_, name)| name);
+        let namespace = name.split(':').next().unwrap_or(name);
+        self.config
+            .namespace_retention
+            .iter()
+            .find(|(name, _)| name == namespace)
+            .map_or(self.config.retention, |(_, retention)| *retention)
+    }
+
+    fn new_channel(&self, channel: &str) -> Arc<Channel> {
+        let now = protocol::now_ms();
+        let previous = self
+            .last_epoch_ms
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| {
+                Some(now.max(last + 1))
+            })
+            .unwrap_or(now);
+        let fresh_epoch_ms = now.max(previous + 1);
+        // A swept channel that comes back within its tombstone's life goes on where it left
+        // off (same epoch, the next serial), so a client resuming it sees no new incarnation.
+        let (epoch_ms, next_serial, floor) =
+            match self.tombstones.remove(channel).map(|(_, (floor, _))| floor) {
+                Some(floor) => match log::parts(&floor) {
+                    Some((epoch_ms, n)) => (epoch_ms, n, floor),
+                    None => (fresh_epoch_ms, 0, floor),
+                },
+                None => (fresh_epoch_ms, 0, log::first_serial(fresh_epoch_ms)),
+            };
+        Arc::new(Channel {
+            state: Mutex::new(ChannelState {
+                epoch_ms,
+                subscribers: Subscribers::default(),
+                next_serial,
+                last_serial: None,
+                recent_ids: RecentIds::default(),
+                log: MessageLog::new(floor, self.retention_for(channel)),
+                presence: PresenceSet::default(),
+                presence_sent_at: 0,
+                occupancy_dirty: false,
+                removed: false,
+            }),
+        })
+    }
+
+    fn existing(&self, channel: &str) -> Option<Arc<Channel>> {
+        self.channels.get(channel).map(|e| e.clone())
+    }
+
+    /// Runs `f` on the live state of `channel`, creating it if needed.
+    fn with_channel<R>(&self, channel: &str, f: impl FnOnce(&mut ChannelState) -> R) -> R {
+        let mut f = Some(f);
+        loop {
+            let entry = self.existing(channel).unwrap_or_else(|| {
+                self.channels
+                    .entry(channel.to_owned())
+                    .or_insert_with(|| self.new_channel(channel))
+                    .clone()
+            });
+            let mut state = entry.lock();
+            if !state.removed {
+                let f = f.take().expect("runs once");
+                return f(&mut state);
+            }
+        }
+    }
+
+    /// Empties a list of channels waiting for a flush and runs `flush` on each one still held.
+    fn flush_listed<L>(&self, list: &Mutex<L>, mut flush: impl FnMut(&str, &mut ChannelState))
+    where
+        L: Default + IntoIterator<Item = String>,
+    {
+        let listed = std::mem::take(&mut *lock_list(list));
+        for channel in listed {
+            if let Some(entry) = self.existing(&channel) {
+                flush(&channel, &mut entry.lock());
+            }
+        }
+    }
+
+    /// Whether the hub has state for `channel` (it has not been swept as idle).
+    pub fn is_held(&self, channel: &str) -> bool {
+        self.channels.contains_key(channel)
+    }
+
+    /// Messages for REST history.
+    pub fn history(&self, channel: &str, query: &HistoryQuery) -> Vec<Arc<Message>> {
+        let Some(entry) = self.existing(channel) else {
+            return Vec::new();
+        };
+        let mut state = entry.lock();
+        state.log.expire(protocol::now_ms());
+        state.log.query(query)
+    }
+
+    /// Drops channels with nothing left: no subscribers, members, history or live idempotency
+    /// ids. Call periodically.
+    pub fn sweep(&self, now_ms: u64) {
+        self.tombstones
+            .retain(|_, (_, swept_at)| *swept_at + TOMBSTONE_TTL_MS > now_ms);
+        self.channels.retain(|name, channel| {
+            let mut state = channel.lock();
+            state.recent_ids.forget_before(now_ms);
+            state.log.expire(now_ms);
+            let max_age = state.log.retention().max_age.as_millis() as u64;
+            state.presence.expire_log(now_ms.saturating_sub(max_age));
+            let idle = state.subscribers.is_empty()
+                && state.recent_ids.is_empty()
+                && state.log.is_empty()
+                && state.presence.is_idle();
+            if idle {
+                state.removed = true;
+                self.tombstones
+                    .insert(name.clone(), (state.log.floor().to_owned(), now_ms));
+            }
+            !idle
+        });
+        crate::shrink::dash_map(&self.channels);
+        crate::shrink::dash_map(&self.tombstones);
+    }
+
+    pub fn channel_count(&self) -> usize {
+        self.channels.len()
+    }
+}
+
+#[cfg(test)]
+mod tests;

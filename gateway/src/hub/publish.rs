@@ -1,0 +1,298 @@
+//! Publish (idempotency window, serials, log, fan-out), delivery of what the bus carried, and
+//! catch-up from the shared store.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use protocol::message::Modes;
+use protocol::{Action, ErrorCode, ErrorInfo, Message, ProtocolMessage};
+
+use super::attach::REPLAY_MESSAGES_PER_FRAME;
+use super::fan_out::fan_out;
+use super::log::{self, MessageLog};
+use super::{ChannelState, Hub, Publication, Serials};
+use crate::pulse::Pulse;
+
+/// How long a client-supplied message id suppresses a repeat (Ably's idempotency window).
+pub const IDEMPOTENCY_WINDOW_MS: u64 = 2 * 60 * 1000;
+/// Ids remembered per channel at most; beyond it the oldest are forgotten early, so a flood of
+/// unique ids costs bounded memory.
+const MAX_REMEMBERED_IDS: usize = 20_000;
+
+impl Hub {
+    /// The serial of the newest message this node has on a channel, with that message's id
+    /// when the log still holds it (the bus checks the store still has the same message there).
+    pub fn last_serial(&self, channel: &str) -> Option<(String, Option<String>)> {
+        let entry = self.existing(channel)?;
+        let state = entry.lock();
+        let serial = state.last_serial.clone()?;
+        let id = state
+            .log
+            .newest()
+            .filter(|m| m.serial.as_deref() == Some(serial.as_str()))
+            .and_then(|m| m.id.clone());
+        Some((serial, id))
+    }
+
+    pub fn publish(&self, publication: Publication<'_>) -> Result<Serials, ErrorInfo> {
+        let now = publication.timestamp;
+        self.with_channel(publication.channel, |state| {
+            state.recent_ids.forget_before(now);
+            state.log.expire(now);
+            let mut serials = Vec::with_capacity(publication.messages.len());
+            let mut fresh = Vec::with_capacity(publication.messages.len());
+            let client_ids = publication
+                .client_ids
+                .iter()
+                .chain(std::iter::repeat(&false));
+            for (mut message, client_id) in publication.messages.into_iter().zip(client_ids) {
+                if let (true, Some(id)) = (*client_id, &message.id) {
+                    if !state.recent_ids.insert(id, now + IDEMPOTENCY_WINDOW_MS) {
+                        serials.push(None);
+                        continue;
+                    }
+                }
+                state.next_serial += 1;
+                let serial = log::serial(state.epoch_ms, state.next_serial);
+                message.serial = Some(serial.clone());
+                serials.push(Some(serial));
+                fresh.push(message);
+            }
+            log_and_fan_out(
+                state,
+                &self.pulse,
+                fresh,
+                publication.connection_id,
+                publication.id,
+                now,
+            )?;
+            Ok(serials)
+        })
+    }
+
+    /// Messages published through the bus (by any node), serials already assigned in order:
+    /// logged and fanned out here exactly as a local publish would be. Returns `Ok(false)`,
+    /// delivering nothing, when they do not follow on from the last serial here (a pub/sub
+    /// message was lost): the caller catches up from the store instead.
+    pub fn deliver(
+        &self,
+        channel: &str,
+        messages: Vec<Message>,
+        connection_id: Option<&str>,
+        id: Option<String>,
+    ) -> Result<bool, ErrorInfo> {
+        let now = protocol::now_ms();
+        self.with_channel(channel, |state| {
+            state.log.expire(now);
+            // A serial at or below what we have is a repeat (a catch-up overlapping live).
+            let newest = state.last_serial.clone();
+            let fresh: Vec<Message> = messages
+                .into_iter()
+                .filter(|m| match (&m.serial, &newest) {
+                    (Some(serial), Some(newest)) => serial > newest,
+                    _ => true,
+                })
+                .collect();
+            let follows_on = match (&newest, fresh.first().and_then(|m| m.serial.as_deref())) {
+                (Some(newest), Some(first)) => log::next(newest).as_deref() == Some(first),
+                _ => true,
+            };
+            if !follows_on {
+                return Ok(false);
+            }
+            log_and_fan_out(state, &self.pulse, fresh, connection_id, id, now)?;
+            Ok(true)
+        })
+    }
+
+    /// Brings a channel in line with the shared store. `floor`: the serial at or below which
+    /// the store no longer knows everything; `stored`: what it holds of the channel's current
+    /// epoch, oldest first (any at or below the floor come before a hole). `old_epoch_complete`:
+    /// the bus knows this node heard every message of the epoch it last saw (its pub/sub link
+    /// was live until Redis lost the channel), so a new epoch stored whole from its first serial
+    /// continues this log rather than replacing it.
+    ///
+    /// When the store continues from the last serial delivered here, what this node had not
+    /// delivered yet goes out and the log keeps its entries (a client resuming from an older
+    /// serial still resumes). Otherwise messages were lost: what is stored before the hole goes
+    /// out, then subscribers are told (ATTACHED with 90003, not RESUMED), never left with a
+    /// silent gap, then the rest; the log restarts at the floor.
+    pub fn catch_up(
+        &self,
+        channel: &str,
+        floor: String,
+        stored: Vec<Message>,
+        old_epoch_complete: bool,
+    ) {
+        let now = protocol::now_ms();
+        self.with_channel(channel, |state| {
+            let known = state.last_serial.clone();
+            let fresh: Vec<Message> = stored
+                .into_iter()
+                .filter(|m| known.is_none() || m.serial > known)
+                .collect();
+            let continues = known.as_deref().is_some_and(|known| {
+                floor.as_str() <= known
+                    || (old_epoch_complete && log::starts_a_later_epoch(&floor, known))
+            });
+            if continues {
+                let delivered = self.deliver_caught_up(state, fresh, now);
+                log_all(&mut state.log, delivered);
+                state.log.expire(now);
+            } else {
+                let (before, after): (Vec<Message>, Vec<Message>) = fresh
+                    .into_iter()
+                    .partition(|m| m.serial.as_deref() <= Some(floor.as_str()));
+                self.deliver_caught_up(state, before, now);
+                if known.is_some() {
+                    tell_continuity_lost(state, &floor);
+                }
+                let delivered = self.deliver_caught_up(state, after, now);
+                let mut log = MessageLog::new(floor.clone(), state.log.retention());
+                log_all(&mut log, delivered);
+                log.expire(now);
+                state.log = log;
+            }
+            if state.last_serial.as_deref() < Some(floor.as_str()) {
+                state.last_serial = Some(floor);
+            }
+        })
+    }
+
+    /// Sends messages a catch-up found to every subscriber, several per frame (a long gap fits
+    /// the bounded queues), and moves the channel's position past them. Returns them, for the
+    /// caller to log.
+    fn deliver_caught_up(
+        &self,
+        state: &mut ChannelState,
+        messages: Vec<Message>,
+        now: u64,
+    ) -> Vec<Message> {
+        let mut delivered = Vec::with_capacity(messages.len());
+        let mut messages = messages.into_iter().peekable();
+        while messages.peek().is_some() {
+            let batch: Vec<Message> = messages.by_ref().take(REPLAY_MESSAGES_PER_FRAME).collect();
+            let Some(last) = batch.last().and_then(|m| m.serial.clone()) else {
+                delivered.extend(batch);
+                continue;
+            };
+            state.last_serial = Some(last.clone());
+            let mut outgoing = ProtocolMessage {
+                timestamp: Some(now),
+                channel_serial: Some(last),
+                messages: Some(batch),
+                ..ProtocolMessage::new(Action::Message)
+            };
+            match fan_out(&state.subscribers, &mut outgoing, None, |s| {
+                s.modes.contains(Modes::SUBSCRIBE)
+            }) {
+                Ok(delivered) => self.pulse.messages_out(delivered),
+                Err(error) => {
+                    tracing::warn!(message = %error.message, "catch-up delivery failed");
+                }
+            }
+            delivered.extend(outgoing.messages.take().unwrap_or_default());
+        }
+        delivered
+    }
+}
+
+/// The tail of every publish: log the fresh messages, move the channel's position, and send
+/// one MESSAGE (encoded once per format) to every subscriber that wants it.
+fn log_and_fan_out(
+    state: &mut ChannelState,
+    pulse: &Pulse,
+    fresh: Vec<Message>,
+    publisher: Option<&str>,
+    id: Option<String>,
+    now: u64,
+) -> Result<(), ErrorInfo> {
+    let Some(last) = fresh.last().and_then(|m| m.serial.clone()) else {
+        return Ok(());
+    };
+    state.last_serial = Some(last.clone());
+    if let Some(published) = fresh.first().and_then(|m| m.timestamp) {
+        ::metrics::histogram!("realtime_publish_delivery_seconds")
+            .record(now.saturating_sub(published) as f64 / 1000.0);
+        pulse.latency_ms(now.saturating_sub(published));
+    }
+    let mut outgoing = ProtocolMessage {
+        id,
+        connection_id: publisher.map(str::to_owned),
+        timestamp: Some(now),
+        channel_serial: Some(last),
+        messages: Some(fresh),
+        ..ProtocolMessage::new(Action::Message)
+    };
+    let delivered = fan_out(&state.subscribers, &mut outgoing, publisher, |subscriber| {
+        subscriber.modes.contains(Modes::SUBSCRIBE)
+            && (subscriber.echo || Some(&*subscriber.connection_id) != publisher)
+    });
+    // The log keeps the messages the frame was made from: moved into their `Arc`, not copied.
+    log_all(&mut state.log, outgoing.messages.take().unwrap_or_default());
+    pulse.messages_out(delivered?);
+    Ok(())
+}
+
+fn log_all(log: &mut MessageLog, messages: Vec<Message>) {
+    for message in messages {
+        log.push(Arc::new(message));
+    }
+}
+
+/// Every subscriber hears that messages may have been missed: an ATTACHED without RESUMED,
+/// carrying 90003, which ably-js surfaces as an `update` event with `resumed: false`.
+fn tell_continuity_lost(state: &ChannelState, position: &str) {
+    for subscriber in state.subscribers.iter() {
+        subscriber.outbox.reply(&ProtocolMessage {
+            channel: Some(subscriber.channel_name.to_string()),
+            flags: Some(subscriber.modes.bits()),
+            channel_serial: Some(position.to_owned()),
+            error: Some(ErrorCode::ContinuityNotGuaranteed.info(
+                "messages on this channel may have been missed (the message store lost them)",
+            )),
+            ..ProtocolMessage::new(Action::Attached)
+        });
+    }
+}
+
+/// Message ids seen recently on one channel, oldest first.
+#[derive(Default)]
+pub(super) struct RecentIds {
+    expiry: HashMap<String, u64>,
+    order: VecDeque<(u64, String)>,
+}
+
+impl RecentIds {
+    /// False if the id is already known (a duplicate).
+    pub(super) fn insert(&mut self, id: &str, forget_at: u64) -> bool {
+        if self.expiry.contains_key(id) {
+            return false;
+        }
+        if self.order.len() >= MAX_REMEMBERED_IDS {
+            if let Some((_, oldest)) = self.order.pop_front() {
+                self.expiry.remove(&oldest);
+            }
+        }
+        self.expiry.insert(id.to_owned(), forget_at);
+        self.order.push_back((forget_at, id.to_owned()));
+        true
+    }
+
+    pub(super) fn forget_before(&mut self, now_ms: u64) {
+        while let Some((forget_at, _)) = self.order.front() {
+            if *forget_at > now_ms {
+                break;
+            }
+            if let Some((_, id)) = self.order.pop_front() {
+                self.expiry.remove(&id);
+            }
+        }
+        crate::shrink::hash_map(&mut self.expiry);
+        crate::shrink::vec_deque(&mut self.order);
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}

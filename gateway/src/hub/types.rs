@@ -1,0 +1,121 @@
+//! The hub's configuration and the values its callers pass in and get back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use protocol::message::Modes;
+use protocol::{ErrorInfo, Message};
+
+use super::Retention;
+use crate::connection::Outbox;
+
+/// What the hub keeps and allows per channel.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// History kept per channel unless a namespace says otherwise.
+    pub retention: Retention,
+    /// Per-namespace retention (`user` for `user:*` channels), e.g. payment events kept longer.
+    pub namespace_retention: Vec<(String, Retention)>,
+    /// Most messages a `rewind` may replay (Ably caps at 100).
+    pub max_rewind: usize,
+    /// Presence members per channel (91003 beyond). Ably's 200 is too low for a live stream.
+    pub max_presence_members: usize,
+    /// Members per SYNC page.
+    pub sync_page_members: usize,
+    /// Presence events on a channel go out at once unless the channel broadcast within this
+    /// window; then they wait for the next flush, so a join storm costs one frame per
+    /// subscriber per window instead of one per join.
+    pub presence_batch_window: Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            // Covers the 2-minute resume window with room to spare.
+            retention: Retention {
+                max_messages: 500,
+                max_age: Duration::from_secs(10 * 60),
+            },
+            namespace_retention: Vec::new(),
+            max_rewind: 100,
+            max_presence_members: 20_000,
+            sync_page_members: 100,
+            presence_batch_window: Duration::from_millis(50),
+        }
+    }
+}
+
+/// One local subscriber (an attached connection) of a channel.
+pub struct Subscriber {
+    pub connection_id: Arc<str>,
+    /// The name the client attached with (qualifier included): deliveries must carry it.
+    pub channel_name: Arc<str>,
+    /// Granted modes: `SUBSCRIBE` holders get messages, `PRESENCE_SUBSCRIBE` holders presence
+    /// events.
+    pub modes: Modes,
+    /// Attached with `occupancy=metrics`: gets `[meta]occupancy` events. Kept apart from
+    /// `modes`, which go on the wire.
+    pub occupancy_events: bool,
+    /// False when the connection asked not to hear its own publishes.
+    pub echo: bool,
+    pub outbox: Arc<Outbox>,
+}
+
+/// A publish, stamped and checked by the caller (ids, clientId, connectionId, timestamp).
+pub struct Publication<'a> {
+    pub channel: &'a str,
+    pub messages: Vec<Message>,
+    /// Per message: whether its id is an idempotency key (client-chosen, or the
+    /// `connectionId:msgSerial:index` a resent realtime publish repeats).
+    pub client_ids: Vec<bool>,
+    /// The publishing connection, for `echo=false` and the frame's `connectionId`.
+    pub connection_id: Option<&'a str>,
+    /// The ProtocolMessage id (`connectionId:msgSerial`) for realtime publishes.
+    pub id: Option<String>,
+    pub timestamp: u64,
+}
+
+/// Serial per message, in order; `None` for a duplicate that was not delivered again.
+pub type Serials = Vec<Option<String>>;
+
+/// How an attach wants to start.
+#[derive(Debug, Clone, Default)]
+pub struct AttachRequest {
+    /// The last serial the client saw: resume from there if the log covers it.
+    pub channel_serial: Option<String>,
+    /// Messages to replay on a fresh attach.
+    pub rewind: Option<Rewind>,
+    /// False after a connection resume failed: the client must learn continuity was lost.
+    pub resume_allowed: bool,
+    /// The connection's presence members left while it was away: replay what it missed, but
+    /// not as RESUMED, so the client enters again (ably-js re-enters on a non-resumed attach).
+    pub presence_lost: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rewind {
+    Messages(usize),
+    Duration(Duration),
+}
+
+/// What an attach got, for its ATTACHED.
+#[derive(Debug, Clone, Default)]
+pub struct AttachOutcome {
+    /// HAS_PRESENCE, HAS_BACKLOG and RESUMED bits to add to the granted modes.
+    pub flags: u64,
+    /// The channel's current position.
+    pub channel_serial: String,
+    /// Why continuity could not be kept, when a resume was asked for and refused.
+    pub error: Option<ErrorInfo>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Occupancy {
+    pub connections: usize,
+    pub publishers: usize,
+    pub subscribers: usize,
+    pub presence_connections: usize,
+    pub presence_members: usize,
+    pub presence_subscribers: usize,
+}
