@@ -473,3 +473,11 @@ proptest! {
         decode_everything(&msgpack_open.repeat(depth), Format::Msgpack)?;
     }
 }
+
+/// Found by `arbitrary_bytes_are_refused_or_read`: msgpack bin `[0]` decoded as a ProtocolMessage
+/// (rmp-serde reads a struct from a bin's bytes as from an array) while the skim refused it.
+#[test]
+fn a_msgpack_bin_is_read_alike_by_skim_and_decode() {
+    decode_everything(&[0xc4, 1, 0], Format::Msgpack).unwrap();
+    decode_everything(&[0xc4, 2, 15, 7], Format::Msgpack).unwrap();
+}

@@ -88,6 +88,9 @@ impl<'de> Visitor<'de> for CountVisitor {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct FrameShape {
+    /// Read as ProtocolMessage reads its plain `u8`, not as an `Option` (which a bare byte
+    /// from a msgpack bin is not).
+    #[serde(deserialize_with = "present")]
     pub action: Option<u8>,
     #[serde(rename = "flags")]
     _flags: IgnoredAny,
@@ -116,6 +119,10 @@ pub struct FrameShape {
     _params: IgnoredAny,
     #[serde(rename = "res")]
     _res: IgnoredAny,
+}
+
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u8>, D::Error> {
+    u8::deserialize(deserializer).map(Some)
 }
 
 /// One batch publish spec, sized.
