@@ -38,9 +38,7 @@ impl Gateway {
         let id = parked.id.clone();
         let present_on = parked.present_on.clone();
         let members_left = parked.members_left.clone();
-        if let Some(bus) = self.cluster() {
-            bus.record_connection(&key, &parked, true);
-        }
+        self.sessions().record(&key, &parked, true);
         self.inner.parked.insert(key.clone(), parked);
         self.inner.parked_notify.notify_waiters();
         let gateway = self.clone();
@@ -54,20 +52,16 @@ impl Gateway {
                 for channel in &present_on {
                     gateway.leave_presence(channel, &id);
                 }
-                if let Some(bus) = gateway.cluster() {
-                    bus.record_connection(&key, &parked, true);
-                }
+                gateway.sessions().record(&key, &parked, true);
                 drop(parked);
             }
             let rest = timing.connection_state_ttl.saturating_sub(grace);
             tokio::time::sleep(rest).await;
             if let Some((_, parked)) = gateway.inner.parked.remove_if(&key, |_, p| p.id == id) {
                 gateway.remember_ended(&key);
-                if let Some(bus) = gateway.cluster() {
-                    bus.forget_connection(&key);
-                    if parked.presence_grace.is_some() {
-                        bus.forget_grace(&parked.id);
-                    }
+                gateway.sessions().forget(&key);
+                if parked.presence_grace.is_some() {
+                    gateway.sessions().forget_grace(&parked.id);
                 }
             }
         });
@@ -106,10 +100,8 @@ impl Gateway {
         }
         let Some(old) = self.inner.live_keys.get(key).map(|outbox| outbox.clone()) else {
             // Clustered: another node may hold it (or have held it, and died).
-            if let Some(bus) = self.cluster() {
-                if let Some(parked) = bus.take_connection(key, client_id).await? {
-                    return Ok(parked);
-                }
+            if let Some(parked) = self.sessions().take(key, client_id).await? {
+                return Ok(parked);
             }
             return Err(refusal(self));
         };
@@ -151,17 +143,17 @@ impl Gateway {
                 }
             }
         };
-        let Some(bus) = self.cluster() else { return };
+        let sessions = self.sessions();
         let Some(parked) = taken else {
             // Not here (any more): no record should send resumes our way.
-            bus.forget_connection(&key);
+            sessions.forget(&key);
             return;
         };
         self.remember_ended(&key);
-        bus.release_connection(&key, &parked);
+        sessions.release(&key, &parked);
         if parked.presence_grace.is_some() {
             // Its members are the resuming node's now.
-            bus.forget_grace(&parked.id);
+            sessions.forget_grace(&parked.id);
         }
     }
 
@@ -170,14 +162,17 @@ impl Gateway {
     /// resuming node adopts them; once the lease lapses the rest are orphaned and leave after
     /// their grace).
     pub async fn hand_over_parked(&self) {
-        let Some(bus) = self.cluster() else { return };
+        let sessions = self.sessions();
+        if !sessions.shared() {
+            return;
+        }
         let keys: Vec<String> = self.inner.parked.iter().map(|e| e.key().clone()).collect();
         for key in keys {
             if let Some((_, parked)) = self.inner.parked.remove(&key) {
-                bus.release_connection(&key, &parked);
+                sessions.release(&key, &parked);
             }
         }
-        bus.flush_records().await;
+        sessions.flush().await;
     }
 
     /// The connection id behind a live connection's key.
@@ -235,7 +230,8 @@ pub(crate) struct HeldHere {
 
 /// Gathers `HeldHere` from the node's own state (nothing per connection is kept for it): ids
 /// from the connection keys (`id!secret`), identities from the registry, presence from the hub.
-pub(crate) fn held_here(inner: &crate::Inner) -> HeldHere {
+pub(crate) fn held_here(gateway: &Gateway) -> HeldHere {
+    let inner = &gateway.inner;
     let identities = inner.clients.identities();
     let mut records: Vec<(String, Parked, bool)> = Vec::new();
     let mut ids: Vec<Arc<str>> = Vec::new();

@@ -1,4 +1,5 @@
 use super::*;
+use crate::backend::WebhookState;
 
 #[test]
 fn channel_patterns_match_like_globs() {
@@ -27,6 +28,10 @@ fn the_signature_is_base64_hmac_sha256_of_the_body() {
     );
 }
 
+fn memory_state() -> MemoryState {
+    MemoryState::new(Box::new(|_: &str| Vec::new()))
+}
+
 fn rule() -> WebhookConfig {
     WebhookConfig::new(
         "http://127.0.0.1:1/",
@@ -38,7 +43,7 @@ fn rule() -> WebhookConfig {
 
 #[tokio::test]
 async fn a_re_occupy_within_the_debounce_cancels_the_close() {
-    let store = Store::Memory(store::Memory::default());
+    let store = memory_state();
     let key = vacate_key("call:1");
     assert!(store.occupy("call:1", &key).await.unwrap());
     assert!(store.vacate("n", "call:1", &key, "p1", 10).await.unwrap());
@@ -55,7 +60,7 @@ async fn a_re_occupy_within_the_debounce_cancels_the_close() {
 
 #[tokio::test]
 async fn a_full_queue_drops_the_oldest_and_says_how_many() {
-    let store = Store::Memory(store::Memory::default());
+    let store = memory_state();
     let items = |range: std::ops::Range<u32>| range.map(|i| i.to_string()).collect();
     assert_eq!(store.push("w", 3, items(0..2)).await.unwrap(), 0);
     assert_eq!(store.push("w", 3, items(2..5)).await.unwrap(), 2);
