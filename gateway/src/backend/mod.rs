@@ -17,6 +17,8 @@
 
 pub(crate) mod memory;
 pub(crate) mod redis;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::pin::Pin;
