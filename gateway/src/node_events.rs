@@ -8,7 +8,7 @@ use std::sync::{Arc, Weak};
 use protocol::{ErrorInfo, Message, PresenceMessage};
 
 use crate::auth::Revocation;
-use crate::backend::{BackendEvents, Position};
+use crate::backend::{Arrival, BackendEvents, Position};
 use crate::resume::HeldHere;
 use crate::webhooks::Report;
 use crate::{Gateway, GatewayState};
@@ -38,13 +38,13 @@ impl BackendEvents for NodeEvents {
         })
     }
 
-    fn deliver(
-        &self,
-        channel: &str,
-        messages: Vec<Message>,
-        connection_id: Option<&str>,
-        id: Option<String>,
-    ) -> Result<bool, ErrorInfo> {
+    fn deliver(&self, arrival: Arrival<'_>) -> Result<bool, ErrorInfo> {
+        let Arrival {
+            channel,
+            messages,
+            connection_id,
+            id,
+        } = arrival;
         match self.gateway() {
             Some(gateway) => gateway.hub().deliver(channel, messages, connection_id, id),
             None => Ok(true),

@@ -315,6 +315,15 @@ pub(crate) trait WebhookState: Send + Sync {
     fn members<'a>(&'a self, channel: &'a str) -> BackendFuture<'a, Result<Vec<PresenceMessage>>>;
 }
 
+/// A publication as it arrived on the bus, serials assigned.
+pub(crate) struct Arrival<'a> {
+    pub(crate) channel: &'a str,
+    pub(crate) messages: Vec<Message>,
+    /// The publishing connection (for `echo=false`) and the ProtocolMessage id.
+    pub(crate) connection_id: Option<&'a str>,
+    pub(crate) id: Option<String>,
+}
+
 /// What a node keeps of a channel and how far it got.
 pub(crate) struct Position {
     pub(crate) retention: Retention,
@@ -332,13 +341,7 @@ pub(crate) trait BackendEvents: Send + Sync {
     fn position(&self, channel: &str) -> Option<Position>;
 
     /// A publication arrived; false: its serial does not follow on (catch the channel up).
-    fn deliver(
-        &self,
-        channel: &str,
-        messages: Vec<Message>,
-        connection_id: Option<&str>,
-        id: Option<String>,
-    ) -> std::result::Result<bool, ErrorInfo>;
+    fn deliver(&self, arrival: Arrival<'_>) -> std::result::Result<bool, ErrorInfo>;
 
     /// What the store holds after `floor`, for the node to deliver what it missed.
     fn catch_up(

@@ -12,7 +12,7 @@ use protocol::{ErrorInfo, Message, PresenceMessage};
 
 use super::memory::MemoryBackend;
 use super::redis::RedisBackend;
-use super::{Backend, BackendEvents, Position};
+use super::{Arrival, Backend, BackendEvents, Position};
 use crate::auth::{Auth, NonceClaim, Revocation};
 use crate::config::RedisTarget;
 use crate::hub::{HistoryQuery, Hub, HubConfig, Publication};
@@ -36,14 +36,10 @@ impl BackendEvents for HubNode {
         })
     }
 
-    fn deliver(
-        &self,
-        channel: &str,
-        messages: Vec<Message>,
-        connection_id: Option<&str>,
-        id: Option<String>,
-    ) -> Result<bool, ErrorInfo> {
-        self.hub.deliver(channel, messages, connection_id, id)
+    fn deliver(&self, arrival: Arrival<'_>) -> Result<bool, ErrorInfo> {
+        let (channel, messages) = (arrival.channel, arrival.messages);
+        self.hub
+            .deliver(channel, messages, arrival.connection_id, arrival.id)
     }
 
     fn catch_up(&self, channel: &str, floor: String, messages: Vec<Message>, complete: bool) {

@@ -98,35 +98,33 @@ impl Link {
     /// One SUBSCRIBE for all of `channels` on a single server; on a cluster, one SSUBSCRIBE
     /// each (a sharded subscribe cannot span slots).
     pub(super) async fn subscribe_all(&mut self, channels: &[String]) -> redis::RedisResult<()> {
-        if channels.is_empty() {
-            return Ok(());
-        }
-        match self {
-            Link::Node { sink, .. } => {
-                sink.subscribe(channels.iter().map(|c| topic(c)).collect::<Vec<_>>())
-                    .await
-            }
-            Link::Sharded(links) => {
-                for channel in channels {
-                    links.subscribe(&topic(channel)).await?;
-                }
-                Ok(())
-            }
-        }
+        self.change_all(channels, true).await
     }
 
     pub(super) async fn unsubscribe_all(&mut self, channels: &[String]) -> redis::RedisResult<()> {
+        self.change_all(channels, false).await
+    }
+
+    async fn change_all(&mut self, channels: &[String], join: bool) -> redis::RedisResult<()> {
         if channels.is_empty() {
             return Ok(());
         }
         match self {
             Link::Node { sink, .. } => {
-                sink.unsubscribe(channels.iter().map(|c| topic(c)).collect::<Vec<_>>())
-                    .await
+                let topics: Vec<String> = channels.iter().map(|c| topic(c)).collect();
+                if join {
+                    sink.subscribe(topics).await
+                } else {
+                    sink.unsubscribe(topics).await
+                }
             }
             Link::Sharded(links) => {
                 for channel in channels {
-                    links.unsubscribe(&topic(channel)).await?;
+                    if join {
+                        links.subscribe(&topic(channel)).await?;
+                    } else {
+                        links.unsubscribe(&topic(channel)).await?;
+                    }
                 }
                 Ok(())
             }

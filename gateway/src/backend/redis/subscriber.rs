@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 use super::link::{Link, LinkSource, Probe, ProbeEchoes, PROBE_INTERVAL};
 use super::stream::{stored_message, StreamLoader};
 use super::{auth, presence};
-use crate::backend::BackendError;
+use crate::backend::{Arrival, BackendError};
 
 pub(super) enum Interest {
     Subscribe(String),
@@ -354,10 +354,12 @@ async fn on_publication(store: &StreamLoader, message: &redis::Msg) -> redis::Re
         ::metrics::histogram!("realtime_bus_lag_seconds")
             .record(protocol::now_ms().saturating_sub(published) as f64 / 1000.0);
     }
-    match store
-        .events
-        .deliver(channel, messages, connection_id.as_deref(), id)
-    {
+    match store.events.deliver(Arrival {
+        channel,
+        messages,
+        connection_id: connection_id.as_deref(),
+        id,
+    }) {
         Ok(true) => Ok(()),
         Ok(false) => {
             tracing::info!(%channel, "gap in pub/sub serials; catching up from the store");
