@@ -51,17 +51,9 @@ impl BackendEvents for NodeEvents {
         }
     }
 
-    fn catch_up(
-        &self,
-        channel: &str,
-        floor: String,
-        messages: Vec<Message>,
-        old_epoch_complete: bool,
-    ) {
+    fn catch_up(&self, channel: &str, floor: String, messages: Vec<Message>, complete: bool) {
         if let Some(gateway) = self.gateway() {
-            gateway
-                .hub()
-                .catch_up(channel, floor, messages, old_epoch_complete);
+            gateway.hub().catch_up(channel, floor, messages, complete);
         }
     }
 

@@ -5,7 +5,7 @@
 use protocol::PresenceMessage;
 
 use super::{
-    BackendFuture, Bus, EventRecords, NodeReading, Nodes, Result, SessionStore, SharedAuth,
+    BackendFuture, Bus, EventRecords, NodeReading, Nodes, Reply, SessionStore, SharedAuth,
 };
 use crate::auth::{Auth, NonceClaim, Revocation};
 use crate::events::{EventRecord, MemoryRecords};
@@ -28,7 +28,7 @@ impl Bus for MemoryBackend {
         hub: &'a Hub,
         publication: Publication<'a>,
         _retention: Retention,
-    ) -> BackendFuture<'a, Result<Serials>> {
+    ) -> Reply<'a, Serials> {
         ready(hub.publish(publication).map_err(Into::into))
     }
 
@@ -37,20 +37,16 @@ impl Bus for MemoryBackend {
         hub: &'a Hub,
         channel: &'a str,
         events: &'a [PresenceMessage],
-    ) -> BackendFuture<'a, Result<()>> {
+    ) -> Reply<'a, ()> {
         hub.apply_presence(channel, events.to_vec());
         ready(Ok(()))
     }
 
-    fn announce<'a>(
-        &'a self,
-        _channel: &'a str,
-        _events: &'a [PresenceMessage],
-    ) -> BackendFuture<'a, Result<()>> {
+    fn announce<'a>(&'a self, _channel: &'a str, _events: &'a [PresenceMessage]) -> Reply<'a, ()> {
         ready(Ok(()))
     }
 
-    fn join<'a>(&'a self, _channel: &'a str) -> BackendFuture<'a, Result<()>> {
+    fn join<'a>(&'a self, _channel: &'a str) -> Reply<'a, ()> {
         ready(Ok(()))
     }
 
@@ -86,36 +82,23 @@ impl SessionStore for MemoryBackend {
         ready(())
     }
 
-    fn take<'a>(
-        &'a self,
-        _key: &'a str,
-        _client_id: Option<&'a str>,
-    ) -> BackendFuture<'a, Result<Option<Parked>>> {
+    fn take<'a>(&'a self, _key: &'a str, _client_id: Option<&'a str>) -> Reply<'a, Option<Parked>> {
         ready(Ok(None))
     }
 }
 
 impl EventRecords for MemoryBackend {
-    fn get<'a>(&'a self, key: &'a str) -> BackendFuture<'a, Result<EventRecord>> {
+    fn get<'a>(&'a self, key: &'a str) -> Reply<'a, EventRecord> {
         ready(Ok(self.events.get(key, protocol::now_ms())))
     }
 
-    fn record_channel<'a>(
-        &'a self,
-        key: &'a str,
-        n: usize,
-        serial: &'a str,
-    ) -> BackendFuture<'a, Result<()>> {
+    fn record_channel<'a>(&'a self, key: &'a str, n: usize, serial: &'a str) -> Reply<'a, ()> {
         self.events
             .record_channel(key, n, serial, protocol::now_ms());
         ready(Ok(()))
     }
 
-    fn record_answer<'a>(
-        &'a self,
-        key: &'a str,
-        answer: String,
-    ) -> BackendFuture<'a, Result<String>> {
+    fn record_answer<'a>(&'a self, key: &'a str, answer: String) -> Reply<'a, String> {
         ready(Ok(self.events.record_answer(
             key,
             answer,
@@ -130,7 +113,7 @@ impl SharedAuth for MemoryBackend {
         local: &'a Auth,
         claim: &'a NonceClaim,
         now_ms: u64,
-    ) -> BackendFuture<'a, Result<bool>> {
+    ) -> Reply<'a, bool> {
         ready(Ok(local.claim_nonce(claim, now_ms).is_ok()))
     }
 
@@ -138,11 +121,11 @@ impl SharedAuth for MemoryBackend {
         &'a self,
         _revocations: &'a [Revocation],
         _now_ms: u64,
-    ) -> BackendFuture<'a, Result<()>> {
+    ) -> Reply<'a, ()> {
         ready(Ok(()))
     }
 
-    fn load_revocations(&self, _now_ms: u64) -> BackendFuture<'_, Result<Vec<Revocation>>> {
+    fn load_revocations(&self, _now_ms: u64) -> Reply<'_, Vec<Revocation>> {
         ready(Ok(Vec::new()))
     }
 }
@@ -152,11 +135,11 @@ impl Nodes for MemoryBackend {
         None
     }
 
-    fn share_pulse<'a>(&'a self, _pulse: &'a NodePulse) -> BackendFuture<'a, Result<()>> {
+    fn share_pulse<'a>(&'a self, _pulse: &'a NodePulse) -> Reply<'a, ()> {
         ready(Ok(()))
     }
 
-    fn readings(&self) -> BackendFuture<'_, Result<Vec<NodeReading>>> {
+    fn readings(&self) -> Reply<'_, Vec<NodeReading>> {
         ready(Ok(Vec::new()))
     }
 }

@@ -36,6 +36,9 @@ pub(crate) type BackendFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + '
 
 pub(crate) type Result<T, E = BackendError> = std::result::Result<T, E>;
 
+/// What most back-end calls return: a future of a result.
+pub(crate) type Reply<'a, T> = BackendFuture<'a, Result<T>>;
+
 /// What can go wrong in a back-end, mapped to the wire in one place (`BackendError::info`).
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -124,7 +127,7 @@ pub(crate) trait Bus: Send + Sync {
         hub: &'a Hub,
         publication: Publication<'a>,
         retention: Retention,
-    ) -> BackendFuture<'a, Result<Serials>>;
+    ) -> Reply<'a, Serials>;
 
     /// Applies checked, stamped presence events everywhere.
     fn presence<'a>(
@@ -132,18 +135,14 @@ pub(crate) trait Bus: Send + Sync {
         hub: &'a Hub,
         channel: &'a str,
         events: &'a [PresenceMessage],
-    ) -> BackendFuture<'a, Result<()>>;
+    ) -> Reply<'a, ()>;
 
     /// Shares presence events this node already applied (leaves of a connection that went)
     /// with the other nodes.
-    fn announce<'a>(
-        &'a self,
-        channel: &'a str,
-        events: &'a [PresenceMessage],
-    ) -> BackendFuture<'a, Result<()>>;
+    fn announce<'a>(&'a self, channel: &'a str, events: &'a [PresenceMessage]) -> Reply<'a, ()>;
 
     /// One more local listener on `channel`; resolves once this node is caught up with it.
-    fn join<'a>(&'a self, channel: &'a str) -> BackendFuture<'a, Result<()>>;
+    fn join<'a>(&'a self, channel: &'a str) -> Reply<'a, ()>;
 
     /// One local listener fewer.
     fn leave(&self, channel: &str);
@@ -181,31 +180,18 @@ pub(crate) trait SessionStore: Send + Sync {
 
     /// A resume for a key another node issued: released by its live node, or taken from a dead
     /// one. `Ok(None)`: no such record.
-    fn take<'a>(
-        &'a self,
-        key: &'a str,
-        client_id: Option<&'a str>,
-    ) -> BackendFuture<'a, Result<Option<Parked>>>;
+    fn take<'a>(&'a self, key: &'a str, client_id: Option<&'a str>) -> Reply<'a, Option<Parked>>;
 }
 
 /// Records of domain events (`POST /events`), by `<app>/<event id>`.
 pub(crate) trait EventRecords: Send + Sync {
-    fn get<'a>(&'a self, key: &'a str) -> BackendFuture<'a, Result<EventRecord>>;
+    fn get<'a>(&'a self, key: &'a str) -> Reply<'a, EventRecord>;
 
     /// Channel `n` took the event at `serial` (empty: a concurrent repeat published it).
-    fn record_channel<'a>(
-        &'a self,
-        key: &'a str,
-        n: usize,
-        serial: &'a str,
-    ) -> BackendFuture<'a, Result<()>>;
+    fn record_channel<'a>(&'a self, key: &'a str, n: usize, serial: &'a str) -> Reply<'a, ()>;
 
     /// Stores the answer unless one stands; returns the answer that stands.
-    fn record_answer<'a>(
-        &'a self,
-        key: &'a str,
-        answer: String,
-    ) -> BackendFuture<'a, Result<String>>;
+    fn record_answer<'a>(&'a self, key: &'a str, answer: String) -> Reply<'a, String>;
 }
 
 /// Token-request nonces and revocations, shared by every node.
@@ -217,17 +203,14 @@ pub(crate) trait SharedAuth: Send + Sync {
         local: &'a Auth,
         claim: &'a NonceClaim,
         now_ms: u64,
-    ) -> BackendFuture<'a, Result<bool>>;
+    ) -> Reply<'a, bool>;
 
     /// Stores revocations and announces them to every other node.
-    fn store_revocations<'a>(
-        &'a self,
-        revocations: &'a [Revocation],
-        now_ms: u64,
-    ) -> BackendFuture<'a, Result<()>>;
+    fn store_revocations<'a>(&'a self, revocations: &'a [Revocation], now_ms: u64)
+        -> Reply<'a, ()>;
 
     /// Every stored revocation that may still apply to a live token.
-    fn load_revocations(&self, now_ms: u64) -> BackendFuture<'_, Result<Vec<Revocation>>>;
+    fn load_revocations(&self, now_ms: u64) -> Reply<'_, Vec<Revocation>>;
 }
 
 /// One member of the node set as the dashboard sees it.
@@ -243,21 +226,17 @@ pub(crate) trait Nodes: Send + Sync {
     fn node(&self) -> Option<&str>;
 
     /// Stores this node's numbers for the others' dashboards.
-    fn share_pulse<'a>(&'a self, pulse: &'a NodePulse) -> BackendFuture<'a, Result<()>>;
+    fn share_pulse<'a>(&'a self, pulse: &'a NodePulse) -> Reply<'a, ()>;
 
     /// Every node in the node set, sorted by id (empty alone).
-    fn readings(&self) -> BackendFuture<'_, Result<Vec<NodeReading>>>;
+    fn readings(&self) -> Reply<'_, Vec<NodeReading>>;
 }
 
 /// What webhooks keep across nodes (see `redis/webhooks.rs` for what each key holds).
 pub(crate) trait WebhookState: Send + Sync {
     /// This node's attachments on `channel` went 0→1: true when `channel.opened` is due (the
     /// cluster's went 0→1 and no pending `channel.closed` was cancelled).
-    fn occupy<'a>(
-        &'a self,
-        channel: &'a str,
-        pending_key: &'a str,
-    ) -> BackendFuture<'a, Result<bool>>;
+    fn occupy<'a>(&'a self, channel: &'a str, pending_key: &'a str) -> Reply<'a, bool>;
 
     /// `node`'s attachments on `channel` went 1→0: true when the cluster has none left and
     /// `pending` (the `channel.closed`) is now scheduled.
@@ -268,51 +247,37 @@ pub(crate) trait WebhookState: Send + Sync {
         pending_key: &'a str,
         pending: &'a str,
         due_ms: u64,
-    ) -> BackendFuture<'a, Result<bool>>;
+    ) -> Reply<'a, bool>;
 
     /// Stores a debounced event under `key` (replacing one pending there) and schedules it.
-    fn pend<'a>(
-        &'a self,
-        key: &'a str,
-        pending: &'a str,
-        due_ms: u64,
-    ) -> BackendFuture<'a, Result<()>>;
+    fn pend<'a>(&'a self, key: &'a str, pending: &'a str, due_ms: u64) -> Reply<'a, ()>;
 
     /// True if an event was pending under `key` (now cancelled).
-    fn cancel<'a>(&'a self, key: &'a str) -> BackendFuture<'a, Result<bool>>;
+    fn cancel<'a>(&'a self, key: &'a str) -> Reply<'a, bool>;
 
     /// Pending events due by `now_ms`, oldest first.
-    fn due(&self, now_ms: u64) -> BackendFuture<'_, Result<Vec<String>>>;
+    fn due(&self, now_ms: u64) -> Reply<'_, Vec<String>>;
 
     /// True if `pending` was still pending under `key`; it is taken (emit it).
-    fn fire<'a>(&'a self, key: &'a str, pending: &'a str) -> BackendFuture<'a, Result<bool>>;
+    fn fire<'a>(&'a self, key: &'a str, pending: &'a str) -> Reply<'a, bool>;
 
     /// The channels a (dead) node had attachments on.
-    fn occupied_by<'a>(&'a self, node: &'a str) -> BackendFuture<'a, Result<Vec<String>>>;
+    fn occupied_by<'a>(&'a self, node: &'a str) -> Reply<'a, Vec<String>>;
 
     /// Appends to a webhook's queue; returns how many of the oldest items the bound dropped.
-    fn push<'a>(
-        &'a self,
-        webhook: &'a str,
-        max: usize,
-        items: Vec<String>,
-    ) -> BackendFuture<'a, Result<u64>>;
+    fn push<'a>(&'a self, webhook: &'a str, max: usize, items: Vec<String>) -> Reply<'a, u64>;
 
     /// The oldest `n` items: (queue id, item JSON).
-    fn peek<'a>(
-        &'a self,
-        webhook: &'a str,
-        n: usize,
-    ) -> BackendFuture<'a, Result<Vec<(String, String)>>>;
+    fn peek<'a>(&'a self, webhook: &'a str, n: usize) -> Reply<'a, Vec<(String, String)>>;
 
     /// Removes delivered items.
-    fn ack<'a>(&'a self, webhook: &'a str, ids: Vec<String>) -> BackendFuture<'a, Result<()>>;
+    fn ack<'a>(&'a self, webhook: &'a str, ids: Vec<String>) -> Reply<'a, ()>;
 
     /// Whether this node may deliver `webhook` now (one node at a time).
-    fn may_deliver<'a>(&'a self, webhook: &'a str, ttl_ms: u64) -> BackendFuture<'a, Result<bool>>;
+    fn may_deliver<'a>(&'a self, webhook: &'a str, ttl_ms: u64) -> Reply<'a, bool>;
 
     /// The presence members of `channel` across the deployment.
-    fn members<'a>(&'a self, channel: &'a str) -> BackendFuture<'a, Result<Vec<PresenceMessage>>>;
+    fn members<'a>(&'a self, channel: &'a str) -> Reply<'a, Vec<PresenceMessage>>;
 }
 
 /// A publication as it arrived on the bus, serials assigned.
@@ -343,14 +308,9 @@ pub(crate) trait BackendEvents: Send + Sync {
     /// A publication arrived; false: its serial does not follow on (catch the channel up).
     fn deliver(&self, arrival: Arrival<'_>) -> std::result::Result<bool, ErrorInfo>;
 
-    /// What the store holds after `floor`, for the node to deliver what it missed.
-    fn catch_up(
-        &self,
-        channel: &str,
-        floor: String,
-        messages: Vec<Message>,
-        old_epoch_complete: bool,
-    );
+    /// What the store holds after `floor`, for the node to deliver what it missed; `complete`:
+    /// the epoch the node knew ended with what it has.
+    fn catch_up(&self, channel: &str, floor: String, messages: Vec<Message>, complete: bool);
 
     /// The store's members of `channel`; true when members held here are missing from it
     /// and were kept (`trust`: false) for a re-read.

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use protocol::PresenceMessage;
 
-use crate::backend::{BackendFuture, Result, WebhookState};
+use crate::backend::{Reply, WebhookState};
 
 /// Reads a channel's presence members (the hub's: it holds the whole cluster's).
 pub(crate) type Members = Box<dyn Fn(&str) -> Vec<PresenceMessage> + Send + Sync>;
@@ -27,7 +27,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn ready<'a, T: Send + 'a>(value: T) -> BackendFuture<'a, Result<T>> {
+fn ready<'a, T: Send + 'a>(value: T) -> Reply<'a, T> {
     Box::pin(std::future::ready(Ok(value)))
 }
 
@@ -49,11 +49,7 @@ impl MemoryState {
 }
 
 impl WebhookState for MemoryState {
-    fn occupy<'a>(
-        &'a self,
-        _channel: &'a str,
-        pending_key: &'a str,
-    ) -> BackendFuture<'a, Result<bool>> {
+    fn occupy<'a>(&'a self, _channel: &'a str, pending_key: &'a str) -> Reply<'a, bool> {
         ready(lock(&self.pending).remove(pending_key).is_none())
     }
 
@@ -64,26 +60,21 @@ impl WebhookState for MemoryState {
         pending_key: &'a str,
         pending: &'a str,
         due_ms: u64,
-    ) -> BackendFuture<'a, Result<bool>> {
+    ) -> Reply<'a, bool> {
         self.store_pending(pending_key, pending, due_ms);
         ready(true)
     }
 
-    fn pend<'a>(
-        &'a self,
-        key: &'a str,
-        pending: &'a str,
-        due_ms: u64,
-    ) -> BackendFuture<'a, Result<()>> {
+    fn pend<'a>(&'a self, key: &'a str, pending: &'a str, due_ms: u64) -> Reply<'a, ()> {
         self.store_pending(key, pending, due_ms);
         ready(())
     }
 
-    fn cancel<'a>(&'a self, key: &'a str) -> BackendFuture<'a, Result<bool>> {
+    fn cancel<'a>(&'a self, key: &'a str) -> Reply<'a, bool> {
         ready(lock(&self.pending).remove(key).is_some())
     }
 
-    fn due(&self, now_ms: u64) -> BackendFuture<'_, Result<Vec<String>>> {
+    fn due(&self, now_ms: u64) -> Reply<'_, Vec<String>> {
         let mut due = lock(&self.due);
         let (mut ready_now, later): (Vec<_>, Vec<_>) =
             due.drain(..).partition(|(at, _)| *at <= now_ms);
@@ -92,7 +83,7 @@ impl WebhookState for MemoryState {
         ready(ready_now.into_iter().map(|(_, pending)| pending).collect())
     }
 
-    fn fire<'a>(&'a self, key: &'a str, pending: &'a str) -> BackendFuture<'a, Result<bool>> {
+    fn fire<'a>(&'a self, key: &'a str, pending: &'a str) -> Reply<'a, bool> {
         let mut map = lock(&self.pending);
         let still = map.get(key).map(String::as_str) == Some(pending);
         if still {
@@ -102,16 +93,11 @@ impl WebhookState for MemoryState {
     }
 
     /// No other node: nobody else's occupancy to take out.
-    fn occupied_by<'a>(&'a self, _node: &'a str) -> BackendFuture<'a, Result<Vec<String>>> {
+    fn occupied_by<'a>(&'a self, _node: &'a str) -> Reply<'a, Vec<String>> {
         ready(Vec::new())
     }
 
-    fn push<'a>(
-        &'a self,
-        webhook: &'a str,
-        max: usize,
-        items: Vec<String>,
-    ) -> BackendFuture<'a, Result<u64>> {
+    fn push<'a>(&'a self, webhook: &'a str, max: usize, items: Vec<String>) -> Reply<'a, u64> {
         let mut queues = lock(&self.queues);
         let queue = queues.entry(webhook.to_owned()).or_default();
         let mut next = lock(&self.next_item);
@@ -127,11 +113,7 @@ impl WebhookState for MemoryState {
         ready(dropped)
     }
 
-    fn peek<'a>(
-        &'a self,
-        webhook: &'a str,
-        n: usize,
-    ) -> BackendFuture<'a, Result<Vec<(String, String)>>> {
+    fn peek<'a>(&'a self, webhook: &'a str, n: usize) -> Reply<'a, Vec<(String, String)>> {
         let items = lock(&self.queues)
             .get(webhook)
             .map(|queue| {
@@ -145,7 +127,7 @@ impl WebhookState for MemoryState {
         ready(items)
     }
 
-    fn ack<'a>(&'a self, webhook: &'a str, ids: Vec<String>) -> BackendFuture<'a, Result<()>> {
+    fn ack<'a>(&'a self, webhook: &'a str, ids: Vec<String>) -> Reply<'a, ()> {
         if let Some(queue) = lock(&self.queues).get_mut(webhook) {
             queue.retain(|(id, _)| !ids.contains(&id.to_string()));
         }
@@ -153,15 +135,11 @@ impl WebhookState for MemoryState {
     }
 
     /// Always: one process delivers.
-    fn may_deliver<'a>(
-        &'a self,
-        _webhook: &'a str,
-        _ttl_ms: u64,
-    ) -> BackendFuture<'a, Result<bool>> {
+    fn may_deliver<'a>(&'a self, _webhook: &'a str, _ttl_ms: u64) -> Reply<'a, bool> {
         ready(true)
     }
 
-    fn members<'a>(&'a self, channel: &'a str) -> BackendFuture<'a, Result<Vec<PresenceMessage>>> {
+    fn members<'a>(&'a self, channel: &'a str) -> Reply<'a, Vec<PresenceMessage>> {
         ready((self.members)(channel))
     }
 }

@@ -7,7 +7,7 @@
 
 use super::RedisBackend;
 use crate::auth::{Auth, NonceClaim, Revocation, REVOCATION_TTL_MS};
-use crate::backend::{BackendError, BackendFuture, Result, SharedAuth};
+use crate::backend::{BackendError, Reply, Result, SharedAuth};
 
 /// Where revocations are announced (plain pub/sub: cluster-wide on Redis Cluster too).
 pub(super) const AUTH_TOPIC: &str = "rt:auth";
@@ -33,7 +33,7 @@ impl SharedAuth for RedisBackend {
         _local: &'a Auth,
         claim: &'a NonceClaim,
         now_ms: u64,
-    ) -> BackendFuture<'a, Result<bool>> {
+    ) -> Reply<'a, bool> {
         Box::pin(self.set_nonce(claim, now_ms))
     }
 
@@ -41,11 +41,11 @@ impl SharedAuth for RedisBackend {
         &'a self,
         revocations: &'a [Revocation],
         now_ms: u64,
-    ) -> BackendFuture<'a, Result<()>> {
+    ) -> Reply<'a, ()> {
         Box::pin(self.add_revocations(revocations, now_ms))
     }
 
-    fn load_revocations(&self, now_ms: u64) -> BackendFuture<'_, Result<Vec<Revocation>>> {
+    fn load_revocations(&self, now_ms: u64) -> Reply<'_, Vec<Revocation>> {
         Box::pin(self.read_revocations(now_ms))
     }
 }

@@ -4,7 +4,7 @@
 //! and on any node. One key per command, so a Redis Cluster routes each by its slot.
 
 use super::RedisBackend;
-use crate::backend::{BackendError, BackendFuture, EventRecords, Result};
+use crate::backend::{BackendError, EventRecords, Reply, Result};
 use crate::events::{EventRecord, EVENT_RECORD_TTL};
 
 fn record_key(key: &str) -> String {
@@ -23,24 +23,15 @@ fn unavailable(error: redis::RedisError) -> BackendError {
 }
 
 impl EventRecords for RedisBackend {
-    fn get<'a>(&'a self, key: &'a str) -> BackendFuture<'a, Result<EventRecord>> {
+    fn get<'a>(&'a self, key: &'a str) -> Reply<'a, EventRecord> {
         Box::pin(self.event_record(key))
     }
 
-    fn record_channel<'a>(
-        &'a self,
-        key: &'a str,
-        n: usize,
-        serial: &'a str,
-    ) -> BackendFuture<'a, Result<()>> {
+    fn record_channel<'a>(&'a self, key: &'a str, n: usize, serial: &'a str) -> Reply<'a, ()> {
         Box::pin(self.record_event_channel(key, n, serial))
     }
 
-    fn record_answer<'a>(
-        &'a self,
-        key: &'a str,
-        answer: String,
-    ) -> BackendFuture<'a, Result<String>> {
+    fn record_answer<'a>(&'a self, key: &'a str, answer: String) -> Reply<'a, String> {
         Box::pin(self.record_event_answer(key, answer))
     }
 }

@@ -38,7 +38,7 @@ use std::sync::Arc;
 use protocol::PresenceMessage;
 use tokio::sync::mpsc;
 
-use super::{BackendError, BackendEvents, BackendFuture, Bus, Result};
+use super::{BackendError, BackendEvents, Bus, Reply, Result};
 use crate::config::RedisTarget;
 use crate::hub::{Hub, Publication, Retention, Serials};
 use commands::Commands;
@@ -168,7 +168,7 @@ impl Bus for RedisBackend {
         _hub: &'a Hub,
         publication: Publication<'a>,
         retention: Retention,
-    ) -> BackendFuture<'a, Result<Serials>> {
+    ) -> Reply<'a, Serials> {
         Box::pin(async move {
             self.store_publication(
                 publication.channel,
@@ -187,19 +187,15 @@ impl Bus for RedisBackend {
         _hub: &'a Hub,
         channel: &'a str,
         events: &'a [PresenceMessage],
-    ) -> BackendFuture<'a, Result<()>> {
+    ) -> Reply<'a, ()> {
         Box::pin(self.store_presence(channel, events))
     }
 
-    fn announce<'a>(
-        &'a self,
-        channel: &'a str,
-        events: &'a [PresenceMessage],
-    ) -> BackendFuture<'a, Result<()>> {
+    fn announce<'a>(&'a self, channel: &'a str, events: &'a [PresenceMessage]) -> Reply<'a, ()> {
         Box::pin(self.store_presence(channel, events))
     }
 
-    fn join<'a>(&'a self, channel: &'a str) -> BackendFuture<'a, Result<()>> {
+    fn join<'a>(&'a self, channel: &'a str) -> Reply<'a, ()> {
         Box::pin(self.interests.join(channel))
     }
 

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 
 use super::presence::{self, field, members_key, node_channels_key, MEMBERS_TTL_MS};
 use super::RedisBackend;
-use crate::backend::{BackendError, BackendFuture, NodeReading, Nodes, Result};
+use crate::backend::{BackendError, NodeReading, Nodes, Reply};
 use crate::pulse::NodePulse;
 
 pub(super) fn lease_key(node: &str) -> String {
@@ -90,11 +90,11 @@ impl Nodes for RedisBackend {
         Some(&self.node)
     }
 
-    fn share_pulse<'a>(&'a self, pulse: &'a NodePulse) -> BackendFuture<'a, Result<()>> {
+    fn share_pulse<'a>(&'a self, pulse: &'a NodePulse) -> Reply<'a, ()> {
         Box::pin(async move { self.write_pulse(pulse).await.map_err(not_read) })
     }
 
-    fn readings(&self) -> BackendFuture<'_, Result<Vec<NodeReading>>> {
+    fn readings(&self) -> Reply<'_, Vec<NodeReading>> {
         Box::pin(async move { self.node_readings().await.map_err(not_read) })
     }
 }

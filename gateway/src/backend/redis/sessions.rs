@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::RedisBackend;
-use crate::backend::{BackendError, BackendFuture, Result, SessionStore};
+use crate::backend::{BackendError, BackendFuture, Reply, Result, SessionStore};
 use crate::resume::Parked;
 
 fn record_key(key: &str) -> String {
@@ -505,11 +505,7 @@ impl SessionStore for RedisBackend {
         Box::pin(self.refresh_connections(keys))
     }
 
-    fn take<'a>(
-        &'a self,
-        key: &'a str,
-        client_id: Option<&'a str>,
-    ) -> BackendFuture<'a, Result<Option<Parked>>> {
+    fn take<'a>(&'a self, key: &'a str, client_id: Option<&'a str>) -> Reply<'a, Option<Parked>> {
         Box::pin(self.take_connection(key, client_id))
     }
 }

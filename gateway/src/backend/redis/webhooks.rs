@@ -21,7 +21,7 @@
 use protocol::PresenceMessage;
 
 use super::RedisBackend;
-use crate::backend::{BackendError, BackendFuture, Result, WebhookState};
+use crate::backend::{BackendError, Reply, WebhookState};
 
 /// KEYS: nodes hash, pending-vacate key. ARGV: node. Returns 1 when the cluster went from no
 /// attachment to one and no pending `channel.closed` was cancelled by it (emit `opened`).
@@ -267,11 +267,7 @@ fn failed(error: redis::RedisError) -> BackendError {
 }
 
 impl WebhookState for RedisBackend {
-    fn occupy<'a>(
-        &'a self,
-        channel: &'a str,
-        pending_key: &'a str,
-    ) -> BackendFuture<'a, Result<bool>> {
+    fn occupy<'a>(&'a self, channel: &'a str, pending_key: &'a str) -> Reply<'a, bool> {
         Box::pin(async move {
             self.webhook_occupy(channel, pending_key)
                 .await
@@ -286,7 +282,7 @@ impl WebhookState for RedisBackend {
         pending_key: &'a str,
         pending: &'a str,
         due_ms: u64,
-    ) -> BackendFuture<'a, Result<bool>> {
+    ) -> Reply<'a, bool> {
         Box::pin(async move {
             self.webhook_vacate(node, channel, pending_key, pending, due_ms)
                 .await
@@ -294,12 +290,7 @@ impl WebhookState for RedisBackend {
         })
     }
 
-    fn pend<'a>(
-        &'a self,
-        key: &'a str,
-        pending: &'a str,
-        due_ms: u64,
-    ) -> BackendFuture<'a, Result<()>> {
+    fn pend<'a>(&'a self, key: &'a str, pending: &'a str, due_ms: u64) -> Reply<'a, ()> {
         Box::pin(async move {
             self.webhook_pend(key, pending, due_ms)
                 .await
@@ -307,48 +298,39 @@ impl WebhookState for RedisBackend {
         })
     }
 
-    fn cancel<'a>(&'a self, key: &'a str) -> BackendFuture<'a, Result<bool>> {
+    fn cancel<'a>(&'a self, key: &'a str) -> Reply<'a, bool> {
         Box::pin(async move { self.webhook_cancel(key).await.map_err(failed) })
     }
 
-    fn due(&self, now_ms: u64) -> BackendFuture<'_, Result<Vec<String>>> {
+    fn due(&self, now_ms: u64) -> Reply<'_, Vec<String>> {
         Box::pin(async move { self.webhook_due(now_ms, 100).await.map_err(failed) })
     }
 
-    fn fire<'a>(&'a self, key: &'a str, pending: &'a str) -> BackendFuture<'a, Result<bool>> {
+    fn fire<'a>(&'a self, key: &'a str, pending: &'a str) -> Reply<'a, bool> {
         Box::pin(async move { self.webhook_fire(key, pending).await.map_err(failed) })
     }
 
-    fn occupied_by<'a>(&'a self, node: &'a str) -> BackendFuture<'a, Result<Vec<String>>> {
+    fn occupied_by<'a>(&'a self, node: &'a str) -> Reply<'a, Vec<String>> {
         Box::pin(async move { self.webhook_occupied_by(node).await.map_err(failed) })
     }
 
-    fn push<'a>(
-        &'a self,
-        webhook: &'a str,
-        max: usize,
-        items: Vec<String>,
-    ) -> BackendFuture<'a, Result<u64>> {
+    fn push<'a>(&'a self, webhook: &'a str, max: usize, items: Vec<String>) -> Reply<'a, u64> {
         Box::pin(async move { self.webhook_push(webhook, max, items).await.map_err(failed) })
     }
 
-    fn peek<'a>(
-        &'a self,
-        webhook: &'a str,
-        n: usize,
-    ) -> BackendFuture<'a, Result<Vec<(String, String)>>> {
+    fn peek<'a>(&'a self, webhook: &'a str, n: usize) -> Reply<'a, Vec<(String, String)>> {
         Box::pin(async move { self.webhook_peek(webhook, n).await.map_err(failed) })
     }
 
-    fn ack<'a>(&'a self, webhook: &'a str, ids: Vec<String>) -> BackendFuture<'a, Result<()>> {
+    fn ack<'a>(&'a self, webhook: &'a str, ids: Vec<String>) -> Reply<'a, ()> {
         Box::pin(async move { self.webhook_ack(webhook, ids).await.map_err(failed) })
     }
 
-    fn may_deliver<'a>(&'a self, webhook: &'a str, ttl_ms: u64) -> BackendFuture<'a, Result<bool>> {
+    fn may_deliver<'a>(&'a self, webhook: &'a str, ttl_ms: u64) -> Reply<'a, bool> {
         Box::pin(async move { self.webhook_lock(webhook, ttl_ms).await.map_err(failed) })
     }
 
-    fn members<'a>(&'a self, channel: &'a str) -> BackendFuture<'a, Result<Vec<PresenceMessage>>> {
+    fn members<'a>(&'a self, channel: &'a str) -> Reply<'a, Vec<PresenceMessage>> {
         Box::pin(async move { self.webhook_members(channel).await.map_err(failed) })
     }
 }
