@@ -1,8 +1,9 @@
-//! The command connection: one multiplexed connection to a single Redis, or a cluster
-//! connection (routed by key slot, following MOVED/ASK) to a Redis Cluster. Both are used
-//! through `Connection`, so the bus's commands and scripts read the same in either mode; what
-//! differs is spelled out where it matters (`Commands::sharded`): a pipeline must stay within
-//! one slot on a cluster, and a channel's topic is published with `SPUBLISH`.
+//! The command connection: redis's `ConnectionManager` (one multiplexed connection, replaced
+//! when it is lost) to a single Redis, or a cluster connection (routed by key slot, following
+//! MOVED/ASK) to a Redis Cluster. Both are used through `Connection`, so the back-end's
+//! commands and scripts read the same in either mode; what differs is spelled out where it
+//! matters (`Commands::sharded`): a pipeline must stay within one slot on a cluster, and a
+//! channel's topic is published with `SPUBLISH`.
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;

@@ -20,7 +20,7 @@
 //!   every node holding it tells 90003 too.
 //!
 //! Presence members and resume records Redis lost with an empty restart are written back by
-//! the nodes holding them (`presence::reseed`); a catch-up meanwhile keeps members missing from
+//! the nodes holding them (`nodes::reseed`); a catch-up meanwhile keeps members missing from
 //! the store until every node has had a lease tick to do so.
 //!
 //! Two Redis restarts within one reconnect of the link (messages only the middle instance held)
@@ -354,7 +354,7 @@ impl StreamLoader {
 
     /// After a reconnect, members held here but missing from the store either left while this
     /// node could not hear it, or the store came back empty and their nodes have not written them back yet (each
-    /// does on its next lease tick: `presence::reseed`). Looked at again once every node has had
+    /// does on its next lease tick: `nodes::reseed`). Looked at again once every node has had
     /// a tick, then they leave; until then nobody sees them flap.
     fn recheck_members(&self, channel: &str) {
         let wait = self.node_lease * 3 / 2;
