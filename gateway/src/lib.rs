@@ -244,16 +244,10 @@ impl Gateway {
             return;
         }
         self.hub().apply_presence(channel, leaves.clone());
+        self.bus().announce(channel, &leaves);
         self.report_webhook(webhooks::Report::Presence {
             channel: channel.to_owned(),
-            events: leaves.clone(),
-        });
-        let bus = self.backend().bus.clone();
-        let channel = channel.to_owned();
-        tokio::spawn(async move {
-            if let Err(error) = bus.announce(&channel, &leaves).await {
-                tracing::warn!(%channel, %error, "presence leave not shared");
-            }
+            events: leaves,
         });
     }
 

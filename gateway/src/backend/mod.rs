@@ -138,8 +138,8 @@ pub(crate) trait Bus: Send + Sync {
     ) -> Reply<'a, ()>;
 
     /// Shares presence events this node already applied (leaves of a connection that went)
-    /// with the other nodes.
-    fn announce<'a>(&'a self, channel: &'a str, events: &'a [PresenceMessage]) -> Reply<'a, ()>;
+    /// with the other nodes, in the background (a failure is logged).
+    fn announce(&self, channel: &str, events: &[PresenceMessage]);
 
     /// One more local listener on `channel`; resolves once this node is caught up with it.
     fn join<'a>(&'a self, channel: &'a str) -> Reply<'a, ()>;

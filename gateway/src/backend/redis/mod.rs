@@ -188,11 +188,21 @@ impl Bus for RedisBackend {
         channel: &'a str,
         events: &'a [PresenceMessage],
     ) -> Reply<'a, ()> {
-        Box::pin(self.store_presence(channel, events))
+        Box::pin(async move { self.presence_write(channel, events)?.await })
     }
 
-    fn announce<'a>(&'a self, channel: &'a str, events: &'a [PresenceMessage]) -> Reply<'a, ()> {
-        Box::pin(self.store_presence(channel, events))
+    fn announce(&self, channel: &str, events: &[PresenceMessage]) {
+        let write = self.presence_write(channel, events);
+        let channel = channel.to_owned();
+        let shared = move |error: BackendError| {
+            tracing::warn!(%channel, %error, "presence leave not shared");
+        };
+        match write {
+            Ok(write) => {
+                tokio::spawn(async move { write.await.unwrap_or_else(shared) });
+            }
+            Err(error) => shared(error),
+        }
     }
 
     fn join<'a>(&'a self, channel: &'a str) -> Reply<'a, ()> {

@@ -16,6 +16,7 @@
 //! client can tell from a slow network.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
 use std::time::Duration;
 
 use protocol::PresenceMessage;
@@ -107,11 +108,12 @@ pub(super) fn parse_members(flat: &[String]) -> Vec<(String, PresenceMessage)> {
 impl RedisBackend {
     /// Stores and announces presence events (already checked); every node, this one included,
     /// applies them when the announcement arrives.
-    pub(super) async fn store_presence(
+    /// Encoded here; the returned write owns what it needs, so it may be spawned.
+    pub(super) fn presence_write(
         &self,
         channel: &str,
         events: &[PresenceMessage],
-    ) -> Result<()> {
+    ) -> Result<impl Future<Output = Result<()>> + Send + 'static> {
         let mut safe: Vec<PresenceMessage> = events.to_vec();
         for event in &mut safe {
             event.make_json_safe();
@@ -141,30 +143,33 @@ impl RedisBackend {
         let node_channels = node_channels_key(&self.node);
         let channel = channel.to_owned();
         let script = self.presence_script.clone();
-        self.commands
-            .run(move |mut connection| {
-                Box::pin(async move {
-                    if entering {
-                        // Where this node has members, for whoever reaps it if it dies.
-                        redis::cmd("SADD")
-                            .arg(node_channels)
-                            .arg(channel)
-                            .query_async::<()>(&mut connection)
-                            .await?;
-                    }
-                    let mut invocation = script.prepare_invoke();
-                    invocation.key(&keys[0]).key(&keys[1]);
-                    for arg in args {
-                        invocation.arg(arg);
-                    }
-                    invocation.invoke_async::<()>(&mut connection).await
+        let commands = self.commands.clone();
+        Ok(async move {
+            commands
+                .run(move |mut connection| {
+                    Box::pin(async move {
+                        if entering {
+                            // Where this node has members, for whoever reaps it if it dies.
+                            redis::cmd("SADD")
+                                .arg(node_channels)
+                                .arg(channel)
+                                .query_async::<()>(&mut connection)
+                                .await?;
+                        }
+                        let mut invocation = script.prepare_invoke();
+                        invocation.key(&keys[0]).key(&keys[1]);
+                        for arg in args {
+                            invocation.arg(arg);
+                        }
+                        invocation.invoke_async::<()>(&mut connection).await
+                    })
                 })
-            })
-            .await
-            .map_err(|error| {
-                tracing::warn!(%error, "presence through Redis failed");
-                BackendError::bus_down("presence not changed")
-            })
+                .await
+                .map_err(|error| {
+                    tracing::warn!(%error, "presence through Redis failed");
+                    BackendError::bus_down("presence not changed")
+                })
+        })
     }
 
     /// Gives `connection_id`'s members on `channels` to this node (it resumed here), so they
