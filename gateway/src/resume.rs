@@ -322,7 +322,8 @@ mod tests {
             .unwrap();
     }
 
-    fn park(gateway: &Gateway, key: &str, id: &str, channel: &str) {
+    /// Parks alice's connection `id` with presence on `channel` (her own grace, if any).
+    fn park_with(gateway: &Gateway, key: &str, id: &str, channel: &str, grace: Option<Duration>) {
         gateway.park(
             key.into(),
             Parked {
@@ -330,9 +331,19 @@ mod tests {
                 client_id: Some("alice".into()),
                 present_on: vec![channel.into()],
                 members_left: Default::default(),
-                presence_grace: None,
+                presence_grace: grace,
             },
         );
+    }
+
+    fn park(gateway: &Gateway, key: &str, id: &str, channel: &str) {
+        park_with(gateway, key, id, channel, None);
+    }
+
+    /// Why a resume of `key` as `client_id` is refused.
+    async fn refusal(gateway: &Gateway, key: &str, client_id: &str) -> protocol::ErrorInfo {
+        let resumed = gateway.resume(key, Some(client_id)).await;
+        resumed.err().expect("refused")
     }
 
     /// Lets spawned tasks (the park timer) run up to the current paused instant; call it right
@@ -367,17 +378,9 @@ mod tests {
 
         tokio::time::advance(Duration::from_secs(106)).await;
         settle().await;
-        let refused = gateway
-            .resume("c1!k", Some("alice"))
-            .await
-            .err()
-            .expect("expired");
+        let refused = refusal(&gateway, "c1!k", "alice").await;
         assert_eq!(refused.code, 80008, "a connection we knew, now expired");
-        let unknown = gateway
-            .resume("c9!k", Some("alice"))
-            .await
-            .err()
-            .expect("unknown");
+        let unknown = refusal(&gateway, "c9!k", "alice").await;
         assert_eq!(unknown.code, 80018, "a key we never issued");
     }
 
@@ -385,16 +388,7 @@ mod tests {
     async fn remain_present_for_sets_the_grace() {
         let gateway = gateway(Duration::from_secs(15), Duration::from_secs(120));
         enter(&gateway, "room", "alice", "c1");
-        gateway.park(
-            "c1!k".into(),
-            Parked {
-                id: "c1".into(),
-                client_id: Some("alice".into()),
-                present_on: vec!["room".into()],
-                members_left: Default::default(),
-                presence_grace: Some(Duration::from_secs(1)),
-            },
-        );
+        park_with(&gateway, "c1!k", "c1", "room", Some(Duration::from_secs(1)));
         settle().await;
         tokio::time::advance(Duration::from_millis(1_100)).await;
         settle().await;
@@ -430,11 +424,7 @@ mod tests {
     async fn another_identity_cannot_take_a_parked_connection() {
         let gateway = gateway(Duration::from_secs(15), Duration::from_secs(120));
         park(&gateway, "c1!k", "c1", "room");
-        let refused = gateway
-            .resume("c1!k", Some("mallory"))
-            .await
-            .err()
-            .expect("refused");
+        let refused = refusal(&gateway, "c1!k", "mallory").await;
         assert_eq!(refused.code, 80008);
         assert!(
             gateway.resume("c1!k", Some("alice")).await.is_ok(),
