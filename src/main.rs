@@ -114,7 +114,7 @@ async fn run(settings: settings::Settings, role: api::Role) -> anyhow::Result<()
     if let Some(dev_key) = &settings.generated_key {
         settings::print_dev_key(dev_key, local);
     }
-    let admin = match settings.gateway.admin_listen {
+    let admin = match settings.api.admin_listen {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
                 .await
@@ -122,10 +122,21 @@ async fn run(settings: settings::Settings, role: api::Role) -> anyhow::Result<()
         ),
         None => None,
     };
+    // The process-wide recorder: libraries only record through the `metrics` facade.
+    let mut api = settings.api;
+    match api::prometheus().install_recorder() {
+        Ok(handle) => api.metrics = Some(handle),
+        Err(error) => tracing::warn!(%error, "metrics recorder not installed"),
+    }
+    api.role = role;
     let gateway = gateway::Gateway::new(settings.gateway);
     if let Some(admin) = admin {
         tracing::info!(admin = %admin.local_addr()?, "metrics and probes");
-        tokio::spawn(api::serve_admin(admin, gateway.clone()));
+        tokio::spawn(api::serve_admin(
+            admin,
+            gateway.clone(),
+            api.metrics.clone(),
+        ));
     }
     gateway
         .connect_bus()
@@ -137,7 +148,7 @@ async fn run(settings: settings::Settings, role: api::Role) -> anyhow::Result<()
         None => "embedded, in-memory bus",
     };
     tracing::info!(listen = %local, server_id = gateway.server_id(), mode, ?role, allocator = allocator::NAME, "realtime serving");
-    api::serve_role(listener, gateway, role, shutdown_signal()).await?;
+    api::serve_with(listener, gateway, api, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -7,7 +7,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use gateway::auth::AuthError;
 use gateway::{Gateway, Principal};
-use protocol::{ErrorCode, Format};
+use protocol::ErrorCode;
 
 use crate::error::ApiError;
 
@@ -15,7 +15,6 @@ use crate::error::ApiError;
 pub(crate) async fn optional_principal(
     gateway: &Gateway,
     headers: &HeaderMap,
-    format: Format,
 ) -> Result<Option<Principal>, ApiError> {
     let Some(authorization) = headers.get("authorization") else {
         return Ok(None);
@@ -24,7 +23,7 @@ pub(crate) async fn optional_principal(
         ::metrics::counter!("realtime_auth_failures_total", "via" => "rest", "code" => error.code().code().to_string())
             .increment(1);
         gateway.hub().pulse().auth_failure();
-        ApiError::new(error.info(), format)
+        ApiError::from(error)
     };
     let authorization = authorization
         .to_str()
@@ -69,7 +68,6 @@ pub(crate) async fn optional_principal(
                     ApiError::code(
                         ErrorCode::InvalidClientId,
                         "X-Ably-ClientId must be base64 of the clientId",
-                        format,
                     )
                 })?,
         ),
@@ -80,12 +78,12 @@ pub(crate) async fn optional_principal(
         .map_err(refuse)
 }
 
+/// As `optional_principal`, with no Authorization header refused (40101).
 pub(crate) async fn principal(
     gateway: &Gateway,
     headers: &HeaderMap,
-    format: Format,
 ) -> Result<Principal, ApiError> {
-    optional_principal(gateway, headers, format)
+    optional_principal(gateway, headers)
         .await?
-        .ok_or_else(|| ApiError::new(AuthError::NoCredentials.info(), format))
+        .ok_or_else(|| AuthError::NoCredentials.into())
 }

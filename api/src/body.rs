@@ -138,23 +138,17 @@ pub(crate) fn body_format(headers: &HeaderMap) -> Option<Format> {
 }
 
 /// Decodes a request body by its Content-Type (JSON when absent).
-pub(crate) fn decode<T: DeserializeOwned>(
-    headers: &HeaderMap,
-    body: &[u8],
-    respond_in: Format,
-) -> Result<T, ApiError> {
+pub(crate) fn decode<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, ApiError> {
     let format = body_format(headers).ok_or_else(|| {
         ApiError::code(
             ErrorCode::InvalidRequestBody,
             "Content-Type must be application/json or application/x-msgpack",
-            respond_in,
         )
     })?;
     protocol::codec::decode(body, format).map_err(|error| {
         ApiError::code(
             ErrorCode::InvalidRequestBody,
             format!("invalid request body: {error}"),
-            respond_in,
         )
     })
 }
@@ -201,8 +195,7 @@ pub(crate) fn respond_paged<T: Serialize>(
     } else {
         protocol::codec::encode(value, format)
     };
-    let body =
-        encoded.map_err(|error| ApiError::code(ErrorCode::Internal, error.to_string(), format))?;
+    let body = encoded.map_err(|error| ApiError::code(ErrorCode::Internal, error.to_string()))?;
     let status = if envelope { StatusCode::OK } else { status };
     let mut response = (status, body).into_response();
     response.headers_mut().insert(

@@ -10,7 +10,6 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt as _;
 use protocol::{ErrorCode, ErrorInfo};
 
-use crate::body::response_format;
 use crate::error::ApiError;
 
 /// Longest request target we read (hyper's own limit, 64 KiB, answers with a bare 414).
@@ -24,7 +23,7 @@ pub(crate) const MAX_BODY_BYTES: u64 = 2 * 1024 * 1024;
 const DRAIN_BYTES: u64 = 8 * 1024 * 1024;
 
 pub(crate) async fn honest_errors(request: Request, next: Next) -> Response {
-    let format = response_format(request.headers());
+    let format = crate::extract::error_format(request.uri(), request.headers());
     let target = request
         .uri()
         .path_and_query()
@@ -33,16 +32,16 @@ pub(crate) async fn honest_errors(request: Request, next: Next) -> Response {
         return ApiError::code(
             ErrorCode::UriTooLong,
             format!("request URI over {MAX_URI_BYTES} bytes"),
-            format,
         )
+        .in_format(format)
         .into_response();
     }
     if header_bytes(request.headers()) > MAX_HEADER_BYTES {
         return ApiError::code(
             ErrorCode::HeadersTooLarge,
             format!("request headers over {MAX_HEADER_BYTES} bytes"),
-            format,
         )
+        .in_format(format)
         .into_response();
     }
     let declared = request
@@ -54,8 +53,8 @@ pub(crate) async fn honest_errors(request: Request, next: Next) -> Response {
         let mut response = ApiError::code(
             ErrorCode::MessageTooLarge,
             format!("request body of {length} bytes is over the {MAX_BODY_BYTES}-byte limit"),
-            format,
         )
+        .in_format(format)
         .into_response();
         if !drained {
             response.headers_mut().insert(
@@ -65,7 +64,7 @@ pub(crate) async fn honest_errors(request: Request, next: Next) -> Response {
         }
         return response;
     }
-    let response = next.run(request).await;
+    let response = crate::error::reformat(next.run(request).await, format);
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error())
         || response.headers().contains_key("x-ably-errorcode")
@@ -110,7 +109,9 @@ async fn into_envelope(response: Response, format: protocol::Format) -> Response
     } else {
         text
     };
-    let mut answer = ApiError::new(info_for(status, message), format).into_response();
+    let mut answer = ApiError::new(info_for(status, message))
+        .in_format(format)
+        .into_response();
     // Keep what the original said about the exchange (Allow on a 405, Connection: close).
     for name in [header::ALLOW, header::CONNECTION, header::RETRY_AFTER] {
         if let Some(value) = parts.headers.get(&name) {

@@ -1,13 +1,18 @@
-//! The REST API beside the gateway: publish, token requests, channel status, time.
+//! The REST API beside the gateway: publish (one channel, a batch, domain events), history and
+//! presence, channel status, token requests and revocation, stats, time, the sandbox's apps,
+//! `/metrics` and the operator dashboard.
 //!
 //! It reaches the realtime side only through `gateway::Gateway` (auth, publish, hub occupancy),
-//! never through connections. Start at `router`; `serve` runs it and the WebSocket endpoint on
-//! one listener with a graceful drain.
+//! never through connections. Start at `router`; `serve_with` runs it and the WebSocket
+//! endpoint on one listener with a graceful drain. Handlers take their preamble (answer
+//! format, caller) from `extract`, and fail with `ApiError`.
 
 mod auth;
 mod body;
+mod config;
 mod edges;
 mod error;
+mod extract;
 mod routes;
 mod server;
 
@@ -16,28 +21,17 @@ use std::future::Future;
 use axum::http::{header, HeaderName, Method};
 use axum::Router;
 use gateway::Gateway;
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
+pub use config::{prometheus, Config, Role};
 pub use error::ApiError;
 
-/// What one process serves. Kubernetes runs `Gateway` pods (WebSockets) and `Api` pods (REST)
-/// sharing one Redis; `Both` is `realtime serve`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Both,
-    Gateway,
-    Api,
-}
-
-/// REST routes plus the gateway's WebSocket endpoint, with CORS for browsers on other origins.
-pub fn router(gateway: Gateway) -> Router {
-    router_for(gateway, Role::Both)
-}
-
-/// The routes of one role: `Gateway` has the WebSocket endpoint with `/time` and the health
-/// probes, `Api` the REST API without WebSockets, `Both` everything.
-pub fn router_for(gateway: Gateway, role: Role) -> Router {
+/// The routes of `config.role`, with CORS for browsers on other origins: `Gateway` has the
+/// WebSocket endpoint with `/time` and the health probes, `Api` the REST API without
+/// WebSockets, `Both` everything.
+pub fn router(gateway: Gateway, config: &Config) -> Router {
     // ably-js sends `credentials: include` with an Authorization header, which browsers allow
     // only for an exact origin with credentials: listed origins get that, others `*` without.
     let origins = &gateway.config().cors_origins;
@@ -70,16 +64,17 @@ pub fn router_for(gateway: Gateway, role: Role) -> Router {
             HeaderName::from_static("idempotent-replayed"),
         ])
         .max_age(std::time::Duration::from_secs(86400));
-    let metrics_here = gateway.config().admin_listen.is_none();
-    let mut routes = match role {
+    let mut routes = match config.role {
         Role::Both => routes::router(gateway.clone()).merge(gateway.router()),
         Role::Gateway => routes::probes(gateway.clone()).merge(gateway.router()),
         Role::Api => routes::router(gateway.clone()),
     };
-    if metrics_here {
+    if config.admin_listen.is_none() {
+        let metrics = config.metrics.clone();
+        let for_key = move |caller| routes::metrics_for_key(caller, metrics.clone());
         routes = routes.route(
             "/metrics",
-            axum::routing::get(routes::metrics_for_key).with_state(gateway.clone()),
+            axum::routing::get(for_key).with_state(gateway.clone()),
         );
     }
     // The dashboard stays out of CORS: no other origin may read it with the browser's cached
@@ -95,15 +90,20 @@ pub fn router_for(gateway: Gateway, role: Role) -> Router {
 }
 
 /// What `--admin-listen` serves: `/metrics`, the probes and the dashboard, off the public port.
-pub fn admin_router(gateway: Gateway) -> Router {
+pub fn admin_router(gateway: Gateway, metrics: Option<PrometheusHandle>) -> Router {
+    let render = move || std::future::ready(routes::metrics(metrics.as_ref()));
     routes::probes(gateway.clone())
-        .route("/metrics", axum::routing::get(routes::metrics))
+        .route("/metrics", axum::routing::get(render))
         .layer(axum::middleware::from_fn(edges::honest_errors))
         .merge(routes::dashboard::router(gateway))
 }
 
 /// Serves `admin_router` on its own listener for the life of the process.
-pub async fn serve_admin(listener: TcpListener, gateway: Gateway) {
+pub async fn serve_admin(
+    listener: TcpListener,
+    gateway: Gateway,
+    metrics: Option<PrometheusHandle>,
+) {
     // Timeouts apply; the caps are the public port's.
     let sockets = gateway::limits::Sockets {
         max_connections: 0,
@@ -112,7 +112,7 @@ pub async fn serve_admin(listener: TcpListener, gateway: Gateway) {
     };
     server::serve(
         listener,
-        admin_router(gateway),
+        admin_router(gateway, metrics),
         sockets,
         std::future::pending(),
     )
@@ -140,28 +140,28 @@ async fn count_requests(
     response
 }
 
-/// Serves until `shutdown` resolves, then drains: stops accepting, tells every realtime client
-/// to reconnect elsewhere, and returns once they are gone or the grace period has passed.
+/// `serve_with` the default `Config`: both roles, `/metrics` on this port with nothing recorded.
 pub async fn serve(
     listener: TcpListener,
     gateway: Gateway,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_role(listener, gateway, Role::Both, shutdown).await
+    serve_with(listener, gateway, Config::default(), shutdown).await
 }
 
-/// `serve` for one role.
-pub async fn serve_role(
+/// Serves until `shutdown` resolves, then drains: stops accepting, tells every realtime client
+/// to reconnect elsewhere, and returns once they are gone or the grace period has passed.
+pub async fn serve_with(
     listener: TcpListener,
     gateway: Gateway,
-    role: Role,
+    config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
     let draining = gateway.clone();
     let server = server::serve(
         listener,
-        router_for(gateway.clone(), role),
+        router(gateway.clone(), &config),
         gateway.config().sockets.clone(),
         async move {
             shutdown.await;

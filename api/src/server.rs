@@ -360,8 +360,9 @@ async fn refuse(State(cap): State<Cap>, headers: HeaderMap) -> Response {
 }
 
 fn over_capacity(cap: Cap, format: Format) -> Response {
-    let mut response =
-        ApiError::code(ErrorCode::OverCapacity, cap.message(), format).into_response();
+    let mut response = ApiError::code(ErrorCode::OverCapacity, cap.message())
+        .in_format(format)
+        .into_response();
     response
         .headers_mut()
         .insert("connection", HeaderValue::from_static("close"));
@@ -434,8 +435,8 @@ async fn bound_body(
             "request body not received within {} ms",
             timeout.as_millis()
         ),
-        respond_in,
     )
+    .in_format(respond_in)
     .into_response();
     response
         .headers_mut()

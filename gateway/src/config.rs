@@ -27,9 +27,6 @@ pub struct Config {
     pub timing: Timing,
     /// Header and body deadlines and connection caps for the listener.
     pub sockets: Sockets,
-    /// A second listener for `/metrics` and the probes (`--admin-listen`); when set, the main
-    /// port does not serve `/metrics`.
-    pub admin_listen: Option<std::net::SocketAddr>,
     /// Origins whose browsers may call the REST API with credentials (`--cors-origins`); empty:
     /// any origin, answered with `*` and no credentials.
     pub cors_origins: Vec<String>,

@@ -95,7 +95,6 @@ impl Gateway {
                 Alphanumeric.sample_string(&mut rand::thread_rng(), 8)
             )
         });
-        telemetry::install();
         let inner = Arc::new_cyclic(|state: &std::sync::Weak<GatewayState>| GatewayState {
             memory: memory_backend(state.clone()),
             redis: std::sync::OnceLock::new(),

@@ -2,139 +2,125 @@
 
 use serde::{Deserialize, Serialize};
 
-/// An Ably error code. The HTTP status lives beside it so every boundary reports the same pair.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorCode {
-    BadRequest,
-    InvalidRequestBody,
-    InvalidParameterValue,
-    MalformedCredentials,
-    InvalidConnectionIdMessage,
-    MessageTooLarge,
-    InvalidChannelName,
-    InvalidClientId,
+/// Writes `ErrorCode` from its rows: each variant beside its Ably code and HTTP status, so no
+/// boundary reports one without the other.
+macro_rules! codes {
+    ($($(#[$doc:meta])* $variant:ident = $code:literal => $status:literal,)+) => {
+        /// An Ably error code. The HTTP status lives beside it so every boundary reports the
+        /// same pair.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum ErrorCode {
+            $($(#[$doc])* $variant,)+
+        }
+
+        impl ErrorCode {
+            /// Every variant, in table order.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)+];
+
+            pub const fn code(self) -> u32 {
+                match self {
+                    $(ErrorCode::$variant => $code,)+
+                }
+            }
+
+            /// The HTTP status: by Ably's convention the code's first three digits, except
+            /// where the row says otherwise.
+            pub const fn status(self) -> u16 {
+                match self {
+                    $(ErrorCode::$variant => $status,)+
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    BadRequest = 40000 => 400,
+    InvalidRequestBody = 40001 => 400,
+    InvalidParameterValue = 40003 => 400,
+    MalformedCredentials = 40005 => 400,
+    InvalidConnectionIdMessage = 40006 => 400,
+    MessageTooLarge = 40009 => 413,
+    InvalidChannelName = 40010 => 400,
+    InvalidClientId = 40012 => 400,
     /// A publish Ably would not take as a whole (40030, "invalid publish request"): more
     /// messages in one publish than the server accepts.
-    InvalidPublishRequest,
-    Unauthorized,
-    AuthenticationFailed,
-    IncompatibleCredentials,
-    TimestampOutsideWindow,
-    NonceReused,
-    NoAuthMethod,
-    KeyUnknown,
-    TokenInvalid,
-    TokenRevoked,
-    TokenExpired,
-    TokenUnrecognised,
-    JwtInvalid,
-    CapabilityDenied,
-    BasicAuthRequired,
+    InvalidPublishRequest = 40030 => 400,
+    Unauthorized = 40100 => 401,
+    AuthenticationFailed = 40101 => 401,
+    IncompatibleCredentials = 40102 => 401,
+    TimestampOutsideWindow = 40104 => 401,
+    NonceReused = 40105 => 401,
+    NoAuthMethod = 40106 => 401,
+    KeyUnknown = 40130 => 401,
+    TokenInvalid = 40140 => 401,
+    TokenRevoked = 40141 => 401,
+    TokenExpired = 40142 => 401,
+    TokenUnrecognised = 40143 => 401,
+    JwtInvalid = 40144 => 401,
+    CapabilityDenied = 40160 => 401,
+    BasicAuthRequired = 40162 => 401,
     /// `revokeTokens` authenticated with another key than the one named in the path.
-    WrongKeyForRevocation,
-    NotFound,
-    MethodNotAllowed,
+    WrongKeyForRevocation = 40133 => 401,
+    NotFound = 40400 => 404,
+    MethodNotAllowed = 40500 => 405,
     /// A request (its body) that did not arrive in time.
-    RequestTimeout,
-    /// Ably's account-wide rate limit (42910, HTTP 429): REST publishes over a key's rate.
-    RateLimited,
-    /// Ably's per-connection publish rate limit (42911, HTTP 429): NACKed, the connection stays.
-    ConnectionPublishRateLimited,
+    RequestTimeout = 40800 => 408,
+    /// Ably's account-wide rate limit: REST publishes over a key's rate.
+    RateLimited = 42910 => 429,
+    /// Ably's per-connection publish rate limit: NACKed, the connection stays.
+    ConnectionPublishRateLimited = 42911 => 429,
     /// A request target longer than the server reads.
-    UriTooLong,
+    UriTooLong = 41400 => 414,
     /// Request headers bigger than the server reads.
-    HeadersTooLarge,
-    Internal,
-    InternalChannel,
-    InternalConnection,
+    HeadersTooLarge = 43100 => 431,
+    Internal = 50000 => 500,
+    InternalChannel = 50001 => 500,
+    InternalConnection = 50002 => 500,
     /// A dependency (the JWKS endpoint, Redis) is unreachable: the client should retry.
-    ServiceUnavailable,
+    ServiceUnavailable = 50003 => 503,
     /// The server holds as many connections as it may (in all, or from this address): retry.
-    OverCapacity,
-    ProtocolError,
-    Disconnected,
-    ConnectionClosed,
-    ContinuityLost,
-    ChannelStateInvalid,
-    ContinuityNotGuaranteed,
-    TooManyChannels,
-    PresenceNoClientId,
-    PresenceWrongState,
-    TooManyPresenceMembers,
-    UnableToRecover,
-    InvalidConnectionKey,
+    OverCapacity = 50003 => 503,
+    ProtocolError = 80013 => 400,
+    /// The server is draining: reconnect elsewhere.
+    Disconnected = 80003 => 503,
+    ConnectionClosed = 80017 => 400,
+    /// The connection's outbound queue overflowed: it is cut off, and may resume.
+    SlowConsumer = 80020 => 400,
+    ChannelStateInvalid = 90001 => 400,
+    ContinuityNotGuaranteed = 90003 => 400,
+    UnableToRecover = 80008 => 400,
+    InvalidConnectionKey = 80018 => 400,
+    TooManyChannels = 90010 => 400,
+    PresenceNoClientId = 91000 => 400,
+    PresenceWrongState = 91001 => 400,
+    TooManyPresenceMembers = 91003 => 400,
+}
+
+/// Whose fault an error is, read from its status: a client's (a 4xx: it should change the
+/// request) or the server's (a 5xx: draining, a dependency down; the client should retry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    Client,
+    Server,
 }
 
 impl ErrorCode {
-    pub const fn code(self) -> u32 {
-        use ErrorCode::*;
-        match self {
-            BadRequest => 40000,
-            InvalidRequestBody => 40001,
-            InvalidParameterValue => 40003,
-            MalformedCredentials => 40005,
-            InvalidConnectionIdMessage => 40006,
-            MessageTooLarge => 40009,
-            InvalidChannelName => 40010,
-            InvalidClientId => 40012,
-            InvalidPublishRequest => 40030,
-            Unauthorized => 40100,
-            AuthenticationFailed => 40101,
-            IncompatibleCredentials => 40102,
-            TimestampOutsideWindow => 40104,
-            NonceReused => 40105,
-            NoAuthMethod => 40106,
-            KeyUnknown => 40130,
-            TokenInvalid => 40140,
-            TokenRevoked => 40141,
-            TokenExpired => 40142,
-            TokenUnrecognised => 40143,
-            JwtInvalid => 40144,
-            CapabilityDenied => 40160,
-            BasicAuthRequired => 40162,
-            WrongKeyForRevocation => 40133,
-            NotFound => 40400,
-            MethodNotAllowed => 40500,
-            RequestTimeout => 40800,
-            RateLimited => 42910,
-            ConnectionPublishRateLimited => 42911,
-            UriTooLong => 41400,
-            HeadersTooLarge => 43100,
-            Internal => 50000,
-            InternalChannel => 50001,
-            InternalConnection => 50002,
-            ServiceUnavailable | OverCapacity => 50003,
-            ProtocolError => 80013,
-            Disconnected => 80003,
-            ConnectionClosed => 80017,
-            ContinuityLost => 80020,
-            ChannelStateInvalid => 90001,
-            ContinuityNotGuaranteed => 90003,
-            UnableToRecover => 80008,
-            InvalidConnectionKey => 80018,
-            TooManyChannels => 90010,
-            PresenceNoClientId => 91000,
-            PresenceWrongState => 91001,
-            TooManyPresenceMembers => 91003,
-        }
+    /// The first variant with this Ably code (50003 has two), or `None` for a code we never
+    /// send (0 among them).
+    pub fn from_code(code: u32) -> Option<ErrorCode> {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|variant| variant.code() == code)
     }
 
-    /// The HTTP status, by Ably's convention: the code's first three digits, with the
-    /// exceptions Ably makes.
-    pub const fn status(self) -> u16 {
-        match self.code() {
-            40009 => 413,
-            // Draining or an unreachable auth dependency: the client should retry.
-            80003 | 50003 => 503,
-            code @ 40000..=59999 => (code / 100) as u16,
-            _ => 400,
+    pub const fn blame(self) -> Blame {
+        if self.status() >= 500 {
+            Blame::Server
+        } else {
+            Blame::Client
         }
-    }
-
-    /// Token errors (40140..40150) make clients renew their token rather than give up.
-    pub const fn is_token_error(self) -> bool {
-        let code = self.code();
-        code >= 40140 && code < 40150
     }
 
     pub fn info(self, message: impl Into<String>) -> ErrorInfo {
@@ -158,3 +144,6 @@ pub struct ErrorInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub href: Option<String>,
 }
+
+#[cfg(test)]
+mod tests;

@@ -16,7 +16,7 @@ pub mod message;
 pub use capability::{Capability, Operation};
 pub use channel::ChannelName;
 pub use codec::{DecodeError, Format};
-pub use error::{ErrorCode, ErrorInfo};
+pub use error::{Blame, ErrorCode, ErrorInfo};
 pub use message::{Action, ConnectionDetails, Data, Message, PresenceMessage, ProtocolMessage};
 
 /// Milliseconds since the Unix epoch: Ably's clock unit everywhere on the wire.

@@ -64,21 +64,21 @@ fn refused_as_client_error(error: &ApiError) -> Result<(), TestCaseError> {
 /// with a successful decode.
 fn decode_as_every_route(headers: &HeaderMap, body: &[u8]) -> Result<(), TestCaseError> {
     let format = body_format(headers);
-    match decode::<OneOrMany<Message>>(headers, body, Format::Json) {
+    match decode::<OneOrMany<Message>>(headers, body) {
         Ok(messages) => {
             let format = format.expect("decoded, so the format is known");
             prop_assert_eq!(list_len(body, format), Some(messages.len()));
         }
         Err(error) => refused_as_client_error(&error)?,
     }
-    match decode::<OneOrMany<PublishSpec>>(headers, body, Format::Msgpack) {
+    match decode::<OneOrMany<PublishSpec>>(headers, body) {
         Ok(specs) => {
             let format = format.expect("decoded, so the format is known");
             prop_assert_eq!(batch_shape(body, format), Some(shape_of(specs.as_slice())));
         }
         Err(error) => refused_as_client_error(&error)?,
     }
-    if let Err(error) = decode::<OneOrMany<Value>>(headers, body, Format::Json) {
+    if let Err(error) = decode::<OneOrMany<Value>>(headers, body) {
         refused_as_client_error(&error)?;
     }
     Ok(())
@@ -178,7 +178,7 @@ proptest! {
             } else {
                 encoded(&expected, format)
             };
-            let decoded = decode::<OneOrMany<Message>>(&headers(content_type), &body, format)
+            let decoded = decode::<OneOrMany<Message>>(&headers(content_type), &body)
                 .map_err(|e| TestCaseError::fail(format!("{:?}", e.info)))?;
             prop_assert_eq!(decoded.is_one(), lone);
             let sent = if lone { &expected[..1] } else { &expected[..] };
@@ -211,7 +211,7 @@ proptest! {
             .collect();
         for (content_type, format) in [(Some("application/x-msgpack"), Format::Msgpack), (None, Format::Json)] {
             let body = encoded(&specs, format);
-            decode::<OneOrMany<PublishSpec>>(&headers(content_type), &body, format)
+            decode::<OneOrMany<PublishSpec>>(&headers(content_type), &body)
                 .map_err(|e| TestCaseError::fail(format!("{:?}", e.info)))?;
             decode_as_every_route(&headers(content_type), &body)?;
             if let Some(spec) = specs.first() {

@@ -42,11 +42,7 @@ pub(crate) fn sandbox_only(gateway: &Gateway) -> Result<(), ApiError> {
     if gateway.config().sandbox {
         Ok(())
     } else {
-        Err(ApiError::code(
-            ErrorCode::NotFound,
-            "no such resource",
-            Format::Json,
-        ))
+        Err(ApiError::code(ErrorCode::NotFound, "no such resource").in_format(Format::Json))
     }
 }
 
@@ -60,18 +56,14 @@ pub(crate) async fn create(
     let raw: serde_json::Value = if body.is_empty() {
         serde_json::json!({})
     } else {
-        decode(&headers, &body, format)?
+        decode(&headers, &body).map_err(|error| error.in_format(format))?
     };
     let spec: AppSpec = serde_json::from_value(raw.clone()).map_err(|e| {
-        ApiError::code(
-            ErrorCode::InvalidRequestBody,
-            format!("invalid app: {e}"),
-            format,
-        )
+        ApiError::code(ErrorCode::InvalidRequestBody, format!("invalid app: {e}")).in_format(format)
     })?;
     let (app_id, keys) = gateway
         .create_app(&spec)
-        .map_err(|e| ApiError::new(e, format))?;
+        .map_err(|e| ApiError::new(e).in_format(format))?;
     let host = headers
         .get("host")
         .and_then(|h| h.to_str().ok())
@@ -115,13 +107,15 @@ pub(crate) async fn delete(
 ) -> Result<Response, ApiError> {
     sandbox_only(&gateway)?;
     let format = Format::Json;
-    let caller = principal(&gateway, &headers, format).await?;
+    let caller = principal(&gateway, &headers)
+        .await
+        .map_err(|error| error.in_format(format))?;
     if caller.scope.as_deref() != Some(app_id.as_str()) {
         return Err(ApiError::code(
             ErrorCode::Unauthorized,
             "deleting an app needs one of its keys",
-            format,
-        ));
+        )
+        .in_format(format));
     }
     gateway.delete_app(&app_id);
     respond(StatusCode::OK, &serde_json::json!({}), format, false)

@@ -3,17 +3,16 @@
 use std::collections::HashMap;
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
-use bytes::Bytes;
 use gateway::{Gateway, Origin};
 use protocol::codec::shape::BatchShape;
 use protocol::{ChannelName, ErrorCode, ErrorInfo, Format, Message, Operation, PresenceMessage};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::principal;
-use crate::body::{body_format, decode, respond, response_format, OneOrMany};
+use crate::body::{respond, OneOrMany};
 use crate::error::ApiError;
+use crate::extract::{Payload, Rest};
 
 #[derive(Deserialize)]
 pub(crate) struct PublishSpec {
@@ -89,22 +88,21 @@ fn check_batch(shape: BatchShape, limits: &gateway::limits::Limits) -> Result<()
 /// Each spec's messages go to each of its channels; one result per (spec, channel).
 pub(crate) async fn publish(
     State(gateway): State<Gateway>,
-    headers: HeaderMap,
-    body: Bytes,
+    Rest { format, caller }: Rest,
+    body: Payload,
 ) -> Result<Response, ApiError> {
-    let format = response_format(&headers);
-    let caller = principal(&gateway, &headers, format).await?;
     let limits = &gateway.config().limits;
     // Sized from a skim before decoding (a long body may hold many messages), and again after.
-    if body.len() > limits.max_messages_per_publish {
-        let shape = body_format(&headers)
-            .and_then(|body_format| protocol::codec::shape::batch_shape(&body, body_format));
+    if body.bytes.len() > limits.max_messages_per_publish {
+        let shape = body
+            .format()
+            .and_then(|body_format| protocol::codec::shape::batch_shape(&body.bytes, body_format));
         if let Some(shape) = shape {
-            check_batch(shape, limits).map_err(|error| ApiError::new(error, format))?;
+            check_batch(shape, limits)?;
         }
     }
-    let body = decode::<OneOrMany<PublishSpec>>(&headers, &body, format)?;
-    check_batch(shape_of(body.as_slice()), limits).map_err(|error| ApiError::new(error, format))?;
+    let body = body.decode::<OneOrMany<PublishSpec>>()?;
+    check_batch(shape_of(body.as_slice()), limits)?;
     // One spec (not in an array) is answered with its results alone, as Ably does.
     let single = body.is_one();
     let specs = body.into_vec();
@@ -164,10 +162,8 @@ enum PresenceOutcome {
 pub(crate) async fn presence(
     State(gateway): State<Gateway>,
     Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
+    Rest { format, caller }: Rest,
 ) -> Result<Response, ApiError> {
-    let format = response_format(&headers);
-    let caller = principal(&gateway, &headers, format).await?;
     let names = query.get("channels").cloned().unwrap_or_default();
     let mut results: Vec<PresenceOutcome> = Vec::new();
     for name in names.split(',').filter(|name| !name.is_empty()) {

@@ -1,18 +1,15 @@
-use std::collections::HashMap;
-
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::Response;
-use bytes::Bytes;
 use gateway::{Gateway, Occupancy, Origin};
-use protocol::{ChannelName, ErrorCode, Format, Message, Operation};
+use protocol::{ChannelName, ErrorCode, Message, Operation};
 use serde::Serialize;
 
-use crate::auth::principal;
-use crate::body::{body_format, decode, respond, response_format, OneOrMany};
+use crate::body::{respond, OneOrMany};
 use crate::error::ApiError;
+use crate::extract::{Caller, Enveloped, Payload, Rest};
 
-/// One message or an array of them: ably-js always sends an array, ably-python a lone object.
+/// What a publish answers: the channel, the first message's id and each message's serial.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Published {
@@ -21,32 +18,31 @@ struct Published {
     serials: Vec<Option<String>>,
 }
 
-/// `POST /channels/{channel}/messages`. 201 only once the hub has taken the messages.
+/// `POST /channels/{channel}/messages` (one message or an array of them). 201 only once the
+/// back-end (this node's hub, or Redis) has taken the messages.
 pub(crate) async fn publish(
     State(gateway): State<Gateway>,
     Path(channel): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    Rest { format, caller }: Rest,
+    body: Payload,
 ) -> Result<Response, ApiError> {
-    let format = response_format(&headers);
-    let principal = principal(&gateway, &headers, format).await?;
-    let channel = ChannelName::parse(&channel).map_err(|e| ApiError::new(e, format))?;
+    let channel = ChannelName::parse(&channel)?;
     // More messages than a publish may hold are refused from a skim of the body, before
     // building them (every message takes at least a byte, so only longer bodies are skimmed).
     let max = gateway.config().limits.max_messages_per_publish;
-    if body.len() > max {
-        let counted = body_format(&headers)
-            .and_then(|body_format| protocol::codec::shape::list_len(&body, body_format));
+    if body.bytes.len() > max {
+        let counted = body
+            .format()
+            .and_then(|body_format| protocol::codec::shape::list_len(&body.bytes, body_format));
         if let Some(n) = counted.filter(|n| *n > max) {
             gateway::limits::count_refusal("too_many_messages", "rest");
-            return Err(ApiError::new(gateway::too_many_messages(n, max), format));
+            return Err(gateway::too_many_messages(n, max).into());
         }
     }
-    let messages = decode::<OneOrMany<Message>>(&headers, &body, format)?.into_vec();
+    let messages = body.decode::<OneOrMany<Message>>()?.into_vec();
     let receipt = gateway
-        .publish(&principal, &channel, messages, Origin::Rest)
-        .await
-        .map_err(|e| ApiError::new(e, format))?;
+        .publish(&caller, &channel, messages, Origin::Rest)
+        .await?;
     let published = Published {
         channel: channel.as_str().to_owned(),
         message_id: receipt.message_id,
@@ -78,21 +74,14 @@ struct OccupancyEnvelope {
 pub(crate) async fn status(
     State(gateway): State<Gateway>,
     Path(channel): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
+    Enveloped { format, envelope }: Enveloped,
+    Caller(principal): Caller,
 ) -> Result<Response, ApiError> {
-    let (format, envelope) = match query.get("envelope").map(String::as_str) {
-        Some("json") => (Format::Json, true),
-        Some("msgpack") => (Format::Msgpack, true),
-        _ => (response_format(&headers), false),
-    };
-    let principal = principal(&gateway, &headers, format).await?;
-    let channel = ChannelName::parse(&channel).map_err(|e| ApiError::new(e, format))?;
+    let channel = ChannelName::parse(&channel)?;
     if !principal.allows(&channel, Operation::ChannelMetadata) {
         return Err(ApiError::code(
             ErrorCode::CapabilityDenied,
             "channel-metadata is not permitted on this channel",
-            format,
         ));
     }
     let metrics = gateway.hub().occupancy(&principal.channel_key(&channel));

@@ -73,7 +73,7 @@ async fn require_operator(
             next.run(request).await
         }
         Err(Refusal::Challenge(info)) => {
-            let mut response = ApiError::new(info, Format::Json).into_response();
+            let mut response = ApiError::new(info).into_response();
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(REALM));
@@ -126,7 +126,7 @@ fn operator(gateway: &Gateway, headers: &HeaderMap) -> Result<Principal, Refusal
 fn forbidden(message: &str) -> ApiError {
     let mut info = ErrorCode::CapabilityDenied.info(message);
     info.status_code = StatusCode::FORBIDDEN.as_u16();
-    ApiError::new(info, Format::Json)
+    ApiError::new(info)
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -272,7 +272,7 @@ async fn channel(
     Extension(principal): Extension<Principal>,
     Path(channel): Path<String>,
 ) -> Result<Response, ApiError> {
-    let channel = ChannelName::parse(&channel).map_err(|e| ApiError::new(e, Format::Json))?;
+    let channel = ChannelName::parse(&channel)?;
     let key = principal.channel_key(&channel).into_owned();
     let query = HistoryQuery {
         start: None,
@@ -282,14 +282,10 @@ async fn channel(
         cursor: None,
         until_serial: None,
     };
-    let messages = gateway
-        .history(&key, &query)
-        .await
-        .map_err(|e| ApiError::new(e, Format::Json))?;
+    let messages = gateway.history(&key, &query).await?;
     let members = gateway
         .presence_members(&key)
-        .await
-        .map_err(|e| ApiError::new(e, Format::Json))?
+        .await?
         .into_iter()
         .map(|mut member| {
             member.make_json_safe();
@@ -328,12 +324,11 @@ async fn publish(
             "dashboard publishes must come from the dashboard's own origin",
         ));
     }
-    let channel = ChannelName::parse(&channel).map_err(|e| ApiError::new(e, Format::Json))?;
-    let message: Message = decode(&headers, &body, Format::Json)?;
+    let channel = ChannelName::parse(&channel)?;
+    let message: Message = decode(&headers, &body)?;
     let receipt = gateway
         .publish(&principal, &channel, vec![message], Origin::Rest)
-        .await
-        .map_err(|e| ApiError::new(e, Format::Json))?;
+        .await?;
     #[derive(Serialize)]
     struct Published {
         channel: String,
@@ -366,26 +361,4 @@ fn same_origin(headers: &HeaderMap) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn totals_merge_latency_buckets() {
-        let node = |count: u64, bucket: usize| {
-            let mut buckets = vec![0; 22];
-            buckets[bucket] = count;
-            NodePulse {
-                connections: 2,
-                in_per_second: 1.5,
-                latency: Latency::from_buckets(buckets),
-                ..NodePulse::default()
-            }
-        };
-        let totals = totals(&[node(99, 1), node(1, 10)]);
-        assert_eq!(totals.connections, 4);
-        assert_eq!(totals.in_per_second, 3.0);
-        assert_eq!(totals.latency.count, 100);
-        assert_eq!(totals.latency.p50, Some(1));
-        assert_eq!(totals.latency.p99, Some(1));
-    }
-}
+mod tests;

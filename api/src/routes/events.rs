@@ -10,36 +10,32 @@
 //! the first answer with `Idempotent-Replayed: true`.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
-use bytes::Bytes;
 use gateway::events::EventReceipt;
 use gateway::Gateway;
 use protocol::{ErrorCode, ErrorInfo, Operation};
 use serde_json::Value;
 
-use crate::auth::principal;
-use crate::body::{decode, respond, response_format, OneOrMany};
+use crate::body::{respond, OneOrMany};
 use crate::error::ApiError;
+use crate::extract::{Payload, Rest};
 
 /// Events one request may carry: a batch is checked whole before any is published.
 const MAX_EVENTS_PER_REQUEST: usize = 100;
 
 pub(crate) async fn publish(
     State(gateway): State<Gateway>,
-    headers: HeaderMap,
-    body: Bytes,
+    Rest { format, caller }: Rest,
+    body: Payload,
 ) -> Result<Response, ApiError> {
-    let format = response_format(&headers);
-    let caller = principal(&gateway, &headers, format).await?;
-    let body = decode::<OneOrMany<Value>>(&headers, &body, format)?;
+    let body = body.decode::<OneOrMany<Value>>()?;
     let single = body.is_one();
     let items = body.into_vec();
     if items.is_empty() || items.len() > MAX_EVENTS_PER_REQUEST {
         return Err(ApiError::code(
             ErrorCode::BadRequest,
             format!("send between 1 and {MAX_EVENTS_PER_REQUEST} events"),
-            format,
         ));
     }
     let max_bytes = gateway.config().limits.max_message_bytes;
@@ -54,7 +50,7 @@ pub(crate) async fn publish(
                     ..error
                 }
             };
-            ApiError::new(error, format)
+            ApiError::new(error)
         };
         let event = gateway
             .config()
@@ -99,7 +95,9 @@ pub(crate) async fn publish(
             ),
             ..(*worst).clone()
         };
-        return Ok(ApiError::new(info, format).with_batch_response(Some(&receipts)));
+        return Ok(ApiError::new(info)
+            .in_format(format)
+            .with_batch_response(Some(&receipts)));
     }
     let mut response = if single {
         respond(StatusCode::CREATED, &receipts[0], format, false)?

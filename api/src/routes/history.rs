@@ -3,17 +3,19 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use gateway::hub::HistoryQuery;
-use gateway::Gateway;
+use gateway::{Gateway, Principal};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use protocol::{ChannelName, ErrorCode, Format, Message, Operation, PresenceMessage};
+use serde::Serialize;
 
-use crate::auth::principal;
-use crate::body::{respond_paged, response_format};
+use crate::body::respond_paged;
 use crate::error::ApiError;
+use crate::extract::{Caller, Enveloped};
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
@@ -27,32 +29,56 @@ struct Request {
     params: HashMap<String, String>,
 }
 
-async fn request(
-    gateway: &Gateway,
-    channel: &str,
+/// A read's preamble, in the order the refusals come: the path, the query, the caller.
+pub(crate) struct Read {
+    channel: String,
     params: HashMap<String, String>,
-    headers: &HeaderMap,
-    operation: Operation,
-) -> Result<Request, ApiError> {
-    let (format, envelope) = match params.get("envelope").map(String::as_str) {
-        Some("json") => (Format::Json, true),
-        Some("msgpack") => (Format::Msgpack, true),
-        _ => (response_format(headers), false),
-    };
-    let caller = principal(gateway, headers, format).await?;
-    let channel = ChannelName::parse(channel).map_err(|e| ApiError::new(e, format))?;
+    reply: Enveloped,
+    caller: Principal,
+}
+
+impl FromRequestParts<Gateway> for Read {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, gateway: &Gateway) -> Result<Self, Response> {
+        let Path(channel) = Path::<String>::from_request_parts(parts, gateway)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let Query(params) = Query::<HashMap<String, String>>::from_request_parts(parts, gateway)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let Ok(reply) = Enveloped::from_request_parts(parts, gateway).await;
+        let Caller(caller) = Caller::from_request_parts(parts, gateway)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Read {
+            channel,
+            params,
+            reply,
+            caller,
+        })
+    }
+}
+
+/// The read checked: the channel's name, `operation` in the caller's capability, the query.
+fn request(read: Read, operation: Operation) -> Result<Request, ApiError> {
+    let Read {
+        channel,
+        params,
+        reply: Enveloped { format, envelope },
+        caller,
+    } = read;
+    let channel = ChannelName::parse(&channel)?;
     if !caller.allows(&channel, operation) {
         return Err(ApiError::code(
             ErrorCode::CapabilityDenied,
             "reading this channel's history or presence is not permitted by the capability",
-            format,
         ));
     }
     let bad = |name: &str| {
         ApiError::code(
             ErrorCode::InvalidParameterValue,
             format!("invalid {name} parameter"),
-            format,
         )
     };
     let number = |name: &str| -> Result<Option<u64>, ApiError> {
@@ -89,6 +115,23 @@ async fn request(
 }
 
 impl Request {
+    /// One page, with its `Link` header.
+    fn respond<T: Serialize>(
+        &self,
+        resource: &str,
+        page: &[T],
+        next_cursor: Option<String>,
+    ) -> Result<Response, ApiError> {
+        let link = links(resource, self, next_cursor);
+        respond_paged(
+            StatusCode::OK,
+            &page,
+            self.format,
+            self.envelope,
+            Some(link),
+        )
+    }
+
     /// Offset-paged resources (presence) keep in the cursor how many items came before.
     fn offset(&self) -> usize {
         self.query
@@ -163,15 +206,12 @@ fn links(resource: &str, request: &Request, next_cursor: Option<String>) -> Stri
 
 pub(crate) async fn messages(
     State(gateway): State<Gateway>,
-    Path(channel): Path<String>,
-    Query(params): Query<HashMap<String, String>>,
-    headers: HeaderMap,
+    read: Read,
 ) -> Result<Response, ApiError> {
-    let request = request(&gateway, &channel, params, &headers, Operation::History).await?;
+    let request = request(read, Operation::History)?;
     let page = gateway
         .history(&request.channel_key, &request.query)
-        .await
-        .map_err(|error| ApiError::new(error, request.format))?;
+        .await?;
     let next = (page.len() == request.query.limit)
         .then(|| page.last().and_then(|m| m.serial.clone()))
         .flatten();
@@ -185,29 +225,19 @@ pub(crate) async fn messages(
             message
         })
         .collect();
-    let link = links("messages", &request, next);
-    respond_paged(
-        StatusCode::OK,
-        &messages,
-        request.format,
-        request.envelope,
-        Some(link),
-    )
+    request.respond("messages", &messages, next)
 }
 
 pub(crate) async fn presence(
     State(gateway): State<Gateway>,
-    Path(channel): Path<String>,
-    Query(params): Query<HashMap<String, String>>,
-    headers: HeaderMap,
+    read: Read,
 ) -> Result<Response, ApiError> {
-    let request = request(&gateway, &channel, params, &headers, Operation::Subscribe).await?;
+    let request = request(read, Operation::Subscribe)?;
     let client_id = request.params.get("clientId");
     let connection_id = request.params.get("connectionId");
     let mut members: Vec<PresenceMessage> = gateway
         .presence_members(&request.channel_key)
-        .await
-        .map_err(|error| ApiError::new(error, request.format))?
+        .await?
         .into_iter()
         .filter(|m| client_id.is_none_or(|c| m.client_id.as_ref() == Some(c)))
         .filter(|m| connection_id.is_none_or(|c| m.connection_id.as_ref() == Some(c)))
@@ -222,23 +252,14 @@ pub(crate) async fn presence(
     );
     let end = offset + page.len();
     let next = (end < total).then(|| end.to_string());
-    let link = links("presence", &request, next);
-    respond_paged(
-        StatusCode::OK,
-        &page,
-        request.format,
-        request.envelope,
-        Some(link),
-    )
+    request.respond("presence", &page, next)
 }
 
 pub(crate) async fn presence_history(
     State(gateway): State<Gateway>,
-    Path(channel): Path<String>,
-    Query(params): Query<HashMap<String, String>>,
-    headers: HeaderMap,
+    read: Read,
 ) -> Result<Response, ApiError> {
-    let request = request(&gateway, &channel, params, &headers, Operation::History).await?;
+    let request = request(read, Operation::History)?;
     let page = gateway
         .hub()
         .presence_history(&request.channel_key, &request.query);
@@ -246,12 +267,5 @@ pub(crate) async fn presence_history(
     let offset = request.offset();
     let next = (page.len() == request.query.limit).then(|| (offset + page.len()).to_string());
     let events = for_format(page, request.format);
-    let link = links("history", &request, next);
-    respond_paged(
-        StatusCode::OK,
-        &events,
-        request.format,
-        request.envelope,
-        Some(link),
-    )
+    request.respond("history", &events, next)
 }

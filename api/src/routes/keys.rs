@@ -1,31 +1,28 @@
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
-use bytes::Bytes;
 use gateway::auth::{Credential, Revocation, TokenRequest, SUPABASE_ISSUER};
 use gateway::Gateway;
 use protocol::{ErrorCode, ErrorInfo};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{optional_principal, principal};
-use crate::body::{decode, respond, response_format};
+use crate::body::respond;
 use crate::error::ApiError;
+use crate::extract::{Accept, MaybeCaller, Payload, Rest};
 
 /// `POST /keys/{keyName}/requestToken`: a signed TokenRequest (or an unsigned one with Basic
 /// auth for that key) in, TokenDetails out.
 pub(crate) async fn request_token(
     State(gateway): State<Gateway>,
     Path(key_name): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    Accept(format): Accept,
+    MaybeCaller(basic): MaybeCaller,
+    body: Payload,
 ) -> Result<Response, ApiError> {
-    let format = response_format(&headers);
-    let basic = optional_principal(&gateway, &headers, format).await?;
-    let request: TokenRequest = decode(&headers, &body, format)?;
+    let request: TokenRequest = body.decode()?;
     let details = gateway
         .request_token(&key_name, &request, basic.as_ref(), protocol::now_ms())
-        .await
-        .map_err(|error| ApiError::new(error.info(), format))?;
+        .await?;
     respond(StatusCode::OK, &details, format, false)
 }
 
@@ -74,16 +71,13 @@ enum RevokeResult {
 pub(crate) async fn revoke_tokens(
     State(gateway): State<Gateway>,
     Path(key_name): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    Rest { format, caller }: Rest,
+    body: Payload,
 ) -> Result<Response, ApiError> {
-    let format = response_format(&headers);
-    let caller = principal(&gateway, &headers, format).await?;
     if caller.via != Credential::Key {
         return Err(ApiError::code(
             ErrorCode::BasicAuthRequired,
             "revoking tokens needs Basic auth with the key that names them",
-            format,
         ));
     }
     if caller.key_name != key_name {
@@ -91,10 +85,9 @@ pub(crate) async fn revoke_tokens(
         return Err(ApiError::code(
             ErrorCode::WrongKeyForRevocation,
             "can only revoke tokens using the same key that issued them",
-            format,
         ));
     }
-    let request: RevokeRequest = decode(&headers, &body, format)?;
+    let request: RevokeRequest = body.decode()?;
     let now = protocol::now_ms();
     let issued_before = request.issued_before.unwrap_or(now).min(now);
     let applies_at = if request.allow_reauth_margin {
@@ -133,10 +126,7 @@ pub(crate) async fn revoke_tokens(
         })
         .collect();
     if !revocations.is_empty() {
-        gateway
-            .revoke_tokens(revocations)
-            .await
-            .map_err(|error| ApiError::new(error.info(), format))?;
+        gateway.revoke_tokens(revocations).await?;
     }
     let failure_count = results
         .iter()

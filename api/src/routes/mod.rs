@@ -12,44 +12,39 @@ mod openapi;
 mod stats;
 mod time;
 
-use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::Router;
 use gateway::Gateway;
+use metrics_exporter_prometheus::PrometheusHandle;
 use protocol::ErrorCode;
 
-use crate::body::response_format;
 use crate::error::ApiError;
+use crate::extract::Caller;
 
-/// `GET /metrics`: Prometheus text exposition.
-pub(crate) async fn metrics() -> axum::response::Response {
+/// `GET /metrics`: Prometheus text exposition of the recorder `metrics` is the handle of.
+pub(crate) fn metrics(metrics: Option<&PrometheusHandle>) -> axum::response::Response {
     use axum::response::IntoResponse as _;
+    let text = metrics.map_or_else(String::new, |handle| {
+        handle.run_upkeep();
+        handle.render()
+    });
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        gateway::telemetry::render(),
+        text,
     )
         .into_response()
 }
 
 /// What a gateway-only process answers besides WebSockets: the clock and the probes.
 pub(crate) fn probes(gateway: Gateway) -> Router {
-    Router::new()
-        .route("/time", get(time::time))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .with_state(gateway)
+    answer_the_rest(clock_and_probes(), gateway)
 }
 
 pub(crate) fn router(gateway: Gateway) -> Router {
-    Router::new()
-        .route("/time", get(time::time))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
+    let routes = clock_and_probes()
         .route("/messages", post(batch::publish))
         .route("/events", post(events::publish))
         .route("/openapi.json", get(openapi::document))
@@ -68,39 +63,43 @@ pub(crate) fn router(gateway: Gateway) -> Router {
         )
         .route("/channels/{channel}", get(channels::status))
         .route("/keys/{key_name}/requestToken", post(keys::request_token))
-        .route("/keys/{key_name}/revokeTokens", post(keys::revoke_tokens))
+        .route("/keys/{key_name}/revokeTokens", post(keys::revoke_tokens));
+    answer_the_rest(routes, gateway)
+}
+
+fn clock_and_probes() -> Router<Gateway> {
+    Router::new()
+        .route("/time", get(time::time))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+}
+
+/// Ably's 404s for unknown paths and methods; last, as the method fallback applies only to the
+/// routes already added.
+fn answer_the_rest(routes: Router<Gateway>, gateway: Gateway) -> Router {
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(gateway)
 }
 
-async fn not_found(headers: HeaderMap) -> ApiError {
-    ApiError::code(
-        ErrorCode::NotFound,
-        "no such resource",
-        response_format(&headers),
-    )
+async fn not_found() -> ApiError {
+    ApiError::code(ErrorCode::NotFound, "no such resource")
 }
 
 /// Ably answers a known path with the wrong method as not found (40400, not 405): ably-js's own
 /// suite checks it (`rest/request` `request_404`). The router adds `Allow`.
-async fn method_not_allowed(headers: HeaderMap) -> ApiError {
-    ApiError::code(
-        ErrorCode::NotFound,
-        "no such resource for this method",
-        response_format(&headers),
-    )
+async fn method_not_allowed() -> ApiError {
+    ApiError::code(ErrorCode::NotFound, "no such resource for this method")
 }
 
 /// `GET /metrics` on the public port: only for an operator, as the dashboard: one of the
 /// server's own keys with capability `{"*":["*"]}` by HTTP Basic (Prometheus' `basic_auth`);
 /// tokens, lesser keys and sandbox apps' keys get 403.
 pub(crate) async fn metrics_for_key(
-    axum::extract::State(gateway): axum::extract::State<Gateway>,
-    headers: HeaderMap,
+    Caller(principal): Caller,
+    metrics: Option<PrometheusHandle>,
 ) -> Result<axum::response::Response, ApiError> {
-    let format = response_format(&headers);
-    let principal = crate::auth::principal(&gateway, &headers, format).await?;
     if principal.via != gateway::auth::Credential::Key
         || principal.scope.is_some()
         || *principal.capability != protocol::Capability::all()
@@ -108,7 +107,7 @@ pub(crate) async fn metrics_for_key(
         let mut info = ErrorCode::CapabilityDenied
             .info("/metrics needs one of the server's keys with capability {\"*\":[\"*\"]}");
         info.status_code = 403;
-        return Err(ApiError::new(info, format));
+        return Err(ApiError::new(info));
     }
-    Ok(metrics().await)
+    Ok(self::metrics(metrics.as_ref()))
 }

@@ -17,13 +17,14 @@ use gateway::auth::Credential;
 use gateway::stats::{self, parse_interval_id, Page, Record, StatsQuery, Unit};
 use gateway::Gateway;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
-use protocol::{ErrorCode, Format};
+use protocol::ErrorCode;
 use serde_json::{json, Value};
 
 use super::apps::sandbox_only;
 use crate::auth::principal;
-use crate::body::{decode, respond, respond_paged, response_format};
+use crate::body::{decode, respond, respond_paged};
 use crate::error::ApiError;
+use crate::extract::{Accept, Caller, Enveloped};
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
@@ -39,16 +40,11 @@ struct Request {
 pub(crate) async fn read(
     State(gateway): State<Gateway>,
     Query(params): Query<HashMap<String, String>>,
-    headers: HeaderMap,
+    Enveloped { format, envelope }: Enveloped,
+    Caller(caller): Caller,
 ) -> Result<Response, ApiError> {
-    let (format, envelope) = match params.get("envelope").map(String::as_str) {
-        Some("json") => (Format::Json, true),
-        Some("msgpack") => (Format::Msgpack, true),
-        _ => (response_format(&headers), false),
-    };
-    let caller = principal(&gateway, &headers, format).await?;
     let now = protocol::now_ms();
-    let request = parse(&params, now, format)?;
+    let request = parse(&params, now)?;
     let app = stats::app_of(&caller);
     let page = gateway.stats().query(app, &request.query, now);
     let records: Vec<Value> = page.records.iter().map(|r| record(app, r)).collect();
@@ -56,41 +52,39 @@ pub(crate) async fn read(
     respond_paged(StatusCode::OK, &records, format, envelope, Some(link))
 }
 
+/// Answers 404 without `--sandbox`, before looking at credentials.
 pub(crate) async fn ingest(
     State(gateway): State<Gateway>,
+    Accept(format): Accept,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     sandbox_only(&gateway)?;
-    let format = response_format(&headers);
-    let caller = principal(&gateway, &headers, format).await?;
+    let caller = principal(&gateway, &headers).await?;
     if caller.via != Credential::Key {
         return Err(ApiError::code(
             ErrorCode::BasicAuthRequired,
             "stats fixtures need HTTP Basic auth with an app key",
-            format,
         ));
     }
-    let Value::Array(fixtures) = decode::<Value>(&headers, &body, format)? else {
+    let Value::Array(fixtures) = decode::<Value>(&headers, &body)? else {
         return Err(ApiError::code(
             ErrorCode::BadRequest,
             "expected an array of stats fixtures",
-            format,
         ));
     };
     gateway
         .stats()
         .add_fixtures(stats::app_of(&caller), &fixtures)
-        .map_err(|e| ApiError::code(ErrorCode::BadRequest, e.to_string(), format))?;
+        .map_err(|e| ApiError::code(ErrorCode::BadRequest, e.to_string()))?;
     respond(StatusCode::CREATED, &json!({}), format, false)
 }
 
-fn parse(params: &HashMap<String, String>, now: u64, format: Format) -> Result<Request, ApiError> {
+fn parse(params: &HashMap<String, String>, now: u64) -> Result<Request, ApiError> {
     let bad = |name: &str| {
         ApiError::code(
             ErrorCode::InvalidParameterValue,
             format!("invalid {name} parameter"),
-            format,
         )
     };
     let param = |name: &str| params.get(name).filter(|v| !v.is_empty()).cloned();

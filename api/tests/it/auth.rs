@@ -262,3 +262,36 @@ async fn reauth_as_another_client_id_is_refused_40102() {
     assert_error(&error, 40102, 401);
     client.expect_closed().await;
 }
+
+/// A revoked token's connection ends with 40141, and `/metrics` counts it closed as
+/// `token_revoked` (the close reason comes from the error's variant).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_connection_is_counted_as_token_revoked() {
+    let server = Server::start().await;
+    let details = full_token(&server, None, None, Some("revokee")).await;
+    let mut client = server
+        .connect(&token_query(&details, "format=json&clientId=revokee"))
+        .await;
+    let path = format!("/keys/{FULL_KEY_NAME}/revokeTokens");
+    let revoke =
+        Request::post_json(&path, &json!({"targets": ["clientId:revokee"]})).basic(FULL_KEY);
+    let response = server.http(revoke).await;
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_error(&client.expect(ERROR).await, 40141, 401);
+    client.expect_closed().await;
+
+    let counted = "realtime_connections_closed_total{reason=\"token_revoked\"}";
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let page = server.http(Request::get("/metrics").basic(FULL_KEY)).await;
+        let text = String::from_utf8_lossy(&page.body).into_owned();
+        if text.lines().any(|line| line.starts_with(counted)) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {counted} in:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -275,7 +275,7 @@ async fn the_dashboard_is_served_on_the_admin_listener_too() {
     let server = Server::start().await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = listener.local_addr().unwrap();
-    tokio::spawn(api::serve_admin(listener, server.gateway.clone()));
+    tokio::spawn(api::serve_admin(listener, server.gateway.clone(), None));
     assert_eq!(http(admin, Request::get("/dashboard")).await.status, 401);
     let page = http(admin, Request::get("/dashboard").basic(FULL_KEY)).await;
     assert_eq!(page.status, 200, "{page:?}");

@@ -46,7 +46,7 @@ fn routed() -> BTreeSet<(String, String)> {
             }
         }
     }
-    // Added beside the REST routes in `api::router_for` unless `--admin-listen` moves it.
+    // Added beside the REST routes in `api::router` unless `--admin-listen` moves it.
     routes.insert(("GET".into(), "/metrics".into()));
     routes
 }

@@ -397,3 +397,46 @@ async fn time_is_an_array_of_one_timestamp() {
     assert_eq!(time.as_array().map(Vec::len), Some(1), "{time}");
     assert!(ms >= before && ms <= protocol::now_ms(), "{time}");
 }
+
+/// Errors answer in `?envelope=`'s format where one is given, else in `Accept`'s, whichever
+/// route refuses (the envelope itself only wraps successes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_answer_in_the_envelope_format_else_accept() {
+    let server = Server::start().await;
+    for path in [
+        "/channels/c/messages?envelope=msgpack",
+        "/channels/c?envelope=msgpack",
+        "/stats?envelope=msgpack",
+    ] {
+        let response = server
+            .http(Request::get(path).header("accept", "application/json"))
+            .await;
+        assert_eq!(
+            response.header("content-type"),
+            Some("application/x-msgpack"),
+            "{path}: {response:?}"
+        );
+        assert_rest_error(&response, 40101, 401);
+    }
+    let message = json!({"name": "e"});
+    let publish = Request::post_json("/channels/c/messages?envelope=msgpack", &message);
+    let response = server.http(publish).await;
+    assert_rest_error(&response, 40101, 401);
+    assert_eq!(
+        response.header("content-type"),
+        Some("application/x-msgpack"),
+        "{response:?}"
+    );
+    let json = server
+        .http(
+            Request::get("/channels/c/messages?envelope=json")
+                .header("accept", "application/x-msgpack"),
+        )
+        .await;
+    assert_eq!(
+        json.header("content-type"),
+        Some("application/json"),
+        "{json:?}"
+    );
+    assert_rest_error(&json, 40101, 401);
+}

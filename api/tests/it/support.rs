@@ -1,4 +1,4 @@
-//! The harness: a gateway served by `api::serve` on a loopback port, WebSocket clients speaking
+//! The harness: a gateway served by `api::serve_with` on a loopback port, WebSocket clients speaking
 //! JSON or msgpack, a bare HTTP/1.1 client, and signed token requests.
 //!
 //! Frames are `serde_json::Value` in both formats so assertions read the same. msgpack is decoded
@@ -8,6 +8,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
@@ -15,6 +16,7 @@ use base64::Engine as _;
 use futures_util::{SinkExt, StreamExt};
 use gateway::{ApiKey, Config, Gateway};
 use hmac::{Hmac, Mac};
+use metrics_exporter_prometheus::PrometheusHandle;
 use protocol::Capability;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Error as _, Serialize, SerializeMap, SerializeSeq, Serializer};
@@ -77,7 +79,16 @@ pub(crate) fn config() -> Config {
     }
 }
 
-/// `api::serve` on `127.0.0.1:0`, with a shutdown trigger.
+/// The process-wide recorder `/metrics` renders: `main` installs it in the binary, this once
+/// per test process.
+fn metrics() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| api::prometheus().install_recorder().ok())
+        .clone()
+}
+
+/// `api::serve_with` on `127.0.0.1:0`, with a shutdown trigger.
 pub(crate) struct Server {
     pub(crate) addr: SocketAddr,
     pub(crate) gateway: Gateway,
@@ -95,9 +106,18 @@ impl Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (shutdown, on_shutdown) = oneshot::channel::<()>();
-        let serve = tokio::spawn(api::serve(listener, gateway.clone(), async move {
-            let _ = on_shutdown.await;
-        }));
+        let api = api::Config {
+            metrics: metrics(),
+            ..api::Config::default()
+        };
+        let serve = tokio::spawn(api::serve_with(
+            listener,
+            gateway.clone(),
+            api,
+            async move {
+                let _ = on_shutdown.await;
+            },
+        ));
         Server {
             addr,
             gateway,

@@ -1,6 +1,6 @@
 //! Token lifetime on a live connection: AUTH before expiry, and the client's AUTH answer.
 
-use protocol::{Action, ErrorCode, ProtocolMessage};
+use protocol::{ErrorCode, ProtocolMessage};
 use tokio::time::{Duration, Instant};
 
 use super::{Connection, Flow, TokenTimers};
@@ -56,14 +56,9 @@ impl Connection {
             }
             Err(error) => {
                 tracing::info!(connection_id = %self.id, code = error.code().code(), reason = %error, "re-auth refused");
-                let info = error.info();
                 // Our trouble (keys unreachable) is a retry for the client, not a failure.
-                let action = if info.status_code >= 500 {
-                    Action::Disconnected
-                } else {
-                    Action::Error
-                };
-                self.outbox.reply(&ProtocolMessage::error(action, info));
+                self.outbox
+                    .reply(&super::refusal(error.code(), error.to_string()));
                 Flow::Stop
             }
         }

@@ -19,7 +19,7 @@ use axum::extract::ws::{Message as WsMessage, WebSocket};
 use futures_util::stream::SplitStream;
 use futures_util::StreamExt;
 use protocol::{
-    Action, ChannelName, ConnectionDetails, ErrorCode, ErrorInfo, Format, ProtocolMessage,
+    Action, Blame, ChannelName, ConnectionDetails, ErrorCode, ErrorInfo, Format, ProtocolMessage,
 };
 use rand::distributions::{Alphanumeric, DistString};
 use tokio::time::{Duration, Instant};
@@ -167,9 +167,12 @@ async fn serve(
 ) {
     // Auth problems never fail the upgrade (clients would just retry): upgrade, ERROR, close.
     let refused = if format.is_none() {
-        Some(ErrorCode::InvalidParameterValue.info("format must be json or msgpack"))
+        Some((
+            ErrorCode::InvalidParameterValue,
+            "format must be json or msgpack".to_owned(),
+        ))
     } else if gateway.is_shutting_down() {
-        Some(draining_error())
+        Some((ErrorCode::Disconnected, DRAINING.to_owned()))
     } else {
         None
     };
@@ -181,19 +184,13 @@ async fn serve(
             tracing::info!(code = error.code().code(), reason = %error, "realtime auth refused");
             ::metrics::counter!("realtime_auth_failures_total", "via" => "realtime", "code" => error.code().code().to_string()).increment(1);
             gateway.hub().pulse().auth_failure();
-            error.info()
+            (error.code(), error.to_string())
         }),
     };
     match principal {
-        Err(error) => {
-            tracing::debug!(code = error.code, message = %error.message, "connection refused");
-            // Our own trouble (draining, JWKS unreachable) is a retry, not a failure.
-            let action = if error.status_code >= 500 {
-                Action::Disconnected
-            } else {
-                Action::Error
-            };
-            outbox.reply(&ProtocolMessage::error(action, error));
+        Err((code, message)) => {
+            tracing::debug!(code = code.code(), %message, "connection refused");
+            outbox.reply(&refusal(code, message));
             outbox.close_after_queue();
         }
         Ok(principal) => {
@@ -249,7 +246,7 @@ async fn serve_connection(
     gateway.unregister_live(&connection.key, &outbox);
     outbox.close_after_queue();
     // However the loop noticed the end: a full queue is what ended it (80020, set only there).
-    if outbox.end_code() == protocol::ErrorCode::ContinuityLost.code() {
+    if outbox.end_code() == protocol::ErrorCode::SlowConsumer.code() {
         gateway.hub().pulse().slow_consumer_disconnect();
     }
     ::metrics::counter!("realtime_connections_closed_total", "reason" => connection.close_reason)
@@ -266,10 +263,27 @@ async fn authenticate(gateway: &Gateway, params: &ConnectParams) -> Result<Princ
     principal.with_client_id(params.client_id.as_deref())
 }
 
-fn draining_error() -> ErrorInfo {
-    ErrorInfo {
-        status_code: 503,
-        ..ErrorCode::Disconnected.info("server shutting down; reconnect")
+const DRAINING: &str = "server shutting down; reconnect";
+
+/// A refused connection or re-auth: our own trouble (draining, JWKS unreachable) is a retry
+/// (DISCONNECTED), the client's a failure (ERROR).
+fn refusal(code: ErrorCode, message: String) -> ProtocolMessage {
+    let action = match code.blame() {
+        Blame::Server => Action::Disconnected,
+        Blame::Client => Action::Error,
+    };
+    ProtocolMessage::error(action, code.info(message))
+}
+
+/// The `realtime_connections_closed_total` reason for an outbox ended with `code`.
+fn close_reason(code: u32) -> &'static str {
+    if code == 0 {
+        return "transport";
+    }
+    match ErrorCode::from_code(code) {
+        Some(ErrorCode::SlowConsumer) => "slow_consumer",
+        Some(ErrorCode::TokenRevoked | ErrorCode::TokenExpired) => "token_revoked",
+        _ => "superseded",
     }
 }
 
@@ -418,12 +432,7 @@ impl Connection {
                 biased;
                 _ = self.outbox.wake_reader.notified() => {
                     if self.outbox.is_ending() {
-                        self.close_reason = match self.outbox.end_code() {
-                            0 => "transport",
-                            80020 => "slow_consumer",
-                            40141 | 40142 => "token_revoked",
-                            _ => "superseded",
-                        };
+                        self.close_reason = close_reason(self.outbox.end_code());
                         Flow::Stop
                     } else {
                         // The writer drained the replies (or a stale wake-up: asked again).
@@ -493,7 +502,7 @@ impl Connection {
             self.close_reason = "drain";
             self.outbox.reply(&ProtocolMessage::error(
                 Action::Disconnected,
-                draining_error(),
+                ErrorCode::Disconnected.info(DRAINING),
             ));
             return Flow::Stop;
         }

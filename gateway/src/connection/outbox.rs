@@ -204,7 +204,7 @@ impl Outbox {
 
     /// Ends the connection as a slow consumer (DISCONNECTED 80020), counted once.
     pub(crate) fn slow_consumer(&self, why: &'static str) {
-        let error = protocol::ErrorCode::ContinuityLost.info(why);
+        let error = protocol::ErrorCode::SlowConsumer.info(why);
         if self.end(Action::Disconnected, error) {
             ::metrics::counter!("realtime_slow_consumer_disconnects_total").increment(1);
         }
@@ -459,10 +459,7 @@ mod tests {
         assert!(!outbox.is_ending());
         assert!(!outbox.deliver(frame(), delivery(false)), "a third is over");
         assert!(outbox.is_ending());
-        assert_eq!(
-            outbox.end_code(),
-            protocol::ErrorCode::ContinuityLost.code()
-        );
+        assert_eq!(outbox.end_code(), protocol::ErrorCode::SlowConsumer.code());
         let actions: Vec<_> = std::iter::from_fn(|| receiver.try_recv().ok())
             .map(action)
             .collect();
@@ -521,10 +518,7 @@ mod tests {
         assert!(outbox.deliver(frame(), delivery(false)));
         tokio::time::advance(Duration::from_millis(200)).await;
         assert!(!outbox.deliver(frame(), delivery(false)));
-        assert_eq!(
-            outbox.end_code(),
-            protocol::ErrorCode::ContinuityLost.code()
-        );
+        assert_eq!(outbox.end_code(), protocol::ErrorCode::SlowConsumer.code());
     }
 
     #[test]

@@ -1,0 +1,44 @@
+//! `[history]` and `[presence]`: retention per channel and per namespace, rewind, members.
+
+use super::file::{FileHistory, FilePresence};
+use super::positive;
+
+pub(super) fn hub_config(
+    history: Option<FileHistory>,
+    presence: Option<FilePresence>,
+) -> Result<gateway::HubConfig, String> {
+    let mut hub = gateway::HubConfig::default();
+    if let Some(history) = history {
+        if let Some(n) = history.max_messages {
+            hub.retention.max_messages = positive(n, "--config history.max_messages")?;
+        }
+        if let Some(secs) = history.max_age_secs {
+            positive(secs, "--config history.max_age_secs")?;
+            hub.retention.max_age = std::time::Duration::from_secs(secs);
+        }
+        if let Some(n) = history.max_rewind {
+            hub.max_rewind = n;
+        }
+        for namespace in history.namespace {
+            if namespace.name.is_empty() || namespace.name.contains(':') {
+                return Err(format!(
+                    "--config history.namespace {:?}: a namespace is the part before the first ':'",
+                    namespace.name
+                ));
+            }
+            let mut retention = hub.retention;
+            if let Some(n) = namespace.max_messages {
+                retention.max_messages = positive(n, "--config history.namespace.max_messages")?;
+            }
+            if let Some(secs) = namespace.max_age_secs {
+                positive(secs, "--config history.namespace.max_age_secs")?;
+                retention.max_age = std::time::Duration::from_secs(secs);
+            }
+            hub.namespace_retention.push((namespace.name, retention));
+        }
+    }
+    if let Some(n) = presence.and_then(|p| p.max_members) {
+        hub.max_presence_members = positive(n, "--config presence.max_members")?;
+    }
+    Ok(hub)
+}

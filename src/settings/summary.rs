@@ -1,0 +1,111 @@
+//! What `check-config` prints.
+
+use super::Settings;
+
+impl Settings {
+    /// What `check-config` prints: the resolved settings, secrets left out.
+    pub(crate) fn summary(&self) -> String {
+        let config = &self.gateway;
+        let key_names: Vec<&str> = config.keys.iter().map(|k| k.name.as_str()).collect();
+        let mut lines = vec![
+            "configuration ok".to_owned(),
+            format!("listen: {}", self.listen),
+            format!(
+                "keys: {}",
+                if self.generated_key.is_some() {
+                    "none (a development key would be generated)".to_owned()
+                } else {
+                    key_names.join(", ")
+                }
+            ),
+            format!(
+                "bus: {}",
+                if config.redis.is_some() {
+                    "Redis"
+                } else {
+                    "embedded (in memory)"
+                }
+            ),
+            format!(
+                "supabase: {}",
+                if config.supabase.is_some() {
+                    "on"
+                } else {
+                    "off"
+                }
+            ),
+            format!(
+                "revoke Supabase users: {}",
+                if config.supabase_revoke_keys.is_empty() {
+                    "no key".to_owned()
+                } else {
+                    config.supabase_revoke_keys.join(", ")
+                }
+            ),
+            format!(
+                "history: {} messages, {} s per channel",
+                config.hub.retention.max_messages,
+                config.hub.retention.max_age.as_secs()
+            ),
+            format!(
+                "presence: at most {} members per channel",
+                config.hub.max_presence_members
+            ),
+            format!("events: {} types", config.events.types.len()),
+            format!(
+                "publish: at most {} messages and {} bytes per publish, {} per batch; \
+                 per connection {}, per key (REST, this node) {}",
+                config.limits.max_messages_per_publish,
+                config.limits.max_message_bytes,
+                config.limits.max_batch_messages,
+                describe_rate(&config.limits.connection_publish_rate),
+                describe_rate(&config.limits.key_publish_rate)
+            ),
+            format!(
+                "outbound queue: slow consumer past {} bytes of deliveries or a frame unsent {} ms",
+                config.limits.outbound_queue.bytes,
+                config.limits.outbound_queue.age.as_millis()
+            ),
+            format!(
+                "timing: maxIdleInterval {} ms, connectionStateTtl {} ms, presence grace {} ms",
+                config.timing.max_idle_interval.as_millis(),
+                config.timing.connection_state_ttl.as_millis(),
+                config.timing.presence_grace.as_millis()
+            ),
+            format!(
+                "sockets: header timeout {} ms, body timeout {} ms, at most {} connections ({} per address)",
+                config.sockets.header_timeout.as_millis(),
+                config.sockets.body_timeout.as_millis(),
+                config.sockets.max_connections,
+                config.sockets.max_connections_per_ip
+            ),
+        ];
+        if !config.webhooks.rules.is_empty() {
+            let ids: Vec<&str> = config
+                .webhooks
+                .rules
+                .iter()
+                .map(|r| r.id.as_str())
+                .collect();
+            lines.push(format!(
+                "webhooks: {} (debounce {} ms)",
+                ids.join(", "),
+                config.webhooks.debounce.as_millis()
+            ));
+        }
+        if config.sandbox {
+            lines.push("sandbox: on (test apps can be created: never in production)".to_owned());
+        }
+        lines.join("\n")
+    }
+}
+
+fn describe_rate(rate: &gateway::limits::PublishRate) -> String {
+    if rate.is_unlimited() {
+        return "unlimited".into();
+    }
+    format!(
+        "{} msg/s (burst {}), {} B/s (burst {})",
+        rate.messages_per_sec, rate.burst_messages, rate.bytes_per_sec, rate.burst_bytes
+    )
+}

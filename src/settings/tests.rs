@@ -1,0 +1,322 @@
+use clap::Parser as _;
+
+use super::file::FileConfig;
+use super::*;
+
+#[test]
+fn splits_keys_outside_json() {
+    let list = r#"a.b:c, a.d:e={"x:*":["publish","subscribe"],"y":["*"]},a.f:g"#;
+    assert_eq!(
+        keys::split_top_level(list),
+        vec![
+            "a.b:c",
+            r#"a.d:e={"x:*":["publish","subscribe"],"y":["*"]}"#,
+            "a.f:g"
+        ]
+    );
+    let key = keys::parse_key_entry(keys::split_top_level(list)[1]).unwrap();
+    assert_eq!(key.name, "a.d");
+}
+
+/// `realtime` with these flags, as clap parses them (env fallbacks and defaults included).
+fn parse(flags: &[&str]) -> ServeArgs {
+    let argv = std::iter::once("realtime").chain(flags.iter().copied());
+    Cli::try_parse_from(argv).expect("flags parse").serve
+}
+
+/// `--listen 127.0.0.1:0 --keys a.b:c` and `extra`.
+fn flags(extra: &[&str]) -> ServeArgs {
+    let mut all = vec!["--listen", "127.0.0.1:0", "--keys", "a.b:c"];
+    all.extend_from_slice(extra);
+    parse(&all)
+}
+
+/// The settings with `toml` as the config file.
+fn with_file(toml: &str) -> Result<Settings, String> {
+    let file: FileConfig = toml::from_str(toml).map_err(|e| e.to_string())?;
+    resolve_with(flags(&[]), file)
+}
+
+/// Why `with_file(toml)` is refused.
+fn refused_file(toml: &str) -> String {
+    with_file(toml).err().expect("refused")
+}
+
+/// Why these flags are refused.
+fn refused(args: ServeArgs) -> String {
+    resolve(args).err().expect("refused")
+}
+
+#[test]
+fn outbound_queue_bounds_come_from_flags_over_the_file() {
+    let defaults = resolve(flags(&[])).unwrap();
+    assert_eq!(
+        defaults.gateway.limits.outbound_queue,
+        gateway::limits::OutboundQueue::default()
+    );
+    let settings = with_file(
+        "outbound_queue_bytes = 1048576
+outbound_queue_age_ms = 2500
+",
+    )
+    .unwrap();
+    let queue = settings.gateway.limits.outbound_queue;
+    assert_eq!(queue.bytes, 1 << 20);
+    assert_eq!(queue.age, std::time::Duration::from_millis(2500));
+    let flagged = resolve(flags(&["--outbound-queue-age-ms", "700"])).unwrap();
+    assert_eq!(
+        flagged.gateway.limits.outbound_queue.age,
+        std::time::Duration::from_millis(700)
+    );
+    let error = refused_file("outbound_queue_bytes = 10");
+    assert!(error.contains("outbound-queue-bytes"), "{error}");
+}
+
+#[test]
+fn publish_limits_come_from_flags_over_the_file() {
+    let settings = with_file(
+        r#"
+[publish]
+max_messages = 50
+connection_messages_per_sec = 20
+connection_burst_messages = 60
+key_messages_per_sec = 0
+"#,
+    )
+    .unwrap();
+    let limits = &settings.gateway.limits;
+    assert_eq!(limits.max_messages_per_publish, 50);
+    assert_eq!(limits.connection_publish_rate.messages_per_sec, 20);
+    assert_eq!(limits.connection_publish_rate.burst_messages, 60);
+    assert!(limits.key_publish_rate.is_unlimited());
+    let flagged = resolve(flags(&["--publish-connection-messages-per-sec", "7"])).unwrap();
+    assert_eq!(
+        flagged
+            .gateway
+            .limits
+            .connection_publish_rate
+            .messages_per_sec,
+        7
+    );
+    // A burst smaller than the largest publish could never be met.
+    let error = refused_file(
+        r#"
+[publish]
+connection_burst_messages = 10
+"#,
+    );
+    assert!(error.contains("burst-messages"), "{error}");
+}
+
+#[test]
+fn history_and_presence_limits_come_from_the_file() {
+    let settings = with_file(
+        r#"
+[history]
+max_messages = 100
+max_age_secs = 60
+max_rewind = 10
+
+[[history.namespace]]
+name = "user"
+max_age_secs = 86400
+
+[presence]
+max_members = 5000
+"#,
+    )
+    .unwrap();
+    let hub = settings.gateway.hub;
+    assert_eq!(hub.retention.max_messages, 100);
+    assert_eq!(hub.retention.max_age.as_secs(), 60);
+    assert_eq!(hub.max_rewind, 10);
+    assert_eq!(hub.max_presence_members, 5000);
+    let (name, user) = &hub.namespace_retention[0];
+    assert_eq!(name, "user");
+    assert_eq!(user.max_age.as_secs(), 86400);
+    assert_eq!(
+        user.max_messages, 100,
+        "unset fields inherit the channel default"
+    );
+
+    let error = refused_file(
+        r#"
+[history]
+max_messages = 0
+"#,
+    );
+    assert!(error.contains("history.max_messages"), "{error}");
+    let error = refused_file(
+        r#"
+[[history.namespace]]
+name = "a:b"
+"#,
+    );
+    assert!(error.contains("history.namespace"), "{error}");
+}
+
+#[test]
+fn event_types_come_from_the_file() {
+    let settings = with_file(
+        r#"
+[events]
+builtin = false
+
+[[events.types]]
+name = "order.shipped"
+required = { order_id = "id", carrier = ["ups", "dhl"] }
+optional = { eta = "integer" }
+channels = ["order:{order_id}"]
+"#,
+    )
+    .unwrap();
+    let types = settings.gateway.events.types;
+    assert_eq!(types.len(), 1);
+    assert_eq!(types[0].channels, ["order:{order_id}"]);
+    let defaults = with_file("").unwrap();
+    assert!(defaults.gateway.events.get("call.ringing").is_some());
+    let error = refused_file(
+        r#"
+[[events.types]]
+name = "x"
+channels = ["x:{missing}"]
+"#,
+    );
+    assert!(
+        error.contains("events.types") && error.contains("{missing}"),
+        "{error}"
+    );
+}
+
+#[test]
+fn bad_settings_name_the_setting() {
+    let error = refused(parse(&["--listen", "nope", "--keys", "a.b:c"]));
+    assert!(error.contains("--listen"), "{error}");
+    let error = refused(parse(&["--listen", "127.0.0.1:0", "--keys", "not-a-key"]));
+    assert!(error.contains("--keys"), "{error}");
+    let error = refused(parse(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--keys",
+        "a.b:c={bad json",
+    ]));
+    assert!(error.contains("--keys"), "{error}");
+}
+
+#[test]
+fn supabase_revoke_keys_name_configured_keys() {
+    let allowed = |list: &[&str]| {
+        let names = list.join(",");
+        let mut all = vec!["--listen", "127.0.0.1:0", "--keys", "a.b:c,a.d:e"];
+        if !list.is_empty() {
+            all.extend(["--supabase-revoke-keys", &names]);
+        }
+        resolve(parse(&all)).map(|settings| settings.gateway.supabase_revoke_keys)
+    };
+    assert_eq!(allowed(&[]).unwrap(), Vec::<String>::new());
+    assert_eq!(allowed(&["a.d"]).unwrap(), vec!["a.d".to_owned()]);
+    let error = allowed(&["a.x"]).err().unwrap();
+    assert!(error.contains("--supabase-revoke-keys"), "{error}");
+}
+
+#[test]
+fn a_redis_url_selects_one_server_or_a_cluster() {
+    let redis =
+        |url: &str| resolve(flags(&["--redis", url])).map(|settings| settings.gateway.redis);
+    assert_eq!(
+        redis("redis://127.0.0.1:6380").unwrap(),
+        Some(gateway::RedisTarget::Node("redis://127.0.0.1:6380".into()))
+    );
+    assert_eq!(
+        redis("redis+cluster://:pw@10.0.0.1:7000,10.0.0.2:7001").unwrap(),
+        Some(gateway::RedisTarget::Cluster(vec![
+            "redis://:pw@10.0.0.1:7000".into(),
+            "redis://:pw@10.0.0.2:7001".into()
+        ]))
+    );
+    for bad in [
+        "http://x:1",
+        "redis+cluster://",
+        "redis+cluster://host",
+        "redis+cluster://a:1,:2",
+        "redis+cluster://a:99999",
+    ] {
+        let error = redis(bad).err().unwrap();
+        assert!(error.contains("--redis"), "{bad}: {error}");
+    }
+}
+
+#[test]
+fn webhooks_come_from_the_file() {
+    let settings = with_file(
+        r#"
+webhook_debounce_ms = 1500
+[[webhooks]]
+url = "https://api.example.com/hooks/realtime"
+channels = "call:*"
+events = ["channel.lifecycle", "channel.presence"]
+secret = "whsec_x"
+batch_max_items = 10
+"#,
+    )
+    .unwrap();
+    let webhooks = &settings.gateway.webhooks;
+    assert_eq!(webhooks.debounce.as_millis(), 1500);
+    assert_eq!(webhooks.rules.len(), 1);
+    assert_eq!(webhooks.rules[0].batch_max_items, 10);
+    assert_eq!(webhooks.rules[0].id.len(), 12);
+    for (name, bad) in [
+        ("event", r#"events = ["channel.nope"]"#),
+        ("url", r#"url = "ftp://x""#),
+        ("secret", r#"secret = """#),
+    ] {
+        let mut rule = vec![
+            ("url", r#"url = "http://127.0.0.1:1/h""#),
+            ("channels", r#"channels = "*""#),
+            ("event", r#"events = ["channel.message"]"#),
+            ("secret", r#"secret = "s""#),
+        ];
+        for entry in &mut rule {
+            if entry.0 == name {
+                entry.1 = bad;
+            }
+        }
+        let text: Vec<&str> = rule.iter().map(|(_, line)| *line).collect();
+        let error = with_file(&format!("[[webhooks]]\n{}\n", text.join("\n")))
+            .err()
+            .unwrap();
+        assert!(error.contains("webhooks[0]"), "{name}: {error}");
+    }
+}
+
+#[test]
+fn socket_bounds_come_from_the_file_and_flags_win() {
+    let settings = with_file(
+        r#"
+[sockets]
+header_timeout_ms = 5000
+body_timeout_ms = 7000
+max_connections = 7
+max_connections_per_ip = 2
+peer_idle_timeout_ms = 60000
+"#,
+    )
+    .unwrap();
+    let sockets = &settings.gateway.sockets;
+    assert_eq!(sockets.header_timeout.as_millis(), 5000);
+    assert_eq!(sockets.body_timeout.as_millis(), 7000);
+    assert_eq!(sockets.max_connections, 7);
+    assert_eq!(sockets.max_connections_per_ip, 2);
+    assert_eq!(settings.gateway.timing.peer_idle_timeout.as_secs(), 60);
+
+    let error = refused(flags(&[
+        "--max-connections",
+        "0",
+        "--peer-idle-timeout-ms",
+        "1000",
+    ]));
+    assert!(error.contains("peer_idle_timeout_ms"), "{error}");
+    let settings = resolve(flags(&["--max-connections", "0"])).unwrap();
+    assert_eq!(settings.gateway.sockets.max_connections, 0, "0: no cap");
+    assert_eq!(settings.gateway.sockets.header_timeout.as_secs(), 10);
+}
