@@ -7,8 +7,8 @@
 //! (`record.rs`): which channels already took it, and once all did, the answer given. A repeat
 //! of a completed event returns that answer and publishes nothing; a repeat of a partly
 //! published one publishes only to the channels still missing. Records last at least
-//! `EVENT_RECORD_TTL` — in Redis when clustered (so they survive restarts), in memory
-//! (bounded) otherwise.
+//! `EVENT_RECORD_TTL` in the back-end's `EventRecords`: in Redis when clustered (so they
+//! survive restarts), in memory (bounded) otherwise.
 
 mod record;
 
@@ -75,7 +75,8 @@ impl Gateway {
             serial: None,
             error: None,
         };
-        let record = match self.event_record(&key).await {
+        let records = self.backend().events.clone();
+        let record = match records.get(&key).await.map_err(ErrorInfo::from) {
             Ok(record) => record,
             Err(error) => {
                 let channels = event
@@ -124,10 +125,10 @@ impl Gateway {
                 Ok(published) => {
                     outcome.serial = published.serials.into_iter().next().flatten();
                     let serial = outcome.serial.clone().unwrap_or_default();
-                    if let Err(error) = self.record_event_channel(&key, n, &serial).await {
+                    if let Err(error) = records.record_channel(&key, n, &serial).await {
                         // Published all the same; within the message-id window a retry is
                         // still deduped.
-                        tracing::warn!(event = %event.id, message = %error.message, "event channel not recorded");
+                        tracing::warn!(event = %event.id, message = %error, "event channel not recorded");
                     }
                 }
                 Err(error) => outcome.error = Some(error),
@@ -137,7 +138,7 @@ impl Gateway {
         let mut receipt = receipt(event, channels);
         if receipt.error().is_none() {
             let answer = serde_json::to_string(&receipt).unwrap_or_default();
-            match self.record_event_answer(&key, answer).await {
+            match records.record_answer(&key, answer).await {
                 // A concurrent first attempt may have answered first: its answer stands.
                 Ok(first) => {
                     if let Ok(first) = serde_json::from_str(&first) {
@@ -145,47 +146,13 @@ impl Gateway {
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(event = %event.id, message = %error.message, "event answer not recorded")
+                    tracing::warn!(event = %event.id, message = %error, "event answer not recorded")
                 }
             }
         }
         EventResult {
             receipt,
             replayed: false,
-        }
-    }
-
-    async fn event_record(&self, key: &str) -> Result<EventRecord, ErrorInfo> {
-        match self.cluster() {
-            Some(redis) => redis.event_record(key).await,
-            None => Ok(self.inner.events.get(key, protocol::now_ms())),
-        }
-    }
-
-    async fn record_event_channel(
-        &self,
-        key: &str,
-        n: usize,
-        serial: &str,
-    ) -> Result<(), ErrorInfo> {
-        match self.cluster() {
-            Some(redis) => redis.record_event_channel(key, n, serial).await,
-            None => {
-                self.inner
-                    .events
-                    .record_channel(key, n, serial, protocol::now_ms());
-                Ok(())
-            }
-        }
-    }
-
-    async fn record_event_answer(&self, key: &str, answer: String) -> Result<String, ErrorInfo> {
-        match self.cluster() {
-            Some(redis) => redis.record_event_answer(key, answer).await,
-            None => Ok(self
-                .inner
-                .events
-                .record_answer(key, answer, protocol::now_ms())),
         }
     }
 }

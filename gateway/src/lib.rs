@@ -6,13 +6,14 @@
 
 pub mod apps;
 pub mod auth;
-mod bus;
+mod backend;
 pub mod config;
 pub mod connection;
 pub mod events;
 pub mod frame;
 pub mod hub;
 pub mod limits;
+mod node_events;
 mod publish;
 pub mod pulse;
 mod registry;
@@ -32,6 +33,7 @@ use rand::distributions::{Alphanumeric, DistString};
 use tokio::sync::{watch, Notify};
 
 pub use auth::{ApiKey, Auth, Principal};
+pub use backend::BackendError;
 pub use config::{Config, RedisTarget};
 pub use hub::{Hub, HubConfig, Occupancy};
 pub use publish::{too_many_messages, Origin, Receipt};
@@ -46,10 +48,10 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 /// The gateway's shared state: cheap to clone, one per process.
 #[derive(Clone)]
 pub struct Gateway {
-    inner: Arc<Inner>,
+    inner: Arc<GatewayState>,
 }
 
-pub(crate) struct Inner {
+struct GatewayState {
     config: Config,
     auth: Auth,
     hub: Hub,
@@ -66,15 +68,15 @@ pub(crate) struct Inner {
     key_prints: std::hash::RandomState,
     /// Woken whenever a connection is parked.
     parked_notify: Notify,
-    /// The Redis bus, once `connect_bus` has reached it (`--redis`); none in embedded mode.
-    bus: std::sync::OnceLock<Arc<bus::RedisBus>>,
+    /// The in-memory back-end: embedded, and until `connect_bus` has reached Redis.
+    memory: backend::Backend,
+    /// The Redis back-end, once `connect_bus` has reached it (`--redis`).
+    redis: std::sync::OnceLock<backend::Backend>,
     /// Webhook emission and delivery, when any webhook is configured.
     webhooks: std::sync::OnceLock<Arc<webhooks::Webhooks>>,
     /// Sandbox apps: id -> channels holding presence fixtures.
     apps: DashMap<String, Vec<String>>,
     stats: stats::Stats,
-    /// Event records in embedded mode (with Redis they live there).
-    events: events::MemoryRecords,
     server_id: String,
     /// REST publish budgets by key (Supabase users by clientId), this node's share; full ones
     /// are forgotten by the sweep, so it holds only recent publishers.
@@ -93,14 +95,14 @@ impl Gateway {
                 Alphanumeric.sample_string(&mut rand::thread_rng(), 8)
             )
         });
-        let inner = Arc::new(Inner {
+        let inner = Arc::new_cyclic(|state: &std::sync::Weak<GatewayState>| GatewayState {
+            memory: memory_backend(state.clone()),
+            redis: std::sync::OnceLock::new(),
             auth: Auth::new(config.keys.clone(), config.supabase.clone()),
             hub: Hub::new(config.hub.clone()),
             parked: DashMap::new(),
             apps: DashMap::new(),
             stats: stats::Stats::default(),
-            events: events::MemoryRecords::default(),
-            bus: std::sync::OnceLock::new(),
             webhooks: std::sync::OnceLock::new(),
             live_keys: DashMap::new(),
             ended_keys: DashMap::new(),
@@ -128,7 +130,7 @@ impl Gateway {
             inner.hub.pulse().sample(protocol::now_ms())
         });
         if inner.config.redis.is_none() {
-            start_webhooks(&inner, None);
+            start_webhooks(&inner);
         }
         Gateway { inner }
     }
@@ -155,21 +157,24 @@ impl Gateway {
 
     /// Joins the cluster through Redis when `Config::redis` is set; call once, before serving.
     /// Fails (naming Redis) when it cannot be reached.
-    pub async fn connect_bus(&self) -> Result<(), String> {
+    pub async fn connect_bus(&self) -> Result<(), BackendError> {
         let Some(target) = self.config().redis.clone() else {
             return Ok(());
         };
-        let bus = bus::RedisBus::connect(
+        let redis = backend::redis::RedisBackend::connect(
             &target,
             &self.inner.server_id,
             self.config().timing.clone(),
-            Arc::downgrade(&self.inner),
+            node_events::NodeEvents::of(self),
         )
         .await?;
-        let _ = self.inner.bus.set(bus.clone());
+        let _ = self
+            .inner
+            .redis
+            .set(backend::Backend::of(redis.clone(), redis));
         // Revocations made while this node was down apply before it serves anyone.
         self.load_revocations_at_start().await?;
-        start_webhooks(&self.inner, Some(bus));
+        start_webhooks(&self.inner);
         share_pulse(Arc::downgrade(&self.inner));
         // Live connections' resume records must not expire while they live.
         let inner = Arc::downgrade(&self.inner);
@@ -181,35 +186,33 @@ impl Gateway {
                 tick.tick().await;
                 let Some(inner) = inner.upgrade() else { return };
                 let keys: Vec<String> = inner.live_keys.iter().map(|e| e.key().clone()).collect();
-                let Some(bus) = inner.bus.get().cloned() else {
-                    return;
-                };
-                drop(inner);
-                bus.refresh_connections(keys).await;
+                let sessions = Gateway { inner }.backend().sessions.clone();
+                sessions.refresh(keys).await;
             }
         });
         Ok(())
     }
 
-    /// The Redis bus when clustered, for what only a cluster has (resume records).
-    pub(crate) fn cluster(&self) -> Option<&Arc<bus::RedisBus>> {
-        self.inner.bus.get()
+    /// The back-end: Redis once `connect_bus` reached it, else memory. Decided here only.
+    pub(crate) fn backend(&self) -> &backend::Backend {
+        self.inner.redis.get().unwrap_or(&self.inner.memory)
     }
 
-    /// The bus every publish and presence change goes through: Redis when clustered, else the
-    /// in-memory one.
-    pub(crate) fn bus(&self) -> &dyn bus::Bus {
-        match self.inner.bus.get() {
-            Some(redis) => redis.as_ref(),
-            None => &bus::MemoryBus,
-        }
+    /// The bus every publish and presence change goes through.
+    pub(crate) fn bus(&self) -> &dyn backend::Bus {
+        self.backend().bus.as_ref()
+    }
+
+    /// Where resume records are kept for other nodes (nowhere, embedded).
+    pub(crate) fn sessions(&self) -> &dyn backend::SessionStore {
+        self.backend().sessions.as_ref()
     }
 
     /// A connection (or a history read) starts listening on a channel; with a bus, the node
     /// subscribes to it and catches it up from the store first. On an error the caller must
     /// still `leave_channel`.
     pub(crate) async fn join_channel(&self, channel: &str) -> Result<(), protocol::ErrorInfo> {
-        self.bus().join(channel).await
+        Ok(self.bus().join(channel).await?)
     }
 
     pub(crate) fn leave_channel(&self, channel: &str) {
@@ -233,25 +236,17 @@ impl Gateway {
 
     /// Ends a connection's presence on `channel` (it closed, or its grace passed): LEAVEs
     /// applied here at once (so the local copy is right even if this node stops listening to
-    /// the channel), and shared through the bus so every node hears them.
+    /// the channel), and announced through the bus so every other node hears them.
     pub(crate) fn leave_presence(&self, channel: &str, connection_id: &str) {
         let leaves = self.hub().leave_events(channel, connection_id);
         if leaves.is_empty() {
             return;
         }
         self.hub().apply_presence(channel, leaves.clone());
+        self.bus().announce(channel, &leaves);
         self.report_webhook(webhooks::Report::Presence {
             channel: channel.to_owned(),
-            events: leaves.clone(),
-        });
-        let Some(redis) = self.cluster().cloned() else {
-            return;
-        };
-        let channel = channel.to_owned();
-        tokio::spawn(async move {
-            if let Err(error) = redis.presence(&channel, &leaves).await {
-                tracing::warn!(%channel, message = %error.message, "presence leave not shared");
-            }
+            events: leaves,
         });
     }
 
@@ -303,7 +298,7 @@ impl Gateway {
     /// This process in the cluster: the bus's node id (the server id plus a per-start suffix)
     /// when clustered, else the server id.
     pub fn node_id(&self) -> &str {
-        self.cluster().map_or(self.server_id(), |bus| bus.node())
+        self.backend().nodes.node().unwrap_or(self.server_id())
     }
 
     /// This node's dashboard numbers now.
@@ -321,10 +316,8 @@ impl Gateway {
     /// one that holds its lease but shares nothing `no numbers`).
     pub async fn node_pulses(&self) -> Vec<pulse::NodePulse> {
         let here = self.node_pulse();
-        let Some(bus) = self.cluster().cloned() else {
-            return vec![here];
-        };
-        let readings = match bus.node_readings().await {
+        let nodes = self.backend().nodes.clone();
+        let readings = match nodes.readings().await {
             Ok(readings) => readings,
             Err(error) => {
                 tracing::debug!(%error, "could not read the other nodes' numbers");
@@ -396,7 +389,7 @@ impl Gateway {
 }
 
 /// Counts a connection while it lives.
-pub(crate) struct LiveConnection(Arc<Inner>);
+pub(crate) struct LiveConnection(Arc<GatewayState>);
 
 impl Drop for LiveConnection {
     fn drop(&mut self) {
@@ -413,14 +406,30 @@ const PULSE_INTERVAL: Duration = Duration::from_secs(1);
 /// `[meta]occupancy` events go out at most once a second per channel.
 const OCCUPANCY_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Starts webhook emission and delivery (state in `redis` when clustered) and has the hub
-/// report occupancy transitions to it.
-fn start_webhooks(inner: &Arc<Inner>, redis: Option<Arc<bus::RedisBus>>) {
+/// The embedded back-end; webhooks read members from the hub of `state`.
+fn memory_backend(state: std::sync::Weak<GatewayState>) -> backend::Backend {
+    let members = move |channel: &str| {
+        state
+            .upgrade()
+            .map(|state| state.hub.presence_members(channel))
+            .unwrap_or_default()
+    };
+    backend::Backend::of(
+        Arc::new(backend::memory::MemoryBackend::default()),
+        Arc::new(webhooks::MemoryState::new(Box::new(members))),
+    )
+}
+
+/// Starts webhook emission and delivery (state in the back-end) and has the hub report
+/// occupancy transitions to it.
+fn start_webhooks(inner: &Arc<GatewayState>) {
+    let gateway = Gateway {
+        inner: inner.clone(),
+    };
     let Some(webhooks) = webhooks::Webhooks::start(
         &inner.config.webhooks,
-        redis,
-        &inner.server_id,
-        Arc::downgrade(inner),
+        gateway.backend().webhooks.clone(),
+        gateway.node_id(),
     ) else {
         return;
     };
@@ -441,18 +450,18 @@ fn start_webhooks(inner: &Arc<Inner>, redis: Option<Arc<bus::RedisBus>>) {
 
 /// Clustered: stores this node's numbers in Redis every `PULSE_INTERVAL` for the other nodes'
 /// dashboards, for as long as the gateway lives.
-fn share_pulse(inner: std::sync::Weak<Inner>) {
+fn share_pulse(inner: std::sync::Weak<GatewayState>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(PULSE_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             let Some(inner) = inner.upgrade() else { return };
-            let Some(bus) = inner.bus.get().cloned() else {
-                return;
-            };
-            let pulse = Gateway { inner }.node_pulse();
-            if let Err(error) = bus.share_pulse(&pulse).await {
+            let gateway = Gateway { inner };
+            let pulse = gateway.node_pulse();
+            let nodes = gateway.backend().nodes.clone();
+            drop(gateway);
+            if let Err(error) = nodes.share_pulse(&pulse).await {
                 tracing::debug!(%error, "could not share this node's numbers");
             }
         }
@@ -460,7 +469,11 @@ fn share_pulse(inner: std::sync::Weak<Inner>) {
 }
 
 /// Runs `work` every `interval` for as long as the gateway lives.
-fn every(inner: &Arc<Inner>, interval: Duration, work: impl Fn(Arc<Inner>) + Send + 'static) {
+fn every(
+    inner: &Arc<GatewayState>,
+    interval: Duration,
+    work: impl Fn(Arc<GatewayState>) + Send + 'static,
+) {
     let inner = Arc::downgrade(inner);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
@@ -475,7 +488,7 @@ fn every(inner: &Arc<Inner>, interval: Duration, work: impl Fn(Arc<Inner>) + Sen
 
 /// Idle channels, expired idempotency ids and nonces and old ended connection keys go; maps a
 /// flood of connections grew give back what they no longer hold (`shrink`).
-fn sweep(inner: Arc<Inner>) {
+fn sweep(inner: Arc<GatewayState>) {
     let now = protocol::now_ms();
     inner.hub.sweep(now);
     inner.auth.sweep(now);

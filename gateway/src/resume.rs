@@ -38,9 +38,7 @@ impl Gateway {
         let id = parked.id.clone();
         let present_on = parked.present_on.clone();
         let members_left = parked.members_left.clone();
-        if let Some(bus) = self.cluster() {
-            bus.record_connection(&key, &parked, true);
-        }
+        self.sessions().record(&key, &parked, true);
         self.inner.parked.insert(key.clone(), parked);
         self.inner.parked_notify.notify_waiters();
         let gateway = self.clone();
@@ -54,20 +52,16 @@ impl Gateway {
                 for channel in &present_on {
                     gateway.leave_presence(channel, &id);
                 }
-                if let Some(bus) = gateway.cluster() {
-                    bus.record_connection(&key, &parked, true);
-                }
+                gateway.sessions().record(&key, &parked, true);
                 drop(parked);
             }
             let rest = timing.connection_state_ttl.saturating_sub(grace);
             tokio::time::sleep(rest).await;
             if let Some((_, parked)) = gateway.inner.parked.remove_if(&key, |_, p| p.id == id) {
                 gateway.remember_ended(&key);
-                if let Some(bus) = gateway.cluster() {
-                    bus.forget_connection(&key);
-                    if parked.presence_grace.is_some() {
-                        bus.forget_grace(&parked.id);
-                    }
+                gateway.sessions().forget(&key);
+                if parked.presence_grace.is_some() {
+                    gateway.sessions().forget_grace(&parked.id);
                 }
             }
         });
@@ -106,10 +100,8 @@ impl Gateway {
         }
         let Some(old) = self.inner.live_keys.get(key).map(|outbox| outbox.clone()) else {
             // Clustered: another node may hold it (or have held it, and died).
-            if let Some(bus) = self.cluster() {
-                if let Some(parked) = bus.take_connection(key, client_id).await? {
-                    return Ok(parked);
-                }
+            if let Some(parked) = self.sessions().take(key, client_id).await? {
+                return Ok(parked);
             }
             return Err(refusal(self));
         };
@@ -151,17 +143,17 @@ impl Gateway {
                 }
             }
         };
-        let Some(bus) = self.cluster() else { return };
+        let sessions = self.sessions();
         let Some(parked) = taken else {
             // Not here (any more): no record should send resumes our way.
-            bus.forget_connection(&key);
+            sessions.forget(&key);
             return;
         };
         self.remember_ended(&key);
-        bus.release_connection(&key, &parked);
+        sessions.release(&key, &parked);
         if parked.presence_grace.is_some() {
             // Its members are the resuming node's now.
-            bus.forget_grace(&parked.id);
+            sessions.forget_grace(&parked.id);
         }
     }
 
@@ -170,14 +162,17 @@ impl Gateway {
     /// resuming node adopts them; once the lease lapses the rest are orphaned and leave after
     /// their grace).
     pub async fn hand_over_parked(&self) {
-        let Some(bus) = self.cluster() else { return };
+        let sessions = self.sessions();
+        if !sessions.shared() {
+            return;
+        }
         let keys: Vec<String> = self.inner.parked.iter().map(|e| e.key().clone()).collect();
         for key in keys {
             if let Some((_, parked)) = self.inner.parked.remove(&key) {
-                bus.release_connection(&key, &parked);
+                sessions.release(&key, &parked);
             }
         }
-        bus.flush_records().await;
+        sessions.flush().await;
     }
 
     /// The connection id behind a live connection's key.
@@ -235,7 +230,8 @@ pub(crate) struct HeldHere {
 
 /// Gathers `HeldHere` from the node's own state (nothing per connection is kept for it): ids
 /// from the connection keys (`id!secret`), identities from the registry, presence from the hub.
-pub(crate) fn held_here(inner: &crate::Inner) -> HeldHere {
+pub(crate) fn held_here(gateway: &Gateway) -> HeldHere {
+    let inner = &gateway.inner;
     let identities = inner.clients.identities();
     let mut records: Vec<(String, Parked, bool)> = Vec::new();
     let mut ids: Vec<Arc<str>> = Vec::new();
@@ -326,7 +322,8 @@ mod tests {
             .unwrap();
     }
 
-    fn park(gateway: &Gateway, key: &str, id: &str, channel: &str) {
+    /// Parks alice's connection `id` with presence on `channel` (her own grace, if any).
+    fn park_with(gateway: &Gateway, key: &str, id: &str, channel: &str, grace: Option<Duration>) {
         gateway.park(
             key.into(),
             Parked {
@@ -334,9 +331,19 @@ mod tests {
                 client_id: Some("alice".into()),
                 present_on: vec![channel.into()],
                 members_left: Default::default(),
-                presence_grace: None,
+                presence_grace: grace,
             },
         );
+    }
+
+    fn park(gateway: &Gateway, key: &str, id: &str, channel: &str) {
+        park_with(gateway, key, id, channel, None);
+    }
+
+    /// Why a resume of `key` as `client_id` is refused.
+    async fn refusal(gateway: &Gateway, key: &str, client_id: &str) -> protocol::ErrorInfo {
+        let resumed = gateway.resume(key, Some(client_id)).await;
+        resumed.err().expect("refused")
     }
 
     /// Lets spawned tasks (the park timer) run up to the current paused instant; call it right
@@ -371,17 +378,9 @@ mod tests {
 
         tokio::time::advance(Duration::from_secs(106)).await;
         settle().await;
-        let refused = gateway
-            .resume("c1!k", Some("alice"))
-            .await
-            .err()
-            .expect("expired");
+        let refused = refusal(&gateway, "c1!k", "alice").await;
         assert_eq!(refused.code, 80008, "a connection we knew, now expired");
-        let unknown = gateway
-            .resume("c9!k", Some("alice"))
-            .await
-            .err()
-            .expect("unknown");
+        let unknown = refusal(&gateway, "c9!k", "alice").await;
         assert_eq!(unknown.code, 80018, "a key we never issued");
     }
 
@@ -389,16 +388,7 @@ mod tests {
     async fn remain_present_for_sets_the_grace() {
         let gateway = gateway(Duration::from_secs(15), Duration::from_secs(120));
         enter(&gateway, "room", "alice", "c1");
-        gateway.park(
-            "c1!k".into(),
-            Parked {
-                id: "c1".into(),
-                client_id: Some("alice".into()),
-                present_on: vec!["room".into()],
-                members_left: Default::default(),
-                presence_grace: Some(Duration::from_secs(1)),
-            },
-        );
+        park_with(&gateway, "c1!k", "c1", "room", Some(Duration::from_secs(1)));
         settle().await;
         tokio::time::advance(Duration::from_millis(1_100)).await;
         settle().await;
@@ -434,11 +424,7 @@ mod tests {
     async fn another_identity_cannot_take_a_parked_connection() {
         let gateway = gateway(Duration::from_secs(15), Duration::from_secs(120));
         park(&gateway, "c1!k", "c1", "room");
-        let refused = gateway
-            .resume("c1!k", Some("mallory"))
-            .await
-            .err()
-            .expect("refused");
+        let refused = refusal(&gateway, "c1!k", "mallory").await;
         assert_eq!(refused.code, 80008);
         assert!(
             gateway.resume("c1!k", Some("alice")).await.is_ok(),

@@ -1,6 +1,7 @@
 //! The bus contract, held against both back-ends: the same checks on one embedded process
 //! (memory bus) and on two processes sharing a `redis-server` (Redis bus). Publisher and
-//! subscriber sit on different nodes whenever there are two.
+//! subscriber sit on different nodes whenever there are two. The same contract runs in process
+//! against each back-end's traits in `gateway/src/backend/tests.rs`.
 
 use serde_json::json;
 

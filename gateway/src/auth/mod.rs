@@ -352,9 +352,14 @@ impl Auth {
     ) -> Result<TokenDetails, AuthError> {
         let prepared = self.prepare_token(key_name, request, basic, now_ms)?;
         if let Some(claim) = &prepared.nonce {
-            self.nonces.remember(claim, now_ms)?;
+            self.claim_nonce(claim, now_ms)?;
         }
         Ok(prepared.details)
+    }
+
+    /// Claims a token request's nonce in this process (embedded, the process is the cluster).
+    pub(crate) fn claim_nonce(&self, claim: &NonceClaim, now_ms: u64) -> Result<(), AuthError> {
+        self.nonces.remember(claim, now_ms)
     }
 
     /// Every check of a token request but the nonce, which the caller claims (in memory through

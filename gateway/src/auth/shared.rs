@@ -1,11 +1,18 @@
 //! Auth state across the cluster: where a token request's nonce is claimed and where a
-//! revocation is stored, announced and enforced. Embedded, both stay in this process's memory;
-//! with `--redis` they go through `bus/auth.rs`, and every node keeps a copy of the revocations
-//! fed by announcements and reloaded whenever its pub/sub link comes up.
+//! revocation is stored, announced and enforced, through the back-end's `SharedAuth`: embedded,
+//! both stay in this process's memory; with `--redis` they go through `backend/redis/auth.rs`,
+//! and every node keeps a copy of the revocations fed by announcements and reloaded whenever
+//! its pub/sub link comes up.
 
 use std::time::Duration;
 
 use super::{AuthError, Principal, Revocation, TokenDetails, TokenRequest};
+use crate::backend::BackendError;
+
+/// The shared state did not answer: refused, never accepted unchecked.
+fn unavailable(_: BackendError) -> AuthError {
+    AuthError::StateUnavailable
+}
 
 impl crate::Gateway {
     /// `POST /keys/{keyName}/requestToken`: the request checked, then its nonce claimed (in Redis
@@ -17,14 +24,18 @@ impl crate::Gateway {
         basic: Option<&Principal>,
         now_ms: u64,
     ) -> Result<TokenDetails, AuthError> {
-        let Some(bus) = self.cluster() else {
-            return self.auth().request_token(key_name, request, basic, now_ms);
-        };
         let prepared = self
             .auth()
             .prepare_token(key_name, request, basic, now_ms)?;
         if let Some(claim) = &prepared.nonce {
-            bus.claim_nonce(claim, now_ms).await?;
+            let shared = self.backend().auth.clone();
+            let claimed = shared
+                .claim_nonce(self.auth(), claim, now_ms)
+                .await
+                .map_err(unavailable)?;
+            if !claimed {
+                return Err(AuthError::NonceReused);
+            }
         }
         Ok(prepared.details)
     }
@@ -40,10 +51,11 @@ impl crate::Gateway {
     /// Ably's `revokeTokens`: stored and announced (clustered; Redis unreachable: nothing is
     /// stored and the caller gets 50003), and applied here at once (or at `applies_at`).
     pub async fn revoke_tokens(&self, revocations: Vec<Revocation>) -> Result<(), AuthError> {
-        if let Some(bus) = self.cluster() {
-            bus.store_revocations(&revocations, protocol::now_ms())
-                .await?;
-        }
+        let shared = self.backend().auth.clone();
+        shared
+            .store_revocations(&revocations, protocol::now_ms())
+            .await
+            .map_err(unavailable)?;
         for revocation in revocations {
             self.apply_revocation(revocation);
         }
@@ -85,10 +97,8 @@ impl crate::Gateway {
     /// reconnect, covering announcements this node missed). A failed load is logged; the next
     /// link reconnect (a Redis that fails commands soon drops the link too) loads again.
     pub(crate) async fn reload_revocations(self) {
-        let Some(bus) = self.cluster().cloned() else {
-            return;
-        };
-        match bus.load_revocations(protocol::now_ms()).await {
+        let shared = self.backend().auth.clone();
+        match shared.load_revocations(protocol::now_ms()).await {
             Ok(revocations) => {
                 for revocation in revocations {
                     self.apply_revocation(revocation);
@@ -99,14 +109,15 @@ impl crate::Gateway {
     }
 
     /// `reload_revocations` before serving: a node that cannot read them does not start.
-    pub(crate) async fn load_revocations_at_start(&self) -> Result<(), String> {
-        let Some(bus) = self.cluster().cloned() else {
-            return Ok(());
-        };
-        let revocations = bus
+    pub(crate) async fn load_revocations_at_start(&self) -> Result<(), BackendError> {
+        let shared = self.backend().auth.clone();
+        let revocations = shared
             .load_revocations(protocol::now_ms())
             .await
-            .map_err(|e| format!("Redis: cannot load revocations: {e}"))?;
+            .map_err(|error| BackendError::Start {
+                what: "Redis: cannot load revocations",
+                source: Box::new(error),
+            })?;
         for revocation in revocations {
             self.apply_revocation(revocation);
         }

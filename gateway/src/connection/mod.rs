@@ -356,10 +356,10 @@ impl Connection {
             }
         }
         tracing::Span::current().record("id", &*connection.id);
-        if let Some(bus) = gateway.cluster() {
-            bus.record_new_connection(&connection.key, &connection.resumable())
-                .await;
-        }
+        gateway
+            .sessions()
+            .record_new(&connection.key, &connection.resumable())
+            .await;
         connection.outbox.reply(&ProtocolMessage {
             error,
             ..connection.connected()
@@ -382,11 +382,9 @@ impl Connection {
         if self.ended_cleanly {
             self.leave_presence_if_closed();
             self.gateway.remember_ended(&self.key);
-            if let Some(bus) = self.gateway.cluster() {
-                bus.forget_connection(&self.key);
-                if self.remain_present_for.is_some() {
-                    bus.forget_grace(&self.id);
-                }
+            self.gateway.sessions().forget(&self.key);
+            if self.remain_present_for.is_some() {
+                self.gateway.sessions().forget_grace(&self.id);
             }
             return;
         }
@@ -410,9 +408,9 @@ impl Connection {
     /// Clustered: (re)writes this live connection's resume record, so another node can resume
     /// it even if this one dies.
     fn record_for_resume(&self) {
-        if let Some(bus) = self.gateway.cluster() {
-            bus.record_connection(&self.key, &self.resumable(), false);
-        }
+        self.gateway
+            .sessions()
+            .record(&self.key, &self.resumable(), false);
     }
 
     async fn read_loop(&mut self, stream: &mut SplitStream<WebSocket>) {

@@ -7,7 +7,8 @@
 //!
 //! Where events come from, once per cluster:
 //! - `channel.opened` / `channel.closed`: the hub reports when this node's attachment count on a
-//!   channel goes 0→1 or 1→0; the store (`store.rs`: this process, or Redis shared by every node)
+//!   channel goes 0→1 or 1→0; the store (the back-end's `WebhookState`: this process
+//!   (`store.rs`), or Redis shared by every node)
 //!   turns that into the cluster's transitions. A `channel.closed` waits the debounce: a
 //!   re-occupy within it cancels it (and the `channel.opened` it would have caused).
 //! - presence: the node that accepted the change (or the one that swept a dead node's orphaned
@@ -36,8 +37,8 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use tokio::sync::{mpsc, Notify};
 
-use crate::bus::RedisBus;
-use store::Store;
+use crate::backend::WebhookState;
+pub(crate) use store::MemoryState;
 
 pub use delivery::signature;
 
@@ -201,14 +202,12 @@ const SWEEP_LEASE_MS: u64 = 5_000;
 
 pub(crate) struct Webhooks {
     config: WebhooksConfig,
-    store: Store,
+    store: Arc<dyn WebhookState>,
     node: String,
     reports: mpsc::Sender<Report>,
     /// Woken when items are queued, so delivery starts without polling (embedded).
     queued: Notify,
     serial: AtomicU64,
-    /// For the member set (embedded: the hub is the whole cluster's).
-    gateway: std::sync::Weak<crate::Inner>,
 }
 
 /// A debounced event, as stored while pending (its JSON is its identity: a nonce makes each
@@ -224,13 +223,12 @@ struct Pending {
 }
 
 impl Webhooks {
-    /// Starts the webhook tasks; None when no webhook is configured. With `redis` the state and
-    /// queues live there; else in this process.
+    /// Starts the webhook tasks; None when no webhook is configured. State and queues live in
+    /// `store` (Redis when clustered, else this process); `node` is this node's id there.
     pub(crate) fn start(
         config: &WebhooksConfig,
-        redis: Option<Arc<RedisBus>>,
+        store: Arc<dyn WebhookState>,
         node: &str,
-        gateway: std::sync::Weak<crate::Inner>,
     ) -> Option<Arc<Webhooks>> {
         if config.rules.is_empty() {
             return None;
@@ -238,17 +236,11 @@ impl Webhooks {
         let (reports, incoming) = mpsc::channel(REPORT_QUEUE);
         let webhooks = Arc::new(Webhooks {
             config: config.clone(),
-            node: redis
-                .as_ref()
-                .map_or_else(|| node.to_owned(), |r| r.node().to_owned()),
-            store: match redis {
-                Some(redis) => Store::Redis(redis),
-                None => Store::Memory(store::Memory::default()),
-            },
+            node: node.to_owned(),
+            store,
             reports,
             queued: Notify::new(),
             serial: AtomicU64::new(0),
-            gateway,
         });
         tokio::spawn(handle_reports(Arc::downgrade(&webhooks), incoming));
         for rule in &config.rules {
@@ -330,20 +322,15 @@ impl Webhooks {
                 )
                 .await;
             }
-            Report::NodeDied { node } => {
-                let Store::Redis(redis) = &self.store else {
-                    return;
-                };
-                match redis.webhook_occupied_by(&node).await {
-                    Ok(channels) => {
-                        let now = protocol::now_ms();
-                        for channel in channels {
-                            self.vacate(&node, &channel, now).await;
-                        }
+            Report::NodeDied { node } => match self.store.occupied_by(&node).await {
+                Ok(channels) => {
+                    let now = protocol::now_ms();
+                    for channel in channels {
+                        self.vacate(&node, &channel, now).await;
                     }
-                    Err(error) => lost("occupancy", &node, &error.to_string()),
                 }
-            }
+                Err(error) => lost("occupancy", &node, &error),
+            },
         }
     }
 
@@ -372,13 +359,7 @@ impl Webhooks {
                     // connection has not left yet): not an enter of the client.
                     let present = !cancelled
                         && self
-                            .store
-                            .client_present(
-                                &self.gateway,
-                                channel,
-                                &client_id,
-                                event.connection_id.as_deref(),
-                            )
+                            .client_present(channel, &client_id, event.connection_id.as_deref())
                             .await
                             .unwrap_or(false);
                     if !cancelled && !present {
@@ -399,6 +380,20 @@ impl Webhooks {
         if !now_out.is_empty() {
             self.emit_presence(channel, now_out).await;
         }
+    }
+
+    /// Whether `client_id` is present on `channel` through a connection other than `except`.
+    async fn client_present(
+        &self,
+        channel: &str,
+        client_id: &str,
+        except: Option<&str>,
+    ) -> Result<bool, crate::BackendError> {
+        let members = self.store.members(channel).await?;
+        Ok(members.iter().any(|member| {
+            member.client_id.as_deref() == Some(client_id)
+                && (except.is_none() || member.connection_id.as_deref() != except)
+        }))
     }
 
     fn pending(&self, key: &str, channel: &str, at: u64, leave: Option<PresenceMessage>) -> String {
@@ -440,8 +435,7 @@ impl Webhooks {
                         // Still present through another connection: the client did not leave.
                         let client_id = leave.client_id.clone().unwrap_or_default();
                         let present = self
-                            .store
-                            .client_present(&self.gateway, &pending.channel, &client_id, None)
+                            .client_present(&pending.channel, &client_id, None)
                             .await
                             .unwrap_or(false);
                         if !present {
@@ -568,7 +562,7 @@ fn leave_key(channel: &str, client_id: &str) -> String {
     format!("rt:{{{channel}}}:wh:leave:{client_id}")
 }
 
-fn lost(what: &'static str, channel: &str, error: &str) {
+fn lost(what: &'static str, channel: &str, error: &crate::BackendError) {
     ::metrics::counter!("realtime_webhook_events_lost_total", "reason" => what).increment(1);
     tracing::error!(%channel, %error, what, "a webhook event could not be recorded");
 }

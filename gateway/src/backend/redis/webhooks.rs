@@ -18,59 +18,28 @@
 //! On a Redis Cluster a channel's keys share its hash tag; the node set, sorted set, queues and
 //! locks are written one key per command.
 
-use super::RedisBus;
+use protocol::PresenceMessage;
+
+use super::RedisBackend;
+use crate::backend::{BackendError, Reply, WebhookState};
 
 /// KEYS: nodes hash, pending-vacate key. ARGV: node. Returns 1 when the cluster went from no
 /// attachment to one and no pending `channel.closed` was cancelled by it (emit `opened`).
-const OCCUPY_SCRIPT: &str = r#"
-local before = redis.call('HLEN', KEYS[1])
-redis.call('HSET', KEYS[1], ARGV[1], 1)
-if before > 0 then return 0 end
-if redis.call('DEL', KEYS[2]) == 1 then return 0 end
-return 1
-"#;
+const OCCUPY_SCRIPT: &str = include_str!("scripts/webhook_occupy.lua");
 
 /// KEYS: nodes hash, pending-vacate key. ARGV: node, pending event, its ttl ms. Returns 1 when
 /// the cluster has no attachment left (the pending `channel.closed` is set).
-const VACATE_SCRIPT: &str = r#"
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
-if redis.call('HLEN', KEYS[1]) > 0 then return 0 end
-redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
-return 1
-"#;
+const VACATE_SCRIPT: &str = include_str!("scripts/webhook_vacate.lua");
 
 /// KEYS: pending key. ARGV: the event it must still hold. Deletes it and returns 1 if so.
-const FIRE_SCRIPT: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  return 1
-end
-return 0
-"#;
+const FIRE_SCRIPT: &str = include_str!("scripts/webhook_fire.lua");
 
 /// KEYS: queue stream. ARGV: max length, then items. Returns how many old items the cap
 /// trimmed.
-const PUSH_SCRIPT: &str = r#"
-local max = tonumber(ARGV[1])
-local before = redis.call('XLEN', KEYS[1])
-for i = 2, #ARGV do
-  redis.call('XADD', KEYS[1], 'MAXLEN', max, '*', 'i', ARGV[i])
-end
-local added = #ARGV - 1
-local dropped = before + added - max
-if dropped < 0 then dropped = 0 end
-return dropped
-"#;
+const PUSH_SCRIPT: &str = include_str!("scripts/webhook_push.lua");
 
 /// KEYS: lock. ARGV: node, ttl ms. Takes or extends the lock; 1 when this node holds it.
-const LOCK_SCRIPT: &str = r#"
-local holder = redis.call('GET', KEYS[1])
-if holder == false or holder == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-"#;
+const LOCK_SCRIPT: &str = include_str!("scripts/webhook_lock.lua");
 
 /// All pending debounced events, scored by when they are due.
 const PENDING_KEY: &str = "rt:webhook:pending";
@@ -83,11 +52,11 @@ fn occupied_key(node: &str) -> String {
     format!("rt:node:{node}:occupied")
 }
 
-pub(crate) fn queue_key(webhook: &str) -> String {
+fn queue_key(webhook: &str) -> String {
     format!("rt:webhook:{webhook}:queue")
 }
 
-pub(crate) fn lock_key(webhook: &str) -> String {
+fn lock_key(webhook: &str) -> String {
     format!("rt:webhook:{webhook}:lock")
 }
 
@@ -95,11 +64,7 @@ pub(crate) fn lock_key(webhook: &str) -> String {
 /// while (every node down) still fires them when it comes back.
 const PENDING_TTL_MS: u64 = 24 * 60 * 60 * 1000;
 
-impl RedisBus {
-    pub(crate) fn node(&self) -> &str {
-        &self.node
-    }
-
+impl RedisBackend {
     async fn invoke<T: redis::FromRedisValue + Send + 'static>(
         &self,
         script: &'static str,
@@ -113,11 +78,7 @@ impl RedisBus {
 
     /// This node's attachment count on `channel` went 0→1; true when the cluster's did too and
     /// no pending `channel.closed` was cancelled (so `channel.opened` is due).
-    pub(crate) async fn webhook_occupy(
-        &self,
-        channel: &str,
-        pending_key: &str,
-    ) -> redis::RedisResult<bool> {
+    async fn webhook_occupy(&self, channel: &str, pending_key: &str) -> redis::RedisResult<bool> {
         let mut add = redis::cmd("SADD");
         add.arg(occupied_key(&self.node)).arg(channel);
         self.commands.query::<()>(add).await?;
@@ -143,7 +104,7 @@ impl RedisBus {
 
     /// `node`'s attachment count on `channel` went 1→0 (or `node` died); true when the cluster
     /// has none left, the pending `channel.closed` stored (the caller schedules it).
-    pub(crate) async fn webhook_vacate(
+    async fn webhook_vacate(
         &self,
         node: &str,
         channel: &str,
@@ -172,12 +133,7 @@ impl RedisBus {
     }
 
     /// Stores a debounced event under `key` (replacing one pending there) and schedules it.
-    pub(crate) async fn webhook_pend(
-        &self,
-        key: &str,
-        pending: &str,
-        due_ms: u64,
-    ) -> redis::RedisResult<()> {
+    async fn webhook_pend(&self, key: &str, pending: &str, due_ms: u64) -> redis::RedisResult<()> {
         self.schedule(pending, due_ms).await?;
         let mut set = redis::cmd("SET");
         set.arg(key).arg(pending).arg("PX").arg(PENDING_TTL_MS);
@@ -191,18 +147,14 @@ impl RedisBus {
     }
 
     /// Cancels the event pending under `key`; true if there was one.
-    pub(crate) async fn webhook_cancel(&self, key: &str) -> redis::RedisResult<bool> {
+    async fn webhook_cancel(&self, key: &str) -> redis::RedisResult<bool> {
         let mut del = redis::cmd("DEL");
         del.arg(key);
         Ok(self.commands.query::<i64>(del).await? == 1)
     }
 
     /// Pending events due by `now_ms`, oldest first.
-    pub(crate) async fn webhook_due(
-        &self,
-        now_ms: u64,
-        limit: usize,
-    ) -> redis::RedisResult<Vec<String>> {
+    async fn webhook_due(&self, now_ms: u64, limit: usize) -> redis::RedisResult<Vec<String>> {
         let mut range = redis::cmd("ZRANGEBYSCORE");
         range
             .arg(PENDING_KEY)
@@ -216,7 +168,7 @@ impl RedisBus {
 
     /// Takes a due event: true if it was still pending under `key` (not cancelled, not taken
     /// by another node), so this caller emits it.
-    pub(crate) async fn webhook_fire(&self, key: &str, pending: &str) -> redis::RedisResult<bool> {
+    async fn webhook_fire(&self, key: &str, pending: &str) -> redis::RedisResult<bool> {
         let fired: i64 = self
             .invoke(FIRE_SCRIPT, vec![key.to_owned()], vec![pending.to_owned()])
             .await?;
@@ -227,14 +179,14 @@ impl RedisBus {
     }
 
     /// The channels a dead node had attachments on.
-    pub(crate) async fn webhook_occupied_by(&self, node: &str) -> redis::RedisResult<Vec<String>> {
+    async fn webhook_occupied_by(&self, node: &str) -> redis::RedisResult<Vec<String>> {
         let mut members = redis::cmd("SMEMBERS");
         members.arg(occupied_key(node));
         self.commands.query(members).await
     }
 
     /// Appends items to a webhook's queue; returns how many of the oldest the bound dropped.
-    pub(crate) async fn webhook_push(
+    async fn webhook_push(
         &self,
         webhook: &str,
         max_items: usize,
@@ -247,7 +199,7 @@ impl RedisBus {
     }
 
     /// The oldest `n` queued items: (stream id, item JSON).
-    pub(crate) async fn webhook_peek(
+    async fn webhook_peek(
         &self,
         webhook: &str,
         n: usize,
@@ -270,11 +222,7 @@ impl RedisBus {
     }
 
     /// Removes delivered items.
-    pub(crate) async fn webhook_ack(
-        &self,
-        webhook: &str,
-        ids: Vec<String>,
-    ) -> redis::RedisResult<()> {
+    async fn webhook_ack(&self, webhook: &str, ids: Vec<String>) -> redis::RedisResult<()> {
         if ids.is_empty() {
             return Ok(());
         }
@@ -285,11 +233,7 @@ impl RedisBus {
 
     /// Takes or keeps the right to deliver `webhook` for `ttl_ms`; false while another node
     /// holds it.
-    pub(crate) async fn webhook_lock(
-        &self,
-        webhook: &str,
-        ttl_ms: u64,
-    ) -> redis::RedisResult<bool> {
+    async fn webhook_lock(&self, webhook: &str, ttl_ms: u64) -> redis::RedisResult<bool> {
         let held: i64 = self
             .invoke(
                 LOCK_SCRIPT,
@@ -301,10 +245,7 @@ impl RedisBus {
     }
 
     /// The presence members of `channel` as the shared store has them.
-    pub(crate) async fn webhook_members(
-        &self,
-        channel: &str,
-    ) -> redis::RedisResult<Vec<protocol::PresenceMessage>> {
+    async fn webhook_members(&self, channel: &str) -> redis::RedisResult<Vec<PresenceMessage>> {
         let mut all = redis::cmd("HGETALL");
         all.arg(super::presence::members_key(channel));
         let flat: Vec<String> = self.commands.query(all).await?;
@@ -312,5 +253,84 @@ impl RedisBus {
             .into_iter()
             .map(|(_, member)| member)
             .collect())
+    }
+}
+
+/// Webhook state is polled: a failure is logged quietly here, the event lost loudly by the
+/// caller.
+fn failed(error: redis::RedisError) -> BackendError {
+    tracing::debug!(%error, "webhook state through Redis failed");
+    BackendError::Unavailable {
+        store: "webhook state",
+        then: "try again",
+    }
+}
+
+impl WebhookState for RedisBackend {
+    fn occupy<'a>(&'a self, channel: &'a str, pending_key: &'a str) -> Reply<'a, bool> {
+        Box::pin(async move {
+            self.webhook_occupy(channel, pending_key)
+                .await
+                .map_err(failed)
+        })
+    }
+
+    fn vacate<'a>(
+        &'a self,
+        node: &'a str,
+        channel: &'a str,
+        pending_key: &'a str,
+        pending: &'a str,
+        due_ms: u64,
+    ) -> Reply<'a, bool> {
+        Box::pin(async move {
+            self.webhook_vacate(node, channel, pending_key, pending, due_ms)
+                .await
+                .map_err(failed)
+        })
+    }
+
+    fn pend<'a>(&'a self, key: &'a str, pending: &'a str, due_ms: u64) -> Reply<'a, ()> {
+        Box::pin(async move {
+            self.webhook_pend(key, pending, due_ms)
+                .await
+                .map_err(failed)
+        })
+    }
+
+    fn cancel<'a>(&'a self, key: &'a str) -> Reply<'a, bool> {
+        Box::pin(async move { self.webhook_cancel(key).await.map_err(failed) })
+    }
+
+    fn due(&self, now_ms: u64) -> Reply<'_, Vec<String>> {
+        Box::pin(async move { self.webhook_due(now_ms, 100).await.map_err(failed) })
+    }
+
+    fn fire<'a>(&'a self, key: &'a str, pending: &'a str) -> Reply<'a, bool> {
+        Box::pin(async move { self.webhook_fire(key, pending).await.map_err(failed) })
+    }
+
+    fn occupied_by<'a>(&'a self, node: &'a str) -> Reply<'a, Vec<String>> {
+        Box::pin(async move { self.webhook_occupied_by(node).await.map_err(failed) })
+    }
+
+    fn push<'a>(&'a self, webhook: &'a str, max: usize, items: Vec<String>) -> Reply<'a, u64> {
+        Box::pin(async move { self.webhook_push(webhook, max, items).await.map_err(failed) })
+    }
+
+    fn peek<'a>(&'a self, webhook: &'a str, n: usize) -> Reply<'a, Vec<(String, String)>> {
+        Box::pin(async move { self.webhook_peek(webhook, n).await.map_err(failed) })
+    }
+
+    fn ack<'a>(&'a self, webhook: &'a str, ids: Vec<String>) -> Reply<'a, ()> {
+        Box::pin(async move { self.webhook_ack(webhook, ids).await.map_err(failed) })
+    }
+
+    fn may_deliver<'a>(&'a self, webhook: &'a str, ttl_ms: u64) -> Reply<'a, bool> {
+        Box::pin(async move { self.webhook_lock(webhook, ttl_ms).await.map_err(failed) })
+    }
+
+    fn members<'a>(&'a self, channel: &'a str) -> Reply<'a, Vec<PresenceMessage>> {
+        Box::pin(async move { self.webhook_members(channel).await.map_err(failed) })
     }
 }

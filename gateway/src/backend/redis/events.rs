@@ -3,9 +3,8 @@
 //! `EVENT_RECORD_TTL`, so a record outlives the last retry by at least a day, across restarts
 //! and on any node. One key per command, so a Redis Cluster routes each by its slot.
 
-use protocol::{ErrorCode, ErrorInfo};
-
-use super::RedisBus;
+use super::RedisBackend;
+use crate::backend::{BackendError, EventRecords, Reply, Result};
 use crate::events::{EventRecord, EVENT_RECORD_TTL};
 
 fn record_key(key: &str) -> String {
@@ -13,20 +12,32 @@ fn record_key(key: &str) -> String {
 }
 
 /// Keeps the first answer. KEYS: record. ARGV: answer, ttl ms. Returns the answer that stands.
-const ANSWER_SCRIPT: &str = r#"
-redis.call('HSETNX', KEYS[1], 'answer', ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return redis.call('HGET', KEYS[1], 'answer')
-"#;
+const ANSWER_SCRIPT: &str = include_str!("scripts/answer.lua");
 
-fn unavailable(error: redis::RedisError) -> ErrorInfo {
-    tracing::warn!(%error, "event record through Redis failed");
-    ErrorCode::ServiceUnavailable
-        .info("the event store (Redis) is unavailable; retry with the same event id")
+fn unavailable(error: redis::RedisError) -> BackendError {
+    super::unavailable(
+        "event record",
+        "event store",
+        "retry with the same event id",
+    )(error)
 }
 
-impl RedisBus {
-    pub(crate) async fn event_record(&self, key: &str) -> Result<EventRecord, ErrorInfo> {
+impl EventRecords for RedisBackend {
+    fn get<'a>(&'a self, key: &'a str) -> Reply<'a, EventRecord> {
+        Box::pin(self.event_record(key))
+    }
+
+    fn record_channel<'a>(&'a self, key: &'a str, n: usize, serial: &'a str) -> Reply<'a, ()> {
+        Box::pin(self.record_event_channel(key, n, serial))
+    }
+
+    fn record_answer<'a>(&'a self, key: &'a str, answer: String) -> Reply<'a, String> {
+        Box::pin(self.record_event_answer(key, answer))
+    }
+}
+
+impl RedisBackend {
+    async fn event_record(&self, key: &str) -> Result<EventRecord> {
         let record = record_key(key);
         let fields: Vec<(String, String)> = self
             .commands
@@ -44,12 +55,7 @@ impl RedisBus {
         Ok(out)
     }
 
-    pub(crate) async fn record_event_channel(
-        &self,
-        key: &str,
-        n: usize,
-        serial: &str,
-    ) -> Result<(), ErrorInfo> {
+    async fn record_event_channel(&self, key: &str, n: usize, serial: &str) -> Result<()> {
         let record = record_key(key);
         let serial = serial.to_owned();
         // A concurrent repeat (no serial) never hides the serial the first attempt got.
@@ -75,11 +81,7 @@ impl RedisBus {
             .map_err(unavailable)
     }
 
-    pub(crate) async fn record_event_answer(
-        &self,
-        key: &str,
-        answer: String,
-    ) -> Result<String, ErrorInfo> {
+    async fn record_event_answer(&self, key: &str, answer: String) -> Result<String> {
         let record = record_key(key);
         self.commands
             .run(move |mut connection| {

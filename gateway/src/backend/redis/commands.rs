@@ -1,21 +1,22 @@
-//! The command connection: one multiplexed connection to a single Redis, or a cluster
-//! connection (routed by key slot, following MOVED/ASK) to a Redis Cluster. Both are used
-//! through `Connection`, so the bus's commands and scripts read the same in either mode; what
-//! differs is spelled out where it matters (`Commands::sharded`): a pipeline must stay within
-//! one slot on a cluster, and a channel's topic is published with `SPUBLISH`.
+//! The command connection: redis's `ConnectionManager` (one multiplexed connection, replaced
+//! when it is lost) to a single Redis, or a cluster connection (routed by key slot, following
+//! MOVED/ASK) to a Redis Cluster. Both are used through `Connection`, so the back-end's
+//! commands and scripts read the same in either mode; what differs is spelled out where it
+//! matters (`Commands::sharded`): a pipeline must stay within one slot on a cluster, and a
+//! channel's topic is published with `SPUBLISH`.
 
-use std::sync::{Arc, Mutex};
-
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 
-use super::REDIS_TIMEOUT;
+use super::{start_error, REDIS_TIMEOUT};
+use crate::backend::BackendError;
 use crate::config::RedisTarget;
 
 /// A connection to either kind of Redis; clones share it.
 #[derive(Clone)]
 pub(super) enum Connection {
-    Node(MultiplexedConnection),
+    /// Boxed: the manager is large, the cluster connection a handle.
+    Node(Box<ConnectionManager>),
     Cluster(ClusterConnection),
 }
 
@@ -59,7 +60,7 @@ impl Connection {
         pipe: &redis::Pipeline,
     ) -> redis::RedisResult<T> {
         match self {
-            Connection::Node(connection) => pipe.query_async(connection).await,
+            Connection::Node(connection) => pipe.query_async(connection.as_mut()).await,
             Connection::Cluster(connection) => {
                 let replies = futures_util::future::join_all(pipe.cmd_iter().map(|cmd| {
                     let mut connection = connection.clone();
@@ -74,28 +75,35 @@ impl Connection {
     }
 }
 
-#[derive(Clone)]
-enum Client {
-    Node(redis::Client),
-    Cluster(redis::cluster::ClusterClient),
-}
-
-/// The command connection, reconnected on demand: a failed command drops it, and the next one
-/// connects afresh (bounded by `REDIS_TIMEOUT`), so a Redis restart heals by itself.
+/// The command connection: redis's `ConnectionManager` on one Redis (a connection lost to an
+/// I/O error is replaced in the background, so a Redis restart heals by itself), the cluster
+/// connection on a Redis Cluster (it follows `MOVED` and reconnects itself). Clones share it.
 #[derive(Clone)]
 pub(super) struct Commands {
-    client: Client,
-    connection: Arc<Mutex<Option<Connection>>>,
+    connection: Connection,
 }
 
 impl Commands {
-    pub(super) async fn connect(target: &RedisTarget) -> Result<Commands, String> {
-        let client = match target {
-            RedisTarget::Node(url) => Client::Node(
-                redis::Client::open(url.as_str()).map_err(|e| format!("redis URL: {e}"))?,
-            ),
-            RedisTarget::Cluster(seeds) => Client::Cluster(
-                redis::cluster::ClusterClientBuilder::new(seeds.clone())
+    pub(super) async fn connect(target: &RedisTarget) -> Result<Commands, BackendError> {
+        let connection = match target {
+            RedisTarget::Node(url) => {
+                let client = redis::Client::open(url.as_str()).map_err(start_error("redis URL"))?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(REDIS_TIMEOUT)
+                    .set_response_timeout(REDIS_TIMEOUT)
+                    // One attempt per reconnect: the next failed command tries again.
+                    .set_number_of_retries(0);
+                let manager = tokio::time::timeout(
+                    REDIS_TIMEOUT,
+                    ConnectionManager::new_with_config(client, config),
+                )
+                .await
+                .unwrap_or_else(|_| Err(timed_out("connect timed out")))
+                .map_err(start_error("cannot reach Redis"))?;
+                Connection::Node(Box::new(manager))
+            }
+            RedisTarget::Cluster(seeds) => {
+                let client = redis::cluster::ClusterClientBuilder::new(seeds.clone())
                     .connection_timeout(REDIS_TIMEOUT)
                     .response_timeout(REDIS_TIMEOUT)
                     // Each command is bounded by `REDIS_TIMEOUT` as a whole; a few quick
@@ -104,53 +112,21 @@ impl Commands {
                     .min_retry_wait(20)
                     .max_retry_wait(200)
                     .build()
-                    .map_err(|e| format!("redis cluster URL: {e}"))?,
-            ),
+                    .map_err(start_error("redis cluster URL"))?;
+                let cluster = tokio::time::timeout(REDIS_TIMEOUT, client.get_async_connection())
+                    .await
+                    .unwrap_or_else(|_| Err(timed_out("connect timed out")))
+                    .map_err(start_error("cannot reach Redis"))?;
+                Connection::Cluster(cluster)
+            }
         };
-        let commands = Commands {
-            client,
-            connection: Arc::new(Mutex::new(None)),
-        };
-        commands
-            .get()
-            .await
-            .map_err(|e| format!("cannot reach Redis: {e}"))?;
-        Ok(commands)
+        Ok(Commands { connection })
     }
 
     /// Whether Redis is a cluster: channel topics are sharded (`SPUBLISH`), pipelines keep to
     /// one slot.
     pub(super) fn sharded(&self) -> bool {
-        matches!(self.client, Client::Cluster(_))
-    }
-
-    async fn get(&self) -> redis::RedisResult<Connection> {
-        let cached = self
-            .connection
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some(connection) = cached {
-            return Ok(connection);
-        }
-        let connect = async {
-            match &self.client {
-                Client::Node(client) => client
-                    .get_multiplexed_async_connection()
-                    .await
-                    .map(Connection::Node),
-                Client::Cluster(client) => {
-                    client.get_async_connection().await.map(Connection::Cluster)
-                }
-            }
-        };
-        let connection = tokio::time::timeout(REDIS_TIMEOUT, connect)
-            .await
-            .map_err(|_| {
-                redis::RedisError::from((redis::ErrorKind::IoError, "connect timed out"))
-            })??;
-        *self.connection.lock().unwrap_or_else(|p| p.into_inner()) = Some(connection.clone());
-        Ok(connection)
+        matches!(self.connection, Connection::Cluster(_))
     }
 
     /// One command, as `run` runs it (bounded, timed, the connection replaced on a broken link).
@@ -186,7 +162,7 @@ impl Commands {
         .await
     }
 
-    /// Runs a command (bounded); any failure forgets the connection so the next call reconnects.
+    /// Runs a command, bounded by `REDIS_TIMEOUT`, timed and counted.
     pub(super) async fn run<T: redis::FromRedisValue>(
         &self,
         command: impl FnOnce(
@@ -196,22 +172,17 @@ impl Commands {
         >,
     ) -> redis::RedisResult<T> {
         let started = std::time::Instant::now();
-        let result = match self.get().await {
-            Ok(connection) => tokio::time::timeout(REDIS_TIMEOUT, command(connection))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(redis::RedisError::from((
-                        redis::ErrorKind::IoError,
-                        "command timed out",
-                    )))
-                }),
-            Err(error) => Err(error),
-        };
+        let result = tokio::time::timeout(REDIS_TIMEOUT, command(self.connection.clone()))
+            .await
+            .unwrap_or_else(|_| Err(timed_out("command timed out")));
         ::metrics::histogram!("realtime_redis_command_seconds").record(started.elapsed());
         if result.is_err() {
             ::metrics::counter!("realtime_redis_command_errors_total").increment(1);
-            *self.connection.lock().unwrap_or_else(|p| p.into_inner()) = None;
         }
         result
     }
+}
+
+fn timed_out(what: &'static str) -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::IoError, what))
 }

@@ -16,91 +16,40 @@
 //! client can tell from a slow network.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
 use std::time::Duration;
 
-use protocol::{ErrorCode, ErrorInfo, PresenceMessage};
+use protocol::PresenceMessage;
 
-use super::RedisBus;
+use super::RedisBackend;
+use crate::backend::{BackendError, Result};
 
 /// Starts a pub/sub payload carrying presence events (a message payload starts with a
 /// connection id, which never holds this byte).
 pub(super) const PRESENCE_MARK: &str = "\u{1}presence\n";
 
 /// How long a members hash outlives its last write.
-const MEMBERS_TTL_MS: u64 = 24 * 60 * 60 * 1000;
+pub(super) const MEMBERS_TTL_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// KEYS: members hash, topic. ARGV: node, payload, ttl, then (op, field, member) per event.
-pub(super) const PRESENCE_SCRIPT: &str = r#"
-for i = 4, #ARGV, 3 do
-  if ARGV[i] == 'leave' then
-    redis.call('HDEL', KEYS[1], ARGV[i + 1])
-  else
-    redis.call('HSET', KEYS[1], ARGV[i + 1], ARGV[1] .. '\n' .. ARGV[i + 2])
-  end
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('PUBLISH', KEYS[2], ARGV[2])
-return 1
-"#;
+pub(super) const PRESENCE_SCRIPT: &str = include_str!("scripts/presence.lua");
 
 /// Gives a connection's members to `node` (a resumed connection now lives there), orphaned
 /// ones included; returns the fields it rewrote. KEYS: members hash. ARGV: connection id, node.
-pub(super) const REHOME_SCRIPT: &str = r#"
-local all = redis.call('HGETALL', KEYS[1])
-local prefix = ARGV[1] .. '\n'
-local rehomed = {}
-for i = 1, #all, 2 do
-  if string.sub(all[i], 1, #prefix) == prefix then
-    local member = string.sub(all[i + 1], string.find(all[i + 1], '\n', 1, true) + 1)
-    redis.call('HSET', KEYS[1], all[i], ARGV[2] .. '\n' .. member)
-    table.insert(rehomed, all[i])
-  end
-end
-return rehomed
-"#;
+pub(super) const REHOME_SCRIPT: &str = include_str!("scripts/rehome.lua");
 
 /// Orphans the members `dead` still holds. KEYS: members hash. ARGV: dead node, then
 /// (field, orphan holder) pairs. A member adopted meanwhile is left alone.
-const ORPHAN_SCRIPT: &str = r#"
-local prefix = ARGV[1] .. '\n'
-for i = 2, #ARGV, 2 do
-  local value = redis.call('HGET', KEYS[1], ARGV[i])
-  if value and string.sub(value, 1, #prefix) == prefix then
-    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1] .. string.sub(value, #prefix))
-  end
-end
-return 1
-"#;
+const ORPHAN_SCRIPT: &str = include_str!("scripts/orphan.lua");
 
 /// Removes orphans still exactly as the sweeper read them and announces their LEAVEs in one
 /// payload; returns the (1-based) positions of those that left. KEYS: members hash, topic.
 /// ARGV: payload prefix, then (field, value read, LEAVE JSON) triples.
-const SWEEP_SCRIPT: &str = r#"
-local left, positions = {}, {}
-for i = 2, #ARGV, 3 do
-  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
-    redis.call('HDEL', KEYS[1], ARGV[i])
-    table.insert(left, ARGV[i + 2])
-    table.insert(positions, (i + 1) / 3)
-  end
-end
-if #left > 0 then
-  redis.call('PUBLISH', KEYS[2], ARGV[1] .. '[' .. table.concat(left, ',') .. ']')
-end
-return positions
-"#;
+const SWEEP_SCRIPT: &str = include_str!("scripts/sweep.lua");
 
 /// Drops swept index entries, unless orphaned again since (a later deadline). KEYS: the index.
 /// ARGV: now, then entries.
-const UNINDEX_SCRIPT: &str = r#"
-for i = 2, #ARGV do
-  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
-  if score and tonumber(score) <= tonumber(ARGV[1]) then
-    redis.call('ZREM', KEYS[1], ARGV[i])
-  end
-end
-return 1
-"#;
+const UNINDEX_SCRIPT: &str = include_str!("scripts/unindex.lua");
 
 /// Index of orphaned members, score = when they leave; entries are `[channel, field]` JSON.
 const ORPHANS_KEY: &str = "rt:orphans";
@@ -129,7 +78,7 @@ pub(super) fn members_key(channel: &str) -> String {
     format!("rt:{{{channel}}}:presence")
 }
 
-fn field(member: &PresenceMessage) -> String {
+pub(super) fn field(member: &PresenceMessage) -> String {
     format!(
         "{}\n{}",
         member.connection_id.as_deref().unwrap_or_default(),
@@ -137,15 +86,9 @@ fn field(member: &PresenceMessage) -> String {
     )
 }
 
-pub(super) fn lease_key(node: &str) -> String {
-    format!("rt:node:{node}")
-}
-
-fn node_channels_key(node: &str) -> String {
+pub(super) fn node_channels_key(node: &str) -> String {
     format!("rt:node:{node}:channels")
 }
-
-pub(super) const NODES_KEY: &str = "rt:nodes";
 
 /// The hash's (field, value) pairs with the holder split off: (field, holder, member JSON).
 fn held(flat: &[String]) -> impl Iterator<Item = (&str, &str, &str)> {
@@ -162,22 +105,24 @@ pub(super) fn parse_members(flat: &[String]) -> Vec<(String, PresenceMessage)> {
         .collect()
 }
 
-impl RedisBus {
+impl RedisBackend {
     /// Stores and announces presence events (already checked); every node, this one included,
     /// applies them when the announcement arrives.
-    pub(crate) async fn presence(
+    /// Encoded here; the returned write owns what it needs, so it may be spawned.
+    pub(super) fn presence_write(
         &self,
         channel: &str,
         events: &[PresenceMessage],
-    ) -> Result<(), ErrorInfo> {
+    ) -> Result<impl Future<Output = Result<()>> + Send + 'static> {
         let mut safe: Vec<PresenceMessage> = events.to_vec();
         for event in &mut safe {
             event.make_json_safe();
         }
         let payload = format!(
             "{PRESENCE_MARK}{}",
-            serde_json::to_string(&safe).map_err(|e| {
-                ErrorCode::Internal.info(format!("could not encode presence: {e}"))
+            serde_json::to_string(&safe).map_err(|source| BackendError::Encode {
+                what: "presence",
+                source,
             })?
         );
         let mut args = vec![self.node.clone(), payload, MEMBERS_TTL_MS.to_string()];
@@ -193,42 +138,44 @@ impl RedisBus {
                 serde_json::to_string(&member).unwrap_or_default()
             });
         }
-        let keys = [members_key(channel), super::topic(channel)];
+        let keys = [members_key(channel), super::subscriber::topic(channel)];
         let entering = safe.iter().any(|e| e.action != 3);
         let node_channels = node_channels_key(&self.node);
         let channel = channel.to_owned();
         let script = self.presence_script.clone();
-        self.commands
-            .run(move |mut connection| {
-                Box::pin(async move {
-                    if entering {
-                        // Where this node has members, for whoever reaps it if it dies.
-                        redis::cmd("SADD")
-                            .arg(node_channels)
-                            .arg(channel)
-                            .query_async::<()>(&mut connection)
-                            .await?;
-                    }
-                    let mut invocation = script.prepare_invoke();
-                    invocation.key(&keys[0]).key(&keys[1]);
-                    for arg in args {
-                        invocation.arg(arg);
-                    }
-                    invocation.invoke_async::<()>(&mut connection).await
+        let commands = self.commands.clone();
+        Ok(async move {
+            commands
+                .run(move |mut connection| {
+                    Box::pin(async move {
+                        if entering {
+                            // Where this node has members, for whoever reaps it if it dies.
+                            redis::cmd("SADD")
+                                .arg(node_channels)
+                                .arg(channel)
+                                .query_async::<()>(&mut connection)
+                                .await?;
+                        }
+                        let mut invocation = script.prepare_invoke();
+                        invocation.key(&keys[0]).key(&keys[1]);
+                        for arg in args {
+                            invocation.arg(arg);
+                        }
+                        invocation.invoke_async::<()>(&mut connection).await
+                    })
                 })
-            })
-            .await
-            .map_err(|error| {
-                tracing::warn!(%error, "presence through Redis failed");
-                ErrorCode::ServiceUnavailable
-                    .info("the message bus (Redis) is unavailable; presence not changed")
-            })
+                .await
+                .map_err(|error| {
+                    tracing::warn!(%error, "presence through Redis failed");
+                    BackendError::bus_down("presence not changed")
+                })
+        })
     }
 
     /// Gives `connection_id`'s members on `channels` to this node (it resumed here), so they
     /// are neither reaped with the node it came from nor left as orphans. Returns false when a
     /// channel had none left to adopt.
-    pub(crate) async fn adopt_members(&self, connection_id: &str, channels: &[String]) -> bool {
+    pub(super) async fn adopt_members(&self, connection_id: &str, channels: &[String]) -> bool {
         let mut every_channel = true;
         for channel in channels {
             let script = self.rehome_script.clone();
@@ -276,145 +223,13 @@ impl RedisBus {
     }
 }
 
-/// Renews this node's lease every third of it, reaps nodes whose lease lapsed, and sweeps the
-/// orphans whose grace passed.
-pub(super) async fn keep_lease(bus: std::sync::Weak<RedisBus>, lease: std::time::Duration) {
-    let mut tick = tokio::time::interval(lease / 3);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let Some(bus) = bus.upgrade() else { return };
-        if let Err(error) = renew_and_reap(&bus, lease).await {
-            tracing::debug!(%error, "node lease renewal or reaping failed");
-        }
-        if let Err(error) = sweep_orphans(&bus).await {
-            tracing::debug!(%error, "orphaned members not swept");
-        }
-    }
-}
-
-async fn renew_and_reap(bus: &RedisBus, lease: std::time::Duration) -> redis::RedisResult<()> {
-    let node = bus.node.clone();
-    let ms = lease.as_millis() as u64;
-    let (held, others): (bool, Vec<(String, bool)>) = bus
-        .commands
-        .run(move |mut connection| {
-            Box::pin(async move {
-                let (held, _, nodes): (Option<String>, (), Vec<String>) = connection
-                    .query_pipeline(
-                        redis::pipe()
-                            .cmd("SET")
-                            .arg(lease_key(&node))
-                            .arg(1)
-                            .arg("PX")
-                            .arg(ms)
-                            .arg("GET")
-                            .cmd("SADD")
-                            .arg(NODES_KEY)
-                            .arg(&node)
-                            .cmd("SMEMBERS")
-                            .arg(NODES_KEY),
-                    )
-                    .await?;
-                let others: Vec<String> = nodes.into_iter().filter(|n| *n != node).collect();
-                let mut exists = redis::pipe();
-                for other in &others {
-                    exists.cmd("EXISTS").arg(lease_key(other));
-                }
-                let alive: Vec<bool> = if others.is_empty() {
-                    Vec::new()
-                } else {
-                    connection.query_pipeline(&exists).await?
-                };
-                Ok((held.is_some(), others.into_iter().zip(alive).collect()))
-            })
-        })
-        .await?;
-    // The lease was gone though this node renewed it in time: Redis came back empty (or this
-    // node was cut off past its lease and reaped). Put back what the node holds.
-    if !held && bus.leased.swap(true, std::sync::atomic::Ordering::AcqRel) {
-        tracing::warn!("Redis lost this node's state (restarted empty?); writing it back");
-        ::metrics::counter!("realtime_bus_reseeds_total").increment(1);
-        reseed(bus).await?;
-    }
-    for (dead, _) in others.into_iter().filter(|(_, alive)| !alive) {
-        reap(bus, &dead, lease).await?;
-    }
-    Ok(())
-}
-
-/// Writes back what this node holds: its connections' resume records and their presence
-/// members, quietly (every node already has the members; only the store lost them). A member
-/// that left meanwhile is removed again, so the store never keeps one nobody holds.
-async fn reseed(bus: &RedisBus) -> redis::RedisResult<()> {
-    let Some(inner) = bus.gateway.upgrade() else {
-        return Ok(());
-    };
-    let held = crate::resume::held_here(&inner);
-    drop(inner);
-    bus.rewrite_records(&held.records).await?;
-    for (channel, members) in &held.members {
-        let mut pipe = redis::pipe();
-        let hash = members_key(channel);
-        for member in members {
-            let mut member = member.clone();
-            member.make_json_safe();
-            member.action = 1;
-            let value = format!(
-                "{}\n{}",
-                bus.node,
-                serde_json::to_string(&member).unwrap_or_default()
-            );
-            pipe.cmd("HSET")
-                .arg(&hash)
-                .arg(field(&member))
-                .arg(value)
-                .ignore();
-        }
-        pipe.cmd("PEXPIRE").arg(&hash).arg(MEMBERS_TTL_MS).ignore();
-        let node_channels = node_channels_key(&bus.node);
-        let channel = channel.clone();
-        bus.commands
-            .run(move |mut connection| {
-                Box::pin(async move {
-                    connection.query_pipeline::<()>(&pipe).await?;
-                    redis::cmd("SADD")
-                        .arg(&node_channels)
-                        .arg(&channel)
-                        .query_async::<()>(&mut connection)
-                        .await
-                })
-            })
-            .await?;
-    }
-    // Members that left while they were written back.
-    let Some(inner) = bus.gateway.upgrade() else {
-        return Ok(());
-    };
-    let now = crate::resume::held_here(&inner).members;
-    drop(inner);
-    let still: std::collections::HashSet<(String, String)> = now
-        .iter()
-        .flat_map(|(channel, members)| members.iter().map(move |m| (channel.clone(), field(m))))
-        .collect();
-    for (channel, members) in &held.members {
-        let gone: Vec<String> = members
-            .iter()
-            .map(field)
-            .filter(|f| !still.contains(&(channel.clone(), f.clone())))
-            .collect();
-        if !gone.is_empty() {
-            let mut delete = redis::cmd("HDEL");
-            delete.arg(members_key(channel)).arg(gone);
-            bus.commands.query::<()>(delete).await?;
-        }
-    }
-    Ok(())
-}
-
 /// One node claims the reaping of `dead` and orphans each member it held, until its grace
 /// passes; `sweep_orphans` makes those still orphaned then leave.
-async fn reap(bus: &RedisBus, dead: &str, lease: std::time::Duration) -> redis::RedisResult<()> {
+pub(super) async fn reap(
+    bus: &RedisBackend,
+    dead: &str,
+    lease: std::time::Duration,
+) -> redis::RedisResult<()> {
     let hold = (lease.as_millis() as u64).max(5_000) * 3;
     let claimed: Option<String> = bus
         .commands
@@ -487,12 +302,7 @@ async fn reap(bus: &RedisBus, dead: &str, lease: std::time::Duration) -> redis::
     }
     tracing::info!(node = %dead, channels = channels.len(), members = orphaned, "a node's lease lapsed; its members wait for their clients to resume elsewhere");
     // Its share of channel occupancy goes at once (webhooks' `channel.closed`, debounced).
-    report_webhook(
-        bus,
-        crate::webhooks::Report::NodeDied {
-            node: dead.to_owned(),
-        },
-    );
+    bus.events.node_died(dead.to_owned());
     let dead_channels = node_channels_key(dead);
     let dead_graces = graces_key(dead);
     let dead = dead.to_owned();
@@ -507,7 +317,7 @@ async fn reap(bus: &RedisBus, dead: &str, lease: std::time::Duration) -> redis::
                             .cmd("DEL")
                             .arg(dead_graces)
                             .cmd("SREM")
-                            .arg(NODES_KEY)
+                            .arg(super::nodes::NODES_KEY)
                             .arg(dead),
                     )
                     .await
@@ -519,7 +329,7 @@ async fn reap(bus: &RedisBus, dead: &str, lease: std::time::Duration) -> redis::
 
 /// Makes the orphans whose deadline passed leave: announced once cluster-wide, and reported to
 /// webhooks by the node whose script removed them.
-async fn sweep_orphans(bus: &RedisBus) -> redis::RedisResult<()> {
+pub(super) async fn sweep_orphans(bus: &RedisBackend) -> redis::RedisResult<()> {
     let now = protocol::now_ms();
     let due: Vec<String> = bus
         .commands
@@ -558,7 +368,7 @@ async fn sweep_orphans(bus: &RedisBus) -> redis::RedisResult<()> {
 }
 
 async fn sweep_channel(
-    bus: &RedisBus,
+    bus: &RedisBackend,
     channel: String,
     fields: &[String],
     now: u64,
@@ -620,7 +430,7 @@ async fn sweep_channel(
         .commands
         .invoke(
             super::announcing(SWEEP_SCRIPT, bus.commands.sharded()),
-            vec![key, super::topic(&channel)],
+            vec![key, super::subscriber::topic(&channel)],
             args,
         )
         .await?;
@@ -630,19 +440,7 @@ async fn sweep_channel(
         .collect();
     if !left.is_empty() {
         tracing::info!(%channel, members = left.len(), "orphaned members left: their clients did not resume within the grace");
-        report_webhook(
-            bus,
-            crate::webhooks::Report::Presence {
-                channel,
-                events: left,
-            },
-        );
+        bus.events.members_left(channel, left);
     }
     Ok(())
-}
-
-fn report_webhook(bus: &RedisBus, report: crate::webhooks::Report) {
-    if let Some(inner) = bus.gateway.upgrade() {
-        crate::Gateway { inner }.report_webhook(report);
-    }
 }

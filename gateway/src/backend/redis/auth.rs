@@ -5,9 +5,9 @@
 //! link; each node also reloads the whole set whenever its link comes up, so a restart or a
 //! missed announcement leaves no node accepting a revoked token.
 
-use crate::auth::{AuthError, NonceClaim, Revocation, REVOCATION_TTL_MS};
-
-use super::RedisBus;
+use super::RedisBackend;
+use crate::auth::{Auth, NonceClaim, Revocation, REVOCATION_TTL_MS};
+use crate::backend::{BackendError, Reply, Result, SharedAuth};
 
 /// Where revocations are announced (plain pub/sub: cluster-wide on Redis Cluster too).
 pub(super) const AUTH_TOPIC: &str = "rt:auth";
@@ -16,19 +16,10 @@ const REVOCATIONS: &str = "rt:revocations";
 /// Adds revocations, prunes those past the longest token lifetime, keeps the set expiring and
 /// announces the batch. KEYS: the set. ARGV: prune below (ms), set TTL (ms), topic, payload,
 /// then score/member pairs.
-const REVOKE_SCRIPT: &str = r#"
-for i = 5, #ARGV, 2 do
-  redis.call('ZADD', KEYS[1], ARGV[i], ARGV[i + 1])
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('PUBLISH', ARGV[3], ARGV[4])
-return 1
-"#;
+const REVOKE_SCRIPT: &str = include_str!("scripts/revoke.lua");
 
-fn unavailable(error: redis::RedisError) -> AuthError {
-    tracing::warn!(%error, "auth state through Redis failed");
-    AuthError::StateUnavailable
+fn unavailable(error: redis::RedisError) -> BackendError {
+    super::unavailable("auth state", "shared auth state", "try again")(error)
 }
 
 /// An announcement's payload: the revocations made in one request.
@@ -36,14 +27,33 @@ pub(super) fn parse_announcement(payload: &str) -> Option<Vec<Revocation>> {
     serde_json::from_str(payload).ok()
 }
 
-impl RedisBus {
+impl SharedAuth for RedisBackend {
+    fn claim_nonce<'a>(
+        &'a self,
+        _local: &'a Auth,
+        claim: &'a NonceClaim,
+        now_ms: u64,
+    ) -> Reply<'a, bool> {
+        Box::pin(self.set_nonce(claim, now_ms))
+    }
+
+    fn store_revocations<'a>(
+        &'a self,
+        revocations: &'a [Revocation],
+        now_ms: u64,
+    ) -> Reply<'a, ()> {
+        Box::pin(self.add_revocations(revocations, now_ms))
+    }
+
+    fn load_revocations(&self, now_ms: u64) -> Reply<'_, Vec<Revocation>> {
+        Box::pin(self.read_revocations(now_ms))
+    }
+}
+
+impl RedisBackend {
     /// Claims a token request's nonce cluster-wide: once per key and nonce while the request is
     /// within its timestamp window. Redis unreachable: refused (never accepted unchecked).
-    pub(crate) async fn claim_nonce(
-        &self,
-        claim: &NonceClaim,
-        now_ms: u64,
-    ) -> Result<(), AuthError> {
+    async fn set_nonce(&self, claim: &NonceClaim, now_ms: u64) -> Result<bool> {
         let ttl = claim.forget_at.saturating_sub(now_ms).max(1);
         let set: Option<String> = self
             .commands
@@ -58,18 +68,11 @@ impl RedisBus {
             )
             .await
             .map_err(unavailable)?;
-        match set {
-            Some(_) => Ok(()),
-            None => Err(AuthError::NonceReused),
-        }
+        Ok(set.is_some())
     }
 
     /// Stores revocations and announces them to every node (this one included).
-    pub(crate) async fn store_revocations(
-        &self,
-        revocations: &[Revocation],
-        now_ms: u64,
-    ) -> Result<(), AuthError> {
+    async fn add_revocations(&self, revocations: &[Revocation], now_ms: u64) -> Result<()> {
         let payload = serde_json::to_string(revocations).expect("plain struct");
         let mut args = vec![
             now_ms.saturating_sub(REVOCATION_TTL_MS).to_string(),
@@ -94,7 +97,7 @@ impl RedisBus {
     }
 
     /// Every revocation that may still apply to a live token.
-    pub(crate) async fn load_revocations(&self, now_ms: u64) -> Result<Vec<Revocation>, AuthError> {
+    async fn read_revocations(&self, now_ms: u64) -> Result<Vec<Revocation>> {
         let members: Vec<String> = self
             .commands
             .query(

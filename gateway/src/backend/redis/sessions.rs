@@ -8,11 +8,11 @@
 //! presence members (orphaned by the reaper, see `presence.rs`) adopted, so nobody sees them
 //! leave.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use protocol::{ErrorCode, ErrorInfo};
-
-use super::RedisBus;
+use super::RedisBackend;
+use crate::backend::{BackendError, BackendFuture, Reply, Result, SessionStore};
 use crate::resume::Parked;
 
 fn record_key(key: &str) -> String {
@@ -26,13 +26,11 @@ pub(super) fn control_topic(node: &str) -> String {
 /// How long a resume waits for a live node to release the connection.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Deletes the record if its node is still `expected`. KEYS: record. ARGV: expected node.
+const FORGET_SCRIPT: &str = include_str!("scripts/forget_session.lua");
+
 /// Takes the record if its node is still `expected`. KEYS: record. ARGV: expected node.
-const TAKE_SCRIPT: &str = r#"
-if redis.call('HGET', KEYS[1], 'node') ~= ARGV[1] then return false end
-local all = redis.call('HGETALL', KEYS[1])
-redis.call('DEL', KEYS[1])
-return all
-"#;
+const TAKE_SCRIPT: &str = include_str!("scripts/take_session.lua");
 
 pub(super) enum RecordOp {
     Write {
@@ -143,13 +141,11 @@ pub(super) async fn write_records(
                         }
                         RecordOp::Flush(_) => Ok(()),
                         RecordOp::Forget { key, node } => {
-                            redis::Script::new(
-                                "if redis.call('HGET', KEYS[1], 'node') == ARGV[1] then redis.call('DEL', KEYS[1]) end return 1",
-                            )
-                            .key(record_key(&key))
-                            .arg(node)
-                            .invoke_async(&mut connection)
-                            .await
+                            redis::Script::new(FORGET_SCRIPT)
+                                .key(record_key(&key))
+                                .arg(node)
+                                .invoke_async(&mut connection)
+                                .await
                         }
                     }
                 })
@@ -189,13 +185,13 @@ fn parse(flat: &[String]) -> Option<Record> {
     })
 }
 
-impl RedisBus {
+impl RedisBackend {
     pub(super) fn record_ttl_ms(&self) -> u64 {
         (self.timing.connection_state_ttl + self.timing.node_lease).as_millis() as u64
     }
 
     /// Writes (or rewrites) a connection's record as held by this node.
-    pub(crate) fn record_connection(&self, key: &str, parked: &Parked, is_parked: bool) {
+    fn record_connection(&self, key: &str, parked: &Parked, is_parked: bool) {
         self.queue_record(RecordOp::Write {
             key: key.to_owned(),
             fields: self.record_fields(parked, is_parked),
@@ -208,7 +204,7 @@ impl RedisBus {
     /// transport that drops at once and resumes on another node must find it. Straight to
     /// Redis, not through the queue (which a reconnect storm fills), and bounded: a slow Redis
     /// costs this connection only its cross-node resume.
-    pub(crate) async fn record_new_connection(&self, key: &str, parked: &Parked) {
+    async fn record_new_connection(&self, key: &str, parked: &Parked) {
         let mut pipe = redis::pipe();
         hset_expiring(
             &mut pipe,
@@ -250,7 +246,7 @@ impl RedisBus {
             ),
             (
                 "left",
-                u8::from(crate::Gateway::members_left(parked)).to_string(),
+                u8::from(parked.members_left.load(Ordering::Acquire)).to_string(),
             ),
         ];
         if let Some(grace) = parked.presence_grace {
@@ -294,7 +290,7 @@ impl RedisBus {
     }
 
     /// Forgets a connection's own presence grace: it no longer has members held by this node.
-    pub(crate) fn forget_grace(&self, connection_id: &str) {
+    fn forget_own_grace(&self, connection_id: &str) {
         self.queue_record(RecordOp::Grace {
             node: self.node.clone(),
             connection_id: connection_id.to_owned(),
@@ -304,7 +300,7 @@ impl RedisBus {
 
     /// Forgets a connection's record (it closed, or its resume window passed), unless another
     /// node has taken it over since.
-    pub(crate) fn forget_connection(&self, key: &str) {
+    fn forget_connection(&self, key: &str) {
         self.queue_record(RecordOp::Forget {
             key: key.to_owned(),
             node: self.node.clone(),
@@ -312,7 +308,7 @@ impl RedisBus {
     }
 
     /// Marks a record released: this node let go of it for a resume elsewhere.
-    pub(crate) fn release_connection(&self, key: &str, parked: &Parked) {
+    fn release_connection(&self, key: &str, parked: &Parked) {
         self.queue_record(RecordOp::Write {
             key: key.to_owned(),
             fields: vec![
@@ -323,7 +319,7 @@ impl RedisBus {
                 ),
                 (
                     "left",
-                    u8::from(crate::Gateway::members_left(parked)).to_string(),
+                    u8::from(parked.members_left.load(Ordering::Acquire)).to_string(),
                 ),
             ],
             ttl_ms: self.record_ttl_ms(),
@@ -332,7 +328,7 @@ impl RedisBus {
 
     /// Waits (bounded) until every record write queued so far is done: a stopping node's
     /// releases must land before it exits.
-    pub(crate) async fn flush_records(&self) {
+    async fn flush_records(&self) {
         let (done, flushed) = tokio::sync::oneshot::channel();
         if self.records.send(RecordOp::Flush(done)).await.is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(5), flushed).await;
@@ -349,7 +345,7 @@ impl RedisBus {
     }
 
     /// Keeps the records of this node's live connections from expiring.
-    pub(crate) async fn refresh_connections(&self, keys: Vec<String>) {
+    async fn refresh_connections(&self, keys: Vec<String>) {
         if keys.is_empty() {
             return;
         }
@@ -374,15 +370,8 @@ impl RedisBus {
 
     /// A resume for a key another node issued: released by its live node, or taken from a dead
     /// one. `Ok(None)`: no such record (the caller answers as for an unknown key).
-    pub(crate) async fn take_connection(
-        &self,
-        key: &str,
-        client_id: Option<&str>,
-    ) -> Result<Option<Parked>, ErrorInfo> {
-        let unable = || {
-            ErrorCode::UnableToRecover
-                .info("unable to recover the connection (expired, closed or not yours); this is a new connection")
-        };
+    async fn take_connection(&self, key: &str, client_id: Option<&str>) -> Result<Option<Parked>> {
+        let unable = || BackendError::NotRecoverable;
         let Some(record) = self.read_record(key).await? else {
             return Ok(None);
         };
@@ -452,7 +441,7 @@ impl RedisBus {
         }))
     }
 
-    async fn read_record(&self, key: &str) -> Result<Option<Record>, ErrorInfo> {
+    async fn read_record(&self, key: &str) -> Result<Option<Record>> {
         let record = record_key(key);
         let flat: Vec<String> = self
             .commands
@@ -462,15 +451,15 @@ impl RedisBus {
         Ok(parse(&flat))
     }
 
-    async fn node_alive(&self, node: &str) -> Result<bool, ErrorInfo> {
-        let lease = format!("rt:node:{node}");
+    async fn node_alive(&self, node: &str) -> Result<bool> {
+        let lease = super::nodes::lease_key(node);
         self.commands
             .query(redis::cmd("EXISTS").arg(lease).to_owned())
             .await
             .map_err(unavailable)
     }
 
-    async fn ask_release(&self, node: &str, key: &str) -> Result<(), ErrorInfo> {
+    async fn ask_release(&self, node: &str, key: &str) -> Result<()> {
         let topic = control_topic(node);
         self.commands
             .query::<()>(redis::cmd("PUBLISH").arg(topic).arg(key).to_owned())
@@ -479,7 +468,44 @@ impl RedisBus {
     }
 }
 
-fn unavailable(error: redis::RedisError) -> ErrorInfo {
-    tracing::warn!(%error, "connection state through Redis failed");
-    ErrorCode::ServiceUnavailable.info("the message bus (Redis) is unavailable; try again")
+fn unavailable(error: redis::RedisError) -> BackendError {
+    super::unavailable("connection state", "message bus", "try again")(error)
+}
+
+impl SessionStore for RedisBackend {
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn record(&self, key: &str, parked: &Parked, is_parked: bool) {
+        self.record_connection(key, parked, is_parked)
+    }
+
+    fn record_new<'a>(&'a self, key: &'a str, parked: &'a Parked) -> BackendFuture<'a, ()> {
+        Box::pin(self.record_new_connection(key, parked))
+    }
+
+    fn forget(&self, key: &str) {
+        self.forget_connection(key)
+    }
+
+    fn forget_grace(&self, connection_id: &str) {
+        self.forget_own_grace(connection_id)
+    }
+
+    fn release(&self, key: &str, parked: &Parked) {
+        self.release_connection(key, parked)
+    }
+
+    fn flush(&self) -> BackendFuture<'_, ()> {
+        Box::pin(self.flush_records())
+    }
+
+    fn refresh(&self, keys: Vec<String>) -> BackendFuture<'_, ()> {
+        Box::pin(self.refresh_connections(keys))
+    }
+
+    fn take<'a>(&'a self, key: &'a str, client_id: Option<&'a str>) -> Reply<'a, Option<Parked>> {
+        Box::pin(self.take_connection(key, client_id))
+    }
 }

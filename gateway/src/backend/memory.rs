@@ -1,0 +1,144 @@
+//! One process, the embedded default: the hub is the bus (it assigns serials and fans out
+//! itself), event records and nonces stay in memory, and no other node can take a connection
+//! over, so there are no resume records to write.
+
+use protocol::PresenceMessage;
+
+use super::{
+    BackendFuture, Bus, EventRecords, NodeReading, Nodes, Reply, SessionStore, SharedAuth,
+};
+use crate::auth::{Auth, NonceClaim, Revocation};
+use crate::events::{EventRecord, MemoryRecords};
+use crate::hub::{Hub, Publication, Retention, Serials};
+use crate::pulse::NodePulse;
+use crate::resume::Parked;
+
+#[derive(Default)]
+pub(crate) struct MemoryBackend {
+    events: MemoryRecords,
+}
+
+fn ready<'a, T: Send + 'a>(value: T) -> BackendFuture<'a, T> {
+    Box::pin(std::future::ready(value))
+}
+
+impl Bus for MemoryBackend {
+    fn publish<'a>(
+        &'a self,
+        hub: &'a Hub,
+        publication: Publication<'a>,
+        _retention: Retention,
+    ) -> Reply<'a, Serials> {
+        ready(hub.publish(publication).map_err(Into::into))
+    }
+
+    fn presence<'a>(
+        &'a self,
+        hub: &'a Hub,
+        channel: &'a str,
+        events: &'a [PresenceMessage],
+    ) -> Reply<'a, ()> {
+        hub.apply_presence(channel, events.to_vec());
+        ready(Ok(()))
+    }
+
+    /// Nobody else to tell.
+    fn announce(&self, _channel: &str, _events: &[PresenceMessage]) {}
+
+    fn join<'a>(&'a self, _channel: &'a str) -> Reply<'a, ()> {
+        ready(Ok(()))
+    }
+
+    fn leave(&self, _channel: &str) {}
+
+    fn healthy(&self) -> bool {
+        true
+    }
+}
+
+impl SessionStore for MemoryBackend {
+    fn shared(&self) -> bool {
+        false
+    }
+
+    fn record(&self, _key: &str, _parked: &Parked, _is_parked: bool) {}
+
+    fn record_new<'a>(&'a self, _key: &'a str, _parked: &'a Parked) -> BackendFuture<'a, ()> {
+        ready(())
+    }
+
+    fn forget(&self, _key: &str) {}
+
+    fn forget_grace(&self, _connection_id: &str) {}
+
+    fn release(&self, _key: &str, _parked: &Parked) {}
+
+    fn flush(&self) -> BackendFuture<'_, ()> {
+        ready(())
+    }
+
+    fn refresh(&self, _keys: Vec<String>) -> BackendFuture<'_, ()> {
+        ready(())
+    }
+
+    fn take<'a>(&'a self, _key: &'a str, _client_id: Option<&'a str>) -> Reply<'a, Option<Parked>> {
+        ready(Ok(None))
+    }
+}
+
+impl EventRecords for MemoryBackend {
+    fn get<'a>(&'a self, key: &'a str) -> Reply<'a, EventRecord> {
+        ready(Ok(self.events.get(key, protocol::now_ms())))
+    }
+
+    fn record_channel<'a>(&'a self, key: &'a str, n: usize, serial: &'a str) -> Reply<'a, ()> {
+        self.events
+            .record_channel(key, n, serial, protocol::now_ms());
+        ready(Ok(()))
+    }
+
+    fn record_answer<'a>(&'a self, key: &'a str, answer: String) -> Reply<'a, String> {
+        ready(Ok(self.events.record_answer(
+            key,
+            answer,
+            protocol::now_ms(),
+        )))
+    }
+}
+
+impl SharedAuth for MemoryBackend {
+    fn claim_nonce<'a>(
+        &'a self,
+        local: &'a Auth,
+        claim: &'a NonceClaim,
+        now_ms: u64,
+    ) -> Reply<'a, bool> {
+        ready(Ok(local.claim_nonce(claim, now_ms).is_ok()))
+    }
+
+    fn store_revocations<'a>(
+        &'a self,
+        _revocations: &'a [Revocation],
+        _now_ms: u64,
+    ) -> Reply<'a, ()> {
+        ready(Ok(()))
+    }
+
+    fn load_revocations(&self, _now_ms: u64) -> Reply<'_, Vec<Revocation>> {
+        ready(Ok(Vec::new()))
+    }
+}
+
+impl Nodes for MemoryBackend {
+    fn node(&self) -> Option<&str> {
+        None
+    }
+
+    fn share_pulse<'a>(&'a self, _pulse: &'a NodePulse) -> Reply<'a, ()> {
+        ready(Ok(()))
+    }
+
+    fn readings(&self) -> Reply<'_, Vec<NodeReading>> {
+        ready(Ok(Vec::new()))
+    }
+}

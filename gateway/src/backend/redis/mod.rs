@@ -1,0 +1,232 @@
+//! The Redis back-end (`--redis`): how several processes act as one.
+//!
+//! A publish is stored and announced by one Lua script: each message is appended to the
+//! channel's stream (`XADD`, capped) and the batch is `PUBLISH`ed with the stream ids, so pub/sub
+//! order is stream order and the stream id is the message serial on every node. Only after the
+//! script returns does the publisher get its ACK or 201; if Redis is unreachable the publish
+//! fails loudly. Client-chosen message ids are claimed with `SET NX` in the same script, so
+//! idempotency holds across nodes.
+//!
+//! A node subscribes to a channel's pub/sub topic only while it has local subscribers
+//! (reference counted), on one dedicated connection, and delivers what arrives through
+//! `BackendEvents::deliver` — the publishing node included, so there is one delivery path.
+//!
+//! When the pub/sub link drops, the node reconnects, resubscribes and back-fills every channel
+//! from its stream; a self-probe through Redis drives readiness.
+//!
+//! Files: `stream.rs` (a channel's stream: publish, load, catch-up), `subscriber.rs` (interest
+//! and the pub/sub task), `link.rs` (the link and its probe), `commands.rs` (the command
+//! connection), `shards.rs` (sharded pub/sub on a cluster), `presence.rs`, `nodes.rs` (leases,
+//! reaping, dashboard numbers), `sessions.rs` (resume records), `events.rs`, `webhooks.rs`,
+//! `auth.rs`; the Lua scripts in `scripts/`.
+
+mod auth;
+mod commands;
+mod events;
+mod link;
+mod nodes;
+mod presence;
+mod sessions;
+mod shards;
+mod stream;
+mod subscriber;
+mod webhooks;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use protocol::PresenceMessage;
+use tokio::sync::mpsc;
+
+use super::{BackendError, BackendEvents, Bus, Reply, Result};
+use crate::config::RedisTarget;
+use crate::hub::{Hub, Publication, Retention, Serials};
+use commands::Commands;
+use link::{LinkSource, Probe};
+use stream::StreamLoader;
+use subscriber::{Interests, Topics};
+
+/// Longest a Redis connect or command may take before the caller is told it failed.
+const REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+pub(crate) struct RedisBackend {
+    commands: Commands,
+    script: redis::Script,
+    interests: Interests,
+    probe: Probe,
+    /// This process in the cluster (unique per start): holds a lease, tags its members.
+    node: String,
+    timing: crate::limits::Timing,
+    presence_script: redis::Script,
+    rehome_script: redis::Script,
+    /// Resume-record writes, applied in order by one task.
+    records: mpsc::Sender<sessions::RecordOp>,
+    /// The node, told what arrives and asked what it holds.
+    events: Arc<dyn BackendEvents>,
+    /// This node has held its lease at least once: finding it gone after that means Redis lost
+    /// the node's state.
+    leased: AtomicBool,
+}
+
+/// A failed Redis command as the caller's error, logged once here with what failed.
+fn unavailable(
+    what: &'static str,
+    store: &'static str,
+    then: &'static str,
+) -> impl FnOnce(redis::RedisError) -> BackendError {
+    move |error| {
+        tracing::warn!(%error, "{what} through Redis failed");
+        BackendError::Unavailable { store, then }
+    }
+}
+
+fn start_error(what: &'static str) -> impl FnOnce(redis::RedisError) -> BackendError {
+    move |error| BackendError::Start {
+        what,
+        source: Box::new(error),
+    }
+}
+
+impl RedisBackend {
+    /// Connects (commands and pub/sub) and starts the back-end's tasks: the pub/sub link,
+    /// which hands what arrives to `events`, the probe, the record writer and the lease.
+    pub(crate) async fn connect(
+        target: &RedisTarget,
+        server_id: &str,
+        timing: crate::limits::Timing,
+        events: Arc<dyn BackendEvents>,
+    ) -> Result<Arc<RedisBackend>> {
+        let node = format!("{server_id}-{:08x}", rand::random::<u32>());
+        // Bounded everywhere: a publish fails fast (NACK / 503) rather than wait on a dead Redis.
+        let commands = Commands::connect(target).await?;
+        let mut links = match target {
+            RedisTarget::Node(url) => LinkSource::Node(
+                redis::Client::open(url.as_str()).map_err(start_error("redis URL"))?,
+            ),
+            RedisTarget::Cluster(seeds) => LinkSource::Cluster(
+                shards::Shards::new(seeds).map_err(start_error("redis cluster URL"))?,
+            ),
+        };
+        let pubsub = links
+            .open()
+            .await
+            .map_err(start_error("cannot open the Redis pub/sub link"))?;
+        let (interests, requests) = Interests::new();
+        let probe = Probe {
+            topic: format!("rt:probe:{}", rand::random::<u64>()),
+            seen_at_ms: Arc::new(AtomicU64::new(protocol::now_ms())),
+        };
+        tokio::spawn(link::send_probes(
+            commands.clone(),
+            probe.topic.clone(),
+            events.clone(),
+        ));
+        let store = StreamLoader {
+            commands: commands.clone(),
+            load: redis::Script::new(stream::LOAD_SCRIPT),
+            roll: redis::Script::new(stream::ROLL_SCRIPT),
+            events: events.clone(),
+            node_lease: timing.node_lease,
+        };
+        let topics = Topics {
+            probe: probe.clone(),
+            control: sessions::control_topic(&node),
+        };
+        tokio::spawn(subscriber::run_pubsub(
+            links,
+            pubsub,
+            requests,
+            interests.clone(),
+            store,
+            topics,
+        ));
+        let lease = timing.node_lease;
+        let sharded = commands.sharded();
+        let (records, record_ops) = mpsc::channel(sessions::RECORD_QUEUE);
+        tokio::spawn(sessions::write_records(commands.clone(), record_ops));
+        let backend = Arc::new(RedisBackend {
+            records,
+            commands,
+            script: announcing(stream::PUBLISH_SCRIPT, sharded),
+            interests,
+            probe,
+            node,
+            timing,
+            presence_script: announcing(presence::PRESENCE_SCRIPT, sharded),
+            rehome_script: redis::Script::new(presence::REHOME_SCRIPT),
+            events,
+            leased: AtomicBool::new(false),
+        });
+        tokio::spawn(nodes::keep_lease(Arc::downgrade(&backend), lease));
+        Ok(backend)
+    }
+}
+
+impl Bus for RedisBackend {
+    fn publish<'a>(
+        &'a self,
+        _hub: &'a Hub,
+        publication: Publication<'a>,
+        retention: Retention,
+    ) -> Reply<'a, Serials> {
+        Box::pin(async move {
+            self.store_publication(
+                publication.channel,
+                retention,
+                &publication.messages,
+                &publication.client_ids,
+                publication.connection_id,
+                publication.id.as_deref(),
+            )
+            .await
+        })
+    }
+
+    fn presence<'a>(
+        &'a self,
+        _hub: &'a Hub,
+        channel: &'a str,
+        events: &'a [PresenceMessage],
+    ) -> Reply<'a, ()> {
+        Box::pin(async move { self.presence_write(channel, events)?.await })
+    }
+
+    fn announce(&self, channel: &str, events: &[PresenceMessage]) {
+        let write = self.presence_write(channel, events);
+        let channel = channel.to_owned();
+        let shared = move |error: BackendError| {
+            tracing::warn!(%channel, %error, "presence leave not shared");
+        };
+        match write {
+            Ok(write) => {
+                tokio::spawn(async move { write.await.unwrap_or_else(shared) });
+            }
+            Err(error) => shared(error),
+        }
+    }
+
+    fn join<'a>(&'a self, channel: &'a str) -> Reply<'a, ()> {
+        Box::pin(self.interests.join(channel))
+    }
+
+    fn leave(&self, channel: &str) {
+        self.interests.leave(channel)
+    }
+
+    /// Whether this node heard its own probe through Redis recently: Redis reachable and the
+    /// pub/sub link alive.
+    fn healthy(&self) -> bool {
+        let seen = self.probe.seen_at_ms.load(Ordering::Acquire);
+        protocol::now_ms().saturating_sub(seen) < link::PROBE_STALE_MS
+    }
+}
+
+/// A script announcing on a channel's topic: `PUBLISH` on one Redis, `SPUBLISH` on a cluster
+/// (the topic shares the channel's slot, so the shard storing it is the one announcing it).
+fn announcing(script: &str, sharded: bool) -> redis::Script {
+    if sharded {
+        redis::Script::new(&script.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'"))
+    } else {
+        redis::Script::new(script)
+    }
+}

@@ -1,0 +1,360 @@
+//! The back-end contract, in process: every check runs against the memory back-end and the Redis
+//! one (on its own `redis-server`), through the same `dyn` traits the gateway uses. The process
+//! tests (`tests/it/contract.rs`) hold the whole node to the same contract.
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use protocol::{ErrorInfo, Message, PresenceMessage};
+
+use super::memory::MemoryBackend;
+use super::redis::RedisBackend;
+use super::{Arrival, Backend, BackendEvents, Position};
+use crate::auth::{Auth, NonceClaim, Revocation};
+use crate::config::RedisTarget;
+use crate::hub::{HistoryQuery, Hub, HubConfig, Publication};
+use crate::resume::HeldHere;
+use crate::webhooks::MemoryState;
+
+/// The node's side for a bare back-end: a hub, as the gateway's adapter has.
+struct HubNode {
+    hub: Hub,
+}
+
+impl BackendEvents for HubNode {
+    fn running(&self) -> bool {
+        true
+    }
+
+    fn position(&self, channel: &str) -> Option<Position> {
+        Some(Position {
+            retention: self.hub.retention_for(channel),
+            last: self.hub.last_serial(channel),
+        })
+    }
+
+    fn deliver(&self, arrival: Arrival<'_>) -> Result<bool, ErrorInfo> {
+        let (channel, messages) = (arrival.channel, arrival.messages);
+        self.hub
+            .deliver(channel, messages, arrival.connection_id, arrival.id)
+    }
+
+    fn catch_up(&self, channel: &str, floor: String, messages: Vec<Message>, complete: bool) {
+        self.hub.catch_up(channel, floor, messages, complete);
+    }
+
+    fn sync_members(&self, channel: &str, members: Vec<PresenceMessage>, trust: bool) -> bool {
+        self.hub.sync_members(channel, members, trust)
+    }
+
+    fn holds(&self, channel: &str) -> bool {
+        self.hub.is_held(channel)
+    }
+
+    fn apply_presence(&self, channel: &str, events: Vec<PresenceMessage>) {
+        self.hub.apply_presence(channel, events);
+    }
+
+    fn release(&self, _key: String) {}
+
+    fn apply_revocations(&self, _revocations: Vec<Revocation>) {}
+
+    fn link_up(&self) {}
+
+    fn held_here(&self) -> Option<HeldHere> {
+        None
+    }
+
+    fn node_died(&self, _node: String) {}
+
+    fn members_left(&self, _channel: String, _events: Vec<PresenceMessage>) {}
+}
+
+/// A `redis-server` of the test's own on a free loopback port, killed when dropped.
+struct RedisServer {
+    port: u16,
+    child: Child,
+}
+
+impl RedisServer {
+    fn start() -> RedisServer {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|address| address.port())
+            .expect("a free port");
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server runs");
+        RedisServer { port, child }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One back-end under test, with the hub it delivers into.
+struct Subject {
+    name: &'static str,
+    backend: Backend,
+    node: Arc<HubNode>,
+}
+
+async fn memory() -> Subject {
+    let node = Arc::new(HubNode {
+        hub: Hub::new(HubConfig::default()),
+    });
+    Subject {
+        name: "memory",
+        backend: Backend::of(
+            Arc::new(MemoryBackend::default()),
+            Arc::new(MemoryState::new(Box::new(|_: &str| Vec::new()))),
+        ),
+        node,
+    }
+}
+
+/// The Redis back-end and its server, which must outlive the check.
+async fn redis() -> (Subject, RedisServer) {
+    let server = RedisServer::start();
+    let node = Arc::new(HubNode {
+        hub: Hub::new(HubConfig::default()),
+    });
+    let target = RedisTarget::Node(format!("redis://127.0.0.1:{}", server.port));
+    let mut attempts = 0;
+    let redis = loop {
+        let events: Arc<dyn BackendEvents> = node.clone();
+        match RedisBackend::connect(&target, "contract", Default::default(), events).await {
+            Ok(redis) => break redis,
+            // The server may still be starting.
+            Err(error) if attempts < 50 => {
+                attempts += 1;
+                tracing::debug!(%error, "redis-server not up yet");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("redis-server never came up: {error}"),
+        }
+    };
+    let subject = Subject {
+        name: "redis",
+        backend: Backend::of(redis.clone(), redis),
+        node,
+    };
+    (subject, server)
+}
+
+/// Runs `check` against every back-end.
+async fn for_each_backend<F, Fut>(check: F)
+where
+    F: Fn(Subject) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    check(memory().await).await;
+    let (subject, _server) = redis().await;
+    check(subject).await;
+}
+
+/// Waits (bounded) until `done` holds: deliveries through Redis arrive on the pub/sub link.
+async fn eventually(what: &str, name: &str, done: impl Fn() -> bool) {
+    for _ in 0..200 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{name}: {what} never happened");
+}
+
+fn message(id: &str) -> Message {
+    Message {
+        id: Some(id.to_owned()),
+        data: Some(protocol::Data::String(id.to_owned())),
+        timestamp: Some(protocol::now_ms()),
+        ..Message::default()
+    }
+}
+
+fn publication<'a>(channel: &'a str, ids: &[&str]) -> Publication<'a> {
+    Publication {
+        channel,
+        messages: ids.iter().map(|id| message(id)).collect(),
+        client_ids: vec![true; ids.len()],
+        connection_id: None,
+        id: None,
+        timestamp: protocol::now_ms(),
+    }
+}
+
+#[tokio::test]
+async fn a_publish_gets_consecutive_serials_reaches_the_hub_and_is_idempotent() {
+    for_each_backend(|subject| async move {
+        let (name, bus, hub) = (subject.name, &subject.backend.bus, &subject.node.hub);
+        bus.join("room").await.expect("joined");
+        let retention = hub.retention_for("room");
+        let serials = bus
+            .publish(hub, publication("room", &["a", "b"]), retention)
+            .await
+            .expect("published");
+        let (first, second) = (serials[0].clone().unwrap(), serials[1].clone().unwrap());
+        assert_eq!(crate::hub::log::next(&first), Some(second), "{name}");
+        let repeat = bus
+            .publish(hub, publication("room", &["a"]), retention)
+            .await
+            .expect("published");
+        assert_eq!(
+            repeat,
+            vec![None],
+            "{name}: a repeated id is not stored again"
+        );
+        let query = HistoryQuery {
+            limit: 10,
+            ..HistoryQuery::default()
+        };
+        eventually("delivery", name, || hub.history("room", &query).len() == 2).await;
+        bus.leave("room");
+        assert!(bus.healthy(), "{name}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn presence_reaches_the_hub() {
+    for_each_backend(|subject| async move {
+        let (name, bus, hub) = (subject.name, &subject.backend.bus, &subject.node.hub);
+        bus.join("room").await.expect("joined");
+        let enter = PresenceMessage {
+            id: Some("c1:0:0".into()),
+            action: 2,
+            client_id: Some("alice".into()),
+            connection_id: Some("c1".into()),
+            timestamp: Some(protocol::now_ms()),
+            ..Default::default()
+        };
+        bus.presence(hub, "room", &[enter])
+            .await
+            .expect("presence applied");
+        eventually("the enter", name, || {
+            hub.presence_members("room").len() == 1
+        })
+        .await;
+        bus.leave("room");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_event_record_keeps_its_channels_and_its_first_answer() {
+    for_each_backend(|subject| async move {
+        let (name, events) = (subject.name, &subject.backend.events);
+        let empty = events.get("app/e1").await.expect("read");
+        assert!(
+            empty.channels.is_empty() && empty.answer.is_none(),
+            "{name}"
+        );
+        events
+            .record_channel("app/e1", 0, "s0")
+            .await
+            .expect("recorded");
+        let record = events.get("app/e1").await.expect("read");
+        assert_eq!(
+            record.channels.get(&0).map(String::as_str),
+            Some("s0"),
+            "{name}"
+        );
+        let first = events.record_answer("app/e1", "a1".into()).await;
+        assert_eq!(first.expect("answered"), "a1", "{name}");
+        let second = events.record_answer("app/e1", "a2".into()).await;
+        assert_eq!(
+            second.expect("answered"),
+            "a1",
+            "{name}: the first answer stands"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_token_request_nonce_is_claimed_once() {
+    for_each_backend(|subject| async move {
+        let (name, shared) = (subject.name, &subject.backend.auth);
+        let local = Auth::new(Vec::new(), None);
+        let now = protocol::now_ms();
+        let claim = NonceClaim {
+            key_name: "app.k".into(),
+            nonce: "n1".into(),
+            timestamp: now,
+            forget_at: now + 60_000,
+        };
+        let first = shared.claim_nonce(&local, &claim, now).await;
+        assert!(first.expect("claimed"), "{name}");
+        let again = shared.claim_nonce(&local, &claim, now).await;
+        assert!(!again.expect("answered"), "{name}: a nonce is single-use");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_resume_for_a_key_nobody_holds_finds_nothing() {
+    for_each_backend(|subject| async move {
+        let taken = subject.backend.sessions.take("c9!k", Some("alice")).await;
+        assert!(taken.expect("answered").is_none(), "{}", subject.name);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_re_occupy_within_the_debounce_cancels_the_close() {
+    for_each_backend(|subject| async move {
+        let (name, state) = (subject.name, &subject.backend.webhooks);
+        let node = subject.backend.nodes.node().unwrap_or("n").to_owned();
+        let key = "rt:{call:1}:wh:vacate";
+        assert!(state.occupy("call:1", key).await.unwrap(), "{name}");
+        assert!(
+            state.vacate(&node, "call:1", key, "p1", 10).await.unwrap(),
+            "{name}"
+        );
+        // Back before it was due: neither a close nor a second open.
+        assert!(!state.occupy("call:1", key).await.unwrap(), "{name}");
+        assert_eq!(
+            state.due(10).await.unwrap(),
+            vec!["p1".to_owned()],
+            "{name}"
+        );
+        assert!(!state.fire(key, "p1").await.unwrap(), "{name}");
+        // Gone for good: the close fires once.
+        assert!(
+            state.vacate(&node, "call:1", key, "p2", 20).await.unwrap(),
+            "{name}"
+        );
+        assert!(state.due(19).await.unwrap().is_empty(), "{name}");
+        assert!(state.fire(key, "p2").await.unwrap(), "{name}");
+        assert!(!state.fire(key, "p2").await.unwrap(), "{name}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_full_webhook_queue_drops_the_oldest_and_says_how_many() {
+    for_each_backend(|subject| async move {
+        let (name, state) = (subject.name, &subject.backend.webhooks);
+        let items = |range: std::ops::Range<u32>| range.map(|i| i.to_string()).collect();
+        assert_eq!(state.push("w", 3, items(0..2)).await.unwrap(), 0, "{name}");
+        assert_eq!(state.push("w", 3, items(2..5)).await.unwrap(), 2, "{name}");
+        let queued = state.peek("w", 10).await.unwrap();
+        let values: Vec<&str> = queued.iter().map(|(_, item)| item.as_str()).collect();
+        assert_eq!(values, ["2", "3", "4"], "{name}");
+        let delivered = queued.iter().take(2).map(|(id, _)| id.clone()).collect();
+        state.ack("w", delivered).await.unwrap();
+        assert_eq!(state.peek("w", 10).await.unwrap().len(), 1, "{name}");
+    })
+    .await;
+}
