@@ -38,8 +38,8 @@ impl Bus for MemoryBackend {
         channel: &'a str,
         events: &'a [PresenceMessage],
     ) -> Reply<'a, ()> {
-        hub.apply_presence(channel, events.to_vec());
-        ready(Ok(()))
+        // Checked again and applied under one lock: the caller's early check can race.
+        ready(hub.presence(channel, events.to_vec()).map_err(Into::into))
     }
 
     /// Nobody else to tell.
