@@ -4,81 +4,10 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::cluster::{nodes, numbered, publish_serial, RedisServer, Socket};
-use crate::support::{connect, http, next_json, send_json, Server};
-
-pub(crate) const ENTER: u64 = 2;
-pub(crate) const LEAVE: u64 = 3;
-pub(crate) const RESUMED: u64 = 1 << 2;
-
-/// A JSON connection as `client_id`; returns it with its CONNECTED.
-pub(crate) async fn client(
-    node: &Server,
-    client_id: &str,
-    extra: &str,
-) -> (Socket, serde_json::Value) {
-    let mut socket = connect(
-        node.addr,
-        &format!("key=app.k:secret&format=json&clientId={client_id}{extra}"),
-    )
-    .await;
-    let connected = next_json(&mut socket).await;
-    assert_eq!(connected["action"], 4, "{connected}");
-    (socket, connected)
-}
-
-pub(crate) async fn attach(socket: &mut Socket, channel: &str) -> serde_json::Value {
-    send_json(socket, json!({"action": 10, "channel": channel})).await;
-    loop {
-        let frame = next_json(socket).await;
-        if frame["action"] == 11 {
-            return frame;
-        }
-    }
-}
-
-/// Enters presence and waits for the ACK.
-pub(crate) async fn enter(socket: &mut Socket, channel: &str, data: &str) {
-    send_json(
-        socket,
-        json!({"action": 14, "channel": channel, "msgSerial": 0,
-               "presence": [{"action": ENTER, "data": data}]}),
-    )
-    .await;
-    loop {
-        let frame = next_json(socket).await;
-        if frame["action"] == 1 {
-            return;
-        }
-        assert_ne!(frame["action"], 2, "NACK: {frame}");
-    }
-}
-
-/// The next presence event on `socket` (SYNC and message frames skipped).
-pub(crate) async fn next_presence(socket: &mut Socket) -> serde_json::Value {
-    loop {
-        let frame = next_json(socket).await;
-        if frame["action"] == 14 {
-            return frame["presence"][0].clone();
-        }
-    }
-}
-
-pub(crate) async fn rest_members(node: &Server, channel: &str) -> Vec<String> {
-    let (status, body) = http(
-        node.addr,
-        &format!("GET /channels/{channel}/presence HTTP/1.1\r\nHost: x\r\nAuthorization: Basic YXBwLms6c2VjcmV0\r\nConnection: close\r\n\r\n"),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let members: serde_json::Value = serde_json::from_str(&body).unwrap();
-    members
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["clientId"].as_str().unwrap_or_default().to_owned())
-        .collect()
-}
+use crate::support::{
+    attach, client, enter, eventually, next_json, next_presence, nodes, numbered, publish_serial,
+    rest_members, send_json, until_graces_recorded, RedisServer, Socket, ENTER, LEAVE, RESUMED,
+};
 
 #[test]
 fn presence_entered_on_one_node_is_seen_on_every_node() {
@@ -169,35 +98,20 @@ async fn presence_until(
     seen
 }
 
-/// Polls until one node has recorded `n` connections' own graces (`remainPresentFor`): record
-/// writes are asynchronous, and a node killed before they land gives the default grace.
-pub(crate) async fn until_graces_recorded(redis: &RedisServer, n: u64) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let keys = redis.cli(&["KEYS", "rt:node:*:graces"]);
-        let recorded = keys
-            .lines()
-            .filter_map(|key| redis.cli(&["HLEN", key.trim()]).trim().parse::<u64>().ok())
-            .max();
-        if recorded == Some(n) {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "{n} graces recorded");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Polls `ZCARD rt:orphans` until it is `n` (the reaper orphaned the dead node's members).
 async fn until_orphans(redis: &RedisServer, n: u64) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while redis.cli(&["ZCARD", "rt:orphans"]).trim().parse::<u64>() != Ok(n) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{n} orphans indexed: {}",
-            redis.cli(&["ZRANGE", "rt:orphans", "0", "-1", "WITHSCORES"])
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        format!("{n} orphans indexed"),
+        Duration::from_secs(15),
+        || async {
+            if redis.cli(&["ZCARD", "rt:orphans"]).trim().parse::<u64>() == Ok(n) {
+                Ok(())
+            } else {
+                Err(redis.cli(&["ZRANGE", "rt:orphans", "0", "-1", "WITHSCORES"]))
+            }
+        },
+    )
+    .await;
 }
 
 #[test]
@@ -221,9 +135,8 @@ fn a_dead_nodes_member_that_never_returns_leaves_once_after_its_grace_seen_on_ev
 
         until_graces_recorded(&redis, 1).await;
         let killed_at = std::time::Instant::now();
-        nodes[0].child.kill().unwrap(); // SIGKILL: no goodbye, no parking.
-        nodes[0].child.wait().unwrap();
-        // Reaped: orphaned, not gone. Every node still has her.
+        nodes[0].kill(); // SIGKILL: no goodbye, no parking.
+                         // Reaped: orphaned, not gone. Every node still has her.
         until_orphans(&redis, 1).await;
         for node in &nodes[1..] {
             assert_eq!(
@@ -361,8 +274,7 @@ fn a_connection_on_a_killed_node_resumes_on_another_every_channel_resumed_its_pr
         .await;
 
         until_graces_recorded(&redis, 2).await;
-        nodes[0].child.kill().unwrap();
-        nodes[0].child.wait().unwrap();
+        nodes[0].kill();
         for channel in channels {
             publish_serial(&nodes[1], channel, 1).await;
         }
@@ -526,8 +438,7 @@ fn after_redis_comes_back_empty_members_never_flap_and_connections_still_resume_
         let leaves: Vec<_> = events.iter().filter(|(_, _, a)| *a == LEAVE).collect();
         assert!(leaves.is_empty(), "nobody left: {events:?}");
 
-        nodes[0].child.kill().unwrap(); // SIGKILL: no goodbye, no parking.
-        nodes[0].child.wait().unwrap();
+        nodes[0].kill(); // SIGKILL: no goodbye, no parking.
         let (_alice, resumed) = client(&nodes[1], "alice", &format!("&resume={key}")).await;
         assert_eq!(resumed["connectionId"], id.as_str(), "{resumed}");
         assert!(resumed.get("error").is_none(), "{resumed}");

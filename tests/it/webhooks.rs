@@ -13,9 +13,9 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
-use crate::cluster::RedisServer;
-use crate::cluster_state::{attach, client, enter, until_graces_recorded};
-use crate::support::{close, send_json, Server};
+use crate::support::{
+    attach, client, close, enter, eventually, send_json, until_graces_recorded, RedisServer, Server,
+};
 
 const SECRET: &str = "whsec_test";
 
@@ -160,15 +160,14 @@ impl Receiver {
     }
 
     async fn until(&self, what: &str, done: impl Fn(&Receiver) -> bool) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while !done(self) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{what}: got {:?}",
-                self.items()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        eventually(what, Duration::from_secs(30), || async {
+            if done(self) {
+                Ok(())
+            } else {
+                Err(self.items())
+            }
+        })
+        .await;
     }
 }
 
@@ -457,8 +456,7 @@ fn a_member_whose_node_dies_bills_no_leave_if_it_resumes_elsewhere_and_one_if_it
             .await;
         until_graces_recorded(&redis, 2).await;
 
-        nodes[0].child.kill().unwrap(); // SIGKILL: alice resumes on node B, bob never returns.
-        nodes[0].child.wait().unwrap();
+        nodes[0].kill(); // SIGKILL: alice resumes on node B, bob never returns.
         let (mut alice, connected) =
             client(&nodes[1], "alice", &format!("&resume={key}{grace}")).await;
         assert_eq!(connected["connectionId"], id.as_str(), "{connected}");
