@@ -43,11 +43,7 @@ fn timing_with(configure: impl FnOnce(&mut Timing)) -> Config {
 /// Waits for a condition on server state that follows a client action with no frame to show
 /// for it (the server noticing a dropped socket). Polls; fails after `WAIT`.
 async fn until(what: &str, condition: impl Fn() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    eventually(what, WAIT, || std::future::ready(condition())).await;
 }
 
 /// Drops `client`'s socket without CLOSE and waits until the server has noticed and parked the
@@ -796,7 +792,7 @@ async fn a_publish_resent_after_resume_is_delivered_once() {
     );
 
     let history = server
-        .http(Request::get(&format!("/channels/{CHANNEL}/messages")).basic(FULL_KEY))
+        .http(Request::get(format!("/channels/{CHANNEL}/messages")).basic(FULL_KEY))
         .await
         .json();
     let stored: Vec<&Value> = history

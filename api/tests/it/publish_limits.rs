@@ -173,7 +173,7 @@ async fn rest_publishes_of_too_many_messages_are_refused_unbuilt() {
     assert_rest_error(&response, 40030, 400);
     let response = server
         .http(
-            Request::post_msgpack(&path, &empties)
+            post_msgpack(&path, &empties)
                 .basic(FULL_KEY)
                 .header("accept", "application/x-msgpack"),
         )

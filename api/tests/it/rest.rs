@@ -20,7 +20,7 @@ pub(crate) fn assert_rest_error(response: &Response, code: u64, status: u16) {
     );
     let body = match response.header("content-type") {
         Some("application/json") => response.json(),
-        Some("application/x-msgpack") => response.msgpack(),
+        Some("application/x-msgpack") => from_msgpack(&response.body),
         other => panic!("error Content-Type must be exact, got {other:?}: {response:?}"),
     };
     assert_error_info(&body["error"], code, u64::from(status), &body);
@@ -60,7 +60,7 @@ async fn rest_publish_is_delivered_to_realtime_subscribers() {
     let bytes = [1u8, 2, 3, 250];
     let response = server
         .http(
-            Request::post_msgpack(
+            post_msgpack(
                 "/channels/news:feed/messages",
                 &json!({"name": "c", "data": bin(&bytes)}),
             )
@@ -73,7 +73,7 @@ async fn rest_publish_is_delivered_to_realtime_subscribers() {
         response.header("content-type"),
         Some("application/x-msgpack")
     );
-    let published_binary = response.msgpack();
+    let published_binary = from_msgpack(&response.body);
     assert_eq!(published_binary["serials"].as_array().unwrap().len(), 1);
 
     for subscriber in [&mut json_sub, &mut msgpack_sub] {
