@@ -7,6 +7,28 @@
 //! moment it opens (servers disconnect slow readers), timestamps each delivery as it arrives
 //! (`Delivery::received_us`), and never blocks that task on the consumer.
 
+/// The `Connection` methods every protocol answers alike from its `shared` state, its
+/// `deliveries` channel and its count of publishes sent (the field `$sent`).
+macro_rules! answered_by_shared {
+    ($sent:ident) => {
+        fn in_flight(&self) -> u64 {
+            self.shared.in_flight(self.$sent)
+        }
+
+        async fn settle(&mut self, timeout: Duration) -> Settled {
+            self.shared.settle(self.$sent, timeout).await
+        }
+
+        async fn next_delivery(&mut self) -> Option<Delivery> {
+            self.deliveries.recv().await
+        }
+
+        fn failure(&self) -> Option<String> {
+            self.shared.failure()
+        }
+    };
+}
+
 pub mod ably;
 pub mod pusher;
 pub mod raw;

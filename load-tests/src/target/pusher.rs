@@ -183,21 +183,7 @@ impl Connection for PusherConnection {
         Ok(())
     }
 
-    fn in_flight(&self) -> u64 {
-        self.shared.in_flight(self.published)
-    }
-
-    async fn settle(&mut self, timeout: Duration) -> Settled {
-        self.shared.settle(self.published, timeout).await
-    }
-
-    async fn next_delivery(&mut self) -> Option<Delivery> {
-        self.deliveries.recv().await
-    }
-
-    fn failure(&self) -> Option<String> {
-        self.shared.failure()
-    }
+    answered_by_shared!(published);
 
     async fn close(self) {
         self.shared.closing.store(true, Ordering::Release);

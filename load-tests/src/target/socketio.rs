@@ -130,21 +130,7 @@ impl Connection for SocketIoConnection {
         self.emit(ack_id, json!(["publish", message])).await
     }
 
-    fn in_flight(&self) -> u64 {
-        self.shared.in_flight(self.published)
-    }
-
-    async fn settle(&mut self, timeout: Duration) -> Settled {
-        self.shared.settle(self.published, timeout).await
-    }
-
-    async fn next_delivery(&mut self) -> Option<Delivery> {
-        self.deliveries.recv().await
-    }
-
-    fn failure(&self) -> Option<String> {
-        self.shared.failure()
-    }
+    answered_by_shared!(published);
 
     async fn close(self) {
         self.shared.closing.store(true, Ordering::Release);
