@@ -5,15 +5,14 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// A `realtime <role>` process on a free loopback port (`--listen 127.0.0.1:0`), killed on drop.
 pub struct Realtime {
     pub child: Child,
     pub addr: SocketAddr,
-    /// What it printed before it logged its listen address (the dev-key banner).
-    pub stdout: String,
+    stdout: Arc<Mutex<Vec<u8>>>,
 }
 
 impl Realtime {
@@ -46,22 +45,43 @@ impl Realtime {
         let addr = rx
             .recv_timeout(Duration::from_secs(20))
             .expect("realtime logged its listen address");
-        // The dev-key banner is printed before the listen log; read what is there.
-        let mut stdout = String::new();
+        // Drained to the end, so the process never blocks on a full pipe; kept for `stdout`.
+        let stdout = Arc::new(Mutex::new(Vec::new()));
         if let Some(mut out) = child.stdout.take() {
-            let (tx, rx) = mpsc::channel();
+            let kept = stdout.clone();
             std::thread::spawn(move || {
-                let mut first = [0u8; 4096];
-                let n = out.read(&mut first).unwrap_or(0);
-                let _ = tx.send(String::from_utf8_lossy(&first[..n]).into_owned());
-                let _ = std::io::copy(&mut out, &mut std::io::sink());
+                let mut chunk = [0u8; 4096];
+                while let Ok(n @ 1..) = out.read(&mut chunk) {
+                    kept.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .extend_from_slice(&chunk[..n]);
+                }
             });
-            stdout = rx.recv_timeout(Duration::from_secs(2)).unwrap_or_default();
         }
         Realtime {
             child,
             addr: addr.parse().expect("socket address"),
             stdout,
+        }
+    }
+
+    /// What it has printed (the dev-key banner). The banner comes before the listen log, so it
+    /// is in the pipe by now: this waits (up to 2 s) only for the reading thread to have it all,
+    /// that is for something that then stays the same for 20 ms.
+    pub fn stdout(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut seen = Vec::new();
+        loop {
+            std::thread::sleep(Duration::from_millis(20));
+            let printed = self
+                .stdout
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            if (!printed.is_empty() && printed == seen) || Instant::now() > deadline {
+                return String::from_utf8_lossy(&printed).into_owned();
+            }
+            seen = printed;
         }
     }
 

@@ -223,16 +223,14 @@ fn config_file_keys_and_listen_are_used() {
 #[test]
 fn generated_dev_key_works_for_publish_and_subscribe() {
     let server = Server::start(&[]);
-    let key = server
-        .stdout
+    let stdout = server.stdout();
+    let key = stdout
         .split("key: '")
         .nth(1)
         .and_then(|rest| rest.split('\'').next())
-        .unwrap_or_else(|| panic!("no key in banner: {:?}", server.stdout))
+        .unwrap_or_else(|| panic!("no key in banner: {stdout:?}"))
         .to_owned();
-    assert!(server
-        .stdout
-        .contains(&format!("port: {}", server.addr.port())));
+    assert!(stdout.contains(&format!("port: {}", server.addr.port())));
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let mut socket = connect(server.addr, &format!("key={key}&format=json")).await;
