@@ -204,6 +204,26 @@ impl Sequence {
     }
 }
 
+/// A subscriber attached to `channel` that has read message "0" from a publisher of its own: where
+/// every resume test starts. Returns (subscriber, its connection id, its resume key, its
+/// sequence, publisher).
+async fn subscribed(
+    server: &Server,
+    channel: &'static str,
+) -> (Client, String, String, Sequence, Client) {
+    let mut subscriber = server.connect(&query("subscriber")).await;
+    let connection_id = subscriber.id().to_owned();
+    let key = connection_key(&subscriber);
+    let attached = subscriber.attach(channel).await;
+    let mut sequence = Sequence::new(channel, &attached);
+    let mut publisher = server.connect(&query("publisher")).await;
+    publisher
+        .publish_acked(channel, 0, json!([{"data": "0"}]))
+        .await;
+    sequence.read_until(&mut subscriber, 1).await;
+    (subscriber, connection_id, key, sequence, publisher)
+}
+
 /// Publishes "0", "1", ... on `channel` through `client`, one at a time, each awaiting its
 /// ACK, until `stop`; `published` counts the acknowledged ones.
 fn spawn_publisher(
@@ -302,16 +322,8 @@ async fn a_resume_that_misses_more_than_the_outbound_queue_holds_still_catches_u
     // away while 490 messages went by is within what the log covers, so it is owed all 490.
     const MISSED: u64 = 490;
     let server = Server::start().await;
-    let mut subscriber = server.connect(&query("subscriber")).await;
-    let connection_id = subscriber.id().to_owned();
-    let key = connection_key(&subscriber);
-    let attached = subscriber.attach(CHANNEL).await;
-    let mut sequence = Sequence::new(CHANNEL, &attached);
-    let mut publisher = server.connect(&query("publisher")).await;
-    publisher
-        .publish_acked(CHANNEL, 0, json!([{"data": "0"}]))
-        .await;
-    sequence.read_until(&mut subscriber, 1).await;
+    let (subscriber, connection_id, key, mut sequence, mut publisher) =
+        subscribed(&server, CHANNEL).await;
 
     drop_transport(&server, subscriber, CHANNEL).await;
     for n in 1..=MISSED {
@@ -340,16 +352,8 @@ async fn a_resume_that_misses_more_than_the_outbound_queue_holds_still_catches_u
 async fn a_drop_right_after_a_resumed_attached_loses_nothing() {
     const CHANNEL: &str = "attached-then-drop";
     let server = Server::start().await;
-    let mut subscriber = server.connect(&query("subscriber")).await;
-    let connection_id = subscriber.id().to_owned();
-    let key = connection_key(&subscriber);
-    let attached = subscriber.attach(CHANNEL).await;
-    let mut sequence = Sequence::new(CHANNEL, &attached);
-    let mut publisher = server.connect(&query("publisher")).await;
-    publisher
-        .publish_acked(CHANNEL, 0, json!([{"data": "0"}]))
-        .await;
-    sequence.read_until(&mut subscriber, 1).await;
+    let (subscriber, connection_id, key, mut sequence, mut publisher) =
+        subscribed(&server, CHANNEL).await;
 
     drop_transport(&server, subscriber, CHANNEL).await;
     for n in 1..=5u64 {
@@ -388,16 +392,8 @@ async fn a_drop_right_after_a_resumed_attached_loses_nothing() {
 async fn resume_while_the_old_transport_is_still_open_takes_it_over() {
     const CHANNEL: &str = "takeover";
     let server = Server::start().await;
-    let mut stale = server.connect(&query("subscriber")).await;
-    let connection_id = stale.id().to_owned();
-    let key = connection_key(&stale);
-    let attached = stale.attach(CHANNEL).await;
-    let mut sequence = Sequence::new(CHANNEL, &attached);
-    let mut publisher = server.connect(&query("publisher")).await;
-    publisher
-        .publish_acked(CHANNEL, 0, json!([{"data": "0"}]))
-        .await;
-    sequence.read_until(&mut stale, 1).await;
+    let (mut stale, connection_id, key, mut sequence, mut publisher) =
+        subscribed(&server, CHANNEL).await;
 
     // The client gave up on a transport that went silent (ably-js does after maxIdleInterval +
     // realtimeRequestTimeout, 25 s) before the server noticed (peer_idle_timeout, 45 s): the old
@@ -445,16 +441,8 @@ async fn resume_after_the_ttl_is_refused_80008_and_attach_is_not_resumed() {
         server.connect(&query("probe")).await.connected["connectionDetails"]["connectionStateTtl"],
         300
     );
-    let mut subscriber = server.connect(&query("subscriber")).await;
-    let connection_id = subscriber.id().to_owned();
-    let key = connection_key(&subscriber);
-    let attached = subscriber.attach(CHANNEL).await;
-    let mut sequence = Sequence::new(CHANNEL, &attached);
-    let mut publisher = server.connect(&query("publisher")).await;
-    publisher
-        .publish_acked(CHANNEL, 0, json!([{"data": "0"}]))
-        .await;
-    sequence.read_until(&mut subscriber, 1).await;
+    let (subscriber, connection_id, key, sequence, mut publisher) =
+        subscribed(&server, CHANNEL).await;
 
     // Within the TTL the resume is honoured.
     drop_transport(&server, subscriber, CHANNEL).await;
