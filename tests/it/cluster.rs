@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::support::{
-    connect, next_json, nodes, numbered, publish, publish_serial, rest, send_json, until_readyz,
-    RedisServer, Request, Server, Socket, KEY,
+    connect, next_json, nodes, numbered, publish, publish_serial, rest, send_json, until_live,
+    until_readyz, RedisServer, Request, Server, Socket, KEY,
 };
 
 #[test]
@@ -154,28 +154,6 @@ async fn subscribe_everywhere(nodes: &[Server], channel: &str) -> Vec<Socket> {
     sockets
 }
 
-/// Publishes markers through `via` until every socket has heard one: the bus is live end to end.
-async fn until_every_node_hears(via: &Server, channel: &str, sockets: &mut [Socket]) {
-    let mut heard = vec![false; sockets.len()];
-    for attempt in 0..100 {
-        let body = format!(r#"{{"name":"marker","data":"{attempt}"}}"#);
-        rest(via.addr, publish(channel, &body)).await;
-        for (i, socket) in sockets.iter_mut().enumerate() {
-            while let Ok(frame) =
-                tokio::time::timeout(Duration::from_millis(100), next_json(socket)).await
-            {
-                if frame["action"] == 15 {
-                    heard[i] = true;
-                }
-            }
-        }
-        if heard.iter().all(|h| *h) {
-            return;
-        }
-    }
-    panic!("the bus never carried a marker to every node: {heard:?}");
-}
-
 #[test]
 fn a_dropped_pub_sub_link_is_re_established_and_back_filled() {
     let redis = RedisServer::start();
@@ -183,7 +161,7 @@ fn a_dropped_pub_sub_link_is_re_established_and_back_filled() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let mut sockets = subscribe_everywhere(&nodes, "payments:1").await;
-        until_every_node_hears(&nodes[0], "payments:1", &mut sockets).await;
+        until_live(&nodes[0], &["payments:1"], &mut sockets).await;
 
         // Cut every pub/sub link; the data (streams) stays. What is published now misses
         // pub/sub and must come back through the back-fill.
@@ -213,10 +191,10 @@ fn after_a_redis_restart_delivery_resumes_on_every_node() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let mut sockets = subscribe_everywhere(&nodes, "session:9").await;
-        until_every_node_hears(&nodes[0], "session:9", &mut sockets).await;
+        until_live(&nodes[0], &["session:9"], &mut sockets).await;
         redis.restart();
         // The nodes reconnect and resubscribe by themselves; markers prove it end to end.
-        until_every_node_hears(&nodes[1], "session:9", &mut sockets).await;
+        until_live(&nodes[1], &["session:9"], &mut sockets).await;
         let body = r#"{"name":"n","data":"after"}"#;
         assert_eq!(rest(nodes[0].addr, publish("session:9", body)).await.0, 201);
         for socket in sockets.iter_mut() {

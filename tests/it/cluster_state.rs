@@ -6,7 +6,8 @@ use serde_json::json;
 
 use crate::support::{
     attach, client, enter, eventually, next_json, next_presence, nodes, numbered, publish_serial,
-    rest_members, send_json, until_graces_recorded, RedisServer, Socket, ENTER, LEAVE, RESUMED,
+    rest_members, resume_ids, send_json, until_graces_recorded, RedisServer, Socket, ENTER, LEAVE,
+    RESUMED,
 };
 
 #[test]
@@ -186,11 +187,7 @@ fn a_connection_resumes_on_another_node_with_its_id_and_every_missed_message() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let (mut bob, connected) = client(&nodes[0], "bob", "").await;
-        let id = connected["connectionId"].as_str().unwrap().to_owned();
-        let key = connected["connectionDetails"]["connectionKey"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let (id, key) = resume_ids(&connected);
         attach(&mut bob, "session:2").await;
         publish_serial(&nodes[1], "session:2", 0).await;
         let frame = next_json(&mut bob).await;
@@ -246,11 +243,7 @@ fn a_connection_on_a_killed_node_resumes_on_another_every_channel_resumed_its_pr
         // Carol comes back; dave, on the same node with the same grace, never does.
         let grace = "&remainPresentFor=2500";
         let (mut carol, connected) = client(&nodes[0], "carol", grace).await;
-        let id = connected["connectionId"].as_str().unwrap().to_owned();
-        let key = connected["connectionDetails"]["connectionKey"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let (id, key) = resume_ids(&connected);
         let (mut dave, _) = client(&nodes[0], "dave", grace).await;
         let mut seen = Vec::new();
         for (n, channel) in channels.into_iter().enumerate() {
@@ -361,11 +354,7 @@ fn another_client_cannot_resume_someone_elses_connection_across_nodes() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let (dave, connected) = client(&nodes[0], "dave", "").await;
-        let id = connected["connectionId"].as_str().unwrap().to_owned();
-        let key = connected["connectionDetails"]["connectionKey"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let (id, key) = resume_ids(&connected);
         // Written before CONNECTED went out: a resume elsewhere right away finds it.
         assert_eq!(
             redis.cli(&["EXISTS", &format!("rt:conn:{key}")]).trim(),
@@ -398,11 +387,7 @@ fn after_redis_comes_back_empty_members_never_flap_and_connections_still_resume_
         let (mut watcher, _) = client(&nodes[1], "watcher", "").await;
         attach(&mut watcher, channel).await;
         let (mut alice, connected) = client(&nodes[0], "alice", "").await;
-        let id = connected["connectionId"].as_str().unwrap().to_owned();
-        let key = connected["connectionDetails"]["connectionKey"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let (id, key) = resume_ids(&connected);
         attach(&mut alice, channel).await;
         enter(&mut alice, channel, "a").await;
         let (mut bob, _) = client(&nodes[1], "bob", "").await;

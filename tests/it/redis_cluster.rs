@@ -7,8 +7,8 @@ use serde_json::json;
 
 use crate::support::{
     attach, client, connect, enter, next_json, next_presence, nodes_at, numbered, publish,
-    publish_serial, rest, rest_members, send_json, until_readyz, RedisCluster, Request, Server,
-    Socket, ENTER, KEY, LEAVE,
+    publish_serial, rest, rest_members, resume_ids, send_json, until_live, until_readyz,
+    RedisCluster, Request, Server, Socket, ENTER, KEY, LEAVE,
 };
 
 fn nodes_on(cluster: &RedisCluster, n: usize, extra: &[&str]) -> Vec<Server> {
@@ -42,32 +42,6 @@ async fn subscriber(node: &Server, channels: &[String]) -> Socket {
         assert_eq!(next_json(&mut socket).await["action"], 11);
     }
     socket
-}
-
-/// Publishes markers through `via` on every channel until each socket heard one on each.
-async fn until_live(via: &Server, channels: &[String], sockets: &mut [Socket]) {
-    let mut heard = vec![vec![false; channels.len()]; sockets.len()];
-    for attempt in 0..100 {
-        for channel in channels {
-            let body = format!(r#"{{"name":"marker","data":"{attempt}"}}"#);
-            rest(via.addr, publish(channel, &body)).await;
-        }
-        for (i, socket) in sockets.iter_mut().enumerate() {
-            while let Ok(frame) =
-                tokio::time::timeout(Duration::from_millis(100), next_json(socket)).await
-            {
-                if frame["action"] == 15 {
-                    if let Some(c) = channels.iter().position(|c| frame["channel"] == c.as_str()) {
-                        heard[i][c] = true;
-                    }
-                }
-            }
-        }
-        if heard.iter().flatten().all(|h| *h) {
-            return;
-        }
-    }
-    panic!("the bus never carried a marker everywhere: {heard:?}");
 }
 
 /// Per channel, `seen` (channel, data, serial, _) holds exactly `expected` (channel, data,
@@ -319,11 +293,7 @@ fn a_connection_resumes_on_another_node_on_a_cluster() {
     runtime.block_on(async {
         let channel = &channels[2];
         let (mut bob, connected) = client(&nodes[0], "bob", "").await;
-        let id = connected["connectionId"].as_str().unwrap().to_owned();
-        let key = connected["connectionDetails"]["connectionKey"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let (id, key) = resume_ids(&connected);
         attach(&mut bob, channel).await;
         publish_serial(&nodes[1], channel, 0).await;
         let seen = next_json(&mut bob).await["channelSerial"]

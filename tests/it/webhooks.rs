@@ -14,7 +14,8 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use crate::support::{
-    attach, client, close, enter, eventually, send_json, until_graces_recorded, RedisServer, Server,
+    attach, client, close, enter, eventually, resume_ids, send_json, until_graces_recorded,
+    RedisServer, Server,
 };
 
 const SECRET: &str = "whsec_test";
@@ -311,10 +312,7 @@ fn a_client_back_within_the_debounce_bills_no_leave() {
 
         // The transport drops and the client resumes: the channel is re-attached in time.
         drop(alice);
-        let key = connected["connectionDetails"]["connectionKey"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let (_, key) = resume_ids(&connected);
         let (mut alice, _) = client(&node, "alice", &format!("&resume={key}")).await;
         attach(&mut alice, "call:2").await;
 
@@ -441,11 +439,7 @@ fn a_member_whose_node_dies_bills_no_leave_if_it_resumes_elsewhere_and_one_if_it
             .await;
         let grace = "&remainPresentFor=2000";
         let (mut alice, connected) = client(&nodes[0], "alice", grace).await;
-        let id = connected["connectionId"].as_str().unwrap().to_owned();
-        let key = connected["connectionDetails"]["connectionKey"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let (id, key) = resume_ids(&connected);
         attach(&mut alice, "call:6").await;
         enter(&mut alice, "call:6", "hi").await;
         let (mut bob, _) = client(&nodes[0], "bob", grace).await;

@@ -71,6 +71,23 @@ async fn expect_fatal(victim: &mut Client, code: u64, status: u64) {
     victim.expect_closed().await;
 }
 
+/// A NACK of msgSerial 0 for its one message, with `code` and `status`.
+async fn expect_nack(victim: &mut Client, code: u64, status: u64) {
+    let nack = victim.expect(NACK).await;
+    assert_eq!(nack["msgSerial"], 0, "{nack}");
+    assert_eq!(nack["count"], 1, "{nack}");
+    assert_error(&nack, code, status);
+}
+
+/// A fresh server (keep it: dropping it shuts it down), its bystanders, and a JSON victim
+/// connected with `key`.
+async fn beside_bystanders(key: &str) -> (Server, Bystanders, Client) {
+    let server = Server::start().await;
+    let others = Bystanders::join(&server).await;
+    let victim = server.connect(&format!("key={key}&format=json")).await;
+    (server, others, victim)
+}
+
 /// The victim's connection still works: a HEARTBEAT round trip.
 async fn expect_alive(victim: &mut Client) {
     victim
@@ -241,10 +258,7 @@ async fn run_row(server: &Server, others: &mut Bystanders, row: Row) {
     match row.outcome {
         Outcome::Fatal { code, status } => expect_fatal(&mut victim, code, status).await,
         Outcome::Nack { code, status } => {
-            let nack = victim.expect(NACK).await;
-            assert_eq!(nack["msgSerial"], 0, "{nack}");
-            assert_eq!(nack["count"], 1, "{nack}");
-            assert_error(&nack, code, status);
+            expect_nack(&mut victim, code, status).await;
             expect_alive(&mut victim).await;
         }
     }
@@ -277,18 +291,13 @@ async fn bad_frames_and_credentials_get_their_error_and_nobody_else_notices() {
 /// limit goes through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_over_64_kib_is_nacked_40009() {
-    let server = Server::start().await;
-    let mut others = Bystanders::join(&server).await;
-    let mut victim = server.connect(&format!("key={FULL_KEY}&format=json")).await;
+    let (_server, mut others, mut victim) = beside_bystanders(FULL_KEY).await;
     let too_big = "x".repeat(64 * 1024 + 1);
     victim
         .publish(Bystanders::CHANNEL, 0, json!([{"data": too_big}]))
         .await;
     others.publish("meanwhile").await;
-    let nack = victim.expect(NACK).await;
-    assert_eq!(nack["msgSerial"], 0, "{nack}");
-    assert_eq!(nack["count"], 1, "{nack}");
-    assert_error(&nack, 40009, 413);
+    expect_nack(&mut victim, 40009, 413).await;
 
     let at_limit = "y".repeat(64 * 1024);
     victim
@@ -299,9 +308,7 @@ async fn message_over_64_kib_is_nacked_40009() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_channel_names_are_refused_40010() {
-    let server = Server::start().await;
-    let mut others = Bystanders::join(&server).await;
-    let mut victim = server.connect(&format!("key={FULL_KEY}&format=json")).await;
+    let (_server, mut others, mut victim) = beside_bystanders(FULL_KEY).await;
     for name in ["", "[bogus]x"] {
         victim
             .send(json!({"action": ATTACH, "channel": name}))
@@ -347,11 +354,7 @@ async fn garbage_token_is_a_token_error_and_close() {
 /// A capability refusal fails the channel (attach) or the message (publish), not the connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capability_refusals_are_40160_and_keep_the_connection() {
-    let server = Server::start().await;
-    let mut others = Bystanders::join(&server).await;
-    let mut victim = server
-        .connect(&format!("key={LIMITED_KEY}&format=json"))
-        .await;
+    let (_server, mut others, mut victim) = beside_bystanders(LIMITED_KEY).await;
     victim
         .send(json!({"action": ATTACH, "channel": Bystanders::CHANNEL}))
         .await;
@@ -364,10 +367,7 @@ async fn capability_refusals_are_40160_and_keep_the_connection() {
         .publish(Bystanders::CHANNEL, 0, json!([{"name": "sneaky"}]))
         .await;
     others.publish("meanwhile").await;
-    let nack = victim.expect(NACK).await;
-    assert_eq!(nack["msgSerial"], 0, "{nack}");
-    assert_eq!(nack["count"], 1, "{nack}");
-    assert_error(&nack, 40160, 401);
+    expect_nack(&mut victim, 40160, 401).await;
 
     victim.attach("allowed:ok").await;
     victim
@@ -380,9 +380,7 @@ async fn capability_refusals_are_40160_and_keep_the_connection() {
 /// still an Ably error saying why, not a bare close a client would retry into forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_past_the_frame_cap_still_gets_40009() {
-    let server = Server::start().await;
-    let mut others = Bystanders::join(&server).await;
-    let mut victim = server.connect(&format!("key={FULL_KEY}&format=json")).await;
+    let (_server, mut others, mut victim) = beside_bystanders(FULL_KEY).await;
     let huge = "x".repeat(300 * 1024);
     victim
         .publish(Bystanders::CHANNEL, 0, json!([{"data": huge}]))

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 use test_support::{connect, eventually, next_json, send_json, RedisServer, Request, Socket};
 
-use super::server::{rest, Server, KEY};
+use super::server::{publish, rest, Server, KEY};
 
 pub(crate) const ENTER: u64 = 2;
 pub(crate) const LEAVE: u64 = 3;
@@ -108,4 +108,41 @@ pub(crate) async fn until_graces_recorded(redis: &RedisServer, n: u64) {
         },
     )
     .await;
+}
+
+/// Publishes markers through `via` on every channel until each socket heard one on each: the bus
+/// is live end to end.
+pub(crate) async fn until_live(via: &Server, channels: &[impl AsRef<str>], sockets: &mut [Socket]) {
+    let mut heard = vec![vec![false; channels.len()]; sockets.len()];
+    for attempt in 0..100 {
+        for channel in channels {
+            let body = format!(r#"{{"name":"marker","data":"{attempt}"}}"#);
+            rest(via.addr, publish(channel.as_ref(), &body)).await;
+        }
+        for (i, socket) in sockets.iter_mut().enumerate() {
+            while let Ok(frame) =
+                tokio::time::timeout(Duration::from_millis(100), next_json(socket)).await
+            {
+                if frame["action"] == 15 {
+                    if let Some(c) = channels.iter().position(|c| frame["channel"] == c.as_ref()) {
+                        heard[i][c] = true;
+                    }
+                }
+            }
+        }
+        if heard.iter().flatten().all(|h| *h) {
+            return;
+        }
+    }
+    panic!("the bus never carried a marker everywhere: {heard:?}");
+}
+
+/// A CONNECTED's connectionId and connectionKey: what a resume needs.
+pub(crate) fn resume_ids(connected: &serde_json::Value) -> (String, String) {
+    let id = connected["connectionId"].as_str().unwrap().to_owned();
+    let key = connected["connectionDetails"]["connectionKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (id, key)
 }
