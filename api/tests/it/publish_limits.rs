@@ -5,8 +5,6 @@
 
 use serde_json::{json, Value};
 
-use crate::bad_input::Bystanders;
-use crate::rest::assert_rest_error;
 use crate::support::*;
 
 const CHANNEL: &str = "flooded";

@@ -5,27 +5,6 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-/// An Ably REST error: status, exact Content-Type, `X-Ably-ErrorCode` and the envelope.
-pub(crate) fn assert_rest_error(response: &Response, code: u64, status: u16) {
-    assert_eq!(response.status, status, "{response:?}");
-    let code_text = code.to_string();
-    assert_eq!(
-        response.header("x-ably-errorcode"),
-        Some(code_text.as_str()),
-        "{response:?}"
-    );
-    assert!(
-        response.header("x-ably-errormessage").is_some(),
-        "{response:?}"
-    );
-    let body = match response.header("content-type") {
-        Some("application/json") => response.json(),
-        Some("application/x-msgpack") => from_msgpack(&response.body),
-        other => panic!("error Content-Type must be exact, got {other:?}: {response:?}"),
-    };
-    assert_error_info(&body["error"], code, u64::from(status), &body);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_publish_is_delivered_to_realtime_subscribers() {
     let server = Server::start().await;

@@ -29,6 +29,9 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::WebSocketStream;
 
+mod bystanders;
+
+pub(crate) use bystanders::Bystanders;
 pub(crate) use test_support::{eventually, http, Request, Response};
 
 pub(crate) const HEARTBEAT: u64 = 0;
@@ -448,6 +451,27 @@ pub(crate) fn assert_ack(ack: &Value, msg_serial: u64, n_messages: usize) -> Vec
             _ => panic!("serial must be a non-empty string: {ack}"),
         })
         .collect()
+}
+
+/// An Ably REST error: status, exact Content-Type, `X-Ably-ErrorCode` and the envelope.
+pub(crate) fn assert_rest_error(response: &Response, code: u64, status: u16) {
+    assert_eq!(response.status, status, "{response:?}");
+    let code_text = code.to_string();
+    assert_eq!(
+        response.header("x-ably-errorcode"),
+        Some(code_text.as_str()),
+        "{response:?}"
+    );
+    assert!(
+        response.header("x-ably-errormessage").is_some(),
+        "{response:?}"
+    );
+    let body = match response.header("content-type") {
+        Some("application/json") => response.json(),
+        Some("application/x-msgpack") => from_msgpack(&response.body),
+        other => panic!("error Content-Type must be exact, got {other:?}: {response:?}"),
+    };
+    assert_error_info(&body["error"], code, u64::from(status), &body);
 }
 
 /// A frame's `error` is a complete ErrorInfo (trap 1) with this code and HTTP status.
