@@ -20,8 +20,9 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use super::{websocket, ws_base, Connection, Delivery, Settled, Target, Ws, REPLY_TIMEOUT};
-use crate::clock;
+use super::{
+    next_text_frame, websocket, ws_base, Connection, Delivery, Settled, Target, Ws, REPLY_TIMEOUT,
+};
 
 /// The event name publications are emitted under.
 const EVENT: &str = "load";
@@ -158,13 +159,7 @@ async fn read(
     shared: Arc<Shared>,
     deliver: mpsc::UnboundedSender<Delivery>,
 ) {
-    while let Some(frame) = stream.next().await {
-        let received_us = clock::now_us();
-        let text = match frame {
-            Ok(WsMessage::Text(text)) => text,
-            Ok(WsMessage::Close(_)) | Err(_) => break,
-            Ok(_) => continue,
-        };
+    while let Some((received_us, text)) = next_text_frame(&mut stream).await {
         let packet = text.as_str();
         if let Some(event) = packet.strip_prefix("42") {
             match parse_event(event) {
