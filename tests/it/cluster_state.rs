@@ -402,17 +402,20 @@ fn after_redis_comes_back_empty_members_never_flap_and_connections_still_resume_
         tokio::task::block_in_place(|| redis.restart());
         let members = format!("rt:{{{channel}}}:presence");
         let record = format!("rt:conn:{key}");
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while redis.cli(&["HLEN", &members]).trim() != "2"
-            || redis.cli(&["EXISTS", &record]).trim() != "1"
-        {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "both members and alice's resume record written back: {}",
-                redis.cli(&["HGETALL", &members])
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(
+            "both members and alice's resume record written back",
+            Duration::from_secs(10),
+            || async {
+                if redis.cli(&["HLEN", &members]).trim() == "2"
+                    && redis.cli(&["EXISTS", &record]).trim() == "1"
+                {
+                    Ok(())
+                } else {
+                    Err(redis.cli(&["HGETALL", &members]))
+                }
+            },
+        )
+        .await;
         // Past the moment a node re-reads members it found missing (1.5 leases after its
         // catch-up), then a new member: everything the watcher sees up to her ENTER.
         tokio::time::sleep(Duration::from_millis(3000)).await;

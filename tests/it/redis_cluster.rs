@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::support::{
-    attach, client, connect, enter, next_json, next_presence, nodes_at, numbered, publish,
-    publish_serial, rest, rest_members, resume_ids, send_json, until_live, until_readyz,
+    attach, client, connect, enter, eventually, next_json, next_presence, nodes_at, numbered,
+    publish, publish_serial, rest, rest_members, resume_ids, send_json, until_live, until_readyz,
     RedisCluster, Request, Server, Socket, ENTER, KEY, LEAVE,
 };
 
@@ -207,19 +207,17 @@ fn history_and_presence_work_across_nodes_on_a_cluster() {
         // grace (her remainPresentFor, recorded before the kill) has passed without a resume
         // she leaves once, through the cluster (leases, node sets, the orphan index and member
         // hashes on different shards).
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while (0..3).all(|i| {
-            cluster
-                .cli(i, &["KEYS", "rt:node:*:graces"])
-                .trim()
-                .is_empty()
-        }) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "alice's grace recorded"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(
+            "alice's grace recorded",
+            Duration::from_secs(10),
+            || async {
+                (0..3).any(|i| {
+                    let graces = cluster.cli(i, &["KEYS", "rt:node:*:graces"]);
+                    !graces.trim().is_empty()
+                })
+            },
+        )
+        .await;
         nodes[0].kill();
         let event = next_presence(&mut watcher).await;
         assert_eq!(

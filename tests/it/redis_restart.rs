@@ -3,14 +3,15 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::support::{
-    connect, nodes, publish, publish_serial, rest, send_json, RedisServer, Server, Socket,
+    connect, eventually, nodes, publish, publish_serial, rest, send_json, RedisServer, Server,
+    Socket,
 };
 
 const PUBLISHERS: usize = 50;
@@ -210,14 +211,11 @@ impl Publishers {
 
     /// Waits (bounded) until `n` publishes in all were acknowledged.
     async fn until_acked(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.count.load(Ordering::Acquire) < n {
-            assert!(
-                Instant::now() < deadline,
-                "publishers stuck below {n} acknowledged"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let what = format!("publishers get {n} acknowledged");
+        eventually(what, Duration::from_secs(60), || async {
+            self.count.load(Ordering::Acquire) >= n
+        })
+        .await;
     }
 
     /// Stops them; returns the acknowledged messages per channel, in serial order.
@@ -350,11 +348,12 @@ fn a_redis_restored_from_an_older_snapshot_is_told_and_serials_are_never_reused(
         let abandoned = u64::from_str_radix(delivered[0].split('-').next().unwrap(), 16)
             .unwrap()
             .to_string();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while redis.cli(&["HGET", &meta_key("live:rdb"), "p"]).trim() != abandoned {
-            assert!(Instant::now() < deadline, "the roll-back was never noticed");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(
+            "the roll-back is noticed",
+            Duration::from_secs(20),
+            || async { redis.cli(&["HGET", &meta_key("live:rdb"), "p"]).trim() == abandoned },
+        )
+        .await;
         let after = loop {
             let request = publish("live:rdb", r#"{"name":"n","data":"3"}"#);
             let (status, body) = rest(nodes[0].addr, request).await;
@@ -478,11 +477,10 @@ fn a_store_that_handed_out_the_nodes_serials_again_is_told() {
         // The links drop (as on a restart); catching up, the node finds another message at its
         // last serial.
         redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while redis.cli(&["HGET", &meta_key("live:reuse"), "p"]).trim() != epoch.to_string() {
-            assert!(Instant::now() < deadline, "the reuse was never noticed");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually("the reuse is noticed", Duration::from_secs(20), || async {
+            redis.cli(&["HGET", &meta_key("live:reuse"), "p"]).trim() == epoch.to_string()
+        })
+        .await;
         let after = publish_serial(&nodes[0], "live:reuse", 3).await;
         let got = numbered_with_notices(&mut subscriber, 1).await;
         assert_eq!(

@@ -382,17 +382,11 @@ fn queued_events_survive_a_gateway_restart() {
         enter(&mut alice, "call:4", "hi").await;
         close(alice).await;
         // Everything queued (the debounced leave and close too), nothing accepted yet.
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while redis
-            .cli(&["XLEN", "rt:webhook:billing:queue"])
-            .trim()
-            .parse::<u64>()
-            .unwrap_or(0)
-            < 4
-        {
-            assert!(std::time::Instant::now() < deadline, "4 items queued");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        eventually("4 items queued", Duration::from_secs(20), || async {
+            let queued = redis.cli(&["XLEN", "rt:webhook:billing:queue"]);
+            queued.trim().parse::<u64>().unwrap_or(0) >= 4
+        })
+        .await;
         drop(node); // killed, with its queue undelivered
 
         receiver.accept();
