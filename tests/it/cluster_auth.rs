@@ -106,6 +106,15 @@ async fn publish_with(addr: SocketAddr, token: &str, channel: &str) -> (u16, Val
     .await
 }
 
+/// A refusal: `status` with the Ably error `code` in the body.
+fn assert_refused((status, body): (u16, Value), expected_status: u16, code: u64) {
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (expected_status, &json!(code)),
+        "{body}"
+    );
+}
+
 /// A WebSocket connection with a token: its first frame (CONNECTED or ERROR) and the socket.
 async fn open(addr: SocketAddr, token: &str) -> (Value, Socket) {
     let mut socket = connect(addr, &format!("access_token={token}&format=json")).await;
@@ -243,12 +252,7 @@ fn a_revocation_through_one_node_holds_on_every_node_and_after_a_restart() {
         let (first, _) = open(b.addr, &revoked).await;
         assert_eq!(first["action"], 9, "{first}");
         assert_eq!(first["error"]["code"], 40141, "{first}");
-        let (status, body) = publish_with(b.addr, &revoked, "chat").await;
-        assert_eq!(
-            (status, &body["error"]["code"]),
-            (401, &json!(40141)),
-            "{body}"
-        );
+        assert_refused(publish_with(b.addr, &revoked, "chat").await, 401, 40141);
         // Bystanders: another user's token, the key connection, a newer token for alice.
         still_served(&mut bob_on_b, "bystander").await;
         still_served(&mut alice_by_key, "by-key").await;
@@ -262,12 +266,7 @@ fn a_revocation_through_one_node_holds_on_every_node_and_after_a_restart() {
         let a = node(&redis);
         let (first, _) = open(a.addr, &revoked).await;
         assert_eq!(first["error"]["code"], 40141, "{first}");
-        let (status, body) = publish_with(a.addr, &revoked, "chat").await;
-        assert_eq!(
-            (status, &body["error"]["code"]),
-            (401, &json!(40141)),
-            "{body}"
-        );
+        assert_refused(publish_with(a.addr, &revoked, "chat").await, 401, 40141);
         assert_eq!(publish_with(a.addr, &newer, "chat").await.0, 201);
         assert_eq!(publish_with(a.addr, &bystander, "chat").await.0, 201);
     });
@@ -295,65 +294,48 @@ fn a_key_revokes_only_its_own_tokens_and_supabase_users_only_when_allowed() {
         still_served(&mut alice_k, "user:alice").await;
         still_served(&mut carol_on_b, "session:1").await;
         assert_eq!(publish_with(b.addr, &by_k, "chat").await.0, 201);
-        let (status, body) = publish_with(b.addr, &by_b, "chat").await;
-        assert_eq!(
-            (status, &body["error"]["code"]),
-            (401, &json!(40141)),
-            "{body}"
-        );
+        assert_refused(publish_with(b.addr, &by_b, "chat").await, 401, 40141);
         // Carol's token still authenticates (refused only for lack of publish).
-        let (status, body) = publish_with(b.addr, &carol, "session:1").await;
-        assert_eq!(
-            (status, &body["error"]["code"]),
-            (401, &json!(40160)),
-            "{body}"
-        );
+        assert_refused(publish_with(b.addr, &carol, "session:1").await, 401, 40160);
 
         // Key K, allowed, revokes carol: the Supabase user is thrown out on the other node.
         let (status, body) = revoke(a.addr, "app.k:secret", &["carol"]).await;
         assert_eq!(status, 200, "{body}");
         ended_as_revoked(&mut carol_on_b).await;
-        let (status, body) = publish_with(b.addr, &carol, "session:1").await;
-        assert_eq!(
-            (status, &body["error"]["code"]),
-            (401, &json!(40141)),
-            "{body}"
-        );
+        assert_refused(publish_with(b.addr, &carol, "session:1").await, 401, 40141);
         // Alice's token from K was not named: still served.
         still_served(&mut alice_k, "after-carol").await;
 
         // A key can revoke only through its own path, with its own Basic auth.
-        let (status, body) = json_of(
-            a.addr,
-            post(
-                "/keys/app.k/revokeTokens",
-                r#"{"targets":["clientId:alice"]}"#,
+        assert_refused(
+            json_of(
+                a.addr,
+                post(
+                    "/keys/app.k/revokeTokens",
+                    r#"{"targets":["clientId:alice"]}"#,
+                )
+                .basic("app.b:secretb"),
             )
-            .basic("app.b:secretb"),
-        )
-        .await;
-        assert_eq!(
-            (status, &body["error"]["code"]),
-            (401, &json!(40133)),
-            "{body}"
+            .await,
+            401,
+            40133,
         );
         // Nor with a token.
-        let (status, body) = json_of(
-            a.addr,
-            post(
-                "/keys/app.k/revokeTokens",
-                r#"{"targets":["clientId:alice"]}"#,
+        assert_refused(
+            json_of(
+                a.addr,
+                post(
+                    "/keys/app.k/revokeTokens",
+                    r#"{"targets":["clientId:alice"]}"#,
+                )
+                .header(
+                    "authorization",
+                    format!("Bearer {}", STANDARD.encode(&by_k)),
+                ),
             )
-            .header(
-                "authorization",
-                format!("Bearer {}", STANDARD.encode(&by_k)),
-            ),
-        )
-        .await;
-        assert_eq!(
-            (status, &body["error"]["code"]),
-            (401, &json!(40162)),
-            "{body}"
+            .await,
+            401,
+            40162,
         );
         still_served(&mut alice_k, "after-refusal").await;
     });
@@ -368,11 +350,10 @@ fn on_a_redis_cluster_nonces_and_revocations_are_shared_too() {
         let request = signed_request("nonce-on-a-cluster-01");
         let (status, body) = json_of(a.addr, post("/keys/app.k/requestToken", &request)).await;
         assert_eq!(status, 200, "{body}");
-        let (status, body) = json_of(b.addr, post("/keys/app.k/requestToken", &request)).await;
-        assert_eq!(
-            (status, &body["error"]["code"]),
-            (401, &json!(40105)),
-            "{body}"
+        assert_refused(
+            json_of(b.addr, post("/keys/app.k/requestToken", &request)).await,
+            401,
+            40105,
         );
 
         let revoked = token(a.addr, "app.k:secret", "alice").await;
@@ -382,12 +363,7 @@ fn on_a_redis_cluster_nonces_and_revocations_are_shared_too() {
         let (status, body) = revoke(a.addr, "app.k:secret", &["alice"]).await;
         assert_eq!(status, 200, "{body}");
         ended_as_revoked(&mut alice_on_b).await;
-        let (status, body) = publish_with(b.addr, &revoked, "chat").await;
-        assert_eq!(
-            (status, &body["error"]["code"]),
-            (401, &json!(40141)),
-            "{body}"
-        );
+        assert_refused(publish_with(b.addr, &revoked, "chat").await, 401, 40141);
         still_served(&mut bob_on_b, "bystander").await;
     });
 }
