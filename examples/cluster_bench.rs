@@ -17,10 +17,9 @@
 //!
 //! `cargo run --release --example cluster_bench -- --rate 5000 --duration 10 [--json out.json]`
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -30,6 +29,7 @@ use futures_util::stream::SplitStream;
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
+use test_support::{Realtime, RedisServer};
 use tokio::sync::{watch, Semaphore};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
@@ -106,9 +106,9 @@ fn main() {
         );
         std::process::exit(2);
     }
-    let redis = Redis::start();
-    let nodes: Vec<Node> = (0..args.nodes)
-        .map(|_| Node::start(&binary, &redis.url()))
+    let redis = RedisServer::start();
+    let nodes: Vec<Realtime> = (0..args.nodes)
+        .map(|_| start_node(&binary, &redis.url()))
         .collect();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let report = runtime.block_on(run(&args, &redis, &nodes));
@@ -131,7 +131,7 @@ fn now_us() -> u64 {
     EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64
 }
 
-async fn run(args: &Args, redis: &Redis, nodes: &[Node]) -> Report {
+async fn run(args: &Args, redis: &RedisServer, nodes: &[Realtime]) -> Report {
     now_us();
     let format = if args.format == "msgpack" {
         Format::Msgpack
@@ -264,7 +264,7 @@ async fn run(args: &Args, redis: &Redis, nodes: &[Node]) -> Report {
         latency,
         ack_latency,
         cpu: cpu_after.since(&cpu_before, window),
-        node_rss_kib: nodes.iter().map(|n| rss_kib(n.child.id())).collect(),
+        node_rss_kib: nodes.iter().map(|n| rss_kib(n.pid())).collect(),
         failures,
     }
 }
@@ -719,93 +719,12 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("histogram bounds")
 }
 
-/// A `redis-server` on a free loopback port, nothing on disk, killed on drop.
-struct Redis {
-    port: u16,
-    child: Child,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (apt-get install redis-server)");
-        let redis = Redis { port, child };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not come up");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A `realtime serve` process on a free loopback port, killed on drop.
-struct Node {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Node {
-    fn start(binary: &std::path::Path, redis_url: &str) -> Node {
-        let mut child = Command::new(binary)
-            .args(["serve", "--listen", "127.0.0.1:0", "--keys", KEY])
-            .args(["--redis", redis_url])
-            // `--rate 0` saturates each publisher connection on purpose.
-            .args(["--publish-connection-messages-per-sec", "0"])
-            .env("RUST_LOG", "info")
-            .env_remove("REALTIME_KEYS")
-            .env_remove("REALTIME_LISTEN")
-            .env_remove("REALTIME_CONFIG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start realtime");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().expect("piped stderr");
-        // Reads stderr to the end, so the node never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("listen=").nth(1) {
-                    let addr = addr.split_whitespace().next().unwrap_or_default();
-                    let _ = tx.send(addr.to_owned());
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("realtime logged its listen address");
-        Node {
-            child,
-            addr: addr.parse().expect("socket address"),
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A `realtime serve` node on `redis_url`, killed on drop.
+fn start_node(binary: &std::path::Path, redis_url: &str) -> Realtime {
+    let args = ["--keys", KEY, "--redis", redis_url];
+    // `--rate 0` saturates each publisher connection on purpose.
+    let unlimited = ["--publish-connection-messages-per-sec", "0"];
+    Realtime::start(binary, "serve", &[&args[..], &unlimited].concat(), &[])
 }
 
 /// CPU seconds (user + system) so far of Redis, each node and this process, and of the whole
@@ -826,12 +745,12 @@ struct CpuShare {
 }
 
 impl Cpu {
-    fn sample(redis: &Redis, nodes: &[Node]) -> Cpu {
+    fn sample(redis: &RedisServer, nodes: &[Realtime]) -> Cpu {
         Cpu {
-            redis: cpu_seconds(&redis.child.id().to_string()),
+            redis: cpu_seconds(&redis.pid().to_string()),
             nodes: nodes
                 .iter()
-                .map(|n| cpu_seconds(&n.child.id().to_string()))
+                .map(|n| cpu_seconds(&n.pid().to_string()))
                 .collect(),
             bench: cpu_seconds("self"),
             machine: machine_cpu_seconds(),

@@ -17,6 +17,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 cargo build --workspace --locked --all-targets
+# Style gates (STYLE.md, "Habits"); clippy after the build so it reuses what it can.
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
 
 # A 60 s soak against the debug binary on short timers: tokens renewed in-band and expiring into

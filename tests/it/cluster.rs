@@ -1,122 +1,14 @@
 //! Several `realtime` processes on one real `redis-server`: one bus.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use base64::Engine as _;
 use serde_json::json;
 
-use crate::support::{connect, http, next_json, send_json, Server};
-
-/// A `redis-server` on a free loopback port, killed on drop (never the machine's own on 6379).
-pub(crate) struct RedisServer {
-    pub(crate) port: u16,
-    child: Child,
-    /// How it keeps data on disk (flags), the same on every restart.
-    persistence: Vec<String>,
-}
-
-impl RedisServer {
-    /// Keeping nothing on disk: a restart comes back empty.
-    pub(crate) fn start() -> RedisServer {
-        RedisServer::start_with(&["--save", "", "--appendonly", "no"])
-    }
-
-    /// With `persistence` flags (e.g. `--dir`, `--appendonly yes`) instead of keeping nothing.
-    pub(crate) fn start_with(persistence: &[&str]) -> RedisServer {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        let persistence: Vec<String> = persistence.iter().map(|s| s.to_string()).collect();
-        RedisServer {
-            port,
-            child: spawn_redis(port, &persistence),
-            persistence,
-        }
-    }
-
-    pub(crate) fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Kills (SIGKILL) and starts again on the same port, with what it kept on disk (by
-    /// default nothing: it comes back empty).
-    pub(crate) fn restart(&mut self) {
-        self.stop();
-        self.child = spawn_redis(self.port, &self.persistence);
-    }
-
-    pub(crate) fn cli(&self, args: &[&str]) -> String {
-        let output = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .expect("redis-cli");
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    pub(crate) fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `n` nodes on `redis`, each with the test key and `extra` flags.
-pub(crate) fn nodes(redis: &RedisServer, n: usize, extra: &[&str]) -> Vec<Server> {
-    nodes_at(&redis.url(), n, extra)
-}
-
-/// `n` nodes on the Redis at `url` (a server or a cluster), each with the test key and `extra`.
-pub(crate) fn nodes_at(url: &str, n: usize, extra: &[&str]) -> Vec<Server> {
-    (0..n)
-        .map(|_| {
-            let mut args = vec!["--keys", "app.k:secret", "--redis", url];
-            args.extend_from_slice(extra);
-            Server::start(&args)
-        })
-        .collect()
-}
-
-/// Waits (bounded) until something accepts connections on loopback `port`.
-pub(crate) fn wait_for_port(port: u16, what: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what} did not come up"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// `redis-server` on `port` (loopback, `persistence` flags), once it accepts connections.
-fn spawn_redis(port: u16, persistence: &[String]) -> Child {
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(persistence)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server (apt-get install redis-server)");
-    wait_for_port(port, "redis-server");
-    child
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-pub(crate) fn publish_request(channel: &str, body: &str) -> String {
-    let auth = base64::engine::general_purpose::STANDARD.encode("app.k:secret");
-    format!(
-        "POST /channels/{channel}/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-}
+use crate::support::{
+    connect, next_json, nodes, numbered, publish, publish_serial, rest, send_json, until_live,
+    until_readyz, RedisServer, Request, Server, Socket, KEY,
+};
 
 #[test]
 fn a_publish_to_one_node_reaches_subscribers_on_every_node_once_in_order() {
@@ -141,9 +33,7 @@ fn a_publish_to_one_node_reaches_subscribers_on_every_node_once_in_order() {
             assert!(marker < 200, "subscriptions never became live");
             let body = format!(r#"{{"name":"marker","data":"{marker}"}}"#);
             assert_eq!(
-                http(nodes[0].addr, &publish_request("session:1", &body))
-                    .await
-                    .0,
+                rest(nodes[0].addr, publish("session:1", &body)).await.0,
                 201
             );
             for (i, socket) in subscribers.iter_mut().enumerate() {
@@ -166,7 +56,7 @@ fn a_publish_to_one_node_reaches_subscribers_on_every_node_once_in_order() {
         for n in 0..10 {
             let node = &nodes[n % nodes.len()];
             let body = format!(r#"{{"name":"n","data":"{n}"}}"#);
-            let (status, response) = http(node.addr, &publish_request("session:1", &body)).await;
+            let (status, response) = rest(node.addr, publish("session:1", &body)).await;
             assert_eq!(status, 201, "{response}");
             let response: serde_json::Value = serde_json::from_str(&response).unwrap();
             expected.push(response["serials"][0].as_str().unwrap().to_owned());
@@ -212,14 +102,12 @@ fn with_redis_down_a_publish_is_refused_never_acknowledged() {
         let mut socket = connect(node.addr, "key=app.k:secret&format=json").await;
         assert_eq!(next_json(&mut socket).await["action"], 4);
         assert_eq!(
-            http(node.addr, &publish_request("c", r#"{"data":"up"}"#))
-                .await
-                .0,
+            rest(node.addr, publish("c", r#"{"data":"up"}"#)).await.0,
             201
         );
 
         redis.stop();
-        let (status, body) = http(node.addr, &publish_request("c", r#"{"data":"down"}"#)).await;
+        let (status, body) = rest(node.addr, publish("c", r#"{"data":"down"}"#)).await;
         assert_eq!(status, 503, "{body}");
         assert!(body.contains("50003"), "{body}");
         send_json(
@@ -235,11 +123,7 @@ fn with_redis_down_a_publish_is_refused_never_acknowledged() {
 
 #[test]
 fn an_unreachable_redis_at_start_is_a_clear_failure() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = test_support::free_port();
     let output = Command::new(env!("CARGO_BIN_EXE_realtime"))
         .args([
             "serve",
@@ -257,8 +141,6 @@ fn an_unreachable_redis_at_start_is_a_clear_failure() {
     assert!(stderr.contains("--redis"), "{stderr}");
 }
 
-pub(crate) type Socket = crate::support::Socket;
-
 /// One JSON subscriber per node on `channel`, attached.
 async fn subscribe_everywhere(nodes: &[Server], channel: &str) -> Vec<Socket> {
     let mut sockets = Vec::new();
@@ -272,42 +154,6 @@ async fn subscribe_everywhere(nodes: &[Server], channel: &str) -> Vec<Socket> {
     sockets
 }
 
-/// Publishes markers through `via` until every socket has heard one: the bus is live end to end.
-async fn until_every_node_hears(via: &Server, channel: &str, sockets: &mut [Socket]) {
-    let mut heard = vec![false; sockets.len()];
-    for attempt in 0..100 {
-        let body = format!(r#"{{"name":"marker","data":"{attempt}"}}"#);
-        http(via.addr, &publish_request(channel, &body)).await;
-        for (i, socket) in sockets.iter_mut().enumerate() {
-            while let Ok(frame) =
-                tokio::time::timeout(Duration::from_millis(100), next_json(socket)).await
-            {
-                if frame["action"] == 15 {
-                    heard[i] = true;
-                }
-            }
-        }
-        if heard.iter().all(|h| *h) {
-            return;
-        }
-    }
-    panic!("the bus never carried a marker to every node: {heard:?}");
-}
-
-/// Reads until `n` messages named "n" arrived; returns their data in arrival order.
-pub(crate) async fn numbered(socket: &mut Socket, n: usize) -> Vec<String> {
-    let mut seen = Vec::new();
-    while seen.len() < n {
-        let frame = next_json(socket).await;
-        for message in frame["messages"].as_array().into_iter().flatten() {
-            if message["name"] == "n" {
-                seen.push(message["data"].as_str().unwrap_or_default().to_owned());
-            }
-        }
-    }
-    seen
-}
-
 #[test]
 fn a_dropped_pub_sub_link_is_re_established_and_back_filled() {
     let redis = RedisServer::start();
@@ -315,7 +161,7 @@ fn a_dropped_pub_sub_link_is_re_established_and_back_filled() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let mut sockets = subscribe_everywhere(&nodes, "payments:1").await;
-        until_every_node_hears(&nodes[0], "payments:1", &mut sockets).await;
+        until_live(&nodes[0], &["payments:1"], &mut sockets).await;
 
         // Cut every pub/sub link; the data (streams) stays. What is published now misses
         // pub/sub and must come back through the back-fill.
@@ -323,9 +169,7 @@ fn a_dropped_pub_sub_link_is_re_established_and_back_filled() {
         for n in 0..5 {
             let body = format!(r#"{{"name":"n","data":"{n}"}}"#);
             assert_eq!(
-                http(nodes[0].addr, &publish_request("payments:1", &body))
-                    .await
-                    .0,
+                rest(nodes[0].addr, publish("payments:1", &body)).await.0,
                 201
             );
         }
@@ -347,37 +191,16 @@ fn after_a_redis_restart_delivery_resumes_on_every_node() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let mut sockets = subscribe_everywhere(&nodes, "session:9").await;
-        until_every_node_hears(&nodes[0], "session:9", &mut sockets).await;
+        until_live(&nodes[0], &["session:9"], &mut sockets).await;
         redis.restart();
         // The nodes reconnect and resubscribe by themselves; markers prove it end to end.
-        until_every_node_hears(&nodes[1], "session:9", &mut sockets).await;
+        until_live(&nodes[1], &["session:9"], &mut sockets).await;
         let body = r#"{"name":"n","data":"after"}"#;
-        assert_eq!(
-            http(nodes[0].addr, &publish_request("session:9", body))
-                .await
-                .0,
-            201
-        );
+        assert_eq!(rest(nodes[0].addr, publish("session:9", body)).await.0, 201);
         for socket in sockets.iter_mut() {
             assert_eq!(numbered(socket, 1).await, ["after"]);
         }
     });
-}
-
-/// Polls `/readyz` until it answers `status` (bounded): readiness follows the bus's own probe.
-pub(crate) async fn until_readyz(node: &Server, status: u16) {
-    for _ in 0..100 {
-        let (got, _) = http(
-            node.addr,
-            "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        )
-        .await;
-        if got == status {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("/readyz never answered {status}");
 }
 
 #[test]
@@ -389,24 +212,11 @@ fn readyz_follows_the_bus() {
         until_readyz(&node, 200).await;
         redis.stop();
         until_readyz(&node, 503).await;
-        let (status, _) = http(
-            node.addr,
-            "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        )
-        .await;
+        let (status, _) = rest(node.addr, Request::get("/healthz")).await;
         assert_eq!(status, 200, "alive, just not ready");
         redis.restart();
         until_readyz(&node, 200).await;
     });
-}
-
-/// Publishes message "n" with data `n`; returns the serial from the 201 body.
-pub(crate) async fn publish_serial(node: &Server, channel: &str, n: usize) -> String {
-    let request = publish_request(channel, &format!(r#"{{"name":"n","data":"{n}"}}"#));
-    let (status, body) = http(node.addr, &request).await;
-    assert_eq!(status, 201, "{body}");
-    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
-    body["serials"][0].as_str().unwrap().to_owned()
 }
 
 #[test]
@@ -420,9 +230,9 @@ fn history_and_rewind_on_any_node_come_from_the_shared_store() {
         for n in 0..3 {
             serials.push(publish_serial(&nodes[0], "user:7", n).await);
         }
-        let (status, body) = http(
+        let (status, body) = rest(
             nodes[1].addr,
-            "GET /channels/user:7/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Basic YXBwLms6c2VjcmV0\r\nConnection: close\r\n\r\n",
+            Request::get("/channels/user:7/messages").basic(KEY),
         )
         .await;
         assert_eq!(status, 200, "{body}");
@@ -443,7 +253,10 @@ fn history_and_rewind_on_any_node_come_from_the_shared_store() {
             .zip(serials.iter().cloned())
             .collect();
         expected.reverse();
-        assert_eq!(got, expected, "node B's history is node A's publishes, newest first");
+        assert_eq!(
+            got, expected,
+            "node B's history is node A's publishes, newest first"
+        );
 
         let mut socket = connect(nodes[2].addr, "key=app.k:secret&format=json").await;
         assert_eq!(next_json(&mut socket).await["action"], 4);
@@ -453,7 +266,11 @@ fn history_and_rewind_on_any_node_come_from_the_shared_store() {
         )
         .await;
         assert_eq!(next_json(&mut socket).await["action"], 11);
-        assert_eq!(numbered(&mut socket, 2).await, ["1", "2"], "rewind on node C");
+        assert_eq!(
+            numbered(&mut socket, 2).await,
+            ["1", "2"],
+            "rewind on node C"
+        );
     });
 }
 
@@ -559,19 +376,15 @@ fn gateway_and_api_roles_split_websockets_from_rest() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let mut sockets = subscribe_everywhere(std::slice::from_ref(&gateway), "session:4").await;
-        let (status, body) = http(
+        let (status, body) = rest(
             api.addr,
-            &publish_request("session:4", r#"{"name":"n","data":"via api"}"#),
+            publish("session:4", r#"{"name":"n","data":"via api"}"#),
         )
         .await;
         assert_eq!(status, 201, "{body}");
         assert_eq!(numbered(&mut sockets[0], 1).await, ["via api"]);
 
-        let (status, _) = http(
-            gateway.addr,
-            &publish_request("session:4", r#"{"data":"x"}"#),
-        )
-        .await;
+        let (status, _) = rest(gateway.addr, publish("session:4", r#"{"data":"x"}"#)).await;
         assert_eq!(status, 404, "no REST on a gateway pod");
         let upgrade = tokio_tungstenite::connect_async(format!(
             "ws://{}/?key=app.k:secret&format=json",
@@ -580,11 +393,7 @@ fn gateway_and_api_roles_split_websockets_from_rest() {
         .await;
         assert!(upgrade.is_err(), "no WebSockets on an api pod");
         for node in [&gateway, &api] {
-            let (status, _) = http(
-                node.addr,
-                "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-            )
-            .await;
+            let (status, _) = rest(node.addr, Request::get("/readyz")).await;
             assert_eq!(status, 200);
         }
     });

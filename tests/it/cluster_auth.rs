@@ -3,16 +3,18 @@
 //! connections on the other, is refused there for new connections and REST, and still holds on
 //! a restarted node; a key revokes only tokens it issued, Supabase users only when allowed.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use gateway::auth::TokenRequest;
 use serde_json::{json, Value};
 
-use crate::cluster::RedisServer;
-use crate::redis_cluster::RedisCluster;
-use crate::support::{connect, http, next_json, send_json, Server, Socket};
+use crate::support::{
+    connect, next_json, rest, send_json, RedisCluster, RedisServer, Request, Server, Socket,
+};
 
 const KEYS: &str = "app.k:secret,app.b:secretb";
 const SUPABASE_SECRET: &str = "cluster-auth-test-secret-with-at-least-32-characters";
@@ -36,19 +38,13 @@ fn node_at(url: &str) -> Server {
     ])
 }
 
-fn basic(key: &str) -> String {
-    base64::engine::general_purpose::STANDARD.encode(key)
+/// A POST of JSON text `body` to `path`, without credentials.
+fn post<'a>(path: impl Into<Cow<'a, str>>, body: &str) -> Request<'a> {
+    Request::post(path, "application/json", body.as_bytes().to_vec())
 }
 
-fn post(path: &str, authorization: &str, body: &str) -> String {
-    format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\n{authorization}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-}
-
-async fn json_of(addr: SocketAddr, request: &str) -> (u16, Value) {
-    let (status, body) = http(addr, request).await;
+async fn json_of(addr: SocketAddr, request: Request<'_>) -> (u16, Value) {
+    let (status, body) = rest(addr, request).await;
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
@@ -57,11 +53,11 @@ async fn token(addr: SocketAddr, key: &str, client_id: &str) -> String {
     let name = key.split(':').next().unwrap();
     let (status, body) = json_of(
         addr,
-        &post(
-            &format!("/keys/{name}/requestToken"),
-            &format!("Authorization: Basic {}\r\n", basic(key)),
+        post(
+            format!("/keys/{name}/requestToken"),
             &json!({"keyName": name, "clientId": client_id}).to_string(),
-        ),
+        )
+        .basic(key),
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -85,11 +81,11 @@ async fn revoke(addr: SocketAddr, key: &str, client_ids: &[&str]) -> (u16, Value
     let targets: Vec<String> = client_ids.iter().map(|c| format!("clientId:{c}")).collect();
     json_of(
         addr,
-        &post(
-            &format!("/keys/{name}/revokeTokens"),
-            &format!("Authorization: Basic {}\r\n", basic(key)),
+        post(
+            format!("/keys/{name}/revokeTokens"),
             &json!({ "targets": targets }).to_string(),
-        ),
+        )
+        .basic(key),
     )
     .await
 }
@@ -98,13 +94,25 @@ async fn revoke(addr: SocketAddr, key: &str, client_ids: &[&str]) -> (u16, Value
 async fn publish_with(addr: SocketAddr, token: &str, channel: &str) -> (u16, Value) {
     json_of(
         addr,
-        &post(
-            &format!("/channels/{channel}/messages"),
-            &format!("Authorization: Bearer {}\r\n", basic(token)),
+        post(
+            format!("/channels/{channel}/messages"),
             r#"{"name":"x","data":"y"}"#,
+        )
+        .header(
+            "authorization",
+            format!("Bearer {}", STANDARD.encode(token)),
         ),
     )
     .await
+}
+
+/// A refusal: `status` with the Ably error `code` in the body.
+fn assert_refused((status, body): (u16, Value), expected_status: u16, code: u64) {
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (expected_status, &json!(code)),
+        "{body}"
+    );
 }
 
 /// A WebSocket connection with a token: its first frame (CONNECTED or ERROR) and the socket.
@@ -165,26 +173,25 @@ fn a_token_request_nonce_is_single_use_on_every_node() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let request = signed_request("nonce-used-on-a-0001");
-        let (status, body) = json_of(a.addr, &post("/keys/app.k/requestToken", "", &request)).await;
+        let (status, body) = json_of(a.addr, post("/keys/app.k/requestToken", &request)).await;
         assert_eq!(status, 200, "{body}");
         // The same request replayed on the other node, and on the same one: refused.
         for node in [&b, &a] {
             let (status, body) =
-                json_of(node.addr, &post("/keys/app.k/requestToken", "", &request)).await;
+                json_of(node.addr, post("/keys/app.k/requestToken", &request)).await;
             assert_eq!(status, 401, "{body}");
             assert_eq!(body["error"]["code"], 40105, "{body}");
         }
         // A fresh nonce is fine on either node.
         let other = signed_request("nonce-fresh-on-b-0002");
-        let (status, body) = json_of(b.addr, &post("/keys/app.k/requestToken", "", &other)).await;
+        let (status, body) = json_of(b.addr, post("/keys/app.k/requestToken", &other)).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["clientId"], "nonce-user");
 
         // Redis unreachable: refused as unavailable, never accepted unchecked.
         redis.stop();
         let unchecked = signed_request("nonce-redis-down-0003");
-        let (status, body) =
-            json_of(a.addr, &post("/keys/app.k/requestToken", "", &unchecked)).await;
+        let (status, body) = json_of(a.addr, post("/keys/app.k/requestToken", &unchecked)).await;
         assert_eq!(status, 503, "{body}");
         assert_eq!(body["error"]["code"], 50003, "{body}");
         // A revocation that cannot be stored is not reported as done.
@@ -245,12 +252,7 @@ fn a_revocation_through_one_node_holds_on_every_node_and_after_a_restart() {
         let (first, _) = open(b.addr, &revoked).await;
         assert_eq!(first["action"], 9, "{first}");
         assert_eq!(first["error"]["code"], 40141, "{first}");
-        let (status, body) = publish_with(b.addr, &revoked, "chat").await;
-        assert_eq!(
-            (status, &body["error"]["code"]),
-            (401, &json!(40141)),
-            "{body}"
-        );
+        assert_refused(publish_with(b.addr, &revoked, "chat").await, 401, 40141);
         // Bystanders: another user's token, the key connection, a newer token for alice.
         still_served(&mut bob_on_b, "bystander").await;
         still_served(&mut alice_by_key, "by-key").await;
@@ -264,12 +266,7 @@ fn a_revocation_through_one_node_holds_on_every_node_and_after_a_restart() {
         let a = node(&redis);
         let (first, _) = open(a.addr, &revoked).await;
         assert_eq!(first["error"]["code"], 40141, "{first}");
-        let (status, body) = publish_with(a.addr, &revoked, "chat").await;
-        assert_eq!(
-            (status, &body["error"]["code"]),
-            (401, &json!(40141)),
-            "{body}"
-        );
+        assert_refused(publish_with(a.addr, &revoked, "chat").await, 401, 40141);
         assert_eq!(publish_with(a.addr, &newer, "chat").await.0, 201);
         assert_eq!(publish_with(a.addr, &bystander, "chat").await.0, 201);
     });
@@ -297,62 +294,48 @@ fn a_key_revokes_only_its_own_tokens_and_supabase_users_only_when_allowed() {
         still_served(&mut alice_k, "user:alice").await;
         still_served(&mut carol_on_b, "session:1").await;
         assert_eq!(publish_with(b.addr, &by_k, "chat").await.0, 201);
-        let (status, body) = publish_with(b.addr, &by_b, "chat").await;
-        assert_eq!(
-            (status, &body["error"]["code"]),
-            (401, &json!(40141)),
-            "{body}"
-        );
+        assert_refused(publish_with(b.addr, &by_b, "chat").await, 401, 40141);
         // Carol's token still authenticates (refused only for lack of publish).
-        let (status, body) = publish_with(b.addr, &carol, "session:1").await;
-        assert_eq!(
-            (status, &body["error"]["code"]),
-            (401, &json!(40160)),
-            "{body}"
-        );
+        assert_refused(publish_with(b.addr, &carol, "session:1").await, 401, 40160);
 
         // Key K, allowed, revokes carol: the Supabase user is thrown out on the other node.
         let (status, body) = revoke(a.addr, "app.k:secret", &["carol"]).await;
         assert_eq!(status, 200, "{body}");
         ended_as_revoked(&mut carol_on_b).await;
-        let (status, body) = publish_with(b.addr, &carol, "session:1").await;
-        assert_eq!(
-            (status, &body["error"]["code"]),
-            (401, &json!(40141)),
-            "{body}"
-        );
+        assert_refused(publish_with(b.addr, &carol, "session:1").await, 401, 40141);
         // Alice's token from K was not named: still served.
         still_served(&mut alice_k, "after-carol").await;
 
         // A key can revoke only through its own path, with its own Basic auth.
-        let (status, body) = json_of(
-            a.addr,
-            &post(
-                "/keys/app.k/revokeTokens",
-                &format!("Authorization: Basic {}\r\n", basic("app.b:secretb")),
-                r#"{"targets":["clientId:alice"]}"#,
-            ),
-        )
-        .await;
-        assert_eq!(
-            (status, &body["error"]["code"]),
-            (401, &json!(40133)),
-            "{body}"
+        assert_refused(
+            json_of(
+                a.addr,
+                post(
+                    "/keys/app.k/revokeTokens",
+                    r#"{"targets":["clientId:alice"]}"#,
+                )
+                .basic("app.b:secretb"),
+            )
+            .await,
+            401,
+            40133,
         );
         // Nor with a token.
-        let (status, body) = json_of(
-            a.addr,
-            &post(
-                "/keys/app.k/revokeTokens",
-                &format!("Authorization: Bearer {}\r\n", basic(&by_k)),
-                r#"{"targets":["clientId:alice"]}"#,
-            ),
-        )
-        .await;
-        assert_eq!(
-            (status, &body["error"]["code"]),
-            (401, &json!(40162)),
-            "{body}"
+        assert_refused(
+            json_of(
+                a.addr,
+                post(
+                    "/keys/app.k/revokeTokens",
+                    r#"{"targets":["clientId:alice"]}"#,
+                )
+                .header(
+                    "authorization",
+                    format!("Bearer {}", STANDARD.encode(&by_k)),
+                ),
+            )
+            .await,
+            401,
+            40162,
         );
         still_served(&mut alice_k, "after-refusal").await;
     });
@@ -365,13 +348,12 @@ fn on_a_redis_cluster_nonces_and_revocations_are_shared_too() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let request = signed_request("nonce-on-a-cluster-01");
-        let (status, body) = json_of(a.addr, &post("/keys/app.k/requestToken", "", &request)).await;
+        let (status, body) = json_of(a.addr, post("/keys/app.k/requestToken", &request)).await;
         assert_eq!(status, 200, "{body}");
-        let (status, body) = json_of(b.addr, &post("/keys/app.k/requestToken", "", &request)).await;
-        assert_eq!(
-            (status, &body["error"]["code"]),
-            (401, &json!(40105)),
-            "{body}"
+        assert_refused(
+            json_of(b.addr, post("/keys/app.k/requestToken", &request)).await,
+            401,
+            40105,
         );
 
         let revoked = token(a.addr, "app.k:secret", "alice").await;
@@ -381,12 +363,7 @@ fn on_a_redis_cluster_nonces_and_revocations_are_shared_too() {
         let (status, body) = revoke(a.addr, "app.k:secret", &["alice"]).await;
         assert_eq!(status, 200, "{body}");
         ended_as_revoked(&mut alice_on_b).await;
-        let (status, body) = publish_with(b.addr, &revoked, "chat").await;
-        assert_eq!(
-            (status, &body["error"]["code"]),
-            (401, &json!(40141)),
-            "{body}"
-        );
+        assert_refused(publish_with(b.addr, &revoked, "chat").await, 401, 40141);
         still_served(&mut bob_on_b, "bystander").await;
     });
 }

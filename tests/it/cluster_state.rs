@@ -4,81 +4,11 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::cluster::{nodes, numbered, publish_serial, RedisServer, Socket};
-use crate::support::{connect, http, next_json, send_json, Server};
-
-pub(crate) const ENTER: u64 = 2;
-pub(crate) const LEAVE: u64 = 3;
-pub(crate) const RESUMED: u64 = 1 << 2;
-
-/// A JSON connection as `client_id`; returns it with its CONNECTED.
-pub(crate) async fn client(
-    node: &Server,
-    client_id: &str,
-    extra: &str,
-) -> (Socket, serde_json::Value) {
-    let mut socket = connect(
-        node.addr,
-        &format!("key=app.k:secret&format=json&clientId={client_id}{extra}"),
-    )
-    .await;
-    let connected = next_json(&mut socket).await;
-    assert_eq!(connected["action"], 4, "{connected}");
-    (socket, connected)
-}
-
-pub(crate) async fn attach(socket: &mut Socket, channel: &str) -> serde_json::Value {
-    send_json(socket, json!({"action": 10, "channel": channel})).await;
-    loop {
-        let frame = next_json(socket).await;
-        if frame["action"] == 11 {
-            return frame;
-        }
-    }
-}
-
-/// Enters presence and waits for the ACK.
-pub(crate) async fn enter(socket: &mut Socket, channel: &str, data: &str) {
-    send_json(
-        socket,
-        json!({"action": 14, "channel": channel, "msgSerial": 0,
-               "presence": [{"action": ENTER, "data": data}]}),
-    )
-    .await;
-    loop {
-        let frame = next_json(socket).await;
-        if frame["action"] == 1 {
-            return;
-        }
-        assert_ne!(frame["action"], 2, "NACK: {frame}");
-    }
-}
-
-/// The next presence event on `socket` (SYNC and message frames skipped).
-pub(crate) async fn next_presence(socket: &mut Socket) -> serde_json::Value {
-    loop {
-        let frame = next_json(socket).await;
-        if frame["action"] == 14 {
-            return frame["presence"][0].clone();
-        }
-    }
-}
-
-pub(crate) async fn rest_members(node: &Server, channel: &str) -> Vec<String> {
-    let (status, body) = http(
-        node.addr,
-        &format!("GET /channels/{channel}/presence HTTP/1.1\r\nHost: x\r\nAuthorization: Basic YXBwLms6c2VjcmV0\r\nConnection: close\r\n\r\n"),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let members: serde_json::Value = serde_json::from_str(&body).unwrap();
-    members
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["clientId"].as_str().unwrap_or_default().to_owned())
-        .collect()
-}
+use crate::support::{
+    attach, client, enter, eventually, next_json, next_presence, nodes, numbered, publish_serial,
+    rest_members, resume_ids, send_json, until_graces_recorded, RedisServer, Socket, ENTER, LEAVE,
+    RESUMED,
+};
 
 #[test]
 fn presence_entered_on_one_node_is_seen_on_every_node() {
@@ -169,35 +99,20 @@ async fn presence_until(
     seen
 }
 
-/// Polls until one node has recorded `n` connections' own graces (`remainPresentFor`): record
-/// writes are asynchronous, and a node killed before they land gives the default grace.
-pub(crate) async fn until_graces_recorded(redis: &RedisServer, n: u64) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let keys = redis.cli(&["KEYS", "rt:node:*:graces"]);
-        let recorded = keys
-            .lines()
-            .filter_map(|key| redis.cli(&["HLEN", key.trim()]).trim().parse::<u64>().ok())
-            .max();
-        if recorded == Some(n) {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "{n} graces recorded");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Polls `ZCARD rt:orphans` until it is `n` (the reaper orphaned the dead node's members).
 async fn until_orphans(redis: &RedisServer, n: u64) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while redis.cli(&["ZCARD", "rt:orphans"]).trim().parse::<u64>() != Ok(n) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{n} orphans indexed: {}",
-            redis.cli(&["ZRANGE", "rt:orphans", "0", "-1", "WITHSCORES"])
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        format!("{n} orphans indexed"),
+        Duration::from_secs(15),
+        || async {
+            if redis.cli(&["ZCARD", "rt:orphans"]).trim().parse::<u64>() == Ok(n) {
+                Ok(())
+            } else {
+                Err(redis.cli(&["ZRANGE", "rt:orphans", "0", "-1", "WITHSCORES"]))
+            }
+        },
+    )
+    .await;
 }
 
 #[test]
@@ -221,9 +136,8 @@ fn a_dead_nodes_member_that_never_returns_leaves_once_after_its_grace_seen_on_ev
 
         until_graces_recorded(&redis, 1).await;
         let killed_at = std::time::Instant::now();
-        nodes[0].child.kill().unwrap(); // SIGKILL: no goodbye, no parking.
-        nodes[0].child.wait().unwrap();
-        // Reaped: orphaned, not gone. Every node still has her.
+        nodes[0].kill(); // SIGKILL: no goodbye, no parking.
+                         // Reaped: orphaned, not gone. Every node still has her.
         until_orphans(&redis, 1).await;
         for node in &nodes[1..] {
             assert_eq!(
@@ -273,11 +187,7 @@ fn a_connection_resumes_on_another_node_with_its_id_and_every_missed_message() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let (mut bob, connected) = client(&nodes[0], "bob", "").await;
-        let id = connected["connectionId"].as_str().unwrap().to_owned();
-        let key = connected["connectionDetails"]["connectionKey"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let (id, key) = resume_ids(&connected);
         attach(&mut bob, "session:2").await;
         publish_serial(&nodes[1], "session:2", 0).await;
         let frame = next_json(&mut bob).await;
@@ -333,11 +243,7 @@ fn a_connection_on_a_killed_node_resumes_on_another_every_channel_resumed_its_pr
         // Carol comes back; dave, on the same node with the same grace, never does.
         let grace = "&remainPresentFor=2500";
         let (mut carol, connected) = client(&nodes[0], "carol", grace).await;
-        let id = connected["connectionId"].as_str().unwrap().to_owned();
-        let key = connected["connectionDetails"]["connectionKey"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let (id, key) = resume_ids(&connected);
         let (mut dave, _) = client(&nodes[0], "dave", grace).await;
         let mut seen = Vec::new();
         for (n, channel) in channels.into_iter().enumerate() {
@@ -361,8 +267,7 @@ fn a_connection_on_a_killed_node_resumes_on_another_every_channel_resumed_its_pr
         .await;
 
         until_graces_recorded(&redis, 2).await;
-        nodes[0].child.kill().unwrap();
-        nodes[0].child.wait().unwrap();
+        nodes[0].kill();
         for channel in channels {
             publish_serial(&nodes[1], channel, 1).await;
         }
@@ -449,11 +354,7 @@ fn another_client_cannot_resume_someone_elses_connection_across_nodes() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let (dave, connected) = client(&nodes[0], "dave", "").await;
-        let id = connected["connectionId"].as_str().unwrap().to_owned();
-        let key = connected["connectionDetails"]["connectionKey"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let (id, key) = resume_ids(&connected);
         // Written before CONNECTED went out: a resume elsewhere right away finds it.
         assert_eq!(
             redis.cli(&["EXISTS", &format!("rt:conn:{key}")]).trim(),
@@ -486,11 +387,7 @@ fn after_redis_comes_back_empty_members_never_flap_and_connections_still_resume_
         let (mut watcher, _) = client(&nodes[1], "watcher", "").await;
         attach(&mut watcher, channel).await;
         let (mut alice, connected) = client(&nodes[0], "alice", "").await;
-        let id = connected["connectionId"].as_str().unwrap().to_owned();
-        let key = connected["connectionDetails"]["connectionKey"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let (id, key) = resume_ids(&connected);
         attach(&mut alice, channel).await;
         enter(&mut alice, channel, "a").await;
         let (mut bob, _) = client(&nodes[1], "bob", "").await;
@@ -505,17 +402,20 @@ fn after_redis_comes_back_empty_members_never_flap_and_connections_still_resume_
         tokio::task::block_in_place(|| redis.restart());
         let members = format!("rt:{{{channel}}}:presence");
         let record = format!("rt:conn:{key}");
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while redis.cli(&["HLEN", &members]).trim() != "2"
-            || redis.cli(&["EXISTS", &record]).trim() != "1"
-        {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "both members and alice's resume record written back: {}",
-                redis.cli(&["HGETALL", &members])
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(
+            "both members and alice's resume record written back",
+            Duration::from_secs(10),
+            || async {
+                if redis.cli(&["HLEN", &members]).trim() == "2"
+                    && redis.cli(&["EXISTS", &record]).trim() == "1"
+                {
+                    Ok(())
+                } else {
+                    Err(redis.cli(&["HGETALL", &members]))
+                }
+            },
+        )
+        .await;
         // Past the moment a node re-reads members it found missing (1.5 leases after its
         // catch-up), then a new member: everything the watcher sees up to her ENTER.
         tokio::time::sleep(Duration::from_millis(3000)).await;
@@ -526,8 +426,7 @@ fn after_redis_comes_back_empty_members_never_flap_and_connections_still_resume_
         let leaves: Vec<_> = events.iter().filter(|(_, _, a)| *a == LEAVE).collect();
         assert!(leaves.is_empty(), "nobody left: {events:?}");
 
-        nodes[0].child.kill().unwrap(); // SIGKILL: no goodbye, no parking.
-        nodes[0].child.wait().unwrap();
+        nodes[0].kill(); // SIGKILL: no goodbye, no parking.
         let (_alice, resumed) = client(&nodes[1], "alice", &format!("&resume={key}")).await;
         assert_eq!(resumed["connectionId"], id.as_str(), "{resumed}");
         assert!(resumed.get("error").is_none(), "{resumed}");

@@ -5,11 +5,10 @@
 
 use serde_json::json;
 
-use crate::cluster::{numbered, publish_request, publish_serial, RedisServer};
-use crate::cluster_state::{
-    attach, client, enter, next_presence, rest_members, ENTER, LEAVE, RESUMED,
+use crate::support::{
+    attach, client, enter, http, next_json, next_presence, numbered, publish_request,
+    publish_serial, rest_members, send_json, RedisServer, Server, ENTER, LEAVE, RESUMED,
 };
-use crate::support::{http, next_json, send_json, Server};
 
 /// One deployment under test: its nodes (and the Redis they share, if any).
 struct Deployment {

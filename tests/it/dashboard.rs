@@ -4,39 +4,33 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use base64::Engine as _;
 use serde_json::{json, Value};
 
-use crate::cluster::{nodes, RedisServer};
-use crate::support::{connect, http, next_json, send_json};
-
-const KEY: &str = "app.k:secret";
-
-fn get(path: &str) -> String {
-    let auth = base64::engine::general_purpose::STANDARD.encode(KEY);
-    format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nConnection: close\r\n\r\n")
-}
+use crate::support::{
+    connect, eventually, next_json, nodes, rest, send_json, RedisServer, Request, KEY,
+};
 
 async fn overview(addr: SocketAddr) -> Value {
-    let (status, body) = http(addr, &get("/dashboard/api/overview")).await;
+    let (status, body) = rest(addr, Request::get("/dashboard/api/overview").basic(KEY)).await;
     assert_eq!(status, 200, "{body}");
     serde_json::from_str(&body).expect("overview JSON")
 }
 
 /// Polls `addr`'s overview until `done` holds, for at most 15 s (nodes share every second).
 async fn until(addr: SocketAddr, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let value = overview(addr).await;
-        if done(&value) {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the overview never got there: {value}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        "the overview gets there",
+        Duration::from_secs(15),
+        || async {
+            let value = overview(addr).await;
+            if done(&value) {
+                Ok(value)
+            } else {
+                Err(value)
+            }
+        },
+    )
+    .await
 }
 
 fn node<'a>(overview: &'a Value, id: &str) -> Option<&'a Value> {
@@ -86,13 +80,11 @@ fn every_node_lists_every_node_with_its_numbers() {
         assert_eq!(from_a["cluster"]["connections"], 2, "{from_a}");
 
         // A publish on node A is counted in there and delivered out on node B.
-        let auth = base64::engine::general_purpose::STANDARD.encode(KEY);
-        let body = r#"{"name":"t","data":"x"}"#;
-        let publish = format!(
-            "POST /dashboard/api/channels/room:1/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
+        let publish = Request::post_json(
+            "/dashboard/api/channels/room:1/messages",
+            &json!({"name": "t", "data": "x"}),
         );
-        let (status, response) = http(a, &publish).await;
+        let (status, response) = rest(a, publish.basic(KEY)).await;
         assert_eq!(status, 201, "{response}");
         for socket in &mut sockets {
             assert_eq!(next_json(socket).await["messages"][0]["name"], "t");
@@ -105,15 +97,15 @@ fn every_node_lists_every_node_with_its_numbers() {
         assert_eq!(node(&totals, &id_b).unwrap()["messagesOut"], 2, "{totals}");
 
         // The channel inspector on node A reads the shared history.
-        let (status, body) = http(a, &get("/dashboard/api/channels/room:1")).await;
+        let (status, body) =
+            rest(a, Request::get("/dashboard/api/channels/room:1").basic(KEY)).await;
         assert_eq!(status, 200, "{body}");
         let inspection: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(inspection["messages"][0]["data"], "x", "{inspection}");
 
         // Node B dies without a goodbye: A stops showing it ready (lease lapsed, then gone).
         drop(sockets);
-        let _ = cluster[1].child.kill();
-        let _ = cluster[1].child.wait();
+        cluster[1].kill();
         until(a, |o| node(o, &id_b).is_none_or(|n| n["state"] != "ready")).await;
     });
     cluster.clear();

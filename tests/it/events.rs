@@ -2,31 +2,17 @@
 //! Redis), a partial failure reported per channel and completed by a retry, a bad batch
 //! refused whole.
 
-use base64::Engine as _;
 use serde_json::{json, Value};
 
-use crate::cluster::RedisServer;
-use crate::support::{http, Server};
+use crate::support::{rest, RedisServer, Request, Server, KEY};
 
-fn auth() -> String {
-    base64::engine::general_purpose::STANDARD.encode("app.k:secret")
-}
-
-fn events_request(body: &Value) -> String {
-    let body = body.to_string();
-    format!(
-        "POST /events HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        auth(),
-        body.len()
-    )
+fn events_request(body: &Value) -> Request<'static> {
+    Request::post_json("/events", body).basic(KEY)
 }
 
 async fn history(node: &Server, channel: &str) -> Vec<Value> {
-    let request = format!(
-        "GET /channels/{channel}/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\nConnection: close\r\n\r\n",
-        auth()
-    );
-    let (status, body) = http(node.addr, &request).await;
+    let request = Request::get(format!("/channels/{channel}/messages")).basic(KEY);
+    let (status, body) = rest(node.addr, request).await;
     assert_eq!(status, 200, "{body}");
     serde_json::from_str(&body).expect("history JSON")
 }
@@ -51,9 +37,9 @@ fn a_repeated_event_id_publishes_once_also_after_a_restart() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let node = Server::start(&args);
-        let (status, first) = http(node.addr, &events_request(&call("evt_1", "f1"))).await;
+        let (status, first) = rest(node.addr, events_request(&call("evt_1", "f1"))).await;
         assert_eq!(status, 201, "{first}");
-        let (status, again) = http(node.addr, &events_request(&call("evt_1", "f1"))).await;
+        let (status, again) = rest(node.addr, events_request(&call("evt_1", "f1"))).await;
         assert_eq!(
             (status, &again),
             (201, &first),
@@ -63,7 +49,7 @@ fn a_repeated_event_id_publishes_once_also_after_a_restart() {
 
         forget_message_ids(&redis);
         let node = Server::start(&args);
-        let (status, later) = http(node.addr, &events_request(&call("evt_1", "f1"))).await;
+        let (status, later) = rest(node.addr, events_request(&call("evt_1", "f1"))).await;
         assert_eq!((status, &later), (201, &first), "after a restart too");
         for (n, channel) in ["call:c1", "user:cr", "user:f1"].iter().enumerate() {
             let messages = history(&node, channel).await;
@@ -84,7 +70,7 @@ fn a_partial_failure_is_reported_per_channel_and_a_retry_completes_it() {
         // the publish script fails there (before writing anything) and works everywhere else.
         redis.cli(&["SET", "rt:{user:f2}:meta", "not a hash"]);
         let event = call("evt_2", "f2");
-        let (status, body) = http(node.addr, &events_request(&event)).await;
+        let (status, body) = rest(node.addr, events_request(&event)).await;
         assert_eq!(status, 503, "{body}");
         let body: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(body["error"]["code"], 50003, "{body}");
@@ -96,7 +82,7 @@ fn a_partial_failure_is_reported_per_channel_and_a_retry_completes_it() {
 
         redis.cli(&["DEL", "rt:{user:f2}:meta"]);
         forget_message_ids(&redis);
-        let (status, retried) = http(node.addr, &events_request(&event)).await;
+        let (status, retried) = rest(node.addr, events_request(&event)).await;
         assert_eq!(status, 201, "{retried}");
         let retried: Value = serde_json::from_str(&retried).unwrap();
         let done = &retried["channels"];
@@ -112,7 +98,7 @@ fn a_partial_failure_is_reported_per_channel_and_a_retry_completes_it() {
         for channel in ["call:c1", "user:cr", "user:f2"] {
             assert_eq!(history(&node, channel).await.len(), 1, "{channel}");
         }
-        let (status, again) = http(node.addr, &events_request(&event)).await;
+        let (status, again) = rest(node.addr, events_request(&event)).await;
         assert_eq!(status, 201);
         assert_eq!(serde_json::from_str::<Value>(&again).unwrap(), retried);
     });
@@ -128,7 +114,7 @@ fn a_batch_with_one_bad_event_is_refused_whole() {
             {"id": "bad", "type": "call.ringing",
                 "data": {"call_id": "c", "creator_id": "a", "fan_id": "b", "call_type": "fax"}}
         ]);
-        let (status, body) = http(node.addr, &events_request(&batch)).await;
+        let (status, body) = rest(node.addr, events_request(&batch)).await;
         assert_eq!(status, 400, "{body}");
         let body: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(body["error"]["code"], 40003);

@@ -2,15 +2,14 @@
 //! its rate is NACKed 42911 and stays connected, a key over its REST rate gets 429 / 42910, and
 //! neither touches another connection, key or channel. Every refusal is counted once.
 
-use std::net::TcpListener;
-
 use serde_json::{json, Value};
 
-use crate::metrics::{publish, sample, scrape, AUTH};
-use crate::support::{connect, http, next_json, send_json, Server, Socket};
+use crate::support::{
+    connect, next_json, publish, publish_as, rest, sample, scrape, send_json, Server, Socket,
+};
 
-/// `app.o:other`, a second key with its own REST budget.
-const OTHER_AUTH: &str = "YXBwLm86b3RoZXI=";
+/// A second key with its own REST budget.
+const OTHER_KEY: &str = "app.o:other";
 
 async fn attached(addr: std::net::SocketAddr, channel: &str) -> Socket {
     let mut socket = connect(addr, "key=app.k:secret&format=json").await;
@@ -46,11 +45,7 @@ fn names(tag: &str) -> Vec<String> {
 
 #[test]
 fn publish_floods_are_refused_by_rate_and_nobody_else_notices() {
-    let admin_port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let admin_port = test_support::free_port();
     let admin_addr = format!("127.0.0.1:{admin_port}");
     // Budgets of 20 messages refilled at 1 per second: a third publish of 10 at once is over.
     let server = Server::start(&[
@@ -141,18 +136,15 @@ fn publish_floods_are_refused_by_rate_and_nobody_else_notices() {
         // REST: the key's budget (separate from its connections') holds two publishes of 10.
         let body = ten("rest").to_string();
         for _ in 0..2 {
-            assert_eq!(
-                http(server.addr, &publish("flood", &body, AUTH)).await.0,
-                201
-            );
+            assert_eq!(rest(server.addr, publish("flood", &body)).await.0, 201);
         }
-        let (status, envelope) = http(server.addr, &publish("flood", &body, AUTH)).await;
+        let (status, envelope) = rest(server.addr, publish("flood", &body)).await;
         assert_eq!(status, 429, "{envelope}");
         let envelope: Value = serde_json::from_str(&envelope).unwrap();
         assert_eq!(envelope["error"]["code"], 42910, "{envelope}");
         assert_eq!(envelope["error"]["statusCode"], 429, "{envelope}");
         // Another key is not limited by this one.
-        let (status, answer) = http(server.addr, &publish("flood", &body, OTHER_AUTH)).await;
+        let (status, answer) = rest(server.addr, publish_as(OTHER_KEY, "flood", &body)).await;
         assert_eq!(status, 201, "{answer}");
         for _ in 0..3 {
             assert_eq!(delivered(&mut reader).await, names("rest"));

@@ -1,4 +1,7 @@
-//! Process-level tests of the `realtime` binary: settings, the development key, shutdown.
+//! Process-level tests of the `realtime` binary: settings, the development key, shutdown,
+//! sockets, floods, memory and metrics on one process; several processes on one `redis-server`
+//! (cluster, auth, state, dashboard, events, webhooks, Redis restarts) and on a Redis Cluster;
+//! the bus contract on both back-ends. Harnesses live in `support/` and `test-support`.
 
 mod support;
 

@@ -1,54 +1,16 @@
 //! `/metrics` after a known sequence, on a process of its own (the counters are per process).
 
-use std::net::TcpListener;
 use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{connect, http, next_json, send_json, Server};
-
-/// The value of the sample `name{...}` whose labels include every pair in `labels` (0 if none).
-pub(crate) fn sample(page: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    page.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
-            (metric == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))))
-            .then(|| value.parse::<f64>().ok())
-            .flatten()
-        })
-        .sum()
-}
-
-pub(crate) async fn scrape(addr: std::net::SocketAddr) -> (u16, String) {
-    http(
-        addr,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .await
-}
-
-pub(crate) fn publish(channel: &str, body: &str, auth: &str) -> String {
-    format!(
-        "POST /channels/{channel}/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-}
-
-pub(crate) const AUTH: &str = "YXBwLms6c2VjcmV0"; // app.k:secret
-const BAD_AUTH: &str = "YXBwLms6d3Jvbmc="; // app.k:wrong
+use crate::support::{
+    connect, eventually, next_json, publish, publish_as, rest, sample, scrape, send_json, Server,
+};
 
 #[test]
 fn metrics_count_a_known_sequence_on_the_admin_port() {
-    let admin_port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let admin_port = test_support::free_port();
     let admin_addr = format!("127.0.0.1:{admin_port}");
     let server = Server::start(&["--keys", "app.k:secret", "--admin-listen", &admin_addr]);
     let admin: std::net::SocketAddr = admin_addr.parse().unwrap();
@@ -61,7 +23,7 @@ fn metrics_count_a_known_sequence_on_the_admin_port() {
         send_json(&mut client, json!({"action": 10, "channel": "session:1"})).await;
         assert_eq!(next_json(&mut client).await["action"], 11);
 
-        let (status, _) = http(server.addr, &publish("session:1", r#"{"data":"rest"}"#, AUTH)).await;
+        let (status, _) = rest(server.addr, publish("session:1", r#"{"data":"rest"}"#)).await;
         assert_eq!(status, 201);
         assert_eq!(next_json(&mut client).await["action"], 15);
         send_json(
@@ -80,7 +42,7 @@ fn metrics_count_a_known_sequence_on_the_admin_port() {
         // Auth failures, one each way.
         let mut refused = connect(server.addr, "key=app.k:wrong&format=json").await;
         assert_eq!(next_json(&mut refused).await["action"], 9);
-        let (status, _) = http(server.addr, &publish("session:1", r#"{"data":"x"}"#, BAD_AUTH)).await;
+        let (status, _) = rest(server.addr, publish_as("app.k:wrong", "session:1", r#"{"data":"x"}"#)).await;
         assert_eq!(status, 401);
 
         let (status, page) = scrape(admin).await;
@@ -135,7 +97,7 @@ fn metrics_count_a_known_sequence_on_the_admin_port() {
         let big = format!(r#"{{"data":"{}"}}"#, "x".repeat(60_000));
         let mut cut_off = false;
         for _ in 0..2000 {
-            let (status, _) = http(server.addr, &publish("live:firehose", &big, AUTH)).await;
+            let (status, _) = rest(server.addr, publish("live:firehose", &big)).await;
             assert_eq!(status, 201);
             let page = scrape(admin).await.1;
             if sample(&page, "realtime_slow_consumer_disconnects_total", &[]) >= 1.0 {
@@ -146,16 +108,11 @@ fn metrics_count_a_known_sequence_on_the_admin_port() {
         assert!(cut_off, "the slow consumer was never disconnected");
         drop(slow);
         // Its close is counted with the reason once the server ends it.
-        let mut counted = false;
-        for _ in 0..100 {
+        eventually("closed_total{reason=slow_consumer}", Duration::from_secs(5), || async {
             let page = scrape(admin).await.1;
-            if sample(&page, "realtime_connections_closed_total", &[("reason", "slow_consumer")]) >= 1.0 {
-                counted = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(counted, "closed_total{{reason=slow_consumer}}");
+            sample(&page, "realtime_connections_closed_total", &[("reason", "slow_consumer")]) >= 1.0
+        })
+        .await;
         drop(client);
     });
 }

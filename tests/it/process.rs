@@ -1,10 +1,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use base64::Engine as _;
 use serde_json::json;
 
-use crate::support::{connect, http, next_json, send_json, Server};
+use crate::support::{connect, next_json, publish_as, rest, send_json, Server};
 
 #[test]
 fn bad_settings_exit_64_naming_the_setting() {
@@ -212,14 +211,9 @@ fn config_file_keys_and_listen_are_used() {
     let server = Server::start(&["--config", path.to_str().unwrap()]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let auth = base64::engine::general_purpose::STANDARD.encode("app.file:filesecret");
-        let publish = |channel: &str| {
-            format!(
-                "POST /channels/{channel}/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: 12\r\nConnection: close\r\n\r\n{{\"data\":\"x\"}}"
-            )
-        };
-        assert_eq!(http(server.addr, &publish("files:1")).await.0, 201);
-        let (status, body) = http(server.addr, &publish("other")).await;
+        let publish = |channel: &str| publish_as("app.file:filesecret", channel, r#"{"data":"x"}"#);
+        assert_eq!(rest(server.addr, publish("files:1")).await.0, 201);
+        let (status, body) = rest(server.addr, publish("other")).await;
         assert_eq!(status, 401, "{body}");
         assert!(body.contains("40160"), "{body}");
     });
@@ -229,16 +223,14 @@ fn config_file_keys_and_listen_are_used() {
 #[test]
 fn generated_dev_key_works_for_publish_and_subscribe() {
     let server = Server::start(&[]);
-    let key = server
-        .stdout
+    let stdout = server.stdout();
+    let key = stdout
         .split("key: '")
         .nth(1)
         .and_then(|rest| rest.split('\'').next())
-        .unwrap_or_else(|| panic!("no key in banner: {:?}", server.stdout))
+        .unwrap_or_else(|| panic!("no key in banner: {stdout:?}"))
         .to_owned();
-    assert!(server
-        .stdout
-        .contains(&format!("port: {}", server.addr.port())));
+    assert!(stdout.contains(&format!("port: {}", server.addr.port())));
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let mut socket = connect(server.addr, &format!("key={key}&format=json")).await;
@@ -246,13 +238,9 @@ fn generated_dev_key_works_for_publish_and_subscribe() {
         send_json(&mut socket, json!({"action": 10, "channel": "session:123"})).await;
         assert_eq!(next_json(&mut socket).await["action"], 11);
 
-        let auth = base64::engine::general_purpose::STANDARD.encode(&key);
         let body = r#"[{"name":"update","data":"hello"}]"#;
-        let request = format!(
-            "POST /channels/session:123/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        assert_eq!(http(server.addr, &request).await.0, 201);
+        let request = publish_as(&key, "session:123", body);
+        assert_eq!(rest(server.addr, request).await.0, 201);
         let delivered = next_json(&mut socket).await;
         assert_eq!(delivered["action"], 15);
         assert_eq!(delivered["messages"][0]["data"], "hello");

@@ -1,204 +1,18 @@
 //! Several `realtime` processes on a real 3-master Redis Cluster (`redis+cluster://`): channels
 //! sharded by hash slot, sharded pub/sub, node state spread over the shards.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
 
-use crate::cluster::{numbered, publish_request, publish_serial, until_readyz, Socket};
-use crate::cluster_state::{attach, client, enter, next_presence, rest_members, ENTER, LEAVE};
-use crate::support::{connect, http, next_json, send_json, Server};
-
-/// A local 3-master Redis Cluster made with `redis-cli --cluster create`, on free loopback
-/// ports; every `redis-server` is killed and its directory removed on drop.
-pub(crate) struct RedisCluster {
-    /// (port, cluster bus port) per master.
-    ports: Vec<(u16, u16)>,
-    children: Vec<Option<Child>>,
-    dir: PathBuf,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-impl RedisCluster {
-    pub(crate) fn start() -> RedisCluster {
-        let dir = std::env::temp_dir().join(format!(
-            "realtime-redis-cluster-{}-{:08x}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        std::fs::create_dir_all(&dir).expect("a temporary directory");
-        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
-        let mut cluster = RedisCluster {
-            children: ports.iter().map(|_| None).collect(),
-            ports,
-            dir,
-        };
-        for i in 0..cluster.ports.len() {
-            cluster.start_node(i);
-        }
-        let nodes: Vec<String> = cluster
-            .ports
-            .iter()
-            .map(|(port, _)| format!("127.0.0.1:{port}"))
-            .collect();
-        let output = Command::new("redis-cli")
-            .args(["--cluster", "create"])
-            .args(&nodes)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .output()
-            .expect("redis-cli");
-        assert!(
-            output.status.success(),
-            "redis-cli --cluster create: {}",
-            String::from_utf8_lossy(&output.stdout)
-        );
-        cluster.until_ok();
-        cluster
-    }
-
-    /// (Re)starts master `i` on its ports; its nodes file keeps its slots and peers.
-    fn start_node(&mut self, i: usize) {
-        let (port, bus_port) = self.ports[i];
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                &self
-                    .dir
-                    .join(format!("nodes-{port}.conf"))
-                    .to_string_lossy(),
-                "--cluster-port",
-                &bus_port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                &self.dir.to_string_lossy(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (apt-get install redis-server)");
-        self.children[i] = Some(child);
-        crate::cluster::wait_for_port(port, "redis-server");
-    }
-
-    /// Waits until every master says `cluster_state:ok` and knows the other two.
-    fn until_ok(&self) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        for i in 0..self.ports.len() {
-            loop {
-                let info = self.cli(i, &["CLUSTER", "INFO"]);
-                if info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3") {
-                    break;
-                }
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "the cluster never became ok: {info}"
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-    }
-
-    /// All three masters as seeds.
-    pub(crate) fn url(&self) -> String {
-        let seeds: Vec<String> = self
-            .ports
-            .iter()
-            .map(|(port, _)| format!("127.0.0.1:{port}"))
-            .collect();
-        format!("redis+cluster://{}", seeds.join(","))
-    }
-
-    /// One master as the only seed: the rest is discovered.
-    pub(crate) fn seed_url(&self, i: usize) -> String {
-        format!("redis+cluster://127.0.0.1:{}", self.ports[i].0)
-    }
-
-    pub(crate) fn cli(&self, i: usize, args: &[&str]) -> String {
-        let output = Command::new("redis-cli")
-            .args(["-p", &self.ports[i].0.to_string()])
-            .args(args)
-            .output()
-            .expect("redis-cli");
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    /// Which master (index) holds `key`'s slot, from `CLUSTER KEYSLOT` and `CLUSTER NODES`.
-    pub(crate) fn master_of(&self, key: &str) -> usize {
-        let slot: u16 = self
-            .cli(0, &["CLUSTER", "KEYSLOT", key])
-            .trim()
-            .parse()
-            .expect("a slot");
-        let nodes = self.cli(0, &["CLUSTER", "NODES"]);
-        for line in nodes.lines() {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            if fields.len() < 9 || !fields[2].contains("master") {
-                continue;
-            }
-            let port: u16 = fields[1]
-                .split('@')
-                .next()
-                .and_then(|a| a.rsplit(':').next())
-                .and_then(|p| p.parse().ok())
-                .expect("node address");
-            let holds = fields[8..].iter().any(|range| {
-                let (first, last) = range.split_once('-').unwrap_or((range, range));
-                matches!((first.parse::<u16>(), last.parse::<u16>()), (Ok(f), Ok(l)) if f <= slot && slot <= l)
-            });
-            if holds {
-                return self
-                    .ports
-                    .iter()
-                    .position(|(p, _)| *p == port)
-                    .expect("one of ours");
-            }
-        }
-        panic!("no master holds slot {slot}: {nodes}");
-    }
-
-    pub(crate) fn stop_node(&mut self, i: usize) {
-        if let Some(mut child) = self.children[i].take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    pub(crate) fn restart_node(&mut self, i: usize) {
-        self.stop_node(i);
-        self.start_node(i);
-        self.until_ok();
-    }
-}
-
-impl Drop for RedisCluster {
-    fn drop(&mut self) {
-        for i in 0..self.children.len() {
-            self.stop_node(i);
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use crate::support::{
+    attach, client, connect, enter, eventually, next_json, next_presence, nodes_at, numbered,
+    publish, publish_serial, rest, rest_members, resume_ids, send_json, until_live, until_readyz,
+    RedisCluster, Request, Server, Socket, ENTER, KEY, LEAVE,
+};
 
 fn nodes_on(cluster: &RedisCluster, n: usize, extra: &[&str]) -> Vec<Server> {
-    crate::cluster::nodes_at(&cluster.url(), n, extra)
+    nodes_at(&cluster.url(), n, extra)
 }
 
 /// One channel per master: channel names whose topics' slots land on masters 0, 1 and 2.
@@ -228,32 +42,6 @@ async fn subscriber(node: &Server, channels: &[String]) -> Socket {
         assert_eq!(next_json(&mut socket).await["action"], 11);
     }
     socket
-}
-
-/// Publishes markers through `via` on every channel until each socket heard one on each.
-async fn until_live(via: &Server, channels: &[String], sockets: &mut [Socket]) {
-    let mut heard = vec![vec![false; channels.len()]; sockets.len()];
-    for attempt in 0..100 {
-        for channel in channels {
-            let body = format!(r#"{{"name":"marker","data":"{attempt}"}}"#);
-            http(via.addr, &publish_request(channel, &body)).await;
-        }
-        for (i, socket) in sockets.iter_mut().enumerate() {
-            while let Ok(frame) =
-                tokio::time::timeout(Duration::from_millis(100), next_json(socket)).await
-            {
-                if frame["action"] == 15 {
-                    if let Some(c) = channels.iter().position(|c| frame["channel"] == c.as_str()) {
-                        heard[i][c] = true;
-                    }
-                }
-            }
-        }
-        if heard.iter().flatten().all(|h| *h) {
-            return;
-        }
-    }
-    panic!("the bus never carried a marker everywhere: {heard:?}");
 }
 
 /// Per channel, `seen` (channel, data, serial, _) holds exactly `expected` (channel, data,
@@ -369,9 +157,9 @@ fn history_and_presence_work_across_nodes_on_a_cluster() {
             for n in 0..3 {
                 serials.push(publish_serial(&nodes[0], channel, n).await);
             }
-            let (status, body) = http(
+            let (status, body) = rest(
                 nodes[1].addr,
-                &format!("GET /channels/{channel}/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Basic YXBwLms6c2VjcmV0\r\nConnection: close\r\n\r\n"),
+                Request::get(format!("/channels/{channel}/messages")).basic(KEY),
             )
             .await;
             assert_eq!(status, 200, "{body}");
@@ -393,7 +181,11 @@ fn history_and_presence_work_across_nodes_on_a_cluster() {
             )
             .await;
             assert_eq!(next_json(&mut socket).await["action"], 11);
-            assert_eq!(numbered(&mut socket, 2).await, ["1", "2"], "{channel}: rewind on node C");
+            assert_eq!(
+                numbered(&mut socket, 2).await,
+                ["1", "2"],
+                "{channel}: rewind on node C"
+            );
         }
 
         // Presence: entered on node A (later killed), seen on B live and on C by REST.
@@ -415,13 +207,18 @@ fn history_and_presence_work_across_nodes_on_a_cluster() {
         // grace (her remainPresentFor, recorded before the kill) has passed without a resume
         // she leaves once, through the cluster (leases, node sets, the orphan index and member
         // hashes on different shards).
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while (0..3).all(|i| cluster.cli(i, &["KEYS", "rt:node:*:graces"]).trim().is_empty()) {
-            assert!(std::time::Instant::now() < deadline, "alice's grace recorded");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        nodes[0].child.kill().unwrap();
-        nodes[0].child.wait().unwrap();
+        eventually(
+            "alice's grace recorded",
+            Duration::from_secs(10),
+            || async {
+                (0..3).any(|i| {
+                    let graces = cluster.cli(i, &["KEYS", "rt:node:*:graces"]);
+                    !graces.trim().is_empty()
+                })
+            },
+        )
+        .await;
+        nodes[0].kill();
         let event = next_presence(&mut watcher).await;
         assert_eq!(
             (event["action"].as_u64(), event["clientId"].as_str()),
@@ -451,12 +248,7 @@ fn readyz_follows_every_shard_link() {
         let mut sockets = vec![subscriber(&node, &channels).await];
         until_live(&node, &channels, &mut sockets).await;
         let body = r#"{"name":"n","data":"after"}"#;
-        assert_eq!(
-            http(node.addr, &publish_request(&channels[1], body))
-                .await
-                .0,
-            201
-        );
+        assert_eq!(rest(node.addr, publish(&channels[1], body)).await.0, 201);
         assert_eq!(numbered(&mut sockets[0], 1).await, ["after"]);
     });
 }
@@ -499,11 +291,7 @@ fn a_connection_resumes_on_another_node_on_a_cluster() {
     runtime.block_on(async {
         let channel = &channels[2];
         let (mut bob, connected) = client(&nodes[0], "bob", "").await;
-        let id = connected["connectionId"].as_str().unwrap().to_owned();
-        let key = connected["connectionDetails"]["connectionKey"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let (id, key) = resume_ids(&connected);
         attach(&mut bob, channel).await;
         publish_serial(&nodes[1], channel, 0).await;
         let seen = next_json(&mut bob).await["channelSerial"]

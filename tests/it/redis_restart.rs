@@ -3,14 +3,16 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use crate::cluster::{nodes, publish_request, publish_serial, RedisServer, Socket};
-use crate::support::{connect, http, send_json, Server};
+use crate::support::{
+    connect, eventually, nodes, publish, publish_serial, rest, send_json, RedisServer, Server,
+    Socket,
+};
 
 const PUBLISHERS: usize = 50;
 const CHANNELS: [&str; 2] = ["live:restart-a", "live:restart-b"];
@@ -181,7 +183,7 @@ impl Publishers {
                         }
                         let data = format!("p{i}-{seq}");
                         let body = json!({"name": "n", "data": data}).to_string();
-                        let (status, reply) = http(addr, &publish_request(channel, &body)).await;
+                        let (status, reply) = rest(addr, publish(channel, &body)).await;
                         if status != 201 {
                             assert_eq!(status, 503, "refused only while Redis is away: {reply}");
                             refused.fetch_add(1, Ordering::AcqRel);
@@ -209,14 +211,11 @@ impl Publishers {
 
     /// Waits (bounded) until `n` publishes in all were acknowledged.
     async fn until_acked(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.count.load(Ordering::Acquire) < n {
-            assert!(
-                Instant::now() < deadline,
-                "publishers stuck below {n} acknowledged"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let what = format!("publishers get {n} acknowledged");
+        eventually(what, Duration::from_secs(60), || async {
+            self.count.load(Ordering::Acquire) >= n
+        })
+        .await;
     }
 
     /// Stops them; returns the acknowledged messages per channel, in serial order.
@@ -281,14 +280,6 @@ fn meta_key(channel: &str) -> String {
     format!("rt:{{{channel}}}:meta")
 }
 
-/// A fresh directory for a Redis's files, removed again by the caller.
-fn redis_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("realtime-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("a temporary directory");
-    dir
-}
-
 /// Reads `n` messages named "n" from `subscriber` (any format); returns (serial, data) and any
 /// notices in arrival order as ("90003", "") entries.
 async fn numbered_with_notices(subscriber: &mut Subscriber, n: usize) -> Vec<(String, String)> {
@@ -326,10 +317,7 @@ async fn numbered_with_notices(subscriber: &mut Subscriber, n: usize) -> Vec<(St
 
 #[test]
 fn a_redis_restored_from_an_older_snapshot_is_told_and_serials_are_never_reused() {
-    let dir = redis_dir("rdb");
-    let dir_arg = dir.to_string_lossy().into_owned();
-    let mut redis =
-        RedisServer::start_with(&["--dir", &dir_arg, "--save", "", "--appendonly", "no"]);
+    let mut redis = RedisServer::start_with(&["--save", "", "--appendonly", "no"]);
     let nodes = nodes(&redis, 2, &[]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
@@ -360,14 +348,15 @@ fn a_redis_restored_from_an_older_snapshot_is_told_and_serials_are_never_reused(
         let abandoned = u64::from_str_radix(delivered[0].split('-').next().unwrap(), 16)
             .unwrap()
             .to_string();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while redis.cli(&["HGET", &meta_key("live:rdb"), "p"]).trim() != abandoned {
-            assert!(Instant::now() < deadline, "the roll-back was never noticed");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(
+            "the roll-back is noticed",
+            Duration::from_secs(20),
+            || async { redis.cli(&["HGET", &meta_key("live:rdb"), "p"]).trim() == abandoned },
+        )
+        .await;
         let after = loop {
-            let request = publish_request("live:rdb", r#"{"name":"n","data":"3"}"#);
-            let (status, body) = http(nodes[0].addr, &request).await;
+            let request = publish("live:rdb", r#"{"name":"n","data":"3"}"#);
+            let (status, body) = rest(nodes[0].addr, request).await;
             if status == 201 {
                 let body: Value = serde_json::from_str(&body).unwrap();
                 break body["serials"][0].as_str().unwrap().to_owned();
@@ -392,16 +381,11 @@ fn a_redis_restored_from_an_older_snapshot_is_told_and_serials_are_never_reused(
         assert_eq!(after, last.0, "the publisher's serial");
     });
     drop(redis);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn with_an_append_only_file_a_redis_kill_loses_nothing_and_tells_nothing() {
-    let dir = redis_dir("aof");
-    let dir_arg = dir.to_string_lossy().into_owned();
     let mut redis = RedisServer::start_with(&[
-        "--dir",
-        &dir_arg,
         "--save",
         "",
         "--appendonly",
@@ -423,9 +407,9 @@ fn with_an_append_only_file_a_redis_kill_loses_nothing_and_tells_nothing() {
         }
         tokio::task::block_in_place(|| redis.restart());
         for n in 3..6 {
-            let request = publish_request("live:aof", &format!(r#"{{"name":"n","data":"{n}"}}"#));
+            let message = format!(r#"{{"name":"n","data":"{n}"}}"#);
             loop {
-                let (status, body) = http(nodes[0].addr, &request).await;
+                let (status, body) = rest(nodes[0].addr, publish("live:aof", &message)).await;
                 if status == 201 {
                     let body: Value = serde_json::from_str(&body).unwrap();
                     published.push((
@@ -451,7 +435,6 @@ fn with_an_append_only_file_a_redis_kill_loses_nothing_and_tells_nothing() {
         );
     });
     drop(redis);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -494,11 +477,10 @@ fn a_store_that_handed_out_the_nodes_serials_again_is_told() {
         // The links drop (as on a restart); catching up, the node finds another message at its
         // last serial.
         redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while redis.cli(&["HGET", &meta_key("live:reuse"), "p"]).trim() != epoch.to_string() {
-            assert!(Instant::now() < deadline, "the reuse was never noticed");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually("the reuse is noticed", Duration::from_secs(20), || async {
+            redis.cli(&["HGET", &meta_key("live:reuse"), "p"]).trim() == epoch.to_string()
+        })
+        .await;
         let after = publish_serial(&nodes[0], "live:reuse", 3).await;
         let got = numbered_with_notices(&mut subscriber, 1).await;
         assert_eq!(

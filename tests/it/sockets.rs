@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{close, connect, http, next_json, send_json, Server, Socket};
+use crate::support::{close, connect, next_json, rest, send_json, Request, Server, Socket};
 
 const KEY: &str = "app.k:secret";
 /// Generous bound for "the server closed it": far above every deadline set here.
@@ -251,10 +251,7 @@ fn silent_sockets_slowloris_and_idle_keepalive_are_closed_at_the_header_deadline
         bystander.still_works().await;
         // New connections are served as before.
         assert_eq!(
-            http(
-                server.addr,
-                "GET /time HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-            )
+            rest(server.addr, Request::get("/time"))
             .await
             .0,
             200
@@ -325,10 +322,7 @@ fn a_websocket_that_neither_reads_nor_sends_is_dropped() {
         // Not reading until the server has dropped it for silence.
         let mut dropped = false;
         for _ in 0..150 {
-            let (_, page) = http(
-                admin,
-                "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-            )
+            let (_, page) = rest(admin, Request::get("/metrics"))
             .await;
             dropped = page.lines().any(|line| {
                 line.starts_with("realtime_connections_closed_total{reason=\"idle\"}")
@@ -532,10 +526,7 @@ fn accept_backs_off_when_the_process_runs_out_of_file_descriptors() {
         for _ in 0..100 {
             let answer = tokio::time::timeout(
                 Duration::from_secs(3),
-                http(
-                    server.addr,
-                    "GET /time HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-                ),
+                rest(server.addr, Request::get("/time")),
             )
             .await;
             if matches!(answer, Ok((200, _))) {

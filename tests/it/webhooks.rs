@@ -13,9 +13,10 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
-use crate::cluster::RedisServer;
-use crate::cluster_state::{attach, client, enter, until_graces_recorded};
-use crate::support::{close, send_json, Server};
+use crate::support::{
+    attach, client, close, enter, eventually, resume_ids, send_json, until_graces_recorded,
+    RedisServer, Server,
+};
 
 const SECRET: &str = "whsec_test";
 
@@ -160,15 +161,14 @@ impl Receiver {
     }
 
     async fn until(&self, what: &str, done: impl Fn(&Receiver) -> bool) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while !done(self) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{what}: got {:?}",
-                self.items()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        eventually(what, Duration::from_secs(30), || async {
+            if done(self) {
+                Ok(())
+            } else {
+                Err(self.items())
+            }
+        })
+        .await;
     }
 }
 
@@ -312,10 +312,7 @@ fn a_client_back_within_the_debounce_bills_no_leave() {
 
         // The transport drops and the client resumes: the channel is re-attached in time.
         drop(alice);
-        let key = connected["connectionDetails"]["connectionKey"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let (_, key) = resume_ids(&connected);
         let (mut alice, _) = client(&node, "alice", &format!("&resume={key}")).await;
         attach(&mut alice, "call:2").await;
 
@@ -385,17 +382,11 @@ fn queued_events_survive_a_gateway_restart() {
         enter(&mut alice, "call:4", "hi").await;
         close(alice).await;
         // Everything queued (the debounced leave and close too), nothing accepted yet.
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while redis
-            .cli(&["XLEN", "rt:webhook:billing:queue"])
-            .trim()
-            .parse::<u64>()
-            .unwrap_or(0)
-            < 4
-        {
-            assert!(std::time::Instant::now() < deadline, "4 items queued");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        eventually("4 items queued", Duration::from_secs(20), || async {
+            let queued = redis.cli(&["XLEN", "rt:webhook:billing:queue"]);
+            queued.trim().parse::<u64>().unwrap_or(0) >= 4
+        })
+        .await;
         drop(node); // killed, with its queue undelivered
 
         receiver.accept();
@@ -442,11 +433,7 @@ fn a_member_whose_node_dies_bills_no_leave_if_it_resumes_elsewhere_and_one_if_it
             .await;
         let grace = "&remainPresentFor=2000";
         let (mut alice, connected) = client(&nodes[0], "alice", grace).await;
-        let id = connected["connectionId"].as_str().unwrap().to_owned();
-        let key = connected["connectionDetails"]["connectionKey"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let (id, key) = resume_ids(&connected);
         attach(&mut alice, "call:6").await;
         enter(&mut alice, "call:6", "hi").await;
         let (mut bob, _) = client(&nodes[0], "bob", grace).await;
@@ -457,8 +444,7 @@ fn a_member_whose_node_dies_bills_no_leave_if_it_resumes_elsewhere_and_one_if_it
             .await;
         until_graces_recorded(&redis, 2).await;
 
-        nodes[0].child.kill().unwrap(); // SIGKILL: alice resumes on node B, bob never returns.
-        nodes[0].child.wait().unwrap();
+        nodes[0].kill(); // SIGKILL: alice resumes on node B, bob never returns.
         let (mut alice, connected) =
             client(&nodes[1], "alice", &format!("&resume={key}{grace}")).await;
         assert_eq!(connected["connectionId"], id.as_str(), "{connected}");

@@ -5,6 +5,7 @@
 import crypto from 'node:crypto';
 import http from 'node:http';
 import { createRequire } from 'node:module';
+import { after, afterEach } from 'node:test';
 
 import { withTimeout } from './helpers.mjs';
 
@@ -370,4 +371,23 @@ export async function runToExit(bin, args, ms = 10_000) {
     await exited.catch(() => {});
     throw new Error(`${err.message}; output so far: ${output}`);
   }
+}
+
+/**
+ * The end of a `describe` that runs a server against a JWKS server: what `resources()` returns
+ * then (`pool`, `server`, `jwks`, any of them absent) is closed after the block; with `eachTest`,
+ * the pool also after each test.
+ */
+export function stopAfter(resources, { eachTest = false } = {}) {
+  if (eachTest) {
+    afterEach(async () => {
+      await resources().pool?.closeAll();
+    });
+  }
+  after(async () => {
+    const { pool, server, jwks } = resources();
+    await pool?.closeAll();
+    await server?.stop();
+    await jwks?.stop();
+  });
 }

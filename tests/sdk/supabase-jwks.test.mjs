@@ -3,7 +3,7 @@
 // `failed`) when no key set was ever fetched. The JWKS server is local; --supabase-url points at it, so
 // the server fetches `{url}/auth/v1/.well-known/jwks.json` and requires iss = `{url}/auth/v1`.
 
-import { after, afterEach, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { freePort, startServer } from './server.mjs';
@@ -19,11 +19,25 @@ import {
   rsaKey,
   signJwt,
   signWith,
+  stopAfter,
   userClaims,
 } from './supabase-helpers.mjs';
 
 const REFRESH_MS = 200;
 const SECRET = 'test-jwt-secret-with-at-least-32-characters-long';
+
+/** A server whose `--supabase-url` points at a free port nothing listens on yet, and a pool. */
+async function startBeforeTheJwks() {
+  const jwksPort = await freePort();
+  const server = await startServer({
+    args: [
+      '--supabase-url', `http://127.0.0.1:${jwksPort}`,
+      '--supabase-jwt-secret', SECRET,
+      '--supabase-jwks-refresh-ms', String(REFRESH_MS),
+    ],
+  });
+  return { jwksPort, server, pool: new ClientPool(server.port) };
+}
 
 function assertFrame(frame, expected, what) {
   const shown = `${actionName(frame.action)} ${safeJson(frame.error ?? frame.connectionDetails)}`;
@@ -49,10 +63,7 @@ describe('JWKS key rotation', () => {
     server = await startServer({ args: ['--supabase-url', jwks.url, '--supabase-jwks-refresh-ms', String(REFRESH_MS)] });
     await jwks.waitForRequests(1); // the fetch at start
   });
-  after(async () => {
-    await server?.stop();
-    await jwks?.stop();
-  });
+  stopAfter(() => ({ server, jwks }));
 
   test('A accepted; after the JWKS switches to B only, B is accepted (one refresh) and A is refused 40143', async () => {
     const iss = jwks.issuer;
@@ -105,10 +116,7 @@ describe('JWKS server failing after the keys were fetched: last good keys kept',
     server = await startServer({ args: ['--supabase-url', jwks.url, '--supabase-jwks-refresh-ms', String(REFRESH_MS)] });
     await jwks.waitForRequests(1);
   });
-  after(async () => {
-    await server?.stop();
-    await jwks?.stop();
-  });
+  stopAfter(() => ({ server, jwks }));
 
   test('HTTP 500, then a non-JSON body, then the server gone: the known kid is still accepted; unknown kids get 40143, not 50003', async () => {
     const iss = jwks.issuer;
@@ -140,24 +148,9 @@ describe('JWKS unreachable from the start: fail closed, as a retry', () => {
   const key = ecKey('late-key');
 
   before(async () => {
-    jwksPort = await freePort(); // nothing listens here yet
-    server = await startServer({
-      args: [
-        '--supabase-url', `http://127.0.0.1:${jwksPort}`,
-        '--supabase-jwt-secret', SECRET,
-        '--supabase-jwks-refresh-ms', String(REFRESH_MS),
-      ],
-    });
-    pool = new ClientPool(server.port);
+    ({ jwksPort, server, pool } = await startBeforeTheJwks());
   });
-  afterEach(async () => {
-    await pool?.closeAll();
-  });
-  after(async () => {
-    await pool?.closeAll();
-    await server?.stop();
-    await jwks?.stop();
-  });
+  stopAfter(() => ({ pool, server, jwks }), { eachTest: true });
 
   const iss = () => `http://127.0.0.1:${jwksPort}/auth/v1`;
 
@@ -221,21 +214,9 @@ describe('JWKS unreachable during an in-band renewal: a retry, not a failure', (
   const key = ecKey('migrated-key');
 
   before(async () => {
-    jwksPort = await freePort(); // nothing listens here yet
-    server = await startServer({
-      args: [
-        '--supabase-url', `http://127.0.0.1:${jwksPort}`,
-        '--supabase-jwt-secret', SECRET,
-        '--supabase-jwks-refresh-ms', String(REFRESH_MS),
-      ],
-    });
-    pool = new ClientPool(server.port);
+    ({ jwksPort, server, pool } = await startBeforeTheJwks());
   });
-  after(async () => {
-    await pool?.closeAll();
-    await server?.stop();
-    await jwks?.stop();
-  });
+  stopAfter(() => ({ pool, server, jwks }));
 
   test('HS256 session renewed with an ES256 token while no keys could be fetched: DISCONNECTED 50003 (ably-js disconnected, not failed), then back once the JWKS is up', { timeout: 30_000 }, async () => {
     const iss = `http://127.0.0.1:${jwksPort}/auth/v1`;

@@ -10,7 +10,7 @@
 // iss check is active); the service-role token in one test is HS256 with --supabase-jwt-secret.
 
 import { randomUUID } from 'node:crypto';
-import { after, afterEach, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { FULL_KEY, startServer } from './server.mjs';
@@ -26,7 +26,7 @@ import {
   uniq,
   withTimeout,
 } from './helpers.mjs';
-import { ACTION, JwksServer, ecKey, nowSec, probeToken, restWithBearer, signJwt, signWith, userClaims } from './supabase-helpers.mjs';
+import { ACTION, JwksServer, ecKey, nowSec, probeToken, restWithBearer, signJwt, signWith, stopAfter, userClaims } from './supabase-helpers.mjs';
 
 const SECRET = 'test-jwt-secret-with-at-least-32-characters-long';
 const PUBLISH_INTERVAL_MS = 75;
@@ -83,14 +83,7 @@ describe('Supabase sign-in with ably-js', () => {
     });
     await jwks.waitForRequests(1);
   });
-  afterEach(async () => {
-    await pool?.closeAll();
-  });
-  after(async () => {
-    await pool?.closeAll();
-    await server?.stop();
-    await jwks?.stop();
-  });
+  stopAfter(() => ({ pool, server, jwks }), { eachTest: true });
 
   for (const format of FORMATS) {
     test(`${format.name}: connects as the user (clientId = sub) and receives session:<id> messages the backend publishes over REST`, async () => {

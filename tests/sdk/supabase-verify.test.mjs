@@ -6,7 +6,7 @@
 // and an `oct` key that must be ignored), so the iss check is on. Server "jwks-only": --supabase-jwks-url only
 // (no secret, no iss check). REST cases use `Authorization: Bearer base64(jwt)` like the SDKs.
 
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import Ably from 'ably';
 
@@ -24,6 +24,7 @@ import {
   rsaKey,
   signJwt,
   signWith,
+  stopAfter,
   userClaims,
 } from './supabase-helpers.mjs';
 
@@ -74,11 +75,7 @@ describe('Supabase tokens: HS256 secret + JWKS under --supabase-url (iss checked
     pool = new ClientPool(server.port);
     await jwks.waitForRequests(1); // the background fetch at start reached the JWKS server
   });
-  after(async () => {
-    await pool?.closeAll();
-    await server?.stop();
-    await jwks?.stop();
-  });
+  stopAfter(() => ({ pool, server, jwks }));
 
   const hs = (claims) => signJwt(claims, { alg: 'HS256', secret: SECRET });
 
@@ -341,10 +338,7 @@ describe('Supabase tokens: --supabase-jwks-url only (no secret, no iss check)', 
     server = await startServer({ args: ['--supabase-jwks-url', `${jwks.url}/jwks.json`, '--supabase-jwks-refresh-ms', '200'] });
     await jwks.waitForRequests(1);
   });
-  after(async () => {
-    await server?.stop();
-    await jwks?.stop();
-  });
+  stopAfter(() => ({ server, jwks }));
 
   test('ES256 and RS256 accepted whatever their iss (none is configured)', async () => {
     assertConnected(await probeToken(server.port, signWith(ec, userClaims({ sub: 'e1', iss: 'https://anything.example/auth/v1' }))), 'e1', 'ES256');

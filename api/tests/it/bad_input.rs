@@ -1,64 +1,12 @@
 //! Every kind of bad input gets its Ably error, and nobody else on the server notices: in each
 //! test a second, unrelated client keeps receiving exactly what is published meanwhile.
 
-use serde_json::json;
+use std::panic::AssertUnwindSafe;
+
+use futures_util::FutureExt as _;
+use serde_json::{json, Value};
 
 use crate::support::*;
-
-/// Two well-behaved clients on the server under test: a subscriber on `bystander` and an
-/// unattached publisher. The subscriber must see exactly the bystander publications, in order,
-/// whatever else happens on the server.
-pub(crate) struct Bystanders {
-    subscriber: Client,
-    publisher: Client,
-    published: Vec<String>,
-}
-
-impl Bystanders {
-    pub(crate) const CHANNEL: &'static str = "bystander";
-
-    pub(crate) async fn join(server: &Server) -> Bystanders {
-        let mut subscriber = server
-            .connect(&format!("key={FULL_KEY}&format=msgpack"))
-            .await;
-        subscriber.attach(Self::CHANNEL).await;
-        let publisher = server.connect(&format!("key={FULL_KEY}&format=json")).await;
-        Bystanders {
-            subscriber,
-            publisher,
-            published: Vec::new(),
-        }
-    }
-
-    pub(crate) async fn publish(&mut self, name: &str) {
-        let msg_serial = self.published.len() as u64;
-        self.publisher
-            .publish_acked(
-                Self::CHANNEL,
-                msg_serial,
-                json!([{"name": name, "data": name}]),
-            )
-            .await;
-        self.published.push(name.to_owned());
-    }
-
-    /// Publishes once more, then checks the subscriber got every bystander message and nothing
-    /// else.
-    pub(crate) async fn assert_undisturbed(mut self) {
-        self.publish("after").await;
-        for name in &self.published {
-            let delivery = self.subscriber.expect(MESSAGE).await;
-            assert_eq!(delivery["channel"], Self::CHANNEL, "{delivery}");
-            assert_eq!(delivery["messages"][0]["name"], *name, "{delivery}");
-        }
-        // Still a working connection, with nothing else queued ahead of the reply.
-        self.subscriber
-            .send(json!({"action": HEARTBEAT, "id": "still-there"}))
-            .await;
-        let pong = self.subscriber.expect(HEARTBEAT).await;
-        assert_eq!(pong["id"], "still-there", "{pong}");
-    }
-}
 
 /// A connection-level ERROR: no `channel`, then the socket closes.
 async fn expect_fatal(victim: &mut Client, code: u64, status: u64) {
@@ -66,6 +14,23 @@ async fn expect_fatal(victim: &mut Client, code: u64, status: u64) {
     assert_error(&error, code, status);
     assert!(error.get("channel").is_none(), "{error}");
     victim.expect_closed().await;
+}
+
+/// A NACK of msgSerial 0 for its one message, with `code` and `status`.
+async fn expect_nack(victim: &mut Client, code: u64, status: u64) {
+    let nack = victim.expect(NACK).await;
+    assert_eq!(nack["msgSerial"], 0, "{nack}");
+    assert_eq!(nack["count"], 1, "{nack}");
+    assert_error(&nack, code, status);
+}
+
+/// A fresh server (keep it: dropping it shuts it down), its bystanders, and a JSON victim
+/// connected with `key`.
+async fn beside_bystanders(key: &str) -> (Server, Bystanders, Client) {
+    let server = Server::start().await;
+    let others = Bystanders::join(&server).await;
+    let victim = server.connect(&format!("key={key}&format=json")).await;
+    (server, others, victim)
 }
 
 /// The victim's connection still works: a HEARTBEAT round trip.
@@ -77,75 +42,193 @@ async fn expect_alive(victim: &mut Client) {
     assert_eq!(pong["id"], "alive", "{pong}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_json_is_error_40000_and_close() {
-    let server = Server::start().await;
-    let mut others = Bystanders::join(&server).await;
-    let mut victim = server.connect(&format!("key={FULL_KEY}&format=json")).await;
-    victim.send_text("{\"action\":15,\"channel\":").await;
-    others.publish("meanwhile").await;
-    expect_fatal(&mut victim, 40000, 400).await;
-    others.assert_undisturbed().await;
+/// What a victim sends once its socket is open.
+enum Input {
+    Text(&'static str),
+    Binary(&'static [u8]),
+    Frame(Value),
+    /// Nothing: the refusal comes from the query string alone.
+    Nothing,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn json_of_the_wrong_shape_is_error_40000_and_close() {
-    let server = Server::start().await;
-    let mut others = Bystanders::join(&server).await;
-    let mut victim = server.connect(&format!("key={FULL_KEY}&format=json")).await;
-    victim.send_text("[1,2,3]").await;
-    others.publish("meanwhile").await;
-    expect_fatal(&mut victim, 40000, 400).await;
-    others.assert_undisturbed().await;
+/// What the victim must get for it.
+enum Outcome {
+    /// An ERROR with no `channel`, then the socket closes.
+    Fatal { code: u64, status: u64 },
+    /// A NACK of msgSerial 0 (one message), and the connection keeps working.
+    Nack { code: u64, status: u64 },
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_msgpack_is_error_40000_and_close() {
-    let server = Server::start().await;
-    let mut others = Bystanders::join(&server).await;
-    let mut victim = server
-        .connect(&format!("key={FULL_KEY}&format=msgpack"))
-        .await;
-    // 0xc1 is the one byte msgpack never uses; the map header promises entries that never come.
-    victim.send_binary(vec![0xc1, 0x00, 0x42]).await;
-    others.publish("meanwhile").await;
-    expect_fatal(&mut victim, 40000, 400).await;
-
-    let mut victim = server
-        .connect(&format!("key={FULL_KEY}&format=msgpack"))
-        .await;
-    victim.send_binary(vec![0x83, 0xa6, b'a', b'c']).await;
-    expect_fatal(&mut victim, 40000, 400).await;
-    others.assert_undisturbed().await;
+/// One row: a victim opens `query` (expecting CONNECTED first when `connected`), sends `input`
+/// and gets `outcome`, while the bystanders publish beside it.
+struct Row {
+    name: &'static str,
+    query: String,
+    connected: bool,
+    input: Input,
+    outcome: Outcome,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_action_with_msg_serial_is_nacked_40000() {
-    let server = Server::start().await;
-    let mut others = Bystanders::join(&server).await;
-    let mut victim = server.connect(&format!("key={FULL_KEY}&format=json")).await;
-    victim
-        .send(json!({"action": 99, "msgSerial": 0, "channel": Bystanders::CHANNEL}))
-        .await;
-    others.publish("meanwhile").await;
-    let nack = victim.expect(NACK).await;
-    assert_eq!(nack["msgSerial"], 0, "{nack}");
-    assert_eq!(nack["count"], 1, "{nack}");
-    assert_error(&nack, 40000, 400);
-    expect_alive(&mut victim).await;
-    others.assert_undisturbed().await;
+fn rows() -> Vec<Row> {
+    use Input::*;
+    use Outcome::*;
+    let json = format!("key={FULL_KEY}&format=json");
+    let msgpack = format!("key={FULL_KEY}&format=msgpack");
+    let row = |name, query: &str, connected, input, outcome| Row {
+        name,
+        query: query.to_owned(),
+        connected,
+        input,
+        outcome,
+    };
+    vec![
+        row(
+            "malformed JSON",
+            &json,
+            true,
+            Text("{\"action\":15,\"channel\":"),
+            Fatal {
+                code: 40000,
+                status: 400,
+            },
+        ),
+        row(
+            "JSON of the wrong shape",
+            &json,
+            true,
+            Text("[1,2,3]"),
+            Fatal {
+                code: 40000,
+                status: 400,
+            },
+        ),
+        // 0xc1 is the one byte msgpack never uses.
+        row(
+            "msgpack's unused byte",
+            &msgpack,
+            true,
+            Binary(&[0xc1, 0x00, 0x42]),
+            Fatal {
+                code: 40000,
+                status: 400,
+            },
+        ),
+        // The map header promises entries that never come.
+        row(
+            "truncated msgpack map",
+            &msgpack,
+            true,
+            Binary(&[0x83, 0xa6, b'a', b'c']),
+            Fatal {
+                code: 40000,
+                status: 400,
+            },
+        ),
+        row(
+            "unknown action with msgSerial",
+            &json,
+            true,
+            Frame(json!({"action": 99, "msgSerial": 0, "channel": Bystanders::CHANNEL})),
+            Nack {
+                code: 40000,
+                status: 400,
+            },
+        ),
+        row(
+            "unknown action without msgSerial",
+            &msgpack,
+            true,
+            Frame(json!({"action": 99})),
+            Fatal {
+                code: 40000,
+                status: 400,
+            },
+        ),
+        row(
+            "message without channel",
+            &msgpack,
+            true,
+            Frame(json!({"action": MESSAGE, "msgSerial": 0, "messages": [{"name": "lost"}]})),
+            Nack {
+                code: 40000,
+                status: 400,
+            },
+        ),
+        row(
+            "missing credentials",
+            "format=json",
+            false,
+            Nothing,
+            Fatal {
+                code: 40101,
+                status: 401,
+            },
+        ),
+        row(
+            "wrong secret",
+            "key=app1.full:wrong&format=msgpack",
+            false,
+            Nothing,
+            Fatal {
+                code: 40101,
+                status: 401,
+            },
+        ),
+        row(
+            "unknown key",
+            "key=app1.nosuchkey:secret&format=msgpack",
+            false,
+            Nothing,
+            Fatal {
+                code: 40101,
+                status: 401,
+            },
+        ),
+    ]
 }
 
+async fn run_row(server: &Server, others: &mut Bystanders, row: Row) {
+    let mut victim = if row.connected {
+        server.connect(&row.query).await
+    } else {
+        server.open(&row.query).await
+    };
+    match row.input {
+        Input::Text(text) => victim.send_text(text).await,
+        Input::Binary(bytes) => victim.send_binary(bytes.to_vec()).await,
+        Input::Frame(frame) => victim.send(frame).await,
+        Input::Nothing => {}
+    }
+    others.publish(row.name).await;
+    match row.outcome {
+        Outcome::Fatal { code, status } => expect_fatal(&mut victim, code, status).await,
+        Outcome::Nack { code, status } => {
+            expect_nack(&mut victim, code, status).await;
+            expect_alive(&mut victim).await;
+        }
+    }
+}
+
+/// Each row on one server beside the same bystanders, who must notice none of them. A failing
+/// row is named.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_action_without_msg_serial_is_error_40000_and_close() {
+async fn bad_frames_and_credentials_get_their_error_and_nobody_else_notices() {
     let server = Server::start().await;
     let mut others = Bystanders::join(&server).await;
-    let mut victim = server
-        .connect(&format!("key={FULL_KEY}&format=msgpack"))
-        .await;
-    victim.send(json!({"action": 99})).await;
-    others.publish("meanwhile").await;
-    expect_fatal(&mut victim, 40000, 400).await;
+    for row in rows() {
+        let name = row.name;
+        let ran = AssertUnwindSafe(run_row(&server, &mut others, row))
+            .catch_unwind()
+            .await;
+        if let Err(panic) = ran {
+            let why = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("a panic");
+            panic!("row {name:?}: {why}");
+        }
+    }
     others.assert_undisturbed().await;
 }
 
@@ -153,18 +236,13 @@ async fn unknown_action_without_msg_serial_is_error_40000_and_close() {
 /// limit goes through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_over_64_kib_is_nacked_40009() {
-    let server = Server::start().await;
-    let mut others = Bystanders::join(&server).await;
-    let mut victim = server.connect(&format!("key={FULL_KEY}&format=json")).await;
+    let (_server, mut others, mut victim) = beside_bystanders(FULL_KEY).await;
     let too_big = "x".repeat(64 * 1024 + 1);
     victim
         .publish(Bystanders::CHANNEL, 0, json!([{"data": too_big}]))
         .await;
     others.publish("meanwhile").await;
-    let nack = victim.expect(NACK).await;
-    assert_eq!(nack["msgSerial"], 0, "{nack}");
-    assert_eq!(nack["count"], 1, "{nack}");
-    assert_error(&nack, 40009, 413);
+    expect_nack(&mut victim, 40009, 413).await;
 
     let at_limit = "y".repeat(64 * 1024);
     victim
@@ -175,9 +253,7 @@ async fn message_over_64_kib_is_nacked_40009() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_channel_names_are_refused_40010() {
-    let server = Server::start().await;
-    let mut others = Bystanders::join(&server).await;
-    let mut victim = server.connect(&format!("key={FULL_KEY}&format=json")).await;
+    let (_server, mut others, mut victim) = beside_bystanders(FULL_KEY).await;
     for name in ["", "[bogus]x"] {
         victim
             .send(json!({"action": ATTACH, "channel": name}))
@@ -196,47 +272,6 @@ async fn invalid_channel_names_are_refused_40010() {
     assert_error(&nack, 40010, 400);
     // The connection survives channel errors.
     victim.attach("fine").await;
-    others.assert_undisturbed().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn message_without_channel_is_nacked_40000() {
-    let server = Server::start().await;
-    let mut others = Bystanders::join(&server).await;
-    let mut victim = server
-        .connect(&format!("key={FULL_KEY}&format=msgpack"))
-        .await;
-    victim
-        .send(json!({"action": MESSAGE, "msgSerial": 0, "messages": [{"name": "lost"}]}))
-        .await;
-    others.publish("meanwhile").await;
-    let nack = victim.expect(NACK).await;
-    assert_eq!(nack["msgSerial"], 0, "{nack}");
-    assert_eq!(nack["count"], 1, "{nack}");
-    assert_error(&nack, 40000, 400);
-    expect_alive(&mut victim).await;
-    others.assert_undisturbed().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn missing_credentials_are_error_40101_and_close() {
-    let server = Server::start().await;
-    let mut others = Bystanders::join(&server).await;
-    let mut victim = server.open("format=json").await;
-    others.publish("meanwhile").await;
-    expect_fatal(&mut victim, 40101, 401).await;
-    others.assert_undisturbed().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_keys_are_error_40101_and_close() {
-    let server = Server::start().await;
-    let mut others = Bystanders::join(&server).await;
-    for key in ["app1.full:wrong", "app1.nosuchkey:secret"] {
-        let mut victim = server.open(&format!("key={key}&format=msgpack")).await;
-        others.publish(key).await;
-        expect_fatal(&mut victim, 40101, 401).await;
-    }
     others.assert_undisturbed().await;
 }
 
@@ -264,11 +299,7 @@ async fn garbage_token_is_a_token_error_and_close() {
 /// A capability refusal fails the channel (attach) or the message (publish), not the connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capability_refusals_are_40160_and_keep_the_connection() {
-    let server = Server::start().await;
-    let mut others = Bystanders::join(&server).await;
-    let mut victim = server
-        .connect(&format!("key={LIMITED_KEY}&format=json"))
-        .await;
+    let (_server, mut others, mut victim) = beside_bystanders(LIMITED_KEY).await;
     victim
         .send(json!({"action": ATTACH, "channel": Bystanders::CHANNEL}))
         .await;
@@ -281,10 +312,7 @@ async fn capability_refusals_are_40160_and_keep_the_connection() {
         .publish(Bystanders::CHANNEL, 0, json!([{"name": "sneaky"}]))
         .await;
     others.publish("meanwhile").await;
-    let nack = victim.expect(NACK).await;
-    assert_eq!(nack["msgSerial"], 0, "{nack}");
-    assert_eq!(nack["count"], 1, "{nack}");
-    assert_error(&nack, 40160, 401);
+    expect_nack(&mut victim, 40160, 401).await;
 
     victim.attach("allowed:ok").await;
     victim
@@ -297,9 +325,7 @@ async fn capability_refusals_are_40160_and_keep_the_connection() {
 /// still an Ably error saying why, not a bare close a client would retry into forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_past_the_frame_cap_still_gets_40009() {
-    let server = Server::start().await;
-    let mut others = Bystanders::join(&server).await;
-    let mut victim = server.connect(&format!("key={FULL_KEY}&format=json")).await;
+    let (_server, mut others, mut victim) = beside_bystanders(FULL_KEY).await;
     let huge = "x".repeat(300 * 1024);
     victim
         .publish(Bystanders::CHANNEL, 0, json!([{"data": huge}]))

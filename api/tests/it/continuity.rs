@@ -43,11 +43,7 @@ fn timing_with(configure: impl FnOnce(&mut Timing)) -> Config {
 /// Waits for a condition on server state that follows a client action with no frame to show
 /// for it (the server noticing a dropped socket). Polls; fails after `WAIT`.
 async fn until(what: &str, condition: impl Fn() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    eventually(what, WAIT, || std::future::ready(condition())).await;
 }
 
 /// Drops `client`'s socket without CLOSE and waits until the server has noticed and parked the
@@ -208,6 +204,26 @@ impl Sequence {
     }
 }
 
+/// A subscriber attached to `channel` that has read message "0" from a publisher of its own: where
+/// every resume test starts. Returns (subscriber, its connection id, its resume key, its
+/// sequence, publisher).
+async fn subscribed(
+    server: &Server,
+    channel: &'static str,
+) -> (Client, String, String, Sequence, Client) {
+    let mut subscriber = server.connect(&query("subscriber")).await;
+    let connection_id = subscriber.id().to_owned();
+    let key = connection_key(&subscriber);
+    let attached = subscriber.attach(channel).await;
+    let mut sequence = Sequence::new(channel, &attached);
+    let mut publisher = server.connect(&query("publisher")).await;
+    publisher
+        .publish_acked(channel, 0, json!([{"data": "0"}]))
+        .await;
+    sequence.read_until(&mut subscriber, 1).await;
+    (subscriber, connection_id, key, sequence, publisher)
+}
+
 /// Publishes "0", "1", ... on `channel` through `client`, one at a time, each awaiting its
 /// ACK, until `stop`; `published` counts the acknowledged ones.
 fn spawn_publisher(
@@ -306,16 +322,8 @@ async fn a_resume_that_misses_more_than_the_outbound_queue_holds_still_catches_u
     // away while 490 messages went by is within what the log covers, so it is owed all 490.
     const MISSED: u64 = 490;
     let server = Server::start().await;
-    let mut subscriber = server.connect(&query("subscriber")).await;
-    let connection_id = subscriber.id().to_owned();
-    let key = connection_key(&subscriber);
-    let attached = subscriber.attach(CHANNEL).await;
-    let mut sequence = Sequence::new(CHANNEL, &attached);
-    let mut publisher = server.connect(&query("publisher")).await;
-    publisher
-        .publish_acked(CHANNEL, 0, json!([{"data": "0"}]))
-        .await;
-    sequence.read_until(&mut subscriber, 1).await;
+    let (subscriber, connection_id, key, mut sequence, mut publisher) =
+        subscribed(&server, CHANNEL).await;
 
     drop_transport(&server, subscriber, CHANNEL).await;
     for n in 1..=MISSED {
@@ -344,16 +352,8 @@ async fn a_resume_that_misses_more_than_the_outbound_queue_holds_still_catches_u
 async fn a_drop_right_after_a_resumed_attached_loses_nothing() {
     const CHANNEL: &str = "attached-then-drop";
     let server = Server::start().await;
-    let mut subscriber = server.connect(&query("subscriber")).await;
-    let connection_id = subscriber.id().to_owned();
-    let key = connection_key(&subscriber);
-    let attached = subscriber.attach(CHANNEL).await;
-    let mut sequence = Sequence::new(CHANNEL, &attached);
-    let mut publisher = server.connect(&query("publisher")).await;
-    publisher
-        .publish_acked(CHANNEL, 0, json!([{"data": "0"}]))
-        .await;
-    sequence.read_until(&mut subscriber, 1).await;
+    let (subscriber, connection_id, key, mut sequence, mut publisher) =
+        subscribed(&server, CHANNEL).await;
 
     drop_transport(&server, subscriber, CHANNEL).await;
     for n in 1..=5u64 {
@@ -392,32 +392,14 @@ async fn a_drop_right_after_a_resumed_attached_loses_nothing() {
 async fn resume_while_the_old_transport_is_still_open_takes_it_over() {
     const CHANNEL: &str = "takeover";
     let server = Server::start().await;
-    let mut stale = server.connect(&query("subscriber")).await;
-    let connection_id = stale.id().to_owned();
-    let key = connection_key(&stale);
-    let attached = stale.attach(CHANNEL).await;
-    let mut sequence = Sequence::new(CHANNEL, &attached);
-    let mut publisher = server.connect(&query("publisher")).await;
-    publisher
-        .publish_acked(CHANNEL, 0, json!([{"data": "0"}]))
-        .await;
-    sequence.read_until(&mut stale, 1).await;
+    let (mut stale, connection_id, key, mut sequence, mut publisher) =
+        subscribed(&server, CHANNEL).await;
 
     // The client gave up on a transport that went silent (ably-js does after maxIdleInterval +
     // realtimeRequestTimeout, 25 s) before the server noticed (peer_idle_timeout, 45 s): the old
     // socket is still open on the server's side when the resume arrives.
-    let mut subscriber = server.connect(&resume_query("subscriber", &key)).await;
-    assert_eq!(
-        subscriber.id(),
-        connection_id,
-        "a resume of a connection the server still holds takes it over: {}",
-        subscriber.connected
-    );
-    assert!(
-        subscriber.connected.get("error").is_none(),
-        "{}",
-        subscriber.connected
-    );
+    // A resume of a connection the server still holds takes it over.
+    let mut subscriber = resume(&server, "subscriber", &key, &connection_id).await;
     // The superseded transport is ended (DISCONNECTED, if it can still hear it, then closed).
     loop {
         match stale.event().await {
@@ -449,16 +431,8 @@ async fn resume_after_the_ttl_is_refused_80008_and_attach_is_not_resumed() {
         server.connect(&query("probe")).await.connected["connectionDetails"]["connectionStateTtl"],
         300
     );
-    let mut subscriber = server.connect(&query("subscriber")).await;
-    let connection_id = subscriber.id().to_owned();
-    let key = connection_key(&subscriber);
-    let attached = subscriber.attach(CHANNEL).await;
-    let mut sequence = Sequence::new(CHANNEL, &attached);
-    let mut publisher = server.connect(&query("publisher")).await;
-    publisher
-        .publish_acked(CHANNEL, 0, json!([{"data": "0"}]))
-        .await;
-    sequence.read_until(&mut subscriber, 1).await;
+    let (subscriber, connection_id, key, sequence, mut publisher) =
+        subscribed(&server, CHANNEL).await;
 
     // Within the TTL the resume is honoured.
     drop_transport(&server, subscriber, CHANNEL).await;
@@ -796,7 +770,7 @@ async fn a_publish_resent_after_resume_is_delivered_once() {
     );
 
     let history = server
-        .http(Request::get(&format!("/channels/{CHANNEL}/messages")).basic(FULL_KEY))
+        .http(Request::get(format!("/channels/{CHANNEL}/messages")).basic(FULL_KEY))
         .await
         .json();
     let stored: Vec<&Value> = history

@@ -3,7 +3,6 @@
 //! form's endpoint), on the main port and on `--admin-listen`.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -21,18 +20,15 @@ async fn get_json(addr: SocketAddr, path: &str) -> Value {
 
 /// Polls `path` until `done` holds for its JSON, for at most `WAIT`.
 async fn until(addr: SocketAddr, path: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    eventually(format!("{path} gets there"), WAIT, || async {
         let value = get_json(addr, path).await;
         if done(&value) {
-            return value;
+            Ok(value)
+        } else {
+            Err(value)
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{path} never got there: {value}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

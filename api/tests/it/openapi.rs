@@ -96,13 +96,9 @@ async fn the_document_names_exactly_the_routes_served() {
             .replace("{channel}", "c")
             .replace("{key_name}", "a.b")
             .replace("{app_id}", "x");
-        let request = Request {
-            method,
-            path: &path,
-            headers: vec![("content-type", "application/json".into())],
-            body: b"{}".to_vec(),
-        }
-        .basic(FULL_KEY);
+        let request = Request::new(method, &path)
+            .with_body("application/json", b"{}".to_vec())
+            .basic(FULL_KEY);
         let response = server.http(request).await;
         let refused = response.header("x-ably-errormessage").unwrap_or_default();
         assert!(

@@ -5,8 +5,6 @@
 
 use serde_json::{json, Value};
 
-use crate::bad_input::Bystanders;
-use crate::rest::assert_rest_error;
 use crate::support::*;
 
 const CHANNEL: &str = "flooded";
@@ -173,7 +171,7 @@ async fn rest_publishes_of_too_many_messages_are_refused_unbuilt() {
     assert_rest_error(&response, 40030, 400);
     let response = server
         .http(
-            Request::post_msgpack(&path, &empties)
+            post_msgpack(&path, &empties)
                 .basic(FULL_KEY)
                 .header("accept", "application/x-msgpack"),
         )

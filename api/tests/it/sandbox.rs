@@ -121,23 +121,11 @@ async fn apps_do_not_share_channels_and_delete_revokes_their_keys() {
     let app_one = one["appId"].as_str().unwrap();
     let path = format!("/apps/{app_one}");
     let wrong = server
-        .http(
-            Request {
-                method: "DELETE",
-                ..Request::get(&path)
-            }
-            .basic(&key_two),
-        )
+        .http(Request::new("DELETE", &path).basic(&key_two))
         .await;
     assert_eq!(wrong.status, 401, "another app's key cannot delete it");
     let deleted = server
-        .http(
-            Request {
-                method: "DELETE",
-                ..Request::get(&path)
-            }
-            .basic(&key_one),
-        )
+        .http(Request::new("DELETE", &path).basic(&key_one))
         .await;
     assert!(deleted.status < 300, "{deleted:?}");
     let after = server

@@ -93,13 +93,12 @@ async fn read_until_cut_off(slow: &mut Client, n: u64) -> u64 {
 }
 
 async fn slow_consumer_disconnects(server: &Server, n: u64) {
-    tokio::time::timeout(WAIT, async {
-        while server.gateway.node_pulse().slow_consumer_disconnects != n {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the dashboard counts the slow-consumer disconnect");
+    eventually(
+        "the dashboard counts the slow-consumer disconnect",
+        WAIT,
+        || async { server.gateway.node_pulse().slow_consumer_disconnects == n },
+    )
+    .await;
 }
 
 /// The server is fine: the fast subscriber still gets new messages, and newcomers work.

@@ -3,7 +3,10 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{assert_error_info, config, Request, Response, Server, FULL_KEY, LIMITED_KEY};
+use crate::support::{
+    assert_error_info, config, from_msgpack, post_msgpack, Request, Response, Server, FULL_KEY,
+    LIMITED_KEY,
+};
 
 async fn sandbox() -> Server {
     let mut config = config();
@@ -47,7 +50,7 @@ async fn post_fixtures(server: &Server, key: &str, body: &Value) -> Response {
 
 async fn get_stats(server: &Server, key: &str, query: &str) -> (Vec<Value>, Response) {
     let response = server
-        .http(Request::get(&format!("/stats?{query}")).basic(key))
+        .http(Request::get(format!("/stats?{query}")).basic(key))
         .await;
     assert_eq!(response.status, 200, "{response:?}");
     (response.json().as_array().unwrap().clone(), response)
@@ -227,7 +230,7 @@ async fn start_end_limit_and_direction_select_and_links_page() {
             }
         }
         assert_eq!(seen, expected, "{direction}");
-        let first = server.http(Request::get(&first.unwrap()).basic(&key)).await;
+        let first = server.http(Request::get(first.unwrap()).basic(&key)).await;
         assert_eq!(first.json()[0]["intervalId"], expected[0], "{direction}");
     }
 
@@ -242,7 +245,7 @@ async fn start_end_limit_and_direction_select_and_links_page() {
         "start=2023-02-04&end=2023-02-03",
     ] {
         let response = server
-            .http(Request::get(&format!("/stats?{bad}")).basic(&key))
+            .http(Request::get(format!("/stats?{bad}")).basic(&key))
             .await;
         assert_eq!(response.status, 400, "{bad}: {response:?}");
         assert_error_info(&response.json()["error"], 40003, 400, &bad);
@@ -254,7 +257,7 @@ async fn fixtures_and_answers_in_msgpack() {
     let server = sandbox().await;
     let key = app_key(&server).await;
     let posted = server
-        .http(Request::post_msgpack("/stats", &fixtures()).basic(&key))
+        .http(post_msgpack("/stats", &fixtures()).basic(&key))
         .await;
     assert_eq!(posted.status, 201, "{posted:?}");
     let response = server
@@ -264,7 +267,7 @@ async fn fixtures_and_answers_in_msgpack() {
                 .header("accept", "application/x-msgpack"),
         )
         .await;
-    let records = response.msgpack();
+    let records = from_msgpack(&response.body);
     assert_eq!(
         summary(records.as_array().unwrap()),
         owned(&[("2023-02-01:00", 185, 71), ("2023-03-01:00", 7, 2)])

@@ -1,3 +1,5 @@
+use super::peers::{cpu_count, missing, start};
+use super::table::number;
 use super::*;
 
 #[test]
@@ -49,7 +51,7 @@ fn a_missing_peer_is_skipped_not_started() {
 
 #[test]
 fn worker_threads_follow_the_pinned_cpus() {
-    assert_eq!(super::cpu_count("0"), 1);
-    assert_eq!(super::cpu_count("0-3"), 4);
-    assert_eq!(super::cpu_count("0,2-3"), 3);
+    assert_eq!(cpu_count("0"), 1);
+    assert_eq!(cpu_count("0-3"), 4);
+    assert_eq!(cpu_count("0,2-3"), 3);
 }

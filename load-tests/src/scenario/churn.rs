@@ -94,11 +94,7 @@ pub async fn run(shared: &Shared, args: &ChurnArgs) -> anyhow::Result<Report> {
     }
     ensure_fds(args.connections)?;
     let run = run_id();
-    let key = if shared.key.is_empty() {
-        SPAWN_KEY.to_owned()
-    } else {
-        shared.key.clone()
-    };
+    let key = Spawn::key_or(&shared.key, SPAWN_KEY);
     let spawn = args.spawn.as_ref().map(|bin| Spawn {
         bin: bin.clone(),
         nodes: 1,
@@ -107,10 +103,7 @@ pub async fn run(shared: &Shared, args: &ChurnArgs) -> anyhow::Result<Report> {
         drain: Duration::from_secs(5),
         extra: args.server_args.clone(),
         redis_bin: PathBuf::from("redis-server"),
-        log_prefix: args
-            .server_logs
-            .clone()
-            .unwrap_or_else(|| std::env::temp_dir().join(format!("realtime-churn-{run}"))),
+        log_prefix: Spawn::log_prefix(args.server_logs.as_ref(), "churn", &run),
     });
     let cluster = Cluster::start_if(spawn, !shared.key.is_empty()).await?;
     let (url, pid) = match &cluster {

@@ -219,21 +219,7 @@ impl Connection for AblyConnection {
         self.send(&message).await
     }
 
-    fn in_flight(&self) -> u64 {
-        self.shared.in_flight(self.next_msg_serial)
-    }
-
-    async fn settle(&mut self, timeout: Duration) -> Settled {
-        self.shared.settle(self.next_msg_serial, timeout).await
-    }
-
-    async fn next_delivery(&mut self) -> Option<Delivery> {
-        self.deliveries.recv().await
-    }
-
-    fn failure(&self) -> Option<String> {
-        self.shared.failure()
-    }
+    answered_by_shared!(next_msg_serial);
 
     async fn close(mut self) {
         self.shared.closing.store(true, Ordering::Release);

@@ -7,6 +7,28 @@
 //! moment it opens (servers disconnect slow readers), timestamps each delivery as it arrives
 //! (`Delivery::received_us`), and never blocks that task on the consumer.
 
+/// The `Connection` methods every protocol answers alike from its `shared` state, its
+/// `deliveries` channel and its count of publishes sent (the field `$sent`).
+macro_rules! answered_by_shared {
+    ($sent:ident) => {
+        fn in_flight(&self) -> u64 {
+            self.shared.in_flight(self.$sent)
+        }
+
+        async fn settle(&mut self, timeout: Duration) -> Settled {
+            self.shared.settle(self.$sent, timeout).await
+        }
+
+        async fn next_delivery(&mut self) -> Option<Delivery> {
+            self.deliveries.recv().await
+        }
+
+        fn failure(&self) -> Option<String> {
+            self.shared.failure()
+        }
+    };
+}
+
 pub mod ably;
 pub mod pusher;
 pub mod raw;
@@ -17,8 +39,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
+use futures_util::stream::SplitStream;
+use futures_util::StreamExt as _;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -306,4 +331,18 @@ pub trait Connection: Send + 'static {
 
     /// Closes politely.
     fn close(self) -> impl Future<Output = ()> + Send;
+}
+
+/// The next text frame and when it arrived (other frames skipped); `None` once the socket is
+/// closed or broken. The head of every text protocol's reader loop.
+pub(crate) async fn next_text_frame(stream: &mut SplitStream<Ws>) -> Option<(u64, Utf8Bytes)> {
+    while let Some(frame) = stream.next().await {
+        let received_us = crate::clock::now_us();
+        match frame {
+            Ok(WsMessage::Text(text)) => return Some((received_us, text)),
+            Ok(WsMessage::Close(_)) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+    None
 }

@@ -29,8 +29,9 @@ use sha2::Sha256;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use super::{websocket, ws_base, Connection, Delivery, Settled, Target, Ws, REPLY_TIMEOUT};
-use crate::clock;
+use super::{
+    next_text_frame, websocket, ws_base, Connection, Delivery, Settled, Target, Ws, REPLY_TIMEOUT,
+};
 
 const EVENT: &str = "load";
 
@@ -183,21 +184,7 @@ impl Connection for PusherConnection {
         Ok(())
     }
 
-    fn in_flight(&self) -> u64 {
-        self.shared.in_flight(self.published)
-    }
-
-    async fn settle(&mut self, timeout: Duration) -> Settled {
-        self.shared.settle(self.published, timeout).await
-    }
-
-    async fn next_delivery(&mut self) -> Option<Delivery> {
-        self.deliveries.recv().await
-    }
-
-    fn failure(&self) -> Option<String> {
-        self.shared.failure()
-    }
+    answered_by_shared!(published);
 
     async fn close(self) {
         self.shared.closing.store(true, Ordering::Release);
@@ -264,13 +251,7 @@ async fn read(
     shared: Arc<Shared>,
     deliver: mpsc::UnboundedSender<Delivery>,
 ) {
-    while let Some(frame) = stream.next().await {
-        let received_us = clock::now_us();
-        let text = match frame {
-            Ok(WsMessage::Text(text)) => text,
-            Ok(WsMessage::Close(_)) | Err(_) => break,
-            Ok(_) => continue,
-        };
+    while let Some((received_us, text)) = next_text_frame(&mut stream).await {
         let Ok(frame) = serde_json::from_str::<Frame>(text.as_str()) else {
             shared.fail(format!("unreadable frame {:.120}", text.as_str()));
             continue;

@@ -85,21 +85,7 @@ impl Connection for RawConnection {
             .context("sending")
     }
 
-    fn in_flight(&self) -> u64 {
-        self.shared.in_flight(self.sent)
-    }
-
-    async fn settle(&mut self, timeout: Duration) -> Settled {
-        self.shared.settle(self.sent, timeout).await
-    }
-
-    async fn next_delivery(&mut self) -> Option<Delivery> {
-        self.deliveries.recv().await
-    }
-
-    fn failure(&self) -> Option<String> {
-        self.shared.failure()
-    }
+    answered_by_shared!(sent);
 
     async fn close(mut self) {
         self.shared.closing.store(true, Ordering::Release);

@@ -20,8 +20,9 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use super::{websocket, ws_base, Connection, Delivery, Settled, Target, Ws, REPLY_TIMEOUT};
-use crate::clock;
+use super::{
+    next_text_frame, websocket, ws_base, Connection, Delivery, Settled, Target, Ws, REPLY_TIMEOUT,
+};
 
 /// The event name publications are emitted under.
 const EVENT: &str = "load";
@@ -130,21 +131,7 @@ impl Connection for SocketIoConnection {
         self.emit(ack_id, json!(["publish", message])).await
     }
 
-    fn in_flight(&self) -> u64 {
-        self.shared.in_flight(self.published)
-    }
-
-    async fn settle(&mut self, timeout: Duration) -> Settled {
-        self.shared.settle(self.published, timeout).await
-    }
-
-    async fn next_delivery(&mut self) -> Option<Delivery> {
-        self.deliveries.recv().await
-    }
-
-    fn failure(&self) -> Option<String> {
-        self.shared.failure()
-    }
+    answered_by_shared!(published);
 
     async fn close(self) {
         self.shared.closing.store(true, Ordering::Release);
@@ -172,13 +159,7 @@ async fn read(
     shared: Arc<Shared>,
     deliver: mpsc::UnboundedSender<Delivery>,
 ) {
-    while let Some(frame) = stream.next().await {
-        let received_us = clock::now_us();
-        let text = match frame {
-            Ok(WsMessage::Text(text)) => text,
-            Ok(WsMessage::Close(_)) | Err(_) => break,
-            Ok(_) => continue,
-        };
+    while let Some((received_us, text)) = next_text_frame(&mut stream).await {
         let packet = text.as_str();
         if let Some(event) = packet.strip_prefix("42") {
             match parse_event(event) {

@@ -1,14 +1,16 @@
 //! A server per test and the load tool run against it, one test at a time (each run opens a few
 //! hundred connections; running them side by side on two cores only invites timeouts).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use gateway::{ApiKey, Config, Gateway};
+use gateway::{ApiKey, Config};
 use protocol::Capability;
 use serde_json::Value;
+use test_support::InProcess;
 
 pub(crate) const KEY: &str = "load.smoke:secret";
 
@@ -60,32 +62,21 @@ fn run_against(server: Server, args: &[&str]) -> Value {
         .build()
         .unwrap();
     let (addr, shutdown) = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let (shutdown, on_shutdown) = tokio::sync::oneshot::channel::<()>();
-        match server {
+        let addr = match server {
             Server::Ours(config) => {
-                tokio::spawn(api::serve(listener, Gateway::new(*config), async move {
+                // Dropped (its shutdown future resolved) when the run is over.
+                let ours = InProcess::start(*config).await;
+                let addr = ours.addr;
+                tokio::spawn(async move {
                     let _ = on_shutdown.await;
-                }));
-            }
-            Server::Broken => {
-                tokio::spawn(async move {
-                    tokio::select! {
-                        _ = crate::broken::serve(listener) => {}
-                        _ = on_shutdown => {}
-                    }
+                    drop(ours);
                 });
+                addr
             }
-            Server::Ceiling => {
-                tokio::spawn(async move {
-                    tokio::select! {
-                        _ = load_tests::ceiling::serve(listener) => {}
-                        _ = on_shutdown => {}
-                    }
-                });
-            }
-        }
+            Server::Broken => serve_until(on_shutdown, crate::broken::serve).await,
+            Server::Ceiling => serve_until(on_shutdown, load_tests::ceiling::serve).await,
+        };
         (addr, shutdown)
     });
 
@@ -132,6 +123,24 @@ fn run_against(server: Server, args: &[&str]) -> Value {
         "exit code disagrees with the report: {report}"
     );
     report
+}
+
+/// `serve` on `127.0.0.1:0` until `shutdown` resolves; returns the address.
+async fn serve_until<F, Fut>(shutdown: tokio::sync::oneshot::Receiver<()>, serve: F) -> SocketAddr
+where
+    F: FnOnce(tokio::net::TcpListener) -> Fut,
+    Fut: std::future::Future + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serving = serve(listener);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = serving => {}
+            _ = shutdown => {}
+        }
+    });
+    addr
 }
 
 /// The checks every scenario's report must pass.

@@ -228,11 +228,7 @@ pub async fn run(shared: &Shared, args: &SoakArgs) -> anyhow::Result<Report> {
     ensure_fds(args.clients + 256)?;
     let duration = shared.duration.unwrap_or(Duration::from_secs(600));
     let run = run_id();
-    let key = if shared.key.is_empty() {
-        SPAWN_KEY.to_owned()
-    } else {
-        shared.key.clone()
-    };
+    let key = Spawn::key_or(&shared.key, SPAWN_KEY);
     let spawn = args.spawn.as_ref().map(|bin| Spawn {
         bin: bin.clone(),
         nodes: args.nodes.max(1),
@@ -241,10 +237,7 @@ pub async fn run(shared: &Shared, args: &SoakArgs) -> anyhow::Result<Report> {
         drain: args.drain,
         extra: args.server_args.clone(),
         redis_bin: args.redis_bin.clone(),
-        log_prefix: args
-            .server_logs
-            .clone()
-            .unwrap_or_else(|| std::env::temp_dir().join(format!("realtime-soak-{run}"))),
+        log_prefix: Spawn::log_prefix(args.server_logs.as_ref(), "soak", &run),
     });
     let cluster = Cluster::start_if(spawn, !shared.key.is_empty()).await?;
     let urls = match &cluster {

@@ -98,6 +98,20 @@ pub(crate) struct Spawn {
     pub(crate) log_prefix: PathBuf,
 }
 
+impl Spawn {
+    /// The key spawned nodes are started with: the one given (`--key`), else `default`.
+    pub(crate) fn key_or(given: &str, default: &str) -> String {
+        if given.is_empty() { default } else { given }.to_owned()
+    }
+
+    /// Where a scenario's node logs go: `--server-logs`, else `<tmp>/realtime-<scenario>-<run>`.
+    pub(crate) fn log_prefix(server_logs: Option<&PathBuf>, scenario: &str, run: &str) -> PathBuf {
+        server_logs
+            .cloned()
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("realtime-{scenario}-{run}")))
+    }
+}
+
 /// The processes `--spawn` started; killed (and reaped) on drop.
 pub(crate) struct Cluster {
     spawn: Spawn,

@@ -1,34 +1,38 @@
-//! The harness: a gateway served by `api::serve_with` on a loopback port, WebSocket clients speaking
-//! JSON or msgpack, a bare HTTP/1.1 client, and signed token requests.
+//! The harness: a gateway served by `api::serve` on a loopback port, WebSocket clients speaking
+//! JSON or msgpack, and signed token requests. The server, the bare HTTP/1.1 client and
+//! `eventually` come from the `test-support` crate.
 //!
 //! Frames are `serde_json::Value` in both formats so assertions read the same. msgpack is decoded
 //! without the server's `protocol` types (a bug there must not hide itself in the tests); a msgpack
 //! `bin` shows up as `{"$bin": "<base64>"}` and is written the same way (see `bin`).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use futures_util::{SinkExt, StreamExt};
-use gateway::{ApiKey, Config, Gateway};
+use gateway::{ApiKey, Config};
 use hmac::{Hmac, Mac};
-use metrics_exporter_prometheus::PrometheusHandle;
 use protocol::Capability;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Error as _, Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::{json, Value};
 use sha2::Sha256;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use test_support::InProcess;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::WebSocketStream;
+
+mod bystanders;
+
+pub(crate) use bystanders::Bystanders;
+pub(crate) use test_support::{eventually, http, Request, Response};
 
 pub(crate) const HEARTBEAT: u64 = 0;
 pub(crate) const ACK: u64 = 1;
@@ -79,21 +83,21 @@ pub(crate) fn config() -> Config {
     }
 }
 
-/// The process-wide recorder `/metrics` renders: `main` installs it in the binary, this once
-/// per test process.
-fn metrics() -> Option<PrometheusHandle> {
-    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| api::prometheus().install_recorder().ok())
-        .clone()
+/// `api::serve` on `127.0.0.1:0`, with a shutdown trigger (test-support's `InProcess`), and
+/// the clients that talk to it.
+pub(crate) struct Server(InProcess);
+
+impl Deref for Server {
+    type Target = InProcess;
+    fn deref(&self) -> &InProcess {
+        &self.0
+    }
 }
 
-/// `api::serve_with` on `127.0.0.1:0`, with a shutdown trigger.
-pub(crate) struct Server {
-    pub(crate) addr: SocketAddr,
-    pub(crate) gateway: Gateway,
-    shutdown: Option<oneshot::Sender<()>>,
-    serve: Option<JoinHandle<std::io::Result<()>>>,
+impl DerefMut for Server {
+    fn deref_mut(&mut self) -> &mut InProcess {
+        &mut self.0
+    }
 }
 
 impl Server {
@@ -102,36 +106,7 @@ impl Server {
     }
 
     pub(crate) async fn with_config(config: Config) -> Server {
-        let gateway = Gateway::new(config);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (shutdown, on_shutdown) = oneshot::channel::<()>();
-        let api = api::Config {
-            metrics: metrics(),
-            ..api::Config::default()
-        };
-        let serve = tokio::spawn(api::serve_with(
-            listener,
-            gateway.clone(),
-            api,
-            async move {
-                let _ = on_shutdown.await;
-            },
-        ));
-        Server {
-            addr,
-            gateway,
-            shutdown: Some(shutdown),
-            serve: Some(serve),
-        }
-    }
-
-    /// Resolves the shutdown future given to `api::serve` and hands back the serve task.
-    pub(crate) fn begin_shutdown(&mut self) -> JoinHandle<std::io::Result<()>> {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        self.serve.take().expect("shut down once")
+        Server(InProcess::start(config).await)
     }
 
     /// Upgrades without reading anything (for refusals, where no CONNECTED comes).
@@ -171,7 +146,7 @@ impl Server {
     }
 
     pub(crate) async fn http(&self, request: Request<'_>) -> Response {
-        http(self.addr, request).await
+        test_support::http(self.addr, request).await
     }
 }
 
@@ -478,6 +453,27 @@ pub(crate) fn assert_ack(ack: &Value, msg_serial: u64, n_messages: usize) -> Vec
         .collect()
 }
 
+/// An Ably REST error: status, exact Content-Type, `X-Ably-ErrorCode` and the envelope.
+pub(crate) fn assert_rest_error(response: &Response, code: u64, status: u16) {
+    assert_eq!(response.status, status, "{response:?}");
+    let code_text = code.to_string();
+    assert_eq!(
+        response.header("x-ably-errorcode"),
+        Some(code_text.as_str()),
+        "{response:?}"
+    );
+    assert!(
+        response.header("x-ably-errormessage").is_some(),
+        "{response:?}"
+    );
+    let body = match response.header("content-type") {
+        Some("application/json") => response.json(),
+        Some("application/x-msgpack") => from_msgpack(&response.body),
+        other => panic!("error Content-Type must be exact, got {other:?}: {response:?}"),
+    };
+    assert_error_info(&body["error"], code, u64::from(status), &body);
+}
+
 /// A frame's `error` is a complete ErrorInfo (trap 1) with this code and HTTP status.
 pub(crate) fn assert_error(frame: &Value, code: u64, status: u64) {
     assert_error_info(&frame["error"], code, status, frame);
@@ -604,152 +600,9 @@ impl<'de> Visitor<'de> for AnyVisitor {
     }
 }
 
-/// A bare HTTP/1.1 request (one per connection, `Connection: close`).
-pub(crate) struct Request<'a> {
-    pub(crate) method: &'a str,
-    pub(crate) path: &'a str,
-    pub(crate) headers: Vec<(&'a str, String)>,
-    pub(crate) body: Vec<u8>,
-}
-
-impl<'a> Request<'a> {
-    pub(crate) fn get(path: &'a str) -> Request<'a> {
-        Request {
-            method: "GET",
-            path,
-            headers: Vec::new(),
-            body: Vec::new(),
-        }
-    }
-
-    pub(crate) fn post_json(path: &'a str, body: &Value) -> Request<'a> {
-        Request {
-            method: "POST",
-            path,
-            headers: vec![("content-type", "application/json".into())],
-            body: body.to_string().into_bytes(),
-        }
-    }
-
-    pub(crate) fn post_msgpack(path: &'a str, body: &Value) -> Request<'a> {
-        Request {
-            method: "POST",
-            path,
-            headers: vec![("content-type", "application/x-msgpack".into())],
-            body: to_msgpack(body),
-        }
-    }
-
-    pub(crate) fn header(mut self, name: &'a str, value: impl Into<String>) -> Request<'a> {
-        self.headers.push((name, value.into()));
-        self
-    }
-
-    /// `Authorization: Basic base64(key)`.
-    pub(crate) fn basic(self, key: &str) -> Request<'a> {
-        self.header("authorization", format!("Basic {}", STANDARD.encode(key)))
-    }
-}
-
-#[derive(Debug)]
-pub(crate) struct Response {
-    pub(crate) status: u16,
-    /// Lower-cased names.
-    pub(crate) headers: Vec<(String, String)>,
-    pub(crate) body: Vec<u8>,
-}
-
-impl Response {
-    pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub(crate) fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "body is not JSON ({e}): {:?}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-
-    pub(crate) fn msgpack(&self) -> Value {
-        from_msgpack(&self.body)
-    }
-}
-
-pub(crate) async fn http(addr: SocketAddr, request: Request<'_>) -> Response {
-    tokio::time::timeout(WAIT, http_exchange(addr, request))
-        .await
-        .expect("HTTP request timed out")
-}
-
-async fn http_exchange(addr: SocketAddr, request: Request<'_>) -> Response {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let mut head = format!(
-        "{} {} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
-        request.method,
-        request.path,
-        request.body.len()
-    );
-    for (name, value) in &request.headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(&request.body).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("response head");
-    let head = String::from_utf8(raw[..split].to_vec()).expect("ASCII head");
-    let mut body = raw[split + 4..].to_vec();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|line| line.split(' ').nth(1))
-        .and_then(|code| code.parse().ok())
-        .expect("status line");
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let chunked = headers
-        .iter()
-        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
-    if chunked {
-        body = dechunk(&body);
-    }
-    Response {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn dechunk(mut raw: &[u8]) -> Vec<u8> {
-    let mut body = Vec::new();
-    loop {
-        let line_end = raw
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .expect("chunk size");
-        let size_text = std::str::from_utf8(&raw[..line_end]).expect("chunk size");
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16)
-            .expect("hex chunk size");
-        if size == 0 {
-            return body;
-        }
-        let start = line_end + 2;
-        body.extend_from_slice(&raw[start..start + size]);
-        raw = &raw[start + size + 2..];
-    }
+/// A POST of `body` as msgpack (written by `to_msgpack`, `$bin` as bin).
+pub(crate) fn post_msgpack<'a>(path: impl Into<Cow<'a, str>>, body: &Value) -> Request<'a> {
+    Request::post(path, "application/x-msgpack", to_msgpack(body))
 }
 
 /// A TokenRequest signed with `secret` (reference §7.3). Absent fields are left out of the body

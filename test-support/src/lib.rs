@@ -1,0 +1,42 @@
+//! Test harnesses shared by every crate's tests (dev-only), in the shape of nats.rs's
+//! `nats-server`: every server listens on a dynamic loopback port so tests run in parallel, and
+//! every helper owns what it starts (`Drop` kills the processes and removes their directories).
+//!
+//! Not a test framework: no assertions about the server's behaviour live here, only ways to
+//! start things and talk to them. Start at [`RedisServer`], [`Realtime`] (the binary as a
+//! process) and [`InProcess`] (`api::serve` in this process); [`eventually`] is the one way to
+//! wait for a condition that no event announces.
+
+mod eventually;
+mod http;
+mod in_process;
+mod process;
+mod redis;
+mod ws;
+
+pub use eventually::{eventually, Outcome};
+pub use http::{basic, http, raw_http, Request, Response};
+pub use in_process::InProcess;
+pub use process::Realtime;
+pub use redis::{RedisCluster, RedisServer};
+pub use ws::{close, connect, next_json, send_json, Socket};
+
+/// A loopback port nothing listens on right now (the OS picks it, so parallel tests differ).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port")
+}
+
+/// Blocks (bounded) until something accepts connections on loopback `port`.
+pub(crate) fn wait_for_port(port: u16, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not come up on port {port}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

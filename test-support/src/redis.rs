@@ -1,0 +1,267 @@
+//! Real `redis-server` processes on free loopback ports (never the machine's own on 6379), each
+//! in a directory of its own that is removed on drop.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::{free_port, wait_for_port};
+
+/// A fresh directory under the system's temporary one, unique to this process and `port`.
+fn own_dir(what: &str, port: u16) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("{what}-{}-{port}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    dir
+}
+
+fn cli(port: u16, args: &[&str]) -> String {
+    let output = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// One `redis-server`, killed (and its directory removed) on drop.
+pub struct RedisServer {
+    pub port: u16,
+    child: Child,
+    /// `--dir`: where it keeps its snapshot or append-only file, if it keeps one.
+    pub dir: PathBuf,
+    /// How it keeps data on disk (flags), the same on every restart.
+    persistence: Vec<String>,
+}
+
+impl RedisServer {
+    /// Keeping nothing on disk: a restart comes back empty.
+    pub fn start() -> RedisServer {
+        RedisServer::start_with(&["--save", "", "--appendonly", "no"])
+    }
+
+    /// With `persistence` flags (e.g. `--appendonly yes`) instead of keeping nothing; files go
+    /// to its own `dir`.
+    pub fn start_with(persistence: &[&str]) -> RedisServer {
+        let port = free_port();
+        let dir = own_dir("realtime-redis", port);
+        let persistence: Vec<String> = persistence.iter().map(|s| s.to_string()).collect();
+        RedisServer {
+            port,
+            child: spawn(port, &dir, &persistence),
+            dir,
+            persistence,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills (SIGKILL) and starts again on the same port, with what it kept on disk (by
+    /// default nothing: it comes back empty).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = spawn(self.port, &self.dir, &self.persistence);
+    }
+
+    /// `redis-cli -p <port> <args>`'s output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        cli(self.port, args)
+    }
+
+    /// SIGKILL (until `restart`).
+    pub fn stop(&mut self) {
+        kill(&mut self.child);
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `redis-server` on loopback `port`, files in `dir`, once it accepts connections.
+fn spawn(port: u16, dir: &std::path::Path, persistence: &[String]) -> Child {
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .arg("--dir")
+        .arg(dir)
+        .args(persistence)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server (apt-get install redis-server)");
+    wait_for_port(port, "redis-server");
+    child
+}
+
+/// A local 3-master Redis Cluster made with `redis-cli --cluster create`; every `redis-server`
+/// is killed and the directory removed on drop.
+pub struct RedisCluster {
+    /// (port, cluster bus port) per master.
+    ports: Vec<(u16, u16)>,
+    children: Vec<Option<Child>>,
+    dir: PathBuf,
+}
+
+impl RedisCluster {
+    pub fn start() -> RedisCluster {
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let mut cluster = RedisCluster {
+            children: ports.iter().map(|_| None).collect(),
+            dir: own_dir("realtime-redis-cluster", ports[0].0),
+            ports,
+        };
+        for i in 0..cluster.ports.len() {
+            cluster.start_node(i);
+        }
+        let nodes: Vec<String> = cluster
+            .ports
+            .iter()
+            .map(|(port, _)| format!("127.0.0.1:{port}"))
+            .collect();
+        let output = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&nodes)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli");
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        cluster.until_ok();
+        cluster
+    }
+
+    /// (Re)starts master `i` on its ports; its nodes file keeps its slots and peers.
+    fn start_node(&mut self, i: usize) {
+        let (port, bus_port) = self.ports[i];
+        let nodes_file = self.dir.join(format!("nodes-{port}.conf"));
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--cluster-enabled", "yes"])
+            .arg("--cluster-config-file")
+            .arg(&nodes_file)
+            .args([
+                "--cluster-port",
+                &bus_port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (apt-get install redis-server)");
+        self.children[i] = Some(child);
+        wait_for_port(port, "redis-server");
+    }
+
+    /// Waits until every master says `cluster_state:ok` and knows the other two.
+    fn until_ok(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        for i in 0..self.ports.len() {
+            loop {
+                let info = self.cli(i, &["CLUSTER", "INFO"]);
+                if info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3") {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the cluster never became ok: {info}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    /// All three masters as seeds.
+    pub fn url(&self) -> String {
+        let seeds: Vec<String> = self
+            .ports
+            .iter()
+            .map(|(port, _)| format!("127.0.0.1:{port}"))
+            .collect();
+        format!("redis+cluster://{}", seeds.join(","))
+    }
+
+    /// One master as the only seed: the rest is discovered.
+    pub fn seed_url(&self, i: usize) -> String {
+        format!("redis+cluster://127.0.0.1:{}", self.ports[i].0)
+    }
+
+    /// `redis-cli` against master `i`.
+    pub fn cli(&self, i: usize, args: &[&str]) -> String {
+        cli(self.ports[i].0, args)
+    }
+
+    /// Which master (index) holds `key`'s slot, from `CLUSTER KEYSLOT` and `CLUSTER NODES`.
+    pub fn master_of(&self, key: &str) -> usize {
+        let slot: u16 = self
+            .cli(0, &["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .parse()
+            .expect("a slot");
+        let nodes = self.cli(0, &["CLUSTER", "NODES"]);
+        for line in nodes.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 9 || !fields[2].contains("master") {
+                continue;
+            }
+            let port: u16 = fields[1]
+                .split('@')
+                .next()
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.parse().ok())
+                .expect("node address");
+            let holds = fields[8..].iter().any(|range| {
+                let (first, last) = range.split_once('-').unwrap_or((range, range));
+                matches!((first.parse::<u16>(), last.parse::<u16>()), (Ok(f), Ok(l)) if f <= slot && slot <= l)
+            });
+            if holds {
+                return self
+                    .ports
+                    .iter()
+                    .position(|(p, _)| *p == port)
+                    .expect("one of ours");
+            }
+        }
+        panic!("no master holds slot {slot}: {nodes}");
+    }
+
+    pub fn stop_node(&mut self, i: usize) {
+        if let Some(mut child) = self.children[i].take() {
+            kill(&mut child);
+        }
+    }
+
+    pub fn restart_node(&mut self, i: usize) {
+        self.stop_node(i);
+        self.start_node(i);
+        self.until_ok();
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for i in 0..self.children.len() {
+            self.stop_node(i);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
