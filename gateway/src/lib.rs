@@ -13,6 +13,7 @@ pub mod events;
 pub mod frame;
 pub mod hub;
 pub mod limits;
+pub mod outbox;
 mod publish;
 pub mod pulse;
 mod registry;
@@ -58,7 +59,7 @@ pub(crate) struct Inner {
     parked: DashMap<String, Parked>,
     /// Live connections by connection key, so a resume can take over a transport the server
     /// still believes alive (the client already gave up on it).
-    live_keys: DashMap<String, Arc<connection::Outbox>>,
+    live_keys: DashMap<String, Arc<outbox::Outbox>>,
     /// Keys of connections that ended (their `resume::KeyPrint`s), with when (ms), for the resume
     /// refusal code.
     ended_keys: DashMap<u64, u64>,

@@ -74,7 +74,7 @@ impl Default for Limits {
     }
 }
 
-/// The slow-consumer bounds of one connection's outgoing queue (`connection::Outbox`). Only
+/// The slow-consumer bounds of one connection's outgoing queue (`outbox::Outbox`). Only
 /// deliveries (other connections' messages and presence) count against `bytes`; replies to the
 /// client's own requests (and echoes of its own messages) pause its reader instead, so a client
 /// that sends fast but keeps reading is slowed down, never disconnected.

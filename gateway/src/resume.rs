@@ -188,12 +188,12 @@ impl Gateway {
             .then(|| key.split('!').next().unwrap_or_default().to_owned())
     }
 
-    pub(crate) fn register_live(&self, key: &str, outbox: &Arc<crate::connection::Outbox>) {
+    pub(crate) fn register_live(&self, key: &str, outbox: &Arc<crate::outbox::Outbox>) {
         self.inner.live_keys.insert(key.to_owned(), outbox.clone());
     }
 
     /// Forgets this transport under its key, unless a resumed one has already taken the key.
-    pub(crate) fn unregister_live(&self, key: &str, outbox: &Arc<crate::connection::Outbox>) {
+    pub(crate) fn unregister_live(&self, key: &str, outbox: &Arc<crate::outbox::Outbox>) {
         self.inner
             .live_keys
             .remove_if(key, |_, live| Arc::ptr_eq(live, outbox));

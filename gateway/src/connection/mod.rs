@@ -6,9 +6,7 @@
 
 mod attach;
 mod auth;
-mod coalesce;
 mod message;
-mod outbox;
 mod presence;
 mod writer;
 
@@ -26,11 +24,9 @@ use rand::distributions::{Alphanumeric, DistString};
 use tokio::time::{Duration, Instant};
 use tracing::Instrument as _;
 
-pub(crate) use coalesce::channel_tag;
-pub use outbox::{Delivery, Outbox, Receiver};
-
 use crate::auth::{AuthError, Principal};
 use crate::frame::Frame;
+use crate::outbox::Outbox;
 use crate::Gateway;
 
 /// What the client put in the upgrade URL.

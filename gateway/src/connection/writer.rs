@@ -17,9 +17,9 @@ use futures_util::stream::SplitSink;
 use futures_util::SinkExt;
 use tokio::time::Instant;
 
-use super::coalesce::{self, Run};
-use super::outbox::{Outbox, Popped};
 use crate::frame::Frame;
+use crate::outbox::coalesce::{self, Run};
+use crate::outbox::{Outbox, Popped};
 
 pub(crate) struct Writer {
     pub sink: SplitSink<WebSocket, WsMessage>,

@@ -7,7 +7,7 @@ use protocol::message::Modes;
 use protocol::{ErrorInfo, Message};
 
 use super::Retention;
-use crate::connection::Outbox;
+use crate::outbox::Outbox;
 
 /// What the hub keeps and allows per channel.
 #[derive(Debug, Clone)]
