@@ -12,7 +12,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use gateway::hub::{AttachRequest, Hub, HubConfig, Subscriber};
+use gateway::config::HubConfig;
+use gateway::hub::{AttachRequest, Hub, Subscriber};
 use gateway::outbox::Outbox;
 use protocol::message::Modes;
 use protocol::{Action, Data, Format, PresenceMessage, ProtocolMessage};
@@ -52,7 +53,7 @@ fn enter(hub: &Hub, channel: &str, i: usize) {
 fn subscriber(id: &str, capacity: usize) -> (Subscriber, gateway::outbox::Receiver) {
     let outbox = Arc::new(Outbox::new(
         Format::Msgpack,
-        gateway::limits::OutboundQueue {
+        gateway::config::OutboundQueue {
             bytes: capacity * 1024,
             ..Default::default()
         },

@@ -32,9 +32,9 @@ use dashmap::DashMap;
 use rand::distributions::{Alphanumeric, DistString};
 use tokio::sync::{watch, Notify};
 
-pub use auth::{ApiKey, Auth, Principal};
-pub use config::{Config, RedisTarget};
-pub use hub::{Hub, HubConfig, Occupancy};
+pub use auth::{Auth, Principal};
+pub use config::{ApiKey, Config, HubConfig, RedisTarget};
+pub use hub::{Hub, Occupancy};
 pub use publish::{too_many_messages, Origin, Receipt};
 use resume::Parked;
 
@@ -225,7 +225,7 @@ impl Gateway {
     }
 
     /// Whether any webhook wants `source` events of `channel` (so a copy is worth making).
-    pub(crate) fn webhooks_want(&self, source: webhooks::Source, channel: &str) -> bool {
+    pub(crate) fn webhooks_want(&self, source: config::Source, channel: &str) -> bool {
         self.inner
             .webhooks
             .get()

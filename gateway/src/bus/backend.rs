@@ -9,7 +9,8 @@ use std::pin::Pin;
 
 use protocol::{ErrorInfo, Message, PresenceMessage};
 
-use crate::hub::{Hub, Publication, Retention, Serials};
+use crate::config::Retention;
+use crate::hub::{Hub, Publication, Serials};
 
 pub(crate) type BusFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

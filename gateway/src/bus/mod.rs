@@ -64,7 +64,8 @@ use protocol::{ErrorCode, ErrorInfo, Message};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::RedisTarget;
-use crate::hub::{Retention, Serials};
+use crate::config::Retention;
+use crate::hub::Serials;
 use commands::Commands;
 
 /// Longest a Redis connect or command may take before the caller is told it failed.
@@ -208,7 +209,7 @@ pub(crate) struct RedisBus {
     probe: Probe,
     /// This process in the cluster (unique per start): holds a lease, tags its members.
     node: String,
-    timing: crate::limits::Timing,
+    timing: crate::config::Timing,
     presence_script: redis::Script,
     rehome_script: redis::Script,
     /// Resume-record writes, applied in order by one task.
@@ -278,7 +279,7 @@ impl RedisBus {
     pub(crate) async fn connect(
         target: &RedisTarget,
         server_id: &str,
-        timing: crate::limits::Timing,
+        timing: crate::config::Timing,
         inner: Weak<crate::Inner>,
     ) -> Result<Arc<RedisBus>, String> {
         let node = format!("{server_id}-{:08x}", rand::random::<u32>());

@@ -35,8 +35,8 @@ use protocol::{Action, ErrorInfo, Format, ProtocolMessage};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::config::OutboundQueue;
 use crate::frame::Frame;
-use crate::limits::OutboundQueue;
 
 /// Reply bytes queued (each frame counted with `ENTRY_OVERHEAD_BYTES`) at which the reader
 /// stops reading. 64 KiB is ~700 HEARTBEAT replies or ~400 ACKs: enough that a client sending in

@@ -31,8 +31,8 @@ struct TestSubscriber {
 }
 
 /// Room for `frames` frames of up to 64 KiB before a subscriber counts as slow.
-fn budget(frames: usize) -> crate::limits::OutboundQueue {
-    crate::limits::OutboundQueue {
+fn budget(frames: usize) -> crate::config::OutboundQueue {
+    crate::config::OutboundQueue {
         bytes: frames * 64 * 1024,
         ..Default::default()
     }
