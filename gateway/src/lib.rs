@@ -146,6 +146,10 @@ impl Gateway {
         &self.inner.hub
     }
 
+    pub fn stats(&self) -> &stats::Stats {
+        &self.inner.stats
+    }
+
     pub fn server_id(&self) -> &str {
         &self.inner.server_id
     }
