@@ -12,8 +12,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use gateway::connection::Outbox;
-use gateway::hub::{AttachRequest, Hub, HubConfig, Subscriber};
+use gateway::config::HubConfig;
+use gateway::hub::{AttachRequest, Hub, Subscriber};
+use gateway::outbox::Outbox;
 use protocol::message::Modes;
 use protocol::{Action, Data, Format, PresenceMessage, ProtocolMessage};
 
@@ -49,10 +50,10 @@ fn enter(hub: &Hub, channel: &str, i: usize) {
     .expect("enter");
 }
 
-fn subscriber(id: &str, capacity: usize) -> (Subscriber, gateway::connection::Receiver) {
+fn subscriber(id: &str, capacity: usize) -> (Subscriber, gateway::outbox::Receiver) {
     let outbox = Arc::new(Outbox::new(
         Format::Msgpack,
-        gateway::limits::OutboundQueue {
+        gateway::config::OutboundQueue {
             bytes: capacity * 1024,
             ..Default::default()
         },
@@ -106,7 +107,7 @@ fn join_storm(n: usize) {
         hub.attach("live:1", subscriber, &AttachRequest::default(), attached);
         queues.push(queue);
     }
-    let drain = |queues: &mut Vec<gateway::connection::Receiver>| {
+    let drain = |queues: &mut Vec<gateway::outbox::Receiver>| {
         let (mut frames, mut bytes) = (0usize, 0usize);
         for queue in queues.iter_mut() {
             while let Ok(frame) = queue.try_recv() {

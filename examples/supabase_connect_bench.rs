@@ -40,7 +40,7 @@ async fn main() {
         keys: vec![
             gateway::ApiKey::parse("bench.key:secret", protocol::Capability::all()).unwrap(),
         ],
-        supabase: Some(gateway::auth::supabase::SupabaseConfig {
+        supabase: Some(gateway::config::SupabaseConfig {
             jwks_url: Some(jwks_url),
             ..Default::default()
         }),

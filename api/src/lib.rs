@@ -105,7 +105,7 @@ pub async fn serve_admin(
     metrics: Option<PrometheusHandle>,
 ) {
     // Timeouts apply; the caps are the public port's.
-    let sockets = gateway::limits::Sockets {
+    let sockets = gateway::config::Sockets {
         max_connections: 0,
         max_connections_per_ip: 0,
         ..gateway.config().sockets.clone()

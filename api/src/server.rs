@@ -21,7 +21,7 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use futures_util::FutureExt as _;
-use gateway::limits::Sockets;
+use gateway::config::Sockets;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use protocol::{Action, ErrorCode, Format, ProtocolMessage};

@@ -8,7 +8,8 @@ use protocol::{Capability, Data, ErrorCode, ErrorInfo, PresenceMessage};
 use rand::distributions::{Alphanumeric, DistString};
 use serde::Deserialize;
 
-use crate::auth::{ApiKey, APP_SEPARATOR};
+use crate::auth::APP_SEPARATOR;
+use crate::config::ApiKey;
 use crate::Gateway;
 
 /// The `post_apps` body of ably-common's `test-app-setup.json` (fields we act on).

@@ -4,15 +4,11 @@
 //! one message: `name` = the type, `data` = the event data (JSON), id `evt:<event id>:<n>` for
 //! the `n`th channel. Those ids are idempotency keys, so the existing per-message dedupe (2 min)
 //! absorbs concurrent repeats; what makes a repeat hours later safe is the event's record
-//! (`record.rs`): which channels already took it, and once all did, the answer given. A repeat
+//! (`backend/records.rs`): which channels already took it, and once all did, the answer given. A repeat
 //! of a completed event returns that answer and publishes nothing; a repeat of a partly
 //! published one publishes only to the channels still missing. Records last at least
 //! `EVENT_RECORD_TTL` in the back-end's `EventRecords`: in Redis when clustered (so they
 //! survive restarts), in memory (bounded) otherwise.
-
-mod record;
-
-use std::time::Duration;
 
 use protocol::event::Event;
 use protocol::{Data, ErrorInfo, Message};
@@ -21,10 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::Principal;
 use crate::{Gateway, Origin};
 
-pub(crate) use record::{EventRecord, MemoryRecords};
-
-/// How long an event id is remembered: a payment provider retries a webhook for hours.
-pub const EVENT_RECORD_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+pub use crate::backend::records::EVENT_RECORD_TTL;
 
 /// What one channel did with an event.
 #[derive(Debug, Clone, Serialize, Deserialize)]

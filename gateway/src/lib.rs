@@ -14,6 +14,7 @@ pub mod frame;
 pub mod hub;
 pub mod limits;
 mod node_events;
+pub mod outbox;
 mod publish;
 pub mod pulse;
 mod registry;
@@ -22,6 +23,7 @@ mod server;
 pub mod shrink;
 pub mod stats;
 pub mod telemetry;
+mod tokens;
 pub mod webhooks;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,10 +34,10 @@ use dashmap::DashMap;
 use rand::distributions::{Alphanumeric, DistString};
 use tokio::sync::{watch, Notify};
 
-pub use auth::{ApiKey, Auth, Principal};
+pub use auth::{Auth, Principal};
 pub use backend::BackendError;
-pub use config::{Config, RedisTarget};
-pub use hub::{Hub, HubConfig, Occupancy};
+pub use config::{ApiKey, Config, HubConfig, RedisTarget};
+pub use hub::{Hub, Occupancy};
 pub use publish::{too_many_messages, Origin, Receipt};
 use resume::Parked;
 
@@ -60,7 +62,7 @@ struct GatewayState {
     parked: DashMap<String, Parked>,
     /// Live connections by connection key, so a resume can take over a transport the server
     /// still believes alive (the client already gave up on it).
-    live_keys: DashMap<String, Arc<connection::Outbox>>,
+    live_keys: DashMap<String, Arc<outbox::Outbox>>,
     /// Keys of connections that ended (their `resume::KeyPrint`s), with when (ms), for the resume
     /// refusal code.
     ended_keys: DashMap<u64, u64>,
@@ -147,6 +149,10 @@ impl Gateway {
         &self.inner.hub
     }
 
+    pub fn stats(&self) -> &stats::Stats {
+        &self.inner.stats
+    }
+
     pub fn server_id(&self) -> &str {
         &self.inner.server_id
     }
@@ -227,7 +233,7 @@ impl Gateway {
     }
 
     /// Whether any webhook wants `source` events of `channel` (so a copy is worth making).
-    pub(crate) fn webhooks_want(&self, source: webhooks::Source, channel: &str) -> bool {
+    pub(crate) fn webhooks_want(&self, source: config::Source, channel: &str) -> bool {
         self.inner
             .webhooks
             .get()
@@ -416,7 +422,9 @@ fn memory_backend(state: std::sync::Weak<GatewayState>) -> backend::Backend {
     };
     backend::Backend::of(
         Arc::new(backend::memory::MemoryBackend::default()),
-        Arc::new(webhooks::MemoryState::new(Box::new(members))),
+        Arc::new(backend::memory_webhooks::MemoryState::new(Box::new(
+            members,
+        ))),
     )
 }
 

@@ -7,8 +7,9 @@ use base64::Engine as _;
 use protocol::{ChannelName, ErrorCode, ErrorInfo, Message, Operation};
 
 use crate::auth::Principal;
+use crate::config::PublishRate;
 use crate::hub::{Publication, Serials};
-use crate::limits::{count_refusal, Exceeded, PublishRate, RateBucket};
+use crate::limits::{count_refusal, Exceeded, RateBucket};
 use crate::stats::{self, Transport};
 use crate::Gateway;
 
@@ -149,7 +150,7 @@ impl Gateway {
             timestamp: now,
         };
         let webhook_copy = self
-            .webhooks_want(crate::webhooks::Source::Message, &channel_key)
+            .webhooks_want(crate::config::Source::Message, &channel_key)
             .then(|| publication.messages.clone());
         let serials = self
             .bus()

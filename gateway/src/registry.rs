@@ -7,7 +7,7 @@ use dashmap::DashMap;
 use protocol::Action;
 
 use crate::auth::{AuthError, Credential, Principal};
-use crate::connection::Outbox;
+use crate::outbox::Outbox;
 
 #[derive(Default)]
 pub(crate) struct ClientRegistry {

@@ -5,26 +5,16 @@
 //! `channelSerial` it saw, and the hub replays from the channel's log. That is what lets any node
 //! with the log serve a resume.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use protocol::{ErrorCode, ErrorInfo};
 
+pub(crate) use crate::backend::session::{HeldHere, Parked};
 use crate::Gateway;
 
 /// How long a resume waits for the half-open connection it supersedes to wind down.
 const TAKEOVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
-
-pub(crate) struct Parked {
-    pub id: Arc<str>,
-    pub client_id: Option<String>,
-    /// Base names of channels where the connection has presence members.
-    pub present_on: Vec<String>,
-    /// Set once the presence grace passed and those members left.
-    pub members_left: Arc<AtomicBool>,
-    /// The client's `remainPresentFor`, overriding `Timing::presence_grace`.
-    pub presence_grace: Option<std::time::Duration>,
-}
 
 impl Gateway {
     /// Keeps a dropped connection resumable for `connection_state_ttl`; its presence members
@@ -183,12 +173,12 @@ impl Gateway {
             .then(|| key.split('!').next().unwrap_or_default().to_owned())
     }
 
-    pub(crate) fn register_live(&self, key: &str, outbox: &Arc<crate::connection::Outbox>) {
+    pub(crate) fn register_live(&self, key: &str, outbox: &Arc<crate::outbox::Outbox>) {
         self.inner.live_keys.insert(key.to_owned(), outbox.clone());
     }
 
     /// Forgets this transport under its key, unless a resumed one has already taken the key.
-    pub(crate) fn unregister_live(&self, key: &str, outbox: &Arc<crate::connection::Outbox>) {
+    pub(crate) fn unregister_live(&self, key: &str, outbox: &Arc<crate::outbox::Outbox>) {
         self.inner
             .live_keys
             .remove_if(key, |_, live| Arc::ptr_eq(live, outbox));
@@ -215,17 +205,6 @@ impl Gateway {
     pub(crate) fn forget_ended_before(&self, before_ms: u64) {
         self.inner.ended_keys.retain(|_, ended| *ended >= before_ms);
     }
-
-    pub(crate) fn members_left(parked: &Parked) -> bool {
-        parked.members_left.load(Ordering::Acquire)
-    }
-}
-
-/// What this node holds that Redis must also hold: its connections' resume records (live and
-/// parked) and their presence members, per channel.
-pub(crate) struct HeldHere {
-    pub records: Vec<(String, Parked, bool)>,
-    pub members: Vec<(String, Vec<protocol::PresenceMessage>)>,
 }
 
 /// Gathers `HeldHere` from the node's own state (nothing per connection is kept for it): ids
@@ -237,7 +216,7 @@ pub(crate) fn held_here(gateway: &Gateway) -> HeldHere {
     let mut ids: Vec<Arc<str>> = Vec::new();
     for entry in inner.parked.iter() {
         let parked = entry.value();
-        if !Gateway::members_left(parked) {
+        if !parked.members_left() {
             ids.push(parked.id.clone());
         }
         records.push((
@@ -410,7 +389,7 @@ mod tests {
             .resume("c1!k", Some("alice"))
             .await
             .expect("resumable");
-        assert!(!Gateway::members_left(&parked));
+        assert!(!parked.members_left());
         tokio::time::advance(Duration::from_secs(30)).await;
         settle().await;
         assert_eq!(

@@ -182,7 +182,7 @@ pub(crate) struct ServeArgs {
 }
 
 /// Publish limits (`[publish]` in the file; flags and env win). Defaults in
-/// `gateway::limits::Limits` and the README.
+/// `gateway::config::Limits` and the README.
 #[derive(Args, Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PublishArgs {

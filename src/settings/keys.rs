@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use gateway::auth::ApiKey;
+use gateway::config::ApiKey;
 use protocol::Capability;
 
 use super::file::FileKey;

@@ -10,11 +10,11 @@ use super::file::FileSockets;
 pub(super) fn outbound_queue(
     bytes: Option<usize>,
     age_ms: Option<u64>,
-) -> Result<gateway::limits::OutboundQueue, String> {
+) -> Result<gateway::config::OutboundQueue, String> {
     // Below these a client that reads would be cut off by an ordinary burst or a GC pause.
     const LEAST_BYTES: usize = 64 * 1024;
     const LEAST_AGE_MS: u64 = 100;
-    let mut queue = gateway::limits::OutboundQueue::default();
+    let mut queue = gateway::config::OutboundQueue::default();
     if let Some(bytes) = bytes {
         if bytes < LEAST_BYTES {
             return Err(format!(
@@ -46,8 +46,8 @@ pub(super) struct FileTiming {
 pub(super) fn timing(
     args: &ServeArgs,
     file: &FileTiming,
-) -> Result<gateway::limits::Timing, String> {
-    let defaults = gateway::limits::Timing::default();
+) -> Result<gateway::config::Timing, String> {
+    let defaults = gateway::config::Timing::default();
     let ms =
         |flag: Option<u64>, file: Option<u64>, least: u64, name: &str, default: Duration| match (
             flag, file,
@@ -66,7 +66,7 @@ pub(super) fn timing(
         "max_idle_interval_ms",
         defaults.max_idle_interval,
     )?;
-    Ok(gateway::limits::Timing {
+    Ok(gateway::config::Timing {
         max_idle_interval,
         // Pongs answer our pings once per interval: allow three missed ones, never less than
         // the default's 45 s.
@@ -94,7 +94,7 @@ pub(super) fn timing(
 
 /// Applies the publish settings to `limits`: flags and env over `[publish]` over defaults.
 pub(super) fn publish_limits(
-    limits: &mut gateway::limits::Limits,
+    limits: &mut gateway::config::Limits,
     args: &PublishArgs,
     file: &PublishArgs,
 ) -> Result<(), String> {
@@ -158,8 +158,8 @@ pub(super) const RESERVED_FDS: u64 = 256;
 pub(super) fn sockets_config(
     args: &SocketArgs,
     file: Option<FileSockets>,
-    timing: &mut gateway::limits::Timing,
-) -> Result<gateway::limits::Sockets, String> {
+    timing: &mut gateway::config::Timing,
+) -> Result<gateway::config::Sockets, String> {
     let file = file.unwrap_or(FileSockets {
         header_timeout_ms: None,
         body_timeout_ms: None,
@@ -167,7 +167,7 @@ pub(super) fn sockets_config(
         max_connections_per_ip: None,
         peer_idle_timeout_ms: None,
     });
-    let defaults = gateway::limits::Sockets::default();
+    let defaults = gateway::config::Sockets::default();
     let at_least = |value: Option<u64>, least: u64, name: &str| match value {
         Some(ms) if ms < least => Err(format!(
             "--{} / [sockets] {name}: must be at least {least} (ms)",
@@ -205,7 +205,7 @@ pub(super) fn sockets_config(
             _ => 0,
         },
     };
-    Ok(gateway::limits::Sockets {
+    Ok(gateway::config::Sockets {
         header_timeout,
         body_timeout,
         max_connections,

@@ -100,7 +100,7 @@ impl Settings {
     }
 }
 
-fn describe_rate(rate: &gateway::limits::PublishRate) -> String {
+fn describe_rate(rate: &gateway::config::PublishRate) -> String {
     if rate.is_unlimited() {
         return "unlimited".into();
     }

@@ -1,8 +1,8 @@
 //! Supabase access tokens: the project's secret or URL (JWKS), the audience, the claims
 //! policy, and which keys may revoke Supabase users.
 
-use gateway::auth::supabase::{Policy, SupabaseConfig};
-use gateway::auth::ApiKey;
+use gateway::config::ApiKey;
+use gateway::config::{Policy, SupabaseConfig};
 
 use super::cli::ServeArgs;
 use super::http_host;

@@ -52,7 +52,7 @@ fn outbound_queue_bounds_come_from_flags_over_the_file() {
     let defaults = resolve(flags(&[])).unwrap();
     assert_eq!(
         defaults.gateway.limits.outbound_queue,
-        gateway::limits::OutboundQueue::default()
+        gateway::config::OutboundQueue::default()
     );
     let settings = with_file(
         "outbound_queue_bytes = 1048576

@@ -6,10 +6,10 @@ use super::{http_host, positive};
 pub(super) fn webhooks_config(
     rules: Vec<FileWebhook>,
     debounce_ms: Option<u64>,
-) -> Result<gateway::webhooks::WebhooksConfig, String> {
-    use gateway::webhooks::{Source, WebhookConfig};
+) -> Result<gateway::config::WebhooksConfig, String> {
+    use gateway::config::{Source, WebhookConfig};
     use std::time::Duration;
-    let mut config = gateway::webhooks::WebhooksConfig::default();
+    let mut config = gateway::config::WebhooksConfig::default();
     if let Some(ms) = debounce_ms {
         config.debounce = Duration::from_millis(ms);
     }

@@ -67,7 +67,7 @@ fn batch<T>(results: Vec<T>, failed: impl Fn(&T) -> bool) -> BatchResult<T> {
 
 /// A batch is refused whole (40030) when one spec holds more messages than a publish may, or
 /// the publishes it makes (messages × channels, summed) are more than a batch may make.
-fn check_batch(shape: BatchShape, limits: &gateway::limits::Limits) -> Result<(), ErrorInfo> {
+fn check_batch(shape: BatchShape, limits: &gateway::config::Limits) -> Result<(), ErrorInfo> {
     if shape.most_messages > limits.max_messages_per_publish {
         gateway::limits::count_refusal("too_many_messages", "rest");
         return Err(gateway::too_many_messages(

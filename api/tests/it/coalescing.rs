@@ -15,7 +15,7 @@ async fn a_lagging_subscriber_gets_merged_frames_and_resumes_exactly_after_one()
     const N: usize = 5000;
     let mut config = config();
     // This test is about merging, not about the limits.
-    config.limits.outbound_queue = gateway::limits::OutboundQueue {
+    config.limits.outbound_queue = gateway::config::OutboundQueue {
         bytes: 64 * 1024 * 1024,
         age: Duration::from_secs(60),
     };

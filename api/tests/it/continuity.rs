@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway::limits::Timing;
+use gateway::config::Timing;
 use gateway::Config;
 use serde_json::{json, Value};
 use tokio::sync::watch;

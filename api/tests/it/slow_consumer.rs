@@ -10,7 +10,7 @@ use crate::support::*;
 const PAYLOAD_BYTES: usize = 4096;
 
 /// A server with small write buffers, so a client that stops reading backs the server up soon.
-async fn server(outbound_queue: gateway::limits::OutboundQueue) -> Server {
+async fn server(outbound_queue: gateway::config::OutboundQueue) -> Server {
     let mut config = config();
     config.limits.outbound_queue = outbound_queue;
     config.limits.ws_write_buffer_bytes = 4 * 1024;
@@ -118,7 +118,7 @@ async fn others_carry_on(server: &Server, publisher: &mut Client, fast: &mut Cli
 async fn over_the_byte_budget_a_slow_subscriber_is_disconnected_while_a_fast_one_gets_everything() {
     const N_MESSAGES: u64 = 1000;
     // 16 deliveries of 4 KiB; the age bound is far away.
-    let server = server(gateway::limits::OutboundQueue {
+    let server = server(gateway::config::OutboundQueue {
         bytes: 64 * 1024,
         age: Duration::from_secs(60),
     })
@@ -134,7 +134,7 @@ async fn over_the_byte_budget_a_slow_subscriber_is_disconnected_while_a_fast_one
 async fn a_subscriber_that_reads_nothing_is_disconnected_by_age_even_when_nothing_more_comes() {
     // 1.2 MB in all, far under the byte budget but more than the socket takes unread.
     const N_MESSAGES: u64 = 1000;
-    let server = server(gateway::limits::OutboundQueue {
+    let server = server(gateway::config::OutboundQueue {
         bytes: 64 * 1024 * 1024,
         age: Duration::from_millis(500),
     })

@@ -6,7 +6,6 @@
 
 mod jwt;
 mod key;
-mod shared;
 pub mod supabase;
 mod token;
 
@@ -15,9 +14,9 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
+use crate::config::ApiKey;
 use protocol::{Capability, ChannelName, ErrorCode, ErrorInfo, Operation};
 
-pub use key::ApiKey;
 pub use token::{NonceClaim, PreparedToken, TokenDetails, TokenRequest};
 
 /// The issuer Supabase users' principals name instead of a key (key names always hold a `.`).
@@ -214,7 +213,7 @@ pub struct Auth {
 }
 
 impl Auth {
-    pub fn new(keys: Vec<ApiKey>, supabase: Option<supabase::SupabaseConfig>) -> Auth {
+    pub fn new(keys: Vec<ApiKey>, supabase: Option<crate::config::SupabaseConfig>) -> Auth {
         Auth {
             keys,
             app_keys: DashMap::new(),

@@ -4,14 +4,15 @@
 
 use protocol::PresenceMessage;
 
+use super::records::{EventRecord, MemoryRecords};
+use super::session::Parked;
 use super::{
     BackendFuture, Bus, EventRecords, NodeReading, Nodes, Reply, SessionStore, SharedAuth,
 };
 use crate::auth::{Auth, NonceClaim, Revocation};
-use crate::events::{EventRecord, MemoryRecords};
-use crate::hub::{Hub, Publication, Retention, Serials};
+use crate::config::Retention;
+use crate::hub::{Hub, Publication, Serials};
 use crate::pulse::NodePulse;
-use crate::resume::Parked;
 
 #[derive(Default)]
 pub(crate) struct MemoryBackend {

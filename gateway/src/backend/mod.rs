@@ -16,7 +16,10 @@
 //! gateway's state.
 
 pub(crate) mod memory;
+pub(crate) mod memory_webhooks;
+pub(crate) mod records;
 pub(crate) mod redis;
+pub(crate) mod session;
 #[cfg(test)]
 mod tests;
 
@@ -27,10 +30,11 @@ use std::sync::Arc;
 use protocol::{ErrorCode, ErrorInfo, Message, PresenceMessage};
 
 use crate::auth::{Auth, NonceClaim, Revocation};
-use crate::events::EventRecord;
-use crate::hub::{Hub, Publication, Retention, Serials};
+use crate::config::Retention;
+use crate::hub::{Hub, Publication, Serials};
 use crate::pulse::NodePulse;
-use crate::resume::{HeldHere, Parked};
+use records::EventRecord;
+use session::{HeldHere, Parked};
 
 pub(crate) type BackendFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

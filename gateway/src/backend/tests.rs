@@ -11,13 +11,14 @@ use std::time::Duration;
 use protocol::{ErrorInfo, Message, PresenceMessage};
 
 use super::memory::MemoryBackend;
+use super::memory_webhooks::MemoryState;
 use super::redis::RedisBackend;
+use super::session::HeldHere;
 use super::{Arrival, Backend, BackendEvents, Position};
 use crate::auth::{Auth, NonceClaim, Revocation};
+use crate::config::HubConfig;
 use crate::config::RedisTarget;
-use crate::hub::{HistoryQuery, Hub, HubConfig, Publication};
-use crate::resume::HeldHere;
-use crate::webhooks::MemoryState;
+use crate::hub::{HistoryQuery, Hub, Publication};
 
 /// The node's side for a bare back-end: a hub, as the gateway's adapter has.
 struct HubNode {

@@ -1,23 +1,24 @@
 //! ATTACH and DETACH.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use protocol::message::{flags, Modes};
 use protocol::{Action, ErrorCode, ProtocolMessage};
 
-use super::{Attachment, Connection, Flow};
+use super::{Attachment, Connection};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::hub::{AttachRequest, Rewind, Subscriber};
 
 impl Connection {
-    pub(super) async fn on_attach(&mut self, message: ProtocolMessage) -> Flow {
+    pub(super) async fn on_attach(&mut self, message: ProtocolMessage) -> ControlFlow<()> {
         let channel = match self.parse_channel(&message) {
             Ok(channel) => channel,
             Err(error) => {
                 self.channel_error(message.channel.as_deref().unwrap_or_default(), error);
-                return Flow::Continue;
+                return ControlFlow::Continue(());
             }
         };
         // Params from the qualifier (`[?rewind=1]chat`) or the ATTACH, the latter winning.
@@ -27,7 +28,7 @@ impl Connection {
             Ok(accepted) => accepted,
             Err(error) => {
                 self.channel_error(channel.as_str(), error);
-                return Flow::Continue;
+                return ControlFlow::Continue(());
             }
         };
         // Requested modes: the `modes` param, else the ATTACH flags, else the defaults.
@@ -45,7 +46,7 @@ impl Connection {
                     channel.as_str()
                 )),
             );
-            return Flow::Continue;
+            return ControlFlow::Continue(());
         }
         let base = self.principal.channel_key(&channel).into_owned();
         let max_channels = self.gateway.config().limits.max_channels_per_connection;
@@ -55,7 +56,7 @@ impl Connection {
                 ErrorCode::TooManyChannels
                     .info(format!("at most {max_channels} channels per connection")),
             );
-            return Flow::Continue;
+            return ControlFlow::Continue(());
         }
         // ATTACH_RESUME: the client is re-attaching, so a rewind must not replay again.
         let attach_resume = message.flags.unwrap_or(0) & flags::ATTACH_RESUME != 0;
@@ -80,7 +81,7 @@ impl Connection {
             if let Err(error) = self.gateway.join_channel(&base).await {
                 self.gateway.leave_channel(&base);
                 self.channel_error(channel.as_str(), error);
-                return Flow::Continue;
+                return ControlFlow::Continue(());
             }
         }
         self.gateway
@@ -105,15 +106,15 @@ impl Connection {
                 modes,
             },
         );
-        Flow::Continue
+        ControlFlow::Continue(())
     }
 
-    pub(super) fn on_detach(&mut self, message: ProtocolMessage) -> Flow {
+    pub(super) fn on_detach(&mut self, message: ProtocolMessage) -> ControlFlow<()> {
         let channel = match self.parse_channel(&message) {
             Ok(channel) => channel,
             Err(error) => {
                 self.channel_error(message.channel.as_deref().unwrap_or_default(), error);
-                return Flow::Continue;
+                return ControlFlow::Continue(());
             }
         };
         let channel_key = self.principal.channel_key(&channel);
@@ -127,7 +128,7 @@ impl Connection {
             channel: Some(channel.as_str().to_owned()),
             ..ProtocolMessage::new(Action::Detached)
         });
-        Flow::Continue
+        ControlFlow::Continue(())
     }
 
     /// After a re-auth: channels the new capability no longer allows fail; others get the new

@@ -1,9 +1,10 @@
 //! Token lifetime on a live connection: AUTH before expiry, and the client's AUTH answer.
 
 use protocol::{ErrorCode, ProtocolMessage};
+use std::ops::ControlFlow;
 use tokio::time::{Duration, Instant};
 
-use super::{Connection, Flow, TokenTimers};
+use super::{Connection, TokenTimers};
 use crate::auth::AuthError;
 
 impl Connection {
@@ -24,7 +25,7 @@ impl Connection {
         });
     }
 
-    pub(super) async fn on_auth(&mut self, message: ProtocolMessage) -> Flow {
+    pub(super) async fn on_auth(&mut self, message: ProtocolMessage) -> ControlFlow<()> {
         let Some(token) = message.auth.and_then(|auth| auth.access_token) else {
             return self.fatal(ErrorCode::BadRequest.info("AUTH without accessToken"));
         };
@@ -52,14 +53,14 @@ impl Connection {
                 self.apply_capability();
                 // Same connectionId and key: ably-js does not take a new key from this reply.
                 self.outbox.reply(&self.connected());
-                Flow::Continue
+                ControlFlow::Continue(())
             }
             Err(error) => {
                 tracing::info!(connection_id = %self.id, code = error.code().code(), reason = %error, "re-auth refused");
                 // Our trouble (keys unreachable) is a retry for the client, not a failure.
                 self.outbox
                     .reply(&super::refusal(error.code(), error.to_string()));
-                Flow::Stop
+                ControlFlow::Break(())
             }
         }
     }

@@ -2,14 +2,15 @@
 
 use protocol::message::{Modes, PublishResult};
 use protocol::{Action, ErrorCode, ErrorInfo, ProtocolMessage};
+use std::ops::ControlFlow;
 
-use super::{Connection, Flow};
+use super::Connection;
 use crate::publish::Origin;
 
 impl Connection {
     /// Accepted whether or not this connection attached the channel: ably-js publishes on
     /// channels it has not attached, and after a reconnect sends queued publishes first.
-    pub(super) async fn on_publish(&mut self, message: ProtocolMessage) -> Flow {
+    pub(super) async fn on_publish(&mut self, message: ProtocolMessage) -> ControlFlow<()> {
         let Some(msg_serial) = message.msg_serial else {
             return self.fatal(ErrorCode::BadRequest.info("MESSAGE without msgSerial"));
         };
@@ -47,7 +48,7 @@ impl Connection {
             }
             Err(error) => self.nack(msg_serial, error),
         }
-        Flow::Continue
+        ControlFlow::Continue(())
     }
 
     pub(super) fn nack(&self, msg_serial: u64, error: ErrorInfo) {

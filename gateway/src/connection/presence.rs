@@ -2,14 +2,15 @@
 
 use protocol::message::Modes;
 use protocol::{Action, ChannelName, ErrorCode, ErrorInfo, Operation, ProtocolMessage};
+use std::ops::ControlFlow;
 
-use super::{Connection, Flow};
+use super::Connection;
 
 /// The LEAVE presence action.
 const LEAVE: u8 = 3;
 
 impl Connection {
-    pub(super) async fn on_presence(&mut self, message: ProtocolMessage) -> Flow {
+    pub(super) async fn on_presence(&mut self, message: ProtocolMessage) -> ControlFlow<()> {
         let Some(msg_serial) = message.msg_serial else {
             return self.fatal(ErrorCode::BadRequest.info("PRESENCE without msgSerial"));
         };
@@ -27,7 +28,7 @@ impl Connection {
             }
             Err(error) => self.nack(msg_serial, error),
         }
-        Flow::Continue
+        ControlFlow::Continue(())
     }
 
     async fn presence(

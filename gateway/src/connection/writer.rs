@@ -8,6 +8,7 @@
 //! deliveries, gets consecutive MESSAGE frames of one channel merged (`coalesce`).
 
 use std::future::Future;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -17,9 +18,9 @@ use futures_util::stream::SplitSink;
 use futures_util::SinkExt;
 use tokio::time::Instant;
 
-use super::coalesce::{self, Run};
-use super::outbox::{Outbox, Popped};
 use crate::frame::Frame;
+use crate::outbox::coalesce::{self, Run};
+use crate::outbox::{Outbox, Popped};
 
 pub(crate) struct Writer {
     pub sink: SplitSink<WebSocket, WsMessage>,
@@ -58,8 +59,8 @@ impl Writer {
                 _ = self.outbox.wake_writer.notified() => break,
                 popped = self.outbox.recv() => {
                     match self.write_batch(popped).await {
-                        Ok(Flow::Continue) => wrote_since_tick = true,
-                        Ok(Flow::Closed) | Err(Stopped) => break,
+                        Ok(ControlFlow::Continue(())) => wrote_since_tick = true,
+                        Ok(ControlFlow::Break(())) | Err(Stopped) => break,
                     }
                 }
                 _ = tick.tick() => {
@@ -96,7 +97,7 @@ impl Writer {
     /// if the last flush was under `min_flush_interval` ago and only bulk deliveries are
     /// waiting, first waits out the rest of it and takes what arrived meanwhile. A close frame
     /// in the queue ends the connection after everything queued before it.
-    async fn write_batch(&mut self, first: Popped) -> Result<Flow, Stopped> {
+    async fn write_batch(&mut self, first: Popped) -> Result<ControlFlow<()>, Stopped> {
         // The first frame is the oldest unsent one until the flush is done.
         let deadline = first.entry.at + self.outbox.budget().age;
         let mut next = Some(first);
@@ -119,7 +120,7 @@ impl Writer {
                 self.write(deadline, Write::Feed(message)).await?;
                 if closing {
                     self.write(deadline, Write::Flush).await?;
-                    return Ok(Flow::Closed);
+                    return Ok(ControlFlow::Break(()));
                 }
                 fed += 1;
                 if fed < self.batch {
@@ -150,7 +151,7 @@ impl Writer {
         if !urgent {
             self.last_flush = Some(Instant::now());
         }
-        Ok(Flow::Continue)
+        Ok(ControlFlow::Continue(()))
     }
 
     /// The frame to write for what was popped: merged with the MESSAGE frames of the same channel
@@ -227,9 +228,4 @@ async fn within<F: Future>(deadline: Instant, write: F, blocked: &mut bool) -> O
         timer.as_mut().poll(cx).map(|()| None)
     })
     .await
-}
-
-enum Flow {
-    Continue,
-    Closed,
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use protocol::{Action, ErrorCode, ErrorInfo, Format, Message, PresenceMessage, ProtocolMessage};
 
 use super::Subscriber;
-use crate::connection::Delivery;
 use crate::frame::Frame;
+use crate::outbox::Delivery;
 
 /// Channels with at least this many subscribers deliver in bulk: their writers may gather a
 /// few milliseconds of frames into one write (see `Limits::min_flush_interval`), which is where
@@ -29,7 +29,7 @@ pub(super) fn fan_out(
     let mut sent = [(0u64, 0u64); 2];
     let bulk = subscribers.len() >= BULK_FAN_OUT;
     // Only MESSAGE frames that move the channel's position may be merged for a lagging
-    // subscriber (`connection::coalesce`); `[meta]occupancy` events do not.
+    // subscriber (`outbox::coalesce`); `[meta]occupancy` events do not.
     let mergeable = outgoing.action == Action::Message as u8 && outgoing.channel_serial.is_some();
     let at = tokio::time::Instant::now();
     for subscriber in subscribers.iter().filter(|s| wanted(s)) {
@@ -47,7 +47,7 @@ pub(super) fn fan_out(
                             .info(format!("could not encode message: {error}"))
                     })?;
                 let tag = if mergeable {
-                    crate::connection::channel_tag(&subscriber.channel_name)
+                    crate::outbox::coalesce::channel_tag(&subscriber.channel_name)
                 } else {
                     0
                 };

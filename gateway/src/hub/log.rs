@@ -6,15 +6,10 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
 
 use protocol::Message;
 
-#[derive(Debug, Clone, Copy)]
-pub struct Retention {
-    pub max_messages: usize,
-    pub max_age: Duration,
-}
+use crate::config::Retention;
 
 pub(super) struct MessageLog {
     entries: VecDeque<Arc<Message>>,

@@ -25,11 +25,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use dashmap::DashMap;
 use protocol::Message;
 
+use crate::config::{HubConfig, Retention};
 use crate::pulse::Pulse;
 
 pub use fan_out::{encode_split, MAX_DELIVERY_FRAME_BYTES};
+pub use log::HistoryQuery;
 use log::MessageLog;
-pub use log::{HistoryQuery, Retention};
 pub(crate) use occupancy::OccupancyHook;
 pub(crate) use presence::server_leave;
 use presence::PresenceSet;
@@ -37,7 +38,7 @@ use publish::RecentIds;
 pub use publish::IDEMPOTENCY_WINDOW_MS;
 use subscribers::Subscribers;
 pub use types::{
-    AttachOutcome, AttachRequest, HubConfig, Occupancy, Publication, Rewind, Serials, Subscriber,
+    AttachOutcome, AttachRequest, Occupancy, Publication, Rewind, Serials, Subscriber,
 };
 
 pub struct Hub {

@@ -13,7 +13,8 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use rand::Rng as _;
 
-use super::{WebhookConfig, Webhooks};
+use super::Webhooks;
+use crate::config::WebhookConfig;
 
 /// How long an idle queue waits before looking again (other nodes queue into Redis).
 const IDLE_POLL: Duration = Duration::from_millis(250);

@@ -8,50 +8,14 @@ mod jwks;
 mod policy;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use serde_json::{Map, Value};
 
-pub use policy::Policy;
-
 use super::{AuthError, Credential, Principal};
+use crate::config::SupabaseConfig;
 use jwks::{Jwks, Lookup};
-
-/// Supabase settings. `main` derives `jwks_url` and `issuer` from the project URL.
-#[derive(Debug, Clone)]
-pub struct SupabaseConfig {
-    /// The project's legacy JWT secret, for HS256 tokens.
-    pub jwt_secret: Option<String>,
-    /// Where the signing keys are (`{url}/auth/v1/.well-known/jwks.json`).
-    pub jwks_url: Option<String>,
-    /// Required `iss` (`{url}/auth/v1`), when known.
-    pub issuer: Option<String>,
-    /// Accepted `aud` values; Supabase user tokens say `authenticated`.
-    pub audience: Vec<String>,
-    /// Clock skew forgiven on `exp`, `nbf` and `iat`.
-    pub leeway: Duration,
-    pub jwks_fetch_timeout: Duration,
-    /// At most one JWKS fetch per this interval, however many unknown `kid`s arrive.
-    pub jwks_min_refresh_interval: Duration,
-    pub policy: Policy,
-}
-
-impl Default for SupabaseConfig {
-    fn default() -> Self {
-        SupabaseConfig {
-            jwt_secret: None,
-            jwks_url: None,
-            issuer: None,
-            audience: vec!["authenticated".to_owned()],
-            leeway: Duration::from_secs(10),
-            jwks_fetch_timeout: Duration::from_secs(5),
-            jwks_min_refresh_interval: Duration::from_secs(5),
-            policy: Policy::default(),
-        }
-    }
-}
 
 pub(crate) struct Supabase {
     config: SupabaseConfig,

@@ -9,58 +9,9 @@
 use std::collections::BTreeMap;
 
 use protocol::Capability;
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Policy {
-    #[serde(rename = "rule", default)]
-    rules: Vec<Rule>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Rule {
-    /// Matches when the token's `role` is this one (or one of `roles`).
-    role: Option<String>,
-    roles: Option<Vec<String>>,
-    /// Matches when the token's `aal` equals this (`aal1`, `aal2`).
-    aal: Option<String>,
-    is_anonymous: Option<bool>,
-    /// Channel pattern (may contain `{claim.path}`) -> operations.
-    capability: BTreeMap<String, Vec<String>>,
-}
-
-impl Default for Policy {
-    /// Digis: signed-in users subscribe to and enter presence on sessions and calls, and hear
-    /// their own `user:{sub}` channel; the service role may do everything; `anon` nothing.
-    fn default() -> Policy {
-        let ops = |ops: &[&str]| ops.iter().map(|op| op.to_string()).collect::<Vec<_>>();
-        Policy {
-            rules: vec![
-                Rule {
-                    role: Some("authenticated".into()),
-                    roles: None,
-                    aal: None,
-                    is_anonymous: None,
-                    capability: BTreeMap::from([
-                        ("session:*".into(), ops(&["subscribe", "presence"])),
-                        ("call:*".into(), ops(&["subscribe", "presence"])),
-                        ("user:{sub}".into(), ops(&["subscribe"])),
-                    ]),
-                },
-                Rule {
-                    role: Some("service_role".into()),
-                    roles: None,
-                    aal: None,
-                    is_anonymous: None,
-                    capability: BTreeMap::from([("[*]*".into(), ops(&["*"]))]),
-                },
-            ],
-        }
-    }
-}
+use crate::config::{Policy, Rule};
 
 impl Policy {
     /// Checks what a loaded file can get wrong; `main` reports it naming the file.

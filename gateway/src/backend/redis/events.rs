@@ -4,8 +4,8 @@
 //! and on any node. One key per command, so a Redis Cluster routes each by its slot.
 
 use super::RedisBackend;
+use crate::backend::records::{EventRecord, EVENT_RECORD_TTL};
 use crate::backend::{BackendError, EventRecords, Reply, Result};
-use crate::events::{EventRecord, EVENT_RECORD_TTL};
 
 fn record_key(key: &str) -> String {
     format!("rt:evt:{key}")

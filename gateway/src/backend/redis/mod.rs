@@ -40,7 +40,8 @@ use tokio::sync::mpsc;
 
 use super::{BackendError, BackendEvents, Bus, Reply, Result};
 use crate::config::RedisTarget;
-use crate::hub::{Hub, Publication, Retention, Serials};
+use crate::config::Retention;
+use crate::hub::{Hub, Publication, Serials};
 use commands::Commands;
 use link::{LinkSource, Probe};
 use stream::StreamLoader;
@@ -56,7 +57,7 @@ pub(crate) struct RedisBackend {
     probe: Probe,
     /// This process in the cluster (unique per start): holds a lease, tags its members.
     node: String,
-    timing: crate::limits::Timing,
+    timing: crate::config::Timing,
     presence_script: redis::Script,
     rehome_script: redis::Script,
     /// Resume-record writes, applied in order by one task.
@@ -93,7 +94,7 @@ impl RedisBackend {
     pub(crate) async fn connect(
         target: &RedisTarget,
         server_id: &str,
-        timing: crate::limits::Timing,
+        timing: crate::config::Timing,
         events: Arc<dyn BackendEvents>,
     ) -> Result<Arc<RedisBackend>> {
         let node = format!("{server_id}-{:08x}", rand::random::<u32>());

@@ -12,8 +12,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::RedisBackend;
+use crate::backend::session::Parked;
 use crate::backend::{BackendError, BackendFuture, Reply, Result, SessionStore};
-use crate::resume::Parked;
 
 fn record_key(key: &str) -> String {
     format!("rt:conn:{key}")

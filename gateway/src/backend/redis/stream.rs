@@ -40,7 +40,8 @@ use super::presence;
 use super::subscriber::topic;
 use super::RedisBackend;
 use crate::backend::{BackendError, BackendEvents};
-use crate::hub::{Retention, Serials};
+use crate::config::Retention;
+use crate::hub::Serials;
 
 /// How long a channel's serial counter outlives its last publish, so a client resuming after a
 /// quiet spell is still told exactly whether it missed anything.

@@ -18,9 +18,9 @@ use protocol::message::{flags, Modes};
 use protocol::{Action, ErrorInfo, Format, Message, PresenceMessage, ProtocolMessage};
 
 use super::*;
-use crate::connection::{Outbox, Receiver};
 use crate::frame::Frame;
 use crate::hub::presence::{ENTER, LEAVE, PRESENT, UPDATE};
+use crate::outbox::{Outbox, Receiver};
 
 /// Past the default history retention of a message published at t=1.
 const AFTER_RETENTION: u64 = 2 + 10 * 60 * 1000;
@@ -31,8 +31,8 @@ struct TestSubscriber {
 }
 
 /// Room for `frames` frames of up to 64 KiB before a subscriber counts as slow.
-fn budget(frames: usize) -> crate::limits::OutboundQueue {
-    crate::limits::OutboundQueue {
+fn budget(frames: usize) -> crate::config::OutboundQueue {
+    crate::config::OutboundQueue {
         bytes: frames * 64 * 1024,
         ..Default::default()
     }

@@ -1,9 +1,19 @@
-//! The gateway's settings. `main` fills this from flags and env; tests build it directly.
+//! The gateway's settings, as plain data: `main` fills them from flags and env; tests build them
+//! directly. A leaf: feature modules import their settings from here, and nothing here imports
+//! a feature (linkerd's config-as-data), so each `Default` is the one place a default is set.
 
-use crate::auth::supabase::SupabaseConfig;
-use crate::auth::ApiKey;
-use crate::hub::HubConfig;
-use crate::limits::{Limits, Sockets, Timing};
+mod hub;
+mod keys;
+mod limits;
+mod supabase;
+mod webhooks;
+
+pub use hub::{HubConfig, Retention};
+pub use keys::ApiKey;
+pub use limits::{Limits, OutboundQueue, PublishRate, Sockets, Timing};
+pub(crate) use supabase::Rule;
+pub use supabase::{Policy, SupabaseConfig};
+pub use webhooks::{Source, WebhookConfig, WebhooksConfig};
 
 #[derive(Debug, Clone, Default)]
 pub struct Config {
@@ -33,7 +43,7 @@ pub struct Config {
     /// The event types `POST /events` accepts and where each goes (default: the Digis types).
     pub events: protocol::event::Catalog,
     /// Lifecycle, presence and message webhooks (none by default).
-    pub webhooks: crate::webhooks::WebhooksConfig,
+    pub webhooks: WebhooksConfig,
 }
 
 /// Where the Redis bus lives.

@@ -1,4 +1,6 @@
-//! Per-connection and per-message limits, in one place with their defaults.
+//! Per-connection and per-message limits, connection timing and socket bounds, with their
+//! defaults. The logic that enforces them lives with its feature (`limits::RateBucket`, the
+//! outbox, the read loop, `api::serve`).
 
 use std::time::Duration;
 
@@ -74,7 +76,7 @@ impl Default for Limits {
     }
 }
 
-/// The slow-consumer bounds of one connection's outgoing queue (`connection::Outbox`). Only
+/// The slow-consumer bounds of one connection's outgoing queue (`outbox::Outbox`). Only
 /// deliveries (other connections' messages and presence) count against `bytes`; replies to the
 /// client's own requests (and echoes of its own messages) pause its reader instead, so a client
 /// that sends fast but keeps reading is slowed down, never disconnected.
@@ -113,75 +115,6 @@ impl PublishRate {
     pub fn is_unlimited(&self) -> bool {
         self.messages_per_sec == 0
     }
-}
-
-/// Which budget a refused publish ran out of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exceeded {
-    Messages,
-    Bytes,
-}
-
-/// The state of one `PublishRate`: what is left of each budget, and when that was so.
-#[derive(Debug, Clone)]
-pub struct RateBucket {
-    messages: f64,
-    bytes: f64,
-    at: std::time::Instant,
-}
-
-impl RateBucket {
-    /// A full bucket.
-    pub fn new(rate: &PublishRate, now: std::time::Instant) -> RateBucket {
-        RateBucket {
-            messages: f64::from(rate.burst_messages),
-            bytes: rate.burst_bytes as f64,
-            at: now,
-        }
-    }
-
-    /// Takes `messages` and `bytes` from the budgets, or nothing (and says which ran out).
-    pub fn take(
-        &mut self,
-        rate: &PublishRate,
-        messages: usize,
-        bytes: usize,
-        now: std::time::Instant,
-    ) -> Result<(), Exceeded> {
-        if rate.is_unlimited() {
-            return Ok(());
-        }
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.at = now;
-        self.messages = (self.messages + elapsed * f64::from(rate.messages_per_sec))
-            .min(f64::from(rate.burst_messages));
-        self.bytes =
-            (self.bytes + elapsed * rate.bytes_per_sec as f64).min(rate.burst_bytes as f64);
-        if messages as f64 > self.messages {
-            return Err(Exceeded::Messages);
-        }
-        if bytes as f64 > self.bytes {
-            return Err(Exceeded::Bytes);
-        }
-        self.messages -= messages as f64;
-        self.bytes -= bytes as f64;
-        Ok(())
-    }
-
-    /// Whether it has refilled by `now`, so forgetting it changes nothing.
-    pub fn is_full(&self, rate: &PublishRate, now: std::time::Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.messages + elapsed * f64::from(rate.messages_per_sec) >= f64::from(rate.burst_messages)
-            && self.bytes + elapsed * rate.bytes_per_sec as f64 >= rate.burst_bytes as f64
-    }
-}
-
-/// Counts a refused publish (once per refusal): `reason` is `too_many_messages`, `too_large`,
-/// `batch_too_large`, `rate_messages`, `rate_bytes` or `frame_too_large` (a frame over
-/// `max_frame_bytes`, which also ends the connection); `source` `realtime` or `rest`.
-pub fn count_refusal(reason: &'static str, source: &'static str) {
-    ::metrics::counter!("realtime_publish_refused_total", "reason" => reason, "source" => source)
-        .increment(1);
 }
 
 /// Connection timing, as announced in CONNECTED.
@@ -253,47 +186,5 @@ impl Default for Sockets {
             max_connections: 0,
             max_connections_per_ip: 0,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::{Duration, Instant};
-
-    use super::*;
-
-    const RATE: PublishRate = PublishRate {
-        messages_per_sec: 10,
-        burst_messages: 20,
-        bytes_per_sec: 1000,
-        burst_bytes: 1500,
-    };
-
-    #[test]
-    fn a_bucket_allows_its_burst_then_its_rate() {
-        let start = Instant::now();
-        let mut bucket = RateBucket::new(&RATE, start);
-        assert_eq!(bucket.take(&RATE, 20, 0, start), Ok(()));
-        assert_eq!(bucket.take(&RATE, 1, 0, start), Err(Exceeded::Messages));
-        // Half a second refills 5 messages, no more.
-        let later = start + Duration::from_millis(500);
-        assert_eq!(bucket.take(&RATE, 6, 0, later), Err(Exceeded::Messages));
-        assert_eq!(bucket.take(&RATE, 5, 0, later), Ok(()));
-        assert!(!bucket.is_full(&RATE, later));
-        assert!(bucket.is_full(&RATE, later + Duration::from_secs(2)));
-    }
-
-    #[test]
-    fn bytes_run_out_separately_and_a_refusal_takes_nothing() {
-        let start = Instant::now();
-        let mut bucket = RateBucket::new(&RATE, start);
-        assert_eq!(bucket.take(&RATE, 1, 1400, start), Ok(()));
-        assert_eq!(bucket.take(&RATE, 1, 200, start), Err(Exceeded::Bytes));
-        assert_eq!(bucket.take(&RATE, 19, 100, start), Ok(()));
-        let unlimited = PublishRate {
-            messages_per_sec: 0,
-            ..RATE
-        };
-        assert_eq!(bucket.take(&unlimited, 1_000_000, 1 << 30, start), Ok(()));
     }
 }

@@ -4,8 +4,10 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+use std::time::Duration;
 
-use super::EVENT_RECORD_TTL;
+/// How long an event id is remembered: a payment provider retries a webhook for hours.
+pub const EVENT_RECORD_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Records kept at most; ~200 bytes each, so ~20 MB at the cap. Past it the oldest go early.
 const MAX_EVENT_RECORDS: usize = 100_000;

@@ -23,7 +23,6 @@ use serde_json::Value;
 pub use interval::{parse_interval_id, second_id, Unit};
 
 use crate::auth::Principal;
-use crate::Gateway;
 
 /// The schema every record names (ably-common `json-schemas/src/app-stats.json`).
 pub const SCHEMA: &str = "https://schemas.ably.com/json/app-stats-0.0.5.json";
@@ -131,12 +130,6 @@ pub fn app_of(principal: &Principal) -> &str {
             .key_name
             .split_once('.')
             .map_or(principal.key_name.as_str(), |(app, _)| app),
-    }
-}
-
-impl Gateway {
-    pub fn stats(&self) -> &Stats {
-        &self.inner.stats
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::{AuthError, Principal, Revocation, TokenDetails, TokenRequest};
+use crate::auth::{AuthError, Principal, Revocation, TokenDetails, TokenRequest};
 use crate::backend::BackendError;
 
 /// The shared state did not answer: refused, never accepted unchecked.

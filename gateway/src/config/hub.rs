@@ -1,0 +1,46 @@
+//! What the hub keeps and allows per channel.
+
+use std::time::Duration;
+
+/// How much of a channel's history its log keeps: by count and by age.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub max_messages: usize,
+    pub max_age: Duration,
+}
+
+/// What the hub keeps and allows per channel.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// History kept per channel unless a namespace says otherwise.
+    pub retention: Retention,
+    /// Per-namespace retention (`user` for `user:*` channels), e.g. payment events kept longer.
+    pub namespace_retention: Vec<(String, Retention)>,
+    /// Most messages a `rewind` may replay (Ably caps at 100).
+    pub max_rewind: usize,
+    /// Presence members per channel (91003 beyond). Ably's 200 is too low for a live stream.
+    pub max_presence_members: usize,
+    /// Members per SYNC page.
+    pub sync_page_members: usize,
+    /// Presence events on a channel go out at once unless the channel broadcast within this
+    /// window; then they wait for the next flush, so a join storm costs one frame per
+    /// subscriber per window instead of one per join.
+    pub presence_batch_window: Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            // Covers the 2-minute resume window with room to spare.
+            retention: Retention {
+                max_messages: 500,
+                max_age: Duration::from_secs(10 * 60),
+            },
+            namespace_retention: Vec::new(),
+            max_rewind: 100,
+            max_presence_members: 20_000,
+            sync_page_members: 100,
+            presence_batch_window: Duration::from_millis(50),
+        }
+    }
+}

@@ -1,0 +1,38 @@
+use std::time::{Duration, Instant};
+
+use super::*;
+
+const RATE: PublishRate = PublishRate {
+    messages_per_sec: 10,
+    burst_messages: 20,
+    bytes_per_sec: 1000,
+    burst_bytes: 1500,
+};
+
+#[test]
+fn a_bucket_allows_its_burst_then_its_rate() {
+    let start = Instant::now();
+    let mut bucket = RateBucket::new(&RATE, start);
+    assert_eq!(bucket.take(&RATE, 20, 0, start), Ok(()));
+    assert_eq!(bucket.take(&RATE, 1, 0, start), Err(Exceeded::Messages));
+    // Half a second refills 5 messages, no more.
+    let later = start + Duration::from_millis(500);
+    assert_eq!(bucket.take(&RATE, 6, 0, later), Err(Exceeded::Messages));
+    assert_eq!(bucket.take(&RATE, 5, 0, later), Ok(()));
+    assert!(!bucket.is_full(&RATE, later));
+    assert!(bucket.is_full(&RATE, later + Duration::from_secs(2)));
+}
+
+#[test]
+fn bytes_run_out_separately_and_a_refusal_takes_nothing() {
+    let start = Instant::now();
+    let mut bucket = RateBucket::new(&RATE, start);
+    assert_eq!(bucket.take(&RATE, 1, 1400, start), Ok(()));
+    assert_eq!(bucket.take(&RATE, 1, 200, start), Err(Exceeded::Bytes));
+    assert_eq!(bucket.take(&RATE, 19, 100, start), Ok(()));
+    let unlimited = PublishRate {
+        messages_per_sec: 0,
+        ..RATE
+    };
+    assert_eq!(bucket.take(&unlimited, 1_000_000, 1 << 30, start), Ok(()));
+}
