@@ -18,5 +18,6 @@ mod metrics;
 mod process;
 mod redis_cluster;
 mod redis_restart;
+mod redis_silence;
 mod sockets;
 mod webhooks;

@@ -5,6 +5,9 @@
 //! matters (`Commands::sharded`): a pipeline must stay within one slot on a cluster, and a
 //! channel's topic is published with `SPUBLISH`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 
@@ -80,11 +83,20 @@ impl Connection {
 /// connection on a Redis Cluster (it follows `MOVED` and reconnects itself). Clones share it.
 #[derive(Clone)]
 pub(super) struct Commands {
-    connection: Connection,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// Cloned out for each command, never held across an await.
+    connection: RwLock<Connection>,
+    /// One Redis: how to make a new manager when the current one stops answering.
+    node: Option<(redis::Client, ConnectionManagerConfig)>,
+    replacing: AtomicBool,
 }
 
 impl Commands {
     pub(super) async fn connect(target: &RedisTarget) -> Result<Commands, BackendError> {
+        let mut node = None;
         let connection = match target {
             RedisTarget::Node(url) => {
                 let client = redis::Client::open(url.as_str()).map_err(start_error("redis URL"))?;
@@ -93,13 +105,10 @@ impl Commands {
                     .set_response_timeout(REDIS_TIMEOUT)
                     // One attempt per reconnect: the next failed command tries again.
                     .set_number_of_retries(0);
-                let manager = tokio::time::timeout(
-                    REDIS_TIMEOUT,
-                    ConnectionManager::new_with_config(client, config),
-                )
-                .await
-                .unwrap_or_else(|_| Err(timed_out("connect timed out")))
-                .map_err(start_error("cannot reach Redis"))?;
+                let manager = new_manager(client.clone(), config.clone())
+                    .await
+                    .map_err(start_error("cannot reach Redis"))?;
+                node = Some((client, config));
                 Connection::Node(Box::new(manager))
             }
             RedisTarget::Cluster(seeds) => {
@@ -120,13 +129,50 @@ impl Commands {
                 Connection::Cluster(cluster)
             }
         };
-        Ok(Commands { connection })
+        Ok(Commands {
+            shared: Arc::new(Shared {
+                connection: RwLock::new(connection),
+                node,
+                replacing: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    fn connection(&self) -> Connection {
+        self.shared
+            .connection
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// The manager replaces a connection that errors, not one that goes silent (a partition, a
+    /// host gone without a reset): after a timed-out command, a new one is made in the
+    /// background and swapped in, so later commands do not wait on the dead socket.
+    fn replace_silent_connection(&self) {
+        let Some((client, config)) = self.shared.node.clone() else {
+            return;
+        };
+        if self.shared.replacing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            if let Ok(manager) = new_manager(client, config).await {
+                *shared
+                    .connection
+                    .write()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+                    Connection::Node(Box::new(manager));
+            }
+            shared.replacing.store(false, Ordering::Release);
+        });
     }
 
     /// Whether Redis is a cluster: channel topics are sharded (`SPUBLISH`), pipelines keep to
     /// one slot.
     pub(super) fn sharded(&self) -> bool {
-        matches!(self.connection, Connection::Cluster(_))
+        self.shared.node.is_none()
     }
 
     /// One command, as `run` runs it (bounded, timed, the connection replaced on a broken link).
@@ -172,15 +218,31 @@ impl Commands {
         >,
     ) -> redis::RedisResult<T> {
         let started = std::time::Instant::now();
-        let result = tokio::time::timeout(REDIS_TIMEOUT, command(self.connection.clone()))
-            .await
-            .unwrap_or_else(|_| Err(timed_out("command timed out")));
+        let result = match tokio::time::timeout(REDIS_TIMEOUT, command(self.connection())).await {
+            Ok(result) => result,
+            Err(_) => {
+                self.replace_silent_connection();
+                Err(timed_out("command timed out"))
+            }
+        };
         ::metrics::histogram!("realtime_redis_command_seconds").record(started.elapsed());
         if result.is_err() {
             ::metrics::counter!("realtime_redis_command_errors_total").increment(1);
         }
         result
     }
+}
+
+async fn new_manager(
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+) -> redis::RedisResult<ConnectionManager> {
+    tokio::time::timeout(
+        REDIS_TIMEOUT,
+        ConnectionManager::new_with_config(client, config),
+    )
+    .await
+    .unwrap_or_else(|_| Err(timed_out("connect timed out")))
 }
 
 fn timed_out(what: &'static str) -> redis::RedisError {
