@@ -21,17 +21,27 @@ struct Node {
     timing: Timing,
 }
 
-fn node(grace: Duration, ttl: Duration) -> Node {
+/// A node whose presence grace is 15 s and whose parked connections expire after 120 s.
+fn node() -> Node {
     Node {
         sessions: Arc::default(),
         hub: Arc::new(Hub::new(HubConfig::default())),
         store: Arc::new(MemoryBackend::default()),
         timing: Timing {
-            presence_grace: grace,
-            connection_state_ttl: ttl,
+            presence_grace: Duration::from_secs(15),
+            connection_state_ttl: Duration::from_secs(120),
             ..Timing::default()
         },
     }
+}
+
+/// Alice, present in "room" on connection c1, dropped and parked as `c1!k` (her own grace, if
+/// any).
+fn alice_parked(grace: Option<Duration>) -> Node {
+    let node = node();
+    node.enter("room", "alice", "c1");
+    node.park_with("c1!k", "c1", "room", grace);
+    node
 }
 
 fn key(text: &str) -> ConnectionKey {
@@ -95,9 +105,7 @@ async fn sleep_ms(ms: u64) {
 
 #[tokio::test(start_paused = true)]
 async fn a_dropped_members_leave_after_the_grace_and_the_key_expires_after_the_ttl() {
-    let node = node(Duration::from_secs(15), Duration::from_secs(120));
-    node.enter("room", "alice", "c1");
-    node.park("c1!k", "c1", "room");
+    let node = alice_parked(None);
 
     sleep_ms(14_900).await;
     assert_eq!(node.members("room"), 1, "still within the grace");
@@ -114,18 +122,14 @@ async fn a_dropped_members_leave_after_the_grace_and_the_key_expires_after_the_t
 
 #[tokio::test(start_paused = true)]
 async fn remain_present_for_sets_the_grace() {
-    let node = node(Duration::from_secs(15), Duration::from_secs(120));
-    node.enter("room", "alice", "c1");
-    node.park_with("c1!k", "c1", "room", Some(Duration::from_secs(1)));
+    let node = alice_parked(Some(Duration::from_secs(1)));
     sleep_ms(1_100).await;
     assert_eq!(node.members("room"), 0, "left after 1 s, not 15");
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_resume_within_the_grace_keeps_the_members() {
-    let node = node(Duration::from_secs(15), Duration::from_secs(120));
-    node.enter("room", "alice", "c1");
-    node.park("c1!k", "c1", "room");
+    let node = alice_parked(None);
     sleep_ms(5_000).await;
     let parked = node.resume("c1!k", "alice").await.expect("resumable");
     assert!(!parked.members_left());
@@ -137,7 +141,7 @@ async fn a_resume_within_the_grace_keeps_the_members() {
 
 #[tokio::test(start_paused = true)]
 async fn another_identity_cannot_take_a_parked_connection() {
-    let node = node(Duration::from_secs(15), Duration::from_secs(120));
+    let node = node();
     node.park("c1!k", "c1", "room");
     let refused = node.refusal("c1!k", "mallory").await;
     assert_eq!(refused.code, 80008);
@@ -149,7 +153,7 @@ async fn another_identity_cannot_take_a_parked_connection() {
 
 #[tokio::test(start_paused = true)]
 async fn a_malformed_key_is_one_we_never_issued() {
-    let node = node(Duration::from_secs(15), Duration::from_secs(120));
+    let node = node();
     for malformed in ["", "c1", "c1!", "!k", "c1!k!k"] {
         let refused = node.refusal(malformed, "alice").await;
         assert_eq!(refused.code, 80018, "{malformed:?}");
@@ -160,7 +164,7 @@ async fn a_malformed_key_is_one_we_never_issued() {
 /// DISCONNECTED, parks as its read loop ends, and is taken over.
 #[tokio::test(start_paused = true)]
 async fn a_resume_takes_over_a_half_open_transport() {
-    let node = Arc::new(node(Duration::from_secs(15), Duration::from_secs(120)));
+    let node = Arc::new(node());
     let outbox = Arc::new(Outbox::new(Format::Json, OutboundQueue::default()));
     node.sessions.register_live(&key("c1!k"), &outbox);
     let read_loop = {
@@ -180,7 +184,7 @@ async fn a_resume_takes_over_a_half_open_transport() {
 /// Another node resumes a connection parked here: it is handed over, and the key is spent here.
 #[tokio::test(start_paused = true)]
 async fn a_released_connection_is_gone_from_here() {
-    let node = node(Duration::from_secs(15), Duration::from_secs(120));
+    let node = node();
     node.park("c1!k", "c1", "room");
     node.sessions.release(key("c1!k"), &*node.store).await;
     let refused = node.refusal("c1!k", "alice").await;
