@@ -38,6 +38,7 @@ pub use backend::BackendError;
 pub use config::{ApiKey, Config, HubConfig, RedisTarget};
 pub use hub::{Hub, Occupancy};
 pub use publish::{too_many_messages, Origin, Receipt};
+
 /// How often idle channels and expired idempotency ids are swept.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
