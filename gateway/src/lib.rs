@@ -17,9 +17,8 @@ mod node_events;
 pub mod outbox;
 mod publish;
 pub mod pulse;
-mod registry;
-mod resume;
 mod server;
+mod sessions;
 pub mod shrink;
 pub mod stats;
 pub mod telemetry;
@@ -39,10 +38,6 @@ pub use backend::BackendError;
 pub use config::{ApiKey, Config, HubConfig, RedisTarget};
 pub use hub::{Hub, Occupancy};
 pub use publish::{too_many_messages, Origin, Receipt};
-use resume::Parked;
-
-/// How long an ended connection's key is remembered (for 80008 over 80018 on a late resume).
-const ENDED_KEYS_TTL_MS: u64 = 10 * 60 * 1000;
 
 /// How often idle channels and expired idempotency ids are swept.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
@@ -57,19 +52,8 @@ struct GatewayState {
     config: Config,
     auth: Auth,
     hub: Hub,
-    clients: registry::ClientRegistry,
-    /// Dropped connections a client may resume, by connection key.
-    parked: DashMap<String, Parked>,
-    /// Live connections by connection key, so a resume can take over a transport the server
-    /// still believes alive (the client already gave up on it).
-    live_keys: DashMap<String, Arc<outbox::Outbox>>,
-    /// Keys of connections that ended (their `resume::KeyPrint`s), with when (ms), for the resume
-    /// refusal code.
-    ended_keys: DashMap<u64, u64>,
-    /// Hashes connection keys into `ended_keys` (seeded per process).
-    key_prints: std::hash::RandomState,
-    /// Woken whenever a connection is parked.
-    parked_notify: Notify,
+    /// Live, parked and ended connections.
+    sessions: Arc<sessions::Sessions>,
     /// The in-memory back-end: embedded, and until `connect_bus` has reached Redis.
     memory: backend::Backend,
     /// The Redis back-end, once `connect_bus` has reached it (`--redis`).
@@ -102,15 +86,10 @@ impl Gateway {
             redis: std::sync::OnceLock::new(),
             auth: Auth::new(config.keys.clone(), config.supabase.clone()),
             hub: Hub::new(config.hub.clone()),
-            parked: DashMap::new(),
             apps: DashMap::new(),
             stats: stats::Stats::default(),
             webhooks: std::sync::OnceLock::new(),
-            live_keys: DashMap::new(),
-            ended_keys: DashMap::new(),
-            key_prints: std::hash::RandomState::new(),
-            parked_notify: Notify::new(),
-            clients: registry::ClientRegistry::default(),
+            sessions: Arc::default(),
             server_id,
             publish_rates: DashMap::new(),
             draining: watch::Sender::new(false),
@@ -157,8 +136,8 @@ impl Gateway {
         &self.inner.server_id
     }
 
-    pub(crate) fn clients(&self) -> &registry::ClientRegistry {
-        &self.inner.clients
+    pub(crate) fn sessions(&self) -> &Arc<sessions::Sessions> {
+        &self.inner.sessions
     }
 
     /// Joins the cluster through Redis when `Config::redis` is set; call once, before serving.
@@ -191,9 +170,9 @@ impl Gateway {
             loop {
                 tick.tick().await;
                 let Some(inner) = inner.upgrade() else { return };
-                let keys: Vec<String> = inner.live_keys.iter().map(|e| e.key().clone()).collect();
-                let sessions = Gateway { inner }.backend().sessions.clone();
-                sessions.refresh(keys).await;
+                let keys = inner.sessions.live_keys();
+                let store = Gateway { inner }.session_store().clone();
+                store.refresh(keys).await;
             }
         });
         Ok(())
@@ -210,8 +189,13 @@ impl Gateway {
     }
 
     /// Where resume records are kept for other nodes (nowhere, embedded).
-    pub(crate) fn sessions(&self) -> &dyn backend::SessionStore {
-        self.backend().sessions.as_ref()
+    pub(crate) fn session_store(&self) -> &Arc<dyn backend::SessionStore> {
+        &self.backend().sessions
+    }
+
+    /// A stopping node hands its parked connections over (`Sessions::hand_over`).
+    pub async fn hand_over_parked(&self) {
+        self.sessions().hand_over(&**self.session_store()).await;
     }
 
     /// A connection (or a history read) starts listening on a channel; with a bus, the node
@@ -500,13 +484,9 @@ fn sweep(inner: Arc<GatewayState>) {
     let now = protocol::now_ms();
     inner.hub.sweep(now);
     inner.auth.sweep(now);
-    inner.clients.shrink();
-    shrink::dash_map(&inner.parked);
-    shrink::dash_map(&inner.live_keys);
+    inner.sessions.sweep(now);
     shrink::dash_map(&inner.apps);
     let gateway = Gateway { inner };
-    gateway.forget_ended_before(now.saturating_sub(ENDED_KEYS_TTL_MS));
     gateway.forget_full_rates();
-    shrink::dash_map(&gateway.inner.ended_keys);
     shrink::dash_map(&gateway.inner.publish_rates);
 }

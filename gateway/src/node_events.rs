@@ -9,7 +9,7 @@ use protocol::{ErrorInfo, Message, PresenceMessage};
 
 use crate::auth::Revocation;
 use crate::backend::{Arrival, BackendEvents, Position};
-use crate::resume::HeldHere;
+use crate::sessions::{ConnectionKey, HeldHere};
 use crate::webhooks::Report;
 use crate::{Gateway, GatewayState};
 
@@ -73,9 +73,10 @@ impl BackendEvents for NodeEvents {
         }
     }
 
-    fn release(&self, key: String) {
+    fn release(&self, key: ConnectionKey) {
         if let Some(gateway) = self.gateway() {
-            tokio::spawn(gateway.release(key));
+            let store = gateway.session_store().clone();
+            tokio::spawn(async move { gateway.sessions().release(key, &*store).await });
         }
     }
 
@@ -95,7 +96,7 @@ impl BackendEvents for NodeEvents {
 
     fn held_here(&self) -> Option<HeldHere> {
         self.gateway()
-            .map(|gateway| crate::resume::held_here(&gateway))
+            .map(|gateway| gateway.sessions().held_here(gateway.hub()))
     }
 
     fn node_died(&self, node: String) {

@@ -106,7 +106,7 @@ impl Gateway {
             }
             // REST "publish on behalf of a realtime connection": the key names a live one.
             if let (Origin::Rest, Some(key)) = (&origin, message.connection_key.take()) {
-                let live = self.connection_id_for_key(&key).ok_or_else(|| {
+                let live = self.sessions().live_connection_id(&key).ok_or_else(|| {
                     ErrorCode::InvalidConnectionIdMessage
                         .info("connectionKey does not name a live connection")
                 })?;

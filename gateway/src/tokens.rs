@@ -87,7 +87,10 @@ impl crate::Gateway {
             ..
         } = revocation;
         self.auth().revoke_client(issuer, client_id, *issued_before);
-        let ended = self.clients().revoke(issuer, client_id, *issued_before);
+        let ended = self
+            .sessions()
+            .clients()
+            .revoke(issuer, client_id, *issued_before);
         if ended > 0 {
             tracing::info!(%issuer, %client_id, ended, "tokens revoked");
         }

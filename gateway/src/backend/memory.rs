@@ -5,7 +5,7 @@
 use protocol::PresenceMessage;
 
 use super::records::{EventRecord, MemoryRecords};
-use super::session::Parked;
+use super::session::{ConnectionKey, Parked};
 use super::{
     BackendFuture, Bus, EventRecords, NodeReading, Nodes, Reply, SessionStore, SharedAuth,
 };
@@ -62,27 +62,35 @@ impl SessionStore for MemoryBackend {
         false
     }
 
-    fn record(&self, _key: &str, _parked: &Parked, _is_parked: bool) {}
+    fn record(&self, _key: &ConnectionKey, _parked: &Parked, _is_parked: bool) {}
 
-    fn record_new<'a>(&'a self, _key: &'a str, _parked: &'a Parked) -> BackendFuture<'a, ()> {
+    fn record_new<'a>(
+        &'a self,
+        _key: &'a ConnectionKey,
+        _parked: &'a Parked,
+    ) -> BackendFuture<'a, ()> {
         ready(())
     }
 
-    fn forget(&self, _key: &str) {}
+    fn forget(&self, _key: &ConnectionKey) {}
 
     fn forget_grace(&self, _connection_id: &str) {}
 
-    fn release(&self, _key: &str, _parked: &Parked) {}
+    fn release(&self, _key: &ConnectionKey, _parked: &Parked) {}
 
     fn flush(&self) -> BackendFuture<'_, ()> {
         ready(())
     }
 
-    fn refresh(&self, _keys: Vec<String>) -> BackendFuture<'_, ()> {
+    fn refresh(&self, _keys: Vec<ConnectionKey>) -> BackendFuture<'_, ()> {
         ready(())
     }
 
-    fn take<'a>(&'a self, _key: &'a str, _client_id: Option<&'a str>) -> Reply<'a, Option<Parked>> {
+    fn take<'a>(
+        &'a self,
+        _key: &'a ConnectionKey,
+        _client_id: Option<&'a str>,
+    ) -> Reply<'a, Option<Parked>> {
         ready(Ok(None))
     }
 }

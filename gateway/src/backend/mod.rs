@@ -34,7 +34,7 @@ use crate::config::Retention;
 use crate::hub::{Hub, Publication, Serials};
 use crate::pulse::NodePulse;
 use records::EventRecord;
-use session::{HeldHere, Parked};
+use session::{ConnectionKey, HeldHere, Parked};
 
 pub(crate) type BackendFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -162,29 +162,37 @@ pub(crate) trait SessionStore: Send + Sync {
     fn shared(&self) -> bool;
 
     /// Writes (or rewrites) a connection's record as held by this node.
-    fn record(&self, key: &str, parked: &Parked, is_parked: bool);
+    fn record(&self, key: &ConnectionKey, parked: &Parked, is_parked: bool);
 
     /// A new (or resumed) connection's record, written before its CONNECTED goes out.
-    fn record_new<'a>(&'a self, key: &'a str, parked: &'a Parked) -> BackendFuture<'a, ()>;
+    fn record_new<'a>(
+        &'a self,
+        key: &'a ConnectionKey,
+        parked: &'a Parked,
+    ) -> BackendFuture<'a, ()>;
 
     /// Forgets a connection's record, unless another node has taken it over since.
-    fn forget(&self, key: &str);
+    fn forget(&self, key: &ConnectionKey);
 
     /// Forgets a connection's own presence grace (its members are no longer held here).
     fn forget_grace(&self, connection_id: &str);
 
     /// Marks a record released: this node let go of it for a resume elsewhere.
-    fn release(&self, key: &str, parked: &Parked);
+    fn release(&self, key: &ConnectionKey, parked: &Parked);
 
     /// Waits (bounded) until every record write queued so far is done.
     fn flush(&self) -> BackendFuture<'_, ()>;
 
     /// Keeps the records of this node's live connections from expiring.
-    fn refresh(&self, keys: Vec<String>) -> BackendFuture<'_, ()>;
+    fn refresh(&self, keys: Vec<ConnectionKey>) -> BackendFuture<'_, ()>;
 
     /// A resume for a key another node issued: released by its live node, or taken from a dead
     /// one. `Ok(None)`: no such record.
-    fn take<'a>(&'a self, key: &'a str, client_id: Option<&'a str>) -> Reply<'a, Option<Parked>>;
+    fn take<'a>(
+        &'a self,
+        key: &'a ConnectionKey,
+        client_id: Option<&'a str>,
+    ) -> Reply<'a, Option<Parked>>;
 }
 
 /// Records of domain events (`POST /events`), by `<app>/<event id>`.
@@ -327,7 +335,7 @@ pub(crate) trait BackendEvents: Send + Sync {
     fn apply_presence(&self, channel: &str, events: Vec<PresenceMessage>);
 
     /// Another node resumes the connection with `key`: hand it over.
-    fn release(&self, key: String);
+    fn release(&self, key: ConnectionKey);
 
     /// Revocations announced by a node (this one included).
     fn apply_revocations(&self, revocations: Vec<Revocation>);

@@ -4,6 +4,46 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use rand::distributions::{Alphanumeric, DistString};
+
+/// A connection key, `id!secret`: the connection id, `!`, and a secret only its client learns
+/// (in CONNECTED). Built once per transport, parsed once where a client (or another node) hands
+/// one back; its text is the wire form, unchanged.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(crate) struct ConnectionKey(Arc<str>);
+
+impl ConnectionKey {
+    /// A fresh key for connection `id`.
+    pub(crate) fn new(id: &str) -> ConnectionKey {
+        let secret = Alphanumeric.sample_string(&mut rand::thread_rng(), 16);
+        ConnectionKey(format!("{id}!{secret}").into())
+    }
+
+    /// `None` unless `key` is `id!secret` with both parts non-empty (and one `!`).
+    pub(crate) fn parse(key: &str) -> Option<ConnectionKey> {
+        let (id, secret) = key.split_once('!')?;
+        let well_formed = !id.is_empty() && !secret.is_empty() && !secret.contains('!');
+        well_formed.then(|| ConnectionKey(key.into()))
+    }
+
+    /// The connection id part.
+    pub(crate) fn id(&self) -> &str {
+        self.0.split_once('!').map_or(&self.0, |(id, _)| id)
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ConnectionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Clones share `members_left`.
+#[derive(Clone)]
 pub(crate) struct Parked {
     pub id: Arc<str>,
     pub client_id: Option<String>,
@@ -25,6 +65,6 @@ impl Parked {
 /// What this node holds that Redis must also hold: its connections' resume records (live and
 /// parked) and their presence members, per channel.
 pub(crate) struct HeldHere {
-    pub records: Vec<(String, Parked, bool)>,
+    pub records: Vec<(ConnectionKey, Parked, bool)>,
     pub members: Vec<(String, Vec<protocol::PresenceMessage>)>,
 }

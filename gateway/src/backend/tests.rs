@@ -13,7 +13,7 @@ use protocol::{ErrorInfo, Message, PresenceMessage};
 use super::memory::MemoryBackend;
 use super::memory_webhooks::MemoryState;
 use super::redis::RedisBackend;
-use super::session::HeldHere;
+use super::session::{ConnectionKey, HeldHere};
 use super::{Arrival, Backend, BackendEvents, Position};
 use crate::auth::{Auth, NonceClaim, Revocation};
 use crate::config::HubConfig;
@@ -59,7 +59,7 @@ impl BackendEvents for HubNode {
         self.hub.apply_presence(channel, events);
     }
 
-    fn release(&self, _key: String) {}
+    fn release(&self, _key: ConnectionKey) {}
 
     fn apply_revocations(&self, _revocations: Vec<Revocation>) {}
 
@@ -306,7 +306,8 @@ async fn a_token_request_nonce_is_claimed_once() {
 #[tokio::test]
 async fn a_resume_for_a_key_nobody_holds_finds_nothing() {
     for_each_backend(|subject| async move {
-        let taken = subject.backend.sessions.take("c9!k", Some("alice")).await;
+        let key = ConnectionKey::parse("c9!k").unwrap();
+        let taken = subject.backend.sessions.take(&key, Some("alice")).await;
         assert!(taken.expect("answered").is_none(), "{}", subject.name);
     })
     .await;

@@ -47,6 +47,7 @@ impl Connection {
             Ok(principal) => {
                 self.principal = principal;
                 self.gateway
+                    .sessions()
                     .clients()
                     .register(&self.id, &self.principal, &self.outbox);
                 self.schedule_token_timers();

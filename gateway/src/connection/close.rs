@@ -3,7 +3,7 @@
 use protocol::ErrorCode;
 
 use super::Connection;
-use crate::resume::Parked;
+use crate::sessions::Parked;
 
 /// The `realtime_connections_closed_total` reason for an outbox ended with `code`.
 pub(super) fn close_reason(code: u32) -> &'static str {
@@ -31,16 +31,21 @@ impl Connection {
     pub(super) fn park_or_leave(&mut self) {
         if self.ended_cleanly {
             self.leave_presence_if_closed();
-            self.gateway.remember_ended(&self.key);
-            self.gateway.sessions().forget(&self.key);
-            if self.remain_present_for.is_some() {
-                self.gateway.sessions().forget_grace(&self.id);
-            }
+            let own_grace = self.remain_present_for.is_some();
+            let store = self.gateway.session_store();
+            self.gateway.sessions().end(&self.key, own_grace, &**store);
             return;
         }
         let parked = self.to_parked();
         self.present_on.clear();
-        self.gateway.park(self.key.clone(), parked);
+        let gateway = self.gateway.clone();
+        self.gateway.sessions().park(
+            self.key.clone(),
+            parked,
+            self.gateway.session_store().clone(),
+            &self.gateway.config().timing,
+            move |channel, connection_id| gateway.leave_presence(channel, connection_id),
+        );
     }
 
     /// What another transport (here or, clustered, on another node) needs to resume this
@@ -59,7 +64,7 @@ impl Connection {
     /// it even if this one dies.
     pub(super) fn record_for_resume(&self) {
         self.gateway
-            .sessions()
+            .session_store()
             .record(&self.key, &self.to_parked(), false);
     }
 

@@ -31,6 +31,7 @@ use tracing::Instrument as _;
 use crate::auth::{AuthError, Principal};
 use crate::frame::Frame;
 use crate::outbox::Outbox;
+use crate::sessions::ConnectionKey;
 use crate::Gateway;
 
 /// What the client put in the upgrade URL.
@@ -83,7 +84,7 @@ struct Attachment {
 struct Connection {
     gateway: Gateway,
     id: Arc<str>,
-    key: String,
+    key: ConnectionKey,
     principal: Principal,
     echo: bool,
     outbox: Arc<Outbox>,
@@ -225,9 +226,10 @@ async fn serve_connection(
         outbox.clone(),
     ))
     .await;
-    gateway.register_live(&connection.key, &outbox);
+    gateway.sessions().register_live(&connection.key, &outbox);
     connection.schedule_token_timers();
     gateway
+        .sessions()
         .clients()
         .register(&connection.id, &connection.principal, &outbox);
     connection.read_loop(&mut stream).await;
@@ -236,10 +238,11 @@ async fn serve_connection(
     connection.leave_presence_if_closed();
     connection.leave_channels();
     gateway
+        .sessions()
         .clients()
         .unregister(&connection.id, &connection.principal);
     connection.park_or_leave();
-    gateway.unregister_live(&connection.key, &outbox);
+    gateway.sessions().unregister_live(&connection.key, &outbox);
     outbox.close_after_queue();
     // However the loop noticed the end: a full queue is what ended it (80020, set only there).
     if outbox.end_code() == protocol::ErrorCode::SlowConsumer.code() {

@@ -9,6 +9,7 @@ use rand::distributions::{Alphanumeric, DistString};
 use super::{ConnectParams, Connection};
 use crate::auth::Principal;
 use crate::outbox::Outbox;
+use crate::sessions::ConnectionKey;
 use crate::Gateway;
 
 impl Connection {
@@ -27,10 +28,13 @@ impl Connection {
             } else {
                 "resume"
             };
-            match gateway.resume(old_key, principal.identity()).await {
+            let resumed_here = gateway.sessions().resume(
+                old_key,
+                principal.identity(),
+                &**gateway.session_store(),
+            );
+            match resumed_here.await {
                 Ok(parked) => {
-                    // The old key is spent: a later resume with it gets "unable to recover".
-                    gateway.remember_ended(old_key);
                     ::metrics::counter!("realtime_resumes_total", "kind" => kind, "outcome" => "resumed").increment(1);
                     resumed = Some(parked);
                 }
@@ -48,7 +52,7 @@ impl Connection {
         };
         let mut connection = Connection {
             // Same connection after a resume, but a fresh key: the old transport's key is spent.
-            key: connection_key(&id),
+            key: ConnectionKey::new(&id),
             id,
             gateway: gateway.clone(),
             principal,
@@ -78,7 +82,7 @@ impl Connection {
         }
         tracing::Span::current().record("id", &*connection.id);
         gateway
-            .sessions()
+            .session_store()
             .record_new(&connection.key, &connection.to_parked())
             .await;
         connection.outbox.reply(&ProtocolMessage {
@@ -94,7 +98,7 @@ impl Connection {
         ProtocolMessage {
             connection_id: Some(self.id.to_string()),
             connection_details: Some(ConnectionDetails {
-                connection_key: self.key.clone(),
+                connection_key: self.key.to_string(),
                 client_id: self.principal.client_id.clone(),
                 max_message_size: config.limits.max_message_bytes as u64,
                 max_frame_size: config.limits.max_frame_bytes as u64,
@@ -106,12 +110,4 @@ impl Connection {
             ..ProtocolMessage::new(Action::Connected)
         }
     }
-}
-
-/// A connection key: the connection id, `!`, and a secret only its client learns (CONNECTED).
-fn connection_key(id: &str) -> String {
-    format!(
-        "{id}!{}",
-        Alphanumeric.sample_string(&mut rand::thread_rng(), 16)
-    )
 }

@@ -17,15 +17,15 @@ const RANKS: &[&[&str]] = &[
     &["backend"],
     // Webhooks keep their state through the back-end's `WebhookState`.
     &["webhooks"],
-    &["resume", "registry"],
+    &["sessions"],
     &["publish", "events", "apps", "node_events", "tokens"],
     &["connection"],
     &["server"],
 ];
 
-/// The lowest rank that may name lib.rs's own items (`Gateway`, `Inner`, …): the features
-/// `Gateway` is made of, and the modules that serve it.
-const NAMES_LIB_FROM: usize = 7;
+/// The lowest rank that may name lib.rs's own items (`Gateway`, `GatewayState`, …): the
+/// features that extend `Gateway`, and the modules that serve it. `sessions` (rank 7) does not.
+const NAMES_LIB_FROM: usize = 8;
 
 const PENDING: &[(&str, &str)] = &[];
 

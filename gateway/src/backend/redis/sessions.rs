@@ -12,10 +12,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::RedisBackend;
-use crate::backend::session::Parked;
+use crate::backend::session::{ConnectionKey, Parked};
 use crate::backend::{BackendError, BackendFuture, Reply, Result, SessionStore};
 
-fn record_key(key: &str) -> String {
+fn record_key(key: &ConnectionKey) -> String {
     format!("rt:conn:{key}")
 }
 
@@ -34,12 +34,12 @@ const TAKE_SCRIPT: &str = include_str!("scripts/take_session.lua");
 
 pub(super) enum RecordOp {
     Write {
-        key: String,
+        key: ConnectionKey,
         fields: Vec<(&'static str, String)>,
         ttl_ms: u64,
     },
     Forget {
-        key: String,
+        key: ConnectionKey,
         node: String,
     },
     /// Where `node`'s reaper finds a connection's own presence grace (`remainPresentFor`,
@@ -191,9 +191,9 @@ impl RedisBackend {
     }
 
     /// Writes (or rewrites) a connection's record as held by this node.
-    fn record_connection(&self, key: &str, parked: &Parked, is_parked: bool) {
+    fn record_connection(&self, key: &ConnectionKey, parked: &Parked, is_parked: bool) {
         self.queue_record(RecordOp::Write {
-            key: key.to_owned(),
+            key: key.clone(),
             fields: self.record_fields(parked, is_parked),
             ttl_ms: self.record_ttl_ms(),
         });
@@ -204,7 +204,7 @@ impl RedisBackend {
     /// transport that drops at once and resumes on another node must find it. Straight to
     /// Redis, not through the queue (which a reconnect storm fills), and bounded: a slow Redis
     /// costs this connection only its cross-node resume.
-    async fn record_new_connection(&self, key: &str, parked: &Parked) {
+    async fn record_new_connection(&self, key: &ConnectionKey, parked: &Parked) {
         let mut pipe = redis::pipe();
         hset_expiring(
             &mut pipe,
@@ -259,7 +259,7 @@ impl RedisBackend {
     /// pipelines, not through the bounded queue, which a big node's records would overflow.
     pub(super) async fn rewrite_records(
         &self,
-        records: &[(String, Parked, bool)],
+        records: &[(ConnectionKey, Parked, bool)],
     ) -> redis::RedisResult<()> {
         let ttl = self.record_ttl_ms();
         for chunk in records.chunks(500) {
@@ -300,17 +300,17 @@ impl RedisBackend {
 
     /// Forgets a connection's record (it closed, or its resume window passed), unless another
     /// node has taken it over since.
-    fn forget_connection(&self, key: &str) {
+    fn forget_connection(&self, key: &ConnectionKey) {
         self.queue_record(RecordOp::Forget {
-            key: key.to_owned(),
+            key: key.clone(),
             node: self.node.clone(),
         });
     }
 
     /// Marks a record released: this node let go of it for a resume elsewhere.
-    fn release_connection(&self, key: &str, parked: &Parked) {
+    fn release_connection(&self, key: &ConnectionKey, parked: &Parked) {
         self.queue_record(RecordOp::Write {
-            key: key.to_owned(),
+            key: key.clone(),
             fields: vec![
                 ("node", String::new()),
                 (
@@ -345,7 +345,7 @@ impl RedisBackend {
     }
 
     /// Keeps the records of this node's live connections from expiring.
-    async fn refresh_connections(&self, keys: Vec<String>) {
+    async fn refresh_connections(&self, keys: Vec<ConnectionKey>) {
         if keys.is_empty() {
             return;
         }
@@ -370,7 +370,11 @@ impl RedisBackend {
 
     /// A resume for a key another node issued: released by its live node, or taken from a dead
     /// one. `Ok(None)`: no such record (the caller answers as for an unknown key).
-    async fn take_connection(&self, key: &str, client_id: Option<&str>) -> Result<Option<Parked>> {
+    async fn take_connection(
+        &self,
+        key: &ConnectionKey,
+        client_id: Option<&str>,
+    ) -> Result<Option<Parked>> {
         let unable = || BackendError::NotRecoverable;
         let Some(record) = self.read_record(key).await? else {
             return Ok(None);
@@ -441,7 +445,7 @@ impl RedisBackend {
         }))
     }
 
-    async fn read_record(&self, key: &str) -> Result<Option<Record>> {
+    async fn read_record(&self, key: &ConnectionKey) -> Result<Option<Record>> {
         let record = record_key(key);
         let flat: Vec<String> = self
             .commands
@@ -459,10 +463,15 @@ impl RedisBackend {
             .map_err(unavailable)
     }
 
-    async fn ask_release(&self, node: &str, key: &str) -> Result<()> {
+    async fn ask_release(&self, node: &str, key: &ConnectionKey) -> Result<()> {
         let topic = control_topic(node);
         self.commands
-            .query::<()>(redis::cmd("PUBLISH").arg(topic).arg(key).to_owned())
+            .query::<()>(
+                redis::cmd("PUBLISH")
+                    .arg(topic)
+                    .arg(key.as_str())
+                    .to_owned(),
+            )
             .await
             .map_err(unavailable)
     }
@@ -477,15 +486,19 @@ impl SessionStore for RedisBackend {
         true
     }
 
-    fn record(&self, key: &str, parked: &Parked, is_parked: bool) {
+    fn record(&self, key: &ConnectionKey, parked: &Parked, is_parked: bool) {
         self.record_connection(key, parked, is_parked)
     }
 
-    fn record_new<'a>(&'a self, key: &'a str, parked: &'a Parked) -> BackendFuture<'a, ()> {
+    fn record_new<'a>(
+        &'a self,
+        key: &'a ConnectionKey,
+        parked: &'a Parked,
+    ) -> BackendFuture<'a, ()> {
         Box::pin(self.record_new_connection(key, parked))
     }
 
-    fn forget(&self, key: &str) {
+    fn forget(&self, key: &ConnectionKey) {
         self.forget_connection(key)
     }
 
@@ -493,7 +506,7 @@ impl SessionStore for RedisBackend {
         self.forget_own_grace(connection_id)
     }
 
-    fn release(&self, key: &str, parked: &Parked) {
+    fn release(&self, key: &ConnectionKey, parked: &Parked) {
         self.release_connection(key, parked)
     }
 
@@ -501,11 +514,15 @@ impl SessionStore for RedisBackend {
         Box::pin(self.flush_records())
     }
 
-    fn refresh(&self, keys: Vec<String>) -> BackendFuture<'_, ()> {
+    fn refresh(&self, keys: Vec<ConnectionKey>) -> BackendFuture<'_, ()> {
         Box::pin(self.refresh_connections(keys))
     }
 
-    fn take<'a>(&'a self, key: &'a str, client_id: Option<&'a str>) -> Reply<'a, Option<Parked>> {
+    fn take<'a>(
+        &'a self,
+        key: &'a ConnectionKey,
+        client_id: Option<&'a str>,
+    ) -> Reply<'a, Option<Parked>> {
         Box::pin(self.take_connection(key, client_id))
     }
 }

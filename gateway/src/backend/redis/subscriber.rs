@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, watch};
 use super::link::{Link, LinkSource, Probe, ProbeEchoes, PROBE_INTERVAL};
 use super::stream::{stored_message, StreamLoader};
 use super::{auth, presence};
+use crate::backend::session::ConnectionKey;
 use crate::backend::{Arrival, BackendError};
 
 pub(super) enum Interest {
@@ -299,7 +300,8 @@ pub(super) async fn run_pubsub(
                         continue;
                     }
                     if message.get_channel_name() == topics.control {
-                        if let Ok(key) = message.get_payload::<String>() {
+                        let payload = message.get_payload::<String>().ok();
+                        if let Some(key) = payload.as_deref().and_then(ConnectionKey::parse) {
                             events.release(key);
                         }
                         continue;
