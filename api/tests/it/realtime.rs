@@ -9,6 +9,13 @@ fn key_query(format: &str) -> String {
     format!("key={FULL_KEY}&format={format}")
 }
 
+/// A connection in `format`, attached to `channel`.
+async fn attached(server: &Server, format: &str, channel: &str) -> Client {
+    let mut client = server.connect(&key_query(format)).await;
+    client.attach(channel).await;
+    client
+}
+
 /// The envelope and per-message fields every delivery carries (reference §2.1, §3.1, §3.3).
 fn assert_delivery(delivery: &Value, channel: &str, publisher: &str, msg_serial: u64) {
     assert_eq!(delivery["action"], MESSAGE, "{delivery}");
@@ -39,6 +46,19 @@ fn assert_delivery(delivery: &Value, channel: &str, publisher: &str, msg_serial:
             "size is client-only: {delivery}"
         );
     }
+}
+
+/// The next MESSAGE, checked as the first (msgSerial 0) publish of `serials` by `publisher`.
+async fn expect_delivery(
+    subscriber: &mut Client,
+    channel: &str,
+    publisher: &str,
+    serials: &[String],
+) -> Value {
+    let delivery = subscriber.expect(MESSAGE).await;
+    assert_delivery(&delivery, channel, publisher, 0);
+    assert_eq!(serials_of(&delivery), serials, "{delivery}");
+    delivery
 }
 
 fn serials_of(delivery: &Value) -> Vec<&str> {
@@ -114,10 +134,8 @@ async fn attach_grants_the_modes_the_capability_allows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_publish_reaches_json_and_msgpack_subscribers() {
     let server = Server::start().await;
-    let mut json_sub = server.connect(&key_query("json")).await;
-    json_sub.attach("trip").await;
-    let mut msgpack_sub = server.connect(&key_query("msgpack")).await;
-    msgpack_sub.attach("trip").await;
+    let mut json_sub = attached(&server, "json", "trip").await;
+    let mut msgpack_sub = attached(&server, "msgpack", "trip").await;
     // Not attached: publishing needs no attach (reference §5.5).
     let mut publisher = server
         .connect(&format!("{}&clientId=alice", key_query("json")))
@@ -135,9 +153,7 @@ async fn json_publish_reaches_json_and_msgpack_subscribers() {
 
     let pid = publisher.id().to_owned();
     for subscriber in [&mut json_sub, &mut msgpack_sub] {
-        let delivery = subscriber.expect(MESSAGE).await;
-        assert_delivery(&delivery, "trip", &pid, 0);
-        assert_eq!(serials_of(&delivery), serials, "{delivery}");
+        let delivery = expect_delivery(subscriber, "trip", &pid, &serials).await;
         let got = delivery["messages"].as_array().unwrap();
         assert_eq!(got.len(), 3, "{delivery}");
         for message in got {
@@ -170,10 +186,8 @@ async fn json_publish_reaches_json_and_msgpack_subscribers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn msgpack_publish_reaches_json_and_msgpack_subscribers() {
     let server = Server::start().await;
-    let mut json_sub = server.connect(&key_query("json")).await;
-    json_sub.attach("trip").await;
-    let mut msgpack_sub = server.connect(&key_query("msgpack")).await;
-    msgpack_sub.attach("trip").await;
+    let mut json_sub = attached(&server, "json", "trip").await;
+    let mut msgpack_sub = attached(&server, "msgpack", "trip").await;
     let mut publisher = server
         .connect(&format!("{}&clientId=bob", key_query("msgpack")))
         .await;
@@ -190,9 +204,7 @@ async fn msgpack_publish_reaches_json_and_msgpack_subscribers() {
 
     let pid = publisher.id().to_owned();
     for subscriber in [&mut json_sub, &mut msgpack_sub] {
-        let delivery = subscriber.expect(MESSAGE).await;
-        assert_delivery(&delivery, "trip", &pid, 0);
-        assert_eq!(serials_of(&delivery), serials, "{delivery}");
+        let delivery = expect_delivery(subscriber, "trip", &pid, &serials).await;
         let got = delivery["messages"].as_array().unwrap();
         assert_eq!(got.len(), 4, "{delivery}");
         assert_eq!(got[0]["data"], "plain ✓", "{delivery}");
@@ -224,8 +236,7 @@ async fn msgpack_publish_reaches_json_and_msgpack_subscribers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acks_follow_msg_serial_order_with_serials() {
     let server = Server::start().await;
-    let mut subscriber = server.connect(&key_query("msgpack")).await;
-    subscriber.attach("acks").await;
+    let mut subscriber = attached(&server, "msgpack", "acks").await;
     let mut publisher = server.connect(&key_query("json")).await;
 
     // Pipelined: all three go out before any ACK is read.
@@ -269,8 +280,7 @@ async fn echo_false_suppresses_only_own_messages() {
         .connect(&format!("{}&echo=false", key_query("json")))
         .await;
     quiet.attach("echo").await;
-    let mut loud = server.connect(&key_query("msgpack")).await;
-    loud.attach("echo").await;
+    let mut loud = attached(&server, "msgpack", "echo").await;
 
     quiet
         .publish("echo", 0, json!([{"name": "from-quiet"}]))
@@ -306,8 +316,7 @@ async fn echo_false_suppresses_only_own_messages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_carry_the_qualified_channel_name() {
     let server = Server::start().await;
-    let mut subscriber = server.connect(&key_query("json")).await;
-    subscriber.attach("[?rewind=1]lobby").await;
+    let mut subscriber = attached(&server, "json", "[?rewind=1]lobby").await;
     let mut publisher = server.connect(&key_query("json")).await;
     publisher
         .publish_acked("lobby", 0, json!([{"name": "hi"}]))
@@ -319,8 +328,7 @@ async fn deliveries_carry_the_qualified_channel_name() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn detach_stops_deliveries() {
     let server = Server::start().await;
-    let mut subscriber = server.connect(&key_query("json")).await;
-    subscriber.attach("gone").await;
+    let mut subscriber = attached(&server, "json", "gone").await;
     subscriber.attach("kept").await;
     subscriber
         .send(json!({"action": DETACH, "channel": "gone"}))
@@ -355,8 +363,7 @@ async fn heartbeat_with_id_is_echoed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_is_answered_with_closed_then_the_socket_closes() {
     let server = Server::start().await;
-    let mut client = server.connect(&key_query("msgpack")).await;
-    client.attach("bye").await;
+    let mut client = attached(&server, "msgpack", "bye").await;
     client.send(json!({"action": CLOSE})).await;
     client.expect(CLOSED).await;
     client.expect_closed().await;
