@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
-use futures_util::stream::SplitStream;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::StreamExt as _;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -331,6 +331,35 @@ pub trait Connection: Send + 'static {
 
     /// Closes politely.
     fn close(self) -> impl Future<Output = ()> + Send;
+}
+
+/// A WebSocket's write half, shared by a connection and its reader task (which answers pings).
+pub(crate) type SharedSink = std::sync::Arc<tokio::sync::Mutex<SplitSink<Ws, WsMessage>>>;
+
+/// What a text-protocol connection keeps once its handshake is done: `ws` split, `read` spawned
+/// on the read half with the shared sink, the shared state and where deliveries go.
+pub(crate) fn spawn_reader<K, Fut>(
+    ws: Ws,
+    read: impl FnOnce(
+        SplitStream<Ws>,
+        SharedSink,
+        std::sync::Arc<Shared<K>>,
+        tokio::sync::mpsc::UnboundedSender<Delivery>,
+    ) -> Fut,
+) -> (
+    SharedSink,
+    std::sync::Arc<Shared<K>>,
+    tokio::sync::mpsc::UnboundedReceiver<Delivery>,
+)
+where
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (sink, stream) = ws.split();
+    let sink = std::sync::Arc::new(tokio::sync::Mutex::new(sink));
+    let shared = std::sync::Arc::new(Shared::default());
+    let (deliver, deliveries) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(read(stream, sink.clone(), shared.clone(), deliver));
+    (sink, shared, deliveries)
 }
 
 /// The next text frame and when it arrived (other frames skipped); `None` once the socket is

@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context as _};
 use bytes::Bytes;
-use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::stream::SplitStream;
 use futures_util::{SinkExt, StreamExt};
 use hmac::{Hmac, Mac};
 use md5::{Digest as _, Md5};
@@ -90,7 +90,7 @@ impl Target for PusherTarget {
     }
 }
 
-type Sink = Arc<tokio::sync::Mutex<SplitSink<Ws, WsMessage>>>;
+type Sink = super::SharedSink;
 
 /// Subscribes wait for `pusher_internal:subscription_succeeded`, by (Pusher) channel.
 type Shared = super::Shared<String>;
@@ -132,11 +132,7 @@ impl PusherConnection {
         })
         .await
         .context("no pusher:connection_established in time")??;
-        let (sink, stream) = ws.split();
-        let sink = Arc::new(tokio::sync::Mutex::new(sink));
-        let shared = Arc::new(Shared::default());
-        let (deliver, deliveries) = mpsc::unbounded_channel();
-        tokio::spawn(read(stream, sink.clone(), shared.clone(), deliver));
+        let (sink, shared, deliveries) = super::spawn_reader(ws, read);
         Ok(PusherConnection {
             sink,
             api,

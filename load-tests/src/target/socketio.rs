@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
-use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::stream::SplitStream;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -53,7 +53,7 @@ impl Target for SocketIoTarget {
     }
 }
 
-type Sink = Arc<tokio::sync::Mutex<SplitSink<Ws, WsMessage>>>;
+type Sink = super::SharedSink;
 
 /// Subscribes wait for their ack, by ack id.
 type Shared = super::Shared<u64>;
@@ -88,11 +88,7 @@ impl SocketIoConnection {
         })
         .await
         .context("no Socket.IO connect in time")??;
-        let (sink, stream) = ws.split();
-        let sink = Arc::new(tokio::sync::Mutex::new(sink));
-        let shared = Arc::new(Shared::default());
-        let (deliver, deliveries) = mpsc::unbounded_channel();
-        tokio::spawn(read(stream, sink.clone(), shared.clone(), deliver));
+        let (sink, shared, deliveries) = super::spawn_reader(ws, read);
         Ok(SocketIoConnection {
             sink,
             shared,
