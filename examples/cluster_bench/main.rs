@@ -19,10 +19,8 @@
 
 mod args;
 mod measure;
-mod publisher;
 mod report;
 mod run;
-mod subscriber;
 mod wire;
 
 use std::path::PathBuf;
@@ -34,6 +32,7 @@ use hdrhistogram::Histogram;
 use test_support::{Realtime, RedisServer};
 
 use crate::args::Args;
+use crate::measure::CpuShare;
 
 const KEY: &str = "bench.k:secret";
 /// How long publishers may take to get their last ACK, and subscribers their last delivery,
@@ -108,4 +107,23 @@ fn start_node(binary: &std::path::Path, redis_url: &str) -> Realtime {
     // `--rate 0` saturates each publisher connection on purpose.
     let unlimited = ["--publish-connection-messages-per-sec", "0"];
     Realtime::start(binary, "serve", &[&args[..], &unlimited].concat(), &[])
+}
+
+/// What a run measured; `report.rs` prints it, writes it as JSON and judges it.
+struct Report {
+    publications: u64,
+    acked: u64,
+    publish_seconds: f64,
+    /// Publishing plus the drain of the last deliveries: the window rates and CPU cover.
+    window_seconds: f64,
+    expected: u64,
+    deliveries: u64,
+    lost: u64,
+    duplicated: u64,
+    latency: Histogram<u64>,
+    ack_latency: Histogram<u64>,
+    cpu: CpuShare,
+    node_rss_kib: Vec<u64>,
+    /// Distinct failures, each with how many connections had it.
+    failures: Vec<(String, usize)>,
 }

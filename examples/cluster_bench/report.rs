@@ -3,25 +3,7 @@
 use hdrhistogram::Histogram;
 
 use crate::args::Args;
-use crate::measure::CpuShare;
-
-pub(crate) struct Report {
-    pub(crate) publications: u64,
-    pub(crate) acked: u64,
-    pub(crate) publish_seconds: f64,
-    /// Publishing plus the drain of the last deliveries: the window rates and CPU cover.
-    pub(crate) window_seconds: f64,
-    pub(crate) expected: u64,
-    pub(crate) deliveries: u64,
-    pub(crate) lost: u64,
-    pub(crate) duplicated: u64,
-    pub(crate) latency: Histogram<u64>,
-    pub(crate) ack_latency: Histogram<u64>,
-    pub(crate) cpu: CpuShare,
-    pub(crate) node_rss_kib: Vec<u64>,
-    /// Distinct failures, each with how many connections had it.
-    pub(crate) failures: Vec<(String, usize)>,
-}
+use crate::Report;
 
 pub(crate) const PERCENTILES: [(&str, f64); 4] =
     [("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9)];

@@ -9,31 +9,13 @@ use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use tokio::sync::Semaphore;
 
+use super::{Published, Publisher};
 use crate::wire::{action, describe, Format, OutgoingMessage, Payload, Publish, Socket};
 use crate::{new_histogram, now_us, DRAIN_TIMEOUT};
 
-pub(crate) struct Publisher {
-    pub(crate) index: usize,
-    pub(crate) publishers: usize,
-    /// Publications/s for this publisher; 0 = as fast as the window allows.
-    pub(crate) rate: f64,
-    pub(crate) window: usize,
-    pub(crate) channel_names: Vec<String>,
-    pub(crate) format: Format,
-    pub(crate) started: Instant,
-    pub(crate) until: Instant,
-}
-
-pub(crate) struct Published {
-    /// Per channel: publications sent (and acknowledged, or the run has failed).
-    pub(crate) sent: Vec<u64>,
-    /// Publish → ACK.
-    pub(crate) ack_latency: Histogram<u64>,
-}
-
 /// Publishes until `until`, then waits for the last ACK. Channels round-robin; every publish is
 /// its own MESSAGE with the next msgSerial.
-pub(crate) async fn publish(
+pub(super) async fn publish(
     publisher: Publisher,
     socket: Socket,
     acked: Arc<AtomicU64>,
@@ -126,7 +108,7 @@ pub(crate) async fn publish(
     Published { sent, ack_latency }
 }
 
-pub(crate) fn take_permits(window: &Semaphore, most: usize) -> usize {
+fn take_permits(window: &Semaphore, most: usize) -> usize {
     let mut taken = 0;
     while taken < most {
         match window.try_acquire() {
@@ -139,7 +121,7 @@ pub(crate) fn take_permits(window: &Semaphore, most: usize) -> usize {
 }
 
 /// Reads ACKs (msgSerial order, `count` each), frees window permits, records publish → ACK.
-pub(crate) async fn read_acks(
+async fn read_acks(
     mut stream: SplitStream<Socket>,
     format: Format,
     window: Arc<Semaphore>,

@@ -5,16 +5,21 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use hdrhistogram::Histogram;
 use test_support::{Realtime, RedisServer};
 use tokio::sync::watch;
 
 use crate::args::Args;
 use crate::measure::{rss_kib, Cpu};
-use crate::publisher::{publish, Publisher};
-use crate::report::Report;
-use crate::subscriber::receive;
 use crate::wire::{connect, subscribe, Format};
+use crate::Report;
+
+mod publisher;
+mod subscriber;
+
 use crate::{new_histogram, now_us, DRAIN_TIMEOUT, OPEN_LOOP_WINDOW};
+use publisher::publish;
+use subscriber::receive;
 
 pub(crate) async fn run(args: &Args, redis: &RedisServer, nodes: &[Realtime]) -> Report {
     now_us();
@@ -156,16 +161,48 @@ pub(crate) async fn run(args: &Args, redis: &RedisServer, nodes: &[Realtime]) ->
 
 /// Shared by the subscribers, watched while the last deliveries drain.
 #[derive(Default)]
-pub(crate) struct Progress {
-    pub(crate) delivered: AtomicU64,
-    pub(crate) broken_subscribers: AtomicU64,
+struct Progress {
+    delivered: AtomicU64,
+    broken_subscribers: AtomicU64,
 }
 
 /// The same failure from many connections, once with its count.
-pub(crate) fn tally(failures: Vec<String>) -> Vec<(String, usize)> {
+fn tally(failures: Vec<String>) -> Vec<(String, usize)> {
     let mut counts = std::collections::BTreeMap::new();
     for failure in failures {
         *counts.entry(failure).or_insert(0) += 1;
     }
     counts.into_iter().collect()
+}
+
+struct Publisher {
+    index: usize,
+    publishers: usize,
+    /// Publications/s for this publisher; 0 = as fast as the window allows.
+    rate: f64,
+    window: usize,
+    channel_names: Vec<String>,
+    format: Format,
+    started: Instant,
+    until: Instant,
+}
+
+struct Published {
+    /// Per channel: publications sent (and acknowledged, or the run has failed).
+    sent: Vec<u64>,
+    /// Publish → ACK.
+    ack_latency: Histogram<u64>,
+}
+
+/// What one subscriber saw.
+struct Received {
+    delivered: u64,
+    /// Per publisher: the next sequence number expected.
+    next: Vec<u64>,
+    /// Sequence numbers skipped (later ones arrived first).
+    gaps: u64,
+    /// Sequence numbers that came again, or after a later one.
+    duplicated: u64,
+    latency: Histogram<u64>,
+    failure: Option<String>,
 }

@@ -4,27 +4,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use hdrhistogram::Histogram;
 use tokio::sync::watch;
 
-use crate::run::Progress;
+use super::{Progress, Received};
 use crate::wire::{action, describe, Format, IncomingMessage, Socket};
 use crate::{new_histogram, now_us};
 
-/// What one subscriber saw.
-pub(crate) struct Received {
-    pub(crate) delivered: u64,
-    /// Per publisher: the next sequence number expected.
-    pub(crate) next: Vec<u64>,
-    /// Sequence numbers skipped (later ones arrived first).
-    pub(crate) gaps: u64,
-    /// Sequence numbers that came again, or after a later one.
-    pub(crate) duplicated: u64,
-    pub(crate) latency: Histogram<u64>,
-    pub(crate) failure: Option<String>,
-}
-
-pub(crate) async fn receive(
+pub(super) async fn receive(
     mut socket: Socket,
     format: Format,
     publishers: usize,
