@@ -148,17 +148,14 @@ async fn rest_details_the_suite_checks() {
     assert_eq!(wrong.status, 404);
     assert_eq!(wrong.header("x-ably-errorcode"), Some("40400"));
     // Stats with nothing counted yet: an empty page rather than an error.
-    let stats = server.http(Request::get("/stats").basic(FULL_KEY)).await;
+    let stats = server.get("/stats").await;
     assert_eq!(stats.status, 200);
     assert_eq!(stats.json(), json!([]));
     // Token lifetimes are capped at a day: beyond is refused, not clamped.
     let year = server
-        .http(
-            Request::post_json(
-                "/keys/app1.full/requestToken",
-                &json!({"keyName": "app1.full", "ttl": 365u64 * 24 * 3600 * 1000}),
-            )
-            .basic(FULL_KEY),
+        .post_json(
+            "/keys/app1.full/requestToken",
+            &json!({"keyName": "app1.full", "ttl": 365u64 * 24 * 3600 * 1000}),
         )
         .await;
     assert_eq!(
@@ -170,12 +167,9 @@ async fn rest_details_the_suite_checks() {
     // revokeTokens with allowReauthMargin applies 30 s later.
     let now = protocol::now_ms();
     let revoked = server
-        .http(
-            Request::post_json(
-                "/keys/app1.full/revokeTokens",
-                &json!({"targets": ["clientId:someone"], "allowReauthMargin": true}),
-            )
-            .basic(FULL_KEY),
+        .post_json(
+            "/keys/app1.full/revokeTokens",
+            &json!({"targets": ["clientId:someone"], "allowReauthMargin": true}),
         )
         .await
         .json();
@@ -195,12 +189,9 @@ async fn a_rest_publish_with_a_connection_key_is_stamped_with_that_connection() 
         .to_owned();
     subscriber.attach("behalf").await;
     let published = server
-        .http(
-            Request::post_json(
-                "/channels/behalf/messages",
-                &json!({"data": "x", "connectionKey": key}),
-            )
-            .basic(FULL_KEY),
+        .post_json(
+            "/channels/behalf/messages",
+            &json!({"data": "x", "connectionKey": key}),
         )
         .await;
     assert_eq!(published.status, 201);
@@ -212,12 +203,9 @@ async fn a_rest_publish_with_a_connection_key_is_stamped_with_that_connection() 
     );
 
     let bogus = server
-        .http(
-            Request::post_json(
-                "/channels/behalf/messages",
-                &json!({"data": "x", "connectionKey": "nobody!zzzz"}),
-            )
-            .basic(FULL_KEY),
+        .post_json(
+            "/channels/behalf/messages",
+            &json!({"data": "x", "connectionKey": "nobody!zzzz"}),
         )
         .await;
     assert_eq!(bogus.status, 400);

@@ -577,7 +577,7 @@ async fn expect_presence_event(client: &mut Client, action: u64, client_id: &str
 
 async fn rest_members(server: &Server, channel: &str) -> Vec<Value> {
     let path = format!("/channels/{channel}/presence");
-    let response = server.http(Request::get(&path).basic(FULL_KEY)).await;
+    let response = server.get(&path).await;
     assert_eq!(response.status, 200, "{response:?}");
     response
         .json()
@@ -781,7 +781,7 @@ async fn a_publish_resent_after_resume_is_delivered_once() {
     );
 
     let history = server
-        .http(Request::get(format!("/channels/{CHANNEL}/messages")).basic(FULL_KEY))
+        .get(format!("/channels/{CHANNEL}/messages"))
         .await
         .json();
     let stored = data_of(&history);
@@ -823,7 +823,7 @@ async fn all_pages(server: &Server, channel: &str, first: String) -> Vec<Vec<Val
     let mut path = Some(first);
     while let Some(current) = path.take() {
         assert!(pages.len() < 20, "Link next never ends");
-        let response = server.http(Request::get(&current).basic(FULL_KEY)).await;
+        let response = server.get(&current).await;
         assert_eq!(response.status, 200, "{current}: {response:?}");
         pages.push(
             response

@@ -142,9 +142,7 @@ async fn the_64_kib_limit_is_on_the_whole_publish() {
     assert_error(&nack, 40009, 413);
 
     let path = format!("/channels/{CHANNEL}/messages");
-    let response = server
-        .http(Request::post_json(&path, &two_halves).basic(FULL_KEY))
-        .await;
+    let response = server.post_json(&path, &two_halves).await;
     assert_rest_error(&response, 40009, 413);
     others.publish("meanwhile").await;
 
@@ -165,9 +163,7 @@ async fn rest_publishes_of_too_many_messages_are_refused_unbuilt() {
     let path = format!("/channels/{CHANNEL}/messages");
     let empties = Value::Array(vec![json!({}); 100_000]);
 
-    let response = server
-        .http(Request::post_json(&path, &empties).basic(FULL_KEY))
-        .await;
+    let response = server.post_json(&path, &empties).await;
     assert_rest_error(&response, 40030, 400);
     let response = server
         .http(
@@ -179,14 +175,12 @@ async fn rest_publishes_of_too_many_messages_are_refused_unbuilt() {
     assert_rest_error(&response, 40030, 400);
     // 1,001 is one too many; 1,000 goes through.
     let response = server
-        .http(Request::post_json(&path, &Value::Array(vec![json!({}); 1001])).basic(FULL_KEY))
+        .post_json(&path, &Value::Array(vec![json!({}); 1001]))
         .await;
     assert_rest_error(&response, 40030, 400);
     others.publish("meanwhile").await;
 
-    let accepted = server
-        .http(Request::post_json(&path, &json!([{"name": "after"}])).basic(FULL_KEY))
-        .await;
+    let accepted = server.post_json(&path, &json!([{"name": "after"}])).await;
     assert_eq!(accepted.status, 201, "{accepted:?}");
     expect_only(&mut json_reader, "after").await;
     expect_only(&mut msgpack_reader, "after").await;
@@ -201,9 +195,7 @@ async fn batch_publishes_are_bounded_per_spec_and_in_total() {
 
     // One spec over the per-publish cap, refused whole (its other channel got nothing either).
     let spec = json!({"channels": [CHANNEL, "other"], "messages": vec![json!({}); 1001]});
-    let response = server
-        .http(Request::post_json("/messages", &spec).basic(FULL_KEY))
-        .await;
+    let response = server.post_json("/messages", &spec).await;
     assert_rest_error(&response, 40030, 400);
 
     // 20 channels × 1,000 messages: each publish within the cap, the batch over 10,000.
@@ -212,16 +204,12 @@ async fn batch_publishes_are_bounded_per_spec_and_in_total() {
         {"channels": [CHANNEL], "messages": [{"name": "x"}]},
         {"channels": channels, "messages": vec![json!({}); 1000]},
     ]);
-    let response = server
-        .http(Request::post_json("/messages", &wide).basic(FULL_KEY))
-        .await;
+    let response = server.post_json("/messages", &wide).await;
     assert_rest_error(&response, 40030, 400);
     others.publish("meanwhile").await;
 
     let fine = json!({"channels": [CHANNEL], "messages": [{"name": "after"}]});
-    let response = server
-        .http(Request::post_json("/messages", &fine).basic(FULL_KEY))
-        .await;
+    let response = server.post_json("/messages", &fine).await;
     assert_eq!(response.status, 201, "{response:?}");
     expect_only(&mut json_reader, "after").await;
     expect_only(&mut msgpack_reader, "after").await;

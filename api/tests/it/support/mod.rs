@@ -148,6 +148,21 @@ impl Server {
     pub(crate) async fn http(&self, request: Request<'_>) -> Response {
         test_support::http(self.addr, request).await
     }
+
+    /// GET `path` with the full key.
+    pub(crate) async fn get<'a>(&self, path: impl Into<Cow<'a, str>>) -> Response {
+        self.http(Request::get(path).basic(FULL_KEY)).await
+    }
+
+    /// POST `body` as JSON to `path` with the full key.
+    pub(crate) async fn post_json<'a>(
+        &self,
+        path: impl Into<Cow<'a, str>>,
+        body: &Value,
+    ) -> Response {
+        self.http(Request::post_json(path, body).basic(FULL_KEY))
+            .await
+    }
 }
 
 /// Wire format of a client, from its `format=` query parameter (absent means JSON).
