@@ -6,9 +6,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::support::{
-    attach, client, connect, enter, eventually, next_json, next_presence, nodes_at, numbered,
-    publish, publish_serial, rest, rest_members, resume_ids, send_json, until_live, until_readyz,
-    RedisCluster, Request, Server, Socket, ENTER, KEY, LEAVE,
+    attach, attached, client, connect, enter, eventually, next_json, next_presence, nodes_at,
+    numbered, publish, publish_serial, rest, rest_members, resume_ids, send_json, until_live,
+    until_readyz, RedisCluster, Request, Server, Socket, ENTER, KEY, LEAVE,
 };
 
 fn nodes_on(cluster: &RedisCluster, n: usize, extra: &[&str]) -> Vec<Server> {
@@ -190,10 +190,8 @@ fn history_and_presence_work_across_nodes_on_a_cluster() {
 
         // Presence: entered on node A (later killed), seen on B live and on C by REST.
         let channel = &channels[1];
-        let (mut watcher, _) = client(&nodes[1], "watcher", "").await;
-        attach(&mut watcher, channel).await;
-        let (mut alice, _) = client(&nodes[0], "alice", "&remainPresentFor=1000").await;
-        attach(&mut alice, channel).await;
+        let mut watcher = attached(&nodes[1], "watcher", "", channel).await;
+        let mut alice = attached(&nodes[0], "alice", "&remainPresentFor=1000", channel).await;
         enter(&mut alice, channel, "hi").await;
         let event = next_presence(&mut watcher).await;
         assert_eq!(
