@@ -9,31 +9,47 @@ use crate::support::*;
 
 const CHANNEL: &str = "flooded";
 
-/// Readers of the attacked channel, one per format.
-async fn readers(server: &Server) -> (Client, Client) {
-    let mut json_reader = server.connect(&format!("key={FULL_KEY}&format=json")).await;
-    json_reader.attach(CHANNEL).await;
-    let mut msgpack_reader = server
-        .connect(&format!("key={FULL_KEY}&format=msgpack"))
-        .await;
-    msgpack_reader.attach(CHANNEL).await;
-    (json_reader, msgpack_reader)
+/// A fresh server (keep it: dropping it shuts it down), its bystanders and the readers of the
+/// attacked channel.
+async fn scene() -> (Server, Bystanders, Readers) {
+    let server = Server::start().await;
+    let others = Bystanders::join(&server).await;
+    let readers = Readers::attach(&server).await;
+    (server, others, readers)
 }
 
-/// The reader's next delivery is the one message `name`: nothing from a refused publish came
-/// before it.
-async fn expect_only(reader: &mut Client, name: &str) {
-    let delivery = reader.expect(MESSAGE).await;
-    let messages = delivery["messages"].as_array().unwrap();
-    assert_eq!(messages.len(), 1, "{delivery}");
-    assert_eq!(messages[0]["name"], name, "{delivery}");
+/// Readers of the attacked channel, one per format.
+struct Readers {
+    json: Client,
+    msgpack: Client,
+}
+
+impl Readers {
+    async fn attach(server: &Server) -> Readers {
+        let mut json = server.connect(&format!("key={FULL_KEY}&format=json")).await;
+        json.attach(CHANNEL).await;
+        let mut msgpack = server
+            .connect(&format!("key={FULL_KEY}&format=msgpack"))
+            .await;
+        msgpack.attach(CHANNEL).await;
+        Readers { json, msgpack }
+    }
+
+    /// Each reader's next delivery is the one message `name`: nothing from a refused publish
+    /// came before it.
+    async fn expect_only(&mut self, name: &str) {
+        for reader in [&mut self.json, &mut self.msgpack] {
+            let delivery = reader.expect(MESSAGE).await;
+            let messages = delivery["messages"].as_array().unwrap();
+            assert_eq!(messages.len(), 1, "{delivery}");
+            assert_eq!(messages[0]["name"], name, "{delivery}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frame_of_10000_messages_is_nacked_and_nothing_is_delivered() {
-    let server = Server::start().await;
-    let mut others = Bystanders::join(&server).await;
-    let (mut json_reader, mut msgpack_reader) = readers(&server).await;
+    let (server, mut others, mut readers) = scene().await;
 
     // 10,000 empty messages in a 30 KB JSON frame.
     let mut victim = server.connect(&format!("key={FULL_KEY}&format=json")).await;
@@ -67,8 +83,7 @@ async fn a_frame_of_10000_messages_is_nacked_and_nothing_is_delivered() {
     victim
         .publish_acked(CHANNEL, 1, json!([{"name": "after"}]))
         .await;
-    expect_only(&mut json_reader, "after").await;
-    expect_only(&mut msgpack_reader, "after").await;
+    readers.expect_only("after").await;
     packed
         .publish_acked("elsewhere", 1, json!([{"name": "fine"}]))
         .await;
@@ -77,9 +92,7 @@ async fn a_frame_of_10000_messages_is_nacked_and_nothing_is_delivered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_messages_are_all_delivered_to_every_reader_in_frames_that_fit() {
-    let server = Server::start().await;
-    let mut others = Bystanders::join(&server).await;
-    let (mut json_reader, mut msgpack_reader) = readers(&server).await;
+    let (server, mut others, mut readers) = scene().await;
     let mut publisher = server
         .connect(&format!("key={FULL_KEY}&format=msgpack"))
         .await;
@@ -94,7 +107,10 @@ async fn a_thousand_messages_are_all_delivered_to_every_reader_in_frames_that_fi
     assert_eq!(serials.len(), 1000);
     others.publish("meanwhile").await;
 
-    for (reader, max_frames) in [(&mut json_reader, usize::MAX), (&mut msgpack_reader, 1000)] {
+    for (reader, max_frames) in [
+        (&mut readers.json, usize::MAX),
+        (&mut readers.msgpack, 1000),
+    ] {
         let mut received: Vec<String> = Vec::new();
         let mut frames = 0;
         while received.len() < 1000 {
@@ -129,9 +145,7 @@ async fn a_thousand_messages_are_all_delivered_to_every_reader_in_frames_that_fi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_64_kib_limit_is_on_the_whole_publish() {
-    let server = Server::start().await;
-    let mut others = Bystanders::join(&server).await;
-    let (mut json_reader, mut msgpack_reader) = readers(&server).await;
+    let (server, mut others, mut readers) = scene().await;
     let half = "x".repeat(40 * 1024);
     let two_halves = json!([{"name": "a", "data": half}, {"name": "b", "data": half}]);
 
@@ -150,16 +164,13 @@ async fn the_64_kib_limit_is_on_the_whole_publish() {
     victim
         .publish_acked(CHANNEL, 1, json!([{"name": "one", "data": half}]))
         .await;
-    expect_only(&mut json_reader, "one").await;
-    expect_only(&mut msgpack_reader, "one").await;
+    readers.expect_only("one").await;
     others.assert_undisturbed().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_publishes_of_too_many_messages_are_refused_unbuilt() {
-    let server = Server::start().await;
-    let mut others = Bystanders::join(&server).await;
-    let (mut json_reader, mut msgpack_reader) = readers(&server).await;
+    let (server, mut others, mut readers) = scene().await;
     let path = format!("/channels/{CHANNEL}/messages");
     let empties = Value::Array(vec![json!({}); 100_000]);
 
@@ -182,16 +193,13 @@ async fn rest_publishes_of_too_many_messages_are_refused_unbuilt() {
 
     let accepted = server.post_json(&path, &json!([{"name": "after"}])).await;
     assert_eq!(accepted.status, 201, "{accepted:?}");
-    expect_only(&mut json_reader, "after").await;
-    expect_only(&mut msgpack_reader, "after").await;
+    readers.expect_only("after").await;
     others.assert_undisturbed().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_publishes_are_bounded_per_spec_and_in_total() {
-    let server = Server::start().await;
-    let mut others = Bystanders::join(&server).await;
-    let (mut json_reader, mut msgpack_reader) = readers(&server).await;
+    let (server, mut others, mut readers) = scene().await;
 
     // One spec over the per-publish cap, refused whole (its other channel got nothing either).
     let spec = json!({"channels": [CHANNEL, "other"], "messages": vec![json!({}); 1001]});
@@ -211,8 +219,7 @@ async fn batch_publishes_are_bounded_per_spec_and_in_total() {
     let fine = json!({"channels": [CHANNEL], "messages": [{"name": "after"}]});
     let response = server.post_json("/messages", &fine).await;
     assert_eq!(response.status, 201, "{response:?}");
-    expect_only(&mut json_reader, "after").await;
-    expect_only(&mut msgpack_reader, "after").await;
+    readers.expect_only("after").await;
     others.assert_undisturbed().await;
 }
 
@@ -221,9 +228,7 @@ const PRESENCE: u64 = 14;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_presence_frame_of_5000_enters_is_nacked_and_nothing_is_broadcast() {
-    let server = Server::start().await;
-    let mut others = Bystanders::join(&server).await;
-    let (mut json_reader, mut msgpack_reader) = readers(&server).await;
+    let (server, mut others, mut readers) = scene().await;
     let mut victim = server.connect(&format!("key={FULL_KEY}&format=json")).await;
     // Entering only, not listening: what the victim reads next is its own replies.
     victim
@@ -250,7 +255,7 @@ async fn a_presence_frame_of_5000_enters_is_nacked_and_nothing_is_broadcast() {
         .await;
     let ack = victim.expect(ACK).await;
     assert_eq!(ack["msgSerial"], 1, "{ack}");
-    for reader in [&mut json_reader, &mut msgpack_reader] {
+    for reader in [&mut readers.json, &mut readers.msgpack] {
         let broadcast = reader.expect(PRESENCE).await;
         let events = broadcast["presence"].as_array().unwrap();
         assert_eq!(events.len(), 1, "{broadcast}");
