@@ -13,7 +13,8 @@ use gateway::auth::TokenRequest;
 use serde_json::{json, Value};
 
 use crate::support::{
-    connect, next_json, rest, send_json, RedisCluster, RedisServer, Request, Server, Socket,
+    block_on, connect, next_json, rest, send_json, RedisCluster, RedisServer, Request, Server,
+    Socket,
 };
 
 const KEYS: &str = "app.k:secret,app.b:secretb";
@@ -193,8 +194,7 @@ fn signed_request(nonce: &str) -> String {
 fn a_token_request_nonce_is_single_use_on_every_node() {
     let mut redis = RedisServer::start();
     let (a, b) = (node(&redis), node(&redis));
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let request = signed_request("nonce-used-on-a-0001");
         let (status, body) = signed_token(a.addr, &request).await;
         assert_eq!(status, 200, "{body}");
@@ -227,8 +227,7 @@ fn a_token_request_nonce_is_single_use_on_every_node() {
 fn a_revocation_missed_while_the_link_was_down_is_loaded_when_it_comes_back() {
     let redis = RedisServer::start();
     let b = node(&redis);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let (revoked, _, mut alice, mut bob) = alice_and_bob(b.addr, b.addr).await;
         // Stored without an announcement (as if made while this node's link was down), then
         // the link cut: the node reloads the set when it is back.
@@ -248,8 +247,7 @@ fn a_revocation_missed_while_the_link_was_down_is_loaded_when_it_comes_back() {
 fn a_revocation_through_one_node_holds_on_every_node_and_after_a_restart() {
     let redis = RedisServer::start();
     let (a, b) = (node(&redis), node(&redis));
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let (revoked, bystander, mut alice_on_b, mut bob_on_b) =
             alice_and_bob(a.addr, b.addr).await;
         let mut alice_on_a = connected(a.addr, &revoked).await;
@@ -293,8 +291,7 @@ fn a_revocation_through_one_node_holds_on_every_node_and_after_a_restart() {
 fn a_key_revokes_only_its_own_tokens_and_supabase_users_only_when_allowed() {
     let redis = RedisServer::start();
     let (a, b) = (node(&redis), node(&redis));
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let by_k = token(a.addr, "app.k:secret", "alice").await;
         let by_b = token(a.addr, "app.b:secretb", "alice").await;
         let carol = supabase_token("carol");
@@ -350,8 +347,7 @@ fn a_key_revokes_only_its_own_tokens_and_supabase_users_only_when_allowed() {
 fn on_a_redis_cluster_nonces_and_revocations_are_shared_too() {
     let cluster = RedisCluster::start();
     let (a, b) = (node_at(&cluster.url()), node_at(&cluster.url()));
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let request = signed_request("nonce-on-a-cluster-01");
         let (status, body) = signed_token(a.addr, &request).await;
         assert_eq!(status, 200, "{body}");

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{connect, next_json, publish_as, rest, send_json, Server};
+use crate::support::{block_on, connect, next_json, publish_as, rest, send_json, Server};
 
 /// A scratch directory named `name` (and this process's id), and in it a `realtime.toml`
 /// holding `toml`.
@@ -197,7 +197,7 @@ fn connection_timers_are_settings_and_connected_announces_them() {
         "--connection-state-ttl-ms",
         "5000",
     ]);
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
+    block_on(async {
         let mut socket = connect(server.addr, "key=app.k:s&format=json").await;
         let connected = next_json(&mut socket).await;
         assert_eq!(connected["action"], 4, "{connected}");
@@ -213,8 +213,7 @@ fn config_file_keys_and_listen_are_used() {
         "listen = \"127.0.0.1:0\"\n[[keys]]\nkey = \"app.file:filesecret\"\ncapability = '{\"files:*\":[\"publish\"]}'\n",
     );
     let server = Server::start(&["--config", path.to_str().unwrap()]);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let publish = |channel: &str| publish_as("app.file:filesecret", channel, r#"{"data":"x"}"#);
         assert_eq!(rest(server.addr, publish("files:1")).await.0, 201);
         let (status, body) = rest(server.addr, publish("other")).await;
@@ -235,8 +234,7 @@ fn generated_dev_key_works_for_publish_and_subscribe() {
         .unwrap_or_else(|| panic!("no key in banner: {stdout:?}"))
         .to_owned();
     assert!(stdout.contains(&format!("port: {}", server.addr.port())));
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let mut socket = connect(server.addr, &format!("key={key}&format=json")).await;
         assert_eq!(next_json(&mut socket).await["action"], 4);
         send_json(&mut socket, json!({"action": 10, "channel": "session:123"})).await;
@@ -254,8 +252,7 @@ fn generated_dev_key_works_for_publish_and_subscribe() {
 #[test]
 fn sigterm_tells_clients_to_reconnect_and_exits() {
     let mut server = Server::start(&["--keys", "app.k:secret"]);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let mut socket = connect(server.addr, "key=app.k:secret&format=json").await;
         assert_eq!(next_json(&mut socket).await["action"], 4);
         server.terminate();

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use crate::support::{
-    attach, attached, client, close, enter, eventually, resume_ids, send_json,
+    attach, attached, block_on, client, close, enter, eventually, resume_ids, send_json,
     until_graces_recorded, RedisServer, Server,
 };
 
@@ -217,8 +217,7 @@ fn presence(client_id: &str, action: u64) -> (String, String, u64) {
 
 #[test]
 fn deliveries_are_signed_retried_until_accepted_and_in_order() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let receiver = Receiver::start(3).await;
         let path = config(receiver.addr, "signed", "");
         let node = Server::start(&["--config", path.to_str().unwrap()]);
@@ -296,8 +295,7 @@ fn deliveries_are_signed_retried_until_accepted_and_in_order() {
 
 #[test]
 fn a_client_back_within_the_debounce_bills_no_leave() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let receiver = Receiver::start(0).await;
         let path = config(receiver.addr, "debounce", "");
         let node = Server::start(&["--config", path.to_str().unwrap()]);
@@ -330,8 +328,7 @@ fn a_client_back_within_the_debounce_bills_no_leave() {
 #[test]
 fn two_nodes_announce_one_open_and_one_close() {
     let redis = RedisServer::start();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let receiver = Receiver::start(0).await;
         let path = config(receiver.addr, "cluster", "");
         let url = redis.url();
@@ -362,8 +359,7 @@ fn two_nodes_announce_one_open_and_one_close() {
 #[test]
 fn queued_events_survive_a_gateway_restart() {
     let redis = RedisServer::start();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let receiver = Receiver::start(0).await;
         receiver.refuse();
         let path = config(receiver.addr, "restart", "");
@@ -403,8 +399,7 @@ fn queued_events_survive_a_gateway_restart() {
 #[test]
 fn a_member_whose_node_dies_bills_no_leave_if_it_resumes_elsewhere_and_one_if_it_never_does() {
     let redis = RedisServer::start();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let receiver = Receiver::start(0).await;
         let path = config(receiver.addr, "nodedeath", "");
         let url = redis.url();
