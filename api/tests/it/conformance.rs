@@ -127,8 +127,7 @@ async fn numeric_params_are_read_and_attach_resume_skips_the_rewind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_sync_request_is_answered_even_with_nobody_present() {
     let server = Server::start().await;
-    let mut client = server.connect(&full()).await;
-    client.attach("syncing").await;
+    let mut client = server.attached(&full(), "syncing").await;
     client
         .send(json!({"action": 16, "channel": "syncing"}))
         .await;

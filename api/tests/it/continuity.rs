@@ -729,8 +729,7 @@ async fn close_makes_members_leave_at_once() {
 async fn a_publish_resent_after_resume_is_delivered_once() {
     const CHANNEL: &str = "dedupe";
     let server = Server::start().await;
-    let mut subscriber = server.connect(&query("subscriber")).await;
-    subscriber.attach(CHANNEL).await;
+    let mut subscriber = server.attached(&query("subscriber"), CHANNEL).await;
     let mut publisher = server
         .connect(&format!("{}&format=msgpack", query("publisher")))
         .await;

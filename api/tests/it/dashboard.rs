@@ -123,8 +123,9 @@ async fn the_overview_moves_with_connections_publishes_and_failures() {
     assert_eq!(before["cluster"]["connections"], 0, "{before}");
     assert_eq!(before["cluster"]["messagesIn"], 0, "{before}");
 
-    let mut subscriber = server.connect(&format!("key={FULL_KEY}")).await;
-    subscriber.attach("dash:moves").await;
+    let mut subscriber = server
+        .attached(&format!("key={FULL_KEY}"), "dash:moves")
+        .await;
     let mut publisher = server.connect(&format!("key={FULL_KEY}")).await;
     for n in 1..=3 {
         publisher
@@ -174,9 +175,8 @@ async fn the_overview_moves_with_connections_publishes_and_failures() {
 async fn the_inspector_shows_members_and_last_messages_and_the_form_publishes() {
     let server = Server::start().await;
     let mut member = server
-        .connect(&format!("key={FULL_KEY}&clientId=alice"))
+        .attached(&format!("key={FULL_KEY}&clientId=alice"), "room:1")
         .await;
-    member.attach("room:1").await;
     member
         .send(json!({
             "action": PRESENCE,

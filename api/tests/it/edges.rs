@@ -83,11 +83,9 @@ async fn refusals_before_a_route_answer_in_the_envelope() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_text_frame_that_is_not_utf8_closes_with_1007() {
     let server = Server::start().await;
-    let mut bystander = server.connect(&format!("key={FULL_KEY}")).await;
-    bystander.attach("edge").await;
+    let mut bystander = server.attached(&format!("key={FULL_KEY}"), "edge").await;
 
-    let mut victim = server.connect(&format!("key={FULL_KEY}")).await;
-    victim.attach("edge").await;
+    let mut victim = server.attached(&format!("key={FULL_KEY}"), "edge").await;
     victim.send_raw_text(vec![b'{', 0xff, 0xfe, b'}']).await;
     let error = victim.expect(ERROR).await;
     assert_error(&error, 40000, 400);

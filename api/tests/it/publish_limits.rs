@@ -26,12 +26,12 @@ struct Readers {
 
 impl Readers {
     async fn attach(server: &Server) -> Readers {
-        let mut json = server.connect(&format!("key={FULL_KEY}&format=json")).await;
-        json.attach(CHANNEL).await;
-        let mut msgpack = server
-            .connect(&format!("key={FULL_KEY}&format=msgpack"))
+        let json = server
+            .attached(&format!("key={FULL_KEY}&format=json"), CHANNEL)
             .await;
-        msgpack.attach(CHANNEL).await;
+        let msgpack = server
+            .attached(&format!("key={FULL_KEY}&format=msgpack"), CHANNEL)
+            .await;
         Readers { json, msgpack }
     }
 

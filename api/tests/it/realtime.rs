@@ -11,9 +11,7 @@ fn key_query(format: &str) -> String {
 
 /// A connection in `format`, attached to `channel`.
 async fn attached(server: &Server, format: &str, channel: &str) -> Client {
-    let mut client = server.connect(&key_query(format)).await;
-    client.attach(channel).await;
-    client
+    server.attached(&key_query(format), channel).await
 }
 
 /// The envelope and per-message fields every delivery carries (reference §2.1, §3.1, §3.3).
@@ -277,9 +275,8 @@ async fn acks_follow_msg_serial_order_with_serials() {
 async fn echo_false_suppresses_only_own_messages() {
     let server = Server::start().await;
     let mut quiet = server
-        .connect(&format!("{}&echo=false", key_query("json")))
+        .attached(&format!("{}&echo=false", key_query("json")), "echo")
         .await;
-    quiet.attach("echo").await;
     let mut loud = attached(&server, "msgpack", "echo").await;
 
     quiet

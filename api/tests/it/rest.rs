@@ -8,12 +8,12 @@ use crate::support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_publish_is_delivered_to_realtime_subscribers() {
     let server = Server::start().await;
-    let mut json_sub = server.connect(&format!("key={FULL_KEY}&format=json")).await;
-    json_sub.attach("news:feed").await;
-    let mut msgpack_sub = server
-        .connect(&format!("key={FULL_KEY}&format=msgpack"))
+    let mut json_sub = server
+        .attached(&format!("key={FULL_KEY}&format=json"), "news:feed")
         .await;
-    msgpack_sub.attach("news:feed").await;
+    let mut msgpack_sub = server
+        .attached(&format!("key={FULL_KEY}&format=msgpack"), "news:feed")
+        .await;
 
     // ably-js style: an array, JSON, channel name percent-encoded in the path.
     let body = json!([
@@ -146,8 +146,9 @@ async fn rest_errors_use_the_ably_envelope() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_publish_with_a_repeated_id_is_delivered_once() {
     let server = Server::start().await;
-    let mut subscriber = server.connect(&format!("key={FULL_KEY}&format=json")).await;
-    subscriber.attach("idem").await;
+    let mut subscriber = server
+        .attached(&format!("key={FULL_KEY}&format=json"), "idem")
+        .await;
 
     let body = json!([{"id": "SYPa/ub/k0f/:0", "name": "once", "data": "payload"}]);
     let first = server.post_json("/channels/idem/messages", &body).await;
@@ -183,8 +184,9 @@ async fn rest_publish_with_a_repeated_id_is_delivered_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_publish_with_a_token() {
     let server = Server::start().await;
-    let mut subscriber = server.connect(&format!("key={FULL_KEY}&format=json")).await;
-    subscriber.attach("bearer").await;
+    let mut subscriber = server
+        .attached(&format!("key={FULL_KEY}&format=json"), "bearer")
+        .await;
     let details = request_token(
         &server,
         FULL_KEY_NAME,
@@ -314,12 +316,12 @@ fn token_request_signing_matches_the_reference_vectors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channel_status_reports_occupancy() {
     let server = Server::start().await;
-    let mut subscriber = server.connect(&format!("key={FULL_KEY}&format=json")).await;
-    subscriber.attach("busy").await;
-    let mut limited = server
-        .connect(&format!("key={LIMITED_KEY}&format=json"))
+    let _subscriber = server
+        .attached(&format!("key={FULL_KEY}&format=json"), "busy")
         .await;
-    limited.attach("allowed:quiet").await;
+    let _limited = server
+        .attached(&format!("key={LIMITED_KEY}&format=json"), "allowed:quiet")
+        .await;
 
     let response = server.get("/channels/busy").await;
     assert_eq!(response.status, 200, "{response:?}");

@@ -15,8 +15,9 @@ async fn shutdown_disconnects_clients_with_80003_and_serve_returns() {
     let mut config = config();
     config.timing.shutdown_grace = Duration::from_secs(7);
     let mut server = Server::with_config(config).await;
-    let mut json_client = server.connect(&format!("key={FULL_KEY}&format=json")).await;
-    json_client.attach("drain").await;
+    let mut json_client = server
+        .attached(&format!("key={FULL_KEY}&format=json"), "drain")
+        .await;
     let mut msgpack_client = server
         .connect(&format!("key={FULL_KEY}&format=msgpack"))
         .await;

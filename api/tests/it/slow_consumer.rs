@@ -25,10 +25,9 @@ async fn clients(server: &Server) -> (Client, Client, Client) {
         .connect_with_recv_buffer(&format!("key={FULL_KEY}&format=json"), 4096)
         .await;
     slow.attach("firehose").await;
-    let mut fast = server
-        .connect(&format!("key={FULL_KEY}&format=msgpack"))
+    let fast = server
+        .attached(&format!("key={FULL_KEY}&format=msgpack"), "firehose")
         .await;
-    fast.attach("firehose").await;
     let publisher = server.connect(&format!("key={FULL_KEY}&format=json")).await;
     (slow, fast, publisher)
 }
@@ -103,8 +102,9 @@ async fn slow_consumer_disconnects(server: &Server, n: u64) {
 
 /// The server is fine: the fast subscriber still gets new messages, and newcomers work.
 async fn others_carry_on(server: &Server, publisher: &mut Client, fast: &mut Client, serial: u64) {
-    let mut newcomer = server.connect(&format!("key={FULL_KEY}&format=json")).await;
-    newcomer.attach("firehose").await;
+    let mut newcomer = server
+        .attached(&format!("key={FULL_KEY}&format=json"), "firehose")
+        .await;
     publisher
         .publish_acked("firehose", serial, json!([{"name": "after"}]))
         .await;

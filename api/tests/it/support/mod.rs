@@ -129,6 +129,13 @@ impl Server {
         client
     }
 
+    /// `connect`, then attached to `channel`.
+    pub(crate) async fn attached(&self, query: &str, channel: &str) -> Client {
+        let mut client = self.connect(query).await;
+        client.attach(channel).await;
+        client
+    }
+
     /// Like `connect`, over a socket whose kernel receive buffer is `recv_buffer_bytes` (so a
     /// client that stops reading backs the server up quickly).
     pub(crate) async fn connect_with_recv_buffer(
