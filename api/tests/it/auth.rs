@@ -109,9 +109,7 @@ async fn token_capability_is_the_intersection_of_request_and_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_client_id_binds_what_it_publishes() {
     let server = Server::start().await;
-    let mut subscriber = server
-        .attached(&format!("key={FULL_KEY}&format=json"), "ids")
-        .await;
+    let mut subscriber = server.attached(&full_key("json"), "ids").await;
 
     let details = full_token(&server, None, None, Some("alice")).await;
     assert_eq!(details["clientId"], "alice", "{details}");

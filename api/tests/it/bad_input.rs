@@ -72,8 +72,8 @@ struct Row {
 fn rows() -> Vec<Row> {
     use Input::*;
     use Outcome::*;
-    let json = format!("key={FULL_KEY}&format=json");
-    let msgpack = format!("key={FULL_KEY}&format=msgpack");
+    let json = full_key("json");
+    let msgpack = full_key("msgpack");
     let row = |name, query: &str, connected, input, outcome| Row {
         name,
         query: query.to_owned(),

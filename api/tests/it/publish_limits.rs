@@ -26,12 +26,8 @@ struct Readers {
 
 impl Readers {
     async fn attach(server: &Server) -> Readers {
-        let json = server
-            .attached(&format!("key={FULL_KEY}&format=json"), CHANNEL)
-            .await;
-        let msgpack = server
-            .attached(&format!("key={FULL_KEY}&format=msgpack"), CHANNEL)
-            .await;
+        let json = server.attached(&full_key("json"), CHANNEL).await;
+        let msgpack = server.attached(&full_key("msgpack"), CHANNEL).await;
         Readers { json, msgpack }
     }
 
@@ -52,7 +48,7 @@ async fn a_frame_of_10000_messages_is_nacked_and_nothing_is_delivered() {
     let (server, mut others, mut readers) = scene().await;
 
     // 10,000 empty messages in a 30 KB JSON frame.
-    let mut victim = server.connect(&format!("key={FULL_KEY}&format=json")).await;
+    let mut victim = server.connect(&full_key("json")).await;
     let empties = Value::Array(vec![json!({}); 10_000]);
     victim.publish(CHANNEL, 0, empties).await;
     others.publish("meanwhile").await;
@@ -62,9 +58,7 @@ async fn a_frame_of_10000_messages_is_nacked_and_nothing_is_delivered() {
     assert_error(&nack, 40030, 400);
 
     // 200,000 × `{}` in a 200 KB msgpack frame, from another connection.
-    let mut packed = server
-        .connect(&format!("key={FULL_KEY}&format=msgpack"))
-        .await;
+    let mut packed = server.connect(&full_key("msgpack")).await;
     let mut frame = to_msgpack(&json!({"action": MESSAGE, "channel": CHANNEL, "msgSerial": 0}));
     // A fixmap of 3 becomes 4 entries: the last is `messages`, an array32 of empty maps.
     assert_eq!(frame[0], 0x83);
@@ -93,9 +87,7 @@ async fn a_frame_of_10000_messages_is_nacked_and_nothing_is_delivered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_messages_are_all_delivered_to_every_reader_in_frames_that_fit() {
     let (server, mut others, mut readers) = scene().await;
-    let mut publisher = server
-        .connect(&format!("key={FULL_KEY}&format=msgpack"))
-        .await;
+    let mut publisher = server.connect(&full_key("msgpack")).await;
     // 60 control characters each: 64 KB of publish, but ~200 bytes per message of ids and
     // serials and 6 bytes per character as JSON (`\u0001`): over 400 KB as one JSON frame.
     let messages: Vec<Value> = (0..1000)
@@ -149,7 +141,7 @@ async fn the_64_kib_limit_is_on_the_whole_publish() {
     let half = "x".repeat(40 * 1024);
     let two_halves = json!([{"name": "a", "data": half}, {"name": "b", "data": half}]);
 
-    let mut victim = server.connect(&format!("key={FULL_KEY}&format=json")).await;
+    let mut victim = server.connect(&full_key("json")).await;
     victim.publish(CHANNEL, 0, two_halves.clone()).await;
     let nack = victim.expect(NACK).await;
     assert_eq!(nack["msgSerial"], 0, "{nack}");
@@ -229,7 +221,7 @@ const PRESENCE: u64 = 14;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_presence_frame_of_5000_enters_is_nacked_and_nothing_is_broadcast() {
     let (server, mut others, mut readers) = scene().await;
-    let mut victim = server.connect(&format!("key={FULL_KEY}&format=json")).await;
+    let mut victim = server.connect(&full_key("json")).await;
     // Entering only, not listening: what the victim reads next is its own replies.
     victim
         .send(json!({"action": ATTACH, "channel": CHANNEL, "flags": MODE_PRESENCE | MODE_PUBLISH}))

@@ -5,13 +5,9 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-fn key_query(format: &str) -> String {
-    format!("key={FULL_KEY}&format={format}")
-}
-
 /// A connection in `format`, attached to `channel`.
 async fn attached(server: &Server, format: &str, channel: &str) -> Client {
-    server.attached(&key_query(format), channel).await
+    server.attached(&full_key(format), channel).await
 }
 
 /// The envelope and per-message fields every delivery carries (reference §2.1, §3.1, §3.3).
@@ -72,7 +68,7 @@ fn serials_of(delivery: &Value) -> Vec<&str> {
 async fn connected_carries_connection_details() {
     let server = Server::start().await;
     let client = server
-        .connect(&format!("{}&clientId=alice", key_query("json")))
+        .connect(&format!("{}&clientId=alice", full_key("json")))
         .await;
     let connected = &client.connected;
     let id = client.id();
@@ -97,7 +93,7 @@ async fn connected_carries_connection_details() {
     let plain = server.connect(&format!("key={FULL_KEY}")).await;
     assert_eq!(plain.format, Format::Json);
 
-    let msgpack = server.connect(&key_query("msgpack")).await;
+    let msgpack = server.connect(&full_key("msgpack")).await;
     assert_ne!(msgpack.id(), id, "connection ids must be unique");
     assert!(
         msgpack.connected["connectionDetails"]
@@ -111,7 +107,7 @@ async fn connected_carries_connection_details() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attach_grants_the_modes_the_capability_allows() {
     let server = Server::start().await;
-    let mut full = server.connect(&key_query("json")).await;
+    let mut full = server.connect(&full_key("json")).await;
     let attached = full.attach("room").await;
     // The four classic modes plus annotation_publish, as Ably grants a full capability.
     assert_eq!(attached["flags"], 983040 + 2097152, "{attached}");
@@ -136,7 +132,7 @@ async fn json_publish_reaches_json_and_msgpack_subscribers() {
     let mut msgpack_sub = attached(&server, "msgpack", "trip").await;
     // Not attached: publishing needs no attach (reference §5.5).
     let mut publisher = server
-        .connect(&format!("{}&clientId=alice", key_query("json")))
+        .connect(&format!("{}&clientId=alice", full_key("json")))
         .await;
 
     let bytes = [0u8, 1, 2, 0x7f, 0x80, 0xfe, 0xff];
@@ -187,7 +183,7 @@ async fn msgpack_publish_reaches_json_and_msgpack_subscribers() {
     let mut json_sub = attached(&server, "json", "trip").await;
     let mut msgpack_sub = attached(&server, "msgpack", "trip").await;
     let mut publisher = server
-        .connect(&format!("{}&clientId=bob", key_query("msgpack")))
+        .connect(&format!("{}&clientId=bob", full_key("msgpack")))
         .await;
 
     let bytes: Vec<u8> = (0..=255).collect();
@@ -235,7 +231,7 @@ async fn msgpack_publish_reaches_json_and_msgpack_subscribers() {
 async fn acks_follow_msg_serial_order_with_serials() {
     let server = Server::start().await;
     let mut subscriber = attached(&server, "msgpack", "acks").await;
-    let mut publisher = server.connect(&key_query("json")).await;
+    let mut publisher = server.connect(&full_key("json")).await;
 
     // Pipelined: all three go out before any ACK is read.
     let batches = [1usize, 2, 1];
@@ -260,7 +256,7 @@ async fn acks_follow_msg_serial_order_with_serials() {
     assert_eq!(unique.len(), 4, "{all_serials:?}");
 
     // A channel with history has a position to hand to later attachers (reference §2.5).
-    let mut late = server.connect(&key_query("json")).await;
+    let mut late = server.connect(&full_key("json")).await;
     let attached = late.attach("acks").await;
     assert!(
         attached["channelSerial"]
@@ -275,7 +271,7 @@ async fn acks_follow_msg_serial_order_with_serials() {
 async fn echo_false_suppresses_only_own_messages() {
     let server = Server::start().await;
     let mut quiet = server
-        .attached(&format!("{}&echo=false", key_query("json")), "echo")
+        .attached(&format!("{}&echo=false", full_key("json")), "echo")
         .await;
     let mut loud = attached(&server, "msgpack", "echo").await;
 
@@ -314,7 +310,7 @@ async fn echo_false_suppresses_only_own_messages() {
 async fn deliveries_carry_the_qualified_channel_name() {
     let server = Server::start().await;
     let mut subscriber = attached(&server, "json", "[?rewind=1]lobby").await;
-    let mut publisher = server.connect(&key_query("json")).await;
+    let mut publisher = server.connect(&full_key("json")).await;
     publisher
         .publish_acked("lobby", 0, json!([{"name": "hi"}]))
         .await;
@@ -333,7 +329,7 @@ async fn detach_stops_deliveries() {
     let detached = subscriber.expect(DETACHED).await;
     assert_eq!(detached["channel"], "gone", "{detached}");
 
-    let mut publisher = server.connect(&key_query("msgpack")).await;
+    let mut publisher = server.connect(&full_key("msgpack")).await;
     publisher
         .publish_acked("gone", 0, json!([{"name": "after-detach"}]))
         .await;
@@ -348,7 +344,7 @@ async fn detach_stops_deliveries() {
 async fn heartbeat_with_id_is_echoed() {
     let server = Server::start().await;
     for format in ["json", "msgpack"] {
-        let mut client = server.connect(&key_query(format)).await;
+        let mut client = server.connect(&full_key(format)).await;
         client
             .send(json!({"action": HEARTBEAT, "id": "ping-42"}))
             .await;

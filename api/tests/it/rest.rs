@@ -8,12 +8,8 @@ use crate::support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_publish_is_delivered_to_realtime_subscribers() {
     let server = Server::start().await;
-    let mut json_sub = server
-        .attached(&format!("key={FULL_KEY}&format=json"), "news:feed")
-        .await;
-    let mut msgpack_sub = server
-        .attached(&format!("key={FULL_KEY}&format=msgpack"), "news:feed")
-        .await;
+    let mut json_sub = server.attached(&full_key("json"), "news:feed").await;
+    let mut msgpack_sub = server.attached(&full_key("msgpack"), "news:feed").await;
 
     // ably-js style: an array, JSON, channel name percent-encoded in the path.
     let body = json!([
@@ -146,9 +142,7 @@ async fn rest_errors_use_the_ably_envelope() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_publish_with_a_repeated_id_is_delivered_once() {
     let server = Server::start().await;
-    let mut subscriber = server
-        .attached(&format!("key={FULL_KEY}&format=json"), "idem")
-        .await;
+    let mut subscriber = server.attached(&full_key("json"), "idem").await;
 
     let body = json!([{"id": "SYPa/ub/k0f/:0", "name": "once", "data": "payload"}]);
     let first = server.post_json("/channels/idem/messages", &body).await;
@@ -184,9 +178,7 @@ async fn rest_publish_with_a_repeated_id_is_delivered_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_publish_with_a_token() {
     let server = Server::start().await;
-    let mut subscriber = server
-        .attached(&format!("key={FULL_KEY}&format=json"), "bearer")
-        .await;
+    let mut subscriber = server.attached(&full_key("json"), "bearer").await;
     let details = request_token(
         &server,
         FULL_KEY_NAME,
@@ -316,9 +308,7 @@ fn token_request_signing_matches_the_reference_vectors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channel_status_reports_occupancy() {
     let server = Server::start().await;
-    let _subscriber = server
-        .attached(&format!("key={FULL_KEY}&format=json"), "busy")
-        .await;
+    let _subscriber = server.attached(&full_key("json"), "busy").await;
     let _limited = server
         .attached(&format!("key={LIMITED_KEY}&format=json"), "allowed:quiet")
         .await;

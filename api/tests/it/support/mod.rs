@@ -71,6 +71,11 @@ pub(crate) const WAIT: Duration = Duration::from_secs(5);
 /// How long a whole burst (`Client::burst`) may take.
 pub(crate) const BURST_WAIT: Duration = Duration::from_secs(12);
 
+/// The query of a connection with the full key in `format` (`json` or `msgpack`).
+pub(crate) fn full_key(format: &str) -> String {
+    format!("key={FULL_KEY}&format={format}")
+}
+
 /// The two test keys, everything else at its default.
 pub(crate) fn config() -> Config {
     let limited = Capability::parse(r#"{"allowed:*":["publish","subscribe"]}"#).unwrap();
