@@ -279,8 +279,7 @@ async fn echo_false_suppresses_only_own_messages() {
         .publish("echo", 0, json!([{"name": "from-quiet"}]))
         .await;
     quiet.expect(ACK).await;
-    let heard = loud.expect(MESSAGE).await;
-    assert_eq!(heard["messages"][0]["name"], "from-quiet", "{heard}");
+    loud.expect_named("from-quiet", "").await;
 
     // The echoing connection gets its own message back (before or after its ACK).
     loud.publish("echo", 0, json!([{"name": "from-loud"}]))
@@ -298,11 +297,12 @@ async fn echo_false_suppresses_only_own_messages() {
     assert_eq!(own.unwrap()["messages"][0]["name"], "from-loud");
 
     // Deliveries are ordered, so had "from-quiet" come back, it would come first.
-    let next = quiet.expect(MESSAGE).await;
-    assert_eq!(
-        next["messages"][0]["name"], "from-loud",
-        "echo=false connection got something else first: {next}"
-    );
+    quiet
+        .expect_named(
+            "from-loud",
+            "echo=false connection got something else first",
+        )
+        .await;
 }
 
 /// Subscribers on a qualified name get deliveries under the name they attached with.

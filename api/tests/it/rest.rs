@@ -168,11 +168,9 @@ async fn rest_publish_with_a_repeated_id_is_delivered_once() {
         "{delivery}"
     );
     assert_eq!(delivery["messages"][0]["serial"], first["serials"][0]);
-    let delivery = subscriber.expect(MESSAGE).await;
-    assert_eq!(
-        delivery["messages"][0]["name"], "next",
-        "the duplicate was delivered again: {delivery}"
-    );
+    subscriber
+        .expect_named("next", "the duplicate was delivered again")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -221,6 +221,13 @@ impl Client {
         }
     }
 
+    /// The next MESSAGE, whose first message is named `name` (`why` says what a failure means).
+    pub(crate) async fn expect_named(&mut self, name: &str, why: &str) -> Value {
+        let delivery = self.expect(MESSAGE).await;
+        assert_eq!(delivery["messages"][0]["name"], name, "{why}: {delivery}");
+        delivery
+    }
+
     pub(crate) fn id(&self) -> &str {
         self.connection_id.as_deref().expect("connected client")
     }
