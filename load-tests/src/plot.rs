@@ -18,8 +18,7 @@ pub fn write_svg(path: &Path, title: &str, latencies: &Latencies) -> anyhow::Res
     if timeline.is_empty() {
         return Err(anyhow!("no latencies recorded: nothing to plot"));
     }
-    let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
-    root.fill(&WHITE).map_err(plot_error)?;
+    let root = white_svg(path, HEIGHT)?;
     let (upper, lower) = root.split_vertically(HEIGHT / 2);
 
     let last_second = timeline.last().map_or(1, |t| t.0 + 1);
@@ -52,12 +51,7 @@ pub fn write_svg(path: &Path, title: &str, latencies: &Latencies) -> anyhow::Res
             .label(name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(plot_error)?;
+    draw_legend(&mut chart)?;
 
     let width_ms = distribution.get(1).map_or(1.0, |b| b.0).max(0.001);
     let end_ms = distribution.last().map_or(1.0, |b| b.0) + width_ms;
@@ -87,6 +81,28 @@ pub fn write_svg(path: &Path, title: &str, latencies: &Latencies) -> anyhow::Res
     Ok(())
 }
 
+/// A `WIDTH` × `height` SVG at `path`, filled white.
+fn white_svg(
+    path: &Path,
+    height: u32,
+) -> anyhow::Result<DrawingArea<SVGBackend<'_>, plotters::coord::Shift>> {
+    let root = SVGBackend::new(path, (WIDTH, height)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error)?;
+    Ok(root)
+}
+
+/// The series' labels, boxed on a translucent white.
+fn draw_legend<'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
+) -> anyhow::Result<()> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(plot_error)
+}
+
 fn plot_error<E: std::fmt::Display>(error: E) -> anyhow::Error {
     anyhow!("plotting: {error}")
 }
@@ -102,8 +118,7 @@ pub fn write_bars(
         return Err(anyhow!("nothing to plot"));
     }
     let height = 360 * groups.len() as u32;
-    let root = SVGBackend::new(path, (WIDTH, height)).into_drawing_area();
-    root.fill(&WHITE).map_err(plot_error)?;
+    let root = white_svg(path, height)?;
     for (area, (title, bars)) in root.split_evenly((groups.len(), 1)).iter().zip(groups) {
         let n = bars.len().max(1) as f64;
         let top = bars.iter().map(|b| b.1).fold(1.0, f64::max) * 1.2;
@@ -201,8 +216,7 @@ pub fn write_soak(
     ];
     let end_s = samples.last().map_or(1.0, |s| s.at_s).max(1.0);
     let height = 260 * charts.len() as u32;
-    let root = SVGBackend::new(path, (WIDTH, height)).into_drawing_area();
-    root.fill(&WHITE).map_err(plot_error)?;
+    let root = white_svg(path, height)?;
     let colors = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
     for (area, (title, unit, series)) in root.split_evenly((charts.len(), 1)).iter().zip(charts) {
         let top = series.iter().flatten().map(|p| p.1).fold(1.0, f64::max) * 1.1;
@@ -232,12 +246,7 @@ pub fn write_soak(
             }
         }
         if several {
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .draw()
-                .map_err(plot_error)?;
+            draw_legend(&mut chart)?;
         }
     }
     root.present().map_err(plot_error)?;

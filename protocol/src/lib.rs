@@ -11,6 +11,8 @@ pub mod channel;
 pub mod codec;
 pub mod error;
 pub mod event;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod message;
 
 pub use capability::{Capability, Operation};

@@ -42,9 +42,16 @@ fn refused_file(toml: &str) -> String {
     with_file(toml).err().expect("refused")
 }
 
-/// Why these flags are refused.
-fn refused(args: ServeArgs) -> String {
-    resolve(args).err().expect("refused")
+/// `with_file(toml)` is refused, naming `setting`.
+fn assert_file_refused(toml: &str, setting: &str) {
+    let error = refused_file(toml);
+    assert!(error.contains(setting), "{error}");
+}
+
+/// These flags are refused, naming `setting`.
+fn assert_refused(args: ServeArgs, setting: &str) {
+    let error = resolve(args).err().expect("refused");
+    assert!(error.contains(setting), "{error}");
 }
 
 #[test]
@@ -68,8 +75,7 @@ outbound_queue_age_ms = 2500
         flagged.gateway.limits.outbound_queue.age,
         std::time::Duration::from_millis(700)
     );
-    let error = refused_file("outbound_queue_bytes = 10");
-    assert!(error.contains("outbound-queue-bytes"), "{error}");
+    assert_file_refused("outbound_queue_bytes = 10", "outbound-queue-bytes");
 }
 
 #[test]
@@ -99,13 +105,13 @@ key_messages_per_sec = 0
         7
     );
     // A burst smaller than the largest publish could never be met.
-    let error = refused_file(
+    assert_file_refused(
         r#"
 [publish]
 connection_burst_messages = 10
 "#,
+        "burst-messages",
     );
-    assert!(error.contains("burst-messages"), "{error}");
 }
 
 #[test]
@@ -139,20 +145,20 @@ max_members = 5000
         "unset fields inherit the channel default"
     );
 
-    let error = refused_file(
+    assert_file_refused(
         r#"
 [history]
 max_messages = 0
 "#,
+        "history.max_messages",
     );
-    assert!(error.contains("history.max_messages"), "{error}");
-    let error = refused_file(
+    assert_file_refused(
         r#"
 [[history.namespace]]
 name = "a:b"
 "#,
+        "history.namespace",
     );
-    assert!(error.contains("history.namespace"), "{error}");
 }
 
 #[test]
@@ -190,17 +196,15 @@ channels = ["x:{missing}"]
 
 #[test]
 fn bad_settings_name_the_setting() {
-    let error = refused(parse(&["--listen", "nope", "--keys", "a.b:c"]));
-    assert!(error.contains("--listen"), "{error}");
-    let error = refused(parse(&["--listen", "127.0.0.1:0", "--keys", "not-a-key"]));
-    assert!(error.contains("--keys"), "{error}");
-    let error = refused(parse(&[
-        "--listen",
-        "127.0.0.1:0",
+    assert_refused(parse(&["--listen", "nope", "--keys", "a.b:c"]), "--listen");
+    assert_refused(
+        parse(&["--listen", "127.0.0.1:0", "--keys", "not-a-key"]),
         "--keys",
-        "a.b:c={bad json",
-    ]));
-    assert!(error.contains("--keys"), "{error}");
+    );
+    assert_refused(
+        parse(&["--listen", "127.0.0.1:0", "--keys", "a.b:c={bad json"]),
+        "--keys",
+    );
 }
 
 #[test]
@@ -309,13 +313,10 @@ peer_idle_timeout_ms = 60000
     assert_eq!(sockets.max_connections_per_ip, 2);
     assert_eq!(settings.gateway.timing.peer_idle_timeout.as_secs(), 60);
 
-    let error = refused(flags(&[
-        "--max-connections",
-        "0",
-        "--peer-idle-timeout-ms",
-        "1000",
-    ]));
-    assert!(error.contains("peer_idle_timeout_ms"), "{error}");
+    assert_refused(
+        flags(&["--max-connections", "0", "--peer-idle-timeout-ms", "1000"]),
+        "peer_idle_timeout_ms",
+    );
     let settings = resolve(flags(&["--max-connections", "0"])).unwrap();
     assert_eq!(settings.gateway.sockets.max_connections, 0, "0: no cap");
     assert_eq!(settings.gateway.sockets.header_timeout.as_secs(), 10);

@@ -6,16 +6,15 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::support::{
-    connect, next_json, nodes, numbered, publish, publish_serial, rest, send_json, until_live,
-    until_readyz, RedisServer, Request, Server, Socket, KEY,
+    block_on, connect, next_json, nodes, numbered, publish, publish_serial, rest, send_json,
+    until_live, until_readyz, RedisServer, Request, Server, Socket, KEY,
 };
 
 #[test]
 fn a_publish_to_one_node_reaches_subscribers_on_every_node_once_in_order() {
     let redis = RedisServer::start();
     let nodes = nodes(&redis, 3, &[]);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let mut subscribers = Vec::new();
         for node in &nodes {
             let mut socket = connect(node.addr, "key=app.k:secret&format=json").await;
@@ -97,8 +96,7 @@ fn a_publish_to_one_node_reaches_subscribers_on_every_node_once_in_order() {
 fn with_redis_down_a_publish_is_refused_never_acknowledged() {
     let mut redis = RedisServer::start();
     let node = Server::start(&["--keys", "app.k:secret", "--redis", &redis.url()]);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let mut socket = connect(node.addr, "key=app.k:secret&format=json").await;
         assert_eq!(next_json(&mut socket).await["action"], 4);
         assert_eq!(
@@ -158,8 +156,7 @@ async fn subscribe_everywhere(nodes: &[Server], channel: &str) -> Vec<Socket> {
 fn a_dropped_pub_sub_link_is_re_established_and_back_filled() {
     let redis = RedisServer::start();
     let nodes = nodes(&redis, 2, &[]);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let mut sockets = subscribe_everywhere(&nodes, "payments:1").await;
         until_live(&nodes[0], &["payments:1"], &mut sockets).await;
 
@@ -188,8 +185,7 @@ fn a_dropped_pub_sub_link_is_re_established_and_back_filled() {
 fn after_a_redis_restart_delivery_resumes_on_every_node() {
     let mut redis = RedisServer::start();
     let nodes = nodes(&redis, 2, &[]);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let mut sockets = subscribe_everywhere(&nodes, "session:9").await;
         until_live(&nodes[0], &["session:9"], &mut sockets).await;
         redis.restart();
@@ -207,8 +203,7 @@ fn after_a_redis_restart_delivery_resumes_on_every_node() {
 fn readyz_follows_the_bus() {
     let mut redis = RedisServer::start();
     let node = Server::start(&["--keys", "app.k:secret", "--redis", &redis.url()]);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         until_readyz(&node, 200).await;
         redis.stop();
         until_readyz(&node, 503).await;
@@ -223,8 +218,7 @@ fn readyz_follows_the_bus() {
 fn history_and_rewind_on_any_node_come_from_the_shared_store() {
     let redis = RedisServer::start();
     let nodes = nodes(&redis, 3, &[]);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         // Nobody listens anywhere: the messages exist only in Redis.
         let mut serials = Vec::new();
         for n in 0..3 {
@@ -278,8 +272,7 @@ fn history_and_rewind_on_any_node_come_from_the_shared_store() {
 fn a_channel_resumes_on_another_node_from_its_channel_serial() {
     let redis = RedisServer::start();
     let nodes = nodes(&redis, 2, &[]);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let mut sockets = subscribe_everywhere(&nodes[..1], "call:3").await;
         publish_serial(&nodes[1], "call:3", 0).await;
         let frame = next_json(&mut sockets[0]).await;
@@ -329,8 +322,7 @@ fn store_unannounced(redis: &RedisServer, channel: &str, data: &str) {
 fn a_lost_pub_sub_message_is_noticed_and_fetched_from_the_store() {
     let redis = RedisServer::start();
     let nodes = nodes(&redis, 2, &[]);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let mut sockets = subscribe_everywhere(&nodes[1..], "session:5").await;
         publish_serial(&nodes[0], "session:5", 0).await;
         store_unannounced(&redis, "session:5", "1");
@@ -347,8 +339,7 @@ fn a_lost_pub_sub_message_is_noticed_and_fetched_from_the_store() {
 fn when_the_store_no_longer_has_missed_messages_subscribers_are_told() {
     let redis = RedisServer::start();
     let node = Server::start(&["--keys", "app.k:secret", "--redis", &redis.url()]);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let mut sockets = subscribe_everywhere(std::slice::from_ref(&node), "live:1").await;
         publish_serial(&node, "live:1", 0).await;
         assert_eq!(numbered(&mut sockets[0], 1).await, ["0"]);
@@ -373,8 +364,7 @@ fn gateway_and_api_roles_split_websockets_from_rest() {
     let args = ["--keys", "app.k:secret", "--redis", &redis.url()];
     let gateway = Server::start_role("gateway", &args);
     let api = Server::start_role("api", &args);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let mut sockets = subscribe_everywhere(std::slice::from_ref(&gateway), "session:4").await;
         let (status, body) = rest(
             api.addr,
@@ -417,8 +407,7 @@ fn a_single_role_without_redis_is_refused() {
 fn concurrent_attaches_share_subscribe_commands() {
     let redis = RedisServer::start();
     let node = Server::start(&["--keys", "app.k:secret", "--redis", &redis.url()]);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         const N: usize = 100;
         let mut sockets = Vec::new();
         for _ in 0..N {

@@ -13,7 +13,8 @@ use gateway::auth::TokenRequest;
 use serde_json::{json, Value};
 
 use crate::support::{
-    connect, next_json, rest, send_json, RedisCluster, RedisServer, Request, Server, Socket,
+    block_on, connect, next_json, rest, send_json, RedisCluster, RedisServer, Request, Server,
+    Socket,
 };
 
 const KEYS: &str = "app.k:secret,app.b:secretb";
@@ -46,6 +47,19 @@ fn post<'a>(path: impl Into<Cow<'a, str>>, body: &str) -> Request<'a> {
 async fn json_of(addr: SocketAddr, request: Request<'_>) -> (u16, Value) {
     let (status, body) = rest(addr, request).await;
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+/// The signed token request `request` (JSON text) for key `app.k`, sent to `addr`.
+async fn signed_token(addr: SocketAddr, request: &str) -> (u16, Value) {
+    json_of(addr, post("/keys/app.k/requestToken", request)).await
+}
+
+/// A revocation of alice's tokens on key `app.k`'s path, without credentials.
+fn revoke_alice_by_k() -> Request<'static> {
+    post(
+        "/keys/app.k/revokeTokens",
+        r#"{"targets":["clientId:alice"]}"#,
+    )
 }
 
 /// A token for `client_id` from `key` (`name:secret`), by an unsigned request with Basic auth.
@@ -128,6 +142,16 @@ async fn connected(addr: SocketAddr, token: &str) -> Socket {
     socket
 }
 
+/// Alice's and Bob's tokens from key `app.k`, requested on `issuer`, and a connection with each
+/// to `node`: the user about to be revoked and a bystander.
+async fn alice_and_bob(issuer: SocketAddr, node: SocketAddr) -> (String, String, Socket, Socket) {
+    let alice = token(issuer, "app.k:secret", "alice").await;
+    let bob = token(issuer, "app.k:secret", "bob").await;
+    let alice_socket = connected(node, &alice).await;
+    let bob_socket = connected(node, &bob).await;
+    (alice, bob, alice_socket, bob_socket)
+}
+
 /// The connection is still served: an ATTACH is answered with ATTACHED (not an ERROR).
 async fn still_served(socket: &mut Socket, channel: &str) {
     send_json(socket, json!({"action": 10, "channel": channel})).await;
@@ -170,28 +194,26 @@ fn signed_request(nonce: &str) -> String {
 fn a_token_request_nonce_is_single_use_on_every_node() {
     let mut redis = RedisServer::start();
     let (a, b) = (node(&redis), node(&redis));
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let request = signed_request("nonce-used-on-a-0001");
-        let (status, body) = json_of(a.addr, post("/keys/app.k/requestToken", &request)).await;
+        let (status, body) = signed_token(a.addr, &request).await;
         assert_eq!(status, 200, "{body}");
         // The same request replayed on the other node, and on the same one: refused.
         for node in [&b, &a] {
-            let (status, body) =
-                json_of(node.addr, post("/keys/app.k/requestToken", &request)).await;
+            let (status, body) = signed_token(node.addr, &request).await;
             assert_eq!(status, 401, "{body}");
             assert_eq!(body["error"]["code"], 40105, "{body}");
         }
         // A fresh nonce is fine on either node.
         let other = signed_request("nonce-fresh-on-b-0002");
-        let (status, body) = json_of(b.addr, post("/keys/app.k/requestToken", &other)).await;
+        let (status, body) = signed_token(b.addr, &other).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["clientId"], "nonce-user");
 
         // Redis unreachable: refused as unavailable, never accepted unchecked.
         redis.stop();
         let unchecked = signed_request("nonce-redis-down-0003");
-        let (status, body) = json_of(a.addr, post("/keys/app.k/requestToken", &unchecked)).await;
+        let (status, body) = signed_token(a.addr, &unchecked).await;
         assert_eq!(status, 503, "{body}");
         assert_eq!(body["error"]["code"], 50003, "{body}");
         // A revocation that cannot be stored is not reported as done.
@@ -205,12 +227,8 @@ fn a_token_request_nonce_is_single_use_on_every_node() {
 fn a_revocation_missed_while_the_link_was_down_is_loaded_when_it_comes_back() {
     let redis = RedisServer::start();
     let b = node(&redis);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let revoked = token(b.addr, "app.k:secret", "alice").await;
-        let bystander = token(b.addr, "app.k:secret", "bob").await;
-        let mut alice = connected(b.addr, &revoked).await;
-        let mut bob = connected(b.addr, &bystander).await;
+    block_on(async {
+        let (revoked, _, mut alice, mut bob) = alice_and_bob(b.addr, b.addr).await;
         // Stored without an announcement (as if made while this node's link was down), then
         // the link cut: the node reloads the set when it is back.
         let now = protocol::now_ms();
@@ -229,12 +247,9 @@ fn a_revocation_missed_while_the_link_was_down_is_loaded_when_it_comes_back() {
 fn a_revocation_through_one_node_holds_on_every_node_and_after_a_restart() {
     let redis = RedisServer::start();
     let (a, b) = (node(&redis), node(&redis));
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let revoked = token(a.addr, "app.k:secret", "alice").await;
-        let bystander = token(a.addr, "app.k:secret", "bob").await;
-        let mut alice_on_b = connected(b.addr, &revoked).await;
-        let mut bob_on_b = connected(b.addr, &bystander).await;
+    block_on(async {
+        let (revoked, bystander, mut alice_on_b, mut bob_on_b) =
+            alice_and_bob(a.addr, b.addr).await;
         let mut alice_on_a = connected(a.addr, &revoked).await;
         // The same user connected with the key itself is not token-revocable.
         let mut alice_by_key = connect(b.addr, "key=app.k:secret&clientId=alice&format=json").await;
@@ -276,8 +291,7 @@ fn a_revocation_through_one_node_holds_on_every_node_and_after_a_restart() {
 fn a_key_revokes_only_its_own_tokens_and_supabase_users_only_when_allowed() {
     let redis = RedisServer::start();
     let (a, b) = (node(&redis), node(&redis));
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let by_k = token(a.addr, "app.k:secret", "alice").await;
         let by_b = token(a.addr, "app.b:secretb", "alice").await;
         let carol = supabase_token("carol");
@@ -308,15 +322,7 @@ fn a_key_revokes_only_its_own_tokens_and_supabase_users_only_when_allowed() {
 
         // A key can revoke only through its own path, with its own Basic auth.
         assert_refused(
-            json_of(
-                a.addr,
-                post(
-                    "/keys/app.k/revokeTokens",
-                    r#"{"targets":["clientId:alice"]}"#,
-                )
-                .basic("app.b:secretb"),
-            )
-            .await,
+            json_of(a.addr, revoke_alice_by_k().basic("app.b:secretb")).await,
             401,
             40133,
         );
@@ -324,11 +330,7 @@ fn a_key_revokes_only_its_own_tokens_and_supabase_users_only_when_allowed() {
         assert_refused(
             json_of(
                 a.addr,
-                post(
-                    "/keys/app.k/revokeTokens",
-                    r#"{"targets":["clientId:alice"]}"#,
-                )
-                .header(
+                revoke_alice_by_k().header(
                     "authorization",
                     format!("Bearer {}", STANDARD.encode(&by_k)),
                 ),
@@ -345,21 +347,13 @@ fn a_key_revokes_only_its_own_tokens_and_supabase_users_only_when_allowed() {
 fn on_a_redis_cluster_nonces_and_revocations_are_shared_too() {
     let cluster = RedisCluster::start();
     let (a, b) = (node_at(&cluster.url()), node_at(&cluster.url()));
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let request = signed_request("nonce-on-a-cluster-01");
-        let (status, body) = json_of(a.addr, post("/keys/app.k/requestToken", &request)).await;
+        let (status, body) = signed_token(a.addr, &request).await;
         assert_eq!(status, 200, "{body}");
-        assert_refused(
-            json_of(b.addr, post("/keys/app.k/requestToken", &request)).await,
-            401,
-            40105,
-        );
+        assert_refused(signed_token(b.addr, &request).await, 401, 40105);
 
-        let revoked = token(a.addr, "app.k:secret", "alice").await;
-        let bystander = token(a.addr, "app.k:secret", "bob").await;
-        let mut alice_on_b = connected(b.addr, &revoked).await;
-        let mut bob_on_b = connected(b.addr, &bystander).await;
+        let (revoked, _, mut alice_on_b, mut bob_on_b) = alice_and_bob(a.addr, b.addr).await;
         let (status, body) = revoke(a.addr, "app.k:secret", &["alice"]).await;
         assert_eq!(status, 200, "{body}");
         ended_as_revoked(&mut alice_on_b).await;

@@ -5,21 +5,18 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::support::{
-    attach, client, enter, eventually, next_json, next_presence, nodes, numbered, publish_serial,
-    rest_members, resume_ids, send_json, until_graces_recorded, RedisServer, Socket, ENTER, LEAVE,
-    RESUMED,
+    attach, attached, block_on, client, enter, eventually, next_json, next_presence, nodes,
+    numbered, publish_serial, rest_members, resume_ids, send_json, until_graces_recorded,
+    RedisServer, Socket, ENTER, LEAVE, RESUMED,
 };
 
 #[test]
 fn presence_entered_on_one_node_is_seen_on_every_node() {
     let redis = RedisServer::start();
     let nodes = nodes(&redis, 3, &[]);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let (mut watcher, _) = client(&nodes[1], "watcher", "").await;
-        attach(&mut watcher, "call:1").await;
-        let (mut alice, _) = client(&nodes[0], "alice", "").await;
-        attach(&mut alice, "call:1").await;
+    block_on(async {
+        let mut watcher = attached(&nodes[1], "watcher", "", "call:1").await;
+        let mut alice = attached(&nodes[0], "alice", "", "call:1").await;
         enter(&mut alice, "call:1", "hi").await;
 
         let event = next_presence(&mut watcher).await;
@@ -119,16 +116,13 @@ async fn until_orphans(redis: &RedisServer, n: u64) {
 fn a_dead_nodes_member_that_never_returns_leaves_once_after_its_grace_seen_on_every_node() {
     let redis = RedisServer::start();
     let mut nodes = nodes(&redis, 3, &["--node-lease-ms", "1000"]);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let mut watchers = Vec::new();
         for node in &nodes[1..] {
-            let (mut watcher, _) = client(node, "watcher", "").await;
-            attach(&mut watcher, "live:9").await;
+            let watcher = attached(node, "watcher", "", "live:9").await;
             watchers.push(watcher);
         }
-        let (mut alice, _) = client(&nodes[0], "alice", "&remainPresentFor=1500").await;
-        attach(&mut alice, "live:9").await;
+        let mut alice = attached(&nodes[0], "alice", "&remainPresentFor=1500", "live:9").await;
         enter(&mut alice, "live:9", "here").await;
         for watcher in &mut watchers {
             assert_eq!(next_presence(watcher).await["action"].as_u64(), Some(ENTER));
@@ -184,8 +178,7 @@ async fn drop_transport(socket: Socket) {
 fn a_connection_resumes_on_another_node_with_its_id_and_every_missed_message() {
     let redis = RedisServer::start();
     let nodes = nodes(&redis, 2, &[]);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let (mut bob, connected) = client(&nodes[0], "bob", "").await;
         let (id, key) = resume_ids(&connected);
         attach(&mut bob, "session:2").await;
@@ -233,8 +226,7 @@ fn a_connection_resumes_on_another_node_with_its_id_and_every_missed_message() {
 fn a_connection_on_a_killed_node_resumes_on_another_every_channel_resumed_its_presence_kept() {
     let redis = RedisServer::start();
     let mut nodes = nodes(&redis, 2, &["--node-lease-ms", "1000"]);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let channels = ["call:8", "call:9"];
         let (mut watcher, _) = client(&nodes[1], "watcher", "").await;
         for channel in channels {
@@ -351,8 +343,7 @@ fn a_connection_on_a_killed_node_resumes_on_another_every_channel_resumed_its_pr
 fn another_client_cannot_resume_someone_elses_connection_across_nodes() {
     let redis = RedisServer::start();
     let nodes = nodes(&redis, 2, &[]);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let (dave, connected) = client(&nodes[0], "dave", "").await;
         let (id, key) = resume_ids(&connected);
         // Written before CONNECTED went out: a resume elsewhere right away finds it.
@@ -381,17 +372,14 @@ fn another_client_cannot_resume_someone_elses_connection_across_nodes() {
 fn after_redis_comes_back_empty_members_never_flap_and_connections_still_resume_elsewhere() {
     let mut redis = RedisServer::start();
     let mut nodes = nodes(&redis, 2, &["--node-lease-ms", "1000"]);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let channel = "stream:reseed";
-        let (mut watcher, _) = client(&nodes[1], "watcher", "").await;
-        attach(&mut watcher, channel).await;
+        let mut watcher = attached(&nodes[1], "watcher", "", channel).await;
         let (mut alice, connected) = client(&nodes[0], "alice", "").await;
         let (id, key) = resume_ids(&connected);
         attach(&mut alice, channel).await;
         enter(&mut alice, channel, "a").await;
-        let (mut bob, _) = client(&nodes[1], "bob", "").await;
-        attach(&mut bob, channel).await;
+        let mut bob = attached(&nodes[1], "bob", "", channel).await;
         enter(&mut bob, channel, "b").await;
         let mut events = presence_until(
             &mut watcher,
@@ -419,8 +407,7 @@ fn after_redis_comes_back_empty_members_never_flap_and_connections_still_resume_
         // Past the moment a node re-reads members it found missing (1.5 leases after its
         // catch-up), then a new member: everything the watcher sees up to her ENTER.
         tokio::time::sleep(Duration::from_millis(3000)).await;
-        let (mut carol, _) = client(&nodes[0], "carol", "").await;
-        attach(&mut carol, channel).await;
+        let mut carol = attached(&nodes[0], "carol", "", channel).await;
         enter(&mut carol, channel, "c").await;
         events.extend(presence_until(&mut watcher, &[(channel, "carol", ENTER)]).await);
         let leaves: Vec<_> = events.iter().filter(|(_, _, a)| *a == LEAVE).collect();

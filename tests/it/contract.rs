@@ -6,7 +6,7 @@
 use serde_json::json;
 
 use crate::support::{
-    attach, client, enter, http, next_json, next_presence, numbered, publish_request,
+    attached, client, enter, http, next_json, next_presence, numbered, publish_request,
     publish_serial, rest_members, send_json, RedisServer, Server, ENTER, LEAVE, RESUMED,
 };
 
@@ -68,8 +68,7 @@ fn parts(serial: &str) -> (String, u64) {
 #[test]
 fn publications_arrive_once_in_order_with_consecutive_serials_matching_history() {
     for_each_backend(|backend, d| async move {
-        let (mut sub, _) = client(d.subscriber(), "sub", "").await;
-        attach(&mut sub, "contract:order").await;
+        let mut sub = attached(d.subscriber(), "sub", "", "contract:order").await;
         let mut serials = Vec::new();
         for n in 0..5 {
             serials.push(publish_serial(d.publisher(), "contract:order", n).await);
@@ -110,8 +109,7 @@ fn publications_arrive_once_in_order_with_consecutive_serials_matching_history()
 #[test]
 fn a_repeated_message_id_is_delivered_and_stored_once() {
     for_each_backend(|backend, d| async move {
-        let (mut sub, _) = client(d.subscriber(), "sub", "").await;
-        attach(&mut sub, "contract:idem").await;
+        let mut sub = attached(d.subscriber(), "sub", "", "contract:idem").await;
         let body = r#"{"id":"order-42","name":"n","data":"paid"}"#;
         for node in d.nodes.iter().chain(d.nodes.iter()) {
             let (status, answer) = http(node.addr, &publish_request("contract:idem", body)).await;
@@ -129,10 +127,8 @@ fn a_repeated_message_id_is_delivered_and_stored_once() {
 #[test]
 fn presence_is_seen_by_every_subscriber_and_by_rest() {
     for_each_backend(|backend, d| async move {
-        let (mut watcher, _) = client(d.subscriber(), "watcher", "").await;
-        attach(&mut watcher, "contract:presence").await;
-        let (mut alice, _) = client(d.publisher(), "alice", "").await;
-        attach(&mut alice, "contract:presence").await;
+        let mut watcher = attached(d.subscriber(), "watcher", "", "contract:presence").await;
+        let mut alice = attached(d.publisher(), "alice", "", "contract:presence").await;
         enter(&mut alice, "contract:presence", "hi").await;
         let event = next_presence(&mut watcher).await;
         assert_eq!(event["action"].as_u64(), Some(ENTER), "{backend}: {event}");

@@ -1,4 +1,4 @@
-use crate::support::Server;
+use crate::support::{block_on, Server};
 
 /// A browser on a listed origin (`--cors-origins`): the preflight for the SDK's headers passes,
 /// and the real request's response (errors included) is readable with credentials, which
@@ -11,25 +11,42 @@ fn browsers_on_listed_origins_may_use_the_rest_api_with_credentials() {
         "--cors-origins",
         "https://app.example,https://other.example",
     ]);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let preflight = "OPTIONS /channels/session%3A1/messages HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: authorization, content-type, ably-agent, x-ably-version, x-ably-clientid\r\nConnection: close\r\n\r\n";
         let (status, head) = http_head(server.addr, preflight).await;
         assert!((200..300).contains(&status), "{head}");
         let allowed = header(&head, "access-control-allow-headers");
-        for name in ["authorization", "content-type", "ably-agent", "x-ably-version", "x-ably-clientid"] {
+        for name in [
+            "authorization",
+            "content-type",
+            "ably-agent",
+            "x-ably-version",
+            "x-ably-clientid",
+        ] {
             assert!(allowed.contains(name), "{name} not allowed: {allowed}");
         }
-        assert!(header(&head, "access-control-allow-methods").contains("post"), "{head}");
-        assert_eq!(header(&head, "access-control-allow-origin"), "https://app.example");
+        assert!(
+            header(&head, "access-control-allow-methods").contains("post"),
+            "{head}"
+        );
+        assert_eq!(
+            header(&head, "access-control-allow-origin"),
+            "https://app.example"
+        );
         assert_eq!(header(&head, "access-control-allow-credentials"), "true");
 
         let refused = "POST /channels/x/messages HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
         let (status, head) = http_head(server.addr, refused).await;
         assert_eq!(status, 401);
-        assert_eq!(header(&head, "access-control-allow-origin"), "https://app.example");
+        assert_eq!(
+            header(&head, "access-control-allow-origin"),
+            "https://app.example"
+        );
         assert_eq!(header(&head, "access-control-allow-credentials"), "true");
-        assert!(header(&head, "access-control-expose-headers").contains("x-ably-errorcode"), "{head}");
+        assert!(
+            header(&head, "access-control-expose-headers").contains("x-ably-errorcode"),
+            "{head}"
+        );
         assert_eq!(header(&head, "x-ably-errorcode"), "40101");
 
         // A refusal made at the edge (before any route) is readable cross-origin too.
@@ -39,7 +56,10 @@ fn browsers_on_listed_origins_may_use_the_rest_api_with_credentials() {
         );
         let (status, head) = http_head(server.addr, &long).await;
         assert_eq!(status, 414);
-        assert_eq!(header(&head, "access-control-allow-origin"), "https://other.example");
+        assert_eq!(
+            header(&head, "access-control-allow-origin"),
+            "https://other.example"
+        );
 
         // Any other origin gets no Allow-Origin: its page cannot read the answer.
         let stranger = "GET /time HTTP/1.1\r\nHost: x\r\nOrigin: https://evil.example\r\nConnection: close\r\n\r\n";
@@ -54,17 +74,24 @@ fn browsers_on_listed_origins_may_use_the_rest_api_with_credentials() {
 #[test]
 fn unlisted_origins_get_a_wildcard_without_credentials() {
     let server = Server::start(&["--keys", "app.k:secret"]);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let preflight = "OPTIONS /channels/x/messages HTTP/1.1\r\nHost: x\r\nOrigin: https://evil.example\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: authorization\r\nConnection: close\r\n\r\n";
         let (_, head) = http_head(server.addr, preflight).await;
         assert_eq!(header(&head, "access-control-allow-origin"), "*", "{head}");
-        assert_eq!(header(&head, "access-control-allow-credentials"), "", "{head}");
+        assert_eq!(
+            header(&head, "access-control-allow-credentials"),
+            "",
+            "{head}"
+        );
 
         let (status, head) = http_head(server.addr, "GET /time HTTP/1.1\r\nHost: x\r\nOrigin: https://evil.example\r\nConnection: close\r\n\r\n").await;
         assert_eq!(status, 200);
         assert_eq!(header(&head, "access-control-allow-origin"), "*", "{head}");
-        assert_eq!(header(&head, "access-control-allow-credentials"), "", "{head}");
+        assert_eq!(
+            header(&head, "access-control-allow-credentials"),
+            "",
+            "{head}"
+        );
     });
 }
 

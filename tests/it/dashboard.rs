@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::support::{
-    connect, eventually, next_json, nodes, rest, send_json, RedisServer, Request, KEY,
+    block_on, connect, eventually, next_json, nodes, rest, send_json, RedisServer, Request, KEY,
 };
 
 async fn overview(addr: SocketAddr) -> Value {
@@ -44,8 +44,7 @@ fn node<'a>(overview: &'a Value, id: &str) -> Option<&'a Value> {
 fn every_node_lists_every_node_with_its_numbers() {
     let redis = RedisServer::start();
     let mut cluster = nodes(&redis, 2, &["--node-lease-ms", "1000"]);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let a = cluster[0].addr;
         let b = cluster[1].addr;
         let id_a = overview(a).await["node"].as_str().unwrap().to_owned();

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{rest, RedisServer, Request, Server, KEY};
+use crate::support::{block_on, rest, RedisServer, Request, Server, KEY};
 
 fn events_request(body: &Value) -> Request<'static> {
     Request::post_json("/events", body).basic(KEY)
@@ -34,8 +34,7 @@ fn call(id: &str, fan: &str) -> Value {
 fn a_repeated_event_id_publishes_once_also_after_a_restart() {
     let redis = RedisServer::start();
     let args = ["--keys", "app.k:secret", "--redis", &redis.url()];
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let node = Server::start(&args);
         let (status, first) = rest(node.addr, events_request(&call("evt_1", "f1"))).await;
         assert_eq!(status, 201, "{first}");
@@ -64,8 +63,7 @@ fn a_repeated_event_id_publishes_once_also_after_a_restart() {
 fn a_partial_failure_is_reported_per_channel_and_a_retry_completes_it() {
     let redis = RedisServer::start();
     let node = Server::start(&["--keys", "app.k:secret", "--redis", &redis.url()]);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         // A real Redis error on one channel only: its serial counter holds the wrong type, so
         // the publish script fails there (before writing anything) and works everywhere else.
         redis.cli(&["SET", "rt:{user:f2}:meta", "not a hash"]);
@@ -107,8 +105,7 @@ fn a_partial_failure_is_reported_per_channel_and_a_retry_completes_it() {
 #[test]
 fn a_batch_with_one_bad_event_is_refused_whole() {
     let node = Server::start(&["--keys", "app.k:secret"]);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let batch = json!([
             {"id": "ok", "type": "tokens.credited", "data": {"user_id": "u9", "tokens": 10}},
             {"id": "bad", "type": "call.ringing",

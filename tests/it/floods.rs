@@ -5,7 +5,8 @@
 use serde_json::{json, Value};
 
 use crate::support::{
-    connect, next_json, publish, publish_as, rest, sample, scrape, send_json, Server, Socket,
+    block_on, connect, next_json, publish, publish_as, rest, sample, scrape, send_json, Server,
+    Socket,
 };
 
 /// A second key with its own REST budget.
@@ -67,8 +68,7 @@ fn publish_floods_are_refused_by_rate_and_nobody_else_notices() {
         "20",
     ]);
     let admin: std::net::SocketAddr = admin_addr.parse().unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let mut reader = attached(server.addr, "flood").await;
         let mut bystander = attached(server.addr, "calm").await;
 

@@ -5,7 +5,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::support::{
-    connect, eventually, next_json, publish, publish_as, rest, sample, scrape, send_json, Server,
+    block_on, connect, eventually, next_json, publish, publish_as, rest, sample, scrape, send_json,
+    Server,
 };
 
 #[test]
@@ -14,9 +15,12 @@ fn metrics_count_a_known_sequence_on_the_admin_port() {
     let admin_addr = format!("127.0.0.1:{admin_port}");
     let server = Server::start(&["--keys", "app.k:secret", "--admin-listen", &admin_addr]);
     let admin: std::net::SocketAddr = admin_addr.parse().unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        assert_eq!(scrape(server.addr).await.0, 404, "not on the public port with --admin-listen");
+    block_on(async {
+        assert_eq!(
+            scrape(server.addr).await.0,
+            404,
+            "not on the public port with --admin-listen"
+        );
 
         let mut client = connect(server.addr, "key=app.k:secret&format=json").await;
         assert_eq!(next_json(&mut client).await["action"], 4);
@@ -42,14 +46,30 @@ fn metrics_count_a_known_sequence_on_the_admin_port() {
         // Auth failures, one each way.
         let mut refused = connect(server.addr, "key=app.k:wrong&format=json").await;
         assert_eq!(next_json(&mut refused).await["action"], 9);
-        let (status, _) = rest(server.addr, publish_as("app.k:wrong", "session:1", r#"{"data":"x"}"#)).await;
+        let (status, _) = rest(
+            server.addr,
+            publish_as("app.k:wrong", "session:1", r#"{"data":"x"}"#),
+        )
+        .await;
         assert_eq!(status, 401);
 
         let (status, page) = scrape(admin).await;
         assert_eq!(status, 200);
-        assert_eq!(sample(&page, "realtime_connections_accepted_total", &[]), 1.0, "{page}");
-        assert_eq!(sample(&page, "realtime_connections_open", &[]), 1.0, "{page}");
-        assert_eq!(sample(&page, "realtime_channels_attached", &[]), 1.0, "{page}");
+        assert_eq!(
+            sample(&page, "realtime_connections_accepted_total", &[]),
+            1.0,
+            "{page}"
+        );
+        assert_eq!(
+            sample(&page, "realtime_connections_open", &[]),
+            1.0,
+            "{page}"
+        );
+        assert_eq!(
+            sample(&page, "realtime_channels_attached", &[]),
+            1.0,
+            "{page}"
+        );
         let published = |source| {
             sample(
                 &page,
@@ -57,29 +77,60 @@ fn metrics_count_a_known_sequence_on_the_admin_port() {
                 &[("source", source), ("namespace", "session")],
             )
         };
-        assert_eq!((published("rest"), published("realtime")), (1.0, 1.0), "{page}");
+        assert_eq!(
+            (published("rest"), published("realtime")),
+            (1.0, 1.0),
+            "{page}"
+        );
         assert_eq!(
             sample(
                 &page,
                 "realtime_deliveries_total",
-                &[("format", "json"), ("kind", "message"), ("namespace", "session")]
+                &[
+                    ("format", "json"),
+                    ("kind", "message"),
+                    ("namespace", "session")
+                ]
             ),
             2.0,
             "{page}"
         );
-        assert_eq!(sample(&page, "realtime_auth_failures_total", &[("via", "realtime")]), 1.0);
-        assert_eq!(sample(&page, "realtime_auth_failures_total", &[("via", "rest")]), 1.0);
+        assert_eq!(
+            sample(
+                &page,
+                "realtime_auth_failures_total",
+                &[("via", "realtime")]
+            ),
+            1.0
+        );
+        assert_eq!(
+            sample(&page, "realtime_auth_failures_total", &[("via", "rest")]),
+            1.0
+        );
         assert_eq!(
             sample(
                 &page,
                 "realtime_rest_requests_total",
-                &[("route", "/channels/{channel}/messages"), ("method", "POST"), ("status", "201")]
+                &[
+                    ("route", "/channels/{channel}/messages"),
+                    ("method", "POST"),
+                    ("status", "201")
+                ]
             ),
             1.0,
             "{page}"
         );
-        assert!(sample(&page, "realtime_publish_delivery_seconds_count", &[]) >= 2.0, "{page}");
-        assert!(sample(&page, "realtime_bytes_total", &[("direction", "in"), ("format", "json")]) > 0.0);
+        assert!(
+            sample(&page, "realtime_publish_delivery_seconds_count", &[]) >= 2.0,
+            "{page}"
+        );
+        assert!(
+            sample(
+                &page,
+                "realtime_bytes_total",
+                &[("direction", "in"), ("format", "json")]
+            ) > 0.0
+        );
 
         // A subscriber that never reads is cut off as a slow consumer.
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -108,10 +159,18 @@ fn metrics_count_a_known_sequence_on_the_admin_port() {
         assert!(cut_off, "the slow consumer was never disconnected");
         drop(slow);
         // Its close is counted with the reason once the server ends it.
-        eventually("closed_total{reason=slow_consumer}", Duration::from_secs(5), || async {
-            let page = scrape(admin).await.1;
-            sample(&page, "realtime_connections_closed_total", &[("reason", "slow_consumer")]) >= 1.0
-        })
+        eventually(
+            "closed_total{reason=slow_consumer}",
+            Duration::from_secs(5),
+            || async {
+                let page = scrape(admin).await.1;
+                sample(
+                    &page,
+                    "realtime_connections_closed_total",
+                    &[("reason", "slow_consumer")],
+                ) >= 1.0
+            },
+        )
         .await;
         drop(client);
     });

@@ -1,9 +1,49 @@
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{connect, next_json, publish_as, rest, send_json, Server};
+use crate::support::{block_on, connect, next_json, publish_as, rest, send_json, Server};
+
+/// A scratch directory named `name` (and this process's id), and in it a `realtime.toml`
+/// holding `toml`.
+fn config_file(name: &str, toml: &str) -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("realtime.toml");
+    std::fs::write(&file, toml).unwrap();
+    (dir, file)
+}
+
+/// The line starting `prefix` that `realtime check-config --config file` prints, with the
+/// setting's env var set to `env` and its flag given `flag`, each when `Some`.
+fn checked_line(
+    file: &Path,
+    (env_var, flag_name): (&str, &str),
+    env: Option<&str>,
+    flag: Option<&str>,
+    prefix: &str,
+) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_realtime"));
+    command
+        .args(["check-config", "--keys", "a.b:c", "--config"])
+        .arg(file)
+        .env_remove(env_var)
+        .env_remove("REALTIME_KEYS");
+    if let Some(env) = env {
+        command.env(env_var, env);
+    }
+    if let Some(flag) = flag {
+        command.args([flag_name, flag]);
+    }
+    let output = command.output().expect("run realtime");
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix).map(str::to_owned))
+        .unwrap_or_else(|| panic!("a {prefix:?} line"))
+}
 
 #[test]
 fn bad_settings_exit_64_naming_the_setting() {
@@ -49,10 +89,7 @@ fn bad_settings_exit_64_naming_the_setting() {
 
 #[test]
 fn check_config_validates_without_starting() {
-    let dir = std::env::temp_dir().join(format!("rt-check-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("realtime.toml");
-    std::fs::write(&file, "[history]\nmax_messages = 50\n").unwrap();
+    let (dir, file) = config_file("rt-check", "[history]\nmax_messages = 50\n");
     let run = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_realtime"))
             .arg("check-config")
@@ -93,29 +130,15 @@ fn check_config_validates_without_starting() {
 
 #[test]
 fn a_flag_beats_its_env_var_which_beats_the_file() {
-    let dir = std::env::temp_dir().join(format!("rt-precedence-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("realtime.toml");
-    std::fs::write(&file, "listen = \"127.0.0.1:1111\"\n").unwrap();
-    let listen = |env: Option<&str>, flag: Option<&str>| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_realtime"));
-        command
-            .args(["check-config", "--keys", "a.b:c", "--config"])
-            .arg(&file)
-            .env_remove("REALTIME_LISTEN")
-            .env_remove("REALTIME_KEYS");
-        if let Some(env) = env {
-            command.env("REALTIME_LISTEN", env);
-        }
-        if let Some(flag) = flag {
-            command.args(["--listen", flag]);
-        }
-        let output = command.output().expect("run realtime");
-        assert_eq!(output.status.code(), Some(0), "{output:?}");
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .find_map(|l| l.strip_prefix("listen: ").map(str::to_owned))
-            .expect("a listen line")
+    let (dir, file) = config_file("rt-precedence", "listen = \"127.0.0.1:1111\"\n");
+    let listen = |env, flag| {
+        checked_line(
+            &file,
+            ("REALTIME_LISTEN", "--listen"),
+            env,
+            flag,
+            "listen: ",
+        )
     };
     assert_eq!(listen(None, None), "127.0.0.1:1111", "the file");
     assert_eq!(
@@ -135,33 +158,18 @@ fn a_flag_beats_its_env_var_which_beats_the_file() {
 /// that order, and CONNECTED announces what was set.
 #[test]
 fn connection_timers_are_settings_and_connected_announces_them() {
-    let dir = std::env::temp_dir().join(format!("rt-timers-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("realtime.toml");
-    std::fs::write(
-        &file,
+    let (dir, file) = config_file(
+        "rt-timers",
         "max_idle_interval_ms = 1111\nconnection_state_ttl_ms = 60000\npresence_grace_ms = 700\n",
-    )
-    .unwrap();
-    let timing = |env: Option<&str>, flag: Option<&str>| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_realtime"));
-        command
-            .args(["check-config", "--keys", "a.b:c", "--config"])
-            .arg(&file)
-            .env_remove("REALTIME_MAX_IDLE_INTERVAL_MS")
-            .env_remove("REALTIME_KEYS");
-        if let Some(env) = env {
-            command.env("REALTIME_MAX_IDLE_INTERVAL_MS", env);
-        }
-        if let Some(flag) = flag {
-            command.args(["--max-idle-interval-ms", flag]);
-        }
-        let output = command.output().expect("run realtime");
-        assert_eq!(output.status.code(), Some(0), "{output:?}");
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .find_map(|l| l.strip_prefix("timing: ").map(str::to_owned))
-            .expect("a timing line")
+    );
+    let timing = |env, flag| {
+        checked_line(
+            &file,
+            ("REALTIME_MAX_IDLE_INTERVAL_MS", "--max-idle-interval-ms"),
+            env,
+            flag,
+            "timing: ",
+        )
     };
     assert_eq!(
         timing(None, None),
@@ -189,7 +197,7 @@ fn connection_timers_are_settings_and_connected_announces_them() {
         "--connection-state-ttl-ms",
         "5000",
     ]);
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
+    block_on(async {
         let mut socket = connect(server.addr, "key=app.k:s&format=json").await;
         let connected = next_json(&mut socket).await;
         assert_eq!(connected["action"], 4, "{connected}");
@@ -200,17 +208,12 @@ fn connection_timers_are_settings_and_connected_announces_them() {
 
 #[test]
 fn config_file_keys_and_listen_are_used() {
-    let dir = std::env::temp_dir().join(format!("realtime-config-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("realtime.toml");
-    std::fs::write(
-        &path,
+    let (_, path) = config_file(
+        "realtime-config",
         "listen = \"127.0.0.1:0\"\n[[keys]]\nkey = \"app.file:filesecret\"\ncapability = '{\"files:*\":[\"publish\"]}'\n",
-    )
-    .unwrap();
+    );
     let server = Server::start(&["--config", path.to_str().unwrap()]);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let publish = |channel: &str| publish_as("app.file:filesecret", channel, r#"{"data":"x"}"#);
         assert_eq!(rest(server.addr, publish("files:1")).await.0, 201);
         let (status, body) = rest(server.addr, publish("other")).await;
@@ -231,8 +234,7 @@ fn generated_dev_key_works_for_publish_and_subscribe() {
         .unwrap_or_else(|| panic!("no key in banner: {stdout:?}"))
         .to_owned();
     assert!(stdout.contains(&format!("port: {}", server.addr.port())));
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let mut socket = connect(server.addr, &format!("key={key}&format=json")).await;
         assert_eq!(next_json(&mut socket).await["action"], 4);
         send_json(&mut socket, json!({"action": 10, "channel": "session:123"})).await;
@@ -250,8 +252,7 @@ fn generated_dev_key_works_for_publish_and_subscribe() {
 #[test]
 fn sigterm_tells_clients_to_reconnect_and_exits() {
     let mut server = Server::start(&["--keys", "app.k:secret"]);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let mut socket = connect(server.addr, "key=app.k:secret&format=json").await;
         assert_eq!(next_json(&mut socket).await["action"], 4);
         server.terminate();

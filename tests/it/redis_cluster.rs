@@ -6,9 +6,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::support::{
-    attach, client, connect, enter, eventually, next_json, next_presence, nodes_at, numbered,
-    publish, publish_serial, rest, rest_members, resume_ids, send_json, until_live, until_readyz,
-    RedisCluster, Request, Server, Socket, ENTER, KEY, LEAVE,
+    attach, attached, block_on, client, connect, enter, eventually, next_json, next_presence,
+    nodes_at, numbered, publish, publish_serial, rest, rest_members, resume_ids, send_json,
+    until_live, until_readyz, RedisCluster, Request, Server, Socket, ENTER, KEY, LEAVE,
 };
 
 fn nodes_on(cluster: &RedisCluster, n: usize, extra: &[&str]) -> Vec<Server> {
@@ -97,8 +97,7 @@ fn a_publish_to_one_node_reaches_every_node_once_in_order_on_every_shard() {
     let cluster = RedisCluster::start();
     let channels = one_channel_per_master(&cluster);
     let nodes = nodes_on(&cluster, 3, &[]);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let mut sockets = Vec::new();
         for node in &nodes[1..] {
             sockets.push(subscriber(node, &channels).await);
@@ -149,8 +148,7 @@ fn history_and_presence_work_across_nodes_on_a_cluster() {
     let cluster = RedisCluster::start();
     let channels = one_channel_per_master(&cluster);
     let mut nodes = nodes_on(&cluster, 3, &["--node-lease-ms", "1000"]);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         // History: stored on the channel's shard by node A, read by node B, rewound on node C.
         for channel in &channels {
             let mut serials = Vec::new();
@@ -190,10 +188,8 @@ fn history_and_presence_work_across_nodes_on_a_cluster() {
 
         // Presence: entered on node A (later killed), seen on B live and on C by REST.
         let channel = &channels[1];
-        let (mut watcher, _) = client(&nodes[1], "watcher", "").await;
-        attach(&mut watcher, channel).await;
-        let (mut alice, _) = client(&nodes[0], "alice", "&remainPresentFor=1000").await;
-        attach(&mut alice, channel).await;
+        let mut watcher = attached(&nodes[1], "watcher", "", channel).await;
+        let mut alice = attached(&nodes[0], "alice", "&remainPresentFor=1000", channel).await;
         enter(&mut alice, channel, "hi").await;
         let event = next_presence(&mut watcher).await;
         assert_eq!(
@@ -235,8 +231,7 @@ fn readyz_follows_every_shard_link() {
     let mut cluster = RedisCluster::start();
     // One seed is enough: the other masters are discovered.
     let node = Server::start(&["--keys", "app.k:secret", "--redis", &cluster.seed_url(2)]);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         until_readyz(&node, 200).await;
         cluster.stop_node(1);
         until_readyz(&node, 503).await;
@@ -258,8 +253,7 @@ fn dropped_shard_links_are_re_established_and_back_filled() {
     let cluster = RedisCluster::start();
     let channels = one_channel_per_master(&cluster);
     let nodes = nodes_on(&cluster, 2, &[]);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let mut sockets = vec![subscriber(&nodes[1], &channels).await];
         until_live(&nodes[0], &channels, &mut sockets).await;
 
@@ -287,8 +281,7 @@ fn a_connection_resumes_on_another_node_on_a_cluster() {
     let cluster = RedisCluster::start();
     let channels = one_channel_per_master(&cluster);
     let nodes = nodes_on(&cluster, 2, &[]);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let channel = &channels[2];
         let (mut bob, connected) = client(&nodes[0], "bob", "").await;
         let (id, key) = resume_ids(&connected);

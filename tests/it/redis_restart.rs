@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::support::{
-    connect, eventually, nodes, publish, publish_serial, rest, send_json, RedisServer, Server,
-    Socket,
+    block_on, connect, eventually, nodes, publish, publish_serial, rest, send_json, RedisServer,
+    Server, Socket,
 };
 
 const PUBLISHERS: usize = 50;
@@ -239,8 +239,7 @@ impl Publishers {
 fn acknowledged_publishes_survive_a_redis_kill_and_empty_restart() {
     let mut redis = RedisServer::start();
     let nodes = nodes(&redis, 3, &[]);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let mut subscribers = Vec::new();
         for (i, node) in nodes.iter().enumerate() {
             for msgpack in [false, true] {
@@ -319,8 +318,7 @@ async fn numbered_with_notices(subscriber: &mut Subscriber, n: usize) -> Vec<(St
 fn a_redis_restored_from_an_older_snapshot_is_told_and_serials_are_never_reused() {
     let mut redis = RedisServer::start_with(&["--save", "", "--appendonly", "no"]);
     let nodes = nodes(&redis, 2, &[]);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let mut subscriber =
             Subscriber::attach(&nodes[1], false, &["live:rdb"], "node 1".into()).await;
         let first = publish_serial(&nodes[0], "live:rdb", 0).await;
@@ -394,8 +392,7 @@ fn with_an_append_only_file_a_redis_kill_loses_nothing_and_tells_nothing() {
         "everysec",
     ]);
     let nodes = nodes(&redis, 2, &[]);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let mut subscriber =
             Subscriber::attach(&nodes[1], true, &["live:aof"], "node 1".into()).await;
         let mut published = Vec::new();
@@ -441,8 +438,7 @@ fn with_an_append_only_file_a_redis_kill_loses_nothing_and_tells_nothing() {
 fn a_store_that_handed_out_the_nodes_serials_again_is_told() {
     let redis = RedisServer::start();
     let nodes = nodes(&redis, 2, &[]);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let mut subscriber =
             Subscriber::attach(&nodes[1], false, &["live:reuse"], "node 1".into()).await;
         let mut delivered = Vec::new();

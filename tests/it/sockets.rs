@@ -13,7 +13,9 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{close, connect, next_json, rest, send_json, Request, Server, Socket};
+use crate::support::{
+    block_on, close, connect, next_json, rest, send_json, Request, Server, Socket,
+};
 
 const KEY: &str = "app.k:secret";
 /// Generous bound for "the server closed it": far above every deadline set here.
@@ -195,8 +197,7 @@ fn assert_over_capacity(text: &str, message_part: &str) {
 #[test]
 fn silent_sockets_slowloris_and_idle_keepalive_are_closed_at_the_header_deadline() {
     let server = Server::start(&["--keys", KEY, "--header-timeout-ms", "1500"]);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let mut bystander = Bystander::join(server.addr, "calm").await;
 
         // Silent sockets: connect, send nothing.
@@ -250,12 +251,7 @@ fn silent_sockets_slowloris_and_idle_keepalive_are_closed_at_the_header_deadline
 
         bystander.still_works().await;
         // New connections are served as before.
-        assert_eq!(
-            rest(server.addr, Request::get("/time"))
-            .await
-            .0,
-            200
-        );
+        assert_eq!(rest(server.addr, Request::get("/time")).await.0, 200);
         bystander.leave().await;
     });
 }
@@ -263,8 +259,7 @@ fn silent_sockets_slowloris_and_idle_keepalive_are_closed_at_the_header_deadline
 #[test]
 fn a_request_body_must_arrive_within_its_deadline() {
     let server = Server::start(&["--keys", KEY, "--body-timeout-ms", "1000"]);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let mut bystander = Bystander::join(server.addr, "calm").await;
         let mut slow = TcpStream::connect(server.addr).await.unwrap();
         // Basic app.k:secret; 100 bytes promised, 10 sent.
@@ -299,8 +294,7 @@ fn a_websocket_that_neither_reads_nor_sends_is_dropped() {
         "--admin-listen",
         &admin.to_string(),
     ]);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let mut bystander = Bystander::join(server.addr, "calm").await;
         let upgrade = |query: &str| {
             format!(
@@ -322,8 +316,7 @@ fn a_websocket_that_neither_reads_nor_sends_is_dropped() {
         // Not reading until the server has dropped it for silence.
         let mut dropped = false;
         for _ in 0..150 {
-            let (_, page) = rest(admin, Request::get("/metrics"))
-            .await;
+            let (_, page) = rest(admin, Request::get("/metrics")).await;
             dropped = page.lines().any(|line| {
                 line.starts_with("realtime_connections_closed_total{reason=\"idle\"}")
                     && !line.ends_with(" 0")
@@ -338,7 +331,10 @@ fn a_websocket_that_neither_reads_nor_sends_is_dropped() {
         let seen = closed_by_server(&mut mute, "mute WebSocket").await;
         let text = String::from_utf8_lossy(&seen);
         assert!(text.starts_with("HTTP/1.1 101"), "{text}");
-        assert!(text.contains("\"action\":4"), "it had been CONNECTED: {text}");
+        assert!(
+            text.contains("\"action\":4"),
+            "it had been CONNECTED: {text}"
+        );
         let seen = closed_by_server(&mut anonymous, "WebSocket without credentials").await;
         let text = String::from_utf8_lossy(&seen);
         assert!(text.contains("\"action\":9"), "ERROR first: {text}");
@@ -360,8 +356,7 @@ fn connection_caps_answer_503_and_accept_again_once_connections_close() {
         "3",
     ]);
     let addr = server.addr;
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let mut bystander = Bystander::join(addr, "calm").await;
         let mut held = Vec::new();
         for _ in 0..3 {
@@ -487,8 +482,7 @@ fn accept_backs_off_when_the_process_runs_out_of_file_descriptors() {
     ) else {
         panic!("could not start realtime under prlimit (util-linux)");
     };
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let mut bystander = Bystander::join(server.addr, "calm").await;
         // Far more connections than the server has descriptors: the kernel completes them
         // (backlog), the server cannot accept them all.

@@ -14,8 +14,8 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use crate::support::{
-    attach, client, close, enter, eventually, resume_ids, send_json, until_graces_recorded,
-    RedisServer, Server,
+    attach, attached, block_on, client, close, enter, eventually, resume_ids, send_json,
+    until_graces_recorded, RedisServer, Server,
 };
 
 const SECRET: &str = "whsec_test";
@@ -217,13 +217,11 @@ fn presence(client_id: &str, action: u64) -> (String, String, u64) {
 
 #[test]
 fn deliveries_are_signed_retried_until_accepted_and_in_order() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let receiver = Receiver::start(3).await;
         let path = config(receiver.addr, "signed", "");
         let node = Server::start(&["--config", path.to_str().unwrap()]);
-        let (mut alice, _) = client(&node, "alice", "").await;
-        attach(&mut alice, "call:1").await;
+        let mut alice = attached(&node, "alice", "", "call:1").await;
         enter(&mut alice, "call:1", "hi").await;
         send_json(
             &mut alice,
@@ -238,8 +236,7 @@ fn deliveries_are_signed_retried_until_accepted_and_in_order() {
                 r.events("call:1").contains(&closed())
             })
             .await;
-        let (mut bob, _) = client(&node, "bob", "").await;
-        attach(&mut bob, "call:1").await;
+        let mut bob = attached(&node, "bob", "", "call:1").await;
         enter(&mut bob, "call:1", "yo").await;
         close(bob).await;
 
@@ -298,8 +295,7 @@ fn deliveries_are_signed_retried_until_accepted_and_in_order() {
 
 #[test]
 fn a_client_back_within_the_debounce_bills_no_leave() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let receiver = Receiver::start(0).await;
         let path = config(receiver.addr, "debounce", "");
         let node = Server::start(&["--config", path.to_str().unwrap()]);
@@ -313,13 +309,11 @@ fn a_client_back_within_the_debounce_bills_no_leave() {
         // The transport drops and the client resumes: the channel is re-attached in time.
         drop(alice);
         let (_, key) = resume_ids(&connected);
-        let (mut alice, _) = client(&node, "alice", &format!("&resume={key}")).await;
-        attach(&mut alice, "call:2").await;
+        let alice = attached(&node, "alice", &format!("&resume={key}"), "call:2").await;
 
         // Closed and opened again by a new connection of the same client within the debounce.
         close(alice).await;
-        let (mut again, _) = client(&node, "alice", "").await;
-        attach(&mut again, "call:2").await;
+        let mut again = attached(&node, "alice", "", "call:2").await;
         enter(&mut again, "call:2", "back").await;
 
         tokio::time::sleep(Duration::from_millis(2_500)).await;
@@ -334,23 +328,19 @@ fn a_client_back_within_the_debounce_bills_no_leave() {
 #[test]
 fn two_nodes_announce_one_open_and_one_close() {
     let redis = RedisServer::start();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let receiver = Receiver::start(0).await;
         let path = config(receiver.addr, "cluster", "");
         let url = redis.url();
         let nodes: Vec<Server> = (0..2)
             .map(|_| Server::start(&["--config", path.to_str().unwrap(), "--redis", &url]))
             .collect();
-        let (mut alice, _) = client(&nodes[0], "alice", "").await;
-        attach(&mut alice, "call:3").await;
-        let (mut bob, _) = client(&nodes[1], "bob", "").await;
-        attach(&mut bob, "call:3").await;
+        let alice = attached(&nodes[0], "alice", "", "call:3").await;
+        let mut bob = attached(&nodes[1], "bob", "", "call:3").await;
         enter(&mut bob, "call:3", "yo").await;
         close(alice).await;
         // A fan re-attaches on node A while bob is still there.
-        let (mut carol, _) = client(&nodes[0], "carol", "").await;
-        attach(&mut carol, "call:3").await;
+        let carol = attached(&nodes[0], "carol", "", "call:3").await;
         close(bob).await;
         close(carol).await;
 
@@ -369,16 +359,14 @@ fn two_nodes_announce_one_open_and_one_close() {
 #[test]
 fn queued_events_survive_a_gateway_restart() {
     let redis = RedisServer::start();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let receiver = Receiver::start(0).await;
         receiver.refuse();
         let path = config(receiver.addr, "restart", "");
         let url = redis.url();
         let args = ["--config", path.to_str().unwrap(), "--redis", &url];
         let node = Server::start(&args);
-        let (mut alice, _) = client(&node, "alice", "").await;
-        attach(&mut alice, "call:4").await;
+        let mut alice = attached(&node, "alice", "", "call:4").await;
         enter(&mut alice, "call:4", "hi").await;
         close(alice).await;
         // Everything queued (the debounced leave and close too), nothing accepted yet.
@@ -411,8 +399,7 @@ fn queued_events_survive_a_gateway_restart() {
 #[test]
 fn a_member_whose_node_dies_bills_no_leave_if_it_resumes_elsewhere_and_one_if_it_never_does() {
     let redis = RedisServer::start();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let receiver = Receiver::start(0).await;
         let path = config(receiver.addr, "nodedeath", "");
         let url = redis.url();
@@ -426,8 +413,7 @@ fn a_member_whose_node_dies_bills_no_leave_if_it_resumes_elsewhere_and_one_if_it
         ];
         let mut nodes: Vec<Server> = (0..2).map(|_| Server::start(&args)).collect();
         // A viewer on node B keeps the channel occupied throughout.
-        let (mut viewer, _) = client(&nodes[1], "viewer", "").await;
-        attach(&mut viewer, "call:6").await;
+        let viewer = attached(&nodes[1], "viewer", "", "call:6").await;
         receiver
             .until("opened", |r| r.events("call:6") == [opened()])
             .await;
@@ -436,8 +422,7 @@ fn a_member_whose_node_dies_bills_no_leave_if_it_resumes_elsewhere_and_one_if_it
         let (id, key) = resume_ids(&connected);
         attach(&mut alice, "call:6").await;
         enter(&mut alice, "call:6", "hi").await;
-        let (mut bob, _) = client(&nodes[0], "bob", grace).await;
-        attach(&mut bob, "call:6").await;
+        let mut bob = attached(&nodes[0], "bob", grace, "call:6").await;
         enter(&mut bob, "call:6", "yo").await;
         receiver
             .until("both entered", |r| r.events("call:6").len() == 3)

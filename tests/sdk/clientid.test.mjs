@@ -12,18 +12,7 @@ import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { FULL_KEY, startServer } from './server.mjs';
-import {
-  ClientPool,
-  Collector,
-  FORMATS,
-  WireLog,
-  awaitConnected,
-  awaitConnectionState,
-  expectRejection,
-  safeJson,
-  uniq,
-  withTimeout,
-} from './helpers.mjs';
+import { ClientPool, Collector, FORMATS, WireLog, awaitConnected, awaitConnectionState, expectRejection, safeJson, uniq, withTimeout } from './helpers.mjs';
 
 describe('clientId mismatch (40012 / 40102)', () => {
   let server;

@@ -25,6 +25,21 @@ import {
 
 const range = (prefix, from, to) => Array.from({ length: to - from }, (_, k) => `${prefix}-${from + k}`);
 
+/** A JSON subscriber (with a wire log) on a fresh `prefix` channel, which it has heard one REST publish on. */
+async function jsonSubscriberAfterOne(pool, prefix) {
+  const wire = new WireLog();
+  const rest = pool.rest({ key: FULL_KEY, useBinaryProtocol: false });
+  const sub = pool.realtime({ key: FULL_KEY, useBinaryProtocol: false, ...wire.options });
+  await awaitConnected(sub);
+  const channelName = uniq(prefix);
+  const channel = sub.channels.get(channelName);
+  const got = await new Collector().subscribe(channel);
+  const restChannel = rest.channels.get(channelName);
+  await publishNumbered(restChannel, 'before', 1);
+  await got.waitForCount(1, 10_000, 'the message before the drop');
+  return { wire, sub, channel, got, restChannel };
+}
+
 /** Frames received for `channelName` since index `from` of wire.received(). */
 function framesFor(wire, channelName, from = 0) {
   return wire
@@ -373,16 +388,7 @@ describe('resume after a dropped transport', () => {
 
   test('json: resume succeeds but the channel position fell out of the log (>500 messages) → resumed=false with an error', async () => {
     pool = new ClientPool(server.port);
-    const wire = new WireLog();
-    const rest = pool.rest({ key: FULL_KEY, useBinaryProtocol: false });
-    const sub = pool.realtime({ key: FULL_KEY, useBinaryProtocol: false, ...wire.options });
-    await awaitConnected(sub);
-    const channelName = uniq('resume-gap');
-    const channel = sub.channels.get(channelName);
-    const got = await new Collector().subscribe(channel);
-    const restChannel = rest.channels.get(channelName);
-    await publishNumbered(restChannel, 'before', 1);
-    await got.waitForCount(1, 10_000, 'the message before the drop');
+    const { sub, channel, got, restChannel } = await jsonSubscriberAfterOne(pool, 'resume-gap');
     const { id } = await dropTransport(sub);
     // 520 messages > the default log of 500: the subscriber's position is evicted.
     for (let batch = 0; batch < 4; batch += 1) {
@@ -406,16 +412,7 @@ describe('resume after a dropped transport', () => {
     // The client gives up on a socket the server still considers open (e.g. the phone changed network),
     // and reconnects with resume=. The server must hand the connection over to the new transport.
     pool = new ClientPool(server.port);
-    const wire = new WireLog();
-    const rest = pool.rest({ key: FULL_KEY, useBinaryProtocol: false });
-    const sub = pool.realtime({ key: FULL_KEY, useBinaryProtocol: false, ...wire.options });
-    await awaitConnected(sub);
-    const channelName = uniq('resume-halfopen');
-    const channel = sub.channels.get(channelName);
-    const got = await new Collector().subscribe(channel);
-    const restChannel = rest.channels.get(channelName);
-    await publishNumbered(restChannel, 'before', 1);
-    await got.waitForCount(1, 10_000, 'the message before the drop');
+    const { wire, sub, got, restChannel } = await jsonSubscriberAfterOne(pool, 'resume-halfopen');
     const old = await abandonTransport(sub);
     try {
       assert.equal(wire.sentAction('DISCONNECT').length, 0, 'the server was told nothing');

@@ -22,6 +22,19 @@ describe('rewind', () => {
    * Subscribe on `channel` (listener registered before the attach), wait for `expected` replayed messages,
    * then publish one live message and check the subscriber saw exactly `expected` then the live one.
    */
+  /** `count` messages m-0… published over REST on a fresh channel, then a realtime client (with a wire log) connected: both in `format`. */
+  async function afterPublishing(format, prefix, count) {
+    pool = new ClientPool(server.port);
+    const rest = pool.rest({ key: FULL_KEY, useBinaryProtocol: format.useBinaryProtocol });
+    const channelName = uniq(`${prefix}:${format.name}`);
+    const restChannel = rest.channels.get(channelName);
+    await publishNumbered(restChannel, 'm', count);
+    const wire = new WireLog();
+    const realtime = pool.realtime({ key: FULL_KEY, useBinaryProtocol: format.useBinaryProtocol, ...wire.options });
+    await awaitConnected(realtime);
+    return { channelName, restChannel, wire, realtime };
+  }
+
   async function expectRewind(channel, restChannel, expected, wire) {
     const attached = nextChannelChange(channel, (c) => c.current === 'attached', 10_000, 'attached');
     const got = await new Collector().subscribe(channel);
@@ -51,14 +64,7 @@ describe('rewind', () => {
 
   for (const format of FORMATS) {
     test(`${format.name}: params { rewind: '3' } replays the last 3 right after ATTACHED`, async () => {
-      pool = new ClientPool(server.port);
-      const rest = pool.rest({ key: FULL_KEY, useBinaryProtocol: format.useBinaryProtocol });
-      const channelName = uniq(`rewind:${format.name}`);
-      const restChannel = rest.channels.get(channelName);
-      await publishNumbered(restChannel, 'm', 10);
-      const wire = new WireLog();
-      const realtime = pool.realtime({ key: FULL_KEY, useBinaryProtocol: format.useBinaryProtocol, ...wire.options });
-      await awaitConnected(realtime);
+      const { channelName, restChannel, wire, realtime } = await afterPublishing(format, 'rewind', 10);
       const channel = realtime.channels.get(channelName, { params: { rewind: '3' } });
       const got = await expectRewind(channel, restChannel, numbered('m', 7, 10), wire);
       assert.deepEqual(channel.params, { rewind: '3' }, 'ATTACHED echoes the accepted rewind param');
@@ -70,14 +76,7 @@ describe('rewind', () => {
     });
 
     test(`${format.name}: the [?rewind=2] qualifier replays the last 2`, async () => {
-      pool = new ClientPool(server.port);
-      const rest = pool.rest({ key: FULL_KEY, useBinaryProtocol: format.useBinaryProtocol });
-      const base = uniq(`rewindq:${format.name}`);
-      const restChannel = rest.channels.get(base);
-      await publishNumbered(restChannel, 'm', 6);
-      const wire = new WireLog();
-      const realtime = pool.realtime({ key: FULL_KEY, useBinaryProtocol: format.useBinaryProtocol, ...wire.options });
-      await awaitConnected(realtime);
+      const { channelName: base, restChannel, wire, realtime } = await afterPublishing(format, 'rewindq', 6);
       const channel = realtime.channels.get(`[?rewind=2]${base}`);
       await expectRewind(channel, restChannel, numbered('m', 4, 6), wire);
     });

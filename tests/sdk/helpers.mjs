@@ -179,6 +179,11 @@ export class Collector {
   }
 }
 
+/** The messages among `messages` whose action is `action`. */
+function withAction(messages, action) {
+  return messages.filter((l) => l.includes(`action=${action};`) || l.includes(`action=${action}]`));
+}
+
 /**
  * Capture ably-js' micro-level log. `received()` lists the ProtocolMessages the client decoded from the
  * server (as ably-js stringifies them: "[ProtocolMessage; action=NACK; ...; error=[ErrorInfo: ...]]").
@@ -196,31 +201,31 @@ export class WireLog {
     };
   }
 
-  received() {
+  /** The ProtocolMessages of the log lines that contain both `where` and `what`. */
+  #messages(where, what) {
     return this.lines
-      .filter((l) => l.includes('Transport.onProtocolMessage()') && l.includes('received on'))
+      .filter((l) => l.includes(where) && l.includes(what))
       .map((l) => {
         const i = l.indexOf('[ProtocolMessage');
         return i >= 0 ? l.slice(i) : l;
       });
   }
 
+  received() {
+    return this.#messages('Transport.onProtocolMessage()', 'received on');
+  }
+
   receivedAction(action) {
-    return this.received().filter((l) => l.includes(`action=${action};`) || l.includes(`action=${action}]`));
+    return withAction(this.received(), action);
   }
 
   /** ProtocolMessages the client sent ("[ProtocolMessage; action=ATTACH; channel=…; channelSerial=…]"). */
   sent() {
-    return this.lines
-      .filter((l) => l.includes('Protocol.send()') && l.includes('sending msg'))
-      .map((l) => {
-        const i = l.indexOf('[ProtocolMessage');
-        return i >= 0 ? l.slice(i) : l;
-      });
+    return this.#messages('Protocol.send()', 'sending msg');
   }
 
   sentAction(action) {
-    return this.sent().filter((l) => l.includes(`action=${action};`) || l.includes(`action=${action}]`));
+    return withAction(this.sent(), action);
   }
 
   /** The WebSocket URIs (with query: `resume=`, `recover=`…) of the transports the client opened, in order. */

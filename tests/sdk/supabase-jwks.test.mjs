@@ -8,20 +8,7 @@ import assert from 'node:assert/strict';
 
 import { freePort, startServer } from './server.mjs';
 import { ClientPool, WireLog, awaitConnected, awaitConnectionState, safeJson, withTimeout } from './helpers.mjs';
-import {
-  ACTION,
-  JwksServer,
-  actionName,
-  ecKey,
-  leaveRefreshWindow,
-  probeToken,
-  restWithBearer,
-  rsaKey,
-  signJwt,
-  signWith,
-  stopAfter,
-  userClaims,
-} from './supabase-helpers.mjs';
+import { ACTION, JwksServer, actionName, ecKey, leaveRefreshWindow, probeToken, restWithBearer, rsaKey, signJwt, signWith, stopAfter, userClaims } from './supabase-helpers.mjs';
 
 const REFRESH_MS = 200;
 const SECRET = 'test-jwt-secret-with-at-least-32-characters-long';

@@ -14,18 +14,7 @@ import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { FULL_KEY, startServer } from './server.mjs';
-import {
-  ClientPool,
-  Collector,
-  FORMATS,
-  WireLog,
-  awaitConnected,
-  awaitConnectionState,
-  expectRejection,
-  safeJson,
-  uniq,
-  withTimeout,
-} from './helpers.mjs';
+import { ClientPool, Collector, FORMATS, WireLog, awaitConnected, awaitConnectionState, expectRejection, safeJson, uniq, withTimeout } from './helpers.mjs';
 import { ACTION, JwksServer, ecKey, nowSec, probeToken, restWithBearer, signJwt, signWith, stopAfter, userClaims } from './supabase-helpers.mjs';
 
 const SECRET = 'test-jwt-secret-with-at-least-32-characters-long';

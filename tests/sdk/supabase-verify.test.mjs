@@ -12,21 +12,7 @@ import Ably from 'ably';
 
 import { clientOptions, startServer } from './server.mjs';
 import { ClientPool, Collector, uniq, withTimeout } from './helpers.mjs';
-import {
-  ACTION,
-  JwksServer,
-  WireProbe,
-  actionName,
-  ecKey,
-  nowSec,
-  probeToken,
-  restWithBearer,
-  rsaKey,
-  signJwt,
-  signWith,
-  stopAfter,
-  userClaims,
-} from './supabase-helpers.mjs';
+import { ACTION, JwksServer, WireProbe, actionName, ecKey, nowSec, probeToken, restWithBearer, rsaKey, signJwt, signWith, stopAfter, userClaims } from './supabase-helpers.mjs';
 
 const SECRET = 'test-jwt-secret-with-at-least-32-characters-long';
 const OCT_SECRET = 'an-oct-key-published-in-the-jwks-must-be-ignored';

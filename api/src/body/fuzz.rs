@@ -8,26 +8,14 @@
 use axum::http::{HeaderMap, HeaderValue};
 use bytes::Bytes;
 use proptest::prelude::*;
-use proptest::test_runner::Config;
 use protocol::codec::shape::{batch_shape, list_len};
+use protocol::fuzzing::{config, json_value, text};
 use protocol::{Data, Format, Message};
 use serde_json::Value;
 
 use super::{body_format, decode, OneOrMany};
 use crate::error::ApiError;
 use crate::routes::batch::{shape_of, PublishSpec};
-
-fn config(cases: u32) -> Config {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(cases);
-    Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
-    }
-}
 
 const CONTENT_TYPES: [Option<&str>; 6] = [
     None,
@@ -82,26 +70,6 @@ fn decode_as_every_route(headers: &HeaderMap, body: &[u8]) -> Result<(), TestCas
         refused_as_client_error(&error)?;
     }
     Ok(())
-}
-
-fn text() -> impl Strategy<Value = String> {
-    prop::collection::vec(any::<char>(), 0..10).prop_map(String::from_iter)
-}
-
-fn json_value() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::from),
-        any::<i64>().prop_map(Value::from),
-        text().prop_map(Value::from),
-    ];
-    leaf.prop_recursive(3, 16, 4, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::btree_map(text(), inner, 0..4)
-                .prop_map(|map| Value::Object(map.into_iter().collect())),
-        ]
-    })
 }
 
 /// A message as REST clients publish one.

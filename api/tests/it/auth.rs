@@ -109,8 +109,7 @@ async fn token_capability_is_the_intersection_of_request_and_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_client_id_binds_what_it_publishes() {
     let server = Server::start().await;
-    let mut subscriber = server.connect(&format!("key={FULL_KEY}&format=json")).await;
-    subscriber.attach("ids").await;
+    let mut subscriber = server.attached(&full_key("json"), "ids").await;
 
     let details = full_token(&server, None, None, Some("alice")).await;
     assert_eq!(details["clientId"], "alice", "{details}");
@@ -283,7 +282,7 @@ async fn a_revoked_connection_is_counted_as_token_revoked() {
     let counted = "realtime_connections_closed_total{reason=\"token_revoked\"}";
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let page = server.http(Request::get("/metrics").basic(FULL_KEY)).await;
+        let page = server.get("/metrics").await;
         let text = String::from_utf8_lossy(&page.body).into_owned();
         if text.lines().any(|line| line.starts_with(counted)) {
             break;

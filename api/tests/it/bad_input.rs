@@ -72,8 +72,8 @@ struct Row {
 fn rows() -> Vec<Row> {
     use Input::*;
     use Outcome::*;
-    let json = format!("key={FULL_KEY}&format=json");
-    let msgpack = format!("key={FULL_KEY}&format=msgpack");
+    let json = full_key("json");
+    let msgpack = full_key("msgpack");
     let row = |name, query: &str, connected, input, outcome| Row {
         name,
         query: query.to_owned(),
@@ -81,26 +81,22 @@ fn rows() -> Vec<Row> {
         input,
         outcome,
     };
+    let fatal = |code, status| Fatal { code, status };
+    let nack = |code, status| Nack { code, status };
     vec![
         row(
             "malformed JSON",
             &json,
             true,
             Text("{\"action\":15,\"channel\":"),
-            Fatal {
-                code: 40000,
-                status: 400,
-            },
+            fatal(40000, 400),
         ),
         row(
             "JSON of the wrong shape",
             &json,
             true,
             Text("[1,2,3]"),
-            Fatal {
-                code: 40000,
-                status: 400,
-            },
+            fatal(40000, 400),
         ),
         // 0xc1 is the one byte msgpack never uses.
         row(
@@ -108,10 +104,7 @@ fn rows() -> Vec<Row> {
             &msgpack,
             true,
             Binary(&[0xc1, 0x00, 0x42]),
-            Fatal {
-                code: 40000,
-                status: 400,
-            },
+            fatal(40000, 400),
         ),
         // The map header promises entries that never come.
         row(
@@ -119,70 +112,49 @@ fn rows() -> Vec<Row> {
             &msgpack,
             true,
             Binary(&[0x83, 0xa6, b'a', b'c']),
-            Fatal {
-                code: 40000,
-                status: 400,
-            },
+            fatal(40000, 400),
         ),
         row(
             "unknown action with msgSerial",
             &json,
             true,
             Frame(json!({"action": 99, "msgSerial": 0, "channel": Bystanders::CHANNEL})),
-            Nack {
-                code: 40000,
-                status: 400,
-            },
+            nack(40000, 400),
         ),
         row(
             "unknown action without msgSerial",
             &msgpack,
             true,
             Frame(json!({"action": 99})),
-            Fatal {
-                code: 40000,
-                status: 400,
-            },
+            fatal(40000, 400),
         ),
         row(
             "message without channel",
             &msgpack,
             true,
             Frame(json!({"action": MESSAGE, "msgSerial": 0, "messages": [{"name": "lost"}]})),
-            Nack {
-                code: 40000,
-                status: 400,
-            },
+            nack(40000, 400),
         ),
         row(
             "missing credentials",
             "format=json",
             false,
             Nothing,
-            Fatal {
-                code: 40101,
-                status: 401,
-            },
+            fatal(40101, 401),
         ),
         row(
             "wrong secret",
             "key=app1.full:wrong&format=msgpack",
             false,
             Nothing,
-            Fatal {
-                code: 40101,
-                status: 401,
-            },
+            fatal(40101, 401),
         ),
         row(
             "unknown key",
             "key=app1.nosuchkey:secret&format=msgpack",
             false,
             Nothing,
-            Fatal {
-                code: 40101,
-                status: 401,
-            },
+            fatal(40101, 401),
         ),
     ]
 }

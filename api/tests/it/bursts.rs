@@ -16,7 +16,7 @@ fn actions(frames: &[Value], action: u64) -> Vec<&Value> {
 
 /// A bystander on another channel still gets its messages.
 async fn bystander_receives(server: &Server, bystander: &mut Client) {
-    let mut publisher = server.connect(&format!("key={FULL_KEY}&format=json")).await;
+    let mut publisher = server.connect(&full_key("json")).await;
     publisher
         .publish_acked("quiet", 0, json!([{"name": "still here"}]))
         .await;
@@ -28,8 +28,7 @@ async fn bystander_receives(server: &Server, bystander: &mut Client) {
 async fn a_burst_of_heartbeats_is_answered_in_full_while_the_client_reads() {
     const N: usize = 10_000;
     let server = Server::start().await;
-    let mut bystander = server.connect(&format!("key={FULL_KEY}&format=json")).await;
-    bystander.attach("quiet").await;
+    let mut bystander = server.attached(&full_key("json"), "quiet").await;
     for format in ["json", "msgpack"] {
         let mut client = server
             .connect(&format!("key={FULL_KEY}&format={format}"))
@@ -58,8 +57,7 @@ async fn a_burst_of_heartbeats_is_answered_in_full_while_the_client_reads() {
 async fn a_burst_of_publishes_is_all_acked_and_echoed_to_a_client_busy_for_a_moment() {
     const N: u64 = 1000;
     let server = Server::start().await;
-    let mut bystander = server.connect(&format!("key={FULL_KEY}&format=json")).await;
-    bystander.attach("quiet").await;
+    let mut bystander = server.attached(&full_key("json"), "quiet").await;
     let payload = "x".repeat(4096);
     for format in ["json", "msgpack"] {
         let channel = format!("burst:{format}");
@@ -116,11 +114,8 @@ async fn an_attach_flood_gets_90010_past_the_cap_and_the_connection_stays() {
     const N: usize = 10_000;
     let server = Server::start().await;
     let cap = server.gateway.config().limits.max_channels_per_connection;
-    let mut bystander = server.connect(&format!("key={FULL_KEY}&format=json")).await;
-    bystander.attach("quiet").await;
-    let mut client = server
-        .connect(&format!("key={FULL_KEY}&format=msgpack"))
-        .await;
+    let mut bystander = server.attached(&full_key("json"), "quiet").await;
+    let mut client = server.connect(&full_key("msgpack")).await;
     let frames: Vec<Value> = (0..N)
         .map(|i| json!({"action": ATTACH, "channel": format!("flood:{i}")}))
         .collect();

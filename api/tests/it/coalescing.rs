@@ -23,12 +23,10 @@ async fn a_lagging_subscriber_gets_merged_frames_and_resumes_exactly_after_one()
     config.limits.connection_publish_rate.messages_per_sec = 0;
     let server = Server::with_config(config).await;
     let mut lagging = server
-        .connect_with_recv_buffer(&format!("key={FULL_KEY}&format=json"), 4096)
+        .connect_with_recv_buffer(&full_key("json"), 4096)
         .await;
     lagging.attach("lag").await;
-    let mut publisher = server
-        .connect(&format!("key={FULL_KEY}&format=msgpack"))
-        .await;
+    let mut publisher = server.connect(&full_key("msgpack")).await;
     let payload = "m".repeat(1024);
     let mut serials = Vec::new();
     for i in 0..N {
@@ -76,7 +74,7 @@ async fn a_lagging_subscriber_gets_merged_frames_and_resumes_exactly_after_one()
 
     // A client that saw that merged frame last resumes right after it.
     let (channel_serial, seen) = merged.expect("a merged frame");
-    let mut resumed = server.connect(&format!("key={FULL_KEY}&format=json")).await;
+    let mut resumed = server.connect(&full_key("json")).await;
     resumed
         .send(json!({"action": ATTACH, "channel": "lag", "channelSerial": channel_serial}))
         .await;

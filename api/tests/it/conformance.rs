@@ -117,18 +117,15 @@ async fn numeric_params_are_read_and_attach_resume_skips_the_rewind() {
     publisher
         .publish_acked("rewound", 1, json!([{"name": "live", "data": "2"}]))
         .await;
-    let next = again.expect(MESSAGE).await;
-    assert_eq!(
-        next["messages"][0]["name"], "live",
-        "no rewind on an attach-resume: {next}"
-    );
+    again
+        .expect_named("live", "no rewind on an attach-resume")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_sync_request_is_answered_even_with_nobody_present() {
     let server = Server::start().await;
-    let mut client = server.connect(&full()).await;
-    client.attach("syncing").await;
+    let mut client = server.attached(&full(), "syncing").await;
     client
         .send(json!({"action": 16, "channel": "syncing"}))
         .await;
@@ -148,17 +145,14 @@ async fn rest_details_the_suite_checks() {
     assert_eq!(wrong.status, 404);
     assert_eq!(wrong.header("x-ably-errorcode"), Some("40400"));
     // Stats with nothing counted yet: an empty page rather than an error.
-    let stats = server.http(Request::get("/stats").basic(FULL_KEY)).await;
+    let stats = server.get("/stats").await;
     assert_eq!(stats.status, 200);
     assert_eq!(stats.json(), json!([]));
     // Token lifetimes are capped at a day: beyond is refused, not clamped.
     let year = server
-        .http(
-            Request::post_json(
-                "/keys/app1.full/requestToken",
-                &json!({"keyName": "app1.full", "ttl": 365u64 * 24 * 3600 * 1000}),
-            )
-            .basic(FULL_KEY),
+        .post_json(
+            "/keys/app1.full/requestToken",
+            &json!({"keyName": "app1.full", "ttl": 365u64 * 24 * 3600 * 1000}),
         )
         .await;
     assert_eq!(
@@ -170,12 +164,9 @@ async fn rest_details_the_suite_checks() {
     // revokeTokens with allowReauthMargin applies 30 s later.
     let now = protocol::now_ms();
     let revoked = server
-        .http(
-            Request::post_json(
-                "/keys/app1.full/revokeTokens",
-                &json!({"targets": ["clientId:someone"], "allowReauthMargin": true}),
-            )
-            .basic(FULL_KEY),
+        .post_json(
+            "/keys/app1.full/revokeTokens",
+            &json!({"targets": ["clientId:someone"], "allowReauthMargin": true}),
         )
         .await
         .json();
@@ -195,12 +186,9 @@ async fn a_rest_publish_with_a_connection_key_is_stamped_with_that_connection() 
         .to_owned();
     subscriber.attach("behalf").await;
     let published = server
-        .http(
-            Request::post_json(
-                "/channels/behalf/messages",
-                &json!({"data": "x", "connectionKey": key}),
-            )
-            .basic(FULL_KEY),
+        .post_json(
+            "/channels/behalf/messages",
+            &json!({"data": "x", "connectionKey": key}),
         )
         .await;
     assert_eq!(published.status, 201);
@@ -212,12 +200,9 @@ async fn a_rest_publish_with_a_connection_key_is_stamped_with_that_connection() 
     );
 
     let bogus = server
-        .http(
-            Request::post_json(
-                "/channels/behalf/messages",
-                &json!({"data": "x", "connectionKey": "nobody!zzzz"}),
-            )
-            .basic(FULL_KEY),
+        .post_json(
+            "/channels/behalf/messages",
+            &json!({"data": "x", "connectionKey": "nobody!zzzz"}),
         )
         .await;
     assert_eq!(bogus.status, 400);

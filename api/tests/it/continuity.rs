@@ -70,6 +70,35 @@ fn connection_key(client: &Client) -> String {
         .to_owned()
 }
 
+/// A client that attached to `channel` and lost its transport, parked for a resume: its
+/// connection id and resume key.
+async fn parked(server: &Server, client_id: &str, channel: &str) -> (String, String) {
+    let mut client = server.connect(&query(client_id)).await;
+    let id_and_key = id_and_key(&client);
+    client.attach(channel).await;
+    drop_transport(server, client, channel).await;
+    id_and_key
+}
+
+/// The `data` of each message in a JSON array of messages.
+fn data_of(messages: &Value) -> Vec<&Value> {
+    messages
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["data"])
+        .collect()
+}
+
+/// What a client needs to resume: its connection id and its resume key.
+fn id_and_key(client: &Client) -> (String, String) {
+    (client.id().to_owned(), connection_key(client))
+}
+
+fn channel_serial_of(attached: &Value) -> String {
+    attached["channelSerial"].as_str().unwrap().to_owned()
+}
+
 fn query_escape(value: &str) -> String {
     value
         .bytes()
@@ -119,6 +148,13 @@ async fn resume(server: &Server, client_id: &str, key: &str, connection_id: &str
         client.connected
     );
     client
+}
+
+/// A resume the server refuses (80008): the client gets a new connection instead.
+async fn resume_refused(server: &Server, client_id: &str, key: &str, connection_id: &str) {
+    let client = server.connect(&resume_query(client_id, key)).await;
+    assert_ne!(client.id(), connection_id, "{}", client.connected);
+    assert_error(&client.connected, 80008, 400);
 }
 
 /// Follows a subscriber's MESSAGE stream of sequence-numbered messages ("0", "1", ...) and
@@ -212,8 +248,7 @@ async fn subscribed(
     channel: &'static str,
 ) -> (Client, String, String, Sequence, Client) {
     let mut subscriber = server.connect(&query("subscriber")).await;
-    let connection_id = subscriber.id().to_owned();
-    let key = connection_key(&subscriber);
+    let (connection_id, key) = id_and_key(&subscriber);
     let attached = subscriber.attach(channel).await;
     let mut sequence = Sequence::new(channel, &attached);
     let mut publisher = server.connect(&query("publisher")).await;
@@ -257,8 +292,7 @@ async fn resume_under_live_traffic_delivers_every_message_exactly_once() {
     }))
     .await;
     let mut subscriber = server.connect(&query("subscriber")).await;
-    let connection_id = subscriber.id().to_owned();
-    let mut key = connection_key(&subscriber);
+    let (connection_id, mut key) = id_and_key(&subscriber);
     let attached = subscriber.attach(CHANNEL).await;
     let mut sequence = Sequence::new(CHANNEL, &attached);
 
@@ -498,15 +532,9 @@ async fn unknown_or_malformed_resume_keys_get_a_new_connection() {
 async fn a_resume_key_is_useless_to_another_client_id() {
     const CHANNEL: &str = "identity";
     let server = Server::start().await;
-    let mut alice = server.connect(&query("alice")).await;
-    let connection_id = alice.id().to_owned();
-    let key = connection_key(&alice);
-    alice.attach(CHANNEL).await;
-    drop_transport(&server, alice, CHANNEL).await;
+    let (connection_id, key) = parked(&server, "alice", CHANNEL).await;
 
-    let mallory = server.connect(&resume_query("mallory", &key)).await;
-    assert_ne!(mallory.id(), connection_id, "{}", mallory.connected);
-    assert_error(&mallory.connected, 80008, 400);
+    resume_refused(&server, "mallory", &key, &connection_id).await;
     // The owner still can.
     resume(&server, "alice", &key, &connection_id).await;
 }
@@ -549,7 +577,7 @@ async fn expect_presence_event(client: &mut Client, action: u64, client_id: &str
 
 async fn rest_members(server: &Server, channel: &str) -> Vec<Value> {
     let path = format!("/channels/{channel}/presence");
-    let response = server.http(Request::get(&path).basic(FULL_KEY)).await;
+    let response = server.get(&path).await;
     assert_eq!(response.status, 200, "{response:?}");
     response
         .json()
@@ -612,12 +640,8 @@ async fn a_member_that_resumes_within_the_grace_stays() {
     const GRACE: Duration = Duration::from_millis(200);
     let server = Server::with_config(timing_with(|timing| timing.presence_grace = GRACE)).await;
     let (mut observer, member, member_attached) = observer_and_member(&server, CHANNEL).await;
-    let member_id = member.id().to_owned();
-    let key = connection_key(&member);
-    let channel_serial = member_attached["channelSerial"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (member_id, key) = id_and_key(&member);
+    let channel_serial = channel_serial_of(&member_attached);
 
     drop_transport(&server, member, CHANNEL).await;
     let mut member = resume(&server, "alice", &key, &member_id).await;
@@ -655,12 +679,8 @@ async fn a_member_back_after_the_grace_is_told_continuity_was_lost() {
     }))
     .await;
     let (mut observer, member, member_attached) = observer_and_member(&server, CHANNEL).await;
-    let member_id = member.id().to_owned();
-    let key = connection_key(&member);
-    let channel_serial = member_attached["channelSerial"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (member_id, key) = id_and_key(&member);
+    let channel_serial = channel_serial_of(&member_attached);
 
     drop(member);
     expect_presence_event(&mut observer, LEAVE, "alice").await;
@@ -686,8 +706,7 @@ async fn close_makes_members_leave_at_once() {
     // The default 15 s grace: a LEAVE within `WAIT` (5 s) can only be the CLOSE's doing.
     let server = Server::start().await;
     let (mut observer, mut member, _) = observer_and_member(&server, CHANNEL).await;
-    let member_id = member.id().to_owned();
-    let key = connection_key(&member);
+    let (member_id, key) = id_and_key(&member);
     member.send(json!({"action": CLOSE})).await;
     loop {
         let frame = member.frame().await;
@@ -703,22 +722,18 @@ async fn close_makes_members_leave_at_once() {
     assert_eq!(leave["connectionId"], member_id, "{leave}");
     assert!(rest_members(&server, CHANNEL).await.is_empty());
     // A closed connection is not kept for a resume.
-    let after = server.connect(&resume_query("alice", &key)).await;
-    assert_ne!(after.id(), member_id, "{}", after.connected);
-    assert_error(&after.connected, 80008, 400);
+    resume_refused(&server, "alice", &key, &member_id).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_resent_after_resume_is_delivered_once() {
     const CHANNEL: &str = "dedupe";
     let server = Server::start().await;
-    let mut subscriber = server.connect(&query("subscriber")).await;
-    subscriber.attach(CHANNEL).await;
+    let mut subscriber = server.attached(&query("subscriber"), CHANNEL).await;
     let mut publisher = server
         .connect(&format!("{}&format=msgpack", query("publisher")))
         .await;
-    let publisher_id = publisher.id().to_owned();
-    let key = connection_key(&publisher);
+    let (publisher_id, key) = id_and_key(&publisher);
     let live_before = server.gateway.live_connections();
 
     let messages = json!([{"name": "n", "data": "once"}, {"name": "n", "data": "twice?"}]);
@@ -757,12 +772,7 @@ async fn a_publish_resent_after_resume_is_delivered_once() {
         .publish_acked(CHANNEL, 1, json!([{"name": "n", "data": "after"}]))
         .await;
     let next = subscriber.expect(MESSAGE).await;
-    let data: Vec<&Value> = next["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| &m["data"])
-        .collect();
+    let data = data_of(&next["messages"]);
     assert_eq!(
         data,
         [&json!("after")],
@@ -770,15 +780,10 @@ async fn a_publish_resent_after_resume_is_delivered_once() {
     );
 
     let history = server
-        .http(Request::get(format!("/channels/{CHANNEL}/messages")).basic(FULL_KEY))
+        .get(format!("/channels/{CHANNEL}/messages"))
         .await
         .json();
-    let stored: Vec<&Value> = history
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| &m["data"])
-        .collect();
+    let stored = data_of(&history);
     assert_eq!(
         stored,
         [&json!("after"), &json!("twice?"), &json!("once")],
@@ -817,7 +822,7 @@ async fn all_pages(server: &Server, channel: &str, first: String) -> Vec<Vec<Val
     let mut path = Some(first);
     while let Some(current) = path.take() {
         assert!(pages.len() < 20, "Link next never ends");
-        let response = server.http(Request::get(&current).basic(FULL_KEY)).await;
+        let response = server.get(&current).await;
         assert_eq!(response.status, 200, "{current}: {response:?}");
         pages.push(
             response
@@ -905,11 +910,7 @@ async fn rest_history_pages_follow_link_next() {
 async fn a_resume_issues_a_fresh_key_and_spends_the_old_one() {
     const CHANNEL: &str = "fresh-key";
     let server = Server::start().await;
-    let mut subscriber = server.connect(&query("subscriber")).await;
-    let connection_id = subscriber.id().to_owned();
-    let old_key = connection_key(&subscriber);
-    subscriber.attach(CHANNEL).await;
-    drop_transport(&server, subscriber, CHANNEL).await;
+    let (connection_id, old_key) = parked(&server, "subscriber", CHANNEL).await;
 
     let resumed = resume(&server, "subscriber", &old_key, &connection_id).await;
     let new_key = connection_key(&resumed);
@@ -919,9 +920,7 @@ async fn a_resume_issues_a_fresh_key_and_spends_the_old_one() {
         "{new_key}"
     );
 
-    let late = server.connect(&resume_query("subscriber", &old_key)).await;
-    assert_ne!(late.id(), connection_id, "{}", late.connected);
-    assert_error(&late.connected, 80008, 400);
+    resume_refused(&server, "subscriber", &old_key, &connection_id).await;
 }
 
 /// ably-js re-sends its members' ENTERs, with the ids the server gave them, on every re-attach:

@@ -67,9 +67,7 @@ async fn only_a_key_with_every_capability_gets_in() {
     assert_eq!(limited.json()["error"]["code"], 40160);
     assert!(limited.header("www-authenticate").is_none(), "{limited:?}");
 
-    let page = server
-        .http(Request::get("/dashboard").basic(FULL_KEY))
-        .await;
+    let page = server.get("/dashboard").await;
     assert_eq!(page.status, 200, "{page:?}");
 }
 
@@ -89,7 +87,7 @@ async fn assets_are_embedded_with_their_content_types() {
         ),
         ("/dashboard/app.css", "text/css; charset=utf-8", ".spark"),
     ] {
-        let response = server.http(Request::get(path).basic(FULL_KEY)).await;
+        let response = server.get(path).await;
         assert_eq!(response.status, 200, "{path}: {response:?}");
         assert_eq!(
             response.header("content-type"),
@@ -100,9 +98,7 @@ async fn assets_are_embedded_with_their_content_types() {
         let body = String::from_utf8(response.body).unwrap();
         assert!(body.contains(marker), "{path} lacks {marker}");
     }
-    let page = server
-        .http(Request::get("/dashboard").basic(FULL_KEY))
-        .await;
+    let page = server.get("/dashboard").await;
     assert!(page
         .header("content-security-policy")
         .is_some_and(|csp| csp.contains("script-src 'self'")));
@@ -127,8 +123,9 @@ async fn the_overview_moves_with_connections_publishes_and_failures() {
     assert_eq!(before["cluster"]["connections"], 0, "{before}");
     assert_eq!(before["cluster"]["messagesIn"], 0, "{before}");
 
-    let mut subscriber = server.connect(&format!("key={FULL_KEY}")).await;
-    subscriber.attach("dash:moves").await;
+    let mut subscriber = server
+        .attached(&format!("key={FULL_KEY}"), "dash:moves")
+        .await;
     let mut publisher = server.connect(&format!("key={FULL_KEY}")).await;
     for n in 1..=3 {
         publisher
@@ -178,9 +175,8 @@ async fn the_overview_moves_with_connections_publishes_and_failures() {
 async fn the_inspector_shows_members_and_last_messages_and_the_form_publishes() {
     let server = Server::start().await;
     let mut member = server
-        .connect(&format!("key={FULL_KEY}&clientId=alice"))
+        .attached(&format!("key={FULL_KEY}&clientId=alice"), "room:1")
         .await;
-    member.attach("room:1").await;
     member
         .send(json!({
             "action": PRESENCE,
@@ -254,12 +250,9 @@ async fn the_inspector_shows_members_and_last_messages_and_the_form_publishes() 
         .await;
     assert_eq!(forged.status, 403, "{forged:?}");
     let invalid = server
-        .http(
-            Request::post_json(
-                "/dashboard/api/channels/%5Bbad/messages",
-                &json!({"data": 1}),
-            )
-            .basic(FULL_KEY),
+        .post_json(
+            "/dashboard/api/channels/%5Bbad/messages",
+            &json!({"data": 1}),
         )
         .await;
     assert_eq!(invalid.status, 400, "{invalid:?}");

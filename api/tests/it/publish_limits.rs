@@ -9,34 +9,46 @@ use crate::support::*;
 
 const CHANNEL: &str = "flooded";
 
-/// Readers of the attacked channel, one per format.
-async fn readers(server: &Server) -> (Client, Client) {
-    let mut json_reader = server.connect(&format!("key={FULL_KEY}&format=json")).await;
-    json_reader.attach(CHANNEL).await;
-    let mut msgpack_reader = server
-        .connect(&format!("key={FULL_KEY}&format=msgpack"))
-        .await;
-    msgpack_reader.attach(CHANNEL).await;
-    (json_reader, msgpack_reader)
+/// A fresh server (keep it: dropping it shuts it down), its bystanders and the readers of the
+/// attacked channel.
+async fn scene() -> (Server, Bystanders, Readers) {
+    let server = Server::start().await;
+    let others = Bystanders::join(&server).await;
+    let readers = Readers::attach(&server).await;
+    (server, others, readers)
 }
 
-/// The reader's next delivery is the one message `name`: nothing from a refused publish came
-/// before it.
-async fn expect_only(reader: &mut Client, name: &str) {
-    let delivery = reader.expect(MESSAGE).await;
-    let messages = delivery["messages"].as_array().unwrap();
-    assert_eq!(messages.len(), 1, "{delivery}");
-    assert_eq!(messages[0]["name"], name, "{delivery}");
+/// Readers of the attacked channel, one per format.
+struct Readers {
+    json: Client,
+    msgpack: Client,
+}
+
+impl Readers {
+    async fn attach(server: &Server) -> Readers {
+        let json = server.attached(&full_key("json"), CHANNEL).await;
+        let msgpack = server.attached(&full_key("msgpack"), CHANNEL).await;
+        Readers { json, msgpack }
+    }
+
+    /// Each reader's next delivery is the one message `name`: nothing from a refused publish
+    /// came before it.
+    async fn expect_only(&mut self, name: &str) {
+        for reader in [&mut self.json, &mut self.msgpack] {
+            let delivery = reader.expect(MESSAGE).await;
+            let messages = delivery["messages"].as_array().unwrap();
+            assert_eq!(messages.len(), 1, "{delivery}");
+            assert_eq!(messages[0]["name"], name, "{delivery}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frame_of_10000_messages_is_nacked_and_nothing_is_delivered() {
-    let server = Server::start().await;
-    let mut others = Bystanders::join(&server).await;
-    let (mut json_reader, mut msgpack_reader) = readers(&server).await;
+    let (server, mut others, mut readers) = scene().await;
 
     // 10,000 empty messages in a 30 KB JSON frame.
-    let mut victim = server.connect(&format!("key={FULL_KEY}&format=json")).await;
+    let mut victim = server.connect(&full_key("json")).await;
     let empties = Value::Array(vec![json!({}); 10_000]);
     victim.publish(CHANNEL, 0, empties).await;
     others.publish("meanwhile").await;
@@ -46,9 +58,7 @@ async fn a_frame_of_10000_messages_is_nacked_and_nothing_is_delivered() {
     assert_error(&nack, 40030, 400);
 
     // 200,000 × `{}` in a 200 KB msgpack frame, from another connection.
-    let mut packed = server
-        .connect(&format!("key={FULL_KEY}&format=msgpack"))
-        .await;
+    let mut packed = server.connect(&full_key("msgpack")).await;
     let mut frame = to_msgpack(&json!({"action": MESSAGE, "channel": CHANNEL, "msgSerial": 0}));
     // A fixmap of 3 becomes 4 entries: the last is `messages`, an array32 of empty maps.
     assert_eq!(frame[0], 0x83);
@@ -67,8 +77,7 @@ async fn a_frame_of_10000_messages_is_nacked_and_nothing_is_delivered() {
     victim
         .publish_acked(CHANNEL, 1, json!([{"name": "after"}]))
         .await;
-    expect_only(&mut json_reader, "after").await;
-    expect_only(&mut msgpack_reader, "after").await;
+    readers.expect_only("after").await;
     packed
         .publish_acked("elsewhere", 1, json!([{"name": "fine"}]))
         .await;
@@ -77,12 +86,8 @@ async fn a_frame_of_10000_messages_is_nacked_and_nothing_is_delivered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_messages_are_all_delivered_to_every_reader_in_frames_that_fit() {
-    let server = Server::start().await;
-    let mut others = Bystanders::join(&server).await;
-    let (mut json_reader, mut msgpack_reader) = readers(&server).await;
-    let mut publisher = server
-        .connect(&format!("key={FULL_KEY}&format=msgpack"))
-        .await;
+    let (server, mut others, mut readers) = scene().await;
+    let mut publisher = server.connect(&full_key("msgpack")).await;
     // 60 control characters each: 64 KB of publish, but ~200 bytes per message of ids and
     // serials and 6 bytes per character as JSON (`\u0001`): over 400 KB as one JSON frame.
     let messages: Vec<Value> = (0..1000)
@@ -94,7 +99,10 @@ async fn a_thousand_messages_are_all_delivered_to_every_reader_in_frames_that_fi
     assert_eq!(serials.len(), 1000);
     others.publish("meanwhile").await;
 
-    for (reader, max_frames) in [(&mut json_reader, usize::MAX), (&mut msgpack_reader, 1000)] {
+    for (reader, max_frames) in [
+        (&mut readers.json, usize::MAX),
+        (&mut readers.msgpack, 1000),
+    ] {
         let mut received: Vec<String> = Vec::new();
         let mut frames = 0;
         while received.len() < 1000 {
@@ -129,22 +137,18 @@ async fn a_thousand_messages_are_all_delivered_to_every_reader_in_frames_that_fi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_64_kib_limit_is_on_the_whole_publish() {
-    let server = Server::start().await;
-    let mut others = Bystanders::join(&server).await;
-    let (mut json_reader, mut msgpack_reader) = readers(&server).await;
+    let (server, mut others, mut readers) = scene().await;
     let half = "x".repeat(40 * 1024);
     let two_halves = json!([{"name": "a", "data": half}, {"name": "b", "data": half}]);
 
-    let mut victim = server.connect(&format!("key={FULL_KEY}&format=json")).await;
+    let mut victim = server.connect(&full_key("json")).await;
     victim.publish(CHANNEL, 0, two_halves.clone()).await;
     let nack = victim.expect(NACK).await;
     assert_eq!(nack["msgSerial"], 0, "{nack}");
     assert_error(&nack, 40009, 413);
 
     let path = format!("/channels/{CHANNEL}/messages");
-    let response = server
-        .http(Request::post_json(&path, &two_halves).basic(FULL_KEY))
-        .await;
+    let response = server.post_json(&path, &two_halves).await;
     assert_rest_error(&response, 40009, 413);
     others.publish("meanwhile").await;
 
@@ -152,22 +156,17 @@ async fn the_64_kib_limit_is_on_the_whole_publish() {
     victim
         .publish_acked(CHANNEL, 1, json!([{"name": "one", "data": half}]))
         .await;
-    expect_only(&mut json_reader, "one").await;
-    expect_only(&mut msgpack_reader, "one").await;
+    readers.expect_only("one").await;
     others.assert_undisturbed().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_publishes_of_too_many_messages_are_refused_unbuilt() {
-    let server = Server::start().await;
-    let mut others = Bystanders::join(&server).await;
-    let (mut json_reader, mut msgpack_reader) = readers(&server).await;
+    let (server, mut others, mut readers) = scene().await;
     let path = format!("/channels/{CHANNEL}/messages");
     let empties = Value::Array(vec![json!({}); 100_000]);
 
-    let response = server
-        .http(Request::post_json(&path, &empties).basic(FULL_KEY))
-        .await;
+    let response = server.post_json(&path, &empties).await;
     assert_rest_error(&response, 40030, 400);
     let response = server
         .http(
@@ -179,31 +178,24 @@ async fn rest_publishes_of_too_many_messages_are_refused_unbuilt() {
     assert_rest_error(&response, 40030, 400);
     // 1,001 is one too many; 1,000 goes through.
     let response = server
-        .http(Request::post_json(&path, &Value::Array(vec![json!({}); 1001])).basic(FULL_KEY))
+        .post_json(&path, &Value::Array(vec![json!({}); 1001]))
         .await;
     assert_rest_error(&response, 40030, 400);
     others.publish("meanwhile").await;
 
-    let accepted = server
-        .http(Request::post_json(&path, &json!([{"name": "after"}])).basic(FULL_KEY))
-        .await;
+    let accepted = server.post_json(&path, &json!([{"name": "after"}])).await;
     assert_eq!(accepted.status, 201, "{accepted:?}");
-    expect_only(&mut json_reader, "after").await;
-    expect_only(&mut msgpack_reader, "after").await;
+    readers.expect_only("after").await;
     others.assert_undisturbed().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_publishes_are_bounded_per_spec_and_in_total() {
-    let server = Server::start().await;
-    let mut others = Bystanders::join(&server).await;
-    let (mut json_reader, mut msgpack_reader) = readers(&server).await;
+    let (server, mut others, mut readers) = scene().await;
 
     // One spec over the per-publish cap, refused whole (its other channel got nothing either).
     let spec = json!({"channels": [CHANNEL, "other"], "messages": vec![json!({}); 1001]});
-    let response = server
-        .http(Request::post_json("/messages", &spec).basic(FULL_KEY))
-        .await;
+    let response = server.post_json("/messages", &spec).await;
     assert_rest_error(&response, 40030, 400);
 
     // 20 channels × 1,000 messages: each publish within the cap, the batch over 10,000.
@@ -212,19 +204,14 @@ async fn batch_publishes_are_bounded_per_spec_and_in_total() {
         {"channels": [CHANNEL], "messages": [{"name": "x"}]},
         {"channels": channels, "messages": vec![json!({}); 1000]},
     ]);
-    let response = server
-        .http(Request::post_json("/messages", &wide).basic(FULL_KEY))
-        .await;
+    let response = server.post_json("/messages", &wide).await;
     assert_rest_error(&response, 40030, 400);
     others.publish("meanwhile").await;
 
     let fine = json!({"channels": [CHANNEL], "messages": [{"name": "after"}]});
-    let response = server
-        .http(Request::post_json("/messages", &fine).basic(FULL_KEY))
-        .await;
+    let response = server.post_json("/messages", &fine).await;
     assert_eq!(response.status, 201, "{response:?}");
-    expect_only(&mut json_reader, "after").await;
-    expect_only(&mut msgpack_reader, "after").await;
+    readers.expect_only("after").await;
     others.assert_undisturbed().await;
 }
 
@@ -233,10 +220,8 @@ const PRESENCE: u64 = 14;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_presence_frame_of_5000_enters_is_nacked_and_nothing_is_broadcast() {
-    let server = Server::start().await;
-    let mut others = Bystanders::join(&server).await;
-    let (mut json_reader, mut msgpack_reader) = readers(&server).await;
-    let mut victim = server.connect(&format!("key={FULL_KEY}&format=json")).await;
+    let (server, mut others, mut readers) = scene().await;
+    let mut victim = server.connect(&full_key("json")).await;
     // Entering only, not listening: what the victim reads next is its own replies.
     victim
         .send(json!({"action": ATTACH, "channel": CHANNEL, "flags": MODE_PRESENCE | MODE_PUBLISH}))
@@ -262,7 +247,7 @@ async fn a_presence_frame_of_5000_enters_is_nacked_and_nothing_is_broadcast() {
         .await;
     let ack = victim.expect(ACK).await;
     assert_eq!(ack["msgSerial"], 1, "{ack}");
-    for reader in [&mut json_reader, &mut msgpack_reader] {
+    for reader in [&mut readers.json, &mut readers.msgpack] {
         let broadcast = reader.expect(PRESENCE).await;
         let events = broadcast["presence"].as_array().unwrap();
         assert_eq!(events.len(), 1, "{broadcast}");

@@ -5,8 +5,9 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-fn key_query(format: &str) -> String {
-    format!("key={FULL_KEY}&format={format}")
+/// A connection in `format`, attached to `channel`.
+async fn attached(server: &Server, format: &str, channel: &str) -> Client {
+    server.attached(&full_key(format), channel).await
 }
 
 /// The envelope and per-message fields every delivery carries (reference §2.1, §3.1, §3.3).
@@ -41,6 +42,19 @@ fn assert_delivery(delivery: &Value, channel: &str, publisher: &str, msg_serial:
     }
 }
 
+/// The next MESSAGE, checked as the first (msgSerial 0) publish of `serials` by `publisher`.
+async fn expect_delivery(
+    subscriber: &mut Client,
+    channel: &str,
+    publisher: &str,
+    serials: &[String],
+) -> Value {
+    let delivery = subscriber.expect(MESSAGE).await;
+    assert_delivery(&delivery, channel, publisher, 0);
+    assert_eq!(serials_of(&delivery), serials, "{delivery}");
+    delivery
+}
+
 fn serials_of(delivery: &Value) -> Vec<&str> {
     delivery["messages"]
         .as_array()
@@ -54,7 +68,7 @@ fn serials_of(delivery: &Value) -> Vec<&str> {
 async fn connected_carries_connection_details() {
     let server = Server::start().await;
     let client = server
-        .connect(&format!("{}&clientId=alice", key_query("json")))
+        .connect(&format!("{}&clientId=alice", full_key("json")))
         .await;
     let connected = &client.connected;
     let id = client.id();
@@ -79,7 +93,7 @@ async fn connected_carries_connection_details() {
     let plain = server.connect(&format!("key={FULL_KEY}")).await;
     assert_eq!(plain.format, Format::Json);
 
-    let msgpack = server.connect(&key_query("msgpack")).await;
+    let msgpack = server.connect(&full_key("msgpack")).await;
     assert_ne!(msgpack.id(), id, "connection ids must be unique");
     assert!(
         msgpack.connected["connectionDetails"]
@@ -93,7 +107,7 @@ async fn connected_carries_connection_details() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attach_grants_the_modes_the_capability_allows() {
     let server = Server::start().await;
-    let mut full = server.connect(&key_query("json")).await;
+    let mut full = server.connect(&full_key("json")).await;
     let attached = full.attach("room").await;
     // The four classic modes plus annotation_publish, as Ably grants a full capability.
     assert_eq!(attached["flags"], 983040 + 2097152, "{attached}");
@@ -114,13 +128,11 @@ async fn attach_grants_the_modes_the_capability_allows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_publish_reaches_json_and_msgpack_subscribers() {
     let server = Server::start().await;
-    let mut json_sub = server.connect(&key_query("json")).await;
-    json_sub.attach("trip").await;
-    let mut msgpack_sub = server.connect(&key_query("msgpack")).await;
-    msgpack_sub.attach("trip").await;
+    let mut json_sub = attached(&server, "json", "trip").await;
+    let mut msgpack_sub = attached(&server, "msgpack", "trip").await;
     // Not attached: publishing needs no attach (reference §5.5).
     let mut publisher = server
-        .connect(&format!("{}&clientId=alice", key_query("json")))
+        .connect(&format!("{}&clientId=alice", full_key("json")))
         .await;
 
     let bytes = [0u8, 1, 2, 0x7f, 0x80, 0xfe, 0xff];
@@ -135,9 +147,7 @@ async fn json_publish_reaches_json_and_msgpack_subscribers() {
 
     let pid = publisher.id().to_owned();
     for subscriber in [&mut json_sub, &mut msgpack_sub] {
-        let delivery = subscriber.expect(MESSAGE).await;
-        assert_delivery(&delivery, "trip", &pid, 0);
-        assert_eq!(serials_of(&delivery), serials, "{delivery}");
+        let delivery = expect_delivery(subscriber, "trip", &pid, &serials).await;
         let got = delivery["messages"].as_array().unwrap();
         assert_eq!(got.len(), 3, "{delivery}");
         for message in got {
@@ -170,12 +180,10 @@ async fn json_publish_reaches_json_and_msgpack_subscribers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn msgpack_publish_reaches_json_and_msgpack_subscribers() {
     let server = Server::start().await;
-    let mut json_sub = server.connect(&key_query("json")).await;
-    json_sub.attach("trip").await;
-    let mut msgpack_sub = server.connect(&key_query("msgpack")).await;
-    msgpack_sub.attach("trip").await;
+    let mut json_sub = attached(&server, "json", "trip").await;
+    let mut msgpack_sub = attached(&server, "msgpack", "trip").await;
     let mut publisher = server
-        .connect(&format!("{}&clientId=bob", key_query("msgpack")))
+        .connect(&format!("{}&clientId=bob", full_key("msgpack")))
         .await;
 
     let bytes: Vec<u8> = (0..=255).collect();
@@ -190,9 +198,7 @@ async fn msgpack_publish_reaches_json_and_msgpack_subscribers() {
 
     let pid = publisher.id().to_owned();
     for subscriber in [&mut json_sub, &mut msgpack_sub] {
-        let delivery = subscriber.expect(MESSAGE).await;
-        assert_delivery(&delivery, "trip", &pid, 0);
-        assert_eq!(serials_of(&delivery), serials, "{delivery}");
+        let delivery = expect_delivery(subscriber, "trip", &pid, &serials).await;
         let got = delivery["messages"].as_array().unwrap();
         assert_eq!(got.len(), 4, "{delivery}");
         assert_eq!(got[0]["data"], "plain ✓", "{delivery}");
@@ -224,9 +230,8 @@ async fn msgpack_publish_reaches_json_and_msgpack_subscribers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acks_follow_msg_serial_order_with_serials() {
     let server = Server::start().await;
-    let mut subscriber = server.connect(&key_query("msgpack")).await;
-    subscriber.attach("acks").await;
-    let mut publisher = server.connect(&key_query("json")).await;
+    let mut subscriber = attached(&server, "msgpack", "acks").await;
+    let mut publisher = server.connect(&full_key("json")).await;
 
     // Pipelined: all three go out before any ACK is read.
     let batches = [1usize, 2, 1];
@@ -251,7 +256,7 @@ async fn acks_follow_msg_serial_order_with_serials() {
     assert_eq!(unique.len(), 4, "{all_serials:?}");
 
     // A channel with history has a position to hand to later attachers (reference §2.5).
-    let mut late = server.connect(&key_query("json")).await;
+    let mut late = server.connect(&full_key("json")).await;
     let attached = late.attach("acks").await;
     assert!(
         attached["channelSerial"]
@@ -266,18 +271,15 @@ async fn acks_follow_msg_serial_order_with_serials() {
 async fn echo_false_suppresses_only_own_messages() {
     let server = Server::start().await;
     let mut quiet = server
-        .connect(&format!("{}&echo=false", key_query("json")))
+        .attached(&format!("{}&echo=false", full_key("json")), "echo")
         .await;
-    quiet.attach("echo").await;
-    let mut loud = server.connect(&key_query("msgpack")).await;
-    loud.attach("echo").await;
+    let mut loud = attached(&server, "msgpack", "echo").await;
 
     quiet
         .publish("echo", 0, json!([{"name": "from-quiet"}]))
         .await;
     quiet.expect(ACK).await;
-    let heard = loud.expect(MESSAGE).await;
-    assert_eq!(heard["messages"][0]["name"], "from-quiet", "{heard}");
+    loud.expect_named("from-quiet", "").await;
 
     // The echoing connection gets its own message back (before or after its ACK).
     loud.publish("echo", 0, json!([{"name": "from-loud"}]))
@@ -295,20 +297,20 @@ async fn echo_false_suppresses_only_own_messages() {
     assert_eq!(own.unwrap()["messages"][0]["name"], "from-loud");
 
     // Deliveries are ordered, so had "from-quiet" come back, it would come first.
-    let next = quiet.expect(MESSAGE).await;
-    assert_eq!(
-        next["messages"][0]["name"], "from-loud",
-        "echo=false connection got something else first: {next}"
-    );
+    quiet
+        .expect_named(
+            "from-loud",
+            "echo=false connection got something else first",
+        )
+        .await;
 }
 
 /// Subscribers on a qualified name get deliveries under the name they attached with.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_carry_the_qualified_channel_name() {
     let server = Server::start().await;
-    let mut subscriber = server.connect(&key_query("json")).await;
-    subscriber.attach("[?rewind=1]lobby").await;
-    let mut publisher = server.connect(&key_query("json")).await;
+    let mut subscriber = attached(&server, "json", "[?rewind=1]lobby").await;
+    let mut publisher = server.connect(&full_key("json")).await;
     publisher
         .publish_acked("lobby", 0, json!([{"name": "hi"}]))
         .await;
@@ -319,8 +321,7 @@ async fn deliveries_carry_the_qualified_channel_name() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn detach_stops_deliveries() {
     let server = Server::start().await;
-    let mut subscriber = server.connect(&key_query("json")).await;
-    subscriber.attach("gone").await;
+    let mut subscriber = attached(&server, "json", "gone").await;
     subscriber.attach("kept").await;
     subscriber
         .send(json!({"action": DETACH, "channel": "gone"}))
@@ -328,7 +329,7 @@ async fn detach_stops_deliveries() {
     let detached = subscriber.expect(DETACHED).await;
     assert_eq!(detached["channel"], "gone", "{detached}");
 
-    let mut publisher = server.connect(&key_query("msgpack")).await;
+    let mut publisher = server.connect(&full_key("msgpack")).await;
     publisher
         .publish_acked("gone", 0, json!([{"name": "after-detach"}]))
         .await;
@@ -343,7 +344,7 @@ async fn detach_stops_deliveries() {
 async fn heartbeat_with_id_is_echoed() {
     let server = Server::start().await;
     for format in ["json", "msgpack"] {
-        let mut client = server.connect(&key_query(format)).await;
+        let mut client = server.connect(&full_key(format)).await;
         client
             .send(json!({"action": HEARTBEAT, "id": "ping-42"}))
             .await;
@@ -355,8 +356,7 @@ async fn heartbeat_with_id_is_echoed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_is_answered_with_closed_then_the_socket_closes() {
     let server = Server::start().await;
-    let mut client = server.connect(&key_query("msgpack")).await;
-    client.attach("bye").await;
+    let mut client = attached(&server, "msgpack", "bye").await;
     client.send(json!({"action": CLOSE})).await;
     client.expect(CLOSED).await;
     client.expect_closed().await;

@@ -8,12 +8,8 @@ use crate::support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_publish_is_delivered_to_realtime_subscribers() {
     let server = Server::start().await;
-    let mut json_sub = server.connect(&format!("key={FULL_KEY}&format=json")).await;
-    json_sub.attach("news:feed").await;
-    let mut msgpack_sub = server
-        .connect(&format!("key={FULL_KEY}&format=msgpack"))
-        .await;
-    msgpack_sub.attach("news:feed").await;
+    let mut json_sub = server.attached(&full_key("json"), "news:feed").await;
+    let mut msgpack_sub = server.attached(&full_key("msgpack"), "news:feed").await;
 
     // ably-js style: an array, JSON, channel name percent-encoded in the path.
     let body = json!([
@@ -21,7 +17,7 @@ async fn rest_publish_is_delivered_to_realtime_subscribers() {
         {"name": "b", "data": "{\"n\":2}", "encoding": "json"},
     ]);
     let response = server
-        .http(Request::post_json("/channels/news%3Afeed/messages", &body).basic(FULL_KEY))
+        .post_json("/channels/news%3Afeed/messages", &body)
         .await;
     assert_eq!(response.status, 201, "{response:?}");
     assert_eq!(response.header("content-type"), Some("application/json"));
@@ -106,14 +102,12 @@ async fn rest_errors_use_the_ably_envelope() {
     assert_rest_error(&denied, 40160, 401);
 
     let bad_channel = server
-        .http(Request::post_json("/channels/%5Bbogus%5Dx/messages", &message).basic(FULL_KEY))
+        .post_json("/channels/%5Bbogus%5Dx/messages", &message)
         .await;
     assert_rest_error(&bad_channel, 40010, 400);
 
     let too_big = json!([{"data": "z".repeat(64 * 1024 + 1)}]);
-    let oversized = server
-        .http(Request::post_json("/channels/c/messages", &too_big).basic(FULL_KEY))
-        .await;
+    let oversized = server.post_json("/channels/c/messages", &too_big).await;
     assert_rest_error(&oversized, 40009, 413);
 
     let mut malformed = Request::post_json("/channels/c/messages", &json!(null)).basic(FULL_KEY);
@@ -148,20 +142,15 @@ async fn rest_errors_use_the_ably_envelope() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_publish_with_a_repeated_id_is_delivered_once() {
     let server = Server::start().await;
-    let mut subscriber = server.connect(&format!("key={FULL_KEY}&format=json")).await;
-    subscriber.attach("idem").await;
+    let mut subscriber = server.attached(&full_key("json"), "idem").await;
 
     let body = json!([{"id": "SYPa/ub/k0f/:0", "name": "once", "data": "payload"}]);
-    let first = server
-        .http(Request::post_json("/channels/idem/messages", &body).basic(FULL_KEY))
-        .await;
+    let first = server.post_json("/channels/idem/messages", &body).await;
     assert_eq!(first.status, 201, "{first:?}");
     let first = first.json();
     assert!(first["serials"][0].is_string(), "{first}");
 
-    let again = server
-        .http(Request::post_json("/channels/idem/messages", &body).basic(FULL_KEY))
-        .await;
+    let again = server.post_json("/channels/idem/messages", &body).await;
     assert_eq!(
         again.status, 201,
         "a duplicate is acknowledged as published: {again:?}"
@@ -170,9 +159,7 @@ async fn rest_publish_with_a_repeated_id_is_delivered_once() {
     assert_eq!(again["serials"], json!([null]), "{again}");
 
     let other = json!([{"id": "SYPa/ub/k0f/:1", "name": "next", "data": "payload"}]);
-    let response = server
-        .http(Request::post_json("/channels/idem/messages", &other).basic(FULL_KEY))
-        .await;
+    let response = server.post_json("/channels/idem/messages", &other).await;
     assert_eq!(response.status, 201, "{response:?}");
 
     let delivery = subscriber.expect(MESSAGE).await;
@@ -181,18 +168,15 @@ async fn rest_publish_with_a_repeated_id_is_delivered_once() {
         "{delivery}"
     );
     assert_eq!(delivery["messages"][0]["serial"], first["serials"][0]);
-    let delivery = subscriber.expect(MESSAGE).await;
-    assert_eq!(
-        delivery["messages"][0]["name"], "next",
-        "the duplicate was delivered again: {delivery}"
-    );
+    subscriber
+        .expect_named("next", "the duplicate was delivered again")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_publish_with_a_token() {
     let server = Server::start().await;
-    let mut subscriber = server.connect(&format!("key={FULL_KEY}&format=json")).await;
-    subscriber.attach("bearer").await;
+    let mut subscriber = server.attached(&full_key("json"), "bearer").await;
     let details = request_token(
         &server,
         FULL_KEY_NAME,
@@ -322,16 +306,12 @@ fn token_request_signing_matches_the_reference_vectors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channel_status_reports_occupancy() {
     let server = Server::start().await;
-    let mut subscriber = server.connect(&format!("key={FULL_KEY}&format=json")).await;
-    subscriber.attach("busy").await;
-    let mut limited = server
-        .connect(&format!("key={LIMITED_KEY}&format=json"))
+    let _subscriber = server.attached(&full_key("json"), "busy").await;
+    let _limited = server
+        .attached(&format!("key={LIMITED_KEY}&format=json"), "allowed:quiet")
         .await;
-    limited.attach("allowed:quiet").await;
 
-    let response = server
-        .http(Request::get("/channels/busy").basic(FULL_KEY))
-        .await;
+    let response = server.get("/channels/busy").await;
     assert_eq!(response.status, 200, "{response:?}");
     let details = response.json();
     assert_eq!(details["channelId"], "busy", "{details}");
@@ -342,9 +322,7 @@ async fn channel_status_reports_occupancy() {
     assert_eq!(metrics["publishers"], 1, "{details}");
 
     // What every SDK sends: an envelope.
-    let response = server
-        .http(Request::get("/channels/nobody?envelope=json").basic(FULL_KEY))
-        .await;
+    let response = server.get("/channels/nobody?envelope=json").await;
     assert_eq!(response.status, 200, "{response:?}");
     let envelope = response.json();
     assert_eq!(envelope["statusCode"], 200, "{envelope}");

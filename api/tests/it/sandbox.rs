@@ -141,9 +141,7 @@ async fn batch_publish_and_batch_presence() {
         {"channels": ["b1", "b2"], "messages": {"data": "x"}},
         {"channels": ["[bad"], "messages": [{"data": "y"}]},
     ]);
-    let response = server
-        .http(Request::post_json("/messages", &specs).basic(FULL_KEY))
-        .await;
+    let response = server.post_json("/messages", &specs).await;
     assert_eq!(response.status, 201, "{response:?}");
     let batches = response.json();
     assert_eq!(batches[0]["successCount"], 2, "{batches}");
@@ -154,31 +152,22 @@ async fn batch_publish_and_batch_presence() {
 
     // One spec, not in an array: its results alone.
     let single = server
-        .http(
-            Request::post_json(
-                "/messages",
-                &json!({"channels": "b1", "messages": {"data": "z"}}),
-            )
-            .basic(FULL_KEY),
+        .post_json(
+            "/messages",
+            &json!({"channels": "b1", "messages": {"data": "z"}}),
         )
         .await
         .json();
     assert_eq!(single[0]["channel"], "b1", "{single}");
 
-    let history = server
-        .http(Request::get("/channels/b1/messages").basic(FULL_KEY))
-        .await
-        .json();
+    let history = server.get("/channels/b1/messages").await.json();
     assert_eq!(
         history.as_array().unwrap().len(),
         2,
         "both batch publishes reached b1"
     );
 
-    let presence = server
-        .http(Request::get("/presence?channels=b1,b2").basic(FULL_KEY))
-        .await
-        .json();
+    let presence = server.get("/presence?channels=b1,b2").await.json();
     assert_eq!(presence["successCount"], 2, "{presence}");
     assert_eq!(presence["results"][1]["channel"], "b2");
     assert!(presence["results"][0]["presence"]

@@ -15,14 +15,11 @@ async fn shutdown_disconnects_clients_with_80003_and_serve_returns() {
     let mut config = config();
     config.timing.shutdown_grace = Duration::from_secs(7);
     let mut server = Server::with_config(config).await;
-    let mut json_client = server.connect(&format!("key={FULL_KEY}&format=json")).await;
-    json_client.attach("drain").await;
-    let mut msgpack_client = server
-        .connect(&format!("key={FULL_KEY}&format=msgpack"))
-        .await;
+    let mut json_client = server.attached(&full_key("json"), "drain").await;
+    let mut msgpack_client = server.connect(&full_key("msgpack")).await;
     let mut extra = Vec::new();
     for _ in 0..N_EXTRA_CLIENTS {
-        extra.push(server.connect(&format!("key={FULL_KEY}&format=json")).await);
+        extra.push(server.connect(&full_key("json")).await);
     }
     assert_eq!(server.gateway.live_connections(), N_EXTRA_CLIENTS + 2);
 

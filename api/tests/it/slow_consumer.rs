@@ -22,14 +22,11 @@ async fn server(outbound_queue: gateway::config::OutboundQueue) -> Server {
 /// (msgpack), and a publisher, all on `firehose`.
 async fn clients(server: &Server) -> (Client, Client, Client) {
     let mut slow = server
-        .connect_with_recv_buffer(&format!("key={FULL_KEY}&format=json"), 4096)
+        .connect_with_recv_buffer(&full_key("json"), 4096)
         .await;
     slow.attach("firehose").await;
-    let mut fast = server
-        .connect(&format!("key={FULL_KEY}&format=msgpack"))
-        .await;
-    fast.attach("firehose").await;
-    let publisher = server.connect(&format!("key={FULL_KEY}&format=json")).await;
+    let fast = server.attached(&full_key("msgpack"), "firehose").await;
+    let publisher = server.connect(&full_key("json")).await;
     (slow, fast, publisher)
 }
 
@@ -103,14 +100,12 @@ async fn slow_consumer_disconnects(server: &Server, n: u64) {
 
 /// The server is fine: the fast subscriber still gets new messages, and newcomers work.
 async fn others_carry_on(server: &Server, publisher: &mut Client, fast: &mut Client, serial: u64) {
-    let mut newcomer = server.connect(&format!("key={FULL_KEY}&format=json")).await;
-    newcomer.attach("firehose").await;
+    let mut newcomer = server.attached(&full_key("json"), "firehose").await;
     publisher
         .publish_acked("firehose", serial, json!([{"name": "after"}]))
         .await;
     for client in [fast, &mut newcomer] {
-        let delivery = client.expect(MESSAGE).await;
-        assert_eq!(delivery["messages"][0]["name"], "after", "{delivery}");
+        client.expect_named("after", "").await;
     }
 }
 

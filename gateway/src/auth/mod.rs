@@ -339,30 +339,13 @@ impl Auth {
         Ok(principal)
     }
 
-    /// `POST /keys/{keyName}/requestToken` on one process: the request checked and its nonce
-    /// claimed in memory. A signed request needs no other credentials; an unsigned one only with
-    /// Basic auth for the same key (`basic`).
-    pub fn request_token(
-        &self,
-        key_name: &str,
-        request: &TokenRequest,
-        basic: Option<&Principal>,
-        now_ms: u64,
-    ) -> Result<TokenDetails, AuthError> {
-        let prepared = self.prepare_token(key_name, request, basic, now_ms)?;
-        if let Some(claim) = &prepared.nonce {
-            self.claim_nonce(claim, now_ms)?;
-        }
-        Ok(prepared.details)
-    }
-
     /// Claims a token request's nonce in this process (embedded, the process is the cluster).
     pub(crate) fn claim_nonce(&self, claim: &NonceClaim, now_ms: u64) -> Result<(), AuthError> {
         self.nonces.remember(claim, now_ms)
     }
 
-    /// Every check of a token request but the nonce, which the caller claims (in memory through
-    /// `request_token`, or in Redis) before handing the token out.
+    /// Every check of a token request but the nonce, which the caller claims (through the
+    /// back-end's `SharedAuth`: in memory or in Redis) before handing the token out.
     pub fn prepare_token(
         &self,
         key_name: &str,

@@ -4,12 +4,12 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::bail;
 use tokio::task::JoinSet;
 
-use super::{connect_failures, ensure_fds, open, run_id, Readers, ServerCpu};
+use super::{connect_failures, ensure_fds, open, run_id, Readers, Window};
 use crate::cli::{FanoutArgs, Shared};
 use crate::clock;
 use crate::ledger::{Latencies, Schedule};
@@ -96,8 +96,7 @@ async fn run_on<T: Target>(
         &latencies,
     );
 
-    let server_cpu = ServerCpu::start(shared.server_pid);
-    let started = Instant::now();
+    let window = Window::start(shared, &latencies);
     let deadline = tokio::time::Instant::now() + shared.duration();
     let per_publisher_rate = args.rate / args.publishers as f64;
     let backlog = Arc::new(Backlog {
@@ -117,8 +116,6 @@ async fn run_on<T: Target>(
         };
         tasks.spawn(publisher.run(connection, per_publisher_rate, args.window, deadline));
     }
-    let bar = crate::progress::timed(shared.duration(), shared.quiet);
-    let ticker = crate::progress::deliveries_per_second(&bar, &latencies);
 
     let mut sent = vec![0u64; args.publishers];
     let mut settled = Settled::default();
@@ -136,19 +133,9 @@ async fn run_on<T: Target>(
             Err(error) => report.fail(format!("publisher task: {error}")),
         }
     }
-    let publishing = started.elapsed();
-    let owed = super::await_owed(
-        &sent,
-        &schedule,
-        &subscribers_per_channel,
-        &latencies,
-        shared.drain_timeout,
-    )
-    .await;
-    let delivering = started.elapsed();
-    ticker.abort();
-    bar.finish_and_clear();
-    server_cpu.finish(&mut report);
+    let drained = window
+        .drain(&mut report, &sent, &schedule, &subscribers_per_channel)
+        .await;
 
     report.metric("subscribers", readers.len());
     let ledgers = readers.finish().await;
@@ -164,9 +151,9 @@ async fn run_on<T: Target>(
     }
     report.metric_f64(
         "publications_per_s",
-        settled.sent as f64 / publishing.as_secs_f64(),
+        settled.sent as f64 / drained.publishing.as_secs_f64(),
     );
-    super::delivery_metrics(&mut report, &ledgers, &owed, delivering, &latencies);
+    drained.delivery_metrics(&mut report, &ledgers);
     Ok(report)
 }
 

@@ -274,39 +274,83 @@ pub async fn wait_for_deliveries(latencies: &Latencies, expected: u64, quiet_tim
     }
 }
 
-/// Publishing by `schedule` is over: what each channel is owed by `sent` (per publisher), once
-/// its subscribers got it all or deliveries stalled for `quiet_timeout`.
-pub async fn await_owed(
-    sent: &[u64],
-    schedule: &Schedule,
-    subscribers_per_channel: &[u64],
-    latencies: &Latencies,
-    quiet_timeout: Duration,
-) -> Vec<u64> {
-    let owed = crate::ledger::owed_per_channel(subscribers_per_channel.len(), sent, schedule);
-    let expected = owed
-        .iter()
-        .zip(subscribers_per_channel)
-        .map(|(owed, n)| owed * n)
-        .sum();
-    wait_for_deliveries(latencies, expected, quiet_timeout).await;
-    owed
+/// The measured window of a delivery scenario, from the first publish to the last owed
+/// delivery: its clock, the server's CPU over it and a deliveries/s progress bar.
+pub struct Window {
+    started: Instant,
+    server_cpu: ServerCpu,
+    bar: indicatif::ProgressBar,
+    ticker: tokio::task::JoinHandle<()>,
+    latencies: Arc<Latencies>,
+    drain_timeout: Duration,
 }
 
-/// `account`, then deliveries per second over `delivering` and the latency percentiles.
-pub fn delivery_metrics(
-    report: &mut Report,
-    ledgers: &[(Ledger, Option<String>)],
-    owed: &[u64],
-    delivering: Duration,
-    latencies: &Arc<Latencies>,
-) {
-    let received = account(report, ledgers, owed);
-    report.metric_f64(
-        "deliveries_per_s",
-        received as f64 / delivering.as_secs_f64(),
-    );
-    latency_metrics(report, latencies);
+/// What a drained `Window` measured.
+pub struct Drained {
+    /// Per channel: the deliveries each of its subscribers is owed.
+    pub owed: Vec<u64>,
+    pub publishing: Duration,
+    pub delivering: Duration,
+    latencies: Arc<Latencies>,
+}
+
+impl Window {
+    pub fn start(shared: &Shared, latencies: &Arc<Latencies>) -> Window {
+        let server_cpu = ServerCpu::start(shared.server_pid);
+        let started = Instant::now();
+        let bar = crate::progress::timed(shared.duration(), shared.quiet);
+        let ticker = crate::progress::deliveries_per_second(&bar, latencies);
+        Window {
+            started,
+            server_cpu,
+            bar,
+            ticker,
+            latencies: latencies.clone(),
+            drain_timeout: shared.drain_timeout,
+        }
+    }
+
+    /// Publishing by `schedule` is over: what each channel is owed by `sent` (per publisher),
+    /// once its subscribers got it all or deliveries stalled for `--drain-timeout`. The progress
+    /// bar and the CPU sample stop there.
+    pub async fn drain(
+        self,
+        report: &mut Report,
+        sent: &[u64],
+        schedule: &Schedule,
+        subscribers_per_channel: &[u64],
+    ) -> Drained {
+        let publishing = self.started.elapsed();
+        let owed = crate::ledger::owed_per_channel(subscribers_per_channel.len(), sent, schedule);
+        let expected = owed
+            .iter()
+            .zip(subscribers_per_channel)
+            .map(|(owed, n)| owed * n)
+            .sum();
+        wait_for_deliveries(&self.latencies, expected, self.drain_timeout).await;
+        let delivering = self.started.elapsed();
+        self.ticker.abort();
+        self.bar.finish_and_clear();
+        self.server_cpu.finish(report);
+        Drained {
+            owed,
+            publishing,
+            delivering,
+            latencies: self.latencies,
+        }
+    }
+}
+
+impl Drained {
+    /// `account`, then deliveries per second over the window and the latency percentiles.
+    pub fn delivery_metrics(&self, report: &mut Report, ledgers: &[(Ledger, Option<String>)]) {
+        let received = account(report, ledgers, &self.owed);
+        report.metric_f64(
+            "deliveries_per_s",
+            received as f64 / self.delivering.as_secs_f64(),
+        );
+        latency_metrics(report, &self.latencies);
+    }
 }
 
 /// Lost, duplicated and misrouted deliveries and dropped subscribers, given what each channel

@@ -4,14 +4,14 @@
 //! own connection on one channel.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::bail;
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 use tokio::task::JoinSet;
 
-use super::{ably_target, connect_failures, ensure_fds, open, run_id, Readers, ServerCpu};
+use super::{ably_target, connect_failures, ensure_fds, open, run_id, Readers, Window};
 use crate::cli::{SessionsArgs, Shared};
 use crate::clock;
 use crate::ledger::{Latencies, Schedule};
@@ -98,8 +98,7 @@ pub async fn run(shared: &Shared, args: &SessionsArgs) -> anyhow::Result<Report>
     );
 
     let rest = Rest::new(&shared.url, &shared.key)?;
-    let server_cpu = ServerCpu::start(shared.server_pid);
-    let started = Instant::now();
+    let window = Window::start(shared, &latencies);
     let deadline = tokio::time::Instant::now() + shared.duration();
     let interval = Duration::from_secs_f64(args.workers as f64 / args.rate.max(0.001));
     let mut workers = JoinSet::new();
@@ -131,8 +130,6 @@ pub async fn run(shared: &Shared, args: &SessionsArgs) -> anyhow::Result<Report>
             (worker, seq, errors)
         });
     }
-    let bar = crate::progress::timed(shared.duration(), shared.quiet);
-    let ticker = crate::progress::deliveries_per_second(&bar, &latencies);
     let mut sent = vec![0u64; args.workers];
     let mut publish_errors = 0;
     while let Some(result) = workers.join_next().await {
@@ -147,19 +144,9 @@ pub async fn run(shared: &Shared, args: &SessionsArgs) -> anyhow::Result<Report>
             Err(error) => report.fail(format!("REST worker: {error}")),
         }
     }
-    let publishing = started.elapsed();
-    let owed = super::await_owed(
-        &sent,
-        &schedule,
-        &subscribers_per_channel,
-        &latencies,
-        shared.drain_timeout,
-    )
-    .await;
-    let delivering = started.elapsed();
-    ticker.abort();
-    bar.finish_and_clear();
-    server_cpu.finish(&mut report);
+    let drained = window
+        .drain(&mut report, &sent, &schedule, &subscribers_per_channel)
+        .await;
 
     let ledgers = readers.finish().await;
     let publications: u64 = sent.iter().sum();
@@ -167,8 +154,8 @@ pub async fn run(shared: &Shared, args: &SessionsArgs) -> anyhow::Result<Report>
     report.metric("publish_errors", publish_errors);
     report.metric_f64(
         "publications_per_s",
-        publications as f64 / publishing.as_secs_f64(),
+        publications as f64 / drained.publishing.as_secs_f64(),
     );
-    super::delivery_metrics(&mut report, &ledgers, &owed, delivering, &latencies);
+    drained.delivery_metrics(&mut report, &ledgers);
     Ok(report)
 }

@@ -85,13 +85,8 @@ impl AblyTarget {
 impl Target for AblyTarget {
     type Connection = AblyConnection;
 
-    fn connect(
-        &self,
-        client: usize,
-    ) -> impl std::future::Future<Output = anyhow::Result<AblyConnection>> + Send {
-        let url = self.url_for(client);
-        let format = self.format;
-        async move { AblyConnection::open(&url?, format).await }
+    async fn connect(&self, client: usize) -> anyhow::Result<AblyConnection> {
+        AblyConnection::open(&self.url_for(client)?, self.format).await
     }
 }
 
@@ -135,10 +130,7 @@ impl AblyConnection {
         .context("no CONNECTED in time")??;
         drop(connected);
 
-        let (sink, stream) = ws.split();
-        let shared = Arc::new(Shared::default());
-        let (deliver, deliveries) = mpsc::unbounded_channel();
-        tokio::spawn(read(stream, shared.clone(), deliver));
+        let (sink, shared, deliveries) = super::split_reading(ws, read);
         Ok(AblyConnection {
             sink,
             format,

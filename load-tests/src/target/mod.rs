@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
-use futures_util::stream::SplitStream;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::StreamExt as _;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -331,6 +331,75 @@ pub trait Connection: Send + 'static {
 
     /// Closes politely.
     fn close(self) -> impl Future<Output = ()> + Send;
+}
+
+/// A WebSocket's write half, shared by a connection and its reader task (which answers pings).
+pub(crate) type SharedSink = std::sync::Arc<tokio::sync::Mutex<SplitSink<Ws, WsMessage>>>;
+
+/// Where a reader task sends deliveries, and where its connection takes them from.
+type Deliver = tokio::sync::mpsc::UnboundedSender<Delivery>;
+type Deliveries = tokio::sync::mpsc::UnboundedReceiver<Delivery>;
+
+/// `ws` split: its write half for the connection, and `read` spawned on its read half with the
+/// state shared with the connection and where deliveries go.
+pub(crate) fn split_reading<K, R, Fut>(
+    ws: Ws,
+    read: impl FnOnce(SplitStream<Ws>, std::sync::Arc<Shared<K, R>>, Deliver) -> Fut,
+) -> (
+    SplitSink<Ws, WsMessage>,
+    std::sync::Arc<Shared<K, R>>,
+    Deliveries,
+)
+where
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (sink, stream) = ws.split();
+    let shared = std::sync::Arc::new(Shared::default());
+    let (deliver, deliveries) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(read(stream, shared.clone(), deliver));
+    (sink, shared, deliveries)
+}
+
+/// What a text-protocol reader task holds: the read half, the shared write half (for pongs),
+/// the state shared with its connection, and where deliveries go.
+pub(crate) struct Reader<K> {
+    pub(crate) stream: SplitStream<Ws>,
+    pub(crate) sink: SharedSink,
+    pub(crate) shared: std::sync::Arc<Shared<K>>,
+    deliveries: Deliver,
+}
+
+impl<K> Reader<K> {
+    /// Hands a delivery to the connection (dropped if the connection is gone).
+    pub(crate) fn deliver(&self, channel: String, payload: Bytes, received_us: u64) {
+        let _ = self.deliveries.send(Delivery {
+            channel,
+            payload,
+            received_us,
+        });
+    }
+}
+
+/// What a text-protocol connection keeps once its handshake is done: `ws` split, `read` spawned
+/// on a `Reader` of the read half.
+pub(crate) fn spawn_reader<K, Fut>(
+    ws: Ws,
+    read: impl FnOnce(Reader<K>) -> Fut,
+) -> (SharedSink, std::sync::Arc<Shared<K>>, Deliveries)
+where
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (sink, stream) = ws.split();
+    let sink = std::sync::Arc::new(tokio::sync::Mutex::new(sink));
+    let shared = std::sync::Arc::new(Shared::default());
+    let (deliver, deliveries) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(read(Reader {
+        stream,
+        sink: sink.clone(),
+        shared: shared.clone(),
+        deliveries: deliver,
+    }));
+    (sink, shared, deliveries)
 }
 
 /// The next text frame and when it arrived (other frames skipped); `None` once the socket is

@@ -19,7 +19,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context as _};
 use bytes::Bytes;
-use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use hmac::{Hmac, Mac};
 use md5::{Digest as _, Md5};
@@ -30,7 +29,8 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use super::{
-    next_text_frame, websocket, ws_base, Connection, Delivery, Settled, Target, Ws, REPLY_TIMEOUT,
+    next_text_frame, websocket, ws_base, Connection, Delivery, Reader, Settled, Target,
+    REPLY_TIMEOUT,
 };
 
 const EVENT: &str = "load";
@@ -80,17 +80,12 @@ impl PusherTarget {
 impl Target for PusherTarget {
     type Connection = PusherConnection;
 
-    fn connect(
-        &self,
-        _client: usize,
-    ) -> impl std::future::Future<Output = anyhow::Result<PusherConnection>> + Send {
-        let url = self.ws_url.clone();
-        let api = self.api.clone();
-        async move { PusherConnection::open(&url, api).await }
+    async fn connect(&self, _client: usize) -> anyhow::Result<PusherConnection> {
+        PusherConnection::open(&self.ws_url, self.api.clone()).await
     }
 }
 
-type Sink = Arc<tokio::sync::Mutex<SplitSink<Ws, WsMessage>>>;
+type Sink = super::SharedSink;
 
 /// Subscribes wait for `pusher_internal:subscription_succeeded`, by (Pusher) channel.
 type Shared = super::Shared<String>;
@@ -132,11 +127,7 @@ impl PusherConnection {
         })
         .await
         .context("no pusher:connection_established in time")??;
-        let (sink, stream) = ws.split();
-        let sink = Arc::new(tokio::sync::Mutex::new(sink));
-        let shared = Arc::new(Shared::default());
-        let (deliver, deliveries) = mpsc::unbounded_channel();
-        tokio::spawn(read(stream, sink.clone(), shared.clone(), deliver));
+        let (sink, shared, deliveries) = super::spawn_reader(ws, read);
         Ok(PusherConnection {
             sink,
             api,
@@ -245,15 +236,12 @@ fn pusher_channel(channel: &str) -> String {
     channel.replace(':', ";")
 }
 
-async fn read(
-    mut stream: SplitStream<Ws>,
-    sink: Sink,
-    shared: Arc<Shared>,
-    deliver: mpsc::UnboundedSender<Delivery>,
-) {
-    while let Some((received_us, text)) = next_text_frame(&mut stream).await {
+async fn read(mut reader: Reader<String>) {
+    while let Some((received_us, text)) = next_text_frame(&mut reader.stream).await {
         let Ok(frame) = serde_json::from_str::<Frame>(text.as_str()) else {
-            shared.fail(format!("unreadable frame {:.120}", text.as_str()));
+            reader
+                .shared
+                .fail(format!("unreadable frame {:.120}", text.as_str()));
             continue;
         };
         match (frame.event.as_str(), frame.channel) {
@@ -262,18 +250,15 @@ async fn read(
                     Some(serde_json::Value::String(data)) => Bytes::from(data.into_bytes()),
                     _ => Bytes::new(),
                 };
-                let _ = deliver.send(Delivery {
-                    channel,
-                    payload,
-                    received_us,
-                });
+                reader.deliver(channel, payload, received_us);
             }
             ("pusher_internal:subscription_succeeded", Some(channel)) => {
-                shared.resolve(channel.as_str(), ());
+                reader.shared.resolve(channel.as_str(), ());
             }
             ("pusher:ping", _) => {
                 let pong = json!({ "event": "pusher:pong", "data": {} }).to_string();
-                if sink
+                if reader
+                    .sink
                     .lock()
                     .await
                     .send(WsMessage::Text(pong.into()))
@@ -283,11 +268,13 @@ async fn read(
                     break;
                 }
             }
-            ("pusher:error", _) => shared.fail(format!("server error: {:.200}", text.as_str())),
+            ("pusher:error", _) => reader
+                .shared
+                .fail(format!("server error: {:.200}", text.as_str())),
             _ => {}
         }
     }
-    shared.reader_ended();
+    reader.shared.reader_ended();
 }
 
 #[cfg(test)]

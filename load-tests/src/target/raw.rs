@@ -37,23 +37,15 @@ impl RawTarget {
 impl Target for RawTarget {
     type Connection = RawConnection;
 
-    fn connect(
-        &self,
-        _client: usize,
-    ) -> impl std::future::Future<Output = anyhow::Result<RawConnection>> + Send {
-        let url = self.ws_url.clone();
-        async move {
-            let (sink, stream) = websocket(&url).await?.split();
-            let shared = Arc::new(Shared::default());
-            let (deliver, deliveries) = mpsc::unbounded_channel();
-            tokio::spawn(read(stream, shared.clone(), deliver));
-            Ok(RawConnection {
-                sink,
-                shared,
-                deliveries,
-                sent: 0,
-            })
-        }
+    async fn connect(&self, _client: usize) -> anyhow::Result<RawConnection> {
+        let ws = websocket(&self.ws_url).await?;
+        let (sink, shared, deliveries) = super::split_reading(ws, read);
+        Ok(RawConnection {
+            sink,
+            shared,
+            deliveries,
+            sent: 0,
+        })
     }
 }
 

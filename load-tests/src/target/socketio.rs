@@ -14,14 +14,14 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
-use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use super::{
-    next_text_frame, websocket, ws_base, Connection, Delivery, Settled, Target, Ws, REPLY_TIMEOUT,
+    next_text_frame, websocket, ws_base, Connection, Delivery, Reader, Settled, Target, Ws,
+    REPLY_TIMEOUT,
 };
 
 /// The event name publications are emitted under.
@@ -44,16 +44,12 @@ impl SocketIoTarget {
 impl Target for SocketIoTarget {
     type Connection = SocketIoConnection;
 
-    fn connect(
-        &self,
-        _client: usize,
-    ) -> impl std::future::Future<Output = anyhow::Result<SocketIoConnection>> + Send {
-        let url = self.ws_url.clone();
-        async move { SocketIoConnection::open(&url).await }
+    async fn connect(&self, _client: usize) -> anyhow::Result<SocketIoConnection> {
+        SocketIoConnection::open(&self.ws_url).await
     }
 }
 
-type Sink = Arc<tokio::sync::Mutex<SplitSink<Ws, WsMessage>>>;
+type Sink = super::SharedSink;
 
 /// Subscribes wait for their ack, by ack id.
 type Shared = super::Shared<u64>;
@@ -88,11 +84,7 @@ impl SocketIoConnection {
         })
         .await
         .context("no Socket.IO connect in time")??;
-        let (sink, stream) = ws.split();
-        let sink = Arc::new(tokio::sync::Mutex::new(sink));
-        let shared = Arc::new(Shared::default());
-        let (deliver, deliveries) = mpsc::unbounded_channel();
-        tokio::spawn(read(stream, sink.clone(), shared.clone(), deliver));
+        let (sink, shared, deliveries) = super::spawn_reader(ws, read);
         Ok(SocketIoConnection {
             sink,
             shared,
@@ -153,29 +145,27 @@ async fn next_text(ws: &mut Ws) -> anyhow::Result<String> {
     bail!("connection closed during the handshake")
 }
 
-async fn read(
-    mut stream: SplitStream<Ws>,
-    sink: Sink,
-    shared: Arc<Shared>,
-    deliver: mpsc::UnboundedSender<Delivery>,
-) {
-    while let Some((received_us, text)) = next_text_frame(&mut stream).await {
+async fn read(mut reader: Reader<u64>) {
+    while let Some((received_us, text)) = next_text_frame(&mut reader.stream).await {
         let packet = text.as_str();
         if let Some(event) = packet.strip_prefix("42") {
             match parse_event(event) {
                 Some((channel, payload)) => {
-                    let _ = deliver.send(Delivery {
-                        channel,
-                        payload,
-                        received_us,
-                    });
+                    reader.deliver(channel, payload, received_us);
                 }
-                None => shared.fail(format!("unreadable event {packet:.120}")),
+                None => reader
+                    .shared
+                    .fail(format!("unreadable event {packet:.120}")),
             }
         } else if let Some(ack) = packet.strip_prefix("43") {
-            on_ack(&shared, ack);
+            on_ack(&reader.shared, ack);
         } else if packet == "2" {
-            let pong = sink.lock().await.send(WsMessage::Text("3".into())).await;
+            let pong = reader
+                .sink
+                .lock()
+                .await
+                .send(WsMessage::Text("3".into()))
+                .await;
             if pong.is_err() {
                 break;
             }
@@ -183,7 +173,7 @@ async fn read(
             break;
         }
     }
-    shared.reader_ended();
+    reader.shared.reader_ended();
 }
 
 /// `["load", room, data]` → (room, data).

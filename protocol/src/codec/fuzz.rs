@@ -11,26 +11,13 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use proptest::test_runner::Config;
 use serde_json::Value;
 
 use super::shape::{batch_shape, frame_shape, list_len};
 use super::*;
 use crate::error::ErrorInfo;
+use crate::fuzzing::{config, json_value, text};
 use crate::message::{AuthDetails, ConnectionDetails, PublishResult};
-
-/// `cases` unless `PROPTEST_CASES` asks for more (or fewer).
-fn config(cases: u32) -> Config {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(cases);
-    Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
-    }
-}
 
 const FORMATS: [Format; 2] = [Format::Json, Format::Msgpack];
 
@@ -60,34 +47,8 @@ fn decode_everything(bytes: &[u8], format: Format) -> Result<(), TestCaseError> 
     Ok(())
 }
 
-fn text() -> impl Strategy<Value = String> {
-    prop_oneof![
-        prop::sample::select(vec!["", "a", "chat:1", "[meta]x", "\u{0}", "é✓", "\"\\"])
-            .prop_map(str::to_owned),
-        prop::collection::vec(any::<char>(), 0..12).prop_map(String::from_iter),
-    ]
-}
-
 fn opt<T: std::fmt::Debug>(strategy: impl Strategy<Value = T>) -> impl Strategy<Value = Option<T>> {
     prop::option::of(strategy)
-}
-
-/// JSON values without floats (JSON does not promise to round-trip them bit for bit).
-fn json_value() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::from),
-        any::<i64>().prop_map(Value::from),
-        any::<u64>().prop_map(Value::from),
-        text().prop_map(Value::from),
-    ];
-    leaf.prop_recursive(3, 24, 4, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::btree_map(text(), inner, 0..4)
-                .prop_map(|map| Value::Object(map.into_iter().collect())),
-        ]
-    })
 }
 
 fn json_object() -> impl Strategy<Value = Value> {

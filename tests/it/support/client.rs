@@ -28,6 +28,13 @@ pub(crate) async fn client(
     (socket, connected)
 }
 
+/// A `client` attached to `channel`.
+pub(crate) async fn attached(node: &Server, client_id: &str, extra: &str, channel: &str) -> Socket {
+    let (mut socket, _) = client(node, client_id, extra).await;
+    attach(&mut socket, channel).await;
+    socket
+}
+
 pub(crate) async fn attach(socket: &mut Socket, channel: &str) -> serde_json::Value {
     send_json(socket, json!({"action": 10, "channel": channel})).await;
     loop {

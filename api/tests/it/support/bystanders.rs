@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::{Client, Server, FULL_KEY, HEARTBEAT, MESSAGE};
+use super::{full_key, Client, Server, HEARTBEAT, MESSAGE};
 
 /// Two well-behaved clients on the server under test: a subscriber on `bystander` and an
 /// unattached publisher. The subscriber must see exactly the bystander publications, in order,
@@ -17,11 +17,9 @@ impl Bystanders {
     pub(crate) const CHANNEL: &'static str = "bystander";
 
     pub(crate) async fn join(server: &Server) -> Bystanders {
-        let mut subscriber = server
-            .connect(&format!("key={FULL_KEY}&format=msgpack"))
-            .await;
+        let mut subscriber = server.connect(&full_key("msgpack")).await;
         subscriber.attach(Self::CHANNEL).await;
-        let publisher = server.connect(&format!("key={FULL_KEY}&format=json")).await;
+        let publisher = server.connect(&full_key("json")).await;
         Bystanders {
             subscriber,
             publisher,

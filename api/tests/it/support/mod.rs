@@ -71,6 +71,11 @@ pub(crate) const WAIT: Duration = Duration::from_secs(5);
 /// How long a whole burst (`Client::burst`) may take.
 pub(crate) const BURST_WAIT: Duration = Duration::from_secs(12);
 
+/// The query of a connection with the full key in `format` (`json` or `msgpack`).
+pub(crate) fn full_key(format: &str) -> String {
+    format!("key={FULL_KEY}&format={format}")
+}
+
 /// The two test keys, everything else at its default.
 pub(crate) fn config() -> Config {
     let limited = Capability::parse(r#"{"allowed:*":["publish","subscribe"]}"#).unwrap();
@@ -129,6 +134,13 @@ impl Server {
         client
     }
 
+    /// `connect`, then attached to `channel`.
+    pub(crate) async fn attached(&self, query: &str, channel: &str) -> Client {
+        let mut client = self.connect(query).await;
+        client.attach(channel).await;
+        client
+    }
+
     /// Like `connect`, over a socket whose kernel receive buffer is `recv_buffer_bytes` (so a
     /// client that stops reading backs the server up quickly).
     pub(crate) async fn connect_with_recv_buffer(
@@ -147,6 +159,21 @@ impl Server {
 
     pub(crate) async fn http(&self, request: Request<'_>) -> Response {
         test_support::http(self.addr, request).await
+    }
+
+    /// GET `path` with the full key.
+    pub(crate) async fn get<'a>(&self, path: impl Into<Cow<'a, str>>) -> Response {
+        self.http(Request::get(path).basic(FULL_KEY)).await
+    }
+
+    /// POST `body` as JSON to `path` with the full key.
+    pub(crate) async fn post_json<'a>(
+        &self,
+        path: impl Into<Cow<'a, str>>,
+        body: &Value,
+    ) -> Response {
+        self.http(Request::post_json(path, body).basic(FULL_KEY))
+            .await
     }
 }
 
@@ -192,6 +219,13 @@ impl Client {
             connection_id: None,
             connected: Value::Null,
         }
+    }
+
+    /// The next MESSAGE, whose first message is named `name` (`why` says what a failure means).
+    pub(crate) async fn expect_named(&mut self, name: &str, why: &str) -> Value {
+        let delivery = self.expect(MESSAGE).await;
+        assert_eq!(delivery["messages"][0]["name"], name, "{why}: {delivery}");
+        delivery
     }
 
     pub(crate) fn id(&self) -> &str {
