@@ -74,6 +74,8 @@ describe('faults under load: a node killed, Redis killed and restarted empty, a 
     const [nodeA, nodeB] = env.nodes;
     const channelName = uniq('live:faults');
     const subscribers = [];
+    // Which fault was under way when a notice came, so a failure says where to look.
+    let phase = 'attaching';
     for (let i = 0; i < SUBSCRIBERS; i += 1) {
       const realtime = new Ably.Realtime(
         clientOptions(env.balancer.port, { key: FULL_KEY, useBinaryProtocol: i % 2 === 0, disconnectedRetryTimeout: 500 }),
@@ -85,7 +87,7 @@ describe('faults under load: a node killed, Redis killed and restarted empty, a 
       // After the first attach, any (re-)attach or update that is not RESUMED tells of a loss.
       const notices = [];
       channel.on(['attached', 'update'], (change) => {
-        if (!change.resumed) notices.push(change.reason?.code ?? null);
+        if (!change.resumed) notices.push({ code: change.reason?.code ?? null, phase, at: Date.now() });
       });
       const subscriber = { realtime, id: realtime.connection.id, got, notices, disconnects: 0 };
       realtime.connection.on('disconnected', () => {
@@ -125,17 +127,20 @@ describe('faults under load: a node killed, Redis killed and restarted empty, a 
 
     // 1. Node A dies without a word; the balancer has stopped sending to it (it failed its probe).
     marks.killA = publishers.acked.length;
+    phase = 'node A killed';
     await takeOut(nodeA, 'subscribers of node A resumed elsewhere', () => nodeA.kill('SIGKILL'));
     await publishers.untilMore(100, 'publishing after node A died');
 
     // 2. Redis is killed with the publishes in flight and comes back empty.
     marks.redis = publishers.acked.length;
+    phase = 'Redis restarted';
     await env.redis.restart();
     await publishers.untilMore(150, 'publishing after Redis came back');
     await allConnected('subscribers connected after the Redis restart');
 
     // 3. Node B is drained (a rolling update): its clients move to C.
     marks.drainB = publishers.acked.length;
+    phase = 'node B drained';
     await takeOut(nodeB, 'subscribers of node B resumed on C', async () => {
       const exit = await nodeB.stop();
       assert.equal(exit.signal, null, `node B exited by itself: ${JSON.stringify(exit)}`);
@@ -143,6 +148,7 @@ describe('faults under load: a node killed, Redis killed and restarted empty, a 
     await publishers.untilMore(100, 'publishing after node B drained');
 
     publishers.running = false;
+    phase = 'stopping';
     await publishers.done;
     const acked = publishers.acked;
 

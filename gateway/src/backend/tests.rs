@@ -23,6 +23,26 @@ use crate::hub::{HistoryQuery, Hub, Publication};
 /// The node's side for a bare back-end: a hub, as the gateway's adapter has.
 struct HubNode {
     hub: Hub,
+    /// Every catch-up the back-end asked for: (channel, whether the old epoch was complete).
+    catch_ups: std::sync::Mutex<Vec<(String, bool)>>,
+}
+
+impl HubNode {
+    fn new() -> HubNode {
+        HubNode {
+            hub: Hub::new(HubConfig::default()),
+            catch_ups: Default::default(),
+        }
+    }
+
+    fn catch_ups_of(&self, channel: &str) -> Vec<bool> {
+        let catch_ups = self.catch_ups.lock().unwrap();
+        catch_ups
+            .iter()
+            .filter(|(c, _)| c == channel)
+            .map(|(_, complete)| *complete)
+            .collect()
+    }
 }
 
 impl BackendEvents for HubNode {
@@ -44,6 +64,8 @@ impl BackendEvents for HubNode {
     }
 
     fn catch_up(&self, channel: &str, floor: String, messages: Vec<Message>, complete: bool) {
+        let record = (channel.to_owned(), complete);
+        self.catch_ups.lock().unwrap().push(record);
         self.hub.catch_up(channel, floor, messages, complete);
     }
 
@@ -86,13 +108,36 @@ impl RedisServer {
             .and_then(|listener| listener.local_addr())
             .map(|address| address.port())
             .expect("a free port");
-        let child = Command::new("redis-server")
+        RedisServer {
+            port,
+            child: RedisServer::spawn(port),
+        }
+    }
+
+    fn spawn(port: u16) -> Child {
+        Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .spawn()
-            .expect("redis-server runs");
-        RedisServer { port, child }
+            .expect("redis-server runs")
+    }
+
+    /// Killed (SIGKILL) and started again, empty, on the same port.
+    async fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = RedisServer::spawn(self.port);
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("redis-server did not come back on {}", self.port);
     }
 }
 
@@ -111,9 +156,7 @@ struct Subject {
 }
 
 async fn memory() -> Subject {
-    let node = Arc::new(HubNode {
-        hub: Hub::new(HubConfig::default()),
-    });
+    let node = Arc::new(HubNode::new());
     Subject {
         name: "memory",
         backend: Backend::of(
@@ -127,9 +170,7 @@ async fn memory() -> Subject {
 /// The Redis back-end and its server, which must outlive the check.
 async fn redis() -> (Subject, RedisServer) {
     let server = RedisServer::start();
-    let node = Arc::new(HubNode {
-        hub: Hub::new(HubConfig::default()),
-    });
+    let node = Arc::new(HubNode::new());
     let target = RedisTarget::Node(format!("redis://127.0.0.1:{}", server.port));
     let mut attempts = 0;
     let redis = loop {
@@ -225,6 +266,46 @@ async fn a_publish_gets_consecutive_serials_reaches_the_hub_and_is_idempotent() 
         assert!(bus.healthy(), "{name}");
     })
     .await;
+}
+
+/// The first command after Redis restarted often fails (the command connection reconnects on
+/// a failure): the catch-up after the link is back is retried on that link, keeping what the
+/// node heard before Redis died, so nobody is told of a loss that did not happen.
+#[tokio::test]
+async fn a_failed_catch_up_after_a_redis_restart_still_knows_nothing_was_missed() {
+    let (subject, mut server) = redis().await;
+    let (bus, node) = (&subject.backend.bus, &subject.node);
+    let channel = "restart-retry";
+    bus.join(channel).await.expect("joined");
+    let retention = node.hub.retention_for(channel);
+    bus.publish(&node.hub, publication(channel, &["a", "b"]), retention)
+        .await
+        .expect("published");
+    let query = HistoryQuery {
+        limit: 10,
+        ..HistoryQuery::default()
+    };
+    eventually("delivery", "redis", || {
+        node.hub.history(channel, &query).len() == 2
+    })
+    .await;
+    let before = node.catch_ups_of(channel).len();
+    super::redis::failing_loads::fail_next(channel, 1);
+    server.restart().await;
+    eventually("a catch-up after the restart", "redis", || {
+        node.catch_ups_of(channel).len() > before
+    })
+    .await;
+    assert_eq!(
+        super::redis::failing_loads::pending(channel),
+        0,
+        "the first catch-up after the restart failed"
+    );
+    assert_eq!(
+        node.catch_ups_of(channel)[before..],
+        [true],
+        "the catch-up that worked knows the node heard the whole old epoch"
+    );
 }
 
 #[tokio::test]

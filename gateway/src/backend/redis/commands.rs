@@ -245,6 +245,7 @@ async fn new_manager(
     .unwrap_or_else(|_| Err(timed_out("connect timed out")))
 }
 
+/// An I/O error of kind `TimedOut`, so `RedisError::is_timeout` tells it apart.
 fn timed_out(what: &'static str) -> redis::RedisError {
-    redis::RedisError::from((redis::ErrorKind::IoError, what))
+    redis::RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, what))
 }

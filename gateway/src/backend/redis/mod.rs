@@ -30,6 +30,8 @@ mod sessions;
 mod shards;
 mod stream;
 mod subscriber;
+#[cfg(test)]
+pub(crate) use stream::failing_loads;
 mod webhooks;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -185,6 +185,13 @@ impl StreamLoader {
         retention: Retention,
         known: Option<&Known>,
     ) -> redis::RedisResult<Stored> {
+        #[cfg(test)]
+        if failing_loads::take(channel) {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::IoError,
+                "injected: the connection broke",
+            )));
+        }
         let keys = keys(channel);
         let stream = keys.stream.clone();
         let limit = retention.max_messages.saturating_mul(2).max(CATCH_UP_PAGE);
@@ -500,5 +507,43 @@ mod tests {
             contiguous_tail(9, 0, &entries(&["7-1"]), 10),
             (serial(9, 0), 1)
         );
+    }
+}
+
+/// Test-only faults: the next loads of a channel fail as on a connection that just broke (a
+/// Redis that restarted fails the first command on the old connection).
+#[cfg(test)]
+pub(crate) mod failing_loads {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    static FAILING: Mutex<Option<HashMap<String, usize>>> = Mutex::new(None);
+
+    /// The next `n` loads of `channel` fail.
+    pub(crate) fn fail_next(channel: &str, n: usize) {
+        let mut failing = FAILING.lock().unwrap_or_else(|p| p.into_inner());
+        failing
+            .get_or_insert_with(HashMap::new)
+            .insert(channel.to_owned(), n);
+    }
+
+    /// Loads of `channel` still set to fail.
+    pub(crate) fn pending(channel: &str) -> usize {
+        let failing = FAILING.lock().unwrap_or_else(|p| p.into_inner());
+        failing
+            .as_ref()
+            .and_then(|f| f.get(channel).copied())
+            .unwrap_or(0)
+    }
+
+    pub(super) fn take(channel: &str) -> bool {
+        let mut failing = FAILING.lock().unwrap_or_else(|p| p.into_inner());
+        match failing.as_mut().and_then(|f| f.get_mut(channel)) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        }
     }
 }

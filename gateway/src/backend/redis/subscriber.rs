@@ -225,7 +225,7 @@ pub(super) async fn run_pubsub(
         let mut caught_up = true;
         for channel in &channels {
             let heard = heard_everything.contains(channel);
-            if let Err(error) = store.catch_up(channel, heard, true).await {
+            if let Err(error) = catch_up_after_reconnect(&store, channel, heard).await {
                 tracing::warn!(%channel, %error, "catch-up after reconnect failed");
                 caught_up = false;
                 break;
@@ -323,6 +323,34 @@ pub(super) async fn run_pubsub(
             }
         }
     }
+}
+
+/// Catch-ups after a reconnect retried on the same link, this often, with a doubling pause
+/// from `CATCH_UP_RETRY_PAUSE`.
+const CATCH_UP_ATTEMPTS: u32 = 5;
+const CATCH_UP_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// A catch-up right after the link came back, retried a few times on the same link: a Redis that
+/// just restarted often fails the first command (the command connection reconnects only on a
+/// failure). Giving up the link instead would forget what this node heard before Redis died,
+/// and every subscriber would be told of a loss that never happened.
+async fn catch_up_after_reconnect(
+    store: &StreamLoader,
+    channel: &str,
+    heard: bool,
+) -> redis::RedisResult<()> {
+    let mut pause = CATCH_UP_RETRY_PAUSE;
+    for _ in 1..CATCH_UP_ATTEMPTS {
+        match store.catch_up(channel, heard, true).await {
+            Err(error) if !error.is_timeout() => {
+                tracing::debug!(%channel, %error, "catch-up after reconnect failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            done => return done,
+        }
+    }
+    store.catch_up(channel, heard, true).await
 }
 
 async fn on_publication(store: &StreamLoader, message: &redis::Msg) -> redis::RedisResult<()> {
