@@ -28,15 +28,3 @@ pub fn free_port() -> u16 {
         .map(|addr| addr.port())
         .expect("a free port")
 }
-
-/// Blocks (bounded) until something accepts connections on loopback `port`.
-pub(crate) fn wait_for_port(port: u16, what: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what} did not come up on port {port}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}

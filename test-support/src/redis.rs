@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::{free_port, wait_for_port};
+use crate::free_port;
 
 /// A fresh directory under the system's temporary one, unique to this process and `port`.
 fn own_dir(what: &str, port: u16) -> PathBuf {
@@ -22,6 +22,26 @@ fn cli(port: u16, args: &[&str]) -> String {
         .output()
         .expect("redis-cli");
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// How many fresh ports a first start tries: between `free_port` and the server's bind another
+/// process (a parallel test's outgoing connection) can take the port, and the server exits.
+const START_ATTEMPTS: usize = 5;
+
+/// Waits (bounded) until `child` accepts on loopback `port`; false if it exited first.
+fn came_up(child: &mut Child, port: u16) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return false;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis-server did not come up on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
 }
 
 fn kill(child: &mut Child) {
@@ -48,15 +68,22 @@ impl RedisServer {
     /// With `persistence` flags (e.g. `--appendonly yes`) instead of keeping nothing; files go
     /// to its own `dir`.
     pub fn start_with(persistence: &[&str]) -> RedisServer {
-        let port = free_port();
-        let dir = own_dir("realtime-redis", port);
         let persistence: Vec<String> = persistence.iter().map(|s| s.to_string()).collect();
-        RedisServer {
-            port,
-            child: spawn(port, &dir, &persistence),
-            dir,
-            persistence,
+        for _ in 0..START_ATTEMPTS {
+            let port = free_port();
+            let dir = own_dir("realtime-redis", port);
+            let mut child = spawn(port, &dir, &persistence);
+            if came_up(&mut child, port) {
+                return RedisServer {
+                    port,
+                    child,
+                    dir,
+                    persistence,
+                };
+            }
+            let _ = std::fs::remove_dir_all(&dir);
         }
+        panic!("redis-server exited on {START_ATTEMPTS} fresh ports in a row");
     }
 
     pub fn url(&self) -> String {
@@ -72,6 +99,11 @@ impl RedisServer {
     pub fn restart(&mut self) {
         self.stop();
         self.child = spawn(self.port, &self.dir, &self.persistence);
+        assert!(
+            came_up(&mut self.child, self.port),
+            "redis-server exited on restart: port {} was taken",
+            self.port
+        );
     }
 
     /// `redis-cli -p <port> <args>`'s output.
@@ -92,9 +124,9 @@ impl Drop for RedisServer {
     }
 }
 
-/// `redis-server` on loopback `port`, files in `dir`, once it accepts connections.
+/// `redis-server` on loopback `port`, files in `dir` (see [`came_up`]).
 fn spawn(port: u16, dir: &std::path::Path, persistence: &[String]) -> Child {
-    let child = Command::new("redis-server")
+    Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .arg("--dir")
         .arg(dir)
@@ -102,9 +134,7 @@ fn spawn(port: u16, dir: &std::path::Path, persistence: &[String]) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("redis-server (apt-get install redis-server)");
-    wait_for_port(port, "redis-server");
-    child
+        .expect("redis-server (apt-get install redis-server)")
 }
 
 /// A local 3-master Redis Cluster made with `redis-cli --cluster create`; every `redis-server`
@@ -125,7 +155,12 @@ impl RedisCluster {
             ports,
         };
         for i in 0..cluster.ports.len() {
-            cluster.start_node(i);
+            let mut attempts = 1;
+            while !cluster.start_node(i) {
+                assert!(attempts < START_ATTEMPTS, "redis-server keeps exiting");
+                attempts += 1;
+                cluster.ports[i] = (free_port(), free_port());
+            }
         }
         let nodes: Vec<String> = cluster
             .ports
@@ -147,8 +182,9 @@ impl RedisCluster {
         cluster
     }
 
-    /// (Re)starts master `i` on its ports; its nodes file keeps its slots and peers.
-    fn start_node(&mut self, i: usize) {
+    /// (Re)starts master `i` on its ports; its nodes file keeps its slots and peers. False if
+    /// it exited before accepting (a port was taken).
+    fn start_node(&mut self, i: usize) -> bool {
         let (port, bus_port) = self.ports[i];
         let nodes_file = self.dir.join(format!("nodes-{port}.conf"));
         let child = Command::new("redis-server")
@@ -168,8 +204,10 @@ impl RedisCluster {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server (apt-get install redis-server)");
+        let mut child = child;
+        let up = came_up(&mut child, port);
         self.children[i] = Some(child);
-        wait_for_port(port, "redis-server");
+        up
     }
 
     /// Waits until every master says `cluster_state:ok` and knows the other two.
@@ -252,7 +290,7 @@ impl RedisCluster {
 
     pub fn restart_node(&mut self, i: usize) {
         self.stop_node(i);
-        self.start_node(i);
+        assert!(self.start_node(i), "redis-server exited on restart");
         self.until_ok();
     }
 }
