@@ -21,14 +21,29 @@ impl Client {
                     self.fail_with("misrouted", 1, "ATTACHED for a channel never attached");
                     return None;
                 };
-                let resuming = session.attaching[i].take()?;
                 let resumed = message.flags.unwrap_or(0) & flags::RESUMED != 0;
-                if resuming && !resumed {
-                    let why = message
+                let why = || {
+                    message
                         .error
                         .as_ref()
                         .map(|e| format!("error {} ({})", e.code, e.message))
-                        .unwrap_or_else(|| "no error".to_owned());
+                        .unwrap_or_else(|| "no error".to_owned())
+                };
+                let Some(resuming) = session.attaching[i].take() else {
+                    // Unasked and not RESUMED: the server announces a gap (RTL12, 90003); what
+                    // follows starts from its channelSerial, so count the gap, not what follows.
+                    if !resumed {
+                        self.fail_with(
+                            "continuity lost (announced)",
+                            1,
+                            format!("{}: {}", self.plan.channels[i].0, why()),
+                        );
+                        self.orders[i].start(message.channel_serial.as_deref());
+                    }
+                    return None;
+                };
+                if resuming && !resumed {
+                    let why = why();
                     self.fail_with(
                         "channel not resumed",
                         1,
