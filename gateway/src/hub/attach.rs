@@ -151,7 +151,10 @@ impl Hub {
     /// Changes a subscriber's granted modes (after a re-auth changed its capability).
     pub fn set_modes(&self, channel: &str, connection_id: &str, modes: Modes) {
         if let Some(entry) = self.existing(channel) {
-            entry.lock().subscribers.set_modes(connection_id, modes);
+            let mut state = entry.lock();
+            state.subscribers.set_modes(connection_id, modes);
+            // Publishers and subscribers are counted by mode: watchers hear the change.
+            self.occupancy_changed(channel, &mut state);
         }
     }
 

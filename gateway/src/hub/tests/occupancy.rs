@@ -43,6 +43,21 @@ fn occupancy_events_go_to_those_who_asked_once_per_change() {
     hub.flush_occupancy();
     assert!(watcher.queue.try_recv().is_err(), "no change, no event");
 
+    // A renewed token that narrows a viewer's modes changes the counts: one event.
+    hub.set_modes("live", "viewer2", Modes::PUBLISH);
+    hub.flush_occupancy();
+    let event = decode(
+        watcher
+            .queue
+            .try_recv()
+            .expect("an event after a mode change"),
+        Format::Json,
+    );
+    let Some(protocol::Data::Other(data)) = &event.messages.expect("messages")[0].data else {
+        panic!("occupancy data is an object");
+    };
+    assert_eq!(data["metrics"]["subscribers"], 3, "{data}");
+
     hub.detach("live", "viewer0");
     hub.detach("live", "viewer1");
     hub.flush_occupancy();
