@@ -32,38 +32,7 @@ pub use error::ApiError;
 /// WebSocket endpoint with `/time` and the health probes, `Api` the REST API without
 /// WebSockets, `Both` everything.
 pub fn router(gateway: Gateway, config: &Config) -> Router {
-    // ably-js sends `credentials: include` with an Authorization header, which browsers allow
-    // only for an exact origin with credentials: listed origins get that, others `*` without.
-    let origins = &gateway.config().cors_origins;
-    let cors = if origins.is_empty() {
-        CorsLayer::new().allow_origin(AllowOrigin::any())
-    } else {
-        CorsLayer::new()
-            .allow_origin(AllowOrigin::list(
-                origins
-                    .iter()
-                    .filter_map(|origin| header::HeaderValue::from_str(origin).ok()),
-            ))
-            .allow_credentials(true)
-    };
-    let cors = cors
-        .allow_methods([
-            Method::GET,
-            Method::POST,
-            Method::PUT,
-            Method::PATCH,
-            Method::DELETE,
-        ])
-        // Mirrors whatever the browser asks for: Authorization, Ably-Agent, X-Ably-Version, ...
-        .allow_headers(AllowHeaders::mirror_request())
-        .expose_headers([
-            header::LINK,
-            HeaderName::from_static("x-ably-errorcode"),
-            HeaderName::from_static("x-ably-errormessage"),
-            HeaderName::from_static("x-ably-serverid"),
-            HeaderName::from_static("idempotent-replayed"),
-        ])
-        .max_age(std::time::Duration::from_secs(86400));
+    let cors = cors(&gateway);
     let mut routes = match config.role {
         Role::Both => routes::router(gateway.clone()).merge(gateway.router()),
         Role::Gateway => routes::probes(gateway.clone()).merge(gateway.router()),
@@ -87,6 +56,41 @@ pub fn router(gateway: Gateway, config: &Config) -> Router {
         .layer(axum::middleware::from_fn(edges::honest_errors))
         .layer(cors)
         .merge(dashboard)
+}
+
+/// CORS for browsers on other origins, on every answer of the public port (refusals too).
+fn cors(gateway: &Gateway) -> CorsLayer {
+    // ably-js sends `credentials: include` with an Authorization header, which browsers allow
+    // only for an exact origin with credentials: listed origins get that, others `*` without.
+    let origins = &gateway.config().cors_origins;
+    let cors = if origins.is_empty() {
+        CorsLayer::new().allow_origin(AllowOrigin::any())
+    } else {
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(
+                origins
+                    .iter()
+                    .filter_map(|origin| header::HeaderValue::from_str(origin).ok()),
+            ))
+            .allow_credentials(true)
+    };
+    cors.allow_methods([
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+    ])
+    // Mirrors whatever the browser asks for: Authorization, Ably-Agent, X-Ably-Version, ...
+    .allow_headers(AllowHeaders::mirror_request())
+    .expose_headers([
+        header::LINK,
+        HeaderName::from_static("x-ably-errorcode"),
+        HeaderName::from_static("x-ably-errormessage"),
+        HeaderName::from_static("x-ably-serverid"),
+        HeaderName::from_static("idempotent-replayed"),
+    ])
+    .max_age(std::time::Duration::from_secs(86400))
 }
 
 /// What `--admin-listen` serves: `/metrics`, the probes and the dashboard, off the public port.
@@ -113,6 +117,7 @@ pub async fn serve_admin(
     server::serve(
         listener,
         admin_router(gateway, metrics),
+        None,
         sockets,
         std::future::pending(),
     )
@@ -162,6 +167,7 @@ pub async fn serve_with(
     let server = server::serve(
         listener,
         router(gateway.clone(), &config),
+        Some(cors(&gateway)),
         gateway.config().sockets.clone(),
         async move {
             shutdown.await;

@@ -28,6 +28,7 @@ use protocol::{Action, ErrorCode, Format, ProtocolMessage};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tower_http::cors::CorsLayer;
 
 use crate::error::ApiError;
 
@@ -45,6 +46,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
+    // What over-cap refusals carry too, so a browser can read the 503.
+    cors: Option<CorsLayer>,
     sockets: Sockets,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
@@ -104,7 +107,11 @@ pub(crate) async fn serve(
                 let timeout = sockets.header_timeout.min(SPARE_HEADER_TIMEOUT);
                 // Its answers say `Connection: close` (hyper's keep_alive(false) would
                 // also put it on the 101 of an upgrade, which clients then refuse).
-                (refusal_router(cap), timeout, slot)
+                let refusal = match &cors {
+                    Some(cors) => refusal_router(cap).layer(cors.clone()),
+                    None => refusal_router(cap),
+                };
+                (refusal, timeout, slot)
             }
             Admit::Close(cap) => {
                 ::metrics::counter!("realtime_connections_refused_total", "cap" => "spare")

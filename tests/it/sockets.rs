@@ -146,7 +146,7 @@ async fn ws_from(source: &str, addr: SocketAddr) -> (Socket, Value) {
 async fn time_from(source: &str, addr: SocketAddr) -> (u16, String) {
     let mut stream = tcp_from(source, addr).await;
     stream
-        .write_all(b"GET /time HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .write_all(b"GET /time HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     let mut response = Vec::new();
@@ -180,6 +180,12 @@ fn assert_over_capacity(text: &str, message_part: &str) {
     assert!(
         text.to_ascii_lowercase()
             .contains("x-ably-errorcode: 50003"),
+        "{text}"
+    );
+    // A browser on another origin can read why (the request carried an Origin).
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("access-control-allow-origin: *"),
         "{text}"
     );
     let body: Value = serde_json::from_str(text.split_once("\r\n\r\n").unwrap().1).unwrap();
