@@ -6,15 +6,14 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::support::{
-    block_on, connect, next_json, nodes, numbered, publish, publish_serial, rest, send_json,
-    until_live, until_readyz, RedisServer, Request, Server, Socket, KEY,
+    attach_resumed, block_on, connect, next_json, nodes, numbered, on_nodes, publish,
+    publish_serial, rest, rewind_two, send_json, until_live, until_readyz, RedisServer, Request,
+    Server, Socket, KEY,
 };
 
 #[test]
 fn a_publish_to_one_node_reaches_subscribers_on_every_node_once_in_order() {
-    let redis = RedisServer::start();
-    let nodes = nodes(&redis, 3, &[]);
-    block_on(async {
+    on_nodes(3, &[], async |_, nodes| {
         let mut subscribers = Vec::new();
         for node in &nodes {
             let mut socket = connect(node.addr, "key=app.k:secret&format=json").await;
@@ -154,9 +153,7 @@ async fn subscribe_everywhere(nodes: &[Server], channel: &str) -> Vec<Socket> {
 
 #[test]
 fn a_dropped_pub_sub_link_is_re_established_and_back_filled() {
-    let redis = RedisServer::start();
-    let nodes = nodes(&redis, 2, &[]);
-    block_on(async {
+    on_nodes(2, &[], async |redis, nodes| {
         let mut sockets = subscribe_everywhere(&nodes, "payments:1").await;
         until_live(&nodes[0], &["payments:1"], &mut sockets).await;
 
@@ -216,9 +213,7 @@ fn readyz_follows_the_bus() {
 
 #[test]
 fn history_and_rewind_on_any_node_come_from_the_shared_store() {
-    let redis = RedisServer::start();
-    let nodes = nodes(&redis, 3, &[]);
-    block_on(async {
+    on_nodes(3, &[], async |_, nodes| {
         // Nobody listens anywhere: the messages exist only in Redis.
         let mut serials = Vec::new();
         for n in 0..3 {
@@ -252,27 +247,14 @@ fn history_and_rewind_on_any_node_come_from_the_shared_store() {
             "node B's history is node A's publishes, newest first"
         );
 
-        let mut socket = connect(nodes[2].addr, "key=app.k:secret&format=json").await;
-        assert_eq!(next_json(&mut socket).await["action"], 4);
-        send_json(
-            &mut socket,
-            json!({"action": 10, "channel": "user:7", "params": {"rewind": "2"}}),
-        )
-        .await;
-        assert_eq!(next_json(&mut socket).await["action"], 11);
-        assert_eq!(
-            numbered(&mut socket, 2).await,
-            ["1", "2"],
-            "rewind on node C"
-        );
+        let rewound = rewind_two(&nodes[2], "user:7").await;
+        assert_eq!(rewound, ["1", "2"], "rewind on node C");
     });
 }
 
 #[test]
 fn a_channel_resumes_on_another_node_from_its_channel_serial() {
-    let redis = RedisServer::start();
-    let nodes = nodes(&redis, 2, &[]);
-    block_on(async {
+    on_nodes(2, &[], async |_, nodes| {
         let mut sockets = subscribe_everywhere(&nodes[..1], "call:3").await;
         publish_serial(&nodes[1], "call:3", 0).await;
         let frame = next_json(&mut sockets[0]).await;
@@ -283,19 +265,7 @@ fn a_channel_resumes_on_another_node_from_its_channel_serial() {
         }
         let mut socket = connect(nodes[1].addr, "key=app.k:secret&format=json").await;
         assert_eq!(next_json(&mut socket).await["action"], 4);
-        send_json(
-            &mut socket,
-            json!({"action": 10, "channel": "call:3", "channelSerial": seen}),
-        )
-        .await;
-        let attached = next_json(&mut socket).await;
-        assert_eq!(attached["action"], 11);
-        let resumed = 1 << 2;
-        assert_ne!(
-            attached["flags"].as_u64().unwrap() & resumed,
-            0,
-            "{attached}"
-        );
+        attach_resumed(&mut socket, "call:3", &seen, "").await;
         assert_eq!(numbered(&mut socket, 3).await, ["1", "2", "3"]);
     });
 }
@@ -320,12 +290,10 @@ fn store_unannounced(redis: &RedisServer, channel: &str, data: &str) {
 
 #[test]
 fn a_lost_pub_sub_message_is_noticed_and_fetched_from_the_store() {
-    let redis = RedisServer::start();
-    let nodes = nodes(&redis, 2, &[]);
-    block_on(async {
+    on_nodes(2, &[], async |redis, nodes| {
         let mut sockets = subscribe_everywhere(&nodes[1..], "session:5").await;
         publish_serial(&nodes[0], "session:5", 0).await;
-        store_unannounced(&redis, "session:5", "1");
+        store_unannounced(redis, "session:5", "1");
         publish_serial(&nodes[0], "session:5", 2).await;
         assert_eq!(
             numbered(&mut sockets[0], 3).await,

@@ -5,16 +5,14 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::support::{
-    attach, attached, block_on, client, enter, eventually, next_json, next_presence, nodes,
-    numbered, publish_serial, rest_members, resume_ids, send_json, until_graces_recorded,
-    RedisServer, Socket, ENTER, LEAVE, RESUMED,
+    attach, attach_resumed, attached, block_on, client, enter, eventually, next_json,
+    next_presence, nodes, numbered, on_nodes, publish_serial, rest_members, resume_ids, send_json,
+    until_graces_recorded, RedisServer, Socket, ENTER, LEAVE, RESUMED,
 };
 
 #[test]
 fn presence_entered_on_one_node_is_seen_on_every_node() {
-    let redis = RedisServer::start();
-    let nodes = nodes(&redis, 3, &[]);
-    block_on(async {
+    on_nodes(3, &[], async |_, nodes| {
         let mut watcher = attached(&nodes[1], "watcher", "", "call:1").await;
         let mut alice = attached(&nodes[0], "alice", "", "call:1").await;
         enter(&mut alice, "call:1", "hi").await;
@@ -176,9 +174,7 @@ async fn drop_transport(socket: Socket) {
 
 #[test]
 fn a_connection_resumes_on_another_node_with_its_id_and_every_missed_message() {
-    let redis = RedisServer::start();
-    let nodes = nodes(&redis, 2, &[]);
-    block_on(async {
+    on_nodes(2, &[], async |_, nodes| {
         let (mut bob, connected) = client(&nodes[0], "bob", "").await;
         let (id, key) = resume_ids(&connected);
         attach(&mut bob, "session:2").await;
@@ -197,17 +193,7 @@ fn a_connection_resumes_on_another_node_with_its_id_and_every_missed_message() {
             "same connection: {connected}"
         );
         assert!(connected.get("error").is_none(), "{connected}");
-        send_json(
-            &mut bob,
-            json!({"action": 10, "channel": "session:2", "channelSerial": seen}),
-        )
-        .await;
-        let attached = next_json(&mut bob).await;
-        assert_ne!(
-            attached["flags"].as_u64().unwrap() & RESUMED,
-            0,
-            "{attached}"
-        );
+        attach_resumed(&mut bob, "session:2", &seen, "").await;
         assert_eq!(numbered(&mut bob, 3).await, ["1", "2", "3"]);
         publish_serial(&nodes[0], "session:2", 4).await;
         assert_eq!(
@@ -341,9 +327,7 @@ fn a_connection_on_a_killed_node_resumes_on_another_every_channel_resumed_its_pr
 
 #[test]
 fn another_client_cannot_resume_someone_elses_connection_across_nodes() {
-    let redis = RedisServer::start();
-    let nodes = nodes(&redis, 2, &[]);
-    block_on(async {
+    on_nodes(2, &[], async |redis, nodes| {
         let (dave, connected) = client(&nodes[0], "dave", "").await;
         let (id, key) = resume_ids(&connected);
         // Written before CONNECTED went out: a resume elsewhere right away finds it.

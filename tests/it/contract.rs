@@ -6,8 +6,8 @@
 use serde_json::json;
 
 use crate::support::{
-    attached, client, enter, http, next_json, next_presence, numbered, publish_request,
-    publish_serial, rest_members, send_json, RedisServer, Server, ENTER, LEAVE, RESUMED,
+    attach_resumed, attached, client, enter, http, next_json, next_presence, numbered,
+    publish_request, publish_serial, rest_members, send_json, RedisServer, Server, ENTER, LEAVE,
 };
 
 /// One deployment under test: its nodes (and the Redis they share, if any).
@@ -151,17 +151,8 @@ fn an_attach_resumes_from_a_channel_serial_and_rewinds() {
             publish_serial(d.publisher(), "contract:resume", n).await;
         }
         let (mut sub, _) = client(d.subscriber(), "sub", "").await;
-        send_json(
-            &mut sub,
-            json!({"action": 10, "channel": "contract:resume", "channelSerial": first}),
-        )
-        .await;
-        let attached = next_json(&mut sub).await;
-        assert_ne!(
-            attached["flags"].as_u64().unwrap() & RESUMED,
-            0,
-            "{backend}: {attached}"
-        );
+        let context = format!("{backend}: ");
+        attach_resumed(&mut sub, "contract:resume", &first, &context).await;
         assert_eq!(numbered(&mut sub, 3).await, ["1", "2", "3"], "{backend}");
 
         let (mut late, _) = client(d.subscriber(), "late", "").await;

@@ -5,8 +5,8 @@
 use serde_json::{json, Value};
 
 use crate::support::{
-    block_on, connect, next_json, publish, publish_as, rest, sample, scrape, send_json, Server,
-    Socket,
+    block_on, connect, next_json, publish, publish_as, publish_until_echoed, rest, sample, scrape,
+    send_json, Server, Socket,
 };
 
 /// A second key with its own REST budget.
@@ -151,18 +151,7 @@ fn publish_floods_are_refused_by_rate_and_nobody_else_notices() {
         }
 
         // The bystander on another channel publishes and hears itself, undisturbed.
-        send_json(
-            &mut bystander,
-            json!({"action": 15, "channel": "calm", "msgSerial": 0, "messages": [{"name": "hi"}]}),
-        )
-        .await;
-        let mut acked = false;
-        let mut heard = false;
-        while !(acked && heard) {
-            let frame = next_json(&mut bystander).await;
-            acked |= frame["action"] == 1;
-            heard |= frame["action"] == 15 && frame["messages"][0]["name"] == "hi";
-        }
+        publish_until_echoed(&mut bystander, "calm", json!({"name": "hi"})).await;
 
         // A frame over 256 KiB ends its own connection (40009), nobody else's.
         let mut oversized = connect(server.addr, "key=app.k:secret&format=json").await;

@@ -5,8 +5,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::support::{
-    block_on, connect, eventually, next_json, publish, publish_as, rest, sample, scrape, send_json,
-    Server,
+    block_on, connect, eventually, next_json, publish, publish_as, publish_until_echoed, rest,
+    sample, scrape, send_json, Server,
 };
 
 #[test]
@@ -30,18 +30,7 @@ fn metrics_count_a_known_sequence_on_the_admin_port() {
         let (status, _) = rest(server.addr, publish("session:1", r#"{"data":"rest"}"#)).await;
         assert_eq!(status, 201);
         assert_eq!(next_json(&mut client).await["action"], 15);
-        send_json(
-            &mut client,
-            json!({"action": 15, "channel": "session:1", "msgSerial": 0, "messages": [{"data": "rt"}]}),
-        )
-        .await;
-        let mut acked = false;
-        let mut echoed = false;
-        while !(acked && echoed) {
-            let frame = next_json(&mut client).await;
-            acked |= frame["action"] == 1;
-            echoed |= frame["action"] == 15;
-        }
+        publish_until_echoed(&mut client, "session:1", json!({"data": "rt"})).await;
 
         // Auth failures, one each way.
         let mut refused = connect(server.addr, "key=app.k:wrong&format=json").await;

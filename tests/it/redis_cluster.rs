@@ -6,13 +6,23 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::support::{
-    attach, attached, block_on, client, connect, enter, eventually, next_json, next_presence,
-    nodes_at, numbered, publish, publish_serial, rest, rest_members, resume_ids, send_json,
-    until_live, until_readyz, RedisCluster, Request, Server, Socket, ENTER, KEY, LEAVE,
+    attach, attach_resumed, attached, block_on, client, connect, enter, eventually, next_json,
+    next_presence, nodes_at, numbered, publish, publish_serial, rest, rest_members, resume_ids,
+    rewind_two, send_json, until_live, until_readyz, RedisCluster, Request, Server, Socket, ENTER,
+    KEY, LEAVE,
 };
 
-fn nodes_on(cluster: &RedisCluster, n: usize, extra: &[&str]) -> Vec<Server> {
-    nodes_at(&cluster.url(), n, extra)
+/// Runs `test` on a fresh runtime (`block_on`) with a cluster, `one_channel_per_master` and `n`
+/// nodes on it, each with `extra` flags.
+fn on_cluster(
+    n: usize,
+    extra: &[&str],
+    test: impl AsyncFnOnce(&RedisCluster, Vec<String>, Vec<Server>),
+) {
+    let cluster = RedisCluster::start();
+    let channels = one_channel_per_master(&cluster);
+    let nodes = nodes_at(&cluster.url(), n, extra);
+    block_on(test(&cluster, channels, nodes));
 }
 
 /// One channel per master: channel names whose topics' slots land on masters 0, 1 and 2.
@@ -94,10 +104,7 @@ async fn numbered_on_channels(
 
 #[test]
 fn a_publish_to_one_node_reaches_every_node_once_in_order_on_every_shard() {
-    let cluster = RedisCluster::start();
-    let channels = one_channel_per_master(&cluster);
-    let nodes = nodes_on(&cluster, 3, &[]);
-    block_on(async {
+    on_cluster(3, &[], async |cluster, channels, nodes| {
         let mut sockets = Vec::new();
         for node in &nodes[1..] {
             sockets.push(subscriber(node, &channels).await);
@@ -145,85 +152,75 @@ fn a_publish_to_one_node_reaches_every_node_once_in_order_on_every_shard() {
 
 #[test]
 fn history_and_presence_work_across_nodes_on_a_cluster() {
-    let cluster = RedisCluster::start();
-    let channels = one_channel_per_master(&cluster);
-    let mut nodes = nodes_on(&cluster, 3, &["--node-lease-ms", "1000"]);
-    block_on(async {
-        // History: stored on the channel's shard by node A, read by node B, rewound on node C.
-        for channel in &channels {
-            let mut serials = Vec::new();
-            for n in 0..3 {
-                serials.push(publish_serial(&nodes[0], channel, n).await);
+    on_cluster(
+        3,
+        &["--node-lease-ms", "1000"],
+        async |cluster, channels, mut nodes| {
+            // History: stored on the channel's shard by node A, read by node B, rewound on node C.
+            for channel in &channels {
+                let mut serials = Vec::new();
+                for n in 0..3 {
+                    serials.push(publish_serial(&nodes[0], channel, n).await);
+                }
+                let (status, body) = rest(
+                    nodes[1].addr,
+                    Request::get(format!("/channels/{channel}/messages")).basic(KEY),
+                )
+                .await;
+                assert_eq!(status, 200, "{body}");
+                let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+                let got: Vec<String> = page
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| m["serial"].as_str().unwrap().to_owned())
+                    .collect();
+                serials.reverse();
+                assert_eq!(got, serials, "{channel}: node A's publishes, newest first");
+
+                let rewound = rewind_two(&nodes[2], channel).await;
+                assert_eq!(rewound, ["1", "2"], "{channel}: rewind on node C");
             }
-            let (status, body) = rest(
-                nodes[1].addr,
-                Request::get(format!("/channels/{channel}/messages")).basic(KEY),
-            )
-            .await;
-            assert_eq!(status, 200, "{body}");
-            let page: serde_json::Value = serde_json::from_str(&body).unwrap();
-            let got: Vec<String> = page
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|m| m["serial"].as_str().unwrap().to_owned())
-                .collect();
-            serials.reverse();
-            assert_eq!(got, serials, "{channel}: node A's publishes, newest first");
 
-            let mut socket = connect(nodes[2].addr, "key=app.k:secret&format=json").await;
-            assert_eq!(next_json(&mut socket).await["action"], 4);
-            send_json(
-                &mut socket,
-                json!({"action": 10, "channel": channel, "params": {"rewind": "2"}}),
-            )
-            .await;
-            assert_eq!(next_json(&mut socket).await["action"], 11);
+            // Presence: entered on node A (later killed), seen on B live and on C by REST.
+            let channel = &channels[1];
+            let mut watcher = attached(&nodes[1], "watcher", "", channel).await;
+            let mut alice = attached(&nodes[0], "alice", "&remainPresentFor=1000", channel).await;
+            enter(&mut alice, channel, "hi").await;
+            let event = next_presence(&mut watcher).await;
             assert_eq!(
-                numbered(&mut socket, 2).await,
-                ["1", "2"],
-                "{channel}: rewind on node C"
+                (event["action"].as_u64(), event["clientId"].as_str()),
+                (Some(ENTER), Some("alice")),
+                "{event}"
             );
-        }
+            assert_eq!(rest_members(&nodes[2], channel).await, ["alice"]);
 
-        // Presence: entered on node A (later killed), seen on B live and on C by REST.
-        let channel = &channels[1];
-        let mut watcher = attached(&nodes[1], "watcher", "", channel).await;
-        let mut alice = attached(&nodes[0], "alice", "&remainPresentFor=1000", channel).await;
-        enter(&mut alice, channel, "hi").await;
-        let event = next_presence(&mut watcher).await;
-        assert_eq!(
-            (event["action"].as_u64(), event["clientId"].as_str()),
-            (Some(ENTER), Some("alice")),
-            "{event}"
-        );
-        assert_eq!(rest_members(&nodes[2], channel).await, ["alice"]);
-
-        // Node A dies without a goodbye: a survivor orphans its members, and once alice's
-        // grace (her remainPresentFor, recorded before the kill) has passed without a resume
-        // she leaves once, through the cluster (leases, node sets, the orphan index and member
-        // hashes on different shards).
-        eventually(
-            "alice's grace recorded",
-            Duration::from_secs(10),
-            || async {
-                (0..3).any(|i| {
-                    let graces = cluster.cli(i, &["KEYS", "rt:node:*:graces"]);
-                    !graces.trim().is_empty()
-                })
-            },
-        )
-        .await;
-        nodes[0].kill();
-        let event = next_presence(&mut watcher).await;
-        assert_eq!(
-            (event["action"].as_u64(), event["clientId"].as_str()),
-            (Some(LEAVE), Some("alice")),
-            "{event}"
-        );
-        assert!(rest_members(&nodes[2], channel).await.is_empty());
-        drop(alice);
-    });
+            // Node A dies without a goodbye: a survivor orphans its members, and once alice's
+            // grace (her remainPresentFor, recorded before the kill) has passed without a resume
+            // she leaves once, through the cluster (leases, node sets, the orphan index and member
+            // hashes on different shards).
+            eventually(
+                "alice's grace recorded",
+                Duration::from_secs(10),
+                || async {
+                    (0..3).any(|i| {
+                        let graces = cluster.cli(i, &["KEYS", "rt:node:*:graces"]);
+                        !graces.trim().is_empty()
+                    })
+                },
+            )
+            .await;
+            nodes[0].kill();
+            let event = next_presence(&mut watcher).await;
+            assert_eq!(
+                (event["action"].as_u64(), event["clientId"].as_str()),
+                (Some(LEAVE), Some("alice")),
+                "{event}"
+            );
+            assert!(rest_members(&nodes[2], channel).await.is_empty());
+            drop(alice);
+        },
+    );
 }
 
 #[test]
@@ -250,10 +247,7 @@ fn readyz_follows_every_shard_link() {
 
 #[test]
 fn dropped_shard_links_are_re_established_and_back_filled() {
-    let cluster = RedisCluster::start();
-    let channels = one_channel_per_master(&cluster);
-    let nodes = nodes_on(&cluster, 2, &[]);
-    block_on(async {
+    on_cluster(2, &[], async |cluster, channels, nodes| {
         let mut sockets = vec![subscriber(&nodes[1], &channels).await];
         until_live(&nodes[0], &channels, &mut sockets).await;
 
@@ -278,10 +272,7 @@ fn dropped_shard_links_are_re_established_and_back_filled() {
 
 #[test]
 fn a_connection_resumes_on_another_node_on_a_cluster() {
-    let cluster = RedisCluster::start();
-    let channels = one_channel_per_master(&cluster);
-    let nodes = nodes_on(&cluster, 2, &[]);
-    block_on(async {
+    on_cluster(2, &[], async |_, channels, nodes| {
         let channel = &channels[2];
         let (mut bob, connected) = client(&nodes[0], "bob", "").await;
         let (id, key) = resume_ids(&connected);
@@ -297,17 +288,7 @@ fn a_connection_resumes_on_another_node_on_a_cluster() {
         }
         let (mut bob, connected) = client(&nodes[1], "bob", &format!("&resume={key}")).await;
         assert_eq!(connected["connectionId"], id.as_str(), "{connected}");
-        send_json(
-            &mut bob,
-            json!({"action": 10, "channel": channel, "channelSerial": seen}),
-        )
-        .await;
-        let attached = next_json(&mut bob).await;
-        assert_ne!(
-            attached["flags"].as_u64().unwrap() & (1 << 2),
-            0,
-            "{attached}"
-        );
+        attach_resumed(&mut bob, channel, &seen, "").await;
         assert_eq!(numbered(&mut bob, 2).await, ["1", "2"]);
     });
 }

@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::support::{
-    block_on, connect, eventually, nodes, publish, publish_serial, rest, send_json, RedisServer,
-    Server, Socket,
+    block_on, connect, eventually, nodes, on_nodes, publish, publish_serial, rest, send_json,
+    RedisServer, Server, Socket,
 };
 
 const PUBLISHERS: usize = 50;
@@ -436,9 +436,7 @@ fn with_an_append_only_file_a_redis_kill_loses_nothing_and_tells_nothing() {
 
 #[test]
 fn a_store_that_handed_out_the_nodes_serials_again_is_told() {
-    let redis = RedisServer::start();
-    let nodes = nodes(&redis, 2, &[]);
-    block_on(async {
+    on_nodes(2, &[], async |redis, nodes| {
         let mut subscriber =
             Subscriber::attach(&nodes[1], false, &["live:reuse"], "node 1".into()).await;
         let mut delivered = Vec::new();

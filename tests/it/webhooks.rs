@@ -203,6 +203,29 @@ timeout_ms = 1000
     path
 }
 
+/// A receiver failing its first `fail_first` requests, and a node sending to it (`config` for
+/// `name`).
+async fn node_with_receiver(name: &str, fail_first: usize) -> (Receiver, Server) {
+    let receiver = Receiver::start(fail_first).await;
+    let path = config(receiver.addr, name, "");
+    let node = Server::start(&["--config", path.to_str().unwrap()]);
+    (receiver, node)
+}
+
+/// Runs `test` with a Redis, a receiver and the arguments of a node on both: `--config` (see
+/// `config`, for `name`), `--redis` and `extra`.
+fn on_redis(name: &str, extra: &[&str], test: impl AsyncFnOnce(&RedisServer, Receiver, &[&str])) {
+    let redis = RedisServer::start();
+    block_on(async {
+        let receiver = Receiver::start(0).await;
+        let path = config(receiver.addr, name, "");
+        let url = redis.url();
+        let mut args = vec!["--config", path.to_str().unwrap(), "--redis", &url];
+        args.extend_from_slice(extra);
+        test(&redis, receiver, &args).await;
+    });
+}
+
 fn opened() -> (String, String, u64) {
     ("channel.opened".into(), String::new(), 0)
 }
@@ -218,9 +241,7 @@ fn presence(client_id: &str, action: u64) -> (String, String, u64) {
 #[test]
 fn deliveries_are_signed_retried_until_accepted_and_in_order() {
     block_on(async {
-        let receiver = Receiver::start(3).await;
-        let path = config(receiver.addr, "signed", "");
-        let node = Server::start(&["--config", path.to_str().unwrap()]);
+        let (receiver, node) = node_with_receiver("signed", 3).await;
         let mut alice = attached(&node, "alice", "", "call:1").await;
         enter(&mut alice, "call:1", "hi").await;
         send_json(
@@ -296,9 +317,7 @@ fn deliveries_are_signed_retried_until_accepted_and_in_order() {
 #[test]
 fn a_client_back_within_the_debounce_bills_no_leave() {
     block_on(async {
-        let receiver = Receiver::start(0).await;
-        let path = config(receiver.addr, "debounce", "");
-        let node = Server::start(&["--config", path.to_str().unwrap()]);
+        let (receiver, node) = node_with_receiver("debounce", 0).await;
         let (mut alice, connected) = client(&node, "alice", "").await;
         attach(&mut alice, "call:2").await;
         enter(&mut alice, "call:2", "hi").await;
@@ -327,14 +346,8 @@ fn a_client_back_within_the_debounce_bills_no_leave() {
 
 #[test]
 fn two_nodes_announce_one_open_and_one_close() {
-    let redis = RedisServer::start();
-    block_on(async {
-        let receiver = Receiver::start(0).await;
-        let path = config(receiver.addr, "cluster", "");
-        let url = redis.url();
-        let nodes: Vec<Server> = (0..2)
-            .map(|_| Server::start(&["--config", path.to_str().unwrap(), "--redis", &url]))
-            .collect();
+    on_redis("cluster", &[], async |_, receiver, args| {
+        let nodes: Vec<Server> = (0..2).map(|_| Server::start(args)).collect();
         let alice = attached(&nodes[0], "alice", "", "call:3").await;
         let mut bob = attached(&nodes[1], "bob", "", "call:3").await;
         enter(&mut bob, "call:3", "yo").await;
@@ -358,14 +371,9 @@ fn two_nodes_announce_one_open_and_one_close() {
 
 #[test]
 fn queued_events_survive_a_gateway_restart() {
-    let redis = RedisServer::start();
-    block_on(async {
-        let receiver = Receiver::start(0).await;
+    on_redis("restart", &[], async |redis, receiver, args| {
         receiver.refuse();
-        let path = config(receiver.addr, "restart", "");
-        let url = redis.url();
-        let args = ["--config", path.to_str().unwrap(), "--redis", &url];
-        let node = Server::start(&args);
+        let node = Server::start(args);
         let mut alice = attached(&node, "alice", "", "call:4").await;
         enter(&mut alice, "call:4", "hi").await;
         close(alice).await;
@@ -378,7 +386,7 @@ fn queued_events_survive_a_gateway_restart() {
         drop(node); // killed, with its queue undelivered
 
         receiver.accept();
-        let _node = Server::start(&args);
+        let _node = Server::start(args);
         receiver
             .until("every queued event after the restart", |r| {
                 r.events("call:4").len() == 4
@@ -398,20 +406,9 @@ fn queued_events_survive_a_gateway_restart() {
 
 #[test]
 fn a_member_whose_node_dies_bills_no_leave_if_it_resumes_elsewhere_and_one_if_it_never_does() {
-    let redis = RedisServer::start();
-    block_on(async {
-        let receiver = Receiver::start(0).await;
-        let path = config(receiver.addr, "nodedeath", "");
-        let url = redis.url();
-        let args = [
-            "--config",
-            path.to_str().unwrap(),
-            "--redis",
-            &url,
-            "--node-lease-ms",
-            "1000",
-        ];
-        let mut nodes: Vec<Server> = (0..2).map(|_| Server::start(&args)).collect();
+    let lease = ["--node-lease-ms", "1000"];
+    on_redis("nodedeath", &lease, async |redis, receiver, args| {
+        let mut nodes: Vec<Server> = (0..2).map(|_| Server::start(args)).collect();
         // A viewer on node B keeps the channel occupied throughout.
         let viewer = attached(&nodes[1], "viewer", "", "call:6").await;
         receiver
@@ -427,7 +424,7 @@ fn a_member_whose_node_dies_bills_no_leave_if_it_resumes_elsewhere_and_one_if_it
         receiver
             .until("both entered", |r| r.events("call:6").len() == 3)
             .await;
-        until_graces_recorded(&redis, 2).await;
+        until_graces_recorded(redis, 2).await;
 
         nodes[0].kill(); // SIGKILL: alice resumes on node B, bob never returns.
         let (mut alice, connected) =

@@ -8,31 +8,25 @@
 // the token's clientId before the server tells it; the realtime cases additionally check the received
 // frames (NACK / ERROR) in ably-js' wire log.
 
-import { after, afterEach, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { FULL_KEY, startServer } from './server.mjs';
-import { ClientPool, Collector, FORMATS, WireLog, awaitConnected, awaitConnectionState, expectRejection, safeJson, uniq, withTimeout } from './helpers.mjs';
+import { FULL_KEY } from './server.mjs';
+import { ClientPool, Collector, FORMATS, WireLog, awaitConnected, awaitConnectionState, expectRejection, safeJson, uniq, useServer, withTimeout } from './helpers.mjs';
 
 describe('clientId mismatch (40012 / 40102)', () => {
   let server;
   let pool;
   let aliceToken;
+  useServer((s) => (server = s), () => pool);
 
+  // Runs after useServer's `before`, which started the server.
   before(async () => {
-    server = await startServer();
     const issuer = new ClientPool(server.port).rest({ key: FULL_KEY });
     const details = await withTimeout(issuer.auth.requestToken({ clientId: 'alice' }), 10_000, 'token for alice');
     assert.equal(details.clientId, 'alice', 'TokenDetails carries the clientId');
     assert.equal(typeof details.token, 'string');
     aliceToken = details.token;
-  });
-  afterEach(async () => {
-    await pool?.closeAll();
-  });
-  after(async () => {
-    await pool?.closeAll();
-    await server?.stop();
   });
 
   for (const format of FORMATS) {

@@ -2,7 +2,8 @@
 
 import assert from 'node:assert/strict';
 
-import { Collector, safeJson, withTimeout } from './helpers.mjs';
+import { Collector, WireLog, safeJson, uniq, withTimeout } from './helpers.mjs';
+import { FULL_KEY } from './server.mjs';
 
 /**
  * Drop a realtime client's transport WITHOUT closing the connection, the way ably-js' own test suite does it
@@ -163,6 +164,23 @@ export class PresenceCollector extends Collector {
   describe() {
     return `[${this.messages.map((e) => `${e.action}:${e.clientId}=${safeJson(e.data)}`).join(', ')}]`;
   }
+}
+
+/**
+ * A JSON subscriber (with a wire log) on a fresh `prefix` channel, which it has heard one REST publish on
+ * (the REST client in msgpack if `restBinary`).
+ */
+export async function jsonSubscriberAfterOne(pool, prefix, { restBinary = false } = {}) {
+  const wire = new WireLog();
+  const rest = pool.rest({ key: FULL_KEY, useBinaryProtocol: restBinary });
+  const [sub] = await pool.connected({ key: FULL_KEY, useBinaryProtocol: false, ...wire.options });
+  const channelName = uniq(prefix);
+  const channel = sub.channels.get(channelName);
+  const got = await new Collector().subscribe(channel);
+  const restChannel = rest.channels.get(channelName);
+  await publishNumbered(restChannel, 'before', 1);
+  await got.waitForCount(1, 10_000, 'the message before the drop');
+  return { wire, sub, channelName, channel, got, restChannel };
 }
 
 export const names = (messages) => messages.map((m) => m.name);

@@ -91,8 +91,7 @@ describe('channel history', () => {
   test('msgpack: realtime channel history pages the same way', async () => {
     pool = new ClientPool(server.port);
     const rest = pool.rest({ key: FULL_KEY });
-    const realtime = pool.realtime({ key: FULL_KEY });
-    await awaitConnected(realtime);
+    const [realtime] = await pool.connected({ key: FULL_KEY });
     const channelName = uniq('history:realtime');
     const published = await publishNumbered(rest.channels.get(channelName), 'pre', 12);
     const channel = realtime.channels.get(channelName);
@@ -108,8 +107,7 @@ describe('channel history', () => {
       pool = new ClientPool(server.port);
       const rest = pool.rest({ key: FULL_KEY });
       const wire = new WireLog();
-      const realtime = pool.realtime({ key: FULL_KEY, useBinaryProtocol: false, ...wire.options });
-      await awaitConnected(realtime);
+      const [realtime] = await pool.connected({ key: FULL_KEY, useBinaryProtocol: false, ...wire.options });
       const channelName = uniq('history:untilAttach');
       const restChannel = rest.channels.get(channelName);
       const before = await publishNumbered(restChannel, 'pre', 7);
@@ -201,8 +199,7 @@ describe('channel history', () => {
       );
       assert.equal(presenceErr.code, 40160, `presence history 40160: ${safeJson(presenceErr)}`);
 
-      const realtime = pool.realtime({ key: LIMITED_KEY, useBinaryProtocol: format.useBinaryProtocol });
-      await awaitConnected(realtime);
+      const [realtime] = await pool.connected({ key: LIMITED_KEY, useBinaryProtocol: format.useBinaryProtocol });
       const rtErr = await expectRejection(
         realtime.channels.get(channelName).history(),
         10_000,

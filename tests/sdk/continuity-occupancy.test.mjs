@@ -1,32 +1,22 @@
 // Occupancy with the real ably-js client: a channel attached with `params: { occupancy: 'metrics' }`
 // receives `[meta]occupancy` events that follow joins and leaves, at most about one per second.
 
-import { after, afterEach, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { FULL_KEY, startServer } from './server.mjs';
-import { ClientPool, Collector, FORMATS, awaitConnected, uniq, withTimeout } from './helpers.mjs';
+import { FULL_KEY } from './server.mjs';
+import { ClientPool, Collector, FORMATS, uniq, useServer, withTimeout } from './helpers.mjs';
 
 describe('occupancy events', () => {
   let server;
   let pool;
-
-  before(async () => {
-    server = await startServer();
-  });
-  afterEach(async () => {
-    await pool?.closeAll();
-  });
-  after(async () => {
-    await server?.stop();
-  });
+  useServer((s) => (server = s), () => pool);
 
   for (const format of FORMATS) {
     test(`${format.name}: [meta]occupancy follows joins and leaves, throttled`, async () => {
       pool = new ClientPool(server.port);
       const channelName = uniq(`live:${format.name}`);
-      const watcher = pool.realtime({ key: FULL_KEY, useBinaryProtocol: format.useBinaryProtocol });
-      await awaitConnected(watcher);
+      const [watcher] = await pool.connected({ key: FULL_KEY, useBinaryProtocol: format.useBinaryProtocol });
       const channel = watcher.channels.get(channelName, { params: { occupancy: 'metrics' } });
       const events = new Collector();
       const started = Date.now();
@@ -69,9 +59,7 @@ describe('occupancy events', () => {
   test('only subscribers that asked receive occupancy events', async () => {
     pool = new ClientPool(server.port);
     const channelName = uniq('live:quiet');
-    const plain = pool.realtime({ key: FULL_KEY });
-    const watcher = pool.realtime({ key: FULL_KEY });
-    await Promise.all([awaitConnected(plain), awaitConnected(watcher)]);
+    const [plain, watcher] = await pool.connected({ key: FULL_KEY }, { key: FULL_KEY });
     const plainMessages = await new Collector().subscribe(plain.channels.get(channelName));
     const watched = new Collector();
     await withTimeout(

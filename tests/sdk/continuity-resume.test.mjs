@@ -17,6 +17,7 @@ import { awaitConnected, awaitConnectionState, ClientPool, Collector, FORMATS, s
 import {
   abandonTransport,
   dropTransport,
+  jsonSubscriberAfterOne,
   names,
   nextChannelChange,
   publishNumbered,
@@ -24,21 +25,6 @@ import {
 } from './continuity-helpers.mjs';
 
 const range = (prefix, from, to) => Array.from({ length: to - from }, (_, k) => `${prefix}-${from + k}`);
-
-/** A JSON subscriber (with a wire log) on a fresh `prefix` channel, which it has heard one REST publish on. */
-async function jsonSubscriberAfterOne(pool, prefix) {
-  const wire = new WireLog();
-  const rest = pool.rest({ key: FULL_KEY, useBinaryProtocol: false });
-  const sub = pool.realtime({ key: FULL_KEY, useBinaryProtocol: false, ...wire.options });
-  await awaitConnected(sub);
-  const channelName = uniq(prefix);
-  const channel = sub.channels.get(channelName);
-  const got = await new Collector().subscribe(channel);
-  const restChannel = rest.channels.get(channelName);
-  await publishNumbered(restChannel, 'before', 1);
-  await got.waitForCount(1, 10_000, 'the message before the drop');
-  return { wire, sub, channel, got, restChannel };
-}
 
 /** Frames received for `channelName` since index `from` of wire.received(). */
 function framesFor(wire, channelName, from = 0) {
@@ -65,8 +51,7 @@ describe('resume after a dropped transport', () => {
         pool = new ClientPool(server.port);
         const wire = new WireLog();
         const rest = pool.rest({ key: FULL_KEY, useBinaryProtocol: format.useBinaryProtocol });
-        const sub = pool.realtime({ key: FULL_KEY, useBinaryProtocol: format.useBinaryProtocol, ...wire.options });
-        await awaitConnected(sub);
+        const [sub] = await pool.connected({ key: FULL_KEY, useBinaryProtocol: format.useBinaryProtocol, ...wire.options });
 
         const channelName = uniq(`resume:${format.name}:${abrupt ? 'abrupt' : 'clean'}`);
         const channel = sub.channels.get(channelName);
@@ -151,8 +136,7 @@ describe('resume after a dropped transport', () => {
     pool = new ClientPool(server.port);
     const wire = new WireLog();
     const rest = pool.rest({ key: FULL_KEY });
-    const sub = pool.realtime({ key: FULL_KEY, ...wire.options });
-    await awaitConnected(sub);
+    const [sub] = await pool.connected({ key: FULL_KEY, ...wire.options });
     const [busy, empty, quiet] = ['busy', 'empty', 'quiet'].map((n) => uniq(`resume-multi:${n}`));
     const got = {};
     for (const name of [busy, empty, quiet]) got[name] = await new Collector().subscribe(sub.channels.get(name));
@@ -188,9 +172,7 @@ describe('resume after a dropped transport', () => {
     // A realtime publisher keeps publishing (each awaited until ACKed) before the drop, during the gap and
     // while the subscriber reconnects and re-attaches: the hand-over from replay to live must lose nothing.
     pool = new ClientPool(server.port);
-    const publisher = pool.realtime({ key: FULL_KEY, useBinaryProtocol: true });
-    const sub = pool.realtime({ key: FULL_KEY, useBinaryProtocol: false });
-    await Promise.all([awaitConnected(publisher), awaitConnected(sub)]);
+    const [publisher, sub] = await pool.connected({ key: FULL_KEY, useBinaryProtocol: true }, { key: FULL_KEY, useBinaryProtocol: false });
     const channelName = uniq('resume:stream');
     const got = await new Collector().subscribe(sub.channels.get(channelName));
     const pubChannel = publisher.channels.get(channelName);
@@ -248,9 +230,7 @@ describe('resume after a dropped transport', () => {
         hook();
       }
     };
-    const publisher = pool.realtime({ key: FULL_KEY, useBinaryProtocol: false, logLevel: 4, logHandler });
-    const observer = pool.realtime({ key: FULL_KEY, useBinaryProtocol: true });
-    await Promise.all([awaitConnected(publisher), awaitConnected(observer)]);
+    const [publisher, observer] = await pool.connected({ key: FULL_KEY, useBinaryProtocol: false, logLevel: 4, logHandler }, { key: FULL_KEY, useBinaryProtocol: true });
     const channelName = uniq('resume:resend');
     const pubChannel = publisher.channels.get(channelName);
     await withTimeout(pubChannel.attach(), 10_000, 'publisher attach');
@@ -280,8 +260,7 @@ describe('resume after a dropped transport', () => {
   test('msgpack: recover with createRecoveryKey() takes over the connection and replays what was missed', async () => {
     pool = new ClientPool(server.port);
     const rest = pool.rest({ key: FULL_KEY });
-    const first = pool.realtime({ key: FULL_KEY });
-    await awaitConnected(first);
+    const [first] = await pool.connected({ key: FULL_KEY });
     const channelName = uniq('recover');
     const restChannel = rest.channels.get(channelName);
     const firstGot = await new Collector().subscribe(first.channels.get(channelName));
@@ -314,8 +293,7 @@ describe('resume after a dropped transport', () => {
 
   test('json: recover after the original connection was closed → new connection id, 80008, resumed=false', async () => {
     pool = new ClientPool(server.port);
-    const first = pool.realtime({ key: FULL_KEY, useBinaryProtocol: false });
-    await awaitConnected(first);
+    const [first] = await pool.connected({ key: FULL_KEY, useBinaryProtocol: false });
     const channelName = uniq('recover-closed');
     const firstGot = await new Collector().subscribe(first.channels.get(channelName));
     await publishNumbered(pool.rest({ key: FULL_KEY }).channels.get(channelName), 'before', 1);
@@ -339,8 +317,7 @@ describe('resume after a dropped transport', () => {
       pool = new ClientPool(server.port);
       const wire = new WireLog();
       const rest = pool.rest({ key: FULL_KEY, useBinaryProtocol: format.useBinaryProtocol });
-      const sub = pool.realtime({ key: FULL_KEY, useBinaryProtocol: format.useBinaryProtocol, ...wire.options });
-      await awaitConnected(sub);
+      const [sub] = await pool.connected({ key: FULL_KEY, useBinaryProtocol: format.useBinaryProtocol, ...wire.options });
       const channelName = uniq(`resume-refused:${format.name}`);
       const channel = sub.channels.get(channelName);
       const got = await new Collector().subscribe(channel);
@@ -449,14 +426,7 @@ describe('resume refused after a server restart', () => {
 
   test('json: the restarted server does not know the key → new connection id, 80018, channel resumed=false, live works', async () => {
     pool = new ClientPool(server.port);
-    const wire = new WireLog();
-    const sub = pool.realtime({ key: FULL_KEY, useBinaryProtocol: false, ...wire.options });
-    await awaitConnected(sub);
-    const channelName = uniq('restart');
-    const channel = sub.channels.get(channelName);
-    const got = await new Collector().subscribe(channel);
-    await publishNumbered(pool.rest({ key: FULL_KEY }).channels.get(channelName), 'before', 1);
-    await got.waitForCount(1, 10_000, 'a message before the restart');
+    const { wire, sub, channelName, channel, got } = await jsonSubscriberAfterOne(pool, 'restart', { restBinary: true });
 
     const { id, key } = await dropTransport(sub);
     const port = server.port;

@@ -30,9 +30,15 @@ describe('rewind', () => {
     const restChannel = rest.channels.get(channelName);
     await publishNumbered(restChannel, 'm', count);
     const wire = new WireLog();
-    const realtime = pool.realtime({ key: FULL_KEY, useBinaryProtocol: format.useBinaryProtocol, ...wire.options });
-    await awaitConnected(realtime);
+    const [realtime] = await pool.connected({ key: FULL_KEY, useBinaryProtocol: format.useBinaryProtocol, ...wire.options });
     return { channelName, restChannel, wire, realtime };
+  }
+
+  /** A new client pool, and a REST channel (full key, msgpack) with a fresh `prefix` name. */
+  function restChannelOnNewPool(prefix) {
+    pool = new ClientPool(server.port);
+    const channelName = uniq(prefix);
+    return { channelName, restChannel: pool.rest({ key: FULL_KEY }).channels.get(channelName) };
   }
 
   async function expectRewind(channel, restChannel, expected, wire) {
@@ -85,8 +91,7 @@ describe('rewind', () => {
   test('json: rewind larger than the log replays all of it; rewind on an empty channel replays nothing', async () => {
     pool = new ClientPool(server.port);
     const rest = pool.rest({ key: FULL_KEY });
-    const realtime = pool.realtime({ key: FULL_KEY, useBinaryProtocol: false });
-    await awaitConnected(realtime);
+    const [realtime] = await pool.connected({ key: FULL_KEY, useBinaryProtocol: false });
     const small = uniq('rewind:small');
     await publishNumbered(rest.channels.get(small), 'm', 4);
     await expectRewind(realtime.channels.get(small, { params: { rewind: '50' } }), rest.channels.get(small), numbered('m', 0, 4));
@@ -95,34 +100,25 @@ describe('rewind', () => {
   });
 
   test('msgpack: rewind is capped at 100 messages', async () => {
-    pool = new ClientPool(server.port);
-    const rest = pool.rest({ key: FULL_KEY });
-    const channelName = uniq('rewind:cap');
-    const restChannel = rest.channels.get(channelName);
+    const { channelName, restChannel } = restChannelOnNewPool('rewind:cap');
     for (let batch = 0; batch < 3; batch += 1) {
       const messages = Array.from({ length: 40 }, (_, k) => ({ name: `m-${batch * 40 + k}`, data: { i: batch * 40 + k } }));
       await withTimeout(restChannel.publish(messages), 10_000, 'REST batch publish');
     }
-    const realtime = pool.realtime({ key: FULL_KEY });
-    await awaitConnected(realtime);
+    const [realtime] = await pool.connected({ key: FULL_KEY });
     await expectRewind(realtime.channels.get(channelName, { params: { rewind: '150' } }), restChannel, numbered('m', 20, 120));
   });
 
   test('json: a duration rewind (2s / 1m) replays the messages of that span only', async () => {
-    pool = new ClientPool(server.port);
-    const rest = pool.rest({ key: FULL_KEY });
-    const channelName = uniq('rewind:duration');
-    const restChannel = rest.channels.get(channelName);
+    const { channelName, restChannel } = restChannelOnNewPool('rewind:duration');
     await publishNumbered(restChannel, 'old', 3);
     await new Promise((r) => setTimeout(r, 2_300)); // the old ones are now > 2 s old
     await publishNumbered(restChannel, 'new', 2);
 
-    const realtime = pool.realtime({ key: FULL_KEY, useBinaryProtocol: false });
-    await awaitConnected(realtime);
+    const [realtime] = await pool.connected({ key: FULL_KEY, useBinaryProtocol: false });
     await expectRewind(realtime.channels.get(channelName, { params: { rewind: '2s' } }), restChannel, numbered('new', 0, 2));
 
-    const other = pool.realtime({ key: FULL_KEY, useBinaryProtocol: true });
-    await awaitConnected(other);
+    const [other] = await pool.connected({ key: FULL_KEY, useBinaryProtocol: true });
     await expectRewind(other.channels.get(`[?rewind=1m]${channelName}`), restChannel, [
       ...numbered('old', 0, 3),
       ...numbered('new', 0, 2),
@@ -132,13 +128,9 @@ describe('rewind', () => {
 
   test('msgpack: after a resume, a rewind channel gets what it missed, not the rewind again', async () => {
     // The re-ATTACH after the resume carries both the rewind param and the channelSerial: the serial wins.
-    pool = new ClientPool(server.port);
-    const rest = pool.rest({ key: FULL_KEY });
-    const channelName = uniq('rewind:resume');
-    const restChannel = rest.channels.get(channelName);
+    const { channelName, restChannel } = restChannelOnNewPool('rewind:resume');
     await publishNumbered(restChannel, 'm', 5);
-    const realtime = pool.realtime({ key: FULL_KEY });
-    await awaitConnected(realtime);
+    const [realtime] = await pool.connected({ key: FULL_KEY });
     const channel = realtime.channels.get(`[?rewind=3]${channelName}`);
     const got = await expectRewind(channel, restChannel, numbered('m', 2, 5));
     const { id } = await dropTransport(realtime);
@@ -153,8 +145,7 @@ describe('rewind', () => {
 
   test('json: an invalid rewind value is refused on the channel', async () => {
     pool = new ClientPool(server.port);
-    const realtime = pool.realtime({ key: FULL_KEY, useBinaryProtocol: false });
-    await awaitConnected(realtime);
+    const [realtime] = await pool.connected({ key: FULL_KEY, useBinaryProtocol: false });
     const channel = realtime.channels.get(uniq('rewind:bad'), { params: { rewind: 'yesterday' } });
     let err;
     try {

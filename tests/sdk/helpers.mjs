@@ -263,6 +263,13 @@ export class ClientPool {
     return new Ably.Rest(clientOptions(this.port, extra));
   }
 
+  /** One realtime client per options object, opened together; resolves when all are connected. */
+  async connected(...extras) {
+    const clients = extras.map((extra) => this.realtime(extra));
+    await Promise.all(clients.map((client) => awaitConnected(client)));
+    return clients;
+  }
+
   async close(client) {
     this.realtimes.delete(client);
     await closeRealtime(client);
@@ -317,6 +324,30 @@ export function tokenRequestAuthCallback(signer, tokenParams = {}) {
   };
   cb.calls = 0;
   cb.params = [];
+  return cb;
+}
+
+/**
+ * An authCallback that hands each call to `issue(params, cb)` and records when (`times`) until `stop()`;
+ * after that every call is refused with 40170 and counted (`refused`), so no renewal can complete after
+ * close() (see closeRealtime).
+ */
+export function stoppableAuthCallback(issue) {
+  const cb = (params, callback) => {
+    if (cb.stopped) {
+      cb.refused += 1;
+      callback({ code: 40170, statusCode: 401, message: 'test finished: no more tokens' }, null);
+      return;
+    }
+    cb.times.push(Date.now());
+    issue(params, callback);
+  };
+  cb.times = [];
+  cb.refused = 0;
+  cb.stopped = false;
+  cb.stop = () => {
+    cb.stopped = true;
+  };
   return cb;
 }
 

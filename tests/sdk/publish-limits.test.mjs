@@ -73,9 +73,7 @@ describe('publish limits', () => {
 
   test('a burst of single publishes without awaiting is not limited by default', async () => {
     pool = new ClientPool(server.port);
-    const publisher = pool.realtime({ key: FULL_KEY, echoMessages: false });
-    const reader = pool.realtime({ key: FULL_KEY, useBinaryProtocol: true });
-    await Promise.all([awaitConnected(publisher), awaitConnected(reader)]);
+    const [publisher, reader] = await pool.connected({ key: FULL_KEY, echoMessages: false }, { key: FULL_KEY, useBinaryProtocol: true });
     const name = uniq('limits:burst');
     const received = await new Collector().subscribe(reader.channels.get(name));
     const channel = publisher.channels.get(name);

@@ -82,6 +82,15 @@ async function assertAllTypesArrive(collector, startedAt) {
   assert.equal(new Set(got.map((m) => m.id)).size, 3, 'message ids are distinct');
 }
 
+/** On `channelName`: `publishAllTypes` over REST in the `rest` format, then `assertAllTypesArrive` on `realtime`. */
+async function assertAllTypesCarried(pool, realtime, channelName, rest) {
+  const collector = await new Collector().subscribe(realtime.channels.get(channelName));
+  const publisher = pool.rest({ key: FULL_KEY, useBinaryProtocol: rest.useBinaryProtocol });
+  const startedAt = Date.now();
+  await publishAllTypes(publisher.channels.get(channelName));
+  await assertAllTypesArrive(collector, startedAt);
+}
+
 const COMBOS = [];
 for (const rest of FORMATS) for (const rt of FORMATS) COMBOS.push({ rest, rt });
 
@@ -103,13 +112,7 @@ describe('REST publish → realtime subscriber (authCallback token auth)', () =>
       assert.equal(realtime.auth.clientId, subscriberClientId, 'token clientId is known to the realtime client');
       assert.ok(realtime.connection.id, 'connection has an id');
 
-      const channelName = uniq(`types:rest-${rest.name}:rt-${rt.name}`);
-      const collector = await new Collector().subscribe(realtime.channels.get(channelName));
-
-      const publisher = pool.rest({ key: FULL_KEY, useBinaryProtocol: rest.useBinaryProtocol });
-      const startedAt = Date.now();
-      await publishAllTypes(publisher.channels.get(channelName));
-      await assertAllTypesArrive(collector, startedAt);
+      await assertAllTypesCarried(pool, realtime, uniq(`types:rest-${rest.name}:rt-${rt.name}`), rest);
     });
   }
 });
@@ -178,13 +181,7 @@ describe('REST publish → realtime subscriber (authUrl token auth)', () => {
       assert.equal(hits[0].query.for, subscriberClientId, 'authUrl query string preserved');
       assert.equal(realtime.auth.clientId, subscriberClientId, 'clientId from the token issued via authUrl');
 
-      const channelName = uniq(`authurl:rest-${rest.name}:rt-${rt.name}`);
-      const collector = await new Collector().subscribe(realtime.channels.get(channelName));
-
-      const publisher = pool.rest({ key: FULL_KEY, useBinaryProtocol: rest.useBinaryProtocol });
-      const startedAt = Date.now();
-      await publishAllTypes(publisher.channels.get(channelName));
-      await assertAllTypesArrive(collector, startedAt);
+      await assertAllTypesCarried(pool, realtime, uniq(`authurl:rest-${rest.name}:rt-${rt.name}`), rest);
     });
   }
 });

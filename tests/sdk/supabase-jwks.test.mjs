@@ -26,6 +26,19 @@ async function startBeforeTheJwks() {
   return { jwksPort, server, pool: new ClientPool(server.port) };
 }
 
+/**
+ * The hooks of a block whose server starts before its JWKS: `startBeforeTheJwks` before the block, its
+ * `pool` and `server` and the `jwks` a test starts stopped after (see `stopAfter`). Returns that state.
+ */
+function useServerBeforeTheJwks(stopOptions) {
+  const state = {};
+  before(async () => {
+    Object.assign(state, await startBeforeTheJwks());
+  });
+  stopAfter(() => state, stopOptions);
+  return state;
+}
+
 function assertFrame(frame, expected, what) {
   const shown = `${actionName(frame.action)} ${safeJson(frame.error ?? frame.connectionDetails)}`;
   if (expected.sub) {
@@ -128,27 +141,19 @@ describe('JWKS server failing after the keys were fetched: last good keys kept',
 });
 
 describe('JWKS unreachable from the start: fail closed, as a retry', () => {
-  let server;
-  let jwksPort;
-  let jwks;
-  let pool;
+  const state = useServerBeforeTheJwks({ eachTest: true });
   const key = ecKey('late-key');
 
-  before(async () => {
-    ({ jwksPort, server, pool } = await startBeforeTheJwks());
-  });
-  stopAfter(() => ({ pool, server, jwks }), { eachTest: true });
-
-  const iss = () => `http://127.0.0.1:${jwksPort}/auth/v1`;
+  const iss = () => `http://127.0.0.1:${state.jwksPort}/auth/v1`;
 
   test('raw socket: an ES256 token gets DISCONNECTED 50003/503 (not ERROR), REST 503; HS256 with the secret still works', async () => {
-    const frame = await probeToken(server.port, signWith(key, userClaims({ sub: 'early-bird', iss: iss() })));
+    const frame = await probeToken(state.server.port, signWith(key, userClaims({ sub: 'early-bird', iss: iss() })));
     assertFrame(frame, { action: ACTION.DISCONNECTED, code: 50003, statusCode: 503 }, 'asymmetric token, no keys ever fetched');
     assert.match(frame.error.message, /unavailable/i);
     const hs = signJwt(userClaims({ sub: 'hs-user', iss: iss() }), { alg: 'HS256', secret: SECRET });
-    assertFrame(await probeToken(server.port, hs), { sub: 'hs-user' }, 'HS256 does not need the JWKS');
+    assertFrame(await probeToken(state.server.port, hs), { sub: 'hs-user' }, 'HS256 does not need the JWKS');
     // REST says the same with HTTP 503 (ably-js REST treats 5xx as retriable).
-    const rest = await restWithBearer(server.url, signWith(key, userClaims({ sub: 'early-bird', iss: iss(), role: 'service_role' })), '/channels/session:x/messages', {
+    const rest = await restWithBearer(state.server.url, signWith(key, userClaims({ sub: 'early-bird', iss: iss(), role: 'service_role' })), '/channels/session:x/messages', {
       method: 'POST',
       body: { name: 'x' },
     });
@@ -159,7 +164,7 @@ describe('JWKS unreachable from the start: fail closed, as a retry', () => {
   test('ably-js goes `disconnected` (50003), never `failed`, and connects once the JWKS server comes up', { timeout: 30_000 }, async () => {
     const wire = new WireLog();
     let calls = 0;
-    const realtime = pool.realtime({
+    const realtime = state.pool.realtime({
       ...wire.options,
       autoConnect: false,
       disconnectedRetryTimeout: 500,
@@ -182,36 +187,28 @@ describe('JWKS unreachable from the start: fail closed, as a retry', () => {
     assert.equal(wire.receivedAction('ERROR').length, 0, `no ERROR frame: ${safeJson(wire.receivedAction('ERROR'))}`);
 
     // The keys become available: the client's own retry gets in.
-    jwks = await new JwksServer([key.jwk]).start(jwksPort);
+    state.jwks = await new JwksServer([key.jwk]).start(state.jwksPort);
     await awaitConnected(realtime, 15_000).catch((err) => {
-      throw new Error(`${err.message}; states ${safeJson(states)}; JWKS requests ${jwks.requests}`);
+      throw new Error(`${err.message}; states ${safeJson(states)}; JWKS requests ${state.jwks.requests}`);
     });
     assert.equal(realtime.auth.clientId, 'patient-user');
     assert.ok(!states.some((s) => s.startsWith('failed')), `never failed: ${safeJson(states)}`);
-    assert.ok(jwks.requests >= 1, 'the server fetched the keys once they were there');
+    assert.ok(state.jwks.requests >= 1, 'the server fetched the keys once they were there');
     assert.ok(calls >= 1);
   });
 });
 
 describe('JWKS unreachable during an in-band renewal: a retry, not a failure', () => {
-  let server;
-  let jwksPort;
-  let jwks;
-  let pool;
+  const state = useServerBeforeTheJwks();
   const key = ecKey('migrated-key');
 
-  before(async () => {
-    ({ jwksPort, server, pool } = await startBeforeTheJwks());
-  });
-  stopAfter(() => ({ pool, server, jwks }));
-
   test('HS256 session renewed with an ES256 token while no keys could be fetched: DISCONNECTED 50003 (ably-js disconnected, not failed), then back once the JWKS is up', { timeout: 30_000 }, async () => {
-    const iss = `http://127.0.0.1:${jwksPort}/auth/v1`;
+    const iss = `http://127.0.0.1:${state.jwksPort}/auth/v1`;
     let calls = 0;
     const wire = new WireLog();
     // The project moves from the legacy secret to signing keys: the first token is HS256 (short-lived),
     // the renewed ones ES256, at a moment the server cannot reach the JWKS.
-    const realtime = pool.realtime({
+    const realtime = state.pool.realtime({
       ...wire.options,
       disconnectedRetryTimeout: 500,
       authCallback: (_, cb) => {
@@ -251,7 +248,7 @@ describe('JWKS unreachable during an in-band renewal: a retry, not a failure', (
       `no connection-level ERROR frame (ably-js would fail the connection): ${frames()}`,
     );
 
-    jwks = await new JwksServer([key.jwk]).start(jwksPort);
+    state.jwks = await new JwksServer([key.jwk]).start(state.jwksPort);
     await awaitConnected(realtime, 15_000).catch((err) => {
       throw new Error(`${err.message}; states ${safeJson(states)}; frames ${frames()}`);
     });

@@ -56,9 +56,7 @@ describe('--policy with {app_metadata.org}', () => {
     const alice = randomUUID();
     const bob = randomUUID();
     const wire = new WireLog();
-    const publisher = pool.realtime({ ...wire.options, authCallback: (_, cb) => cb(null, token({ sub: alice, app_metadata: { org: 'acme', provider: 'email' } })) });
-    const listener = pool.realtime({ authCallback: (_, cb) => cb(null, token({ sub: bob, app_metadata: { org: 'acme' } })) });
-    await Promise.all([awaitConnected(publisher), awaitConnected(listener)]);
+    const [publisher, listener] = await pool.connected({ ...wire.options, authCallback: (_, cb) => cb(null, token({ sub: alice, app_metadata: { org: 'acme', provider: 'email' } })) }, { authCallback: (_, cb) => cb(null, token({ sub: bob, app_metadata: { org: 'acme' } })) });
     assert.equal(publisher.auth.clientId, alice);
 
     const own = uniq('org:acme:general');

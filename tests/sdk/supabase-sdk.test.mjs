@@ -14,7 +14,7 @@ import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { FULL_KEY, startServer } from './server.mjs';
-import { ClientPool, Collector, FORMATS, WireLog, awaitConnected, awaitConnectionState, expectRejection, safeJson, uniq, withTimeout } from './helpers.mjs';
+import { ClientPool, Collector, FORMATS, WireLog, awaitConnected, awaitConnectionState, expectRejection, safeJson, stoppableAuthCallback, uniq, withTimeout } from './helpers.mjs';
 import { ACTION, JwksServer, ecKey, nowSec, probeToken, restWithBearer, signJwt, signWith, stopAfter, userClaims } from './supabase-helpers.mjs';
 
 const SECRET = 'test-jwt-secret-with-at-least-32-characters-long';
@@ -115,19 +115,9 @@ describe('Supabase sign-in with ably-js', () => {
   test('json: a token expiring mid-stream (exp ~5 s) is renewed in band ≥ 2 times; every message once, in order, same connection', { timeout: 30_000 }, async () => {
     pool = new ClientPool(server.port);
     const sub = randomUUID();
-    const authCallTimes = [];
-    let issuing = true;
-    let refusedCalls = 0;
-    const authCallback = (_, cb) => {
-      if (!issuing) {
-        // After the measurement no more tokens are handed out, so no renewal completes after close().
-        refusedCalls += 1;
-        cb({ code: 40170, statusCode: 401, message: 'test finished: no more tokens' }, null);
-        return;
-      }
-      authCallTimes.push(Date.now());
-      cb(null, shortToken(sub));
-    };
+    // After the measurement no more tokens are handed out (`stop()`).
+    const authCallback = stoppableAuthCallback((_, cb) => cb(null, shortToken(sub)));
+    const authCallTimes = authCallback.times;
     const wire = new WireLog();
     const realtime = pool.realtime({ authCallback, useBinaryProtocol: false, autoConnect: false, ...wire.options });
     const changes = recordStates(realtime);
@@ -158,7 +148,7 @@ describe('Supabase sign-in with ably-js', () => {
     }
     const published = n;
     const diag = () =>
-      `authCallback at +ms ${safeJson(authCallTimes.map((t) => t - start))} (+${refusedCalls} refused after the test); ` +
+      `authCallback at +ms ${safeJson(authCallTimes.map((t) => t - start))} (+${authCallback.refused} refused after the test); ` +
       `states ${changes.describe()}; AUTH frames ${wire.receivedAction('AUTH').length}; ` +
       `CONNECTED ${safeJson(wire.receivedAction('CONNECTED'))}; DISCONNECTED/ERROR ${safeJson([...wire.receivedAction('DISCONNECTED'), ...wire.receivedAction('ERROR')])}`;
 
@@ -175,7 +165,7 @@ describe('Supabase sign-in with ably-js', () => {
       `every message exactly once, in order; ${diag()}`,
     );
 
-    issuing = false;
+    authCallback.stop();
     const isUpdate = (c) => c.previous === 'connected' && c.current === 'connected';
     const afterConnect = changes.slice(changes.findIndex((c) => c.current === 'connected') + 1);
     assert.deepEqual(afterConnect.filter((c) => !isUpdate(c)).map((c) => `${c.previous}->${c.current}`), [], `never left connected; ${diag()}`);

@@ -42,16 +42,14 @@ function assertRefused(frame, { action = ACTION.ERROR, code, statusCode = 401, m
 }
 
 describe('Supabase tokens: HS256 secret + JWKS under --supabase-url (iss checked)', () => {
+  const ec = ecKey('ec-1');
+  const rsa = rsaKey('rsa-1');
   let jwks;
   let server;
   let pool;
-  let ec;
-  let rsa;
   let iss;
 
   before(async () => {
-    ec = ecKey('ec-1');
-    rsa = rsaKey('rsa-1');
     const oct = { kty: 'oct', k: Buffer.from(OCT_SECRET).toString('base64url'), kid: 'oct-1', alg: 'HS256', use: 'sig' };
     jwks = await new JwksServer([ec.jwk, rsa.jwk, oct]).start();
     iss = jwks.issuer;
@@ -312,14 +310,12 @@ describe('Supabase tokens: HS256 secret + JWKS under --supabase-url (iss checked
 });
 
 describe('Supabase tokens: --supabase-jwks-url only (no secret, no iss check)', () => {
+  const ec = ecKey('only-ec');
+  const rsa = rsaKey('only-rsa');
   let jwks;
   let server;
-  let ec;
-  let rsa;
 
   before(async () => {
-    ec = ecKey('only-ec');
-    rsa = rsaKey('only-rsa');
     jwks = await new JwksServer([ec.jwk, rsa.jwk]).start();
     server = await startServer({ args: ['--supabase-jwks-url', `${jwks.url}/jwks.json`, '--supabase-jwks-refresh-ms', '200'] });
     await jwks.waitForRequests(1);

@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 
 import { FULL_KEY } from './server.mjs';
 import { awaitConnected, awaitConnectionState, ClientPool, Collector, safeJson, tokenRequestAuthCallback, uniq, useServer, WireLog, withTimeout } from './helpers.mjs';
-import { dropTransport, names, nextChannelChange, PresenceCollector, publishNumbered, recordChannelChanges } from './continuity-helpers.mjs';
+import { dropTransport, jsonSubscriberAfterOne, names, nextChannelChange, PresenceCollector, publishNumbered, recordChannelChanges } from './continuity-helpers.mjs';
 
 /** startServer's --token-renew-lead-ms: tokens with less left than this are not asked to renew. */
 const RENEW_LEAD_MS = 2000;
@@ -154,15 +154,7 @@ describe('timers', () => {
 
   test(`json: a resume after the ${CONNECTION_STATE_TTL_MS} ms connection-state TTL → 80008, new connection, resumed=false, live messages`, async () => {
     pool = new ClientPool(server.port);
-    const wire = new WireLog();
-    const sub = pool.realtime({ key: FULL_KEY, useBinaryProtocol: false, ...wire.options });
-    await awaitConnected(sub);
-    const channelName = uniq('ttl');
-    const channel = sub.channels.get(channelName);
-    const got = await new Collector().subscribe(channel);
-    const restChannel = pool.rest({ key: FULL_KEY }).channels.get(channelName);
-    await publishNumbered(restChannel, 'before', 1);
-    await got.waitForCount(1, 10_000, 'the message before the drop');
+    const { wire, sub, channel, got, restChannel } = await jsonSubscriberAfterOne(pool, 'ttl', { restBinary: true });
 
     // Kept away (no transport, no retry) past the TTL: the server forgets the connection.
     const { id, key } = await dropTransport(sub, { abrupt: true });

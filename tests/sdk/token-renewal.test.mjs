@@ -7,7 +7,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { FULL_KEY } from './server.mjs';
-import { awaitConnected, ClientPool, Collector, FORMATS, safeJson, tokenRequestAuthCallback, uniq, useServer, WireLog, withTimeout } from './helpers.mjs';
+import { awaitConnected, ClientPool, Collector, FORMATS, safeJson, stoppableAuthCallback, tokenRequestAuthCallback, uniq, useServer, WireLog, withTimeout } from './helpers.mjs';
 
 const TTL_MS = 4000;
 const PUBLISH_INTERVAL_MS = 75;
@@ -24,20 +24,9 @@ describe('in-band token renewal', () => {
       pool = new ClientPool(server.port);
       const signer = pool.rest({ key: FULL_KEY });
       const authCallback = tokenRequestAuthCallback(signer, { clientId: 'renewer', ttl: TTL_MS });
-      const authCallTimes = []; // calls that were given a token request
-      let issuing = true;
-      let refusedCalls = 0;
-      const countingCallback = (params, cb) => {
-        if (!issuing) {
-          // After the measurement no more tokens are handed out, so no renewal can complete after close()
-          // (see closeRealtime in helpers.mjs).
-          refusedCalls += 1;
-          cb({ code: 40170, statusCode: 401, message: 'test finished: no more tokens' }, null);
-          return;
-        }
-        authCallTimes.push(Date.now());
-        authCallback(params, cb);
-      };
+      // After the measurement no more tokens are handed out (`stop()`).
+      const countingCallback = stoppableAuthCallback(authCallback);
+      const authCallTimes = countingCallback.times; // calls that were given a token request
       const wire = new WireLog();
       const realtime = pool.realtime({
         authCallback: countingCallback,
@@ -78,7 +67,7 @@ describe('in-band token renewal', () => {
       const published = n;
 
       const diag = () =>
-        `authCallback calls at +ms: ${safeJson(authCallTimes.map((t) => t - start))} (+${refusedCalls} refused after the test); ` +
+        `authCallback calls at +ms: ${safeJson(authCallTimes.map((t) => t - start))} (+${countingCallback.refused} refused after the test); ` +
         `state changes: ${safeJson(changes.map((c) => `${c.previous}->${c.current}${c.reason ? ` (${c.reason.code} ${c.reason.message})` : ''}`))}; ` +
         `AUTH frames received: ${wire.receivedAction('AUTH').length}; ` +
         `CONNECTED frames: ${safeJson(wire.receivedAction('CONNECTED'))}; ` +
@@ -102,7 +91,7 @@ describe('in-band token renewal', () => {
 
       // Stop issuing tokens and let any renewal already under way finish: each token after the first must be
       // answered by a CONNECTED (an `update`) from the server.
-      issuing = false;
+      countingCallback.stop();
       const issued = authCallTimes.length;
       await withTimeout(
         new Promise((resolve) => {

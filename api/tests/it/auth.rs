@@ -7,24 +7,6 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-/// A token from the full key.
-async fn full_token(
-    server: &Server,
-    ttl: Option<u64>,
-    capability: Option<&str>,
-    client_id: Option<&str>,
-) -> Value {
-    request_token(
-        server,
-        FULL_KEY_NAME,
-        FULL_SECRET,
-        ttl,
-        capability,
-        client_id,
-    )
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_capability_is_the_intersection_of_request_and_key() {
     let server = Server::start().await;
@@ -85,9 +67,7 @@ async fn token_capability_is_the_intersection_of_request_and_key() {
     assert_error(&client.expect(ERROR).await, 40160, 401);
     client.publish("news", 0, json!([{"name": "x"}])).await;
     assert_error(&client.expect(NACK).await, 40160, 401);
-    client
-        .publish_acked("chat:other", 1, json!([{"name": "ok"}]))
-        .await;
+    client.publish_named("chat:other", 1, "ok").await;
 
     // Nothing in common with the key: no token at all.
     let body = token_request(
@@ -130,9 +110,7 @@ async fn token_client_id_binds_what_it_publishes() {
     assert_eq!(nack["count"], 1, "{nack}");
     assert_error(&nack, 40012, 400);
 
-    alice
-        .publish_acked("ids", 1, json!([{"name": "implicit"}]))
-        .await;
+    alice.publish_named("ids", 1, "implicit").await;
     alice
         .publish_acked("ids", 2, json!([{"name": "explicit", "clientId": "alice"}]))
         .await;
@@ -199,9 +177,7 @@ async fn token_renewed_in_band_keeps_the_connection() {
         "the key must stay stable (trap 11): {connected}"
     );
     assert_eq!(connected["connectionDetails"]["clientId"], "alice");
-    client
-        .publish_acked("renewed", 0, json!([{"name": "after-renewal"}]))
-        .await;
+    client.publish_named("renewed", 0, "after-renewal").await;
 
     let auth = client.expect(AUTH).await;
     assert!(
@@ -268,9 +244,8 @@ async fn reauth_as_another_client_id_is_refused_40102() {
 async fn a_revoked_connection_is_counted_as_token_revoked() {
     let server = Server::start().await;
     let details = full_token(&server, None, None, Some("revokee")).await;
-    let mut client = server
-        .connect(&token_query(&details, "format=json&clientId=revokee"))
-        .await;
+    let query = token_query(&details, "format=json&clientId=revokee");
+    let mut client = server.connect(&query).await;
     let path = format!("/keys/{FULL_KEY_NAME}/revokeTokens");
     let revoke =
         Request::post_json(&path, &json!({"targets": ["clientId:revokee"]})).basic(FULL_KEY);

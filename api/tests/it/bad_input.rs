@@ -287,9 +287,7 @@ async fn capability_refusals_are_40160_and_keep_the_connection() {
     expect_nack(&mut victim, 40160, 401).await;
 
     victim.attach("allowed:ok").await;
-    victim
-        .publish_acked("allowed:elsewhere", 1, json!([{"name": "fine"}]))
-        .await;
+    victim.publish_named("allowed:elsewhere", 1, "fine").await;
     others.assert_undisturbed().await;
 }
 

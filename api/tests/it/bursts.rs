@@ -17,9 +17,7 @@ fn actions(frames: &[Value], action: u64) -> Vec<&Value> {
 /// A bystander on another channel still gets its messages.
 async fn bystander_receives(server: &Server, bystander: &mut Client) {
     let mut publisher = server.connect(&full_key("json")).await;
-    publisher
-        .publish_acked("quiet", 0, json!([{"name": "still here"}]))
-        .await;
+    publisher.publish_named("quiet", 0, "still here").await;
     let delivery = bystander.expect(MESSAGE).await;
     assert_eq!(delivery["messages"][0]["name"], "still here");
 }
@@ -102,9 +100,7 @@ async fn a_burst_of_publishes_is_all_acked_and_echoed_to_a_client_busy_for_a_mom
             .collect();
         let expected: Vec<String> = (0..N).map(|i| i.to_string()).collect();
         assert_eq!(names, expected, "{format}: every echo once, in order");
-        client
-            .publish_acked("elsewhere", N, json!([{"name": "after"}]))
-            .await;
+        client.publish_named("elsewhere", N, "after").await;
     }
     bystander_receives(&server, &mut bystander).await;
 }

@@ -45,15 +45,7 @@ async fn the_modes_param_overrides_flags_is_echoed_and_bounds_what_the_channel_m
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn modes_grow_again_when_a_re_auth_grants_more() {
     let server = Server::start().await;
-    let narrow = request_token(
-        &server,
-        FULL_KEY_NAME,
-        FULL_SECRET,
-        None,
-        Some(r#"{"grow":["subscribe"]}"#),
-        Some("me"),
-    )
-    .await;
+    let narrow = full_token(&server, None, Some(r#"{"grow":["subscribe"]}"#), Some("me")).await;
     let mut client = server.connect(&token_query(&narrow, "format=json")).await;
     client
         .send(json!({"action": ATTACH, "channel": "grow"}))
@@ -69,10 +61,8 @@ async fn modes_grow_again_when_a_re_auth_grants_more() {
         .await;
     client.expect(NACK).await;
 
-    let wide = request_token(
+    let wide = full_token(
         &server,
-        FULL_KEY_NAME,
-        FULL_SECRET,
         None,
         Some(r#"{"grow":["subscribe","publish"]}"#),
         Some("me"),

@@ -564,6 +564,20 @@ async fn send_presence(client: &mut Client, channel: &str, msg_serial: u64, even
     }
 }
 
+/// `member` (alice) sends a presence `action` with `data`; `observer` sees just that event.
+async fn alice_presence(
+    member: &mut Client,
+    observer: &mut Client,
+    channel: &str,
+    msg_serial: u64,
+    action: u64,
+    data: &str,
+) -> Value {
+    let event = json!({"action": action, "data": data});
+    send_presence(member, channel, msg_serial, event).await;
+    expect_presence_event(observer, action, "alice").await
+}
+
 /// The next frame is PRESENCE with exactly one event, which has this action and clientId.
 async fn expect_presence_event(client: &mut Client, action: u64, client_id: &str) -> Value {
     let frame = client.expect(PRESENCE).await;
@@ -586,6 +600,13 @@ async fn rest_members(server: &Server, channel: &str) -> Vec<Value> {
         .clone()
 }
 
+/// A server with this presence grace, and `observer_and_member` on it.
+async fn member_with_grace(grace: Duration, channel: &str) -> (Server, Client, Client, Value) {
+    let server = Server::with_config(timing_with(|timing| timing.presence_grace = grace)).await;
+    let (observer, member, member_attached) = observer_and_member(&server, channel).await;
+    (server, observer, member, member_attached)
+}
+
 /// An observer attached to `channel` and a member that has entered it (the observer has seen the
 /// ENTER).
 async fn observer_and_member(server: &Server, channel: &str) -> (Client, Client, Value) {
@@ -594,14 +615,7 @@ async fn observer_and_member(server: &Server, channel: &str) -> (Client, Client,
     assert_eq!(flags_of(&attached) & HAS_PRESENCE, 0, "{attached}");
     let mut member = server.connect(&query("alice")).await;
     let member_attached = member.attach(channel).await;
-    send_presence(
-        &mut member,
-        channel,
-        0,
-        json!({"action": ENTER, "data": "hi"}),
-    )
-    .await;
-    let enter = expect_presence_event(&mut observer, ENTER, "alice").await;
+    let enter = alice_presence(&mut member, &mut observer, channel, 0, ENTER, "hi").await;
     assert_eq!(enter["connectionId"], member.id(), "{enter}");
     assert_eq!(enter["data"], "hi", "{enter}");
     (observer, member, member_attached)
@@ -611,8 +625,7 @@ async fn observer_and_member(server: &Server, channel: &str) -> (Client, Client,
 async fn a_dropped_member_leaves_after_the_presence_grace() {
     const CHANNEL: &str = "lobby";
     const GRACE: Duration = Duration::from_millis(200);
-    let server = Server::with_config(timing_with(|timing| timing.presence_grace = GRACE)).await;
-    let (mut observer, member, _) = observer_and_member(&server, CHANNEL).await;
+    let (server, mut observer, member, _) = member_with_grace(GRACE, CHANNEL).await;
     let member_id = member.id().to_owned();
     assert_eq!(rest_members(&server, CHANNEL).await.len(), 1);
 
@@ -638,8 +651,7 @@ async fn a_dropped_member_leaves_after_the_presence_grace() {
 async fn a_member_that_resumes_within_the_grace_stays() {
     const CHANNEL: &str = "lobby";
     const GRACE: Duration = Duration::from_millis(200);
-    let server = Server::with_config(timing_with(|timing| timing.presence_grace = GRACE)).await;
-    let (mut observer, member, member_attached) = observer_and_member(&server, CHANNEL).await;
+    let (server, mut observer, member, member_attached) = member_with_grace(GRACE, CHANNEL).await;
     let (member_id, key) = id_and_key(&member);
     let channel_serial = channel_serial_of(&member_attached);
 
@@ -659,14 +671,7 @@ async fn a_member_that_resumes_within_the_grace_stays() {
     assert_eq!(members[0]["connectionId"], member_id, "{sync}");
     // The grace is what is under test: outlast it once, then show nothing left in between.
     tokio::time::sleep(GRACE * 2).await;
-    send_presence(
-        &mut member,
-        CHANNEL,
-        1,
-        json!({"action": UPDATE, "data": "still here"}),
-    )
-    .await;
-    let update = expect_presence_event(&mut observer, UPDATE, "alice").await;
+    let update = alice_presence(&mut member, &mut observer, CHANNEL, 1, UPDATE, "still here").await;
     assert_eq!(update["connectionId"], member_id, "{update}");
     assert_eq!(rest_members(&server, CHANNEL).await.len(), 1);
 }
@@ -674,11 +679,8 @@ async fn a_member_that_resumes_within_the_grace_stays() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_back_after_the_grace_is_told_continuity_was_lost() {
     const CHANNEL: &str = "lobby";
-    let server = Server::with_config(timing_with(|timing| {
-        timing.presence_grace = Duration::from_millis(100);
-    }))
-    .await;
-    let (mut observer, member, member_attached) = observer_and_member(&server, CHANNEL).await;
+    let grace = Duration::from_millis(100);
+    let (server, mut observer, member, member_attached) = member_with_grace(grace, CHANNEL).await;
     let (member_id, key) = id_and_key(&member);
     let channel_serial = channel_serial_of(&member_attached);
 
@@ -689,14 +691,7 @@ async fn a_member_back_after_the_grace_is_told_continuity_was_lost() {
     let mut member = resume(&server, "alice", &key, &member_id).await;
     let attached = reattach(&mut member, CHANNEL, &channel_serial).await;
     assert_eq!(flags_of(&attached) & RESUMED, 0, "{attached}");
-    send_presence(
-        &mut member,
-        CHANNEL,
-        1,
-        json!({"action": ENTER, "data": "back"}),
-    )
-    .await;
-    let enter = expect_presence_event(&mut observer, ENTER, "alice").await;
+    let enter = alice_presence(&mut member, &mut observer, CHANNEL, 1, ENTER, "back").await;
     assert_eq!(enter["data"], "back", "{enter}");
 }
 

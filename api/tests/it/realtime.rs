@@ -14,13 +14,12 @@ async fn attached(server: &Server, format: &str, channel: &str) -> Client {
 fn assert_delivery(delivery: &Value, channel: &str, publisher: &str, msg_serial: u64) {
     assert_eq!(delivery["action"], MESSAGE, "{delivery}");
     assert_eq!(delivery["channel"], channel, "{delivery}");
-    assert_eq!(
-        delivery["id"],
-        format!("{publisher}:{msg_serial}"),
-        "{delivery}"
+    assert_stamped(
+        delivery,
+        &format!("{publisher}:{msg_serial}"),
+        publisher,
+        delivery,
     );
-    assert_eq!(delivery["connectionId"], publisher, "{delivery}");
-    assert!(delivery["timestamp"].is_u64(), "{delivery}");
     assert!(
         delivery["channelSerial"]
             .as_str()
@@ -28,18 +27,20 @@ fn assert_delivery(delivery: &Value, channel: &str, publisher: &str, msg_serial:
         "{delivery}"
     );
     for (index, message) in delivery["messages"].as_array().unwrap().iter().enumerate() {
-        assert_eq!(
-            message["id"],
-            format!("{publisher}:{msg_serial}:{index}"),
-            "{delivery}"
-        );
-        assert_eq!(message["connectionId"], publisher, "{delivery}");
-        assert!(message["timestamp"].is_u64(), "{delivery}");
+        let id = format!("{publisher}:{msg_serial}:{index}");
+        assert_stamped(message, &id, publisher, delivery);
         assert!(
             message.get("size").is_none(),
             "size is client-only: {delivery}"
         );
     }
+}
+
+/// The id, connectionId and timestamp a delivery and each of its messages carry.
+fn assert_stamped(value: &Value, id: &str, publisher: &str, delivery: &Value) {
+    assert_eq!(value["id"], id, "{delivery}");
+    assert_eq!(value["connectionId"], publisher, "{delivery}");
+    assert!(value["timestamp"].is_u64(), "{delivery}");
 }
 
 /// The next MESSAGE, checked as the first (msgSerial 0) publish of `serials` by `publisher`.
@@ -53,6 +54,32 @@ async fn expect_delivery(
     assert_delivery(&delivery, channel, publisher, 0);
     assert_eq!(serials_of(&delivery), serials, "{delivery}");
     delivery
+}
+
+/// Publishes `sent` on `trip` from a `format` connection as `client_id`, not attached (publishing
+/// needs no attach, reference §5.5). Returns the ACK's serials and what a JSON and a msgpack
+/// subscriber got, each checked by `expect_delivery`.
+async fn trip(format: &str, client_id: &str, sent: Value) -> (Vec<String>, [(Format, Value); 2]) {
+    let server = Server::start().await;
+    let mut json_sub = attached(&server, "json", "trip").await;
+    let mut msgpack_sub = attached(&server, "msgpack", "trip").await;
+    let mut publisher = server
+        .connect(&format!("{}&clientId={client_id}", full_key(format)))
+        .await;
+    let serials = publisher.publish_acked("trip", 0, sent).await;
+    let pid = publisher.id().to_owned();
+    let json = expect_delivery(&mut json_sub, "trip", &pid, &serials).await;
+    let msgpack = expect_delivery(&mut msgpack_sub, "trip", &pid, &serials).await;
+    (
+        serials,
+        [(json_sub.format, json), (msgpack_sub.format, msgpack)],
+    )
+}
+
+/// The next MESSAGE, which must be on `channel` (`why` says what another one would mean).
+async fn expect_message_on(subscriber: &mut Client, channel: &str, why: &str) {
+    let delivery = subscriber.expect(MESSAGE).await;
+    assert_eq!(delivery["channel"], channel, "{why}: {delivery}");
 }
 
 fn serials_of(delivery: &Value) -> Vec<&str> {
@@ -127,27 +154,17 @@ async fn attach_grants_the_modes_the_capability_allows() {
 /// JSON publisher -> JSON and msgpack subscribers: strings, JSON-encoded and base64 data.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_publish_reaches_json_and_msgpack_subscribers() {
-    let server = Server::start().await;
-    let mut json_sub = attached(&server, "json", "trip").await;
-    let mut msgpack_sub = attached(&server, "msgpack", "trip").await;
-    // Not attached: publishing needs no attach (reference §5.5).
-    let mut publisher = server
-        .connect(&format!("{}&clientId=alice", full_key("json")))
-        .await;
-
     let bytes = [0u8, 1, 2, 0x7f, 0x80, 0xfe, 0xff];
     let sent = json!([
         {"name": "text", "data": "héllo wörld"},
         {"name": "json", "data": "{\"a\":[1,2]}", "encoding": "json"},
         {"name": "binary", "data": b64(&bytes), "encoding": "base64"},
     ]);
-    let serials = publisher.publish_acked("trip", 0, sent.clone()).await;
+    let (serials, deliveries) = trip("json", "alice", sent).await;
     let unique: std::collections::HashSet<_> = serials.iter().collect();
     assert_eq!(unique.len(), 3, "serials must be unique: {serials:?}");
 
-    let pid = publisher.id().to_owned();
-    for subscriber in [&mut json_sub, &mut msgpack_sub] {
-        let delivery = expect_delivery(subscriber, "trip", &pid, &serials).await;
+    for (format, delivery) in deliveries {
         let got = delivery["messages"].as_array().unwrap();
         assert_eq!(got.len(), 3, "{delivery}");
         for message in got {
@@ -159,7 +176,7 @@ async fn json_publish_reaches_json_and_msgpack_subscribers() {
         assert_eq!(got[1]["data"], "{\"a\":[1,2]}", "{delivery}");
         assert_eq!(got[1]["encoding"], "json", "{delivery}");
         let binary = &got[2];
-        match subscriber.format {
+        match format {
             Format::Json => {
                 assert_eq!(binary["data"], b64(&bytes), "{delivery}");
                 assert_eq!(binary["encoding"], "base64", "{delivery}");
@@ -179,13 +196,6 @@ async fn json_publish_reaches_json_and_msgpack_subscribers() {
 /// base64 (appended to any earlier encoding) for JSON.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn msgpack_publish_reaches_json_and_msgpack_subscribers() {
-    let server = Server::start().await;
-    let mut json_sub = attached(&server, "json", "trip").await;
-    let mut msgpack_sub = attached(&server, "msgpack", "trip").await;
-    let mut publisher = server
-        .connect(&format!("{}&clientId=bob", full_key("msgpack")))
-        .await;
-
     let bytes: Vec<u8> = (0..=255).collect();
     let cipher = [9u8, 8, 7, 0, 255];
     let sent = json!([
@@ -194,18 +204,16 @@ async fn msgpack_publish_reaches_json_and_msgpack_subscribers() {
         {"name": "binary", "data": bin(&bytes)},
         {"name": "cipher", "data": bin(&cipher), "encoding": "utf-8/cipher+aes-128-cbc"},
     ]);
-    let serials = publisher.publish_acked("trip", 0, sent).await;
+    let (_, deliveries) = trip("msgpack", "bob", sent).await;
 
-    let pid = publisher.id().to_owned();
-    for subscriber in [&mut json_sub, &mut msgpack_sub] {
-        let delivery = expect_delivery(subscriber, "trip", &pid, &serials).await;
+    for (format, delivery) in deliveries {
         let got = delivery["messages"].as_array().unwrap();
         assert_eq!(got.len(), 4, "{delivery}");
         assert_eq!(got[0]["data"], "plain ✓", "{delivery}");
         assert_eq!(got[0]["clientId"], "bob", "{delivery}");
         assert_eq!(got[1]["data"], "{\"k\":true}", "{delivery}");
         assert_eq!(got[1]["encoding"], "json", "{delivery}");
-        match subscriber.format {
+        match format {
             Format::Json => {
                 assert_eq!(got[2]["data"], b64(&bytes), "{delivery}");
                 assert_eq!(got[2]["encoding"], "base64", "{delivery}");
@@ -311,11 +319,8 @@ async fn deliveries_carry_the_qualified_channel_name() {
     let server = Server::start().await;
     let mut subscriber = attached(&server, "json", "[?rewind=1]lobby").await;
     let mut publisher = server.connect(&full_key("json")).await;
-    publisher
-        .publish_acked("lobby", 0, json!([{"name": "hi"}]))
-        .await;
-    let delivery = subscriber.expect(MESSAGE).await;
-    assert_eq!(delivery["channel"], "[?rewind=1]lobby", "{delivery}");
+    publisher.publish_named("lobby", 0, "hi").await;
+    expect_message_on(&mut subscriber, "[?rewind=1]lobby", "wrong name").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -330,14 +335,9 @@ async fn detach_stops_deliveries() {
     assert_eq!(detached["channel"], "gone", "{detached}");
 
     let mut publisher = server.connect(&full_key("msgpack")).await;
-    publisher
-        .publish_acked("gone", 0, json!([{"name": "after-detach"}]))
-        .await;
-    publisher
-        .publish_acked("kept", 1, json!([{"name": "still-attached"}]))
-        .await;
-    let next = subscriber.expect(MESSAGE).await;
-    assert_eq!(next["channel"], "kept", "delivered after DETACH: {next}");
+    publisher.publish_named("gone", 0, "after-detach").await;
+    publisher.publish_named("kept", 1, "still-attached").await;
+    expect_message_on(&mut subscriber, "kept", "delivered after DETACH").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,6 +2,11 @@
 
 use crate::support::{assert_clean, run_load, run_load_on_ceiling};
 
+/// Arguments written as one line, split at spaces.
+fn words(line: &str) -> Vec<&str> {
+    line.split(' ').collect()
+}
+
 fn number(report: &serde_json::Value, key: &str) -> u64 {
     report[key]
         .as_u64()
@@ -24,6 +29,11 @@ const FANOUT: [&str; 13] = [
     "2s",
 ];
 
+/// `FANOUT` followed by `extra`.
+fn fanout_with<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    [&FANOUT[..], extra].concat()
+}
+
 fn assert_fanout_clean(report: &serde_json::Value) {
     assert_clean(report);
     let publications = number(report, "publications");
@@ -39,8 +49,7 @@ fn assert_fanout_clean(report: &serde_json::Value) {
 
 #[test]
 fn fanout_raw_against_the_ceiling() {
-    let mut args = FANOUT.to_vec();
-    args.extend(["--protocol", "raw"]);
+    let args = fanout_with(&["--protocol", "raw"]);
     assert_fanout_clean(&run_load_on_ceiling(&args));
 }
 
@@ -48,8 +57,7 @@ fn fanout_raw_against_the_ceiling() {
 fn fanout_json_with_a_plot() {
     let plot = std::env::temp_dir().join(format!("realtime-load-smoke-{}.svg", std::process::id()));
     let plot_arg = plot.to_str().unwrap();
-    let mut args = FANOUT.to_vec();
-    args.extend(["--format", "json", "--plot", plot_arg]);
+    let args = fanout_with(&["--format", "json", "--plot", plot_arg]);
     assert_fanout_clean(&run_load(&args));
     let svg = std::fs::read_to_string(&plot).unwrap();
     let _ = std::fs::remove_file(&plot);
@@ -58,24 +66,15 @@ fn fanout_json_with_a_plot() {
 
 #[test]
 fn fanout_msgpack() {
-    let mut args = FANOUT.to_vec();
-    args.extend(["--format", "msgpack"]);
-    assert_fanout_clean(&run_load(&args));
+    assert_fanout_clean(&run_load(&fanout_with(&["--format", "msgpack"])));
 }
 
 #[test]
 fn idle_attached() {
     // From two loopback source addresses in turn (how a big box gets past ~28k connections).
-    let report = run_load(&[
-        "--duration",
-        "2s",
-        "--source-ips",
-        "127.0.0.2-127.0.0.3",
-        "idle",
-        "--connections",
-        "300",
-        "--attach",
-    ]);
+    let report = run_load(&words(
+        "--duration 2s --source-ips 127.0.0.2-127.0.0.3 idle --connections 300 --attach",
+    ));
     assert_clean(&report);
     // One batch publication reached each of the 300 user channels.
     assert_eq!(number(&report, "deliveries"), 300);
@@ -94,21 +93,9 @@ fn storm_with_tokens() {
 
 #[test]
 fn sessions_shape() {
-    let report = run_load(&[
-        "--duration",
-        "2s",
-        "sessions",
-        "--sessions",
-        "30",
-        "--live",
-        "2",
-        "--viewers",
-        "100",
-        "--rate",
-        "100",
-        "--workers",
-        "4",
-    ]);
+    let report = run_load(&words(
+        "--duration 2s sessions --sessions 30 --live 2 --viewers 100 --rate 100 --workers 4",
+    ));
     assert_clean(&report);
     assert!(number(&report, "publications") > 0, "{report:#}");
     assert_eq!(number(&report, "publish_errors"), 0);
@@ -117,19 +104,9 @@ fn sessions_shape() {
 #[test]
 fn churn_two_small_rounds() {
     // The server is this test process: its RSS says nothing, so the slack is wide.
-    let report = run_load(&[
-        "churn",
-        "--connections",
-        "200",
-        "--rounds",
-        "2",
-        "--hold",
-        "200ms",
-        "--settle",
-        "1s",
-        "--rss-slack-mib",
-        "100000",
-    ]);
+    let report = run_load(&words(
+        "churn --connections 200 --rounds 2 --hold 200ms --settle 1s --rss-slack-mib 100000",
+    ));
     assert_eq!(report["ok"], true, "{report:#}");
     assert_eq!(number(&report, "connect_failures"), 0);
     let rounds = report["rounds"].as_array().expect("rounds");

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{json, Value};
 use test_support::{connect, eventually, next_json, send_json, RedisServer, Request, Socket};
 
 use super::server::{publish, rest, Server, KEY};
@@ -43,6 +43,33 @@ pub(crate) async fn attach(socket: &mut Socket, channel: &str) -> serde_json::Va
             return frame;
         }
     }
+}
+
+/// Attaches `channel` from `channel_serial`; the next frame must be an ATTACHED with RESUMED
+/// (`context` opens the failure message).
+pub(crate) async fn attach_resumed(
+    socket: &mut Socket,
+    channel: &str,
+    channel_serial: &str,
+    context: &str,
+) {
+    let attach = json!({"action": 10, "channel": channel, "channelSerial": channel_serial});
+    send_json(socket, attach).await;
+    let attached = next_json(socket).await;
+    assert_eq!(attached["action"], 11, "{context}{attached}");
+    let flags = attached["flags"].as_u64().unwrap();
+    assert_ne!(flags & RESUMED, 0, "{context}{attached}");
+}
+
+/// A new JSON connection on `node` attaches to `channel` with `rewind=2` (CONNECTED and ATTACHED
+/// its first frames); returns the data of the two messages it replays.
+pub(crate) async fn rewind_two(node: &Server, channel: &str) -> Vec<String> {
+    let mut socket = connect(node.addr, &format!("key={KEY}&format=json")).await;
+    assert_eq!(next_json(&mut socket).await["action"], 4);
+    let attach = json!({"action": 10, "channel": channel, "params": {"rewind": "2"}});
+    send_json(&mut socket, attach).await;
+    assert_eq!(next_json(&mut socket).await["action"], 11);
+    numbered(&mut socket, 2).await
 }
 
 /// Enters presence and waits for the ACK.
@@ -142,6 +169,23 @@ pub(crate) async fn until_live(via: &Server, channels: &[impl AsRef<str>], socke
         }
     }
     panic!("the bus never carried a marker everywhere: {heard:?}");
+}
+
+/// Publishes `message` (msgSerial 0) and reads until both its ACK and its echo (a MESSAGE whose
+/// first message has every field of `message`) have come.
+pub(crate) async fn publish_until_echoed(socket: &mut Socket, channel: &str, message: Value) {
+    let frame = json!({"action": 15, "channel": channel, "msgSerial": 0, "messages": [&message]});
+    send_json(socket, frame).await;
+    let fields = message.as_object().expect("a message object");
+    let (mut acked, mut echoed) = (false, false);
+    while !(acked && echoed) {
+        let frame = next_json(socket).await;
+        acked |= frame["action"] == 1;
+        echoed |= frame["action"] == 15
+            && fields
+                .iter()
+                .all(|(field, value)| &frame["messages"][0][field] == value);
+    }
 }
 
 /// A CONNECTED's connectionId and connectionKey: what a resume needs.

@@ -51,6 +51,17 @@ pub(crate) fn nodes(redis: &RedisServer, n: usize, extra: &[&str]) -> Vec<Server
     nodes_at(&redis.url(), n, extra)
 }
 
+/// Runs `test` on a fresh runtime (`block_on`) with a Redis and `n` nodes on it (`nodes`).
+pub(crate) fn on_nodes(
+    n: usize,
+    extra: &[&str],
+    test: impl AsyncFnOnce(&RedisServer, Vec<Server>),
+) {
+    let redis = RedisServer::start();
+    let nodes = nodes(&redis, n, extra);
+    super::block_on(test(&redis, nodes));
+}
+
 /// `n` nodes on the Redis at `url` (a server or a cluster), each with the test key and `extra`.
 pub(crate) fn nodes_at(url: &str, n: usize, extra: &[&str]) -> Vec<Server> {
     (0..n)

@@ -8,8 +8,9 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::io;
 use std::net::SocketAddr;
-use std::ops::{Deref, DerefMut};
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 use test_support::InProcess;
 use tokio::net::{TcpSocket, TcpStream};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::WebSocketStream;
@@ -99,12 +101,6 @@ impl Deref for Server {
     }
 }
 
-impl DerefMut for Server {
-    fn deref_mut(&mut self) -> &mut InProcess {
-        &mut self.0
-    }
-}
-
 impl Server {
     pub(crate) async fn start() -> Server {
         Server::with_config(config()).await
@@ -112,6 +108,11 @@ impl Server {
 
     pub(crate) async fn with_config(config: Config) -> Server {
         Server(InProcess::start(config).await)
+    }
+
+    /// `InProcess::begin_shutdown`: the only `&mut` use of it, so no `DerefMut`.
+    pub(crate) fn begin_shutdown(&mut self) -> JoinHandle<io::Result<()>> {
+        self.0.begin_shutdown()
     }
 
     /// Upgrades without reading anything (for refusals, where no CONNECTED comes).
@@ -172,8 +173,24 @@ impl Server {
         path: impl Into<Cow<'a, str>>,
         body: &Value,
     ) -> Response {
-        self.http(Request::post_json(path, body).basic(FULL_KEY))
-            .await
+        self.post_json_as(FULL_KEY, path, body).await
+    }
+
+    /// A message POSTed to `channel` with `key` is refused with 401.
+    pub(crate) async fn assert_publish_refused(&self, key: &str, channel: &str) {
+        let path = format!("/channels/{channel}/messages");
+        let refused = self.post_json_as(key, path, &json!({"data": "x"})).await;
+        assert_eq!(refused.status, 401, "{refused:?}");
+    }
+
+    /// POST `body` as JSON to `path` with `key`.
+    pub(crate) async fn post_json_as<'a>(
+        &self,
+        key: &str,
+        path: impl Into<Cow<'a, str>>,
+        body: &Value,
+    ) -> Response {
+        self.http(Request::post_json(path, body).basic(key)).await
     }
 }
 
@@ -454,6 +471,12 @@ impl Client {
         let ack = self.expect(ACK).await;
         assert_ack(&ack, msg_serial, n_messages)
     }
+
+    /// `publish_acked` of one message with just a name.
+    pub(crate) async fn publish_named(&mut self, channel: &str, msg_serial: u64, name: &str) {
+        self.publish_acked(channel, msg_serial, json!([{ "name": name }]))
+            .await;
+    }
 }
 
 fn is_idle_heartbeat(frame: &Value) -> bool {
@@ -506,6 +529,21 @@ pub(crate) fn assert_rest_error(response: &Response, code: u64, status: u16) {
         other => panic!("error Content-Type must be exact, got {other:?}: {response:?}"),
     };
     assert_error_info(&body["error"], code, u64::from(status), &body);
+}
+
+/// `assert_rest_error`, the body in `content_type`.
+pub(crate) fn assert_rest_error_in(
+    response: &Response,
+    content_type: &str,
+    code: u64,
+    status: u16,
+) {
+    assert_eq!(
+        response.header("content-type"),
+        Some(content_type),
+        "{response:?}"
+    );
+    assert_rest_error(response, code, status);
 }
 
 /// A frame's `error` is a complete ErrorInfo (trap 1) with this code and HTTP status.
@@ -674,6 +712,16 @@ pub(crate) fn token_request(
     request
 }
 
+/// A `token_request` with no ttl, capability or clientId.
+pub(crate) fn bare_token_request(
+    key_name: &str,
+    secret: &str,
+    timestamp: u64,
+    nonce: &str,
+) -> Value {
+    token_request(key_name, secret, None, None, None, timestamp, nonce)
+}
+
 pub(crate) fn sign(secret: &str, text: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(text.as_bytes());
@@ -715,6 +763,24 @@ pub(crate) async fn request_token(
     let details = response.json();
     assert!(details["token"].is_string(), "{details}");
     details
+}
+
+/// A token from the full key.
+pub(crate) async fn full_token(
+    server: &Server,
+    ttl: Option<u64>,
+    capability: Option<&str>,
+    client_id: Option<&str>,
+) -> Value {
+    request_token(
+        server,
+        FULL_KEY_NAME,
+        FULL_SECRET,
+        ttl,
+        capability,
+        client_id,
+    )
+    .await
 }
 
 /// The `access_token=` query value for a token (URL-safe as issued, but encode anyway).
