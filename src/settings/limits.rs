@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use super::cli::{PublishArgs, ServeArgs, SocketArgs};
-use super::file::FileSockets;
 
 /// The slow-consumer bounds: flags and env over the file over defaults.
 pub(super) fn outbound_queue(
@@ -157,16 +156,10 @@ pub(super) const RESERVED_FDS: u64 = 256;
 /// The socket bounds (flags and env win over the file); sets the peer idle timeout in `timing`.
 pub(super) fn sockets_config(
     args: &SocketArgs,
-    file: Option<FileSockets>,
+    file: Option<SocketArgs>,
     timing: &mut gateway::config::Timing,
 ) -> Result<gateway::config::Sockets, String> {
-    let file = file.unwrap_or(FileSockets {
-        header_timeout_ms: None,
-        body_timeout_ms: None,
-        max_connections: None,
-        max_connections_per_ip: None,
-        peer_idle_timeout_ms: None,
-    });
+    let file = file.unwrap_or_default();
     let defaults = gateway::config::Sockets::default();
     let at_least = |value: Option<u64>, least: u64, name: &str| match value {
         Some(ms) if ms < least => Err(format!(
