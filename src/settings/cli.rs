@@ -144,21 +144,8 @@ pub(crate) struct ServeArgs {
     /// presence members of clients that do not come back leave after the presence grace. In ms.
     #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(300..))]
     pub node_lease_ms: u64,
-    /// Longest the server stays silent to a client: a HEARTBEAT (a WebSocket ping for
-    /// `heartbeats=false` clients) goes out at least this often. CONNECTED announces it as
-    /// `maxIdleInterval`; clients drop a transport silent for it plus their request timeout.
-    /// In ms; default 15000, as Ably.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(100..))]
-    pub max_idle_interval_ms: Option<u64>,
-    /// How long a dropped connection stays resumable (`connectionStateTtl` in CONNECTED); a
-    /// resume after it is refused with 80008. In ms; default 120000, as Ably.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1000..))]
-    pub connection_state_ttl_ms: Option<u64>,
-    /// After an abrupt drop, how long a connection's presence members stay before they leave,
-    /// unless it resumes (a client's `remainPresentFor` overrides it). In ms; default 15000, as
-    /// Ably.
-    #[arg(long)]
-    pub presence_grace_ms: Option<u64>,
+    #[command(flatten)]
+    pub timers: TimerArgs,
     /// A second address serving only `/metrics`, `/healthz` and `/readyz`, so metrics need not
     /// be public; when set, the main port does not serve `/metrics`.
     #[arg(long)]
@@ -206,6 +193,26 @@ pub(crate) struct ServeArgs {
     pub sockets: SocketArgs,
     #[command(flatten)]
     pub publish: PublishArgs,
+}
+
+/// The connection timers; the file sets them as top-level keys of the same names.
+#[derive(Args, Debug, Clone, Default)]
+pub(crate) struct TimerArgs {
+    /// Longest the server stays silent to a client: a HEARTBEAT (a WebSocket ping for
+    /// `heartbeats=false` clients) goes out at least this often. CONNECTED announces it as
+    /// `maxIdleInterval`; clients drop a transport silent for it plus their request timeout.
+    /// In ms; default 15000, as Ably.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(100..))]
+    pub max_idle_interval_ms: Option<u64>,
+    /// How long a dropped connection stays resumable (`connectionStateTtl` in CONNECTED); a
+    /// resume after it is refused with 80008. In ms; default 120000, as Ably.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1000..))]
+    pub connection_state_ttl_ms: Option<u64>,
+    /// After an abrupt drop, how long a connection's presence members stay before they leave,
+    /// unless it resumes (a client's `remainPresentFor` overrides it). In ms; default 15000, as
+    /// Ably.
+    #[arg(long)]
+    pub presence_grace_ms: Option<u64>,
 }
 
 /// Publish limits (`[publish]` in the file; flags and env win). Defaults in
