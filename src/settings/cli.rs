@@ -25,7 +25,8 @@ pub(crate) struct Cli {
 }
 
 impl Cli {
-    /// Parses `argv` as `Parser::try_parse_from` does, each flag given its variable.
+    /// Parses `argv` as `Parser::try_parse_from` does, each flag given its variable. Named like
+    /// it so that `Cli::try_parse_from` never skips the variables.
     pub(crate) fn try_parse_from<I, T>(argv: I) -> Result<Cli, clap::Error>
     where
         I: IntoIterator<Item = T>,
