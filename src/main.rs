@@ -5,8 +5,6 @@ mod settings;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use settings::Cli;
 
 fn main() -> ExitCode {

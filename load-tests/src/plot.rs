@@ -23,13 +23,13 @@ pub fn write_svg(path: &Path, title: &str, latencies: &Latencies) -> anyhow::Res
 
     let last_second = timeline.last().map_or(1, |t| t.0 + 1);
     let top_ms = timeline.iter().map(|t| t.3).fold(1.0, f64::max) * 1.05;
-    let mut chart = ChartBuilder::on(&upper)
-        .caption(format!("{title}: latency per second"), ("sans-serif", 20))
-        .margin(10)
-        .x_label_area_size(35)
-        .y_label_area_size(55)
-        .build_cartesian_2d(0u32..last_second, 0f64..top_ms)
-        .map_err(plot_error)?;
+    let mut chart = chart_on(
+        &upper,
+        format!("{title}: latency per second"),
+        Frame(20, 10, 35, 55),
+    )
+    .build_cartesian_2d(0u32..last_second, 0f64..top_ms)
+    .map_err(plot_error)?;
     chart
         .configure_mesh()
         .x_desc("second of the run")
@@ -56,13 +56,13 @@ pub fn write_svg(path: &Path, title: &str, latencies: &Latencies) -> anyhow::Res
     let width_ms = distribution.get(1).map_or(1.0, |b| b.0).max(0.001);
     let end_ms = distribution.last().map_or(1.0, |b| b.0) + width_ms;
     let top_count = distribution.iter().map(|b| b.1).max().unwrap_or(1) as f64 * 1.05;
-    let mut chart = ChartBuilder::on(&lower)
-        .caption("latency histogram (to p99.9)", ("sans-serif", 20))
-        .margin(10)
-        .x_label_area_size(35)
-        .y_label_area_size(55)
-        .build_cartesian_2d(0f64..end_ms, 0f64..top_count)
-        .map_err(plot_error)?;
+    let mut chart = chart_on(
+        &lower,
+        "latency histogram (to p99.9)",
+        Frame(20, 10, 35, 55),
+    )
+    .build_cartesian_2d(0f64..end_ms, 0f64..top_count)
+    .map_err(plot_error)?;
     chart
         .configure_mesh()
         .x_desc("ms")
@@ -89,6 +89,24 @@ fn white_svg(
     let root = SVGBackend::new(path, (WIDTH, height)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_error)?;
     Ok(root)
+}
+
+/// A chart's caption font size, margin, and x and y label area sizes, in pixels.
+struct Frame(u32, u32, u32, u32);
+
+/// A chart on `area` with `caption`, laid out as `frame` says.
+fn chart_on<'a, 'b>(
+    area: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    caption: impl AsRef<str>,
+    Frame(font, margin, x_labels, y_labels): Frame,
+) -> ChartBuilder<'a, 'b, SVGBackend<'b>> {
+    let mut builder = ChartBuilder::on(area);
+    builder
+        .caption(caption, ("sans-serif", font))
+        .margin(margin)
+        .x_label_area_size(x_labels)
+        .y_label_area_size(y_labels);
+    builder
 }
 
 /// The series' labels, boxed on a translucent white.
@@ -122,11 +140,7 @@ pub fn write_bars(
     for (area, (title, bars)) in root.split_evenly((groups.len(), 1)).iter().zip(groups) {
         let n = bars.len().max(1) as f64;
         let top = bars.iter().map(|b| b.1).fold(1.0, f64::max) * 1.2;
-        let mut chart = ChartBuilder::on(area)
-            .caption(format!("{what}: {title}"), ("sans-serif", 20))
-            .margin(10)
-            .x_label_area_size(10)
-            .y_label_area_size(80)
+        let mut chart = chart_on(area, format!("{what}: {title}"), Frame(20, 10, 10, 80))
             .build_cartesian_2d(0f64..n, 0f64..top)
             .map_err(plot_error)?;
         chart
@@ -220,11 +234,7 @@ pub fn write_soak(
     let colors = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
     for (area, (title, unit, series)) in root.split_evenly((charts.len(), 1)).iter().zip(charts) {
         let top = series.iter().flatten().map(|p| p.1).fold(1.0, f64::max) * 1.1;
-        let mut chart = ChartBuilder::on(area)
-            .caption(format!("soak: {title}"), ("sans-serif", 18))
-            .margin(8)
-            .x_label_area_size(30)
-            .y_label_area_size(60)
+        let mut chart = chart_on(area, format!("soak: {title}"), Frame(18, 8, 30, 60))
             .build_cartesian_2d(0f64..end_s, 0f64..top)
             .map_err(plot_error)?;
         chart

@@ -1,8 +1,12 @@
 //! The command line: clap flags, each with its `REALTIME_*` env fallback.
+//!
+//! A flag's variable is named after it (`--publish-max-messages`: `REALTIME_PUBLISH_MAX_MESSAGES`)
+//! by `with_env`, so the fields do not spell it again; only `--redis` names its own.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Arg, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde::Deserialize;
 
 #[derive(Parser)]
@@ -18,6 +22,38 @@ pub(crate) struct Cli {
     /// Plain `realtime` is `realtime serve`.
     #[command(flatten)]
     pub serve: ServeArgs,
+}
+
+impl Cli {
+    /// Parses `argv` as `Parser::try_parse_from` does, each flag given its variable. Named like
+    /// it so that `Cli::try_parse_from` never skips the variables.
+    pub(crate) fn try_parse_from<I, T>(argv: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let mut command = <Cli as CommandFactory>::command()
+            .mut_args(with_env)
+            .mut_subcommands(|subcommand| subcommand.mut_args(with_env));
+        let mut matches = command.try_get_matches_from_mut(argv)?;
+        Cli::from_arg_matches_mut(&mut matches).map_err(|error| error.format(&mut command))
+    }
+
+    /// `try_parse_from` on this process's arguments.
+    pub(crate) fn try_parse() -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::env::args_os())
+    }
+}
+
+/// `--some-flag` falls back to `REALTIME_SOME_FLAG`, unless it names its own variable.
+fn with_env(arg: Arg) -> Arg {
+    match arg.get_long() {
+        Some(long) if arg.get_env().is_none() => {
+            let name = format!("REALTIME_{}", long.to_uppercase().replace('-', "_"));
+            arg.env(name)
+        }
+        _ => arg,
+    }
 }
 
 #[derive(Subcommand)]
@@ -65,42 +101,34 @@ pub(crate) struct ServeArgs {
     /// Address to listen on, for WebSocket and REST alike. Default 127.0.0.1:8080 (this machine
     /// only); 0.0.0.0:8080 accepts other machines (the Docker image and the Kubernetes manifests
     /// set it).
-    #[arg(long, env = "REALTIME_LISTEN")]
+    #[arg(long)]
     pub listen: Option<String>,
     /// API keys: comma-separated `appId.keyId:secret`, each optionally followed by `=` and a
     /// capability JSON (default {"*":["*"]}).
-    #[arg(long, env = "REALTIME_KEYS")]
+    #[arg(long)]
     pub keys: Option<String>,
     /// TOML settings file: `listen`, `[[keys]]` (`key`, optional `capability`), the timers
     /// (`max_idle_interval_ms`, `connection_state_ttl_ms`, `presence_grace_ms`,
     /// `webhook_debounce_ms`), `cors_origins`, `supabase_revoke_keys` and the tables
     /// `[history]`, `[presence]`, `[sockets]`, `[publish]`, `[[webhooks]]`, `[[events.types]]`
     /// (README, "Configuration"). Flags and `REALTIME_*` variables win over it.
-    #[arg(long, env = "REALTIME_CONFIG")]
+    #[arg(long)]
     pub config: Option<PathBuf>,
     /// Supabase project JWT secret: accept its HS256 access tokens.
-    #[arg(long, env = "REALTIME_SUPABASE_JWT_SECRET", hide_env_values = true)]
+    #[arg(long, hide_env_values = true)]
     pub supabase_jwt_secret: Option<String>,
     /// Supabase project URL: accept ES256/RS256 access tokens signed by its keys
     /// ({url}/auth/v1/.well-known/jwks.json) and require iss = {url}/auth/v1.
-    #[arg(long, env = "REALTIME_SUPABASE_URL")]
+    #[arg(long)]
     pub supabase_url: Option<String>,
     /// Where to fetch the signing keys, if not under --supabase-url.
-    #[arg(long, env = "REALTIME_SUPABASE_JWKS_URL")]
+    #[arg(long)]
     pub supabase_jwks_url: Option<String>,
     /// Accepted `aud` values, comma-separated.
-    #[arg(
-        long,
-        env = "REALTIME_SUPABASE_AUDIENCE",
-        default_value = "authenticated"
-    )]
+    #[arg(long, default_value = "authenticated")]
     pub supabase_audience: String,
     /// At most one JWKS fetch per this many milliseconds (an unknown kid triggers one).
-    #[arg(
-        long,
-        env = "REALTIME_SUPABASE_JWKS_REFRESH_MS",
-        default_value_t = 5000
-    )]
+    #[arg(long, default_value_t = 5000)]
     pub supabase_jwks_refresh_ms: u64,
     /// Redis URL (`redis://[:password@]host:port`, `rediss://` for TLS): every process on it
     /// shares one bus. A Redis Cluster: `redis+cluster://[:password@]host:port[,host:port...]`
@@ -110,75 +138,82 @@ pub(crate) struct ServeArgs {
     pub redis: Option<String>,
     /// How long before a token expires the server asks the client to renew it (AUTH), in ms.
     /// Tokens with less left than this are not asked and expire into 40142.
-    #[arg(long, env = "REALTIME_TOKEN_RENEW_LEAD_MS", default_value_t = 30_000)]
+    #[arg(long, default_value_t = 30_000)]
     pub token_renew_lead_ms: u64,
     /// With `--redis`: how long a node that stopped renewing its lease (killed, partitioned)
     /// is still counted alive; after it, its connections can be resumed elsewhere and the
     /// presence members of clients that do not come back leave after the presence grace. In ms.
-    #[arg(long, env = "REALTIME_NODE_LEASE_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(300..))]
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(300..))]
     pub node_lease_ms: u64,
-    /// Longest the server stays silent to a client: a HEARTBEAT (a WebSocket ping for
-    /// `heartbeats=false` clients) goes out at least this often. CONNECTED announces it as
-    /// `maxIdleInterval`; clients drop a transport silent for it plus their request timeout.
-    /// In ms; default 15000, as Ably.
-    #[arg(long, env = "REALTIME_MAX_IDLE_INTERVAL_MS", value_parser = clap::value_parser!(u64).range(100..))]
-    pub max_idle_interval_ms: Option<u64>,
-    /// How long a dropped connection stays resumable (`connectionStateTtl` in CONNECTED); a
-    /// resume after it is refused with 80008. In ms; default 120000, as Ably.
-    #[arg(long, env = "REALTIME_CONNECTION_STATE_TTL_MS", value_parser = clap::value_parser!(u64).range(1000..))]
-    pub connection_state_ttl_ms: Option<u64>,
-    /// After an abrupt drop, how long a connection's presence members stay before they leave,
-    /// unless it resumes (a client's `remainPresentFor` overrides it). In ms; default 15000, as
-    /// Ably.
-    #[arg(long, env = "REALTIME_PRESENCE_GRACE_MS")]
-    pub presence_grace_ms: Option<u64>,
+    #[command(flatten)]
+    pub timers: TimerArgs,
     /// A second address serving only `/metrics`, `/healthz` and `/readyz`, so metrics need not
     /// be public; when set, the main port does not serve `/metrics`.
-    #[arg(long, env = "REALTIME_ADMIN_LISTEN")]
+    #[arg(long)]
     pub admin_listen: Option<String>,
     /// Browser origins allowed to call the REST API with credentials (comma-separated, e.g.
     /// `https://digis.cc,https://www.digis.cc`); ably-js sends `credentials: include` with an
     /// `Authorization` header, so its origin must be listed. Default: none listed, any origin
     /// answered with `*` and no credentials.
-    #[arg(long, env = "REALTIME_CORS_ORIGINS", value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',')]
     pub cors_origins: Vec<String>,
     /// Key names (`appId.keyId`, comma-separated) whose `revokeTokens` also revokes Supabase
     /// users (a `clientId:<sub>` target). Default: none; every key revokes only tokens it issued.
-    #[arg(long, env = "REALTIME_SUPABASE_REVOKE_KEYS", value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',')]
     pub supabase_revoke_keys: Vec<String>,
     /// On SIGTERM: how long to take handing clients over to other nodes (each told to reconnect
     /// at a random moment in the first 60%), in ms; the process exits when the last is gone or
     /// at the end. Keep Kubernetes' terminationGracePeriodSeconds above it.
-    #[arg(long, env = "REALTIME_DRAIN_MS", default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000)]
     pub drain_ms: u64,
     /// Log lines as human-readable text or as JSON (one object per line, for log shippers).
     /// Filter with RUST_LOG (e.g. `info`, `gateway=debug`).
-    #[arg(long, env = "REALTIME_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// This process's name in CONNECTED (`serverId`) and in logs, e.g. the pod name; default
     /// a random `rt-…`.
-    #[arg(long, env = "REALTIME_SERVER_ID")]
+    #[arg(long)]
     pub server_id: Option<String>,
     /// Test-app provisioning (`POST /apps`, `DELETE /apps/{id}`) for SDK test suites. Never in
     /// production: anyone can create an app.
-    #[arg(long, env = "REALTIME_SANDBOX")]
+    #[arg(long)]
     pub sandbox: bool,
     /// TOML policy mapping Supabase claims to capabilities (default: the Digis policy).
-    #[arg(long, env = "REALTIME_POLICY")]
+    #[arg(long)]
     pub policy: Option<PathBuf>,
     /// Bytes of deliveries (other connections' messages and presence) queued for one
     /// connection before it counts as a slow consumer and is disconnected (DISCONNECTED 80020);
     /// replies to its own requests never count. Default 4194304 (4 MiB).
-    #[arg(long, env = "REALTIME_OUTBOUND_QUEUE_BYTES")]
+    #[arg(long)]
     pub outbound_queue_bytes: Option<usize>,
     /// A frame unsent this long (the client is not reading) makes the connection a slow
     /// consumer too. In ms; default 10000.
-    #[arg(long, env = "REALTIME_OUTBOUND_QUEUE_AGE_MS")]
+    #[arg(long)]
     pub outbound_queue_age_ms: Option<u64>,
     #[command(flatten)]
     pub sockets: SocketArgs,
     #[command(flatten)]
     pub publish: PublishArgs,
+}
+
+/// The connection timers; the file sets them as top-level keys of the same names.
+#[derive(Args, Debug, Clone, Default)]
+pub(crate) struct TimerArgs {
+    /// Longest the server stays silent to a client: a HEARTBEAT (a WebSocket ping for
+    /// `heartbeats=false` clients) goes out at least this often. CONNECTED announces it as
+    /// `maxIdleInterval`; clients drop a transport silent for it plus their request timeout.
+    /// In ms; default 15000, as Ably.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(100..))]
+    pub max_idle_interval_ms: Option<u64>,
+    /// How long a dropped connection stays resumable (`connectionStateTtl` in CONNECTED); a
+    /// resume after it is refused with 80008. In ms; default 120000, as Ably.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1000..))]
+    pub connection_state_ttl_ms: Option<u64>,
+    /// After an abrupt drop, how long a connection's presence members stay before they leave,
+    /// unless it resumes (a client's `remainPresentFor` overrides it). In ms; default 15000, as
+    /// Ably.
+    #[arg(long)]
+    pub presence_grace_ms: Option<u64>,
 }
 
 /// Publish limits (`[publish]` in the file; flags and env win). Defaults in
@@ -188,89 +223,64 @@ pub(crate) struct ServeArgs {
 pub(crate) struct PublishArgs {
     /// Most messages in one publish (realtime MESSAGE, REST publish, one batch spec); more:
     /// 40030. Default 1000.
-    #[arg(long = "publish-max-messages", env = "REALTIME_PUBLISH_MAX_MESSAGES")]
+    #[arg(long = "publish-max-messages")]
     pub max_messages: Option<usize>,
     /// Most messages × channels one batch publish (`POST /messages`) makes. Default 10000.
-    #[arg(
-        long = "publish-max-batch-messages",
-        env = "REALTIME_PUBLISH_MAX_BATCH_MESSAGES"
-    )]
+    #[arg(long = "publish-max-batch-messages")]
     pub max_batch_messages: Option<usize>,
     /// Per realtime connection: messages per second (0: no rate limit). Default 1000.
-    #[arg(
-        long = "publish-connection-messages-per-sec",
-        env = "REALTIME_PUBLISH_CONNECTION_MESSAGES_PER_SEC"
-    )]
+    #[arg(long = "publish-connection-messages-per-sec")]
     pub connection_messages_per_sec: Option<u32>,
     /// Per realtime connection: messages it may publish at once. Default 2000.
-    #[arg(
-        long = "publish-connection-burst-messages",
-        env = "REALTIME_PUBLISH_CONNECTION_BURST_MESSAGES"
-    )]
+    #[arg(long = "publish-connection-burst-messages")]
     pub connection_burst_messages: Option<u32>,
     /// Per realtime connection: bytes (Ably's message size) per second. Default 4194304.
-    #[arg(
-        long = "publish-connection-bytes-per-sec",
-        env = "REALTIME_PUBLISH_CONNECTION_BYTES_PER_SEC"
-    )]
+    #[arg(long = "publish-connection-bytes-per-sec")]
     pub connection_bytes_per_sec: Option<u64>,
     /// Per realtime connection: bytes it may publish at once. Default 16777216.
-    #[arg(
-        long = "publish-connection-burst-bytes",
-        env = "REALTIME_PUBLISH_CONNECTION_BURST_BYTES"
-    )]
+    #[arg(long = "publish-connection-burst-bytes")]
     pub connection_burst_bytes: Option<u64>,
     /// Per key, REST publishes on this node: messages per second (0: no rate limit). Default 5000.
-    #[arg(
-        long = "publish-key-messages-per-sec",
-        env = "REALTIME_PUBLISH_KEY_MESSAGES_PER_SEC"
-    )]
+    #[arg(long = "publish-key-messages-per-sec")]
     pub key_messages_per_sec: Option<u32>,
     /// Per key, REST: messages at once. Default 10000.
-    #[arg(
-        long = "publish-key-burst-messages",
-        env = "REALTIME_PUBLISH_KEY_BURST_MESSAGES"
-    )]
+    #[arg(long = "publish-key-burst-messages")]
     pub key_burst_messages: Option<u32>,
     /// Per key, REST: bytes per second. Default 16777216.
-    #[arg(
-        long = "publish-key-bytes-per-sec",
-        env = "REALTIME_PUBLISH_KEY_BYTES_PER_SEC"
-    )]
+    #[arg(long = "publish-key-bytes-per-sec")]
     pub key_bytes_per_sec: Option<u64>,
     /// Per key, REST: bytes at once. Default 33554432.
-    #[arg(
-        long = "publish-key-burst-bytes",
-        env = "REALTIME_PUBLISH_KEY_BURST_BYTES"
-    )]
+    #[arg(long = "publish-key-burst-bytes")]
     pub key_burst_bytes: Option<u64>,
 }
 
-/// Bounds on what one socket may hold: request deadlines and connection caps.
-#[derive(Args, Debug, Clone, Default)]
+/// Bounds on what one socket may hold: request deadlines and connection caps (`[sockets]` in the
+/// file; flags and env win).
+#[derive(Args, Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct SocketArgs {
     /// A request's head (the WebSocket upgrade included) must arrive within this, counted from
     /// when the server starts waiting for it; a silent socket, a slowloris client and an idle
     /// keep-alive connection are closed after it. In ms; default 10000.
-    #[arg(long, env = "REALTIME_HEADER_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(100..))]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(100..))]
     pub header_timeout_ms: Option<u64>,
     /// A request body must arrive completely within this after its head (else 408, closed).
     /// In ms; default 30000.
-    #[arg(long, env = "REALTIME_BODY_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(100..))]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(100..))]
     pub body_timeout_ms: Option<u64>,
     /// Most connections (HTTP and WebSocket) held at once; over it a request gets 503 (50003)
     /// and a WebSocket DISCONNECTED (50003), then the socket closes. Default: the process's file
     /// limit (raised to its hard limit at start) minus 256; 0: no cap.
-    #[arg(long, env = "REALTIME_MAX_CONNECTIONS")]
+    #[arg(long)]
     pub max_connections: Option<usize>,
     /// Most connections held at once from one source address, answered as over
     /// `--max-connections`. Default 0: no cap (behind a proxy or load balancer every client has
     /// its address).
-    #[arg(long, env = "REALTIME_MAX_CONNECTIONS_PER_IP")]
+    #[arg(long)]
     pub max_connections_per_ip: Option<usize>,
     /// A WebSocket peer silent this long (no frame, not even a pong to our pings) is dropped.
     /// In ms; default the larger of 45000 and three `--max-idle-interval-ms`; at least two
     /// `--max-idle-interval-ms`.
-    #[arg(long, env = "REALTIME_PEER_IDLE_TIMEOUT_MS")]
+    #[arg(long)]
     pub peer_idle_timeout_ms: Option<u64>,
 }

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::cli::PublishArgs;
+use super::cli::{PublishArgs, SocketArgs};
 
 /// Reads and parses `--config`.
 pub(super) fn read(path: &Path) -> Result<FileConfig, String> {
@@ -34,7 +34,7 @@ pub(super) struct FileConfig {
     #[serde(default)]
     pub(super) cors_origins: Vec<String>,
     /// `[sockets]`: the same as the socket flags.
-    pub(super) sockets: Option<FileSockets>,
+    pub(super) sockets: Option<SocketArgs>,
     /// Same as `--supabase-revoke-keys`; the flag, when given, replaces the file's list.
     #[serde(default)]
     pub(super) supabase_revoke_keys: Vec<String>,
@@ -108,15 +108,4 @@ pub(super) struct FilePresence {
 pub(super) struct FileKey {
     pub(super) key: String,
     pub(super) capability: Option<String>,
-}
-
-/// `[sockets]` in the config file.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct FileSockets {
-    pub(super) header_timeout_ms: Option<u64>,
-    pub(super) body_timeout_ms: Option<u64>,
-    pub(super) max_connections: Option<usize>,
-    pub(super) max_connections_per_ip: Option<usize>,
-    pub(super) peer_idle_timeout_ms: Option<u64>,
 }

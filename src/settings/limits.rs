@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use super::cli::{PublishArgs, ServeArgs, SocketArgs};
-use super::file::FileSockets;
+use super::cli::{PublishArgs, ServeArgs, SocketArgs, TimerArgs};
 
 /// The slow-consumer bounds: flags and env over the file over defaults.
 pub(super) fn outbound_queue(
@@ -36,16 +35,10 @@ pub(super) fn outbound_queue(
     Ok(queue)
 }
 
-/// The connection timers the config file may set (flags and env win).
-pub(super) struct FileTiming {
-    pub(super) max_idle_interval_ms: Option<u64>,
-    pub(super) connection_state_ttl_ms: Option<u64>,
-    pub(super) presence_grace_ms: Option<u64>,
-}
-
+/// The connection timers: flags and env over the file's top-level keys over defaults.
 pub(super) fn timing(
     args: &ServeArgs,
-    file: &FileTiming,
+    file: &TimerArgs,
 ) -> Result<gateway::config::Timing, String> {
     let defaults = gateway::config::Timing::default();
     let ms =
@@ -60,7 +53,7 @@ pub(super) fn timing(
             (None, None) => Ok(default),
         };
     let max_idle_interval = ms(
-        args.max_idle_interval_ms,
+        args.timers.max_idle_interval_ms,
         file.max_idle_interval_ms,
         100,
         "max_idle_interval_ms",
@@ -72,14 +65,14 @@ pub(super) fn timing(
         // the default's 45 s.
         peer_idle_timeout: defaults.peer_idle_timeout.max(max_idle_interval * 3),
         connection_state_ttl: ms(
-            args.connection_state_ttl_ms,
+            args.timers.connection_state_ttl_ms,
             file.connection_state_ttl_ms,
             1000,
             "connection_state_ttl_ms",
             defaults.connection_state_ttl,
         )?,
         presence_grace: ms(
-            args.presence_grace_ms,
+            args.timers.presence_grace_ms,
             file.presence_grace_ms,
             0,
             "presence_grace_ms",
@@ -157,16 +150,10 @@ pub(super) const RESERVED_FDS: u64 = 256;
 /// The socket bounds (flags and env win over the file); sets the peer idle timeout in `timing`.
 pub(super) fn sockets_config(
     args: &SocketArgs,
-    file: Option<FileSockets>,
+    file: Option<SocketArgs>,
     timing: &mut gateway::config::Timing,
 ) -> Result<gateway::config::Sockets, String> {
-    let file = file.unwrap_or(FileSockets {
-        header_timeout_ms: None,
-        body_timeout_ms: None,
-        max_connections: None,
-        max_connections_per_ip: None,
-        peer_idle_timeout_ms: None,
-    });
+    let file = file.unwrap_or_default();
     let defaults = gateway::config::Sockets::default();
     let at_least = |value: Option<u64>, least: u64, name: &str| match value {
         Some(ms) if ms < least => Err(format!(

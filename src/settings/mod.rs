@@ -51,7 +51,7 @@ fn resolve_with(args: ServeArgs, file: FileConfig) -> Result<Settings, String> {
         .map_err(|e| format!("--listen / REALTIME_LISTEN {listen_text:?}: {e}"))?;
     let (keys, generated_key) = keys::keys(args.keys.as_deref(), file.keys)?;
     let supabase = supabase::supabase_config(&args)?;
-    let file_timing = limits::FileTiming {
+    let file_timers = cli::TimerArgs {
         max_idle_interval_ms: file.max_idle_interval_ms,
         connection_state_ttl_ms: file.connection_state_ttl_ms,
         presence_grace_ms: file.presence_grace_ms,
@@ -59,7 +59,7 @@ fn resolve_with(args: ServeArgs, file: FileConfig) -> Result<Settings, String> {
     let hub = history::hub_config(file.history, file.presence)?;
     let events = events_catalog(file.events)?;
     let webhooks = webhooks::webhooks_config(file.webhooks, file.webhook_debounce_ms)?;
-    let mut timing = limits::timing(&args, &file_timing)?;
+    let mut timing = limits::timing(&args, &file_timers)?;
     let sockets = limits::sockets_config(&args.sockets, file.sockets, &mut timing)?;
     let cors_origins = cors_origins(if args.cors_origins.is_empty() {
         file.cors_origins

@@ -33,34 +33,7 @@ pub(super) fn tables(
     out.push_str("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n");
     for run in runs.iter().filter(|run| run.workload.starts_with("fanout")) {
         let workload = run.workload.trim_start_matches("fanout ");
-        match &run.outcome {
-            Ok(s) => {
-                let _ = writeln!(
-                    out,
-                    "| {} | {} | {workload} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                    run.server.name(),
-                    run.server.protocol().name(),
-                    number(&s["publications_per_s"], 0),
-                    number(&s["deliveries_per_s"], 0),
-                    number(&s["latency_ms_p50"], 1),
-                    number(&s["latency_ms_p99"], 1),
-                    number(&s["latency_ms_max"], 1),
-                    number(&s["lost"], 0),
-                    number(&s["duplicated"], 0),
-                    number(&s["server_cpu_percent"], 0),
-                    number(&s["server_rss_mib"], 0),
-                    verdict(s),
-                );
-            }
-            Err(error) => {
-                let _ = writeln!(
-                    out,
-                    "| {} | {} | {workload} | did not run: {error} |||||||||||",
-                    run.server.name(),
-                    run.server.protocol().name(),
-                );
-            }
-        }
+        row(&mut out, run, &[workload], FANOUT_COLUMNS);
     }
     let idle: Vec<&Run> = runs.iter().filter(|run| run.workload == "idle").collect();
     if !idle.is_empty() {
@@ -76,31 +49,7 @@ pub(super) fn tables(
         );
         out.push_str("|---|---|--:|--:|--:|--:|--:|--:|---|\n");
         for run in idle {
-            match &run.outcome {
-                Ok(s) => {
-                    let _ = writeln!(
-                        out,
-                        "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                        run.server.name(),
-                        run.server.protocol().name(),
-                        number(&s["connections"], 0),
-                        number(&s["server_rss_baseline_mib"], 0),
-                        number(&s["server_rss_loaded_mib"], 0),
-                        number(&s["server_rss_kib_per_connection"], 1),
-                        number(&s["server_cpu_us_per_connection_per_s"], 2),
-                        number(&s["connect_ms_p99"], 0),
-                        verdict(s),
-                    );
-                }
-                Err(error) => {
-                    let _ = writeln!(
-                        out,
-                        "| {} | {} | did not run: {error} |||||||",
-                        run.server.name(),
-                        run.server.protocol().name()
-                    );
-                }
-            }
+            row(&mut out, run, &[], IDLE_COLUMNS);
         }
     }
     if !notes.is_empty() {
@@ -130,6 +79,58 @@ pub(super) fn tables(
         }
     }
     out
+}
+
+/// The fanout table's metrics after the workload, each with its decimals.
+const FANOUT_COLUMNS: &[(&str, usize)] = &[
+    ("publications_per_s", 0),
+    ("deliveries_per_s", 0),
+    ("latency_ms_p50", 1),
+    ("latency_ms_p99", 1),
+    ("latency_ms_max", 1),
+    ("lost", 0),
+    ("duplicated", 0),
+    ("server_cpu_percent", 0),
+    ("server_rss_mib", 0),
+];
+
+/// The idle table's metrics, each with its decimals.
+const IDLE_COLUMNS: &[(&str, usize)] = &[
+    ("connections", 0),
+    ("server_rss_baseline_mib", 0),
+    ("server_rss_loaded_mib", 0),
+    ("server_rss_kib_per_connection", 1),
+    ("server_cpu_us_per_connection_per_s", 2),
+    ("connect_ms_p99", 0),
+];
+
+/// One run's row: server, protocol, the `lead` cells, `columns` of its summary and the verdict;
+/// a run that did not run says why and leaves the rest of the row empty.
+fn row(out: &mut String, run: &Run, lead: &[&str], columns: &[(&str, usize)]) {
+    let _ = write!(
+        out,
+        "| {} | {} |",
+        run.server.name(),
+        run.server.protocol().name()
+    );
+    for cell in lead {
+        let _ = write!(out, " {cell} |");
+    }
+    match &run.outcome {
+        Ok(summary) => {
+            for (key, decimals) in columns {
+                let _ = write!(out, " {} |", number(&summary[*key], *decimals));
+            }
+            let _ = writeln!(out, " {} |", verdict(summary));
+        }
+        Err(error) => {
+            let _ = writeln!(
+                out,
+                " did not run: {error} |{}",
+                "|".repeat(columns.len() + 1)
+            );
+        }
+    }
 }
 
 fn verdict(summary: &Value) -> &'static str {

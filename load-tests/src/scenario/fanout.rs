@@ -81,20 +81,14 @@ async fn run_on<T: Target>(
         return Ok(report);
     }
 
-    let mut subscribers_per_channel = vec![0u64; n_channels];
     let latencies = Arc::new(Latencies::default());
     let readers = Readers::spawn(
-        subscribers
-            .connections
-            .into_iter()
-            .map(|(client, connection)| {
-                subscribers_per_channel[client % n_channels] += 1;
-                (client % n_channels, connection)
-            })
-            .collect(),
+        subscribers.connections,
+        |client| client % n_channels,
         &schedule,
         &latencies,
     );
+    let subscribers_per_channel = readers.per_channel(n_channels);
 
     let window = Window::start(shared, &latencies);
     let deadline = tokio::time::Instant::now() + shared.duration();

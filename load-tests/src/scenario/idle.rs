@@ -66,15 +66,7 @@ async fn run_on<T: Target>(
     // Every connection is "channel 0" of the schedule: each is owed the one batch publication.
     let schedule: Schedule = Arc::new(|_, _| 0);
     let latencies = Arc::new(Latencies::default());
-    let readers = Readers::spawn(
-        opened
-            .connections
-            .into_iter()
-            .map(|(_, connection)| (0, connection))
-            .collect(),
-        &schedule,
-        &latencies,
-    );
+    let readers = Readers::spawn(opened.connections, |_| 0, &schedule, &latencies);
 
     tokio::time::sleep(SETTLE).await;
     let loaded = match (shared.server_pid, baseline) {

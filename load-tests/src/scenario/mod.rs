@@ -191,22 +191,42 @@ pub async fn open<T: Target>(
 pub struct Readers {
     stop: watch::Sender<bool>,
     tasks: JoinSet<(Ledger, Option<String>)>,
+    /// Each reader's channel (its index in the schedule).
+    channels: Vec<usize>,
 }
 
 impl Readers {
-    /// `connections` pairs each connection with the index of its channel in the schedule.
+    /// `connections` pairs each connection with its client's index; client `k` reads the
+    /// schedule's channel `channel_of(k)`.
     pub fn spawn<C: Connection>(
         connections: Vec<(usize, C)>,
+        channel_of: impl Fn(usize) -> usize,
         schedule: &Schedule,
         latencies: &Arc<Latencies>,
     ) -> Readers {
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        for (channel, connection) in connections {
+        let mut channels = Vec::with_capacity(connections.len());
+        for (client, connection) in connections {
+            let channel = channel_of(client);
             let ledger = Ledger::new(channel, schedule.clone(), latencies.clone());
             tasks.spawn(read_into(connection, ledger, stopped.clone()));
+            channels.push(channel);
         }
-        Readers { stop, tasks }
+        Readers {
+            stop,
+            tasks,
+            channels,
+        }
+    }
+
+    /// How many readers read each of the schedule's `n_channels` channels.
+    pub fn per_channel(&self, n_channels: usize) -> Vec<u64> {
+        let mut counts = vec![0u64; n_channels];
+        for channel in &self.channels {
+            counts[*channel] += 1;
+        }
+        counts
     }
 
     pub fn len(&self) -> usize {

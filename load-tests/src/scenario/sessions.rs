@@ -81,21 +81,14 @@ pub async fn run(shared: &Shared, args: &SessionsArgs) -> anyhow::Result<Report>
     if !opened.failures.is_empty() {
         return Ok(report);
     }
-    let mut subscribers_per_channel = vec![0u64; channel_names.len()];
     let latencies = Arc::new(Latencies::default());
     let readers = Readers::spawn(
-        opened
-            .connections
-            .into_iter()
-            .map(|(client, connection)| {
-                let channel = channel_of_client[client];
-                subscribers_per_channel[channel] += 1;
-                (channel, connection)
-            })
-            .collect(),
+        opened.connections,
+        |client| channel_of_client[client],
         &schedule,
         &latencies,
     );
+    let subscribers_per_channel = readers.per_channel(channel_names.len());
 
     let rest = Rest::new(&shared.url, &shared.key)?;
     let window = Window::start(shared, &latencies);

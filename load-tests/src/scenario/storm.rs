@@ -109,7 +109,7 @@ pub async fn run(shared: &Shared, args: &StormArgs) -> anyhow::Result<Report> {
     let n_attached = attached.len() as u64;
     let schedule: Schedule = Arc::new(|_, _| 0);
     let latencies = Arc::new(Latencies::default());
-    let readers = Readers::spawn(attached, &schedule, &latencies);
+    let readers = Readers::spawn(attached, |_| 0, &schedule, &latencies);
     let stamp = Stamp {
         publisher: 0,
         seq: 0,
