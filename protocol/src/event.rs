@@ -183,7 +183,9 @@ impl Catalog {
                 return Err(format!("event type {name:?}: no channels"));
             }
             for template in &event_type.channels {
-                for field in placeholders(template)? {
+                let fields = placeholders(template)
+                    .ok_or_else(|| format!("channel template {template:?}: unclosed '{{'"))?;
+                for field in fields {
                     let usable = match event_type.required.get(field) {
                         Some(FieldKind::Kind(kind)) => {
                             matches!(kind.as_str(), "id" | "string" | "integer")
@@ -323,19 +325,18 @@ fn check_field(field: &str, kind: &FieldKind, value: &Value) -> Result<(), Strin
     Err(format!("data.{field} must be {wanted}"))
 }
 
-/// The `{field}` names in a channel template.
-fn placeholders(template: &str) -> Result<Vec<&str>, String> {
-    let mut fields = Vec::new();
+/// The `{name}` placeholders of a template, in order (empty names included); `None` if a `{` is
+/// never closed. Channel templates here and the Supabase policy's patterns share it.
+pub fn placeholders(template: &str) -> Option<Vec<&str>> {
+    let mut names = Vec::new();
     let mut rest = template;
     while let Some(open) = rest.find('{') {
         let after = &rest[open + 1..];
-        let close = after
-            .find('}')
-            .ok_or_else(|| format!("channel template {template:?}: unclosed '{{'"))?;
-        fields.push(&after[..close]);
+        let close = after.find('}')?;
+        names.push(&after[..close]);
         rest = &after[close + 1..];
     }
-    Ok(fields)
+    Some(names)
 }
 
 fn render(template: &str, data: &Value) -> String {

@@ -76,19 +76,10 @@ impl Rule {
 }
 
 fn template_paths(pattern: &str) -> Result<Vec<&str>, String> {
-    let mut paths = Vec::new();
-    let mut rest = pattern;
-    while let Some(open) = rest.find('{') {
-        let after = &rest[open + 1..];
-        let close = after
-            .find('}')
-            .ok_or_else(|| format!("{pattern:?}: unclosed {{"))?;
-        let path = &after[..close];
-        if path.is_empty() {
-            return Err(format!("{pattern:?}: empty {{}}"));
-        }
-        paths.push(path);
-        rest = &after[close + 1..];
+    let paths = protocol::event::placeholders(pattern)
+        .ok_or_else(|| format!("{pattern:?}: unclosed {{"))?;
+    if paths.iter().any(|path| path.is_empty()) {
+        return Err(format!("{pattern:?}: empty {{}}"));
     }
     Ok(paths)
 }
