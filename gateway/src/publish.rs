@@ -1,17 +1,19 @@
 //! The checks and stamping every publish goes through, realtime or REST, before the hub.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use base64::Engine as _;
+use dashmap::DashMap;
 use protocol::{ChannelName, ErrorCode, ErrorInfo, Message, Operation};
 
 use crate::auth::Principal;
-use crate::config::PublishRate;
-use crate::hub::{Publication, Serials};
+use crate::config::{Limits, PublishRate};
+use crate::hub::{Hub, Publication, Serials};
 use crate::limits::{count_refusal, Exceeded, RateBucket};
-use crate::stats::{self, Transport};
-use crate::Gateway;
+use crate::sessions::Sessions;
+use crate::stats::{self, Stats, Transport};
+use crate::wiring::Wiring;
 
 /// What an accepted publish got.
 pub struct Receipt {
@@ -34,12 +36,42 @@ pub enum Origin<'a> {
     Rest,
 }
 
-impl Gateway {
+/// The publish path shared by REST, realtime and events, with the REST publish budgets.
+pub(crate) struct Publisher {
+    limits: Limits,
+    /// REST publish budgets by key (Supabase users by clientId), this node's share; full ones
+    /// are forgotten by the sweep, so it holds only recent publishers.
+    rates: DashMap<String, RateBucket>,
+    hub: Arc<Hub>,
+    /// For REST publishes on behalf of a live connection (`connectionKey`).
+    sessions: Arc<Sessions>,
+    stats: Arc<Stats>,
+    wiring: Arc<Wiring>,
+}
+
+impl Publisher {
+    pub(crate) fn new(
+        limits: Limits,
+        hub: Arc<Hub>,
+        sessions: Arc<Sessions>,
+        stats: Arc<Stats>,
+        wiring: Arc<Wiring>,
+    ) -> Publisher {
+        Publisher {
+            limits,
+            rates: DashMap::new(),
+            hub,
+            sessions,
+            stats,
+            wiring,
+        }
+    }
+
     /// Checks the message count, capability, clientId, the publish's size and the publisher's
     /// rate, stamps ids and timestamps, then hands the messages to the hub. Returns each
     /// message's serial (`None` for an idempotent duplicate). A refusal happens before anything
     /// is stored or delivered.
-    pub async fn publish(
+    pub(crate) async fn publish(
         &self,
         principal: &Principal,
         channel: &ChannelName,
@@ -50,7 +82,7 @@ impl Gateway {
             return Err(ErrorCode::BadRequest.info("no messages to publish"));
         }
         let source = origin.source();
-        let limits = &self.config().limits;
+        let limits = &self.limits;
         if messages.len() > limits.max_messages_per_publish {
             count_refusal("too_many_messages", source);
             return Err(too_many_messages(
@@ -106,7 +138,7 @@ impl Gateway {
             }
             // REST "publish on behalf of a realtime connection": the key names a live one.
             if let (Origin::Rest, Some(key)) = (&origin, message.connection_key.take()) {
-                let live = self.sessions().live_connection_id(&key).ok_or_else(|| {
+                let live = self.sessions.live_connection_id(&key).ok_or_else(|| {
                     ErrorCode::InvalidConnectionIdMessage
                         .info("connectionKey does not name a live connection")
                 })?;
@@ -140,7 +172,7 @@ impl Gateway {
             Origin::Rest => (None, None),
         };
         let channel_key = principal.channel_key(channel);
-        let retention = self.hub().retention_for(&channel_key);
+        let retention = self.hub.retention_for(&channel_key);
         let publication = Publication {
             channel: &channel_key,
             messages,
@@ -150,11 +182,13 @@ impl Gateway {
             timestamp: now,
         };
         let webhook_copy = self
+            .wiring
             .webhooks_want(crate::config::Source::Message, &channel_key)
             .then(|| publication.messages.clone());
         let serials = self
+            .wiring
             .bus()
-            .publish(self.hub(), publication, retention)
+            .publish(&self.hub, publication, retention)
             .await?;
         if let Some(messages) = webhook_copy {
             let accepted: Vec<Message> = messages
@@ -166,14 +200,15 @@ impl Gateway {
                 })
                 .collect();
             if !accepted.is_empty() {
-                self.report_webhook(crate::webhooks::Report::Messages {
-                    channel: channel_key.to_string(),
-                    messages: accepted,
-                });
+                self.wiring
+                    .report_webhook(crate::webhooks::Report::Messages {
+                        channel: channel_key.to_string(),
+                        messages: accepted,
+                    });
             }
         }
         self.count_publish(principal, &origin, n_messages, total_bytes);
-        self.hub().pulse().messages_in(n_messages as u64);
+        self.hub.pulse().messages_in(n_messages as u64);
         ::metrics::counter!(
             "realtime_messages_published_total",
             "source" => source,
@@ -196,7 +231,7 @@ impl Gateway {
         messages: usize,
         bytes: usize,
     ) -> Result<(), ErrorInfo> {
-        let limits = &self.config().limits;
+        let limits = &self.limits;
         let now = Instant::now();
         let (rate, outcome) = match origin {
             Origin::Connection { rate: bucket, .. } => {
@@ -214,8 +249,7 @@ impl Gateway {
                     key => key.to_owned(),
                 };
                 let mut bucket = self
-                    .inner
-                    .publish_rates
+                    .rates
                     .entry(owner)
                     .or_insert_with(|| RateBucket::new(rate, now));
                 (rate, bucket.take(rate, messages, bytes, now))
@@ -254,13 +288,12 @@ impl Gateway {
         })
     }
 
-    /// Forgets REST publish budgets that have refilled (the sweep calls this).
-    pub(crate) fn forget_full_rates(&self) {
-        let rate: PublishRate = self.config().limits.key_publish_rate;
+    /// Forgets REST publish budgets that have refilled, and gives back the room they held.
+    pub(crate) fn sweep(&self) {
+        let rate: PublishRate = self.limits.key_publish_rate;
         let now = Instant::now();
-        self.inner
-            .publish_rates
-            .retain(|_, bucket| !bucket.is_full(&rate, now));
+        self.rates.retain(|_, bucket| !bucket.is_full(&rate, now));
+        crate::shrink::dash_map(&self.rates);
     }
 
     /// Adds an accepted publish to its app's live stats.
@@ -270,7 +303,7 @@ impl Gateway {
             Origin::Rest => Transport::Rest,
         };
         let app = stats::app_of(principal);
-        self.stats()
+        self.stats
             .record_publish(app, transport, n, bytes, protocol::now_ms());
     }
 }
