@@ -5,12 +5,13 @@
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use protocol::{Capability, Data, ErrorCode, ErrorInfo, PresenceMessage};
+use protocol::{Capability, Data, PresenceMessage};
 use rand::distributions::{Alphanumeric, DistString};
 use serde::Deserialize;
 
 use crate::auth::{Auth, APP_SEPARATOR};
 use crate::config::ApiKey;
+use crate::error::Error;
 use crate::hub::Hub;
 use crate::stats::Stats;
 
@@ -70,7 +71,7 @@ impl Apps {
     }
 
     /// Creates an app with the given keys (in order) and presence fixtures.
-    pub(crate) fn create(&self, spec: &AppSpec) -> Result<(String, Vec<ApiKey>), ErrorInfo> {
+    pub(crate) fn create(&self, spec: &AppSpec) -> Result<(String, Vec<ApiKey>), Error> {
         let app_id = Alphanumeric.sample_string(&mut rand::thread_rng(), 10);
         let scope: Arc<str> = app_id.as_str().into();
         let mut keys = Vec::new();
@@ -87,7 +88,7 @@ impl Apps {
             };
             let secret = Alphanumeric.sample_string(&mut rand::thread_rng(), 24);
             let mut key = ApiKey::parse(&format!("{app_id}.key{index}:{secret}"), capability)
-                .map_err(|e| ErrorCode::BadRequest.info(e))?;
+                .map_err(Error::InvalidAppKey)?;
             key.app = Some(scope.clone());
             self.auth.add_app_key(key.clone());
             keys.push(key);

@@ -138,7 +138,7 @@ impl Events {
                         tracing::warn!(event = %event.id, message = %error, "event channel not recorded");
                     }
                 }
-                Err(error) => outcome.error = Some(error),
+                Err(error) => outcome.error = Some(error.into()),
             }
             channels.push(outcome);
         }

@@ -9,6 +9,7 @@ pub mod auth;
 mod backend;
 pub mod config;
 pub mod connection;
+pub mod error;
 pub mod events;
 pub mod frame;
 pub mod hub;
@@ -37,11 +38,12 @@ use apps::{AppSpec, Apps};
 pub use auth::{Auth, Principal};
 pub use backend::BackendError;
 pub use config::{ApiKey, Config, HubConfig, RedisTarget};
+pub use error::Error;
 use events::{EventResult, Events};
 pub use hub::{Hub, Occupancy};
-use protocol::{ChannelName, ErrorInfo, Message};
+use protocol::{ChannelName, Message};
 use publish::Publisher;
-pub use publish::{too_many_messages, Origin, Receipt};
+pub use publish::{Origin, Receipt};
 use sessions::Sessions;
 use stats::Stats;
 pub use tokens::Tokens;
@@ -222,7 +224,7 @@ impl Gateway {
         channel: &ChannelName,
         messages: Vec<Message>,
         origin: Origin<'_>,
-    ) -> Result<Receipt, ErrorInfo> {
+    ) -> Result<Receipt, Error> {
         self.inner
             .publisher
             .publish(principal, channel, messages, origin)
@@ -238,7 +240,7 @@ impl Gateway {
         self.inner.events.publish(principal, event).await
     }
 
-    pub fn create_app(&self, spec: &AppSpec) -> Result<(String, Vec<ApiKey>), ErrorInfo> {
+    pub fn create_app(&self, spec: &AppSpec) -> Result<(String, Vec<ApiKey>), Error> {
         self.inner.apps.create(spec)
     }
 

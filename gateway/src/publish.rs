@@ -5,10 +5,11 @@ use std::time::Instant;
 
 use base64::Engine as _;
 use dashmap::DashMap;
-use protocol::{ChannelName, ErrorCode, ErrorInfo, Message, Operation};
+use protocol::{ChannelName, ErrorInfo, Message, Operation};
 
 use crate::auth::Principal;
 use crate::config::{Limits, PublishRate};
+use crate::error::Error;
 use crate::hub::{Hub, Publication, Serials};
 use crate::limits::{count_refusal, Exceeded, RateBucket};
 use crate::sessions::Sessions;
@@ -77,24 +78,23 @@ impl Publisher {
         channel: &ChannelName,
         mut messages: Vec<Message>,
         origin: Origin<'_>,
-    ) -> Result<Receipt, ErrorInfo> {
+    ) -> Result<Receipt, Error> {
         if messages.is_empty() {
-            return Err(ErrorCode::BadRequest.info("no messages to publish"));
+            return Err(Error::NoMessages);
         }
         let source = origin.source();
         let limits = &self.limits;
         if messages.len() > limits.max_messages_per_publish {
             count_refusal("too_many_messages", source);
-            return Err(too_many_messages(
-                messages.len(),
-                limits.max_messages_per_publish,
-            ));
+            return Err(Error::TooManyMessages {
+                n: messages.len(),
+                max: limits.max_messages_per_publish,
+            });
         }
         if !principal.allows(channel, Operation::Publish) {
-            return Err(ErrorCode::CapabilityDenied.info(format!(
-                "publish on channel {:?} is not permitted by the capability",
-                channel.as_str()
-            )));
+            return Err(Error::PublishDenied {
+                channel: channel.as_str().to_owned(),
+            });
         }
         let max_bytes = limits.max_message_bytes;
         let now = protocol::now_ms();
@@ -111,14 +111,12 @@ impl Publisher {
         for (index, message) in messages.iter_mut().enumerate() {
             match message.client_id.as_deref() {
                 Some(claimed) if !principal.may_act_as(claimed) => {
-                    return Err(ErrorCode::InvalidClientId.info(format!(
-                        "message clientId {claimed:?} does not match the connection's clientId {:?}",
-                        principal.identity().unwrap_or("(anonymous)")
-                    )));
+                    return Err(Error::ClientIdMismatch {
+                        claimed: claimed.to_owned(),
+                        identity: principal.identity().unwrap_or("(anonymous)").to_owned(),
+                    });
                 }
-                Some("*") => {
-                    return Err(ErrorCode::InvalidClientId.info("clientId \"*\" is reserved"));
-                }
+                Some("*") => return Err(Error::ReservedClientId),
                 Some(_) => {}
                 None => message.client_id = principal.identity().map(str::to_owned),
             }
@@ -127,21 +125,24 @@ impl Publisher {
             total_bytes += size;
             if total_bytes > max_bytes {
                 count_refusal("too_large", source);
-                return Err(ErrorCode::MessageTooLarge.info(if index == 0 {
-                    format!("message of {size} bytes exceeds the {max_bytes}-byte limit")
+                return Err(if index == 0 {
+                    Error::MessageTooLarge {
+                        size,
+                        max: max_bytes,
+                    }
                 } else {
-                    format!(
-                        "publish of {n_total} messages exceeds the {max_bytes}-byte limit on \
-                         the sum of their sizes"
-                    )
-                }));
+                    Error::PublishTooLarge {
+                        n: n_total,
+                        max: max_bytes,
+                    }
+                });
             }
             // REST "publish on behalf of a realtime connection": the key names a live one.
             if let (Origin::Rest, Some(key)) = (&origin, message.connection_key.take()) {
-                let live = self.sessions.live_connection_id(&key).ok_or_else(|| {
-                    ErrorCode::InvalidConnectionIdMessage
-                        .info("connectionKey does not name a live connection")
-                })?;
+                let live = self
+                    .sessions
+                    .live_connection_id(&key)
+                    .ok_or(Error::UnknownConnectionKey)?;
                 message.connection_id = Some(live);
             }
             message.connection_key = None;
@@ -189,7 +190,8 @@ impl Publisher {
             .wiring
             .bus()
             .publish(&self.hub, publication, retention)
-            .await?;
+            .await
+            .map_err(ErrorInfo::from)?;
         if let Some(messages) = webhook_copy {
             let accepted: Vec<Message> = messages
                 .into_iter()
@@ -230,7 +232,7 @@ impl Publisher {
         origin: &Origin<'_>,
         messages: usize,
         bytes: usize,
-    ) -> Result<(), ErrorInfo> {
+    ) -> Result<(), Error> {
         let limits = &self.limits;
         let now = Instant::now();
         let (rate, outcome) = match origin {
@@ -259,7 +261,7 @@ impl Publisher {
             return Ok(());
         };
         let source = origin.source();
-        let (reason, what) = match exceeded {
+        let (reason, allowed) = match exceeded {
             Exceeded::Messages => (
                 "rate_messages",
                 format!(
@@ -277,14 +279,8 @@ impl Publisher {
         };
         count_refusal(reason, source);
         Err(match origin {
-            Origin::Connection { .. } => ErrorCode::ConnectionPublishRateLimited.info(format!(
-                "publish rate limit exceeded: this connection may publish {what}; slow down \
-                 and retry"
-            )),
-            Origin::Rest => ErrorCode::RateLimited.info(format!(
-                "publish rate limit exceeded: this key may publish {what} via REST on this \
-                 node; slow down and retry"
-            )),
+            Origin::Connection { .. } => Error::ConnectionRateLimited { allowed },
+            Origin::Rest => Error::KeyRateLimited { allowed },
         })
     }
 
@@ -316,13 +312,6 @@ impl Origin<'_> {
             Origin::Rest => "rest",
         }
     }
-}
-
-/// 40030 for a publish of more messages than one publish may hold.
-pub fn too_many_messages(n: usize, max: usize) -> ErrorInfo {
-    ErrorCode::InvalidPublishRequest.info(format!(
-        "publish of {n} messages exceeds the limit of {max} messages per publish"
-    ))
 }
 
 fn random_id_base() -> String {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 /// Lowest first; a module may name only modules of a lower rank. Keep in step with
 /// ARCHITECTURE.md ("Layers").
 const RANKS: &[&[&str]] = &[
-    &["config", "frame", "shrink", "pulse"],
+    &["config", "error", "frame", "shrink", "pulse"],
     &["limits", "outbox"],
     &["auth"],
     // Telemetry labels a channel by namespace, past auth's app-scope separator.
