@@ -27,6 +27,7 @@ mod tokens;
 pub mod webhooks;
 mod wiring;
 
+use std::future::{ready, Future};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -182,7 +183,7 @@ impl Gateway {
         // Revocations made while this node was down apply before it serves anyone.
         self.inner.tokens.load_revocations_at_start().await?;
         start_webhooks(&self.inner);
-        share_pulse(Arc::downgrade(&self.inner));
+        share_pulse(&self.inner);
         // Live connections' resume records must not expire while they live.
         let inner = Arc::downgrade(&self.inner);
         let every = self.config().timing.connection_state_ttl / 3;
@@ -485,17 +486,12 @@ fn start_webhooks(inner: &Arc<GatewayState>) {
 
 /// Clustered: stores this node's numbers in Redis every `PULSE_INTERVAL` for the other nodes'
 /// dashboards, for as long as the gateway lives.
-fn share_pulse(inner: std::sync::Weak<GatewayState>) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(PULSE_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let Some(inner) = inner.upgrade() else { return };
-            let gateway = Gateway { inner };
-            let pulse = gateway.node_pulse();
-            let nodes = gateway.backend().nodes.clone();
-            drop(gateway);
+fn share_pulse(inner: &Arc<GatewayState>) {
+    every_async(inner, PULSE_INTERVAL, |inner| {
+        let gateway = Gateway { inner };
+        let pulse = gateway.node_pulse();
+        let nodes = gateway.backend().nodes.clone();
+        async move {
             if let Err(error) = nodes.share_pulse(&pulse).await {
                 tracing::debug!(%error, "could not share this node's numbers");
             }
@@ -509,6 +505,21 @@ fn every(
     interval: Duration,
     work: impl Fn(Arc<GatewayState>) + Send + 'static,
 ) {
+    every_async(inner, interval, move |inner| {
+        work(inner);
+        ready(())
+    });
+}
+
+/// `every`, for work that ends in an await: its synchronous part has the gateway's state, the
+/// future it returns holds none (a slow write must not keep a stopped gateway alive).
+fn every_async<F>(
+    inner: &Arc<GatewayState>,
+    interval: Duration,
+    work: impl Fn(Arc<GatewayState>) -> F + Send + 'static,
+) where
+    F: Future<Output = ()> + Send,
+{
     let inner = Arc::downgrade(inner);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
@@ -516,7 +527,7 @@ fn every(
         loop {
             tick.tick().await;
             let Some(inner) = inner.upgrade() else { return };
-            work(inner);
+            work(inner).await;
         }
     });
 }
