@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use protocol::{ChannelName, Message};
 use rand::distributions::{Alphanumeric, DistString};
 use tokio::sync::{watch, Notify};
 
@@ -42,7 +43,6 @@ pub use config::{ApiKey, Config, HubConfig, RedisTarget};
 pub use error::Error;
 use events::{EventResult, Events};
 pub use hub::{Hub, Occupancy};
-use protocol::{ChannelName, Message};
 use publish::Publisher;
 pub use publish::{Origin, Receipt};
 use sessions::Sessions;
@@ -53,7 +53,8 @@ use wiring::Wiring;
 /// How often idle channels and expired idempotency ids are swept.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
-/// The gateway's shared state: cheap to clone, one per process.
+/// The composition root, one per process and cheap to clone: it builds the parts, runs their
+/// housekeeping and delegates to them (`publish` to `Publisher`, `tokens` is `Tokens`, …).
 #[derive(Clone)]
 pub struct Gateway {
     inner: Arc<GatewayState>,

@@ -1,5 +1,6 @@
-//! `Error`: the refusals the gateway's own checks make (publish, apps, a connection's frames),
-//! each mapped to its `ErrorCode` here and nowhere else, and so knowing whose fault it is.
+//! `Error`: the refusals the gateway's own checks make (publish, apps, a connection's frames, a
+//! resume), each mapped to its `ErrorCode` here and nowhere else, and so knowing whose fault it
+//! is.
 //! Refusals made below (the hub, the back-end, auth, a protocol parse) arrive already as wire
 //! errors and pass through as `Refused`. The message is the variant's `Display`, which clients
 //! and tests read: change one only on purpose.
@@ -98,6 +99,19 @@ pub enum Error {
     #[error("could not encode messages")]
     EncodeFailed,
 
+    // A resume (`Sessions::resume`) and the transport it supersedes.
+    /// A connection we knew that cannot be taken back (expired, closed, another identity).
+    #[error(
+        "unable to recover the connection (expired, closed or not yours); this is a new connection"
+    )]
+    NotRecoverable,
+    /// A key we never issued.
+    #[error("invalid connection key; this is a new connection")]
+    InvalidConnectionKey,
+    /// Told to the transport a resume took over; `why` says where it went.
+    #[error("{why}")]
+    TakenOver { why: &'static str },
+
     /// Refused below (hub, back-end, auth, a protocol parse), already a wire error.
     #[error("{}", .0.message)]
     Refused(ErrorInfo),
@@ -135,11 +149,13 @@ impl Error {
             Error::BadFormat | Error::UnknownMode(_) | Error::BadRewind(_) => {
                 ErrorCode::InvalidParameterValue
             }
-            Error::Draining => ErrorCode::Disconnected,
             Error::TooManyChannels { .. } => ErrorCode::TooManyChannels,
             Error::PresenceNotAttached => ErrorCode::PresenceWrongState,
             Error::PresenceNoClientId => ErrorCode::PresenceNoClientId,
             Error::EncodeFailed => ErrorCode::InternalConnection,
+            Error::NotRecoverable => ErrorCode::UnableToRecover,
+            Error::InvalidConnectionKey => ErrorCode::InvalidConnectionKey,
+            Error::Draining | Error::TakenOver { .. } => ErrorCode::Disconnected,
             Error::Refused(info) => ErrorCode::from_code(info.code).unwrap_or(ErrorCode::Internal),
         }
     }
