@@ -49,6 +49,13 @@ impl From<AuthError> for ApiError {
     }
 }
 
+/// The gateway's refusals (publish checks, sandbox apps), so handlers use `?`.
+impl From<gateway::Error> for ApiError {
+    fn from(error: gateway::Error) -> ApiError {
+        ApiError::new(error.into())
+    }
+}
+
 /// Marks a response whose envelope is JSON only until `honest_errors` sees the request's format.
 #[derive(Clone)]
 pub(crate) struct Unformatted(pub(crate) ErrorInfo);

@@ -4,13 +4,16 @@
 
 use std::sync::Arc;
 
-use protocol::{Capability, Data, ErrorCode, ErrorInfo, PresenceMessage};
+use dashmap::DashMap;
+use protocol::{Capability, Data, PresenceMessage};
 use rand::distributions::{Alphanumeric, DistString};
 use serde::Deserialize;
 
-use crate::auth::APP_SEPARATOR;
+use crate::auth::{Auth, APP_SEPARATOR};
 use crate::config::ApiKey;
-use crate::Gateway;
+use crate::error::Error;
+use crate::hub::Hub;
+use crate::stats::Stats;
 
 /// The `post_apps` body of ably-common's `test-app-setup.json` (fields we act on).
 #[derive(Debug, Default, Deserialize)]
@@ -48,9 +51,27 @@ pub struct PresenceSpec {
 /// The connection id fixture members are held under; they stay for the app's life.
 const FIXTURE_CONNECTION: &str = "fixtures";
 
-impl Gateway {
+/// The sandbox apps made on this node, with what making and removing one touches.
+pub(crate) struct Apps {
+    /// App id -> channels holding presence fixtures.
+    apps: DashMap<String, Vec<String>>,
+    auth: Arc<Auth>,
+    hub: Arc<Hub>,
+    stats: Arc<Stats>,
+}
+
+impl Apps {
+    pub(crate) fn new(auth: Arc<Auth>, hub: Arc<Hub>, stats: Arc<Stats>) -> Apps {
+        Apps {
+            apps: DashMap::new(),
+            auth,
+            hub,
+            stats,
+        }
+    }
+
     /// Creates an app with the given keys (in order) and presence fixtures.
-    pub fn create_app(&self, spec: &AppSpec) -> Result<(String, Vec<ApiKey>), ErrorInfo> {
+    pub(crate) fn create(&self, spec: &AppSpec) -> Result<(String, Vec<ApiKey>), Error> {
         let app_id = Alphanumeric.sample_string(&mut rand::thread_rng(), 10);
         let scope: Arc<str> = app_id.as_str().into();
         let mut keys = Vec::new();
@@ -67,9 +88,9 @@ impl Gateway {
             };
             let secret = Alphanumeric.sample_string(&mut rand::thread_rng(), 24);
             let mut key = ApiKey::parse(&format!("{app_id}.key{index}:{secret}"), capability)
-                .map_err(|e| ErrorCode::BadRequest.info(e))?;
+                .map_err(Error::InvalidAppKey)?;
             key.app = Some(scope.clone());
-            self.auth().add_app_key(key.clone());
+            self.auth.add_app_key(key.clone());
             keys.push(key);
         }
         for channel in &spec.channels {
@@ -95,7 +116,7 @@ impl Gateway {
                 })
                 .collect::<Vec<_>>();
             if !members.is_empty() {
-                self.hub().presence(&channel_key, members)?;
+                self.hub.presence(&channel_key, members)?;
             }
         }
         let fixtures = spec.channels.iter().filter_map(|c| {
@@ -103,24 +124,29 @@ impl Gateway {
                 .ok()
                 .map(|n| n.base().to_owned())
         });
-        self.inner.apps.insert(app_id.clone(), fixtures.collect());
+        self.apps.insert(app_id.clone(), fixtures.collect());
         tracing::info!(%app_id, keys = keys.len(), "sandbox app created");
         Ok((app_id, keys))
     }
 
     /// Removes an app's keys and fixtures (its channels age out with their history).
-    pub fn delete_app(&self, app_id: &str) -> bool {
-        let Some((_, fixture_channels)) = self.inner.apps.remove(app_id) else {
+    pub(crate) fn delete(&self, app_id: &str) -> bool {
+        let Some((_, fixture_channels)) = self.apps.remove(app_id) else {
             return false;
         };
         for channel in fixture_channels {
-            self.hub().leave_all(
+            self.hub.leave_all(
                 &format!("{app_id}{APP_SEPARATOR}{channel}"),
                 FIXTURE_CONNECTION,
             );
         }
-        self.auth().remove_app(app_id);
-        self.stats().remove_app(app_id);
+        self.auth.remove_app(app_id);
+        self.stats.remove_app(app_id);
         true
+    }
+
+    /// Gives back the room a burst of apps made and deleted held (the sweep calls this).
+    pub(crate) fn sweep(&self) {
+        crate::shrink::dash_map(&self.apps);
     }
 }

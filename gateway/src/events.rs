@@ -10,12 +10,15 @@
 //! `EVENT_RECORD_TTL` in the back-end's `EventRecords`: in Redis when clustered (so they
 //! survive restarts), in memory (bounded) otherwise.
 
+use std::sync::Arc;
+
 use protocol::event::Event;
 use protocol::{Data, ErrorInfo, Message};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Principal;
-use crate::{Gateway, Origin};
+use crate::publish::{Origin, Publisher};
+use crate::wiring::Wiring;
 
 pub use crate::backend::records::EVENT_RECORD_TTL;
 
@@ -56,11 +59,21 @@ pub struct EventResult {
     pub replayed: bool,
 }
 
-impl Gateway {
+/// Events go through the publish path; their records through the back-end's `EventRecords`.
+pub(crate) struct Events {
+    publisher: Arc<Publisher>,
+    wiring: Arc<Wiring>,
+}
+
+impl Events {
+    pub(crate) fn new(publisher: Arc<Publisher>, wiring: Arc<Wiring>) -> Events {
+        Events { publisher, wiring }
+    }
+
     /// Publishes a checked event to its channels, at most once per event id (per app). The
     /// caller has checked the publisher's capability on every channel. Channels fail
     /// independently; the receipt says which, and a retry with the same id completes the rest.
-    pub async fn publish_event(&self, principal: &Principal, event: &Event) -> EventResult {
+    pub(crate) async fn publish(&self, principal: &Principal, event: &Event) -> EventResult {
         let key = format!("{}/{}", crate::stats::app_of(principal), event.id);
         let outcome = |n: usize, channel: &protocol::ChannelName| ChannelOutcome {
             channel: channel.as_str().to_owned(),
@@ -68,7 +81,7 @@ impl Gateway {
             serial: None,
             error: None,
         };
-        let records = self.backend().events.clone();
+        let records = self.wiring.backend().events.clone();
         let record = match records.get(&key).await.map_err(ErrorInfo::from) {
             Ok(record) => record,
             Err(error) => {
@@ -112,6 +125,7 @@ impl Gateway {
                 ..Message::default()
             };
             match self
+                .publisher
                 .publish(principal, channel, vec![message], Origin::Rest)
                 .await
             {
@@ -124,7 +138,7 @@ impl Gateway {
                         tracing::warn!(event = %event.id, message = %error, "event channel not recorded");
                     }
                 }
-                Err(error) => outcome.error = Some(error),
+                Err(error) => outcome.error = Some(error.into()),
             }
             channels.push(outcome);
         }

@@ -9,6 +9,7 @@ pub mod auth;
 mod backend;
 pub mod config;
 pub mod connection;
+pub mod error;
 pub mod events;
 pub mod frame;
 pub mod hub;
@@ -24,49 +25,56 @@ pub mod stats;
 pub mod telemetry;
 mod tokens;
 pub mod webhooks;
+mod wiring;
 
+use std::future::{ready, Future};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dashmap::DashMap;
+use protocol::{ChannelName, Message};
 use rand::distributions::{Alphanumeric, DistString};
 use tokio::sync::{watch, Notify};
 
+use apps::{AppSpec, Apps};
 pub use auth::{Auth, Principal};
 pub use backend::BackendError;
 pub use config::{ApiKey, Config, HubConfig, RedisTarget};
+pub use error::Error;
+use events::{EventResult, Events};
 pub use hub::{Hub, Occupancy};
-pub use publish::{too_many_messages, Origin, Receipt};
+use publish::Publisher;
+pub use publish::{Origin, Receipt};
+use sessions::Sessions;
+use stats::Stats;
+pub use tokens::Tokens;
+use wiring::Wiring;
 
 /// How often idle channels and expired idempotency ids are swept.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
-/// The gateway's shared state: cheap to clone, one per process.
+/// The composition root, one per process and cheap to clone: it builds the parts, runs their
+/// housekeeping and delegates to them (`publish` to `Publisher`, `tokens` is `Tokens`, …).
 #[derive(Clone)]
 pub struct Gateway {
     inner: Arc<GatewayState>,
 }
 
+/// The parts, each holding the handles it needs; `Gateway`'s methods only delegate to them.
 struct GatewayState {
     config: Config,
-    auth: Auth,
-    hub: Hub,
+    auth: Arc<Auth>,
+    hub: Arc<Hub>,
     /// Live, parked and ended connections.
-    sessions: Arc<sessions::Sessions>,
-    /// The in-memory back-end: embedded, and until `connect_bus` has reached Redis.
-    memory: backend::Backend,
-    /// The Redis back-end, once `connect_bus` has reached it (`--redis`).
-    redis: std::sync::OnceLock<backend::Backend>,
-    /// Webhook emission and delivery, when any webhook is configured.
-    webhooks: std::sync::OnceLock<Arc<webhooks::Webhooks>>,
-    /// Sandbox apps: id -> channels holding presence fixtures.
-    apps: DashMap<String, Vec<String>>,
-    stats: stats::Stats,
+    sessions: Arc<Sessions>,
+    /// The back-end and webhooks, as `connect_bus` leaves them.
+    wiring: Arc<Wiring>,
+    stats: Arc<Stats>,
+    publisher: Arc<Publisher>,
+    events: Events,
+    apps: Apps,
+    tokens: Tokens,
     server_id: String,
-    /// REST publish budgets by key (Supabase users by clientId), this node's share; full ones
-    /// are forgotten by the sweep, so it holds only recent publishers.
-    publish_rates: DashMap<String, limits::RateBucket>,
     draining: watch::Sender<bool>,
     live_connections: AtomicUsize,
     all_closed: Notify,
@@ -81,17 +89,34 @@ impl Gateway {
                 Alphanumeric.sample_string(&mut rand::thread_rng(), 8)
             )
         });
-        let inner = Arc::new_cyclic(|state: &std::sync::Weak<GatewayState>| GatewayState {
-            memory: memory_backend(state.clone()),
-            redis: std::sync::OnceLock::new(),
-            auth: Auth::new(config.keys.clone(), config.supabase.clone()),
-            hub: Hub::new(config.hub.clone()),
-            apps: DashMap::new(),
-            stats: stats::Stats::default(),
-            webhooks: std::sync::OnceLock::new(),
-            sessions: Arc::default(),
+        let auth = Arc::new(Auth::new(config.keys.clone(), config.supabase.clone()));
+        let hub = Arc::new(Hub::new(config.hub.clone()));
+        let sessions: Arc<Sessions> = Arc::default();
+        let stats: Arc<Stats> = Arc::default();
+        let wiring = Arc::new(Wiring::new(memory_backend(Arc::downgrade(&hub))));
+        let publisher = Arc::new(Publisher::new(
+            config.limits.clone(),
+            hub.clone(),
+            sessions.clone(),
+            stats.clone(),
+            wiring.clone(),
+        ));
+        let inner = Arc::new(GatewayState {
+            events: Events::new(publisher.clone(), wiring.clone()),
+            apps: Apps::new(auth.clone(), hub.clone(), stats.clone()),
+            tokens: Tokens::new(
+                auth.clone(),
+                sessions.clone(),
+                wiring.clone(),
+                &config.supabase_revoke_keys,
+            ),
+            publisher,
+            auth,
+            hub,
+            sessions,
+            wiring,
+            stats,
             server_id,
-            publish_rates: DashMap::new(),
             draining: watch::Sender::new(false),
             live_connections: AtomicUsize::new(0),
             all_closed: Notify::new(),
@@ -128,7 +153,7 @@ impl Gateway {
         &self.inner.hub
     }
 
-    pub fn stats(&self) -> &stats::Stats {
+    pub fn stats(&self) -> &Stats {
         &self.inner.stats
     }
 
@@ -136,7 +161,7 @@ impl Gateway {
         &self.inner.server_id
     }
 
-    pub(crate) fn sessions(&self) -> &Arc<sessions::Sessions> {
+    pub(crate) fn sessions(&self) -> &Arc<Sessions> {
         &self.inner.sessions
     }
 
@@ -153,14 +178,13 @@ impl Gateway {
             node_events::NodeEvents::of(self),
         )
         .await?;
-        let _ = self
-            .inner
-            .redis
-            .set(backend::Backend::of(redis.clone(), redis));
+        self.inner
+            .wiring
+            .use_redis(backend::Backend::of(redis.clone(), redis));
         // Revocations made while this node was down apply before it serves anyone.
-        self.load_revocations_at_start().await?;
+        self.inner.tokens.load_revocations_at_start().await?;
         start_webhooks(&self.inner);
-        share_pulse(Arc::downgrade(&self.inner));
+        share_pulse(&self.inner);
         // Live connections' resume records must not expire while they live.
         let inner = Arc::downgrade(&self.inner);
         let every = self.config().timing.connection_state_ttl / 3;
@@ -178,19 +202,52 @@ impl Gateway {
         Ok(())
     }
 
-    /// The back-end: Redis once `connect_bus` reached it, else memory. Decided here only.
     pub(crate) fn backend(&self) -> &backend::Backend {
-        self.inner.redis.get().unwrap_or(&self.inner.memory)
+        self.inner.wiring.backend()
     }
 
-    /// The bus every publish and presence change goes through.
     pub(crate) fn bus(&self) -> &dyn backend::Bus {
-        self.backend().bus.as_ref()
+        self.inner.wiring.bus()
     }
 
-    /// Where resume records are kept for other nodes (nowhere, embedded).
     pub(crate) fn session_store(&self) -> &Arc<dyn backend::SessionStore> {
-        &self.backend().sessions
+        self.inner.wiring.session_store()
+    }
+
+    /// Token requests and revocations.
+    pub fn tokens(&self) -> &Tokens {
+        &self.inner.tokens
+    }
+
+    /// See `Publisher::publish`.
+    pub async fn publish(
+        &self,
+        principal: &Principal,
+        channel: &ChannelName,
+        messages: Vec<Message>,
+        origin: Origin<'_>,
+    ) -> Result<Receipt, Error> {
+        self.inner
+            .publisher
+            .publish(principal, channel, messages, origin)
+            .await
+    }
+
+    /// See `Events::publish`.
+    pub async fn publish_event(
+        &self,
+        principal: &Principal,
+        event: &protocol::event::Event,
+    ) -> EventResult {
+        self.inner.events.publish(principal, event).await
+    }
+
+    pub fn create_app(&self, spec: &AppSpec) -> Result<(String, Vec<ApiKey>), Error> {
+        self.inner.apps.create(spec)
+    }
+
+    pub fn delete_app(&self, app_id: &str) -> bool {
+        self.inner.apps.delete(app_id)
     }
 
     /// A stopping node hands its parked connections over (`Sessions::hand_over`).
@@ -209,19 +266,8 @@ impl Gateway {
         self.bus().leave(channel);
     }
 
-    /// Tells the webhooks (if any) about something this node accepted.
     pub(crate) fn report_webhook(&self, report: webhooks::Report) {
-        if let Some(webhooks) = self.inner.webhooks.get() {
-            webhooks.report(report);
-        }
-    }
-
-    /// Whether any webhook wants `source` events of `channel` (so a copy is worth making).
-    pub(crate) fn webhooks_want(&self, source: config::Source, channel: &str) -> bool {
-        self.inner
-            .webhooks
-            .get()
-            .is_some_and(|webhooks| webhooks.wanted(source, channel))
+        self.inner.wiring.report_webhook(report);
     }
 
     /// Ends a connection's presence on `channel` (it closed, or its grace passed): LEAVEs
@@ -396,12 +442,11 @@ const PULSE_INTERVAL: Duration = Duration::from_secs(1);
 /// `[meta]occupancy` events go out at most once a second per channel.
 const OCCUPANCY_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The embedded back-end; webhooks read members from the hub of `state`.
-fn memory_backend(state: std::sync::Weak<GatewayState>) -> backend::Backend {
+/// The embedded back-end; webhooks read members from `hub`.
+fn memory_backend(hub: std::sync::Weak<Hub>) -> backend::Backend {
     let members = move |channel: &str| {
-        state
-            .upgrade()
-            .map(|state| state.hub.presence_members(channel))
+        hub.upgrade()
+            .map(|hub| hub.presence_members(channel))
             .unwrap_or_default()
     };
     backend::Backend::of(
@@ -426,7 +471,7 @@ fn start_webhooks(inner: &Arc<GatewayState>) {
         return;
     };
     let reporter = Arc::downgrade(&webhooks);
-    let _ = inner.webhooks.set(webhooks);
+    inner.wiring.set_webhooks(webhooks);
     inner
         .hub
         .on_occupancy_transition(Box::new(move |channel, occupied, at| {
@@ -442,17 +487,12 @@ fn start_webhooks(inner: &Arc<GatewayState>) {
 
 /// Clustered: stores this node's numbers in Redis every `PULSE_INTERVAL` for the other nodes'
 /// dashboards, for as long as the gateway lives.
-fn share_pulse(inner: std::sync::Weak<GatewayState>) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(PULSE_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let Some(inner) = inner.upgrade() else { return };
-            let gateway = Gateway { inner };
-            let pulse = gateway.node_pulse();
-            let nodes = gateway.backend().nodes.clone();
-            drop(gateway);
+fn share_pulse(inner: &Arc<GatewayState>) {
+    every_async(inner, PULSE_INTERVAL, |inner| {
+        let gateway = Gateway { inner };
+        let pulse = gateway.node_pulse();
+        let nodes = gateway.backend().nodes.clone();
+        async move {
             if let Err(error) = nodes.share_pulse(&pulse).await {
                 tracing::debug!(%error, "could not share this node's numbers");
             }
@@ -466,6 +506,21 @@ fn every(
     interval: Duration,
     work: impl Fn(Arc<GatewayState>) + Send + 'static,
 ) {
+    every_async(inner, interval, move |inner| {
+        work(inner);
+        ready(())
+    });
+}
+
+/// `every`, for work that ends in an await: its synchronous part has the gateway's state, the
+/// future it returns holds none (a slow write must not keep a stopped gateway alive).
+fn every_async<F>(
+    inner: &Arc<GatewayState>,
+    interval: Duration,
+    work: impl Fn(Arc<GatewayState>) -> F + Send + 'static,
+) where
+    F: Future<Output = ()> + Send,
+{
     let inner = Arc::downgrade(inner);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
@@ -473,7 +528,7 @@ fn every(
         loop {
             tick.tick().await;
             let Some(inner) = inner.upgrade() else { return };
-            work(inner);
+            work(inner).await;
         }
     });
 }
@@ -485,8 +540,6 @@ fn sweep(inner: Arc<GatewayState>) {
     inner.hub.sweep(now);
     inner.auth.sweep(now);
     inner.sessions.sweep(now);
-    shrink::dash_map(&inner.apps);
-    let gateway = Gateway { inner };
-    gateway.forget_full_rates();
-    shrink::dash_map(&gateway.inner.publish_rates);
+    inner.apps.sweep();
+    inner.publisher.sweep();
 }

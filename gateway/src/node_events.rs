@@ -83,14 +83,14 @@ impl BackendEvents for NodeEvents {
     fn apply_revocations(&self, revocations: Vec<Revocation>) {
         if let Some(gateway) = self.gateway() {
             for revocation in revocations {
-                gateway.apply_revocation(revocation);
+                gateway.tokens().apply_revocation(revocation);
             }
         }
     }
 
     fn link_up(&self) {
         if let Some(gateway) = self.gateway() {
-            tokio::spawn(gateway.reload_revocations());
+            tokio::spawn(gateway.tokens().clone().reload_revocations());
         }
     }
 

@@ -1,17 +1,20 @@
 //! The checks and stamping every publish goes through, realtime or REST, before the hub.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use base64::Engine as _;
-use protocol::{ChannelName, ErrorCode, ErrorInfo, Message, Operation};
+use dashmap::DashMap;
+use protocol::{ChannelName, ErrorInfo, Message, Operation};
 
 use crate::auth::Principal;
-use crate::config::PublishRate;
-use crate::hub::{Publication, Serials};
+use crate::config::{Limits, PublishRate};
+use crate::error::Error;
+use crate::hub::{Hub, Publication, Serials};
 use crate::limits::{count_refusal, Exceeded, RateBucket};
-use crate::stats::{self, Transport};
-use crate::Gateway;
+use crate::sessions::Sessions;
+use crate::stats::{self, Stats, Transport};
+use crate::wiring::Wiring;
 
 /// What an accepted publish got.
 pub struct Receipt {
@@ -34,35 +37,64 @@ pub enum Origin<'a> {
     Rest,
 }
 
-impl Gateway {
+/// The publish path shared by REST, realtime and events, with the REST publish budgets.
+pub(crate) struct Publisher {
+    limits: Limits,
+    /// REST publish budgets by key (Supabase users by clientId), this node's share; full ones
+    /// are forgotten by the sweep, so it holds only recent publishers.
+    rates: DashMap<String, RateBucket>,
+    hub: Arc<Hub>,
+    /// For REST publishes on behalf of a live connection (`connectionKey`).
+    sessions: Arc<Sessions>,
+    stats: Arc<Stats>,
+    wiring: Arc<Wiring>,
+}
+
+impl Publisher {
+    pub(crate) fn new(
+        limits: Limits,
+        hub: Arc<Hub>,
+        sessions: Arc<Sessions>,
+        stats: Arc<Stats>,
+        wiring: Arc<Wiring>,
+    ) -> Publisher {
+        Publisher {
+            limits,
+            rates: DashMap::new(),
+            hub,
+            sessions,
+            stats,
+            wiring,
+        }
+    }
+
     /// Checks the message count, capability, clientId, the publish's size and the publisher's
     /// rate, stamps ids and timestamps, then hands the messages to the hub. Returns each
     /// message's serial (`None` for an idempotent duplicate). A refusal happens before anything
     /// is stored or delivered.
-    pub async fn publish(
+    pub(crate) async fn publish(
         &self,
         principal: &Principal,
         channel: &ChannelName,
         mut messages: Vec<Message>,
         origin: Origin<'_>,
-    ) -> Result<Receipt, ErrorInfo> {
+    ) -> Result<Receipt, Error> {
         if messages.is_empty() {
-            return Err(ErrorCode::BadRequest.info("no messages to publish"));
+            return Err(Error::NoMessages);
         }
         let source = origin.source();
-        let limits = &self.config().limits;
+        let limits = &self.limits;
         if messages.len() > limits.max_messages_per_publish {
             count_refusal("too_many_messages", source);
-            return Err(too_many_messages(
-                messages.len(),
-                limits.max_messages_per_publish,
-            ));
+            return Err(Error::TooManyMessages {
+                n: messages.len(),
+                max: limits.max_messages_per_publish,
+            });
         }
         if !principal.allows(channel, Operation::Publish) {
-            return Err(ErrorCode::CapabilityDenied.info(format!(
-                "publish on channel {:?} is not permitted by the capability",
-                channel.as_str()
-            )));
+            return Err(Error::PublishDenied {
+                channel: channel.as_str().to_owned(),
+            });
         }
         let max_bytes = limits.max_message_bytes;
         let now = protocol::now_ms();
@@ -79,14 +111,12 @@ impl Gateway {
         for (index, message) in messages.iter_mut().enumerate() {
             match message.client_id.as_deref() {
                 Some(claimed) if !principal.may_act_as(claimed) => {
-                    return Err(ErrorCode::InvalidClientId.info(format!(
-                        "message clientId {claimed:?} does not match the connection's clientId {:?}",
-                        principal.identity().unwrap_or("(anonymous)")
-                    )));
+                    return Err(Error::ClientIdMismatch {
+                        claimed: claimed.to_owned(),
+                        identity: principal.identity().unwrap_or("(anonymous)").to_owned(),
+                    });
                 }
-                Some("*") => {
-                    return Err(ErrorCode::InvalidClientId.info("clientId \"*\" is reserved"));
-                }
+                Some("*") => return Err(Error::ReservedClientId),
                 Some(_) => {}
                 None => message.client_id = principal.identity().map(str::to_owned),
             }
@@ -95,21 +125,24 @@ impl Gateway {
             total_bytes += size;
             if total_bytes > max_bytes {
                 count_refusal("too_large", source);
-                return Err(ErrorCode::MessageTooLarge.info(if index == 0 {
-                    format!("message of {size} bytes exceeds the {max_bytes}-byte limit")
+                return Err(if index == 0 {
+                    Error::MessageTooLarge {
+                        size,
+                        max: max_bytes,
+                    }
                 } else {
-                    format!(
-                        "publish of {n_total} messages exceeds the {max_bytes}-byte limit on \
-                         the sum of their sizes"
-                    )
-                }));
+                    Error::PublishTooLarge {
+                        n: n_total,
+                        max: max_bytes,
+                    }
+                });
             }
             // REST "publish on behalf of a realtime connection": the key names a live one.
             if let (Origin::Rest, Some(key)) = (&origin, message.connection_key.take()) {
-                let live = self.sessions().live_connection_id(&key).ok_or_else(|| {
-                    ErrorCode::InvalidConnectionIdMessage
-                        .info("connectionKey does not name a live connection")
-                })?;
+                let live = self
+                    .sessions
+                    .live_connection_id(&key)
+                    .ok_or(Error::UnknownConnectionKey)?;
                 message.connection_id = Some(live);
             }
             message.connection_key = None;
@@ -140,7 +173,7 @@ impl Gateway {
             Origin::Rest => (None, None),
         };
         let channel_key = principal.channel_key(channel);
-        let retention = self.hub().retention_for(&channel_key);
+        let retention = self.hub.retention_for(&channel_key);
         let publication = Publication {
             channel: &channel_key,
             messages,
@@ -150,12 +183,15 @@ impl Gateway {
             timestamp: now,
         };
         let webhook_copy = self
+            .wiring
             .webhooks_want(crate::config::Source::Message, &channel_key)
             .then(|| publication.messages.clone());
         let serials = self
+            .wiring
             .bus()
-            .publish(self.hub(), publication, retention)
-            .await?;
+            .publish(&self.hub, publication, retention)
+            .await
+            .map_err(ErrorInfo::from)?;
         if let Some(messages) = webhook_copy {
             let accepted: Vec<Message> = messages
                 .into_iter()
@@ -166,14 +202,15 @@ impl Gateway {
                 })
                 .collect();
             if !accepted.is_empty() {
-                self.report_webhook(crate::webhooks::Report::Messages {
-                    channel: channel_key.to_string(),
-                    messages: accepted,
-                });
+                self.wiring
+                    .report_webhook(crate::webhooks::Report::Messages {
+                        channel: channel_key.to_string(),
+                        messages: accepted,
+                    });
             }
         }
         self.count_publish(principal, &origin, n_messages, total_bytes);
-        self.hub().pulse().messages_in(n_messages as u64);
+        self.hub.pulse().messages_in(n_messages as u64);
         ::metrics::counter!(
             "realtime_messages_published_total",
             "source" => source,
@@ -195,8 +232,8 @@ impl Gateway {
         origin: &Origin<'_>,
         messages: usize,
         bytes: usize,
-    ) -> Result<(), ErrorInfo> {
-        let limits = &self.config().limits;
+    ) -> Result<(), Error> {
+        let limits = &self.limits;
         let now = Instant::now();
         let (rate, outcome) = match origin {
             Origin::Connection { rate: bucket, .. } => {
@@ -214,8 +251,7 @@ impl Gateway {
                     key => key.to_owned(),
                 };
                 let mut bucket = self
-                    .inner
-                    .publish_rates
+                    .rates
                     .entry(owner)
                     .or_insert_with(|| RateBucket::new(rate, now));
                 (rate, bucket.take(rate, messages, bytes, now))
@@ -225,7 +261,7 @@ impl Gateway {
             return Ok(());
         };
         let source = origin.source();
-        let (reason, what) = match exceeded {
+        let (reason, allowed) = match exceeded {
             Exceeded::Messages => (
                 "rate_messages",
                 format!(
@@ -243,24 +279,17 @@ impl Gateway {
         };
         count_refusal(reason, source);
         Err(match origin {
-            Origin::Connection { .. } => ErrorCode::ConnectionPublishRateLimited.info(format!(
-                "publish rate limit exceeded: this connection may publish {what}; slow down \
-                 and retry"
-            )),
-            Origin::Rest => ErrorCode::RateLimited.info(format!(
-                "publish rate limit exceeded: this key may publish {what} via REST on this \
-                 node; slow down and retry"
-            )),
+            Origin::Connection { .. } => Error::ConnectionRateLimited { allowed },
+            Origin::Rest => Error::KeyRateLimited { allowed },
         })
     }
 
-    /// Forgets REST publish budgets that have refilled (the sweep calls this).
-    pub(crate) fn forget_full_rates(&self) {
-        let rate: PublishRate = self.config().limits.key_publish_rate;
+    /// Forgets REST publish budgets that have refilled, and gives back the room they held.
+    pub(crate) fn sweep(&self) {
+        let rate: PublishRate = self.limits.key_publish_rate;
         let now = Instant::now();
-        self.inner
-            .publish_rates
-            .retain(|_, bucket| !bucket.is_full(&rate, now));
+        self.rates.retain(|_, bucket| !bucket.is_full(&rate, now));
+        crate::shrink::dash_map(&self.rates);
     }
 
     /// Adds an accepted publish to its app's live stats.
@@ -270,7 +299,7 @@ impl Gateway {
             Origin::Rest => Transport::Rest,
         };
         let app = stats::app_of(principal);
-        self.stats()
+        self.stats
             .record_publish(app, transport, n, bytes, protocol::now_ms());
     }
 }
@@ -283,13 +312,6 @@ impl Origin<'_> {
             Origin::Rest => "rest",
         }
     }
-}
-
-/// 40030 for a publish of more messages than one publish may hold.
-pub fn too_many_messages(n: usize, max: usize) -> ErrorInfo {
-    ErrorCode::InvalidPublishRequest.info(format!(
-        "publish of {n} messages exceeds the limit of {max} messages per publish"
-    ))
 }
 
 fn random_id_base() -> String {

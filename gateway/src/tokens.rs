@@ -4,17 +4,45 @@
 //! and every node keeps a copy of the revocations fed by announcements and reloaded whenever
 //! its pub/sub link comes up.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::{AuthError, Principal, Revocation, TokenDetails, TokenRequest};
+use crate::auth::{Auth, AuthError, Principal, Revocation, TokenDetails, TokenRequest};
 use crate::backend::BackendError;
+use crate::sessions::Sessions;
+use crate::wiring::Wiring;
 
 /// The shared state did not answer: refused, never accepted unchecked.
 fn unavailable(_: BackendError) -> AuthError {
     AuthError::StateUnavailable
 }
 
-impl crate::Gateway {
+/// Token requests and revocations; cheap to clone (a revocation that applies later takes one).
+#[derive(Clone)]
+pub struct Tokens {
+    auth: Arc<Auth>,
+    /// Live connections by clientId, ended by a revocation.
+    sessions: Arc<Sessions>,
+    wiring: Arc<Wiring>,
+    /// Keys whose `revokeTokens` also reaches Supabase users (`--supabase-revoke-keys`).
+    supabase_revoke_keys: Arc<[String]>,
+}
+
+impl Tokens {
+    pub(crate) fn new(
+        auth: Arc<Auth>,
+        sessions: Arc<Sessions>,
+        wiring: Arc<Wiring>,
+        supabase_revoke_keys: &[String],
+    ) -> Tokens {
+        Tokens {
+            auth,
+            sessions,
+            wiring,
+            supabase_revoke_keys: supabase_revoke_keys.into(),
+        }
+    }
+
     /// `POST /keys/{keyName}/requestToken`: the request checked, then its nonce claimed (in Redis
     /// when clustered, so it is single-use on every node; Redis unreachable refuses with 50003).
     pub async fn request_token(
@@ -24,13 +52,11 @@ impl crate::Gateway {
         basic: Option<&Principal>,
         now_ms: u64,
     ) -> Result<TokenDetails, AuthError> {
-        let prepared = self
-            .auth()
-            .prepare_token(key_name, request, basic, now_ms)?;
+        let prepared = self.auth.prepare_token(key_name, request, basic, now_ms)?;
         if let Some(claim) = &prepared.nonce {
-            let shared = self.backend().auth.clone();
+            let shared = self.wiring.backend().auth.clone();
             let claimed = shared
-                .claim_nonce(self.auth(), claim, now_ms)
+                .claim_nonce(&self.auth, claim, now_ms)
                 .await
                 .map_err(unavailable)?;
             if !claimed {
@@ -42,8 +68,7 @@ impl crate::Gateway {
 
     /// Whether `key_name` may revoke Supabase users' tokens (`--supabase-revoke-keys`).
     pub fn may_revoke_supabase(&self, key_name: &str) -> bool {
-        self.config()
-            .supabase_revoke_keys
+        self.supabase_revoke_keys
             .iter()
             .any(|allowed| allowed == key_name)
     }
@@ -51,7 +76,7 @@ impl crate::Gateway {
     /// Ably's `revokeTokens`: stored and announced (clustered; Redis unreachable: nothing is
     /// stored and the caller gets 50003), and applied here at once (or at `applies_at`).
     pub async fn revoke_tokens(&self, revocations: Vec<Revocation>) -> Result<(), AuthError> {
-        let shared = self.backend().auth.clone();
+        let shared = self.wiring.backend().auth.clone();
         shared
             .store_revocations(&revocations, protocol::now_ms())
             .await
@@ -68,11 +93,11 @@ impl crate::Gateway {
     pub(crate) fn apply_revocation(&self, revocation: Revocation) {
         let now = protocol::now_ms();
         if revocation.applies_at > now {
-            let gateway = self.clone();
+            let tokens = self.clone();
             let wait = Duration::from_millis(revocation.applies_at - now);
             tokio::spawn(async move {
                 tokio::time::sleep(wait).await;
-                gateway.enforce(&revocation);
+                tokens.enforce(&revocation);
             });
         } else {
             self.enforce(&revocation);
@@ -86,9 +111,9 @@ impl crate::Gateway {
             issued_before,
             ..
         } = revocation;
-        self.auth().revoke_client(issuer, client_id, *issued_before);
+        self.auth.revoke_client(issuer, client_id, *issued_before);
         let ended = self
-            .sessions()
+            .sessions
             .clients()
             .revoke(issuer, client_id, *issued_before);
         if ended > 0 {
@@ -100,7 +125,7 @@ impl crate::Gateway {
     /// reconnect, covering announcements this node missed). A failed load is logged; the next
     /// link reconnect (a Redis that fails commands soon drops the link too) loads again.
     pub(crate) async fn reload_revocations(self) {
-        let shared = self.backend().auth.clone();
+        let shared = self.wiring.backend().auth.clone();
         match shared.load_revocations(protocol::now_ms()).await {
             Ok(revocations) => {
                 for revocation in revocations {
@@ -113,7 +138,7 @@ impl crate::Gateway {
 
     /// `reload_revocations` before serving: a node that cannot read them does not start.
     pub(crate) async fn load_revocations_at_start(&self) -> Result<(), BackendError> {
-        let shared = self.backend().auth.clone();
+        let shared = self.wiring.backend().auth.clone();
         let revocations = shared
             .load_revocations(protocol::now_ms())
             .await

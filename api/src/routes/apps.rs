@@ -63,7 +63,7 @@ pub(crate) async fn create(
     })?;
     let (app_id, keys) = gateway
         .create_app(&spec)
-        .map_err(|e| ApiError::new(e).in_format(format))?;
+        .map_err(|e| ApiError::from(e).in_format(format))?;
     let host = headers
         .get("host")
         .and_then(|h| h.to_str().ok())

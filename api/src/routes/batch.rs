@@ -70,10 +70,11 @@ fn batch<T>(results: Vec<T>, failed: impl Fn(&T) -> bool) -> BatchResult<T> {
 fn check_batch(shape: BatchShape, limits: &gateway::config::Limits) -> Result<(), ErrorInfo> {
     if shape.most_messages > limits.max_messages_per_publish {
         gateway::limits::count_refusal("too_many_messages", "rest");
-        return Err(gateway::too_many_messages(
-            shape.most_messages,
-            limits.max_messages_per_publish,
-        ));
+        return Err(gateway::Error::TooManyMessages {
+            n: shape.most_messages,
+            max: limits.max_messages_per_publish,
+        }
+        .into());
     }
     if shape.total > limits.max_batch_messages {
         gateway::limits::count_refusal("batch_too_large", "rest");
@@ -112,11 +113,10 @@ pub(crate) async fn publish(
         let mut results: Vec<PublishOutcome> = Vec::new();
         for name in spec.channels.into_vec() {
             let outcome = match ChannelName::parse(&name) {
-                Ok(channel) => {
-                    gateway
-                        .publish(&caller, &channel, messages.clone(), Origin::Rest)
-                        .await
-                }
+                Ok(channel) => gateway
+                    .publish(&caller, &channel, messages.clone(), Origin::Rest)
+                    .await
+                    .map_err(ErrorInfo::from),
                 Err(error) => Err(error),
             };
             results.push(match outcome {

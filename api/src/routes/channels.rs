@@ -36,7 +36,7 @@ pub(crate) async fn publish(
             .and_then(|body_format| protocol::codec::shape::list_len(&body.bytes, body_format));
         if let Some(n) = counted.filter(|n| *n > max) {
             gateway::limits::count_refusal("too_many_messages", "rest");
-            return Err(gateway::too_many_messages(n, max).into());
+            return Err(gateway::Error::TooManyMessages { n, max }.into());
         }
     }
     let messages = body.decode::<OneOrMany<Message>>()?.into_vec();

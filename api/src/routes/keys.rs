@@ -21,6 +21,7 @@ pub(crate) async fn request_token(
 ) -> Result<Response, ApiError> {
     let request: TokenRequest = body.decode()?;
     let details = gateway
+        .tokens()
         .request_token(&key_name, &request, basic.as_ref(), protocol::now_ms())
         .await?;
     respond(StatusCode::OK, &details, format, false)
@@ -96,7 +97,7 @@ pub(crate) async fn revoke_tokens(
         now
     };
     let mut issuers = vec![caller.key_name.clone()];
-    if gateway.may_revoke_supabase(&caller.key_name) {
+    if gateway.tokens().may_revoke_supabase(&caller.key_name) {
         issuers.push(SUPABASE_ISSUER.to_owned());
     }
     let mut revocations = Vec::new();
@@ -126,7 +127,7 @@ pub(crate) async fn revoke_tokens(
         })
         .collect();
     if !revocations.is_empty() {
-        gateway.revoke_tokens(revocations).await?;
+        gateway.tokens().revoke_tokens(revocations).await?;
     }
     let failure_count = results
         .iter()

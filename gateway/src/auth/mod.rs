@@ -199,6 +199,12 @@ impl AuthError {
     }
 }
 
+impl From<AuthError> for crate::error::Error {
+    fn from(error: AuthError) -> crate::error::Error {
+        crate::error::Error::Refused(error.info())
+    }
+}
+
 /// The configured keys and Supabase project, and the state auth keeps: seen nonces and
 /// revocations.
 pub struct Auth {

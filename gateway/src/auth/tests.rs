@@ -28,7 +28,7 @@ fn auth() -> Auth {
 
 impl Auth {
     /// A signed token request checked and its nonce claimed in this process, as the embedded
-    /// back-end's `Gateway::request_token` does.
+    /// back-end's `Tokens::request_token` does.
     fn request_token(
         &self,
         key_name: &str,

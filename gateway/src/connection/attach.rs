@@ -4,12 +4,13 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use protocol::message::{flags, Modes};
-use protocol::{Action, ErrorCode, ProtocolMessage};
+use protocol::{Action, ProtocolMessage};
 
 use super::{Attachment, Connection};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::error::Error;
 use crate::hub::{AttachRequest, Rewind, Subscriber};
 
 impl Connection {
@@ -41,10 +42,9 @@ impl Connection {
         if modes.is_empty() {
             self.channel_error(
                 channel.as_str(),
-                ErrorCode::CapabilityDenied.info(format!(
-                    "attach to channel {:?} is not permitted by the capability",
-                    channel.as_str()
-                )),
+                Error::AttachDenied {
+                    channel: channel.as_str().to_owned(),
+                },
             );
             return ControlFlow::Continue(());
         }
@@ -53,8 +53,7 @@ impl Connection {
         if !self.attached.contains_key(&base) && self.attached.len() >= max_channels {
             self.channel_error(
                 channel.as_str(),
-                ErrorCode::TooManyChannels
-                    .info(format!("at most {max_channels} channels per connection")),
+                Error::TooManyChannels { max: max_channels },
             );
             return ControlFlow::Continue(());
         }
@@ -154,11 +153,7 @@ impl Connection {
                 hub.pulse().attachments_changed(-1);
                 hub.detach(&base, &self.id);
                 self.gateway.leave_channel(&base);
-                self.channel_error(
-                    &attachment.name,
-                    ErrorCode::CapabilityDenied
-                        .info("the renewed token no longer permits this channel"),
-                );
+                self.channel_error(&attachment.name, Error::NoLongerPermitted);
             }
         }
     }
@@ -176,7 +171,7 @@ struct AttachParams {
 }
 
 impl AttachParams {
-    fn parse(params: &BTreeMap<String, String>) -> Result<AttachParams, protocol::ErrorInfo> {
+    fn parse(params: &BTreeMap<String, String>) -> Result<AttachParams, Error> {
         let mut accepted = AttachParams {
             rewind: None,
             modes: None,
@@ -210,7 +205,7 @@ impl AttachParams {
 }
 
 /// `modes=presence,publish,subscribe,presence_subscribe,...` to flag bits.
-fn parse_modes(value: &str) -> Result<Modes, protocol::ErrorInfo> {
+fn parse_modes(value: &str) -> Result<Modes, Error> {
     value
         .split(',')
         .map(str::trim)
@@ -225,22 +220,15 @@ fn parse_modes(value: &str) -> Result<Modes, protocol::ErrorInfo> {
                 "annotation_subscribe" => Modes::ANNOTATION_SUBSCRIBE,
                 "object_subscribe" => Modes::OBJECT_SUBSCRIBE,
                 "object_publish" => Modes::OBJECT_PUBLISH,
-                _ => {
-                    return Err(ErrorCode::InvalidParameterValue
-                        .info(format!("unknown channel mode {mode:?}")))
-                }
+                _ => return Err(Error::UnknownMode(mode.to_owned())),
             };
             Ok(modes | bit)
         })
 }
 
 /// `rewind=N` (messages) or `rewind=30s` / `2m` / `1h` (a time span), as Ably accepts.
-fn parse_rewind(value: &str) -> Result<Rewind, protocol::ErrorInfo> {
-    let invalid = || {
-        ErrorCode::InvalidParameterValue.info(format!(
-            "rewind {value:?}: expected a message count or a duration like 10s or 2m"
-        ))
-    };
+fn parse_rewind(value: &str) -> Result<Rewind, Error> {
+    let invalid = || Error::BadRewind(value.to_owned());
     if let Ok(count) = value.parse::<usize>() {
         return Ok(Rewind::Messages(count));
     }
@@ -277,7 +265,7 @@ mod tests {
             Rewind::Duration(Duration::from_secs(3600))
         );
         for bad in ["", "x", "10d", "-1", "m"] {
-            assert_eq!(parse_rewind(bad).unwrap_err().code, 40003, "{bad}");
+            assert_eq!(parse_rewind(bad).unwrap_err().code().code(), 40003, "{bad}");
         }
     }
 }

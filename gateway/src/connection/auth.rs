@@ -1,11 +1,12 @@
 //! Token lifetime on a live connection: AUTH before expiry, and the client's AUTH answer.
 
-use protocol::{ErrorCode, ProtocolMessage};
+use protocol::ProtocolMessage;
 use std::ops::ControlFlow;
 use tokio::time::{Duration, Instant};
 
 use super::{Connection, TokenTimers};
 use crate::auth::AuthError;
+use crate::error::Error;
 
 impl Connection {
     /// Token connections get asked to renew (AUTH) `token_renew_lead` before expiry, as Ably
@@ -27,7 +28,7 @@ impl Connection {
 
     pub(super) async fn on_auth(&mut self, message: ProtocolMessage) -> ControlFlow<()> {
         let Some(token) = message.auth.and_then(|auth| auth.access_token) else {
-            return self.fatal(ErrorCode::BadRequest.info("AUTH without accessToken"));
+            return self.fatal(Error::NoAccessToken);
         };
         let verified = self
             .gateway
@@ -59,8 +60,7 @@ impl Connection {
             Err(error) => {
                 tracing::info!(connection_id = %self.id, code = error.code().code(), reason = %error, "re-auth refused");
                 // Our trouble (keys unreachable) is a retry for the client, not a failure.
-                self.outbox
-                    .reply(&super::refusal(error.code(), error.to_string()));
+                self.outbox.reply(&super::refusal(error.into()));
                 ControlFlow::Break(())
             }
         }

@@ -1,10 +1,11 @@
 //! MESSAGE from a client: publish, then ACK or NACK by msgSerial.
 
 use protocol::message::{Modes, PublishResult};
-use protocol::{Action, ErrorCode, ErrorInfo, ProtocolMessage};
+use protocol::{Action, ErrorInfo, ProtocolMessage};
 use std::ops::ControlFlow;
 
 use super::Connection;
+use crate::error::Error;
 use crate::publish::Origin;
 
 impl Connection {
@@ -12,7 +13,7 @@ impl Connection {
     /// channels it has not attached, and after a reconnect sends queued publishes first.
     pub(super) async fn on_publish(&mut self, message: ProtocolMessage) -> ControlFlow<()> {
         let Some(msg_serial) = message.msg_serial else {
-            return self.fatal(ErrorCode::BadRequest.info("MESSAGE without msgSerial"));
+            return self.fatal(Error::NoMsgSerial { action: "MESSAGE" });
         };
         // Awaited in the read loop, so ACKs stay in msgSerial order even through Redis.
         let result = match self.parse_channel(&message).and_then(|channel| {
@@ -51,7 +52,8 @@ impl Connection {
         ControlFlow::Continue(())
     }
 
-    pub(super) fn nack(&self, msg_serial: u64, error: ErrorInfo) {
+    pub(super) fn nack(&self, msg_serial: u64, error: impl Into<ErrorInfo>) {
+        let error = error.into();
         tracing::debug!(connection_id = %self.id, code = error.code, message = %error.message, "nack");
         self.outbox.reply(&ProtocolMessage {
             msg_serial: Some(msg_serial),

@@ -24,11 +24,12 @@ use axum::extract::ws::WebSocket;
 use futures_util::stream::SplitStream;
 use futures_util::StreamExt;
 use protocol::message::Modes;
-use protocol::{Action, Blame, ChannelName, ErrorCode, ErrorInfo, Format, ProtocolMessage};
+use protocol::{Action, Blame, ChannelName, ErrorInfo, Format, ProtocolMessage};
 use tokio::time::{Duration, Instant};
 use tracing::Instrument as _;
 
 use crate::auth::{AuthError, Principal};
+use crate::error::Error;
 use crate::frame::Frame;
 use crate::outbox::Outbox;
 use crate::sessions::ConnectionKey;
@@ -164,12 +165,9 @@ async fn serve(
 ) {
     // Auth problems never fail the upgrade (clients would just retry): upgrade, ERROR, close.
     let refused = if format.is_none() {
-        Some((
-            ErrorCode::InvalidParameterValue,
-            "format must be json or msgpack".to_owned(),
-        ))
+        Some(Error::BadFormat)
     } else if gateway.is_shutting_down() {
-        Some((ErrorCode::Disconnected, DRAINING.to_owned()))
+        Some(Error::Draining)
     } else {
         None
     };
@@ -181,13 +179,13 @@ async fn serve(
             tracing::info!(code = error.code().code(), reason = %error, "realtime auth refused");
             ::metrics::counter!("realtime_auth_failures_total", "via" => "realtime", "code" => error.code().code().to_string()).increment(1);
             gateway.hub().pulse().auth_failure();
-            (error.code(), error.to_string())
+            Error::from(error)
         }),
     };
     match principal {
-        Err((code, message)) => {
-            tracing::debug!(code = code.code(), %message, "connection refused");
-            outbox.reply(&refusal(code, message));
+        Err(error) => {
+            tracing::debug!(code = error.code().code(), message = %error, "connection refused");
+            outbox.reply(&refusal(error));
             outbox.close_after_queue();
         }
         Ok(principal) => {
@@ -262,23 +260,21 @@ async fn authenticate(gateway: &Gateway, params: &ConnectParams) -> Result<Princ
     principal.with_client_id(params.client_id.as_deref())
 }
 
-const DRAINING: &str = "server shutting down; reconnect";
-
 /// A refused connection or re-auth: our own trouble (draining, JWKS unreachable) is a retry
 /// (DISCONNECTED), the client's a failure (ERROR).
-fn refusal(code: ErrorCode, message: String) -> ProtocolMessage {
-    let action = match code.blame() {
+fn refusal(error: Error) -> ProtocolMessage {
+    let action = match error.blame() {
         Blame::Server => Action::Disconnected,
         Blame::Client => Action::Error,
     };
-    ProtocolMessage::error(action, code.info(message))
+    ProtocolMessage::error(action, error.into())
 }
 
 impl Connection {
-    fn channel_error(&self, channel: &str, error: ErrorInfo) {
+    fn channel_error(&self, channel: &str, error: impl Into<ErrorInfo>) {
         self.outbox.reply(&ProtocolMessage {
             channel: Some(channel.to_owned()),
-            ..ProtocolMessage::error(Action::Error, error)
+            ..ProtocolMessage::error(Action::Error, error.into())
         });
     }
 
@@ -288,24 +284,24 @@ impl Connection {
         &self,
         channel: &ChannelName,
         mode: Modes,
-        what: &str,
-    ) -> Result<(), ErrorInfo> {
+        operation: &'static str,
+    ) -> Result<(), Error> {
         let key = self.principal.channel_key(channel);
         match self.attached.get(key.as_ref()) {
             Some(attachment) if !attachment.requested.intersects(mode) => {
-                Err(ErrorCode::CapabilityDenied.info(format!(
-                    "{what} is not among the modes channel {:?} was attached with",
-                    channel.as_str()
-                )))
+                Err(Error::OutsideModes {
+                    operation,
+                    channel: channel.as_str().to_owned(),
+                })
             }
             _ => Ok(()),
         }
     }
 
-    fn parse_channel(&self, message: &ProtocolMessage) -> Result<ChannelName, ErrorInfo> {
+    fn parse_channel(&self, message: &ProtocolMessage) -> Result<ChannelName, Error> {
         match message.channel.as_deref() {
-            None => Err(ErrorCode::BadRequest.info("no channel given")),
-            Some(name) => ChannelName::parse(name),
+            None => Err(Error::NoChannel),
+            Some(name) => Ok(ChannelName::parse(name)?),
         }
     }
 }

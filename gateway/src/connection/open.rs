@@ -40,7 +40,7 @@ impl Connection {
                 }
                 Err(refusal) => {
                     ::metrics::counter!("realtime_resumes_total", "kind" => kind, "outcome" => "failed").increment(1);
-                    error = Some(refusal);
+                    error = Some(refusal.into());
                 }
             }
         }

@@ -1,10 +1,11 @@
 //! PRESENCE from a client: enter, update, leave; ACK or NACK by msgSerial.
 
 use protocol::message::Modes;
-use protocol::{Action, ChannelName, ErrorCode, ErrorInfo, Operation, ProtocolMessage};
+use protocol::{Action, ChannelName, ErrorInfo, Operation, ProtocolMessage};
 use std::ops::ControlFlow;
 
 use super::Connection;
+use crate::error::Error;
 
 /// The LEAVE presence action.
 const LEAVE: u8 = 3;
@@ -12,7 +13,7 @@ const LEAVE: u8 = 3;
 impl Connection {
     pub(super) async fn on_presence(&mut self, message: ProtocolMessage) -> ControlFlow<()> {
         let Some(msg_serial) = message.msg_serial else {
-            return self.fatal(ErrorCode::BadRequest.info("PRESENCE without msgSerial"));
+            return self.fatal(Error::NoMsgSerial { action: "PRESENCE" });
         };
         let result = match self.parse_channel(&message) {
             Ok(channel) => self.presence(&channel, message, msg_serial).await,
@@ -36,48 +37,43 @@ impl Connection {
         channel: &ChannelName,
         message: ProtocolMessage,
         msg_serial: u64,
-    ) -> Result<(), ErrorInfo> {
+    ) -> Result<(), Error> {
         if !self.principal.allows(channel, Operation::Presence) {
-            return Err(ErrorCode::CapabilityDenied.info(format!(
-                "presence on channel {:?} is not permitted by the capability",
-                channel.as_str()
-            )));
+            return Err(Error::PresenceDenied {
+                channel: channel.as_str().to_owned(),
+            });
         }
         let channel_key = self.principal.channel_key(channel).into_owned();
         self.require_mode(channel, Modes::PRESENCE, "presence")?;
         if !self.attached.contains_key(&channel_key) {
-            return Err(
-                ErrorCode::PresenceWrongState.info("attach the channel before entering presence")
-            );
+            return Err(Error::PresenceNotAttached);
         }
         let now = protocol::now_ms();
         let mut events = message.presence.unwrap_or_default();
         if events.is_empty() {
-            return Err(ErrorCode::BadRequest.info("PRESENCE without presence messages"));
+            return Err(Error::NoPresenceMessages);
         }
         let max = self.gateway.config().limits.max_messages_per_publish;
         if events.len() > max {
             crate::limits::count_refusal("too_many_messages", "realtime");
-            return Err(crate::too_many_messages(events.len(), max));
+            return Err(Error::TooManyMessages {
+                n: events.len(),
+                max,
+            });
         }
         let hub = self.gateway.hub();
         let mut repeats = Vec::with_capacity(events.len());
         for (index, event) in events.iter_mut().enumerate() {
             let client_id = match event.client_id.as_deref() {
                 Some(claimed) if !self.principal.may_act_as(claimed) || claimed == "*" => {
-                    return Err(ErrorCode::InvalidClientId.info(format!(
-                        "presence clientId {claimed:?} does not match the connection's clientId"
-                    )));
+                    return Err(Error::PresenceClientIdMismatch(claimed.to_owned()));
                 }
                 Some(claimed) => claimed.to_owned(),
                 None => self
                     .principal
                     .identity()
                     .map(str::to_owned)
-                    .ok_or_else(|| {
-                        ErrorCode::PresenceNoClientId
-                            .info("presence needs a clientId: connect with one")
-                    })?,
+                    .ok_or(Error::PresenceNoClientId)?,
             };
             repeats.push(
                 event.action != LEAVE
@@ -93,8 +89,10 @@ impl Connection {
                 protocol::codec::encode(&event.data, protocol::Format::Json).map_or(0, |b| b.len())
             });
             if size > max_bytes {
-                return Err(ErrorCode::MessageTooLarge
-                    .info(format!("presence data of {size} bytes exceeds {max_bytes}")));
+                return Err(Error::PresenceTooLarge {
+                    size,
+                    max: max_bytes,
+                });
             }
         }
         // A re-entry of a member still present (after a resume) is acknowledged, not repeated.
@@ -110,7 +108,8 @@ impl Connection {
             self.gateway
                 .bus()
                 .presence(hub, &channel_key, &events)
-                .await?;
+                .await
+                .map_err(ErrorInfo::from)?;
             self.gateway
                 .report_webhook(crate::webhooks::Report::Presence {
                     channel: channel_key.clone(),

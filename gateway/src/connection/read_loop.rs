@@ -6,12 +6,13 @@ use std::ops::ControlFlow;
 use axum::extract::ws::{Message as WsMessage, WebSocket};
 use futures_util::stream::SplitStream;
 use futures_util::StreamExt;
-use protocol::{Action, ErrorCode, ErrorInfo, Format, ProtocolMessage};
+use protocol::{Action, ErrorInfo, Format, ProtocolMessage};
 use tokio::time::Instant;
 
 use super::close::close_reason;
-use super::{Connection, DRAINING};
+use super::Connection;
 use crate::auth::AuthError;
+use crate::error::Error;
 
 impl Connection {
     pub(super) async fn read_loop(&mut self, stream: &mut SplitStream<WebSocket>) {
@@ -108,7 +109,7 @@ impl Connection {
             self.close_reason = "drain";
             self.outbox.reply(&ProtocolMessage::error(
                 Action::Disconnected,
-                ErrorCode::Disconnected.info(DRAINING),
+                Error::Draining.info(),
             ));
             return ControlFlow::Break(());
         }
@@ -142,7 +143,7 @@ impl Connection {
         let error = error.downcast_ref::<WsError>();
         if matches!(error, Some(WsError::Utf8(_))) {
             // RFC 6455 §8.1: a text frame that is not UTF-8 fails the connection with 1007.
-            let flow = self.fatal(ErrorCode::BadRequest.info("text frame is not valid UTF-8"));
+            let flow = self.fatal(Error::NotUtf8);
             self.outbox
                 .push(crate::frame::Frame::close_with(1007, "invalid UTF-8"));
             return flow;
@@ -150,9 +151,7 @@ impl Connection {
         if matches!(error, Some(WsError::Capacity(_))) {
             crate::limits::count_refusal("frame_too_large", "realtime");
             let limit = self.gateway.config().limits.max_frame_bytes;
-            return self.fatal(
-                ErrorCode::MessageTooLarge.info(format!("frame exceeds the {limit}-byte limit")),
-            );
+            return self.fatal(Error::FrameTooLarge { max: limit });
         }
         ControlFlow::Break(())
     }
@@ -179,9 +178,7 @@ impl Connection {
         let decoded = protocol::codec::decode(bytes, format);
         match decoded {
             Ok(message) => self.on_message(message).await,
-            Err(error) => {
-                self.fatal(ErrorCode::BadRequest.info(format!("malformed frame: {error}")))
-            }
+            Err(error) => self.fatal(Error::MalformedFrame(error.to_string())),
         }
     }
 
@@ -216,7 +213,7 @@ impl Connection {
             return false;
         }
         crate::limits::count_refusal("too_many_messages", "realtime");
-        self.nack(msg_serial, crate::too_many_messages(n, max));
+        self.nack(msg_serial, Error::TooManyMessages { n, max });
         true
     }
 
@@ -258,10 +255,7 @@ impl Connection {
     /// Actions we do not serve. One that expects an ACK is NACKed, so the client's ACK
     /// accounting (strictly by msgSerial) stays right; anything else is a protocol error.
     fn on_unsupported(&mut self, message: ProtocolMessage) -> ControlFlow<()> {
-        let error = ErrorCode::BadRequest.info(format!(
-            "action {} is not supported by this server",
-            message.action
-        ));
+        let error = Error::UnsupportedAction(message.action);
         match message.msg_serial {
             Some(msg_serial) => {
                 self.nack(msg_serial, error);
@@ -272,7 +266,8 @@ impl Connection {
     }
 
     /// A connection-level ERROR: the client fails the connection, so close it.
-    pub(super) fn fatal(&mut self, error: ErrorInfo) -> ControlFlow<()> {
+    pub(super) fn fatal(&mut self, error: impl Into<ErrorInfo>) -> ControlFlow<()> {
+        let error = error.into();
         self.ended_cleanly = true;
         self.close_reason = "protocol_error";
         tracing::debug!(connection_id = %self.id, code = error.code, message = %error.message, "connection error");

@@ -182,7 +182,7 @@ impl Writer {
             tracing::error!(%error, "could not encode merged messages");
             self.outbox.end_with(
                 protocol::Action::Disconnected,
-                protocol::ErrorCode::InternalConnection.info("could not encode messages"),
+                crate::error::Error::EncodeFailed.info(),
             );
             Stopped
         })

@@ -9,10 +9,15 @@ const RATE: PublishRate = PublishRate {
     burst_bytes: 1500,
 };
 
+/// A bucket of `RATE`, full, and the instant it was made.
+fn fresh_bucket() -> (Instant, RateBucket) {
+    let start = Instant::now();
+    (start, RateBucket::new(&RATE, start))
+}
+
 #[test]
 fn a_bucket_allows_its_burst_then_its_rate() {
-    let start = Instant::now();
-    let mut bucket = RateBucket::new(&RATE, start);
+    let (start, mut bucket) = fresh_bucket();
     assert_eq!(bucket.take(&RATE, 20, 0, start), Ok(()));
     assert_eq!(bucket.take(&RATE, 1, 0, start), Err(Exceeded::Messages));
     // Half a second refills 5 messages, no more.
@@ -25,8 +30,7 @@ fn a_bucket_allows_its_burst_then_its_rate() {
 
 #[test]
 fn bytes_run_out_separately_and_a_refusal_takes_nothing() {
-    let start = Instant::now();
-    let mut bucket = RateBucket::new(&RATE, start);
+    let (start, mut bucket) = fresh_bucket();
     assert_eq!(bucket.take(&RATE, 1, 1400, start), Ok(()));
     assert_eq!(bucket.take(&RATE, 1, 200, start), Err(Exceeded::Bytes));
     assert_eq!(bucket.take(&RATE, 19, 100, start), Ok(()));

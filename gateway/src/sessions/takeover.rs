@@ -4,10 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use protocol::{Action, ErrorCode, ErrorInfo};
+use protocol::{Action, ErrorInfo};
 
 use super::{ConnectionKey, Parked, Sessions};
 use crate::backend::SessionStore;
+use crate::error::Error;
 use crate::outbox::Outbox;
 
 /// How long a takeover waits for the half-open connection it supersedes to wind down.
@@ -24,9 +25,9 @@ impl Sessions {
         key: &str,
         client_id: Option<&str>,
         store: &dyn SessionStore,
-    ) -> Result<Parked, ErrorInfo> {
+    ) -> Result<Parked, Error> {
         let Some(key) = ConnectionKey::parse(key) else {
-            return Err(invalid_key());
+            return Err(Error::InvalidConnectionKey);
         };
         let resumed = self.take_back(&key, client_id, store).await;
         if resumed.is_ok() {
@@ -41,13 +42,14 @@ impl Sessions {
         key: &ConnectionKey,
         client_id: Option<&str>,
         store: &dyn SessionStore,
-    ) -> Result<Parked, ErrorInfo> {
+    ) -> Result<Parked, Error> {
         if let Some(parked) = self.unpark(key, client_id) {
             return Ok(parked);
         }
         let Some(old) = self.live_outbox(key) else {
             // Clustered: another node may hold it (or have held it, and died).
-            if let Some(parked) = store.take(key, client_id).await? {
+            let taken = store.take(key, client_id).await;
+            if let Some(parked) = taken.map_err(ErrorInfo::from)? {
                 return Ok(parked);
             }
             return Err(self.refusal(key));
@@ -57,13 +59,11 @@ impl Sessions {
         taken.await.ok_or_else(|| self.refusal(key))
     }
 
-    fn refusal(&self, key: &ConnectionKey) -> ErrorInfo {
+    fn refusal(&self, key: &ConnectionKey) -> Error {
         if self.parked.contains_key(key) || self.ended.contains(key) {
-            ErrorCode::UnableToRecover.info(
-                "unable to recover the connection (expired, closed or not yours); this is a new connection",
-            )
+            Error::NotRecoverable
         } else {
-            invalid_key()
+            Error::InvalidConnectionKey
         }
     }
 
@@ -117,7 +117,7 @@ impl Sessions {
         why: &'static str,
         take: impl Fn() -> Option<Parked>,
     ) -> Option<Parked> {
-        old.end_with(Action::Disconnected, ErrorCode::Disconnected.info(why));
+        old.end_with(Action::Disconnected, Error::TakenOver { why }.info());
         let deadline = tokio::time::Instant::now() + TAKEOVER_TIMEOUT;
         loop {
             let parked = self.parked_notify.notified();
@@ -129,8 +129,4 @@ impl Sessions {
             }
         }
     }
-}
-
-fn invalid_key() -> ErrorInfo {
-    ErrorCode::InvalidConnectionKey.info("invalid connection key; this is a new connection")
 }

@@ -90,7 +90,8 @@ impl Node {
 
     async fn resume(&self, key: &str, client_id: &str) -> Result<Parked, ErrorInfo> {
         let store = &*self.store;
-        self.sessions.resume(key, Some(client_id), store).await
+        let resumed = self.sessions.resume(key, Some(client_id), store).await;
+        resumed.map_err(ErrorInfo::from)
     }
 
     /// Why a resume of `key` as `client_id` is refused.

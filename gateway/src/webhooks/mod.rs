@@ -209,11 +209,7 @@ impl Webhooks {
                     .first()
                     .and_then(|m| m.timestamp)
                     .unwrap_or_else(protocol::now_ms);
-                let data = serde_json::json!({
-                    "channelId": channel,
-                    "site": self.node,
-                    "messages": safe,
-                });
+                let data = self.batch_data(&channel, "messages", &safe);
                 self.emit(
                     Source::Message,
                     &channel,
@@ -379,11 +375,7 @@ impl Webhooks {
             .filter_map(|e| e.timestamp)
             .min()
             .unwrap_or_else(protocol::now_ms);
-        let data = serde_json::json!({
-            "channelId": channel,
-            "site": self.node,
-            "presence": events,
-        });
+        let data = self.batch_data(channel, "presence", &events);
         self.emit(
             Source::Presence,
             channel,
@@ -393,6 +385,15 @@ impl Webhooks {
             None,
         )
         .await;
+    }
+
+    /// A batch item's `data`: the channel, this node, and the batch under `key`.
+    fn batch_data(&self, channel: &str, key: &str, batch: &impl Serialize) -> serde_json::Value {
+        serde_json::json!({
+            "channelId": channel,
+            "site": self.node,
+            key: batch,
+        })
     }
 
     /// Queues one item for every webhook that wants it.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 /// Lowest first; a module may name only modules of a lower rank. Keep in step with
 /// ARCHITECTURE.md ("Layers").
 const RANKS: &[&[&str]] = &[
-    &["config", "frame", "shrink", "pulse"],
+    &["config", "error", "frame", "shrink", "pulse"],
     &["limits", "outbox"],
     &["auth"],
     // Telemetry labels a channel by namespace, past auth's app-scope separator.
@@ -17,15 +17,19 @@ const RANKS: &[&[&str]] = &[
     &["backend"],
     // Webhooks keep their state through the back-end's `WebhookState`.
     &["webhooks"],
-    &["sessions"],
-    &["publish", "events", "apps", "node_events", "tokens"],
+    // `wiring`: the back-end and webhooks `connect_bus` plugs in, shared by the subsystems.
+    &["sessions", "wiring"],
+    // The subsystems `Gateway` holds; none of them knows the gateway.
+    &["publish", "apps", "tokens"],
+    // Events publish through `Publisher`.
+    &["events", "node_events"],
     &["connection"],
     &["server"],
 ];
 
 /// The lowest rank that may name lib.rs's own items (`Gateway`, `GatewayState`, …): the
-/// features that extend `Gateway`, and the modules that serve it. `sessions` (rank 7) does not.
-const NAMES_LIB_FROM: usize = 8;
+/// back-end's adapter to the node and the modules that serve it, not the subsystems.
+const NAMES_LIB_FROM: usize = 9;
 
 const PENDING: &[(&str, &str)] = &[];
 
