@@ -89,8 +89,8 @@ impl RedisTarget {
     }
 }
 
-/// The redis client refuses to connect to a wildcard address (0.0.0.0, ::: where a server
-/// listens, not an address to reach it at); said before start-up rather than at the connect.
+/// The redis client refuses to connect to a wildcard address (`0.0.0.0`, `::`: where a server
+/// listens, not an address to reach it at); said when the settings are read, not at connect.
 fn refuse_wildcard(url: &str) -> Result<(), String> {
     let host = redis::parse_redis_url(url).and_then(|url| url.host_str().map(str::to_owned));
     match host.as_deref() {
