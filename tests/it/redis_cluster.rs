@@ -297,16 +297,16 @@ fn pubsub_connections(cluster: &RedisCluster) -> Vec<String> {
 fn a_detach_leaves_the_shard_channel_without_rebuilding_the_link() {
     let cluster = RedisCluster::start();
     let channels = one_channel_per_master(&cluster);
-    let nodes = nodes_on(&cluster, 1, &[]);
-    let node = &nodes[0];
+    // The channel left, on master 1, and its topic there.
+    let left = &channels[1];
+    let (master, topic) = (1, format!("rt:ch:{{{left}}}"));
+    let node = &Server::start(&["--keys", KEY, "--redis", &cluster.url()]);
     block_on(async {
         let mut sockets = vec![subscriber(node, &channels).await];
         until_live(node, &channels, &mut sockets).await;
         let links = pubsub_connections(&cluster);
         assert!(!links.is_empty());
 
-        let (left, master) = (&channels[1], 1);
-        let topic = format!("rt:ch:{{{left}}}");
         send_json(&mut sockets[0], json!({"action": 12, "channel": left})).await;
         assert_eq!(next_json(&mut sockets[0]).await["action"], 13);
         eventually(
