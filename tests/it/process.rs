@@ -47,7 +47,7 @@ fn checked_line(
 
 #[test]
 fn bad_settings_exit_64_naming_the_setting() {
-    let cases: [(&[&str], &str); 14] = [
+    let cases: [(&[&str], &str); 16] = [
         (&["--listen", "not-an-address"], "--listen"),
         (&["--listen", "127.0.0.1:notaport"], "--listen"),
         (&["--admin-listen", "nowhere"], "--admin-listen"),
@@ -63,6 +63,15 @@ fn bad_settings_exit_64_naming_the_setting() {
         (&["--keys", r#"a.b:c={"broken"#], "--keys"),
         (&["--config", "/nonexistent/realtime.toml"], "--config"),
         (&["--supabase-url", "ftp://nope"], "--supabase-url"),
+        // The redis client refuses wildcard hosts; said at start-up, naming the setting.
+        (
+            &["--redis", "redis://0.0.0.0:6379"],
+            "--redis / REALTIME_REDIS_URL: 0.0.0.0 is a wildcard address",
+        ),
+        (
+            &["--redis", "redis+cluster://[::]:7000"],
+            "--redis / REALTIME_REDIS_URL: [::] is a wildcard address",
+        ),
         (&["--supabase-jwt-secret", " "], "--supabase-jwt-secret"),
         (
             &[

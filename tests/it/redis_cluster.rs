@@ -270,6 +270,70 @@ fn dropped_shard_links_are_re_established_and_back_filled() {
     });
 }
 
+/// The ids of every master's pub/sub connections: a rebuilt link shows as new ids.
+fn pubsub_connections(cluster: &RedisCluster) -> Vec<String> {
+    let mut ids: Vec<String> = (0..3)
+        .flat_map(|master| {
+            let clients = cluster.cli(master, &["CLIENT", "LIST", "TYPE", "pubsub"]);
+            let ids: Vec<String> = clients
+                .split_whitespace()
+                .filter(|field| field.starts_with("id="))
+                .map(|id| format!("master {master} {id}"))
+                .collect();
+            ids
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn a_detach_leaves_the_shard_channel_without_rebuilding_the_link() {
+    let cluster = RedisCluster::start();
+    let channels = one_channel_per_master(&cluster);
+    // The channel left, on master 1, and its topic there.
+    let left = &channels[1];
+    let (master, topic) = (1, format!("rt:ch:{{{left}}}"));
+    let node = &Server::start(&["--keys", KEY, "--redis", &cluster.url()]);
+    block_on(async {
+        let mut sockets = vec![subscriber(node, &channels).await];
+        until_live(node, &channels, &mut sockets).await;
+        let links = pubsub_connections(&cluster);
+        assert!(!links.is_empty());
+
+        send_json(&mut sockets[0], json!({"action": 12, "channel": left})).await;
+        assert_eq!(next_json(&mut sockets[0]).await["action"], 13);
+        eventually(
+            "the node left the shard channel",
+            Duration::from_secs(10),
+            || async {
+                !cluster
+                    .cli(master, &["PUBSUB", "SHARDCHANNELS"])
+                    .contains(&topic)
+            },
+        )
+        .await;
+
+        // Publishes still flow on the same shard's connection, and the channel can be joined
+        // again there (a join waits behind the leave in the link's queue).
+        let body = r#"{"name":"n","data":"kept"}"#;
+        let others = [&channels[0], &channels[2]];
+        for channel in others {
+            assert_eq!(rest(node.addr, publish(channel, body)).await.0, 201);
+        }
+        assert_eq!(numbered(&mut sockets[0], 2).await, ["kept", "kept"]);
+        attach(&mut sockets[0], left).await;
+        let body = r#"{"name":"n","data":"back"}"#;
+        assert_eq!(rest(node.addr, publish(left, body)).await.0, 201);
+        assert_eq!(numbered(&mut sockets[0], 1).await, ["back"]);
+        assert_eq!(
+            pubsub_connections(&cluster),
+            links,
+            "the leave completed on the link; it was not timed out and rebuilt"
+        );
+    });
+}
+
 #[test]
 fn a_connection_resumes_on_another_node_on_a_cluster() {
     on_cluster(2, &[], async |_, channels, nodes| {

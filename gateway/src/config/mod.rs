@@ -75,13 +75,28 @@ impl RedisTarget {
                 if !valid {
                     return Err(format!("{host:?} is not host:port"));
                 }
-                seeds.push(format!("redis://{credentials}{host}"));
+                let seed = format!("redis://{credentials}{host}");
+                refuse_wildcard(&seed)?;
+                seeds.push(seed);
             }
             return Ok(RedisTarget::Cluster(seeds));
         }
         if url.starts_with("redis://") || url.starts_with("rediss://") {
+            refuse_wildcard(url)?;
             return Ok(RedisTarget::Node(url.to_owned()));
         }
         Err("expected a redis://, rediss:// or redis+cluster:// URL".into())
+    }
+}
+
+/// The redis client refuses to connect to a wildcard address (`0.0.0.0`, `::`: where a server
+/// listens, not an address to reach it at); said when the settings are read, not at connect.
+fn refuse_wildcard(url: &str) -> Result<(), String> {
+    let host = redis::parse_redis_url(url).and_then(|url| url.host_str().map(str::to_owned));
+    match host.as_deref() {
+        Some(host @ ("0.0.0.0" | "[::]")) => Err(format!(
+            "{host} is a wildcard address, not one to connect to: give the Redis server's address (e.g. 127.0.0.1)"
+        )),
+        _ => Ok(()),
     }
 }

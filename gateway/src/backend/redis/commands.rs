@@ -72,7 +72,7 @@ impl Connection {
                 .await
                 .into_iter()
                 .collect::<redis::RedisResult<Vec<_>>>()?;
-                T::from_owned_redis_value(redis::Value::Array(replies))
+                Ok(T::from_redis_value(redis::Value::Array(replies))?)
             }
         }
     }
@@ -101,8 +101,8 @@ impl Commands {
             RedisTarget::Node(url) => {
                 let client = redis::Client::open(url.as_str()).map_err(start_error("redis URL"))?;
                 let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(REDIS_TIMEOUT)
-                    .set_response_timeout(REDIS_TIMEOUT)
+                    .set_connection_timeout(Some(REDIS_TIMEOUT))
+                    .set_response_timeout(Some(REDIS_TIMEOUT))
                     // One attempt per reconnect: the next failed command tries again.
                     .set_number_of_retries(0);
                 let manager = new_manager(client.clone(), config.clone())
@@ -115,8 +115,10 @@ impl Commands {
                 let client = redis::cluster::ClusterClientBuilder::new(seeds.clone())
                     .connection_timeout(REDIS_TIMEOUT)
                     .response_timeout(REDIS_TIMEOUT)
-                    // Each command is bounded by `REDIS_TIMEOUT` as a whole; a few quick
-                    // retries cover a MOVED or a failover inside that.
+                    // Each command is bounded by `REDIS_TIMEOUT` as a whole (`run`), as before
+                    // redis 1.x added its own overall bound; a few quick retries cover a MOVED
+                    // or a failover inside that.
+                    .overall_response_timeout(None)
                     .retries(3)
                     .min_retry_wait(20)
                     .max_retry_wait(200)

@@ -51,7 +51,7 @@ impl LinkSource {
     /// A fresh link, bounded (a cluster's takes reading the slot map and a connection per
     /// master, each bounded, so the whole is allowed a few bounds).
     pub(super) async fn open(&mut self) -> redis::RedisResult<Link> {
-        let timed_out = || redis::RedisError::from((redis::ErrorKind::IoError, "timed out"));
+        let timed_out = || redis::RedisError::from((redis::ErrorKind::Io, "timed out"));
         match self {
             LinkSource::Node(client) => {
                 let pubsub = tokio::time::timeout(REDIS_TIMEOUT, client.get_async_pubsub())

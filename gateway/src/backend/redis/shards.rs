@@ -18,7 +18,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 
@@ -66,12 +66,15 @@ impl Shards {
         let (events_in, events) = mpsc::unbounded_channel();
         let mut connections = Vec::new();
         for (index, master) in self.masters.iter().enumerate() {
-            let mut info = master.clone();
-            info.redis.protocol = redis::ProtocolVersion::RESP3;
+            let resp3 = master
+                .redis_settings()
+                .clone()
+                .set_protocol(redis::ProtocolVersion::RESP3);
+            let info = master.clone().set_redis_settings(resp3);
             let events_in = events_in.clone();
             let config = redis::AsyncConnectionConfig::new()
-                .set_connection_timeout(REDIS_TIMEOUT)
-                .set_response_timeout(REDIS_TIMEOUT)
+                .set_connection_timeout(Some(REDIS_TIMEOUT))
+                .set_response_timeout(Some(REDIS_TIMEOUT))
                 .set_push_sender(move |push: PushInfo| events_in.send((index, push)));
             let connection = redis::Client::open(info)?
                 .get_multiplexed_async_connection_with_config(&config)
@@ -96,8 +99,8 @@ impl Shards {
                 let mut connection = redis::Client::open(node.clone())?
                     .get_multiplexed_async_connection_with_config(
                         &redis::AsyncConnectionConfig::new()
-                            .set_connection_timeout(REDIS_TIMEOUT)
-                            .set_response_timeout(REDIS_TIMEOUT),
+                            .set_connection_timeout(Some(REDIS_TIMEOUT))
+                            .set_response_timeout(Some(REDIS_TIMEOUT)),
                     )
                     .await?;
                 let reply: Value = redis::cmd("CLUSTER")
@@ -110,7 +113,7 @@ impl Shards {
                 Ok(map) if !map.is_empty() => return Ok(map),
                 Ok(_) => {
                     last_error = Some(redis::RedisError::from((
-                        redis::ErrorKind::ClusterDown,
+                        redis::ServerErrorKind::ClusterDown.into(),
                         "no slots assigned",
                     )))
                 }
@@ -118,7 +121,10 @@ impl Shards {
             }
         }
         Err(last_error.unwrap_or_else(|| {
-            redis::RedisError::from((redis::ErrorKind::ClusterDown, "no cluster node"))
+            redis::RedisError::from((
+                redis::ServerErrorKind::ClusterDown.into(),
+                "no cluster node",
+            ))
         }))
     }
 }
@@ -128,23 +134,27 @@ type SlotRange = (u16, u16, (String, u16));
 
 /// `template` (credentials, database) at another address.
 fn at(template: &ConnectionInfo, host: &str, port: u16) -> ConnectionInfo {
-    let mut info = template.clone();
-    info.addr = ConnectionAddr::Tcp(host.to_owned(), port);
-    info
+    template
+        .clone()
+        .set_addr(ConnectionAddr::Tcp(host.to_owned(), port))
 }
 
 fn host_of(info: &ConnectionInfo) -> &str {
-    match &info.addr {
+    match info.addr() {
         ConnectionAddr::Tcp(host, _) => host,
         _ => "127.0.0.1",
     }
 }
 
-/// `[[first, last, [host, port, id, …], replicas…], …]`; an empty host means the node we
-/// asked.
+/// `[[first, last, [host, port, id, …], replicas…], …]`; an empty or wildcard host means the
+/// node we asked (redis 1.x refuses to connect to a wildcard address).
 fn parse_slots(reply: &Value, asked: &str) -> redis::RedisResult<Vec<SlotRange>> {
-    let malformed =
-        || redis::RedisError::from((redis::ErrorKind::TypeError, "CLUSTER SLOTS reply"));
+    let malformed = || {
+        redis::RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "CLUSTER SLOTS reply",
+        ))
+    };
     let Value::Array(ranges) = reply else {
         return Err(malformed());
     };
@@ -168,7 +178,7 @@ fn parse_slots(reply: &Value, asked: &str) -> redis::RedisResult<Vec<SlotRange>>
             Some(Value::BulkString(host)) => String::from_utf8_lossy(host).into_owned(),
             _ => return Err(malformed()),
         };
-        let host = if host.is_empty() || host == "?" {
+        let host = if matches!(host.as_str(), "" | "?" | "0.0.0.0" | "::") {
             asked.to_owned()
         } else {
             host
@@ -181,12 +191,36 @@ fn parse_slots(reply: &Value, asked: &str) -> redis::RedisResult<Vec<SlotRange>>
 
 /// The connection whose master owns `topic`'s slot, from slot ranges ordered by slot.
 fn owner(slots: &[(u16, u16, usize)], topic: &str) -> Option<usize> {
-    let slot = redis::cluster_routing::get_slot(topic.as_bytes());
+    let slot = slot(topic.as_bytes());
     let at = slots.partition_point(|(_, last, _)| *last < slot);
     match slots.get(at) {
         Some((first, _, index)) if *first <= slot => Some(*index),
         _ => None,
     }
+}
+
+/// The cluster key slot of `key`: CRC16 (XMODEM) of its hash tag, the text between the first
+/// `{` and the next `}` if not empty, else of the whole key, mod 16384 (Redis Cluster spec).
+/// Ours because redis 1.x no longer exposes its own.
+fn slot(key: &[u8]) -> u16 {
+    let tag = key.iter().position(|byte| *byte == b'{').and_then(|open| {
+        let rest = &key[open + 1..];
+        let close = rest.iter().position(|byte| *byte == b'}')?;
+        (close > 0).then(|| &rest[..close])
+    });
+    crc16_xmodem(tag.unwrap_or(key)) % 16384
+}
+
+fn crc16_xmodem(bytes: &[u8]) -> u16 {
+    bytes.iter().fold(0, |crc, byte| {
+        (0..8).fold(crc ^ (u16::from(*byte) << 8), |crc, _| {
+            if crc & 0x8000 == 0 {
+                crc << 1
+            } else {
+                (crc << 1) ^ 0x1021
+            }
+        })
+    })
 }
 
 /// One connection per master, and what arrives on them, tagged with the connection's index.
@@ -237,15 +271,26 @@ impl Links {
         let index = self.owner(topic)?;
         self.subscribed.remove(topic);
         *self.leaving.entry(topic.to_owned()).or_default() += 1;
-        redis::cmd("SUNSUBSCRIBE")
-            .arg(topic)
-            .query_async::<()>(&mut self.connections[index])
-            .await
+        // redis 1.x does not take a plain SUNSUBSCRIBE's confirmation (a push) for its reply
+        // (redis-rs#2533): the call would wait until it timed out, and the link be rebuilt.
+        // The confirmation still reaches `next`; a PING in the same write is what is awaited.
+        let mut both = redis::pipe();
+        both.cmd("SUNSUBSCRIBE").arg(topic).cmd("PING");
+        let replies = self.connections[index]
+            .req_packed_commands(&both, 0, 1)
+            .await?;
+        match replies.first() {
+            Some(Value::ServerError(error)) => Err(error.clone().into()),
+            _ => Ok(()),
+        }
     }
 
     fn owner(&self, topic: &str) -> redis::RedisResult<usize> {
         owner(&self.slots, topic).ok_or_else(|| {
-            redis::RedisError::from((redis::ErrorKind::ClusterDown, "no master for the slot"))
+            redis::RedisError::from((
+                redis::ServerErrorKind::ClusterDown.into(),
+                "no master for the slot",
+            ))
         })
     }
 

@@ -188,7 +188,7 @@ impl StreamLoader {
         #[cfg(test)]
         if failing_loads::take(channel) {
             return Err(redis::RedisError::from((
-                redis::ErrorKind::IoError,
+                redis::ErrorKind::Io,
                 "injected: the connection broke",
             )));
         }
@@ -327,7 +327,7 @@ impl StreamLoader {
             attempts += 1;
             if attempts > ROLL_ATTEMPTS {
                 return Err(redis::RedisError::from((
-                    redis::ErrorKind::TryAgain,
+                    redis::ServerErrorKind::TryAgain.into(),
                     "the channel's store keeps going back",
                 )));
             }
