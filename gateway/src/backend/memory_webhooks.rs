@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use protocol::PresenceMessage;
 
-use crate::backend::{Reply, WebhookState};
+use crate::backend::{Debounced, Reply, WebhookState};
 
 /// Reads a channel's presence members (the hub's: it holds the whole cluster's).
 pub(crate) type Members = Box<dyn Fn(&str) -> Vec<PresenceMessage> + Send + Sync>;
@@ -42,9 +42,9 @@ impl MemoryState {
         }
     }
 
-    fn store_pending(&self, key: &str, pending: &str, due_ms: u64) {
-        lock(&self.pending).insert(key.to_owned(), pending.to_owned());
-        lock(&self.due).push((due_ms, pending.to_owned()));
+    fn store_pending(&self, pending: Debounced<'_>) {
+        lock(&self.pending).insert(pending.key.to_owned(), pending.event.to_owned());
+        lock(&self.due).push((pending.due_ms, pending.event.to_owned()));
     }
 }
 
@@ -57,16 +57,14 @@ impl WebhookState for MemoryState {
         &'a self,
         _node: &'a str,
         _channel: &'a str,
-        pending_key: &'a str,
-        pending: &'a str,
-        due_ms: u64,
+        closed: Debounced<'a>,
     ) -> Reply<'a, bool> {
-        self.store_pending(pending_key, pending, due_ms);
+        self.store_pending(closed);
         ready(true)
     }
 
-    fn pend<'a>(&'a self, key: &'a str, pending: &'a str, due_ms: u64) -> Reply<'a, ()> {
-        self.store_pending(key, pending, due_ms);
+    fn pend<'a>(&'a self, event: Debounced<'a>) -> Reply<'a, ()> {
+        self.store_pending(event);
         ready(())
     }
 

@@ -244,6 +244,15 @@ pub(crate) trait Nodes: Send + Sync {
     fn readings(&self) -> Reply<'_, Vec<NodeReading>>;
 }
 
+/// A debounced webhook event: stored under `key` (replacing one pending there) and due at
+/// `due_ms`, unless cancelled first.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Debounced<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) event: &'a str,
+    pub(crate) due_ms: u64,
+}
+
 /// What webhooks keep across nodes (see `redis/webhooks.rs` for what each key holds).
 pub(crate) trait WebhookState: Send + Sync {
     /// This node's attachments on `channel` went 0→1: true when `channel.opened` is due (the
@@ -251,18 +260,16 @@ pub(crate) trait WebhookState: Send + Sync {
     fn occupy<'a>(&'a self, channel: &'a str, pending_key: &'a str) -> Reply<'a, bool>;
 
     /// `node`'s attachments on `channel` went 1→0: true when the cluster has none left and
-    /// `pending` (the `channel.closed`) is now scheduled.
+    /// `closed` (the `channel.closed`) is now scheduled.
     fn vacate<'a>(
         &'a self,
         node: &'a str,
         channel: &'a str,
-        pending_key: &'a str,
-        pending: &'a str,
-        due_ms: u64,
+        closed: Debounced<'a>,
     ) -> Reply<'a, bool>;
 
-    /// Stores a debounced event under `key` (replacing one pending there) and schedules it.
-    fn pend<'a>(&'a self, key: &'a str, pending: &'a str, due_ms: u64) -> Reply<'a, ()>;
+    /// Stores a debounced event and schedules it.
+    fn pend<'a>(&'a self, event: Debounced<'a>) -> Reply<'a, ()>;
 
     /// True if an event was pending under `key` (now cancelled).
     fn cancel<'a>(&'a self, key: &'a str) -> Reply<'a, bool>;

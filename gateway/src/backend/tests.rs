@@ -14,7 +14,7 @@ use super::memory::MemoryBackend;
 use super::memory_webhooks::MemoryState;
 use super::redis::RedisBackend;
 use super::session::{ConnectionKey, HeldHere};
-use super::{Arrival, Backend, BackendEvents, Position};
+use super::{Arrival, Backend, BackendEvents, Debounced, Position};
 use crate::auth::{Auth, NonceClaim, Revocation};
 use crate::config::HubConfig;
 use crate::config::RedisTarget;
@@ -394,6 +394,10 @@ async fn a_resume_for_a_key_nobody_holds_finds_nothing() {
     .await;
 }
 
+fn debounced<'a>(key: &'a str, event: &'a str, due_ms: u64) -> Debounced<'a> {
+    Debounced { key, event, due_ms }
+}
+
 #[tokio::test]
 async fn a_re_occupy_within_the_debounce_cancels_the_close() {
     for_each_backend(|subject| async move {
@@ -401,10 +405,8 @@ async fn a_re_occupy_within_the_debounce_cancels_the_close() {
         let node = subject.backend.nodes.node().unwrap_or("n").to_owned();
         let key = "rt:{call:1}:wh:vacate";
         assert!(state.occupy("call:1", key).await.unwrap(), "{name}");
-        assert!(
-            state.vacate(&node, "call:1", key, "p1", 10).await.unwrap(),
-            "{name}"
-        );
+        let vacate = |event, due_ms| state.vacate(&node, "call:1", debounced(key, event, due_ms));
+        assert!(vacate("p1", 10).await.unwrap(), "{name}");
         // Back before it was due: neither a close nor a second open.
         assert!(!state.occupy("call:1", key).await.unwrap(), "{name}");
         assert_eq!(
@@ -414,10 +416,7 @@ async fn a_re_occupy_within_the_debounce_cancels_the_close() {
         );
         assert!(!state.fire(key, "p1").await.unwrap(), "{name}");
         // Gone for good: the close fires once.
-        assert!(
-            state.vacate(&node, "call:1", key, "p2", 20).await.unwrap(),
-            "{name}"
-        );
+        assert!(vacate("p2", 20).await.unwrap(), "{name}");
         assert!(state.due(19).await.unwrap().is_empty(), "{name}");
         assert!(state.fire(key, "p2").await.unwrap(), "{name}");
         assert!(!state.fire(key, "p2").await.unwrap(), "{name}");

@@ -35,7 +35,7 @@ use rand::distributions::{Alphanumeric, DistString};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify};
 
-use crate::backend::WebhookState;
+use crate::backend::{Debounced, WebhookState};
 
 use crate::config::{Source, WebhookConfig, WebhooksConfig};
 pub use delivery::signature;
@@ -235,8 +235,8 @@ impl Webhooks {
     async fn vacate(&self, node: &str, channel: &str, at: u64) {
         let key = vacate_key(channel);
         let pending = self.pending(&key, channel, at, None);
-        let due = protocol::now_ms() + self.config.debounce.as_millis() as u64;
-        if let Err(error) = self.store.vacate(node, channel, &key, &pending, due).await {
+        let closed = self.debounced(&key, &pending);
+        if let Err(error) = self.store.vacate(node, channel, closed).await {
             lost("occupancy", channel, &error);
         }
     }
@@ -267,8 +267,7 @@ impl Webhooks {
                 LEAVE => {
                     let at = event.timestamp.unwrap_or_else(protocol::now_ms);
                     let pending = self.pending(&key, channel, at, Some(event));
-                    let due = protocol::now_ms() + self.config.debounce.as_millis() as u64;
-                    if let Err(error) = self.store.pend(&key, &pending, due).await {
+                    if let Err(error) = self.store.pend(self.debounced(&key, &pending)).await {
                         lost("presence", channel, &error);
                     }
                 }
@@ -303,6 +302,15 @@ impl Webhooks {
             nonce: Alphanumeric.sample_string(&mut rand::thread_rng(), 12),
         })
         .unwrap_or_default()
+    }
+
+    /// `pending`, stored under `key`, due one debounce from now.
+    fn debounced<'a>(&self, key: &'a str, pending: &'a str) -> Debounced<'a> {
+        Debounced {
+            key,
+            event: pending,
+            due_ms: protocol::now_ms() + self.config.debounce.as_millis() as u64,
+        }
     }
 
     /// Emits the debounced events that are due and were not cancelled.

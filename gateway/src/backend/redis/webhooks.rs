@@ -21,7 +21,7 @@
 use protocol::PresenceMessage;
 
 use super::RedisBackend;
-use crate::backend::{BackendError, Reply, WebhookState};
+use crate::backend::{BackendError, Debounced, Reply, WebhookState};
 
 /// KEYS: nodes hash, pending-vacate key. ARGV: node. Returns 1 when the cluster went from no
 /// attachment to one and no pending `channel.closed` was cancelled by it (emit `opened`).
@@ -108,10 +108,13 @@ impl RedisBackend {
         &self,
         node: &str,
         channel: &str,
-        pending_key: &str,
-        pending: &str,
-        due_ms: u64,
+        closed: Debounced<'_>,
     ) -> redis::RedisResult<bool> {
+        let Debounced {
+            key: pending_key,
+            event: pending,
+            due_ms,
+        } = closed;
         // Scheduled first, so a stored pending event always has its due entry (an entry whose
         // key never held it is dropped by the sweeper).
         self.schedule(pending, due_ms).await?;
@@ -133,10 +136,13 @@ impl RedisBackend {
     }
 
     /// Stores a debounced event under `key` (replacing one pending there) and schedules it.
-    async fn webhook_pend(&self, key: &str, pending: &str, due_ms: u64) -> redis::RedisResult<()> {
-        self.schedule(pending, due_ms).await?;
+    async fn webhook_pend(&self, pending: Debounced<'_>) -> redis::RedisResult<()> {
+        self.schedule(pending.event, pending.due_ms).await?;
         let mut set = redis::cmd("SET");
-        set.arg(key).arg(pending).arg("PX").arg(PENDING_TTL_MS);
+        set.arg(pending.key)
+            .arg(pending.event)
+            .arg("PX")
+            .arg(PENDING_TTL_MS);
         self.commands.query(set).await
     }
 
@@ -279,23 +285,17 @@ impl WebhookState for RedisBackend {
         &'a self,
         node: &'a str,
         channel: &'a str,
-        pending_key: &'a str,
-        pending: &'a str,
-        due_ms: u64,
+        closed: Debounced<'a>,
     ) -> Reply<'a, bool> {
         Box::pin(async move {
-            self.webhook_vacate(node, channel, pending_key, pending, due_ms)
+            self.webhook_vacate(node, channel, closed)
                 .await
                 .map_err(failed)
         })
     }
 
-    fn pend<'a>(&'a self, key: &'a str, pending: &'a str, due_ms: u64) -> Reply<'a, ()> {
-        Box::pin(async move {
-            self.webhook_pend(key, pending, due_ms)
-                .await
-                .map_err(failed)
-        })
+    fn pend<'a>(&'a self, event: Debounced<'a>) -> Reply<'a, ()> {
+        Box::pin(async move { self.webhook_pend(event).await.map_err(failed) })
     }
 
     fn cancel<'a>(&'a self, key: &'a str) -> Reply<'a, bool> {
