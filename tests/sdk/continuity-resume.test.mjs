@@ -172,10 +172,12 @@ describe('resume after a dropped transport', () => {
     // A realtime publisher keeps publishing (each awaited until ACKed) before the drop, during the gap and
     // while the subscriber reconnects and re-attaches: the hand-over from replay to live must lose nothing.
     pool = new ClientPool(server.port);
-    const [publisher, sub] = await pool.connected({ key: FULL_KEY, useBinaryProtocol: true }, { key: FULL_KEY, useBinaryProtocol: false });
-    const channelName = uniq('resume:stream');
-    const got = await new Collector().subscribe(sub.channels.get(channelName));
-    const pubChannel = publisher.channels.get(channelName);
+    const {
+      subscriber: sub,
+      name: channelName,
+      received: got,
+      channel: pubChannel,
+    } = await pool.publisherAndSubscriber('resume:stream', { key: FULL_KEY, useBinaryProtocol: true }, { key: FULL_KEY, useBinaryProtocol: false });
     let stop = false;
     let sent = 0;
     const pump = (async () => {

@@ -270,6 +270,17 @@ export class ClientPool {
     return clients;
   }
 
+  /**
+   * A publisher and a subscriber, connected together, on a fresh channel `prefix…`; the
+   * subscriber's Collector listens before anything is published.
+   */
+  async publisherAndSubscriber(prefix, publisherOptions, subscriberOptions) {
+    const [publisher, subscriber] = await this.connected(publisherOptions, subscriberOptions);
+    const name = uniq(prefix);
+    const received = await new Collector().subscribe(subscriber.channels.get(name));
+    return { publisher, subscriber, name, received, channel: publisher.channels.get(name) };
+  }
+
   async close(client) {
     this.realtimes.delete(client);
     await closeRealtime(client);

@@ -73,10 +73,11 @@ describe('publish limits', () => {
 
   test('a burst of single publishes without awaiting is not limited by default', async () => {
     pool = new ClientPool(server.port);
-    const [publisher, reader] = await pool.connected({ key: FULL_KEY, echoMessages: false }, { key: FULL_KEY, useBinaryProtocol: true });
-    const name = uniq('limits:burst');
-    const received = await new Collector().subscribe(reader.channels.get(name));
-    const channel = publisher.channels.get(name);
+    const { publisher, received, channel } = await pool.publisherAndSubscriber(
+      'limits:burst',
+      { key: FULL_KEY, echoMessages: false },
+      { key: FULL_KEY, useBinaryProtocol: true },
+    );
     await withTimeout(channel.attach(), 10_000, 'publisher attach');
 
     const burst = Array.from({ length: BURST }, (_, i) => channel.publish(`b-${i}`, `n${i}`));
