@@ -170,12 +170,14 @@ impl ProbeEchoes {
         }
     }
 
-    /// Whether every connection heard the probe recently: the link was carrying everything.
+    /// Whether every connection heard the probe recently, or came up (its SUBSCRIBE confirmed)
+    /// too recently to have missed one: the link was carrying everything. Redis dying within
+    /// a probe interval of the link coming up is no reason to doubt it.
     pub(super) fn fresh(&self) -> bool {
         let now = protocol::now_ms();
         self.heard_at_ms
             .iter()
-            .all(|at| *at > 0 && now.saturating_sub(*at) < PROBE_STALE_MS)
+            .all(|at| now.saturating_sub((*at).max(self.up_at_ms)) < PROBE_STALE_MS)
     }
 
     /// Whether some connection of a sharded link has not heard the probe for a while (it may
@@ -193,3 +195,6 @@ impl ProbeEchoes {
 /// How long a sharded link's connection may go without hearing the probe before the link is
 /// rebuilt.
 pub(super) const LINK_STALE_MS: u64 = 2 * PROBE_STALE_MS;
+
+#[cfg(test)]
+mod tests;
