@@ -274,11 +274,39 @@ impl Gateway {
     /// applied here at once (so the local copy is right even if this node stops listening to
     /// the channel), and announced through the bus so every other node hears them.
     pub(crate) fn leave_presence(&self, channel: &str, connection_id: &str) {
-        let leaves = self.hub().leave_events(channel, connection_id);
+        self.leave_presence_entered(channel, connection_id, &[]);
+    }
+
+    /// `leave_presence`, plus LEAVEs for the `entered` client ids this node has not heard back
+    /// from the bus yet (clustered, a close right after an ENTER): those are only announced, so
+    /// every node, this one included, applies them after the ENTER they follow.
+    pub(crate) fn leave_presence_entered(
+        &self,
+        channel: &str,
+        connection_id: &str,
+        entered: &[String],
+    ) {
+        let mut leaves = self.hub().leave_events(channel, connection_id);
+        if !leaves.is_empty() {
+            self.hub().apply_presence(channel, leaves.clone());
+        }
+        let now = protocol::now_ms();
+        for client_id in entered {
+            if !leaves
+                .iter()
+                .any(|l| l.client_id.as_ref() == Some(client_id))
+            {
+                let member = protocol::PresenceMessage {
+                    client_id: Some(client_id.clone()),
+                    connection_id: Some(connection_id.to_owned()),
+                    ..Default::default()
+                };
+                leaves.push(hub::server_leave(member, now));
+            }
+        }
         if leaves.is_empty() {
             return;
         }
-        self.hub().apply_presence(channel, leaves.clone());
         self.bus().announce(channel, &leaves);
         self.report_webhook(webhooks::Report::Presence {
             channel: channel.to_owned(),

@@ -50,6 +50,56 @@ fn presence_entered_on_one_node_is_seen_on_every_node() {
     });
 }
 
+/// A clean close sent right behind an ENTER reaches the node before the ENTER comes back to it
+/// from Redis: the member still leaves, on every node, after its enter.
+#[test]
+fn a_member_that_closes_right_after_entering_leaves_on_every_node() {
+    on_nodes(2, &[], async |_, nodes| {
+        let mut watcher = attached(&nodes[1], "watcher", "", "call:7").await;
+        let quick: Vec<String> = (0..5).map(|i| format!("quick{i}")).collect();
+        for client_id in &quick {
+            let mut socket = attached(&nodes[0], client_id, "", "call:7").await;
+            let enter = json!({"action": 14, "channel": "call:7", "msgSerial": 0,
+                               "presence": [{"action": ENTER, "data": "hi"}]});
+            send_json(&mut socket, enter).await;
+            send_json(&mut socket, json!({"action": 7})).await;
+        }
+        // Presence events come batched: every item of every PRESENCE frame counts.
+        let mut seen: Vec<(String, u64)> = Vec::new();
+        while seen.iter().filter(|(_, action)| *action == LEAVE).count() < quick.len() {
+            let frame = tokio::time::timeout(Duration::from_secs(5), next_json(&mut watcher))
+                .await
+                .unwrap_or_else(|_| panic!("a LEAVE for every quick member; saw {seen:?}"));
+            if frame["action"] != 14 {
+                continue;
+            }
+            for event in frame["presence"].as_array().into_iter().flatten() {
+                let client_id = event["clientId"].as_str().unwrap_or_default().to_owned();
+                seen.push((client_id, event["action"].as_u64().unwrap_or(0)));
+            }
+        }
+        for client_id in &quick {
+            let actions: Vec<u64> = seen
+                .iter()
+                .filter(|(id, _)| id == client_id)
+                .map(|(_, action)| *action)
+                .collect();
+            assert_eq!(actions, [ENTER, LEAVE], "{client_id}: {seen:?}");
+        }
+        for node in &nodes {
+            eventually("no member left behind", Duration::from_secs(5), || async {
+                let members = rest_members(node, "call:7").await;
+                if members.is_empty() {
+                    Ok(())
+                } else {
+                    Err(members)
+                }
+            })
+            .await;
+        }
+    });
+}
+
 /// Enters presence with `msg_serial` (a connection's later PRESENCE frames) and waits for the
 /// ACK.
 async fn enter_with(socket: &mut Socket, channel: &str, data: &str, msg_serial: u64) {

@@ -22,8 +22,10 @@ impl Connection {
     /// resumable (its members for the presence grace).
     pub(super) fn leave_presence_if_closed(&mut self) {
         if self.ended_cleanly {
-            for channel in self.present_on.drain() {
-                self.gateway.leave_presence(&channel, &self.id);
+            for channel in std::mem::take(&mut self.present_on) {
+                let entered = self.entered.remove(&channel).unwrap_or_default();
+                self.gateway
+                    .leave_presence_entered(&channel, &self.id, &entered);
             }
         }
     }
@@ -38,6 +40,7 @@ impl Connection {
         }
         let parked = self.to_parked();
         self.present_on.clear();
+        self.entered.clear();
         let gateway = self.gateway.clone();
         self.gateway.sessions().park(
             self.key.clone(),

@@ -94,6 +94,9 @@ struct Connection {
     token_timers: Option<TokenTimers>,
     /// Base names of channels where this connection has entered presence.
     present_on: HashSet<String>,
+    /// The client ids it entered on each of those (and has not left): clustered, a close right
+    /// after an ENTER comes before this node hears it back, and must still announce the LEAVE.
+    entered: HashMap<String, Vec<String>>,
     /// Channels where this connection's members left while it was away: their next attach
     /// replays what was missed but is not RESUMED, so the client enters again.
     presence_lost: HashSet<String>,

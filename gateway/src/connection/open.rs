@@ -61,6 +61,7 @@ impl Connection {
             attached: HashMap::new(),
             token_timers: None,
             present_on: HashSet::new(),
+            entered: HashMap::new(),
             presence_lost: HashSet::new(),
             resume_failed: error.is_some(),
             ended_cleanly: false,

@@ -110,6 +110,15 @@ impl Connection {
                 .presence(hub, &channel_key, &events)
                 .await
                 .map_err(ErrorInfo::from)?;
+            let entered = self.entered.entry(channel_key.clone()).or_default();
+            for event in &events {
+                let client_id = event.client_id.as_deref().unwrap_or_default();
+                if event.action == LEAVE {
+                    entered.retain(|c| c != client_id);
+                } else if !entered.iter().any(|c| c == client_id) {
+                    entered.push(client_id.to_owned());
+                }
+            }
             self.gateway
                 .report_webhook(crate::webhooks::Report::Presence {
                     channel: channel_key.clone(),
