@@ -148,6 +148,9 @@ impl Publisher {
             message.connection_key = None;
             message.timestamp = Some(now);
             message.action.get_or_insert(0);
+            // Versions and summaries are the server's to give, never a publisher's.
+            message.version = None;
+            message.annotations = None;
             if message.id.is_none() {
                 message.id = Some(match origin {
                     Origin::Connection { id, msg_serial, .. } => {

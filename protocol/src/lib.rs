@@ -19,7 +19,10 @@ pub use capability::{Capability, Operation};
 pub use channel::ChannelName;
 pub use codec::{DecodeError, Format};
 pub use error::{Blame, ErrorCode, ErrorInfo};
-pub use message::{Action, ConnectionDetails, Data, Message, PresenceMessage, ProtocolMessage};
+pub use message::{
+    Action, Annotation, ConnectionDetails, Data, Message, MessageAnnotations, MessageVersion,
+    PresenceMessage, ProtocolMessage,
+};
 
 /// Milliseconds since the Unix epoch: Ably's clock unit everywhere on the wire.
 pub fn now_ms() -> u64 {

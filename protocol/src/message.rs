@@ -35,6 +35,8 @@ pub enum Action {
     Message = 15,
     Sync = 16,
     Auth = 17,
+    /// Annotations on messages (reactions), with `annotations` (TR2).
+    Annotation = 21,
 }
 
 impl Action {
@@ -59,6 +61,7 @@ impl Action {
             15 => Message,
             16 => Sync,
             17 => Auth,
+            21 => Annotation,
             _ => return None,
         })
     }
@@ -139,6 +142,9 @@ pub struct ProtocolMessage {
     pub params: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub res: Option<Vec<PublishResult>>,
+    /// Last, so the positional (array) spelling of the older fields keeps their places.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<Vec<Annotation>>,
 }
 
 impl ProtocolMessage {
@@ -231,6 +237,83 @@ pub struct Message {
     pub action: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serial: Option<String>,
+    /// Which version this is (an update, delete or append of the message `serial` names), or
+    /// from a client, the operation's who and why (TM2s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<MessageVersion>,
+    /// The roll-up of the message's annotations (TM2u).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<MessageAnnotations>,
+}
+
+/// `Message.action` values (TM5).
+pub mod message_action {
+    pub const CREATE: u8 = 0;
+    pub const UPDATE: u8 = 1;
+    pub const DELETE: u8 = 2;
+    pub const META: u8 = 3;
+    pub const SUMMARY: u8 = 4;
+    pub const APPEND: u8 = 5;
+}
+
+/// A message version (TM2s): its own serial and time, and who made it, why.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageVersion {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+/// A message's annotations as the server rolls them up: per annotation type, its summary
+/// (TM2u, TM7).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MessageAnnotations {
+    #[serde(default)]
+    pub summary: BTreeMap<String, serde_json::Value>,
+}
+
+/// An annotation of a message (TAN2): a reaction, a flag, a read receipt.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Annotation {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// 0 create, 1 delete; always sent (ably-js reads a missing one as undefined).
+    #[serde(default)]
+    pub action: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Data>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<u64>,
+    /// The annotation's own serial, given by the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// The serial of the message it annotates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_serial: Option<String>,
+    /// `namespace:summarization.version`, e.g. `reaction:distinct.v1`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub annotation_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extras: Option<serde_json::Value>,
 }
 
 impl Message {

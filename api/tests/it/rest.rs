@@ -168,6 +168,24 @@ async fn rest_publish_with_a_repeated_id_is_delivered_once() {
     assert_eq!(delivery["messages"][0]["serial"], first["serials"][0]);
 }
 
+/// A publisher cannot hand out versions or annotation summaries: they are dropped from what
+/// subscribers receive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_cannot_forge_a_version_or_a_summary() {
+    let server = Server::start().await;
+    let mut subscriber = server.attached(&full_key("json"), "forged").await;
+    let body = json!([{"name": "forged", "data": "x",
+        "version": {"serial": "zzz", "clientId": "admin", "description": "edited by admin"},
+        "annotations": {"summary": {"reaction:distinct.v1": {"👍": {"total": 1000}}}}}]);
+    let response = server.post_json("/channels/forged/messages", &body).await;
+    assert_eq!(response.status, 201, "{response:?}");
+    let delivery = subscriber.expect(MESSAGE).await;
+    let message = &delivery["messages"][0];
+    assert_eq!(message["name"], "forged", "{delivery}");
+    assert!(message.get("version").is_none(), "{delivery}");
+    assert!(message.get("annotations").is_none(), "{delivery}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_publish_with_a_token() {
     let server = Server::start().await;

@@ -17,7 +17,9 @@ use super::shape::{batch_shape, frame_shape, list_len};
 use super::*;
 use crate::error::ErrorInfo;
 use crate::fuzzing::{config, json_value, text};
-use crate::message::{AuthDetails, ConnectionDetails, PublishResult};
+use crate::message::{
+    Annotation, AuthDetails, ConnectionDetails, MessageAnnotations, MessageVersion, PublishResult,
+};
 
 const FORMATS: [Format; 2] = [Format::Json, Format::Msgpack];
 
@@ -84,12 +86,14 @@ fn message() -> impl Strategy<Value = Message> {
         (opt(text()), opt(text()), opt(data()), opt(encoding())),
         (opt(text()), opt(text()), opt(any::<u64>())),
         (opt(json_object()), opt(any::<u8>()), opt(text())),
+        (opt(message_version()), opt(message_annotations())),
     )
         .prop_map(
             |(
                 (id, name, data, encoding),
                 (client_id, connection_id, timestamp),
                 (extras, action, serial),
+                (version, annotations),
             )| Message {
                 id,
                 name,
@@ -102,6 +106,60 @@ fn message() -> impl Strategy<Value = Message> {
                 extras,
                 action,
                 serial,
+                version,
+                annotations,
+            },
+        )
+}
+
+fn message_version() -> impl Strategy<Value = MessageVersion> {
+    (
+        (opt(text()), opt(any::<u64>()), opt(text()), opt(text())),
+        opt(prop::collection::btree_map(text(), text(), 0..3)),
+    )
+        .prop_map(
+            |((serial, timestamp, client_id, description), metadata)| MessageVersion {
+                serial,
+                timestamp,
+                client_id,
+                description,
+                metadata,
+            },
+        )
+}
+
+fn message_annotations() -> impl Strategy<Value = MessageAnnotations> {
+    prop::collection::btree_map(text(), json_object(), 0..3)
+        .prop_map(|summary| MessageAnnotations { summary })
+}
+
+fn annotation() -> impl Strategy<Value = Annotation> {
+    (
+        (opt(text()), any::<u8>(), opt(text()), opt(text())),
+        (opt(text()), opt(any::<u64>()), opt(data()), opt(encoding())),
+        (opt(any::<u64>()), opt(text()), opt(text()), opt(text())),
+        opt(json_object()),
+    )
+        .prop_map(
+            |(
+                (id, action, client_id, connection_id),
+                (name, count, data, encoding),
+                (timestamp, serial, message_serial, annotation_type),
+                extras,
+            )| Annotation {
+                id,
+                action,
+                client_id,
+                connection_id,
+                name,
+                count,
+                data,
+                encoding,
+                timestamp,
+                serial,
+                message_serial,
+                annotation_type,
+                extras,
             },
         )
 }
@@ -163,7 +221,7 @@ fn protocol_message() -> impl Strategy<Value = ProtocolMessage> {
     let list = |n| 0..n;
     (
         (
-            prop_oneof![0u8..=17, any::<u8>()],
+            prop_oneof![0u8..=21, any::<u8>()],
             opt(any::<u64>()),
             opt(text()),
             opt(any::<u64>()),
@@ -183,12 +241,14 @@ fn protocol_message() -> impl Strategy<Value = ProtocolMessage> {
                 list(3),
             )),
         ),
+        opt(prop::collection::vec(annotation(), list(3))),
     )
         .prop_map(
             |(
                 (action, flags, id, timestamp, count, error),
                 (connection_id, channel, channel_serial, msg_serial),
                 (messages, presence, auth, connection_details, params, res),
+                annotations,
             )| ProtocolMessage {
                 action,
                 flags,
@@ -206,6 +266,7 @@ fn protocol_message() -> impl Strategy<Value = ProtocolMessage> {
                 connection_details,
                 params,
                 res,
+                annotations,
             },
         )
 }
@@ -218,6 +279,9 @@ fn as_json_decodes(message: &ProtocolMessage) -> ProtocolMessage {
     }
     for p in copy.presence.iter_mut().flatten() {
         p.make_json_safe();
+    }
+    for a in copy.annotations.iter_mut().flatten() {
+        a.make_json_safe();
     }
     copy
 }
@@ -248,7 +312,7 @@ fn other_spellings(message: &ProtocolMessage) -> Vec<(Vec<u8>, Format)> {
 }
 
 /// ProtocolMessage's fields in declaration order, which is how serde numbers them.
-const PROTOCOL_MESSAGE_FIELDS: [&str; 16] = [
+const PROTOCOL_MESSAGE_FIELDS: [&str; 17] = [
     "action",
     "flags",
     "id",
@@ -265,6 +329,7 @@ const PROTOCOL_MESSAGE_FIELDS: [&str; 16] = [
     "connectionDetails",
     "params",
     "res",
+    "annotations",
 ];
 
 /// msgpack headers that declare far more than follows: arrays, maps, bins and strings of

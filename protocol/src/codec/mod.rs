@@ -75,6 +75,9 @@ pub fn encode_message(message: &ProtocolMessage, format: Format) -> Result<Vec<u
         for p in copy.presence.iter_mut().flatten() {
             base64_binary(&mut p.data, &mut p.encoding);
         }
+        for a in copy.annotations.iter_mut().flatten() {
+            a.make_json_safe();
+        }
         return encode(&copy, format);
     }
     encode(message, format)
@@ -84,10 +87,21 @@ fn has_binary(message: &ProtocolMessage) -> bool {
     let binary = |data: &Option<Data>| matches!(data, Some(Data::Binary(_)));
     message.messages.iter().flatten().any(|m| binary(&m.data))
         || message.presence.iter().flatten().any(|p| binary(&p.data))
+        || message
+            .annotations
+            .iter()
+            .flatten()
+            .any(|a| binary(&a.data))
 }
 
 impl Message {
     /// JSON cannot carry bytes: base64 them and append the `base64` step to `encoding`.
+    pub fn make_json_safe(&mut self) {
+        base64_binary(&mut self.data, &mut self.encoding);
+    }
+}
+
+impl crate::message::Annotation {
     pub fn make_json_safe(&mut self) {
         base64_binary(&mut self.data, &mut self.encoding);
     }

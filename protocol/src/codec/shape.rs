@@ -119,6 +119,7 @@ pub struct FrameShape {
     _params: IgnoredAny,
     #[serde(rename = "res")]
     _res: IgnoredAny,
+    pub annotations: Counted,
 }
 
 fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u8>, D::Error> {

@@ -34,6 +34,75 @@ fn round_trips_in_both_formats() {
     }
 }
 
+/// An edit (version, summary) and an ANNOTATION frame (action 21, binary data) keep every
+/// field both ways; JSON carries the annotation's bytes as base64.
+#[test]
+fn edits_and_annotations_round_trip() {
+    use crate::message::{message_action, Annotation, MessageAnnotations, MessageVersion};
+    let mut edit = publish(Data::String("fixed".into()), None);
+    if let Some(message) = edit.messages.as_mut().and_then(|m| m.first_mut()) {
+        message.action = Some(message_action::UPDATE);
+        message.serial = Some("01a2-0000000001".into());
+        message.version = Some(MessageVersion {
+            serial: Some("01a2-0000000002".into()),
+            timestamp: Some(1_700_000_000_123),
+            client_id: Some("mod".into()),
+            description: Some("typo".into()),
+            metadata: Some([("reason".to_owned(), "spelling".to_owned())].into()),
+        });
+        message.annotations = Some(MessageAnnotations {
+            summary: [(
+                "reaction:distinct.v1".to_owned(),
+                serde_json::json!({"👍": {"total": 2, "clientIds": ["a", "b"], "clipped": false}}),
+            )]
+            .into(),
+        });
+    }
+    let reaction = ProtocolMessage {
+        channel: Some("chat:1".into()),
+        msg_serial: Some(3),
+        annotations: Some(vec![Annotation {
+            action: 0,
+            annotation_type: Some("reaction:distinct.v1".into()),
+            name: Some("👍".into()),
+            message_serial: Some("01a2-0000000001".into()),
+            data: Some(Data::Binary(Bytes::from_static(&[1, 2]))),
+            ..Default::default()
+        }]),
+        ..ProtocolMessage::new(Action::Annotation)
+    };
+    for format in [Format::Json, Format::Msgpack] {
+        let bytes = encode_message(&edit, format).unwrap();
+        assert_eq!(
+            decode::<ProtocolMessage>(&bytes, format).unwrap(),
+            edit,
+            "{format:?}"
+        );
+    }
+    let packed = encode_message(&reaction, Format::Msgpack).unwrap();
+    assert_eq!(
+        decode::<ProtocolMessage>(&packed, Format::Msgpack).unwrap(),
+        reaction
+    );
+    let text = encode_message(&reaction, Format::Json).unwrap();
+    let value: serde_json::Value = serde_json::from_slice(&text).unwrap();
+    assert_eq!(value["action"], 21);
+    let annotation = &value["annotations"][0];
+    assert_eq!(annotation["type"], "reaction:distinct.v1");
+    assert_eq!(annotation["messageSerial"], "01a2-0000000001");
+    assert_eq!(annotation["action"], 0, "always sent: {annotation}");
+    assert_eq!(
+        (&annotation["data"], &annotation["encoding"]),
+        (&serde_json::json!("AQI="), &serde_json::json!("base64"))
+    );
+    assert_eq!(
+        decode::<ProtocolMessage>(&text, Format::Json)
+            .unwrap()
+            .action(),
+        Some(Action::Annotation)
+    );
+}
+
 #[test]
 fn binary_stays_binary_in_msgpack_and_becomes_base64_in_json() {
     let message = publish(Data::Binary(Bytes::from_static(&[0, 159, 255])), None);
@@ -203,6 +272,7 @@ fn a_frame_spelled_by_position_is_skimmed_as_it_decodes() {
         }),
         params: Some([("a".to_owned(), "b".to_owned())].into()),
         res: Some(vec![]),
+        annotations: Some(vec![]),
     };
     let positional = rmp_serde::to_vec(&frame).unwrap();
     assert_eq!(

@@ -27,6 +27,17 @@ fn message(serial: &str, data: Data) -> Message {
     }
 }
 
+/// A version as an edit carries it.
+fn edit() -> protocol::MessageVersion {
+    protocol::MessageVersion {
+        serial: Some("s:9".into()),
+        timestamp: Some(9),
+        client_id: Some("alice".into()),
+        description: Some("typo".into()),
+        metadata: Some([("reason".to_owned(), "typo".to_owned())].into()),
+    }
+}
+
 fn encode(message: &ProtocolMessage, format: Format) -> Frame {
     Frame::encode(message, format).unwrap()
 }
@@ -68,7 +79,18 @@ fn a_run_merges_in_order_with_each_message_as_the_client_would_have_seen_it() {
                 "room",
                 "alice",
                 1,
-                vec![message("s:3", Data::String("d".into()))],
+                vec![Message {
+                    action: Some(protocol::message::message_action::UPDATE),
+                    version: Some(edit()),
+                    annotations: Some(protocol::MessageAnnotations {
+                        summary: [(
+                            "reaction:distinct.v1".to_owned(),
+                            serde_json::json!({"👍": {"total": 1, "clientIds": ["bob"]}}),
+                        )]
+                        .into(),
+                    }),
+                    ..message("s:3", Data::String("d".into()))
+                }],
             ),
         ];
         let encoded: Vec<Frame> = frames.iter().map(|f| encode(f, format)).collect();
@@ -101,6 +123,12 @@ fn a_run_merges_in_order_with_each_message_as_the_client_would_have_seen_it() {
         let messages = merged.messages.clone().unwrap();
         assert_eq!(messages, expected, "{format:?}");
         assert_eq!(as_client_sees(merged), expected, "nothing left to inherit");
+        assert_eq!(
+            messages[3].version,
+            Some(edit()),
+            "an edit's version survives the merge"
+        );
+        assert!(messages[3].annotations.is_some(), "and its summary");
         let ids: Vec<_> = messages.iter().map(|m| m.id.clone().unwrap()).collect();
         assert_eq!(ids, ["alice:0:0", "alice:0:1", "explicit-id", "alice:1:0"]);
         let from: Vec<_> = messages
