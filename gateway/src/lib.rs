@@ -335,6 +335,16 @@ impl Gateway {
             .await
     }
 
+    /// One message of `channel`'s history by its serial, read as `history` is.
+    pub async fn message(
+        &self,
+        channel: &str,
+        serial: &str,
+    ) -> Result<Option<Arc<protocol::Message>>, protocol::ErrorInfo> {
+        self.read_joined(channel, |hub| hub.message(channel, serial))
+            .await
+    }
+
     /// Reads the hub's copy of `channel` while joined to it (with a bus: subscribed and caught
     /// up from the shared store), then leaves.
     async fn read_joined<T>(

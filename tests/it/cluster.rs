@@ -249,6 +249,17 @@ fn history_and_rewind_on_any_node_come_from_the_shared_store() {
 
         let rewound = rewind_two(&nodes[2], "user:7").await;
         assert_eq!(rewound, ["1", "2"], "rewind on node C");
+
+        // One message by its serial, from another node than the publisher's.
+        let path = format!("/channels/user:7/messages/{}", serials[1]);
+        let (status, body) = rest(nodes[2].addr, Request::get(path).basic(KEY)).await;
+        assert_eq!(status, 200, "{body}");
+        let message: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            (message["data"].as_str(), message["serial"].as_str()),
+            (Some("1"), Some(serials[1].as_str())),
+            "{body}"
+        );
     });
 }
 

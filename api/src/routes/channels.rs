@@ -2,7 +2,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use gateway::{Gateway, Occupancy, Origin};
-use protocol::{ChannelName, ErrorCode, Message, Operation};
+use protocol::{ChannelName, Message, Operation};
 use serde::Serialize;
 
 use crate::body::{respond, OneOrMany};
@@ -77,13 +77,12 @@ pub(crate) async fn status(
     Enveloped { format, envelope }: Enveloped,
     Caller(principal): Caller,
 ) -> Result<Response, ApiError> {
-    let channel = ChannelName::parse(&channel)?;
-    if !principal.allows(&channel, Operation::ChannelMetadata) {
-        return Err(ApiError::code(
-            ErrorCode::CapabilityDenied,
-            "channel-metadata is not permitted on this channel",
-        ));
-    }
+    let channel = super::permitted_channel(
+        &principal,
+        &channel,
+        Operation::ChannelMetadata,
+        "channel-metadata is not permitted on this channel",
+    )?;
     let metrics = gateway.hub().occupancy(&principal.channel_key(&channel));
     let details = ChannelDetails {
         channel_id: channel.as_str().to_owned(),

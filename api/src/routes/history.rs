@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use gateway::hub::HistoryQuery;
 use gateway::{Gateway, Principal};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
-use protocol::{ChannelName, ErrorCode, Format, Message, Operation, PresenceMessage};
+use protocol::{ErrorCode, Format, Message, Operation, PresenceMessage};
 use serde::Serialize;
 
 use crate::body::respond_paged;
@@ -68,13 +68,12 @@ fn request(read: Read, operation: Operation) -> Result<Request, ApiError> {
         reply: Enveloped { format, envelope },
         caller,
     } = read;
-    let channel = ChannelName::parse(&channel)?;
-    if !caller.allows(&channel, operation) {
-        return Err(ApiError::code(
-            ErrorCode::CapabilityDenied,
-            "reading this channel's history or presence is not permitted by the capability",
-        ));
-    }
+    let channel = super::permitted_channel(
+        &caller,
+        &channel,
+        operation,
+        "reading this channel's history or presence is not permitted by the capability",
+    )?;
     let bad = |name: &str| {
         ApiError::code(
             ErrorCode::InvalidParameterValue,
@@ -226,6 +225,33 @@ pub(crate) async fn messages(
         })
         .collect();
     request.respond("messages", &messages, next)
+}
+
+const NO_HISTORY: &str = "reading this channel's messages is not permitted by the capability";
+
+/// `GET /channels/{channel}/messages/{serial}` (RSL11): the message with that serial, while
+/// history still holds it; 404 (40400) otherwise. Needs `history`, as history does.
+pub(crate) async fn message(
+    State(gateway): State<Gateway>,
+    Path((channel, serial)): Path<(String, String)>,
+    Enveloped { format, envelope }: Enveloped,
+    Caller(caller): Caller,
+) -> Result<Response, ApiError> {
+    let channel = super::permitted_channel(&caller, &channel, Operation::History, NO_HISTORY)?;
+    let found = gateway
+        .message(&caller.channel_key(&channel), &serial)
+        .await?;
+    let Some(found) = found else {
+        return Err(ApiError::code(
+            ErrorCode::NotFound,
+            format!("no message with serial {serial:?} in this channel's history"),
+        ));
+    };
+    let mut message = Message::clone(&found);
+    if format == Format::Json {
+        message.make_json_safe();
+    }
+    crate::body::respond(StatusCode::OK, &message, format, envelope)
 }
 
 pub(crate) async fn presence(

@@ -56,6 +56,10 @@ pub(crate) fn router(gateway: Gateway) -> Router {
             "/channels/{channel}/messages",
             post(channels::publish).get(history::messages),
         )
+        .route(
+            "/channels/{channel}/messages/{serial}",
+            get(history::message),
+        )
         .route("/channels/{channel}/presence", get(history::presence))
         .route(
             "/channels/{channel}/presence/history",
@@ -110,4 +114,20 @@ pub(crate) async fn metrics_for_key(
         return Err(ApiError::new(info));
     }
     Ok(self::metrics(metrics.as_ref()))
+}
+
+/// `channel` parsed, with `operation` in `caller`'s capability; `refused` says what the
+/// capability does not permit.
+fn permitted_channel(
+    caller: &gateway::Principal,
+    channel: &str,
+    operation: protocol::Operation,
+    refused: &str,
+) -> Result<protocol::ChannelName, ApiError> {
+    let channel = protocol::ChannelName::parse(channel)?;
+    if caller.allows(&channel, operation) {
+        Ok(channel)
+    } else {
+        Err(ApiError::code(ErrorCode::CapabilityDenied, refused))
+    }
 }

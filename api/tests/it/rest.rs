@@ -168,6 +168,48 @@ async fn rest_publish_with_a_repeated_id_is_delivered_once() {
     assert_eq!(delivery["messages"][0]["serial"], first["serials"][0]);
 }
 
+/// `GET /channels/{ch}/messages/{serial}` (RSL11): the message published with that serial, in
+/// JSON and msgpack; 404 (40400) for a serial the history does not hold; 401 (40160) for a key
+/// without `history` on the channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_message_by_its_serial() {
+    let server = Server::start().await;
+    let body = json!([{"name": "first", "data": "one"}, {"name": "second", "data": {"n": 2}}]);
+    let published = server
+        .post_json("/channels/allowed:one/messages", &body)
+        .await;
+    assert_eq!(published.status, 201, "{published:?}");
+    let serials = published.json()["serials"].clone();
+    let second = serials[1].as_str().unwrap();
+    let path = format!("/channels/allowed:one/messages/{second}");
+
+    let got = server.get(path.as_str()).await;
+    assert_eq!(got.status, 200, "{got:?}");
+    let message = got.json();
+    assert_eq!(
+        (&message["name"], &message["serial"], &message["data"]),
+        (&json!("second"), &serials[1], &json!({"n": 2})),
+        "{message}"
+    );
+    let packed = server
+        .http(
+            Request::get(path.as_str())
+                .basic(FULL_KEY)
+                .header("accept", "application/x-msgpack"),
+        )
+        .await;
+    assert_eq!(packed.status, 200, "{packed:?}");
+    assert_eq!(from_msgpack(&packed.body)["name"], "second");
+
+    let first = serials[0].as_str().unwrap();
+    let missing = format!("/channels/allowed:two/messages/{first}");
+    assert_rest_error(&server.get(missing).await, 40400, 404);
+    let refused = server
+        .http(Request::get(path.as_str()).basic(LIMITED_KEY))
+        .await;
+    assert_rest_error(&refused, 40160, 401);
+}
+
 /// A publisher cannot hand out versions or annotation summaries: they are dropped from what
 /// subscribers receive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

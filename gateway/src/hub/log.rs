@@ -130,6 +130,15 @@ impl MessageLog {
         )
     }
 
+    /// The message logged under `serial` (entries are in serial order).
+    pub(super) fn find(&self, serial: &str) -> Option<Arc<Message>> {
+        let at = self
+            .entries
+            .binary_search_by(|m| m.serial.as_deref().unwrap_or_default().cmp(serial))
+            .ok()?;
+        self.entries.get(at).cloned()
+    }
+
     pub(super) fn newest(&self) -> Option<&Arc<Message>> {
         self.entries.back()
     }

@@ -235,6 +235,14 @@ impl Hub {
         state.log.query(query)
     }
 
+    /// One message of the history, by its serial (`None` if it is not, or no longer, held).
+    pub fn message(&self, channel: &str, serial: &str) -> Option<Arc<Message>> {
+        let entry = self.existing(channel)?;
+        let mut state = entry.lock();
+        state.log.expire(protocol::now_ms());
+        state.log.find(serial)
+    }
+
     /// Drops channels with nothing left: no subscribers, members, history or live idempotency
     /// ids. Call periodically.
     pub fn sweep(&self, now_ms: u64) {
