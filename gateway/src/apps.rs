@@ -10,18 +10,32 @@ use rand::distributions::{Alphanumeric, DistString};
 use serde::Deserialize;
 
 use crate::auth::{Auth, APP_SEPARATOR};
-use crate::config::ApiKey;
+use crate::config::{ApiKey, ChannelRules, Retention};
 use crate::error::Error;
 use crate::hub::Hub;
 use crate::stats::Stats;
 
 /// The `post_apps` body of ably-common's `test-app-setup.json` (fields we act on).
 #[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub struct AppSpec {
-    #[serde(default)]
     pub keys: Vec<KeySpec>,
-    #[serde(default)]
+    pub namespaces: Vec<NamespaceSpec>,
     pub channels: Vec<ChannelSpec>,
+}
+
+/// A namespace rule, as the test app setup sends them: `{id: "mutable", mutableMessages: true}`,
+/// `{id: "persisted", persisted: true}`; other rules (`pushEnabled`, …) are accepted and ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceSpec {
+    /// The namespace: the part of a channel name before the first `:`.
+    pub id: String,
+    #[serde(default)]
+    pub mutable_messages: bool,
+    /// History kept for a day (`Retention::PERSISTED`); mutable messages imply it, as on Ably.
+    #[serde(default)]
+    pub persisted: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -70,7 +84,7 @@ impl Apps {
         }
     }
 
-    /// Creates an app with the given keys (in order) and presence fixtures.
+    /// Creates an app with the given keys (in order), namespace rules and presence fixtures.
     pub(crate) fn create(&self, spec: &AppSpec) -> Result<(String, Vec<ApiKey>), Error> {
         let app_id = Alphanumeric.sample_string(&mut rand::thread_rng(), 10);
         let scope: Arc<str> = app_id.as_str().into();
@@ -93,7 +107,41 @@ impl Apps {
             self.auth.add_app_key(key.clone());
             keys.push(key);
         }
-        for channel in &spec.channels {
+        // Before the fixtures, so a fixture channel is made with its namespace's retention.
+        self.hub.set_app_rules(&app_id, Apps::namespace_rules(spec));
+        if let Err(error) = self.add_fixtures(&app_id, &spec.channels) {
+            self.hub.remove_app_rules(&app_id);
+            return Err(error);
+        }
+        let fixtures = spec.channels.iter().filter_map(|c| {
+            protocol::ChannelName::parse(&c.name)
+                .ok()
+                .map(|n| n.base().to_owned())
+        });
+        self.apps.insert(app_id.clone(), fixtures.collect());
+        tracing::info!(%app_id, keys = keys.len(), "sandbox app created");
+        Ok((app_id, keys))
+    }
+
+    /// The rules of the app's namespaces that change anything: mutable or persisted ones keep a
+    /// day of history. The others (`pushEnabled`, …) leave the configured rules in force.
+    fn namespace_rules(spec: &AppSpec) -> Vec<(String, ChannelRules)> {
+        spec.namespaces
+            .iter()
+            .filter(|namespace| namespace.persisted || namespace.mutable_messages)
+            .map(|namespace| {
+                let rules = ChannelRules {
+                    retention: Retention::PERSISTED,
+                    mutable_messages: namespace.mutable_messages,
+                };
+                (namespace.id.clone(), rules)
+            })
+            .collect()
+    }
+
+    /// Enters the presence fixtures of the app's channels.
+    fn add_fixtures(&self, app_id: &str, channels: &[ChannelSpec]) -> Result<(), Error> {
+        for channel in channels {
             let name = protocol::ChannelName::parse(&channel.name)?;
             let channel_key = format!("{app_id}{APP_SEPARATOR}{}", name.base());
             let now = protocol::now_ms();
@@ -119,17 +167,11 @@ impl Apps {
                 self.hub.presence(&channel_key, members)?;
             }
         }
-        let fixtures = spec.channels.iter().filter_map(|c| {
-            protocol::ChannelName::parse(&c.name)
-                .ok()
-                .map(|n| n.base().to_owned())
-        });
-        self.apps.insert(app_id.clone(), fixtures.collect());
-        tracing::info!(%app_id, keys = keys.len(), "sandbox app created");
-        Ok((app_id, keys))
+        Ok(())
     }
 
-    /// Removes an app's keys and fixtures (its channels age out with their history).
+    /// Removes an app's keys, namespace rules and fixtures (its channels age out with their
+    /// history).
     pub(crate) fn delete(&self, app_id: &str) -> bool {
         let Some((_, fixture_channels)) = self.apps.remove(app_id) else {
             return false;
@@ -140,6 +182,7 @@ impl Apps {
                 FIXTURE_CONNECTION,
             );
         }
+        self.hub.remove_app_rules(app_id);
         self.auth.remove_app(app_id);
         self.stats.remove_app(app_id);
         true

@@ -33,7 +33,7 @@ impl BackendEvents for NodeEvents {
     fn position(&self, channel: &str) -> Option<Position> {
         let gateway = self.gateway()?;
         Some(Position {
-            retention: gateway.hub().retention_for(channel),
+            retention: gateway.hub().rules_for(channel).retention,
             last: gateway.hub().last_serial(channel),
         })
     }

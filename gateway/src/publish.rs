@@ -176,7 +176,7 @@ impl Publisher {
             Origin::Rest => (None, None),
         };
         let channel_key = principal.channel_key(channel);
-        let retention = self.hub.retention_for(&channel_key);
+        let retention = self.hub.rules_for(&channel_key).retention;
         let publication = Publication {
             channel: &channel_key,
             messages,

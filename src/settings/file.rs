@@ -75,7 +75,7 @@ pub(super) struct FileWebhook {
     pub(super) breaker_cooldown_ms: Option<u64>,
 }
 
-/// `[history]`: retention per channel, and per namespace (`[[history.namespace]]`).
+/// `[history]`: retention per channel, and rules per namespace (`[[history.namespace]]`).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct FileHistory {
@@ -94,6 +94,9 @@ pub(super) struct FileNamespace {
     pub(super) name: String,
     pub(super) max_messages: Option<usize>,
     pub(super) max_age_secs: Option<u64>,
+    /// Updates, deletes, appends and annotations allowed; the limits then default to a day.
+    #[serde(default)]
+    pub(super) mutable_messages: bool,
 }
 
 /// `[presence]`: members per channel.

@@ -1,4 +1,5 @@
-//! `[history]` and `[presence]`: retention per channel and per namespace, rewind, members.
+//! `[history]` and `[presence]`: retention per channel, rules per namespace (retention, mutable
+//! messages), rewind, members.
 
 use super::file::{FileHistory, FilePresence};
 use super::positive;
@@ -26,7 +27,12 @@ pub(super) fn hub_config(
                     namespace.name
                 ));
             }
-            let mut retention = hub.retention;
+            // A mutable namespace is persisted (Ably): a day of history unless told otherwise.
+            let mut retention = if namespace.mutable_messages {
+                gateway::config::Retention::PERSISTED
+            } else {
+                hub.retention
+            };
             if let Some(n) = namespace.max_messages {
                 retention.max_messages = positive(n, "--config history.namespace.max_messages")?;
             }
@@ -34,7 +40,11 @@ pub(super) fn hub_config(
                 positive(secs, "--config history.namespace.max_age_secs")?;
                 retention.max_age = std::time::Duration::from_secs(secs);
             }
-            hub.namespace_retention.push((namespace.name, retention));
+            let rules = gateway::config::ChannelRules {
+                retention,
+                mutable_messages: namespace.mutable_messages,
+            };
+            hub.namespace_rules.push((namespace.name, rules));
         }
     }
     if let Some(n) = presence.and_then(|p| p.max_members) {

@@ -42,11 +42,7 @@ impl Settings {
                     config.supabase_revoke_keys.join(", ")
                 }
             ),
-            format!(
-                "history: {} messages, {} s per channel",
-                config.hub.retention.max_messages,
-                config.hub.retention.max_age.as_secs()
-            ),
+            format!("history: {}", describe_history(&config.hub)),
             format!(
                 "presence: at most {} members per channel",
                 config.hub.max_presence_members
@@ -98,6 +94,26 @@ impl Settings {
         }
         lines.join("\n")
     }
+}
+
+/// The default retention, then each namespace's rules: `500 messages, 600 s per channel;
+/// namespace chat: 10000 messages, 86400 s, mutable messages`.
+fn describe_history(hub: &gateway::HubConfig) -> String {
+    let describe = |retention: &gateway::config::Retention| {
+        format!(
+            "{} messages, {} s",
+            retention.max_messages,
+            retention.max_age.as_secs()
+        )
+    };
+    let mut text = format!("{} per channel", describe(&hub.retention));
+    for (namespace, rules) in &hub.namespace_rules {
+        text += &format!("; namespace {namespace}: {}", describe(&rules.retention));
+        if rules.mutable_messages {
+            text += ", mutable messages";
+        }
+    }
+    text
 }
 
 fn describe_rate(rate: &gateway::config::PublishRate) -> String {

@@ -135,13 +135,14 @@ max_members = 5000
     assert_eq!(hub.retention.max_age.as_secs(), 60);
     assert_eq!(hub.max_rewind, 10);
     assert_eq!(hub.max_presence_members, 5000);
-    let (name, user) = &hub.namespace_retention[0];
+    let (name, user) = &hub.namespace_rules[0];
     assert_eq!(name, "user");
-    assert_eq!(user.max_age.as_secs(), 86400);
+    assert_eq!(user.retention.max_age.as_secs(), 86400);
     assert_eq!(
-        user.max_messages, 100,
+        user.retention.max_messages, 100,
         "unset fields inherit the channel default"
     );
+    assert!(!user.mutable_messages);
 
     assert_file_refused(
         r#"
@@ -156,6 +157,62 @@ max_messages = 0
 name = "a:b"
 "#,
         "history.namespace",
+    );
+}
+
+#[test]
+fn a_namespace_can_turn_on_mutable_messages() {
+    let settings = with_file(
+        r#"
+[history]
+max_messages = 100
+max_age_secs = 60
+
+[[history.namespace]]
+name = "chat"
+mutable_messages = true
+
+[[history.namespace]]
+name = "dm"
+mutable_messages = true
+max_age_secs = 3600
+
+[[history.namespace]]
+name = "user"
+"#,
+    )
+    .unwrap();
+    let rules = &settings.gateway.hub.namespace_rules;
+    let (name, chat) = &rules[0];
+    assert_eq!(name, "chat");
+    assert!(chat.mutable_messages);
+    assert_eq!(chat.retention.max_messages, 10_000, "persisted, as on Ably");
+    assert_eq!(chat.retention.max_age.as_secs(), 24 * 60 * 60);
+    let (_, dm) = &rules[1];
+    assert!(dm.mutable_messages);
+    assert_eq!(dm.retention.max_age.as_secs(), 3600, "a given limit wins");
+    assert_eq!(dm.retention.max_messages, 10_000);
+    let (_, user) = &rules[2];
+    assert!(!user.mutable_messages, "off unless turned on");
+    assert_eq!(user.retention.max_messages, 100);
+
+    assert_file_refused(
+        r#"
+[[history.namespace]]
+name = "chat"
+mutable_messages = "yes"
+"#,
+        "mutable_messages",
+    );
+
+    let summary = settings.summary();
+    assert!(
+        summary.contains("namespace user: 100 messages, 60 s\n"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("namespace chat: 10000 messages, 86400 s, mutable messages"),
+        "{summary}"
     );
 }
 

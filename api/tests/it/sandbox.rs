@@ -1,5 +1,6 @@
 //! `--sandbox` apps and the batch endpoints.
 
+use gateway::auth::APP_SEPARATOR;
 use serde_json::{json, Value};
 
 use crate::support::{config, Request, Server, FULL_KEY};
@@ -70,6 +71,52 @@ async fn an_app_gets_its_keys_in_order_and_its_presence_fixtures() {
     server
         .assert_publish_refused(limited, "cansubscribe:x")
         .await;
+}
+
+#[tokio::test]
+async fn an_apps_namespaces_set_its_channel_rules_until_it_is_deleted() {
+    let server = sandbox().await;
+    // As ably-common's test-app-setup.json sends them.
+    let namespaces = json!([
+        {"id": "persisted", "persisted": true},
+        {"id": "pushenabled", "pushEnabled": true},
+        {"id": "mutable", "mutableMessages": true},
+    ]);
+    let one = create_app(&server, json!({"namespaces": namespaces})).await;
+    let two = create_app(&server, json!({})).await;
+    let app_one = one["appId"].as_str().unwrap();
+    let app_two = two["appId"].as_str().unwrap();
+    let rules = |app: &str, channel: &str| {
+        let key = format!("{app}{APP_SEPARATOR}{channel}");
+        server.gateway.hub().rules_for(&key)
+    };
+
+    let mutable = rules(app_one, "mutable:x");
+    assert!(mutable.mutable_messages);
+    assert_eq!(
+        mutable.retention.max_messages, 10_000,
+        "mutable is persisted"
+    );
+    assert!(!rules(app_one, "x").mutable_messages);
+    assert!(!rules(app_two, "mutable:x").mutable_messages, "another app");
+    let persisted = rules(app_one, "persisted:x");
+    assert!(!persisted.mutable_messages);
+    assert_eq!(persisted.retention.max_age.as_secs(), 24 * 60 * 60);
+    let default = gateway::HubConfig::default().retention;
+    assert_eq!(
+        rules(app_one, "pushenabled:x").retention.max_messages,
+        default.max_messages
+    );
+
+    let key = one["keys"][0]["keyStr"].as_str().unwrap();
+    let deleted = server
+        .http(Request::new("DELETE", format!("/apps/{app_one}")).basic(key))
+        .await;
+    assert!(deleted.status < 300, "{deleted:?}");
+    assert!(
+        !rules(app_one, "mutable:x").mutable_messages,
+        "gone with the app"
+    );
 }
 
 #[tokio::test]

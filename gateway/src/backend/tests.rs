@@ -52,7 +52,7 @@ impl BackendEvents for HubNode {
 
     fn position(&self, channel: &str) -> Option<Position> {
         Some(Position {
-            retention: self.hub.retention_for(channel),
+            retention: self.hub.rules_for(channel).retention,
             last: self.hub.last_serial(channel),
         })
     }
@@ -241,7 +241,7 @@ async fn a_publish_gets_consecutive_serials_reaches_the_hub_and_is_idempotent() 
     for_each_backend(|subject| async move {
         let (name, bus, hub) = (subject.name, &subject.backend.bus, &subject.node.hub);
         bus.join("room").await.expect("joined");
-        let retention = hub.retention_for("room");
+        let retention = hub.rules_for("room").retention;
         let serials = bus
             .publish(hub, publication("room", &["a", "b"]), retention)
             .await
@@ -277,7 +277,7 @@ async fn a_failed_catch_up_after_a_redis_restart_still_knows_nothing_was_missed(
     let (bus, node) = (&subject.backend.bus, &subject.node);
     let channel = "restart-retry";
     bus.join(channel).await.expect("joined");
-    let retention = node.hub.retention_for(channel);
+    let retention = node.hub.rules_for(channel).retention;
     bus.publish(&node.hub, publication(channel, &["a", "b"]), retention)
         .await
         .expect("published");

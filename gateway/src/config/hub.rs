@@ -9,13 +9,33 @@ pub struct Retention {
     pub max_age: Duration,
 }
 
+impl Retention {
+    /// What a namespace with mutable messages (or a sandbox app's `persisted` namespace) keeps
+    /// unless told otherwise: Ably persists such channels for 24 hours, and an edit must find its
+    /// original in the log, so the log keeps a day of a busy channel.
+    pub const PERSISTED: Retention = Retention {
+        max_messages: 10_000,
+        max_age: Duration::from_secs(24 * 60 * 60),
+    };
+}
+
+/// What a channel's namespace turns on: Ably's channel rules, for the part we implement.
+#[derive(Debug, Clone, Copy)]
+pub struct ChannelRules {
+    pub retention: Retention,
+    /// Updates, deletes, appends and annotations are allowed (Ably's "Message annotations,
+    /// updates, deletes, and appends" rule); off, they are refused with 93002.
+    pub mutable_messages: bool,
+}
+
 /// What the hub keeps and allows per channel.
 #[derive(Debug, Clone)]
 pub struct HubConfig {
     /// History kept per channel unless a namespace says otherwise.
     pub retention: Retention,
-    /// Per-namespace retention (`user` for `user:*` channels), e.g. payment events kept longer.
-    pub namespace_retention: Vec<(String, Retention)>,
+    /// Per-namespace rules (`user` for `user:*` channels), e.g. payment events kept longer;
+    /// channels in no listed namespace get `retention` and no mutable messages.
+    pub namespace_rules: Vec<(String, ChannelRules)>,
     /// Most messages a `rewind` may replay (Ably caps at 100).
     pub max_rewind: usize,
     /// Presence members per channel (91003 beyond). Ably's 200 is too low for a live stream.
@@ -36,7 +56,7 @@ impl Default for HubConfig {
                 max_messages: 500,
                 max_age: Duration::from_secs(10 * 60),
             },
-            namespace_retention: Vec::new(),
+            namespace_rules: Vec::new(),
             max_rewind: 100,
             max_presence_members: 20_000,
             sync_page_members: 100,

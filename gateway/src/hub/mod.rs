@@ -1,7 +1,8 @@
 //! The hub: channel -> local subscribers, each channel's log and presence set, and the publish
 //! path. This file holds the channel map (epochs, tombstones, `with_channel`, sweep); the rest
 //! is one idea per file: `attach`, `publish`, `fan_out`, `presence`, `subscribers` (with the
-//! counts occupancy reports), `occupancy`, `log`, and the public `types`.
+//! counts occupancy reports), `occupancy`, `log`, `rules` (what a channel's namespace turns on),
+//! and the public `types`.
 //!
 //! A publish takes the channel's lock once, briefly and never across `.await`: it drops
 //! duplicates by message id, assigns serials, appends to the log, encodes the outgoing frame once
@@ -15,6 +16,7 @@ pub(crate) mod log;
 mod occupancy;
 mod presence;
 mod publish;
+mod rules;
 mod subscribers;
 mod types;
 
@@ -25,7 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use dashmap::DashMap;
 use protocol::Message;
 
-use crate::config::{HubConfig, Retention};
+use crate::config::{ChannelRules, HubConfig};
 use crate::pulse::Pulse;
 
 pub use fan_out::{encode_split, MAX_DELIVERY_FRAME_BYTES};
@@ -56,6 +58,8 @@ pub struct Hub {
     tombstones: DashMap<String, (String, u64)>,
     /// Told about local occupancy transitions (webhooks).
     occupancy_hook: std::sync::OnceLock<OccupancyHook>,
+    /// Sandbox app scope -> its namespace rules, consulted before the configured ones.
+    app_rules: DashMap<String, Vec<(String, ChannelRules)>>,
     pulse: Pulse,
 }
 
@@ -125,6 +129,7 @@ impl Hub {
             occupancy_dirty: Mutex::new(HashSet::new()),
             tombstones: DashMap::new(),
             occupancy_hook: std::sync::OnceLock::new(),
+            app_rules: DashMap::new(),
             pulse: Pulse::default(),
         }
     }
@@ -136,18 +141,6 @@ impl Hub {
 
     pub fn config(&self) -> &HubConfig {
         &self.config
-    }
-
-    pub(crate) fn retention_for(&self, channel: &str) -> Retention {
-        let name = channel
-            .split_once(crate::auth::APP_SEPARATOR)
-            .map_or(channel, |(_, name)| name);
-        let namespace = name.split(':').next().unwrap_or(name);
-        self.config
-            .namespace_retention
-            .iter()
-            .find(|(name, _)| name == namespace)
-            .map_or(self.config.retention, |(_, retention)| *retention)
     }
 
     fn new_channel(&self, channel: &str) -> Arc<Channel> {
@@ -176,7 +169,7 @@ impl Hub {
                 next_serial,
                 last_serial: None,
                 recent_ids: RecentIds::default(),
-                log: MessageLog::new(floor, self.retention_for(channel)),
+                log: MessageLog::new(floor, self.rules_for(channel).retention),
                 presence: PresenceSet::default(),
                 presence_sent_at: 0,
                 occupancy_dirty: false,
@@ -267,6 +260,7 @@ impl Hub {
         });
         crate::shrink::dash_map(&self.channels);
         crate::shrink::dash_map(&self.tombstones);
+        crate::shrink::dash_map(&self.app_rules);
     }
 
     pub fn channel_count(&self) -> usize {

@@ -7,6 +7,7 @@ mod presence;
 mod resume;
 mod retention;
 mod rewind;
+mod rules;
 mod serials;
 
 use std::collections::{BTreeSet, HashMap as Map};

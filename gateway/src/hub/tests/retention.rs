@@ -1,6 +1,7 @@
 //! Retention and sweeping: what the log and the channel map keep, and the room they give back.
 
 use super::*;
+use crate::config::{ChannelRules, Retention};
 
 #[test]
 fn idle_channels_are_swept_and_occupancy_counts_modes() {
@@ -65,20 +66,27 @@ fn the_log_drops_messages_older_than_max_age() {
     assert_eq!(hub.channel_count(), 0);
 }
 
+/// `payments:*` keeps 50 messages for an hour.
+fn payments_kept_an_hour() -> Vec<(String, ChannelRules)> {
+    let retention = Retention {
+        max_messages: 50,
+        max_age: Duration::from_secs(3600),
+    };
+    let rules = ChannelRules {
+        retention,
+        mutable_messages: false,
+    };
+    vec![("payments".into(), rules)]
+}
+
 #[test]
-fn namespace_retention_overrides_the_default() {
+fn a_namespace_rule_overrides_the_default_retention() {
     let hub = hub_with(|c| {
         c.retention = Retention {
             max_messages: 3,
             max_age: Duration::from_secs(10 * 60),
         };
-        c.namespace_retention = vec![(
-            "payments".into(),
-            Retention {
-                max_messages: 50,
-                max_age: Duration::from_secs(3600),
-            },
-        )];
+        c.namespace_rules = payments_kept_an_hour();
     });
     let twenty_minutes_ago = protocol::now_ms() - 20 * 60 * 1000;
     for channel in ["payments:eu", "chat:eu", "paymentsx:eu"] {
@@ -107,13 +115,7 @@ fn a_channel_named_like_the_namespace_is_in_it() {
     // Ably: "If the channel name contains no colon, the namespace is the entire channel name."
     let hub = hub_with(|c| {
         c.retention.max_messages = 3;
-        c.namespace_retention = vec![(
-            "payments".into(),
-            Retention {
-                max_messages: 50,
-                max_age: Duration::from_secs(3600),
-            },
-        )];
+        c.namespace_rules = payments_kept_an_hour();
     });
     for i in 0..10 {
         publish_now(&hub, "payments", &i.to_string());
