@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use base64::Engine as _;
 use dashmap::DashMap;
+use protocol::message::message_action;
 use protocol::{ChannelName, ErrorInfo, Message, Operation};
 
 use crate::auth::Principal;
@@ -68,6 +69,37 @@ impl Publisher {
         }
     }
 
+    /// A publish creates messages. An update, delete or append (actions 1, 2, 5) is refused with
+    /// 93002 where the channel's rule does not allow them, and as not served yet where it does;
+    /// meta and summary (3, 4) are the server's, and unknown actions are refused too.
+    fn check_actions(
+        &self,
+        principal: &Principal,
+        channel: &ChannelName,
+        messages: &[Message],
+    ) -> Result<(), Error> {
+        let Some(action) = messages
+            .iter()
+            .filter_map(|m| m.action)
+            .find(|a| *a != message_action::CREATE)
+        else {
+            return Ok(());
+        };
+        match action {
+            message_action::UPDATE | message_action::DELETE | message_action::APPEND => {
+                let key = principal.channel_key(channel);
+                if self.hub.rules_for(&key).mutable_messages {
+                    Err(Error::OperationNotServed { action })
+                } else {
+                    Err(Error::MutableMessagesOff {
+                        channel: channel.as_str().to_owned(),
+                    })
+                }
+            }
+            _ => Err(Error::UnpublishableAction(action)),
+        }
+    }
+
     /// Checks the message count, capability, clientId, the publish's size and the publisher's
     /// rate, stamps ids and timestamps, then hands the messages to the hub. Returns each
     /// message's serial (`None` for an idempotent duplicate). A refusal happens before anything
@@ -96,6 +128,7 @@ impl Publisher {
                 channel: channel.as_str().to_owned(),
             });
         }
+        self.check_actions(principal, channel, &messages)?;
         let max_bytes = limits.max_message_bytes;
         let now = protocol::now_ms();
         let mut random_base: Option<String> = None;

@@ -95,6 +95,8 @@ codes! {
     PresenceNoClientId = 91000 => 400,
     PresenceWrongState = 91001 => 400,
     TooManyPresenceMembers = 91003 => 400,
+    /// An update, delete, append or annotation on a channel without the mutable-messages rule.
+    MutableMessagesNotEnabled = 93002 => 400,
 }
 
 /// Whose fault an error is, read from its status: a client's (a 4xx: it should change the

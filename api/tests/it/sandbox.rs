@@ -209,3 +209,46 @@ async fn batch_publish_and_batch_presence() {
         .unwrap()
         .is_empty());
 }
+
+/// A publish creates messages: an update, delete or append is refused with 93002 where no
+/// rule allows them (REST and realtime), as not served yet where an app's `mutable` namespace
+/// does, and the server's own actions (meta, summary) are refused outright. Nothing refused is
+/// delivered.
+#[tokio::test]
+async fn message_operations_are_refused_by_the_channel_rule() {
+    use crate::support::{assert_error, assert_rest_error, MESSAGE, NACK};
+    let server = sandbox().await;
+    let app = create_app(
+        &server,
+        json!({"namespaces": [{"id": "mutable", "mutableMessages": true}]}),
+    )
+    .await;
+    let key = app["keys"][0]["keyStr"].as_str().unwrap().to_owned();
+    let publish = |channel: &str, message: Value| {
+        let path = format!("/channels/{channel}/messages");
+        server.http(Request::post_json(path, &message).basic(&key))
+    };
+    let update = json!({"action": 1, "serial": "x", "data": "edited"});
+    assert_rest_error(&publish("plain", update.clone()).await, 93002, 400);
+    assert_rest_error(&publish("mutable:chat", update.clone()).await, 40000, 400);
+    assert_rest_error(&publish("plain", json!({"action": 4})).await, 40003, 400);
+    let created = publish("plain", json!({"action": 0, "data": "new"})).await;
+    assert_eq!(created.status, 201, "{created:?}");
+
+    let query = format!("key={key}&format=json");
+    let mut client = server.attached(&query, "plain").await;
+    client
+        .send(json!({"action": 15, "channel": "plain", "msgSerial": 0,
+                     "messages": [{"action": 2, "serial": "x"}]}))
+        .await;
+    assert_error(&client.expect(NACK).await, 93002, 400);
+    client
+        .send(json!({"action": 15, "channel": "plain", "msgSerial": 1,
+                     "messages": [{"data": "after"}]}))
+        .await;
+    let delivered = client.expect(MESSAGE).await;
+    assert_eq!(
+        delivered["messages"][0]["data"], "after",
+        "only the create: {delivered}"
+    );
+}

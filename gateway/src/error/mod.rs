@@ -31,6 +31,17 @@ pub enum Error {
     PublishTooLarge { n: usize, max: usize },
     #[error("connectionKey does not name a live connection")]
     UnknownConnectionKey,
+    #[error(
+        "message updates, deletes and appends are not enabled on channel {channel:?}: a namespace \
+         rule with mutable_messages turns them on"
+    )]
+    MutableMessagesOff { channel: String },
+    /// An update, delete or append on a channel whose rule allows them: not served yet.
+    #[error("message action {action} (update, delete or append) is not served by this server yet")]
+    OperationNotServed { action: u8 },
+    /// A message action a publisher cannot send (meta, summary, unknown).
+    #[error("message action {0} cannot be published")]
+    UnpublishableAction(u8),
     /// `allowed` says the budget, e.g. `10 messages/s (burst 20)`.
     #[error(
         "publish rate limit exceeded: this connection may publish {allowed}; slow down and retry"
@@ -131,6 +142,9 @@ impl Error {
             | Error::NoChannel
             | Error::NoPresenceMessages => ErrorCode::BadRequest,
             Error::TooManyMessages { .. } => ErrorCode::InvalidPublishRequest,
+            Error::MutableMessagesOff { .. } => ErrorCode::MutableMessagesNotEnabled,
+            Error::OperationNotServed { .. } => ErrorCode::BadRequest,
+            Error::UnpublishableAction(_) => ErrorCode::InvalidParameterValue,
             Error::PublishDenied { .. }
             | Error::AttachDenied { .. }
             | Error::OutsideModes { .. }

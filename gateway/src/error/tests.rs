@@ -55,6 +55,27 @@ fn refusals_keep_their_code_status_and_message() {
              on this node; slow down and retry",
         ),
         (
+            Error::MutableMessagesOff {
+                channel: "room".into(),
+            },
+            93002,
+            400,
+            "message updates, deletes and appends are not enabled on channel \"room\": a \
+             namespace rule with mutable_messages turns them on",
+        ),
+        (
+            Error::OperationNotServed { action: 1 },
+            40000,
+            400,
+            "message action 1 (update, delete or append) is not served by this server yet",
+        ),
+        (
+            Error::UnpublishableAction(4),
+            40003,
+            400,
+            "message action 4 cannot be published",
+        ),
+        (
             Error::Draining,
             80003,
             503,
