@@ -167,14 +167,12 @@ pub(crate) async fn presence(
     let names = query.get("channels").cloned().unwrap_or_default();
     let mut results: Vec<PresenceOutcome> = Vec::new();
     for name in names.split(',').filter(|name| !name.is_empty()) {
-        let checked = ChannelName::parse(name).and_then(|channel| {
-            if caller.allows(&channel, Operation::Subscribe) {
-                Ok(channel)
-            } else {
-                Err(ErrorCode::CapabilityDenied
-                    .info("presence on this channel is not permitted by the capability"))
-            }
-        });
+        let checked = super::permitted_channel(
+            &caller,
+            name,
+            Operation::Subscribe,
+            "presence on this channel is not permitted by the capability",
+        );
         let members = match checked {
             Ok(channel) => {
                 gateway

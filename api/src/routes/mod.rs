@@ -123,11 +123,11 @@ fn permitted_channel(
     channel: &str,
     operation: protocol::Operation,
     refused: &str,
-) -> Result<protocol::ChannelName, ApiError> {
+) -> Result<protocol::ChannelName, protocol::ErrorInfo> {
     let channel = protocol::ChannelName::parse(channel)?;
     if caller.allows(&channel, operation) {
         Ok(channel)
     } else {
-        Err(ApiError::code(ErrorCode::CapabilityDenied, refused))
+        Err(ErrorCode::CapabilityDenied.info(refused))
     }
 }
