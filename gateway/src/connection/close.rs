@@ -22,8 +22,7 @@ impl Connection {
     /// resumable (its members for the presence grace).
     pub(super) fn leave_presence_if_closed(&mut self) {
         if self.ended_cleanly {
-            for channel in std::mem::take(&mut self.present_on) {
-                let entered = self.entered.remove(&channel).unwrap_or_default();
+            for (channel, entered) in std::mem::take(&mut self.present_on) {
                 self.gateway
                     .leave_presence_entered(&channel, &self.id, &entered);
             }
@@ -40,7 +39,6 @@ impl Connection {
         }
         let parked = self.to_parked();
         self.present_on.clear();
-        self.entered.clear();
         let gateway = self.gateway.clone();
         self.gateway.sessions().park(
             self.key.clone(),
@@ -57,7 +55,7 @@ impl Connection {
         Parked {
             id: self.id.clone(),
             client_id: self.principal.identity().map(str::to_owned),
-            present_on: self.present_on.iter().cloned().collect(),
+            present_on: self.present_on.keys().cloned().collect(),
             members_left: Default::default(),
             presence_grace: self.remain_present_for,
         }

@@ -92,11 +92,11 @@ struct Connection {
     /// Base channel name -> attachment.
     attached: HashMap<String, Attachment>,
     token_timers: Option<TokenTimers>,
-    /// Base names of channels where this connection has entered presence.
-    present_on: HashSet<String>,
-    /// The client ids it entered on each of those (and has not left): clustered, a close right
-    /// after an ENTER comes before this node hears it back, and must still announce the LEAVE.
-    entered: HashMap<String, Vec<String>>,
+    /// Base names of channels where this connection has entered presence, each with the client
+    /// ids it entered there this transport (and has not left): clustered, a close right after
+    /// an ENTER comes before this node hears it back, and must still announce the LEAVE. A
+    /// resumed connection's channels start with none.
+    present_on: HashMap<String, Vec<String>>,
     /// Channels where this connection's members left while it was away: their next attach
     /// replays what was missed but is not RESUMED, so the client enters again.
     presence_lost: HashSet<String>,

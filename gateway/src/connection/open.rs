@@ -60,8 +60,7 @@ impl Connection {
             outbox,
             attached: HashMap::new(),
             token_timers: None,
-            present_on: HashSet::new(),
-            entered: HashMap::new(),
+            present_on: HashMap::new(),
             presence_lost: HashSet::new(),
             resume_failed: error.is_some(),
             ended_cleanly: false,
@@ -73,11 +72,17 @@ impl Connection {
             )),
         };
         if let Some(parked) = resumed {
-            connection.present_on = parked.present_on.iter().cloned().collect();
+            connection.present_on = parked
+                .present_on
+                .iter()
+                .map(|channel| (channel.clone(), Vec::new()))
+                .collect();
             if parked.members_left() {
                 // Its members left while it was away: the client must re-sync and re-enter,
                 // which it does on an attach without RESUMED.
-                connection.presence_lost = std::mem::take(&mut connection.present_on);
+                connection.presence_lost = std::mem::take(&mut connection.present_on)
+                    .into_keys()
+                    .collect();
             }
             tracing::debug!(connection_id = %connection.id, "resumed");
         }

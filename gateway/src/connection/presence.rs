@@ -101,6 +101,7 @@ impl Connection {
             .zip(repeats)
             .filter_map(|(event, repeat)| (!repeat).then_some(event))
             .collect();
+        let first_here = !self.present_on.contains_key(&channel_key);
         if !events.is_empty() {
             hub.check_presence(&channel_key, &events)?;
             // Clustered, stored and announced through Redis; this node applies it as it hears
@@ -110,7 +111,7 @@ impl Connection {
                 .presence(hub, &channel_key, &events)
                 .await
                 .map_err(ErrorInfo::from)?;
-            let entered = self.entered.entry(channel_key.clone()).or_default();
+            let entered = self.present_on.entry(channel_key.clone()).or_default();
             for event in &events {
                 let client_id = event.client_id.as_deref().unwrap_or_default();
                 if event.action == LEAVE {
@@ -125,7 +126,8 @@ impl Connection {
                     events,
                 });
         }
-        if self.present_on.insert(channel_key) {
+        self.present_on.entry(channel_key).or_default();
+        if first_here {
             self.record_for_resume();
         }
         Ok(())
