@@ -63,6 +63,9 @@ fn a_member_that_closes_right_after_entering_leaves_on_every_node() {
                                "presence": [{"action": ENTER, "data": "hi"}]});
             send_json(&mut socket, enter).await;
             send_json(&mut socket, json!({"action": 7})).await;
+            // As a client does, wait for CLOSED: dropping the socket at once would reset it,
+            // and the server could lose the unread CLOSE and take it for a dropped transport.
+            while next_json(&mut socket).await["action"] != 8 {}
         }
         // Presence events come batched: every item of every PRESENCE frame counts.
         let mut seen: Vec<(String, u64)> = Vec::new();
