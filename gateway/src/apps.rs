@@ -109,16 +109,14 @@ impl Apps {
         }
         // Before the fixtures, so a fixture channel is made with its namespace's retention.
         self.hub.set_app_rules(&app_id, Apps::namespace_rules(spec));
-        if let Err(error) = self.add_fixtures(&app_id, &spec.channels) {
-            self.hub.remove_app_rules(&app_id);
-            return Err(error);
-        }
-        let fixtures = spec.channels.iter().filter_map(|c| {
-            protocol::ChannelName::parse(&c.name)
-                .ok()
-                .map(|n| n.base().to_owned())
-        });
-        self.apps.insert(app_id.clone(), fixtures.collect());
+        let fixtures = match self.add_fixtures(&app_id, &spec.channels) {
+            Ok(fixtures) => fixtures,
+            Err(error) => {
+                self.hub.remove_app_rules(&app_id);
+                return Err(error);
+            }
+        };
+        self.apps.insert(app_id.clone(), fixtures);
         tracing::info!(%app_id, keys = keys.len(), "sandbox app created");
         Ok((app_id, keys))
     }
@@ -139,10 +137,12 @@ impl Apps {
             .collect()
     }
 
-    /// Enters the presence fixtures of the app's channels.
-    fn add_fixtures(&self, app_id: &str, channels: &[ChannelSpec]) -> Result<(), Error> {
+    /// Enters the presence fixtures of the app's channels; returns the channels' base names.
+    fn add_fixtures(&self, app_id: &str, channels: &[ChannelSpec]) -> Result<Vec<String>, Error> {
+        let mut bases = Vec::with_capacity(channels.len());
         for channel in channels {
             let name = protocol::ChannelName::parse(&channel.name)?;
+            bases.push(name.base().to_owned());
             let channel_key = format!("{app_id}{APP_SEPARATOR}{}", name.base());
             let now = protocol::now_ms();
             let members = channel
@@ -167,7 +167,7 @@ impl Apps {
                 self.hub.presence(&channel_key, members)?;
             }
         }
-        Ok(())
+        Ok(bases)
     }
 
     /// Removes an app's keys, namespace rules and fixtures (its channels age out with their
