@@ -65,6 +65,8 @@ fn subscriber(id: &str, capacity: usize) -> (Subscriber, gateway::outbox::Receiv
         modes: Modes::DEFAULT,
         occupancy_events: false,
         echo: true,
+        append_full: false,
+        seen_from: Default::default(),
         outbox,
     };
     (subscriber, queue)

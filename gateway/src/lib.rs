@@ -233,6 +233,20 @@ impl Gateway {
             .await
     }
 
+    /// See `Publisher::mutate`.
+    pub async fn mutate(
+        &self,
+        principal: &Principal,
+        channel: &ChannelName,
+        op: Message,
+        origin: Origin<'_>,
+    ) -> Result<Receipt, Error> {
+        self.inner
+            .publisher
+            .mutate(principal, channel, op, origin)
+            .await
+    }
+
     /// See `Events::publish`.
     pub async fn publish_event(
         &self,
@@ -342,6 +356,17 @@ impl Gateway {
         serial: &str,
     ) -> Result<Option<Arc<protocol::Message>>, protocol::ErrorInfo> {
         self.read_joined(channel, |hub| hub.message(channel, serial))
+            .await
+    }
+
+    /// Every version of a message (its create, updates and deletes), oldest first; `None` if
+    /// the message is not, or no longer, held.
+    pub async fn versions(
+        &self,
+        channel: &str,
+        serial: &str,
+    ) -> Result<Option<Vec<Arc<protocol::Message>>>, protocol::ErrorInfo> {
+        self.read_joined(channel, |hub| hub.versions(channel, serial))
             .await
     }
 

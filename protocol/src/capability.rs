@@ -20,6 +20,10 @@ pub enum Operation {
     ChannelMetadata,
     AnnotationPublish,
     AnnotationSubscribe,
+    MessageUpdateOwn,
+    MessageUpdateAny,
+    MessageDeleteOwn,
+    MessageDeleteAny,
 }
 
 /// Every operation name Ably accepts in a capability.
@@ -44,7 +48,7 @@ const KNOWN_OPERATIONS: &[&str] = &[
 ];
 
 impl Operation {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Operation::Subscribe => "subscribe",
             Operation::Publish => "publish",
@@ -54,6 +58,10 @@ impl Operation {
             Operation::ChannelMetadata => "channel-metadata",
             Operation::AnnotationPublish => "annotation-publish",
             Operation::AnnotationSubscribe => "annotation-subscribe",
+            Operation::MessageUpdateOwn => "message-update-own",
+            Operation::MessageUpdateAny => "message-update-any",
+            Operation::MessageDeleteOwn => "message-delete-own",
+            Operation::MessageDeleteAny => "message-delete-any",
         }
     }
 }

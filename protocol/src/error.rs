@@ -60,6 +60,9 @@ codes! {
     JwtInvalid = 40144 => 401,
     CapabilityDenied = 40160 => 401,
     BasicAuthRequired = 40162 => 401,
+    /// An `-own` capability (`message-update-own`, `message-delete-own`) held by a client with
+    /// no clientId: whose messages are its own cannot be told.
+    OwnNeedsClientId = 40166 => 401,
     /// `revokeTokens` authenticated with another key than the one named in the path.
     WrongKeyForRevocation = 40133 => 401,
     NotFound = 40400 => 404,

@@ -51,6 +51,32 @@ pub(crate) async fn publish(
     respond(StatusCode::CREATED, &published, format, false)
 }
 
+/// What an update, delete or append answers (RSL15e).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Changed {
+    version_serial: Option<String>,
+}
+
+/// `PATCH /channels/{channel}/messages/{serial}`: one message whose `action` is 1 (update, the
+/// default), 2 (delete) or 5 (append), and whose `version` may say who and why. 200 with the
+/// new version's serial once the back-end has taken it.
+pub(crate) async fn mutate(
+    State(gateway): State<Gateway>,
+    Path((channel, serial)): Path<(String, String)>,
+    Rest { format, caller }: Rest,
+    body: Payload,
+) -> Result<Response, ApiError> {
+    let channel = ChannelName::parse(&channel)?;
+    let mut op = body.decode::<Message>()?;
+    op.serial = Some(serial);
+    let receipt = gateway.mutate(&caller, &channel, op, Origin::Rest).await?;
+    let changed = Changed {
+        version_serial: receipt.serials.into_iter().next().flatten(),
+    };
+    respond(StatusCode::OK, &changed, format, false)
+}
+
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct ChannelDetails {

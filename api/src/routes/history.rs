@@ -41,9 +41,11 @@ impl FromRequestParts<Gateway> for Read {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, gateway: &Gateway) -> Result<Self, Response> {
-        let Path(channel) = Path::<String>::from_request_parts(parts, gateway)
+        // By name: the versions read has the message's serial in its path too.
+        let Path(mut path) = Path::<HashMap<String, String>>::from_request_parts(parts, gateway)
             .await
             .map_err(IntoResponse::into_response)?;
+        let channel = path.remove("channel").unwrap_or_default();
         let Query(params) = Query::<HashMap<String, String>>::from_request_parts(parts, gateway)
             .await
             .map_err(IntoResponse::into_response)?;
@@ -252,6 +254,43 @@ pub(crate) async fn message(
         message.make_json_safe();
     }
     crate::body::respond(StatusCode::OK, &message, format, envelope)
+}
+
+/// `GET /channels/{channel}/messages/{serial}/versions` (RSL14): the message's create, updates
+/// and deletes, oldest first (`direction=backwards` for newest first), paged by `limit`.
+pub(crate) async fn versions(
+    State(gateway): State<Gateway>,
+    Path(path): Path<HashMap<String, String>>,
+    read: Read,
+) -> Result<Response, ApiError> {
+    let serial = path.get("serial").cloned().unwrap_or_default();
+    let backwards = read.params.get("direction").map(String::as_str) == Some("backwards");
+    let request = request(read, Operation::History)?;
+    let Some(mut versions) = gateway.versions(&request.channel_key, &serial).await? else {
+        return Err(ApiError::code(
+            ErrorCode::NotFound,
+            format!("no message with serial {serial:?} in this channel's history"),
+        ));
+    };
+    if backwards {
+        versions.reverse();
+    }
+    let offset = request.offset();
+    let limit = request.query.limit;
+    let next = (versions.len() > offset + limit).then(|| (offset + limit).to_string());
+    let page: Vec<Message> = versions
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|version| {
+            let mut version = Message::clone(version);
+            if request.format == Format::Json {
+                version.make_json_safe();
+            }
+            version
+        })
+        .collect();
+    request.respond("versions", &page, next)
 }
 
 pub(crate) async fn presence(

@@ -58,7 +58,11 @@ pub(crate) fn router(gateway: Gateway) -> Router {
         )
         .route(
             "/channels/{channel}/messages/{serial}",
-            get(history::message),
+            get(history::message).patch(channels::mutate),
+        )
+        .route(
+            "/channels/{channel}/messages/{serial}/versions",
+            get(history::versions),
         )
         .route("/channels/{channel}/presence", get(history::presence))
         .route(

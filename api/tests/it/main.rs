@@ -10,6 +10,7 @@ mod continuity;
 mod dashboard;
 mod edges;
 mod heartbeats;
+mod mutable;
 mod openapi;
 mod publish_limits;
 mod realtime;

@@ -211,9 +211,9 @@ async fn batch_publish_and_batch_presence() {
 }
 
 /// A publish creates messages: an update, delete or append is refused with 93002 where no
-/// rule allows them (REST and realtime), as not served yet where an app's `mutable` namespace
-/// does, and the server's own actions (meta, summary) are refused outright. Nothing refused is
-/// delivered.
+/// rule allows them (REST and realtime), as not a publish (40003) where an app's `mutable`
+/// namespace does (they go by PATCH, or alone over realtime), and the server's own actions
+/// (meta, summary) are refused outright. Nothing refused is delivered.
 #[tokio::test]
 async fn message_operations_are_refused_by_the_channel_rule() {
     use crate::support::{assert_error, assert_rest_error, MESSAGE, NACK};
@@ -230,7 +230,7 @@ async fn message_operations_are_refused_by_the_channel_rule() {
     };
     let update = json!({"action": 1, "serial": "x", "data": "edited"});
     assert_rest_error(&publish("plain", update.clone()).await, 93002, 400);
-    assert_rest_error(&publish("mutable:chat", update.clone()).await, 40000, 400);
+    assert_rest_error(&publish("mutable:chat", update.clone()).await, 40003, 400);
     assert_rest_error(&publish("plain", json!({"action": 4})).await, 40003, 400);
     let created = publish("plain", json!({"action": 0, "data": "new"})).await;
     assert_eq!(created.status, 201, "{created:?}");

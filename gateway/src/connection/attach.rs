@@ -72,6 +72,8 @@ impl Connection {
             modes,
             occupancy_events: accepted.occupancy,
             echo: self.echo,
+            append_full: accepted.append_full,
+            seen_from: Default::default(),
             outbox: self.outbox.clone(),
         };
         let echoed = (!accepted.echoed.is_empty()).then_some(accepted.echoed);
@@ -166,6 +168,8 @@ struct AttachParams {
     modes: Option<Modes>,
     /// `occupancy=metrics`: `[meta]occupancy` events.
     occupancy: bool,
+    /// `appendMode=full`: appends come as whole messages.
+    append_full: bool,
     /// What goes back in ATTACHED `params`.
     echoed: BTreeMap<String, String>,
 }
@@ -176,6 +180,7 @@ impl AttachParams {
             rewind: None,
             modes: None,
             occupancy: false,
+            append_full: false,
             echoed: BTreeMap::new(),
         };
         for (name, value) in params {
@@ -191,6 +196,10 @@ impl AttachParams {
                 "occupancy" => {
                     accepted.occupancy = value == "metrics";
                     accepted.occupancy
+                }
+                "appendMode" => {
+                    accepted.append_full = value == "full";
+                    true
                 }
                 // We send whole messages, which a vcdiff-capable client accepts too.
                 "delta" => value == "vcdiff",

@@ -6,6 +6,7 @@ use std::ops::ControlFlow;
 
 use super::Connection;
 use crate::error::Error;
+use crate::hub::versions::is_operation;
 use crate::publish::Origin;
 
 impl Connection {
@@ -21,18 +22,23 @@ impl Connection {
             Ok(channel)
         }) {
             Ok(channel) => {
-                self.gateway
-                    .publish(
-                        &self.principal,
-                        &channel,
-                        message.messages.unwrap_or_default(),
-                        Origin::Connection {
-                            id: &self.id,
-                            msg_serial,
-                            rate: &self.publish_rate,
-                        },
-                    )
-                    .await
+                let origin = Origin::Connection {
+                    id: &self.id,
+                    msg_serial,
+                    rate: &self.publish_rate,
+                };
+                let mut messages = message.messages.unwrap_or_default();
+                // An update, delete or append comes alone (RTL32); mixed in, publish refuses it.
+                if messages.len() == 1 && is_operation(&messages[0]) {
+                    let op = messages.remove(0);
+                    self.gateway
+                        .mutate(&self.principal, &channel, op, origin)
+                        .await
+                } else {
+                    self.gateway
+                        .publish(&self.principal, &channel, messages, origin)
+                        .await
+                }
             }
             Err(error) => Err(error),
         };

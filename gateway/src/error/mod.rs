@@ -36,9 +36,30 @@ pub enum Error {
          rule with mutable_messages turns them on"
     )]
     MutableMessagesOff { channel: String },
-    /// An update, delete or append on a channel whose rule allows them: not served yet.
-    #[error("message action {action} (update, delete or append) is not served by this server yet")]
-    OperationNotServed { action: u8 },
+    /// An update, delete or append among the messages of a publish.
+    #[error(
+        "message action {action} (update, delete or append) goes alone: PATCH \
+         /channels/{{channel}}/messages/{{serial}} over REST, one message per MESSAGE over realtime"
+    )]
+    OperationInPublish { action: u8 },
+    // An update, delete or append (`Publisher::mutate`).
+    #[error("an update, delete or append needs the serial of the message it changes")]
+    OperationWithoutSerial,
+    #[error("no message with serial {serial:?} on this channel (never, or no longer held)")]
+    NoSuchMessage { serial: String },
+    /// `operation` is the capability's name, e.g. `message-update-any`.
+    #[error(
+        "{what} on channel {channel:?} is not permitted by the capability (it needs {operation})"
+    )]
+    OperationDenied {
+        what: &'static str,
+        channel: String,
+        operation: &'static str,
+    },
+    #[error("{what}: the capability allows only the client's own messages, and this client has no clientId")]
+    OwnNeedsClientId { what: &'static str },
+    #[error("{0}")]
+    NotAppendable(&'static str),
     /// A message action a publisher cannot send (meta, summary, unknown).
     #[error("message action {0} cannot be published")]
     UnpublishableAction(u8),
@@ -143,8 +164,13 @@ impl Error {
             | Error::NoPresenceMessages => ErrorCode::BadRequest,
             Error::TooManyMessages { .. } => ErrorCode::InvalidPublishRequest,
             Error::MutableMessagesOff { .. } => ErrorCode::MutableMessagesNotEnabled,
-            Error::OperationNotServed { .. } => ErrorCode::BadRequest,
-            Error::UnpublishableAction(_) => ErrorCode::InvalidParameterValue,
+            Error::UnpublishableAction(_)
+            | Error::OperationInPublish { .. }
+            | Error::OperationWithoutSerial
+            | Error::NotAppendable(_) => ErrorCode::InvalidParameterValue,
+            Error::NoSuchMessage { .. } => ErrorCode::NotFound,
+            Error::OperationDenied { .. } => ErrorCode::CapabilityDenied,
+            Error::OwnNeedsClientId { .. } => ErrorCode::OwnNeedsClientId,
             Error::PublishDenied { .. }
             | Error::AttachDenied { .. }
             | Error::OutsideModes { .. }

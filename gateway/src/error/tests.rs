@@ -64,16 +64,40 @@ fn refusals_keep_their_code_status_and_message() {
              namespace rule with mutable_messages turns them on",
         ),
         (
-            Error::OperationNotServed { action: 1 },
-            40000,
+            Error::OperationInPublish { action: 1 },
+            40003,
             400,
-            "message action 1 (update, delete or append) is not served by this server yet",
+            "message action 1 (update, delete or append) goes alone: PATCH /channels/{channel}/messages/{serial} over REST, one message per MESSAGE over realtime",
         ),
         (
             Error::UnpublishableAction(4),
             40003,
             400,
             "message action 4 cannot be published",
+        ),
+        (
+            Error::NoSuchMessage {
+                serial: "01-02".into(),
+            },
+            40400,
+            404,
+            "no message with serial \"01-02\" on this channel (never, or no longer held)",
+        ),
+        (
+            Error::OperationDenied {
+                what: "delete",
+                channel: "room".into(),
+                operation: "message-delete-any",
+            },
+            40160,
+            401,
+            "delete on channel \"room\" is not permitted by the capability (it needs message-delete-any)",
+        ),
+        (
+            Error::OwnNeedsClientId { what: "update" },
+            40166,
+            401,
+            "update: the capability allows only the client's own messages, and this client has no clientId",
         ),
         (
             Error::Draining,

@@ -8,6 +8,9 @@ use protocol::{Action, ErrorCode, Message, PresenceMessage, ProtocolMessage};
 use rand::distributions::{Alphanumeric, DistString};
 
 use super::fan_out::{encode_split, MAX_DELIVERY_FRAME_BYTES};
+use super::log;
+use super::types::SeenFrom;
+use super::versions::position as position_of;
 use super::{AttachOutcome, AttachRequest, ChannelState, Hub, Rewind, Subscriber};
 
 /// Replayed messages per MESSAGE frame: a full log (500 by default) is a handful of frames.
@@ -20,7 +23,7 @@ impl Hub {
     pub fn attach(
         &self,
         channel: &str,
-        subscriber: Subscriber,
+        mut subscriber: Subscriber,
         request: &AttachRequest,
         attached: impl FnOnce(&AttachOutcome) -> ProtocolMessage,
     ) {
@@ -69,6 +72,13 @@ impl Hub {
             if request.rewind.is_some() && !replay.is_empty() {
                 outcome.flags |= flags::HAS_BACKLOG;
             }
+            let live_from = log::next(&outcome.channel_serial).unwrap_or(outcome.channel_serial.clone());
+            let seen_from = match (request.rewind.is_some(), replay.first()) {
+                (true, Some(first)) => first.serial.clone().unwrap_or(live_from),
+                _ => live_from,
+            };
+            subscriber.seen_from = SeenFrom(Some(seen_from.into()));
+            let position = state.position();
             let wants_presence = subscriber.modes.contains(Modes::PRESENCE_SUBSCRIBE);
             if wants_presence && state.presence.has_members() {
                 outcome.flags |= flags::HAS_PRESENCE;
@@ -84,10 +94,20 @@ impl Hub {
                     .collect();
                 // Several messages per frame, so a long replay fits the bounded queue, and no
                 // frame over the write buffer's share.
-                for batch in wanted.chunks(REPLAY_MESSAGES_PER_FRAME) {
+                let batches = wanted.chunks(REPLAY_MESSAGES_PER_FRAME);
+                let n_batches = batches.len();
+                for (index, batch) in batches.enumerate() {
+                    // A rewind shows latest views, older than the operations that made them: its
+                    // last frame leaves the client at the channel's position.
+                    let last = batch.last();
+                    let channel_serial = match (request.rewind.is_some(), index + 1 == n_batches) {
+                        (true, true) => Some(position.clone()),
+                        (true, false) => last.and_then(|m| m.serial.clone()),
+                        (false, _) => last.and_then(|m| position_of(m)).map(str::to_owned),
+                    };
                     let mut replay = ProtocolMessage {
                         channel: Some(subscriber.channel_name.to_string()),
-                        channel_serial: batch.last().and_then(|m| m.serial.clone()),
+                        channel_serial,
                         messages: Some(batch.iter().map(|m| Message::clone(m)).collect()),
                         ..ProtocolMessage::new(Action::Message)
                     };

@@ -149,15 +149,16 @@ pub fn encode_split(
 /// What a frame carries a list of: messages or presence events.
 trait Item: Clone {
     fn put(shell: &mut ProtocolMessage, items: Vec<Self>);
-    fn serial(&self) -> Option<&String>;
+    /// Where a frame ending with it leaves the channel.
+    fn serial(&self) -> Option<&str>;
 }
 
 impl Item for Message {
     fn put(shell: &mut ProtocolMessage, items: Vec<Self>) {
         shell.messages = Some(items);
     }
-    fn serial(&self) -> Option<&String> {
-        self.serial.as_ref()
+    fn serial(&self) -> Option<&str> {
+        super::versions::position(self)
     }
 }
 
@@ -165,7 +166,7 @@ impl Item for PresenceMessage {
     fn put(shell: &mut ProtocolMessage, items: Vec<Self>) {
         shell.presence = Some(items);
     }
-    fn serial(&self) -> Option<&String> {
+    fn serial(&self) -> Option<&str> {
         None
     }
 }
@@ -182,7 +183,7 @@ fn split_into<T: Item>(
     for half in [first, second] {
         T::put(shell, half.to_vec());
         if let Some(serial) = half.last().and_then(T::serial) {
-            shell.channel_serial = Some(serial.clone());
+            shell.channel_serial = Some(serial.to_owned());
         }
         let frame = Frame::encode(shell, format)?;
         if frame.len() <= max || half.len() <= 1 {

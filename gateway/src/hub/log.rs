@@ -3,18 +3,50 @@
 //! Bounded by count and by age. `floor` is the serial at or below which the log no longer knows
 //! everything (the last evicted message, or the start of this channel incarnation): a client
 //! whose last seen serial is at or above the floor can be given every message it missed.
+//!
+//! Entries are messages and operations on them (updates, deletes, appends), each at its
+//! `position`. Resume replays entries; history, rewind and `find` show each original message's
+//! latest view (`Versions`) in its place.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use protocol::message::message_action;
 use protocol::Message;
 
+use super::versions::{is_operation, position, Applied, Versions};
 use crate::config::Retention;
 
 pub(super) struct MessageLog {
     entries: VecDeque<Arc<Message>>,
+    versions: Versions,
     floor: String,
     retention: Retention,
+}
+
+/// The original message logged at `serial` (entries are in position order, and an original's
+/// position is its serial).
+fn entry_at(entries: &VecDeque<Arc<Message>>, serial: &str) -> Option<Arc<Message>> {
+    let at = entries
+        .binary_search_by(|m| position(m).unwrap_or_default().cmp(serial))
+        .ok()?;
+    entries.get(at).filter(|m| !is_operation(m)).cloned()
+}
+
+/// What logging a message gave.
+pub(super) struct Recorded {
+    pub(super) delivered: Arc<Message>,
+    pub(super) full: Option<Message>,
+}
+
+/// When an entry was logged: an operation's version time, a message's own.
+fn logged_at(message: &Message) -> u64 {
+    if is_operation(message) {
+        message.version.as_ref().and_then(|v| v.timestamp)
+    } else {
+        message.timestamp
+    }
+    .unwrap_or(0)
 }
 
 /// The position before any message of an incarnation that began at `epoch_ms`.
@@ -71,6 +103,7 @@ impl MessageLog {
     pub(super) fn new(floor: String, retention: Retention) -> MessageLog {
         MessageLog {
             entries: VecDeque::new(),
+            versions: Versions::default(),
             floor,
             retention,
         }
@@ -85,9 +118,10 @@ impl MessageLog {
 
     fn evict_front(&mut self) {
         if let Some(evicted) = self.entries.pop_front() {
-            if let Some(serial) = &evicted.serial {
-                self.floor = serial.clone();
+            if let Some(serial) = position(&evicted) {
+                self.floor = serial.to_owned();
             }
+            self.versions.evicted(&evicted);
         }
     }
 
@@ -96,7 +130,7 @@ impl MessageLog {
         while self
             .entries
             .front()
-            .is_some_and(|m| m.timestamp.unwrap_or(0) + max_age <= now_ms)
+            .is_some_and(|m| logged_at(m) + max_age <= now_ms)
         {
             self.evict_front();
         }
@@ -124,40 +158,86 @@ impl MessageLog {
         Some(
             self.entries
                 .iter()
-                .filter(|m| m.serial.as_deref().is_some_and(|s| s > serial))
+                .filter(|m| position(m).is_some_and(|s| s > serial))
                 .cloned()
                 .collect(),
         )
     }
 
-    /// The message logged under `serial` (entries are in serial order).
+    /// Logs a message, or an operation applied to the message it names (`versions::apply`).
+    /// Returns what subscribers get and, for an append, the message's new latest view (for
+    /// those who have not seen the message in full).
+    pub(super) fn record(&mut self, message: Message) -> Recorded {
+        let applied = if is_operation(&message) {
+            let entries = &self.entries;
+            self.versions
+                .apply(&message, |serial| entry_at(entries, serial))
+        } else {
+            None
+        };
+        let (delivered, full) = match applied {
+            Some(Applied { latest, delivered }) => {
+                let full = (message.action == Some(message_action::APPEND)).then_some(latest);
+                (delivered, full)
+            }
+            None => (message, None),
+        };
+        let delivered = Arc::new(delivered);
+        self.push(delivered.clone());
+        Recorded { delivered, full }
+    }
+
+    /// The latest view of the message logged under `serial`.
     pub(super) fn find(&self, serial: &str) -> Option<Arc<Message>> {
-        let at = self
-            .entries
-            .binary_search_by(|m| m.serial.as_deref().unwrap_or_default().cmp(serial))
-            .ok()?;
-        self.entries.get(at).cloned()
+        self.versions
+            .latest(serial)
+            .or_else(|| entry_at(&self.entries, serial))
+    }
+
+    /// Every version of the message logged under `serial`, oldest first.
+    pub(super) fn versions(&self, serial: &str) -> Option<Vec<Arc<Message>>> {
+        self.versions
+            .versions(serial)
+            .or_else(|| entry_at(&self.entries, serial).map(|create| vec![create]))
+    }
+
+    /// The latest views of the original messages among `entries`, in order.
+    fn latest_of<'a>(
+        &'a self,
+        entries: impl Iterator<Item = &'a Arc<Message>> + 'a,
+    ) -> impl Iterator<Item = Arc<Message>> + 'a {
+        entries.filter(|m| !is_operation(m)).map(|m| {
+            m.serial
+                .as_deref()
+                .and_then(|serial| self.versions.latest(serial))
+                .unwrap_or_else(|| m.clone())
+        })
     }
 
     pub(super) fn newest(&self) -> Option<&Arc<Message>> {
         self.entries.back()
     }
 
+    /// The latest views of the last `n` original messages.
     pub(super) fn last_n(&self, n: usize) -> Vec<Arc<Message>> {
-        let skip = self.entries.len().saturating_sub(n);
-        self.entries.iter().skip(skip).cloned().collect()
+        let mut last: Vec<Arc<Message>> =
+            self.latest_of(self.entries.iter().rev()).take(n).collect();
+        last.reverse();
+        last
     }
 
+    /// The latest views of the original messages published since `from_ms`.
     pub(super) fn since(&self, from_ms: u64) -> Vec<Arc<Message>> {
-        self.entries
-            .iter()
-            .filter(|m| m.timestamp.unwrap_or(0) >= from_ms)
-            .cloned()
-            .collect()
+        self.latest_of(
+            self.entries
+                .iter()
+                .filter(move |m| m.timestamp.unwrap_or(0) >= from_ms),
+        )
+        .collect()
     }
 
-    /// Messages within `[start, end]` ms, strictly beyond `cursor` in the walk direction, at most
-    /// `limit`, in the walk order.
+    /// Original messages (as their latest views) within `[start, end]` ms, strictly beyond
+    /// `cursor` in the walk direction, at most `limit`, in the walk order.
     pub(super) fn query(&self, query: &HistoryQuery) -> Vec<Arc<Message>> {
         let in_range = |m: &&Arc<Message>| {
             let ts = m.timestamp.unwrap_or(0);
@@ -179,11 +259,8 @@ impl MessageLog {
         } else {
             Box::new(self.entries.iter().rev())
         };
-        walk.filter(in_range)
-            .filter(until)
-            .filter(beyond)
+        self.latest_of(walk.filter(in_range).filter(until).filter(beyond))
             .take(query.limit)
-            .cloned()
             .collect()
     }
 }

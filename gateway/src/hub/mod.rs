@@ -19,6 +19,7 @@ mod publish;
 mod rules;
 mod subscribers;
 mod types;
+pub(crate) mod versions;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -228,12 +229,21 @@ impl Hub {
         state.log.query(query)
     }
 
-    /// One message of the history, by its serial (`None` if it is not, or no longer, held).
+    /// One message of the history, by its serial, as its latest version (`None` if it is not,
+    /// or no longer, held).
     pub fn message(&self, channel: &str, serial: &str) -> Option<Arc<Message>> {
         let entry = self.existing(channel)?;
         let mut state = entry.lock();
         state.log.expire(protocol::now_ms());
         state.log.find(serial)
+    }
+
+    /// Every version of one message of the history, oldest first.
+    pub fn versions(&self, channel: &str, serial: &str) -> Option<Vec<Arc<Message>>> {
+        let entry = self.existing(channel)?;
+        let mut state = entry.lock();
+        state.log.expire(protocol::now_ms());
+        state.log.versions(serial)
     }
 
     /// Drops channels with nothing left: no subscribers, members, history or live idempotency

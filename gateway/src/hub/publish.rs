@@ -10,7 +10,8 @@ use protocol::{Action, ErrorCode, ErrorInfo, Message, ProtocolMessage};
 use super::attach::REPLAY_MESSAGES_PER_FRAME;
 use super::fan_out::fan_out;
 use super::log::{self, MessageLog};
-use super::{ChannelState, Hub, Publication, Serials};
+use super::versions::{self, is_operation, position};
+use super::{ChannelState, Hub, Publication, Serials, Subscriber};
 use crate::pulse::Pulse;
 
 /// How long a client-supplied message id suppresses a repeat (Ably's idempotency window).
@@ -26,10 +27,11 @@ impl Hub {
         let entry = self.existing(channel)?;
         let state = entry.lock();
         let serial = state.last_serial.clone()?;
+        // An operation's entry carries its message's id, not the operation's own.
         let id = state
             .log
             .newest()
-            .filter(|m| m.serial.as_deref() == Some(serial.as_str()))
+            .filter(|m| !is_operation(m) && m.serial.as_deref() == Some(serial.as_str()))
             .and_then(|m| m.id.clone());
         Some((serial, id))
     }
@@ -45,6 +47,18 @@ impl Hub {
                 .client_ids
                 .iter()
                 .chain(std::iter::repeat(&false));
+            // Refused before anything is stored: an operation on a message not held here.
+            for op in publication.messages.iter().filter(|m| is_operation(m)) {
+                let original = op.serial.as_deref().and_then(|s| state.log.find(s));
+                let Some(original) = original else {
+                    return Err(ErrorCode::NotFound.info(format!(
+                        "no message with serial {} on this channel",
+                        op.serial.as_deref().unwrap_or_default()
+                    )));
+                };
+                versions::check(&original, op)
+                    .map_err(|refusal| ErrorCode::InvalidParameterValue.info(refusal.message()))?;
+            }
             for (mut message, client_id) in publication.messages.into_iter().zip(client_ids) {
                 if let (true, Some(id)) = (*client_id, &message.id) {
                     if !state.recent_ids.insert(id, now + IDEMPOTENCY_WINDOW_MS) {
@@ -54,7 +68,12 @@ impl Hub {
                 }
                 state.next_serial += 1;
                 let serial = log::serial(state.epoch_ms, state.next_serial);
-                message.serial = Some(serial.clone());
+                if is_operation(&message) {
+                    message.version.get_or_insert_with(Default::default).serial =
+                        Some(serial.clone());
+                } else {
+                    message.serial = Some(serial.clone());
+                }
                 serials.push(Some(serial));
                 fresh.push(message);
             }
@@ -88,12 +107,12 @@ impl Hub {
             let newest = state.last_serial.clone();
             let fresh: Vec<Message> = messages
                 .into_iter()
-                .filter(|m| match (&m.serial, &newest) {
-                    (Some(serial), Some(newest)) => serial > newest,
+                .filter(|m| match (position(m), &newest) {
+                    (Some(serial), Some(newest)) => serial > newest.as_str(),
                     _ => true,
                 })
                 .collect();
-            let follows_on = match (&newest, fresh.first().and_then(|m| m.serial.as_deref())) {
+            let follows_on = match (&newest, fresh.first().and_then(|m| position(m))) {
                 (Some(newest), Some(first)) => log::next(newest).as_deref() == Some(first),
                 _ => true,
             };
@@ -129,29 +148,26 @@ impl Hub {
             let known = state.last_serial.clone();
             let fresh: Vec<Message> = stored
                 .into_iter()
-                .filter(|m| known.is_none() || m.serial > known)
+                .filter(|m| known.is_none() || position(m) > known.as_deref())
                 .collect();
             let continues = known.as_deref().is_some_and(|known| {
                 floor.as_str() <= known
                     || (old_epoch_complete && log::starts_a_later_epoch(&floor, known))
             });
             if continues {
-                let delivered = self.deliver_caught_up(state, fresh, now);
-                log_all(&mut state.log, delivered);
+                self.deliver_caught_up(state, fresh, now, true);
                 state.log.expire(now);
             } else {
                 let (before, after): (Vec<Message>, Vec<Message>) = fresh
                     .into_iter()
-                    .partition(|m| m.serial.as_deref() <= Some(floor.as_str()));
-                self.deliver_caught_up(state, before, now);
+                    .partition(|m| position(m) <= Some(floor.as_str()));
+                self.deliver_caught_up(state, before, now, false);
                 if known.is_some() {
                     tell_continuity_lost(state, &floor);
                 }
-                let delivered = self.deliver_caught_up(state, after, now);
-                let mut log = MessageLog::new(floor.clone(), state.log.retention());
-                log_all(&mut log, delivered);
-                log.expire(now);
-                state.log = log;
+                state.log = MessageLog::new(floor.clone(), state.log.retention());
+                self.deliver_caught_up(state, after, now, true);
+                state.log.expire(now);
             }
             if state.last_serial.as_deref() < Some(floor.as_str()) {
                 state.last_serial = Some(floor);
@@ -160,20 +176,26 @@ impl Hub {
     }
 
     /// Sends messages a catch-up found to every subscriber, several per frame (a long gap fits
-    /// the bounded queues), and moves the channel's position past them. Returns them, for the
-    /// caller to log.
+    /// the bounded queues), and moves the channel's position past them; with `log`, logs them
+    /// (operations applied) first.
     fn deliver_caught_up(
         &self,
         state: &mut ChannelState,
         messages: Vec<Message>,
         now: u64,
-    ) -> Vec<Message> {
-        let mut delivered = Vec::with_capacity(messages.len());
+        log: bool,
+    ) {
         let mut messages = messages.into_iter().peekable();
         while messages.peek().is_some() {
-            let batch: Vec<Message> = messages.by_ref().take(REPLAY_MESSAGES_PER_FRAME).collect();
-            let Some(last) = batch.last().and_then(|m| m.serial.clone()) else {
-                delivered.extend(batch);
+            let mut batch: Vec<Message> =
+                messages.by_ref().take(REPLAY_MESSAGES_PER_FRAME).collect();
+            if log {
+                batch = batch
+                    .into_iter()
+                    .map(|m| Message::clone(&state.log.record(m).delivered))
+                    .collect();
+            }
+            let Some(last) = batch.last().and_then(|m| position(m)).map(str::to_owned) else {
                 continue;
             };
             state.last_serial = Some(last.clone());
@@ -191,9 +213,7 @@ impl Hub {
                     tracing::warn!(message = %error.message, "catch-up delivery failed");
                 }
             }
-            delivered.extend(outgoing.messages.take().unwrap_or_default());
         }
-        delivered
     }
 }
 
@@ -207,7 +227,7 @@ fn log_and_fan_out(
     id: Option<String>,
     now: u64,
 ) -> Result<(), ErrorInfo> {
-    let Some(last) = fresh.last().and_then(|m| m.serial.clone()) else {
+    let Some(last) = fresh.last().and_then(|m| position(m)).map(str::to_owned) else {
         return Ok(());
     };
     state.last_serial = Some(last.clone());
@@ -216,21 +236,57 @@ fn log_and_fan_out(
             .record(now.saturating_sub(published) as f64 / 1000.0);
         pulse.latency_ms(now.saturating_sub(published));
     }
+    let wants = |subscriber: &Subscriber| {
+        subscriber.modes.contains(Modes::SUBSCRIBE)
+            && (subscriber.echo || Some(&*subscriber.connection_id) != publisher)
+    };
     let mut outgoing = ProtocolMessage {
         id,
         connection_id: publisher.map(str::to_owned),
         timestamp: Some(now),
         channel_serial: Some(last),
-        messages: Some(fresh),
         ..ProtocolMessage::new(Action::Message)
     };
-    let delivered = fan_out(&state.subscribers, &mut outgoing, publisher, |subscriber| {
-        subscriber.modes.contains(Modes::SUBSCRIBE)
-            && (subscriber.echo || Some(&*subscriber.connection_id) != publisher)
-    });
-    // The log keeps the messages the frame was made from: moved into their `Arc`, not copied.
-    log_all(&mut state.log, outgoing.messages.take().unwrap_or_default());
-    pulse.messages_out(delivered?);
+    if !fresh.iter().any(is_operation) {
+        outgoing.messages = Some(fresh);
+        let delivered = fan_out(&state.subscribers, &mut outgoing, publisher, wants);
+        // The log keeps the messages the frame was made from: moved into their `Arc`, not copied.
+        log_all(&mut state.log, outgoing.messages.take().unwrap_or_default());
+        pulse.messages_out(delivered?);
+        return Ok(());
+    }
+    // Operations: logged first (applied to the latest views), then what they became goes out.
+    let mut full = None;
+    let mut delivered = Vec::with_capacity(fresh.len());
+    for message in fresh {
+        let recorded = state.log.record(message);
+        full = recorded.full;
+        delivered.push(recorded.delivered);
+    }
+    let original = delivered.first().and_then(|m| m.serial.clone());
+    outgoing.messages = Some(delivered.iter().map(|m| Message::clone(m)).collect());
+    let (full, original) = match (full, original) {
+        (Some(full), Some(original)) if delivered.len() == 1 => (full, original),
+        _ => {
+            pulse.messages_out(fan_out(
+                &state.subscribers,
+                &mut outgoing,
+                publisher,
+                wants,
+            )?);
+            return Ok(());
+        }
+    };
+    // An append goes as itself to those who have the message in full, and as the whole
+    // message to the rest (`appendMode=full`, or attached after it was published).
+    let increments = fan_out(&state.subscribers, &mut outgoing, publisher, |s| {
+        wants(s) && s.has_in_full(&original)
+    })?;
+    outgoing.messages = Some(vec![full]);
+    let wholes = fan_out(&state.subscribers, &mut outgoing, publisher, |s| {
+        wants(s) && !s.has_in_full(&original)
+    })?;
+    pulse.messages_out(increments + wholes);
     Ok(())
 }
 

@@ -21,7 +21,31 @@ pub struct Subscriber {
     pub occupancy_events: bool,
     /// False when the connection asked not to hear its own publishes.
     pub echo: bool,
+    /// Attached with `appendMode=full`: every append comes as the whole message.
+    pub append_full: bool,
+    /// Set by the hub at attach: the messages this attachment has in full (see `has_in_full`).
+    pub seen_from: SeenFrom,
     pub outbox: Arc<Outbox>,
+}
+
+/// The first serial of the messages an attachment got in full: live from its attach, or
+/// replayed by a rewind or resume. An append to an older message goes to it as the whole
+/// message ("the first append you receive for a message on an attachment is a full
+/// `message.update`"; every one is, here, which Ably allows).
+#[derive(Debug, Clone, Default)]
+pub struct SeenFrom(pub(super) Option<Arc<str>>);
+
+impl Subscriber {
+    /// Whether this attachment has the message `serial` in full, so an append to it can go as
+    /// just the appended part.
+    pub(super) fn has_in_full(&self, serial: &str) -> bool {
+        !self.append_full
+            && self
+                .seen_from
+                .0
+                .as_deref()
+                .is_some_and(|from| serial >= from)
+    }
 }
 
 /// A publish, stamped and checked by the caller (ids, clientId, connectionId, timestamp).

@@ -446,7 +446,13 @@ fn body_of(fields: &[String]) -> Option<&str> {
 pub(super) fn stored_message(stream_id: &str, body: &str) -> Option<Message> {
     match serde_json::from_str::<Message>(body) {
         Ok(mut message) => {
-            message.serial = serial_of(stream_id);
+            // An operation's place is its version; the message keeps its original's serial.
+            let serial = serial_of(stream_id);
+            if crate::hub::versions::is_operation(&message) {
+                message.version.get_or_insert_with(Default::default).serial = serial;
+            } else {
+                message.serial = serial;
+            }
             Some(message)
         }
         Err(error) => {

@@ -66,6 +66,8 @@ fn subscriber(
         modes,
         occupancy_events: false,
         echo,
+        append_full: false,
+        seen_from: Default::default(),
         outbox,
     }
 }

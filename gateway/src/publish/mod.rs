@@ -1,4 +1,7 @@
-//! The checks and stamping every publish goes through, realtime or REST, before the hub.
+//! The checks and stamping every publish goes through, realtime or REST, before the hub;
+//! `mutate` does the same for updates, deletes and appends.
+
+mod mutate;
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -70,8 +73,8 @@ impl Publisher {
     }
 
     /// A publish creates messages. An update, delete or append (actions 1, 2, 5) is refused with
-    /// 93002 where the channel's rule does not allow them, and as not served yet where it does;
-    /// meta and summary (3, 4) are the server's, and unknown actions are refused too.
+    /// 93002 where the channel's rule does not allow them, and where it does it goes alone
+    /// (`mutate`); meta and summary (3, 4) are the server's, and unknown actions are refused too.
     fn check_actions(
         &self,
         principal: &Principal,
@@ -89,7 +92,7 @@ impl Publisher {
             message_action::UPDATE | message_action::DELETE | message_action::APPEND => {
                 let key = principal.channel_key(channel);
                 if self.hub.rules_for(&key).mutable_messages {
-                    Err(Error::OperationNotServed { action })
+                    Err(Error::OperationInPublish { action })
                 } else {
                     Err(Error::MutableMessagesOff {
                         channel: channel.as_str().to_owned(),
