@@ -15,6 +15,7 @@ mod events;
 mod floods;
 mod memory;
 mod metrics;
+mod mutable;
 mod process;
 mod redis_cluster;
 mod redis_restart;
