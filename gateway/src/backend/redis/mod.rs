@@ -17,9 +17,9 @@
 //! Files: `stream.rs` (a channel's stream: publish, load, catch-up), `subscriber.rs` (interest
 //! and the pub/sub task), `link.rs` (the link and its probe), `commands.rs` (the command
 //! connection), `shards.rs` (sharded pub/sub on a cluster), `ephemeral.rs` (publications
-//! announced but not stored), `presence.rs`, `nodes.rs` (leases,
-//! reaping, dashboard numbers), `sessions.rs` (resume records), `events.rs`, `webhooks.rs`,
-//! `auth.rs`; the Lua scripts in `scripts/`.
+//! announced but not stored), `presence.rs`, `nodes.rs` (leases, reaping, dashboard numbers),
+//! `sessions.rs` (resume records), `events.rs`, `webhooks.rs`, `auth.rs`; the Lua scripts in
+//! `scripts/`.
 
 mod auth;
 mod commands;
