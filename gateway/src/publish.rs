@@ -19,7 +19,8 @@ use crate::wiring::Wiring;
 
 /// What an accepted publish got.
 pub struct Receipt {
-    /// One per message, in order; `None` for an idempotent duplicate that was not delivered again.
+    /// One per message, in order; `None` for an idempotent duplicate that was not delivered again,
+    /// and for every message of an ephemeral publish (never stored).
     pub serials: Serials,
     /// The publish's id base (`<base>:<index>` ids), as REST reports it in `messageId`.
     pub message_id: Option<String>,
@@ -130,7 +131,7 @@ impl Publisher {
         }
         self.check_actions(principal, channel, &messages)?;
         // Ephemeral publishes are delivered but never stored (`hub::ephemeral`).
-        let ephemeral = crate::hub::ephemeral_publish(&messages)?;
+        let ephemeral = crate::hub::is_ephemeral_publish(&messages)?;
         let max_bytes = limits.max_message_bytes;
         let now = protocol::now_ms();
         let mut random_base: Option<String> = None;

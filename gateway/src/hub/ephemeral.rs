@@ -41,7 +41,7 @@ pub fn mark_ephemeral(message: &mut Message) {
 
 /// Whether a publish is ephemeral: all of its messages or none of them. A mix is refused
 /// (40030), as Ably refuses it.
-pub fn all_or_none(messages: &[Message]) -> Result<bool, Error> {
+pub fn is_ephemeral_publish(messages: &[Message]) -> Result<bool, Error> {
     let ephemeral = messages.iter().filter(|m| is_ephemeral(m)).count();
     match ephemeral {
         0 => Ok(false),

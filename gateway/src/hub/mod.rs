@@ -31,7 +31,7 @@ use protocol::Message;
 use crate::config::{ChannelRules, HubConfig};
 use crate::pulse::Pulse;
 
-pub use ephemeral::{all_or_none as ephemeral_publish, is_ephemeral, mark_ephemeral};
+pub use ephemeral::{is_ephemeral, is_ephemeral_publish, mark_ephemeral};
 pub use fan_out::{encode_split, MAX_DELIVERY_FRAME_BYTES};
 pub use log::HistoryQuery;
 use log::MessageLog;

@@ -142,13 +142,16 @@ fn a_publish_is_ephemeral_whole_or_not_at_all() {
         Some(serde_json::json!({"headers": {"a": "b"}, "ephemeral": true})),
         "other extras are kept"
     );
-    assert_eq!(ephemeral_publish(std::slice::from_ref(&plain)), Ok(false));
     assert_eq!(
-        ephemeral_publish(std::slice::from_ref(&with_extras)),
+        is_ephemeral_publish(std::slice::from_ref(&plain)),
+        Ok(false)
+    );
+    assert_eq!(
+        is_ephemeral_publish(std::slice::from_ref(&with_extras)),
         Ok(true)
     );
     assert_eq!(
-        ephemeral_publish(&[plain.clone(), with_extras, plain]),
+        is_ephemeral_publish(&[plain.clone(), with_extras, plain]),
         Err(crate::error::Error::MixedEphemeral {
             ephemeral: 1,
             stored: 2
