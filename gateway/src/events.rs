@@ -9,6 +9,9 @@
 //! published one publishes only to the channels still missing. Records last at least
 //! `EVENT_RECORD_TTL` in the back-end's `EventRecords`: in Redis when clustered (so they
 //! survive restarts), in memory (bounded) otherwise.
+//!
+//! An event with `ephemeral: true` goes out as ephemeral messages (`hub::ephemeral`): live
+//! only, no serial in its outcome (recorded as an empty serial), no history, no webhook.
 
 use std::sync::Arc;
 
@@ -28,7 +31,8 @@ pub use crate::backend::records::EVENT_RECORD_TTL;
 pub struct ChannelOutcome {
     pub channel: String,
     pub message_id: String,
-    /// The message's serial; `null` when a concurrent repeat published it.
+    /// The message's serial; absent when a concurrent repeat published it, or the event is
+    /// ephemeral.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serial: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -117,13 +121,16 @@ impl Events {
                 channels.push(outcome);
                 continue;
             }
-            let message = Message {
+            let mut message = Message {
                 id: Some(outcome.message_id.clone()),
                 name: Some(event.event_type.clone()),
                 data: Some(Data::String(data.clone())),
                 encoding: Some("json".into()),
                 ..Message::default()
             };
+            if event.ephemeral {
+                crate::hub::mark_ephemeral(&mut message);
+            }
             match self
                 .publisher
                 .publish(principal, channel, vec![message], Origin::Rest)

@@ -51,6 +51,21 @@ impl BackendEvents for NodeEvents {
         }
     }
 
+    fn deliver_ephemeral(&self, arrival: Arrival<'_>) -> Result<(), ErrorInfo> {
+        let Arrival {
+            channel,
+            messages,
+            connection_id,
+            id,
+        } = arrival;
+        match self.gateway() {
+            Some(gateway) => gateway
+                .hub()
+                .deliver_ephemeral(channel, messages, connection_id, id),
+            None => Ok(()),
+        }
+    }
+
     fn catch_up(&self, channel: &str, floor: String, messages: Vec<Message>, complete: bool) {
         if let Some(gateway) = self.gateway() {
             gateway.hub().catch_up(channel, floor, messages, complete);

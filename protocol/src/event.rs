@@ -59,6 +59,9 @@ pub struct Event {
     pub event_type: String,
     pub data: Value,
     pub channels: Vec<ChannelName>,
+    /// `"ephemeral": true`: delivered live on each channel, never stored (no serial, no
+    /// history, no webhook), for frequent state like `stream.viewers`.
+    pub ephemeral: bool,
 }
 
 impl Default for Catalog {
@@ -204,7 +207,7 @@ impl Catalog {
         Ok(())
     }
 
-    /// Checks one event (`{"id", "type", "data"}`) and renders its channels. `max_bytes` bounds
+    /// Checks one event (`{"id", "type", "data"}`, optionally `"ephemeral": true`) and renders its channels. `max_bytes` bounds
     /// the delivered message (type name plus JSON data). The error names the field.
     pub fn check(&self, event: &Value, max_bytes: usize) -> Result<Event, ErrorInfo> {
         let invalid = |message: String| ErrorCode::InvalidParameterValue.info(message);
@@ -245,6 +248,11 @@ impl Catalog {
         let Some(data) = object.get("data").and_then(Value::as_object) else {
             return Err(in_event(invalid("data must be an object".into())));
         };
+        let ephemeral = match object.get("ephemeral") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(ephemeral)) => *ephemeral,
+            Some(_) => return Err(in_event(invalid("ephemeral must be a boolean".into()))),
+        };
         for (field, kind) in &event_type.required {
             match data.get(field) {
                 None | Some(Value::Null) => {
@@ -278,6 +286,7 @@ impl Catalog {
             event_type: name.clone(),
             data,
             channels,
+            ephemeral,
         })
     }
 }

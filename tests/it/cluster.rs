@@ -115,6 +115,21 @@ fn with_redis_down_a_publish_is_refused_never_acknowledged() {
         let nack = next_json(&mut socket).await;
         assert_eq!(nack["action"], 2, "NACK, never ACK: {nack}");
         assert_eq!(nack["error"]["code"], 50003);
+
+        // Ephemeral publishes store nothing, but are not dropped silently either.
+        let ephemeral = r#"{"data":"down","extras":{"ephemeral":true}}"#;
+        let (status, body) = rest(node.addr, publish("c", ephemeral)).await;
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("50003"), "{body}");
+        let messages: serde_json::Value = serde_json::from_str(ephemeral).unwrap();
+        send_json(
+            &mut socket,
+            json!({"action": 15, "channel": "c", "msgSerial": 1, "messages": [messages]}),
+        )
+        .await;
+        let nack = next_json(&mut socket).await;
+        assert_eq!(nack["action"], 2, "NACK, never ACK: {nack}");
+        assert_eq!(nack["error"]["code"], 50003);
     });
 }
 

@@ -1,10 +1,12 @@
 //! `POST /events` against the binary: idempotency by event id across a restart (records in
 //! Redis), a partial failure reported per channel and completed by a retry, a bad batch
-//! refused whole.
+//! refused whole, an ephemeral event delivered live and never stored.
 
 use serde_json::{json, Value};
 
-use crate::support::{block_on, rest, RedisServer, Request, Server, KEY};
+use crate::support::{
+    attached, block_on, next_json, nodes, rest, RedisServer, Request, Server, KEY,
+};
 
 fn events_request(body: &Value) -> Request<'static> {
     Request::post_json("/events", body).basic(KEY)
@@ -125,5 +127,47 @@ fn a_batch_with_one_bad_event_is_refused_whole() {
             history(&node, "user:u9").await.is_empty(),
             "nothing published"
         );
+    });
+}
+
+fn viewers(id: &str, viewers: u64, ephemeral: bool) -> Value {
+    json!({"id": id, "type": "stream.viewers", "ephemeral": ephemeral,
+        "data": {"stream_id": "s1", "creator_id": "cr", "viewers": viewers}})
+}
+
+/// `ephemeral: true` on an event: its message reaches a subscriber on another node live, with
+/// no serial anywhere, is not stored, and a repeat of the event id is not delivered again.
+#[test]
+fn an_ephemeral_event_is_delivered_live_once_and_never_stored() {
+    let redis = RedisServer::start();
+    let nodes = nodes(&redis, 2, &[]);
+    block_on(async {
+        let mut sub = attached(&nodes[1], "sub", "", "stream:s1").await;
+        for _ in 0..2 {
+            let request = events_request(&viewers("v1", 3, true));
+            let (status, body) = rest(nodes[0].addr, request).await;
+            assert_eq!(status, 201, "{body}");
+            let body: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(body["channels"][0]["channel"], "stream:s1", "{body}");
+            assert!(body["channels"][0].get("serial").is_none(), "{body}");
+        }
+        let (status, body) = rest(nodes[0].addr, events_request(&viewers("v2", 4, false))).await;
+        assert_eq!(status, 201, "{body}");
+        let mut heard = Vec::new();
+        while heard.len() < 2 {
+            let frame = next_json(&mut sub).await;
+            for message in frame["messages"].as_array().into_iter().flatten() {
+                heard.push((frame["channelSerial"].is_string(), message.clone()));
+            }
+        }
+        let (positioned, live) = &heard[0];
+        assert!(!positioned, "{live}");
+        assert_eq!(live["id"], "evt:v1:0");
+        assert_eq!(live["extras"], json!({"ephemeral": true}));
+        assert!(live.get("serial").is_none(), "{live}");
+        assert_eq!(heard[1].1["id"], "evt:v2:0", "the repeat went nowhere");
+        let stored = history(&nodes[1], "stream:s1").await;
+        let ids: Vec<&Value> = stored.iter().map(|m| &m["id"]).collect();
+        assert_eq!(ids, [&json!("evt:v2:0")]);
     });
 }

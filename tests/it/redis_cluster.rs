@@ -356,3 +356,59 @@ fn a_connection_resumes_on_another_node_on_a_cluster() {
         assert_eq!(numbered(&mut bob, 2).await, ["1", "2"]);
     });
 }
+
+/// Ephemeral publishes are sharded pub/sub too (`SPUBLISH` on the slot's master): one on each
+/// shard reaches a subscriber on another node once, without a serial, and is not stored.
+#[test]
+fn an_ephemeral_publish_reaches_every_node_on_every_shard() {
+    on_cluster(2, &[], async |_cluster, channels, nodes| {
+        let mut sockets = vec![subscriber(&nodes[1], &channels).await];
+        until_live(&nodes[0], &channels, &mut sockets).await;
+        for (n, channel) in channels.iter().enumerate() {
+            let path = format!("/channels/{channel}/messages?ephemeral=true");
+            let body = format!(r#"{{"id":"e{n}","name":"n","data":"{n}"}}"#);
+            for _ in 0..2 {
+                let request =
+                    Request::post(path.clone(), "application/json", body.clone().into()).basic(KEY);
+                let (status, answer) = rest(nodes[0].addr, request).await;
+                assert_eq!(status, 201, "{answer}");
+            }
+            publish_serial(&nodes[0], channel, 100 + n).await;
+        }
+        let seen = numbered_on_channels(&mut sockets[0], 2 * channels.len()).await;
+        let expected: Vec<(String, String, bool)> = channels
+            .iter()
+            .enumerate()
+            .flat_map(|(n, channel)| {
+                [
+                    (channel.clone(), n.to_string(), false),
+                    (channel.clone(), (100 + n).to_string(), true),
+                ]
+            })
+            .collect();
+        let mut got: Vec<(String, String, bool)> = seen
+            .into_iter()
+            .map(|(channel, data, serial, _)| (channel, data, !serial.is_empty()))
+            .collect();
+        // In order per channel; shards are not ordered with each other.
+        got.sort_by_key(|(channel, ..)| channels.iter().position(|c| c == channel));
+        assert_eq!(
+            got, expected,
+            "once each, only the stored ones with a serial"
+        );
+        for channel in &channels {
+            let request = Request::get(format!("/channels/{channel}/messages")).basic(KEY);
+            let (status, body) = rest(nodes[1].addr, request).await;
+            assert_eq!(status, 200, "{body}");
+            let history: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let mut ids = history.as_array().unwrap().iter().map(|m| &m["id"]);
+            let ephemeral: Vec<_> = (0..channels.len())
+                .map(|n| json!(format!("e{n}")))
+                .collect();
+            assert!(
+                ids.all(|id| !ephemeral.contains(id)),
+                "{channel}: the ephemeral one is not stored: {body}"
+            );
+        }
+    });
+}

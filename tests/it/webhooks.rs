@@ -453,3 +453,39 @@ fn a_member_whose_node_dies_bills_no_leave_if_it_resumes_elsewhere_and_one_if_it
         drop((bob, viewer));
     });
 }
+
+/// `channel.message` skips ephemeral messages: the normal message published after them is the
+/// only one the receiver gets (items leave in order per channel, so an ephemeral one queued
+/// would have come first).
+#[test]
+fn channel_message_webhooks_skip_ephemeral_messages() {
+    block_on(async {
+        let (receiver, node) = node_with_receiver("ephemeral", 0).await;
+        let mut alice = attached(&node, "alice", "", "call:2").await;
+        let publish = |serial: u64, data: &str, extras: Value| {
+            json!({"action": 15, "channel": "call:2", "msgSerial": serial,
+                   "messages": [{"name": "m", "data": data, "extras": extras}]})
+        };
+        send_json(&mut alice, publish(0, "typing", json!({"ephemeral": true}))).await;
+        send_json(&mut alice, publish(1, "tip", json!({"headers": {}}))).await;
+        receiver
+            .until("the normal message", |r| {
+                r.items().iter().any(|i| i["source"] == "channel.message")
+            })
+            .await;
+        let published: Vec<Value> = receiver
+            .items()
+            .iter()
+            .filter(|i| i["source"] == "channel.message")
+            .flat_map(|i| {
+                i["data"]["messages"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .map(|m| m["data"].clone())
+            .collect();
+        assert_eq!(published, [json!("tip")]);
+        drop(alice);
+    });
+}

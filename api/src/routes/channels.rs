@@ -1,8 +1,10 @@
-use axum::extract::{Path, State};
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use gateway::{Gateway, Occupancy, Origin};
-use protocol::{ChannelName, Message, Operation};
+use protocol::{ChannelName, ErrorCode, Message, Operation};
 use serde::Serialize;
 
 use crate::body::{respond, OneOrMany};
@@ -19,10 +21,13 @@ struct Published {
 }
 
 /// `POST /channels/{channel}/messages` (one message or an array of them). 201 only once the
-/// back-end (this node's hub, or Redis) has taken the messages.
+/// back-end (this node's hub, or Redis) has taken the messages. `?ephemeral=true` (ably-js
+/// sends publish params in the query) marks every message `extras.ephemeral`: delivered live,
+/// never stored, `serials` all `null`.
 pub(crate) async fn publish(
     State(gateway): State<Gateway>,
     Path(channel): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
     Rest { format, caller }: Rest,
     body: Payload,
 ) -> Result<Response, ApiError> {
@@ -39,7 +44,20 @@ pub(crate) async fn publish(
             return Err(gateway::Error::TooManyMessages { n, max }.into());
         }
     }
-    let messages = body.decode::<OneOrMany<Message>>()?.into_vec();
+    let ephemeral = match params.get("ephemeral").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::code(
+                ErrorCode::InvalidParameterValue,
+                format!("ephemeral must be true or false, not {other:?}"),
+            ))
+        }
+    };
+    let mut messages = body.decode::<OneOrMany<Message>>()?.into_vec();
+    if ephemeral {
+        messages.iter_mut().for_each(gateway::hub::mark_ephemeral);
+    }
     let receipt = gateway
         .publish(&caller, &channel, messages, Origin::Rest)
         .await?;

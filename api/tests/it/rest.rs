@@ -228,6 +228,55 @@ async fn a_publish_cannot_forge_a_version_or_a_summary() {
     assert!(message.get("annotations").is_none(), "{delivery}");
 }
 
+/// `?ephemeral=true` marks the messages (msgpack body too) and answers null serials; another
+/// value is refused before anything is published; a mix in the body is 40030.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_ephemeral_publish_param() {
+    let server = Server::start().await;
+    let mut subscriber = server.attached(&full_key("json"), "fleeting").await;
+    let path = "/channels/fleeting/messages?ephemeral=true";
+    let body = json!([{"name": "a", "data": "x"}, {"name": "b", "extras": {"push": {}}}]);
+    let sent = server
+        .http(
+            post_msgpack(path, &body)
+                .basic(FULL_KEY)
+                .header("accept", "application/json"),
+        )
+        .await;
+    assert_eq!(sent.status, 201, "{sent:?}");
+    assert_eq!(sent.json()["serials"], json!([null, null]), "{sent:?}");
+    let delivery = subscriber.expect(MESSAGE).await;
+    assert!(delivery.get("channelSerial").is_none(), "{delivery}");
+    let extras: Vec<&Value> = delivery["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["extras"])
+        .collect();
+    assert_eq!(
+        extras,
+        [
+            &json!({"ephemeral": true}),
+            &json!({"push": {}, "ephemeral": true})
+        ],
+        "{delivery}"
+    );
+    let odd = server
+        .post_json(
+            "/channels/fleeting/messages?ephemeral=yes",
+            &json!({"data": "x"}),
+        )
+        .await;
+    assert_rest_error(&odd, 40003, 400);
+    let mixed = json!([{"data": "x"}, {"data": "y", "extras": {"ephemeral": true}}]);
+    let mixed = server
+        .post_json("/channels/fleeting/messages", &mixed)
+        .await;
+    assert_rest_error(&mixed, 40030, 400);
+    let history = server.get("/channels/fleeting/messages").await;
+    assert_eq!(history.json(), json!([]), "nothing stored");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_publish_with_a_token() {
     let server = Server::start().await;

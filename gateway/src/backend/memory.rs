@@ -33,6 +33,14 @@ impl Bus for MemoryBackend {
         ready(hub.publish(publication).map_err(Into::into))
     }
 
+    fn publish_ephemeral<'a>(
+        &'a self,
+        hub: &'a Hub,
+        publication: Publication<'a>,
+    ) -> Reply<'a, Serials> {
+        ready(hub.publish_ephemeral(publication).map_err(Into::into))
+    }
+
     fn presence<'a>(
         &'a self,
         hub: &'a Hub,

@@ -133,6 +133,16 @@ pub(crate) trait Bus: Send + Sync {
         retention: Retention,
     ) -> Reply<'a, Serials>;
 
+    /// Delivers a checked, stamped ephemeral publication to every subscriber in the deployment
+    /// without storing it: no serial (every one `None`), no log, nothing for a resume or
+    /// history. Repeats of a message id are dropped as for `publish`. An error means it went
+    /// nowhere: the publisher is told (NACK / 5xx), never a silent drop.
+    fn publish_ephemeral<'a>(
+        &'a self,
+        hub: &'a Hub,
+        publication: Publication<'a>,
+    ) -> Reply<'a, Serials>;
+
     /// Applies checked, stamped presence events everywhere.
     fn presence<'a>(
         &'a self,
@@ -326,6 +336,9 @@ pub(crate) trait BackendEvents: Send + Sync {
 
     /// A publication arrived; false: its serial does not follow on (catch the channel up).
     fn deliver(&self, arrival: Arrival<'_>) -> std::result::Result<bool, ErrorInfo>;
+
+    /// An ephemeral publication arrived (no serials): deliver it live, store nothing.
+    fn deliver_ephemeral(&self, arrival: Arrival<'_>) -> std::result::Result<(), ErrorInfo>;
 
     /// What the store holds after `floor`, for the node to deliver what it missed; `complete`:
     /// the epoch the node knew ended with what it has.

@@ -63,6 +63,12 @@ impl BackendEvents for HubNode {
             .deliver(channel, messages, arrival.connection_id, arrival.id)
     }
 
+    fn deliver_ephemeral(&self, arrival: Arrival<'_>) -> Result<(), ErrorInfo> {
+        let (channel, messages) = (arrival.channel, arrival.messages);
+        self.hub
+            .deliver_ephemeral(channel, messages, arrival.connection_id, arrival.id)
+    }
+
     fn catch_up(&self, channel: &str, floor: String, messages: Vec<Message>, complete: bool) {
         let record = (channel.to_owned(), complete);
         self.catch_ups.lock().unwrap().push(record);
@@ -121,6 +127,12 @@ impl RedisServer {
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server runs")
+    }
+
+    /// Killed (SIGKILL); nothing answers on its port until `restart`.
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Killed (SIGKILL) and started again, empty, on the same port.
@@ -439,4 +451,146 @@ async fn a_full_webhook_queue_drops_the_oldest_and_says_how_many() {
         assert_eq!(state.peek("w", 10).await.unwrap().len(), 1, "{name}");
     })
     .await;
+}
+
+/// A JSON subscriber attached to `channel` on the node's hub; returns its queue (ATTACHED taken).
+fn listen(hub: &Hub, channel: &str, connection_id: &str) -> crate::outbox::Receiver {
+    use protocol::message::Modes;
+    use protocol::{Action, Format, ProtocolMessage};
+    let outbox = Arc::new(crate::outbox::Outbox::new(Format::Json, Default::default()));
+    let mut queue = outbox.receiver();
+    let subscriber = crate::hub::Subscriber {
+        connection_id: connection_id.into(),
+        channel_name: channel.into(),
+        modes: Modes::DEFAULT,
+        occupancy_events: false,
+        echo: true,
+        outbox,
+    };
+    hub.attach(channel, subscriber, &Default::default(), |_| {
+        ProtocolMessage::new(Action::Attached)
+    });
+    queue.try_recv().expect("ATTACHED");
+    queue
+}
+
+/// The MESSAGE frames queued so far: (channelSerial, each message's (data, serial)).
+type Heard = Vec<(Option<String>, Vec<(String, Option<String>)>)>;
+
+fn heard(queue: &mut crate::outbox::Receiver) -> Heard {
+    use axum::extract::ws::Message as WsMessage;
+    let mut frames = Vec::new();
+    while let Ok(frame) = queue.try_recv() {
+        let WsMessage::Text(text) = frame.into_ws() else {
+            panic!("a JSON frame");
+        };
+        let frame: protocol::ProtocolMessage =
+            protocol::codec::decode(text.as_bytes(), protocol::Format::Json).unwrap();
+        let messages = frame.messages.unwrap_or_default().into_iter();
+        let messages = messages
+            .map(|m| match m.data {
+                Some(protocol::Data::String(data)) => (data, m.serial),
+                other => panic!("text data, got {other:?}"),
+            })
+            .collect();
+        frames.push((frame.channel_serial, messages));
+    }
+    frames
+}
+
+fn ephemeral_publication<'a>(channel: &'a str, ids: &[&str]) -> Publication<'a> {
+    let mut publication = publication(channel, ids);
+    publication
+        .messages
+        .iter_mut()
+        .for_each(crate::hub::mark_ephemeral);
+    publication
+}
+
+/// Ephemeral publications reach subscribers live, once per id, without serials; they take no
+/// place in the channel's sequence (the stored serials around them are consecutive, and Redis
+/// never sees a gap to catch up) and are not in history.
+#[tokio::test]
+async fn an_ephemeral_publish_is_delivered_live_once_and_never_stored() {
+    for_each_backend(|subject| async move {
+        let (name, bus, node) = (subject.name, &subject.backend.bus, &subject.node);
+        let hub = &node.hub;
+        let channel = "typing";
+        bus.join(channel).await.expect("joined");
+        let mut queue = listen(hub, channel, "sub");
+        let retention = hub.rules_for(channel).retention;
+        let before = bus
+            .publish(hub, publication(channel, &["s1"]), retention)
+            .await
+            .expect("published");
+        for _ in 0..2 {
+            let serials = bus
+                .publish_ephemeral(hub, ephemeral_publication(channel, &["e1", "e2"]))
+                .await
+                .expect("published");
+            assert_eq!(serials, vec![None, None], "{name}: no serials");
+        }
+        let after = bus
+            .publish(hub, publication(channel, &["s2"]), retention)
+            .await
+            .expect("published");
+        let (before, after) = (before[0].clone().unwrap(), after[0].clone().unwrap());
+        assert_eq!(
+            crate::hub::log::next(&before),
+            Some(after.clone()),
+            "{name}: no serial spent on ephemeral messages"
+        );
+        let queue = std::sync::Mutex::new(&mut queue);
+        let frames = std::sync::Mutex::new(Vec::new());
+        eventually("three deliveries", name, || {
+            let mut frames = frames.lock().unwrap();
+            frames.extend(heard(&mut queue.lock().unwrap()));
+            frames.len() >= 3
+        })
+        .await;
+        let frames = frames.into_inner().unwrap();
+        let ephemeral = vec![("e1".to_owned(), None), ("e2".to_owned(), None)];
+        assert_eq!(
+            frames,
+            vec![
+                (Some(before.clone()), vec![("s1".to_owned(), Some(before))]),
+                (None, ephemeral),
+                (Some(after.clone()), vec![("s2".to_owned(), Some(after))]),
+            ],
+            "{name}: the repeat went nowhere, the ephemeral frame has no channelSerial"
+        );
+        let query = HistoryQuery {
+            limit: 10,
+            ..HistoryQuery::default()
+        };
+        let stored: Vec<_> = hub
+            .history(channel, &query)
+            .iter()
+            .map(|m| m.id.clone())
+            .collect();
+        assert_eq!(stored, [Some("s2".into()), Some("s1".into())], "{name}");
+        // A gap's catch-up is the one that knows the node heard everything (`true`); joining
+        // catches up too, and may twice when the join races the link's start.
+        assert!(
+            !node.catch_ups_of(channel).contains(&true),
+            "{name}: no gap seen"
+        );
+        bus.leave(channel);
+    })
+    .await;
+}
+
+/// Redis down: an ephemeral publish fails (50003, so the publisher hears NACK or 503), never
+/// a silent drop.
+#[tokio::test]
+async fn an_ephemeral_publish_with_redis_down_fails_loudly() {
+    let (subject, mut server) = redis().await;
+    let (bus, hub) = (&subject.backend.bus, &subject.node.hub);
+    server.stop();
+    let refused = bus
+        .publish_ephemeral(hub, ephemeral_publication("down", &["e1"]))
+        .await
+        .expect_err("nothing to announce it");
+    let info = protocol::ErrorInfo::from(refused);
+    assert_eq!((info.code, info.status_code), (50003, 503), "{info:?}");
 }

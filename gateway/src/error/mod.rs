@@ -63,6 +63,12 @@ pub enum Error {
     /// A message action a publisher cannot send (meta, summary, unknown).
     #[error("message action {0} cannot be published")]
     UnpublishableAction(u8),
+    /// Some messages of one publish have `extras.ephemeral: true` and some do not.
+    #[error(
+        "publish mixes {ephemeral} ephemeral and {stored} non-ephemeral messages; publish \
+         ephemeral messages (extras.ephemeral) separately"
+    )]
+    MixedEphemeral { ephemeral: usize, stored: usize },
     /// `allowed` says the budget, e.g. `10 messages/s (burst 20)`.
     #[error(
         "publish rate limit exceeded: this connection may publish {allowed}; slow down and retry"
@@ -162,7 +168,9 @@ impl Error {
             | Error::NoAccessToken
             | Error::NoChannel
             | Error::NoPresenceMessages => ErrorCode::BadRequest,
-            Error::TooManyMessages { .. } => ErrorCode::InvalidPublishRequest,
+            Error::TooManyMessages { .. } | Error::MixedEphemeral { .. } => {
+                ErrorCode::InvalidPublishRequest
+            }
             Error::MutableMessagesOff { .. } => ErrorCode::MutableMessagesNotEnabled,
             Error::UnpublishableAction(_)
             | Error::OperationInPublish { .. }

@@ -70,6 +70,16 @@ fn refusals_keep_their_code_status_and_message() {
             "message action 1 (update, delete or append) goes alone: PATCH /channels/{channel}/messages/{serial} over REST, one message per MESSAGE over realtime",
         ),
         (
+            Error::MixedEphemeral {
+                ephemeral: 1,
+                stored: 2,
+            },
+            40030,
+            400,
+            "publish mixes 1 ephemeral and 2 non-ephemeral messages; publish ephemeral messages \
+             (extras.ephemeral) separately",
+        ),
+        (
             Error::UnpublishableAction(4),
             40003,
             400,

@@ -1,8 +1,8 @@
 //! The hub: channel -> local subscribers, each channel's log and presence set, and the publish
 //! path. This file holds the channel map (epochs, tombstones, `with_channel`, sweep); the rest
-//! is one idea per file: `attach`, `publish`, `fan_out`, `presence`, `subscribers` (with the
-//! counts occupancy reports), `occupancy`, `log`, `rules` (what a channel's namespace turns on),
-//! and the public `types`.
+//! is one idea per file: `attach`, `publish`, `ephemeral` (delivered live, never logged),
+//! `fan_out`, `presence`, `subscribers` (with the counts occupancy reports), `occupancy`, `log`,
+//! `rules` (what a channel's namespace turns on), and the public `types`.
 //!
 //! A publish takes the channel's lock once, briefly and never across `.await`: it drops
 //! duplicates by message id, assigns serials, appends to the log, encodes the outgoing frame once
@@ -11,6 +11,7 @@
 //! and what lets an attach replay history and switch to live with no gap and no duplicate.
 
 mod attach;
+mod ephemeral;
 mod fan_out;
 pub(crate) mod log;
 mod occupancy;
@@ -31,6 +32,7 @@ use protocol::Message;
 use crate::config::{ChannelRules, HubConfig};
 use crate::pulse::Pulse;
 
+pub use ephemeral::{is_ephemeral, is_ephemeral_publish, mark_ephemeral};
 pub use fan_out::{encode_split, MAX_DELIVERY_FRAME_BYTES};
 pub use log::HistoryQuery;
 use log::MessageLog;

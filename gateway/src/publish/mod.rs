@@ -22,7 +22,8 @@ use crate::wiring::Wiring;
 
 /// What an accepted publish got.
 pub struct Receipt {
-    /// One per message, in order; `None` for an idempotent duplicate that was not delivered again.
+    /// One per message, in order; `None` for an idempotent duplicate that was not delivered again,
+    /// and for every message of an ephemeral publish (never stored).
     pub serials: Serials,
     /// The publish's id base (`<base>:<index>` ids), as REST reports it in `messageId`.
     pub message_id: Option<String>,
@@ -132,6 +133,8 @@ impl Publisher {
             });
         }
         self.check_actions(principal, channel, &messages)?;
+        // Ephemeral publishes are delivered but never stored (`hub::ephemeral`).
+        let ephemeral = crate::hub::is_ephemeral_publish(&messages)?;
         let max_bytes = limits.max_message_bytes;
         let now = protocol::now_ms();
         let mut random_base: Option<String> = None;
@@ -221,16 +224,18 @@ impl Publisher {
             id,
             timestamp: now,
         };
-        let webhook_copy = self
-            .wiring
-            .webhooks_want(crate::config::Source::Message, &channel_key)
-            .then(|| publication.messages.clone());
-        let serials = self
-            .wiring
-            .bus()
-            .publish(&self.hub, publication, retention)
-            .await
-            .map_err(ErrorInfo::from)?;
+        let webhook_copy = (!ephemeral
+            && self
+                .wiring
+                .webhooks_want(crate::config::Source::Message, &channel_key))
+        .then(|| publication.messages.clone());
+        let bus = self.wiring.bus();
+        let sent = if ephemeral {
+            bus.publish_ephemeral(&self.hub, publication)
+        } else {
+            bus.publish(&self.hub, publication, retention)
+        };
+        let serials = sent.await.map_err(ErrorInfo::from)?;
         if let Some(messages) = webhook_copy {
             let accepted: Vec<Message> = messages
                 .into_iter()

@@ -114,3 +114,29 @@ fn configured_types_are_checked() {
         .unwrap_err()
         .contains("date"));
 }
+
+#[test]
+fn an_event_may_ask_to_be_ephemeral() {
+    let catalog = Catalog::default();
+    let viewers = |ephemeral: Value| {
+        let mut event = json!({"id": "e1", "type": "stream.viewers",
+            "data": {"stream_id": "s", "creator_id": "c", "viewers": 3}});
+        if !ephemeral.is_null() {
+            event["ephemeral"] = ephemeral;
+        }
+        catalog.check(&event, 65536)
+    };
+    assert!(
+        !viewers(Value::Null).unwrap().ephemeral,
+        "stored by default"
+    );
+    assert!(viewers(json!(true)).unwrap().ephemeral);
+    assert!(!viewers(json!(false)).unwrap().ephemeral);
+    let wrong = viewers(json!("yes")).unwrap_err();
+    assert_eq!(wrong.code, 40003);
+    assert!(
+        wrong.message.contains("ephemeral must be a boolean"),
+        "{}",
+        wrong.message
+    );
+}

@@ -16,12 +16,14 @@
 //!
 //! Files: `stream.rs` (a channel's stream: publish, load, catch-up), `subscriber.rs` (interest
 //! and the pub/sub task), `link.rs` (the link and its probe), `commands.rs` (the command
-//! connection), `shards.rs` (sharded pub/sub on a cluster), `presence.rs`, `nodes.rs` (leases,
-//! reaping, dashboard numbers), `sessions.rs` (resume records), `events.rs`, `webhooks.rs`,
-//! `auth.rs`; the Lua scripts in `scripts/`.
+//! connection), `shards.rs` (sharded pub/sub on a cluster), `ephemeral.rs` (publications
+//! announced but not stored), `presence.rs`, `nodes.rs` (leases, reaping, dashboard numbers),
+//! `sessions.rs` (resume records), `events.rs`, `webhooks.rs`, `auth.rs`; the Lua scripts in
+//! `scripts/`.
 
 mod auth;
 mod commands;
+mod ephemeral;
 mod events;
 mod link;
 mod nodes;
@@ -55,6 +57,8 @@ const REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 pub(crate) struct RedisBackend {
     commands: Commands,
     script: redis::Script,
+    /// Announces ephemeral publications (`ephemeral.rs`): claims and one `PUBLISH`, no stream.
+    ephemeral_script: redis::Script,
     interests: Interests,
     probe: Probe,
     /// This process in the cluster (unique per start): holds a lease, tags its members.
@@ -151,6 +155,7 @@ impl RedisBackend {
             records,
             commands,
             script: announcing(stream::PUBLISH_SCRIPT, sharded),
+            ephemeral_script: announcing(ephemeral::EPHEMERAL_SCRIPT, sharded),
             interests,
             probe,
             node,
@@ -183,6 +188,14 @@ impl Bus for RedisBackend {
             )
             .await
         })
+    }
+
+    fn publish_ephemeral<'a>(
+        &'a self,
+        _hub: &'a Hub,
+        publication: Publication<'a>,
+    ) -> Reply<'a, Serials> {
+        Box::pin(self.announce_ephemeral(publication))
     }
 
     fn presence<'a>(

@@ -52,7 +52,7 @@ const META_TTL_MS: u64 = 24 * 60 * 60 * 1000;
 pub(super) struct Keys {
     stream: String,
     meta: String,
-    claims: String,
+    pub(super) claims: String,
 }
 
 pub(super) fn keys(channel: &str) -> Keys {

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::link::{Link, LinkSource, Probe, ProbeEchoes, PROBE_INTERVAL};
 use super::stream::{stored_message, StreamLoader};
-use super::{auth, presence};
+use super::{auth, ephemeral, presence};
 use crate::backend::session::ConnectionKey;
 use crate::backend::{Arrival, BackendError};
 
@@ -369,6 +369,11 @@ async fn on_publication(store: &StreamLoader, message: &redis::Msg) -> redis::Re
             Ok(events) => store.events.apply_presence(channel, events),
             Err(error) => tracing::warn!(%error, "unreadable presence on the bus"),
         }
+        return Ok(());
+    }
+    // Never stored: no serial to check continuity against.
+    if let Some(rest) = payload.strip_prefix(ephemeral::EPHEMERAL_MARK) {
+        ephemeral::arrived(store.events.as_ref(), channel, rest);
         return Ok(());
     }
     let mut lines = payload.split('\n');

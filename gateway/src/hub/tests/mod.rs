@@ -1,6 +1,7 @@
 //! The hub's unit tests, one file per topic; the helpers they share are here.
 
 mod catch_up;
+mod ephemeral;
 mod fan_out;
 mod occupancy;
 mod presence;
