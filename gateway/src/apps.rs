@@ -131,6 +131,7 @@ impl Apps {
                 let rules = ChannelRules {
                     retention: Retention::PERSISTED,
                     mutable_messages: namespace.mutable_messages,
+                    batching: None,
                 };
                 (namespace.id.clone(), rules)
             })

@@ -129,6 +129,13 @@ impl Gateway {
             inner.config.timing.presence_flush_interval,
             |inner| inner.hub.flush_presence(),
         );
+        let batching = inner.config.hub.namespace_rules.iter();
+        if batching
+            .into_iter()
+            .any(|(_, rules)| rules.batching.is_some())
+        {
+            every(&inner, BATCH_TICK, |inner| inner.hub.flush_batches());
+        }
         every(&inner, OCCUPANCY_INTERVAL, |inner| {
             inner.hub.flush_occupancy()
         });
@@ -504,6 +511,8 @@ const PULSE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// `[meta]occupancy` events go out at most once a second per channel.
 const OCCUPANCY_INTERVAL: Duration = Duration::from_secs(1);
+/// How often due message batches are looked for: a batch goes out at most this late.
+const BATCH_TICK: Duration = Duration::from_millis(10);
 
 /// The embedded back-end; webhooks read members from `hub`.
 fn memory_backend(hub: std::sync::Weak<Hub>) -> backend::Backend {

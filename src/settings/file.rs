@@ -97,6 +97,12 @@ pub(super) struct FileNamespace {
     /// Updates, deletes, appends and annotations allowed; the limits then default to a day.
     #[serde(default)]
     pub(super) mutable_messages: bool,
+    /// Server-side batching: delivery at most once per this many ms per channel.
+    pub(super) batching_interval_ms: Option<u64>,
+    /// Conflation: per interval, only the latest message per `conflation_key` (`name` or
+    /// `headers.<header>`).
+    pub(super) conflation_interval_ms: Option<u64>,
+    pub(super) conflation_key: Option<String>,
 }
 
 /// `[presence]`: members per channel.

@@ -1,7 +1,7 @@
 //! `[history]` and `[presence]`: retention per channel, rules per namespace (retention, mutable
 //! messages), rewind, members.
 
-use super::file::{FileHistory, FilePresence};
+use super::file::{FileHistory, FileNamespace, FilePresence};
 use super::positive;
 
 pub(super) fn hub_config(
@@ -43,6 +43,7 @@ pub(super) fn hub_config(
             let rules = gateway::config::ChannelRules {
                 retention,
                 mutable_messages: namespace.mutable_messages,
+                batching: batching(&namespace)?,
             };
             hub.namespace_rules.push((namespace.name, rules));
         }
@@ -51,4 +52,41 @@ pub(super) fn hub_config(
         hub.max_presence_members = positive(n, "--config presence.max_members")?;
     }
     Ok(hub)
+}
+
+/// A namespace's batching or conflation (not both: Ably has them exclusive).
+fn batching(namespace: &FileNamespace) -> Result<Option<gateway::config::Batching>, String> {
+    let name = &namespace.name;
+    let interval = |ms: u64, what: &str| -> Result<std::time::Duration, String> {
+        positive(ms, format!("--config history.namespace {name:?} {what}"))?;
+        Ok(std::time::Duration::from_millis(ms))
+    };
+    match (
+        namespace.batching_interval_ms,
+        namespace.conflation_interval_ms,
+        &namespace.conflation_key,
+    ) {
+        (None, None, None) => Ok(None),
+        (Some(ms), None, None) => Ok(Some(gateway::config::Batching {
+            interval: interval(ms, "batching_interval_ms")?,
+            conflate: None,
+        })),
+        (None, Some(ms), Some(key)) => {
+            let conflate = gateway::config::ConflationKey::parse(key).ok_or_else(|| {
+                format!(
+                    "--config history.namespace {name:?} conflation_key {key:?}: `name` or `headers.<header>`"
+                )
+            })?;
+            Ok(Some(gateway::config::Batching {
+                interval: interval(ms, "conflation_interval_ms")?,
+                conflate: Some(conflate),
+            }))
+        }
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => Err(format!(
+            "--config history.namespace {name:?}: batching_interval_ms and conflation are exclusive; pick one"
+        )),
+        (None, _, _) => Err(format!(
+            "--config history.namespace {name:?}: conflation needs both conflation_interval_ms and conflation_key"
+        )),
+    }
 }

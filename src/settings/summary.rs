@@ -112,6 +112,18 @@ fn describe_history(hub: &gateway::HubConfig) -> String {
         if rules.mutable_messages {
             text += ", mutable messages";
         }
+        if let Some(batching) = &rules.batching {
+            let every = batching.interval.as_millis();
+            text += &match &batching.conflate {
+                None => format!(", batched every {every} ms"),
+                Some(gateway::config::ConflationKey::Name) => {
+                    format!(", conflated by name every {every} ms")
+                }
+                Some(gateway::config::ConflationKey::Header(header)) => {
+                    format!(", conflated by headers.{header} every {every} ms")
+                }
+            };
+        }
     }
     text
 }

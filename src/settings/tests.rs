@@ -161,6 +161,66 @@ name = "a:b"
 }
 
 #[test]
+fn a_namespace_can_batch_or_conflate_but_not_both() {
+    let settings = with_file(
+        r#"
+[[history.namespace]]
+name = "live"
+batching_interval_ms = 100
+
+[[history.namespace]]
+name = "prices"
+conflation_interval_ms = 500
+conflation_key = "headers.market"
+
+[[history.namespace]]
+name = "scores"
+conflation_interval_ms = 250
+conflation_key = "name"
+"#,
+    )
+    .unwrap();
+    let rules = &settings.gateway.hub.namespace_rules;
+    let batching = |i: usize| rules[i].1.batching.clone().unwrap();
+    assert_eq!(batching(0).interval.as_millis(), 100);
+    assert_eq!(batching(0).conflate, None);
+    assert_eq!(
+        batching(1).conflate,
+        Some(gateway::config::ConflationKey::Header("market".into()))
+    );
+    assert_eq!(batching(1).interval.as_millis(), 500);
+    assert_eq!(
+        batching(2).conflate,
+        Some(gateway::config::ConflationKey::Name)
+    );
+    let summary = settings.summary();
+    assert!(summary.contains("namespace live: "), "{summary}");
+    assert!(summary.contains("batched every 100 ms"), "{summary}");
+    assert!(
+        summary.contains("conflated by headers.market every 500 ms"),
+        "{summary}"
+    );
+
+    for (toml, why) in [
+        (
+            "batching_interval_ms = 100\nconflation_interval_ms = 100\nconflation_key = \"name\"",
+            "exclusive",
+        ),
+        ("conflation_interval_ms = 100", "needs both"),
+        (
+            "conflation_interval_ms = 100\nconflation_key = \"extras\"",
+            "headers.<header>",
+        ),
+        ("batching_interval_ms = 0", "at least 1"),
+    ] {
+        assert_file_refused(
+            &format!("[[history.namespace]]\nname = \"x\"\n{toml}\n"),
+            why,
+        );
+    }
+}
+
+#[test]
 fn a_namespace_can_turn_on_mutable_messages() {
     let settings = with_file(
         r#"

@@ -516,3 +516,63 @@ async fn realtime_operations_reach_subscribers_as_their_latest_views() {
     assert_eq!(actions, [&json!(UPDATE), &json!(APPEND)], "{replay}");
     assert_eq!(attached["action"], ATTACHED);
 }
+
+/// A namespace with server-side batching: twenty publishes made together reach a subscriber in
+/// a few frames, all of them, in order, each frame's `channelSerial` its last message's; the
+/// publisher's ACKs are not held back. Ephemeral messages batch too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_namespaces_deliver_many_messages_per_frame() {
+    let mut config = config();
+    config.hub.namespace_rules.push((
+        "live".into(),
+        gateway::config::ChannelRules {
+            retention: config.hub.retention,
+            batching: Some(gateway::config::Batching {
+                interval: std::time::Duration::from_millis(300),
+                conflate: None,
+            }),
+            ..Default::default()
+        },
+    ));
+    let server = Server::with_config(config).await;
+    let query = format!("key={}&format=json", crate::support::FULL_KEY);
+    let mut viewer = server.attached(&query, "live:room").await;
+    let mut publisher = server.connect(&query).await;
+    for n in 0..20u64 {
+        let extras = if n % 2 == 0 {
+            json!({"ephemeral": true})
+        } else {
+            json!({})
+        };
+        publisher
+            .publish(
+                "live:room",
+                n,
+                json!([{"data": n.to_string(), "extras": extras}]),
+            )
+            .await;
+    }
+    let mut serials = Vec::new();
+    for n in 0..20u64 {
+        let ack = publisher.expect(ACK).await;
+        assert_eq!(ack["msgSerial"], n);
+        serials.push(ack["res"][0]["serials"][0].clone());
+    }
+    let mut data = Vec::new();
+    let mut frames = 0;
+    while data.len() < 20 {
+        let frame = viewer.expect(MESSAGE).await;
+        frames += 1;
+        let messages = frame["messages"].as_array().unwrap();
+        data.extend(
+            messages
+                .iter()
+                .map(|m| m["data"].as_str().unwrap().to_owned()),
+        );
+        let last_stored = serials[..data.len()].iter().rev().find(|s| !s.is_null());
+        assert_eq!(frame["channelSerial"], *last_stored.unwrap(), "{frame}");
+    }
+    let expected: Vec<String> = (0..20).map(|n| n.to_string()).collect();
+    assert_eq!(data, expected, "all, in order");
+    assert!(frames <= 4, "batched: {frames} frames for 20 messages");
+}

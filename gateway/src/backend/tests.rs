@@ -465,6 +465,8 @@ fn listen(hub: &Hub, channel: &str, connection_id: &str) -> crate::outbox::Recei
         modes: Modes::DEFAULT,
         occupancy_events: false,
         echo: true,
+        append_full: false,
+        seen_from: Default::default(),
         outbox,
     };
     hub.attach(channel, subscriber, &Default::default(), |_| {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// How much of a channel's history its log keeps: by count and by age.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Retention {
     pub max_messages: usize,
     pub max_age: Duration,
@@ -20,12 +20,46 @@ impl Retention {
 }
 
 /// What a channel's namespace turns on: Ably's channel rules, for the part we implement.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Default)]
 pub struct ChannelRules {
     pub retention: Retention,
     /// Updates, deletes, appends and annotations are allowed (Ably's "Message annotations,
     /// updates, deletes, and appends" rule); off, they are refused with 93002.
     pub mutable_messages: bool,
+    /// Server-side batching (or conflation) of what subscribers are sent.
+    pub batching: Option<Batching>,
+}
+
+/// Server-side batching (Ably's `batchingInterval`): what is published on a channel within
+/// `interval` goes to each subscriber as one frame. With `conflate`, only the latest message per
+/// key in each interval goes (Ably's conflation). Storing, ACKs, history and resume are not
+/// delayed; only live delivery is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batching {
+    pub interval: Duration,
+    pub conflate: Option<ConflationKey>,
+}
+
+/// What conflation groups messages by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConflationKey {
+    /// The message name.
+    Name,
+    /// A header in `extras.headers` (e.g. `market`).
+    Header(String),
+}
+
+impl ConflationKey {
+    /// `name` or `headers.<header>`.
+    pub fn parse(text: &str) -> Option<ConflationKey> {
+        match text.split_once('.') {
+            None if text == "name" => Some(ConflationKey::Name),
+            Some(("headers", header)) if !header.is_empty() => {
+                Some(ConflationKey::Header(header.to_owned()))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// What the hub keeps and allows per channel.

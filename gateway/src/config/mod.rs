@@ -8,7 +8,7 @@ mod limits;
 mod supabase;
 mod webhooks;
 
-pub use hub::{ChannelRules, HubConfig, Retention};
+pub use hub::{Batching, ChannelRules, ConflationKey, HubConfig, Retention};
 pub use keys::ApiKey;
 pub use limits::{Limits, OutboundQueue, PublishRate, Sockets, Timing};
 pub(crate) use supabase::Rule;

@@ -30,6 +30,8 @@ impl Hub {
         let now = protocol::now_ms();
         self.with_channel(channel, |state| {
             state.log.expire(now);
+            // What the others are due goes first: the replay below covers it for this one.
+            super::batch::send_pending(state, &self.pulse);
             let mut outcome = AttachOutcome {
                 channel_serial: state.position(),
                 ..Default::default()

@@ -80,6 +80,10 @@ impl Hub {
                 })
                 .map(|(message, _)| message)
                 .collect();
+            if state.batching.is_some() {
+                self.batch(channel, state, fresh, now);
+                return Ok(());
+            }
             send_live(state, &self.pulse, fresh, connection_id, id, now)
         };
         if keyed {
@@ -104,6 +108,10 @@ impl Hub {
             return Ok(());
         };
         let mut state = entry.lock();
+        if state.batching.is_some() {
+            self.batch(channel, &mut state, messages, protocol::now_ms());
+            return Ok(());
+        }
         send_live(
             &mut state,
             &self.pulse,

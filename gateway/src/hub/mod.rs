@@ -11,6 +11,7 @@
 //! and what lets an attach replay history and switch to live with no gap and no duplicate.
 
 mod attach;
+mod batch;
 mod ephemeral;
 mod fan_out;
 pub(crate) mod log;
@@ -29,7 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use dashmap::DashMap;
 use protocol::Message;
 
-use crate::config::{ChannelRules, HubConfig};
+use crate::config::{Batching, ChannelRules, HubConfig};
 use crate::pulse::Pulse;
 
 pub use ephemeral::{is_ephemeral, is_ephemeral_publish, mark_ephemeral};
@@ -53,6 +54,8 @@ pub struct Hub {
     last_epoch_ms: AtomicU64,
     /// Channels with presence events waiting for the next flush.
     presence_dirty: Mutex<Vec<String>>,
+    /// Channels with a batch of messages waiting (`batch.rs`).
+    batch_dirty: Mutex<Vec<String>>,
     /// Channels whose occupancy changed since the last occupancy flush.
     occupancy_dirty: Mutex<HashSet<String>>,
     /// Swept channels' log floors (and when they were swept), so a channel made again still
@@ -84,6 +87,9 @@ struct ChannelState {
     last_serial: Option<String>,
     recent_ids: RecentIds,
     log: MessageLog,
+    /// The namespace's batching rule, and what waits for the batch to be due.
+    batching: Option<Batching>,
+    pending: Option<batch::Pending>,
     presence: PresenceSet,
     /// When presence events last went out (ms).
     presence_sent_at: u64,
@@ -129,6 +135,7 @@ impl Hub {
             config,
             last_epoch_ms: AtomicU64::new(0),
             presence_dirty: Mutex::new(Vec::new()),
+            batch_dirty: Mutex::new(Vec::new()),
             occupancy_dirty: Mutex::new(HashSet::new()),
             tombstones: DashMap::new(),
             occupancy_hook: std::sync::OnceLock::new(),
@@ -165,6 +172,7 @@ impl Hub {
                 },
                 None => (fresh_epoch_ms, 0, log::first_serial(fresh_epoch_ms)),
             };
+        let rules = self.rules_for(channel);
         Arc::new(Channel {
             state: Mutex::new(ChannelState {
                 epoch_ms,
@@ -172,7 +180,9 @@ impl Hub {
                 next_serial,
                 last_serial: None,
                 recent_ids: RecentIds::default(),
-                log: MessageLog::new(floor, self.rules_for(channel).retention),
+                log: MessageLog::new(floor, rules.retention),
+                batching: rules.batching,
+                pending: None,
                 presence: PresenceSet::default(),
                 presence_sent_at: 0,
                 occupancy_dirty: false,

@@ -8,11 +8,11 @@ use protocol::message::Modes;
 use protocol::{Action, ErrorCode, ErrorInfo, Message, ProtocolMessage};
 
 use super::attach::REPLAY_MESSAGES_PER_FRAME;
+use super::batch;
 use super::fan_out::fan_out;
 use super::log::{self, MessageLog};
 use super::versions::{self, is_operation, position};
 use super::{ChannelState, Hub, Publication, Serials, Subscriber};
-use crate::pulse::Pulse;
 
 /// How long a client-supplied message id suppresses a repeat (Ably's idempotency window).
 pub const IDEMPOTENCY_WINDOW_MS: u64 = 2 * 60 * 1000;
@@ -77,9 +77,9 @@ impl Hub {
                 serials.push(Some(serial));
                 fresh.push(message);
             }
-            log_and_fan_out(
+            self.log_and_fan_out(
+                publication.channel,
                 state,
-                &self.pulse,
                 fresh,
                 publication.connection_id,
                 publication.id,
@@ -119,7 +119,7 @@ impl Hub {
             if !follows_on {
                 return Ok(false);
             }
-            log_and_fan_out(state, &self.pulse, fresh, connection_id, id, now)?;
+            self.log_and_fan_out(channel, state, fresh, connection_id, id, now)?;
             Ok(true)
         })
     }
@@ -185,6 +185,8 @@ impl Hub {
         now: u64,
         log: bool,
     ) {
+        // A batch waiting goes first: these come after it.
+        batch::send_pending(state, &self.pulse);
         let mut messages = messages.into_iter().peekable();
         while messages.peek().is_some() {
             let mut batch: Vec<Message> =
@@ -217,77 +219,94 @@ impl Hub {
     }
 }
 
-/// The tail of every publish: log the fresh messages, move the channel's position, and send
-/// one MESSAGE (encoded once per format) to every subscriber that wants it.
-fn log_and_fan_out(
-    state: &mut ChannelState,
-    pulse: &Pulse,
-    fresh: Vec<Message>,
-    publisher: Option<&str>,
-    id: Option<String>,
-    now: u64,
-) -> Result<(), ErrorInfo> {
-    let Some(last) = fresh.last().and_then(|m| position(m)).map(str::to_owned) else {
-        return Ok(());
-    };
-    state.last_serial = Some(last.clone());
-    if let Some(published) = fresh.first().and_then(|m| m.timestamp) {
-        ::metrics::histogram!("realtime_publish_delivery_seconds")
-            .record(now.saturating_sub(published) as f64 / 1000.0);
-        pulse.latency_ms(now.saturating_sub(published));
-    }
-    let wants = |subscriber: &Subscriber| {
-        subscriber.modes.contains(Modes::SUBSCRIBE)
-            && (subscriber.echo || Some(&*subscriber.connection_id) != publisher)
-    };
-    let mut outgoing = ProtocolMessage {
-        id,
-        connection_id: publisher.map(str::to_owned),
-        timestamp: Some(now),
-        channel_serial: Some(last),
-        ..ProtocolMessage::new(Action::Message)
-    };
-    if !fresh.iter().any(is_operation) {
-        outgoing.messages = Some(fresh);
-        let delivered = fan_out(&state.subscribers, &mut outgoing, publisher, wants);
-        // The log keeps the messages the frame was made from: moved into their `Arc`, not copied.
-        log_all(&mut state.log, outgoing.messages.take().unwrap_or_default());
-        pulse.messages_out(delivered?);
-        return Ok(());
-    }
-    // Operations: logged first (applied to the latest views), then what they became goes out.
-    let mut full = None;
-    let mut delivered = Vec::with_capacity(fresh.len());
-    for message in fresh {
-        let recorded = state.log.record(message);
-        full = recorded.full;
-        delivered.push(recorded.delivered);
-    }
-    let original = delivered.first().and_then(|m| m.serial.clone());
-    outgoing.messages = Some(delivered.iter().map(|m| Message::clone(m)).collect());
-    let (full, original) = match (full, original) {
-        (Some(full), Some(original)) if delivered.len() == 1 => (full, original),
-        _ => {
-            pulse.messages_out(fan_out(
-                &state.subscribers,
-                &mut outgoing,
-                publisher,
-                wants,
-            )?);
+impl Hub {
+    /// The tail of every publish: log the fresh messages, move the channel's position, and send
+    /// one MESSAGE (encoded once per format) to every subscriber that wants it.
+    fn log_and_fan_out(
+        &self,
+        channel: &str,
+        state: &mut ChannelState,
+        fresh: Vec<Message>,
+        publisher: Option<&str>,
+        id: Option<String>,
+        now: u64,
+    ) -> Result<(), ErrorInfo> {
+        let pulse = &self.pulse;
+        let Some(last) = fresh.last().and_then(|m| position(m)).map(str::to_owned) else {
+            return Ok(());
+        };
+        state.last_serial = Some(last.clone());
+        if let Some(published) = fresh.first().and_then(|m| m.timestamp) {
+            ::metrics::histogram!("realtime_publish_delivery_seconds")
+                .record(now.saturating_sub(published) as f64 / 1000.0);
+            pulse.latency_ms(now.saturating_sub(published));
+        }
+        if state.batching.is_some() {
+            // Stored now, delivered when the batch is due.
+            let mut batched = Vec::with_capacity(fresh.len());
+            for message in fresh {
+                let recorded = state.log.record(message);
+                batched.push(batch::batched_form(
+                    &recorded.delivered,
+                    recorded.full.as_ref(),
+                ));
+            }
+            self.batch(channel, state, batched, now);
             return Ok(());
         }
-    };
-    // An append goes as itself to those who have the message in full, and as the whole
-    // message to the rest (`appendMode=full`, or attached after it was published).
-    let increments = fan_out(&state.subscribers, &mut outgoing, publisher, |s| {
-        wants(s) && s.has_in_full(&original)
-    })?;
-    outgoing.messages = Some(vec![full]);
-    let wholes = fan_out(&state.subscribers, &mut outgoing, publisher, |s| {
-        wants(s) && !s.has_in_full(&original)
-    })?;
-    pulse.messages_out(increments + wholes);
-    Ok(())
+        let wants = |subscriber: &Subscriber| {
+            subscriber.modes.contains(Modes::SUBSCRIBE)
+                && (subscriber.echo || Some(&*subscriber.connection_id) != publisher)
+        };
+        let mut outgoing = ProtocolMessage {
+            id,
+            connection_id: publisher.map(str::to_owned),
+            timestamp: Some(now),
+            channel_serial: Some(last),
+            ..ProtocolMessage::new(Action::Message)
+        };
+        if !fresh.iter().any(is_operation) {
+            outgoing.messages = Some(fresh);
+            let delivered = fan_out(&state.subscribers, &mut outgoing, publisher, wants);
+            // The log keeps the messages the frame was made from: moved into their `Arc`, not copied.
+            log_all(&mut state.log, outgoing.messages.take().unwrap_or_default());
+            pulse.messages_out(delivered?);
+            return Ok(());
+        }
+        // Operations: logged first (applied to the latest views), then what they became goes out.
+        let mut full = None;
+        let mut delivered = Vec::with_capacity(fresh.len());
+        for message in fresh {
+            let recorded = state.log.record(message);
+            full = recorded.full;
+            delivered.push(recorded.delivered);
+        }
+        let original = delivered.first().and_then(|m| m.serial.clone());
+        outgoing.messages = Some(delivered.iter().map(|m| Message::clone(m)).collect());
+        let (full, original) = match (full, original) {
+            (Some(full), Some(original)) if delivered.len() == 1 => (full, original),
+            _ => {
+                pulse.messages_out(fan_out(
+                    &state.subscribers,
+                    &mut outgoing,
+                    publisher,
+                    wants,
+                )?);
+                return Ok(());
+            }
+        };
+        // An append goes as itself to those who have the message in full, and as the whole
+        // message to the rest (`appendMode=full`, or attached after it was published).
+        let increments = fan_out(&state.subscribers, &mut outgoing, publisher, |s| {
+            wants(s) && s.has_in_full(&original)
+        })?;
+        outgoing.messages = Some(vec![full]);
+        let wholes = fan_out(&state.subscribers, &mut outgoing, publisher, |s| {
+            wants(s) && !s.has_in_full(&original)
+        })?;
+        pulse.messages_out(increments + wholes);
+        Ok(())
+    }
 }
 
 fn log_all(log: &mut MessageLog, messages: Vec<Message>) {

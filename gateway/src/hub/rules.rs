@@ -24,7 +24,7 @@ impl Hub {
             .or_else(|| find(&self.config.namespace_rules, namespace))
             .unwrap_or(ChannelRules {
                 retention: self.config.retention,
-                mutable_messages: false,
+                ..ChannelRules::default()
             })
     }
 
@@ -44,5 +44,5 @@ fn find(rules: &[(String, ChannelRules)], namespace: &str) -> Option<ChannelRule
     rules
         .iter()
         .find(|(name, _)| name == namespace)
-        .map(|(_, rules)| *rules)
+        .map(|(_, rules)| rules.clone())
 }

@@ -1,5 +1,6 @@
 //! The hub's unit tests, one file per topic; the helpers they share are here.
 
+mod batch;
 mod catch_up;
 mod ephemeral;
 mod fan_out;

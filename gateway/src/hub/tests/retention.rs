@@ -74,7 +74,7 @@ fn payments_kept_an_hour() -> Vec<(String, ChannelRules)> {
     };
     let rules = ChannelRules {
         retention,
-        mutable_messages: false,
+        ..ChannelRules::default()
     };
     vec![("payments".into(), rules)]
 }
