@@ -19,7 +19,8 @@ fn mutable_config() -> PathBuf {
     let file = dir.join("realtime.toml");
     std::fs::write(
         &file,
-        "[[history.namespace]]\nname = \"chat\"\nmutable_messages = true\n",
+        "[[history.namespace]]\nname = \"chat\"\nmutable_messages = true\n\n\
+         [[history.namespace]]\nname = \"live\"\nbatching_interval_ms = 200\n",
     )
     .unwrap();
     file
@@ -245,5 +246,89 @@ fn edits_reach_every_node_once_and_converge_to_the_highest_version() {
         redis.stop();
         let (status, body) = patch(a, &serial, json!({"data": "lost?"})).await;
         assert!(status >= 500, "{status} {body}");
+    });
+}
+
+/// A node dies: a client that was on it attaches on another node from the last serial it saw,
+/// and is replayed the edits made meanwhile, as they went out. And a batched namespace on two
+/// nodes: stored and ephemeral messages published on both reach subscribers on both, each once,
+/// several per frame.
+#[test]
+fn after_a_node_dies_edits_replay_elsewhere_and_batches_span_nodes() {
+    let config = mutable_config();
+    let config = config.to_str().unwrap();
+    let redis = RedisServer::start();
+    let mut nodes = nodes(&redis, 3, &["--config", config]);
+    block_on(async {
+        let mut on_a = subscriber(&nodes[0], "").await;
+        attach(&mut on_a, CHANNEL).await;
+        let serial = publish(&nodes[1], "Hello").await;
+        let created = next_message(&mut on_a).await;
+        let seen = created["channelSerial"].as_str().unwrap().to_owned();
+        drop(on_a);
+        drop(nodes.remove(0));
+        let (b, c) = (&nodes[0], &nodes[1]);
+
+        let edited = change(b, &serial, json!({"data": "Hi"})).await;
+        let appended = change(c, &serial, json!({"action": 5, "data": "!"})).await;
+        let mut back = subscriber(b, "").await;
+        send_json(
+            &mut back,
+            json!({"action": 10, "channel": CHANNEL, "channelSerial": seen}),
+        )
+        .await;
+        let attached = next_json(&mut back).await;
+        assert_ne!(
+            attached["flags"].as_u64().unwrap() & 4,
+            0,
+            "RESUMED: {attached}"
+        );
+        let mut replay = next_messages(&mut back).await;
+        if replay.len() < 2 {
+            replay.extend(next_messages(&mut back).await);
+        }
+        assert_eq!(
+            replay,
+            [
+                (json!(1), json!("Hi"), json!(edited)),
+                (json!(5), json!("!"), json!(appended)),
+            ]
+        );
+
+        let mut watchers = Vec::new();
+        for node in [b, c] {
+            let mut socket = subscriber(node, "").await;
+            attach(&mut socket, "live:room").await;
+            watchers.push(socket);
+        }
+        let (mut on_b, mut on_c) = (subscriber(b, "").await, subscriber(c, "").await);
+        for n in 0..10u64 {
+            for (socket, extras) in [
+                (&mut on_b, json!({})),
+                (&mut on_c, json!({"ephemeral": true})),
+            ] {
+                let message = json!({"name": "r", "data": n.to_string(), "extras": extras});
+                send_json(
+                    socket,
+                    json!({"action": 15, "channel": "live:room", "msgSerial": n,
+                                         "messages": [message]}),
+                )
+                .await;
+            }
+        }
+        for watcher in &mut watchers {
+            let mut data = Vec::new();
+            let mut frames = 0;
+            while data.len() < 20 {
+                frames += 1;
+                data.extend(next_messages(watcher).await.into_iter().map(|(_, d, _)| d));
+            }
+            data.sort_by_key(|d| d.as_str().unwrap().parse::<u64>().unwrap());
+            let each_twice: Vec<Value> = (0..10u64)
+                .flat_map(|n| [json!(n.to_string()), json!(n.to_string())])
+                .collect();
+            assert_eq!(data, each_twice, "every message once");
+            assert!(frames < 20, "{frames} frames for 20 messages");
+        }
     });
 }

@@ -14,8 +14,8 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use crate::support::{
-    attach, attached, block_on, client, close, enter, eventually, resume_ids, send_json,
-    until_graces_recorded, RedisServer, Server,
+    attach, attached, block_on, client, close, enter, eventually, publish, rest, resume_ids,
+    send_json, until_graces_recorded, RedisServer, Server,
 };
 
 const SECRET: &str = "whsec_test";
@@ -487,5 +487,82 @@ fn channel_message_webhooks_skip_ephemeral_messages() {
             .collect();
         assert_eq!(published, [json!("tip")]);
         drop(alice);
+    });
+}
+
+/// `channel.message` carries what an operation made: an update and a delete of a message come
+/// as that message (its serial) with their action and version.
+#[test]
+fn channel_message_webhooks_carry_updates_and_deletes() {
+    block_on(async {
+        let receiver = Receiver::start(0).await;
+        let mutable = "[[history.namespace]]\nname = \"call\"\nmutable_messages = true\n";
+        let path = config(receiver.addr, "operations", mutable);
+        let node = Server::start(&["--config", path.to_str().unwrap()]);
+        let body = json!({"name": "m", "data": "first"}).to_string();
+        let (status, published) = rest(node.addr, publish("call:3", &body)).await;
+        assert_eq!(status, 201, "{published}");
+        let published: Value = serde_json::from_str(&published).unwrap();
+        let serial = published["serials"][0].as_str().unwrap().to_owned();
+        let mut versions = Vec::new();
+        for op in [
+            json!({"data": "edited", "version": {"description": "typo"}}),
+            json!({"action": 2}),
+        ] {
+            let path = format!("/channels/call:3/messages/{serial}");
+            let request = test_support::Request::new("PATCH", path)
+                .with_body("application/json", op.to_string().into_bytes())
+                .basic(crate::support::KEY);
+            let (status, changed) = rest(node.addr, request).await;
+            assert_eq!(status, 200, "{changed}");
+            let changed: Value = serde_json::from_str(&changed).unwrap();
+            versions.push(changed["versionSerial"].clone());
+        }
+        let messages = || -> Vec<Value> {
+            receiver
+                .items()
+                .iter()
+                .filter(|i| i["source"] == "channel.message")
+                .flat_map(|i| {
+                    i["data"]["messages"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                })
+                .collect()
+        };
+        receiver
+            .until("the create, update and delete", |_| messages().len() >= 3)
+            .await;
+        let seen: Vec<(Value, Value, Value, Value)> = messages()
+            .iter()
+            .map(|m| {
+                (
+                    m["action"].clone(),
+                    m["serial"].clone(),
+                    m["data"].clone(),
+                    m["version"]["serial"].clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (json!(0), json!(serial), json!("first"), Value::Null),
+                (
+                    json!(1),
+                    json!(serial),
+                    json!("edited"),
+                    versions[0].clone()
+                ),
+                (
+                    json!(2),
+                    json!(serial),
+                    json!("edited"),
+                    versions[1].clone()
+                ),
+            ]
+        );
+        assert_eq!(messages()[1]["version"]["description"], "typo");
     });
 }
