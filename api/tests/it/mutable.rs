@@ -576,3 +576,60 @@ async fn batched_namespaces_deliver_many_messages_per_frame() {
     assert_eq!(data, expected, "all, in order");
     assert!(frames <= 4, "batched: {frames} frames for 20 messages");
 }
+
+/// A client with a clientId (a token's) edits as itself: its versions carry that clientId, it may
+/// not claim another one (40012), and `message-update-own` lets it edit only its own messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identified_clients_edit_as_themselves() {
+    use crate::support::{full_token, token_query};
+    let mut config = config();
+    config.hub.namespace_rules.push((
+        "edit".into(),
+        gateway::config::ChannelRules {
+            retention: config.hub.retention,
+            mutable_messages: true,
+            ..Default::default()
+        },
+    ));
+    let server = Server::with_config(config).await;
+    let own = r#"{"edit:*":["publish","subscribe","message-update-own"]}"#;
+    let alice = full_token(&server, None, Some(own), Some("alice")).await;
+    let mut alice = server
+        .attached(&token_query(&alice, "format=json"), "edit:x")
+        .await;
+    let bob = full_token(&server, None, None, Some("bob")).await;
+    let mut bob = server.connect(&token_query(&bob, "format=json")).await;
+    let bobs = bob
+        .publish_acked("edit:x", 0, json!([{"data": "bob's"}]))
+        .await
+        .remove(0);
+    alice.expect(MESSAGE).await;
+    alice
+        .publish("edit:x", 0, json!([{"data": "alice's"}]))
+        .await;
+    let mut frames = [alice.frame().await, alice.frame().await];
+    frames.sort_by_key(|f| f["action"].as_u64());
+    let alices = assert_ack(&frames[0], 0, 1).remove(0);
+    assert_eq!(frames[1]["messages"][0]["clientId"], "alice");
+
+    let op = |msg_serial: u64, serial: &str, version: Value| {
+        json!([{"action": UPDATE, "serial": serial, "data": format!("edit {msg_serial}"),
+                "version": version}])
+    };
+    alice
+        .publish("edit:x", 1, op(1, &alices, json!({"clientId": "mallory"})))
+        .await;
+    assert_error(&alice.expect(NACK).await, 40012, 400);
+    alice.publish("edit:x", 2, op(2, &bobs, json!({}))).await;
+    assert_error(&alice.expect(NACK).await, 40160, 401);
+    alice.publish("edit:x", 3, op(3, &alices, json!({}))).await;
+    let mut frames = [alice.frame().await, alice.frame().await];
+    frames.sort_by_key(|f| f["action"].as_u64());
+    assert_ack(&frames[0], 3, 1);
+    let edited = &frames[1]["messages"][0];
+    assert_eq!(
+        (&edited["data"], &edited["version"]["clientId"]),
+        (&json!("edit 3"), &json!("alice"))
+    );
+    assert_eq!(frames[1]["action"], MESSAGE);
+}
