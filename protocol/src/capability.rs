@@ -215,7 +215,13 @@ fn resource_matches(resource: &str, channel: &ChannelName) -> bool {
             None => false,
         };
     }
-    segments_match(resource, channel.base())
+    let base = channel.base();
+    // A chat room's channel (`room::$chat`) answers to capabilities written for the room, as
+    // Ably's Chat has it ("my-chat-room", "dms:*").
+    segments_match(resource, base)
+        || base
+            .split_once("::$")
+            .is_some_and(|(room, _)| segments_match(resource, room))
 }
 
 fn segments_match(pattern: &str, name: &str) -> bool {

@@ -20,12 +20,12 @@ use crate::extract::{Caller, Enveloped};
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 
-struct Request {
+pub(super) struct Request {
     /// The hub's key for the channel (scoped to the caller's sandbox app, if any).
     channel_key: String,
     format: Format,
     envelope: bool,
-    query: HistoryQuery,
+    pub(super) query: HistoryQuery,
     params: HashMap<String, String>,
 }
 
@@ -45,7 +45,10 @@ impl FromRequestParts<Gateway> for Read {
         let Path(mut path) = Path::<HashMap<String, String>>::from_request_parts(parts, gateway)
             .await
             .map_err(IntoResponse::into_response)?;
-        let channel = path.remove("channel").unwrap_or_default();
+        let channel = path
+            .remove("channel")
+            .or_else(|| path.remove("room"))
+            .unwrap_or_default();
         let Query(params) = Query::<HashMap<String, String>>::from_request_parts(parts, gateway)
             .await
             .map_err(IntoResponse::into_response)?;
@@ -62,8 +65,20 @@ impl FromRequestParts<Gateway> for Read {
     }
 }
 
+impl Read {
+    /// The read of a chat room's messages: its channel (`{room}::$chat`), and Chat's
+    /// `fromSerial` for `from_serial`.
+    pub(super) fn for_room(mut self) -> Read {
+        self.channel = format!("{}::$chat", self.channel);
+        if let Some(serial) = self.params.remove("fromSerial") {
+            self.params.insert("from_serial".into(), serial);
+        }
+        self
+    }
+}
+
 /// The read checked: the channel's name, `operation` in the caller's capability, the query.
-fn request(read: Read, operation: Operation) -> Result<Request, ApiError> {
+pub(super) fn request(read: Read, operation: Operation) -> Result<Request, ApiError> {
     let Read {
         channel,
         params,
@@ -116,8 +131,12 @@ fn request(read: Read, operation: Operation) -> Result<Request, ApiError> {
 }
 
 impl Request {
+    pub(super) fn channel_key(&self) -> &str {
+        &self.channel_key
+    }
+
     /// One page, with its `Link` header.
-    fn respond<T: Serialize>(
+    pub(super) fn respond<T: Serialize>(
         &self,
         resource: &str,
         page: &[T],
@@ -134,7 +153,7 @@ impl Request {
     }
 
     /// Offset-paged resources (presence) keep in the cursor how many items came before.
-    fn offset(&self) -> usize {
+    pub(super) fn offset(&self) -> usize {
         self.query
             .cursor
             .as_deref()

@@ -3,6 +3,7 @@
 mod apps;
 pub(crate) mod batch;
 mod channels;
+mod chat;
 pub(crate) mod dashboard;
 mod events;
 mod health;
@@ -70,6 +71,23 @@ pub(crate) fn router(gateway: Gateway) -> Router {
             get(history::presence_history),
         )
         .route("/channels/{channel}", get(channels::status))
+        .route(
+            "/chat/v4/rooms/{room}/messages",
+            post(chat::send).get(chat::history),
+        )
+        .route(
+            "/chat/v4/rooms/{room}/messages/{serial}",
+            get(chat::message).put(chat::update),
+        )
+        .route(
+            "/chat/v4/rooms/{room}/messages/{serial}/delete",
+            post(chat::delete),
+        )
+        .route(
+            "/chat/v4/rooms/{room}/messages/{serial}/versions",
+            get(chat::versions),
+        )
+        .route("/chat/v4/rooms/{room}/occupancy", get(chat::occupancy))
         .route("/keys/{key_name}/requestToken", post(keys::request_token))
         .route("/keys/{key_name}/revokeTokens", post(keys::revoke_tokens));
     answer_the_rest(routes, gateway)

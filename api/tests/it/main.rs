@@ -4,6 +4,7 @@
 mod auth;
 mod bad_input;
 mod bursts;
+mod chat;
 mod coalescing;
 mod conformance;
 mod continuity;

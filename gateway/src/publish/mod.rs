@@ -27,6 +27,12 @@ pub struct Receipt {
     pub serials: Serials,
     /// The publish's id base (`<base>:<index>` ids), as REST reports it in `messageId`.
     pub message_id: Option<String>,
+    /// When the messages were stamped (their `timestamp`).
+    pub timestamp: u64,
+    /// An update, delete or append: the message's latest view it made, with the version serial
+    /// the operation got (applied to the view the caller's check read; a concurrent edit that
+    /// another node stored first is not in it).
+    pub changed: Option<Message>,
 }
 
 /// Where a publish came from; decides the default message ids.
@@ -265,6 +271,8 @@ impl Publisher {
             serials,
             message_id: first_id
                 .and_then(|id| id.rsplit_once(':').map(|(base, _)| base.to_owned())),
+            timestamp: now,
+            changed: None,
         })
     }
 

@@ -148,11 +148,7 @@ impl Publisher {
             }
             Origin::Rest => (None, None),
         };
-        let webhook_copy = self
-            .wiring
-            .webhooks_want(crate::config::Source::Message, &key)
-            .then(|| versions::apply(&latest, &op).ok())
-            .flatten();
+        let applied = versions::apply(&latest, &op).ok();
         let serials = self
             .wiring
             .bus()
@@ -170,18 +166,25 @@ impl Publisher {
             )
             .await
             .map_err(protocol::ErrorInfo::from)?;
-        if let (Some(mut applied), Some(Some(serial))) = (webhook_copy, serials.first()) {
-            applied
-                .delivered
-                .version
-                .get_or_insert_with(Default::default)
-                .serial = Some(serial.clone());
-            self.wiring
-                .report_webhook(crate::webhooks::Report::Messages {
-                    channel: key.to_string(),
-                    messages: vec![applied.delivered],
-                });
-        }
+        let changed = match (applied, serials.first()) {
+            (Some(mut applied), Some(Some(serial))) => {
+                let version = applied.latest.version.get_or_insert_with(Default::default);
+                version.serial = Some(serial.clone());
+                applied.delivered.version = applied.latest.version.clone();
+                if self
+                    .wiring
+                    .webhooks_want(crate::config::Source::Message, &key)
+                {
+                    self.wiring
+                        .report_webhook(crate::webhooks::Report::Messages {
+                            channel: key.to_string(),
+                            messages: vec![applied.delivered],
+                        });
+                }
+                Some(applied.latest)
+            }
+            _ => None,
+        };
         self.count_publish(principal, &origin, 1, size);
         ::metrics::counter!(
             "realtime_message_operations_total",
@@ -192,6 +195,8 @@ impl Publisher {
         Ok(Receipt {
             serials,
             message_id: None,
+            timestamp: now,
+            changed,
         })
     }
 

@@ -111,3 +111,24 @@ fn modes_keep_their_wire_values() {
         (1 << 20) | (1 << 31)
     );
 }
+
+/// A chat room's channel `room::$chat` is allowed by capabilities written for the room (Ably
+/// Chat's rule), by ones written for the channel itself, and by no other room's.
+#[test]
+fn chat_channels_answer_to_their_rooms_capabilities() {
+    let capability = Capability::parse(
+        r#"{"lobby":["publish","subscribe"],"dms:*":["subscribe"],"exact::$chat":["presence"]}"#,
+    )
+    .unwrap();
+    let channel = |name: &str| ChannelName::parse(name).unwrap();
+    assert!(capability.allows(&channel("lobby::$chat"), Operation::Publish));
+    assert!(capability.allows(&channel("dms:ann:bob::$chat"), Operation::Subscribe));
+    assert!(!capability.allows(&channel("dms:ann:bob::$chat"), Operation::Publish));
+    assert!(capability.allows(&channel("exact::$chat"), Operation::Presence));
+    assert!(!capability.allows(&channel("lobby2::$chat"), Operation::Subscribe));
+    assert!(!capability.allows(&channel("other::$chat"), Operation::Subscribe));
+    assert!(
+        !capability.allows(&channel("lobbyx"), Operation::Subscribe),
+        "a plain channel is not a room"
+    );
+}
