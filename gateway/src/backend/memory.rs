@@ -2,7 +2,9 @@
 //! itself), event records and nonces stay in memory, and no other node can take a connection
 //! over, so there are no resume records to write.
 
-use protocol::PresenceMessage;
+use std::sync::Arc;
+
+use protocol::{Annotation, PresenceMessage};
 
 use super::records::{EventRecord, MemoryRecords};
 use super::session::{ConnectionKey, Parked};
@@ -41,6 +43,30 @@ impl Bus for MemoryBackend {
     ) -> Reply<'a, ()> {
         // Checked again and applied under one lock: the caller's early check can race.
         ready(hub.presence(channel, events.to_vec()).map_err(Into::into))
+    }
+
+    fn annotate<'a>(
+        &'a self,
+        hub: &'a Hub,
+        channel: &'a str,
+        annotations: Vec<Annotation>,
+        publisher: Option<&'a str>,
+    ) -> Reply<'a, Vec<String>> {
+        ready(
+            hub.annotate(channel, annotations, publisher)
+                .map_err(Into::into),
+        )
+    }
+
+    fn annotations<'a>(
+        &'a self,
+        hub: &'a Hub,
+        channel: &'a str,
+        message_serial: &'a str,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> Reply<'a, Option<Vec<Arc<Annotation>>>> {
+        ready(Ok(hub.annotations(channel, message_serial, after, limit)))
     }
 
     /// Nobody else to tell.

@@ -27,7 +27,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use protocol::{ErrorCode, ErrorInfo, Message, PresenceMessage};
+use protocol::{Annotation, ErrorCode, ErrorInfo, Message, PresenceMessage};
 
 use crate::auth::{Auth, NonceClaim, Revocation};
 use crate::config::Retention;
@@ -140,6 +140,28 @@ pub(crate) trait Bus: Send + Sync {
         channel: &'a str,
         events: &'a [PresenceMessage],
     ) -> Reply<'a, ()>;
+
+    /// Stores and delivers checked, stamped annotations of `channel`'s messages; returns their
+    /// serials. 40400 when one names a message the channel does not hold. An error means none
+    /// was applied. `publisher`: the connection, for `echo=false`.
+    fn annotate<'a>(
+        &'a self,
+        hub: &'a Hub,
+        channel: &'a str,
+        annotations: Vec<Annotation>,
+        publisher: Option<&'a str>,
+    ) -> Reply<'a, Vec<String>>;
+
+    /// Up to `limit` raw annotations of one message, oldest first, after the annotation serial
+    /// `after`; `None` when the message is unknown.
+    fn annotations<'a>(
+        &'a self,
+        hub: &'a Hub,
+        channel: &'a str,
+        message_serial: &'a str,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> Reply<'a, Option<Vec<Arc<Annotation>>>>;
 
     /// Shares presence events this node already applied (leaves of a connection that went)
     /// with the other nodes, in the background (a failure is logged).

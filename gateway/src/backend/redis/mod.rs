@@ -37,7 +37,7 @@ mod webhooks;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use protocol::PresenceMessage;
+use protocol::{Annotation, PresenceMessage};
 use tokio::sync::mpsc;
 
 use super::{BackendError, BackendEvents, Bus, Reply, Result};
@@ -192,6 +192,27 @@ impl Bus for RedisBackend {
         events: &'a [PresenceMessage],
     ) -> Reply<'a, ()> {
         Box::pin(async move { self.presence_write(channel, events)?.await })
+    }
+
+    fn annotate<'a>(
+        &'a self,
+        hub: &'a Hub,
+        channel: &'a str,
+        annotations: Vec<Annotation>,
+        publisher: Option<&'a str>,
+    ) -> Reply<'a, Vec<String>> {
+        Box::pin(async move { Ok(hub.annotate(channel, annotations, publisher)?) })
+    }
+
+    fn annotations<'a>(
+        &'a self,
+        hub: &'a Hub,
+        channel: &'a str,
+        message_serial: &'a str,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> Reply<'a, Option<Vec<Arc<Annotation>>>> {
+        Box::pin(async move { Ok(hub.annotations(channel, message_serial, after, limit)) })
     }
 
     fn announce(&self, channel: &str, events: &[PresenceMessage]) {
