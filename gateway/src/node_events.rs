@@ -73,6 +73,33 @@ impl BackendEvents for NodeEvents {
         }
     }
 
+    fn deliver_annotations(
+        &self,
+        channel: &str,
+        annotations: Vec<(u64, protocol::Annotation)>,
+        publisher: Option<&str>,
+    ) -> bool {
+        self.gateway().is_none_or(|gateway| {
+            gateway
+                .hub()
+                .deliver_annotations(channel, annotations, publisher)
+        })
+    }
+
+    fn load_annotations(
+        &self,
+        channel: &str,
+        last_a: u64,
+        stored: Vec<crate::hub::Contribution>,
+        announce: bool,
+    ) {
+        if let Some(gateway) = self.gateway() {
+            gateway
+                .hub()
+                .load_annotations(channel, last_a, stored, announce);
+        }
+    }
+
     fn release(&self, key: ConnectionKey) {
         if let Some(gateway) = self.gateway() {
             let store = gateway.session_store().clone();

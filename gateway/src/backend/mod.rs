@@ -31,7 +31,7 @@ use protocol::{Annotation, ErrorCode, ErrorInfo, Message, PresenceMessage};
 
 use crate::auth::{Auth, NonceClaim, Revocation};
 use crate::config::Retention;
-use crate::hub::{Hub, Publication, Serials};
+use crate::hub::{Contribution, Hub, Publication, Serials};
 use crate::pulse::NodePulse;
 use records::EventRecord;
 use session::{ConnectionKey, HeldHere, Parked};
@@ -362,6 +362,25 @@ pub(crate) trait BackendEvents: Send + Sync {
 
     /// Presence events announced on `channel`.
     fn apply_presence(&self, channel: &str, events: Vec<PresenceMessage>);
+
+    /// Annotations announced on `channel`, each with its counter; false: they do not follow on
+    /// (reload the channel's aggregates).
+    fn deliver_annotations(
+        &self,
+        channel: &str,
+        annotations: Vec<(u64, Annotation)>,
+        publisher: Option<&str>,
+    ) -> bool;
+
+    /// The store's aggregates of `channel`'s messages and its annotation counter; `announce`:
+    /// subscribers may have missed summaries.
+    fn load_annotations(
+        &self,
+        channel: &str,
+        last_a: u64,
+        stored: Vec<Contribution>,
+        announce: bool,
+    );
 
     /// Another node resumes the connection with `key`: hand it over.
     fn release(&self, key: ConnectionKey);

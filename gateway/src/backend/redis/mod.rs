@@ -20,6 +20,7 @@
 //! reaping, dashboard numbers), `sessions.rs` (resume records), `events.rs`, `webhooks.rs`,
 //! `auth.rs`; the Lua scripts in `scripts/`.
 
+mod annotations;
 mod auth;
 mod commands;
 mod events;
@@ -55,6 +56,7 @@ const REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 pub(crate) struct RedisBackend {
     commands: Commands,
     script: redis::Script,
+    annotate_script: redis::Script,
     interests: Interests,
     probe: Probe,
     /// This process in the cluster (unique per start): holds a lease, tags its members.
@@ -151,6 +153,7 @@ impl RedisBackend {
             records,
             commands,
             script: announcing(stream::PUBLISH_SCRIPT, sharded),
+            annotate_script: announcing(annotations::ANNOTATE_SCRIPT, sharded),
             interests,
             probe,
             node,
@@ -201,7 +204,12 @@ impl Bus for RedisBackend {
         annotations: Vec<Annotation>,
         publisher: Option<&'a str>,
     ) -> Reply<'a, Vec<String>> {
-        Box::pin(async move { Ok(hub.annotate(channel, annotations, publisher)?) })
+        // Applied here as on every node: when the announcement comes back through pub/sub.
+        let retention = hub.rules_for(channel).retention;
+        Box::pin(async move {
+            self.store_annotations(channel, retention, &annotations, publisher)
+                .await
+        })
     }
 
     fn annotations<'a>(
@@ -212,7 +220,17 @@ impl Bus for RedisBackend {
         after: Option<&'a str>,
         limit: usize,
     ) -> Reply<'a, Option<Vec<Arc<Annotation>>>> {
-        Box::pin(async move { Ok(hub.annotations(channel, message_serial, after, limit)) })
+        Box::pin(async move {
+            let stored = self
+                .stored_annotations(channel, message_serial, after, limit)
+                .await?;
+            // None of its own: the message may still be unknown (the caller joined, so the
+            // hub's log is caught up with the stream).
+            if stored.is_empty() && hub.message(channel, message_serial).is_none() {
+                return Ok(None);
+            }
+            Ok(Some(stored))
+        })
     }
 
     fn announce(&self, channel: &str, events: &[PresenceMessage]) {

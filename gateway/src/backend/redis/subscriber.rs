@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::link::{Link, LinkSource, Probe, ProbeEchoes, PROBE_INTERVAL};
 use super::stream::{stored_message, StreamLoader};
-use super::{auth, presence};
+use super::{annotations, auth, presence};
 use crate::backend::session::ConnectionKey;
 use crate::backend::{Arrival, BackendError};
 
@@ -368,6 +368,17 @@ async fn on_publication(store: &StreamLoader, message: &redis::Msg) -> redis::Re
         match serde_json::from_str(events) {
             Ok(events) => store.events.apply_presence(channel, events),
             Err(error) => tracing::warn!(%error, "unreadable presence on the bus"),
+        }
+        return Ok(());
+    }
+    if let Some(announced) = payload.strip_prefix(annotations::ANNOTATION_MARK) {
+        let (publisher, annotations) = annotations::parse_announcement(announced);
+        if !store
+            .events
+            .deliver_annotations(channel, annotations, publisher.as_deref())
+        {
+            tracing::info!(%channel, "gap in annotation counters; reloading the aggregates");
+            annotations::load(&store.commands, &store.events, channel, true).await?;
         }
         return Ok(());
     }

@@ -25,6 +25,7 @@ use protocol::{Action, Annotation, ErrorCode, ErrorInfo, Message, MessageAnnotat
 
 use super::fan_out::fan_out;
 use super::{lock_list, ChannelState, Hub};
+pub use summary::Contribution;
 pub(crate) use summary::Kind;
 use summary::{Aggregates, Delta};
 
@@ -85,6 +86,9 @@ impl Annotated {
             return message;
         }
         let summary = state.summary(serial, max_bytes);
+        if summary.is_empty() {
+            return message;
+        }
         let mut message = Message::clone(&message);
         message.annotations = Some(MessageAnnotations {
             summary: (*summary).clone(),
@@ -157,6 +161,83 @@ impl Hub {
                 .cloned()
                 .collect(),
         )
+    }
+
+    /// Annotations the shared store applied (any node's), each with its counter `a`: applied
+    /// here in `a` order, repeats skipped. False, applying nothing, when they do not follow on
+    /// from the last one here (a pub/sub message was lost, or the node just started to listen):
+    /// the caller reloads the aggregates (`load_annotations`).
+    pub fn deliver_annotations(
+        &self,
+        channel: &str,
+        annotations: Vec<(u64, Annotation)>,
+        publisher: Option<&str>,
+    ) -> bool {
+        let now = protocol::now_ms();
+        self.with_channel(channel, |state| {
+            let last_a = state.annotations.last_a;
+            let fresh: Vec<(u64, Annotation)> = annotations
+                .into_iter()
+                .filter(|(a, _)| *a > last_a)
+                .collect();
+            let Some(&(first, _)) = fresh.first() else {
+                return true;
+            };
+            if first != last_a + 1 {
+                return false;
+            }
+            state.annotations.last_a = fresh.last().map_or(last_a, |(a, _)| *a);
+            let annotations = fresh.into_iter().map(|(_, a)| a).collect();
+            self.apply_annotations(channel, state, annotations, publisher, now);
+            true
+        })
+    }
+
+    /// Replaces `channel`'s aggregates with the shared store's (`last_a`: its annotation counter).
+    /// `announce`: annotations may have been missed, so every reloaded message's summary goes
+    /// out (throttled); a node that just started listening has nobody to tell.
+    pub fn load_annotations(
+        &self,
+        channel: &str,
+        last_a: u64,
+        mut stored: Vec<Contribution>,
+        announce: bool,
+    ) {
+        stored.sort_by_key(|c| c.arrival);
+        self.with_channel(channel, |state| {
+            let annotated = &mut state.annotations;
+            annotated.last_a = last_a;
+            for message in annotated.messages.values_mut() {
+                message.aggregates = Aggregates::default();
+                message.summary = None;
+            }
+            for contribution in &stored {
+                let Some(kind) = Kind::of(&contribution.annotation_type) else {
+                    continue;
+                };
+                let message = annotated
+                    .messages
+                    .entry(contribution.message_serial.clone())
+                    .or_default();
+                message
+                    .aggregates
+                    .restore(&contribution.annotation_type, kind, contribution);
+            }
+            if !announce {
+                return;
+            }
+            let mut newly_pending = false;
+            for (serial, message) in &mut annotated.messages {
+                if !message.summary_pending && !message.aggregates.is_empty() {
+                    message.summary_pending = true;
+                    newly_pending |= annotated.pending.is_empty();
+                    annotated.pending.push(serial.clone());
+                }
+            }
+            if newly_pending {
+                lock_list(&self.summary_dirty).push(channel.to_owned());
+            }
+        });
     }
 
     /// Sends the summary events held back by the throttle that are due now.

@@ -57,6 +57,20 @@ impl Kind {
     }
 }
 
+/// One entry of a message's aggregates as the shared store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contribution {
+    pub message_serial: String,
+    pub annotation_type: String,
+    pub name: Option<String>,
+    pub client_id: Option<String>,
+    /// The total (total.v1), the client's tally or the unidentified count (multiple.v1); 1
+    /// otherwise.
+    pub count: u64,
+    /// The annotation counter when the client first contributed (0 for totals), for order.
+    pub arrival: u64,
+}
+
 /// One annotation as the aggregates see it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Delta<'a> {
@@ -153,6 +167,16 @@ impl Aggregate {
         }
     }
 
+    /// Nothing counted: left out of the summary, as a store that deleted its fields has it.
+    fn is_empty(&self) -> bool {
+        match self {
+            Aggregate::Total(total) => *total == 0,
+            Aggregate::Flag(clients) => clients.is_empty(),
+            Aggregate::Distinct(names) | Aggregate::Unique { names, .. } => names.is_empty(),
+            Aggregate::Multiple(names) => names.is_empty(),
+        }
+    }
+
     fn apply(&mut self, delta: Delta<'_>) {
         let name = delta.name.unwrap_or_default();
         match (self, delta.client_id) {
@@ -236,7 +260,36 @@ impl Aggregates {
         self.by_type.is_empty()
     }
 
-    /// The summary (`annotations.summary`), clipped so that the summary event
+    /// Puts back one contribution read from the shared store (Redis keeps the aggregates, not
+    /// the annotations): a total, a client under a name (flag, distinct, unique), a client's
+    /// tally or the unidentified count (multiple). Restored in arrival order, contributors keep
+    /// their order.
+    pub(crate) fn restore(&mut self, annotation_type: &str, kind: Kind, stored: &Contribution) {
+        let aggregate = self
+            .by_type
+            .entry(annotation_type.to_owned())
+            .or_insert_with(|| Aggregate::new(kind));
+        let name = stored.name.as_deref().unwrap_or_default();
+        match (aggregate, stored.client_id.as_deref()) {
+            (Aggregate::Total(total), _) => *total += stored.count,
+            (Aggregate::Multiple(names), None) => {
+                names.entry(name.to_owned()).or_default().unidentified += stored.count;
+            }
+            (Aggregate::Multiple(names), Some(client)) => {
+                let entry = names.entry(name.to_owned()).or_default();
+                entry.clients.add(client, stored.count);
+            }
+            (aggregate, Some(_)) => aggregate.apply(Delta {
+                delete: false,
+                client_id: stored.client_id.as_deref(),
+                name: stored.name.as_deref(),
+                count: None,
+            }),
+            (_, None) => {}
+        }
+    }
+
+    /// The summary (`annotations.summary`) of every type with something counted, clipped so that the summary event
     /// `{action:4, serial, annotations:{summary}}` encodes (as JSON) within `max_bytes`: the
     /// longest `clientIds` list is halved, keeping its earliest contributors and marking it
     /// `clipped`, until it fits or nothing is left to cut. Totals stay exact.
@@ -244,6 +297,7 @@ impl Aggregates {
         let mut shapes: Vec<(&str, Shape)> = self
             .by_type
             .iter()
+            .filter(|(_, aggregate)| !aggregate.is_empty())
             .map(|(name, aggregate)| (name.as_str(), Shape::of(aggregate)))
             .collect();
         loop {
