@@ -3,6 +3,7 @@
 //! of a message's raw annotations.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use base64::Engine as _;
 use protocol::{Annotation, ChannelName, ErrorInfo, Operation};
@@ -33,7 +34,8 @@ impl Annotator {
     /// Checks the count, capability (`annotation-publish`, 40160), the channel's rule (93002),
     /// each annotation's shape (type, messageSerial, action, 40003), its clientId (as a publish
     /// does; 40161 where the type counts clients and there is none) and size, stamps ids,
-    /// timestamps and the connection, then has the back-end apply them: 40400 when one names a
+    /// timestamps and the connection, takes them from a connection's publish budget (42911; REST
+    /// annotations are not rate limited yet), then has the back-end apply them: 40400 when one names a
     /// message the channel does not hold. Returns the annotations' serials. Refused whole.
     pub(crate) async fn annotate(
         &self,
@@ -121,6 +123,21 @@ impl Annotator {
                 Origin::Connection { id, .. } => Some(id.to_owned()),
                 Origin::Rest => None,
             };
+        }
+        if let Origin::Connection { rate, .. } = origin {
+            let total_bytes = annotations.iter().map(size).sum();
+            let allowed = &limits.connection_publish_rate;
+            let mut bucket = rate.lock().unwrap_or_else(|e| e.into_inner());
+            let taken = bucket.take(allowed, annotations.len(), total_bytes, Instant::now());
+            if taken.is_err() {
+                crate::limits::count_refusal("rate_messages", origin.source());
+                return Err(Error::ConnectionRateLimited {
+                    allowed: format!(
+                        "{} messages/s (burst {})",
+                        allowed.messages_per_sec, allowed.burst_messages
+                    ),
+                });
+            }
         }
         let publisher = match origin {
             Origin::Connection { id, .. } => Some(id),

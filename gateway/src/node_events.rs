@@ -32,9 +32,11 @@ impl BackendEvents for NodeEvents {
 
     fn position(&self, channel: &str) -> Option<Position> {
         let gateway = self.gateway()?;
+        let rules = gateway.hub().rules_for(channel);
         Some(Position {
-            retention: gateway.hub().rules_for(channel).retention,
+            retention: rules.retention,
             last: gateway.hub().last_serial(channel),
+            annotated: rules.mutable_messages,
         })
     }
 

@@ -310,3 +310,30 @@ async fn a_quick_run_of_annotations_ends_with_a_summary_of_all_of_them() {
         );
     }
 }
+
+/// Realtime annotations take from the connection's publish budget, as publishes do.
+#[tokio::test]
+async fn realtime_annotations_count_against_the_connection_publish_rate() {
+    let mut config = config();
+    let rules = ChannelRules {
+        retention: HubConfig::default().retention,
+        mutable_messages: true,
+    };
+    config.hub.namespace_rules = vec![("mutable".into(), rules)];
+    config.limits.connection_publish_rate = gateway::config::PublishRate {
+        messages_per_sec: 1,
+        burst_messages: 2,
+        bytes_per_sec: 1 << 20,
+        burst_bytes: 1 << 20,
+    };
+    let server = Server::with_config(config).await;
+    let serial = publish(&server, "mutable:rated", "first").await;
+    let mut client = server.connect(&format!("key={FULL_KEY}&format=json")).await;
+    for msg_serial in 0..3 {
+        let total = json!({"messageSerial": serial, "type": "views:total.v1"});
+        annotate(&mut client, "mutable:rated", msg_serial, total).await;
+    }
+    assert_ack(&client.expect(ACK).await, 0, 1);
+    assert_ack(&client.expect(ACK).await, 1, 1);
+    assert_error(&client.expect(NACK).await, 42911, 429);
+}

@@ -335,6 +335,8 @@ pub(crate) struct Position {
     pub(crate) retention: Retention,
     /// The serial (and message id, if the log still has it) this node last delivered.
     pub(crate) last: Option<(String, Option<String>)>,
+    /// The channel's rule allows annotations: a catch-up loads their aggregates too.
+    pub(crate) annotated: bool,
 }
 
 /// How a back-end tells the node what arrived for it (centrifuge's `BrokerEventHandler`). The

@@ -54,6 +54,8 @@ impl BackendEvents for HubNode {
         Some(Position {
             retention: self.hub.rules_for(channel).retention,
             last: self.hub.last_serial(channel),
+            // Every channel here, so the contract covers the annotation reloads.
+            annotated: true,
         })
     }
 
@@ -625,6 +627,26 @@ async fn nodes_on_one_redis_agree_on_summaries_and_a_late_joiner_loads_them() {
         .await;
     }
 
+    // B loses track (as after a lost announcement): the next one does not follow on, so B
+    // reloads the aggregates and agrees again.
+    hub_b.load_annotations(channel, 0, Vec::new(), false);
+    assert_eq!(summary_of(hub_b, channel, &serial), None, "B forgot");
+    let more = annotation(&serial, "r:flag.v1", "", "fay");
+    bus_a
+        .annotate(hub_a, channel, vec![more], None)
+        .await
+        .expect("annotated");
+    let mut expected = expected;
+    expected["r:flag.v1"] = serde_json::json!({"total": 1, "clientIds": ["fay"], "clipped": false});
+    for (node, hub) in [("A", hub_a), ("B", hub_b)] {
+        eventually(
+            &format!("the summary on {node} after the gap"),
+            "redis",
+            || summary_of(hub, channel, &serial).as_ref() == Some(&expected),
+        )
+        .await;
+    }
+
     let late = redis_node(server.port).await;
     late.backend.bus.join(channel).await.expect("joined");
     assert_eq!(
@@ -639,5 +661,5 @@ async fn nodes_on_one_redis_agree_on_summaries_and_a_late_joiner_loads_them() {
         .await
         .expect("listed")
         .expect("a known message");
-    assert_eq!(listed.len(), 8, "every raw annotation, from either node");
+    assert_eq!(listed.len(), 9, "every raw annotation, from either node");
 }

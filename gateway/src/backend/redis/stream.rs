@@ -314,6 +314,7 @@ impl StreamLoader {
             return Ok(());
         };
         let retention = position.retention;
+        let annotated = position.annotated;
         let known = position.last.and_then(|(serial, id)| {
             let (epoch, n) = crate::hub::log::parts(&serial)?;
             Some(Known { epoch, n, id })
@@ -351,8 +352,10 @@ impl StreamLoader {
             .catch_up(channel, stored.floor, stored.messages, old_epoch_complete);
         // The aggregates too: whatever this node missed, or all of them if it just joined. Any
         // catch-up but a join's may follow missed annotations, whose summaries then go out.
-        let joined = !heard_everything && !after_reconnect;
-        super::annotations::load(&self.commands, &self.events, channel, !joined).await?;
+        if annotated {
+            let joined = !heard_everything && !after_reconnect;
+            super::annotations::load(&self.commands, &self.events, channel, !joined).await?;
+        }
         // After the link came back, the store may have come back empty: members it lacks may
         // be written back by their nodes in a moment. Any other catch-up trusts the store.
         if self

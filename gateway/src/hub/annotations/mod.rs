@@ -127,7 +127,7 @@ impl Hub {
                 annotation.serial = Some(serial.clone());
                 serials.push(serial);
             }
-            self.apply_annotations(channel, state, annotations, publisher, now);
+            self.apply_annotations(channel, state, annotations, publisher, now, true);
             Ok(serials)
         })
     }
@@ -188,7 +188,8 @@ impl Hub {
             }
             state.annotations.last_a = fresh.last().map_or(last_a, |(a, _)| *a);
             let annotations = fresh.into_iter().map(|(_, a)| a).collect();
-            self.apply_annotations(channel, state, annotations, publisher, now);
+            // The shared store keeps the raw annotations (and answers GET).
+            self.apply_annotations(channel, state, annotations, publisher, now, false);
             true
         })
     }
@@ -265,8 +266,8 @@ impl Hub {
         });
     }
 
-    /// The tail of every annotation, local or from the bus: keep, aggregate, fan out the raw
-    /// annotations, and send (or schedule) each touched message's summary.
+    /// The tail of every annotation, local or from the bus: keep (`keep_raw`), aggregate, fan
+    /// out the raw annotations, and send (or schedule) each touched message's summary.
     fn apply_annotations(
         &self,
         channel: &str,
@@ -274,6 +275,7 @@ impl Hub {
         annotations: Vec<Annotation>,
         publisher: Option<&str>,
         now: u64,
+        keep_raw: bool,
     ) {
         let mut touched: Vec<String> = Vec::new();
         for annotation in &annotations {
@@ -296,10 +298,12 @@ impl Hub {
                 message.aggregates.apply(annotation_type, kind, delta);
                 message.summary = None;
             }
-            if message.raw.len() >= MAX_ANNOTATIONS_PER_MESSAGE {
-                message.raw.pop_front();
+            if keep_raw {
+                if message.raw.len() >= MAX_ANNOTATIONS_PER_MESSAGE {
+                    message.raw.pop_front();
+                }
+                message.raw.push_back(Arc::new(annotation.clone()));
             }
-            message.raw.push_back(Arc::new(annotation.clone()));
             if !touched.contains(&serial) {
                 touched.push(serial);
             }
