@@ -170,9 +170,18 @@ async fn each_refusal_is_nacked_with_its_code() {
     let odd = json!({"messageSerial": allowed, "type": "reaction:odd.v9"});
     annotate(&mut client, "allowed:room", 3, odd).await;
     assert_error(&client.expect(NACK).await, 40003, 400);
+    // More than a publish may hold: decoded (1,001), or refused from a skim of the frame (5,000).
+    for (msg_serial, n) in [(4, 1001), (5, 5000)] {
+        let many = vec![json!({}); n];
+        client
+            .send(json!({"action": ANNOTATION, "channel": "allowed:room",
+                         "msgSerial": msg_serial, "annotations": many}))
+            .await;
+        assert_error(&client.expect(NACK).await, 40030, 400);
+    }
     // Accepted on the same connection once all is right.
-    annotate(&mut client, "allowed:room", 4, distinct(&allowed)).await;
-    assert_ack(&client.expect(ACK).await, 4, 1);
+    annotate(&mut client, "allowed:room", 6, distinct(&allowed)).await;
+    assert_ack(&client.expect(ACK).await, 6, 1);
 
     // The capability: publish and subscribe only.
     let mut limited = server
