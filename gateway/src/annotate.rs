@@ -11,7 +11,7 @@ use protocol::{Annotation, ChannelName, ErrorInfo, Operation};
 use crate::auth::Principal;
 use crate::config::Limits;
 use crate::error::Error;
-use crate::hub::{AnnotationKind, Hub};
+use crate::hub::{Annotating, AnnotationKind, Hub, Serials};
 use crate::publish::Origin;
 use crate::wiring::Wiring;
 
@@ -36,14 +36,16 @@ impl Annotator {
     /// does; 40161 where the type counts clients and there is none) and size, stamps ids,
     /// timestamps and the connection, takes them from a connection's publish budget (42911; REST
     /// annotations are not rate limited yet), then has the back-end apply them: 40400 when one names a
-    /// message the channel does not hold. Returns the annotations' serials. Refused whole.
+    /// message the channel does not hold. Returns the annotations' serials (`None` for a repeat
+    /// of a keyed id: a realtime resend, or a REST client's own id, within the idempotency
+    /// window). Refused whole.
     pub(crate) async fn annotate(
         &self,
         principal: &Principal,
         channel: &ChannelName,
         mut annotations: Vec<Annotation>,
         origin: Origin<'_>,
-    ) -> Result<Vec<String>, Error> {
+    ) -> Result<Serials, Error> {
         if annotations.is_empty() {
             return Err(Error::NoAnnotations);
         }
@@ -67,6 +69,13 @@ impl Annotator {
             });
         }
         let now = protocol::now_ms();
+        // Realtime ids (`connectionId:msgSerial:index`) are idempotency keys: a client resends
+        // unacknowledged annotations with the same msgSerial after a resume.
+        let realtime = matches!(origin, Origin::Connection { .. });
+        let keyed: Vec<bool> = annotations
+            .iter()
+            .map(|a| realtime || a.id.is_some())
+            .collect();
         let mut random_base: Option<String> = None;
         for (index, annotation) in annotations.iter_mut().enumerate() {
             check_shape(annotation)?;
@@ -147,10 +156,13 @@ impl Annotator {
         let joined = self.wiring.bus().join(&channel_key).await;
         let applied = match joined {
             Ok(()) => {
-                self.wiring
-                    .bus()
-                    .annotate(&self.hub, &channel_key, annotations, publisher)
-                    .await
+                let batch = Annotating {
+                    channel: &channel_key,
+                    annotations,
+                    keyed,
+                    publisher,
+                };
+                self.wiring.bus().annotate(&self.hub, batch).await
             }
             Err(error) => Err(error),
         };

@@ -252,7 +252,7 @@ impl Gateway {
         channel: &ChannelName,
         annotations: Vec<protocol::Annotation>,
         origin: Origin<'_>,
-    ) -> Result<Vec<String>, Error> {
+    ) -> Result<hub::Serials, Error> {
         self.inner
             .annotator
             .annotate(principal, channel, annotations, origin)

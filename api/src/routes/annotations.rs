@@ -21,7 +21,8 @@ const MAX_LIMIT: usize = 1000;
 
 #[derive(Serialize)]
 struct Annotated {
-    serials: Vec<String>,
+    /// `null` for a repeat of an annotation id the client chose, within the idempotency window.
+    serials: Vec<Option<String>>,
 }
 
 /// `POST …/annotations`: one annotation or an array of them, each of the message in the path

@@ -346,3 +346,31 @@ async fn realtime_annotations_count_against_the_connection_publish_rate() {
     assert_ack(&client.expect(ACK).await, 1, 1);
     assert_error(&client.expect(NACK).await, 42911, 429);
 }
+
+/// A realtime annotation resent with the same msgSerial (as after a resume) is acknowledged
+/// again with a null serial and counted once.
+#[tokio::test]
+async fn a_resent_realtime_annotation_is_applied_once() {
+    let server = server().await;
+    let channel = "mutable:resend";
+    let mut viewer = server
+        .attached(&format!("key={FULL_KEY}&format=json"), channel)
+        .await;
+    let serial = publish(&server, channel, "first").await;
+    viewer.expect_named("first", "subscribed").await;
+    let mut annotator = server.connect(&format!("key={FULL_KEY}&format=json")).await;
+    let view = json!({"messageSerial": serial, "type": "views:total.v1"});
+    annotate(&mut annotator, channel, 0, view.clone()).await;
+    assert_ack(&annotator.expect(ACK).await, 0, 1);
+    annotate(&mut annotator, channel, 0, view).await;
+    let again = annotator.expect(ACK).await;
+    assert_eq!(again["res"][0]["serials"], json!([null]), "{again}");
+    let summary = viewer.expect(MESSAGE).await;
+    let total = &summary["messages"][0]["annotations"]["summary"]["views:total.v1"];
+    assert_eq!(total, &json!({"total": 1}), "{summary}");
+    // Nothing more for the repeat: the next frame is the next message.
+    publish(&server, channel, "marker").await;
+    viewer
+        .expect_named("marker", "no summary for the repeat")
+        .await;
+}

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::auth::{Auth, NonceClaim, Revocation};
 use crate::config::Retention;
-use crate::hub::{Hub, Publication, Serials};
+use crate::hub::{Annotating, Hub, Publication, Serials};
 use crate::pulse::NodePulse;
 
 #[derive(Default)]
@@ -45,17 +45,8 @@ impl Bus for MemoryBackend {
         ready(hub.presence(channel, events.to_vec()).map_err(Into::into))
     }
 
-    fn annotate<'a>(
-        &'a self,
-        hub: &'a Hub,
-        channel: &'a str,
-        annotations: Vec<Annotation>,
-        publisher: Option<&'a str>,
-    ) -> Reply<'a, Vec<String>> {
-        ready(
-            hub.annotate(channel, annotations, publisher)
-                .map_err(Into::into),
-        )
+    fn annotate<'a>(&'a self, hub: &'a Hub, batch: Annotating<'a>) -> Reply<'a, Serials> {
+        ready(hub.annotate(batch).map_err(Into::into))
     }
 
     fn annotations<'a>(

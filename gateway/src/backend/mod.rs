@@ -31,7 +31,7 @@ use protocol::{Annotation, ErrorCode, ErrorInfo, Message, PresenceMessage};
 
 use crate::auth::{Auth, NonceClaim, Revocation};
 use crate::config::Retention;
-use crate::hub::{Contribution, Hub, Publication, Serials};
+use crate::hub::{Annotating, Contribution, Hub, Publication, Serials};
 use crate::pulse::NodePulse;
 use records::EventRecord;
 use session::{ConnectionKey, HeldHere, Parked};
@@ -141,16 +141,10 @@ pub(crate) trait Bus: Send + Sync {
         events: &'a [PresenceMessage],
     ) -> Reply<'a, ()>;
 
-    /// Stores and delivers checked, stamped annotations of `channel`'s messages; returns their
-    /// serials. 40400 when one names a message the channel does not hold. An error means none
-    /// was applied. `publisher`: the connection, for `echo=false`.
-    fn annotate<'a>(
-        &'a self,
-        hub: &'a Hub,
-        channel: &'a str,
-        annotations: Vec<Annotation>,
-        publisher: Option<&'a str>,
-    ) -> Reply<'a, Vec<String>>;
+    /// Stores and delivers checked, stamped annotations of a channel's messages; returns their
+    /// serials (None for an idempotent repeat). 40400 when one names a message the channel does
+    /// not hold. An error means none was applied.
+    fn annotate<'a>(&'a self, hub: &'a Hub, batch: Annotating<'a>) -> Reply<'a, Serials>;
 
     /// Up to `limit` raw annotations of one message, oldest first, after the annotation serial
     /// `after`; `None` when the message is unknown.

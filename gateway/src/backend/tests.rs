@@ -495,6 +495,16 @@ fn annotation(
     }
 }
 
+/// Annotations of `channel`, none of them keyed.
+fn batch(channel: &str, annotations: Vec<protocol::Annotation>) -> crate::hub::Annotating<'_> {
+    crate::hub::Annotating {
+        channel,
+        keyed: vec![false; annotations.len()],
+        annotations,
+        publisher: None,
+    }
+}
+
 fn summary_of(hub: &Hub, channel: &str, serial: &str) -> Option<serde_json::Value> {
     let message = hub.message(channel, serial)?;
     let summary = &message.annotations.as_ref()?.summary;
@@ -517,22 +527,24 @@ async fn annotations_are_applied_listed_and_refused_for_unknown_messages() {
         eventually("delivery", name, || hub.message("notes", &serial).is_some()).await;
 
         let unknown = annotation("0000000000ff-0000000009", "r:distinct.v1", "x", "a");
-        let refused = bus.annotate(hub, "notes", vec![unknown], None).await;
+        let refused = bus.annotate(hub, batch("notes", vec![unknown])).await;
         let refused = ErrorInfo::from(refused.expect_err("an unknown message"));
         assert_eq!(refused.code, 40400, "{name}: {refused:?}");
 
         let applied = bus
             .annotate(
                 hub,
-                "notes",
-                vec![
-                    annotation(&serial, "r:distinct.v1", "👍", "a"),
-                    annotation(&serial, "r:distinct.v1", "👍", "b"),
-                ],
-                None,
+                batch(
+                    "notes",
+                    vec![
+                        annotation(&serial, "r:distinct.v1", "👍", "a"),
+                        annotation(&serial, "r:distinct.v1", "👍", "b"),
+                    ],
+                ),
             )
             .await
             .expect("annotated");
+        let applied: Vec<String> = applied.into_iter().map(Option::unwrap).collect();
         assert_eq!(applied.len(), 2, "{name}");
         assert!(
             applied[0] > serial && applied[0] < applied[1],
@@ -558,6 +570,20 @@ async fn annotations_are_applied_listed_and_refused_for_unknown_messages() {
             .expect("listed")
             .expect("a known message");
         assert_eq!(after.len(), 1, "{name}");
+
+        // A keyed id is applied once: the repeat gets no serial and counts nothing.
+        let view = annotation(&serial, "r:total.v1", "", "a");
+        for expected in [true, false] {
+            let mut keyed = batch("notes", vec![view.clone()]);
+            keyed.keyed = vec![true];
+            let serials = bus.annotate(hub, keyed).await.expect("annotated");
+            assert_eq!(serials[0].is_some(), expected, "{name}: {serials:?}");
+        }
+        eventually("the total", name, || {
+            summary_of(hub, "notes", &serial)
+                .is_some_and(|s| s["r:total.v1"] == serde_json::json!({"total": 1}))
+        })
+        .await;
         bus.leave("notes");
     })
     .await;
@@ -600,14 +626,14 @@ async fn nodes_on_one_redis_agree_on_summaries_and_a_late_joiner_loads_them() {
         vec![annotation(&serial, "r:unique.v1", "😕", "zed"), multiple],
         vec![anonymous, gone, annotation(&serial, "r:total.v1", "", "")],
     ];
-    for (index, batch) in batches.into_iter().enumerate() {
+    for (index, annotations) in batches.into_iter().enumerate() {
         // From either node.
         let (bus, hub) = if index % 2 == 0 {
             (&a.backend.bus, hub_a)
         } else {
             (&b.backend.bus, hub_b)
         };
-        bus.annotate(hub, channel, batch, None)
+        bus.annotate(hub, self::batch(channel, annotations))
             .await
             .expect("annotated");
     }
@@ -633,7 +659,7 @@ async fn nodes_on_one_redis_agree_on_summaries_and_a_late_joiner_loads_them() {
     assert_eq!(summary_of(hub_b, channel, &serial), None, "B forgot");
     let more = annotation(&serial, "r:flag.v1", "", "fay");
     bus_a
-        .annotate(hub_a, channel, vec![more], None)
+        .annotate(hub_a, batch(channel, vec![more]))
         .await
         .expect("annotated");
     let mut expected = expected;

@@ -45,9 +45,7 @@ impl Connection {
                 self.outbox.reply(&ProtocolMessage {
                     msg_serial: Some(msg_serial),
                     count: Some(1),
-                    res: Some(vec![PublishResult {
-                        serials: serials.into_iter().map(Some).collect(),
-                    }]),
+                    res: Some(vec![PublishResult { serials }]),
                     ..ProtocolMessage::new(Action::Ack)
                 });
             }

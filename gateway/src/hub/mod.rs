@@ -32,7 +32,7 @@ use crate::config::{ChannelRules, HubConfig};
 use crate::pulse::Pulse;
 
 pub(crate) use annotations::Kind as AnnotationKind;
-pub use annotations::{Contribution, MAX_ANNOTATIONS_PER_MESSAGE};
+pub use annotations::{Annotating, Contribution, MAX_ANNOTATIONS_PER_MESSAGE};
 pub use fan_out::{encode_split, MAX_DELIVERY_FRAME_BYTES};
 pub use log::HistoryQuery;
 use log::MessageLog;

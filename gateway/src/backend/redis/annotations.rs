@@ -24,11 +24,12 @@ use super::subscriber::topic;
 use super::RedisBackend;
 use crate::backend::{BackendError, BackendEvents};
 use crate::config::Retention;
-use crate::hub::{AnnotationKind, Contribution, MAX_ANNOTATIONS_PER_MESSAGE};
+use crate::hub::{Annotating, AnnotationKind, Contribution, Serials, MAX_ANNOTATIONS_PER_MESSAGE};
 
-/// KEYS: stream, topic, meta, aggregate hash, list prefix. ARGV: the publishing connection id,
-/// the list cap, the TTL (ms), then per annotation: the message's stream id, its serial, the
-/// kind, type, name, clientId ('' for none), count, '1' for a delete, the JSON body.
+/// KEYS: stream, topic, meta, aggregate hash, list prefix, claim prefix. ARGV: the publishing
+/// connection id, the list cap, the TTL (ms), then per annotation: the message's stream id, its
+/// serial, the kind, type, name, clientId ('' for none), count, '1' for a delete, the JSON
+/// body, the idempotency claim ('' for none). Returns the serials, '' for a claimed repeat.
 pub(super) const ANNOTATE_SCRIPT: &str = include_str!("scripts/annotate.lua");
 
 /// Starts an announcement of annotations on a channel's topic.
@@ -36,6 +37,11 @@ pub(super) const ANNOTATION_MARK: &str = "\u{2}annotations\n";
 
 fn aggregate_key(channel: &str) -> String {
     format!("rt:{{{channel}}}:agg")
+}
+
+/// Annotation ids claimed for the idempotency window, apart from message ids.
+fn claim_prefix(channel: &str) -> String {
+    format!("rt:{{{channel}}}:aid:")
 }
 
 fn list_prefix(channel: &str) -> String {
@@ -63,11 +69,15 @@ impl RedisBackend {
     /// when one names a message the stream does not hold (40400) or Redis fails (50003).
     pub(super) async fn store_annotations(
         &self,
-        channel: &str,
+        batch: Annotating<'_>,
         retention: Retention,
-        annotations: &[Annotation],
-        publisher: Option<&str>,
-    ) -> Result<Vec<String>, BackendError> {
+    ) -> Result<Serials, BackendError> {
+        let Annotating {
+            channel,
+            annotations,
+            keyed,
+            publisher,
+        } = batch;
         let stream = keys(channel);
         let keys = vec![
             stream.stream,
@@ -75,6 +85,7 @@ impl RedisBackend {
             stream.meta,
             aggregate_key(channel),
             list_prefix(channel),
+            claim_prefix(channel),
         ];
         let ttl = (retention.max_age.as_millis() as u64 + 60_000).max(meta_ttl(retention));
         let mut args = vec![
@@ -82,7 +93,11 @@ impl RedisBackend {
             MAX_ANNOTATIONS_PER_MESSAGE.to_string(),
             ttl.to_string(),
         ];
-        for annotation in annotations {
+        for (index, annotation) in annotations.iter().enumerate() {
+            let claim = match (keyed.get(index), &annotation.id) {
+                (Some(true), Some(id)) => id.clone(),
+                _ => String::new(),
+            };
             let message_serial = annotation.message_serial.clone().unwrap_or_default();
             let Some((epoch, n)) = crate::hub::log::parts(&message_serial) else {
                 return Err(not_found(&message_serial));
@@ -113,6 +128,7 @@ impl RedisBackend {
                 annotation.count.unwrap_or(1).to_string(),
                 if annotation.action == 1 { "1" } else { "0" }.to_owned(),
                 body,
+                claim,
             ]);
         }
         let answer: Vec<String> = self
@@ -125,7 +141,11 @@ impl RedisBackend {
             })?;
         match answer.as_slice() {
             [missing, serial] if missing == "missing" => Err(not_found(serial)),
-            _ => Ok(answer),
+            // '' for a repeat of a claimed id.
+            _ => Ok(answer
+                .into_iter()
+                .map(|serial| Some(serial).filter(|s| !s.is_empty()))
+                .collect()),
         }
     }
 

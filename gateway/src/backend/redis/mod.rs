@@ -44,7 +44,7 @@ use tokio::sync::mpsc;
 use super::{BackendError, BackendEvents, Bus, Reply, Result};
 use crate::config::RedisTarget;
 use crate::config::Retention;
-use crate::hub::{Hub, Publication, Serials};
+use crate::hub::{Annotating, Hub, Publication, Serials};
 use commands::Commands;
 use link::{LinkSource, Probe};
 use stream::StreamLoader;
@@ -197,19 +197,10 @@ impl Bus for RedisBackend {
         Box::pin(async move { self.presence_write(channel, events)?.await })
     }
 
-    fn annotate<'a>(
-        &'a self,
-        hub: &'a Hub,
-        channel: &'a str,
-        annotations: Vec<Annotation>,
-        publisher: Option<&'a str>,
-    ) -> Reply<'a, Vec<String>> {
+    fn annotate<'a>(&'a self, hub: &'a Hub, batch: Annotating<'a>) -> Reply<'a, Serials> {
         // Applied here as on every node: when the announcement comes back through pub/sub.
-        let retention = hub.rules_for(channel).retention;
-        Box::pin(async move {
-            self.store_annotations(channel, retention, &annotations, publisher)
-                .await
-        })
+        let retention = hub.rules_for(batch.channel).retention;
+        Box::pin(async move { self.store_annotations(batch, retention).await })
     }
 
     fn annotations<'a>(

@@ -24,6 +24,7 @@ use protocol::ProtocolMessage;
 use protocol::{Action, Annotation, ErrorCode, ErrorInfo, Message, MessageAnnotations};
 
 use super::fan_out::fan_out;
+use super::publish::IDEMPOTENCY_WINDOW_MS;
 use super::{lock_list, ChannelState, Hub};
 pub use summary::Contribution;
 pub(crate) use summary::Kind;
@@ -97,20 +98,36 @@ impl Annotated {
     }
 }
 
+/// Annotations of one channel's messages, checked and stamped by the caller (`Annotator`).
+pub struct Annotating<'a> {
+    pub channel: &'a str,
+    pub annotations: Vec<Annotation>,
+    /// Per annotation: whether its id is an idempotency key (every realtime one, whose id a
+    /// resend after a resume repeats; a REST one whose id the client chose).
+    pub keyed: Vec<bool>,
+    /// The annotating connection, for `echo=false`.
+    pub publisher: Option<&'a str>,
+}
+
+/// Prefixes annotation ids among a channel's recent ids, apart from message ids.
+const ANNOTATION_ID_PREFIX: &str = "annotation:";
+
 impl Hub {
-    /// Applies checked, stamped annotations (`Annotator` checked them) to messages of `channel`:
-    /// each gets its serial, then they are fanned out and summarized. Refused whole with 40400
-    /// when one names a message the log does not hold. `publisher`: the connection, for
-    /// `echo=false`.
-    pub fn annotate(
-        &self,
-        channel: &str,
-        mut annotations: Vec<Annotation>,
-        publisher: Option<&str>,
-    ) -> Result<Vec<String>, ErrorInfo> {
+    /// Applies annotations to messages of their channel: each gets its serial (`None`: a repeat
+    /// of a keyed id within the idempotency window, not applied again), then they are fanned
+    /// out and summarized. Refused whole with 40400 when one names a message the log does not
+    /// hold.
+    pub fn annotate(&self, batch: Annotating<'_>) -> Result<Vec<Option<String>>, ErrorInfo> {
         let now = protocol::now_ms();
+        let Annotating {
+            channel,
+            annotations,
+            keyed,
+            publisher,
+        } = batch;
         self.with_channel(channel, |state| {
             state.log.expire(now);
+            state.recent_ids.forget_before(now);
             for annotation in &annotations {
                 let serial = annotation.message_serial.as_deref().unwrap_or_default();
                 if state.log.find(serial).is_none() {
@@ -121,13 +138,25 @@ impl Hub {
             }
             let position = state.position();
             let mut serials = Vec::with_capacity(annotations.len());
-            for annotation in &mut annotations {
+            let mut fresh = Vec::with_capacity(annotations.len());
+            let keyed = keyed.iter().chain(std::iter::repeat(&false));
+            for (mut annotation, keyed) in annotations.into_iter().zip(keyed) {
+                if let (true, Some(id)) = (*keyed, &annotation.id) {
+                    let key = format!("{ANNOTATION_ID_PREFIX}{id}");
+                    if !state.recent_ids.insert(&key, now + IDEMPOTENCY_WINDOW_MS) {
+                        serials.push(None);
+                        continue;
+                    }
+                }
                 state.annotations.last_a += 1;
                 let serial = format!("{position}:{:010x}", state.annotations.last_a);
                 annotation.serial = Some(serial.clone());
-                serials.push(serial);
+                serials.push(Some(serial));
+                fresh.push(annotation);
             }
-            self.apply_annotations(channel, state, annotations, publisher, now, true);
+            if !fresh.is_empty() {
+                self.apply_annotations(channel, state, fresh, publisher, now, true);
+            }
             Ok(serials)
         })
     }
