@@ -152,21 +152,15 @@ impl Annotator {
             Origin::Connection { id, .. } => Some(id),
             Origin::Rest => None,
         };
-        // With Redis, joined so the hub's copy of the channel (its log) is caught up.
-        let joined = self.wiring.bus().join(&channel_key).await;
-        let applied = match joined {
-            Ok(()) => {
-                let batch = Annotating {
-                    channel: &channel_key,
-                    annotations,
-                    keyed,
-                    publisher,
-                };
-                self.wiring.bus().annotate(&self.hub, batch).await
-            }
-            Err(error) => Err(error),
+        // Not joined: embedded, the hub holds the channel; with Redis, the script checks the
+        // stream itself, and this node hears the announcement only if it listens.
+        let batch = Annotating {
+            channel: &channel_key,
+            annotations,
+            keyed,
+            publisher,
         };
-        self.wiring.bus().leave(&channel_key);
+        let applied = self.wiring.bus().annotate(&self.hub, batch).await;
         Ok(applied.map_err(ErrorInfo::from)?)
     }
 
