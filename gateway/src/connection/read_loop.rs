@@ -182,8 +182,8 @@ impl Connection {
         }
     }
 
-    /// A MESSAGE (PRESENCE, ANNOTATION) with many more messages than one publish may hold is
-    /// NACKed from a skim of the frame, without building its messages (200,000 × `{}` fit in a 256 KiB msgpack
+    /// A MESSAGE (or PRESENCE) with many more messages than one publish may hold is NACKed from a skim of
+    /// the frame, without building its messages (200,000 × `{}` fit in a 256 KiB msgpack
     /// frame). Only frames that could hold four times the limit are skimmed (a message takes
     /// at least 3 bytes in JSON, `{},`, 1 in msgpack), so an ordinary publish is parsed once;
     /// anything between is decoded and refused by `Gateway::publish`.
