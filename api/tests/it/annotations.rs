@@ -2,7 +2,6 @@
 //! `ANNOTATION_SUBSCRIBE` holders, summaries to every subscriber and on reads, REST paging.
 
 use gateway::config::ChannelRules;
-use gateway::HubConfig;
 use serde_json::{json, Value};
 
 use crate::support::{
@@ -14,14 +13,17 @@ const ANNOTATION: u64 = 21;
 const MODE_ANNOTATION_PUBLISH: u64 = 1 << 21;
 const MODE_ANNOTATION_SUBSCRIBE: u64 = 1 << 22;
 
+/// A channel's default rules with mutable messages (and so annotations) on.
+fn mutable() -> ChannelRules {
+    let mut rules = gateway::Hub::default().rules_for("any");
+    rules.mutable_messages = true;
+    rules
+}
+
 /// `mutable:*` and `allowed:*` channels allow annotations; others do not.
 async fn server() -> Server {
     let mut config = config();
-    let rules = ChannelRules {
-        retention: HubConfig::default().retention,
-        mutable_messages: true,
-    };
-    config.hub.namespace_rules = vec![("mutable".into(), rules), ("allowed".into(), rules)];
+    config.hub.namespace_rules = vec![("mutable".into(), mutable()), ("allowed".into(), mutable())];
     Server::with_config(config).await
 }
 
@@ -324,11 +326,7 @@ async fn a_quick_run_of_annotations_ends_with_a_summary_of_all_of_them() {
 #[tokio::test]
 async fn realtime_annotations_count_against_the_connection_publish_rate() {
     let mut config = config();
-    let rules = ChannelRules {
-        retention: HubConfig::default().retention,
-        mutable_messages: true,
-    };
-    config.hub.namespace_rules = vec![("mutable".into(), rules)];
+    config.hub.namespace_rules = vec![("mutable".into(), mutable())];
     config.limits.connection_publish_rate = gateway::config::PublishRate {
         messages_per_sec: 1,
         burst_messages: 2,
