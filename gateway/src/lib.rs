@@ -4,6 +4,7 @@
 //! Not here: HTTP routes other than the WebSocket upgrade (see the `api` crate) and wire types
 //! (see `protocol`). Start at `Gateway`, then `connection::run` and `Hub::publish`.
 
+mod annotate;
 pub mod apps;
 pub mod auth;
 mod backend;
@@ -36,6 +37,7 @@ use protocol::{ChannelName, Message};
 use rand::distributions::{Alphanumeric, DistString};
 use tokio::sync::{watch, Notify};
 
+use annotate::Annotator;
 use apps::{AppSpec, Apps};
 pub use auth::{Auth, Principal};
 pub use backend::BackendError;
@@ -71,6 +73,7 @@ struct GatewayState {
     wiring: Arc<Wiring>,
     stats: Arc<Stats>,
     publisher: Arc<Publisher>,
+    annotator: Annotator,
     events: Events,
     apps: Apps,
     tokens: Tokens,
@@ -90,7 +93,10 @@ impl Gateway {
             )
         });
         let auth = Arc::new(Auth::new(config.keys.clone(), config.supabase.clone()));
-        let hub = Arc::new(Hub::new(config.hub.clone()));
+        let hub = Arc::new(Hub::new(config::HubConfig {
+            max_summary_bytes: config.limits.max_message_bytes,
+            ..config.hub.clone()
+        }));
         let sessions: Arc<Sessions> = Arc::default();
         let stats: Arc<Stats> = Arc::default();
         let wiring = Arc::new(Wiring::new(memory_backend(Arc::downgrade(&hub))));
@@ -103,6 +109,7 @@ impl Gateway {
         ));
         let inner = Arc::new(GatewayState {
             events: Events::new(publisher.clone(), wiring.clone()),
+            annotator: Annotator::new(config.limits.clone(), hub.clone(), wiring.clone()),
             apps: Apps::new(auth.clone(), hub.clone(), stats.clone()),
             tokens: Tokens::new(
                 auth.clone(),
@@ -136,6 +143,11 @@ impl Gateway {
         {
             every(&inner, BATCH_TICK, |inner| inner.hub.flush_batches());
         }
+        every(
+            &inner,
+            inner.config.timing.presence_flush_interval,
+            |inner| inner.hub.flush_summaries(),
+        );
         every(&inner, OCCUPANCY_INTERVAL, |inner| {
             inner.hub.flush_occupancy()
         });
@@ -251,6 +263,35 @@ impl Gateway {
         self.inner
             .publisher
             .mutate(principal, channel, op, origin)
+            .await
+    }
+
+    /// See `Annotator::annotate`.
+    pub async fn annotate(
+        &self,
+        principal: &Principal,
+        channel: &ChannelName,
+        annotations: Vec<protocol::Annotation>,
+        origin: Origin<'_>,
+    ) -> Result<hub::Serials, Error> {
+        self.inner
+            .annotator
+            .annotate(principal, channel, annotations, origin)
+            .await
+    }
+
+    /// The raw annotations of one message (`channel` a hub key), oldest first, after the
+    /// annotation serial `after`; `None` when the message is unknown. See `Annotator::list`.
+    pub async fn annotations(
+        &self,
+        channel: &str,
+        message_serial: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Option<Vec<Arc<protocol::Annotation>>>, protocol::ErrorInfo> {
+        self.inner
+            .annotator
+            .list(channel, message_serial, after, limit)
             .await
     }
 

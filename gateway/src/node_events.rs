@@ -32,9 +32,11 @@ impl BackendEvents for NodeEvents {
 
     fn position(&self, channel: &str) -> Option<Position> {
         let gateway = self.gateway()?;
+        let rules = gateway.hub().rules_for(channel);
         Some(Position {
-            retention: gateway.hub().rules_for(channel).retention,
+            retention: rules.retention,
             last: gateway.hub().last_serial(channel),
+            annotated: rules.mutable_messages,
         })
     }
 
@@ -85,6 +87,33 @@ impl BackendEvents for NodeEvents {
     fn apply_presence(&self, channel: &str, events: Vec<PresenceMessage>) {
         if let Some(gateway) = self.gateway() {
             gateway.hub().apply_presence(channel, events);
+        }
+    }
+
+    fn deliver_annotations(
+        &self,
+        channel: &str,
+        annotations: Vec<(u64, protocol::Annotation)>,
+        publisher: Option<&str>,
+    ) -> bool {
+        self.gateway().is_none_or(|gateway| {
+            gateway
+                .hub()
+                .deliver_annotations(channel, annotations, publisher)
+        })
+    }
+
+    fn load_annotations(
+        &self,
+        channel: &str,
+        last_a: u64,
+        stored: Vec<crate::hub::Contribution>,
+        announce: bool,
+    ) {
+        if let Some(gateway) = self.gateway() {
+            gateway
+                .hub()
+                .load_annotations(channel, last_a, stored, announce);
         }
     }
 

@@ -59,6 +59,8 @@ codes! {
     TokenUnrecognised = 40143 => 401,
     JwtInvalid = 40144 => 401,
     CapabilityDenied = 40160 => 401,
+    /// An annotation type that counts clients (flag, distinct, unique) from an anonymous client.
+    IdentifiedClientRequired = 40161 => 401,
     BasicAuthRequired = 40162 => 401,
     /// An `-own` capability (`message-update-own`, `message-delete-own`) held by a client with
     /// no clientId: whose messages are its own cannot be told.

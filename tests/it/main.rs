@@ -5,6 +5,7 @@
 
 mod support;
 
+mod annotations;
 mod cluster;
 mod cluster_auth;
 mod cluster_state;

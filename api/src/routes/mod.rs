@@ -1,5 +1,6 @@
 //! The REST routes, one file per resource.
 
+mod annotations;
 mod apps;
 pub(crate) mod batch;
 mod channels;
@@ -64,6 +65,10 @@ pub(crate) fn router(gateway: Gateway) -> Router {
         .route(
             "/channels/{channel}/messages/{serial}/versions",
             get(history::versions),
+        )
+        .route(
+            "/channels/{channel}/messages/{serial}/annotations",
+            post(annotations::publish).get(annotations::list),
         )
         .route("/channels/{channel}/presence", get(history::presence))
         .route(

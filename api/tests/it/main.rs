@@ -1,6 +1,7 @@
 //! The api crate end to end: `api::serve` on a loopback port, real WebSocket and HTTP clients.
 //! Start at `support` for the harness.
 
+mod annotations;
 mod auth;
 mod bad_input;
 mod bursts;

@@ -2,7 +2,9 @@
 //! itself), event records and nonces stay in memory, and no other node can take a connection
 //! over, so there are no resume records to write.
 
-use protocol::PresenceMessage;
+use std::sync::Arc;
+
+use protocol::{Annotation, PresenceMessage};
 
 use super::records::{EventRecord, MemoryRecords};
 use super::session::{ConnectionKey, Parked};
@@ -11,7 +13,7 @@ use super::{
 };
 use crate::auth::{Auth, NonceClaim, Revocation};
 use crate::config::Retention;
-use crate::hub::{Hub, Publication, Serials};
+use crate::hub::{Annotating, Hub, Publication, Serials};
 use crate::pulse::NodePulse;
 
 #[derive(Default)]
@@ -49,6 +51,21 @@ impl Bus for MemoryBackend {
     ) -> Reply<'a, ()> {
         // Checked again and applied under one lock: the caller's early check can race.
         ready(hub.presence(channel, events.to_vec()).map_err(Into::into))
+    }
+
+    fn annotate<'a>(&'a self, hub: &'a Hub, batch: Annotating<'a>) -> Reply<'a, Serials> {
+        ready(hub.annotate(batch).map_err(Into::into))
+    }
+
+    fn annotations<'a>(
+        &'a self,
+        hub: &'a Hub,
+        channel: &'a str,
+        message_serial: &'a str,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> Reply<'a, Option<Vec<Arc<Annotation>>>> {
+        ready(Ok(hub.annotations(channel, message_serial, after, limit)))
     }
 
     /// Nobody else to tell.

@@ -27,11 +27,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use protocol::{ErrorCode, ErrorInfo, Message, PresenceMessage};
+use protocol::{Annotation, ErrorCode, ErrorInfo, Message, PresenceMessage};
 
 use crate::auth::{Auth, NonceClaim, Revocation};
 use crate::config::Retention;
-use crate::hub::{Hub, Publication, Serials};
+use crate::hub::{Annotating, Contribution, Hub, Publication, Serials};
 use crate::pulse::NodePulse;
 use records::EventRecord;
 use session::{ConnectionKey, HeldHere, Parked};
@@ -150,6 +150,22 @@ pub(crate) trait Bus: Send + Sync {
         channel: &'a str,
         events: &'a [PresenceMessage],
     ) -> Reply<'a, ()>;
+
+    /// Stores and delivers checked, stamped annotations of a channel's messages; returns their
+    /// serials (None for an idempotent repeat). 40400 when one names a message the channel does
+    /// not hold. An error means none was applied.
+    fn annotate<'a>(&'a self, hub: &'a Hub, batch: Annotating<'a>) -> Reply<'a, Serials>;
+
+    /// Up to `limit` raw annotations of one message, oldest first, after the annotation serial
+    /// `after`; `None` when the message is unknown.
+    fn annotations<'a>(
+        &'a self,
+        hub: &'a Hub,
+        channel: &'a str,
+        message_serial: &'a str,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> Reply<'a, Option<Vec<Arc<Annotation>>>>;
 
     /// Shares presence events this node already applied (leaves of a connection that went)
     /// with the other nodes, in the background (a failure is logged).
@@ -323,6 +339,8 @@ pub(crate) struct Position {
     pub(crate) retention: Retention,
     /// The serial (and message id, if the log still has it) this node last delivered.
     pub(crate) last: Option<(String, Option<String>)>,
+    /// The channel's rule allows annotations: a catch-up loads their aggregates too.
+    pub(crate) annotated: bool,
 }
 
 /// How a back-end tells the node what arrived for it (centrifuge's `BrokerEventHandler`). The
@@ -353,6 +371,25 @@ pub(crate) trait BackendEvents: Send + Sync {
 
     /// Presence events announced on `channel`.
     fn apply_presence(&self, channel: &str, events: Vec<PresenceMessage>);
+
+    /// Annotations announced on `channel`, each with its counter; false: they do not follow on
+    /// (reload the channel's aggregates).
+    fn deliver_annotations(
+        &self,
+        channel: &str,
+        annotations: Vec<(u64, Annotation)>,
+        publisher: Option<&str>,
+    ) -> bool;
+
+    /// The store's aggregates of `channel`'s messages and its annotation counter; `announce`:
+    /// subscribers may have missed summaries.
+    fn load_annotations(
+        &self,
+        channel: &str,
+        last_a: u64,
+        stored: Vec<Contribution>,
+        announce: bool,
+    );
 
     /// Another node resumes the connection with `key`: hand it over.
     fn release(&self, key: ConnectionKey);

@@ -54,6 +54,8 @@ impl BackendEvents for HubNode {
         Some(Position {
             retention: self.hub.rules_for(channel).retention,
             last: self.hub.last_serial(channel),
+            // Every channel here, so the contract covers the annotation reloads.
+            annotated: true,
         })
     }
 
@@ -85,6 +87,26 @@ impl BackendEvents for HubNode {
 
     fn apply_presence(&self, channel: &str, events: Vec<PresenceMessage>) {
         self.hub.apply_presence(channel, events);
+    }
+
+    fn deliver_annotations(
+        &self,
+        channel: &str,
+        annotations: Vec<(u64, protocol::Annotation)>,
+        publisher: Option<&str>,
+    ) -> bool {
+        self.hub
+            .deliver_annotations(channel, annotations, publisher)
+    }
+
+    fn load_annotations(
+        &self,
+        channel: &str,
+        last_a: u64,
+        stored: Vec<crate::hub::Contribution>,
+        announce: bool,
+    ) {
+        self.hub.load_annotations(channel, last_a, stored, announce);
     }
 
     fn release(&self, _key: ConnectionKey) {}
@@ -595,4 +617,231 @@ async fn an_ephemeral_publish_with_redis_down_fails_loudly() {
         .expect_err("nothing to announce it");
     let info = protocol::ErrorInfo::from(refused);
     assert_eq!((info.code, info.status_code), (50003, 503), "{info:?}");
+}
+
+/// A node on an already running `redis-server`.
+async fn redis_node(port: u16) -> Subject {
+    let node = Arc::new(HubNode::new());
+    let target = RedisTarget::Node(format!("redis://127.0.0.1:{port}"));
+    let events: Arc<dyn BackendEvents> = node.clone();
+    let redis = RedisBackend::connect(&target, "contract", Default::default(), events)
+        .await
+        .expect("a second node on the same redis-server");
+    Subject {
+        name: "redis",
+        backend: Backend::of(redis.clone(), redis),
+        node,
+    }
+}
+
+fn annotation(
+    serial: &str,
+    annotation_type: &str,
+    name: &str,
+    client: &str,
+) -> protocol::Annotation {
+    protocol::Annotation {
+        id: Some(format!("{client}:{name}")),
+        message_serial: Some(serial.to_owned()),
+        annotation_type: Some(annotation_type.to_owned()),
+        name: Some(name.to_owned()),
+        client_id: Some(client.to_owned()),
+        timestamp: Some(protocol::now_ms()),
+        ..Default::default()
+    }
+}
+
+/// Annotations of `channel`, none of them keyed.
+fn batch(channel: &str, annotations: Vec<protocol::Annotation>) -> crate::hub::Annotating<'_> {
+    crate::hub::Annotating {
+        channel,
+        keyed: vec![false; annotations.len()],
+        annotations,
+        publisher: None,
+    }
+}
+
+fn summary_of(hub: &Hub, channel: &str, serial: &str) -> Option<serde_json::Value> {
+    let message = hub.message(channel, serial)?;
+    let summary = &message.annotations.as_ref()?.summary;
+    serde_json::to_value(summary).ok()
+}
+
+/// Annotations of a stored message are applied, listed oldest first and summarized; one of a
+/// message the channel does not hold is refused with 40400 and applies nothing.
+#[tokio::test]
+async fn annotations_are_applied_listed_and_refused_for_unknown_messages() {
+    for_each_backend(|subject| async move {
+        let (name, bus, hub) = (subject.name, &subject.backend.bus, &subject.node.hub);
+        bus.join("notes").await.expect("joined");
+        let retention = hub.rules_for("notes").retention;
+        let serials = bus
+            .publish(hub, publication("notes", &["m"]), retention)
+            .await
+            .expect("published");
+        let serial = serials[0].clone().unwrap();
+        eventually("delivery", name, || hub.message("notes", &serial).is_some()).await;
+
+        let unknown = annotation("0000000000ff-0000000009", "r:distinct.v1", "x", "a");
+        let refused = bus.annotate(hub, batch("notes", vec![unknown])).await;
+        let refused = ErrorInfo::from(refused.expect_err("an unknown message"));
+        assert_eq!(refused.code, 40400, "{name}: {refused:?}");
+
+        let applied = bus
+            .annotate(
+                hub,
+                batch(
+                    "notes",
+                    vec![
+                        annotation(&serial, "r:distinct.v1", "👍", "a"),
+                        annotation(&serial, "r:distinct.v1", "👍", "b"),
+                    ],
+                ),
+            )
+            .await
+            .expect("annotated");
+        let applied: Vec<String> = applied.into_iter().map(Option::unwrap).collect();
+        assert_eq!(applied.len(), 2, "{name}");
+        assert!(
+            applied[0] > serial && applied[0] < applied[1],
+            "{name}: {applied:?}"
+        );
+        let expected = serde_json::json!({"r:distinct.v1": {
+            "👍": {"total": 2, "clientIds": ["a", "b"], "clipped": false},
+        }});
+        eventually("the summary", name, || {
+            summary_of(hub, "notes", &serial).as_ref() == Some(&expected)
+        })
+        .await;
+        let listed = bus
+            .annotations(hub, "notes", &serial, None, 10)
+            .await
+            .expect("listed")
+            .expect("a known message");
+        let listed: Vec<_> = listed.iter().map(|a| a.serial.clone().unwrap()).collect();
+        assert_eq!(listed, applied, "{name}");
+        let after = bus
+            .annotations(hub, "notes", &serial, Some(&applied[0]), 10)
+            .await
+            .expect("listed")
+            .expect("a known message");
+        assert_eq!(after.len(), 1, "{name}");
+
+        // A keyed id is applied once: the repeat gets no serial and counts nothing.
+        let view = annotation(&serial, "r:total.v1", "", "a");
+        for expected in [true, false] {
+            let mut keyed = batch("notes", vec![view.clone()]);
+            keyed.keyed = vec![true];
+            let serials = bus.annotate(hub, keyed).await.expect("annotated");
+            assert_eq!(serials[0].is_some(), expected, "{name}: {serials:?}");
+        }
+        eventually("the total", name, || {
+            summary_of(hub, "notes", &serial)
+                .is_some_and(|s| s["r:total.v1"] == serde_json::json!({"total": 1}))
+        })
+        .await;
+        bus.leave("notes");
+    })
+    .await;
+}
+
+/// Two nodes on one Redis apply the same annotations in the same order, so their summaries are
+/// identical; a node that joins later loads them from the aggregate hash, in contributor order.
+#[tokio::test]
+async fn nodes_on_one_redis_agree_on_summaries_and_a_late_joiner_loads_them() {
+    let (a, server) = redis().await;
+    let b = redis_node(server.port).await;
+    let channel = "shared-notes";
+    for node in [&a, &b] {
+        node.backend.bus.join(channel).await.expect("joined");
+    }
+    let (bus_a, hub_a, hub_b) = (&a.backend.bus, &a.node.hub, &b.node.hub);
+    let retention = hub_a.rules_for(channel).retention;
+    let serials = bus_a
+        .publish(hub_a, publication(channel, &["m"]), retention)
+        .await
+        .expect("published");
+    let serial = serials[0].clone().unwrap();
+    eventually("delivery on B", "redis", || {
+        hub_b.message(channel, &serial).is_some()
+    })
+    .await;
+
+    let mut multiple = annotation(&serial, "r:multiple.v1", "x", "carol");
+    multiple.count = Some(3);
+    let mut anonymous = annotation(&serial, "r:multiple.v1", "x", "");
+    anonymous.client_id = None;
+    let mut gone = annotation(&serial, "r:distinct.v1", "y", "bob");
+    gone.action = 1;
+    let batches = vec![
+        vec![annotation(&serial, "r:unique.v1", "👍", "zed")],
+        vec![
+            annotation(&serial, "r:unique.v1", "👍", "amy"),
+            annotation(&serial, "r:distinct.v1", "y", "bob"),
+        ],
+        vec![annotation(&serial, "r:unique.v1", "😕", "zed"), multiple],
+        vec![anonymous, gone, annotation(&serial, "r:total.v1", "", "")],
+    ];
+    for (index, annotations) in batches.into_iter().enumerate() {
+        // From either node.
+        let (bus, hub) = if index % 2 == 0 {
+            (&a.backend.bus, hub_a)
+        } else {
+            (&b.backend.bus, hub_b)
+        };
+        bus.annotate(hub, self::batch(channel, annotations))
+            .await
+            .expect("annotated");
+    }
+    let expected = serde_json::json!({
+        "r:multiple.v1": {"x": {"total": 4, "clientIds": {"carol": 3}, "totalUnidentified": 1,
+                                "clipped": false, "totalClientIds": 1}},
+        "r:total.v1": {"total": 1},
+        "r:unique.v1": {
+            "👍": {"total": 1, "clientIds": ["amy"], "clipped": false},
+            "😕": {"total": 1, "clientIds": ["zed"], "clipped": false},
+        },
+    });
+    for (node, hub) in [("A", hub_a), ("B", hub_b)] {
+        eventually(&format!("the summary on {node}"), "redis", || {
+            summary_of(hub, channel, &serial).as_ref() == Some(&expected)
+        })
+        .await;
+    }
+
+    // B loses track (as after a lost announcement): the next one does not follow on, so B
+    // reloads the aggregates and agrees again.
+    hub_b.load_annotations(channel, 0, Vec::new(), false);
+    assert_eq!(summary_of(hub_b, channel, &serial), None, "B forgot");
+    let more = annotation(&serial, "r:flag.v1", "", "fay");
+    bus_a
+        .annotate(hub_a, batch(channel, vec![more]))
+        .await
+        .expect("annotated");
+    let mut expected = expected;
+    expected["r:flag.v1"] = serde_json::json!({"total": 1, "clientIds": ["fay"], "clipped": false});
+    for (node, hub) in [("A", hub_a), ("B", hub_b)] {
+        eventually(
+            &format!("the summary on {node} after the gap"),
+            "redis",
+            || summary_of(hub, channel, &serial).as_ref() == Some(&expected),
+        )
+        .await;
+    }
+
+    let late = redis_node(server.port).await;
+    late.backend.bus.join(channel).await.expect("joined");
+    assert_eq!(
+        summary_of(&late.node.hub, channel, &serial),
+        Some(expected),
+        "loaded on join"
+    );
+    let listed = late
+        .backend
+        .bus
+        .annotations(&late.node.hub, channel, &serial, None, 100)
+        .await
+        .expect("listed")
+        .expect("a known message");
+    assert_eq!(listed.len(), 9, "every raw annotation, from either node");
 }

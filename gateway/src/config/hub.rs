@@ -80,6 +80,9 @@ pub struct HubConfig {
     /// window; then they wait for the next flush, so a join storm costs one frame per
     /// subscriber per window instead of one per join.
     pub presence_batch_window: Duration,
+    /// Largest summary event (`Limits::max_message_bytes`, which the gateway copies here):
+    /// longer `clientIds` lists are clipped.
+    pub max_summary_bytes: usize,
 }
 
 impl Default for HubConfig {
@@ -95,6 +98,7 @@ impl Default for HubConfig {
             max_presence_members: 20_000,
             sync_page_members: 100,
             presence_batch_window: Duration::from_millis(50),
+            max_summary_bytes: 64 * 1024,
         }
     }
 }

@@ -8,6 +8,7 @@
 //! is the handshake (id, key, resume, CONNECTED), `read_loop.rs` the frames and deadlines,
 //! `close.rs` what an ending connection leaves or parks; one file per action group beside them.
 
+mod annotation;
 mod attach;
 mod auth;
 mod close;

@@ -206,6 +206,8 @@ impl Connection {
             shape.messages.0
         } else if action == Action::Presence as u8 {
             shape.presence.0
+        } else if action == Action::Annotation as u8 {
+            shape.annotations.0
         } else {
             return false;
         };
@@ -231,6 +233,7 @@ impl Connection {
             Some(Action::Message) => self.on_publish(message).await,
             Some(Action::Auth) => self.on_auth(message).await,
             Some(Action::Presence) => self.on_presence(message).await,
+            Some(Action::Annotation) => self.on_annotation(message).await,
             Some(Action::Close) => {
                 self.ended_cleanly = true;
                 self.close_reason = "client_closed";

@@ -80,6 +80,22 @@ pub enum Error {
     )]
     KeyRateLimited { allowed: String },
 
+    // An annotation (`Annotator::annotate`), REST or realtime.
+    #[error("no annotations to publish")]
+    NoAnnotations,
+    #[error("annotation-publish on channel {channel:?} is not permitted by the capability")]
+    AnnotationPublishDenied { channel: String },
+    #[error(
+        "annotations are not enabled on channel {channel:?}: a namespace rule with \
+         mutable_messages turns them on"
+    )]
+    AnnotationsOff { channel: String },
+    /// `why` names the field and what is wrong with it.
+    #[error("invalid annotation: {why}")]
+    BadAnnotation { why: String },
+    #[error("annotations of type {annotation_type:?} need an identified client (a clientId)")]
+    AnnotationNeedsClientId { annotation_type: String },
+
     // A sandbox app (`Apps::create`).
     /// `ApiKey::parse`'s complaint.
     #[error("{0}")]
@@ -171,7 +187,13 @@ impl Error {
             Error::TooManyMessages { .. } | Error::MixedEphemeral { .. } => {
                 ErrorCode::InvalidPublishRequest
             }
-            Error::MutableMessagesOff { .. } => ErrorCode::MutableMessagesNotEnabled,
+            Error::MutableMessagesOff { .. } | Error::AnnotationsOff { .. } => {
+                ErrorCode::MutableMessagesNotEnabled
+            }
+            Error::NoAnnotations => ErrorCode::BadRequest,
+            Error::AnnotationPublishDenied { .. } => ErrorCode::CapabilityDenied,
+            Error::BadAnnotation { .. } => ErrorCode::InvalidParameterValue,
+            Error::AnnotationNeedsClientId { .. } => ErrorCode::IdentifiedClientRequired,
             Error::UnpublishableAction(_)
             | Error::OperationInPublish { .. }
             | Error::OperationWithoutSerial

@@ -8,6 +8,39 @@ fn refusals_keep_their_code_status_and_message() {
     let rows: &[(Error, u32, u16, &str)] = &[
         (Error::NoMessages, 40000, 400, "no messages to publish"),
         (
+            Error::AnnotationPublishDenied {
+                channel: "room".into(),
+            },
+            40160,
+            401,
+            "annotation-publish on channel \"room\" is not permitted by the capability",
+        ),
+        (
+            Error::AnnotationsOff {
+                channel: "room".into(),
+            },
+            93002,
+            400,
+            "annotations are not enabled on channel \"room\": a namespace rule with \
+             mutable_messages turns them on",
+        ),
+        (
+            Error::AnnotationNeedsClientId {
+                annotation_type: "r:flag.v1".into(),
+            },
+            40161,
+            401,
+            "annotations of type \"r:flag.v1\" need an identified client (a clientId)",
+        ),
+        (
+            Error::BadAnnotation {
+                why: "type is required".into(),
+            },
+            40003,
+            400,
+            "invalid annotation: type is required",
+        ),
+        (
             Error::TooManyMessages { n: 1001, max: 1000 },
             40030,
             400,

@@ -10,6 +10,7 @@
 //! subscriber. Doing all of it under that lock is what makes delivery order equal serial order,
 //! and what lets an attach replay history and switch to live with no gap and no duplicate.
 
+mod annotations;
 mod attach;
 mod batch;
 mod ephemeral;
@@ -33,6 +34,8 @@ use protocol::Message;
 use crate::config::{Batching, ChannelRules, HubConfig};
 use crate::pulse::Pulse;
 
+pub(crate) use annotations::Kind as AnnotationKind;
+pub use annotations::{Annotating, Contribution, MAX_ANNOTATIONS_PER_MESSAGE};
 pub use ephemeral::{is_ephemeral, is_ephemeral_publish, mark_ephemeral};
 pub use fan_out::{encode_split, MAX_DELIVERY_FRAME_BYTES};
 pub use log::HistoryQuery;
@@ -56,6 +59,8 @@ pub struct Hub {
     presence_dirty: Mutex<Vec<String>>,
     /// Channels with a batch of messages waiting (`batch.rs`).
     batch_dirty: Mutex<Vec<String>>,
+    /// Channels with summary events held back by the throttle.
+    summary_dirty: Mutex<Vec<String>>,
     /// Channels whose occupancy changed since the last occupancy flush.
     occupancy_dirty: Mutex<HashSet<String>>,
     /// Swept channels' log floors (and when they were swept), so a channel made again still
@@ -91,6 +96,8 @@ struct ChannelState {
     batching: Option<Batching>,
     pending: Option<batch::Pending>,
     presence: PresenceSet,
+    /// Its messages' annotations and summaries.
+    annotations: annotations::Annotated,
     /// When presence events last went out (ms).
     presence_sent_at: u64,
     /// Queued in `Hub::occupancy_dirty` for the next occupancy flush.
@@ -136,6 +143,7 @@ impl Hub {
             last_epoch_ms: AtomicU64::new(0),
             presence_dirty: Mutex::new(Vec::new()),
             batch_dirty: Mutex::new(Vec::new()),
+            summary_dirty: Mutex::new(Vec::new()),
             occupancy_dirty: Mutex::new(HashSet::new()),
             tombstones: DashMap::new(),
             occupancy_hook: std::sync::OnceLock::new(),
@@ -184,6 +192,7 @@ impl Hub {
                 batching: rules.batching,
                 pending: None,
                 presence: PresenceSet::default(),
+                annotations: annotations::Annotated::default(),
                 presence_sent_at: 0,
                 occupancy_dirty: false,
                 removed: false,
@@ -238,7 +247,12 @@ impl Hub {
         };
         let mut state = entry.lock();
         state.log.expire(protocol::now_ms());
-        state.log.query(query)
+        let messages = state.log.query(query);
+        let max_bytes = self.config.max_summary_bytes;
+        messages
+            .into_iter()
+            .map(|m| state.annotations.with_summary(m, max_bytes))
+            .collect()
     }
 
     /// One message of the history, by its serial, as its latest version (`None` if it is not,
@@ -247,7 +261,12 @@ impl Hub {
         let entry = self.existing(channel)?;
         let mut state = entry.lock();
         state.log.expire(protocol::now_ms());
-        state.log.find(serial)
+        let found = state.log.find(serial)?;
+        Some(
+            state
+                .annotations
+                .with_summary(found, self.config.max_summary_bytes),
+        )
     }
 
     /// Every version of one message of the history, oldest first.
@@ -267,6 +286,8 @@ impl Hub {
             let mut state = channel.lock();
             state.recent_ids.forget_before(now_ms);
             state.log.expire(now_ms);
+            let floor = state.log.floor().to_owned();
+            state.annotations.forget_through(&floor);
             let max_age = state.log.retention().max_age.as_millis() as u64;
             state.presence.expire_log(now_ms.saturating_sub(max_age));
             let idle = state.subscribers.is_empty()

@@ -21,8 +21,8 @@ const RANKS: &[&[&str]] = &[
     &["sessions", "wiring"],
     // The subsystems `Gateway` holds; none of them knows the gateway.
     &["publish", "apps", "tokens"],
-    // Events publish through `Publisher`.
-    &["events", "node_events"],
+    // Events publish through `Publisher`; annotations take `publish::Origin`.
+    &["events", "node_events", "annotate"],
     &["connection"],
     &["server"],
 ];

@@ -21,6 +21,7 @@
 //! `sessions.rs` (resume records), `events.rs`, `webhooks.rs`, `auth.rs`; the Lua scripts in
 //! `scripts/`.
 
+mod annotations;
 mod auth;
 mod commands;
 mod ephemeral;
@@ -39,13 +40,13 @@ mod webhooks;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use protocol::PresenceMessage;
+use protocol::{Annotation, PresenceMessage};
 use tokio::sync::mpsc;
 
 use super::{BackendError, BackendEvents, Bus, Reply, Result};
 use crate::config::RedisTarget;
 use crate::config::Retention;
-use crate::hub::{Hub, Publication, Serials};
+use crate::hub::{Annotating, Hub, Publication, Serials};
 use commands::Commands;
 use link::{LinkSource, Probe};
 use stream::StreamLoader;
@@ -59,6 +60,7 @@ pub(crate) struct RedisBackend {
     script: redis::Script,
     /// Announces ephemeral publications (`ephemeral.rs`): claims and one `PUBLISH`, no stream.
     ephemeral_script: redis::Script,
+    annotate_script: redis::Script,
     interests: Interests,
     probe: Probe,
     /// This process in the cluster (unique per start): holds a lease, tags its members.
@@ -156,6 +158,7 @@ impl RedisBackend {
             commands,
             script: announcing(stream::PUBLISH_SCRIPT, sharded),
             ephemeral_script: announcing(ephemeral::EPHEMERAL_SCRIPT, sharded),
+            annotate_script: announcing(annotations::ANNOTATE_SCRIPT, sharded),
             interests,
             probe,
             node,
@@ -205,6 +208,33 @@ impl Bus for RedisBackend {
         events: &'a [PresenceMessage],
     ) -> Reply<'a, ()> {
         Box::pin(async move { self.presence_write(channel, events)?.await })
+    }
+
+    fn annotate<'a>(&'a self, hub: &'a Hub, batch: Annotating<'a>) -> Reply<'a, Serials> {
+        // Applied here as on every node: when the announcement comes back through pub/sub.
+        let retention = hub.rules_for(batch.channel).retention;
+        Box::pin(async move { self.store_annotations(batch, retention).await })
+    }
+
+    fn annotations<'a>(
+        &'a self,
+        hub: &'a Hub,
+        channel: &'a str,
+        message_serial: &'a str,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> Reply<'a, Option<Vec<Arc<Annotation>>>> {
+        Box::pin(async move {
+            let stored = self
+                .stored_annotations(channel, message_serial, after, limit)
+                .await?;
+            // None of its own: the message may still be unknown (the caller joined, so the
+            // hub's log is caught up with the stream).
+            if stored.is_empty() && hub.message(channel, message_serial).is_none() {
+                return Ok(None);
+            }
+            Ok(Some(stored))
+        })
     }
 
     fn announce(&self, channel: &str, events: &[PresenceMessage]) {

@@ -50,8 +50,8 @@ const META_TTL_MS: u64 = 24 * 60 * 60 * 1000;
 /// Keys of one channel. All share the hash tag `{channel}`, so they live on one Redis Cluster
 /// slot and one script can touch them all.
 pub(super) struct Keys {
-    stream: String,
-    meta: String,
+    pub(super) stream: String,
+    pub(super) meta: String,
     pub(super) claims: String,
 }
 
@@ -314,6 +314,7 @@ impl StreamLoader {
             return Ok(());
         };
         let retention = position.retention;
+        let annotated = position.annotated;
         let known = position.last.and_then(|(serial, id)| {
             let (epoch, n) = crate::hub::log::parts(&serial)?;
             Some(Known { epoch, n, id })
@@ -349,6 +350,12 @@ impl StreamLoader {
         let old_epoch_complete = heard_everything && !stored.known_epoch_abandoned;
         self.events
             .catch_up(channel, stored.floor, stored.messages, old_epoch_complete);
+        // The aggregates too: whatever this node missed, or all of them if it just joined. Any
+        // catch-up but a join's may follow missed annotations, whose summaries then go out.
+        if annotated {
+            let joined = !heard_everything && !after_reconnect;
+            super::annotations::load(&self.commands, &self.events, channel, !joined).await?;
+        }
         // After the link came back, the store may have come back empty: members it lacks may
         // be written back by their nodes in a moment. Any other catch-up trusts the store.
         if self

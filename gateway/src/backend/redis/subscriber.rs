@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::link::{Link, LinkSource, Probe, ProbeEchoes, PROBE_INTERVAL};
 use super::stream::{stored_message, StreamLoader};
-use super::{auth, ephemeral, presence};
+use super::{annotations, auth, ephemeral, presence};
 use crate::backend::session::ConnectionKey;
 use crate::backend::{Arrival, BackendError};
 
@@ -374,6 +374,17 @@ async fn on_publication(store: &StreamLoader, message: &redis::Msg) -> redis::Re
     // Never stored: no serial to check continuity against.
     if let Some(rest) = payload.strip_prefix(ephemeral::EPHEMERAL_MARK) {
         ephemeral::arrived(store.events.as_ref(), channel, rest);
+        return Ok(());
+    }
+    if let Some(announced) = payload.strip_prefix(annotations::ANNOTATION_MARK) {
+        let (publisher, annotations) = annotations::parse_announcement(announced);
+        if !store
+            .events
+            .deliver_annotations(channel, annotations, publisher.as_deref())
+        {
+            tracing::info!(%channel, "gap in annotation counters; reloading the aggregates");
+            annotations::load(&store.commands, &store.events, channel, true).await?;
+        }
         return Ok(());
     }
     let mut lines = payload.split('\n');
