@@ -115,6 +115,7 @@ impl Annotator {
                 });
             }
             annotation.timestamp = Some(now);
+            principal.stamp_user_claim(channel, &mut annotation.extras);
             // The server gives the serial; a client's is ignored.
             annotation.serial = None;
             if annotation.id.is_none() {

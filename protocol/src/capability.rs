@@ -205,7 +205,8 @@ fn intersect_ops(a: &[String], b: &[String]) -> Vec<String> {
     }
 }
 
-fn resource_matches(resource: &str, channel: &ChannelName) -> bool {
+/// Whether a capability resource pattern covers `channel` (what `allows` matches with).
+pub fn resource_matches(resource: &str, channel: &ChannelName) -> bool {
     if resource == "[*]*" {
         return true;
     }

@@ -9,10 +9,11 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-import { ChatClient, ChatMessageEventType } from '@ably/chat';
+import { ChatClient, ChatMessageEventType, MessageReactionType } from '@ably/chat';
 
 import { FULL_KEY } from './server.mjs';
 import { ClientPool, FORMATS, awaitConnected, expectRejection, pollUntil, uniq, useServer, withTimeout } from './helpers.mjs';
+import { signJwt } from './supabase-helpers.mjs';
 
 // Chat rooms live in the `room` namespace; its rule makes them mutable.
 const dir = mkdtempSync(path.join(os.tmpdir(), 'chat-sdk-'));
@@ -102,6 +103,7 @@ describe('Ably Chat SDK', () => {
 
       const deleted = await withTimeout(alice.messages.delete(sent.serial, { description: 'gone' }), 10_000, 'delete');
       assert.equal(deleted.action, 'message.delete');
+      assert.equal(deleted.text, '', 'a deleted message keeps no text');
       const gone = await bobMessages.waitFor((e) => e.type === ChatMessageEventType.Deleted, 'the delete');
       assert.equal(gone.message.serial, sent.serial);
       assert.equal(gone.message.version.description, 'gone');
@@ -124,8 +126,8 @@ describe('Ably Chat SDK', () => {
       const history = await bob.messages.history({ limit: 10 });
       assert.deepEqual(
         history.items.map((m) => m.text),
-        ['hello, edited', 'before'],
-        'newest first, latest versions, no typing or reactions',
+        ['', 'before'],
+        'newest first, latest versions (the deleted one keeps no text), no typing or reactions',
       );
       // History before a subscription: from the attach for one made before it (nothing was sent
       // yet), from the channel's position for one made while attached.
@@ -152,6 +154,83 @@ describe('Ably Chat SDK', () => {
       await occupancy.waitFor((e) => e.occupancy.connections === 2, 'an occupancy event', 20_000);
     });
   }
+
+  test('message reactions: summaries to every subscriber, a client\'s own reactions by REST', async () => {
+    pool = new ClientPool(server.port);
+    const options = (clientId) => ({ key: FULL_KEY, clientId });
+    const [aliceRealtime, bobRealtime] = await pool.connected(options('alice'), options('bob'));
+    const roomName = uniq('reactions');
+    const alice = await new ChatClient(aliceRealtime).rooms.get(roomName);
+    const bob = await new ChatClient(bobRealtime).rooms.get(roomName);
+    const summaries = new Events();
+    bob.messages.reactions.subscribe(summaries.listener);
+    await withTimeout(Promise.all([alice.attach(), bob.attach()]), 10_000, 'attached');
+    const message = await alice.messages.send({ text: 'react to me' });
+    await alice.messages.reactions.send(message.serial, { type: MessageReactionType.Distinct, name: 'heart' });
+    await bob.messages.reactions.send(message.serial, { type: MessageReactionType.Distinct, name: 'heart' });
+    await bob.messages.reactions.send(message.serial, { type: MessageReactionType.Distinct, name: 'rocket' });
+    const summary = await summaries.waitFor(
+      (e) => e.reactions.distinct.heart?.total === 2 && e.reactions.distinct.rocket?.total === 1,
+      'a summary of all three',
+    );
+    assert.equal(summary.messageSerial, message.serial);
+    assert.deepEqual(summary.reactions.distinct.heart.clientIds, ['alice', 'bob'], 'in the order they reacted');
+    const bobs = await alice.messages.reactions.clientReactions(message.serial, 'bob');
+    assert.deepEqual(Object.keys(bobs.distinct).sort(), ['heart', 'rocket']);
+    assert.deepEqual(bobs.distinct.heart.clientIds, ['bob']);
+    const alices = await alice.messages.reactions.clientReactions(message.serial);
+    assert.deepEqual(Object.keys(alices.distinct), ['heart']);
+
+    await bob.messages.reactions.delete(message.serial, { type: MessageReactionType.Distinct, name: 'rocket' });
+    await summaries.waitFor((e) => e.reactions.distinct.rocket === undefined, 'the rocket gone from the summary');
+    const history = await bob.messages.history({ limit: 1 });
+    assert.equal(history.items[0].reactions.distinct.heart.total, 2, 'history carries the summary');
+  });
+
+  test('userClaim: from the JWT, on messages, edits, typing and presence, never forged', async () => {
+    pool = new ClientPool(server.port);
+    const roomName = uniq('claims');
+    const [keyName, secret] = FULL_KEY.split(':');
+    const jwtFor = (clientId, claim) => {
+      const now = Math.floor(Date.now() / 1000);
+      const claims = { iat: now, exp: now + 600, 'x-ably-clientId': clientId, [`ably.room.${roomName}`]: claim };
+      return signJwt(claims, { alg: 'HS256', secret, kid: keyName });
+    };
+    const client = (clientId, claim) =>
+      pool.realtime({ clientId, authCallback: (_, callback) => callback(null, jwtFor(clientId, claim)) });
+    const [creator, moderator] = [client('creator', 'creator-tier'), client('mod', 'moderator')];
+    await Promise.all([awaitConnected(creator), awaitConnected(moderator)]);
+    const room = await new ChatClient(creator).rooms.get(roomName);
+    const watch = await new ChatClient(moderator).rooms.get(roomName);
+    const messages = new Events();
+    const typing = new Events();
+    watch.messages.subscribe(messages.listener);
+    watch.typing.subscribe(typing.listener);
+    await withTimeout(Promise.all([room.attach(), watch.attach()]), 10_000, 'attached');
+
+    const sent = await room.messages.send({ text: 'hi' });
+    assert.equal(sent.userClaim, 'creator-tier');
+    const heard = await messages.waitFor((e) => e.message.serial === sent.serial, 'the message');
+    assert.equal(heard.message.userClaim, 'creator-tier');
+    const deleted = await watch.messages.delete(sent.serial);
+    assert.equal(deleted.userClaim, 'moderator', 'a change carries its editor\'s claim');
+
+    await room.typing.keystroke();
+    const typingEvent = await typing.waitFor((e) => e.currentlyTyping.has('creator'), 'typing');
+    assert.equal(typingEvent.change.userClaim, 'creator-tier');
+    await room.presence.enter();
+    const members = await pollUntil(() => watch.presence.get(), (m) => m.length === 1, 10_000, 'the creator present');
+    assert.equal(members[0].userClaim, 'creator-tier');
+
+    // A client writing its own claim gets the server's instead.
+    const raw = new Events();
+    await moderator.channels.get(`${roomName}::$chat`).subscribe('forgery', raw.listener);
+    await creator.channels
+      .get(`${roomName}::$chat`)
+      .publish({ name: 'forgery', data: 'x', extras: { ephemeral: true, userClaim: 'forged' } });
+    const received = await raw.waitFor(() => true, 'the message with a forged claim');
+    assert.equal(received.extras.userClaim, 'creator-tier');
+  });
 
   test('a capability for another room is refused', async () => {
     pool = new ClientPool(server.port);

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use gateway::hub::HistoryQuery;
 use gateway::{Gateway, Origin, Principal};
 use protocol::message::{message_action, Data, MessageVersion};
 use protocol::{ChannelName, ErrorCode, Message, Operation};
@@ -185,6 +186,7 @@ pub(crate) async fn send(
     message.timestamp = Some(receipt.timestamp);
     message.client_id = caller.identity().map(str::to_owned);
     message.action = Some(message_action::CREATE);
+    caller.stamp_user_claim(&channel, &mut message.extras);
     respond(
         StatusCode::CREATED,
         &ChatMessage::of(&message),
@@ -199,11 +201,18 @@ pub(crate) async fn history(
     read: Read,
 ) -> Result<Response, ApiError> {
     let request = history::request(read.for_room(), Operation::History)?;
-    let page = gateway
-        .history(request.channel_key(), &request.query)
-        .await?;
-    let next = (page.len() == request.query.limit)
-        .then(|| page.last().and_then(|m| m.serial.clone()))
+    // One more than the page, so the last page has no `next` (Chat's `hasNext()`).
+    let limit = request.query.limit;
+    let query = HistoryQuery {
+        limit: limit + 1,
+        ..request.query.clone()
+    };
+    let mut page = gateway.history(request.channel_key(), &query).await?;
+    let next = (page.len() > limit)
+        .then(|| {
+            page.truncate(limit);
+            page.last().and_then(|m| m.serial.clone())
+        })
         .flatten();
     let messages: Vec<ChatMessage> = page
         .iter()
@@ -320,9 +329,12 @@ pub(crate) async fn delete(
     } else {
         body.decode::<OperationDetails>()?
     };
+    // A deleted chat message keeps no text, metadata or headers.
     let op = Message {
         action: Some(message_action::DELETE),
         version: Some(details.version()),
+        data: Some(Data::Other(json!({"text": "", "metadata": {}}))),
+        extras: Some(json!({"headers": {}})),
         ..Message::default()
     };
     change(&gateway, &caller, &room, serial, op, format).await
@@ -374,4 +386,148 @@ pub(crate) async fn occupancy(
         presence_members: metrics.presence_members,
     };
     respond(StatusCode::OK, &occupancy, format, false)
+}
+
+/// A message reaction as Chat sends it: `unique`, `distinct` or `multiple`, mapped onto the
+/// annotation types `reaction:<type>.v1`.
+#[derive(Deserialize)]
+struct Reaction {
+    #[serde(rename = "type")]
+    kind: String,
+    name: Option<String>,
+    #[serde(default)]
+    count: Option<u64>,
+}
+
+impl Reaction {
+    fn annotation(self, serial: &str, action: u8) -> Result<protocol::Annotation, ApiError> {
+        if !["unique", "distinct", "multiple"].contains(&self.kind.as_str()) {
+            return Err(ApiError::code(
+                ErrorCode::InvalidParameterValue,
+                format!(
+                    "reaction type {:?}: unique, distinct or multiple",
+                    self.kind
+                ),
+            ));
+        }
+        Ok(protocol::Annotation {
+            action,
+            annotation_type: Some(format!("reaction:{}.v1", self.kind)),
+            name: self.name,
+            count: self.count,
+            message_serial: Some(serial.to_owned()),
+            ..protocol::Annotation::default()
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct Reacted {
+    serial: Option<String>,
+}
+
+async fn react(
+    gateway: &Gateway,
+    caller: &Principal,
+    room: &str,
+    annotation: protocol::Annotation,
+    status: StatusCode,
+    format: protocol::Format,
+) -> Result<Response, ApiError> {
+    let channel = room_channel(room)?;
+    let serials = gateway
+        .annotate(caller, &channel, vec![annotation], Origin::Rest)
+        .await?;
+    let serial = serials.into_iter().next().flatten();
+    respond(status, &Reacted { serial }, format, false)
+}
+
+/// `POST /chat/v4/rooms/{room}/messages/{serial}/reactions` `{type, name, count?}`.
+pub(crate) async fn send_reaction(
+    State(gateway): State<Gateway>,
+    Path((room, serial)): Path<(String, String)>,
+    Rest { format, caller }: Rest,
+    body: Payload,
+) -> Result<Response, ApiError> {
+    let annotation = body.decode::<Reaction>()?.annotation(&serial, 0)?;
+    react(
+        &gateway,
+        &caller,
+        &room,
+        annotation,
+        StatusCode::CREATED,
+        format,
+    )
+    .await
+}
+
+/// `DELETE /chat/v4/rooms/{room}/messages/{serial}/reactions?type=&name=`.
+pub(crate) async fn delete_reaction(
+    State(gateway): State<Gateway>,
+    Path((room, serial)): Path<(String, String)>,
+    Query(params): Query<HashMap<String, String>>,
+    Rest { format, caller }: Rest,
+) -> Result<Response, ApiError> {
+    let reaction = Reaction {
+        kind: params.get("type").cloned().unwrap_or_default(),
+        name: params.get("name").cloned(),
+        count: None,
+    };
+    let annotation = reaction.annotation(&serial, 1)?;
+    react(&gateway, &caller, &room, annotation, StatusCode::OK, format).await
+}
+
+/// `GET /chat/v4/rooms/{room}/messages/{serial}/client-reactions?forClientId=` (the caller by
+/// default): the message's reaction summaries narrowed to what that client reacted with.
+pub(crate) async fn client_reactions(
+    State(gateway): State<Gateway>,
+    Path((room, serial)): Path<(String, String)>,
+    Query(params): Query<HashMap<String, String>>,
+    Rest { format, caller }: Rest,
+) -> Result<Response, ApiError> {
+    let channel = permitted_room(&caller, &room, Operation::History)?;
+    let client = params
+        .get("forClientId")
+        .cloned()
+        .or_else(|| caller.identity().map(str::to_owned))
+        .unwrap_or_default();
+    let found = gateway
+        .message(&caller.channel_key(&channel), &serial)
+        .await?
+        .ok_or_else(|| no_such_message(&serial))?;
+    let reactions = reactions(&found).unwrap_or_else(|| json!({}));
+    let mut mine = Map::new();
+    for kind in ["unique", "distinct", "multiple"] {
+        let mut names = Map::new();
+        for (name, entry) in reactions
+            .get(kind)
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(entry) = for_client(entry, &client) {
+                names.insert(name.clone(), entry);
+            }
+        }
+        mine.insert(kind.to_owned(), Value::Object(names));
+    }
+    respond(StatusCode::OK, &Value::Object(mine), format, false)
+}
+
+/// One reaction name's summary as far as `client` is in it: its `clientIds` only that client,
+/// totals as they are; `None` when the client did not react with it.
+fn for_client(entry: &Value, client: &str) -> Option<Value> {
+    let mut entry = entry.as_object()?.clone();
+    match entry.get("clientIds")? {
+        Value::Array(ids) => {
+            ids.iter().find(|id| id.as_str() == Some(client))?;
+            entry.insert("clientIds".into(), json!([client]));
+        }
+        Value::Object(counts) => {
+            let count = counts.get(client)?.clone();
+            entry.insert("clientIds".into(), json!({ client: count }));
+        }
+        _ => return None,
+    }
+    Some(Value::Object(entry))
 }

@@ -92,6 +92,14 @@ pub(crate) fn router(gateway: Gateway) -> Router {
             "/chat/v4/rooms/{room}/messages/{serial}/versions",
             get(chat::versions),
         )
+        .route(
+            "/chat/v4/rooms/{room}/messages/{serial}/reactions",
+            post(chat::send_reaction).delete(chat::delete_reaction),
+        )
+        .route(
+            "/chat/v4/rooms/{room}/messages/{serial}/client-reactions",
+            get(chat::client_reactions),
+        )
         .route("/chat/v4/rooms/{room}/occupancy", get(chat::occupancy))
         .route("/keys/{key_name}/requestToken", post(keys::request_token))
         .route("/keys/{key_name}/revokeTokens", post(keys::revoke_tokens));

@@ -137,7 +137,7 @@ async fn chat_messages_over_rest() {
         .iter()
         .map(|m| &m["text"])
         .collect();
-    assert_eq!(texts, ["second", "hi!"]);
+    assert_eq!(texts, ["second", ""], "a deleted message keeps no text");
     let forwards = call(
         &server,
         "GET",
@@ -188,4 +188,95 @@ async fn chat_capabilities_match_the_room() {
     assert_rest_error(&server.http(send("room:lobby")).await, 40160, 401);
     let read = Request::get("/chat/v4/rooms/room:lobby/messages").basic(LIMITED_KEY);
     assert_rest_error(&server.http(read).await, 40160, 401);
+}
+
+/// Any room is mutable (Chat rooms always allow edits, deletes and reactions), message reactions
+/// map onto `reaction:*.v1` annotations whose summaries the message carries, a client's own
+/// reactions are narrowed from them, and a full last history page has no `next`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_reactions_and_paging() {
+    let server = Server::start().await;
+    let base = "/chat/v4/rooms/anywhere/messages";
+    let sent = call(&server, "POST", base.into(), Some(json!({"text": "react"}))).await;
+    let serial = sent["serial"].as_str().unwrap().to_owned();
+    let edited = call(
+        &server,
+        "PUT",
+        format!("{base}/{serial}"),
+        Some(json!({"message": {"text": "e"}})),
+    )
+    .await;
+    assert_eq!(
+        edited["action"], "message.update",
+        "no namespace rule needed in a chat room"
+    );
+
+    let reacted = server
+        .http(request(
+            "POST",
+            format!("{base}/{serial}/reactions"),
+            Some(json!({"type": "distinct", "name": "heart"})),
+        ))
+        .await;
+    assert_eq!(reacted.status, 201, "{reacted:?}");
+    assert!(reacted.json()["serial"].as_str().unwrap() > serial.as_str());
+    let message = call(&server, "GET", format!("{base}/{serial}"), None).await;
+    assert_eq!(
+        message["reactions"]["distinct"]["heart"]["clientIds"],
+        json!(["alice"]),
+        "{message}"
+    );
+    let mine = call(
+        &server,
+        "GET",
+        format!("{base}/{serial}/client-reactions"),
+        None,
+    )
+    .await;
+    assert_eq!(mine["distinct"]["heart"]["total"], 1, "{mine}");
+    let theirs = call(
+        &server,
+        "GET",
+        format!("{base}/{serial}/client-reactions?forClientId=bob"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        theirs,
+        json!({"unique": {}, "distinct": {}, "multiple": {}})
+    );
+    let bad = server
+        .http(request(
+            "POST",
+            format!("{base}/{serial}/reactions"),
+            Some(json!({"type": "sideways", "name": "x"})),
+        ))
+        .await;
+    assert_rest_error(&bad, 40003, 400);
+    call(
+        &server,
+        "DELETE",
+        format!("{base}/{serial}/reactions?type=distinct&name=heart"),
+        None,
+    )
+    .await;
+    let message = call(&server, "GET", format!("{base}/{serial}"), None).await;
+    assert!(message.get("reactions").is_none(), "{message}");
+
+    call(&server, "POST", base.into(), Some(json!({"text": "two"}))).await;
+    let page = server
+        .http(request("GET", format!("{base}?limit=2"), None))
+        .await;
+    assert_eq!(page.json().as_array().unwrap().len(), 2);
+    assert!(
+        !page
+            .header("link")
+            .unwrap_or_default()
+            .contains("rel=\"next\""),
+        "exactly a page left: no next"
+    );
+    let first = server
+        .http(request("GET", format!("{base}?limit=1"), None))
+        .await;
+    assert!(first.header("link").unwrap().contains("rel=\"next\""));
 }

@@ -17,6 +17,22 @@ struct Claims {
     capability: Option<String>,
     #[serde(rename = "x-ably-clientId")]
     client_id: Option<String>,
+    /// `ably.channel.<pattern>` and `ably.room.<room>`: the `userClaim` there.
+    #[serde(flatten)]
+    other: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The `userClaim`s an Ably JWT names, by channel or room pattern.
+fn user_claims(claims: &serde_json::Map<String, serde_json::Value>) -> Vec<(String, String)> {
+    claims
+        .iter()
+        .filter_map(|(name, value)| {
+            let pattern = name
+                .strip_prefix("ably.channel.")
+                .or_else(|| name.strip_prefix("ably.room."))?;
+            Some((pattern.to_owned(), value.as_str()?.to_owned()))
+        })
+        .collect()
 }
 
 pub(super) fn looks_like_jwt(token: &str) -> bool {
@@ -67,5 +83,6 @@ pub(super) fn verify(
         key_name: key.name.clone(),
         via: Credential::Token,
         scope: key.app.clone(),
+        user_claims: Arc::new(user_claims(&claims.other)),
     })
 }

@@ -61,6 +61,9 @@ pub struct Principal {
     /// The sandbox app whose channels this principal sees; `None` for the shared space that
     /// configured keys and Supabase users live in.
     pub scope: Option<Arc<str>>,
+    /// Channel (or chat room) pattern -> the `userClaim` its messages, presence and annotations
+    /// carry (from an Ably JWT's `ably.channel.*`/`ably.room.*` claims, or the Supabase policy).
+    pub user_claims: Arc<Vec<(String, String)>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +75,33 @@ pub enum Credential {
 impl Principal {
     pub fn allows(&self, channel: &ChannelName, operation: Operation) -> bool {
         self.capability.allows(channel, operation)
+    }
+
+    /// The `userClaim` this principal's messages on `channel` carry: the first pattern that
+    /// covers it (a room's name covers its `::$chat` channel).
+    pub fn user_claim(&self, channel: &ChannelName) -> Option<&str> {
+        self.user_claims
+            .iter()
+            .find(|(pattern, _)| protocol::capability::resource_matches(pattern, channel))
+            .map(|(_, claim)| claim.as_str())
+    }
+
+    /// Puts this principal's `userClaim` for `channel` in `extras`, replacing whatever a client
+    /// wrote there: a claim is the server's word, never the client's.
+    pub fn stamp_user_claim(&self, channel: &ChannelName, extras: &mut Option<serde_json::Value>) {
+        let claim = self.user_claim(channel);
+        match extras {
+            Some(serde_json::Value::Object(map)) => {
+                map.remove("userClaim");
+                if let Some(claim) = claim {
+                    map.insert("userClaim".into(), claim.into());
+                }
+            }
+            _ if claim.is_some() => {
+                *extras = Some(serde_json::json!({ "userClaim": claim }));
+            }
+            _ => {}
+        }
     }
 
     /// The hub's key for a channel as this principal sees it: the base name, prefixed with the
@@ -312,6 +342,7 @@ impl Auth {
             key_name: key.name.clone(),
             via: Credential::Key,
             scope: key.app.clone(),
+            user_claims: Default::default(),
         })
     }
 

@@ -300,3 +300,35 @@ fn a_refused_token_request_does_not_use_up_its_nonce() {
         Err(AuthError::NonceReused)
     ));
 }
+
+/// An Ably JWT's `ably.room.<room>` and `ably.channel.<pattern>` claims are the `userClaim`s of
+/// the principal's messages there; stamping replaces whatever a client wrote.
+#[test]
+fn ably_jwt_user_claims_are_stamped_over_a_clients_own() {
+    let auth = auth();
+    let claims = serde_json::json!({
+        "iat": NOW / 1000, "exp": NOW / 1000 + 60, "x-ably-clientId": "bob",
+        "ably.room.lobby": "vip", "ably.channel.news:*": "reader", "ably.other": "ignored",
+    });
+    let mut header = Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some("app1.key1".into());
+    let jwt = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(b"secret")).unwrap();
+    let principal = block_on(auth.verify_token(&jwt, NOW)).unwrap();
+    let channel = |name: &str| ChannelName::parse(name).unwrap();
+    assert_eq!(principal.user_claim(&channel("lobby::$chat")), Some("vip"));
+    assert_eq!(principal.user_claim(&channel("news:today")), Some("reader"));
+    assert_eq!(principal.user_claim(&channel("other")), None);
+
+    let mut forged = Some(serde_json::json!({"userClaim": "admin", "headers": {"k": "v"}}));
+    principal.stamp_user_claim(&channel("lobby::$chat"), &mut forged);
+    assert_eq!(
+        forged,
+        Some(serde_json::json!({"userClaim": "vip", "headers": {"k": "v"}}))
+    );
+    let mut elsewhere = Some(serde_json::json!({"userClaim": "admin"}));
+    principal.stamp_user_claim(&channel("other"), &mut elsewhere);
+    assert_eq!(elsewhere, Some(serde_json::json!({})), "no claim: none");
+    let mut none = None;
+    principal.stamp_user_claim(&channel("lobby::$chat"), &mut none);
+    assert_eq!(none, Some(serde_json::json!({"userClaim": "vip"})));
+}

@@ -251,6 +251,7 @@ pub(super) fn verify(auth: &Auth, token: &str, now_ms: u64) -> Result<Principal,
         key_name: key.name.clone(),
         via: Credential::Token,
         scope: key.app.clone(),
+        user_claims: Default::default(),
     })
 }
 

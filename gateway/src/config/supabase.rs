@@ -58,6 +58,10 @@ pub(crate) struct Rule {
     pub(crate) is_anonymous: Option<bool>,
     /// Channel pattern (may contain `{claim.path}`) -> operations.
     pub(crate) capability: BTreeMap<String, Vec<String>>,
+    /// Channel or chat room pattern -> the `userClaim` the user's messages, presence, typing and
+    /// reactions there carry, e.g. `"{app_metadata.display_name}"` (claims in braces).
+    #[serde(default)]
+    pub(crate) user_claim: BTreeMap<String, String>,
 }
 
 impl Default for Policy {
@@ -77,6 +81,7 @@ impl Default for Policy {
                         ("call:*".into(), ops(&["subscribe", "presence"])),
                         ("user:{sub}".into(), ops(&["subscribe"])),
                     ]),
+                    user_claim: BTreeMap::new(),
                 },
                 Rule {
                     role: Some("service_role".into()),
@@ -84,6 +89,7 @@ impl Default for Policy {
                     aal: None,
                     is_anonymous: None,
                     capability: BTreeMap::from([("[*]*".into(), ops(&["*"]))]),
+                    user_claim: BTreeMap::new(),
                 },
             ],
         }

@@ -75,6 +75,7 @@ impl Connection {
                     .map(str::to_owned)
                     .ok_or(Error::PresenceNoClientId)?,
             };
+            self.principal.stamp_user_claim(channel, &mut event.extras);
             repeats.push(
                 event.action != LEAVE
                     && event.id.is_some()

@@ -5,7 +5,10 @@
 //! when it has none, as Ably has it).
 
 use crate::auth::APP_SEPARATOR;
-use crate::config::ChannelRules;
+use crate::config::{ChannelRules, Retention};
+
+/// What an Ably Chat room's channel name ends with.
+const CHAT_SUFFIX: &str = "::$chat";
 
 use super::Hub;
 
@@ -20,12 +23,21 @@ impl Hub {
         let app_rules = scope
             .and_then(|scope| self.app_rules.get(scope))
             .and_then(|rules| find(&rules, namespace));
-        app_rules
-            .or_else(|| find(&self.config.namespace_rules, namespace))
-            .unwrap_or(ChannelRules {
-                retention: self.config.retention,
-                ..ChannelRules::default()
-            })
+        let rules = app_rules.or_else(|| find(&self.config.namespace_rules, namespace));
+        // An Ably Chat room's channel: chat messages can always be edited, deleted and reacted
+        // to, and are kept as a mutable namespace's are.
+        if name.ends_with(CHAT_SUFFIX) {
+            let retention = rules.as_ref().map_or(Retention::PERSISTED, |r| r.retention);
+            return ChannelRules {
+                retention,
+                mutable_messages: true,
+                ..rules.unwrap_or_default()
+            };
+        }
+        rules.unwrap_or(ChannelRules {
+            retention: self.config.retention,
+            ..ChannelRules::default()
+        })
     }
 
     /// Sets a sandbox app's namespace rules (replacing any it had). A channel already held

@@ -165,6 +165,7 @@ impl Publisher {
                 Some(_) => {}
                 None => message.client_id = principal.identity().map(str::to_owned),
             }
+            principal.stamp_user_claim(channel, &mut message.extras);
             // Ably's maxMessageSize applies to the whole publish: the sum of its messages.
             let size = message.size();
             total_bytes += size;

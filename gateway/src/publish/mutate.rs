@@ -124,6 +124,16 @@ impl Publisher {
             Origin::Connection { id, msg_serial, .. } => format!("{id}:{msg_serial}:0"),
             Origin::Rest => format!("{}:0", random_id_base()),
         };
+        // A changed message carries its editor's userClaim (Ably Chat's rule); a client's own is
+        // dropped. Extras left out keep the message's, the claim too, unless the editor has one.
+        let mut extras = op.extras.or_else(|| {
+            principal
+                .user_claim(channel)
+                .and_then(|_| latest.extras.clone())
+        });
+        if extras.is_some() {
+            principal.stamp_user_claim(channel, &mut extras);
+        }
         // Only what an operation may change travels: identity stays the original's.
         let op = Message {
             id: Some(id),
@@ -132,7 +142,7 @@ impl Publisher {
             name: op.name,
             data: op.data,
             encoding: op.encoding,
-            extras: op.extras,
+            extras,
             timestamp: Some(now),
             version: Some(MessageVersion {
                 serial: None,

@@ -138,6 +138,7 @@ impl Supabase {
             key_name: super::SUPABASE_ISSUER.to_owned(),
             via: Credential::Token,
             scope: None,
+            user_claims: Arc::new(self.config.policy.user_claims_for(&claims)),
         })
     }
 }

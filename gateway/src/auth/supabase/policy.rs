@@ -24,6 +24,13 @@ impl Policy {
                 if ops.is_empty() {
                     return Err(format!("rule {}: no operations for {pattern:?}", index + 1));
                 }
+            }
+            let templates = rule.capability.keys().chain(
+                rule.user_claim
+                    .iter()
+                    .flat_map(|(pattern, claim)| [pattern, claim]),
+            );
+            for pattern in templates {
                 for path in template_paths(pattern)? {
                     if path == "user_metadata" || path.starts_with("user_metadata.") {
                         return Err(format!(
@@ -51,6 +58,25 @@ impl Policy {
         }
         Capability::from_entries(entries)
     }
+
+    /// The `userClaim`s of a user, by channel pattern: every matching rule's, in order. A claim
+    /// whose value is missing (or empty) gives none.
+    pub fn user_claims_for(&self, claims: &Map<String, Value>) -> Vec<(String, String)> {
+        self.rules
+            .iter()
+            .filter(|rule| rule.matches(claims))
+            .flat_map(|rule| &rule.user_claim)
+            .filter_map(|(pattern, template)| {
+                Some((substitute(pattern, claims)?, fill(template, claims)?))
+            })
+            .collect()
+    }
+}
+
+/// `template` with each `{claim.path}` replaced by the claim's text, whatever it holds (it
+/// is shown, never matched); `None` if one is missing or empty.
+fn fill(template: &str, claims: &Map<String, Value>) -> Option<String> {
+    replace_claims(template, claims, |_| true)
 }
 
 impl Rule {
@@ -87,14 +113,26 @@ fn template_paths(pattern: &str) -> Result<Vec<&str>, String> {
 /// The pattern with every `{path}` replaced by its string claim, or `None` if a claim is missing
 /// or could change the pattern's meaning.
 fn substitute(pattern: &str, claims: &Map<String, Value>) -> Option<String> {
-    let mut out = String::with_capacity(pattern.len());
-    let mut rest = pattern;
+    replace_claims(pattern, claims, |value| {
+        !value.contains(['*', ':', '[', ']', '{', '}'])
+    })
+}
+
+/// `text` with every `{path}` replaced by its string claim; `None` if one is missing, empty or
+/// not `allowed`.
+fn replace_claims(
+    text: &str,
+    claims: &Map<String, Value>,
+    allowed: impl Fn(&str) -> bool,
+) -> Option<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
     while let Some(open) = rest.find('{') {
         out.push_str(&rest[..open]);
         let after = &rest[open + 1..];
         let close = after.find('}')?;
         let value = lookup(claims, &after[..close])?;
-        if value.is_empty() || value.contains(['*', ':', '[', ']', '{', '}']) {
+        if value.is_empty() || !allowed(value) {
             return None;
         }
         out.push_str(value);
@@ -126,6 +164,50 @@ mod tests {
 
     fn allows(capability: &Capability, channel: &str, op: Operation) -> bool {
         capability.allows(&ChannelName::parse(channel).unwrap(), op)
+    }
+
+    /// `user_claim` gives each matching rule's claims, filled from the token (any text, as it
+    /// is only shown), keyed by patterns filled safely; a missing claim gives none, and
+    /// `user_metadata` (the user's own to edit) is refused at load.
+    #[test]
+    fn user_claims_come_from_matching_rules() {
+        let policy: Policy = serde_json::from_value(json!({"rule": [
+            {"role": "authenticated", "capability": {"room:*": ["publish"]},
+             "user_claim": {"room:*": "{app_metadata.tier}: {app_metadata.name}", "user:{sub}": "self"}},
+            {"role": "service_role", "capability": {"[*]*": ["*"]}, "user_claim": {"*": "staff"}},
+        ]}))
+        .unwrap();
+        policy.validate().unwrap();
+        let user = claims(json!({"sub": "u1", "role": "authenticated",
+                                 "app_metadata": {"tier": "gold", "name": "Ann: the *best*"}}));
+        let mut got = policy.user_claims_for(&user);
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                ("room:*".to_owned(), "gold: Ann: the *best*".to_owned()),
+                ("user:u1".to_owned(), "self".to_owned()),
+            ]
+        );
+        let untiered = claims(json!({"sub": "u2", "role": "authenticated"}));
+        assert_eq!(
+            policy.user_claims_for(&untiered),
+            [("user:u2".to_owned(), "self".to_owned())]
+        );
+        let sneaky = claims(json!({"sub": "*", "role": "authenticated"}));
+        assert!(
+            policy.user_claims_for(&sneaky).is_empty(),
+            "a pattern claim cannot widen"
+        );
+
+        let editable: Result<Policy, _> = serde_json::from_value(json!({"rule": [
+            {"capability": {"room:*": ["publish"]}, "user_claim": {"room:*": "{user_metadata.name}"}},
+        ]}));
+        assert!(editable
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .contains("user_metadata"));
     }
 
     #[test]
