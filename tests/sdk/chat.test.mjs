@@ -232,6 +232,27 @@ describe('Ably Chat SDK', () => {
     assert.equal(received.extras.userClaim, 'creator-tier');
   });
 
+  test("a JWT's per-attachment publish limit (ably.limits.publish.perAttachment.maxRate.*)", async () => {
+    pool = new ClientPool(server.port);
+    const [keyName, secret] = FULL_KEY.split(':');
+    const now = Math.floor(Date.now() / 1000);
+    const token = signJwt(
+      { iat: now, exp: now + 600, 'x-ably-clientId': 'fan', 'ably.limits.publish.perAttachment.maxRate.slow:*': 1 },
+      { alg: 'HS256', secret, kid: keyName },
+    );
+    const realtime = pool.realtime({ authCallback: (_, callback) => callback(null, token) });
+    await awaitConnected(realtime);
+    const slow = realtime.channels.get(uniq('slow:room'));
+    const free = realtime.channels.get(uniq('free:room'));
+    await withTimeout(Promise.all([slow.attach(), free.attach()]), 10_000, 'attached');
+    await withTimeout(slow.publish('m', 'one'), 10_000, 'the first');
+    const refused = await expectRejection(slow.publish('m', 'two'), 10_000, 'a second within the second');
+    assert.equal(refused.code, 42911, refused.message);
+    for (const n of [1, 2, 3]) {
+      await withTimeout(free.publish('m', String(n)), 10_000, 'unlimited elsewhere');
+    }
+  });
+
   test('a capability for another room is refused', async () => {
     pool = new ClientPool(server.port);
     const realtime = pool.realtime({ key: OTHER_ROOM_KEY, clientId: 'carol' });

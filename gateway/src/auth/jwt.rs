@@ -22,6 +22,18 @@ struct Claims {
     other: serde_json::Map<String, serde_json::Value>,
 }
 
+/// An Ably JWT's per-attachment publish limits, by channel or room pattern (positive rates only).
+fn attachment_rates(claims: &serde_json::Map<String, serde_json::Value>) -> Vec<(String, f64)> {
+    claims
+        .iter()
+        .filter_map(|(name, value)| {
+            let pattern = name.strip_prefix("ably.limits.publish.perAttachment.maxRate.")?;
+            let rate = value.as_f64().filter(|rate| *rate > 0.0)?;
+            Some((pattern.to_owned(), rate))
+        })
+        .collect()
+}
+
 /// The `userClaim`s an Ably JWT names, by channel or room pattern.
 fn user_claims(claims: &serde_json::Map<String, serde_json::Value>) -> Vec<(String, String)> {
     claims
@@ -84,5 +96,6 @@ pub(super) fn verify(
         via: Credential::Token,
         scope: key.app.clone(),
         user_claims: Arc::new(user_claims(&claims.other)),
+        attachment_rates: Arc::new(attachment_rates(&claims.other)),
     })
 }

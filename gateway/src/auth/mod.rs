@@ -64,6 +64,10 @@ pub struct Principal {
     /// Channel (or chat room) pattern -> the `userClaim` its messages, presence and annotations
     /// carry (from an Ably JWT's `ably.channel.*`/`ably.room.*` claims, or the Supabase policy).
     pub user_claims: Arc<Vec<(String, String)>>,
+    /// Channel (or chat room) pattern -> most messages per second one attachment may publish
+    /// there (an Ably JWT's `ably.limits.publish.perAttachment.maxRate.<pattern>`, or the
+    /// Supabase policy's `publish_rate`).
+    pub attachment_rates: Arc<Vec<(String, f64)>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +88,14 @@ impl Principal {
             .iter()
             .find(|(pattern, _)| protocol::capability::resource_matches(pattern, channel))
             .map(|(_, claim)| claim.as_str())
+    }
+
+    /// The most messages per second one attachment of this principal may publish on `channel`.
+    pub fn attachment_rate(&self, channel: &ChannelName) -> Option<f64> {
+        self.attachment_rates
+            .iter()
+            .find(|(pattern, _)| protocol::capability::resource_matches(pattern, channel))
+            .map(|(_, rate)| *rate)
     }
 
     /// Puts this principal's `userClaim` for `channel` in `extras`, replacing whatever a client
@@ -343,6 +355,7 @@ impl Auth {
             via: Credential::Key,
             scope: key.app.clone(),
             user_claims: Default::default(),
+            attachment_rates: Default::default(),
         })
     }
 

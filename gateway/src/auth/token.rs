@@ -252,6 +252,7 @@ pub(super) fn verify(auth: &Auth, token: &str, now_ms: u64) -> Result<Principal,
         via: Credential::Token,
         scope: key.app.clone(),
         user_claims: Default::default(),
+        attachment_rates: Default::default(),
     })
 }
 

@@ -62,6 +62,10 @@ pub(crate) struct Rule {
     /// reactions there carry, e.g. `"{app_metadata.display_name}"` (claims in braces).
     #[serde(default)]
     pub(crate) user_claim: BTreeMap<String, String>,
+    /// Channel or chat room pattern -> most messages per second one attachment may publish
+    /// there (e.g. 0.5: one every two seconds).
+    #[serde(default)]
+    pub(crate) publish_rate: BTreeMap<String, f64>,
 }
 
 impl Default for Policy {
@@ -82,6 +86,7 @@ impl Default for Policy {
                         ("user:{sub}".into(), ops(&["subscribe"])),
                     ]),
                     user_claim: BTreeMap::new(),
+                    publish_rate: BTreeMap::new(),
                 },
                 Rule {
                     role: Some("service_role".into()),
@@ -90,6 +95,7 @@ impl Default for Policy {
                     is_anonymous: None,
                     capability: BTreeMap::from([("[*]*".into(), ops(&["*"]))]),
                     user_claim: BTreeMap::new(),
+                    publish_rate: BTreeMap::new(),
                 },
             ],
         }

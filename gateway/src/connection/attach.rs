@@ -105,6 +105,7 @@ impl Connection {
                 name,
                 requested,
                 modes,
+                pace: None,
             },
         );
         ControlFlow::Continue(())

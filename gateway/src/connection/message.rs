@@ -1,12 +1,13 @@
 //! MESSAGE from a client: publish, then ACK or NACK by msgSerial.
 
 use protocol::message::{Modes, PublishResult};
-use protocol::{Action, ErrorInfo, ProtocolMessage};
+use protocol::{Action, ChannelName, ErrorInfo, ProtocolMessage};
 use std::ops::ControlFlow;
 
 use super::Connection;
 use crate::error::Error;
 use crate::hub::versions::is_operation;
+use crate::limits::Pace;
 use crate::publish::Origin;
 
 impl Connection {
@@ -19,6 +20,7 @@ impl Connection {
         // Awaited in the read loop, so ACKs stay in msgSerial order even through Redis.
         let result = match self.parse_channel(&message).and_then(|channel| {
             self.require_mode(&channel, Modes::PUBLISH, "publish")?;
+            self.take_pace(&channel)?;
             Ok(channel)
         }) {
             Ok(channel) => {
@@ -56,6 +58,34 @@ impl Connection {
             Err(error) => self.nack(msg_serial, error),
         }
         ControlFlow::Continue(())
+    }
+
+    /// One message from this attachment's publish pace, where the principal's claims limit it
+    /// (Ably's `ably.limits.publish.perAttachment.maxRate.*`); other channels are not paced.
+    fn take_pace(&mut self, channel: &ChannelName) -> Result<(), Error> {
+        let Some(per_sec) = self.principal.attachment_rate(channel) else {
+            return Ok(());
+        };
+        let key = self.principal.channel_key(channel);
+        let Some(attachment) = self.attached.get_mut(key.as_ref()) else {
+            return Ok(());
+        };
+        let now = std::time::Instant::now();
+        let pace = attachment
+            .pace
+            .get_or_insert_with(|| Pace::new(per_sec, now));
+        if pace.per_sec() != per_sec {
+            // The claims changed (a re-auth): the new limit starts afresh.
+            *pace = Pace::new(per_sec, now);
+        }
+        if pace.take(now) {
+            return Ok(());
+        }
+        crate::limits::count_refusal("rate_attachment", "realtime");
+        Err(Error::AttachmentRateLimited {
+            channel: channel.as_str().to_owned(),
+            per_sec,
+        })
     }
 
     pub(super) fn nack(&self, msg_serial: u64, error: impl Into<ErrorInfo>) {

@@ -81,6 +81,9 @@ struct Attachment {
     requested: Modes,
     /// What it was granted: requested ∩ capability (recomputed after a re-auth).
     modes: Modes,
+    /// Its publish pace, when the principal's claims limit this channel (`Principal::
+    /// attachment_rate`); made at the first publish.
+    pace: Option<crate::limits::Pace>,
 }
 
 struct Connection {

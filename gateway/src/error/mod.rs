@@ -70,6 +70,12 @@ pub enum Error {
     )]
     MixedEphemeral { ephemeral: usize, stored: usize },
     /// `allowed` says the budget, e.g. `10 messages/s (burst 20)`.
+    /// Over a per-attachment limit from the principal's claims (`per_sec` may be below one).
+    #[error(
+        "publish rate limit exceeded on channel {channel:?}: this client may publish {per_sec} \
+         messages/s there; slow down and retry"
+    )]
+    AttachmentRateLimited { channel: String, per_sec: f64 },
     #[error(
         "publish rate limit exceeded: this connection may publish {allowed}; slow down and retry"
     )]
@@ -214,7 +220,9 @@ impl Error {
             | Error::FrameTooLarge { .. }
             | Error::PresenceTooLarge { .. } => ErrorCode::MessageTooLarge,
             Error::UnknownConnectionKey => ErrorCode::InvalidConnectionIdMessage,
-            Error::ConnectionRateLimited { .. } => ErrorCode::ConnectionPublishRateLimited,
+            Error::ConnectionRateLimited { .. } | Error::AttachmentRateLimited { .. } => {
+                ErrorCode::ConnectionPublishRateLimited
+            }
             Error::KeyRateLimited { .. } => ErrorCode::RateLimited,
             Error::BadFormat | Error::UnknownMode(_) | Error::BadRewind(_) => {
                 ErrorCode::InvalidParameterValue

@@ -64,6 +64,41 @@ impl RateBucket {
     }
 }
 
+/// A rate in messages per second, possibly below one (Ably's per-attachment `maxRate`, e.g.
+/// 0.1: one message every ten seconds), with a burst of one second's worth (at least one).
+#[derive(Debug, Clone)]
+pub struct Pace {
+    per_sec: f64,
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl Pace {
+    pub fn new(per_sec: f64, now: std::time::Instant) -> Pace {
+        Pace {
+            per_sec,
+            tokens: per_sec.max(1.0),
+            at: now,
+        }
+    }
+
+    pub fn per_sec(&self) -> f64 {
+        self.per_sec
+    }
+
+    /// Takes one message, or says it came too soon.
+    pub fn take(&mut self, now: std::time::Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + elapsed * self.per_sec).min(self.per_sec.max(1.0));
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+}
+
 /// Counts a refused publish (once per refusal): `reason` is `too_many_messages`, `too_large`,
 /// `batch_too_large`, `rate_messages`, `rate_bytes` or `frame_too_large` (a frame over
 /// `max_frame_bytes`, which also ends the connection); `source` `realtime` or `rest`.

@@ -40,3 +40,19 @@ fn bytes_run_out_separately_and_a_refusal_takes_nothing() {
     };
     assert_eq!(bucket.take(&unlimited, 1_000_000, 1 << 30, start), Ok(()));
 }
+
+/// A pace below one message a second (Ably's `maxRate` 0.5) lets one through, then one per two
+/// seconds; a pace of 3 allows a burst of 3.
+#[test]
+fn a_pace_allows_its_rate_with_a_burst_of_one_second() {
+    use std::time::Duration;
+    let start = std::time::Instant::now();
+    let mut slow = super::Pace::new(0.5, start);
+    assert!(slow.take(start));
+    assert!(!slow.take(start));
+    assert!(!slow.take(start + Duration::from_millis(1900)));
+    assert!(slow.take(start + Duration::from_millis(4000)));
+    let mut quick = super::Pace::new(3.0, start);
+    assert_eq!((0..5).filter(|_| quick.take(start)).count(), 3);
+    assert!(quick.take(start + Duration::from_millis(340)));
+}

@@ -139,6 +139,7 @@ impl Supabase {
             via: Credential::Token,
             scope: None,
             user_claims: Arc::new(self.config.policy.user_claims_for(&claims)),
+            attachment_rates: Arc::new(self.config.policy.attachment_rates_for(&claims)),
         })
     }
 }

@@ -25,11 +25,21 @@ impl Policy {
                     return Err(format!("rule {}: no operations for {pattern:?}", index + 1));
                 }
             }
-            let templates = rule.capability.keys().chain(
-                rule.user_claim
-                    .iter()
-                    .flat_map(|(pattern, claim)| [pattern, claim]),
-            );
+            if let Some((pattern, rate)) = rule.publish_rate.iter().find(|(_, r)| **r <= 0.0) {
+                return Err(format!(
+                    "rule {}: publish_rate {rate} for {pattern:?} must be above 0",
+                    index + 1
+                ));
+            }
+            let templates = rule
+                .capability
+                .keys()
+                .chain(rule.publish_rate.keys())
+                .chain(
+                    rule.user_claim
+                        .iter()
+                        .flat_map(|(pattern, claim)| [pattern, claim]),
+                );
             for pattern in templates {
                 for path in template_paths(pattern)? {
                     if path == "user_metadata" || path.starts_with("user_metadata.") {
@@ -57,6 +67,17 @@ impl Policy {
             }
         }
         Capability::from_entries(entries)
+    }
+
+    /// A user's per-attachment publish limits, by channel pattern: every matching rule's, in
+    /// order (the first that covers a channel applies).
+    pub fn attachment_rates_for(&self, claims: &Map<String, Value>) -> Vec<(String, f64)> {
+        self.rules
+            .iter()
+            .filter(|rule| rule.matches(claims))
+            .flat_map(|rule| &rule.publish_rate)
+            .filter_map(|(pattern, rate)| Some((substitute(pattern, claims)?, *rate)))
+            .collect()
     }
 
     /// The `userClaim`s of a user, by channel pattern: every matching rule's, in order. A claim
@@ -173,7 +194,8 @@ mod tests {
     fn user_claims_come_from_matching_rules() {
         let policy: Policy = serde_json::from_value(json!({"rule": [
             {"role": "authenticated", "capability": {"room:*": ["publish"]},
-             "user_claim": {"room:*": "{app_metadata.tier}: {app_metadata.name}", "user:{sub}": "self"}},
+             "user_claim": {"room:*": "{app_metadata.tier}: {app_metadata.name}", "user:{sub}": "self"},
+             "publish_rate": {"room:*": 0.5}},
             {"role": "service_role", "capability": {"[*]*": ["*"]}, "user_claim": {"*": "staff"}},
         ]}))
         .unwrap();
@@ -188,6 +210,10 @@ mod tests {
                 ("room:*".to_owned(), "gold: Ann: the *best*".to_owned()),
                 ("user:u1".to_owned(), "self".to_owned()),
             ]
+        );
+        assert_eq!(
+            policy.attachment_rates_for(&user),
+            [("room:*".to_owned(), 0.5)]
         );
         let untiered = claims(json!({"sub": "u2", "role": "authenticated"}));
         assert_eq!(
