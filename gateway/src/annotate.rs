@@ -79,17 +79,7 @@ impl Annotator {
         let mut random_base: Option<String> = None;
         for (index, annotation) in annotations.iter_mut().enumerate() {
             check_shape(annotation)?;
-            match annotation.client_id.as_deref() {
-                Some(claimed) if !principal.may_act_as(claimed) => {
-                    return Err(Error::ClientIdMismatch {
-                        claimed: claimed.to_owned(),
-                        identity: principal.identity().unwrap_or("(anonymous)").to_owned(),
-                    });
-                }
-                Some("*") => return Err(Error::ReservedClientId),
-                Some(_) => {}
-                None => annotation.client_id = principal.identity().map(str::to_owned),
-            }
+            principal.stamp_client_id(&mut annotation.client_id)?;
             let annotation_type = annotation.annotation_type.clone().unwrap_or_default();
             let kind =
                 AnnotationKind::of(&annotation_type).ok_or_else(|| Error::BadAnnotation {

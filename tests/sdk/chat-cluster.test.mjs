@@ -10,38 +10,7 @@ import { ChatClient, ChatMessageEventType, MessageReactionType } from '@ably/cha
 
 import { FULL_KEY, startServer } from './server.mjs';
 import { startRedis } from './cluster-helpers.mjs';
-import { ClientPool, awaitConnected, pollUntil, uniq, withTimeout } from './helpers.mjs';
-
-/** Events a listener got, and a way to wait for one. */
-class Events {
-  constructor() {
-    this.all = [];
-    this.waiters = [];
-  }
-
-  listener = (event) => {
-    this.all.push(event);
-    for (const waiter of [...this.waiters]) waiter();
-  };
-
-  waitFor(pred, what, ms = 15_000) {
-    return withTimeout(
-      new Promise((resolve) => {
-        const check = () => {
-          const found = this.all.find(pred);
-          if (found) {
-            this.waiters.splice(this.waiters.indexOf(check), 1);
-            resolve(found);
-          }
-        };
-        this.waiters.push(check);
-        check();
-      }),
-      ms,
-      what,
-    );
-  }
-}
+import { ClientPool, Events, awaitConnected, pollUntil, uniq, withTimeout } from './helpers.mjs';
 
 describe('Ably Chat on two nodes with Redis', () => {
   const env = { redis: undefined, nodeA: undefined, nodeB: undefined, pools: [] };

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { ChatClient, ChatMessageEventType, MessageReactionType } from '@ably/chat';
 
 import { FULL_KEY } from './server.mjs';
-import { ClientPool, FORMATS, awaitConnected, expectRejection, pollUntil, uniq, useServer, withTimeout } from './helpers.mjs';
+import { ClientPool, Events, FORMATS, awaitConnected, expectRejection, pollUntil, uniq, useServer, withTimeout } from './helpers.mjs';
 import { signJwt } from './supabase-helpers.mjs';
 
 // Chat rooms live in the `room` namespace; its rule makes them mutable.
@@ -21,37 +21,6 @@ const configFile = path.join(dir, 'realtime.toml');
 writeFileSync(configFile, '[[history.namespace]]\nname = "room"\nmutable_messages = true\n');
 const OTHER_ROOM_KEY = 'app1.other:secretother';
 const keys = `${FULL_KEY},${OTHER_ROOM_KEY}=${JSON.stringify({ 'room:other': ['*'] })}`;
-
-/** Events a listener got, and a way to wait for one. */
-class Events {
-  constructor() {
-    this.all = [];
-    this.waiters = [];
-  }
-
-  listener = (event) => {
-    this.all.push(event);
-    for (const waiter of [...this.waiters]) waiter();
-  };
-
-  waitFor(pred, what, ms = 10_000) {
-    return withTimeout(
-      new Promise((resolve) => {
-        const check = () => {
-          const found = this.all.find(pred);
-          if (found) {
-            this.waiters.splice(this.waiters.indexOf(check), 1);
-            resolve(found);
-          }
-        };
-        this.waiters.push(check);
-        check();
-      }),
-      ms,
-      what,
-    );
-  }
-}
 
 describe('Ably Chat SDK', () => {
   let server;

@@ -390,3 +390,34 @@ export function uniq(prefix) {
   seq += 1;
   return `${prefix}-${process.pid}-${seq}`;
 }
+
+/** Events a listener got (`listener`), and a bounded wait for one (`waitFor`). */
+export class Events {
+  constructor() {
+    this.all = [];
+    this.waiters = [];
+  }
+
+  listener = (event) => {
+    this.all.push(event);
+    for (const waiter of [...this.waiters]) waiter();
+  };
+
+  waitFor(pred, what, ms = 15_000) {
+    return withTimeout(
+      new Promise((resolve) => {
+        const check = () => {
+          const found = this.all.find(pred);
+          if (found) {
+            this.waiters.splice(this.waiters.indexOf(check), 1);
+            resolve(found);
+          }
+        };
+        this.waiters.push(check);
+        check();
+      }),
+      ms,
+      what,
+    );
+  }
+}

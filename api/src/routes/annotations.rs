@@ -35,16 +35,7 @@ pub(crate) async fn publish(
 ) -> Result<Response, ApiError> {
     let channel = ChannelName::parse(&channel)?;
     // Refused from a skim before building them, as a publish is.
-    let max = gateway.config().limits.max_messages_per_publish;
-    if body.bytes.len() > max {
-        let counted = body
-            .format()
-            .and_then(|body_format| protocol::codec::shape::list_len(&body.bytes, body_format));
-        if let Some(n) = counted.filter(|n| *n > max) {
-            gateway::limits::count_refusal("too_many_messages", "rest");
-            return Err(gateway::Error::TooManyMessages { n, max }.into());
-        }
-    }
+    super::refuse_a_long_list(&gateway, &body)?;
     let mut annotations = body.decode::<OneOrMany<Annotation>>()?.into_vec();
     for annotation in &mut annotations {
         annotation.message_serial = Some(serial.clone());

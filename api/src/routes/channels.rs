@@ -32,18 +32,7 @@ pub(crate) async fn publish(
     body: Payload,
 ) -> Result<Response, ApiError> {
     let channel = ChannelName::parse(&channel)?;
-    // More messages than a publish may hold are refused from a skim of the body, before
-    // building them (every message takes at least a byte, so only longer bodies are skimmed).
-    let max = gateway.config().limits.max_messages_per_publish;
-    if body.bytes.len() > max {
-        let counted = body
-            .format()
-            .and_then(|body_format| protocol::codec::shape::list_len(&body.bytes, body_format));
-        if let Some(n) = counted.filter(|n| *n > max) {
-            gateway::limits::count_refusal("too_many_messages", "rest");
-            return Err(gateway::Error::TooManyMessages { n, max }.into());
-        }
-    }
+    super::refuse_a_long_list(&gateway, &body)?;
     let ephemeral = match params.get("ephemeral").map(String::as_str) {
         None | Some("false") => false,
         Some("true") => true,

@@ -352,16 +352,7 @@ pub(crate) async fn versions(
         .versions(request.channel_key(), &serial)
         .await?
         .ok_or_else(|| no_such_message(&serial))?;
-    let offset = request.offset();
-    let limit = request.query.limit;
-    let next = (versions.len() > offset + limit).then(|| (offset + limit).to_string());
-    let page: Vec<ChatMessage> = versions
-        .iter()
-        .skip(offset)
-        .take(limit)
-        .map(|version| ChatMessage::of(version))
-        .collect();
-    request.respond("versions", &page, next)
+    request.respond_offset_page("versions", &versions, ChatMessage::of)
 }
 
 #[derive(Serialize)]

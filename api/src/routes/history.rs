@@ -153,6 +153,25 @@ impl Request {
     }
 
     /// Offset-paged resources (presence) keep in the cursor how many items came before.
+    /// The page of `items` at this request's offset (`cursor`) and `limit`, each as `show` makes
+    /// it, with a `next` link while more remain.
+    pub(super) fn respond_offset_page<T: Serialize>(
+        &self,
+        resource: &str,
+        items: &[std::sync::Arc<Message>],
+        show: impl Fn(&Message) -> T,
+    ) -> Result<Response, ApiError> {
+        let (offset, limit) = (self.offset(), self.query.limit);
+        let next = (items.len() > offset + limit).then(|| (offset + limit).to_string());
+        let page: Vec<T> = items
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .map(|item| show(item))
+            .collect();
+        self.respond(resource, &page, next)
+    }
+
     pub(super) fn offset(&self) -> usize {
         self.query
             .cursor
@@ -294,22 +313,14 @@ pub(crate) async fn versions(
     if backwards {
         versions.reverse();
     }
-    let offset = request.offset();
-    let limit = request.query.limit;
-    let next = (versions.len() > offset + limit).then(|| (offset + limit).to_string());
-    let page: Vec<Message> = versions
-        .iter()
-        .skip(offset)
-        .take(limit)
-        .map(|version| {
-            let mut version = Message::clone(version);
-            if request.format == Format::Json {
-                version.make_json_safe();
-            }
-            version
-        })
-        .collect();
-    request.respond("versions", &page, next)
+    let format = request.format;
+    request.respond_offset_page("versions", &versions, |version| {
+        let mut version = Message::clone(version);
+        if format == Format::Json {
+            version.make_json_safe();
+        }
+        version
+    })
 }
 
 pub(crate) async fn presence(

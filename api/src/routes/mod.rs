@@ -153,6 +153,25 @@ pub(crate) async fn metrics_for_key(
 
 /// `channel` parsed, with `operation` in `caller`'s capability; `refused` says what the
 /// capability does not permit.
+/// More messages (or annotations) than a publish may hold are refused from a skim of the body,
+/// before building them (every item takes at least a byte, so only longer bodies are skimmed).
+fn refuse_a_long_list(gateway: &Gateway, body: &crate::extract::Payload) -> Result<(), ApiError> {
+    let max = gateway.config().limits.max_messages_per_publish;
+    if body.bytes.len() <= max {
+        return Ok(());
+    }
+    let counted = body
+        .format()
+        .and_then(|body_format| protocol::codec::shape::list_len(&body.bytes, body_format));
+    match counted.filter(|n| *n > max) {
+        Some(n) => {
+            gateway::limits::count_refusal("too_many_messages", "rest");
+            Err(gateway::Error::TooManyMessages { n, max }.into())
+        }
+        None => Ok(()),
+    }
+}
+
 fn permitted_channel(
     caller: &gateway::Principal,
     channel: &str,

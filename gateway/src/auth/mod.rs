@@ -81,6 +81,28 @@ impl Principal {
         self.capability.allows(channel, operation)
     }
 
+    /// Checks the clientId a message, annotation or version claims (this principal must be
+    /// allowed to act as it; `*` is reserved), or fills in this principal's identity.
+    pub(crate) fn stamp_client_id(
+        &self,
+        client_id: &mut Option<String>,
+    ) -> Result<(), crate::error::Error> {
+        match client_id.as_deref() {
+            Some(claimed) if !self.may_act_as(claimed) => {
+                Err(crate::error::Error::ClientIdMismatch {
+                    claimed: claimed.to_owned(),
+                    identity: self.identity().unwrap_or("(anonymous)").to_owned(),
+                })
+            }
+            Some("*") => Err(crate::error::Error::ReservedClientId),
+            Some(_) => Ok(()),
+            None => {
+                *client_id = self.identity().map(str::to_owned);
+                Ok(())
+            }
+        }
+    }
+
     /// The `userClaim` this principal's messages on `channel` carry: the first pattern that
     /// covers it (a room's name covers its `::$chat` channel).
     pub fn user_claim(&self, channel: &ChannelName) -> Option<&str> {

@@ -154,17 +154,7 @@ impl Publisher {
             .map(|m| realtime || m.id.is_some())
             .collect();
         for (index, message) in messages.iter_mut().enumerate() {
-            match message.client_id.as_deref() {
-                Some(claimed) if !principal.may_act_as(claimed) => {
-                    return Err(Error::ClientIdMismatch {
-                        claimed: claimed.to_owned(),
-                        identity: principal.identity().unwrap_or("(anonymous)").to_owned(),
-                    });
-                }
-                Some("*") => return Err(Error::ReservedClientId),
-                Some(_) => {}
-                None => message.client_id = principal.identity().map(str::to_owned),
-            }
+            principal.stamp_client_id(&mut message.client_id)?;
             principal.stamp_user_claim(channel, &mut message.extras);
             // Ably's maxMessageSize applies to the whole publish: the sum of its messages.
             let size = message.size();

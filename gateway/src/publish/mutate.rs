@@ -102,17 +102,7 @@ impl Publisher {
         }
         let now = protocol::now_ms();
         let mut version = op.version.unwrap_or_default();
-        match version.client_id.as_deref() {
-            Some(claimed) if !principal.may_act_as(claimed) => {
-                return Err(Error::ClientIdMismatch {
-                    claimed: claimed.to_owned(),
-                    identity: principal.identity().unwrap_or("(anonymous)").to_owned(),
-                });
-            }
-            Some("*") => return Err(Error::ReservedClientId),
-            Some(_) => {}
-            None => version.client_id = principal.identity().map(str::to_owned),
-        }
+        principal.stamp_client_id(&mut version.client_id)?;
         // Strictly later than the version it replaces, even within one millisecond.
         let after = latest
             .version

@@ -41,21 +41,11 @@ impl RedisBackend {
         );
         let mut args = Vec::with_capacity(1 + 2 * publication.messages.len());
         args.push(head);
-        for (index, message) in publication.messages.iter().enumerate() {
-            let claim = match (publication.client_ids.get(index), &message.id) {
-                (Some(true), Some(id)) => id.clone(),
-                _ => String::new(),
-            };
-            // JSON cannot carry bytes: binary data travels base64'd with its encoding saying so.
-            let mut safe = message.clone();
-            safe.make_json_safe();
-            let body = serde_json::to_string(&safe).map_err(|source| BackendError::Encode {
-                what: "a message",
-                source,
-            })?;
-            args.push(claim);
-            args.push(body);
-        }
+        super::stream::push_claims_and_bodies(
+            &mut args,
+            &publication.messages,
+            &publication.client_ids,
+        )?;
         let _sent: u64 = self
             .commands
             .invoke(self.ephemeral_script.clone(), keys, args)

@@ -119,21 +119,7 @@ impl RedisBackend {
             max_age.to_string(),
             meta_ttl(retention).to_string(),
         ];
-        for (index, message) in messages.iter().enumerate() {
-            let claim = match (client_ids.get(index), &message.id) {
-                (Some(true), Some(id)) => id.clone(),
-                _ => String::new(),
-            };
-            // JSON cannot carry bytes: binary data travels base64'd with its encoding saying so.
-            let mut safe = message.clone();
-            safe.make_json_safe();
-            let body = serde_json::to_string(&safe).map_err(|source| BackendError::Encode {
-                what: "a message",
-                source,
-            })?;
-            args.push(claim);
-            args.push(body);
-        }
+        push_claims_and_bodies(&mut args, messages, client_ids)?;
         let ids: Vec<String> = self
             .commands
             .invoke(self.script.clone(), keys.into(), args)
@@ -144,6 +130,31 @@ impl RedisBackend {
             })?;
         Ok(ids.iter().map(|id| serial_of(id)).collect())
     }
+}
+
+/// A script's per-message arguments: the idempotency claim (the id, where it is a key; else
+/// empty) and the message as JSON.
+pub(super) fn push_claims_and_bodies(
+    args: &mut Vec<String>,
+    messages: &[Message],
+    client_ids: &[bool],
+) -> Result<(), BackendError> {
+    for (index, message) in messages.iter().enumerate() {
+        let claim = match (client_ids.get(index), &message.id) {
+            (Some(true), Some(id)) => id.clone(),
+            _ => String::new(),
+        };
+        // JSON cannot carry bytes: binary data travels base64'd with its encoding saying so.
+        let mut safe = message.clone();
+        safe.make_json_safe();
+        let body = serde_json::to_string(&safe).map_err(|source| BackendError::Encode {
+            what: "a message",
+            source,
+        })?;
+        args.push(claim);
+        args.push(body);
+    }
+    Ok(())
 }
 
 pub(super) fn meta_ttl(retention: Retention) -> u64 {
