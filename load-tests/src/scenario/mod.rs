@@ -36,8 +36,10 @@ macro_rules! with_target {
 }
 
 pub mod churn;
+pub mod edits;
 pub mod fanout;
 pub mod idle;
+pub mod reactions;
 pub mod sessions;
 pub mod soak;
 pub mod storm;
@@ -82,6 +84,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<Report> {
         Scenario::Sessions(args) => sessions::run(&shared, &args).await?,
         Scenario::Soak(args) => soak::run(&shared, &args).await?,
         Scenario::Churn(args) => churn::run(&shared, &args).await?,
+        Scenario::Reactions(args) => reactions::run(&shared, &args).await?,
+        Scenario::Edits(args) => edits::run(&shared, &args).await?,
         Scenario::Ceiling(args) => {
             let listener = tokio::net::TcpListener::bind(args.listen).await?;
             eprintln!("ceiling: broadcasting on ws://{}/", listener.local_addr()?);
