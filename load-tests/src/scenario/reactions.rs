@@ -90,6 +90,8 @@ pub async fn run(shared: &Shared, args: &ReactionsArgs) -> anyhow::Result<Report
     let (stop, stopped) = watch::channel(false);
     let window = Window::start(shared, &latencies);
     let traffic_before = target.traffic();
+    // The tool's own CPU: at N² deliveries a second, it may be what saturates first.
+    let tool_cpu = super::ServerCpu::start(Some(std::process::id()));
     let period = Duration::from_secs_f64(1.0 / args.rate);
     let start = tokio::time::Instant::now();
     let deadline = start + shared.duration();
@@ -130,6 +132,7 @@ pub async fn run(shared: &Shared, args: &ReactionsArgs) -> anyhow::Result<Report
         .drain(&mut report, &sent, &schedule, &[n_viewers as u64])
         .await;
     let traffic = target.traffic().since(traffic_before);
+    let tool_cpu_percent = tool_cpu.since_start().map(|(percent, _)| percent);
     let _ = stop.send(true);
     let mut ledgers = Vec::with_capacity(n_viewers);
     while let Some(result) = viewers.join_next().await {
@@ -149,12 +152,18 @@ pub async fn run(shared: &Shared, args: &ReactionsArgs) -> anyhow::Result<Report
     if unconfirmed > 0 {
         report.fail(format!("{unconfirmed} reactions never acknowledged"));
     }
+    // Every viewer reacts until the deadline (a late tick is made up at once), so the rate is
+    // over `--duration`; how late the reactions arrived is the latency's to tell.
     report.metric_f64(
         "publications_per_s",
-        settled.sent as f64 / drained.publishing.as_secs_f64(),
+        settled.sent as f64 / shared.duration().as_secs_f64(),
     );
+    report.metric_f64("delivering_s", drained.delivering.as_secs_f64());
     drained.delivery_metrics(&mut report, &ledgers);
     traffic_metrics(&mut report, traffic, drained.delivering, n_viewers);
+    if let Some(percent) = tool_cpu_percent {
+        report.metric_f64("tool_cpu_percent", percent);
+    }
     Ok(report)
 }
 
@@ -223,6 +232,13 @@ impl Viewer {
                 biased;
                 _ = stop.changed() => break,
                 _ = &mut over, if reacting => {
+                    // Ticks due before the deadline that a busy tool has not made yet go now,
+                    // so every viewer sends its share whatever the lateness.
+                    let mut failed = false;
+                    while seq < self.due() && !failed {
+                        failed = self.react(&mut connection, seq).await;
+                        seq += 1;
+                    }
                     // The ACKs are read by the connection's own task; deliveries queue meanwhile.
                     let settled = connection.settle(SETTLE_TIMEOUT).await;
                     if let Some(done) = done.take() {
@@ -230,14 +246,9 @@ impl Viewer {
                     }
                 }
                 _ = ticks.tick(), if reacting => {
-                    if connection.in_flight() >= self.window {
-                        connection.settle(SETTLE_TIMEOUT).await;
-                    }
-                    let message = self.reaction(seq);
+                    let failed = self.react(&mut connection, seq).await;
                     seq += 1;
-                    if connection.publish_message(&self.channel, message).await.is_err()
-                        || connection.failure().is_some()
-                    {
+                    if failed {
                         break;
                     }
                 }
@@ -254,6 +265,26 @@ impl Viewer {
         let failure = connection.failure();
         connection.close().await;
         (ledger, failure)
+    }
+
+    /// Sends reaction `seq` (after waiting for ACKs if `window` are outstanding); true if the
+    /// connection failed.
+    async fn react(&self, connection: &mut AblyConnection, seq: u64) -> bool {
+        if connection.in_flight() >= self.window {
+            connection.settle(SETTLE_TIMEOUT).await;
+        }
+        let message = self.reaction(seq);
+        connection
+            .publish_message(&self.channel, message)
+            .await
+            .is_err()
+            || connection.failure().is_some()
+    }
+
+    /// How many ticks fall before the deadline: `first + k × period < deadline`.
+    fn due(&self) -> u64 {
+        let span = self.deadline.saturating_duration_since(self.first);
+        (span.as_secs_f64() / self.period.as_secs_f64()).ceil() as u64
     }
 
     /// Reaction `seq`: the stamp, an emoji, padding up to `--size`.
