@@ -309,3 +309,6 @@ impl Viewer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

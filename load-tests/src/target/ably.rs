@@ -544,6 +544,52 @@ mod tests {
     }
 
     #[test]
+    fn ack_serials_are_kept_by_msg_serial_only_when_asked() {
+        let ack = ProtocolMessage {
+            msg_serial: Some(5),
+            count: Some(2),
+            res: Some(vec![
+                protocol::message::PublishResult {
+                    serials: vec![Some("s5".into())],
+                },
+                protocol::message::PublishResult {
+                    serials: vec![None],
+                },
+            ]),
+            ..ProtocolMessage::new(Action::Ack)
+        };
+        let serials = AckSerials::default();
+        serials.acknowledged(&ack);
+        assert!(serials.by_msg_serial.lock().unwrap().is_empty());
+        serials.keep.store(true, Ordering::Relaxed);
+        serials.acknowledged(&ack);
+        let kept = serials.by_msg_serial.lock().unwrap().clone();
+        assert_eq!(
+            kept.into_iter().collect::<Vec<_>>(),
+            [(5, Some("s5".to_owned())), (6, None)]
+        );
+    }
+
+    #[test]
+    fn traffic_counts_subtract() {
+        let traffic = Traffic::default();
+        traffic.frame(100);
+        let before = traffic.count();
+        traffic.frame(30);
+        traffic.message_frame();
+        traffic.frame(12);
+        let window = traffic.count().since(before);
+        assert_eq!(
+            window,
+            TrafficCount {
+                frames: 2,
+                message_frames: 1,
+                bytes: 42
+            }
+        );
+    }
+
+    #[test]
     fn the_fast_path_reads_plain_string_messages_only() {
         let json = frame(
             Action::Message,
