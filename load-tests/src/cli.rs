@@ -140,6 +140,12 @@ pub enum Scenario {
     /// A connection flood opened and closed `--rounds` times: the server's RSS before, at the
     /// peak, after the close and after `--settle`; fails if memory does not come back.
     Churn(Box<crate::scenario::churn::ChurnArgs>),
+    /// A live room where each of N viewers sends R reactions/s and receives everyone's:
+    /// deliveries, frames and bytes received, latency, loss (server-side batching or not).
+    Reactions(Box<crate::scenario::reactions::ReactionsArgs>),
+    /// Publishes R messages/s on a mutable-messages channel, then updates each once at R/s:
+    /// server (and Redis) CPU per publish and per update.
+    Edits(Box<crate::scenario::edits::EditsArgs>),
     /// A bare-bones broadcast server (plain WebSocket, no protocol): the ceiling to compare with.
     /// Load it with `fanout --protocol raw`.
     Ceiling(CeilingArgs),

@@ -3,9 +3,11 @@
 //!
 //! It is a client: it depends on `protocol` for the wire types and codecs and on nothing of the
 //! gateway (the one server here, `ceiling`, is a bare-bones broadcast baseline). Start at
-//! `scenario` (idle, fanout, storm, sessions, soak); every scenario talks to the server through the
-//! `target::Target` seam, implemented by `target::ably` (and `target::raw` for `ceiling`), except
-//! `soak`, whose clients live the whole connection lifecycle (`scenario::soak::client`).
+//! `scenario` (idle, fanout, storm, sessions, soak, churn, reactions, edits); every scenario talks
+//! to the server through the `target::Target` seam, implemented by `target::ably` (and
+//! `target::raw` for `ceiling`), except `soak`, whose clients live the whole connection lifecycle
+//! (`scenario::soak::client`), and `reactions` and `edits`, which use `target::ably`'s own
+//! extras (ephemeral messages, updates, frame counts).
 //! `ledger` is how loss and duplication are counted, `report` how a run ends. Peers speak their
 //! own protocols through `target::socketio` and `target::pusher` (Sockudo's Ably facade through
 //! `target::ably`); `compare` starts each server in turn and runs the same workloads on it.

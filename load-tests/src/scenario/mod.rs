@@ -36,8 +36,10 @@ macro_rules! with_target {
 }
 
 pub mod churn;
+pub mod edits;
 pub mod fanout;
 pub mod idle;
+pub mod reactions;
 pub mod sessions;
 pub mod soak;
 pub mod storm;
@@ -82,6 +84,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<Report> {
         Scenario::Sessions(args) => sessions::run(&shared, &args).await?,
         Scenario::Soak(args) => soak::run(&shared, &args).await?,
         Scenario::Churn(args) => churn::run(&shared, &args).await?,
+        Scenario::Reactions(args) => reactions::run(&shared, &args).await?,
+        Scenario::Edits(args) => edits::run(&shared, &args).await?,
         Scenario::Ceiling(args) => {
             let listener = tokio::net::TcpListener::bind(args.listen).await?;
             eprintln!("ceiling: broadcasting on ws://{}/", listener.local_addr()?);
@@ -451,14 +455,20 @@ impl ServerCpu {
 
     /// Server CPU in percent of one core since `start`, and its RSS now.
     pub fn finish(&self, report: &mut Report) {
-        let (Some(pid), Some((started, before))) = (self.pid, self.start) else {
-            return;
-        };
-        if let Ok(after) = proc_stat::sample(pid) {
-            let wall_us = started.elapsed().as_micros().max(1) as f64;
-            let cpu = after.cpu_us.saturating_sub(before.cpu_us) as f64;
-            report.metric_f64("server_cpu_percent", 100.0 * cpu / wall_us);
+        if let Some((cpu_percent, after)) = self.since_start() {
+            report.metric_f64("server_cpu_percent", cpu_percent);
             report.metric("server_rss_mib", after.rss_bytes / (1024 * 1024));
         }
+    }
+
+    /// CPU in percent of one core since `start`, and the sample now.
+    pub fn since_start(&self) -> Option<(f64, proc_stat::Sample)> {
+        let (Some(pid), Some((started, before))) = (self.pid, self.start) else {
+            return None;
+        };
+        let after = proc_stat::sample(pid).ok()?;
+        let wall_us = started.elapsed().as_micros().max(1) as f64;
+        let cpu = after.cpu_us.saturating_sub(before.cpu_us) as f64;
+        Some((100.0 * cpu / wall_us, after))
     }
 }

@@ -3,10 +3,12 @@
 //! Each connection is split: the caller keeps the write half (`AblyConnection`), a spawned reader
 //! task owns the read half. The reader answers nothing itself (the server's pings are ponged by
 //! tungstenite), resolves pending attaches, counts ACK/NACK and forwards deliveries on an
-//! unbounded channel, so a busy consumer never stops the socket from being read.
+//! unbounded channel, so a busy consumer never stops the socket from being read. It also counts
+//! what came in (`Traffic`, per target) and, when asked, keeps the serials ACKs carry.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
@@ -37,6 +39,56 @@ pub struct AblyTarget {
     format: Format,
     /// With a prefix, connection `n` asks for clientId `<prefix>-<n>` (`clientId=`).
     client_ids: Option<String>,
+    /// What all of this target's connections received.
+    traffic: Arc<Traffic>,
+}
+
+/// Data frames (text or binary) the connections of one target received, those of them that were
+/// MESSAGEs, and their bytes (WebSocket payloads, without framing): what server-side batching
+/// changes, where deliveries stay the same.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    frames: AtomicU64,
+    message_frames: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// `Traffic` read at one moment; subtract two for a window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrafficCount {
+    pub frames: u64,
+    pub message_frames: u64,
+    pub bytes: u64,
+}
+
+impl Traffic {
+    pub fn count(&self) -> TrafficCount {
+        TrafficCount {
+            frames: self.frames.load(Ordering::Relaxed),
+            message_frames: self.message_frames.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    fn frame(&self, bytes: usize) {
+        self.frames.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    fn message_frame(&self) {
+        self.message_frames.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl TrafficCount {
+    /// What arrived between `earlier` and this count.
+    pub fn since(self, earlier: TrafficCount) -> TrafficCount {
+        TrafficCount {
+            frames: self.frames.saturating_sub(earlier.frames),
+            message_frames: self.message_frames.saturating_sub(earlier.message_frames),
+            bytes: self.bytes.saturating_sub(earlier.bytes),
+        }
+    }
 }
 
 impl AblyTarget {
@@ -47,7 +99,13 @@ impl AblyTarget {
             credentials,
             format,
             client_ids: None,
+            traffic: Arc::default(),
         })
+    }
+
+    /// What this target's connections have received so far.
+    pub fn traffic(&self) -> TrafficCount {
+        self.traffic.count()
     }
 
     /// Connection `n` identifies as `<prefix>-<n>`, as a signed-in user would (and may then
@@ -86,7 +144,7 @@ impl Target for AblyTarget {
     type Connection = AblyConnection;
 
     async fn connect(&self, client: usize) -> anyhow::Result<AblyConnection> {
-        AblyConnection::open(&self.url_for(client)?, self.format).await
+        AblyConnection::open(&self.url_for(client)?, self.format, self.traffic.clone()).await
     }
 }
 
@@ -103,10 +161,40 @@ pub struct AblyConnection {
     shared: Arc<Shared>,
     deliveries: mpsc::UnboundedReceiver<Delivery>,
     next_msg_serial: u64,
+    serials: Arc<AckSerials>,
+}
+
+/// The serial each acknowledged message was given (`res` of the ACKs), by the msgSerial of its
+/// publish; kept only once `AblyConnection::keep_serials` asked (only publishes that are later
+/// edited need them).
+#[derive(Default)]
+struct AckSerials {
+    keep: AtomicBool,
+    by_msg_serial: Mutex<BTreeMap<u64, Option<String>>>,
+}
+
+impl AckSerials {
+    fn acknowledged(&self, ack: &ProtocolMessage) {
+        if !self.keep.load(Ordering::Relaxed) {
+            return;
+        }
+        let (Some(first), Some(results)) = (ack.msg_serial, ack.res.as_ref()) else {
+            return;
+        };
+        let mut kept = self.by_msg_serial.lock().unwrap_or_else(|p| p.into_inner());
+        for (offset, result) in results.iter().enumerate() {
+            let serial = result.serials.first().cloned().flatten();
+            kept.insert(first + offset as u64, serial);
+        }
+    }
 }
 
 impl AblyConnection {
-    async fn open(url: &str, format: Format) -> anyhow::Result<AblyConnection> {
+    async fn open(
+        url: &str,
+        format: Format,
+        traffic: Arc<Traffic>,
+    ) -> anyhow::Result<AblyConnection> {
         let mut ws = websocket(url).await?;
         // CONNECTED comes first, or an ERROR saying why not.
         let connected = tokio::time::timeout(REPLY_TIMEOUT, async {
@@ -130,14 +218,55 @@ impl AblyConnection {
         .context("no CONNECTED in time")??;
         drop(connected);
 
-        let (sink, shared, deliveries) = super::split_reading(ws, read);
+        let serials = Arc::new(AckSerials::default());
+        let tap = Tap {
+            traffic,
+            serials: serials.clone(),
+        };
+        let (sink, shared, deliveries) = super::split_reading(ws, |stream, shared, deliver| {
+            read(stream, shared, deliver, tap)
+        });
         Ok(AblyConnection {
             sink,
             format,
             shared,
             deliveries,
             next_msg_serial: 0,
+            serials,
         })
+    }
+
+    /// From now on, keep the serial each ACK gives a message (see `serials`).
+    pub fn keep_serials(&self) {
+        self.serials.keep.store(true, Ordering::Relaxed);
+    }
+
+    /// The serials kept so far, by the msgSerial `publish_message` returned (`None`: the
+    /// message has none, as an ephemeral one).
+    pub fn serials(&self) -> BTreeMap<u64, Option<String>> {
+        self.serials
+            .by_msg_serial
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Sends one MESSAGE holding `message` without waiting for its ACK; returns its msgSerial.
+    pub async fn publish_message(
+        &mut self,
+        channel: &str,
+        message: Message,
+    ) -> anyhow::Result<u64> {
+        let msg_serial = self.next_msg_serial;
+        let frame = ProtocolMessage {
+            channel: Some(channel.to_owned()),
+            msg_serial: Some(msg_serial),
+            messages: Some(vec![message]),
+            ..ProtocolMessage::new(Action::Message)
+        };
+        self.next_msg_serial += 1;
+        self.send(&frame).await?;
+        Ok(msg_serial)
     }
 
     /// Enters presence on `channel` (attached already), returning once the server acknowledged
@@ -197,18 +326,12 @@ impl Connection for AblyConnection {
     }
 
     async fn publish(&mut self, channel: &str, payload: String) -> anyhow::Result<()> {
-        let message = ProtocolMessage {
-            channel: Some(channel.to_owned()),
-            msg_serial: Some(self.next_msg_serial),
-            messages: Some(vec![Message {
-                name: Some("load".to_owned()),
-                data: Some(Data::String(payload)),
-                ..Default::default()
-            }]),
-            ..ProtocolMessage::new(Action::Message)
+        let message = Message {
+            name: Some("load".to_owned()),
+            data: Some(Data::String(payload)),
+            ..Default::default()
         };
-        self.next_msg_serial += 1;
-        self.send(&message).await
+        self.publish_message(channel, message).await.map(drop)
     }
 
     answered_by_shared!(next_msg_serial);
@@ -256,16 +379,27 @@ impl<'a> LiteMessage<'a> {
     }
 }
 
+/// What a reader task counts and keeps besides deliveries.
+struct Tap {
+    traffic: Arc<Traffic>,
+    serials: Arc<AckSerials>,
+}
+
 /// The reader task: runs until the socket ends.
 async fn read(
     mut stream: SplitStream<Ws>,
     shared: Arc<Shared>,
     deliver: mpsc::UnboundedSender<Delivery>,
+    tap: Tap,
 ) {
     while let Some(frame) = stream.next().await {
         let received_us = clock::now_us();
+        if let Ok(data @ (WsMessage::Text(_) | WsMessage::Binary(_))) = &frame {
+            tap.traffic.frame(data.len());
+        }
         if let Ok(WsMessage::Text(text)) = &frame {
             if let Some(lite) = LiteMessage::parse(text.as_bytes()) {
+                tap.traffic.message_frame();
                 let channel = lite.channel.unwrap_or_default().into_owned();
                 for m in lite.messages {
                     let _ = deliver.send(Delivery {
@@ -289,6 +423,7 @@ async fn read(
         };
         match message.action() {
             Some(Action::Message) => {
+                tap.traffic.message_frame();
                 let channel = message.channel.unwrap_or_default();
                 for m in message.messages.into_iter().flatten() {
                     let payload = match m.data {
@@ -305,6 +440,7 @@ async fn read(
             }
             Some(Action::Attached) => resolve_attach(&shared, &message, Ok(())),
             Some(Action::Ack) => {
+                tap.serials.acknowledged(&message);
                 shared
                     .acknowledged
                     .fetch_add(message.count.unwrap_or(1), Ordering::Relaxed);
@@ -405,6 +541,52 @@ mod tests {
             ..ProtocolMessage::new(action)
         };
         codec::encode(&message, Format::Json).unwrap()
+    }
+
+    #[test]
+    fn ack_serials_are_kept_by_msg_serial_only_when_asked() {
+        let ack = ProtocolMessage {
+            msg_serial: Some(5),
+            count: Some(2),
+            res: Some(vec![
+                protocol::message::PublishResult {
+                    serials: vec![Some("s5".into())],
+                },
+                protocol::message::PublishResult {
+                    serials: vec![None],
+                },
+            ]),
+            ..ProtocolMessage::new(Action::Ack)
+        };
+        let serials = AckSerials::default();
+        serials.acknowledged(&ack);
+        assert!(serials.by_msg_serial.lock().unwrap().is_empty());
+        serials.keep.store(true, Ordering::Relaxed);
+        serials.acknowledged(&ack);
+        let kept = serials.by_msg_serial.lock().unwrap().clone();
+        assert_eq!(
+            kept.into_iter().collect::<Vec<_>>(),
+            [(5, Some("s5".to_owned())), (6, None)]
+        );
+    }
+
+    #[test]
+    fn traffic_counts_subtract() {
+        let traffic = Traffic::default();
+        traffic.frame(100);
+        let before = traffic.count();
+        traffic.frame(30);
+        traffic.message_frame();
+        traffic.frame(12);
+        let window = traffic.count().since(before);
+        assert_eq!(
+            window,
+            TrafficCount {
+                frames: 2,
+                message_frames: 1,
+                bytes: 42
+            }
+        );
     }
 
     #[test]

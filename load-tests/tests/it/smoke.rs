@@ -1,6 +1,6 @@
 //! One small run of each scenario: a few hundred connections for a couple of seconds.
 
-use crate::support::{assert_clean, run_load, run_load_on_ceiling};
+use crate::support::{assert_clean, run_load, run_load_on_ceiling, run_load_with};
 
 /// Arguments written as one line, split at spaces.
 fn words(line: &str) -> Vec<&str> {
@@ -115,4 +115,88 @@ fn churn_two_small_rounds() {
         assert_eq!(number(round, "connections"), 200, "{report:#}");
         assert!(round["rss_peak_mib"].as_f64() >= round["rss_before_mib"].as_f64());
     }
+}
+
+/// The test server with the `reactions` namespace batching (100 ms) and `edits` holding mutable
+/// messages.
+fn reactions_config() -> gateway::Config {
+    use gateway::config::{Batching, ChannelRules};
+    let mut config = crate::support::config();
+    let retention = config.hub.retention;
+    config.hub.namespace_rules.extend([
+        (
+            "reactions".to_owned(),
+            ChannelRules {
+                retention,
+                batching: Some(Batching {
+                    interval: std::time::Duration::from_millis(100),
+                    conflate: None,
+                }),
+                ..Default::default()
+            },
+        ),
+        (
+            "edits".to_owned(),
+            ChannelRules {
+                retention: gateway::config::Retention::PERSISTED,
+                mutable_messages: true,
+                ..Default::default()
+            },
+        ),
+    ]);
+    config
+}
+
+fn assert_reactions_clean(report: &serde_json::Value, viewers: u64) {
+    assert_clean(report);
+    let publications = number(report, "publications");
+    assert!(publications > 0, "{report:#}");
+    assert_eq!(number(report, "publications_refused"), 0);
+    // Every viewer got every reaction, its own included.
+    assert_eq!(
+        number(report, "deliveries"),
+        publications * viewers,
+        "{report:#}"
+    );
+    let message_frames = number(report, "message_frames_received");
+    assert!(message_frames > 0, "{report:#}");
+    assert!(message_frames <= number(report, "deliveries"), "{report:#}");
+    assert!(number(report, "frames_received") >= message_frames);
+    assert!(number(report, "bytes_received") > 0);
+}
+
+#[test]
+fn reactions_stored_and_ephemeral_batched() {
+    let stored = run_load(&words(
+        "--duration 1s reactions --viewers 50 --rate 2 --channel room:stored",
+    ));
+    assert_reactions_clean(&stored, 50);
+    // Ephemeral, in a batching namespace: still each reaction to each viewer exactly once.
+    let batched = run_load_with(
+        reactions_config(),
+        &words("--duration 1s --format msgpack reactions --viewers 50 --rate 2 --ephemeral --channel reactions:room"),
+    );
+    assert_reactions_clean(&batched, 50);
+    assert_eq!(batched["ephemeral"], true, "{batched:#}");
+}
+
+#[test]
+fn edits_update_every_message() {
+    let report = run_load_with(
+        reactions_config(),
+        &words("--duration 1s edits --rate 100 --subscribers 5 --idle 0s"),
+    );
+    assert_clean(&report);
+    let publishes = number(&report, "publishes");
+    assert!(publishes > 0, "{report:#}");
+    assert_eq!(number(&report, "updates"), publishes, "{report:#}");
+    assert_eq!(number(&report, "updates_refused"), 0);
+    // Each subscriber got each message and then its update.
+    assert_eq!(
+        number(&report, "deliveries"),
+        2 * publishes * 5,
+        "{report:#}"
+    );
+    // --server-pid is this test process: the figures exist, whatever they say.
+    assert!(report["server_cpu_us_per_update"].is_number(), "{report:#}");
 }
