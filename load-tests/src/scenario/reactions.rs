@@ -50,6 +50,13 @@ pub struct ReactionsArgs {
     /// Unacknowledged reactions a viewer may have outstanding before it waits for its ACKs.
     #[arg(long, default_value_t = 16)]
     pub window: u64,
+    /// Of the viewers, this many chat instead of reacting: stored `chat.message`s at
+    /// `--chat-rate` each (a stream room's chatters among its audience).
+    #[arg(long, default_value_t = 0)]
+    pub chatters: usize,
+    /// Chat messages per second per chatter.
+    #[arg(long, default_value_t = 0.2)]
+    pub chat_rate: f64,
 }
 
 pub async fn run(shared: &Shared, args: &ReactionsArgs) -> anyhow::Result<Report> {
@@ -59,6 +66,9 @@ pub async fn run(shared: &Shared, args: &ReactionsArgs) -> anyhow::Result<Report
     if args.viewers == 0 || args.rate.is_nan() || args.rate <= 0.0 {
         bail!("--viewers must be at least 1 and --rate above 0");
     }
+    if args.chatters > args.viewers || (args.chatters > 0 && !(args.chat_rate > 0.0)) {
+        bail!("--chatters must be at most --viewers, and --chat-rate above 0");
+    }
     ensure_fds(args.viewers)?;
     let mut report = Report::new("reactions");
     report.metric("channel", args.channel.as_str());
@@ -66,6 +76,8 @@ pub async fn run(shared: &Shared, args: &ReactionsArgs) -> anyhow::Result<Report
     report.metric_f64("rate_per_viewer", args.rate);
     report.metric("ephemeral", args.ephemeral);
     report.metric("size_bytes", args.size);
+    report.metric("chatters", args.chatters);
+    report.metric_f64("chat_rate_per_chatter", args.chat_rate);
 
     let target = ably_target(shared, Credentials::Key(shared.key.clone()))?;
     let opened = open(
@@ -92,7 +104,6 @@ pub async fn run(shared: &Shared, args: &ReactionsArgs) -> anyhow::Result<Report
     let traffic_before = target.traffic();
     // The tool's own CPU: at N² deliveries a second, it may be what saturates first.
     let tool_cpu = super::ServerCpu::start(Some(std::process::id()));
-    let period = Duration::from_secs_f64(1.0 / args.rate);
     let start = tokio::time::Instant::now();
     let deadline = start + shared.duration();
     let mut viewers = JoinSet::new();
@@ -100,10 +111,14 @@ pub async fn run(shared: &Shared, args: &ReactionsArgs) -> anyhow::Result<Report
     for (index, (_, connection)) in opened.connections.into_iter().enumerate() {
         let (done, on_done) = oneshot::channel();
         published.push(on_done);
+        let chatter = index < args.chatters;
+        let period =
+            Duration::from_secs_f64(1.0 / if chatter { args.chat_rate } else { args.rate });
         let viewer = Viewer {
             id: index as u32,
             channel: args.channel.clone(),
-            ephemeral: args.ephemeral,
+            name: if chatter { "chat.message" } else { "reaction" },
+            ephemeral: args.ephemeral && !chatter,
             size: args.size,
             window: args.window.max(1),
             // Spread evenly: viewer i's first reaction i/N of a period in.
@@ -201,6 +216,8 @@ fn traffic_metrics(report: &mut Report, traffic: TrafficCount, over: Duration, v
 struct Viewer {
     id: u32,
     channel: String,
+    /// `reaction`, or `chat.message` for a chatter (never ephemeral).
+    name: &'static str,
     ephemeral: bool,
     size: usize,
     window: u64,
@@ -300,7 +317,7 @@ impl Viewer {
             data.extend(std::iter::repeat_n('x', self.size - data.len()));
         }
         Message {
-            name: Some("reaction".to_owned()),
+            name: Some(self.name.to_owned()),
             data: Some(Data::String(data)),
             extras: self
                 .ephemeral

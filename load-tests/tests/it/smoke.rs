@@ -171,13 +171,15 @@ fn reactions_stored_and_ephemeral_batched() {
         "--duration 1s reactions --viewers 50 --rate 2 --channel room:stored",
     ));
     assert_reactions_clean(&stored, 50);
-    // Ephemeral, in a batching namespace: still each reaction to each viewer exactly once.
+    // Ephemeral, in a batching namespace, with 5 of the viewers chatting (stored messages)
+    // instead: still each message to each viewer exactly once.
     let batched = run_load_with(
         reactions_config(),
-        &words("--duration 1s --format msgpack reactions --viewers 50 --rate 2 --ephemeral --channel reactions:room"),
+        &words("--duration 1s --format msgpack reactions --viewers 50 --rate 2 --ephemeral --chatters 5 --chat-rate 3 --channel reactions:room"),
     );
     assert_reactions_clean(&batched, 50);
     assert_eq!(batched["ephemeral"], true, "{batched:#}");
+    assert_eq!(batched["chatters"], 5, "{batched:#}");
 }
 
 #[test]

@@ -10,6 +10,7 @@ fn viewer(first_ms: u64, period_ms: u64, deadline_ms: u64) -> Viewer {
     Viewer {
         id: 3,
         channel: "reactions:room".to_owned(),
+        name: "reaction",
         ephemeral: true,
         size: 64,
         window: 16,
@@ -59,4 +60,11 @@ fn a_reaction_carries_its_stamp_an_emoji_and_the_ephemeral_flag() {
         panic!("string data: {message:?}");
     };
     assert!(!data.ends_with('x'), "no padding without --size: {data:?}");
+
+    let chatter = Viewer {
+        name: "chat.message",
+        ephemeral: false,
+        ..stored
+    };
+    assert_eq!(chatter.reaction(0).name.as_deref(), Some("chat.message"));
 }
