@@ -66,7 +66,9 @@ pub async fn run(shared: &Shared, args: &ReactionsArgs) -> anyhow::Result<Report
     if args.viewers == 0 || args.rate.is_nan() || args.rate <= 0.0 {
         bail!("--viewers must be at least 1 and --rate above 0");
     }
-    if args.chatters > args.viewers || (args.chatters > 0 && !(args.chat_rate > 0.0)) {
+    if args.chatters > args.viewers
+        || (args.chatters > 0 && (args.chat_rate.is_nan() || args.chat_rate <= 0.0))
+    {
         bail!("--chatters must be at most --viewers, and --chat-rate above 0");
     }
     ensure_fds(args.viewers)?;
