@@ -3,7 +3,7 @@
 // moderator's reason in `err.detail` (ably-js 2.19+): @ably/chat's send and edit (the Chat REST API),
 // ably-js realtime publish (a NACK) and REST publish, JSON and msgpack. Only accepted messages arrive.
 
-import { describe, test, before, after } from 'node:test';
+import { describe, test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { mkdtempSync, writeFileSync } from 'node:fs';
@@ -69,6 +69,11 @@ describe('before-publish moderation', () => {
       ].join('\n'),
     );
     server = await startServer({ args: ['--config', configFile] });
+  });
+
+  // Each test's clients, closed after it (open ones would keep the process alive).
+  afterEach(async () => {
+    await pool?.closeAll();
   });
 
   after(async () => {

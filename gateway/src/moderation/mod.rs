@@ -117,13 +117,18 @@ impl Moderation {
         Moderation { hooks, client }
     }
 
+    /// Whether any rule asks about a publish on `channel` (`check` would ask nobody otherwise).
+    pub(crate) fn covers(&self, channel: &ChannelName, ephemeral: bool) -> bool {
+        self.hooks
+            .iter()
+            .any(|hook| hook.covers(channel, ephemeral))
+    }
+
     /// Asks every rule covering the channel, in file order; the first refusal stops.
     pub(crate) async fn check(&self, question: Question<'_>) -> Result<(), Error> {
         let mut body: Option<Vec<u8>> = None;
         for hook in &self.hooks {
-            if (question.ephemeral && !hook.rule.ephemeral)
-                || !resource_matches(&hook.rule.channels, question.channel)
-            {
+            if !hook.covers(question.channel, question.ephemeral) {
                 continue;
             }
             let body = body.get_or_insert_with(|| question.body());
@@ -157,6 +162,10 @@ impl Question<'_> {
 }
 
 impl Hook {
+    fn covers(&self, channel: &ChannelName, ephemeral: bool) -> bool {
+        (self.rule.ephemeral || !ephemeral) && resource_matches(&self.rule.channels, channel)
+    }
+
     async fn ask(&self, client: Option<&reqwest::Client>, body: &[u8]) -> Result<(), Error> {
         let Ok(_permit) = self.in_flight.try_acquire() else {
             self.count("busy");

@@ -293,6 +293,9 @@ impl Publisher {
         messages: &[Message],
         ephemeral: bool,
     ) -> Result<(), Error> {
+        if !self.moderation.covers(channel, ephemeral) {
+            return Ok(());
+        }
         let connection_id = match origin {
             Origin::Connection { id, .. } => Some(*id),
             Origin::Rest => None,
@@ -304,9 +307,11 @@ impl Publisher {
             messages,
             ephemeral,
         };
-        self.moderation.check(question).await.inspect_err(|_| {
-            count_refusal("moderation", origin.source());
-        })
+        // Boxed, and made only for a covered channel: the HTTP request's future would otherwise
+        // enlarge every publish's future (and the read loop's per frame).
+        Box::pin(self.moderation.check(question))
+            .await
+            .inspect_err(|_| count_refusal("moderation", origin.source()))
     }
 
     /// Takes a publish from its publisher's rate budget: the connection's for realtime (NACK
