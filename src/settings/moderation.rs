@@ -21,6 +21,14 @@ pub(super) fn moderation_rules(rules: Vec<FileModeration>) -> Result<Vec<Moderat
                 "{at}.channels: empty (a capability pattern: \"chat:*\", or \"*\" for every channel)"
             ));
         }
+        // Capability matching: `*` stands for whole `:`-segments only (`room:*`, not `room-*`,
+        // which would match only itself and moderate nothing).
+        let segments = channels.strip_prefix("[meta]").unwrap_or(channels);
+        if channels != "[*]*" && segments.split(':').any(|s| s.contains('*') && s != "*") {
+            return Err(format!(
+                "{at}.channels {channels:?}: `*` stands for whole `:`-separated segments (\"room:*\", \"*\")"
+            ));
+        }
         let mut checked_rule = ModerationRule::new(channels, url);
         if let Some(ms) = rule.timeout_ms {
             let timeout = Duration::from_millis(positive(ms, format!("{at}.timeout_ms"))?);

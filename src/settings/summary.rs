@@ -91,12 +91,15 @@ impl Settings {
         }
         for rule in &config.moderation {
             lines.push(format!(
-                "moderation: {} -> {} ({} ms, {} retries, fail {:?}, {} in flight)",
+                "moderation: {} -> {} ({} ms, {} retries, fail {}, {} in flight)",
                 rule.channels,
                 url_host(&rule.url),
                 rule.timeout.as_millis(),
                 rule.retries,
-                rule.fail,
+                match rule.fail {
+                    gateway::config::FailMode::Open => "open",
+                    gateway::config::FailMode::Closed => "closed",
+                },
                 rule.max_in_flight
             ));
         }

@@ -413,8 +413,8 @@ fn moderation_rules_come_from_the_file() {
     let settings = with_file(
         r#"
 [[moderation]]
-channels = "stream-*"
-url = "https://mod.example.com/check"
+channels = "stream:*"
+url = "https://user:pw@mod.example.com/check?token=t"
 
 [[moderation]]
 channels = "dm:*"
@@ -440,8 +440,24 @@ max_in_flight = 8
     assert_eq!(rules[1].secret.as_deref(), Some("s"));
     assert!(rules[1].ephemeral);
     assert_eq!(rules[1].max_in_flight, 8);
+    let summary = settings.summary();
+    assert!(
+        summary.contains(
+            "moderation: stream:* -> mod.example.com (1000 ms, 0 retries, fail closed, 256 in flight)"
+        ),
+        "{summary}"
+    );
+    assert!(
+        !summary.contains("pw") && !summary.contains("token"),
+        "{summary}"
+    );
     for (bad, says) in [
         (r#"url = "ftp://x""#, "url"),
+        (
+            r#"url = "http://x"
+channels = "room-*""#,
+            "whole",
+        ),
         (
             r#"url = "http://x"
 timeout_ms = 5001"#,
@@ -463,7 +479,12 @@ max_in_flight = 0"#,
             "max_in_flight",
         ),
     ] {
-        let error = with_file(&format!("[[moderation]]\nchannels = \"*\"\n{bad}\n"))
+        let channels = if bad.contains("channels") {
+            ""
+        } else {
+            "channels = \"*\"\n"
+        };
+        let error = with_file(&format!("[[moderation]]\n{channels}{bad}\n"))
             .err()
             .unwrap();
         assert!(
