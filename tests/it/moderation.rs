@@ -314,9 +314,14 @@ fn an_unanswered_question_fails_open_or_closed() {
         let node = node(&moderator, "fail");
         let mut reader = attached(&node, "reader", "", "open:1").await;
 
+        let (mut writer, _) = client(&node, "alice", "").await;
+
         let (status, body) = post(&node, "open:1", "slow").await;
         assert_eq!(status, 201, "fail open publishes: {body}");
         assert_eq!(next_data(&mut reader).await, "slow");
+        let ack = send(&mut writer, "open:1", 0, "slow and live").await;
+        assert_eq!(ack["action"], 1, "fail open publishes: {ack}");
+        assert_eq!(next_data(&mut reader).await, "slow and live");
 
         // Fail closed: a moderator slower than the budget is asked once (the budget includes
         // retries), one that answers 500 is asked again (retries = 1); both refuse.
@@ -331,8 +336,7 @@ fn an_unanswered_question_fails_open_or_closed() {
             "{body}"
         );
         assert_eq!(moderator.about("mod:3").len(), 1);
-        let (mut writer, _) = client(&node, "alice", "").await;
-        let nack = send(&mut writer, "mod:3", 0, "broken").await;
+        let nack = send(&mut writer, "mod:3", 1, "broken").await;
         assert_eq!(nack["action"], 2, "{nack}");
         assert_eq!(nack["error"]["code"], 50003, "{nack}");
         assert_eq!(nack["error"]["statusCode"], 503, "{nack}");
