@@ -142,6 +142,7 @@ fn info_for(status: StatusCode, message: String) -> ErrorInfo {
             code: u32::from(status.as_u16()) * 100,
             status_code: status.as_u16(),
             href: None,
+            detail: None,
         },
     }
 }

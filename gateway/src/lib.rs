@@ -15,6 +15,7 @@ pub mod events;
 pub mod frame;
 pub mod hub;
 pub mod limits;
+mod moderation;
 mod node_events;
 pub mod outbox;
 mod publish;
@@ -106,6 +107,7 @@ impl Gateway {
             sessions.clone(),
             stats.clone(),
             wiring.clone(),
+            moderation::Moderation::new(config.moderation.clone()),
         ));
         let inner = Arc::new(GatewayState {
             events: Events::new(publisher.clone(), wiring.clone()),

@@ -1,5 +1,7 @@
 //! The one table of Ably error codes we send, with their HTTP status.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// Writes `ErrorCode` from its rows: each variant beside its Ably code and HTTP status, so no
@@ -71,6 +73,10 @@ codes! {
     MethodNotAllowed = 40500 => 405,
     /// A request (its body) that did not arrive in time.
     RequestTimeout = 40800 => 408,
+    /// A before-publish moderation rule rejected the message (Ably's
+    /// `content_rejected_by_moderation`, @ably/chat's `MessageRejectedByModeration`); its reason
+    /// travels in `ErrorInfo::detail`.
+    MessageRejectedByModeration = 42213 => 422,
     /// Ably's account-wide rate limit: REST publishes over a key's rate.
     RateLimited = 42910 => 429,
     /// Ably's per-connection publish rate limit: NACKed, the connection stays.
@@ -136,6 +142,7 @@ impl ErrorCode {
             code: self.code(),
             status_code: self.status(),
             href: Some(format!("https://help.ably.io/error/{}", self.code())),
+            detail: None,
         }
     }
 }
@@ -150,6 +157,10 @@ pub struct ErrorInfo {
     pub status_code: u16,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub href: Option<String>,
+    /// Structured metadata about the error, string to string (ably-js 2.19+ `ErrorInfo.detail`):
+    /// a moderation rejection's reason. Sent only when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<BTreeMap<String, String>>,
 }
 
 #[cfg(test)]

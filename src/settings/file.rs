@@ -30,6 +30,8 @@ pub(super) struct FileConfig {
     pub(super) presence_grace_ms: Option<u64>,
     #[serde(default)]
     pub(super) webhooks: Vec<FileWebhook>,
+    #[serde(default)]
+    pub(super) moderation: Vec<FileModeration>,
     /// Same as `--cors-origins`; the flag, when given, replaces the file's list.
     #[serde(default)]
     pub(super) cors_origins: Vec<String>,
@@ -73,6 +75,27 @@ pub(super) struct FileWebhook {
     pub(super) queue_max_items: Option<usize>,
     pub(super) breaker_failures: Option<u32>,
     pub(super) breaker_cooldown_ms: Option<u64>,
+}
+
+/// `[[moderation]]`: one before-publish moderation rule; only `channels` and `url` are needed.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileModeration {
+    /// A capability-style pattern; a chat room's covers its `::$chat` channel.
+    pub(super) channels: String,
+    pub(super) url: String,
+    /// The budget of one question, retries included: default 1000, at most 5000.
+    pub(super) timeout_ms: Option<u64>,
+    /// Further attempts after a failed one (default 0).
+    pub(super) retries: Option<u32>,
+    /// `"open"` or `"closed"` (default): what an unanswered question does to the publish.
+    pub(super) fail: Option<String>,
+    pub(super) secret: Option<String>,
+    /// Ask about ephemeral messages (typing, room reactions) too.
+    #[serde(default)]
+    pub(super) ephemeral: bool,
+    /// Questions in flight at once on a node (default 256).
+    pub(super) max_in_flight: Option<usize>,
 }
 
 /// `[history]`: retention per channel, and rules per namespace (`[[history.namespace]]`).

@@ -2,13 +2,14 @@
 //!
 //! `cli.rs` declares the flags and `file.rs` the file; `resolve` lays flags over the file over
 //! each crate's defaults, one module per part (`keys`, `supabase`, `history`, `webhooks`,
-//! `limits`), and stops at the first bad setting, naming it. `summary.rs` is `check-config`.
+//! `moderation`, `limits`), and stops at the first bad setting, naming it. `summary.rs` is `check-config`.
 
 mod cli;
 mod file;
 mod history;
 mod keys;
 mod limits;
+mod moderation;
 mod summary;
 mod supabase;
 mod webhooks;
@@ -59,6 +60,7 @@ fn resolve_with(args: ServeArgs, file: FileConfig) -> Result<Settings, String> {
     let hub = history::hub_config(file.history, file.presence)?;
     let events = events_catalog(file.events)?;
     let webhooks = webhooks::webhooks_config(file.webhooks, file.webhook_debounce_ms)?;
+    let moderation = moderation::moderation_rules(file.moderation)?;
     let mut timing = limits::timing(&args, &file_timers)?;
     let sockets = limits::sockets_config(&args.sockets, file.sockets, &mut timing)?;
     let cors_origins = cors_origins(if args.cors_origins.is_empty() {
@@ -101,6 +103,7 @@ fn resolve_with(args: ServeArgs, file: FileConfig) -> Result<Settings, String> {
             hub,
             events,
             webhooks,
+            moderation,
             timing,
             sockets,
             ..Default::default()

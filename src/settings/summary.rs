@@ -89,11 +89,34 @@ impl Settings {
                 config.webhooks.debounce.as_millis()
             ));
         }
+        for rule in &config.moderation {
+            lines.push(format!(
+                "moderation: {} -> {} ({} ms, {} retries, fail {}, {} in flight)",
+                rule.channels,
+                url_host(&rule.url),
+                rule.timeout.as_millis(),
+                rule.retries,
+                match rule.fail {
+                    gateway::config::FailMode::Open => "open",
+                    gateway::config::FailMode::Closed => "closed",
+                },
+                rule.max_in_flight
+            ));
+        }
         if config.sandbox {
             lines.push("sandbox: on (test apps can be created: never in production)".to_owned());
         }
         lines.join("\n")
     }
+}
+
+/// A URL's host, without scheme, credentials, path or query (which may hold secrets).
+fn url_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host)
 }
 
 /// The default retention, then each namespace's rules: `500 messages, 600 s per channel;

@@ -409,6 +409,92 @@ batch_max_items = 10
 }
 
 #[test]
+fn moderation_rules_come_from_the_file() {
+    let settings = with_file(
+        r#"
+[[moderation]]
+channels = "stream:*"
+url = "https://user:pw@mod.example.com/check?token=t"
+
+[[moderation]]
+channels = "dm:*"
+url = "http://127.0.0.1:9/m"
+timeout_ms = 5000
+retries = 2
+fail = "open"
+secret = "s"
+ephemeral = true
+max_in_flight = 8
+"#,
+    )
+    .unwrap();
+    let rules = &settings.gateway.moderation;
+    assert_eq!(rules.len(), 2);
+    assert_eq!(rules[0].timeout.as_millis(), 1000);
+    assert_eq!(rules[0].retries, 0);
+    assert_eq!(rules[0].fail, gateway::config::FailMode::Closed);
+    assert!(rules[0].secret.is_none() && !rules[0].ephemeral);
+    assert_eq!(rules[1].timeout.as_millis(), 5000);
+    assert_eq!(rules[1].retries, 2);
+    assert_eq!(rules[1].fail, gateway::config::FailMode::Open);
+    assert_eq!(rules[1].secret.as_deref(), Some("s"));
+    assert!(rules[1].ephemeral);
+    assert_eq!(rules[1].max_in_flight, 8);
+    let summary = settings.summary();
+    assert!(
+        summary.contains(
+            "moderation: stream:* -> mod.example.com (1000 ms, 0 retries, fail closed, 256 in flight)"
+        ),
+        "{summary}"
+    );
+    assert!(
+        !summary.contains("pw") && !summary.contains("token"),
+        "{summary}"
+    );
+    for (bad, says) in [
+        (r#"url = "ftp://x""#, "url"),
+        (
+            r#"url = "http://x"
+channels = "room-*""#,
+            "whole",
+        ),
+        (
+            r#"url = "http://x"
+timeout_ms = 5001"#,
+            "timeout_ms 5001: at most 5000",
+        ),
+        (
+            r#"url = "http://x"
+timeout_ms = 0"#,
+            "timeout_ms",
+        ),
+        (
+            r#"url = "http://x"
+fail = "maybe""#,
+            "fail",
+        ),
+        (
+            r#"url = "http://x"
+max_in_flight = 0"#,
+            "max_in_flight",
+        ),
+    ] {
+        let channels = if bad.contains("channels") {
+            ""
+        } else {
+            "channels = \"*\"\n"
+        };
+        let error = with_file(&format!("[[moderation]]\n{channels}{bad}\n"))
+            .err()
+            .unwrap();
+        assert!(
+            error.contains("moderation[0]") && error.contains(says),
+            "{bad}: {error}"
+        );
+    }
+}
+
+#[test]
 fn socket_bounds_come_from_the_file_and_flags_win() {
     let settings = with_file(
         r#"

@@ -1,6 +1,7 @@
 //! Process-level tests of the `realtime` binary: settings, the development key, shutdown,
-//! sockets, floods, memory and metrics on one process; several processes on one `redis-server`
-//! (cluster, auth, state, dashboard, events, webhooks, Redis restarts) and on a Redis Cluster;
+//! sockets, floods, memory, metrics and moderation (against a moderator the test runs) on one
+//! process; several processes on one `redis-server` (cluster, auth, state, dashboard, events,
+//! webhooks, Redis restarts) and on a Redis Cluster;
 //! the bus contract on both back-ends. Harnesses live in `support/` and `test-support`.
 
 mod support;
@@ -16,6 +17,7 @@ mod events;
 mod floods;
 mod memory;
 mod metrics;
+mod moderation;
 mod mutable;
 mod process;
 mod redis_cluster;

@@ -5,12 +5,14 @@
 mod hub;
 mod keys;
 mod limits;
+mod moderation;
 mod supabase;
 mod webhooks;
 
 pub use hub::{Batching, ChannelRules, ConflationKey, HubConfig, Retention};
 pub use keys::ApiKey;
 pub use limits::{Limits, OutboundQueue, PublishRate, Sockets, Timing};
+pub use moderation::{FailMode, ModerationRule, MAX_MODERATION_TIMEOUT};
 pub(crate) use supabase::Rule;
 pub use supabase::{Policy, SupabaseConfig};
 pub use webhooks::{Source, WebhookConfig, WebhooksConfig};
@@ -44,6 +46,8 @@ pub struct Config {
     pub events: protocol::event::Catalog,
     /// Lifecycle, presence and message webhooks (none by default).
     pub webhooks: WebhooksConfig,
+    /// Before-publish moderation rules, in file order (none by default).
+    pub moderation: Vec<ModerationRule>,
 }
 
 /// Where the Redis bus lives.

@@ -10,6 +10,8 @@
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
+
 use protocol::{Blame, ErrorCode, ErrorInfo};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -85,6 +87,21 @@ pub enum Error {
          down and retry"
     )]
     KeyRateLimited { allowed: String },
+
+    // Before-publish moderation (`moderation`), of a publish or an update/append.
+    /// A rule's moderator said no; `detail` is what it gave as why (`reason` among it), sent to
+    /// the client as `ErrorInfo.detail`.
+    #[error(
+        "message rejected by moderation{}",
+        .detail.get("reason").map(|reason| format!(": {reason}")).unwrap_or_default()
+    )]
+    ModerationRejected { detail: BTreeMap<String, String> },
+    /// A fail-closed rule's moderator gave no usable answer within its budget.
+    #[error("moderation did not answer ({why}); the message was not published: retry")]
+    ModerationUnavailable { why: String },
+    /// A rule's questions in flight are at its bound on this node.
+    #[error("moderation is busy ({max} requests in flight); the message was not published: retry")]
+    ModerationBusy { max: usize },
 
     // An annotation (`Annotator::annotate`), REST or realtime.
     #[error("no annotations to publish")]
@@ -196,6 +213,10 @@ impl Error {
             Error::MutableMessagesOff { .. } | Error::AnnotationsOff { .. } => {
                 ErrorCode::MutableMessagesNotEnabled
             }
+            Error::ModerationRejected { .. } => ErrorCode::MessageRejectedByModeration,
+            Error::ModerationUnavailable { .. } | Error::ModerationBusy { .. } => {
+                ErrorCode::ServiceUnavailable
+            }
             Error::NoAnnotations => ErrorCode::BadRequest,
             Error::AnnotationPublishDenied { .. } => ErrorCode::CapabilityDenied,
             Error::BadAnnotation { .. } => ErrorCode::InvalidParameterValue,
@@ -259,6 +280,10 @@ impl Error {
     pub fn info(&self) -> ErrorInfo {
         match self {
             Error::Refused(info) => info.clone(),
+            Error::ModerationRejected { detail } if !detail.is_empty() => ErrorInfo {
+                detail: Some(detail.clone()),
+                ..self.code().info(self.to_string())
+            },
             _ => self.code().info(self.to_string()),
         }
     }

@@ -201,3 +201,25 @@ fn a_refusal_from_below_passes_through() {
     assert_eq!(error.blame(), Blame::Server);
     assert_eq!(ErrorInfo::from(error), below);
 }
+
+/// A moderation rejection carries the moderator's reason in `detail` (ably-js's
+/// `ErrorInfo.detail`); outages are ours to retry.
+#[test]
+fn a_moderation_rejection_carries_its_detail() {
+    let detail = [("reason".to_owned(), "no links".to_owned())].into();
+    let info = Error::ModerationRejected { detail }.info();
+    assert_eq!((info.code, info.status_code), (42213, 422));
+    assert_eq!(info.message, "message rejected by moderation: no links");
+    assert_eq!(info.detail.unwrap()["reason"], "no links");
+    let bare = Error::ModerationRejected {
+        detail: Default::default(),
+    };
+    assert_eq!(bare.info().message, "message rejected by moderation");
+    assert_eq!(bare.info().detail, None);
+    let down = Error::ModerationUnavailable {
+        why: "timed out".into(),
+    };
+    assert_eq!((down.info().code, down.status()), (50003, 503));
+    assert_eq!(down.blame(), Blame::Server);
+    assert_eq!(Error::ModerationBusy { max: 2 }.status(), 503);
+}

@@ -16,6 +16,7 @@ use crate::config::{Limits, PublishRate};
 use crate::error::Error;
 use crate::hub::{Hub, Publication, Serials};
 use crate::limits::{count_refusal, Exceeded, RateBucket};
+use crate::moderation::{Moderation, Question};
 use crate::sessions::Sessions;
 use crate::stats::{self, Stats, Transport};
 use crate::wiring::Wiring;
@@ -59,6 +60,8 @@ pub(crate) struct Publisher {
     sessions: Arc<Sessions>,
     stats: Arc<Stats>,
     wiring: Arc<Wiring>,
+    /// Before-publish moderation rules, asked after every other check.
+    moderation: Moderation,
 }
 
 impl Publisher {
@@ -68,6 +71,7 @@ impl Publisher {
         sessions: Arc<Sessions>,
         stats: Arc<Stats>,
         wiring: Arc<Wiring>,
+        moderation: Moderation,
     ) -> Publisher {
         Publisher {
             limits,
@@ -76,6 +80,7 @@ impl Publisher {
             sessions,
             stats,
             wiring,
+            moderation,
         }
     }
 
@@ -203,6 +208,8 @@ impl Publisher {
             }
         }
         self.charge_rate(principal, &origin, messages.len(), total_bytes)?;
+        self.moderate(principal, channel, &origin, &messages, ephemeral)
+            .await?;
         let first_id = messages.first().and_then(|m| m.id.clone());
         let n_messages = messages.len();
         let (connection_id, id) = match origin {
@@ -265,6 +272,36 @@ impl Publisher {
             timestamp: now,
             changed: None,
         })
+    }
+
+    /// Asks the moderation rules covering the channel (`moderation`), counting a refusal.
+    async fn moderate(
+        &self,
+        principal: &Principal,
+        channel: &ChannelName,
+        origin: &Origin<'_>,
+        messages: &[Message],
+        ephemeral: bool,
+    ) -> Result<(), Error> {
+        if !self.moderation.covers(channel, ephemeral) {
+            return Ok(());
+        }
+        let connection_id = match origin {
+            Origin::Connection { id, .. } => Some(*id),
+            Origin::Rest => None,
+        };
+        let question = Question {
+            channel,
+            client_id: principal.identity(),
+            connection_id,
+            messages,
+            ephemeral,
+        };
+        // Boxed, and made only for a covered channel: the HTTP request's future would otherwise
+        // enlarge every publish's future (and the read loop's per frame).
+        Box::pin(self.moderation.check(question))
+            .await
+            .inspect_err(|_| count_refusal("moderation", origin.source()))
     }
 
     /// Takes a publish from its publisher's rate budget: the connection's for realtime (NACK

@@ -142,6 +142,17 @@ impl Publisher {
             ..Message::default()
         };
         self.charge_rate(principal, &origin, 1, size)?;
+        // An edit or append brings new content; a delete does not.
+        if action != message_action::DELETE {
+            self.moderate(
+                principal,
+                channel,
+                &origin,
+                std::slice::from_ref(&op),
+                false,
+            )
+            .await?;
+        }
         let (connection_id, frame_id) = match origin {
             Origin::Connection { id, msg_serial, .. } => {
                 (Some(id), Some(format!("{id}:{msg_serial}")))

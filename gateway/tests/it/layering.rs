@@ -18,7 +18,8 @@ const RANKS: &[&[&str]] = &[
     // Webhooks keep their state through the back-end's `WebhookState`.
     &["webhooks"],
     // `wiring`: the back-end and webhooks `connect_bus` plugs in, shared by the subsystems.
-    &["sessions", "wiring"],
+    // `moderation` signs its questions as webhooks sign their deliveries.
+    &["sessions", "wiring", "moderation"],
     // The subsystems `Gateway` holds; none of them knows the gateway.
     &["publish", "apps", "tokens"],
     // Events publish through `Publisher`; annotations take `publish::Origin`.

@@ -191,14 +191,20 @@ fn presence_message() -> impl Strategy<Value = PresenceMessage> {
 }
 
 fn error_info() -> impl Strategy<Value = ErrorInfo> {
-    (text(), any::<u32>(), any::<u16>(), opt(text())).prop_map(
-        |(message, code, status_code, href)| ErrorInfo {
+    (
+        text(),
+        any::<u32>(),
+        any::<u16>(),
+        opt(text()),
+        opt(proptest::collection::btree_map(text(), text(), 0..3)),
+    )
+        .prop_map(|(message, code, status_code, href, detail)| ErrorInfo {
             message,
             code,
             status_code,
             href,
-        },
-    )
+            detail,
+        })
 }
 
 fn connection_details() -> impl Strategy<Value = ConnectionDetails> {

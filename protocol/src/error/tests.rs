@@ -42,3 +42,20 @@ fn blame_follows_the_status() {
     assert_eq!(ErrorCode::TokenRevoked.blame(), Blame::Client);
     assert_eq!(ErrorCode::SlowConsumer.blame(), Blame::Client);
 }
+
+#[test]
+fn detail_is_sent_only_when_present() {
+    let plain = ErrorCode::BadRequest.info("no");
+    let json = serde_json::to_value(&plain).unwrap();
+    assert!(json.get("detail").is_none(), "{json}");
+    let rejected = ErrorInfo {
+        detail: Some([("reason".to_owned(), "spam".to_owned())].into()),
+        ..ErrorCode::MessageRejectedByModeration.info("rejected")
+    };
+    let json = serde_json::to_value(&rejected).unwrap();
+    assert_eq!(json["detail"], serde_json::json!({"reason": "spam"}));
+    assert_eq!(json["code"], 42213);
+    assert_eq!(json["statusCode"], 422);
+    let back: ErrorInfo = serde_json::from_value(json).unwrap();
+    assert_eq!(back, rejected);
+}
