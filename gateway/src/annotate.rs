@@ -15,6 +15,10 @@ use crate::hub::{Annotating, AnnotationKind, Hub, Serials};
 use crate::publish::Origin;
 use crate::wiring::Wiring;
 
+/// How long a node that stored annotations keeps listening to their channel for their
+/// announcement to come back through Redis (so it reports their summaries to webhooks).
+const SUMMARY_REPORT_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The annotation path shared by REST and realtime.
 pub(crate) struct Annotator {
     limits: Limits,
@@ -143,15 +147,34 @@ impl Annotator {
             Origin::Connection { id, .. } => Some(id),
             Origin::Rest => None,
         };
-        // Not joined: embedded, the hub holds the channel; with Redis, the script checks the
-        // stream itself, and this node hears the announcement only if it listens.
+        // Not joined as a rule: embedded, the hub holds the channel; with Redis, the script checks
+        // the stream itself, and this node hears the announcement only if it listens. Where a
+        // webhook wants the channel's messages, this node reports the summaries its annotations
+        // make, so it listens until the announcement is surely back.
+        let bus = self.wiring.bus();
+        let report = self
+            .wiring
+            .webhooks_want(crate::config::Source::Message, &channel_key);
+        if report {
+            if let Err(error) = bus.join(&channel_key).await {
+                bus.leave(&channel_key);
+                return Err(ErrorInfo::from(error).into());
+            }
+        }
         let batch = Annotating {
             channel: &channel_key,
             annotations,
             keyed,
             publisher,
         };
-        let applied = self.wiring.bus().annotate(&self.hub, batch).await;
+        let applied = bus.annotate(&self.hub, batch).await;
+        if report {
+            let (wiring, channel) = (self.wiring.clone(), channel_key.clone().into_owned());
+            tokio::spawn(async move {
+                tokio::time::sleep(SUMMARY_REPORT_GRACE).await;
+                wiring.bus().leave(&channel);
+            });
+        }
         Ok(applied.map_err(ErrorInfo::from)?)
     }
 

@@ -586,7 +586,20 @@ fn start_webhooks(inner: &Arc<GatewayState>) {
         return;
     };
     let reporter = Arc::downgrade(&webhooks);
+    let summaries = reporter.clone();
     inner.wiring.set_webhooks(webhooks);
+    // `channel.message` items carry the summaries annotations make (action 4), reported by the
+    // node that stored the annotation.
+    inner.hub.on_summary(Box::new(move |channel, messages| {
+        if let Some(webhooks) = summaries.upgrade() {
+            if webhooks.wanted(config::Source::Message, channel) {
+                webhooks.report(webhooks::Report::Messages {
+                    channel: channel.to_owned(),
+                    messages,
+                });
+            }
+        }
+    }));
     inner
         .hub
         .on_occupancy_transition(Box::new(move |channel, occupied, at| {

@@ -95,11 +95,12 @@ impl BackendEvents for NodeEvents {
         channel: &str,
         annotations: Vec<(u64, protocol::Annotation)>,
         publisher: Option<&str>,
+        report: bool,
     ) -> bool {
         self.gateway().is_none_or(|gateway| {
             gateway
                 .hub()
-                .deliver_annotations(channel, annotations, publisher)
+                .deliver_annotations(channel, annotations, publisher, report)
         })
     }
 

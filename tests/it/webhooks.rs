@@ -566,3 +566,90 @@ fn channel_message_webhooks_carry_updates_and_deletes() {
         assert_eq!(messages()[1]["version"]["description"], "typo");
     });
 }
+
+/// Annotations' summaries reach `channel.message` webhooks as action-4 messages carrying the
+/// summary, once per annotation, from the node that stored it: alone, and with two nodes on
+/// Redis (the other one holding the channel, the storing one not).
+#[test]
+fn channel_message_webhooks_carry_annotation_summaries_once() {
+    let redis = RedisServer::start();
+    block_on(async {
+        for clustered in [false, true] {
+            let receiver = Receiver::start(0).await;
+            let mutable = "[[history.namespace]]\nname = \"call\"\nmutable_messages = true\n";
+            let name = if clustered {
+                "summaries-redis"
+            } else {
+                "summaries"
+            };
+            let path = config(receiver.addr, name, mutable);
+            let url = redis.url();
+            let mut args = vec!["--config", path.to_str().unwrap()];
+            if clustered {
+                args.extend(["--redis", url.as_str()]);
+            }
+            let nodes: Vec<Server> = (0..1 + usize::from(clustered))
+                .map(|_| Server::start(&args))
+                .collect();
+            let (first, last) = (&nodes[0], &nodes[nodes.len() - 1]);
+            // The other node holds the channel too, so it applies the annotation as well.
+            let watcher = attached(last, "watcher", "", "call:5").await;
+            let body = json!({"name": "m", "data": "react to me"}).to_string();
+            let (status, published) = rest(last.addr, publish("call:5", &body)).await;
+            assert_eq!(status, 201, "{published}");
+            let published: Value = serde_json::from_str(&published).unwrap();
+            let serial = published["serials"][0].as_str().unwrap().to_owned();
+            let annotation = json!([{"type": "reaction:distinct.v1", "name": "heart"}]);
+            let request = test_support::Request::post_json(
+                format!("/channels/call:5/messages/{serial}/annotations"),
+                &annotation,
+            )
+            .basic(crate::support::KEY)
+            .header(
+                "x-ably-clientid",
+                base64::engine::general_purpose::STANDARD.encode("alice"),
+            );
+            let (status, answer) = rest(first.addr, request).await;
+            assert_eq!(status, 201, "{answer}");
+
+            let messages = |action: u64| -> Vec<Value> {
+                receiver
+                    .items()
+                    .iter()
+                    .filter(|i| i["source"] == "channel.message")
+                    .flat_map(|i| {
+                        i["data"]["messages"]
+                            .as_array()
+                            .cloned()
+                            .unwrap_or_default()
+                    })
+                    .filter(|m| m["action"] == action)
+                    .collect()
+            };
+            receiver
+                .until("the summary", |_| !messages(4).is_empty())
+                .await;
+            // A message published after it through the other node, as a marker: by the time it
+            // is delivered, a second report of the summary would have been queued before it.
+            let marker = json!({"name": "marker", "data": "after"}).to_string();
+            let (status, _) = rest(last.addr, publish("call:5", &marker)).await;
+            assert_eq!(status, 201);
+            receiver
+                .until("the marker", |_| {
+                    messages(0).iter().any(|m| m["name"] == "marker")
+                })
+                .await;
+            let summaries = messages(4);
+            assert_eq!(
+                summaries.len(),
+                1,
+                "clustered {clustered}: once: {summaries:?}"
+            );
+            assert_eq!(summaries[0]["serial"], serial.as_str());
+            let heart = &summaries[0]["annotations"]["summary"]["reaction:distinct.v1"]["heart"];
+            assert_eq!(heart["total"], 1, "{summaries:?}");
+            assert_eq!(heart["clientIds"], json!(["alice"]));
+            drop(watcher);
+        }
+    });
+}

@@ -373,12 +373,14 @@ pub(crate) trait BackendEvents: Send + Sync {
     fn apply_presence(&self, channel: &str, events: Vec<PresenceMessage>);
 
     /// Annotations announced on `channel`, each with its counter; false: they do not follow on
-    /// (reload the channel's aggregates).
+    /// (reload the channel's aggregates). `report`: this node stored them, so it reports the
+    /// summaries they make (webhooks).
     fn deliver_annotations(
         &self,
         channel: &str,
         annotations: Vec<(u64, Annotation)>,
         publisher: Option<&str>,
+        report: bool,
     ) -> bool;
 
     /// The store's aggregates of `channel`'s messages and its annotation counter; `announce`:

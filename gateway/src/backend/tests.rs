@@ -94,9 +94,10 @@ impl BackendEvents for HubNode {
         channel: &str,
         annotations: Vec<(u64, protocol::Annotation)>,
         publisher: Option<&str>,
+        report: bool,
     ) -> bool {
         self.hub
-            .deliver_annotations(channel, annotations, publisher)
+            .deliver_annotations(channel, annotations, publisher, report)
     }
 
     fn load_annotations(

@@ -69,6 +69,8 @@ pub struct Hub {
     tombstones: DashMap<String, (String, u64)>,
     /// Told about local occupancy transitions (webhooks).
     occupancy_hook: std::sync::OnceLock<OccupancyHook>,
+    /// Told the summaries annotations stored through this node made (webhooks).
+    summary_hook: std::sync::OnceLock<annotations::SummaryHook>,
     /// Sandbox app scope -> its namespace rules, consulted before the configured ones.
     app_rules: DashMap<String, Vec<(String, ChannelRules)>>,
     pulse: Pulse,
@@ -147,6 +149,7 @@ impl Hub {
             occupancy_dirty: Mutex::new(HashSet::new()),
             tombstones: DashMap::new(),
             occupancy_hook: std::sync::OnceLock::new(),
+            summary_hook: std::sync::OnceLock::new(),
             app_rules: DashMap::new(),
             pulse: Pulse::default(),
         }

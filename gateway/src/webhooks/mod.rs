@@ -216,7 +216,10 @@ impl Webhooks {
                     "channel.message",
                     at,
                     data,
-                    safe.first().and_then(|m| m.serial.clone()),
+                    // A summary carries its message's serial: the item needs one of its own.
+                    safe.first()
+                        .filter(|m| m.action != Some(protocol::message::message_action::SUMMARY))
+                        .and_then(|m| m.serial.clone()),
                 )
                 .await;
             }

@@ -89,7 +89,8 @@ impl RedisBackend {
         ];
         let ttl = (retention.max_age.as_millis() as u64 + 60_000).max(meta_ttl(retention));
         let mut args = vec![
-            publisher.unwrap_or_default().to_owned(),
+            // The announcement's first line: the publisher, and the node that stored them.
+            format!("{}\t{}", publisher.unwrap_or_default(), self.node),
             MAX_ANNOTATIONS_PER_MESSAGE.to_string(),
             ttl.to_string(),
         ];
@@ -201,16 +202,34 @@ fn stored_annotation(entry: &str) -> Option<Annotation> {
 
 /// An announcement (after the mark): the publishing connection, then `a`, serial and body per
 /// annotation.
-pub(super) fn parse_announcement(payload: &str) -> (Option<String>, Vec<(u64, Annotation)>) {
+pub(super) fn parse_announcement(payload: &str) -> Announcement {
     let mut lines = payload.split('\n');
-    let publisher = lines.next().filter(|p| !p.is_empty()).map(str::to_owned);
+    let (publisher, origin) = lines
+        .next()
+        .unwrap_or_default()
+        .split_once('\t')
+        .unwrap_or_default();
+    let publisher = Some(publisher).filter(|p| !p.is_empty()).map(str::to_owned);
+    let origin = origin.to_owned();
     let mut annotations = Vec::new();
     while let (Some(a), Some(serial), Some(body)) = (lines.next(), lines.next(), lines.next()) {
         if let (Ok(a), Some(annotation)) = (a.parse(), parse(serial, body)) {
             annotations.push((a, annotation));
         }
     }
-    (publisher, annotations)
+    Announcement {
+        publisher,
+        origin,
+        annotations,
+    }
+}
+
+/// What one annotate announcement carried.
+pub(super) struct Announcement {
+    pub(super) publisher: Option<String>,
+    /// The node that stored them.
+    pub(super) origin: String,
+    pub(super) annotations: Vec<(u64, Annotation)>,
 }
 
 /// Reads `channel`'s aggregates and annotation counter and gives them to the node.

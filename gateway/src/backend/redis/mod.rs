@@ -136,6 +136,7 @@ impl RedisBackend {
             roll: redis::Script::new(stream::ROLL_SCRIPT),
             events: events.clone(),
             node_lease: timing.node_lease,
+            node: node.as_str().into(),
         };
         let topics = Topics {
             probe: probe.clone(),

@@ -169,6 +169,8 @@ pub(super) struct StreamLoader {
     pub(super) events: Arc<dyn BackendEvents>,
     /// A node lease: how long a node may take to write back what Redis lost.
     pub(super) node_lease: std::time::Duration,
+    /// This node's id, to tell the annotations it stored (it reports their summaries).
+    pub(super) node: Arc<str>,
 }
 
 /// Stream entries read per command when a catch-up pages through a gap.

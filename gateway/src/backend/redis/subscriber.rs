@@ -377,11 +377,15 @@ async fn on_publication(store: &StreamLoader, message: &redis::Msg) -> redis::Re
         return Ok(());
     }
     if let Some(announced) = payload.strip_prefix(annotations::ANNOTATION_MARK) {
-        let (publisher, annotations) = annotations::parse_announcement(announced);
-        if !store
-            .events
-            .deliver_annotations(channel, annotations, publisher.as_deref())
-        {
+        let announced = annotations::parse_announcement(announced);
+        // The node that stored them reports their summaries (webhooks), once.
+        let ours = announced.origin == *store.node;
+        if !store.events.deliver_annotations(
+            channel,
+            announced.annotations,
+            announced.publisher.as_deref(),
+            ours,
+        ) {
             tracing::info!(%channel, "gap in annotation counters; reloading the aggregates");
             annotations::load(&store.commands, &store.events, channel, true).await?;
         }

@@ -155,7 +155,11 @@ impl Hub {
                 fresh.push(annotation);
             }
             if !fresh.is_empty() {
-                self.apply_annotations(channel, state, fresh, publisher, now, true);
+                let applying = Applying {
+                    keep_raw: true,
+                    report: true,
+                };
+                self.apply_annotations(channel, state, fresh, publisher, now, applying);
             }
             Ok(serials)
         })
@@ -201,6 +205,7 @@ impl Hub {
         channel: &str,
         annotations: Vec<(u64, Annotation)>,
         publisher: Option<&str>,
+        report: bool,
     ) -> bool {
         let now = protocol::now_ms();
         self.with_channel(channel, |state| {
@@ -218,7 +223,11 @@ impl Hub {
             state.annotations.last_a = fresh.last().map_or(last_a, |(a, _)| *a);
             let annotations = fresh.into_iter().map(|(_, a)| a).collect();
             // The shared store keeps the raw annotations (and answers GET).
-            self.apply_annotations(channel, state, annotations, publisher, now, false);
+            let applying = Applying {
+                keep_raw: false,
+                report,
+            };
+            self.apply_annotations(channel, state, annotations, publisher, now, applying);
             true
         })
     }
@@ -304,7 +313,7 @@ impl Hub {
         annotations: Vec<Annotation>,
         publisher: Option<&str>,
         now: u64,
-        keep_raw: bool,
+        Applying { keep_raw, report }: Applying,
     ) {
         let mut touched: Vec<String> = Vec::new();
         for annotation in &annotations {
@@ -349,6 +358,9 @@ impl Hub {
             tracing::warn!(message = %error.message, "annotation fan-out failed");
         }
         let max_bytes = self.config.max_summary_bytes;
+        if report {
+            self.report_summaries(channel, state, &touched, max_bytes);
+        }
         let mut newly_pending = false;
         for serial in touched {
             let Some(message) = state.annotations.messages.get_mut(&serial) else {
@@ -368,8 +380,62 @@ impl Hub {
     }
 }
 
+/// How `apply_annotations` treats a batch.
+struct Applying {
+    /// Keep the raw annotations (memory holds them; with Redis the shared store does).
+    keep_raw: bool,
+    /// This node stored them: it reports the summaries they make to the summary hook.
+    report: bool,
+}
+
+/// Told each summary an annotation stored through this node made (the webhooks' `channel.message`
+/// items): the channel and `{action: 4, serial, annotations: {summary}}` per message touched.
+pub(crate) type SummaryHook = Box<dyn Fn(&str, Vec<Message>) + Send + Sync>;
+
+impl Hub {
+    pub(crate) fn on_summary(&self, hook: SummaryHook) {
+        let _ = self.summary_hook.set(hook);
+    }
+
+    /// Every summary the touched messages now have, unthrottled (each annotation stored through
+    /// this node reported once, by this node only).
+    fn report_summaries(
+        &self,
+        channel: &str,
+        state: &mut ChannelState,
+        touched: &[String],
+        max_bytes: usize,
+    ) {
+        let Some(hook) = self.summary_hook.get() else {
+            return;
+        };
+        let summaries: Vec<Message> = touched
+            .iter()
+            .filter_map(|serial| {
+                let message = state.annotations.messages.get_mut(serial)?;
+                Some(summary_message(serial, &message.summary(serial, max_bytes)))
+            })
+            .collect();
+        if !summaries.is_empty() {
+            hook(channel, summaries);
+        }
+    }
+}
+
 /// `Annotation.action` of a delete (0 is a create).
 pub(crate) const ANNOTATION_DELETE: u8 = 1;
+
+/// The message that carries a summary: `{action: 4, serial, annotations: {summary}}`.
+fn summary_message(serial: &str, summary: &BTreeMap<String, serde_json::Value>) -> Message {
+    Message {
+        action: Some(message_action::SUMMARY),
+        serial: Some(serial.to_owned()),
+        annotations: Some(MessageAnnotations {
+            summary: summary.clone(),
+        }),
+        ..Message::default()
+    }
+}
 
 /// One MESSAGE `{action: 4, serial, annotations: {summary}}` to every `SUBSCRIBE` holder.
 fn send_summary(state: &mut ChannelState, serial: &str, max_bytes: usize, now: u64) {
@@ -381,14 +447,7 @@ fn send_summary(state: &mut ChannelState, serial: &str, max_bytes: usize, now: u
     let summary = message.summary(serial, max_bytes);
     let mut outgoing = ProtocolMessage {
         timestamp: Some(now),
-        messages: Some(vec![Message {
-            action: Some(message_action::SUMMARY),
-            serial: Some(serial.to_owned()),
-            annotations: Some(MessageAnnotations {
-                summary: (*summary).clone(),
-            }),
-            ..Message::default()
-        }]),
+        messages: Some(vec![summary_message(serial, &summary)]),
         ..ProtocolMessage::new(Action::Message)
     };
     if let Err(error) = fan_out(&state.subscribers, &mut outgoing, None, |subscriber| {
