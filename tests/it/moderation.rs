@@ -12,10 +12,11 @@ use std::time::Duration;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 
 use crate::support::{
-    attached, block_on, client, next_json, publish, rest, send_json, Request, Server, Socket, KEY,
+    attached, block_on, client, next_json, next_signed_request, publish, rest, send_json, Request,
+    Server, Signed, Socket, KEY,
 };
 
 const SECRET: &str = "modsec";
@@ -54,33 +55,7 @@ impl Moderator {
 
     async fn serve(self, stream: tokio::net::TcpStream) {
         let mut stream = BufReader::new(stream);
-        loop {
-            let mut line = String::new();
-            if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
-                return;
-            }
-            let (mut length, mut signature) = (0, String::new());
-            loop {
-                line.clear();
-                if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
-                    return;
-                }
-                let header = line.trim_end();
-                if header.is_empty() {
-                    break;
-                }
-                if let Some((name, value)) = header.split_once(':') {
-                    match name.to_ascii_lowercase().as_str() {
-                        "content-length" => length = value.trim().parse().unwrap_or(0),
-                        "x-ably-signature" => signature = value.trim().to_owned(),
-                        _ => {}
-                    }
-                }
-            }
-            let mut body = vec![0; length];
-            if stream.read_exact(&mut body).await.is_err() {
-                return;
-            }
+        while let Some(Signed { signature, body }) = next_signed_request(&mut stream).await {
             let text = String::from_utf8_lossy(&body).into_owned();
             self.questions
                 .lock()

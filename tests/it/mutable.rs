@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use serde_json::{json, Value};
 use test_support::{connect, next_json, send_json, RedisServer, Request, Socket};
 
-use crate::support::{attach, block_on, nodes, rest, Server, KEY};
+use crate::support::{
+    attach, block_on, nodes, patch_message, publish_returning_serial, rest, Server, KEY,
+};
 
 const CHANNEL: &str = "chat:room";
 
@@ -28,25 +30,11 @@ fn mutable_config() -> PathBuf {
 
 async fn publish(node: &Server, data: &str) -> String {
     let body = json!({"name": "said", "data": data}).to_string();
-    let request = Request::post(
-        format!("/channels/{CHANNEL}/messages"),
-        "application/json",
-        body.into_bytes(),
-    );
-    let (status, body) = rest(node.addr, request.basic(KEY)).await;
-    assert_eq!(status, 201, "{body}");
-    serde_json::from_str::<Value>(&body).unwrap()["serials"][0]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    publish_returning_serial(node, CHANNEL, &body).await
 }
 
 async fn patch(node: &Server, serial: &str, op: Value) -> (u16, Value) {
-    let request = Request::new("PATCH", format!("/channels/{CHANNEL}/messages/{serial}"))
-        .with_body("application/json", op.to_string().into_bytes())
-        .basic(KEY);
-    let (status, body) = rest(node.addr, request).await;
-    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    patch_message(node, CHANNEL, serial, &op).await
 }
 
 /// PATCHes `op`, expecting 200; returns the version serial.

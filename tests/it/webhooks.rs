@@ -11,11 +11,12 @@ use std::time::Duration;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 
 use crate::support::{
-    attach, attached, block_on, client, close, enter, eventually, publish, rest, resume_ids,
-    send_json, until_graces_recorded, RedisServer, Server,
+    attach, attached, block_on, client, close, enter, eventually, next_signed_request,
+    patch_message, publish, publish_returning_serial, rest, resume_ids, send_json,
+    until_graces_recorded, RedisServer, Server, Signed,
 };
 
 const SECRET: &str = "whsec_test";
@@ -58,34 +59,7 @@ impl Receiver {
 
     async fn serve(self, stream: tokio::net::TcpStream) {
         let mut stream = BufReader::new(stream);
-        loop {
-            let mut length = 0;
-            let mut signature = String::new();
-            let mut line = String::new();
-            if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
-                return;
-            }
-            loop {
-                line.clear();
-                if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
-                    return;
-                }
-                let header = line.trim_end();
-                if header.is_empty() {
-                    break;
-                }
-                if let Some((name, value)) = header.split_once(':') {
-                    match name.to_ascii_lowercase().as_str() {
-                        "content-length" => length = value.trim().parse().unwrap_or(0),
-                        "x-ably-signature" => signature = value.trim().to_owned(),
-                        _ => {}
-                    }
-                }
-            }
-            let mut body = vec![0; length];
-            if stream.read_exact(&mut body).await.is_err() {
-                return;
-            }
+        while let Some(Signed { signature, body }) = next_signed_request(&mut stream).await {
             let accepted = self
                 .fail_first
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
@@ -156,6 +130,20 @@ impl Receiver {
                         .collect(),
                     None => vec![(name, String::new(), 0)],
                 }
+            })
+            .collect()
+    }
+
+    /// The messages of every `channel.message` item, in arrival order.
+    fn messages(&self) -> Vec<Value> {
+        self.items()
+            .iter()
+            .filter(|i| i["source"] == "channel.message")
+            .flat_map(|i| {
+                i["data"]["messages"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
             })
             .collect()
     }
@@ -474,15 +462,8 @@ fn channel_message_webhooks_skip_ephemeral_messages() {
             })
             .await;
         let published: Vec<Value> = receiver
-            .items()
+            .messages()
             .iter()
-            .filter(|i| i["source"] == "channel.message")
-            .flat_map(|i| {
-                i["data"]["messages"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-            })
             .map(|m| m["data"].clone())
             .collect();
         assert_eq!(published, [json!("tip")]);
@@ -500,41 +481,21 @@ fn channel_message_webhooks_carry_updates_and_deletes() {
         let path = config(receiver.addr, "operations", mutable);
         let node = Server::start(&["--config", path.to_str().unwrap()]);
         let body = json!({"name": "m", "data": "first"}).to_string();
-        let (status, published) = rest(node.addr, publish("call:3", &body)).await;
-        assert_eq!(status, 201, "{published}");
-        let published: Value = serde_json::from_str(&published).unwrap();
-        let serial = published["serials"][0].as_str().unwrap().to_owned();
+        let serial = publish_returning_serial(&node, "call:3", &body).await;
         let mut versions = Vec::new();
         for op in [
             json!({"data": "edited", "version": {"description": "typo"}}),
             json!({"action": 2}),
         ] {
-            let path = format!("/channels/call:3/messages/{serial}");
-            let request = test_support::Request::new("PATCH", path)
-                .with_body("application/json", op.to_string().into_bytes())
-                .basic(crate::support::KEY);
-            let (status, changed) = rest(node.addr, request).await;
+            let (status, changed) = patch_message(&node, "call:3", &serial, &op).await;
             assert_eq!(status, 200, "{changed}");
-            let changed: Value = serde_json::from_str(&changed).unwrap();
             versions.push(changed["versionSerial"].clone());
         }
-        let messages = || -> Vec<Value> {
-            receiver
-                .items()
-                .iter()
-                .filter(|i| i["source"] == "channel.message")
-                .flat_map(|i| {
-                    i["data"]["messages"]
-                        .as_array()
-                        .cloned()
-                        .unwrap_or_default()
-                })
-                .collect()
-        };
         receiver
-            .until("the create, update and delete", |_| messages().len() >= 3)
+            .until("the create, update and delete", |r| r.messages().len() >= 3)
             .await;
-        let seen: Vec<(Value, Value, Value, Value)> = messages()
+        let seen: Vec<(Value, Value, Value, Value)> = receiver
+            .messages()
             .iter()
             .map(|m| {
                 (
@@ -563,7 +524,7 @@ fn channel_message_webhooks_carry_updates_and_deletes() {
                 ),
             ]
         );
-        assert_eq!(messages()[1]["version"]["description"], "typo");
+        assert_eq!(receiver.messages()[1]["version"]["description"], "typo");
     });
 }
 
@@ -595,10 +556,7 @@ fn channel_message_webhooks_carry_annotation_summaries_once() {
             // The other node holds the channel too, so it applies the annotation as well.
             let watcher = attached(last, "watcher", "", "call:5").await;
             let body = json!({"name": "m", "data": "react to me"}).to_string();
-            let (status, published) = rest(last.addr, publish("call:5", &body)).await;
-            assert_eq!(status, 201, "{published}");
-            let published: Value = serde_json::from_str(&published).unwrap();
-            let serial = published["serials"][0].as_str().unwrap().to_owned();
+            let serial = publish_returning_serial(last, "call:5", &body).await;
             let annotation = json!([{"type": "reaction:distinct.v1", "name": "heart"}]);
             let request = test_support::Request::post_json(
                 format!("/channels/call:5/messages/{serial}/annotations"),
@@ -614,15 +572,8 @@ fn channel_message_webhooks_carry_annotation_summaries_once() {
 
             let messages = |action: u64| -> Vec<Value> {
                 receiver
-                    .items()
-                    .iter()
-                    .filter(|i| i["source"] == "channel.message")
-                    .flat_map(|i| {
-                        i["data"]["messages"]
-                            .as_array()
-                            .cloned()
-                            .unwrap_or_default()
-                    })
+                    .messages()
+                    .into_iter()
                     .filter(|m| m["action"] == action)
                     .collect()
             };

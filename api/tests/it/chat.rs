@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 
 use crate::support::{
-    assert_rest_error, config, from_msgpack, Request, Server, FULL_KEY, LIMITED_KEY,
+    assert_rest_error, config, field_of_each, from_msgpack, Request, Server, FULL_KEY, LIMITED_KEY,
 };
 
 async fn server() -> Server {
@@ -106,12 +106,7 @@ async fn chat_messages_over_rest() {
     assert_eq!(got.status, 200, "{got:?}");
     assert_eq!(from_msgpack(&got.body)["action"], "message.delete");
     let versions = call(&server, "GET", format!("{base}/{serial}/versions"), None).await;
-    let actions: Vec<&Value> = versions
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| &v["action"])
-        .collect();
+    let actions = field_of_each(&versions, "action");
     assert_eq!(
         actions,
         ["message.create", "message.update", "message.delete"]
@@ -131,12 +126,7 @@ async fn chat_messages_over_rest() {
     )
     .await;
     let history = call(&server, "GET", format!("{base}?limit=10"), None).await;
-    let texts: Vec<&Value> = history
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| &m["text"])
-        .collect();
+    let texts = field_of_each(&history, "text");
     assert_eq!(texts, ["second", ""], "a deleted message keeps no text");
     let forwards = call(
         &server,

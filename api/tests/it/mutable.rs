@@ -4,8 +4,8 @@
 use serde_json::{json, Value};
 
 use crate::support::{
-    assert_ack, assert_error, assert_rest_error, b64, config, Client, Request, Response, Server,
-    ACK, ATTACH, ATTACHED, MESSAGE, NACK,
+    assert_ack, assert_error, assert_rest_error, b64, config, field_of_each, relative_link, Client,
+    Request, Response, Server, ACK, ATTACH, ATTACHED, MESSAGE, NACK,
 };
 
 const UPDATE: u64 = 1;
@@ -185,15 +185,10 @@ async fn rest_updates_deletes_and_appends_change_the_latest_view() {
     let versions = app
         .get(format!("/channels/{channel}/messages/{serial}/versions"))
         .await;
-    let actions: Vec<&Value> = versions
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| &v["action"])
-        .collect();
+    let actions = field_of_each(&versions, "action");
     assert_eq!(
         actions,
-        [&json!(0), &json!(UPDATE), &json!(DELETE)],
+        [json!(0), json!(UPDATE), json!(DELETE)],
         "oldest first"
     );
 
@@ -273,36 +268,20 @@ async fn versions_page_without_a_dangling_next() {
     }
     let path = format!("/channels/{channel}/messages/{serial}/versions?limit=2");
     let first = app.send(Request::get(path), &app.full, None).await;
-    let data: Vec<Value> = first
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["data"].clone())
-        .collect();
-    assert_eq!(data, [json!("v0"), json!("v1")]);
-    let link = first.header("link").unwrap().to_owned();
-    let next = link
-        .split(", ")
-        .find(|l| l.ends_with("rel=\"next\""))
-        .unwrap_or_else(|| panic!("no next: {link}"));
+    assert_eq!(
+        field_of_each(&first.json(), "data"),
+        [json!("v0"), json!("v1")]
+    );
+    let next = relative_link(&first, "next").expect("a next link");
     let query = next
-        .split("./versions?")
-        .nth(1)
-        .unwrap()
-        .split('>')
-        .next()
-        .unwrap();
-    let path = format!("/channels/{channel}/messages/{serial}/versions?{query}");
+        .strip_prefix("./versions")
+        .expect("relative to versions");
+    let path = format!("/channels/{channel}/messages/{serial}/versions{query}");
     let last = app.send(Request::get(path), &app.full, None).await;
-    let data: Vec<Value> = last
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["data"].clone())
-        .collect();
-    assert_eq!(data, [json!("v2"), json!("v3")]);
+    assert_eq!(
+        field_of_each(&last.json(), "data"),
+        [json!("v2"), json!("v3")]
+    );
     assert!(
         !last.header("link").unwrap().contains("rel=\"next\""),
         "the last page has no next"
@@ -507,13 +486,8 @@ async fn realtime_operations_reach_subscribers_as_their_latest_views() {
         "RESUMED: {attached_again}"
     );
     let replay = resumed.expect(MESSAGE).await;
-    let actions: Vec<&Value> = replay["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| &m["action"])
-        .collect();
-    assert_eq!(actions, [&json!(UPDATE), &json!(APPEND)], "{replay}");
+    let actions = field_of_each(&replay["messages"], "action");
+    assert_eq!(actions, [json!(UPDATE), json!(APPEND)], "{replay}");
     assert_eq!(attached["action"], ATTACHED);
 }
 

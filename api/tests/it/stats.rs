@@ -76,15 +76,9 @@ fn summary(records: &[Value]) -> Vec<(String, u64, u64)> {
 
 /// The path of a relation in the `Link` header, resolved against `/stats`.
 fn link(response: &Response, rel: &str) -> Option<String> {
-    let header = response.header("link")?;
-    header.split(", ").find_map(|part| {
-        let (url, relation) = part.split_once("; ")?;
-        (relation == format!("rel=\"{rel}\"")).then(|| {
-            let url = url.trim_start_matches('<').trim_end_matches('>');
-            assert!(url.starts_with("./stats?"), "relative link: {header}");
-            url.replacen("./", "/", 1)
-        })
-    })
+    let url = crate::support::relative_link(response, rel)?;
+    assert!(url.starts_with("./stats?"), "relative link: {url}");
+    Some(url.replacen("./", "/", 1))
 }
 
 fn owned(rows: &[(&str, u64, u64)]) -> Vec<(String, u64, u64)> {

@@ -3,9 +3,11 @@
 //! `eventually` come from the `test-support` crate.
 
 mod client;
+mod receiver;
 mod server;
 
 pub(crate) use client::*;
+pub(crate) use receiver::*;
 pub(crate) use server::*;
 pub(crate) use test_support::{
     close, connect, eventually, next_json, send_json, RedisCluster, RedisServer, Request, Socket,

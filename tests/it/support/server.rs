@@ -107,11 +107,29 @@ pub(crate) fn publish_request(channel: &str, body: &str) -> String {
 
 /// Publishes message "n" with data `n`; returns the serial from the 201 body.
 pub(crate) async fn publish_serial(node: &Server, channel: &str, n: usize) -> String {
-    let body = format!(r#"{{"name":"n","data":"{n}"}}"#);
-    let (status, body) = rest(node.addr, publish(channel, &body)).await;
+    publish_returning_serial(node, channel, &format!(r#"{{"name":"n","data":"{n}"}}"#)).await
+}
+
+/// Publishes `body` (JSON text) as the test key; returns the serial from the 201 body.
+pub(crate) async fn publish_returning_serial(node: &Server, channel: &str, body: &str) -> String {
+    let (status, body) = rest(node.addr, publish(channel, body)).await;
     assert_eq!(status, 201, "{body}");
     let body: serde_json::Value = serde_json::from_str(&body).unwrap();
     body["serials"][0].as_str().unwrap().to_owned()
+}
+
+/// `PATCH /channels/{channel}/messages/{serial}` with `op` as the test key: (status, answer).
+pub(crate) async fn patch_message(
+    node: &Server,
+    channel: &str,
+    serial: &str,
+    op: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let request = Request::new("PATCH", format!("/channels/{channel}/messages/{serial}"))
+        .with_body("application/json", op.to_string().into_bytes())
+        .basic(KEY);
+    let (status, body) = rest(node.addr, request).await;
+    (status, serde_json::from_str(&body).unwrap_or_default())
 }
 
 /// `GET /metrics` (no credentials: it is the admin listener's or open).

@@ -561,6 +561,25 @@ pub(crate) fn assert_error_info(error: &Value, code: u64, status: u64, context: 
 }
 
 /// The `{"$bin": …}` form of a msgpack `bin`.
+/// The URL of relation `rel` in a response's `Link` header, as given (`./resource?…`).
+pub(crate) fn relative_link(response: &Response, rel: &str) -> Option<String> {
+    let header = response.header("link")?;
+    header.split(", ").find_map(|part| {
+        let (url, relation) = part.split_once("; ")?;
+        (relation == format!("rel=\"{rel}\""))
+            .then(|| url.trim_start_matches('<').trim_end_matches('>').to_owned())
+    })
+}
+
+/// `field` of each item of a JSON array (a page of messages, versions, annotations).
+pub(crate) fn field_of_each(list: &Value, field: &str) -> Vec<Value> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("an array: {list}"))
+        .iter()
+        .map(|item| item[field].clone())
+        .collect()
+}
+
 pub(crate) fn bin(bytes: &[u8]) -> Value {
     json!({ "$bin": STANDARD.encode(bytes) })
 }
