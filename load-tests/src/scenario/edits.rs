@@ -186,16 +186,7 @@ pub async fn run(shared: &Shared, args: &EditsArgs) -> anyhow::Result<Report> {
         report.fail(format!("publisher: {failure}"));
     }
     for (what, settled) in [("publishes", published.settled), ("updates", updates)] {
-        report.metric(what, settled.acknowledged);
-        report.metric(format!("{what}_refused"), settled.refused);
-        let unconfirmed = settled.sent - settled.acknowledged - settled.refused;
-        report.metric(format!("{what}_unconfirmed"), unconfirmed);
-        if settled.refused > 0 {
-            report.fail(format!("{} {what} refused (NACK)", settled.refused));
-        }
-        if unconfirmed > 0 {
-            report.fail(format!("{unconfirmed} {what} never acknowledged"));
-        }
+        super::settled_metrics(&mut report, settled, what, what);
     }
     if published.settled.acknowledged > 0 && updates.sent < published.settled.acknowledged {
         report.fail(format!(

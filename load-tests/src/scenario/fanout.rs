@@ -133,16 +133,7 @@ async fn run_on<T: Target>(
 
     report.metric("subscribers", readers.len());
     let ledgers = readers.finish().await;
-    report.metric("publications", settled.acknowledged);
-    report.metric("publications_refused", settled.refused);
-    let unconfirmed = settled.sent - settled.acknowledged - settled.refused;
-    report.metric("publications_unconfirmed", unconfirmed);
-    if settled.refused > 0 {
-        report.fail(format!("{} publications refused (NACK)", settled.refused));
-    }
-    if unconfirmed > 0 {
-        report.fail(format!("{unconfirmed} publications never acknowledged"));
-    }
+    super::settled_metrics(&mut report, settled, "publications", "publications");
     report.metric_f64(
         "publications_per_s",
         settled.sent as f64 / drained.publishing.as_secs_f64(),

@@ -423,6 +423,26 @@ pub fn account(report: &mut Report, ledgers: &[(Ledger, Option<String>)], owed: 
     received
 }
 
+/// How the server settled a run's publishes: `metric` (acknowledged), `metric_refused` and
+/// `metric_unconfirmed`; any refused or unconfirmed `what` fails the run.
+pub fn settled_metrics(
+    report: &mut Report,
+    settled: crate::target::Settled,
+    metric: &str,
+    what: &str,
+) {
+    report.metric(metric, settled.acknowledged);
+    report.metric(format!("{metric}_refused"), settled.refused);
+    let unconfirmed = settled.sent - settled.acknowledged - settled.refused;
+    report.metric(format!("{metric}_unconfirmed"), unconfirmed);
+    if settled.refused > 0 {
+        report.fail(format!("{} {what} refused (NACK)", settled.refused));
+    }
+    if unconfirmed > 0 {
+        report.fail(format!("{unconfirmed} {what} never acknowledged"));
+    }
+}
+
 pub fn connect_failures(report: &mut Report, failures: &[String]) {
     report.metric("connect_failures", failures.len());
     for failure in failures.iter().take(5) {

@@ -159,16 +159,7 @@ pub async fn run(shared: &Shared, args: &ReactionsArgs) -> anyhow::Result<Report
         }
     }
 
-    report.metric("publications", settled.acknowledged);
-    report.metric("publications_refused", settled.refused);
-    let unconfirmed = settled.sent - settled.acknowledged - settled.refused;
-    report.metric("publications_unconfirmed", unconfirmed);
-    if settled.refused > 0 {
-        report.fail(format!("{} reactions refused (NACK)", settled.refused));
-    }
-    if unconfirmed > 0 {
-        report.fail(format!("{unconfirmed} reactions never acknowledged"));
-    }
+    super::settled_metrics(&mut report, settled, "publications", "reactions");
     // Every viewer reacts until the deadline (a late tick is made up at once), so the rate is
     // over `--duration`; how late the reactions arrived is the latency's to tell.
     report.metric_f64(
