@@ -254,6 +254,30 @@ impl Gateway {
             .await
     }
 
+    /// See `Publisher::submit`.
+    pub(crate) async fn submit(
+        &self,
+        principal: &Principal,
+        channel: &ChannelName,
+        messages: Vec<Message>,
+        origin: Origin<'_>,
+    ) -> Result<(backend::Ticket, publish::Submitted), Error> {
+        self.inner
+            .publisher
+            .submit(principal, channel, messages, origin)
+            .await
+    }
+
+    /// See `Publisher::settle`.
+    pub(crate) fn settle(
+        &self,
+        principal: &Principal,
+        submitted: publish::Submitted,
+        stored: backend::Result<hub::Serials>,
+    ) -> Result<Receipt, Error> {
+        self.inner.publisher.settle(principal, submitted, stored)
+    }
+
     /// See `Publisher::mutate`.
     pub async fn mutate(
         &self,

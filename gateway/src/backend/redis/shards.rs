@@ -202,7 +202,7 @@ fn owner(slots: &[(u16, u16, usize)], topic: &str) -> Option<usize> {
 /// The cluster key slot of `key`: CRC16 (XMODEM) of its hash tag, the text between the first
 /// `{` and the next `}` if not empty, else of the whole key, mod 16384 (Redis Cluster spec).
 /// Ours because redis 1.x no longer exposes its own.
-fn slot(key: &[u8]) -> u16 {
+pub(super) fn slot(key: &[u8]) -> u16 {
     let tag = key.iter().position(|byte| *byte == b'{').and_then(|open| {
         let rest = &key[open + 1..];
         let close = rest.iter().position(|byte| *byte == b'}')?;
