@@ -19,6 +19,7 @@ mod memory;
 mod metrics;
 mod moderation;
 mod mutable;
+mod pipeline;
 mod process;
 mod redis_cluster;
 mod redis_restart;
