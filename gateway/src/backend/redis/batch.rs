@@ -34,8 +34,10 @@ use crate::hub::Serials;
 /// saying why its channel's part failed.
 pub(super) const PUBLISH_BATCH_SCRIPT: &str = include_str!("scripts/publish_batch.lua");
 
-/// Starts an announcement of stored publications: per publication its connectionId, id and
-/// message count, then (stream id, body) per message, all `\n`-separated.
+/// Starts an announcement of a channel's publications in a batch: per publication its
+/// connectionId, id and message count, then (stream id, body) per message, all `\n`-separated.
+/// A publication alone is announced without it, as before batching (connectionId, id, then the
+/// pairs), so older nodes still read it during a rolling upgrade.
 pub(super) const BATCH_MARK: &str = "\u{1}batch\n";
 
 /// Submissions waiting for a call; a full queue slows publishers down (`submit` waits).

@@ -64,11 +64,12 @@ while a <= #ARGV do
       redis.call('PEXPIRE', meta, meta_ttl)
     end)
   end
-  local out, carrying = {}, 0
+  local out, carrying, alone = {}, 0, nil
   for p = 1, k do
     local pub = pubs[p]
     if #pub.lines > 0 then
       carrying = carrying + 1
+      alone = pub
       table.insert(out, pub.conn)
       table.insert(out, pub.id)
       table.insert(out, tostring(#pub.lines / 2))
@@ -82,7 +83,10 @@ while a <= #ARGV do
       table.insert(reply, 'not stored: ' .. tostring(err))
     end
   end
-  if carrying > 0 then
+  if carrying == 1 then
+    -- Alone: the format nodes read before batching, so a rolling upgrade keeps them fed.
+    redis.call('PUBLISH', topic, alone.conn .. '\n' .. alone.id .. '\n' .. table.concat(alone.lines, '\n'))
+  elseif carrying > 1 then
     redis.call('PUBLISH', topic, '\1batch\n' .. table.concat(out, '\n'))
   end
 end
