@@ -42,15 +42,13 @@ impl Certificates {
             "-subj".as_ref(),
             "/CN=realtime test CA".as_ref(),
         ]);
-        let extensions = dir.join("server.ext");
-        std::fs::write(&extensions, "subjectAltName=IP:127.0.0.1\n").expect("write server.ext");
         sign(
             dir,
             &certificates,
             &ca_key,
             "server",
             "/CN=127.0.0.1",
-            Some(&extensions),
+            "subjectAltName=IP:127.0.0.1",
         );
         sign(
             dir,
@@ -58,21 +56,24 @@ impl Certificates {
             &ca_key,
             "client",
             "/CN=realtime test client",
-            None,
+            "extendedKeyUsage=clientAuth",
         );
         certificates
     }
 }
 
-/// `<name>.key` and `<name>.pem` signed by the CA, with `extensions` if given.
+/// `<name>.key` and `<name>.pem` signed by the CA, with `extensions` (which also make it an
+/// X.509 v3 certificate: rustls refuses v1).
 fn sign(
     dir: &Path,
     certificates: &Certificates,
     ca_key: &Path,
     name: &str,
     subject: &str,
-    extensions: Option<&Path>,
+    extensions: &str,
 ) {
+    let extensions_file = dir.join(format!("{name}.ext"));
+    std::fs::write(&extensions_file, format!("{extensions}\n")).expect("write the extensions");
     let key = dir.join(format!("{name}.key"));
     let request = dir.join(format!("{name}.csr"));
     let cert = dir.join(format!("{name}.pem"));
@@ -88,7 +89,7 @@ fn sign(
         "-subj".as_ref(),
         subject.as_ref(),
     ]);
-    let mut args = vec![
+    openssl(&[
         "x509".as_ref(),
         "-req".as_ref(),
         "-in".as_ref(),
@@ -102,11 +103,9 @@ fn sign(
         cert.as_os_str(),
         "-days".as_ref(),
         "2".as_ref(),
-    ];
-    if let Some(extensions) = extensions {
-        args.extend(["-extfile".as_ref(), extensions.as_os_str()]);
-    }
-    openssl(&args);
+        "-extfile".as_ref(),
+        extensions_file.as_os_str(),
+    ]);
 }
 
 fn openssl(args: &[&std::ffi::OsStr]) {

@@ -25,18 +25,23 @@ fn cli(port: u16, tls: Option<&Certificates>, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// `redis-cli`'s flags for a TLS server signed by `certificates`' CA.
+/// `redis-cli`'s flags for a TLS server signed by `certificates`' CA (with the client
+/// certificate, for a server that asks for one).
 fn cli_tls(certificates: &Certificates) -> Vec<std::ffi::OsString> {
     vec![
         "--tls".into(),
         "--cacert".into(),
         certificates.ca.clone().into(),
+        "--cert".into(),
+        certificates.client_cert.clone().into(),
+        "--key".into(),
+        certificates.client_key.clone().into(),
     ]
 }
 
 /// `redis-server`'s flags for TLS only on `port` (no plain port), with `certificates`' server
-/// certificate; clients are not asked for one.
-fn server_tls(port: u16, certificates: &Certificates) -> Vec<std::ffi::OsString> {
+/// certificate; with `mutual`, clients must show a certificate the CA signed.
+fn server_tls(port: u16, certificates: &Certificates, mutual: bool) -> Vec<std::ffi::OsString> {
     vec![
         "--port".into(),
         "0".into(),
@@ -49,14 +54,14 @@ fn server_tls(port: u16, certificates: &Certificates) -> Vec<std::ffi::OsString>
         "--tls-ca-cert-file".into(),
         certificates.ca.clone().into(),
         "--tls-auth-clients".into(),
-        "no".into(),
+        if mutual { "yes" } else { "no" }.into(),
     ]
 }
 
 /// `--port <port>`, or TLS on it.
-fn listen(port: u16, tls: Option<&Certificates>) -> Vec<std::ffi::OsString> {
+fn listen(port: u16, tls: Option<&Certificates>, mutual: bool) -> Vec<std::ffi::OsString> {
     match tls {
-        Some(certificates) => server_tls(port, certificates),
+        Some(certificates) => server_tls(port, certificates, mutual),
         None => vec!["--port".into(), port.to_string().into()],
     }
 }
@@ -96,6 +101,8 @@ pub struct RedisServer {
     persistence: Vec<String>,
     /// TLS only (`rediss://`), with these certificates.
     tls: Option<Certificates>,
+    /// With `tls`: clients must show a certificate.
+    mutual: bool,
 }
 
 impl RedisServer {
@@ -107,7 +114,7 @@ impl RedisServer {
     /// With `persistence` flags (e.g. `--appendonly yes`) instead of keeping nothing; files go
     /// to its own `dir`.
     pub fn start_with(persistence: &[&str]) -> RedisServer {
-        RedisServer::start_on(persistence, None)
+        RedisServer::start_on(persistence, None, false)
     }
 
     /// TLS only, with `certificates`' server certificate (`url` is `rediss://`); keeping
@@ -116,15 +123,25 @@ impl RedisServer {
         RedisServer::start_on(
             &["--save", "", "--appendonly", "no"],
             Some(certificates.clone()),
+            false,
         )
     }
 
-    fn start_on(persistence: &[&str], tls: Option<Certificates>) -> RedisServer {
+    /// `start_tls`, and clients must show a certificate the CA signed (mutual TLS).
+    pub fn start_mutual_tls(certificates: &Certificates) -> RedisServer {
+        RedisServer::start_on(
+            &["--save", "", "--appendonly", "no"],
+            Some(certificates.clone()),
+            true,
+        )
+    }
+
+    fn start_on(persistence: &[&str], tls: Option<Certificates>, mutual: bool) -> RedisServer {
         let persistence: Vec<String> = persistence.iter().map(|s| s.to_string()).collect();
         for _ in 0..START_ATTEMPTS {
             let port = free_port();
             let dir = own_dir("realtime-redis", port);
-            let mut child = spawn(port, &dir, &persistence, tls.as_ref());
+            let mut child = spawn(port, &dir, &persistence, tls.as_ref(), mutual);
             if came_up(&mut child, port) {
                 return RedisServer {
                     port,
@@ -132,6 +149,7 @@ impl RedisServer {
                     dir,
                     persistence,
                     tls,
+                    mutual,
                 };
             }
             let _ = std::fs::remove_dir_all(&dir);
@@ -156,7 +174,13 @@ impl RedisServer {
     /// default nothing: it comes back empty).
     pub fn restart(&mut self) {
         self.stop();
-        self.child = spawn(self.port, &self.dir, &self.persistence, self.tls.as_ref());
+        self.child = spawn(
+            self.port,
+            &self.dir,
+            &self.persistence,
+            self.tls.as_ref(),
+            self.mutual,
+        );
         assert!(
             came_up(&mut self.child, self.port),
             "redis-server exited on restart: port {} was taken",
@@ -188,9 +212,10 @@ fn spawn(
     dir: &std::path::Path,
     persistence: &[String],
     tls: Option<&Certificates>,
+    mutual: bool,
 ) -> Child {
     Command::new("redis-server")
-        .args(listen(port, tls))
+        .args(listen(port, tls, mutual))
         .args(["--bind", "127.0.0.1"])
         .arg("--dir")
         .arg(dir)
@@ -269,7 +294,7 @@ impl RedisCluster {
             None => &[],
         };
         let child = Command::new("redis-server")
-            .args(listen(port, self.tls.as_ref()))
+            .args(listen(port, self.tls.as_ref(), false))
             .args(tls_cluster)
             .args(["--cluster-enabled", "yes"])
             .arg("--cluster-config-file")

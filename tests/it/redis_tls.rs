@@ -144,3 +144,36 @@ fn nodes_on_a_tls_redis_cluster_use_sharded_pub_sub_over_tls() {
     });
     assert_verification_refuses(&cluster.url());
 }
+
+#[test]
+fn a_redis_asking_for_client_certificates_gets_the_configured_one() {
+    let made = Made::new("mutual");
+    let redis = RedisServer::start_mutual_tls(&made.certificates);
+    let stderr = refused_start(&redis.url(), &["--redis-ca-file", made.ca()]);
+    assert!(
+        stderr.contains("--redis"),
+        "without a client certificate: {stderr}"
+    );
+    let path = |p: &PathBuf| p.to_str().expect("a UTF-8 path").to_owned();
+    let (cert, key) = (
+        path(&made.certificates.client_cert),
+        path(&made.certificates.client_key),
+    );
+    let flags = [
+        "--redis-ca-file",
+        made.ca(),
+        "--redis-client-cert",
+        &cert,
+        "--redis-client-key",
+        &key,
+    ];
+    let nodes = nodes_at(&redis.url(), 2, &flags);
+    block_on(async {
+        for node in &nodes {
+            until_readyz(node, 200).await;
+        }
+        let channels = ["mtls:1".to_owned()];
+        let mut sockets = [subscriber(&nodes[1], &channels).await];
+        until_live(&nodes[0], &channels, &mut sockets).await;
+    });
+}
