@@ -24,5 +24,6 @@ mod process;
 mod redis_cluster;
 mod redis_restart;
 mod redis_silence;
+mod redis_tls;
 mod sockets;
 mod webhooks;

@@ -11,9 +11,10 @@ use std::sync::{Arc, RwLock};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 
+use super::tls::client_for;
 use super::{start_error, REDIS_TIMEOUT};
 use crate::backend::BackendError;
-use crate::config::RedisTarget;
+use crate::config::{RedisTarget, RedisTls};
 
 /// A connection to either kind of Redis; clones share it.
 #[derive(Clone)]
@@ -95,11 +96,14 @@ struct Shared {
 }
 
 impl Commands {
-    pub(super) async fn connect(target: &RedisTarget) -> Result<Commands, BackendError> {
+    pub(super) async fn connect(
+        target: &RedisTarget,
+        tls: Option<&RedisTls>,
+    ) -> Result<Commands, BackendError> {
         let mut node = None;
         let connection = match target {
             RedisTarget::Node(url) => {
-                let client = redis::Client::open(url.as_str()).map_err(start_error("redis URL"))?;
+                let client = client_for(url, tls).map_err(start_error("redis URL"))?;
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(REDIS_TIMEOUT))
                     .set_response_timeout(Some(REDIS_TIMEOUT))
@@ -112,7 +116,11 @@ impl Commands {
                 Connection::Node(Box::new(manager))
             }
             RedisTarget::Cluster(seeds) => {
-                let client = redis::cluster::ClusterClientBuilder::new(seeds.clone())
+                let mut builder = redis::cluster::ClusterClientBuilder::new(seeds.clone());
+                if let Some(tls) = tls {
+                    builder = builder.certs(tls.certificates());
+                }
+                let client = builder
                     .connection_timeout(REDIS_TIMEOUT)
                     .response_timeout(REDIS_TIMEOUT)
                     // Each command is bounded by `REDIS_TIMEOUT` as a whole (`run`), as before

@@ -34,6 +34,7 @@ mod sessions;
 mod shards;
 mod stream;
 mod subscriber;
+mod tls;
 #[cfg(test)]
 pub(crate) use stream::failing_loads;
 mod webhooks;
@@ -45,8 +46,8 @@ use protocol::{Annotation, PresenceMessage};
 use tokio::sync::mpsc;
 
 use super::{BackendError, BackendEvents, Bus, Reply, Result, Ticket};
-use crate::config::RedisTarget;
 use crate::config::Retention;
+use crate::config::{RedisTarget, RedisTls};
 use crate::hub::{Annotating, Hub, Publication, Serials};
 use commands::Commands;
 use link::{LinkSource, Probe};
@@ -103,19 +104,20 @@ impl RedisBackend {
     /// which hands what arrives to `events`, the probe, the record writer and the lease.
     pub(crate) async fn connect(
         target: &RedisTarget,
+        tls: Option<&RedisTls>,
         server_id: &str,
         timing: crate::config::Timing,
         events: Arc<dyn BackendEvents>,
     ) -> Result<Arc<RedisBackend>> {
         let node = format!("{server_id}-{:08x}", rand::random::<u32>());
         // Bounded everywhere: a publish fails fast (NACK / 503) rather than wait on a dead Redis.
-        let commands = Commands::connect(target).await?;
+        let commands = Commands::connect(target, tls).await?;
         let mut links = match target {
-            RedisTarget::Node(url) => LinkSource::Node(
-                redis::Client::open(url.as_str()).map_err(start_error("redis URL"))?,
-            ),
+            RedisTarget::Node(url) => {
+                LinkSource::Node(tls::client_for(url, tls).map_err(start_error("redis URL"))?)
+            }
             RedisTarget::Cluster(seeds) => LinkSource::Cluster(
-                shards::Shards::new(seeds).map_err(start_error("redis cluster URL"))?,
+                shards::Shards::new(seeds, tls).map_err(start_error("redis cluster URL"))?,
             ),
         };
         let pubsub = links
