@@ -118,13 +118,17 @@ async fn run(
     script: redis::Script,
 ) {
     let sharded = commands.sharded();
+    let max_in_flight: usize = std::env::var("REALTIME_REDIS_BATCH_IN_FLIGHT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(MAX_IN_FLIGHT);
     let mut in_flight = FuturesUnordered::new();
     loop {
         tokio::select! {
             // First, so a call just made is polled (and sent) before the next is taken.
             biased;
             Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
-            first = submissions.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
+            first = submissions.recv(), if in_flight.len() < max_in_flight => {
                 let Some(first) = first else { break };
                 let batch = take_batch(first, &mut submissions);
                 ::metrics::histogram!("realtime_redis_batch_publications").record(batch.len() as f64);

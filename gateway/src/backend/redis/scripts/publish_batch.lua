@@ -50,7 +50,10 @@ while a <= #ARGV do
     end
   end)
   if not ok then
-    redis.log(redis.LOG_WARNING, 'publish batch: ' .. tostring(err))
+    -- redis.call raises its errors as tables.
+    if type(err) == 'table' then err = err.err end
+    err = tostring(err)
+    redis.log(redis.LOG_WARNING, 'publish batch: ' .. err)
   end
   if seq and seq > from then
     pcall(function()
@@ -80,7 +83,7 @@ while a <= #ARGV do
     if pub.done then
       table.insert(reply, pub.ids)
     else
-      table.insert(reply, 'not stored: ' .. tostring(err))
+      table.insert(reply, 'not stored: ' .. err)
     end
   end
   if carrying == 1 then
