@@ -23,5 +23,6 @@ mod process;
 mod redis_cluster;
 mod redis_restart;
 mod redis_silence;
+mod sentinel;
 mod sockets;
 mod webhooks;

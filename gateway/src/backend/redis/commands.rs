@@ -89,27 +89,31 @@ pub(super) struct Commands {
 struct Shared {
     /// Cloned out for each command, never held across an await.
     connection: RwLock<Connection>,
-    /// One Redis: how to make a new manager when the current one stops answering.
-    node: Option<(redis::Client, ConnectionManagerConfig)>,
+    /// Where a new connection goes when the current one must be replaced.
+    source: Source,
     replacing: AtomicBool,
+}
+
+/// Where the command connection is made: one Redis, or a cluster (which reconnects itself).
+enum Source {
+    /// Boxed: the client and its settings are large.
+    Fixed(Box<(redis::Client, ConnectionManagerConfig)>),
+    Cluster,
 }
 
 impl Commands {
     pub(super) async fn connect(target: &RedisTarget) -> Result<Commands, BackendError> {
-        let mut node = None;
-        let connection = match target {
+        let (connection, source) = match target {
             RedisTarget::Node(url) => {
                 let client = redis::Client::open(url.as_str()).map_err(start_error("redis URL"))?;
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(REDIS_TIMEOUT))
-                    .set_response_timeout(Some(REDIS_TIMEOUT))
-                    // One attempt per reconnect: the next failed command tries again.
-                    .set_number_of_retries(0);
+                let config = manager_config();
                 let manager = new_manager(client.clone(), config.clone())
                     .await
                     .map_err(start_error("cannot reach Redis"))?;
-                node = Some((client, config));
-                Connection::Node(Box::new(manager))
+                (
+                    Connection::Node(Box::new(manager)),
+                    Source::Fixed(Box::new((client, config))),
+                )
             }
             RedisTarget::Cluster(seeds) => {
                 let client = redis::cluster::ClusterClientBuilder::new(seeds.clone())
@@ -128,13 +132,13 @@ impl Commands {
                     .await
                     .unwrap_or_else(|_| Err(timed_out("connect timed out")))
                     .map_err(start_error("cannot reach Redis"))?;
-                Connection::Cluster(cluster)
+                (Connection::Cluster(cluster), Source::Cluster)
             }
         };
         Ok(Commands {
             shared: Arc::new(Shared {
                 connection: RwLock::new(connection),
-                node,
+                source,
                 replacing: AtomicBool::new(false),
             }),
         })
@@ -148,16 +152,19 @@ impl Commands {
             .clone()
     }
 
-    /// The manager replaces a connection that errors, not one that goes silent (a partition, a
-    /// host gone without a reset): after a timed-out command, a new one is made in the
-    /// background and swapped in, so later commands do not wait on the dead socket.
-    fn replace_silent_connection(&self) {
-        let Some((client, config)) = self.shared.node.clone() else {
+    /// Replaces the connection in the background (one replacement at a time). The manager
+    /// itself replaces a connection that errors, but not one that went silent (a partition, a
+    /// host gone without a reset: after a timed-out command) nor one to a server that turned
+    /// replica (`READONLY`): later commands must not wait on the dead socket or keep failing.
+    fn reconnect(&self, reason: &'static str) {
+        let Source::Fixed(fixed) = &self.shared.source else {
             return;
         };
         if self.shared.replacing.swap(true, Ordering::AcqRel) {
             return;
         }
+        tracing::debug!(reason, "replacing the Redis command connection");
+        let (client, config) = (**fixed).clone();
         let shared = self.shared.clone();
         tokio::spawn(async move {
             if let Ok(manager) = new_manager(client, config).await {
@@ -174,7 +181,7 @@ impl Commands {
     /// Whether Redis is a cluster: channel topics are sharded (`SPUBLISH`), pipelines keep to
     /// one slot.
     pub(super) fn sharded(&self) -> bool {
-        self.shared.node.is_none()
+        matches!(self.shared.source, Source::Cluster)
     }
 
     /// One command, as `run` runs it (bounded, timed, the connection replaced on a broken link).
@@ -223,16 +230,34 @@ impl Commands {
         let result = match tokio::time::timeout(REDIS_TIMEOUT, command(self.connection())).await {
             Ok(result) => result,
             Err(_) => {
-                self.replace_silent_connection();
+                self.reconnect("command timed out");
                 Err(timed_out("command timed out"))
             }
         };
+        if let Err(error) = &result {
+            if is_read_only(error) {
+                self.reconnect("the server is a replica (READONLY)");
+            }
+        }
         ::metrics::histogram!("realtime_redis_command_seconds").record(started.elapsed());
         if result.is_err() {
             ::metrics::counter!("realtime_redis_command_errors_total").increment(1);
         }
         result
     }
+}
+
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(REDIS_TIMEOUT))
+        .set_response_timeout(Some(REDIS_TIMEOUT))
+        // One attempt per reconnect: the next failed command tries again.
+        .set_number_of_retries(0)
+}
+
+/// A write refused because the server is (now) a replica.
+fn is_read_only(error: &redis::RedisError) -> bool {
+    error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
 }
 
 async fn new_manager(

@@ -25,7 +25,13 @@ pub(super) struct Probe {
 pub(super) const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 pub(super) const PROBE_STALE_MS: u64 = 3_000;
 
+/// The probe: `SET` the topic's key, then `PUBLISH` on it. A plain `PUBLISH` would not do: a
+/// replica accepts it, so a node left on a demoted master would hear its probe and say ready
+/// while every publish fails with `READONLY`.
+const PROBE_SCRIPT: &str = include_str!("scripts/probe.lua");
+
 pub(super) async fn send_probes(commands: Commands, topic: String, events: Arc<dyn BackendEvents>) {
+    let script = redis::Script::new(PROBE_SCRIPT);
     let mut tick = tokio::time::interval(PROBE_INTERVAL);
     loop {
         tick.tick().await;
@@ -33,7 +39,11 @@ pub(super) async fn send_probes(commands: Commands, topic: String, events: Arc<d
             return;
         }
         let sent: redis::RedisResult<i64> = commands
-            .query(redis::cmd("PUBLISH").arg(&topic).arg("1").to_owned())
+            .invoke(
+                script.clone(),
+                vec![topic.clone()],
+                vec![protocol::now_ms().to_string()],
+            )
             .await;
         if let Err(error) = sent {
             tracing::debug!(%error, "bus probe not sent");
