@@ -42,7 +42,7 @@ use annotate::Annotator;
 use apps::{AppSpec, Apps};
 pub use auth::{Auth, Principal};
 pub use backend::BackendError;
-pub use config::{ApiKey, Config, HubConfig, RedisTarget};
+pub use config::{ApiKey, Config, HubConfig, RedisTarget, SentinelTarget};
 pub use error::Error;
 use events::{EventResult, Events};
 pub use hub::{Hub, Occupancy};

@@ -366,6 +366,44 @@ fn a_redis_url_selects_one_server_or_a_cluster() {
 }
 
 #[test]
+fn a_sentinel_url_names_the_sentinels_and_the_master() {
+    let redis =
+        |url: &str| resolve(flags(&["--redis", url])).map(|settings| settings.gateway.redis);
+    assert_eq!(
+        redis("redis+sentinel://:pw@10.0.0.1:26379,10.0.0.2:26380/m?db=2&sentinel_password=sp")
+            .unwrap(),
+        Some(gateway::RedisTarget::Sentinel(gateway::SentinelTarget {
+            sentinels: vec![
+                "redis://:sp@10.0.0.1:26379".into(),
+                "redis://:sp@10.0.0.2:26380".into()
+            ],
+            master: "m".into(),
+            credentials: ":pw@".into(),
+            db: 2,
+            tls: false,
+        }))
+    );
+    let Some(gateway::RedisTarget::Sentinel(tls)) =
+        redis("rediss+sentinel://h:26379/mymaster").unwrap()
+    else {
+        panic!("a sentinel target");
+    };
+    assert_eq!(tls.sentinels, vec!["rediss://h:26379".to_owned()]);
+    assert!(tls.tls);
+    for bad in [
+        "redis+sentinel://h:26379",
+        "redis+sentinel://h:26379/",
+        "redis+sentinel://h/m",
+        "redis+sentinel://0.0.0.0:26379/m",
+        "redis+sentinel://h:1/m?db=x",
+        "redis+sentinel://h:1/m?what=1",
+    ] {
+        let error = redis(bad).err().unwrap();
+        assert!(error.contains("--redis"), "{bad}: {error}");
+    }
+}
+
+#[test]
 fn webhooks_come_from_the_file() {
     let settings = with_file(
         r#"

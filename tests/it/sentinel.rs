@@ -4,8 +4,13 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
+use test_support::RedisSentinelSet;
+
 use crate::support::{
-    block_on, eventually, nodes, publish, rest, until_readyz, RedisServer, Request, Server,
+    attached, block_on, eventually, nodes, nodes_at, numbered, publish, rest, until_live,
+    until_readyz, RedisServer, Request, Server, KEY,
 };
 
 const BODY: &str = r#"{"name":"n","data":"x"}"#;
@@ -42,5 +47,129 @@ fn a_node_on_a_demoted_master_turns_unready_and_refuses_publishes() {
         .await;
         let (status, _) = rest(node.addr, Request::get("/readyz")).await;
         assert_eq!(status, 200);
+    });
+}
+
+/// The serials in `channel`'s history on `node` (up to 1000, oldest first).
+async fn history(node: &Server, channel: &str) -> Vec<String> {
+    let path = format!("/channels/{channel}/messages?direction=forwards&limit=1000");
+    let (status, body) = rest(node.addr, Request::get(path).basic(KEY)).await;
+    assert_eq!(status, 200, "{body}");
+    let messages: serde_json::Value = serde_json::from_str(&body).unwrap();
+    messages
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["serial"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Publishes message "n" with data `n`; the serial if it was acknowledged (201), else the
+/// status, which must be 503.
+async fn try_publish(node: &Server, channel: &str, n: usize) -> Option<String> {
+    let body = format!(r#"{{"name":"n","data":"{n}"}}"#);
+    let (status, answer) = rest(node.addr, publish(channel, &body)).await;
+    if status != 201 {
+        assert_eq!(status, 503, "refused only while the bus is away: {answer}");
+        return None;
+    }
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    Some(answer["serials"][0].as_str().unwrap().to_owned())
+}
+
+/// REST publishes one after another, alternating between the nodes, keeping the serials
+/// acknowledged.
+#[derive(Default)]
+struct Steady {
+    n: usize,
+    acked: Vec<String>,
+}
+
+impl Steady {
+    async fn step(&mut self, nodes: &[Server], channel: &str) {
+        self.n += 1;
+        let node = &nodes[self.n % nodes.len()];
+        if let Some(serial) = try_publish(node, channel, self.n).await {
+            self.acked.push(serial);
+        }
+    }
+}
+
+#[test]
+fn nodes_find_the_master_through_sentinel_and_share_one_bus() {
+    let set = RedisSentinelSet::start();
+    let nodes = nodes_at(&set.url(), 2, &[]);
+    block_on(async {
+        for node in &nodes {
+            until_readyz(node, 200).await;
+        }
+        let channel = "sentinel:start";
+        let mut subscriber = [attached(&nodes[1], "b", "", channel).await];
+        until_live(&nodes[0], &[channel], &mut subscriber).await;
+        let serial = try_publish(&nodes[0], channel, 1)
+            .await
+            .expect("acknowledged");
+        assert_eq!(numbered(&mut subscriber[0], 1).await, ["1"]);
+        assert!(history(&nodes[1], channel).await.contains(&serial));
+        // Both nodes' connections are on the master, none on the replica.
+        let clients = set.master.cli(&["CLIENT", "LIST"]);
+        assert!(
+            clients.lines().filter(|l| l.contains("cmd=")).count() >= 4,
+            "{clients}"
+        );
+    });
+}
+
+#[test]
+fn a_manual_failover_moves_every_node_to_the_new_master() {
+    let set = RedisSentinelSet::start();
+    let nodes = nodes_at(&set.url(), 2, &[]);
+    let old_master = set.master.port;
+    block_on(async {
+        let (during, after) = ("sentinel:manual", "sentinel:after");
+        let mut subscriber = [attached(&nodes[1], "b", "", after).await];
+        until_live(&nodes[0], &[after], &mut subscriber).await;
+        let mut publisher = Steady::default();
+        let answer = set.sentinel_cli(0, &["SENTINEL", "FAILOVER", "m"]);
+        assert_eq!(answer.trim(), "OK", "{answer}");
+        // Publishing on through the switch: the old master turns replica with its sockets
+        // open, and what it still acknowledged before is Redis's asynchronous-replication
+        // window (README), not counted here.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while set.master_port() == Some(old_master)
+            || !set.master.cli(&["ROLE"]).starts_with("slave")
+        {
+            assert!(Instant::now() < deadline, "the failover never happened");
+            publisher.step(&nodes, during).await;
+        }
+        assert_eq!(set.master_port(), Some(set.replica.port));
+        for node in &nodes {
+            until_readyz(node, 200).await;
+        }
+        // From now on every publish is acknowledged by the new master, stored and delivered
+        // through the moved pub/sub links; none is refused as READONLY.
+        let mut acked = Vec::new();
+        for n in 0..10 {
+            let serial = eventually("a publish is acknowledged", Duration::from_secs(10), || {
+                try_publish(&nodes[n % 2], after, n)
+            })
+            .await;
+            acked.push(serial);
+        }
+        let data: Vec<String> = (0..10).map(|n| n.to_string()).collect();
+        assert_eq!(numbered(&mut subscriber[0], 10).await, data);
+        for node in &nodes {
+            assert_eq!(history(node, after).await, acked);
+        }
+        // No node keeps a connection on the old master (sentinels name theirs).
+        let on_old = set.master.cli(&["CLIENT", "LIST"]);
+        let ours: Vec<&str> = on_old
+            .lines()
+            .filter(|l| {
+                !l.contains("name=sentinel")
+                    && (l.contains("cmd=subscribe") || l.contains("cmd=evalsha"))
+            })
+            .collect();
+        assert!(ours.is_empty(), "left on the old master: {ours:?}");
     });
 }

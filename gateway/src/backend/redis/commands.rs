@@ -6,11 +6,13 @@
 //! channel's topic is published with `SPUBLISH`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
+use tokio::sync::watch;
 
+use super::sentinel::{same_server, Master};
 use super::{start_error, REDIS_TIMEOUT};
 use crate::backend::BackendError;
 use crate::config::RedisTarget;
@@ -94,11 +96,24 @@ struct Shared {
     replacing: AtomicBool,
 }
 
-/// Where the command connection is made: one Redis, or a cluster (which reconnects itself).
+/// Where the command connection is made: one Redis, the master Sentinel names (followed
+/// across failovers), or a cluster (which reconnects itself).
 enum Source {
     /// Boxed: the client and its settings are large.
     Fixed(Box<(redis::Client, ConnectionManagerConfig)>),
+    Sentinel(Master, ConnectionManagerConfig),
     Cluster,
+}
+
+impl Source {
+    /// Where a new connection goes now.
+    fn target(&self) -> Option<(redis::Client, ConnectionManagerConfig)> {
+        match self {
+            Source::Fixed(fixed) => Some((**fixed).clone()),
+            Source::Sentinel(master, config) => Some((master.client(), config.clone())),
+            Source::Cluster => None,
+        }
+    }
 }
 
 impl Commands {
@@ -113,6 +128,19 @@ impl Commands {
                 (
                     Connection::Node(Box::new(manager)),
                     Source::Fixed(Box::new((client, config))),
+                )
+            }
+            RedisTarget::Sentinel(sentinel) => {
+                let master = Master::follow(sentinel)
+                    .await
+                    .map_err(start_error("cannot find the Redis master through Sentinel"))?;
+                let config = manager_config();
+                let manager = new_manager(master.client(), config.clone())
+                    .await
+                    .map_err(start_error("cannot reach the Redis master"))?;
+                (
+                    Connection::Node(Box::new(manager)),
+                    Source::Sentinel(master, config),
                 )
             }
             RedisTarget::Cluster(seeds) => {
@@ -135,13 +163,28 @@ impl Commands {
                 (Connection::Cluster(cluster), Source::Cluster)
             }
         };
-        Ok(Commands {
+        let commands = Commands {
             shared: Arc::new(Shared {
                 connection: RwLock::new(connection),
                 source,
                 replacing: AtomicBool::new(false),
             }),
-        })
+        };
+        if let Source::Sentinel(master, _) = &commands.shared.source {
+            tokio::spawn(follow_master(
+                Arc::downgrade(&commands.shared),
+                master.changes(),
+            ));
+        }
+        Ok(commands)
+    }
+
+    /// The master Sentinel names, when Redis is reached through Sentinel.
+    pub(super) fn master(&self) -> Option<Master> {
+        match &self.shared.source {
+            Source::Sentinel(master, _) => Some(master.clone()),
+            _ => None,
+        }
     }
 
     fn connection(&self) -> Connection {
@@ -157,25 +200,7 @@ impl Commands {
     /// host gone without a reset: after a timed-out command) nor one to a server that turned
     /// replica (`READONLY`): later commands must not wait on the dead socket or keep failing.
     fn reconnect(&self, reason: &'static str) {
-        let Source::Fixed(fixed) = &self.shared.source else {
-            return;
-        };
-        if self.shared.replacing.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        tracing::debug!(reason, "replacing the Redis command connection");
-        let (client, config) = (**fixed).clone();
-        let shared = self.shared.clone();
-        tokio::spawn(async move {
-            if let Ok(manager) = new_manager(client, config).await {
-                *shared
-                    .connection
-                    .write()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner()) =
-                    Connection::Node(Box::new(manager));
-            }
-            shared.replacing.store(false, Ordering::Release);
-        });
+        reconnect(&self.shared, reason);
     }
 
     /// Whether Redis is a cluster: channel topics are sharded (`SPUBLISH`), pipelines keep to
@@ -237,6 +262,9 @@ impl Commands {
         if let Err(error) = &result {
             if is_read_only(error) {
                 self.reconnect("the server is a replica (READONLY)");
+            } else if error.is_io_error() && matches!(self.shared.source, Source::Sentinel(..)) {
+                // A killed master: the manager would reconnect to its address forever.
+                self.reconnect("the master is unreachable");
             }
         }
         ::metrics::histogram!("realtime_redis_command_seconds").record(started.elapsed());
@@ -244,6 +272,56 @@ impl Commands {
             ::metrics::counter!("realtime_redis_command_errors_total").increment(1);
         }
         result
+    }
+}
+
+/// Replaces the connection in the background, one replacement at a time, on wherever the
+/// source points now; again if that moved meanwhile (a failover resolved while connecting).
+fn reconnect(shared: &Arc<Shared>, reason: &'static str) {
+    if let Source::Sentinel(master, _) = &shared.source {
+        master.ask();
+    }
+    if shared.source.target().is_none() || shared.replacing.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    tracing::debug!(reason, "replacing the Redis command connection");
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let moved = |built: &redis::Client| matches!(shared.source.target(), Some((now, _)) if !same_server(&now, built));
+        let Some((mut client, mut config)) = shared.source.target() else {
+            return;
+        };
+        loop {
+            if let Ok(manager) = new_manager(client.clone(), config).await {
+                *shared
+                    .connection
+                    .write()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+                    Connection::Node(Box::new(manager));
+            }
+            match shared.source.target() {
+                Some((now, now_config)) if !same_server(&now, &client) => {
+                    (client, config) = (now, now_config);
+                }
+                _ => break,
+            }
+        }
+        shared.replacing.store(false, Ordering::Release);
+        // A change seen by nobody while this one finished.
+        if moved(&client) {
+            reconnect(&shared, "the master changed");
+        }
+    });
+}
+
+/// Rebuilds the connection on each new master Sentinel names: a demoted master keeps its
+/// sockets open, and nothing else would make this node leave it.
+async fn follow_master(shared: Weak<Shared>, mut changes: watch::Receiver<redis::Client>) {
+    while changes.changed().await.is_ok() {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        reconnect(&shared, "the master changed");
     }
 }
 

@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 
+use tokio::sync::watch;
+
 use super::commands::Commands;
+use super::sentinel::Master;
 use super::shards;
 use super::subscriber::topic;
 use super::REDIS_TIMEOUT;
@@ -51,9 +54,15 @@ pub(super) async fn send_probes(commands: Commands, topic: String, events: Arc<d
     }
 }
 
-/// Where pub/sub links come from: one Redis, or the masters of a cluster.
+/// Where pub/sub links come from: one Redis, the master Sentinel names, or the masters of a
+/// cluster.
 pub(super) enum LinkSource {
     Node(redis::Client),
+    Sentinel {
+        master: Master,
+        /// Seen up to the master the link was opened on.
+        changes: watch::Receiver<redis::Client>,
+    },
     Cluster(shards::Shards),
 }
 
@@ -70,10 +79,35 @@ impl LinkSource {
                 let (sink, stream) = pubsub.split();
                 Ok(Link::Node { sink, stream })
             }
+            LinkSource::Sentinel { master, changes } => {
+                let client = changes.borrow_and_update().clone();
+                let opened = tokio::time::timeout(REDIS_TIMEOUT, client.get_async_pubsub())
+                    .await
+                    .map_err(|_| timed_out())
+                    .and_then(|opened| opened);
+                let pubsub = opened.inspect_err(|_| master.ask())?;
+                let (sink, stream) = pubsub.split();
+                Ok(Link::Node { sink, stream })
+            }
             LinkSource::Cluster(shards) => tokio::time::timeout(3 * REDIS_TIMEOUT, shards.open())
                 .await
                 .map_err(|_| timed_out())?
                 .map(Link::Sharded),
+        }
+    }
+}
+
+impl LinkSource {
+    /// Resolves when the link's server stops being the one to use (Sentinel named another
+    /// master: a demoted one keeps the link's socket open); never for one Redis or a cluster.
+    pub(super) async fn moved(&mut self) {
+        match self {
+            LinkSource::Sentinel { changes, .. } => {
+                if changes.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            LinkSource::Node(_) | LinkSource::Cluster(_) => std::future::pending().await,
         }
     }
 }

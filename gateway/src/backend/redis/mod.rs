@@ -16,7 +16,8 @@
 //!
 //! Files: `stream.rs` (a channel's stream: publish, load, catch-up), `subscriber.rs` (interest
 //! and the pub/sub task), `link.rs` (the link and its probe), `commands.rs` (the command
-//! connection), `shards.rs` (sharded pub/sub on a cluster), `ephemeral.rs` (publications
+//! connection), `shards.rs` (sharded pub/sub on a cluster), `sentinel.rs` (following a master through
+//! Sentinel), `ephemeral.rs` (publications
 //! announced but not stored), `presence.rs`, `nodes.rs` (leases, reaping, dashboard numbers),
 //! `sessions.rs` (resume records), `events.rs`, `webhooks.rs`, `auth.rs`; the Lua scripts in
 //! `scripts/`.
@@ -29,6 +30,7 @@ mod events;
 mod link;
 mod nodes;
 mod presence;
+mod sentinel;
 mod sessions;
 mod shards;
 mod stream;
@@ -115,6 +117,13 @@ impl RedisBackend {
             RedisTarget::Cluster(seeds) => LinkSource::Cluster(
                 shards::Shards::new(seeds).map_err(start_error("redis cluster URL"))?,
             ),
+            RedisTarget::Sentinel(_) => match commands.master() {
+                Some(master) => LinkSource::Sentinel {
+                    changes: master.changes(),
+                    master,
+                },
+                None => unreachable!("a Sentinel target's commands follow a master"),
+            },
         };
         let pubsub = links
             .open()
