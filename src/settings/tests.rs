@@ -404,6 +404,38 @@ fn a_sentinel_url_names_the_sentinels_and_the_master() {
 }
 
 #[test]
+fn min_replicas_need_one_redis_or_sentinel() {
+    let settings = resolve(flags(&[
+        "--redis",
+        "redis://127.0.0.1:6380",
+        "--redis-min-replicas",
+        "1",
+        "--redis-min-replicas-timeout",
+        "300",
+    ]))
+    .unwrap();
+    assert_eq!(
+        settings.gateway.redis_min_replicas,
+        gateway::MinReplicas {
+            count: 1,
+            timeout: std::time::Duration::from_millis(300)
+        }
+    );
+    for without in [
+        vec!["--redis-min-replicas", "1"],
+        vec![
+            "--redis",
+            "redis+cluster://h:1",
+            "--redis-min-replicas",
+            "1",
+        ],
+    ] {
+        let error = resolve(flags(&without)).err().unwrap();
+        assert!(error.contains("--redis-min-replicas"), "{error}");
+    }
+}
+
+#[test]
 fn webhooks_come_from_the_file() {
     let settings = with_file(
         r#"

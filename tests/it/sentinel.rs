@@ -50,7 +50,8 @@ fn a_node_on_a_demoted_master_turns_unready_and_refuses_publishes() {
     });
 }
 
-/// The serials in `channel`'s history on `node` (up to 1000, oldest first).
+/// The serials of the messages named "n" in `channel`'s history on `node` (of the last
+/// 1000, oldest first).
 async fn history(node: &Server, channel: &str) -> Vec<String> {
     let path = format!("/channels/{channel}/messages?direction=forwards&limit=1000");
     let (status, body) = rest(node.addr, Request::get(path).basic(KEY)).await;
@@ -60,6 +61,7 @@ async fn history(node: &Server, channel: &str) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
+        .filter(|m| m["name"] == "n")
         .map(|m| m["serial"].as_str().unwrap_or_default().to_owned())
         .collect()
 }
@@ -171,5 +173,55 @@ fn a_manual_failover_moves_every_node_to_the_new_master() {
             })
             .collect();
         assert!(ours.is_empty(), "left on the old master: {ours:?}");
+    });
+}
+
+#[test]
+fn min_replicas_refuse_publishes_while_no_replica_confirms() {
+    let master = RedisServer::start();
+    let port = master.port.to_string();
+    let mut replica = RedisServer::start_with(&[
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--replicaof",
+        "127.0.0.1",
+        &port,
+    ]);
+    let nodes = nodes(
+        &master,
+        1,
+        &[
+            "--redis-min-replicas",
+            "1",
+            "--redis-min-replicas-timeout",
+            "300",
+        ],
+    );
+    let node = &nodes[0];
+    block_on(async {
+        eventually("the replica confirms", Duration::from_secs(10), || async {
+            publish_status(node, "replicas:a").await == 201
+        })
+        .await;
+        replica.stop();
+        for _ in 0..3 {
+            let started = Instant::now();
+            let (status, body) = rest(node.addr, publish("replicas:a", BODY)).await;
+            assert_eq!(status, 503, "no replica to confirm it: {body}");
+            assert!(
+                started.elapsed() < Duration::from_millis(1300),
+                "refused within the WAIT timeout + 1 s: {:?}",
+                started.elapsed()
+            );
+        }
+        replica.restart();
+        eventually(
+            "publishes are confirmed again",
+            Duration::from_secs(20),
+            || async { publish_status(node, "replicas:a").await == 201 },
+        )
+        .await;
     });
 }

@@ -25,6 +25,8 @@ pub struct Config {
     pub server_id: Option<String>,
     /// The Redis (or Redis Cluster) every process shares the bus through; none: embedded.
     pub redis: Option<RedisTarget>,
+    /// How many replicas must confirm a stored publish before it is acknowledged.
+    pub redis_min_replicas: MinReplicas,
     /// Accept Supabase access tokens when set.
     pub supabase: Option<SupabaseConfig>,
     /// Keys (by name) whose `revokeTokens` also reaches Supabase users' tokens; any other key
@@ -60,6 +62,25 @@ pub enum RedisTarget {
     Cluster(Vec<String>),
     /// A master found through Redis Sentinel, followed across failovers.
     Sentinel(SentinelTarget),
+}
+
+/// `--redis-min-replicas`: every stored publish waits (`WAIT count timeout`) until `count`
+/// replicas have it, or is refused; so an acknowledged publish survives its master's death.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinReplicas {
+    /// 0: acknowledged once the master has it (Redis replicates asynchronously).
+    pub count: u32,
+    /// How long `WAIT` waits; below the 2 s every Redis command is bounded by.
+    pub timeout: std::time::Duration,
+}
+
+impl Default for MinReplicas {
+    fn default() -> MinReplicas {
+        MinReplicas {
+            count: 0,
+            timeout: std::time::Duration::from_millis(500),
+        }
+    }
 }
 
 /// `redis+sentinel://[user:password@]host:port[,host:port…]/master-name[?db=N&sentinel_user=…&sentinel_password=…]`

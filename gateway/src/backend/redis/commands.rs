@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use super::sentinel::{same_server, Master};
 use super::{start_error, REDIS_TIMEOUT};
 use crate::backend::BackendError;
-use crate::config::RedisTarget;
+use crate::config::{MinReplicas, RedisTarget};
 
 /// A connection to either kind of Redis; clones share it.
 #[derive(Clone)]
@@ -91,6 +91,11 @@ pub(super) struct Commands {
 struct Shared {
     /// Cloned out for each command, never held across an await.
     connection: RwLock<Connection>,
+    /// With `--redis-min-replicas`: stored writes' own connection, since `WAIT` blocks the
+    /// connection it is sent on (probes, loads and presence must not queue behind it).
+    /// Replaced with `connection`.
+    stored: Option<RwLock<Connection>>,
+    min_replicas: MinReplicas,
     /// Where a new connection goes when the current one must be replaced.
     source: Source,
     replacing: AtomicBool,
@@ -117,7 +122,10 @@ impl Source {
 }
 
 impl Commands {
-    pub(super) async fn connect(target: &RedisTarget) -> Result<Commands, BackendError> {
+    pub(super) async fn connect(
+        target: &RedisTarget,
+        min_replicas: MinReplicas,
+    ) -> Result<Commands, BackendError> {
         let (connection, source) = match target {
             RedisTarget::Node(url) => {
                 let client = redis::Client::open(url.as_str()).map_err(start_error("redis URL"))?;
@@ -163,9 +171,26 @@ impl Commands {
                 (Connection::Cluster(cluster), Source::Cluster)
             }
         };
+        let mut stored = None;
+        if min_replicas.count > 0 {
+            let Some((client, config)) = source.target() else {
+                return Err(start_error("--redis-min-replicas")(
+                    redis::RedisError::from((
+                        redis::ErrorKind::InvalidClientConfig,
+                        "not available on a Redis Cluster",
+                    )),
+                ));
+            };
+            let manager = new_manager(client, config)
+                .await
+                .map_err(start_error("cannot reach Redis"))?;
+            stored = Some(RwLock::new(Connection::Node(Box::new(manager))));
+        }
         let commands = Commands {
             shared: Arc::new(Shared {
                 connection: RwLock::new(connection),
+                stored,
+                min_replicas,
                 source,
                 replacing: AtomicBool::new(false),
             }),
@@ -188,11 +213,7 @@ impl Commands {
     }
 
     fn connection(&self) -> Connection {
-        self.shared
-            .connection
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        read(&self.shared.connection)
     }
 
     /// Replaces the connection in the background (one replacement at a time). The manager
@@ -242,6 +263,59 @@ impl Commands {
         .await
     }
 
+    /// A stored write's script call: with `--redis-min-replicas N`, on the stored writes'
+    /// connection and pipelined with `WAIT N timeout` (which covers the writes sent before it
+    /// on that connection), failing when fewer than N replicas confirmed it; else `invoke`.
+    pub(super) async fn invoke_stored<T: redis::FromRedisValue + Send + 'static>(
+        &self,
+        script: redis::Script,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> redis::RedisResult<T> {
+        let Some(stored) = &self.shared.stored else {
+            return self.invoke(script, keys, args).await;
+        };
+        let MinReplicas { count, timeout } = self.shared.min_replicas;
+        let started = std::time::Instant::now();
+        let result = self
+            .run_on(read(stored), move |mut connection| {
+                Box::pin(async move {
+                    let mut pipe = redis::pipe();
+                    pipe.cmd("EVALSHA")
+                        .arg(script.get_hash())
+                        .arg(keys.len())
+                        .arg(keys)
+                        .arg(args)
+                        .cmd("WAIT")
+                        .arg(count)
+                        .arg(timeout.as_millis() as u64);
+                    let replies: (redis::Value, u32) = match connection.query_pipeline(&pipe).await
+                    {
+                        Err(error)
+                            if error.kind()
+                                == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                        {
+                            script.prepare_invoke().load_async(&mut connection).await?;
+                            connection.query_pipeline(&pipe).await?
+                        }
+                        replies => replies?,
+                    };
+                    let (reply, confirmed) = replies;
+                    if confirmed < count {
+                        return Err(redis::RedisError::from((
+                            redis::ErrorKind::Client,
+                            "not confirmed by enough replicas",
+                            format!("{confirmed} of {count} within {timeout:?}"),
+                        )));
+                    }
+                    Ok(T::from_redis_value(reply)?)
+                })
+            })
+            .await;
+        ::metrics::histogram!("realtime_redis_wait_seconds").record(started.elapsed());
+        result
+    }
+
     /// Runs a command, bounded by `REDIS_TIMEOUT`, timed and counted.
     pub(super) async fn run<T: redis::FromRedisValue>(
         &self,
@@ -251,8 +325,21 @@ impl Commands {
             Box<dyn std::future::Future<Output = redis::RedisResult<T>> + Send>,
         >,
     ) -> redis::RedisResult<T> {
+        self.run_on(self.connection(), command).await
+    }
+
+    /// `run` on a given connection.
+    async fn run_on<T: redis::FromRedisValue>(
+        &self,
+        connection: Connection,
+        command: impl FnOnce(
+            Connection,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = redis::RedisResult<T>> + Send>,
+        >,
+    ) -> redis::RedisResult<T> {
         let started = std::time::Instant::now();
-        let result = match tokio::time::timeout(REDIS_TIMEOUT, command(self.connection())).await {
+        let result = match tokio::time::timeout(REDIS_TIMEOUT, command(connection)).await {
             Ok(result) => result,
             Err(_) => {
                 self.reconnect("command timed out");
@@ -292,12 +379,20 @@ fn reconnect(shared: &Arc<Shared>, reason: &'static str) {
             return;
         };
         loop {
-            if let Ok(manager) = new_manager(client.clone(), config).await {
+            if let Ok(manager) = new_manager(client.clone(), config.clone()).await {
                 *shared
                     .connection
                     .write()
                     .unwrap_or_else(|poisoned| poisoned.into_inner()) =
                     Connection::Node(Box::new(manager));
+            }
+            if let Some(stored) = &shared.stored {
+                if let Ok(manager) = new_manager(client.clone(), config).await {
+                    *stored
+                        .write()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+                        Connection::Node(Box::new(manager));
+                }
             }
             match shared.source.target() {
                 Some((now, now_config)) if !same_server(&now, &client) => {
@@ -323,6 +418,13 @@ async fn follow_master(shared: Weak<Shared>, mut changes: watch::Receiver<redis:
         };
         reconnect(&shared, "the master changed");
     }
+}
+
+/// A clone of the connection in `slot` (the lock is never held across an await).
+fn read(slot: &RwLock<Connection>) -> Connection {
+    slot.read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone()
 }
 
 fn manager_config() -> ConnectionManagerConfig {

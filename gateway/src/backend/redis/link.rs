@@ -1,7 +1,7 @@
 //! The node's pub/sub link to Redis and its self-probe: where links come from (one Redis, or
 //! the masters of a cluster), what a link is, and how the probe echoes tell readiness.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use futures_util::StreamExt;
@@ -21,6 +21,26 @@ use crate::backend::BackendEvents;
 pub(super) struct Probe {
     pub(super) topic: String,
     pub(super) seen_at_ms: Arc<AtomicU64>,
+    /// The last probe was refused or not answered: no master takes writes right now (killed,
+    /// failing over, demoted), so the node is not ready even before its echo goes stale.
+    pub(super) failing: Arc<AtomicBool>,
+}
+
+impl Probe {
+    pub(super) fn new() -> Probe {
+        Probe {
+            topic: format!("rt:probe:{}", rand::random::<u64>()),
+            seen_at_ms: Arc::new(AtomicU64::new(protocol::now_ms())),
+            failing: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// A write reached a master and its echo came back on the link recently.
+    pub(super) fn healthy(&self) -> bool {
+        let seen = self.seen_at_ms.load(Ordering::Acquire);
+        !self.failing.load(Ordering::Acquire)
+            && protocol::now_ms().saturating_sub(seen) < PROBE_STALE_MS
+    }
 }
 
 /// How often the bus probes itself, and how stale the last echo may be for the node to count
@@ -33,7 +53,7 @@ pub(super) const PROBE_STALE_MS: u64 = 3_000;
 /// while every publish fails with `READONLY`.
 const PROBE_SCRIPT: &str = include_str!("scripts/probe.lua");
 
-pub(super) async fn send_probes(commands: Commands, topic: String, events: Arc<dyn BackendEvents>) {
+pub(super) async fn send_probes(commands: Commands, probe: Probe, events: Arc<dyn BackendEvents>) {
     let script = redis::Script::new(PROBE_SCRIPT);
     let mut tick = tokio::time::interval(PROBE_INTERVAL);
     loop {
@@ -44,10 +64,11 @@ pub(super) async fn send_probes(commands: Commands, topic: String, events: Arc<d
         let sent: redis::RedisResult<i64> = commands
             .invoke(
                 script.clone(),
-                vec![topic.clone()],
+                vec![probe.topic.clone()],
                 vec![protocol::now_ms().to_string()],
             )
             .await;
+        probe.failing.store(sent.is_err(), Ordering::Release);
         if let Err(error) = sent {
             tracing::debug!(%error, "bus probe not sent");
         }

@@ -39,15 +39,15 @@ mod subscriber;
 pub(crate) use stream::failing_loads;
 mod webhooks;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use protocol::{Annotation, PresenceMessage};
 use tokio::sync::mpsc;
 
 use super::{BackendError, BackendEvents, Bus, Reply, Result};
-use crate::config::RedisTarget;
 use crate::config::Retention;
+use crate::config::{MinReplicas, RedisTarget};
 use crate::hub::{Annotating, Hub, Publication, Serials};
 use commands::Commands;
 use link::{LinkSource, Probe};
@@ -103,13 +103,14 @@ impl RedisBackend {
     /// which hands what arrives to `events`, the probe, the record writer and the lease.
     pub(crate) async fn connect(
         target: &RedisTarget,
+        min_replicas: MinReplicas,
         server_id: &str,
         timing: crate::config::Timing,
         events: Arc<dyn BackendEvents>,
     ) -> Result<Arc<RedisBackend>> {
         let node = format!("{server_id}-{:08x}", rand::random::<u32>());
         // Bounded everywhere: a publish fails fast (NACK / 503) rather than wait on a dead Redis.
-        let commands = Commands::connect(target).await?;
+        let commands = Commands::connect(target, min_replicas).await?;
         let mut links = match target {
             RedisTarget::Node(url) => LinkSource::Node(
                 redis::Client::open(url.as_str()).map_err(start_error("redis URL"))?,
@@ -130,13 +131,10 @@ impl RedisBackend {
             .await
             .map_err(start_error("cannot open the Redis pub/sub link"))?;
         let (interests, requests) = Interests::new();
-        let probe = Probe {
-            topic: format!("rt:probe:{}", rand::random::<u64>()),
-            seen_at_ms: Arc::new(AtomicU64::new(protocol::now_ms())),
-        };
+        let probe = Probe::new();
         tokio::spawn(link::send_probes(
             commands.clone(),
-            probe.topic.clone(),
+            probe.clone(),
             events.clone(),
         ));
         let store = StreamLoader {
@@ -269,11 +267,10 @@ impl Bus for RedisBackend {
         self.interests.leave(channel)
     }
 
-    /// Whether this node heard its own probe through Redis recently: Redis reachable and the
-    /// pub/sub link alive.
+    /// Whether this node's last probe was a write a master took, and it heard the probe
+    /// through Redis recently: Redis reachable, a master there, and the pub/sub link alive.
     fn healthy(&self) -> bool {
-        let seen = self.probe.seen_at_ms.load(Ordering::Acquire);
-        protocol::now_ms().saturating_sub(seen) < link::PROBE_STALE_MS
+        self.probe.healthy()
     }
 }
 

@@ -122,7 +122,7 @@ impl RedisBackend {
         push_claims_and_bodies(&mut args, messages, client_ids)?;
         let ids: Vec<String> = self
             .commands
-            .invoke(self.script.clone(), keys.into(), args)
+            .invoke_stored(self.script.clone(), keys.into(), args)
             .await
             .map_err(|error| {
                 tracing::warn!(%error, "publish through Redis failed");
