@@ -426,16 +426,6 @@ impl RedisSentinelSet {
             .nth(1)
             .and_then(|port| port.trim().parse().ok())
     }
-
-    /// Which of the two servers is at `port`.
-    pub fn server_at(&mut self, port: u16) -> &mut RedisServer {
-        if self.master.port == port {
-            &mut self.master
-        } else {
-            assert_eq!(self.replica.port, port, "one of the set's servers");
-            &mut self.replica
-        }
-    }
 }
 
 impl Drop for RedisSentinelSet {
