@@ -451,3 +451,106 @@ fn with_min_replicas_a_killed_master_loses_no_acknowledged_message() {
         );
     });
 }
+
+#[test]
+fn without_min_replicas_a_failover_loses_unreplicated_acks_and_subscribers_are_told() {
+    let mut set = RedisSentinelSet::start();
+    let nodes = nodes_at(&set.url(), 2, &[]);
+    let channel = "failover:lossy";
+    block_on(async {
+        let mut subscriber = [attached(&nodes[1], "sub", "", channel).await];
+        until_live(&nodes[0], &[channel], &mut subscriber).await;
+        let mut replicated = Vec::new();
+        for n in 0..5 {
+            replicated.push(
+                try_publish(&nodes[0], channel, n)
+                    .await
+                    .expect("acknowledged"),
+            );
+        }
+        assert_eq!(set.master.cli(&["WAIT", "1", "2000"]).trim(), "1");
+        // The replica is cut off (a password it does not know, its link killed): the next
+        // publishes are acknowledged by the master alone.
+        assert_eq!(
+            set.master
+                .cli(&["CONFIG", "SET", "requirepass", "cut"])
+                .trim(),
+            "OK"
+        );
+        set.master
+            .cli(&["-a", "cut", "CLIENT", "KILL", "TYPE", "replica"]);
+        eventually(
+            "the replica is cut off",
+            Duration::from_secs(10),
+            || async {
+                set.replica
+                    .cli(&["INFO", "replication"])
+                    .contains("master_link_status:down")
+            },
+        )
+        .await;
+        let mut unreplicated = Vec::new();
+        for n in 5..10 {
+            unreplicated.push(
+                try_publish(&nodes[0], channel, n)
+                    .await
+                    .expect("acknowledged"),
+            );
+        }
+        set.master.stop();
+        eventually(
+            "Sentinel promotes the replica",
+            Duration::from_secs(30),
+            || async { set.master_port() == Some(set.replica.port) },
+        )
+        .await;
+        eventually(
+            "publishes are acknowledged again",
+            Duration::from_secs(20),
+            || async { try_publish(&nodes[0], channel, 100).await },
+        )
+        .await;
+        until_readyz(&nodes[1], 200).await;
+        try_publish(&nodes[1], channel, 101)
+            .await
+            .expect("101 acknowledged");
+        // The subscriber saw the lost five live, then is told of the discontinuity.
+        let mut notices = Vec::new();
+        let mut got: Vec<usize> = Vec::new();
+        while !got.contains(&101) {
+            let frame =
+                tokio::time::timeout(Duration::from_secs(10), next_json(&mut subscriber[0]))
+                    .await
+                    .expect("the message after the failover arrives");
+            match frame["action"].as_u64() {
+                Some(11) => notices.push(frame),
+                Some(15) => got.extend(
+                    frame["messages"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter(|m| m["name"] == "n")
+                        .filter_map(|m| m["data"].as_str()?.parse::<usize>().ok()),
+                ),
+                _ => {}
+            }
+        }
+        assert!(
+            notices.iter().any(|n| n["error"]["code"] == 90003),
+            "told of the loss: {notices:?}"
+        );
+        let stored: HashSet<String> = history(&nodes[1], channel).await.into_iter().collect();
+        let lost = unreplicated.iter().filter(|s| !stored.contains(*s)).count();
+        // (The five replicated ones are still in the stream, but the channel moved to a new
+        // epoch and its history starts there.)
+        println!(
+            "failover without --redis-min-replicas: acknowledged {} / lost {lost} (acknowledged by the master alone) / 90003 told",
+            replicated.len() + unreplicated.len(),
+        );
+        assert_eq!(
+            lost,
+            unreplicated.len(),
+            "the unreplicated acknowledgements are lost"
+        );
+    });
+}
