@@ -504,24 +504,17 @@ fn without_min_replicas_a_failover_loses_unreplicated_acks_and_subscribers_are_t
             || async { set.master_port() == Some(set.replica.port) },
         )
         .await;
-        eventually(
-            "publishes are acknowledged again",
-            Duration::from_secs(20),
-            || async { try_publish(&nodes[0], channel, 100).await },
-        )
-        .await;
-        until_readyz(&nodes[1], 200).await;
-        try_publish(&nodes[1], channel, 101)
-            .await
-            .expect("101 acknowledged");
-        // The subscriber saw the lost five live, then is told of the discontinuity.
+        // The subscriber saw the lost five live; once its node is back on the new master it
+        // is told of the discontinuity (nothing is published meanwhile: what the new master
+        // acknowledges before a node catches up is abandoned with the old epoch, see the
+        // report), then gets what follows.
         let mut notices = Vec::new();
         let mut got: Vec<usize> = Vec::new();
-        while !got.contains(&101) {
+        let mut read = async |notices: &mut Vec<Value>, got: &mut Vec<usize>| {
             let frame =
-                tokio::time::timeout(Duration::from_secs(10), next_json(&mut subscriber[0]))
+                tokio::time::timeout(Duration::from_secs(20), next_json(&mut subscriber[0]))
                     .await
-                    .expect("the message after the failover arrives");
+                    .expect("a frame after the failover");
             match frame["action"].as_u64() {
                 Some(11) => notices.push(frame),
                 Some(15) => got.extend(
@@ -534,6 +527,18 @@ fn without_min_replicas_a_failover_loses_unreplicated_acks_and_subscribers_are_t
                 ),
                 _ => {}
             }
+        };
+        while notices.is_empty() {
+            read(&mut notices, &mut got).await;
+        }
+        eventually(
+            "publishes are acknowledged again",
+            Duration::from_secs(20),
+            || async { try_publish(&nodes[0], channel, 100).await },
+        )
+        .await;
+        while !got.contains(&100) {
+            read(&mut notices, &mut got).await;
         }
         assert!(
             notices.iter().any(|n| n["error"]["code"] == 90003),
