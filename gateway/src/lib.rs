@@ -42,7 +42,7 @@ use annotate::Annotator;
 use apps::{AppSpec, Apps};
 pub use auth::{Auth, Principal};
 pub use backend::BackendError;
-pub use config::{ApiKey, Config, HubConfig, MinReplicas, RedisTarget, SentinelTarget};
+pub use config::{ApiKey, Config, HubConfig, MinReplicas, RedisTarget, RedisTls, SentinelTarget};
 pub use error::Error;
 use events::{EventResult, Events};
 pub use hub::{Hub, Occupancy};
@@ -194,6 +194,7 @@ impl Gateway {
         };
         let redis = backend::redis::RedisBackend::connect(
             &target,
+            self.config().redis_tls.as_ref(),
             self.config().redis_min_replicas,
             &self.inner.server_id,
             self.config().timing.clone(),
@@ -253,6 +254,30 @@ impl Gateway {
             .publisher
             .publish(principal, channel, messages, origin)
             .await
+    }
+
+    /// See `Publisher::submit`.
+    pub(crate) async fn submit(
+        &self,
+        principal: &Principal,
+        channel: &ChannelName,
+        messages: Vec<Message>,
+        origin: Origin<'_>,
+    ) -> Result<(backend::Ticket, publish::Submitted), Error> {
+        self.inner
+            .publisher
+            .submit(principal, channel, messages, origin)
+            .await
+    }
+
+    /// See `Publisher::settle`.
+    pub(crate) fn settle(
+        &self,
+        principal: &Principal,
+        submitted: publish::Submitted,
+        stored: backend::Result<hub::Serials>,
+    ) -> Result<Receipt, Error> {
+        self.inner.publisher.settle(principal, submitted, stored)
     }
 
     /// See `Publisher::mutate`.

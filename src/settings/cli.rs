@@ -132,10 +132,22 @@ pub(crate) struct ServeArgs {
     pub supabase_jwks_refresh_ms: u64,
     /// Redis URL (`redis://[:password@]host:port`, `rediss://` for TLS): every process on it
     /// shares one bus. A Redis Cluster: `redis+cluster://[:password@]host:port[,host:port...]`
-    /// (seed nodes; channels spread over the shards by hash slot, sharded pub/sub). Without it,
+    /// (`rediss+cluster://` for TLS; seed nodes; channels spread over the shards by hash slot,
+    /// sharded pub/sub). Without it,
     /// one process runs everything in memory.
     #[arg(long, env = "REALTIME_REDIS_URL", hide_env_values = true)]
     pub redis: Option<String>,
+    /// With a `rediss://` (or `rediss+cluster://`) URL: a PEM file of the CA(s) that signed the
+    /// Redis servers' certificates, trusted instead of the public roots. Verification stays on.
+    #[arg(long)]
+    pub redis_ca_file: Option<PathBuf>,
+    /// With `rediss://`: a PEM client certificate (chain) for a Redis that asks for one (mutual
+    /// TLS); needs --redis-client-key.
+    #[arg(long, requires = "redis_client_key")]
+    pub redis_client_cert: Option<PathBuf>,
+    /// The PEM private key of --redis-client-cert.
+    #[arg(long, requires = "redis_client_cert")]
+    pub redis_client_key: Option<PathBuf>,
     /// How long before a token expires the server asks the client to renew it (AUTH), in ms.
     /// Tokens with less left than this are not asked and expire into 40142.
     #[arg(long, default_value_t = 30_000)]

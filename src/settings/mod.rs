@@ -10,6 +10,7 @@ mod history;
 mod keys;
 mod limits;
 mod moderation;
+mod redis_tls;
 mod summary;
 mod supabase;
 mod webhooks;
@@ -85,6 +86,13 @@ fn resolve_with(args: ServeArgs, file: FileConfig) -> Result<Settings, String> {
                 .map_err(|e| format!("--admin-listen / REALTIME_ADMIN_LISTEN {a:?}: {e}"))
         })
         .transpose()?;
+    let redis = args
+        .redis
+        .as_deref()
+        .map(gateway::RedisTarget::parse)
+        .transpose()
+        .map_err(|e| format!("--redis / REALTIME_REDIS_URL: {e}"))?;
+    let redis_tls = redis_tls::redis_tls(&args, redis.as_ref())?;
     let mut settings = Settings {
         listen,
         gateway: gateway::Config {
@@ -94,12 +102,8 @@ fn resolve_with(args: ServeArgs, file: FileConfig) -> Result<Settings, String> {
             sandbox: args.sandbox,
             server_id: args.server_id.clone().filter(|id| !id.is_empty()),
             cors_origins,
-            redis: args
-                .redis
-                .as_deref()
-                .map(gateway::RedisTarget::parse)
-                .transpose()
-                .map_err(|e| format!("--redis / REALTIME_REDIS_URL: {e}"))?,
+            redis,
+            redis_tls,
             hub,
             events,
             webhooks,

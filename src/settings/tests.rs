@@ -353,12 +353,28 @@ fn a_redis_url_selects_one_server_or_a_cluster() {
             "redis://:pw@10.0.0.2:7001".into()
         ]))
     );
+    assert_eq!(
+        redis("rediss+cluster://:pw@10.0.0.1:7000,10.0.0.2:7001").unwrap(),
+        Some(gateway::RedisTarget::Cluster(vec![
+            "rediss://:pw@10.0.0.1:7000".into(),
+            "rediss://:pw@10.0.0.2:7001".into()
+        ])),
+        "TLS to every seed"
+    );
+    assert_eq!(
+        redis("rediss://:pw@10.0.0.1:6380").unwrap(),
+        Some(gateway::RedisTarget::Node(
+            "rediss://:pw@10.0.0.1:6380".into()
+        ))
+    );
     for bad in [
         "http://x:1",
         "redis+cluster://",
         "redis+cluster://host",
         "redis+cluster://a:1,:2",
         "redis+cluster://a:99999",
+        "rediss+cluster://a",
+        "rediss+cluster://0.0.0.0:7000",
     ] {
         let error = redis(bad).err().unwrap();
         assert!(error.contains("--redis"), "{bad}: {error}");
@@ -433,6 +449,94 @@ fn min_replicas_need_one_redis_or_sentinel() {
         let error = resolve(flags(&without)).err().unwrap();
         assert!(error.contains("--redis-min-replicas"), "{error}");
     }
+}
+
+#[test]
+fn redis_certificates_are_read_at_start_for_a_tls_url() {
+    let dir = std::env::temp_dir().join(format!("realtime-settings-tls-{}", std::process::id()));
+    let made = test_support::Certificates::make(&dir);
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    let (ca, cert, key) = (
+        path(&made.ca),
+        path(&made.client_cert),
+        path(&made.client_key),
+    );
+    let tls = |extra: &[&str]| resolve(flags(extra)).map(|settings| settings.gateway.redis_tls);
+
+    let read = tls(&["--redis", "rediss://127.0.0.1:6380", "--redis-ca-file", &ca])
+        .unwrap()
+        .expect("certificates");
+    assert_eq!(read.ca_pem, Some(std::fs::read(&made.ca).unwrap()));
+    assert!(read.client.is_none());
+    let read = tls(&[
+        "--redis",
+        "rediss+cluster://127.0.0.1:7000",
+        "--redis-ca-file",
+        &ca,
+        "--redis-client-cert",
+        &cert,
+        "--redis-client-key",
+        &key,
+    ])
+    .unwrap()
+    .expect("certificates");
+    assert_eq!(
+        read.client,
+        Some((
+            std::fs::read(&made.client_cert).unwrap(),
+            std::fs::read(&made.client_key).unwrap()
+        ))
+    );
+    assert!(tls(&["--redis", "rediss://127.0.0.1:6380"])
+        .unwrap()
+        .is_none());
+
+    let missing = dir.join("missing.pem");
+    let refused: [(&[&str], &str); 5] = [
+        (
+            &[
+                "--redis",
+                "rediss://h:1",
+                "--redis-ca-file",
+                &path(&missing),
+            ],
+            "missing.pem",
+        ),
+        // A key is no certificate.
+        (
+            &["--redis", "rediss://h:1", "--redis-ca-file", &key],
+            "no PEM certificate",
+        ),
+        (
+            &["--redis", "redis://h:1", "--redis-ca-file", &ca],
+            "rediss://",
+        ),
+        (
+            &["--redis", "redis+cluster://h:1", "--redis-ca-file", &ca],
+            "rediss+cluster://",
+        ),
+        (&["--redis-ca-file", &ca], "need --redis"),
+    ];
+    for (extra, said) in refused {
+        let error = tls(extra).err().unwrap();
+        assert!(
+            error.contains("--redis-ca-file") && error.contains(said),
+            "{extra:?}: {error}"
+        );
+    }
+    // A certificate where the key belongs.
+    let error = tls(&[
+        "--redis",
+        "rediss://h:1",
+        "--redis-client-cert",
+        &cert,
+        "--redis-client-key",
+        &cert,
+    ])
+    .err()
+    .unwrap();
+    assert!(error.contains("--redis-client-cert"), "{error}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

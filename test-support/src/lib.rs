@@ -7,6 +7,7 @@
 //! process) and [`InProcess`] (`api::serve` in this process); [`eventually`] is the one way to
 //! wait for a condition that no event announces.
 
+mod certificates;
 mod eventually;
 mod http;
 mod in_process;
@@ -14,6 +15,7 @@ mod process;
 mod redis;
 mod ws;
 
+pub use certificates::Certificates;
 pub use eventually::{eventually, Outcome};
 pub use http::{basic, http, raw_http, Request, Response};
 pub use in_process::InProcess;

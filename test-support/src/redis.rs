@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::free_port;
+use crate::{free_port, Certificates};
 
 /// A fresh directory under the system's temporary one, unique to this process and `port`.
 fn own_dir(what: &str, port: u16) -> PathBuf {
@@ -15,13 +15,55 @@ fn own_dir(what: &str, port: u16) -> PathBuf {
     dir
 }
 
-fn cli(port: u16, args: &[&str]) -> String {
+fn cli(port: u16, tls: Option<&Certificates>, args: &[&str]) -> String {
     let output = Command::new("redis-cli")
         .args(["-p", &port.to_string()])
+        .args(tls.map(cli_tls).unwrap_or_default())
         .args(args)
         .output()
         .expect("redis-cli");
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// `redis-cli`'s flags for a TLS server signed by `certificates`' CA (with the client
+/// certificate, for a server that asks for one).
+fn cli_tls(certificates: &Certificates) -> Vec<std::ffi::OsString> {
+    vec![
+        "--tls".into(),
+        "--cacert".into(),
+        certificates.ca.clone().into(),
+        "--cert".into(),
+        certificates.client_cert.clone().into(),
+        "--key".into(),
+        certificates.client_key.clone().into(),
+    ]
+}
+
+/// `redis-server`'s flags for TLS only on `port` (no plain port), with `certificates`' server
+/// certificate; with `mutual`, clients must show a certificate the CA signed.
+fn server_tls(port: u16, certificates: &Certificates, mutual: bool) -> Vec<std::ffi::OsString> {
+    vec![
+        "--port".into(),
+        "0".into(),
+        "--tls-port".into(),
+        port.to_string().into(),
+        "--tls-cert-file".into(),
+        certificates.server_cert.clone().into(),
+        "--tls-key-file".into(),
+        certificates.server_key.clone().into(),
+        "--tls-ca-cert-file".into(),
+        certificates.ca.clone().into(),
+        "--tls-auth-clients".into(),
+        if mutual { "yes" } else { "no" }.into(),
+    ]
+}
+
+/// `--port <port>`, or TLS on it.
+fn listen(port: u16, tls: Option<&Certificates>, mutual: bool) -> Vec<std::ffi::OsString> {
+    match tls {
+        Some(certificates) => server_tls(port, certificates, mutual),
+        None => vec!["--port".into(), port.to_string().into()],
+    }
 }
 
 /// How many fresh ports a first start tries: between `free_port` and the server's bind another
@@ -57,6 +99,10 @@ pub struct RedisServer {
     pub dir: PathBuf,
     /// How it keeps data on disk (flags), the same on every restart.
     persistence: Vec<String>,
+    /// TLS only (`rediss://`), with these certificates.
+    tls: Option<Certificates>,
+    /// With `tls`: clients must show a certificate.
+    mutual: bool,
 }
 
 impl RedisServer {
@@ -68,17 +114,42 @@ impl RedisServer {
     /// With `persistence` flags (e.g. `--appendonly yes`) instead of keeping nothing; files go
     /// to its own `dir`.
     pub fn start_with(persistence: &[&str]) -> RedisServer {
+        RedisServer::start_on(persistence, None, false)
+    }
+
+    /// TLS only, with `certificates`' server certificate (`url` is `rediss://`); keeping
+    /// nothing on disk.
+    pub fn start_tls(certificates: &Certificates) -> RedisServer {
+        RedisServer::start_on(
+            &["--save", "", "--appendonly", "no"],
+            Some(certificates.clone()),
+            false,
+        )
+    }
+
+    /// `start_tls`, and clients must show a certificate the CA signed (mutual TLS).
+    pub fn start_mutual_tls(certificates: &Certificates) -> RedisServer {
+        RedisServer::start_on(
+            &["--save", "", "--appendonly", "no"],
+            Some(certificates.clone()),
+            true,
+        )
+    }
+
+    fn start_on(persistence: &[&str], tls: Option<Certificates>, mutual: bool) -> RedisServer {
         let persistence: Vec<String> = persistence.iter().map(|s| s.to_string()).collect();
         for _ in 0..START_ATTEMPTS {
             let port = free_port();
             let dir = own_dir("realtime-redis", port);
-            let mut child = spawn(port, &dir, &persistence);
+            let mut child = spawn(port, &dir, &persistence, tls.as_ref(), mutual);
             if came_up(&mut child, port) {
                 return RedisServer {
                     port,
                     child,
                     dir,
                     persistence,
+                    tls,
+                    mutual,
                 };
             }
             let _ = std::fs::remove_dir_all(&dir);
@@ -87,7 +158,12 @@ impl RedisServer {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     pub fn pid(&self) -> u32 {
@@ -98,7 +174,13 @@ impl RedisServer {
     /// default nothing: it comes back empty).
     pub fn restart(&mut self) {
         self.stop();
-        self.child = spawn(self.port, &self.dir, &self.persistence);
+        self.child = spawn(
+            self.port,
+            &self.dir,
+            &self.persistence,
+            self.tls.as_ref(),
+            self.mutual,
+        );
         assert!(
             came_up(&mut self.child, self.port),
             "redis-server exited on restart: port {} was taken",
@@ -108,7 +190,7 @@ impl RedisServer {
 
     /// `redis-cli -p <port> <args>`'s output.
     pub fn cli(&self, args: &[&str]) -> String {
-        cli(self.port, args)
+        cli(self.port, self.tls.as_ref(), args)
     }
 
     /// SIGKILL (until `restart`).
@@ -125,9 +207,16 @@ impl Drop for RedisServer {
 }
 
 /// `redis-server` on loopback `port`, files in `dir` (see [`came_up`]).
-fn spawn(port: u16, dir: &std::path::Path, persistence: &[String]) -> Child {
+fn spawn(
+    port: u16,
+    dir: &std::path::Path,
+    persistence: &[String],
+    tls: Option<&Certificates>,
+    mutual: bool,
+) -> Child {
     Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(listen(port, tls, mutual))
+        .args(["--bind", "127.0.0.1"])
         .arg("--dir")
         .arg(dir)
         .args(persistence)
@@ -144,15 +233,27 @@ pub struct RedisCluster {
     ports: Vec<(u16, u16)>,
     children: Vec<Option<Child>>,
     dir: PathBuf,
+    /// TLS only, for clients and the cluster bus, with these certificates.
+    tls: Option<Certificates>,
 }
 
 impl RedisCluster {
     pub fn start() -> RedisCluster {
+        RedisCluster::start_on(None)
+    }
+
+    /// TLS only, on client ports and the cluster bus (`url` is `rediss+cluster://`).
+    pub fn start_tls(certificates: &Certificates) -> RedisCluster {
+        RedisCluster::start_on(Some(certificates.clone()))
+    }
+
+    fn start_on(tls: Option<Certificates>) -> RedisCluster {
         let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
         let mut cluster = RedisCluster {
             children: ports.iter().map(|_| None).collect(),
             dir: own_dir("realtime-redis-cluster", ports[0].0),
             ports,
+            tls,
         };
         for i in 0..cluster.ports.len() {
             let mut attempts = 1;
@@ -168,6 +269,7 @@ impl RedisCluster {
             .map(|(port, _)| format!("127.0.0.1:{port}"))
             .collect();
         let output = Command::new("redis-cli")
+            .args(cluster.tls.as_ref().map(cli_tls).unwrap_or_default())
             .args(["--cluster", "create"])
             .args(&nodes)
             .args(["--cluster-replicas", "0", "--cluster-yes"])
@@ -187,8 +289,14 @@ impl RedisCluster {
     fn start_node(&mut self, i: usize) -> bool {
         let (port, bus_port) = self.ports[i];
         let nodes_file = self.dir.join(format!("nodes-{port}.conf"));
+        let tls_cluster: &[&str] = match self.tls {
+            Some(_) => &["--tls-cluster", "yes"],
+            None => &[],
+        };
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--cluster-enabled", "yes"])
+            .args(listen(port, self.tls.as_ref(), false))
+            .args(tls_cluster)
+            .args(["--cluster-enabled", "yes"])
             .arg("--cluster-config-file")
             .arg(&nodes_file)
             .args([
@@ -235,17 +343,24 @@ impl RedisCluster {
             .iter()
             .map(|(port, _)| format!("127.0.0.1:{port}"))
             .collect();
-        format!("redis+cluster://{}", seeds.join(","))
+        format!("{}://{}", self.scheme(), seeds.join(","))
     }
 
     /// One master as the only seed: the rest is discovered.
     pub fn seed_url(&self, i: usize) -> String {
-        format!("redis+cluster://127.0.0.1:{}", self.ports[i].0)
+        format!("{}://127.0.0.1:{}", self.scheme(), self.ports[i].0)
+    }
+
+    fn scheme(&self) -> &'static str {
+        match self.tls {
+            Some(_) => "rediss+cluster",
+            None => "redis+cluster",
+        }
     }
 
     /// `redis-cli` against master `i`.
     pub fn cli(&self, i: usize, args: &[&str]) -> String {
-        cli(self.ports[i].0, args)
+        cli(self.ports[i].0, self.tls.as_ref(), args)
     }
 
     /// Which master (index) holds `key`'s slot, from `CLUSTER KEYSLOT` and `CLUSTER NODES`.
@@ -414,7 +529,7 @@ impl RedisSentinelSet {
 
     /// `redis-cli` against sentinel `i`.
     pub fn sentinel_cli(&self, i: usize, args: &[&str]) -> String {
-        cli(self.sentinels[i].0, args)
+        cli(self.sentinels[i].0, None, args)
     }
 
     /// The master's port as sentinel 0 names it now.

@@ -26,7 +26,7 @@ fn on_cluster(
 }
 
 /// One channel per master: channel names whose topics' slots land on masters 0, 1 and 2.
-fn one_channel_per_master(cluster: &RedisCluster) -> Vec<String> {
+pub(crate) fn one_channel_per_master(cluster: &RedisCluster) -> Vec<String> {
     let mut channels: Vec<Option<String>> = vec![None; 3];
     for n in 0..200 {
         let channel = format!("room:{n}");
@@ -44,7 +44,7 @@ fn one_channel_per_master(cluster: &RedisCluster) -> Vec<String> {
     panic!("no channel for some master: {channels:?}");
 }
 
-async fn subscriber(node: &Server, channels: &[String]) -> Socket {
+pub(crate) async fn subscriber(node: &Server, channels: &[String]) -> Socket {
     let mut socket = connect(node.addr, "key=app.k:secret&format=json").await;
     assert_eq!(next_json(&mut socket).await["action"], 4);
     for channel in channels {

@@ -9,7 +9,7 @@ use protocol::{Annotation, PresenceMessage};
 use super::records::{EventRecord, MemoryRecords};
 use super::session::{ConnectionKey, Parked};
 use super::{
-    BackendFuture, Bus, EventRecords, NodeReading, Nodes, Reply, SessionStore, SharedAuth,
+    BackendFuture, Bus, EventRecords, NodeReading, Nodes, Reply, SessionStore, SharedAuth, Ticket,
 };
 use crate::auth::{Auth, NonceClaim, Revocation};
 use crate::config::Retention;
@@ -26,13 +26,15 @@ fn ready<'a, T: Send + 'a>(value: T) -> BackendFuture<'a, T> {
 }
 
 impl Bus for MemoryBackend {
-    fn publish<'a>(
+    fn submit<'a>(
         &'a self,
         hub: &'a Hub,
         publication: Publication<'a>,
         _retention: Retention,
-    ) -> Reply<'a, Serials> {
-        ready(hub.publish(publication).map_err(Into::into))
+    ) -> Reply<'a, Ticket> {
+        // Stored and delivered at once: the ticket is already resolved.
+        let stored = hub.publish(publication).map_err(Into::into);
+        ready(Ok(ready(stored)))
     }
 
     fn publish_ephemeral<'a>(

@@ -43,6 +43,9 @@ pub(crate) type Result<T, E = BackendError> = std::result::Result<T, E>;
 /// What most back-end calls return: a future of a result.
 pub(crate) type Reply<'a, T> = BackendFuture<'a, Result<T>>;
 
+/// A submitted publication's outcome: its serials once stored (`Bus::submit`).
+pub(crate) type Ticket = BackendFuture<'static, Result<Serials>>;
+
 /// What can go wrong in a back-end, mapped to the wire in one place (`BackendError::info`).
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -131,7 +134,19 @@ pub(crate) trait Bus: Send + Sync {
         hub: &'a Hub,
         publication: Publication<'a>,
         retention: Retention,
-    ) -> Reply<'a, Serials>;
+    ) -> Reply<'a, Serials> {
+        Box::pin(async move { self.submit(hub, publication, retention).await?.await })
+    }
+
+    /// `publish` in two halves, so a connection can pipeline its publishes: the returned future
+    /// hands the publication over (in call order: the order of a channel's serials), and its
+    /// ticket resolves once it is stored. A ticket needs no polling to make progress.
+    fn submit<'a>(
+        &'a self,
+        hub: &'a Hub,
+        publication: Publication<'a>,
+        retention: Retention,
+    ) -> Reply<'a, Ticket>;
 
     /// Delivers a checked, stamped ephemeral publication to every subscriber in the deployment
     /// without storing it: no serial (every one `None`), no log, nothing for a resume or

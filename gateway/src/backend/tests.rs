@@ -212,6 +212,7 @@ async fn redis() -> (Subject, RedisServer) {
         let events: Arc<dyn BackendEvents> = node.clone();
         match RedisBackend::connect(
             &target,
+            None,
             Default::default(),
             "contract",
             Default::default(),
@@ -635,6 +636,7 @@ async fn redis_node(port: u16) -> Subject {
     let events: Arc<dyn BackendEvents> = node.clone();
     let redis = RedisBackend::connect(
         &target,
+        None,
         Default::default(),
         "contract",
         Default::default(),
@@ -859,4 +861,116 @@ async fn nodes_on_one_redis_agree_on_summaries_and_a_late_joiner_loads_them() {
         .expect("listed")
         .expect("a known message");
     assert_eq!(listed.len(), 9, "every raw annotation, from either node");
+}
+
+impl RedisServer {
+    /// `redis-cli` against this server; its output.
+    fn cli(&self, args: &[&str]) -> String {
+        let output = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Script calls so far (`EVALSHA` and `EVAL`), from `INFO commandstats`.
+    fn script_calls(&self) -> u64 {
+        self.cli(&["INFO", "commandstats"])
+            .lines()
+            .filter(|line| {
+                line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:")
+            })
+            .filter_map(|line| {
+                line.split("calls=")
+                    .nth(1)?
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    }
+}
+
+/// Publications submitted while the batcher is busy go to Redis together: one script call for
+/// many, each channel's serials consecutive in submit order, and every ticket answered.
+#[tokio::test]
+async fn publications_queued_together_are_stored_in_one_call_in_submit_order() {
+    let (subject, server) = redis().await;
+    let (bus, hub) = (&subject.backend.bus, &subject.node.hub);
+    let channels = ["batch-a", "batch-b", "batch-c"];
+    for channel in channels {
+        bus.join(channel).await.expect("joined");
+    }
+    let retention = hub.rules_for("batch-a").retention;
+    let before = server.script_calls();
+    // A current-thread runtime: the batcher task runs only once this loop has queued all 30.
+    let mut tickets = Vec::new();
+    for n in 0..30 {
+        let channel = channels[n % channels.len()];
+        let id = format!("b{n}");
+        let ticket = bus
+            .submit(hub, publication(channel, &[&id]), retention)
+            .await
+            .expect("queued");
+        tickets.push((channel, ticket));
+    }
+    let mut serials: std::collections::HashMap<&str, Vec<String>> = Default::default();
+    for (channel, ticket) in tickets {
+        let stored = ticket.await.expect("stored");
+        serials
+            .entry(channel)
+            .or_default()
+            .push(stored[0].clone().expect("a serial"));
+    }
+    let calls = server.script_calls() - before;
+    // One batch; a probe or lease script may fall in the window.
+    assert!(calls <= 3, "30 publications took {calls} script calls");
+    for (channel, got) in &serials {
+        assert_eq!(got.len(), 10);
+        for pair in got.windows(2) {
+            assert_eq!(
+                crate::hub::log::next(&pair[0]).as_deref(),
+                Some(pair[1].as_str()),
+                "{channel}: consecutive in submit order"
+            );
+        }
+    }
+    let query = HistoryQuery {
+        limit: 100,
+        ..HistoryQuery::default()
+    };
+    eventually("delivery", "redis", || {
+        channels.iter().all(|c| hub.history(c, &query).len() == 10)
+    })
+    .await;
+}
+
+/// A publish whose append fails leaves no idempotency claim behind: the client's retry with
+/// the same id is stored, not taken for a repeat and silently dropped.
+#[tokio::test]
+async fn a_failed_append_leaves_no_claim_so_the_retry_is_stored() {
+    let (subject, server) = redis().await;
+    let (bus, hub) = (&subject.backend.bus, &subject.node.hub);
+    let channel = "claims-after";
+    let retention = hub.rules_for(channel).retention;
+    bus.join(channel).await.expect("joined");
+    // A key of the wrong type where the stream goes: XADD fails.
+    server.cli(&["SET", "rt:{claims-after}:log", "not a stream"]);
+    let failed = bus
+        .publish(hub, publication(channel, &["once"]), retention)
+        .await;
+    assert!(failed.is_err(), "{failed:?}");
+    server.cli(&["DEL", "rt:{claims-after}:log"]);
+    let retried = bus
+        .publish(hub, publication(channel, &["once"]), retention)
+        .await
+        .expect("published");
+    assert!(retried[0].is_some(), "the retry was stored: {retried:?}");
+    let again = bus
+        .publish(hub, publication(channel, &["once"]), retention)
+        .await
+        .expect("published");
+    assert_eq!(again, vec![None], "and is a repeat from then on");
 }

@@ -6,6 +6,7 @@ mod hub;
 mod keys;
 mod limits;
 mod moderation;
+mod redis_tls;
 mod supabase;
 mod webhooks;
 
@@ -13,6 +14,7 @@ pub use hub::{Batching, ChannelRules, ConflationKey, HubConfig, Retention};
 pub use keys::ApiKey;
 pub use limits::{Limits, OutboundQueue, PublishRate, Sockets, Timing};
 pub use moderation::{FailMode, ModerationRule, MAX_MODERATION_TIMEOUT};
+pub use redis_tls::RedisTls;
 pub(crate) use supabase::Rule;
 pub use supabase::{Policy, SupabaseConfig};
 pub use webhooks::{Source, WebhookConfig, WebhooksConfig};
@@ -25,6 +27,8 @@ pub struct Config {
     pub server_id: Option<String>,
     /// The Redis (or Redis Cluster) every process shares the bus through; none: embedded.
     pub redis: Option<RedisTarget>,
+    /// A private CA or a client certificate for `rediss://` (none: the public roots).
+    pub redis_tls: Option<RedisTls>,
     /// How many replicas must confirm a stored publish before it is acknowledged.
     pub redis_min_replicas: MinReplicas,
     /// Accept Supabase access tokens when set.
@@ -57,8 +61,8 @@ pub struct Config {
 pub enum RedisTarget {
     /// One Redis server: `redis://[:password@]host:port` (or `rediss://`).
     Node(String),
-    /// A Redis Cluster, given by seed nodes (`redis://[:password@]host:port` each; any one
-    /// reachable is enough, the rest of the cluster is discovered from it).
+    /// A Redis Cluster, given by seed nodes (`redis://[:password@]host:port` each, `rediss://`
+    /// for TLS; any one reachable is enough, the rest of the cluster is discovered from it).
     Cluster(Vec<String>),
     /// A master found through Redis Sentinel, followed across failovers.
     Sentinel(SentinelTarget),
@@ -100,9 +104,15 @@ pub struct SentinelTarget {
 
 impl RedisTarget {
     /// `redis://…` / `rediss://…` is one server; `redis+cluster://[user:password@]host:port[,host:port…]`
-    /// a Redis Cluster by its seed nodes.
+    /// a Redis Cluster by its seed nodes (`rediss+cluster://`: over TLS).
     pub fn parse(url: &str) -> Result<RedisTarget, String> {
-        if let Some(rest) = url.strip_prefix("redis+cluster://") {
+        let cluster = match url.strip_prefix("redis+cluster://") {
+            Some(rest) => Some(("redis", rest)),
+            None => url
+                .strip_prefix("rediss+cluster://")
+                .map(|rest| ("rediss", rest)),
+        };
+        if let Some((scheme, rest)) = cluster {
             let (credentials, hosts) = match rest.rsplit_once('@') {
                 Some((credentials, hosts)) => (format!("{credentials}@"), hosts),
                 None => (String::new(), rest),
@@ -112,7 +122,7 @@ impl RedisTarget {
                 if !is_host_port(host) {
                     return Err(format!("{host:?} is not host:port"));
                 }
-                let seed = format!("redis://{credentials}{host}");
+                let seed = format!("{scheme}://{credentials}{host}");
                 refuse_wildcard(&seed)?;
                 seeds.push(seed);
             }
@@ -127,7 +137,7 @@ impl RedisTarget {
             refuse_wildcard(url)?;
             return Ok(RedisTarget::Node(url.to_owned()));
         }
-        Err("expected a redis://, rediss://, redis+cluster:// or redis+sentinel:// URL".into())
+        Err("expected a redis://, rediss://, redis+cluster://, rediss+cluster:// or redis+sentinel:// URL".into())
     }
 }
 

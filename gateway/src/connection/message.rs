@@ -1,9 +1,10 @@
 //! MESSAGE from a client: publish, then ACK or NACK by msgSerial.
 
-use protocol::message::{Modes, PublishResult};
+use protocol::message::Modes;
 use protocol::{Action, ChannelName, ErrorInfo, ProtocolMessage};
 use std::ops::ControlFlow;
 
+use super::pipeline::result_of;
 use super::Connection;
 use crate::error::Error;
 use crate::hub::versions::is_operation;
@@ -17,45 +18,57 @@ impl Connection {
         let Some(msg_serial) = message.msg_serial else {
             return self.fatal(Error::NoMsgSerial { action: "MESSAGE" });
         };
-        // Awaited in the read loop, so ACKs stay in msgSerial order even through Redis.
-        let result = match self.parse_channel(&message).and_then(|channel| {
+        let channel = match self.parse_channel(&message).and_then(|channel| {
             self.require_mode(&channel, Modes::PUBLISH, "publish")?;
             self.take_pace(&channel)?;
             Ok(channel)
         }) {
-            Ok(channel) => {
-                let origin = Origin::Connection {
-                    id: &self.id,
-                    msg_serial,
-                    rate: &self.publish_rate,
-                };
-                let mut messages = message.messages.unwrap_or_default();
-                // An update, delete or append comes alone (RTL32); mixed in, publish refuses it.
-                if messages.len() == 1 && is_operation(&messages[0]) {
-                    let op = messages.remove(0);
-                    self.gateway
-                        .mutate(&self.principal, &channel, op, origin)
-                        .await
-                } else {
-                    self.gateway
-                        .publish(&self.principal, &channel, messages, origin)
-                        .await
-                }
+            Ok(channel) => channel,
+            Err(error) => {
+                self.drain_pipeline().await;
+                self.nack(msg_serial, error);
+                return ControlFlow::Continue(());
             }
-            Err(error) => Err(error),
         };
-        match result {
-            Ok(receipt) => {
-                self.outbox.reply(&ProtocolMessage {
-                    msg_serial: Some(msg_serial),
-                    count: Some(1),
-                    res: Some(vec![PublishResult {
-                        serials: receipt.serials,
-                    }]),
-                    ..ProtocolMessage::new(Action::Ack)
-                });
+        let mut messages = message.messages.unwrap_or_default();
+        // An update, delete or append comes alone (RTL32); mixed in, publish refuses it.
+        if messages.len() == 1 && is_operation(&messages[0]) {
+            let op = messages.remove(0);
+            // Not pipelined: it reads the message's latest view, which pending publishes
+            // may make or change.
+            self.drain_pipeline().await;
+            let origin = Origin::Connection {
+                id: &self.id,
+                msg_serial,
+                rate: &self.publish_rate,
+            };
+            let result = self
+                .gateway
+                .mutate(&self.principal, &channel, op, origin)
+                .await;
+            match result {
+                Ok(receipt) => self.ack(msg_serial, vec![result_of(receipt)]),
+                Err(error) => self.nack(msg_serial, error),
             }
-            Err(error) => self.nack(msg_serial, error),
+            return ControlFlow::Continue(());
+        }
+        // Handed to the bus here, in frame order (the order of the channel's serials); the
+        // ACK waits in the pipeline.
+        let origin = Origin::Connection {
+            id: &self.id,
+            msg_serial,
+            rate: &self.publish_rate,
+        };
+        match self
+            .gateway
+            .submit(&self.principal, &channel, messages, origin)
+            .await
+        {
+            Ok((ticket, submitted)) => self.pipeline_publish(msg_serial, ticket, submitted),
+            Err(error) => {
+                self.drain_pipeline().await;
+                self.nack(msg_serial, error);
+            }
         }
         ControlFlow::Continue(())
     }

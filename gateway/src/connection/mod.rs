@@ -14,6 +14,7 @@ mod auth;
 mod close;
 mod message;
 mod open;
+mod pipeline;
 mod presence;
 mod read_loop;
 mod writer;
@@ -113,6 +114,8 @@ struct Connection {
     remain_present_for: Option<Duration>,
     /// This connection's publish budget (`Limits::connection_publish_rate`).
     publish_rate: std::sync::Mutex<crate::limits::RateBucket>,
+    /// Publishes handed to the bus, oldest first, waiting for their ACKs (`pipeline.rs`).
+    pipeline: std::collections::VecDeque<pipeline::Pending>,
 }
 
 /// When to ask for a new token, and when the current one lapses.

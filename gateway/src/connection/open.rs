@@ -70,6 +70,7 @@ impl Connection {
                 &gateway.config().limits.connection_publish_rate,
                 std::time::Instant::now(),
             )),
+            pipeline: Default::default(),
         };
         if let Some(parked) = resumed {
             connection.present_on = parked

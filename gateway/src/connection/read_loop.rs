@@ -60,7 +60,12 @@ impl Connection {
                     }
                     self.on_deadline(idle_deadline, handover_at)
                 }
-                frame = stream.next(), if !paused => match frame {
+                // Before reading more: the ACKs of what the bus has stored.
+                (msg_serial, submitted, stored) = super::pipeline::oldest_settled(&mut self.pipeline), if !self.pipeline.is_empty() => {
+                    self.on_settled(msg_serial, submitted, stored);
+                    ControlFlow::Continue(())
+                }
+                frame = stream.next(), if !paused && self.pipeline.len() < super::pipeline::MAX_PIPELINED => match frame {
                     None => ControlFlow::Break(()),
                     Some(Err(error)) => self.on_read_error(error),
                     Some(Ok(frame)) => {
@@ -172,7 +177,9 @@ impl Connection {
             WsMessage::Close(_) => return ControlFlow::Break(()),
             WsMessage::Ping(_) | WsMessage::Pong(_) => return ControlFlow::Continue(()),
         };
-        if self.refused_unread(bytes, format) {
+        if let Some((msg_serial, refusal)) = self.refused_unread(bytes, format) {
+            self.drain_pipeline().await;
+            self.nack(msg_serial, refusal);
             return ControlFlow::Continue(());
         }
         let decoded = protocol::codec::decode(bytes, format);
@@ -187,20 +194,18 @@ impl Connection {
     /// frame). Only frames that could hold four times the limit are skimmed (a message takes
     /// at least 3 bytes in JSON, `{},`, 1 in msgpack), so an ordinary publish is parsed once;
     /// anything between is decoded and refused by `Gateway::publish`.
-    fn refused_unread(&self, bytes: &[u8], format: Format) -> bool {
+    fn refused_unread(&self, bytes: &[u8], format: Format) -> Option<(u64, Error)> {
         let max = self.gateway.config().limits.max_messages_per_publish;
         let least_per_message = match format {
             Format::Json => 3,
             Format::Msgpack => 1,
         };
         if bytes.len() < max.saturating_mul(4 * least_per_message) {
-            return false;
+            return None;
         }
-        let Some(shape) = protocol::codec::shape::frame_shape(bytes, format) else {
-            return false;
-        };
+        let shape = protocol::codec::shape::frame_shape(bytes, format)?;
         let (Some(action), Some(msg_serial)) = (shape.action, shape.msg_serial) else {
-            return false;
+            return None;
         };
         let n = if action == Action::Message as u8 {
             shape.messages.0
@@ -209,18 +214,23 @@ impl Connection {
         } else if action == Action::Annotation as u8 {
             shape.annotations.0
         } else {
-            return false;
+            return None;
         };
         if n <= max {
-            return false;
+            return None;
         }
         crate::limits::count_refusal("too_many_messages", "realtime");
-        self.nack(msg_serial, Error::TooManyMessages { n, max });
-        true
+        Some((msg_serial, Error::TooManyMessages { n, max }))
     }
 
     async fn on_message(&mut self, message: ProtocolMessage) -> ControlFlow<()> {
-        match message.action() {
+        let action = message.action();
+        // Publishes pipeline; anything else waits for their ACKs first, so replies keep
+        // msgSerial order and a DETACH or CLOSE comes after what was published before it.
+        if !matches!(action, Some(Action::Message | Action::Heartbeat)) {
+            self.drain_pipeline().await;
+        }
+        match action {
             Some(Action::Heartbeat) => {
                 self.outbox.reply(&ProtocolMessage {
                     id: message.id,

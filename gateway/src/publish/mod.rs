@@ -12,6 +12,7 @@ use protocol::message::message_action;
 use protocol::{ChannelName, ErrorInfo, Message, Operation};
 
 use crate::auth::Principal;
+use crate::backend::Ticket;
 use crate::config::{Limits, PublishRate};
 use crate::error::Error;
 use crate::hub::{Hub, Publication, Serials};
@@ -34,6 +35,20 @@ pub struct Receipt {
     /// the operation got (applied to the view the caller's check read; a concurrent edit that
     /// another node stored first is not in it).
     pub changed: Option<Message>,
+}
+
+/// A publish handed to the bus, waiting for its ticket (`Publisher::submit`).
+pub(crate) struct Submitted {
+    channel: String,
+    namespace: &'static str,
+    /// The messages, for webhooks that want the channel.
+    webhook_copy: Option<Vec<Message>>,
+    n_messages: usize,
+    total_bytes: usize,
+    transport: Transport,
+    source: &'static str,
+    first_id: Option<String>,
+    timestamp: u64,
 }
 
 /// Where a publish came from; decides the default message ids.
@@ -123,9 +138,23 @@ impl Publisher {
         &self,
         principal: &Principal,
         channel: &ChannelName,
-        mut messages: Vec<Message>,
+        messages: Vec<Message>,
         origin: Origin<'_>,
     ) -> Result<Receipt, Error> {
+        let (ticket, submitted) = self.submit(principal, channel, messages, origin).await?;
+        self.settle(principal, submitted, ticket.await)
+    }
+
+    /// `publish` up to handing the messages to the bus, which takes them in the order of these
+    /// calls (a connection pipelines its publishes on it). The ticket resolves once they are
+    /// stored; `settle` then makes the receipt.
+    pub(crate) async fn submit(
+        &self,
+        principal: &Principal,
+        channel: &ChannelName,
+        mut messages: Vec<Message>,
+        origin: Origin<'_>,
+    ) -> Result<(Ticket, Submitted), Error> {
         if messages.is_empty() {
             return Err(Error::NoMessages);
         }
@@ -234,12 +263,52 @@ impl Publisher {
                 .webhooks_want(crate::config::Source::Message, &channel_key))
         .then(|| publication.messages.clone());
         let bus = self.wiring.bus();
-        let sent = if ephemeral {
-            bus.publish_ephemeral(&self.hub, publication)
+        let ticket: Ticket = if ephemeral {
+            // Announced, not stored: nothing to pipeline.
+            let sent = bus.publish_ephemeral(&self.hub, publication).await;
+            Box::pin(std::future::ready(sent))
         } else {
-            bus.publish(&self.hub, publication, retention)
+            bus.submit(&self.hub, publication, retention)
+                .await
+                .map_err(ErrorInfo::from)?
         };
-        let serials = sent.await.map_err(ErrorInfo::from)?;
+        let submitted = Submitted {
+            channel: channel_key.to_string(),
+            namespace: crate::telemetry::namespace(channel.as_str()),
+            webhook_copy,
+            n_messages,
+            total_bytes,
+            transport: match origin {
+                Origin::Connection { .. } => Transport::Realtime,
+                Origin::Rest => Transport::Rest,
+            },
+            source,
+            first_id,
+            timestamp: now,
+        };
+        Ok((ticket, submitted))
+    }
+
+    /// The receipt of a submitted publish once the bus answered, and what follows a stored
+    /// publish (webhooks, counts).
+    pub(crate) fn settle(
+        &self,
+        principal: &Principal,
+        submitted: Submitted,
+        stored: crate::backend::Result<Serials>,
+    ) -> Result<Receipt, Error> {
+        let serials = stored.map_err(ErrorInfo::from)?;
+        let Submitted {
+            channel,
+            namespace,
+            webhook_copy,
+            n_messages,
+            total_bytes,
+            transport,
+            source,
+            first_id,
+            timestamp,
+        } = submitted;
         if let Some(messages) = webhook_copy {
             let accepted: Vec<Message> = messages
                 .into_iter()
@@ -252,24 +321,30 @@ impl Publisher {
             if !accepted.is_empty() {
                 self.wiring
                     .report_webhook(crate::webhooks::Report::Messages {
-                        channel: channel_key.to_string(),
+                        channel,
                         messages: accepted,
                     });
             }
         }
-        self.count_publish(principal, &origin, n_messages, total_bytes);
+        self.stats.record_publish(
+            stats::app_of(principal),
+            transport,
+            n_messages,
+            total_bytes,
+            protocol::now_ms(),
+        );
         self.hub.pulse().messages_in(n_messages as u64);
         ::metrics::counter!(
             "realtime_messages_published_total",
             "source" => source,
-            "namespace" => crate::telemetry::namespace(channel.as_str())
+            "namespace" => namespace
         )
         .increment(n_messages as u64);
         Ok(Receipt {
             serials,
             message_id: first_id
                 .and_then(|id| id.rsplit_once(':').map(|(base, _)| base.to_owned())),
-            timestamp: now,
+            timestamp,
             changed: None,
         })
     }

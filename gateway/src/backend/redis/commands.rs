@@ -13,9 +13,10 @@ use redis::cluster_async::ClusterConnection;
 use tokio::sync::watch;
 
 use super::sentinel::{same_server, Master};
+use super::tls::client_for;
 use super::{start_error, REDIS_TIMEOUT};
 use crate::backend::BackendError;
-use crate::config::{MinReplicas, RedisTarget};
+use crate::config::{MinReplicas, RedisTarget, RedisTls};
 
 /// A connection to either kind of Redis; clones share it.
 #[derive(Clone)]
@@ -124,11 +125,12 @@ impl Source {
 impl Commands {
     pub(super) async fn connect(
         target: &RedisTarget,
+        tls: Option<&RedisTls>,
         min_replicas: MinReplicas,
     ) -> Result<Commands, BackendError> {
         let (connection, source) = match target {
             RedisTarget::Node(url) => {
-                let client = redis::Client::open(url.as_str()).map_err(start_error("redis URL"))?;
+                let client = client_for(url, tls).map_err(start_error("redis URL"))?;
                 let config = manager_config();
                 let manager = new_manager(client.clone(), config.clone())
                     .await
@@ -152,7 +154,11 @@ impl Commands {
                 )
             }
             RedisTarget::Cluster(seeds) => {
-                let client = redis::cluster::ClusterClientBuilder::new(seeds.clone())
+                let mut builder = redis::cluster::ClusterClientBuilder::new(seeds.clone());
+                if let Some(tls) = tls {
+                    builder = builder.certs(tls.certificates());
+                }
+                let client = builder
                     .connection_timeout(REDIS_TIMEOUT)
                     .response_timeout(REDIS_TIMEOUT)
                     // Each command is bounded by `REDIS_TIMEOUT` as a whole (`run`), as before

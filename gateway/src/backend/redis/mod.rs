@@ -1,11 +1,11 @@
 //! The Redis back-end (`--redis`): how several processes act as one.
 //!
-//! A publish is stored and announced by one Lua script: each message is appended to the
-//! channel's stream (`XADD`, capped) and the batch is `PUBLISH`ed with the stream ids, so pub/sub
-//! order is stream order and the stream id is the message serial on every node. Only after the
-//! script returns does the publisher get its ACK or 201; if Redis is unreachable the publish
-//! fails loudly. Client-chosen message ids are claimed with `SET NX` in the same script, so
-//! idempotency holds across nodes.
+//! Publications are stored and announced by one Lua script per batch (`batch.rs`): each message
+//! is appended to its channel's stream (`XADD`, capped) and each channel's publications are
+//! `PUBLISH`ed with their stream ids, so pub/sub order is stream order and the stream id is the
+//! message serial on every node. Only after the script returns does the publisher get its ACK
+//! or 201; if Redis is unreachable the publish fails loudly. Idempotency claims are keys set in
+//! the same script, so idempotency holds across nodes.
 //!
 //! A node subscribes to a channel's pub/sub topic only while it has local subscribers
 //! (reference counted), on one dedicated connection, and delivers what arrives through
@@ -14,7 +14,7 @@
 //! When the pub/sub link drops, the node reconnects, resubscribes and back-fills every channel
 //! from its stream; a self-probe through Redis drives readiness.
 //!
-//! Files: `stream.rs` (a channel's stream: publish, load, catch-up), `subscriber.rs` (interest
+//! Files: `batch.rs` (publishing in batches), `stream.rs` (a channel's stream: load, catch-up), `subscriber.rs` (interest
 //! and the pub/sub task), `link.rs` (the link and its probe), `commands.rs` (the command
 //! connection), `shards.rs` (sharded pub/sub on a cluster), `sentinel.rs` (following a master through
 //! Sentinel), `ephemeral.rs` (publications
@@ -24,6 +24,7 @@
 
 mod annotations;
 mod auth;
+mod batch;
 mod commands;
 mod ephemeral;
 mod events;
@@ -35,6 +36,7 @@ mod sessions;
 mod shards;
 mod stream;
 mod subscriber;
+mod tls;
 #[cfg(test)]
 pub(crate) use stream::failing_loads;
 mod webhooks;
@@ -45,9 +47,9 @@ use std::sync::Arc;
 use protocol::{Annotation, PresenceMessage};
 use tokio::sync::mpsc;
 
-use super::{BackendError, BackendEvents, Bus, Reply, Result};
+use super::{BackendError, BackendEvents, Bus, Reply, Result, Ticket};
 use crate::config::Retention;
-use crate::config::{MinReplicas, RedisTarget};
+use crate::config::{MinReplicas, RedisTarget, RedisTls};
 use crate::hub::{Annotating, Hub, Publication, Serials};
 use commands::Commands;
 use link::{LinkSource, Probe};
@@ -59,7 +61,8 @@ const REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub(crate) struct RedisBackend {
     commands: Commands,
-    script: redis::Script,
+    /// Stores and announces publications in batches (`batch.rs`).
+    batcher: batch::Batcher,
     /// Announces ephemeral publications (`ephemeral.rs`): claims and one `PUBLISH`, no stream.
     ephemeral_script: redis::Script,
     annotate_script: redis::Script,
@@ -103,6 +106,7 @@ impl RedisBackend {
     /// which hands what arrives to `events`, the probe, the record writer and the lease.
     pub(crate) async fn connect(
         target: &RedisTarget,
+        tls: Option<&RedisTls>,
         min_replicas: MinReplicas,
         server_id: &str,
         timing: crate::config::Timing,
@@ -110,13 +114,13 @@ impl RedisBackend {
     ) -> Result<Arc<RedisBackend>> {
         let node = format!("{server_id}-{:08x}", rand::random::<u32>());
         // Bounded everywhere: a publish fails fast (NACK / 503) rather than wait on a dead Redis.
-        let commands = Commands::connect(target, min_replicas).await?;
+        let commands = Commands::connect(target, tls, min_replicas).await?;
         let mut links = match target {
-            RedisTarget::Node(url) => LinkSource::Node(
-                redis::Client::open(url.as_str()).map_err(start_error("redis URL"))?,
-            ),
+            RedisTarget::Node(url) => {
+                LinkSource::Node(tls::client_for(url, tls).map_err(start_error("redis URL"))?)
+            }
             RedisTarget::Cluster(seeds) => LinkSource::Cluster(
-                shards::Shards::new(seeds).map_err(start_error("redis cluster URL"))?,
+                shards::Shards::new(seeds, tls).map_err(start_error("redis cluster URL"))?,
             ),
             RedisTarget::Sentinel(_) => match commands.master() {
                 Some(master) => LinkSource::Sentinel {
@@ -161,10 +165,14 @@ impl RedisBackend {
         let sharded = commands.sharded();
         let (records, record_ops) = mpsc::channel(sessions::RECORD_QUEUE);
         tokio::spawn(sessions::write_records(commands.clone(), record_ops));
+        let batcher = batch::Batcher::start(
+            commands.clone(),
+            announcing(batch::PUBLISH_BATCH_SCRIPT, sharded),
+        );
         let backend = Arc::new(RedisBackend {
             records,
             commands,
-            script: announcing(stream::PUBLISH_SCRIPT, sharded),
+            batcher,
             ephemeral_script: announcing(ephemeral::EPHEMERAL_SCRIPT, sharded),
             annotate_script: announcing(annotations::ANNOTATE_SCRIPT, sharded),
             interests,
@@ -182,22 +190,29 @@ impl RedisBackend {
 }
 
 impl Bus for RedisBackend {
-    fn publish<'a>(
+    fn submit<'a>(
         &'a self,
         _hub: &'a Hub,
         publication: Publication<'a>,
         retention: Retention,
-    ) -> Reply<'a, Serials> {
+    ) -> Reply<'a, Ticket> {
         Box::pin(async move {
-            self.store_publication(
-                publication.channel,
-                retention,
+            // Serialised here, on the publisher's task, so the batcher only gathers.
+            let mut args = Vec::with_capacity(2 * publication.messages.len());
+            stream::push_claims_and_bodies(
+                &mut args,
                 &publication.messages,
                 &publication.client_ids,
-                publication.connection_id,
-                publication.id.as_deref(),
-            )
-            .await
+            )?;
+            self.batcher
+                .submit(
+                    publication.channel.to_owned(),
+                    retention,
+                    publication.connection_id.unwrap_or_default().to_owned(),
+                    publication.id.unwrap_or_default(),
+                    args,
+                )
+                .await
         })
     }
 

@@ -19,10 +19,12 @@
 use std::collections::{HashMap, HashSet};
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, PushInfo, PushKind, Value};
+use redis::{ConnectionAddr, ConnectionInfo, PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 
+use super::tls::client_for;
 use super::REDIS_TIMEOUT;
+use crate::config::RedisTls;
 
 /// Where the cluster is: the seed nodes, and the masters of the last slot map read.
 pub(super) struct Shards {
@@ -31,10 +33,11 @@ pub(super) struct Shards {
 }
 
 impl Shards {
-    pub(super) fn new(seeds: &[String]) -> redis::RedisResult<Shards> {
+    /// With `rediss://` seeds every connection is TLS, carrying `tls`'s certificates.
+    pub(super) fn new(seeds: &[String], tls: Option<&RedisTls>) -> redis::RedisResult<Shards> {
         let seeds = seeds
             .iter()
-            .map(|seed| seed.as_str().into_connection_info())
+            .map(|seed| Ok(client_for(seed, tls)?.get_connection_info().clone()))
             .collect::<redis::RedisResult<Vec<_>>>()?;
         Ok(Shards {
             seeds,
@@ -132,16 +135,27 @@ impl Shards {
 /// (first slot, last slot, the master's host and port).
 type SlotRange = (u16, u16, (String, u16));
 
-/// `template` (credentials, database) at another address.
+/// `template` (credentials, database, TLS and its certificates) at another address.
 fn at(template: &ConnectionInfo, host: &str, port: u16) -> ConnectionInfo {
-    template
-        .clone()
-        .set_addr(ConnectionAddr::Tcp(host.to_owned(), port))
+    let addr = match template.addr() {
+        ConnectionAddr::TcpTls {
+            insecure,
+            tls_params,
+            ..
+        } => ConnectionAddr::TcpTls {
+            host: host.to_owned(),
+            port,
+            insecure: *insecure,
+            tls_params: tls_params.clone(),
+        },
+        _ => ConnectionAddr::Tcp(host.to_owned(), port),
+    };
+    template.clone().set_addr(addr)
 }
 
 fn host_of(info: &ConnectionInfo) -> &str {
     match info.addr() {
-        ConnectionAddr::Tcp(host, _) => host,
+        ConnectionAddr::Tcp(host, _) | ConnectionAddr::TcpTls { host, .. } => host,
         _ => "127.0.0.1",
     }
 }
@@ -202,7 +216,7 @@ fn owner(slots: &[(u16, u16, usize)], topic: &str) -> Option<usize> {
 /// The cluster key slot of `key`: CRC16 (XMODEM) of its hash tag, the text between the first
 /// `{` and the next `}` if not empty, else of the whole key, mod 16384 (Redis Cluster spec).
 /// Ours because redis 1.x no longer exposes its own.
-fn slot(key: &[u8]) -> u16 {
+pub(super) fn slot(key: &[u8]) -> u16 {
     let tag = key.iter().position(|byte| *byte == b'{').and_then(|open| {
         let rest = &key[open + 1..];
         let close = rest.iter().position(|byte| *byte == b'}')?;

@@ -37,11 +37,8 @@ use protocol::Message;
 
 use super::commands::Commands;
 use super::presence;
-use super::subscriber::topic;
-use super::RedisBackend;
 use crate::backend::{BackendError, BackendEvents};
 use crate::config::Retention;
-use crate::hub::Serials;
 
 /// How long a channel's serial counter outlives its last publish, so a client resuming after a
 /// quiet spell is still told exactly whether it missed anything.
@@ -62,14 +59,6 @@ pub(super) fn keys(channel: &str) -> Keys {
         claims: format!("rt:{{{channel}}}:id:"),
     }
 }
-
-/// Stores and announces a publication. The channel's serials are `epoch-n` with `n` consecutive
-/// (the meta hash holds both), used as the stream ids, so a node that sees `n` jump knows it
-/// missed something. The stream is capped by length (`MAXLEN ~`) and by age (the oldest
-/// entries past the age are dropped as publishes come).
-/// KEYS: stream, topic, claim prefix, meta. ARGV: connectionId, protocol message id, max length,
-/// max age ms, meta ttl ms, then (claim, body) per message.
-pub(super) const PUBLISH_SCRIPT: &str = include_str!("scripts/publish.lua");
 
 /// Reads a channel's position and stored entries in one step (creating its epoch if the
 /// channel is new, so the first publish continues from the floor given here). With no known
@@ -96,40 +85,6 @@ pub(super) fn serial_of(stream_id: &str) -> Option<String> {
         ms.parse::<u64>().ok()?,
         seq.parse::<u64>().ok()?
     ))
-}
-
-impl RedisBackend {
-    /// Stores and announces; returns each message's serial (`None` for an idempotent repeat).
-    pub(super) async fn store_publication(
-        &self,
-        channel: &str,
-        retention: Retention,
-        messages: &[Message],
-        client_ids: &[bool],
-        connection_id: Option<&str>,
-        id: Option<&str>,
-    ) -> Result<Serials, BackendError> {
-        let keys = keys(channel);
-        let keys = [keys.stream, topic(channel), keys.claims, keys.meta];
-        let max_age = retention.max_age.as_millis() as u64;
-        let mut args = vec![
-            connection_id.unwrap_or_default().to_owned(),
-            id.unwrap_or_default().to_owned(),
-            retention.max_messages.to_string(),
-            max_age.to_string(),
-            meta_ttl(retention).to_string(),
-        ];
-        push_claims_and_bodies(&mut args, messages, client_ids)?;
-        let ids: Vec<String> = self
-            .commands
-            .invoke_stored(self.script.clone(), keys.into(), args)
-            .await
-            .map_err(|error| {
-                tracing::warn!(%error, "publish through Redis failed");
-                BackendError::bus_down("not published")
-            })?;
-        Ok(ids.iter().map(|id| serial_of(id)).collect())
-    }
 }
 
 /// A script's per-message arguments: the idempotency claim (the id, where it is a key; else

@@ -6,11 +6,12 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+use protocol::Message;
 use tokio::sync::{mpsc, watch};
 
 use super::link::{Link, LinkSource, Probe, ProbeEchoes, PROBE_INTERVAL};
 use super::stream::{stored_message, StreamLoader};
-use super::{annotations, auth, ephemeral, presence};
+use super::{annotations, auth, batch, ephemeral, presence};
 use crate::backend::session::ConnectionKey;
 use crate::backend::{Arrival, BackendError};
 
@@ -395,15 +396,52 @@ async fn on_publication(store: &StreamLoader, message: &redis::Msg) -> redis::Re
         }
         return Ok(());
     }
+    if let Some(batch) = payload.strip_prefix(batch::BATCH_MARK) {
+        // Each publication as if announced alone, in order; after a gap the catch-up has read
+        // the rest of the batch from the store.
+        let mut lines = batch.split('\n');
+        while let Some(connection_id) = lines.next() {
+            let id = lines.next().unwrap_or_default();
+            let n: usize = lines.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            let messages = stored_messages(&mut lines, n);
+            if !deliver(store, channel, connection_id, id, messages).await? {
+                break;
+            }
+        }
+        return Ok(());
+    }
+    // One publication, as nodes before batching announced it.
     let mut lines = payload.split('\n');
-    let connection_id = lines.next().filter(|c| !c.is_empty()).map(str::to_owned);
-    let id = lines.next().filter(|i| !i.is_empty()).map(str::to_owned);
+    let connection_id = lines.next().unwrap_or_default();
+    let id = lines.next().unwrap_or_default();
+    let messages = stored_messages(&mut lines, usize::MAX);
+    deliver(store, channel, connection_id, id, messages).await?;
+    Ok(())
+}
+
+/// Up to `n` (stream id, body) pairs as messages.
+fn stored_messages<'a>(lines: &mut impl Iterator<Item = &'a str>, n: usize) -> Vec<Message> {
     let mut messages = Vec::new();
-    while let (Some(stream_id), Some(body)) = (lines.next(), lines.next()) {
+    for _ in 0..n {
+        let (Some(stream_id), Some(body)) = (lines.next(), lines.next()) else {
+            break;
+        };
         if let Some(message) = stored_message(stream_id, body) {
             messages.push(message);
         }
     }
+    messages
+}
+
+/// Hands one announced publication to the node; on a gap in its serials, catches the channel
+/// up from the store instead and returns false (the rest of the announcement is in it).
+async fn deliver(
+    store: &StreamLoader,
+    channel: &str,
+    connection_id: &str,
+    id: &str,
+    messages: Vec<Message>,
+) -> redis::RedisResult<bool> {
     if let Some(published) = messages.first().and_then(|m| m.timestamp) {
         ::metrics::histogram!("realtime_bus_lag_seconds")
             .record(protocol::now_ms().saturating_sub(published) as f64 / 1000.0);
@@ -411,19 +449,20 @@ async fn on_publication(store: &StreamLoader, message: &redis::Msg) -> redis::Re
     match store.events.deliver(Arrival {
         channel,
         messages,
-        connection_id: connection_id.as_deref(),
-        id,
+        connection_id: Some(connection_id).filter(|c| !c.is_empty()),
+        id: Some(id).filter(|i| !i.is_empty()).map(str::to_owned),
     }) {
-        Ok(true) => Ok(()),
+        Ok(true) => Ok(true),
         Ok(false) => {
             tracing::info!(%channel, "gap in pub/sub serials; catching up from the store");
             ::metrics::counter!("realtime_bus_gaps_total").increment(1);
             // The link is live: this node heard everything Redis announced on the channel.
-            store.catch_up(channel, true, false).await
+            store.catch_up(channel, true, false).await?;
+            Ok(false)
         }
         Err(error) => {
             tracing::warn!(%channel, message = %error.message, "bus delivery failed");
-            Ok(())
+            Ok(true)
         }
     }
 }

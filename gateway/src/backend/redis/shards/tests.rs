@@ -73,3 +73,33 @@ fn key_slots_are_the_ones_redis_computes() {
     assert_eq!(slot(b"foo{}{bar}"), 8363);
     assert_eq!(slot(b"foo{bar"), 15278);
 }
+
+#[test]
+fn a_master_is_reached_as_the_seeds_are_tls_and_certificates_included() {
+    // Empty PEM: no certificate, yet `tls_params` is set, which is what must be carried over.
+    let tls = RedisTls {
+        ca_pem: Some(Vec::new()),
+        client: None,
+    };
+    let shards = Shards::new(&["rediss://:pw@10.0.0.1:7000".to_owned()], Some(&tls)).unwrap();
+    let master = at(&shards.seeds[0], "10.0.0.2", 7001);
+    assert!(
+        matches!(
+            master.addr(),
+            ConnectionAddr::TcpTls { host, port: 7001, insecure: false, tls_params: Some(_) }
+                if host == "10.0.0.2"
+        ),
+        "{:?}",
+        master.addr()
+    );
+    assert_eq!(host_of(&master), "10.0.0.2");
+    assert_eq!(master.redis_settings().password(), Some("pw"));
+
+    let plain = Shards::new(&["redis://10.0.0.1:7000".to_owned()], None).unwrap();
+    let master = at(&plain.seeds[0], "10.0.0.3", 7002);
+    assert_eq!(
+        master.addr(),
+        &ConnectionAddr::Tcp("10.0.0.3".to_owned(), 7002)
+    );
+    assert_eq!(host_of(&master), "10.0.0.3");
+}
