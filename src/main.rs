@@ -143,6 +143,7 @@ async fn run(settings: settings::Settings, role: api::Role) -> anyhow::Result<()
     let mode = match gateway.config().redis {
         Some(gateway::RedisTarget::Node(_)) => "clustered through Redis",
         Some(gateway::RedisTarget::Cluster(_)) => "clustered through Redis Cluster",
+        Some(gateway::RedisTarget::Sentinel(_)) => "clustered through Redis Sentinel",
         None => "embedded, in-memory bus",
     };
     tracing::info!(listen = %local, server_id = gateway.server_id(), mode, ?role, allocator = allocator::NAME, "realtime serving");

@@ -42,7 +42,7 @@ use annotate::Annotator;
 use apps::{AppSpec, Apps};
 pub use auth::{Auth, Principal};
 pub use backend::BackendError;
-pub use config::{ApiKey, Config, HubConfig, RedisTarget, RedisTls};
+pub use config::{ApiKey, Config, HubConfig, MinReplicas, RedisTarget, RedisTls, SentinelTarget};
 pub use error::Error;
 use events::{EventResult, Events};
 pub use hub::{Hub, Occupancy};
@@ -195,6 +195,7 @@ impl Gateway {
         let redis = backend::redis::RedisBackend::connect(
             &target,
             self.config().redis_tls.as_ref(),
+            self.config().redis_min_replicas,
             &self.inner.server_id,
             self.config().timing.clone(),
             node_events::NodeEvents::of(self),

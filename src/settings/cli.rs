@@ -157,6 +157,14 @@ pub(crate) struct ServeArgs {
     /// presence members of clients that do not come back leave after the presence grace. In ms.
     #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(300..))]
     pub node_lease_ms: u64,
+    /// With `--redis`: every stored publish waits (`WAIT`) until this many replicas have it
+    /// before it is acknowledged, or is refused (NACK 50003 / HTTP 503): an acknowledged
+    /// publish then survives a failover. 0: acknowledged once the master has it.
+    #[arg(long, default_value_t = 0)]
+    pub redis_min_replicas: u32,
+    /// How long a publish waits for `--redis-min-replicas`, in ms.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..1500))]
+    pub redis_min_replicas_timeout: u64,
     #[command(flatten)]
     pub timers: TimerArgs,
     /// A second address serving only `/metrics`, `/healthz` and `/readyz`, so metrics need not

@@ -118,6 +118,20 @@ fn resolve_with(args: ServeArgs, file: FileConfig) -> Result<Settings, String> {
         },
         generated_key,
     };
+    settings.gateway.redis_min_replicas = gateway::MinReplicas {
+        count: args.redis_min_replicas,
+        timeout: std::time::Duration::from_millis(args.redis_min_replicas_timeout),
+    };
+    if args.redis_min_replicas > 0
+        && !matches!(
+            settings.gateway.redis,
+            Some(gateway::RedisTarget::Node(_) | gateway::RedisTarget::Sentinel(_))
+        )
+    {
+        return Err(
+            "--redis-min-replicas / REALTIME_REDIS_MIN_REPLICAS: needs --redis with one Redis or Sentinel (not a Redis Cluster)".into(),
+        );
+    }
     limits::publish_limits(&mut settings.gateway.limits, &args.publish, &file_publish)?;
     settings.gateway.limits.outbound_queue = limits::outbound_queue(
         args.outbound_queue_bytes.or(file.outbound_queue_bytes),

@@ -382,6 +382,76 @@ fn a_redis_url_selects_one_server_or_a_cluster() {
 }
 
 #[test]
+fn a_sentinel_url_names_the_sentinels_and_the_master() {
+    let redis =
+        |url: &str| resolve(flags(&["--redis", url])).map(|settings| settings.gateway.redis);
+    assert_eq!(
+        redis("redis+sentinel://:pw@10.0.0.1:26379,10.0.0.2:26380/m?db=2&sentinel_password=sp")
+            .unwrap(),
+        Some(gateway::RedisTarget::Sentinel(gateway::SentinelTarget {
+            sentinels: vec![
+                "redis://:sp@10.0.0.1:26379".into(),
+                "redis://:sp@10.0.0.2:26380".into()
+            ],
+            master: "m".into(),
+            credentials: ":pw@".into(),
+            db: 2,
+            tls: false,
+        }))
+    );
+    let Some(gateway::RedisTarget::Sentinel(tls)) =
+        redis("rediss+sentinel://h:26379/mymaster").unwrap()
+    else {
+        panic!("a sentinel target");
+    };
+    assert_eq!(tls.sentinels, vec!["rediss://h:26379".to_owned()]);
+    assert!(tls.tls);
+    for bad in [
+        "redis+sentinel://h:26379",
+        "redis+sentinel://h:26379/",
+        "redis+sentinel://h/m",
+        "redis+sentinel://0.0.0.0:26379/m",
+        "redis+sentinel://h:1/m?db=x",
+        "redis+sentinel://h:1/m?what=1",
+    ] {
+        let error = redis(bad).err().unwrap();
+        assert!(error.contains("--redis"), "{bad}: {error}");
+    }
+}
+
+#[test]
+fn min_replicas_need_one_redis_or_sentinel() {
+    let settings = resolve(flags(&[
+        "--redis",
+        "redis://127.0.0.1:6380",
+        "--redis-min-replicas",
+        "1",
+        "--redis-min-replicas-timeout",
+        "300",
+    ]))
+    .unwrap();
+    assert_eq!(
+        settings.gateway.redis_min_replicas,
+        gateway::MinReplicas {
+            count: 1,
+            timeout: std::time::Duration::from_millis(300)
+        }
+    );
+    for without in [
+        vec!["--redis-min-replicas", "1"],
+        vec![
+            "--redis",
+            "redis+cluster://h:1",
+            "--redis-min-replicas",
+            "1",
+        ],
+    ] {
+        let error = resolve(flags(&without)).err().unwrap();
+        assert!(error.contains("--redis-min-replicas"), "{error}");
+    }
+}
+
+#[test]
 fn redis_certificates_are_read_at_start_for_a_tls_url() {
     let dir = std::env::temp_dir().join(format!("realtime-settings-tls-{}", std::process::id()));
     let made = test_support::Certificates::make(&dir);

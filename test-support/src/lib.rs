@@ -20,7 +20,7 @@ pub use eventually::{eventually, Outcome};
 pub use http::{basic, http, raw_http, Request, Response};
 pub use in_process::InProcess;
 pub use process::Realtime;
-pub use redis::{RedisCluster, RedisServer};
+pub use redis::{RedisCluster, RedisSentinelSet, RedisServer, SENTINEL_MASTER};
 pub use ws::{close, connect, next_json, send_json, Socket};
 
 /// A loopback port nothing listens on right now (the OS picks it, so parallel tests differ).

@@ -418,3 +418,136 @@ impl Drop for RedisCluster {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A Sentinel-monitored pair: a master, one replica (`--replicaof`) and three sentinels
+/// (`redis-server <conf> --sentinel`, their conf in their own directory since a sentinel
+/// rewrites it) monitoring it as `m` with quorum 2, `down-after-milliseconds 1000` and
+/// `failover-timeout 5000`. Everything is killed on drop.
+pub struct RedisSentinelSet {
+    /// The master at the start (it may be a replica after a failover).
+    pub master: RedisServer,
+    /// The replica at the start.
+    pub replica: RedisServer,
+    sentinels: Vec<(u16, Child)>,
+    dir: PathBuf,
+}
+
+/// The monitored master's name.
+pub const SENTINEL_MASTER: &str = "m";
+
+impl RedisSentinelSet {
+    /// Starts the set and waits (bounded) until the replica is in sync and every sentinel
+    /// knows the replica and the other two sentinels: a failover can happen from then on.
+    pub fn start() -> RedisSentinelSet {
+        let master = RedisServer::start();
+        let master_port = master.port.to_string();
+        let replica = RedisServer::start_with(&[
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--replicaof",
+            "127.0.0.1",
+            &master_port,
+        ]);
+        let mut set = RedisSentinelSet {
+            dir: own_dir("realtime-sentinels", master.port),
+            master,
+            replica,
+            sentinels: Vec::new(),
+        };
+        for i in 0..3 {
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                let port = free_port();
+                let conf = set.dir.join(format!("sentinel-{i}.conf"));
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "port {port}\nbind 127.0.0.1\ndir {dir}\nsentinel resolve-hostnames no\n\
+                         sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {master_port} 2\n\
+                         sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
+                         sentinel failover-timeout {SENTINEL_MASTER} 5000\n",
+                        dir = set.dir.display()
+                    ),
+                )
+                .expect("a sentinel conf");
+                let mut child = Command::new("redis-server")
+                    .arg(&conf)
+                    .arg("--sentinel")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("redis-server (apt-get install redis-server)");
+                if came_up(&mut child, port) {
+                    set.sentinels.push((port, child));
+                    break;
+                }
+                assert!(
+                    attempts < START_ATTEMPTS,
+                    "redis-server --sentinel keeps exiting"
+                );
+            }
+        }
+        set.until_monitored();
+        set
+    }
+
+    /// Waits until the replica is in sync and each sentinel sees the replica and two peers.
+    fn until_monitored(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let ready = |set: &RedisSentinelSet| {
+            set.replica
+                .cli(&["INFO", "replication"])
+                .contains("master_link_status:up")
+                && (0..set.sentinels.len()).all(|i| {
+                    let replicas = set.sentinel_cli(i, &["SENTINEL", "REPLICAS", SENTINEL_MASTER]);
+                    let peers = set.sentinel_cli(i, &["SENTINEL", "SENTINELS", SENTINEL_MASTER]);
+                    replicas.lines().any(|line| line == "slave")
+                        && peers.lines().filter(|line| *line == "name").count() >= 2
+                })
+        };
+        while !ready(self) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the sentinels never saw the replica and each other"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `redis+sentinel://` with the three sentinels and the master's name.
+    pub fn url(&self) -> String {
+        let sentinels: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|(port, _)| format!("127.0.0.1:{port}"))
+            .collect();
+        format!("redis+sentinel://{}/{SENTINEL_MASTER}", sentinels.join(","))
+    }
+
+    /// `redis-cli` against sentinel `i`.
+    pub fn sentinel_cli(&self, i: usize, args: &[&str]) -> String {
+        cli(self.sentinels[i].0, None, args)
+    }
+
+    /// The master's port as sentinel 0 names it now.
+    pub fn master_port(&self) -> Option<u16> {
+        let answer =
+            self.sentinel_cli(0, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_MASTER]);
+        answer
+            .lines()
+            .nth(1)
+            .and_then(|port| port.trim().parse().ok())
+    }
+}
+
+impl Drop for RedisSentinelSet {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.sentinels {
+            kill(child);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

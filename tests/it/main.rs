@@ -25,5 +25,6 @@ mod redis_cluster;
 mod redis_restart;
 mod redis_silence;
 mod redis_tls;
+mod sentinel;
 mod sockets;
 mod webhooks;

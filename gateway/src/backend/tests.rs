@@ -210,7 +210,16 @@ async fn redis() -> (Subject, RedisServer) {
     let mut attempts = 0;
     let redis = loop {
         let events: Arc<dyn BackendEvents> = node.clone();
-        match RedisBackend::connect(&target, None, "contract", Default::default(), events).await {
+        match RedisBackend::connect(
+            &target,
+            None,
+            Default::default(),
+            "contract",
+            Default::default(),
+            events,
+        )
+        .await
+        {
             Ok(redis) => break redis,
             // The server may still be starting.
             Err(error) if attempts < 50 => {
@@ -625,9 +634,16 @@ async fn redis_node(port: u16) -> Subject {
     let node = Arc::new(HubNode::new());
     let target = RedisTarget::Node(format!("redis://127.0.0.1:{port}"));
     let events: Arc<dyn BackendEvents> = node.clone();
-    let redis = RedisBackend::connect(&target, None, "contract", Default::default(), events)
-        .await
-        .expect("a second node on the same redis-server");
+    let redis = RedisBackend::connect(
+        &target,
+        None,
+        Default::default(),
+        "contract",
+        Default::default(),
+        events,
+    )
+    .await
+    .expect("a second node on the same redis-server");
     Subject {
         name: "redis",
         backend: Backend::of(redis.clone(), redis),

@@ -43,6 +43,11 @@ impl RedisTls {
         let urls = match target {
             RedisTarget::Node(url) => std::slice::from_ref(url),
             RedisTarget::Cluster(seeds) => seeds.as_slice(),
+            RedisTarget::Sentinel(_) => {
+                return Err(
+                    "not yet with Sentinel (rediss+sentinel:// trusts the public roots)".into(),
+                )
+            }
         };
         for url in urls {
             if !url.starts_with("rediss://") {

@@ -219,7 +219,7 @@ async fn call(commands: &Commands, script: redis::Script, batch: Vec<Submission>
         }
     }
     let outcome: redis::RedisResult<Vec<redis::Value>> =
-        commands.invoke(script, keys_out, args).await;
+        commands.invoke_stored(script, keys_out, args).await;
     let values = match outcome {
         Ok(values) if values.len() == replies.len() => values,
         Ok(values) => {

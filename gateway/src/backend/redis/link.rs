@@ -1,12 +1,15 @@
 //! The node's pub/sub link to Redis and its self-probe: where links come from (one Redis, or
 //! the masters of a cluster), what a link is, and how the probe echoes tell readiness.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use futures_util::StreamExt;
 
+use tokio::sync::watch;
+
 use super::commands::Commands;
+use super::sentinel::Master;
 use super::shards;
 use super::subscriber::topic;
 use super::REDIS_TIMEOUT;
@@ -18,6 +21,26 @@ use crate::backend::BackendEvents;
 pub(super) struct Probe {
     pub(super) topic: String,
     pub(super) seen_at_ms: Arc<AtomicU64>,
+    /// The last probe was refused or not answered: no master takes writes right now (killed,
+    /// failing over, demoted), so the node is not ready even before its echo goes stale.
+    pub(super) failing: Arc<AtomicBool>,
+}
+
+impl Probe {
+    pub(super) fn new() -> Probe {
+        Probe {
+            topic: format!("rt:probe:{}", rand::random::<u64>()),
+            seen_at_ms: Arc::new(AtomicU64::new(protocol::now_ms())),
+            failing: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// A write reached a master and its echo came back on the link recently.
+    pub(super) fn healthy(&self) -> bool {
+        let seen = self.seen_at_ms.load(Ordering::Acquire);
+        !self.failing.load(Ordering::Acquire)
+            && protocol::now_ms().saturating_sub(seen) < PROBE_STALE_MS
+    }
 }
 
 /// How often the bus probes itself, and how stale the last echo may be for the node to count
@@ -25,7 +48,13 @@ pub(super) struct Probe {
 pub(super) const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 pub(super) const PROBE_STALE_MS: u64 = 3_000;
 
-pub(super) async fn send_probes(commands: Commands, topic: String, events: Arc<dyn BackendEvents>) {
+/// The probe: `SET` the topic's key, then `PUBLISH` on it. A plain `PUBLISH` would not do: a
+/// replica accepts it, so a node left on a demoted master would hear its probe and say ready
+/// while every publish fails with `READONLY`.
+const PROBE_SCRIPT: &str = include_str!("scripts/probe.lua");
+
+pub(super) async fn send_probes(commands: Commands, probe: Probe, events: Arc<dyn BackendEvents>) {
+    let script = redis::Script::new(PROBE_SCRIPT);
     let mut tick = tokio::time::interval(PROBE_INTERVAL);
     loop {
         tick.tick().await;
@@ -33,17 +62,28 @@ pub(super) async fn send_probes(commands: Commands, topic: String, events: Arc<d
             return;
         }
         let sent: redis::RedisResult<i64> = commands
-            .query(redis::cmd("PUBLISH").arg(&topic).arg("1").to_owned())
+            .invoke(
+                script.clone(),
+                vec![probe.topic.clone()],
+                vec![protocol::now_ms().to_string()],
+            )
             .await;
+        probe.failing.store(sent.is_err(), Ordering::Release);
         if let Err(error) = sent {
             tracing::debug!(%error, "bus probe not sent");
         }
     }
 }
 
-/// Where pub/sub links come from: one Redis, or the masters of a cluster.
+/// Where pub/sub links come from: one Redis, the master Sentinel names, or the masters of a
+/// cluster.
 pub(super) enum LinkSource {
     Node(redis::Client),
+    Sentinel {
+        master: Master,
+        /// Seen up to the master the link was opened on.
+        changes: watch::Receiver<redis::Client>,
+    },
     Cluster(shards::Shards),
 }
 
@@ -60,10 +100,35 @@ impl LinkSource {
                 let (sink, stream) = pubsub.split();
                 Ok(Link::Node { sink, stream })
             }
+            LinkSource::Sentinel { master, changes } => {
+                let client = changes.borrow_and_update().clone();
+                let opened = tokio::time::timeout(REDIS_TIMEOUT, client.get_async_pubsub())
+                    .await
+                    .map_err(|_| timed_out())
+                    .and_then(|opened| opened);
+                let pubsub = opened.inspect_err(|_| master.ask())?;
+                let (sink, stream) = pubsub.split();
+                Ok(Link::Node { sink, stream })
+            }
             LinkSource::Cluster(shards) => tokio::time::timeout(3 * REDIS_TIMEOUT, shards.open())
                 .await
                 .map_err(|_| timed_out())?
                 .map(Link::Sharded),
+        }
+    }
+}
+
+impl LinkSource {
+    /// Resolves when the link's server stops being the one to use (Sentinel named another
+    /// master: a demoted one keeps the link's socket open); never for one Redis or a cluster.
+    pub(super) async fn moved(&mut self) {
+        match self {
+            LinkSource::Sentinel { changes, .. } => {
+                if changes.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            LinkSource::Node(_) | LinkSource::Cluster(_) => std::future::pending().await,
         }
     }
 }

@@ -16,7 +16,8 @@
 //!
 //! Files: `batch.rs` (publishing in batches), `stream.rs` (a channel's stream: load, catch-up), `subscriber.rs` (interest
 //! and the pub/sub task), `link.rs` (the link and its probe), `commands.rs` (the command
-//! connection), `shards.rs` (sharded pub/sub on a cluster), `ephemeral.rs` (publications
+//! connection), `shards.rs` (sharded pub/sub on a cluster), `sentinel.rs` (following a master through
+//! Sentinel), `ephemeral.rs` (publications
 //! announced but not stored), `presence.rs`, `nodes.rs` (leases, reaping, dashboard numbers),
 //! `sessions.rs` (resume records), `events.rs`, `webhooks.rs`, `auth.rs`; the Lua scripts in
 //! `scripts/`.
@@ -30,6 +31,7 @@ mod events;
 mod link;
 mod nodes;
 mod presence;
+mod sentinel;
 mod sessions;
 mod shards;
 mod stream;
@@ -39,7 +41,7 @@ mod tls;
 pub(crate) use stream::failing_loads;
 mod webhooks;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use protocol::{Annotation, PresenceMessage};
@@ -47,7 +49,7 @@ use tokio::sync::mpsc;
 
 use super::{BackendError, BackendEvents, Bus, Reply, Result, Ticket};
 use crate::config::Retention;
-use crate::config::{RedisTarget, RedisTls};
+use crate::config::{MinReplicas, RedisTarget, RedisTls};
 use crate::hub::{Annotating, Hub, Publication, Serials};
 use commands::Commands;
 use link::{LinkSource, Probe};
@@ -105,13 +107,14 @@ impl RedisBackend {
     pub(crate) async fn connect(
         target: &RedisTarget,
         tls: Option<&RedisTls>,
+        min_replicas: MinReplicas,
         server_id: &str,
         timing: crate::config::Timing,
         events: Arc<dyn BackendEvents>,
     ) -> Result<Arc<RedisBackend>> {
         let node = format!("{server_id}-{:08x}", rand::random::<u32>());
         // Bounded everywhere: a publish fails fast (NACK / 503) rather than wait on a dead Redis.
-        let commands = Commands::connect(target, tls).await?;
+        let commands = Commands::connect(target, tls, min_replicas).await?;
         let mut links = match target {
             RedisTarget::Node(url) => {
                 LinkSource::Node(tls::client_for(url, tls).map_err(start_error("redis URL"))?)
@@ -119,19 +122,23 @@ impl RedisBackend {
             RedisTarget::Cluster(seeds) => LinkSource::Cluster(
                 shards::Shards::new(seeds, tls).map_err(start_error("redis cluster URL"))?,
             ),
+            RedisTarget::Sentinel(_) => match commands.master() {
+                Some(master) => LinkSource::Sentinel {
+                    changes: master.changes(),
+                    master,
+                },
+                None => unreachable!("a Sentinel target's commands follow a master"),
+            },
         };
         let pubsub = links
             .open()
             .await
             .map_err(start_error("cannot open the Redis pub/sub link"))?;
         let (interests, requests) = Interests::new();
-        let probe = Probe {
-            topic: format!("rt:probe:{}", rand::random::<u64>()),
-            seen_at_ms: Arc::new(AtomicU64::new(protocol::now_ms())),
-        };
+        let probe = Probe::new();
         tokio::spawn(link::send_probes(
             commands.clone(),
-            probe.topic.clone(),
+            probe.clone(),
             events.clone(),
         ));
         let store = StreamLoader {
@@ -275,11 +282,10 @@ impl Bus for RedisBackend {
         self.interests.leave(channel)
     }
 
-    /// Whether this node heard its own probe through Redis recently: Redis reachable and the
-    /// pub/sub link alive.
+    /// Whether this node's last probe was a write a master took, and it heard the probe
+    /// through Redis recently: Redis reachable, a master there, and the pub/sub link alive.
     fn healthy(&self) -> bool {
-        let seen = self.probe.seen_at_ms.load(Ordering::Acquire);
-        protocol::now_ms().saturating_sub(seen) < link::PROBE_STALE_MS
+        self.probe.healthy()
     }
 }
 

@@ -315,6 +315,10 @@ pub(super) async fn run_pubsub(
                         break;
                     }
                 }
+                _ = source.moved() => {
+                    tracing::warn!("the Redis master changed; moving the pub/sub link to it");
+                    break;
+                }
                 _ = watchdog.tick() => {
                     if echoes.stale() {
                         tracing::warn!("a Redis Cluster pub/sub connection went quiet; reconnecting");
