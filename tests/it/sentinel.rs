@@ -214,6 +214,7 @@ fn min_replicas_refuse_publishes_while_no_replica_confirms() {
             let started = Instant::now();
             let (status, body) = rest(node.addr, publish("replicas:a", BODY)).await;
             assert_eq!(status, 503, "no replica to confirm it: {body}");
+            assert!(body.contains("replicas"), "the refusal says why: {body}");
             assert!(
                 started.elapsed() < Duration::from_millis(1300),
                 "refused within the WAIT timeout + 1 s: {:?}",

@@ -228,11 +228,22 @@ async fn call(commands: &Commands, script: redis::Script, batch: Vec<Submission>
                 expected = replies.len(),
                 "unexpected reply to a publish batch"
             );
-            return fail_all(replies);
+            return fail_all(replies, "not published");
         }
         Err(error) => {
             tracing::warn!(%error, publications = replies.len(), "publish through Redis failed");
-            return fail_all(replies);
+            // Stored, maybe, but `--redis-min-replicas` was not met: said so, not "down".
+            let unconfirmed = error
+                .to_string()
+                .contains("not confirmed by enough replicas");
+            return fail_all(
+                replies,
+                if unconfirmed {
+                    "not confirmed by enough Redis replicas; retry with the same message id"
+                } else {
+                    "not published"
+                },
+            );
         }
     };
     for (reply, value) in replies.into_iter().zip(values) {
@@ -241,9 +252,9 @@ async fn call(commands: &Commands, script: redis::Script, batch: Vec<Submission>
     }
 }
 
-fn fail_all(replies: Vec<oneshot::Sender<Result<Serials>>>) {
+fn fail_all(replies: Vec<oneshot::Sender<Result<Serials>>>, then: &'static str) {
     for reply in replies {
-        let _ = reply.send(Err(BackendError::bus_down("not published")));
+        let _ = reply.send(Err(BackendError::bus_down(then)));
     }
 }
 
