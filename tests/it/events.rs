@@ -19,10 +19,10 @@ async fn history(node: &Server, channel: &str) -> Vec<Value> {
     serde_json::from_str(&body).expect("history JSON")
 }
 
-/// The message-id claims (`SET NX`, 120 s) expire long before a webhook retry hours later;
+/// The message-id claims (120 s) expire long before a webhook retry hours later;
 /// deleting them stands in for the hours passing, so only the event record can dedupe.
 fn forget_message_ids(redis: &RedisServer) {
-    for key in redis.cli(&["--scan", "--pattern", "rt:*:id:*"]).lines() {
+    for key in redis.cli(&["--scan", "--pattern", "rt:*:id*"]).lines() {
         redis.cli(&["DEL", key]);
     }
 }

@@ -974,3 +974,35 @@ async fn a_failed_append_leaves_no_claim_so_the_retry_is_stored() {
         .expect("published");
     assert_eq!(again, vec![None], "and is a repeat from then on");
 }
+
+/// Entries past the channel's age leave the stream at the channel's upkeep (at most every 5 s
+/// per channel; here forced by clearing its time), not on every publish.
+#[tokio::test]
+async fn entries_past_the_age_are_trimmed_at_the_channels_upkeep() {
+    let (subject, server) = redis().await;
+    let (bus, hub) = (&subject.backend.bus, &subject.node.hub);
+    let channel = "aged";
+    let retention = crate::config::Retention {
+        max_messages: 1000,
+        max_age: Duration::from_millis(200),
+    };
+    bus.publish(hub, publication(channel, &["first"]), retention)
+        .await
+        .expect("published");
+    let oldest = || server.cli(&["XRANGE", "rt:{aged}:log", "-", "+", "COUNT", "1"]);
+    assert!(oldest().contains("first"));
+    // Polled, bounded: the entry must first be older than the age.
+    for n in 0..300 {
+        server.cli(&["HDEL", "rt:{aged}:meta", "x"]);
+        let id = format!("later{n}");
+        bus.publish(hub, publication(channel, &[&id]), retention)
+            .await
+            .expect("published");
+        if !oldest().contains("first") {
+            assert!(oldest().contains("later"), "younger entries stay");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the first entry never aged out: {}", oldest());
+}

@@ -27,7 +27,7 @@ use crate::config::Retention;
 use crate::hub::Serials;
 
 /// Stores and announces the publications of a batch, grouped by channel.
-/// KEYS: per channel, its stream, topic, claim prefix and meta. ARGV: per channel, max length,
+/// KEYS: per channel, its stream, topic, claim set and meta. ARGV: per channel, max length,
 /// max age ms, meta ttl ms and its number of publications, then per publication its
 /// connectionId, protocol message id and number of messages, then (claim, body) per message.
 /// Reply: per publication, in order, its stream ids ('' for an idempotent repeat) or a string
@@ -201,7 +201,7 @@ async fn call(commands: &Commands, script: redis::Script, batch: Vec<Submission>
         keys_out.extend([
             stream_keys.stream,
             topic(channel),
-            stream_keys.claims,
+            stream_keys.claim_set,
             stream_keys.meta,
         ]);
         args.extend([

@@ -50,6 +50,8 @@ pub(super) struct Keys {
     pub(super) stream: String,
     pub(super) meta: String,
     pub(super) claims: String,
+    /// Stored publications' idempotency claims: a sorted set scored by when each lapses.
+    pub(super) claim_set: String,
 }
 
 pub(super) fn keys(channel: &str) -> Keys {
@@ -57,6 +59,7 @@ pub(super) fn keys(channel: &str) -> Keys {
         stream: format!("rt:{{{channel}}}:log"),
         meta: format!("rt:{{{channel}}}:meta"),
         claims: format!("rt:{{{channel}}}:id:"),
+        claim_set: format!("rt:{{{channel}}}:ids"),
     }
 }
 

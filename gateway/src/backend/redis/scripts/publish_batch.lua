@@ -6,6 +6,9 @@ local group = 0
 while a <= #ARGV do
   local stream, topic = KEYS[group * 4 + 1], KEYS[group * 4 + 2]
   local claims, meta = KEYS[group * 4 + 3], KEYS[group * 4 + 4]
+  -- Idempotency claims live in one sorted set per channel, scored by when they lapse: a few
+  -- commands per channel, not two per message.
+  local claimed = {}
   group = group + 1
   local max_len, max_age = ARGV[a], tonumber(ARGV[a + 1])
   local meta_ttl, k = ARGV[a + 2], tonumber(ARGV[a + 3])
@@ -16,28 +19,46 @@ while a <= #ARGV do
     pubs[p] = { conn = ARGV[a], id = ARGV[a + 1], n = n, first = a + 3, ids = {}, lines = {} }
     a = a + 3 + 2 * n
   end
-  local seq, from
+  local seq, from, upkeep
   local ok, err = pcall(function()
-    local known = redis.call('HMGET', meta, 'e', 'n')
+    local known = redis.call('HMGET', meta, 'e', 'n', 'x')
     local epoch = known[1]
     if not epoch then
       epoch = tostring(now)
       redis.call('HSET', meta, 'e', epoch, 'n', 0)
       known[2] = 0
     end
+    upkeep = now >= (tonumber(known[3]) or 0)
     seq = tonumber(known[2]) or 0
     from = seq
+    local wanted = {}
+    for p = 1, k do
+      for i = 0, pubs[p].n - 1 do
+        local claim = ARGV[pubs[p].first + 2 * i]
+        if claim ~= '' then table.insert(wanted, claim) end
+      end
+    end
+    local taken = {}
+    if #wanted > 0 then
+      local lapse = redis.call('ZMSCORE', claims, unpack(wanted))
+      for i, claim in ipairs(wanted) do
+        if lapse[i] and tonumber(lapse[i]) > now then taken[claim] = true end
+      end
+    end
     for p = 1, k do
       local pub = pubs[p]
       for i = 0, pub.n - 1 do
         local claim = ARGV[pub.first + 2 * i]
         local body = ARGV[pub.first + 2 * i + 1]
-        if claim == '' or redis.call('EXISTS', claims .. claim) == 0 then
+        if claim == '' or not taken[claim] then
           local id = redis.call('XADD', stream, 'MAXLEN', '~', max_len, epoch .. '-' .. (seq + 1), 'm', body, 't', now)
           seq = seq + 1
-          -- Claimed only once the entry exists: a failure never leaves a claim without its entry.
+          -- Claimed only once the entry exists (below, after the loop): a failure never
+          -- leaves a claim without its entry. A repeat within the batch is caught here.
           if claim ~= '' then
-            redis.call('SET', claims .. claim, '1', 'PX', 120000)
+            taken[claim] = true
+            table.insert(claimed, now + 120000)
+            table.insert(claimed, claim)
           end
           table.insert(pub.ids, id)
           table.insert(pub.lines, id)
@@ -57,11 +78,26 @@ while a <= #ARGV do
   end
   if seq and seq > from then
     pcall(function()
-      redis.call('HSET', meta, 'n', seq)
-      for _ = 1, 16 do
-        local oldest = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1]
-        if not oldest or tonumber(oldest[2][4]) + max_age > now then break end
-        redis.call('XDEL', stream, oldest[1])
+      if #claimed > 0 then
+        redis.call('ZADD', claims, unpack(claimed))
+        redis.call('PEXPIRE', claims, 125000)
+      end
+      if not upkeep then
+        redis.call('HSET', meta, 'n', seq)
+        return
+      end
+      -- Upkeep, at most every 5 s per channel: lapsed claims, entries past the age, and the
+      -- keys' expiry (each lasts well beyond 5 s, so none lapses while the channel is used).
+      redis.call('HSET', meta, 'n', seq, 'x', now + 5000)
+      redis.call('ZREMRANGEBYSCORE', claims, '-inf', now)
+      local oldest = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1]
+      if oldest and tonumber(oldest[2][4]) + max_age <= now then
+        local old = {}
+        for _, entry in ipairs(redis.call('XRANGE', stream, '-', '+', 'COUNT', 1000)) do
+          if tonumber(entry[2][4]) + max_age > now then break end
+          table.insert(old, entry[1])
+        end
+        redis.call('XDEL', stream, unpack(old))
       end
       redis.call('PEXPIRE', stream, max_age + 60000)
       redis.call('PEXPIRE', meta, meta_ttl)
