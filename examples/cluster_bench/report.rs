@@ -122,7 +122,7 @@ impl Report {
             ),
         );
         row(
-            "CPU µs per acknowledged publication",
+            "CPU µs per ACKed publication",
             format!(
                 "redis {:.1}  nodes {}",
                 self.us_per_publication(self.cpu.redis),
