@@ -119,6 +119,11 @@ impl<T: Target> Spread<T> {
     pub fn is_empty(&self) -> bool {
         self.targets.is_empty()
     }
+
+    /// One target per node, in `--url` order.
+    pub fn targets(&self) -> &[T] {
+        &self.targets
+    }
 }
 
 impl<T: Target> Target for Spread<T> {

@@ -82,6 +82,20 @@ impl Traffic {
     }
 }
 
+impl crate::scenario::cluster::Spread<AblyTarget> {
+    /// What the connections of every node's target have received so far.
+    pub fn traffic(&self) -> TrafficCount {
+        self.targets().iter().map(AblyTarget::traffic).fold(
+            TrafficCount::default(),
+            |sum, count| TrafficCount {
+                frames: sum.frames + count.frames,
+                message_frames: sum.message_frames + count.message_frames,
+                bytes: sum.bytes + count.bytes,
+            },
+        )
+    }
+}
+
 impl TrafficCount {
     /// What arrived between `earlier` and this count.
     pub fn since(self, earlier: TrafficCount) -> TrafficCount {

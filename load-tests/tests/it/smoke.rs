@@ -196,6 +196,18 @@ fn assert_reactions_clean(report: &serde_json::Value, viewers: u64) {
     assert!(number(report, "bytes_received") > 0);
 }
 
+/// Cluster mode for a live room: viewers alternate over two nodes on one Redis, each receiving
+/// every reaction, those published on the other node included.
+#[test]
+fn reactions_ephemeral_over_two_nodes_through_redis() {
+    let report = run_load_on_cluster(
+        2,
+        &words("--duration 1s reactions --viewers 40 --rate 2 --ephemeral --channel room:two"),
+    );
+    assert_reactions_clean(&report, 40);
+    assert_eq!(report["nodes"], 2, "{report:#}");
+}
+
 #[test]
 fn reactions_stored_and_ephemeral_batched() {
     let stored = run_load(&words(
