@@ -4,7 +4,8 @@
 //! processes from `target/release/realtime` (build it first: `cargo build --release`), spreads
 //! `--subscribers` WebSocket subscribers over the nodes and `--channels` channels (subscriber `i`
 //! on node `i % nodes`, channel `(i / nodes) % channels`, so every channel has subscribers on every
-//! node), and publishes from `--publishers` realtime connections on node 0 only, at `--rate`
+//! node), and publishes from `--publishers` realtime connections on the first `--publish-nodes`
+//! nodes (publisher `p` on node `p % publish_nodes`; default node 0 only), at `--rate`
 //! publications/s in total for `--duration` seconds (open loop, paced every millisecond), or with
 //! `--rate 0` as fast as ACKs allow with `--window` publishes in flight per publisher.
 //!
@@ -13,9 +14,14 @@
 //! acknowledged, deliveries/s, publish→deliver latency, lost and duplicated deliveries (every
 //! subscriber must get every publication on its channel exactly once, in per-publisher order;
 //! anything else and the run exits 1), and the CPU time (utime + stime from `/proc/<pid>/stat`)
-//! of Redis, each node and this process over the measured window, with each node's RSS.
+//! of Redis, each node and this process over the measured window, with each node's RSS. CPU is
+//! also given as µs per acknowledged publication (Redis, each node), and Redis's own account of
+//! the window (`CONFIG RESETSTAT` at its start, `INFO commandstats` at its end): calls and µs per
+//! call of the top commands, and publications per `EVALSHA` call (the batch size).
+//! `--target-p99-ms X` (with a `--rate`) makes a p99 publish → deliver of X or more exit 1.
 //!
 //! `cargo run --release --example cluster_bench -- --rate 5000 --duration 10 [--json out.json]`
+//! `[--publish-nodes 2] [--target-p99-ms 30]`
 
 mod args;
 mod measure;
@@ -32,7 +38,7 @@ use hdrhistogram::Histogram;
 use test_support::{Realtime, RedisServer};
 
 use crate::args::Args;
-use crate::measure::CpuShare;
+use crate::measure::{CommandStat, Cpu};
 
 const KEY: &str = "bench.k:secret";
 /// How long publishers may take to get their last ACK, and subscribers their last delivery,
@@ -53,6 +59,14 @@ fn main() {
     assert!(
         args.subscribers >= args.nodes * args.channels,
         "--subscribers must be at least nodes × channels, so each channel has a subscriber on every node"
+    );
+    assert!(
+        args.publish_nodes >= 1 && args.publish_nodes <= args.nodes,
+        "--publish-nodes is 1..=--nodes"
+    );
+    assert!(
+        args.target_p99_ms.is_none() || args.rate > 0,
+        "--target-p99-ms needs a --rate: as fast as ACKs allow, latency is queueing by design"
     );
     assert!(
         args.duration >= 1 && args.duration <= 600,
@@ -89,6 +103,14 @@ fn main() {
         eprintln!("FAILED: deliveries were lost, duplicated or out of order, or publishes failed");
         std::process::exit(1);
     }
+    if report.p99_missed(&args) {
+        eprintln!(
+            "FAILED: p99 publish → deliver {} is not under the target {} ms",
+            report::millis(report.latency.value_at_quantile(0.99)),
+            args.target_p99_ms.unwrap_or_default()
+        );
+        std::process::exit(1);
+    }
 }
 
 /// Microseconds since the first call: the one clock publishers and subscribers share.
@@ -122,7 +144,10 @@ struct Report {
     duplicated: u64,
     latency: Histogram<u64>,
     ack_latency: Histogram<u64>,
-    cpu: CpuShare,
+    /// CPU seconds spent over the window.
+    cpu: Cpu,
+    /// Redis's `INFO commandstats` over the window, most time first.
+    redis_commands: Vec<CommandStat>,
     node_rss_kib: Vec<u64>,
     /// Distinct failures, each with how many connections had it.
     failures: Vec<(String, usize)>,

@@ -2,21 +2,13 @@
 
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use test_support::{Realtime, RedisServer};
 
-/// CPU seconds (user + system) so far of Redis, each node and this process, and of the whole
-/// machine (every process, every core: what else ran shows as the difference).
+/// CPU seconds (user + system) of Redis, each node and this process, and of the whole machine
+/// (every process, every core: what else ran shows as the difference): so far, or over a window.
+#[derive(Clone, Debug)]
 pub(crate) struct Cpu {
-    pub(crate) redis: f64,
-    pub(crate) nodes: Vec<f64>,
-    pub(crate) bench: f64,
-    pub(crate) machine: f64,
-}
-
-/// Share of one core over the window, in percent.
-pub(crate) struct CpuShare {
     pub(crate) redis: f64,
     pub(crate) nodes: Vec<f64>,
     pub(crate) bench: f64,
@@ -36,20 +28,68 @@ impl Cpu {
         }
     }
 
-    pub(crate) fn since(&self, before: &Cpu, window: Duration) -> CpuShare {
-        let share = |after: f64, before: f64| (after - before) / window.as_secs_f64() * 100.0;
-        CpuShare {
-            redis: share(self.redis, before.redis),
+    /// CPU seconds spent between `before` and this sample.
+    pub(crate) fn since(&self, before: &Cpu) -> Cpu {
+        Cpu {
+            redis: self.redis - before.redis,
             nodes: self
                 .nodes
                 .iter()
                 .zip(&before.nodes)
-                .map(|(a, b)| share(*a, *b))
+                .map(|(a, b)| a - b)
                 .collect(),
-            bench: share(self.bench, before.bench),
-            machine: share(self.machine, before.machine),
+            bench: self.bench - before.bench,
+            machine: self.machine - before.machine,
         }
     }
+}
+
+/// One line of Redis's `INFO commandstats`: calls and total microseconds of a command over the
+/// window (since `CONFIG RESETSTAT`). Commands run by a script count both on their own line and
+/// inside the script's `evalsha` time.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct CommandStat {
+    pub(crate) name: String,
+    pub(crate) calls: u64,
+    pub(crate) usec: u64,
+}
+
+impl CommandStat {
+    pub(crate) fn usec_per_call(&self) -> f64 {
+        self.usec as f64 / self.calls.max(1) as f64
+    }
+}
+
+/// Zeroes Redis's command statistics: the start of the measured window.
+pub(crate) fn reset_command_stats(redis: &RedisServer) {
+    redis.cli(&["CONFIG", "RESETSTAT"]);
+}
+
+/// Redis's command statistics since the last reset, most time first.
+pub(crate) fn command_stats(redis: &RedisServer) -> Vec<CommandStat> {
+    let mut stats = parse_command_stats(&redis.cli(&["INFO", "commandstats"]));
+    stats.sort_by(|a, b| b.usec.cmp(&a.usec).then_with(|| a.name.cmp(&b.name)));
+    stats
+}
+
+/// `cmdstat_evalsha:calls=12,usec=345,usec_per_call=28.75,rejected_calls=0,failed_calls=0`.
+fn parse_command_stats(info: &str) -> Vec<CommandStat> {
+    info.lines()
+        .filter_map(|line| {
+            let (name, fields) = line.trim().strip_prefix("cmdstat_")?.split_once(':')?;
+            let field = |key: &str| {
+                fields
+                    .split(',')
+                    .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
+                    .and_then(|v| v.parse::<u64>().ok())
+            };
+            Some(CommandStat {
+                name: name.to_string(),
+                calls: field("calls")?,
+                usec: field("usec")?,
+            })
+        })
+        .collect()
 }
 
 /// utime + stime of a process (all its threads), fields 14 and 15 of `/proc/<pid>/stat`.
@@ -106,3 +146,6 @@ pub(crate) fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests;

@@ -217,6 +217,19 @@ pub struct FanoutArgs {
     /// open loop finds the rate everything is delivered at.
     #[arg(long, default_value_t = 64)]
     pub backlog: u64,
+    /// Ably: publish ephemeral messages (`extras.ephemeral`: delivered live, never stored).
+    #[arg(long)]
+    pub ephemeral: bool,
+    /// Servers not spawned here: their process ids in `--url` order (`1,2,3`), for each one's
+    /// CPU per publication.
+    #[arg(long, value_delimiter = ',')]
+    pub node_pids: Vec<u32>,
+    /// The Redis the servers share, when not spawned here: its CPU per publication.
+    #[arg(long)]
+    pub redis_pid: Option<u32>,
+    /// Several servers: subscriber i on node i mod n, publishers round-robin after them.
+    #[command(flatten)]
+    pub cluster: crate::scenario::cluster::ClusterArgs,
 }
 
 #[derive(Debug, Clone, Args)]

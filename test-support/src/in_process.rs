@@ -29,8 +29,13 @@ pub struct InProcess {
 }
 
 impl InProcess {
+    /// Joins the cluster first when `config.redis` is set (as `main` does before serving).
     pub async fn start(config: Config) -> InProcess {
         let gateway = Gateway::new(config);
+        gateway
+            .connect_bus()
+            .await
+            .expect("the Redis of Config::redis reachable");
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");

@@ -10,7 +10,7 @@ use test_support::{Realtime, RedisServer};
 use tokio::sync::watch;
 
 use crate::args::Args;
-use crate::measure::{rss_kib, Cpu};
+use crate::measure::{command_stats, reset_command_stats, rss_kib, Cpu};
 use crate::wire::{connect, subscribe, Format};
 use crate::Report;
 
@@ -63,10 +63,11 @@ pub(crate) async fn run(args: &Args, redis: &RedisServer, nodes: &[Realtime]) ->
         )));
     }
     let mut publishers = Vec::new();
-    for _ in 0..args.publishers {
-        publishers.push(connect(nodes[0].addr, format).await);
+    for p in 0..args.publishers {
+        publishers.push(connect(nodes[p % args.publish_nodes].addr, format).await);
     }
 
+    reset_command_stats(redis);
     let cpu_before = Cpu::sample(redis, nodes);
     let window_started = Instant::now();
     let publish_until = window_started + Duration::from_secs(args.duration);
@@ -122,6 +123,7 @@ pub(crate) async fn run(args: &Args, redis: &RedisServer, nodes: &[Realtime]) ->
     }
     let window = window_started.elapsed();
     let cpu_after = Cpu::sample(redis, nodes);
+    let redis_commands = command_stats(redis);
     let _ = stop.send(true);
 
     let mut latency = new_histogram();
@@ -153,7 +155,8 @@ pub(crate) async fn run(args: &Args, redis: &RedisServer, nodes: &[Realtime]) ->
         duplicated,
         latency,
         ack_latency,
-        cpu: cpu_after.since(&cpu_before, window),
+        cpu: cpu_after.since(&cpu_before),
+        redis_commands,
         node_rss_kib: nodes.iter().map(|n| rss_kib(n.pid())).collect(),
         failures,
     }

@@ -271,6 +271,10 @@ async fn run_all(
                 size: args.size,
                 window: args.window,
                 backlog: args.backlog,
+                ephemeral: false,
+                node_pids: Vec::new(),
+                redis_pid: None,
+                cluster: Default::default(),
             };
             let shape = format!("{channels}x{subscribers}");
             let saturated = fanout::run(&on, &fanout_args).await;

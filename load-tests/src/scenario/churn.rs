@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::soak::nodes::{Cluster, Spawn};
+use super::cluster::{Cluster, Spawn};
 use super::{ensure_fds, run_id};
 use crate::cli::{parse_duration, Protocol, Shared};
 use crate::proc_stat;
@@ -97,11 +97,13 @@ pub async fn run(shared: &Shared, args: &ChurnArgs) -> anyhow::Result<Report> {
     let key = Spawn::key_or(&shared.key, SPAWN_KEY);
     let spawn = args.spawn.as_ref().map(|bin| Spawn {
         bin: bin.clone(),
+        name: "churn",
         nodes: 1,
         key: key.clone(),
-        token_renew_lead: Duration::from_secs(30),
-        drain: Duration::from_secs(5),
+        token_renew_lead: None,
+        drain: None,
         extra: args.server_args.clone(),
+        redis: false,
         redis_bin: PathBuf::from("redis-server"),
         log_prefix: Spawn::log_prefix(args.server_logs.as_ref(), "churn", &run),
     });

@@ -1,6 +1,11 @@
 //! `fanout`: C channels × S subscribers each, P realtime publishers sharing R publications/s (or
 //! open loop), payloads of B bytes. Publisher p's n-th publication goes to channel (p + n) mod C,
 //! stamped with (p, n, send time), so every subscriber knows what it is owed and how late it came.
+//!
+//! Cluster mode: with several servers (`--url a,b,c`, or `--spawn BIN --nodes 3`, on a Redis of
+//! their own) subscriber i is on node i mod n and publishers go round the nodes after them; the
+//! report adds deliveries per node and, for processes it knows (spawned, or `--node-pids`,
+//! `--redis-pid`), CPU per acknowledged publication.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -9,8 +14,9 @@ use std::time::Duration;
 use anyhow::bail;
 use tokio::task::JoinSet;
 
-use super::{connect_failures, ensure_fds, open, run_id, Readers, Window};
-use crate::cli::{FanoutArgs, Shared};
+use super::cluster::{Cluster, Spawn, Spread};
+use super::{connect_failures, ensure_fds, open, run_id, Readers, ServerCpu, Window};
+use crate::cli::{FanoutArgs, Protocol, Shared};
 use crate::clock;
 use crate::ledger::{Latencies, Schedule};
 use crate::payload::Stamp;
@@ -19,22 +25,65 @@ use crate::target::{Connection, Settled, Target};
 
 /// How long publishers wait for their last ACKs.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The key `--spawn` starts its servers with when `--key` is not given.
+const SPAWN_KEY: &str = "fanout.key:secret";
 
 pub async fn run(shared: &Shared, args: &FanoutArgs) -> anyhow::Result<Report> {
-    with_target!(shared, target => run_on(shared, args, target).await)
+    if args.channels == 0 || args.publishers == 0 {
+        bail!("--channels and --publishers must be at least 1");
+    }
+    if args.ephemeral && shared.protocol != Protocol::Ably {
+        bail!("--ephemeral is an Ably protocol flag");
+    }
+    let run = run_id();
+    let key = Spawn::key_or(&shared.key, SPAWN_KEY);
+    let cluster = Cluster::start_if(args.cluster.spawn("fanout", &key, &run), true).await?;
+    let mut shared = shared.clone();
+    if let Some(cluster) = &cluster {
+        shared.url = cluster.urls().join(",");
+        shared.key = key;
+    }
+    let ephemeral = args.ephemeral;
+    let processes = Processes::of(&cluster, args);
+    with_target!(
+        shared,
+        |ably: crate::target::ably::AblyTarget| ably.with_ephemeral(ephemeral),
+        target => run_on(&shared, args, target, &run, processes).await
+    )
+}
+
+/// The processes whose CPU a run reports: each node's and Redis's, where known.
+struct Processes {
+    nodes: Vec<u32>,
+    redis: Option<u32>,
+}
+
+impl Processes {
+    fn of(cluster: &Option<Cluster>, args: &FanoutArgs) -> Processes {
+        match cluster {
+            Some(cluster) => Processes {
+                nodes: (0..cluster.len())
+                    .filter_map(|k| cluster.pid(k).map(|(pid, _)| pid))
+                    .collect(),
+                redis: cluster.redis_pid(),
+            },
+            None => Processes {
+                nodes: args.node_pids.clone(),
+                redis: args.redis_pid,
+            },
+        }
+    }
 }
 
 async fn run_on<T: Target>(
     shared: &Shared,
     args: &FanoutArgs,
-    target: Arc<T>,
+    target: Arc<Spread<T>>,
+    run: &str,
+    processes: Processes,
 ) -> anyhow::Result<Report> {
-    if args.channels == 0 || args.publishers == 0 {
-        bail!("--channels and --publishers must be at least 1");
-    }
     let n_subscribers = args.channels * args.subscribers;
     ensure_fds(n_subscribers + args.publishers)?;
-    let run = run_id();
     let channel_names: Vec<String> = (0..args.channels)
         .map(|c| format!("fanout:{run}:{c}"))
         .collect();
@@ -48,6 +97,8 @@ async fn run_on<T: Target>(
     report.metric("target_rate", args.rate);
     report.metric("size_bytes", args.size);
     report.metric("protocol", shared.protocol.name());
+    report.metric("nodes", target.len());
+    report.metric("ephemeral", args.ephemeral);
 
     // Subscriber i listens on channel i mod C, so a partial setup still spreads evenly.
     let subscriptions = (0..n_subscribers)
@@ -90,6 +141,12 @@ async fn run_on<T: Target>(
     );
     let subscribers_per_channel = readers.per_channel(n_channels);
 
+    let node_cpu: Vec<ServerCpu> = processes
+        .nodes
+        .iter()
+        .map(|pid| ServerCpu::start(Some(*pid)))
+        .collect();
+    let redis_cpu = ServerCpu::start(processes.redis);
     let window = Window::start(shared, &latencies);
     let deadline = tokio::time::Instant::now() + shared.duration();
     let per_publisher_rate = args.rate / args.publishers as f64;
@@ -131,14 +188,48 @@ async fn run_on<T: Target>(
         .drain(&mut report, &sent, &schedule, &subscribers_per_channel)
         .await;
 
+    let node_cpu_us: Vec<Option<u64>> = node_cpu.iter().map(ServerCpu::cpu_us).collect();
+    let redis_cpu_us = redis_cpu.cpu_us();
+
     report.metric("subscribers", readers.len());
-    let ledgers = readers.finish().await;
+    let ledgers = readers.finish_by_client().await;
+    let mut deliveries_per_node = vec![0u64; target.len()];
+    let mut subscribers_per_node = vec![0u64; target.len()];
+    for (client, ledger, _) in &ledgers {
+        deliveries_per_node[target.node_of(*client)] += ledger.received;
+        subscribers_per_node[target.node_of(*client)] += 1;
+    }
+    let ledgers: Vec<_> = ledgers
+        .into_iter()
+        .map(|(_, ledger, failure)| (ledger, failure))
+        .collect();
     super::settled_metrics(&mut report, settled, "publications", "publications");
     report.metric_f64(
         "publications_per_s",
         settled.sent as f64 / drained.publishing.as_secs_f64(),
     );
     drained.delivery_metrics(&mut report, &ledgers);
+    if target.len() > 1 {
+        report.metric("subscribers_per_node", subscribers_per_node);
+        report.metric("deliveries_per_node", deliveries_per_node);
+    }
+    // CPU µs per acknowledged publication: what each process pays for one.
+    let per_publication = |cpu_us: u64| {
+        let value = cpu_us as f64 / settled.acknowledged.max(1) as f64;
+        (value * 10.0).round() / 10.0
+    };
+    if !node_cpu_us.is_empty() {
+        report.metric(
+            "node_us_per_publication",
+            node_cpu_us
+                .iter()
+                .map(|us| us.map(per_publication))
+                .collect::<Vec<_>>(),
+        );
+    }
+    if let Some(us) = redis_cpu_us {
+        report.metric_f64("redis_us_per_publication", per_publication(us));
+    }
     Ok(report)
 }
 

@@ -104,7 +104,9 @@ async fn run_on<T: Target>(
 
     let mut owed = vec![0];
     if args.attach {
-        let rest = Rest::new(&shared.url, &shared.key)?;
+        // One node's REST is enough: a batch publish reaches subscribers on every node.
+        let first = super::cluster::split_urls(&shared.url).remove(0);
+        let rest = Rest::new(&first, &shared.key)?;
         let names: Vec<String> = channels.into_iter().flatten().collect();
         let stamp = Stamp {
             publisher: 0,

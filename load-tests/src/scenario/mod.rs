@@ -3,32 +3,42 @@
 //! them in the `Report`.
 
 /// Evaluates `$body` with `$target` bound to an `Arc` of the `Target` that `--protocol` names
-/// (API-key credentials for Ably): one arm per protocol, each its own monomorphic `$body`.
+/// (API-key credentials for Ably), spread over the servers of `--url` (one, or a comma-separated
+/// list: see `cluster::Spread`): one arm per protocol, each its own monomorphic `$body`. The
+/// optional `$ably` adjusts each Ably target (`|ably| ably.with_ephemeral(true)`).
 macro_rules! with_target {
     ($shared:expr, $target:ident => $body:expr) => {
+        with_target!($shared, |ably| ably, $target => $body)
+    };
+    ($shared:expr, $ably:expr, $target:ident => $body:expr) => {
         match $shared.protocol {
             crate::cli::Protocol::Ably => {
-                let $target = crate::scenario::ably_target(
-                    $shared,
-                    crate::target::ably::Credentials::Key($shared.key.clone()),
-                )?;
+                let $target = crate::scenario::cluster::Spread::new(&$shared.url, |url| {
+                    Ok(($ably)(crate::target::ably::AblyTarget::new(
+                        url,
+                        crate::target::ably::Credentials::Key($shared.key.clone()),
+                        $shared.format.into(),
+                    )?))
+                })?;
                 $body
             }
             crate::cli::Protocol::Raw => {
-                let $target = std::sync::Arc::new(crate::target::raw::RawTarget::new(&$shared.url));
+                let $target = crate::scenario::cluster::Spread::new(&$shared.url, |url| {
+                    Ok(crate::target::raw::RawTarget::new(url))
+                })?;
                 $body
             }
             crate::cli::Protocol::Socketio => {
-                let $target = std::sync::Arc::new(crate::target::socketio::SocketIoTarget::new(
+                let $target = crate::scenario::cluster::Spread::new(
                     &$shared.url,
-                )?);
+                    crate::target::socketio::SocketIoTarget::new,
+                )?;
                 $body
             }
             crate::cli::Protocol::Pusher => {
-                let $target = std::sync::Arc::new(crate::target::pusher::PusherTarget::new(
-                    &$shared.url,
-                    &$shared.key,
-                )?);
+                let $target = crate::scenario::cluster::Spread::new(&$shared.url, |url| {
+                    crate::target::pusher::PusherTarget::new(url, &$shared.key)
+                })?;
                 $body
             }
         }
@@ -36,6 +46,7 @@ macro_rules! with_target {
 }
 
 pub mod churn;
+pub mod cluster;
 pub mod edits;
 pub mod fanout;
 pub mod idle;
@@ -65,6 +76,8 @@ const SPARE_FDS: u64 = 64;
 pub async fn run(cli: Cli) -> anyhow::Result<Report> {
     let shared = cli.shared;
     let needs_key = match &cli.scenario {
+        // fanout --spawn starts its servers with a key of its own.
+        Scenario::Fanout(args) if args.cluster.spawn.is_some() => false,
         Scenario::Fanout(_) | Scenario::Idle(_) => {
             matches!(shared.protocol, Protocol::Ably | Protocol::Pusher)
         }
@@ -194,7 +207,8 @@ pub async fn open<T: Target>(
 /// Subscribers reading into their ledgers until `stop`.
 pub struct Readers {
     stop: watch::Sender<bool>,
-    tasks: JoinSet<(Ledger, Option<String>)>,
+    /// Each reader's client number, ledger and failure.
+    tasks: JoinSet<(usize, Ledger, Option<String>)>,
     /// Each reader's channel (its index in the schedule).
     channels: Vec<usize>,
 }
@@ -214,7 +228,7 @@ impl Readers {
         for (client, connection) in connections {
             let channel = channel_of(client);
             let ledger = Ledger::new(channel, schedule.clone(), latencies.clone());
-            tasks.spawn(read_into(connection, ledger, stopped.clone()));
+            tasks.spawn(read_into(client, connection, ledger, stopped.clone()));
             channels.push(channel);
         }
         Readers {
@@ -242,7 +256,16 @@ impl Readers {
     }
 
     /// Stops every reader, closes its connection and hands back the ledgers.
-    pub async fn finish(mut self) -> Vec<(Ledger, Option<String>)> {
+    pub async fn finish(self) -> Vec<(Ledger, Option<String>)> {
+        self.finish_by_client()
+            .await
+            .into_iter()
+            .map(|(_, ledger, failure)| (ledger, failure))
+            .collect()
+    }
+
+    /// `finish`, each ledger with its reader's client number.
+    pub async fn finish_by_client(mut self) -> Vec<(usize, Ledger, Option<String>)> {
         let _ = self.stop.send(true);
         let mut ledgers = Vec::with_capacity(self.tasks.len());
         while let Some(result) = self.tasks.join_next().await {
@@ -255,10 +278,11 @@ impl Readers {
 }
 
 async fn read_into<C: Connection>(
+    client: usize,
     mut connection: C,
     mut ledger: Ledger,
     mut stop: watch::Receiver<bool>,
-) -> (Ledger, Option<String>) {
+) -> (usize, Ledger, Option<String>) {
     loop {
         tokio::select! {
             biased;
@@ -272,7 +296,7 @@ async fn read_into<C: Connection>(
     ledger.flush();
     let failure = connection.failure();
     connection.close().await;
-    (ledger, failure)
+    (client, ledger, failure)
 }
 
 /// Waits until `expected` deliveries arrived, or none arrived for `quiet_timeout`.
@@ -479,6 +503,17 @@ impl ServerCpu {
             report.metric_f64("server_cpu_percent", cpu_percent);
             report.metric("server_rss_mib", after.rss_bytes / (1024 * 1024));
         }
+    }
+
+    /// CPU µs (user + system) since `start`.
+    pub fn cpu_us(&self) -> Option<u64> {
+        let (pid, (_, before)) = (self.pid?, self.start?);
+        Some(
+            proc_stat::sample(pid)
+                .ok()?
+                .cpu_us
+                .saturating_sub(before.cpu_us),
+        )
     }
 
     /// CPU in percent of one core since `start`, and the sample now.

@@ -15,13 +15,14 @@ use protocol::{Data, Message};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
-use super::{ably_target, connect_failures, ensure_fds, open, Window};
+use super::cluster::Spread;
+use super::{connect_failures, ensure_fds, open, Window};
 use crate::cli::{Protocol, Shared};
 use crate::clock;
 use crate::ledger::{Latencies, Ledger, Schedule};
 use crate::payload::Stamp;
 use crate::report::{connect_time_metrics, Report};
-use crate::target::ably::{AblyConnection, Credentials, TrafficCount};
+use crate::target::ably::{AblyConnection, AblyTarget, Credentials, TrafficCount};
 use crate::target::{Connection as _, Settled};
 
 /// How long a viewer waits for its last ACKs.
@@ -81,7 +82,15 @@ pub async fn run(shared: &Shared, args: &ReactionsArgs) -> anyhow::Result<Report
     report.metric("chatters", args.chatters);
     report.metric_f64("chat_rate_per_chatter", args.chat_rate);
 
-    let target = ably_target(shared, Credentials::Key(shared.key.clone()))?;
+    // Several servers (`--url a,b,c`): viewer i on node i mod n.
+    let target = Spread::new(&shared.url, |url| {
+        AblyTarget::new(
+            url,
+            Credentials::Key(shared.key.clone()),
+            shared.format.into(),
+        )
+    })?;
+    report.metric("nodes", target.len());
     let opened = open(
         &target,
         0,

@@ -39,6 +39,8 @@ pub struct AblyTarget {
     format: Format,
     /// With a prefix, connection `n` asks for clientId `<prefix>-<n>` (`clientId=`).
     client_ids: Option<String>,
+    /// Every `Connection::publish` marks its message ephemeral (`extras.ephemeral`).
+    ephemeral: bool,
     /// What all of this target's connections received.
     traffic: Arc<Traffic>,
 }
@@ -80,6 +82,20 @@ impl Traffic {
     }
 }
 
+impl crate::scenario::cluster::Spread<AblyTarget> {
+    /// What the connections of every node's target have received so far.
+    pub fn traffic(&self) -> TrafficCount {
+        self.targets().iter().map(AblyTarget::traffic).fold(
+            TrafficCount::default(),
+            |sum, count| TrafficCount {
+                frames: sum.frames + count.frames,
+                message_frames: sum.message_frames + count.message_frames,
+                bytes: sum.bytes + count.bytes,
+            },
+        )
+    }
+}
+
 impl TrafficCount {
     /// What arrived between `earlier` and this count.
     pub fn since(self, earlier: TrafficCount) -> TrafficCount {
@@ -99,6 +115,7 @@ impl AblyTarget {
             credentials,
             format,
             client_ids: None,
+            ephemeral: false,
             traffic: Arc::default(),
         })
     }
@@ -112,6 +129,13 @@ impl AblyTarget {
     /// enter presence).
     pub fn with_client_ids(mut self, prefix: &str) -> AblyTarget {
         self.client_ids = Some(prefix.to_owned());
+        self
+    }
+
+    /// With `true`, every `Connection::publish` of this target's connections is ephemeral:
+    /// delivered live, never stored.
+    pub fn with_ephemeral(mut self, ephemeral: bool) -> AblyTarget {
+        self.ephemeral = ephemeral;
         self
     }
 
@@ -144,7 +168,10 @@ impl Target for AblyTarget {
     type Connection = AblyConnection;
 
     async fn connect(&self, client: usize) -> anyhow::Result<AblyConnection> {
-        AblyConnection::open(&self.url_for(client)?, self.format, self.traffic.clone()).await
+        let mut connection =
+            AblyConnection::open(&self.url_for(client)?, self.format, self.traffic.clone()).await?;
+        connection.ephemeral = self.ephemeral;
+        Ok(connection)
     }
 }
 
@@ -162,6 +189,8 @@ pub struct AblyConnection {
     deliveries: mpsc::UnboundedReceiver<Delivery>,
     next_msg_serial: u64,
     serials: Arc<AckSerials>,
+    /// `Connection::publish` marks its messages ephemeral.
+    ephemeral: bool,
 }
 
 /// The serial each acknowledged message was given (`res` of the ACKs), by the msgSerial of its
@@ -233,6 +262,7 @@ impl AblyConnection {
             deliveries,
             next_msg_serial: 0,
             serials,
+            ephemeral: false,
         })
     }
 
@@ -329,6 +359,9 @@ impl Connection for AblyConnection {
         let message = Message {
             name: Some("load".to_owned()),
             data: Some(Data::String(payload)),
+            extras: self
+                .ephemeral
+                .then(|| serde_json::json!({ "ephemeral": true })),
             ..Default::default()
         };
         self.publish_message(channel, message).await.map(drop)

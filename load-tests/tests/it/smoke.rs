@@ -1,6 +1,8 @@
 //! One small run of each scenario: a few hundred connections for a couple of seconds.
 
-use crate::support::{assert_clean, run_load, run_load_on_ceiling, run_load_with};
+use crate::support::{
+    assert_clean, run_load, run_load_on_ceiling, run_load_on_cluster, run_load_with,
+};
 
 /// Arguments written as one line, split at spaces.
 fn words(line: &str) -> Vec<&str> {
@@ -62,6 +64,35 @@ fn fanout_json_with_a_plot() {
     let svg = std::fs::read_to_string(&plot).unwrap();
     let _ = std::fs::remove_file(&plot);
     assert!(svg.starts_with("<svg"), "{svg:.200}");
+}
+
+/// Cluster mode: two nodes on one real Redis behind a `--url` list. Subscribers alternate nodes
+/// (with 4 channels, channels 0 and 2 are read on node 0, 1 and 3 on node 1) and the two
+/// publishers are one on each and publish to every channel, so half of what each publishes
+/// reaches its subscribers only through Redis; nothing may be lost, and each node's count is
+/// reported.
+#[test]
+fn fanout_over_two_nodes_through_redis() {
+    let report = run_load_on_cluster(2, &FANOUT);
+    assert_fanout_clean(&report);
+    assert_eq!(report["nodes"], 2, "{report:#}");
+    assert_eq!(
+        report["subscribers_per_node"],
+        serde_json::json!([100, 100]),
+        "{report:#}"
+    );
+    let per_node: Vec<u64> = report["deliveries_per_node"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no deliveries_per_node in {report:#}"))
+        .iter()
+        .map(|n| n.as_u64().unwrap())
+        .collect();
+    assert!(per_node.iter().all(|n| *n > 0), "{report:#}");
+    assert_eq!(
+        per_node.iter().sum::<u64>(),
+        number(&report, "deliveries"),
+        "{report:#}"
+    );
 }
 
 #[test]
@@ -163,6 +194,18 @@ fn assert_reactions_clean(report: &serde_json::Value, viewers: u64) {
     assert!(message_frames <= number(report, "deliveries"), "{report:#}");
     assert!(number(report, "frames_received") >= message_frames);
     assert!(number(report, "bytes_received") > 0);
+}
+
+/// Cluster mode for a live room: viewers alternate over two nodes on one Redis, each receiving
+/// every reaction, those published on the other node included.
+#[test]
+fn reactions_ephemeral_over_two_nodes_through_redis() {
+    let report = run_load_on_cluster(
+        2,
+        &words("--duration 1s reactions --viewers 40 --rate 2 --ephemeral --channel room:two"),
+    );
+    assert_reactions_clean(&report, 40);
+    assert_eq!(report["nodes"], 2, "{report:#}");
 }
 
 #[test]

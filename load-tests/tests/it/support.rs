@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use gateway::{ApiKey, Config};
 use protocol::Capability;
 use serde_json::Value;
-use test_support::InProcess;
+use test_support::{InProcess, RedisServer};
 
 pub(crate) const KEY: &str = "load.smoke:secret";
 
@@ -28,6 +28,12 @@ pub(crate) fn run_load(args: &[&str]) -> Value {
 /// The same against our server configured as `config` (which holds the test key).
 pub(crate) fn run_load_with(config: Config, args: &[&str]) -> Value {
     run_against(Server::Ours(Box::new(config)), args)
+}
+
+/// The same against `nodes` in-process servers of ours sharing a fresh `redis-server`, given to
+/// the tool as a `--url` list.
+pub(crate) fn run_load_on_cluster(nodes: usize, args: &[&str]) -> Value {
+    run_against(Server::Cluster(nodes), args)
 }
 
 /// The same against the bare-bones broadcast server (`realtime-load ceiling`).
@@ -50,6 +56,8 @@ pub(crate) fn config() -> Config {
 
 enum Server {
     Ours(Box<Config>),
+    /// This many of ours on one Redis.
+    Cluster(usize),
     Ceiling,
     Broken,
 }
@@ -61,27 +69,36 @@ fn run_against(server: Server, args: &[&str]) -> Value {
         .enable_all()
         .build()
         .unwrap();
-    let (addr, shutdown) = runtime.block_on(async {
+    // Killed on drop, after the servers on it.
+    let mut redis = None;
+    let (addrs, shutdown) = runtime.block_on(async {
         let (shutdown, on_shutdown) = tokio::sync::oneshot::channel::<()>();
-        let addr = match server {
-            Server::Ours(config) => {
-                // Dropped (its shutdown future resolved) when the run is over.
-                let ours = InProcess::start(*config).await;
-                let addr = ours.addr;
-                tokio::spawn(async move {
-                    let _ = on_shutdown.await;
-                    drop(ours);
-                });
-                addr
+        let addrs = match server {
+            Server::Ours(config) => serve_ours(vec![*config], on_shutdown).await,
+            Server::Cluster(nodes) => {
+                let url = redis.insert(RedisServer::start()).url();
+                // Distinct ids: a node ignores what Redis brings back from its own id.
+                let configs = (0..nodes)
+                    .map(|k| Config {
+                        redis: Some(gateway::RedisTarget::Node(url.clone())),
+                        server_id: Some(format!("smoke-{k}")),
+                        ..config()
+                    })
+                    .collect();
+                serve_ours(configs, on_shutdown).await
             }
-            Server::Broken => serve_until(on_shutdown, crate::broken::serve).await,
-            Server::Ceiling => serve_until(on_shutdown, load_tests::ceiling::serve).await,
+            Server::Broken => vec![serve_until(on_shutdown, crate::broken::serve).await],
+            Server::Ceiling => vec![serve_until(on_shutdown, load_tests::ceiling::serve).await],
         };
-        (addr, shutdown)
+        (addrs, shutdown)
     });
 
     let json = report_path(args);
-    let url = format!("http://{addr}");
+    let url = addrs
+        .iter()
+        .map(|addr| format!("http://{addr}"))
+        .collect::<Vec<_>>()
+        .join(",");
     let pid = std::process::id().to_string();
     let mut command = Command::new(env!("CARGO_BIN_EXE_realtime-load"));
     command
@@ -111,6 +128,7 @@ fn run_against(server: Server, args: &[&str]) -> Value {
     eprintln!("{stderr}");
     let _ = shutdown.send(());
     runtime.shutdown_timeout(Duration::from_secs(5));
+    drop(redis);
 
     let text = std::fs::read_to_string(&json)
         .unwrap_or_else(|e| panic!("no JSON report ({e}); exit {status}; stderr: {stderr}"));
@@ -123,6 +141,24 @@ fn run_against(server: Server, args: &[&str]) -> Value {
         "exit code disagrees with the report: {report}"
     );
     report
+}
+
+/// Our server with each of `configs`, until `shutdown` resolves; returns their addresses.
+async fn serve_ours(
+    configs: Vec<Config>,
+    shutdown: tokio::sync::oneshot::Receiver<()>,
+) -> Vec<SocketAddr> {
+    let mut servers = Vec::new();
+    for config in configs {
+        servers.push(InProcess::start(config).await);
+    }
+    let addrs = servers.iter().map(|server| server.addr).collect();
+    // Dropped (their shutdown futures resolved) when the run is over.
+    tokio::spawn(async move {
+        let _ = shutdown.await;
+        drop(servers);
+    });
+    addrs
 }
 
 /// `serve` on `127.0.0.1:0` until `shutdown` resolves; returns the address.

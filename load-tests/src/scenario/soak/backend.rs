@@ -16,11 +16,11 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use super::checks::{parse_serial, Tally};
-use super::nodes::Endpoints;
 use super::Layout;
 use crate::clock;
 use crate::payload::Stamp;
 use crate::rest::Rest;
+use crate::scenario::cluster::Endpoints;
 
 /// Requests in flight at once: a slow node delays the next publications, not all of them.
 const IN_FLIGHT: usize = 16;

@@ -12,12 +12,10 @@ mod backend;
 pub mod checks;
 mod client;
 mod monitor;
-pub(crate) mod nodes;
 mod wire;
 
 pub use self::monitor::{NodeSample, Sample};
 
-use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,7 +33,7 @@ use self::backend::{Nodes, Published, Rates};
 use self::checks::Tally;
 use self::client::{Client, Habits, Plan, World};
 use self::monitor::{Growth, Watched};
-use self::nodes::{Cluster, Endpoints, Spawn};
+use super::cluster::{split_urls, Cluster, ClusterArgs, Endpoints, Spawn};
 use super::{ensure_fds, latency_metrics, run_id};
 use crate::cli::{parse_duration, Shared};
 use crate::ledger::Latencies;
@@ -111,27 +109,14 @@ pub struct SoakArgs {
     /// Open fds may grow by the change in clients on that node plus this many.
     #[arg(long, default_value_t = 64)]
     pub fd_slack: u64,
-    /// Start the servers: this `realtime` binary, `--nodes` of them (on a `redis-server` of
-    /// their own when more than one). Without it, `--url` names them (a comma-separated list,
-    /// used round-robin per connection attempt).
-    #[arg(long)]
-    pub spawn: Option<PathBuf>,
-    #[arg(long, default_value_t = 1)]
-    pub nodes: usize,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// With `--spawn` and several nodes: SIGTERM one node in turn this often, restart it.
     #[arg(long, value_parser = parse_duration)]
     pub drain_every: Option<Duration>,
     /// The nodes' `--drain-ms`.
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     pub drain: Duration,
-    /// More flags for every spawned node (`--server-arg=--max-idle-interval-ms=2000`).
-    #[arg(long = "server-arg", allow_hyphen_values = true)]
-    pub server_args: Vec<String>,
-    #[arg(long, env = "REDIS_SERVER", default_value = "redis-server")]
-    pub redis_bin: PathBuf,
-    /// Spawned nodes log to `<prefix>-node<k>.log` (default in the temp directory).
-    #[arg(long)]
-    pub server_logs: Option<PathBuf>,
     /// Seed for the clients' and the backend's random choices.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -222,33 +207,22 @@ pub async fn run(shared: &Shared, args: &SoakArgs) -> anyhow::Result<Report> {
     if args.short_token_share < 1.0 && args.token_ttl <= args.token_renew_lead {
         bail!("--token-ttl must be above --token-renew-lead (so those tokens are renewed)");
     }
-    if args.drain_every.is_some() && (args.spawn.is_none() || args.nodes < 2) {
+    if args.drain_every.is_some() && (args.cluster.spawn.is_none() || args.cluster.nodes < 2) {
         bail!("--drain-every needs --spawn and --nodes 2 or more");
     }
     ensure_fds(args.clients + 256)?;
     let duration = shared.duration.unwrap_or(Duration::from_secs(600));
     let run = run_id();
     let key = Spawn::key_or(&shared.key, SPAWN_KEY);
-    let spawn = args.spawn.as_ref().map(|bin| Spawn {
-        bin: bin.clone(),
-        nodes: args.nodes.max(1),
-        key: key.clone(),
-        token_renew_lead: args.token_renew_lead,
-        drain: args.drain,
-        extra: args.server_args.clone(),
-        redis_bin: args.redis_bin.clone(),
-        log_prefix: Spawn::log_prefix(args.server_logs.as_ref(), "soak", &run),
+    let spawn = args.cluster.spawn("soak", &key, &run).map(|spawn| Spawn {
+        token_renew_lead: Some(args.token_renew_lead),
+        drain: Some(args.drain),
+        ..spawn
     });
     let cluster = Cluster::start_if(spawn, !shared.key.is_empty()).await?;
     let urls = match &cluster {
         Some(cluster) => cluster.urls(),
-        None => shared
-            .url
-            .split(',')
-            .map(str::trim)
-            .filter(|u| !u.is_empty())
-            .map(str::to_owned)
-            .collect(),
+        None => split_urls(&shared.url),
     };
     let endpoints = Arc::new(Endpoints::new(urls.clone())?);
     let rest = urls

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::checks::Tally;
-use super::nodes::{open_fds, Cluster, Endpoints};
 use crate::ledger::Latencies;
 use crate::proc_stat;
+use crate::scenario::cluster::{open_fds, Cluster, Endpoints};
 
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 

@@ -1,21 +1,138 @@
-//! The servers a soak talks to: their addresses in round-robin order (what a balancer does),
-//! which one is draining, how many of our clients each holds; and, with `--spawn`, the
-//! `realtime` processes themselves (and a `redis-server` on a free loopback port when there are
-//! several), started, drained, restarted and watched through /proc (RSS, open fds).
+//! Cluster mode, shared by the scenarios that run against several servers (`soak`, `fanout`):
+//! the servers' addresses (`--url a,b,c`) in round-robin order (what a balancer does), which one
+//! is draining, how many of our clients each holds; a `Target` that spreads connections over
+//! them; and, with `--spawn`, the `realtime` processes themselves (on a `redis-server` of their
+//! own on a free loopback port when there are several, or with `--redis`), started, drained,
+//! restarted and watched through /proc (RSS, CPU, open fds).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use clap::Args;
 
-use crate::target::ws_base;
+use crate::target::{ws_base, Target};
 
 /// How long a server or Redis gets to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// After SIGTERM, how long past its `--drain-ms` a node may take to exit before it is killed.
 const EXIT_GRACE: Duration = Duration::from_secs(15);
+
+/// Where a scenario's servers are: started by `--spawn`, or named by `--url`.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// Start the servers: this `realtime` binary, `--nodes` of them (on a `redis-server` of
+    /// their own when more than one, or with `--redis`). Without it, `--url` names them (a
+    /// comma-separated list, used round-robin).
+    #[arg(long)]
+    pub spawn: Option<PathBuf>,
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
+    /// With `--spawn`: the nodes share a `redis-server` of their own even when there is one.
+    #[arg(long)]
+    pub redis: bool,
+    /// More flags for every spawned node (`--server-arg=--max-idle-interval-ms=2000`).
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    pub server_args: Vec<String>,
+    #[arg(long, env = "REDIS_SERVER", default_value = "redis-server")]
+    pub redis_bin: PathBuf,
+    /// Spawned nodes log to `<prefix>-node<k>.log` (default in the temp directory).
+    #[arg(long)]
+    pub server_logs: Option<PathBuf>,
+}
+
+impl Default for ClusterArgs {
+    fn default() -> ClusterArgs {
+        ClusterArgs {
+            spawn: None,
+            nodes: 1,
+            redis: false,
+            server_args: Vec::new(),
+            redis_bin: PathBuf::from("redis-server"),
+            server_logs: None,
+        }
+    }
+}
+
+impl ClusterArgs {
+    /// How to start the nodes when `--spawn` was given; `name` prefixes their `--server-id`
+    /// and log files.
+    pub(crate) fn spawn(&self, name: &'static str, key: &str, run: &str) -> Option<Spawn> {
+        self.spawn.as_ref().map(|bin| Spawn {
+            bin: bin.clone(),
+            name,
+            nodes: self.nodes.max(1),
+            key: key.to_owned(),
+            token_renew_lead: None,
+            drain: None,
+            extra: self.server_args.clone(),
+            redis: self.redis,
+            redis_bin: self.redis_bin.clone(),
+            log_prefix: Spawn::log_prefix(self.server_logs.as_ref(), name, run),
+        })
+    }
+}
+
+/// `--url`: one server, or several separated by commas.
+pub(crate) fn split_urls(urls: &str) -> Vec<String> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Connections spread over several servers' targets: client `i` on `targets[i % n]`, so
+/// subscribers go round the nodes and so do publishers, numbered after them.
+pub struct Spread<T> {
+    targets: Vec<T>,
+}
+
+impl<T: Target> Spread<T> {
+    /// One target per URL of `urls` (comma-separated), made by `make`.
+    pub fn new(
+        urls: &str,
+        make: impl Fn(&str) -> anyhow::Result<T>,
+    ) -> anyhow::Result<Arc<Spread<T>>> {
+        let targets = split_urls(urls)
+            .iter()
+            .map(|url| make(url))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if targets.is_empty() {
+            bail!("no server URL");
+        }
+        Ok(Arc::new(Spread { targets }))
+    }
+
+    /// The node client `client` is on.
+    pub fn node_of(&self, client: usize) -> usize {
+        client % self.targets.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.targets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+
+    /// One target per node, in `--url` order.
+    pub fn targets(&self) -> &[T] {
+        &self.targets
+    }
+}
+
+impl<T: Target> Target for Spread<T> {
+    type Connection = T::Connection;
+
+    async fn connect(&self, client: usize) -> anyhow::Result<T::Connection> {
+        self.targets[self.node_of(client)].connect(client).await
+    }
+}
 
 pub(crate) struct Endpoints {
     urls: Vec<String>,
@@ -87,12 +204,18 @@ impl Endpoints {
 /// How `--spawn` starts each node.
 pub(crate) struct Spawn {
     pub(crate) bin: PathBuf,
+    /// The scenario: node `k` is `--server-id <name>-<k>`.
+    pub(crate) name: &'static str,
     pub(crate) nodes: usize,
     pub(crate) key: String,
-    pub(crate) token_renew_lead: Duration,
-    pub(crate) drain: Duration,
+    /// The nodes' `--token-renew-lead-ms`, when not the server's default.
+    pub(crate) token_renew_lead: Option<Duration>,
+    /// The nodes' `--drain-ms`, when not the server's default.
+    pub(crate) drain: Option<Duration>,
     /// Passed to every node as they are (`--server-arg=--max-idle-interval-ms=2000`).
     pub(crate) extra: Vec<String>,
+    /// A `redis-server` of their own even for one node (always for several).
+    pub(crate) redis: bool,
     pub(crate) redis_bin: PathBuf,
     /// Where the nodes' logs go (`<prefix>-node<k>.log`).
     pub(crate) log_prefix: PathBuf,
@@ -145,7 +268,7 @@ impl Cluster {
         let bin = std::fs::canonicalize(&spawn.bin)
             .with_context(|| format!("--spawn {}", spawn.bin.display()))?;
         let spawn = Spawn { bin, ..spawn };
-        let redis = if spawn.nodes > 1 {
+        let redis = if spawn.nodes > 1 || spawn.redis {
             let port = free_port()?;
             let child = Command::new(&spawn.redis_bin)
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
@@ -189,6 +312,11 @@ impl Cluster {
         self.nodes.len()
     }
 
+    /// The `redis-server`'s process id, when the nodes have one.
+    pub(crate) fn redis_pid(&self) -> Option<u32> {
+        self.redis.as_ref().map(|(child, _)| child.id())
+    }
+
     /// Node `k`'s process id and when it started, while it runs.
     pub(crate) fn pid(&self, k: usize) -> Option<(u32, Instant)> {
         let node = &self.nodes[k];
@@ -220,7 +348,8 @@ impl Cluster {
         if !killed.success() {
             bail!("kill -TERM {} failed", child.id());
         }
-        let deadline = Instant::now() + self.spawn.drain + EXIT_GRACE;
+        let drain = self.spawn.drain.unwrap_or_default();
+        let deadline = Instant::now() + drain + EXIT_GRACE;
         let exited = loop {
             if !matches!(child.try_wait(), Ok(None)) {
                 break true;
@@ -241,7 +370,7 @@ impl Cluster {
         if !exited {
             bail!(
                 "node {k} still running {:?} after SIGTERM (killed; see {})",
-                self.spawn.drain + EXIT_GRACE,
+                drain + EXIT_GRACE,
                 self.log(k).display()
             );
         }
@@ -260,12 +389,13 @@ impl Cluster {
         command
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--keys", &spawn.key])
-            .args(["--server-id", &format!("soak-{k}")])
-            .arg(format!(
-                "--token-renew-lead-ms={}",
-                spawn.token_renew_lead.as_millis()
-            ))
-            .arg(format!("--drain-ms={}", spawn.drain.as_millis()));
+            .args(["--server-id", &format!("{}-{k}", spawn.name)]);
+        if let Some(lead) = spawn.token_renew_lead {
+            command.arg(format!("--token-renew-lead-ms={}", lead.as_millis()));
+        }
+        if let Some(drain) = spawn.drain {
+            command.arg(format!("--drain-ms={}", drain.as_millis()));
+        }
         if let Some((_, redis_port)) = &self.redis {
             command.args(["--redis", &format!("redis://127.0.0.1:{redis_port}")]);
         }
