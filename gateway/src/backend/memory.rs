@@ -37,12 +37,13 @@ impl Bus for MemoryBackend {
         ready(Ok(ready(stored)))
     }
 
-    fn publish_ephemeral<'a>(
+    fn submit_ephemeral<'a>(
         &'a self,
         hub: &'a Hub,
         publication: Publication<'a>,
-    ) -> Reply<'a, Serials> {
-        ready(hub.publish_ephemeral(publication).map_err(Into::into))
+    ) -> Reply<'a, Ticket> {
+        let sent = hub.publish_ephemeral(publication).map_err(Into::into);
+        ready(Ok(ready(sent)))
     }
 
     fn presence<'a>(

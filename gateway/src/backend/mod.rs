@@ -152,11 +152,21 @@ pub(crate) trait Bus: Send + Sync {
     /// without storing it: no serial (every one `None`), no log, nothing for a resume or
     /// history. Repeats of a message id are dropped as for `publish`. An error means it went
     /// nowhere: the publisher is told (NACK / 5xx), never a silent drop.
+    #[cfg(test)]
     fn publish_ephemeral<'a>(
         &'a self,
         hub: &'a Hub,
         publication: Publication<'a>,
-    ) -> Reply<'a, Serials>;
+    ) -> Reply<'a, Serials> {
+        Box::pin(async move { self.submit_ephemeral(hub, publication).await?.await })
+    }
+
+    /// `publish_ephemeral` in two halves, as `submit`.
+    fn submit_ephemeral<'a>(
+        &'a self,
+        hub: &'a Hub,
+        publication: Publication<'a>,
+    ) -> Reply<'a, Ticket>;
 
     /// Applies checked, stamped presence events everywhere.
     fn presence<'a>(

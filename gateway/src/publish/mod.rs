@@ -263,15 +263,12 @@ impl Publisher {
                 .webhooks_want(crate::config::Source::Message, &channel_key))
         .then(|| publication.messages.clone());
         let bus = self.wiring.bus();
-        let ticket: Ticket = if ephemeral {
-            // Announced, not stored: nothing to pipeline.
-            let sent = bus.publish_ephemeral(&self.hub, publication).await;
-            Box::pin(std::future::ready(sent))
+        let ticket = if ephemeral {
+            bus.submit_ephemeral(&self.hub, publication).await
         } else {
-            bus.submit(&self.hub, publication, retention)
-                .await
-                .map_err(ErrorInfo::from)?
-        };
+            bus.submit(&self.hub, publication, retention).await
+        }
+        .map_err(ErrorInfo::from)?;
         let submitted = Submitted {
             channel: channel_key.to_string(),
             namespace: crate::telemetry::namespace(channel.as_str()),

@@ -28,7 +28,9 @@ use crate::hub::Serials;
 
 /// Stores and announces the publications of a batch, grouped by channel.
 /// KEYS: per channel, its stream, topic, claim set and meta. ARGV: per channel, max length,
-/// max age ms, meta ttl ms and its number of publications, then per publication its
+/// max age ms, meta ttl ms, its number of publications and `stored` or `ephemeral` (announced
+/// with `EPHEMERAL_MARK`, never stored: a channel's two kinds are two groups), then per
+/// publication its
 /// connectionId, protocol message id and number of messages, then (claim, body) per message.
 /// Reply: per publication, in order, its stream ids ('' for an idempotent repeat) or a string
 /// saying why its channel's part failed.
@@ -50,7 +52,8 @@ const MAX_IN_FLIGHT: usize = 4;
 /// One publication waiting to be stored.
 pub(super) struct Submission {
     pub(super) channel: String,
-    pub(super) retention: Retention,
+    /// `None`: ephemeral, announced and never stored.
+    pub(super) retention: Option<Retention>,
     pub(super) connection_id: String,
     pub(super) id: String,
     /// (claim, body) per message (`stream::push_claims_and_bodies`).
@@ -85,7 +88,7 @@ impl Batcher {
     pub(super) async fn submit(
         &self,
         channel: String,
-        retention: Retention,
+        retention: Option<Retention>,
         connection_id: String,
         id: String,
         args: Vec<String>,
@@ -118,17 +121,13 @@ async fn run(
     script: redis::Script,
 ) {
     let sharded = commands.sharded();
-    let max_in_flight: usize = std::env::var("REALTIME_REDIS_BATCH_IN_FLIGHT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(MAX_IN_FLIGHT);
     let mut in_flight = FuturesUnordered::new();
     loop {
         tokio::select! {
             // First, so a call just made is polled (and sent) before the next is taken.
             biased;
             Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
-            first = submissions.recv(), if in_flight.len() < max_in_flight => {
+            first = submissions.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
                 let Some(first) = first else { break };
                 let batch = take_batch(first, &mut submissions);
                 ::metrics::histogram!("realtime_redis_batch_publications").record(batch.len() as f64);
@@ -181,12 +180,13 @@ async fn send(commands: Commands, script: redis::Script, batch: Vec<Submission>,
 /// channel's publications in queue order), and every submission answered.
 async fn call(commands: &Commands, script: redis::Script, batch: Vec<Submission>) {
     let mut groups: Vec<Vec<Submission>> = Vec::new();
-    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut index: HashMap<(String, bool), usize> = HashMap::new();
     for submission in batch {
-        match index.get(&submission.channel) {
+        let key = (submission.channel.clone(), submission.retention.is_none());
+        match index.get(&key) {
             Some(&group) => groups[group].push(submission),
             None => {
-                index.insert(submission.channel.clone(), groups.len());
+                index.insert(key, groups.len());
                 groups.push(vec![submission]);
             }
         }
@@ -198,6 +198,11 @@ async fn call(commands: &Commands, script: redis::Script, batch: Vec<Submission>
         let channel = &group[0].channel;
         let retention = group[0].retention;
         let stream_keys = keys(channel);
+        // An ephemeral group's stream and meta are never touched (named for a Cluster's slot).
+        let (kind, retention) = match retention {
+            Some(retention) => ("stored", retention),
+            None => ("ephemeral", Retention::default()),
+        };
         keys_out.extend([
             stream_keys.stream,
             topic(channel),
@@ -209,6 +214,7 @@ async fn call(commands: &Commands, script: redis::Script, batch: Vec<Submission>
             (retention.max_age.as_millis() as u64).to_string(),
             meta_ttl(retention).to_string(),
             group.len().to_string(),
+            kind.to_owned(),
         ]);
         for submission in group {
             args.push(submission.connection_id);

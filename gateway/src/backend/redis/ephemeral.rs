@@ -1,60 +1,46 @@
 //! Ephemeral publications through Redis: announced on the channel's topic and never stored.
 //!
-//! One small script claims the client-chosen message ids (`SET NX`, the same claims a stored
-//! publish makes, so idempotency holds across nodes and across both kinds) and `PUBLISH`es the
-//! fresh messages with `EPHEMERAL_MARK`: no `XADD`, no `HINCRBY`, so the channel's sequence is
-//! untouched and the continuity check of stored publications never sees them. Every node
+//! They go through the batcher (`batch.rs`) like stored ones: the script claims the message ids
+//! (the channel's claim set, as stored publications, so idempotency holds across nodes and
+//! across both kinds) and `PUBLISH`es each publication's fresh messages with `EPHEMERAL_MARK`:
+//! no `XADD`, no serial, so the channel's sequence is untouched and the continuity check of
+//! stored publications never sees them. Every node
 //! listening (the publisher's included, as for stored publications) hands them to
 //! `BackendEvents::deliver_ephemeral`. A node that is not subscribed at that moment misses them,
 //! which is what ephemeral means: nothing to catch up.
 
 use protocol::Message;
 
-use super::stream::keys;
-use super::subscriber::topic;
 use super::RedisBackend;
-use crate::backend::{Arrival, BackendError, BackendEvents};
-use crate::hub::{Publication, Serials};
+use crate::backend::{Arrival, BackendError, BackendEvents, Ticket};
+use crate::hub::Publication;
 
 /// Opens an ephemeral publication on a channel's topic; the presence mark and a stored
 /// publication's connection id cannot start with it.
 pub(super) const EPHEMERAL_MARK: &str = "\u{1}ephemeral\n";
 
-/// Claims ids and announces. KEYS: topic, claim prefix. ARGV: the payload's head (mark,
-/// connectionId, protocol message id), then (claim, body) per message. Returns how many
-/// messages went out.
-pub(super) const EPHEMERAL_SCRIPT: &str = include_str!("scripts/ephemeral.lua");
-
 impl RedisBackend {
-    /// Announces an ephemeral publication to every node; fails (nothing announced) when Redis
-    /// does not answer.
+    /// Hands an ephemeral publication to the batcher, which claims its ids and announces it
+    /// to every node; the ticket fails (nothing announced) when Redis does not answer.
     pub(super) async fn announce_ephemeral(
         &self,
         publication: Publication<'_>,
-    ) -> Result<Serials, BackendError> {
-        let channel = publication.channel;
-        let keys = vec![topic(channel), keys(channel).claims];
-        let head = format!(
-            "{EPHEMERAL_MARK}{}\n{}",
-            publication.connection_id.unwrap_or_default(),
-            publication.id.as_deref().unwrap_or_default()
-        );
-        let mut args = Vec::with_capacity(1 + 2 * publication.messages.len());
-        args.push(head);
+    ) -> Result<Ticket, BackendError> {
+        let mut args = Vec::with_capacity(2 * publication.messages.len());
         super::stream::push_claims_and_bodies(
             &mut args,
             &publication.messages,
             &publication.client_ids,
         )?;
-        let _sent: u64 = self
-            .commands
-            .invoke(self.ephemeral_script.clone(), keys, args)
+        self.batcher
+            .submit(
+                publication.channel.to_owned(),
+                None,
+                publication.connection_id.unwrap_or_default().to_owned(),
+                publication.id.unwrap_or_default(),
+                args,
+            )
             .await
-            .map_err(|error| {
-                tracing::warn!(%error, "ephemeral publish through Redis failed");
-                BackendError::bus_down("not published")
-            })?;
-        Ok(vec![None; publication.messages.len()])
     }
 }
 

@@ -63,8 +63,6 @@ pub(crate) struct RedisBackend {
     commands: Commands,
     /// Stores and announces publications in batches (`batch.rs`).
     batcher: batch::Batcher,
-    /// Announces ephemeral publications (`ephemeral.rs`): claims and one `PUBLISH`, no stream.
-    ephemeral_script: redis::Script,
     annotate_script: redis::Script,
     interests: Interests,
     probe: Probe,
@@ -173,7 +171,6 @@ impl RedisBackend {
             records,
             commands,
             batcher,
-            ephemeral_script: announcing(ephemeral::EPHEMERAL_SCRIPT, sharded),
             annotate_script: announcing(annotations::ANNOTATE_SCRIPT, sharded),
             interests,
             probe,
@@ -207,7 +204,7 @@ impl Bus for RedisBackend {
             self.batcher
                 .submit(
                     publication.channel.to_owned(),
-                    retention,
+                    Some(retention),
                     publication.connection_id.unwrap_or_default().to_owned(),
                     publication.id.unwrap_or_default(),
                     args,
@@ -216,11 +213,11 @@ impl Bus for RedisBackend {
         })
     }
 
-    fn publish_ephemeral<'a>(
+    fn submit_ephemeral<'a>(
         &'a self,
         _hub: &'a Hub,
         publication: Publication<'a>,
-    ) -> Reply<'a, Serials> {
+    ) -> Reply<'a, Ticket> {
         Box::pin(self.announce_ephemeral(publication))
     }
 

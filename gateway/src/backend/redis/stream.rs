@@ -49,8 +49,8 @@ const META_TTL_MS: u64 = 24 * 60 * 60 * 1000;
 pub(super) struct Keys {
     pub(super) stream: String,
     pub(super) meta: String,
-    pub(super) claims: String,
-    /// Stored publications' idempotency claims: a sorted set scored by when each lapses.
+    /// Idempotency claims (stored and ephemeral publications): a sorted set scored by when each
+    /// lapses.
     pub(super) claim_set: String,
 }
 
@@ -58,7 +58,6 @@ pub(super) fn keys(channel: &str) -> Keys {
     Keys {
         stream: format!("rt:{{{channel}}}:log"),
         meta: format!("rt:{{{channel}}}:meta"),
-        claims: format!("rt:{{{channel}}}:id:"),
         claim_set: format!("rt:{{{channel}}}:ids"),
     }
 }

@@ -11,8 +11,8 @@ while a <= #ARGV do
   local claimed = {}
   group = group + 1
   local max_len, max_age = ARGV[a], tonumber(ARGV[a + 1])
-  local meta_ttl, k = ARGV[a + 2], tonumber(ARGV[a + 3])
-  a = a + 4
+  local meta_ttl, k, kind = ARGV[a + 2], tonumber(ARGV[a + 3]), ARGV[a + 4]
+  a = a + 5
   local pubs = {}
   for p = 1, k do
     local n = tonumber(ARGV[a + 2])
@@ -21,6 +21,50 @@ while a <= #ARGV do
   end
   local seq, from, upkeep
   local ok, err = pcall(function()
+    if kind == 'ephemeral' then
+      -- Announced, never stored: claims, then one PUBLISH per publication.
+      local wanted = {}
+      for p = 1, k do
+        for i = 0, pubs[p].n - 1 do
+          local claim = ARGV[pubs[p].first + 2 * i]
+          if claim ~= '' then table.insert(wanted, claim) end
+        end
+      end
+      local taken = {}
+      if #wanted > 0 then
+        local lapse = redis.call('ZMSCORE', claims, unpack(wanted))
+        for i, claim in ipairs(wanted) do
+          if lapse[i] and tonumber(lapse[i]) > now then taken[claim] = true end
+        end
+      end
+      for p = 1, k do
+        local pub = pubs[p]
+        for i = 0, pub.n - 1 do
+          local claim = ARGV[pub.first + 2 * i]
+          if claim == '' or not taken[claim] then
+            if claim ~= '' then
+              taken[claim] = true
+              table.insert(claimed, now + 120000)
+              table.insert(claimed, claim)
+            end
+            table.insert(pub.lines, ARGV[pub.first + 2 * i + 1])
+          end
+          table.insert(pub.ids, '')
+        end
+      end
+      if #claimed > 0 then
+        redis.call('ZADD', claims, unpack(claimed))
+        redis.call('PEXPIRE', claims, 125000)
+      end
+      for p = 1, k do
+        local pub = pubs[p]
+        if #pub.lines > 0 then
+          redis.call('PUBLISH', topic, '\1ephemeral\n' .. pub.conn .. '\n' .. pub.id .. '\n' .. table.concat(pub.lines, '\n'))
+        end
+        pub.done = true
+      end
+      return
+    end
     local known = redis.call('HMGET', meta, 'e', 'n', 'x')
     local epoch = known[1]
     if not epoch then
@@ -106,7 +150,7 @@ while a <= #ARGV do
   local out, carrying, alone = {}, 0, nil
   for p = 1, k do
     local pub = pubs[p]
-    if #pub.lines > 0 then
+    if kind == 'stored' and #pub.lines > 0 then
       carrying = carrying + 1
       alone = pub
       table.insert(out, pub.conn)
