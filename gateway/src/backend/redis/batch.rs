@@ -20,11 +20,11 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
 use super::commands::Commands;
-use super::stream::{keys, meta_ttl, serial_of};
+use super::stream::{keys, meta_ttl, push_claims_and_bodies, serial_of};
 use super::subscriber::topic;
 use crate::backend::{BackendError, Result, Ticket};
 use crate::config::Retention;
-use crate::hub::Serials;
+use crate::hub::{Publication, Serials};
 
 /// Stores and announces the publications of a batch, grouped by channel.
 /// KEYS: per channel, its stream, topic, claim set and meta. ARGV: per channel, max length,
@@ -83,16 +83,16 @@ impl Batcher {
         Batcher { queue }
     }
 
-    /// Queues a publication (waiting while the queue is full); the ticket resolves with its
-    /// serials. Queue order is the order of these calls.
+    /// Queues a publication, stored with `retention` or ephemeral with none (waiting while the
+    /// queue is full); the ticket resolves with its serials. Queue order is the order of these
+    /// calls. Serialised here, on the publisher's task, so the batcher only gathers.
     pub(super) async fn submit(
         &self,
-        channel: String,
+        publication: Publication<'_>,
         retention: Option<Retention>,
-        connection_id: String,
-        id: String,
-        args: Vec<String>,
     ) -> Result<Ticket> {
+        let mut args = Vec::with_capacity(2 * publication.messages.len());
+        push_claims_and_bodies(&mut args, &publication.messages, &publication.client_ids)?;
         let slot = self
             .queue
             .reserve()
@@ -100,10 +100,10 @@ impl Batcher {
             .map_err(|_| BackendError::bus_down("not published"))?;
         let (reply, answer) = oneshot::channel();
         slot.send(Submission {
-            channel,
+            channel: publication.channel.to_owned(),
             retention,
-            connection_id,
-            id,
+            connection_id: publication.connection_id.unwrap_or_default().to_owned(),
+            id: publication.id.unwrap_or_default(),
             args,
             reply,
         });

@@ -11,38 +11,11 @@
 
 use protocol::Message;
 
-use super::RedisBackend;
-use crate::backend::{Arrival, BackendError, BackendEvents, Ticket};
-use crate::hub::Publication;
+use crate::backend::{Arrival, BackendEvents};
 
 /// Opens an ephemeral publication on a channel's topic; the presence mark and a stored
 /// publication's connection id cannot start with it.
 pub(super) const EPHEMERAL_MARK: &str = "\u{1}ephemeral\n";
-
-impl RedisBackend {
-    /// Hands an ephemeral publication to the batcher, which claims its ids and announces it
-    /// to every node; the ticket fails (nothing announced) when Redis does not answer.
-    pub(super) async fn announce_ephemeral(
-        &self,
-        publication: Publication<'_>,
-    ) -> Result<Ticket, BackendError> {
-        let mut args = Vec::with_capacity(2 * publication.messages.len());
-        super::stream::push_claims_and_bodies(
-            &mut args,
-            &publication.messages,
-            &publication.client_ids,
-        )?;
-        self.batcher
-            .submit(
-                publication.channel.to_owned(),
-                None,
-                publication.connection_id.unwrap_or_default().to_owned(),
-                publication.id.unwrap_or_default(),
-                args,
-            )
-            .await
-    }
-}
 
 /// An ephemeral publication heard on `channel`'s topic (`payload` after the mark), handed to
 /// the node.

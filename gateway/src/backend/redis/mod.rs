@@ -193,24 +193,7 @@ impl Bus for RedisBackend {
         publication: Publication<'a>,
         retention: Retention,
     ) -> Reply<'a, Ticket> {
-        Box::pin(async move {
-            // Serialised here, on the publisher's task, so the batcher only gathers.
-            let mut args = Vec::with_capacity(2 * publication.messages.len());
-            stream::push_claims_and_bodies(
-                &mut args,
-                &publication.messages,
-                &publication.client_ids,
-            )?;
-            self.batcher
-                .submit(
-                    publication.channel.to_owned(),
-                    Some(retention),
-                    publication.connection_id.unwrap_or_default().to_owned(),
-                    publication.id.unwrap_or_default(),
-                    args,
-                )
-                .await
-        })
+        Box::pin(self.batcher.submit(publication, Some(retention)))
     }
 
     fn submit_ephemeral<'a>(
@@ -218,7 +201,8 @@ impl Bus for RedisBackend {
         _hub: &'a Hub,
         publication: Publication<'a>,
     ) -> Reply<'a, Ticket> {
-        Box::pin(self.announce_ephemeral(publication))
+        // Claims and a marked announcement, no stream entry (`ephemeral.rs`).
+        Box::pin(self.batcher.submit(publication, None))
     }
 
     fn presence<'a>(

@@ -1,14 +1,46 @@
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- A channel's idempotency claims: one sorted set scored by when each lapses, so a batch costs a
+-- few commands per channel, not two per message. `free` tells a claim not held (nor taken earlier
+-- in this batch), `take` holds it, `save` writes what was taken.
+local function claims_of(key, pubs)
+  local wanted = {}
+  for _, pub in ipairs(pubs) do
+    for i = 0, pub.n - 1 do
+      local claim = ARGV[pub.first + 2 * i]
+      if claim ~= '' then table.insert(wanted, claim) end
+    end
+  end
+  local taken, claimed = {}, {}
+  if #wanted > 0 then
+    local lapse = redis.call('ZMSCORE', key, unpack(wanted))
+    for i, claim in ipairs(wanted) do
+      if lapse[i] and tonumber(lapse[i]) > now then taken[claim] = true end
+    end
+  end
+  return {
+    free = function(claim) return claim == '' or not taken[claim] end,
+    take = function(claim)
+      if claim == '' then return end
+      taken[claim] = true
+      table.insert(claimed, now + 120000)
+      table.insert(claimed, claim)
+    end,
+    save = function()
+      if #claimed == 0 then return end
+      redis.call('ZADD', key, unpack(claimed))
+      redis.call('PEXPIRE', key, 125000)
+    end,
+  }
+end
+
 local reply = {}
 local a = 1
 local group = 0
 while a <= #ARGV do
   local stream, topic = KEYS[group * 4 + 1], KEYS[group * 4 + 2]
-  local claims, meta = KEYS[group * 4 + 3], KEYS[group * 4 + 4]
-  -- Idempotency claims live in one sorted set per channel, scored by when they lapse: a few
-  -- commands per channel, not two per message.
-  local claimed = {}
+  local claim_set, meta = KEYS[group * 4 + 3], KEYS[group * 4 + 4]
+  local claims
   group = group + 1
   local max_len, max_age = ARGV[a], tonumber(ARGV[a + 1])
   local meta_ttl, k, kind = ARGV[a + 2], tonumber(ARGV[a + 3]), ARGV[a + 4]
@@ -23,39 +55,19 @@ while a <= #ARGV do
   local ok, err = pcall(function()
     if kind == 'ephemeral' then
       -- Announced, never stored: claims, then one PUBLISH per publication.
-      local wanted = {}
-      for p = 1, k do
-        for i = 0, pubs[p].n - 1 do
-          local claim = ARGV[pubs[p].first + 2 * i]
-          if claim ~= '' then table.insert(wanted, claim) end
-        end
-      end
-      local taken = {}
-      if #wanted > 0 then
-        local lapse = redis.call('ZMSCORE', claims, unpack(wanted))
-        for i, claim in ipairs(wanted) do
-          if lapse[i] and tonumber(lapse[i]) > now then taken[claim] = true end
-        end
-      end
+      claims = claims_of(claim_set, pubs)
       for p = 1, k do
         local pub = pubs[p]
         for i = 0, pub.n - 1 do
           local claim = ARGV[pub.first + 2 * i]
-          if claim == '' or not taken[claim] then
-            if claim ~= '' then
-              taken[claim] = true
-              table.insert(claimed, now + 120000)
-              table.insert(claimed, claim)
-            end
+          if claims.free(claim) then
+            claims.take(claim)
             table.insert(pub.lines, ARGV[pub.first + 2 * i + 1])
           end
           table.insert(pub.ids, '')
         end
       end
-      if #claimed > 0 then
-        redis.call('ZADD', claims, unpack(claimed))
-        redis.call('PEXPIRE', claims, 125000)
-      end
+      claims.save()
       for p = 1, k do
         local pub = pubs[p]
         if #pub.lines > 0 then
@@ -75,35 +87,18 @@ while a <= #ARGV do
     upkeep = now >= (tonumber(known[3]) or 0)
     seq = tonumber(known[2]) or 0
     from = seq
-    local wanted = {}
-    for p = 1, k do
-      for i = 0, pubs[p].n - 1 do
-        local claim = ARGV[pubs[p].first + 2 * i]
-        if claim ~= '' then table.insert(wanted, claim) end
-      end
-    end
-    local taken = {}
-    if #wanted > 0 then
-      local lapse = redis.call('ZMSCORE', claims, unpack(wanted))
-      for i, claim in ipairs(wanted) do
-        if lapse[i] and tonumber(lapse[i]) > now then taken[claim] = true end
-      end
-    end
+    claims = claims_of(claim_set, pubs)
     for p = 1, k do
       local pub = pubs[p]
       for i = 0, pub.n - 1 do
         local claim = ARGV[pub.first + 2 * i]
         local body = ARGV[pub.first + 2 * i + 1]
-        if claim == '' or not taken[claim] then
+        if claims.free(claim) then
           local id = redis.call('XADD', stream, 'MAXLEN', '~', max_len, epoch .. '-' .. (seq + 1), 'm', body, 't', now)
           seq = seq + 1
-          -- Claimed only once the entry exists (below, after the loop): a failure never
-          -- leaves a claim without its entry. A repeat within the batch is caught here.
-          if claim ~= '' then
-            taken[claim] = true
-            table.insert(claimed, now + 120000)
-            table.insert(claimed, claim)
-          end
+          -- Taken only once the entry exists (saved after the loop): a failure never leaves
+          -- a claim without its entry.
+          claims.take(claim)
           table.insert(pub.ids, id)
           table.insert(pub.lines, id)
           table.insert(pub.lines, body)
@@ -122,10 +117,7 @@ while a <= #ARGV do
   end
   if seq and seq > from then
     pcall(function()
-      if #claimed > 0 then
-        redis.call('ZADD', claims, unpack(claimed))
-        redis.call('PEXPIRE', claims, 125000)
-      end
+      claims.save()
       if not upkeep then
         redis.call('HSET', meta, 'n', seq)
         return
@@ -133,7 +125,7 @@ while a <= #ARGV do
       -- Upkeep, at most every 5 s per channel: lapsed claims, entries past the age, and the
       -- keys' expiry (each lasts well beyond 5 s, so none lapses while the channel is used).
       redis.call('HSET', meta, 'n', seq, 'x', now + 5000)
-      redis.call('ZREMRANGEBYSCORE', claims, '-inf', now)
+      redis.call('ZREMRANGEBYSCORE', claim_set, '-inf', now)
       local oldest = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1]
       if oldest and tonumber(oldest[2][4]) + max_age <= now then
         local old = {}
