@@ -117,6 +117,20 @@ impl RedisServer {
         RedisServer::start_on(persistence, None, false)
     }
 
+    /// A replica of `master`, keeping nothing on disk.
+    pub fn start_replica_of(master: &RedisServer) -> RedisServer {
+        let port = master.port.to_string();
+        RedisServer::start_with(&[
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--replicaof",
+            "127.0.0.1",
+            &port,
+        ])
+    }
+
     /// TLS only, with `certificates`' server certificate (`url` is `rediss://`); keeping
     /// nothing on disk.
     pub fn start_tls(certificates: &Certificates) -> RedisServer {
@@ -441,15 +455,7 @@ impl RedisSentinelSet {
     pub fn start() -> RedisSentinelSet {
         let master = RedisServer::start();
         let master_port = master.port.to_string();
-        let replica = RedisServer::start_with(&[
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--replicaof",
-            "127.0.0.1",
-            &master_port,
-        ]);
+        let replica = RedisServer::start_replica_of(&master);
         let mut set = RedisSentinelSet {
             dir: own_dir("realtime-sentinels", master.port),
             master,

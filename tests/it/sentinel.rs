@@ -183,16 +183,7 @@ fn a_manual_failover_moves_every_node_to_the_new_master() {
 #[test]
 fn min_replicas_refuse_publishes_while_no_replica_confirms() {
     let master = RedisServer::start();
-    let port = master.port.to_string();
-    let mut replica = RedisServer::start_with(&[
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--replicaof",
-        "127.0.0.1",
-        &port,
-    ]);
+    let mut replica = RedisServer::start_replica_of(&master);
     let nodes = nodes(
         &master,
         1,

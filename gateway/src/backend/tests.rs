@@ -202,24 +202,28 @@ async fn memory() -> Subject {
     }
 }
 
+/// The Redis back-end on the `redis-server` at `port`, delivering into `node`.
+async fn connect(node: &Arc<HubNode>, port: u16) -> super::Result<Arc<RedisBackend>> {
+    let target = RedisTarget::Node(format!("redis://127.0.0.1:{port}"));
+    let events: Arc<dyn BackendEvents> = node.clone();
+    RedisBackend::connect(
+        &target,
+        None,
+        Default::default(),
+        "contract",
+        Default::default(),
+        events,
+    )
+    .await
+}
+
 /// The Redis back-end and its server, which must outlive the check.
 async fn redis() -> (Subject, RedisServer) {
     let server = RedisServer::start();
     let node = Arc::new(HubNode::new());
-    let target = RedisTarget::Node(format!("redis://127.0.0.1:{}", server.port));
     let mut attempts = 0;
     let redis = loop {
-        let events: Arc<dyn BackendEvents> = node.clone();
-        match RedisBackend::connect(
-            &target,
-            None,
-            Default::default(),
-            "contract",
-            Default::default(),
-            events,
-        )
-        .await
-        {
+        match connect(&node, server.port).await {
             Ok(redis) => break redis,
             // The server may still be starting.
             Err(error) if attempts < 50 => {
@@ -632,18 +636,9 @@ async fn an_ephemeral_publish_with_redis_down_fails_loudly() {
 /// A node on an already running `redis-server`.
 async fn redis_node(port: u16) -> Subject {
     let node = Arc::new(HubNode::new());
-    let target = RedisTarget::Node(format!("redis://127.0.0.1:{port}"));
-    let events: Arc<dyn BackendEvents> = node.clone();
-    let redis = RedisBackend::connect(
-        &target,
-        None,
-        Default::default(),
-        "contract",
-        Default::default(),
-        events,
-    )
-    .await
-    .expect("a second node on the same redis-server");
+    let redis = connect(&node, port)
+        .await
+        .expect("a second node on the same redis-server");
     Subject {
         name: "redis",
         backend: Backend::of(redis.clone(), redis),
