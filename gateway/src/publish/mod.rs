@@ -275,10 +275,7 @@ impl Publisher {
             webhook_copy,
             n_messages,
             total_bytes,
-            transport: match origin {
-                Origin::Connection { .. } => Transport::Realtime,
-                Origin::Rest => Transport::Rest,
-            },
+            transport: origin.transport(),
             source,
             first_id,
             timestamp: now,
@@ -323,13 +320,7 @@ impl Publisher {
                     });
             }
         }
-        self.stats.record_publish(
-            stats::app_of(principal),
-            transport,
-            n_messages,
-            total_bytes,
-            protocol::now_ms(),
-        );
+        self.count_publish(principal, transport, n_messages, total_bytes);
         self.hub.pulse().messages_in(n_messages as u64);
         ::metrics::counter!(
             "realtime_messages_published_total",
@@ -445,11 +436,7 @@ impl Publisher {
     }
 
     /// Adds an accepted publish to its app's live stats.
-    fn count_publish(&self, principal: &Principal, origin: &Origin<'_>, n: usize, bytes: usize) {
-        let transport = match origin {
-            Origin::Connection { .. } => Transport::Realtime,
-            Origin::Rest => Transport::Rest,
-        };
+    fn count_publish(&self, principal: &Principal, transport: Transport, n: usize, bytes: usize) {
         let app = stats::app_of(principal);
         self.stats
             .record_publish(app, transport, n, bytes, protocol::now_ms());
@@ -457,6 +444,14 @@ impl Publisher {
 }
 
 impl Origin<'_> {
+    /// The stats' transport.
+    fn transport(&self) -> Transport {
+        match self {
+            Origin::Connection { .. } => Transport::Realtime,
+            Origin::Rest => Transport::Rest,
+        }
+    }
+
     /// The metrics label.
     pub(crate) fn source(&self) -> &'static str {
         match self {

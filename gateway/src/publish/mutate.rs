@@ -196,7 +196,7 @@ impl Publisher {
             }
             _ => None,
         };
-        self.count_publish(principal, &origin, 1, size);
+        self.count_publish(principal, origin.transport(), 1, size);
         ::metrics::counter!(
             "realtime_message_operations_total",
             "action" => kind.what,
