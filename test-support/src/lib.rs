@@ -23,10 +23,35 @@ pub use process::Realtime;
 pub use redis::{RedisCluster, RedisSentinelSet, RedisServer, SENTINEL_MASTER};
 pub use ws::{close, connect, next_json, send_json, Socket};
 
-/// A loopback port nothing listens on right now (the OS picks it, so parallel tests differ).
+/// A loopback port nothing listens on right now, below the kernel's ephemeral range where it can
+/// (picked at random), so no outgoing connection or `bind(0)` of a parallel test takes it between
+/// here and the server's bind, nor while a test restarts a server on it.
 pub fn free_port() -> u16 {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(0);
+    if low > 12_000 {
+        for _ in 0..64 {
+            let port = 10_000 + (random() % u64::from(low - 10_000)) as u16;
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
         .expect("a free port")
+}
+
+fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |t| t.as_nanos()),
+    );
+    hasher.finish()
 }

@@ -34,8 +34,16 @@ impl Realtime {
         let (tx, rx) = mpsc::channel();
         let stderr = child.stderr.take().expect("piped stderr");
         // Reads stderr to the end, so the process never blocks on a full pipe.
+        let pid = child.id();
         std::thread::spawn(move || {
+            let mut log = std::env::var("RT_TEST_LOGS")
+                .ok()
+                .and_then(|dir| std::fs::File::create(format!("{dir}/{pid}.log")).ok());
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(log) = log.as_mut() {
+                    use std::io::Write;
+                    let _ = writeln!(log, "{line}");
+                }
                 if let Some(addr) = line.split("listen=").nth(1) {
                     let addr = addr.split_whitespace().next().unwrap_or_default();
                     let _ = tx.send(addr.to_owned());

@@ -70,10 +70,11 @@ fn listen(port: u16, tls: Option<&Certificates>, mutual: bool) -> Vec<std::ffi::
 /// process (a parallel test's outgoing connection) can take the port, and the server exits.
 const START_ATTEMPTS: usize = 5;
 
-/// Waits (bounded) until `child` accepts on loopback `port`; false if it exited first.
+/// Waits (bounded) until `child` itself listens on loopback `port` (not some other process that
+/// took the port: a parallel test's server); false if it exited first.
 fn came_up(child: &mut Child, port: u16) -> bool {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while !listens(child.id(), port) {
         if matches!(child.try_wait(), Ok(Some(_))) {
             return false;
         }
@@ -84,6 +85,37 @@ fn came_up(child: &mut Child, port: u16) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     true
+}
+
+/// Whether process `pid` holds a socket listening on TCP `port` (from `/proc`).
+fn listens(pid: u32, port: u16) -> bool {
+    let wanted = format!(":{port:04X}");
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // local_address, ..., st (0A = LISTEN), ..., inode
+            if fields.len() > 9 && fields[1].ends_with(&wanted) && fields[3] == "0A" {
+                inodes.push(format!("socket:[{}]", fields[9]));
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return false;
+    }
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.filter_map(Result::ok)
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .any(|target| {
+            inodes
+                .iter()
+                .any(|inode| target.as_os_str() == inode.as_str())
+        })
 }
 
 fn kill(child: &mut Child) {
