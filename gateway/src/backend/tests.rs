@@ -1001,3 +1001,131 @@ async fn entries_past_the_age_are_trimmed_at_the_channels_upkeep() {
     }
     panic!("the first entry never aged out: {}", oldest());
 }
+
+/// A batch goes to the stream as one entry per channel: repeats (a claim held from before, or
+/// given twice in the batch) get no serial and are neither stored nor announced, the rest get
+/// consecutive serials; a node that loads the channel afterwards reads every message of the
+/// shared entries under its own serial, and an annotation finds a message inside one.
+#[tokio::test]
+async fn messages_sharing_a_stream_entry_keep_their_own_serials_everywhere() {
+    let (subject, server) = redis().await;
+    let (bus, hub) = (&subject.backend.bus, &subject.node.hub);
+    let channel = "shared";
+    let retention = hub.rules_for(channel).retention;
+    bus.join(channel).await.expect("joined");
+    let first = bus
+        .publish(hub, publication(channel, &["x1"]), retention)
+        .await
+        .expect("published");
+    // A current-thread runtime: the batcher runs only once both batches are queued.
+    let mut tickets = Vec::new();
+    for ids in [
+        &["x2", "x3"][..],
+        &["x1"],
+        &["x4", "x2"],
+        &["y1"],
+        &["y2", "y3"],
+    ] {
+        let ticket = bus
+            .submit(hub, publication(channel, ids), retention)
+            .await
+            .expect("queued");
+        tickets.push(ticket);
+    }
+    let mut answers = vec![first];
+    for ticket in tickets {
+        answers.push(ticket.await.expect("stored"));
+    }
+    let repeats: Vec<Vec<bool>> = answers
+        .iter()
+        .map(|serials| serials.iter().map(Option::is_none).collect())
+        .collect();
+    assert_eq!(
+        repeats,
+        vec![
+            vec![false],
+            vec![false, false],
+            vec![true],
+            vec![false, true],
+            vec![false],
+            vec![false, false]
+        ],
+        "{answers:?}"
+    );
+    let serials: Vec<String> = answers.into_iter().flatten().flatten().collect();
+    for pair in serials.windows(2) {
+        assert_eq!(crate::hub::log::next(&pair[0]), Some(pair[1].clone()));
+    }
+    let entries = server.cli(&["XRANGE", "rt:{shared}:log", "-", "+"]);
+    assert!(
+        entries.lines().any(|line| line == "b"),
+        "several messages in one entry: {entries}"
+    );
+    let expected: Vec<(String, String)> = ["x1", "x2", "x3", "x4", "y1", "y2", "y3"]
+        .iter()
+        .zip(&serials)
+        .map(|(id, serial)| (serial.clone(), id.to_string()))
+        .collect();
+    let held = |hub: &crate::hub::Hub| {
+        let query = HistoryQuery {
+            limit: 100,
+            ..HistoryQuery::default()
+        };
+        let mut got: Vec<(String, String)> = hub
+            .history(channel, &query)
+            .iter()
+            .map(|m| {
+                (
+                    m.serial.clone().unwrap_or_default(),
+                    m.id.clone().unwrap_or_default(),
+                )
+            })
+            .collect();
+        got.sort();
+        got
+    };
+    eventually("delivery", "redis", || held(hub) == expected).await;
+    // Another node loads the channel from the store.
+    let late = redis_node(server.port).await;
+    late.backend.bus.join(channel).await.expect("joined");
+    eventually("the late node's load", "redis", || {
+        held(&late.node.hub) == expected
+    })
+    .await;
+    // A batch with no repeat: one entry, announced in one go to both nodes.
+    let mut tickets = Vec::new();
+    for ids in [&["z1"][..], &["z2", "z3"]] {
+        let ticket = bus
+            .submit(hub, publication(channel, ids), retention)
+            .await
+            .expect("queued");
+        tickets.push(ticket);
+    }
+    let mut expected = expected;
+    let mut last = serials.last().cloned().unwrap_or_default();
+    for (ticket, ids) in tickets.into_iter().zip([&["z1"][..], &["z2", "z3"]]) {
+        let stored = ticket.await.expect("stored");
+        for (serial, id) in stored.into_iter().zip(ids) {
+            let serial = serial.expect("a serial");
+            assert_eq!(crate::hub::log::next(&last), Some(serial.clone()));
+            last = serial.clone();
+            expected.push((serial, id.to_string()));
+        }
+    }
+    eventually("both nodes' delivery", "redis", || {
+        held(hub) == expected && held(&late.node.hub) == expected
+    })
+    .await;
+    let inside = serials[5].clone();
+    let applied = bus
+        .annotate(
+            hub,
+            batch(
+                channel,
+                vec![annotation(&inside, "r:distinct.v1", "👍", "a")],
+            ),
+        )
+        .await
+        .expect("a message inside a shared entry is found");
+    assert!(applied[0].is_some(), "{applied:?}");
+}

@@ -27,20 +27,25 @@ use crate::config::Retention;
 use crate::hub::{Publication, Serials};
 
 /// Stores and announces the publications of a batch, grouped by channel.
-/// KEYS: per channel, its stream, topic, claim set and meta. ARGV: per channel, max length,
-/// max age ms, meta ttl ms, its number of publications and `stored` or `ephemeral` (announced
-/// with `EPHEMERAL_MARK`, never stored: a channel's two kinds are two groups), then per
-/// publication its
-/// connectionId, protocol message id and number of messages, then (claim, body) per message.
-/// Reply: per publication, in order, its stream ids ('' for an idempotent repeat) or a string
-/// saying why its channel's part failed.
+/// KEYS: per group, its channel's stream, topic, claim set and meta. ARGV: per group, max
+/// length, max age ms, meta ttl ms, `stored` or `ephemeral` (announced with `EPHEMERAL_MARK`,
+/// never stored: a channel's two kinds are two groups), its number of publications, of
+/// messages and of claims given, and `1` if a claim repeats in it; then per publication
+/// "connectionId\nid\ncount", per message its claim ('' for none), and per message its body
+/// (stored: `b`, body, ready for `XADD`). Reply: per group, a string (`serials_of`).
 pub(super) const PUBLISH_BATCH_SCRIPT: &str = include_str!("scripts/publish_batch.lua");
 
-/// Starts an announcement of a channel's publications in a batch: per publication its
-/// connectionId, id and message count, then (stream id, body) per message, all `\n`-separated.
-/// A publication alone is announced without it, as before batching (connectionId, id, then the
-/// pairs), so older nodes still read it during a rolling upgrade.
+/// Starts an announcement of a channel's publications in a batch, with a stream id per
+/// message: per publication its connectionId, id and message count, then (stream id, body)
+/// per message, all `\n`-separated. The script uses it when some messages were repeats.
+/// A publication of one message alone is announced without a mark, as before batching
+/// (connectionId, id, then the pair), so older nodes still read it during a rolling upgrade.
 pub(super) const BATCH_MARK: &str = "\u{1}batch\n";
+
+/// Starts an announcement of a channel's publications stored as one stream entry, serials
+/// consecutive: the epoch, the first position, the number of publications, per publication
+/// its connectionId, id and message count, then `b` and the body per message.
+pub(super) const BATCH2_MARK: &str = "\u{1}batch2\n";
 
 /// Submissions waiting for a call; a full queue slows publishers down (`submit` waits).
 const QUEUE: usize = 4096;
@@ -193,7 +198,8 @@ async fn call(commands: &Commands, script: redis::Script, batch: Vec<Submission>
     }
     let mut keys_out = Vec::with_capacity(groups.len() * 4);
     let mut args = Vec::new();
-    let mut replies = Vec::new();
+    // Per group, its submissions' replies and message counts, in order.
+    let mut answers: Vec<Vec<(oneshot::Sender<Result<Serials>>, usize)>> = Vec::new();
     for group in groups {
         let channel = &group[0].channel;
         let retention = group[0].retention;
@@ -209,41 +215,68 @@ async fn call(commands: &Commands, script: redis::Script, batch: Vec<Submission>
             stream_keys.claim_set,
             stream_keys.meta,
         ]);
+        let messages: usize = group.iter().map(Submission::messages).sum();
+        let mut claims = Vec::with_capacity(messages);
+        let mut bodies = Vec::with_capacity(messages * 2);
+        let mut heads = Vec::with_capacity(group.len());
+        let mut replies = Vec::with_capacity(group.len());
+        for submission in group {
+            let n = submission.messages();
+            heads.push(format!(
+                "{}\n{}\n{n}",
+                submission.connection_id, submission.id
+            ));
+            let mut pairs = submission.args.into_iter();
+            while let (Some(claim), Some(body)) = (pairs.next(), pairs.next()) {
+                claims.push(claim);
+                if kind == "stored" {
+                    bodies.push("b".to_owned());
+                }
+                bodies.push(body);
+            }
+            replies.push((submission.reply, n));
+        }
+        let given = claims.iter().filter(|c| !c.is_empty()).count();
+        let mut distinct = std::collections::HashSet::with_capacity(given);
+        let repeated = claims
+            .iter()
+            .filter(|c| !c.is_empty())
+            .any(|c| !distinct.insert(c.as_str()));
         args.extend([
             retention.max_messages.to_string(),
             (retention.max_age.as_millis() as u64).to_string(),
             meta_ttl(retention).to_string(),
-            group.len().to_string(),
             kind.to_owned(),
+            heads.len().to_string(),
+            messages.to_string(),
+            given.to_string(),
+            if repeated { "1" } else { "0" }.to_owned(),
         ]);
-        for submission in group {
-            args.push(submission.connection_id);
-            args.push(submission.id);
-            args.push((submission.args.len() / 2).to_string());
-            args.extend(submission.args);
-            replies.push(submission.reply);
-        }
+        args.extend(heads);
+        args.extend(claims);
+        args.extend(bodies);
+        answers.push(replies);
     }
-    let outcome: redis::RedisResult<Vec<redis::Value>> =
+    let outcome: redis::RedisResult<Vec<String>> =
         commands.invoke_stored(script, keys_out, args).await;
-    let values = match outcome {
-        Ok(values) if values.len() == replies.len() => values,
-        Ok(values) => {
+    let groups = match outcome {
+        Ok(groups) if groups.len() == answers.len() => groups,
+        Ok(groups) => {
             tracing::warn!(
-                got = values.len(),
-                expected = replies.len(),
+                got = groups.len(),
+                expected = answers.len(),
                 "unexpected reply to a publish batch"
             );
-            return fail_all(replies, "not published");
+            return fail_all(answers.into_iter().flatten(), "not published");
         }
         Err(error) => {
-            tracing::warn!(%error, publications = replies.len(), "publish through Redis failed");
+            tracing::warn!(%error, groups = answers.len(), "publish through Redis failed");
             // Stored, maybe, but `--redis-min-replicas` was not met: said so, not "down".
             let unconfirmed = error
                 .to_string()
                 .contains("not confirmed by enough replicas");
             return fail_all(
-                replies,
+                answers.into_iter().flatten(),
                 if unconfirmed {
                     "not confirmed by enough Redis replicas; retry with the same message id"
                 } else {
@@ -252,32 +285,63 @@ async fn call(commands: &Commands, script: redis::Script, batch: Vec<Submission>
             );
         }
     };
-    for (reply, value) in replies.into_iter().zip(values) {
-        // A receiver gone (the publisher disconnected) changes nothing: it was stored.
-        let _ = reply.send(serials_of(value));
+    for (answer, replies) in groups.iter().zip(answers) {
+        let counts: Vec<usize> = replies.iter().map(|(_, n)| *n).collect();
+        let serials = serials_of(answer, &counts);
+        for ((reply, _), serials) in replies.into_iter().zip(serials) {
+            // A receiver gone (the publisher disconnected) changes nothing: it was stored.
+            let _ = reply.send(serials);
+        }
     }
 }
 
-fn fail_all(replies: Vec<oneshot::Sender<Result<Serials>>>, then: &'static str) {
-    for reply in replies {
+fn fail_all(
+    replies: impl Iterator<Item = (oneshot::Sender<Result<Serials>>, usize)>,
+    then: &'static str,
+) {
+    for (reply, _) in replies {
         let _ = reply.send(Err(BackendError::bus_down(then)));
     }
 }
 
-/// A publication's part of the reply: its stream ids as serials, or why it was not stored.
-fn serials_of(value: redis::Value) -> Result<Serials> {
-    match value {
-        redis::Value::Array(ids) => Ok(ids
+/// A group's part of the reply, per publication (`counts` messages each): its serials, or why
+/// the group was not stored. `""`: ephemeral, no serials. `"!why"`: failed. `"<epoch> <first>"`:
+/// every message stored, with consecutive serials from `first`. `"<epoch> <token>…"`: a token
+/// per message, its position or `-` for an idempotent repeat.
+fn serials_of(answer: &str, counts: &[usize]) -> Vec<Result<Serials>> {
+    if let Some(why) = answer.strip_prefix('!') {
+        tracing::warn!(reply = why, "a channel's part of a publish batch failed");
+        return counts
             .iter()
-            .map(|id| {
-                redis::from_redis_value_ref::<String>(id)
-                    .ok()
-                    .and_then(|id| serial_of(&id))
-            })
-            .collect()),
-        other => {
-            tracing::warn!(reply = ?other, "a channel's part of a publish batch failed");
-            Err(BackendError::bus_down("not published"))
-        }
+            .map(|_| Err(BackendError::bus_down("not published")))
+            .collect();
     }
+    let mut tokens = answer.split(' ');
+    let epoch = tokens.next().unwrap_or_default();
+    let tokens: Vec<&str> = tokens.collect();
+    let total: usize = counts.iter().sum();
+    let consecutive = match tokens.as_slice() {
+        [first] if total > 1 => first.parse::<u64>().ok(),
+        _ => None,
+    };
+    let mut next = 0;
+    counts
+        .iter()
+        .map(|&n| {
+            let serials = (next..next + n)
+                .map(|i| {
+                    if epoch.is_empty() {
+                        return None;
+                    }
+                    let position = match consecutive {
+                        Some(first) => first + i as u64,
+                        None => tokens.get(i)?.parse().ok()?,
+                    };
+                    serial_of(&format!("{epoch}-{position}"))
+                })
+                .collect();
+            next += n;
+            Ok(serials)
+        })
+        .collect()
 }

@@ -58,7 +58,7 @@ pub(super) fn keys(channel: &str) -> Keys {
     Keys {
         stream: format!("rt:{{{channel}}}:log"),
         meta: format!("rt:{{{channel}}}:meta"),
-        claim_set: format!("rt:{{{channel}}}:ids"),
+        claim_set: format!("rt:{{{channel}}}:claims"),
     }
 }
 
@@ -194,8 +194,12 @@ impl StreamLoader {
             .await?;
         if known.is_none() {
             entries.reverse();
+            entries = expand(entries);
+            let surplus = entries.len().saturating_sub(retention.max_messages);
+            entries.drain(..surplus);
         } else {
             let mut page_len = entries.len();
+            entries = expand(entries);
             while page_len == CATCH_UP_PAGE
                 && entries.len() < limit
                 && entries
@@ -220,7 +224,7 @@ impl StreamLoader {
                     )
                     .await?;
                 page_len = page.len();
-                entries.extend(page);
+                entries.extend(expand(page));
             }
         }
         // Only the current epoch up to the position read; anything newer comes on the link.
@@ -242,8 +246,8 @@ impl StreamLoader {
             let replaced = || {
                 let at_known = format!("{}-{}", known.epoch, known.n);
                 let stored = entries
-                    .first()
-                    .filter(|(id, _)| *id == at_known)
+                    .iter()
+                    .find(|(id, _)| *id == at_known)
                     .and_then(|(id, body)| stored_message(id, body_of(body)?));
                 match (stored, known.id.as_deref()) {
                     (Some(stored), Some(ours)) => stored.id.as_deref() != Some(ours),
@@ -410,6 +414,40 @@ struct Stored {
 
 /// One stream entry: its id and its flat field/value list (`m` body, `t` time).
 type StreamEntry = (String, Vec<String>);
+
+/// Stream entries as one entry per message, each with its own id and `m` body. An entry of
+/// several messages (`t`, then `b` and a body per message) is named by its last message's
+/// serial, the others' consecutive before it; an entry of one message is `m`, body, `t`.
+fn expand(entries: Vec<StreamEntry>) -> Vec<StreamEntry> {
+    let mut out = Vec::with_capacity(entries.len());
+    for (id, fields) in entries {
+        let bodies = fields.chunks(2).filter(|pair| pair[0] == "b").count();
+        if bodies == 0 {
+            out.push((id, fields));
+            continue;
+        }
+        let Some((epoch, last)) = id
+            .split_once('-')
+            .and_then(|(epoch, seq)| Some((epoch, seq.parse::<u64>().ok()?)))
+        else {
+            continue;
+        };
+        let first = (last + 1).saturating_sub(bodies as u64);
+        let mut position = first;
+        for pair in fields.chunks(2) {
+            if let [name, body] = pair {
+                if name == "b" {
+                    out.push((
+                        format!("{epoch}-{position}"),
+                        vec!["m".to_owned(), body.clone()],
+                    ));
+                    position += 1;
+                }
+            }
+        }
+    }
+    out
+}
 
 /// The message body (`m`) of a stream entry's fields.
 fn body_of(fields: &[String]) -> Option<&str> {

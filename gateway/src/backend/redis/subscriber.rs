@@ -396,6 +396,16 @@ async fn on_publication(store: &StreamLoader, message: &redis::Msg) -> redis::Re
         }
         return Ok(());
     }
+    if let Some(batch) = payload.strip_prefix(batch::BATCH2_MARK) {
+        // Each publication as if announced alone, in order; after a gap the catch-up has read
+        // the rest of the batch from the store.
+        for (connection_id, id, messages) in batch2_publications(batch) {
+            if !deliver(store, channel, connection_id, id, messages).await? {
+                break;
+            }
+        }
+        return Ok(());
+    }
     if let Some(batch) = payload.strip_prefix(batch::BATCH_MARK) {
         // Each publication as if announced alone, in order; after a gap the catch-up has read
         // the rest of the batch from the store.
@@ -417,6 +427,44 @@ async fn on_publication(store: &StreamLoader, message: &redis::Msg) -> redis::Re
     let messages = stored_messages(&mut lines, usize::MAX);
     deliver(store, channel, connection_id, id, messages).await?;
     Ok(())
+}
+
+/// The publications of a `BATCH2_MARK` announcement (after the mark): each one's connectionId,
+/// id and messages, serials consecutive from the announced first position.
+fn batch2_publications(batch: &str) -> Vec<(&str, &str, Vec<Message>)> {
+    let mut lines = batch.split('\n');
+    let epoch = lines.next().unwrap_or_default();
+    let first: Option<u64> = lines.next().and_then(|n| n.parse().ok());
+    let k: usize = lines.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    let Some(mut position) = first else {
+        tracing::warn!("unreadable batch announcement");
+        return Vec::new();
+    };
+    let mut heads = Vec::with_capacity(k);
+    for _ in 0..k {
+        let (Some(connection_id), Some(id), Some(n)) = (lines.next(), lines.next(), lines.next())
+        else {
+            tracing::warn!("unreadable batch announcement");
+            return Vec::new();
+        };
+        heads.push((connection_id, id, n.parse::<usize>().unwrap_or(0)));
+    }
+    heads
+        .into_iter()
+        .map(|(connection_id, id, n)| {
+            let mut messages = Vec::with_capacity(n);
+            for _ in 0..n {
+                let (Some(_b), Some(body)) = (lines.next(), lines.next()) else {
+                    break;
+                };
+                if let Some(message) = stored_message(&format!("{epoch}-{position}"), body) {
+                    messages.push(message);
+                }
+                position += 1;
+            }
+            (connection_id, id, messages)
+        })
+        .collect()
 }
 
 /// Up to `n` (stream id, body) pairs as messages.

@@ -1,8 +1,23 @@
 local per = 10
 local n = (#ARGV - 3) / per
+-- Whether message `id` is stored: its own entry, or an entry of several messages (named by the
+-- last one's id) that holds it.
+local function stored(id)
+  local entry = redis.call('XRANGE', KEYS[1], id, '+', 'COUNT', 1)[1]
+  if not entry then return false end
+  if entry[1] == id then return true end
+  local epoch, seq = string.match(id, '^(%d+)-(%d+)$')
+  local entry_epoch, last = string.match(entry[1], '^(%d+)-(%d+)$')
+  if not epoch or epoch ~= entry_epoch then return false end
+  local bodies = 0
+  for f = 1, #entry[2], 2 do
+    if entry[2][f] == 'b' then bodies = bodies + 1 end
+  end
+  return tonumber(last) - bodies < tonumber(seq)
+end
 for i = 0, n - 1 do
   local id = ARGV[4 + i * per]
-  if #redis.call('XRANGE', KEYS[1], id, id) == 0 then
+  if not stored(id) then
     return { 'missing', ARGV[5 + i * per] }
   end
 end
