@@ -1,0 +1,118 @@
+//! Web Push: the payload encrypted for the browser's subscription keys (`aes128gcm`, RFC 8291,
+//! by `web-push-native` on RustCrypto) and POSTed to its endpoint with a VAPID token (RFC 8292:
+//! an ES256 JWT whose `aud` is the endpoint's origin, `exp` within a day, `sub` our contact).
+//! 404 and 410 mean the subscription is gone.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::config::{Delivery, WebPushConfig};
+use crate::delivery::{by_status, network_error, Outcome, Prepared};
+use crate::payload;
+use crate::recipient::Target;
+
+/// VAPID tokens live 12 hours: RFC 8292 allows at most 24, and some services refuse longer.
+const VAPID_LIFETIME: Duration = Duration::from_secs(12 * 60 * 60);
+
+pub(crate) struct WebPush {
+    config: WebPushConfig,
+    signing_key: jsonwebtoken::EncodingKey,
+    public_key: String,
+    client: reqwest::Client,
+}
+
+impl WebPush {
+    pub(crate) fn new(config: WebPushConfig, delivery: &Delivery) -> WebPush {
+        let client = reqwest::Client::builder()
+            .timeout(delivery.attempt_timeout)
+            .build()
+            .unwrap_or_default();
+        WebPush {
+            signing_key: config.vapid.signing_key(),
+            public_key: config.vapid.public_key_base64url(),
+            config,
+            client,
+        }
+    }
+
+    pub(crate) async fn attempt(&self, job: &Prepared) -> Outcome {
+        let Target::Web {
+            endpoint,
+            p256dh,
+            auth,
+        } = &job.target
+        else {
+            unreachable!("the web queue holds web targets")
+        };
+        let body = payload::web_body(&job.payload).to_string().into_bytes();
+        let auth = web_push_native::Auth::clone_from_slice(auth);
+        let encrypted = match web_push_native::encrypt(body, p256dh, &auth) {
+            Ok(encrypted) => encrypted,
+            Err(error) => return Outcome::Failed(format!("not encrypted: {error}")),
+        };
+        let token = match self.vapid_token(endpoint) {
+            Ok(token) => token,
+            Err(error) => return Outcome::Failed(format!("VAPID token not signed: {error}")),
+        };
+        let mut request = self
+            .client
+            .post(endpoint.clone())
+            .header("ttl", self.config.ttl.as_secs())
+            .header("urgency", self.config.urgency.as_str())
+            .header("content-encoding", "aes128gcm")
+            .header("content-type", "application/octet-stream")
+            .header(
+                "authorization",
+                format!("vapid t={token}, k={}", self.public_key),
+            );
+        if let Some(topic) = payload::web_topic(&job.payload) {
+            request = request.header("topic", topic);
+        }
+        let response = match request.body(encrypted).send().await {
+            Ok(response) => response,
+            Err(error) => return network_error(&error),
+        };
+        let status = response.status();
+        match status.as_u16() {
+            200..=299 => Outcome::Delivered,
+            404 | 410 => Outcome::Gone(format!("HTTP {}", status.as_u16())),
+            _ => {
+                let headers = response.headers().clone();
+                let text = response.text().await.unwrap_or_default();
+                by_status(
+                    status,
+                    &headers,
+                    format!("HTTP {}: {}", status.as_u16(), short(&text)),
+                )
+            }
+        }
+    }
+
+    fn vapid_token(&self, endpoint: &reqwest::Url) -> Result<String, jsonwebtoken::errors::Error> {
+        #[derive(serde::Serialize)]
+        struct Claims<'a> {
+            aud: String,
+            exp: u64,
+            sub: &'a str,
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let claims = Claims {
+            // The origin: scheme, host and a port only when not the scheme's default.
+            aud: endpoint.origin().ascii_serialization(),
+            exp: (now + VAPID_LIFETIME).as_secs(),
+            sub: &self.config.subject,
+        };
+        let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        jsonwebtoken::encode(&header, &claims, &self.signing_key)
+    }
+}
+
+/// A response body cut for a log line.
+pub(crate) fn short(text: &str) -> &str {
+    let end = text
+        .char_indices()
+        .nth(200)
+        .map_or(text.len(), |(index, _)| index);
+    text[..end].trim()
+}
