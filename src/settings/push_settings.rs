@@ -7,10 +7,12 @@ use super::cli::{PushArgs, PushTool};
 use super::{http_host, positive};
 
 pub(super) fn push_config(args: &PushArgs) -> Result<push::Config, String> {
-    let mut config = push::Config::default();
-    config.web_push = web_push(args)?;
-    config.fcm = fcm(args)?;
-    config.apns = apns(args)?;
+    let mut config = push::Config {
+        web_push: web_push(args)?,
+        fcm: fcm(args)?,
+        apns: apns(args)?,
+        ..push::Config::default()
+    };
     let delivery = &mut config.delivery;
     if let Some(n) = args.push_queue_max_jobs {
         delivery.queue_max_jobs =
