@@ -1,9 +1,11 @@
 //! Web Push: the payload encrypted for the browser's subscription keys (`aes128gcm`, RFC 8291,
 //! by `web-push-native` on RustCrypto) and POSTed to its endpoint with a VAPID token (RFC 8292:
 //! an ES256 JWT whose `aud` is the endpoint's origin, `exp` within a day, `sub` our contact).
-//! 404 and 410 mean the subscription is gone.
+//! 404 and 410 mean the subscription is gone. Tokens are reused per origin for an hour.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::{Delivery, WebPushConfig};
 use crate::delivery::{by_status, network_error, Outcome, Prepared};
@@ -12,12 +14,19 @@ use crate::recipient::Target;
 
 /// VAPID tokens live 12 hours: RFC 8292 allows at most 24, and some services refuse longer.
 const VAPID_LIFETIME: Duration = Duration::from_secs(12 * 60 * 60);
+/// A token is reused for an hour per origin: most browsers share a few push services, so a
+/// fan-out to many subscriptions signs a handful of tokens, not one per device.
+const VAPID_REUSE: Duration = Duration::from_secs(60 * 60);
+/// Origins remembered at most; past it the cache starts over (a bound, not an expected size).
+const VAPID_ORIGINS: usize = 1024;
 
 pub(crate) struct WebPush {
     config: WebPushConfig,
     signing_key: jsonwebtoken::EncodingKey,
     public_key: String,
     client: reqwest::Client,
+    /// Origin → (token, signed at). A std mutex: held to look up or insert, never across I/O.
+    tokens: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 impl WebPush {
@@ -31,6 +40,7 @@ impl WebPush {
             public_key: config.vapid.public_key_base64url(),
             config,
             client,
+            tokens: Mutex::new(HashMap::new()),
         }
     }
 
@@ -88,6 +98,23 @@ impl WebPush {
     }
 
     fn vapid_token(&self, endpoint: &reqwest::Url) -> Result<String, jsonwebtoken::errors::Error> {
+        // The origin: scheme, host and a port only when not the scheme's default.
+        let origin = endpoint.origin().ascii_serialization();
+        let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((token, signed)) = tokens.get(&origin) {
+            if signed.elapsed() < VAPID_REUSE {
+                return Ok(token.clone());
+            }
+        }
+        let token = self.sign(origin.clone())?;
+        if tokens.len() >= VAPID_ORIGINS {
+            tokens.clear();
+        }
+        tokens.insert(origin, (token.clone(), Instant::now()));
+        Ok(token)
+    }
+
+    fn sign(&self, aud: String) -> Result<String, jsonwebtoken::errors::Error> {
         #[derive(serde::Serialize)]
         struct Claims<'a> {
             aud: String,
@@ -98,8 +125,7 @@ impl WebPush {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         let claims = Claims {
-            // The origin: scheme, host and a port only when not the scheme's default.
-            aud: endpoint.origin().ascii_serialization(),
+            aud,
             exp: (now + VAPID_LIFETIME).as_secs(),
             sub: &self.config.subject,
         };

@@ -237,11 +237,14 @@ async fn server_errors_are_retried_then_delivered_once() {
     let metrics = push.metrics().web;
     assert_eq!((metrics.sent, metrics.retried, metrics.failed), (1, 2, 0));
     assert_eq!(receiver.hits(), 3);
-    // Each attempt is a complete, decryptable request.
+    // Each attempt is a complete, decryptable request, under one VAPID token for the origin.
+    let mut tokens = std::collections::HashSet::new();
     for _ in 0..3 {
         let request = receiver.next().await;
         assert_eq!(browser.decrypt(&request.body), br#"{"data":{"n":1}}"#);
+        tokens.insert(request.header("authorization").to_owned());
     }
+    assert_eq!(tokens.len(), 1, "the token is reused");
 }
 
 #[tokio::test]
