@@ -1,8 +1,8 @@
-//! APNs: `POST {endpoint}/3/device/{token}` over HTTP/2 with a provider token (an ES256 JWT
-//! from the `.p8` key: `kid` the key id, `iss` the team id, `iat`). Apple wants the token
-//! renewed at most every 20 minutes and refuses one older than an hour, so it is reused for 40
-//! minutes; a 403 `ExpiredProviderToken` renews it at once. 410 `Unregistered` and 400
-//! `BadDeviceToken` mean the device is gone.
+//! APNs: `POST {endpoint}/3/device/{token}` over HTTP/2, authorised by a provider token (an
+//! ES256 JWT from the `.p8` key: `kid` the key id, `iss` the team id, `iat`) or by the TLS
+//! client certificate. Apple wants the token renewed at most every 20 minutes and refuses one
+//! older than an hour, so it is reused for 40 minutes; a 403 `ExpiredProviderToken` renews it at
+//! once. 410 `Unregistered` and 400 `BadDeviceToken` mean the device is gone.
 
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::config::{ApnsConfig, Delivery};
+use crate::config::{ApnsAuth, ApnsConfig, Delivery};
 use crate::delivery::{by_status, network_error, Outcome, Prepared};
 use crate::payload;
 use crate::recipient::Target;
@@ -28,14 +28,27 @@ pub(crate) struct Apns {
 
 impl Apns {
     pub(crate) fn new(config: ApnsConfig, delivery: &Delivery) -> Apns {
-        let builder = reqwest::Client::builder().timeout(delivery.attempt_timeout);
+        let mut builder = reqwest::Client::builder().timeout(delivery.attempt_timeout);
         // APNs speaks only HTTP/2: over TLS it is agreed by ALPN; a plain `http://` endpoint
         // (a test receiver) gets it without asking.
-        let builder = if config.endpoint.starts_with("http://") {
-            builder.http2_prior_knowledge()
-        } else {
-            builder
-        };
+        if config.endpoint.starts_with("http://") {
+            builder = builder.http2_prior_knowledge();
+        }
+        if let ApnsAuth::Certificate { identity_pem } = &config.auth {
+            // Checked by `ApnsConfig::with_certificate`.
+            if let Ok(identity) = reqwest::Identity::from_pem(identity_pem) {
+                builder = builder.identity(identity);
+            }
+        }
+        for root in config
+            .extra_roots_pem
+            .as_deref()
+            .and_then(|pem| reqwest::Certificate::from_pem_bundle(pem).ok())
+            .into_iter()
+            .flatten()
+        {
+            builder = builder.add_root_certificate(root);
+        }
         Apns {
             base_url: config.endpoint.trim_end_matches('/').to_owned(),
             config,
@@ -53,16 +66,17 @@ impl Apns {
         let url = format!("{}/3/device/{device_token}", self.base_url);
         let mut renewed = false;
         loop {
-            let token = match self.provider_token(renewed) {
-                Ok(token) => token,
+            let mut builder = self.client.post(&url);
+            match self.provider_token(renewed) {
+                Ok(Some(token)) => {
+                    builder = builder.header("authorization", format!("bearer {token}"))
+                }
+                Ok(None) => {}
                 Err(error) => {
                     return Outcome::Failed(format!("provider token not signed: {error}"))
                 }
-            };
-            let mut builder = self
-                .client
-                .post(&url)
-                .header("authorization", format!("bearer {token}"))
+            }
+            builder = builder
                 .header("apns-topic", &self.config.topic)
                 .header("content-type", "application/json");
             for (name, value) in &request.headers {
@@ -103,12 +117,21 @@ impl Apns {
         }
     }
 
-    /// The cached token, or a new one when it is `TOKEN_REUSE` old or `renew` is asked.
-    fn provider_token(&self, renew: bool) -> Result<String, jsonwebtoken::errors::Error> {
+    /// The cached token, or a new one when it is `TOKEN_REUSE` old or `renew` is asked; `None`
+    /// with certificate auth.
+    fn provider_token(&self, renew: bool) -> Result<Option<String>, jsonwebtoken::errors::Error> {
+        let ApnsAuth::Token {
+            key_id,
+            team_id,
+            key,
+        } = &self.config.auth
+        else {
+            return Ok(None);
+        };
         let mut cached = self.token.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((token, made)) = cached.as_ref() {
             if !renew && made.elapsed() < TOKEN_REUSE {
-                return Ok(token.clone());
+                return Ok(Some(token.clone()));
             }
         }
         #[derive(serde::Serialize)]
@@ -121,16 +144,9 @@ impl Apns {
             .unwrap_or_default()
             .as_secs();
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-        header.kid = Some(self.config.key_id.clone());
-        let token = jsonwebtoken::encode(
-            &header,
-            &Claims {
-                iss: &self.config.team_id,
-                iat,
-            },
-            self.config.signing_key(),
-        )?;
+        header.kid = Some(key_id.clone());
+        let token = jsonwebtoken::encode(&header, &Claims { iss: team_id, iat }, key)?;
         *cached = Some((token.clone(), Instant::now()));
-        Ok(token)
+        Ok(Some(token))
     }
 }

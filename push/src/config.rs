@@ -270,32 +270,49 @@ impl ServiceAccount {
     }
 }
 
-/// APNs with token (JWT) authentication: a `.p8` key from Apple's developer account.
+/// APNs: a provider token from a `.p8` key (`ApnsConfig::new`) or a TLS client certificate
+/// (`ApnsConfig::with_certificate`).
 #[derive(Clone)]
 pub struct ApnsConfig {
-    pub key_id: String,
-    pub team_id: String,
     /// `apns-topic`: the app's bundle id.
     pub topic: String,
     /// Default `https://api.push.apple.com` (`https://api.sandbox.push.apple.com` for
     /// development builds). An `http://` endpoint speaks HTTP/2 without TLS (tests).
     pub endpoint: String,
-    key: jsonwebtoken::EncodingKey,
+    /// PEM certificates trusted besides the public roots (a test CA, an inspecting proxy).
+    pub extra_roots_pem: Option<Vec<u8>>,
+    pub(crate) auth: ApnsAuth,
+}
+
+#[derive(Clone)]
+pub(crate) enum ApnsAuth {
+    Token {
+        key_id: String,
+        team_id: String,
+        key: jsonwebtoken::EncodingKey,
+    },
+    /// The certificate chain and its private key, PEM; checked into a `reqwest::Identity`.
+    Certificate { identity_pem: Vec<u8> },
 }
 
 impl std::fmt::Debug for ApnsConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let auth = match &self.auth {
+            ApnsAuth::Token {
+                key_id, team_id, ..
+            } => format!("token (key {key_id}, team {team_id})"),
+            ApnsAuth::Certificate { .. } => "certificate".to_owned(),
+        };
         f.debug_struct("ApnsConfig")
-            .field("key_id", &self.key_id)
-            .field("team_id", &self.team_id)
             .field("topic", &self.topic)
             .field("endpoint", &self.endpoint)
+            .field("auth", &auth)
             .finish_non_exhaustive()
     }
 }
 
 impl ApnsConfig {
-    /// `p8` is the key file's text (PKCS#8 PEM, P-256).
+    /// Token auth: `p8` is the key file's text (PKCS#8 PEM, P-256).
     pub fn new(
         p8: &str,
         key_id: impl Into<String>,
@@ -309,27 +326,46 @@ impl ApnsConfig {
             .map_err(|_| KeyError("APNs key: not a PKCS#8 P-256 (.p8) key".into()))?;
         let key = jsonwebtoken::EncodingKey::from_ec_pem(p8.as_bytes())
             .map_err(|_| KeyError("APNs key: not a PKCS#8 P-256 (.p8) key".into()))?;
-        let config = ApnsConfig {
-            key_id: key_id.into(),
-            team_id: team_id.into(),
-            topic: topic.into(),
-            endpoint: "https://api.push.apple.com".into(),
-            key,
-        };
-        for (name, value) in [
-            ("key id", &config.key_id),
-            ("team id", &config.team_id),
-            ("topic", &config.topic),
-        ] {
+        let (key_id, team_id) = (key_id.into(), team_id.into());
+        for (name, value) in [("key id", &key_id), ("team id", &team_id)] {
             if value.trim().is_empty() {
                 return Err(KeyError(format!("APNs {name}: empty")));
             }
         }
-        Ok(config)
+        ApnsConfig::with_auth(
+            topic.into(),
+            ApnsAuth::Token {
+                key_id,
+                team_id,
+                key,
+            },
+        )
     }
 
-    pub(crate) fn signing_key(&self) -> &jsonwebtoken::EncodingKey {
-        &self.key
+    /// Certificate auth: `pem` holds the push certificate (chain) and its private key, e.g.
+    /// `openssl pkcs12 -in apns.p12 -out apns.pem -nodes`.
+    pub fn with_certificate(pem: &[u8], topic: impl Into<String>) -> Result<ApnsConfig, KeyError> {
+        reqwest::Identity::from_pem(pem).map_err(|_| {
+            KeyError("APNs certificate: expected PEM with a certificate and its private key".into())
+        })?;
+        ApnsConfig::with_auth(
+            topic.into(),
+            ApnsAuth::Certificate {
+                identity_pem: pem.to_vec(),
+            },
+        )
+    }
+
+    fn with_auth(topic: String, auth: ApnsAuth) -> Result<ApnsConfig, KeyError> {
+        if topic.trim().is_empty() {
+            return Err(KeyError("APNs topic: empty".into()));
+        }
+        Ok(ApnsConfig {
+            topic,
+            endpoint: "https://api.push.apple.com".into(),
+            extra_roots_pem: None,
+            auth,
+        })
     }
 }
 

@@ -260,6 +260,10 @@ pub(crate) struct PushArgs {
     /// --push-apns-team-id and --push-apns-topic.
     #[arg(long)]
     pub push_apns_key_file: Option<PathBuf>,
+    /// APNs with certificate auth instead of a key: a PEM file with the push certificate and its
+    /// private key (`openssl pkcs12 -in apns.p12 -out apns.pem -nodes`). Needs --push-apns-topic.
+    #[arg(long)]
+    pub push_apns_cert_file: Option<PathBuf>,
     /// APNs: the key's id (10 characters).
     #[arg(long)]
     pub push_apns_key_id: Option<String>,

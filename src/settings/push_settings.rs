@@ -102,6 +102,26 @@ fn fcm(args: &PushArgs) -> Result<Option<push::FcmConfig>, String> {
 }
 
 fn apns(args: &PushArgs) -> Result<Option<push::ApnsConfig>, String> {
+    let mut config = match &args.push_apns_cert_file {
+        Some(cert_file) => Some(apns_with_certificate(args, cert_file)?),
+        None => apns_with_token(args)?,
+    };
+    match (&mut config, &args.push_apns_endpoint) {
+        (Some(config), Some(endpoint)) => {
+            config.endpoint = endpoint_url(endpoint, "push-apns-endpoint")?;
+        }
+        (None, Some(_)) => {
+            return Err(format!(
+                "{}: needed with --push-apns-endpoint",
+                named("push-apns-key-file")
+            ))
+        }
+        _ => {}
+    }
+    Ok(config)
+}
+
+fn apns_with_token(args: &PushArgs) -> Result<Option<push::ApnsConfig>, String> {
     let key_file = args
         .push_apns_key_file
         .as_ref()
@@ -113,22 +133,38 @@ fn apns(args: &PushArgs) -> Result<Option<push::ApnsConfig>, String> {
         ("push-apns-topic", args.push_apns_topic.as_deref()),
     ])?
     else {
-        if args.push_apns_endpoint.is_some() {
-            return Err(format!(
-                "{}: needed with --push-apns-endpoint",
-                named("push-apns-key-file")
-            ));
-        }
         return Ok(None);
     };
     let setting = named("push-apns-key-file");
     let p8 = std::fs::read_to_string(path).map_err(|e| format!("{setting} {path}: {e}"))?;
-    let mut config = push::ApnsConfig::new(&p8, key_id, team_id, topic)
-        .map_err(|e| format!("{setting} {path}: {e}"))?;
-    if let Some(endpoint) = &args.push_apns_endpoint {
-        config.endpoint = endpoint_url(endpoint, "push-apns-endpoint")?;
+    push::ApnsConfig::new(&p8, key_id, team_id, topic)
+        .map(Some)
+        .map_err(|e| format!("{setting} {path}: {e}"))
+}
+
+fn apns_with_certificate(
+    args: &PushArgs,
+    cert_file: &std::path::Path,
+) -> Result<push::ApnsConfig, String> {
+    let setting = named("push-apns-cert-file");
+    if args.push_apns_key_file.is_some()
+        || args.push_apns_key_id.is_some()
+        || args.push_apns_team_id.is_some()
+    {
+        return Err(format!(
+            "{setting}: certificate auth or token auth (--push-apns-key-file, --push-apns-key-id, --push-apns-team-id), not both"
+        ));
     }
-    Ok(Some(config))
+    let topic = args.push_apns_topic.as_deref().ok_or_else(|| {
+        format!(
+            "{}: needed with --push-apns-cert-file",
+            named("push-apns-topic")
+        )
+    })?;
+    let pem =
+        std::fs::read(cert_file).map_err(|e| format!("{setting} {}: {e}", cert_file.display()))?;
+    push::ApnsConfig::with_certificate(&pem, topic)
+        .map_err(|e| format!("{setting} {}: {e}", cert_file.display()))
 }
 
 fn endpoint_url(url: &str, flag: &str) -> Result<String, String> {

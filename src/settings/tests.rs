@@ -721,7 +721,7 @@ fn push_transports_come_from_flags_and_are_checked_at_start() {
 
     let other = push::VapidKeys::generate().public_key_base64url();
     let (public, private, other) = (public.as_str(), private.as_str(), other.as_str());
-    let refused: [(&[&str], &str); 5] = [
+    let refused: [(&[&str], &str); 7] = [
         (
             &["--push-vapid-public-key", public],
             "--push-vapid-private-key",
@@ -755,6 +755,18 @@ fn push_transports_come_from_flags_and_are_checked_at_start() {
         (
             &["--push-fcm-service-account", "/nonexistent/account.json"],
             "--push-fcm-service-account",
+        ),
+        (&["--push-apns-cert-file", "/x.pem"], "--push-apns-topic"),
+        (
+            &[
+                "--push-apns-cert-file",
+                "/x.pem",
+                "--push-apns-key-id",
+                "K",
+                "--push-apns-topic",
+                "t",
+            ],
+            "not both",
         ),
     ];
     for (extra, said) in refused {

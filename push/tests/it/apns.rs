@@ -1,5 +1,6 @@
-//! APNs against a loopback HTTP/2 (h2c) server: the provider token is an ES256 JWT verified with
-//! the test key's public half; headers and body as Apple documents them.
+//! APNs against a loopback HTTP/2 server, h2c or TLS (a test CA, ALPN h2, optionally a client
+//! certificate): the provider token is an ES256 JWT verified with the test key's public half;
+//! headers and body as Apple documents them.
 
 use std::sync::Arc;
 
@@ -7,7 +8,8 @@ use p256::pkcs8::EncodePrivateKey as _;
 use serde_json::json;
 
 use crate::receiver::{
-    eventually, fast_delivery, gone_channel, now_secs, split_jwt, Receiver, Reply,
+    eventually, fast_delivery, gone_channel, now_secs, split_jwt, tls_config, Receiver, Reply,
+    TEST_CA,
 };
 
 const TOKEN: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
@@ -148,4 +150,79 @@ async fn unregistered_and_bad_device_tokens_are_gone() {
         ]
     );
     assert_eq!(receiver.hits(), 3, "no retries");
+}
+
+/// The APNs path production takes: TLS, HTTP/2 agreed by ALPN, the server's certificate
+/// verified (against the test CA, given as an extra root).
+#[tokio::test]
+async fn token_auth_over_tls_agrees_on_http2() {
+    let mut receiver =
+        Receiver::start_tls(Arc::new(|_, _| Reply::status(200)), tls_config(false)).await;
+    let key = p256::SecretKey::random(&mut rand::rngs::OsRng);
+    let mut config = config(&receiver, &key);
+    assert!(receiver.url("").starts_with("https://127.0.0.1:"));
+    config.apns.as_mut().unwrap().extra_roots_pem = Some(TEST_CA.as_bytes().to_vec());
+    let (on_gone, _gone) = gone_channel();
+    let push = push::Push::start(config, on_gone);
+    push.send(job(TOKEN, json!({"notification": {"title": "hi"}})))
+        .unwrap();
+    let request = receiver.next().await;
+    assert_eq!(request.version, axum::http::Version::HTTP_2);
+    assert!(request.header("authorization").starts_with("bearer "));
+    assert_eq!(
+        receiver.tls.lock().unwrap()[0].alpn.as_deref(),
+        Some(&b"h2"[..])
+    );
+    eventually("sent", || push.metrics().apns.sent == 1).await;
+}
+
+/// Without the test CA the server's certificate is refused: verification stays on.
+#[tokio::test]
+async fn an_untrusted_server_certificate_is_refused() {
+    let receiver =
+        Receiver::start_tls(Arc::new(|_, _| Reply::status(200)), tls_config(false)).await;
+    let key = p256::SecretKey::random(&mut rand::rngs::OsRng);
+    let mut config = config(&receiver, &key);
+    config.delivery.max_retries = 0;
+    let (on_gone, _gone) = gone_channel();
+    let push = push::Push::start(config, on_gone);
+    push.send(job(TOKEN, json!({"notification": {"title": "hi"}})))
+        .unwrap();
+    eventually("failed", || push.metrics().apns.failed == 1).await;
+    assert_eq!(receiver.hits(), 0);
+}
+
+/// Certificate auth: the client certificate is presented in the handshake and no token is sent.
+#[tokio::test]
+async fn certificate_auth_presents_the_client_certificate() {
+    use rustls::pki_types::pem::PemObject as _;
+    let mut receiver =
+        Receiver::start_tls(Arc::new(|_, _| Reply::status(200)), tls_config(true)).await;
+    let identity = include_bytes!("fixtures/tls/client-identity.pem");
+    let mut apns = push::ApnsConfig::with_certificate(identity, "cc.digis.app").unwrap();
+    apns.endpoint = receiver.url("");
+    apns.extra_roots_pem = Some(TEST_CA.as_bytes().to_vec());
+    let (on_gone, _gone) = gone_channel();
+    let push = push::Push::start(
+        push::Config {
+            apns: Some(apns),
+            delivery: fast_delivery(),
+            ..push::Config::default()
+        },
+        on_gone,
+    );
+    push.send(job(TOKEN, json!({"notification": {"title": "hi"}})))
+        .unwrap();
+    let request = receiver.next().await;
+    assert!(request.headers.get("authorization").is_none());
+    assert_eq!(request.header("apns-topic"), "cc.digis.app");
+    let client_cert = rustls::pki_types::CertificateDer::from_pem_slice(include_bytes!(
+        "fixtures/tls/client.pem"
+    ))
+    .unwrap();
+    assert_eq!(
+        receiver.tls.lock().unwrap()[0].client_cert.as_deref(),
+        Some(client_cert.as_ref())
+    );
+    eventually("sent", || push.metrics().apns.sent == 1).await;
 }

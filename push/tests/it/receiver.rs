@@ -65,16 +65,77 @@ impl Reply {
 /// Given the request and how many came before it, the answer.
 pub(crate) type Script = Arc<dyn Fn(&Recorded, usize) -> Reply + Send + Sync>;
 
+/// One TLS connection: the ALPN protocol agreed and the client's certificate (DER), if any.
+pub(crate) struct Handshake {
+    pub(crate) alpn: Option<Vec<u8>>,
+    pub(crate) client_cert: Option<Vec<u8>>,
+}
+
 pub(crate) struct Receiver {
     pub(crate) addr: SocketAddr,
     pub(crate) requests: mpsc::Receiver<Recorded>,
     hits: Arc<AtomicUsize>,
     /// Each answer's send time, in arrival order (for the breaker's cooldown).
     pub(crate) answered: Arc<Mutex<Vec<Instant>>>,
+    /// Over TLS, what each connection's handshake agreed.
+    pub(crate) tls: Arc<Mutex<Vec<Handshake>>>,
+    scheme: &'static str,
 }
 
 impl Receiver {
+    /// Plain HTTP/1.1 and HTTP/2 (h2c).
     pub(crate) async fn start(script: Script) -> Receiver {
+        let (listener, receiver, app) = Receiver::parts(script, "http").await;
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("serve");
+        });
+        receiver
+    }
+
+    /// HTTPS with `tls`'s certificate, HTTP/2 agreed by ALPN.
+    pub(crate) async fn start_tls(script: Script, tls: rustls::ServerConfig) -> Receiver {
+        let (listener, receiver, app) = Receiver::parts(script, "https").await;
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let seen = receiver.tls.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                let app = app.clone();
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    // A client refusing our certificate ends here, before any request.
+                    let Ok(stream) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let (_, connection) = stream.get_ref();
+                    seen.lock().unwrap().push(Handshake {
+                        alpn: connection.alpn_protocol().map(<[u8]>::to_vec),
+                        client_cert: connection
+                            .peer_certificates()
+                            .and_then(|chain| chain.first())
+                            .map(|cert| cert.to_vec()),
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(
+                        hyper_util::rt::TokioIo::new(stream),
+                        hyper_util::service::TowerToHyperService::new(app),
+                    )
+                    .await;
+                });
+            }
+        });
+        receiver
+    }
+
+    async fn parts(
+        script: Script,
+        scheme: &'static str,
+    ) -> (tokio::net::TcpListener, Receiver, axum::Router) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -120,20 +181,19 @@ impl Receiver {
                 }
             }
         };
-        let app = axum::Router::new().fallback(handler);
-        tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("serve");
-        });
-        Receiver {
+        let receiver = Receiver {
             addr,
             requests,
             hits,
             answered,
-        }
+            tls: Arc::new(Mutex::new(Vec::new())),
+            scheme,
+        };
+        (listener, receiver, axum::Router::new().fallback(handler))
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
     }
 
     pub(crate) fn hits(&self) -> usize {
@@ -205,4 +265,41 @@ pub(crate) fn now_secs() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
+}
+
+/// The test CA (`fixtures/tls/`, made once with openssl, valid until 2126).
+pub(crate) const TEST_CA: &str = include_str!("fixtures/tls/ca.pem");
+
+/// A server certificate for 127.0.0.1 signed by `TEST_CA`, offering only h2; with
+/// `client_auth`, a client certificate signed by `TEST_CA` is required.
+pub(crate) fn tls_config(client_auth: bool) -> rustls::ServerConfig {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain = CertificateDer::pem_slice_iter(include_bytes!("fixtures/tls/server.pem"))
+        .collect::<Result<Vec<_>, _>>()
+        .expect("server certificate");
+    let key = PrivateKeyDer::from_pem_slice(include_bytes!("fixtures/tls/server.key"))
+        .expect("server key");
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions");
+    let builder = if client_auth {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(TEST_CA.as_bytes()).expect("CA"))
+            .expect("CA added");
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .expect("client verifier");
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .expect("certificate and key");
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    config
 }
