@@ -119,6 +119,19 @@ impl Push {
     /// Non-blocking: queues on the recipient's transport; `Err` when its queue is full, the
     /// transport is not configured, or the recipient is malformed.
     pub fn send(&self, job: Job) -> Result<(), Refused> {
+        let (queue, prepared) = self.prepare(job)?;
+        queue.push(prepared)
+    }
+
+    /// `send` for a bulk fan-out running off the publish path (a channel's push subscribers):
+    /// waits for room in the queue instead of refusing, so a fan-out larger than the queue is
+    /// paced by the senders. `Err` only for an unconfigured transport or a malformed recipient.
+    pub async fn send_waiting(&self, job: Job) -> Result<(), Refused> {
+        let (queue, prepared) = self.prepare(job)?;
+        queue.push_waiting(prepared).await
+    }
+
+    fn prepare(&self, job: Job) -> Result<(&Queue, delivery::Prepared), Refused> {
         let target = Target::parse(&job.recipient)?;
         let kind = target.kind();
         let queue = match kind {
@@ -127,11 +140,12 @@ impl Push {
             Kind::Apns => &self.inner.apns,
         };
         let queue = queue.as_ref().ok_or(Refused::NotConfigured(kind.name()))?;
-        queue.push(delivery::Prepared {
+        let prepared = delivery::Prepared {
             device_id: job.device_id,
             target,
             payload: job.payload,
-        })
+        };
+        Ok((queue, prepared))
     }
 
     /// Counters, queue depth and breaker state per transport.

@@ -139,6 +139,14 @@ impl Queue {
         }
     }
 
+    pub(crate) async fn push_waiting(&self, job: Prepared) -> Result<(), Refused> {
+        // Fails only once the dispatcher is gone, which outlives every `Queue`.
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| Refused::NotConfigured(self.shared.kind.name()))
+    }
+
     pub(crate) fn metrics(&self) -> TransportMetrics {
         let shared = &self.shared;
         TransportMetrics {

@@ -281,6 +281,45 @@ async fn a_full_queue_refuses_and_counts_the_drop() {
 }
 
 #[tokio::test]
+async fn send_waiting_waits_for_room_instead_of_refusing() {
+    let hold = Arc::new(Semaphore::new(0));
+    let mut receiver = Receiver::start({
+        let hold = hold.clone();
+        Arc::new(move |_, _| Reply {
+            hold: Some(hold.clone()),
+            ..Reply::status(201)
+        })
+    })
+    .await;
+    let (on_gone, _gone) = gone_channel();
+    let mut config = config(push::VapidKeys::generate());
+    config.delivery.senders = 1;
+    config.delivery.queue_max_jobs = 1;
+    let push = push::Push::start(config, on_gone);
+    let endpoint = receiver.url("/sub");
+    let job = move || push::Job {
+        device_id: None,
+        recipient: Subscription::new().recipient(&endpoint),
+        payload: json!({"data": {}}),
+    };
+    push.send(job()).unwrap();
+    receiver.next().await; // in flight, held
+    push.send(job()).unwrap(); // the queue is full now
+    let waiting = tokio::spawn({
+        let push = push.clone();
+        let job = job.clone();
+        async move { push.send_waiting(job()).await }
+    });
+    // The test's runtime has one thread: one yield lets the task run until it waits.
+    tokio::task::yield_now().await;
+    assert!(!waiting.is_finished(), "waits while the queue is full");
+    hold.add_permits(3);
+    waiting.await.unwrap().expect("queued once there was room");
+    eventually("all three delivered", || push.metrics().web.sent == 3).await;
+    assert_eq!(push.metrics().web.dropped, 0);
+}
+
+#[tokio::test]
 async fn malformed_or_unconfigured_recipients_are_refused() {
     let (on_gone, _gone) = gone_channel();
     let push = push::Push::start(config(push::VapidKeys::generate()), on_gone);
