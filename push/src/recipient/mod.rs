@@ -123,3 +123,6 @@ fn web_endpoint(target_url: &str) -> Result<reqwest::Url, Refused> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests;
