@@ -247,6 +247,32 @@ async fn server_errors_are_retried_then_delivered_once() {
     assert_eq!(tokens.len(), 1, "the token is reused");
 }
 
+/// The backoff here is an hour: the retry comes at once only because `Retry-After: 0` says so.
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let receiver = Receiver::start(Arc::new(|_, index| match index {
+        0 => Reply {
+            headers: vec![("retry-after", "0".into())],
+            ..Reply::status(503)
+        },
+        _ => Reply::status(201),
+    }))
+    .await;
+    let (on_gone, _gone) = gone_channel();
+    let mut config = config(push::VapidKeys::generate());
+    config.delivery.retry_initial = std::time::Duration::from_secs(3600);
+    config.delivery.retry_max = std::time::Duration::from_secs(3600);
+    let push = push::Push::start(config, on_gone);
+    push.send(push::Job {
+        device_id: None,
+        recipient: Subscription::new().recipient(&receiver.url("/sub")),
+        payload: json!({"data": {}}),
+    })
+    .unwrap();
+    eventually("delivered on the retry", || push.metrics().web.sent == 1).await;
+    assert_eq!(push.metrics().web.retried, 1);
+}
+
 #[tokio::test]
 async fn a_full_queue_refuses_and_counts_the_drop() {
     let hold = Arc::new(Semaphore::new(0));
