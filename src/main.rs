@@ -20,10 +20,15 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
     };
-    let log_format = match &cli.command {
-        Some(command) => command.args().log_format,
-        None => cli.serve.log_format,
+    let (role, serve, check_only) = match cli.run() {
+        settings::Run::Serve {
+            role,
+            args,
+            check_only,
+        } => (role, *args, check_only),
+        settings::Run::Push(tool) => return settings::push_tool(tool),
     };
+    let log_format = serve.log_format;
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -38,11 +43,6 @@ fn main() -> ExitCode {
     }
 
     allocator::start();
-    let check_only = matches!(cli.command, Some(settings::Command::CheckConfig(_)));
-    let (role, serve) = match cli.command {
-        Some(command) => command.split(),
-        None => (api::Role::Both, cli.serve),
-    };
     // Before the settings: the default `--max-connections` follows the raised limit.
     let file_limit = raise_file_limit();
     // Bad settings exit before anything binds, naming the setting (EX_USAGE).

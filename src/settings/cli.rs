@@ -67,25 +67,42 @@ pub(crate) enum Command {
     /// Validates the same flags, env and file as `serve` without starting; exit 64 naming the
     /// first bad setting.
     CheckConfig(ServeArgs),
+    /// Push notification tools.
+    #[command(subcommand)]
+    Push(PushTool),
 }
 
-impl Command {
-    pub(crate) fn args(&self) -> &ServeArgs {
-        match self {
-            Command::Serve(args)
-            | Command::Gateway(args)
-            | Command::Api(args)
-            | Command::CheckConfig(args) => args,
-        }
-    }
+#[derive(Subcommand, Debug, Clone, Copy)]
+pub(crate) enum PushTool {
+    /// Prints a new VAPID key pair for Web Push and the flags that take it.
+    GenerateVapidKeys,
+}
 
-    /// The role and its settings.
-    pub(crate) fn split(self) -> (api::Role, ServeArgs) {
-        match self {
-            Command::Serve(args) => (api::Role::Both, args),
-            Command::Gateway(args) => (api::Role::Gateway, args),
-            Command::Api(args) => (api::Role::Api, args),
-            Command::CheckConfig(args) => (api::Role::Both, args),
+/// What a command line asks for.
+pub(crate) enum Run {
+    /// Serve in `role` (`check_only`: validate the settings and stop).
+    Serve {
+        role: api::Role,
+        args: Box<ServeArgs>,
+        check_only: bool,
+    },
+    Push(PushTool),
+}
+
+impl Cli {
+    pub(crate) fn run(self) -> Run {
+        let serve = |role, args, check_only| Run::Serve {
+            role,
+            args: Box::new(args),
+            check_only,
+        };
+        match self.command {
+            None => serve(api::Role::Both, self.serve, false),
+            Some(Command::Serve(args)) => serve(api::Role::Both, args, false),
+            Some(Command::Gateway(args)) => serve(api::Role::Gateway, args, false),
+            Some(Command::Api(args)) => serve(api::Role::Api, args, false),
+            Some(Command::CheckConfig(args)) => serve(api::Role::Both, args, true),
+            Some(Command::Push(tool)) => Run::Push(tool),
         }
     }
 }
@@ -214,6 +231,61 @@ pub(crate) struct ServeArgs {
     pub sockets: SocketArgs,
     #[command(flatten)]
     pub publish: PublishArgs,
+    #[command(flatten)]
+    pub push: PushArgs,
+}
+
+/// Push notification transports (README, "Push notifications"); each is off until its
+/// settings are given.
+#[derive(Args, Debug, Clone, Default)]
+pub(crate) struct PushArgs {
+    /// Web Push: the VAPID public key (base64url, as `realtime push generate-vapid-keys` prints
+    /// it); browsers subscribe with it. Needs --push-vapid-private-key and --push-vapid-subject.
+    #[arg(long)]
+    pub push_vapid_public_key: Option<String>,
+    /// Web Push: the VAPID private key (base64url).
+    #[arg(long, hide_env_values = true)]
+    pub push_vapid_private_key: Option<String>,
+    /// Web Push: the contact push services may reach (`mailto:ops@example.com` or an https URL).
+    #[arg(long)]
+    pub push_vapid_subject: Option<String>,
+    /// FCM HTTP v1: the service account's JSON key file (Firebase console, Project settings,
+    /// Service accounts).
+    #[arg(long)]
+    pub push_fcm_service_account: Option<PathBuf>,
+    /// FCM: where messages go. Default https://fcm.googleapis.com.
+    #[arg(long)]
+    pub push_fcm_endpoint: Option<String>,
+    /// APNs: the token-auth key file (`AuthKey_XXXXXXXXXX.p8`). Needs --push-apns-key-id,
+    /// --push-apns-team-id and --push-apns-topic.
+    #[arg(long)]
+    pub push_apns_key_file: Option<PathBuf>,
+    /// APNs with certificate auth instead of a key: a PEM file with the push certificate and its
+    /// private key (`openssl pkcs12 -in apns.p12 -out apns.pem -nodes`). Needs --push-apns-topic.
+    #[arg(long)]
+    pub push_apns_cert_file: Option<PathBuf>,
+    /// APNs: the key's id (10 characters).
+    #[arg(long)]
+    pub push_apns_key_id: Option<String>,
+    /// APNs: the Apple developer team id.
+    #[arg(long)]
+    pub push_apns_team_id: Option<String>,
+    /// APNs: the app's bundle id (`apns-topic`).
+    #[arg(long)]
+    pub push_apns_topic: Option<String>,
+    /// APNs: where notifications go. Default https://api.push.apple.com; development builds
+    /// need https://api.sandbox.push.apple.com.
+    #[arg(long)]
+    pub push_apns_endpoint: Option<String>,
+    /// Per transport: notifications waiting to be sent before more are refused. Default 10000.
+    #[arg(long)]
+    pub push_queue_max_jobs: Option<usize>,
+    /// Per transport: requests in flight at once. Default 16.
+    #[arg(long)]
+    pub push_senders: Option<usize>,
+    /// Further attempts after a 429, a 5xx or a network error. Default 3.
+    #[arg(long)]
+    pub push_max_retries: Option<u32>,
 }
 
 /// The connection timers; the file sets them as top-level keys of the same names.

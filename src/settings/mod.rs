@@ -2,7 +2,7 @@
 //!
 //! `cli.rs` declares the flags and `file.rs` the file; `resolve` lays flags over the file over
 //! each crate's defaults, one module per part (`keys`, `supabase`, `history`, `webhooks`,
-//! `moderation`, `limits`), and stops at the first bad setting, naming it. `summary.rs` is `check-config`.
+//! `moderation`, `limits`, `push_settings`), and stops at the first bad setting, naming it. `summary.rs` is `check-config`.
 
 mod cli;
 mod file;
@@ -10,6 +10,7 @@ mod history;
 mod keys;
 mod limits;
 mod moderation;
+mod push_settings;
 mod redis_tls;
 mod summary;
 mod supabase;
@@ -18,9 +19,10 @@ mod webhooks;
 use std::fmt::Display;
 use std::net::SocketAddr;
 
-pub(crate) use cli::{Cli, Command, LogFormat, ServeArgs};
+pub(crate) use cli::{Cli, LogFormat, Run, ServeArgs};
 use file::{FileConfig, FileEvents};
 pub(crate) use keys::print_dev_key;
+pub(crate) use push_settings::push_tool;
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
@@ -28,6 +30,8 @@ pub(crate) struct Settings {
     pub listen: SocketAddr,
     pub gateway: gateway::Config,
     pub api: api::Config,
+    /// The push transports, for the gateway to start (`push::Push::start`).
+    pub push: push::Config,
     /// Set when no key was configured and one was made up for this run.
     pub generated_key: Option<String>,
 }
@@ -93,6 +97,7 @@ fn resolve_with(args: ServeArgs, file: FileConfig) -> Result<Settings, String> {
         .transpose()
         .map_err(|e| format!("--redis / REALTIME_REDIS_URL: {e}"))?;
     let redis_tls = redis_tls::redis_tls(&args, redis.as_ref())?;
+    let push = push_settings::push_config(&args.push)?;
     let mut settings = Settings {
         listen,
         gateway: gateway::Config {
@@ -116,6 +121,7 @@ fn resolve_with(args: ServeArgs, file: FileConfig) -> Result<Settings, String> {
             admin_listen,
             ..api::Config::default()
         },
+        push,
         generated_key,
     };
     settings.gateway.redis_min_replicas = gateway::MinReplicas {

@@ -48,6 +48,7 @@ impl Settings {
                 config.hub.max_presence_members
             ),
             format!("events: {} types", config.events.types.len()),
+            format!("push: {}", describe_push(&self.push)),
             format!(
                 "publish: at most {} messages and {} bytes per publish, {} per batch; \
                  per connection {}, per key (REST, this node) {}",
@@ -159,4 +160,26 @@ fn describe_rate(rate: &gateway::config::PublishRate) -> String {
         "{} msg/s (burst {}), {} B/s (burst {})",
         rate.messages_per_sec, rate.burst_messages, rate.bytes_per_sec, rate.burst_bytes
     )
+}
+
+/// The configured push transports, keys left out.
+fn describe_push(push: &push::Config) -> String {
+    let mut on = Vec::new();
+    if let Some(web) = &push.web_push {
+        on.push(format!(
+            "web (VAPID public key {})",
+            web.vapid.public_key_base64url()
+        ));
+    }
+    if let Some(fcm) = &push.fcm {
+        on.push(format!("fcm (project {})", fcm.account.project_id));
+    }
+    if let Some(apns) = &push.apns {
+        on.push(format!("apns (topic {}, {})", apns.topic, apns.endpoint));
+    }
+    if on.is_empty() {
+        "off".to_owned()
+    } else {
+        on.join(", ")
+    }
 }

@@ -696,3 +696,82 @@ peer_idle_timeout_ms = 60000
     assert_eq!(settings.gateway.sockets.max_connections, 0, "0: no cap");
     assert_eq!(settings.gateway.sockets.header_timeout.as_secs(), 10);
 }
+
+#[test]
+fn push_transports_come_from_flags_and_are_checked_at_start() {
+    let off = resolve(flags(&[])).unwrap().push;
+    assert!(off.web_push.is_none() && off.fcm.is_none() && off.apns.is_none());
+
+    let keys = push::VapidKeys::generate();
+    let (public, private) = (keys.public_key_base64url(), keys.private_key_base64url());
+    let web = resolve(flags(&[
+        "--push-vapid-public-key",
+        &public,
+        "--push-vapid-private-key",
+        &private,
+        "--push-vapid-subject",
+        "mailto:ops@digis.example",
+        "--push-senders",
+        "4",
+    ]))
+    .unwrap()
+    .push;
+    assert_eq!(web.web_push.unwrap().vapid.public_key_base64url(), public);
+    assert_eq!(web.delivery.senders, 4);
+
+    let other = push::VapidKeys::generate().public_key_base64url();
+    let (public, private, other) = (public.as_str(), private.as_str(), other.as_str());
+    let refused: [(&[&str], &str); 7] = [
+        (
+            &["--push-vapid-public-key", public],
+            "--push-vapid-private-key",
+        ),
+        (
+            &[
+                "--push-vapid-public-key",
+                other,
+                "--push-vapid-private-key",
+                private,
+                "--push-vapid-subject",
+                "mailto:ops@digis.example",
+            ],
+            "does not match",
+        ),
+        (
+            &[
+                "--push-vapid-public-key",
+                public,
+                "--push-vapid-private-key",
+                private,
+                "--push-vapid-subject",
+                "ops@digis.example",
+            ],
+            "--push-vapid-subject",
+        ),
+        (
+            &["--push-apns-key-id", "K", "--push-apns-team-id", "T"],
+            "--push-apns-key-file",
+        ),
+        (
+            &["--push-fcm-service-account", "/nonexistent/account.json"],
+            "--push-fcm-service-account",
+        ),
+        (&["--push-apns-cert-file", "/x.pem"], "--push-apns-topic"),
+        (
+            &[
+                "--push-apns-cert-file",
+                "/x.pem",
+                "--push-apns-key-id",
+                "K",
+                "--push-apns-topic",
+                "t",
+            ],
+            "not both",
+        ),
+    ];
+    for (extra, said) in refused {
+        let error = resolve(flags(extra)).err().expect("refused");
+        assert!(error.contains(said), "{extra:?}: {error}");
+    }
+    assert_refused(flags(&["--push-senders", "0"]), "--push-senders");
+}

@@ -138,6 +138,40 @@ fn check_config_validates_without_starting() {
 }
 
 #[test]
+fn push_generate_vapid_keys_prints_a_pair_that_serve_takes() {
+    let output = Command::new(env!("CARGO_BIN_EXE_realtime"))
+        .args(["push", "generate-vapid-keys"])
+        .output()
+        .expect("run realtime");
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let after = |label: &str| {
+        let mut lines = stdout.lines().skip_while(|l| *l != label);
+        lines
+            .nth(1)
+            .unwrap_or_else(|| panic!("{label} in {stdout}"))
+            .to_owned()
+    };
+    let (public, private) = (after("Public Key:"), after("Private Key:"));
+    push::VapidKeys::from_base64url(&private, Some(&public)).expect("a matching P-256 pair");
+    // As printed, the pair passes check-config, the public key summarised, the private one not.
+    let checked = Command::new(env!("CARGO_BIN_EXE_realtime"))
+        .args(["check-config", "--keys", "a.b:c"])
+        .env("REALTIME_PUSH_VAPID_PUBLIC_KEY", &public)
+        .env("REALTIME_PUSH_VAPID_PRIVATE_KEY", &private)
+        .env("REALTIME_PUSH_VAPID_SUBJECT", "mailto:ops@digis.example")
+        .output()
+        .expect("run realtime");
+    assert_eq!(checked.status.code(), Some(0), "{checked:?}");
+    let summary = String::from_utf8_lossy(&checked.stdout);
+    assert!(
+        summary.contains(&format!("push: web (VAPID public key {public})")),
+        "{summary}"
+    );
+    assert!(!summary.contains(&private), "{summary}");
+}
+
+#[test]
 fn a_flag_beats_its_env_var_which_beats_the_file() {
     let (dir, file) = config_file("rt-precedence", "listen = \"127.0.0.1:1111\"\n");
     let listen = |env, flag| {

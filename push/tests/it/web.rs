@@ -1,0 +1,382 @@
+//! Web Push: the receiver holds the subscription's private key and auth secret, checks the
+//! VAPID token with p256's ECDSA and decrypts the body itself (HKDF and AES-GCM, RFC 8291 and
+//! RFC 8188 written out here), independently of our encrypt path.
+
+use std::sync::Arc;
+
+use aes_gcm::aead::{Aead as _, KeyInit as _};
+use base64::Engine as _;
+use p256::elliptic_curve::sec1::ToEncodedPoint as _;
+use serde_json::json;
+use sha2::Sha256;
+use tokio::sync::Semaphore;
+
+use crate::receiver::{
+    eventually, fast_delivery, gone_channel, now_secs, split_jwt, Receiver, Reply,
+};
+
+const SUBJECT: &str = "mailto:ops@digis.example";
+
+/// A browser's subscription: its ECDH key pair and auth secret.
+struct Subscription {
+    secret: p256::SecretKey,
+    auth: [u8; 16],
+}
+
+impl Subscription {
+    fn new() -> Subscription {
+        let mut auth = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut auth);
+        Subscription {
+            secret: p256::SecretKey::random(&mut rand::rngs::OsRng),
+            auth,
+        }
+    }
+
+    fn public_bytes(&self) -> Vec<u8> {
+        self.secret
+            .public_key()
+            .to_encoded_point(false)
+            .as_bytes()
+            .to_vec()
+    }
+
+    /// The recipient as ably-js registers it: the endpoint base64'd (`btoa`), keys base64url.
+    fn recipient(&self, endpoint: &str) -> serde_json::Value {
+        let url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        json!({
+            "transportType": "web",
+            "targetUrl": base64::engine::general_purpose::STANDARD.encode(endpoint),
+            "encryptionKey": {"p256dh": url.encode(self.public_bytes()), "auth": url.encode(self.auth)}
+        })
+    }
+
+    /// RFC 8291 §3.4 and RFC 8188 §2: one record, padding delimiter 2.
+    fn decrypt(&self, body: &[u8]) -> Vec<u8> {
+        let salt = &body[..16];
+        let record_size = u32::from_be_bytes(body[16..20].try_into().unwrap());
+        let id_len = body[20] as usize;
+        assert_eq!(id_len, 65, "keyid is the sender's uncompressed public key");
+        let sender_public =
+            p256::PublicKey::from_sec1_bytes(&body[21..21 + id_len]).expect("keyid");
+        let ciphertext = &body[21 + id_len..];
+        assert!(ciphertext.len() <= record_size as usize, "one record");
+
+        let shared =
+            p256::ecdh::diffie_hellman(self.secret.to_nonzero_scalar(), sender_public.as_affine());
+        let mut key_info = b"WebPush: info\0".to_vec();
+        key_info.extend(self.public_bytes());
+        key_info.extend(sender_public.to_encoded_point(false).as_bytes());
+        let mut ikm = [0u8; 32];
+        hkdf::Hkdf::<Sha256>::new(Some(&self.auth), shared.raw_secret_bytes())
+            .expand(&key_info, &mut ikm)
+            .unwrap();
+        let prk = hkdf::Hkdf::<Sha256>::new(Some(salt), &ikm);
+        let mut cek = [0u8; 16];
+        prk.expand(b"Content-Encoding: aes128gcm\0", &mut cek)
+            .unwrap();
+        let mut nonce = [0u8; 12];
+        prk.expand(b"Content-Encoding: nonce\0", &mut nonce)
+            .unwrap();
+        let cipher = aes_gcm::Aes128Gcm::new_from_slice(&cek).unwrap();
+        let mut plain = cipher
+            .decrypt(aes_gcm::Nonce::from_slice(&nonce), ciphertext)
+            .expect("decrypts with the subscription's keys");
+        while plain.last() == Some(&0) {
+            plain.pop();
+        }
+        assert_eq!(plain.pop(), Some(2), "the last record's delimiter");
+        plain
+    }
+}
+
+fn config(vapid: push::VapidKeys) -> push::Config {
+    push::Config {
+        web_push: Some(push::WebPushConfig::new(vapid, SUBJECT).unwrap()),
+        delivery: fast_delivery(),
+        ..push::Config::default()
+    }
+}
+
+#[tokio::test]
+async fn delivers_an_encrypted_vapid_signed_payload() {
+    let mut receiver = Receiver::start(Arc::new(|_, _| Reply::status(201))).await;
+    let vapid = push::VapidKeys::generate();
+    let (on_gone, _gone) = gone_channel();
+    let push = push::Push::start(config(vapid.clone()), on_gone);
+    assert_eq!(
+        push.vapid_public_key(),
+        Some(vapid.public_key_base64url().as_str())
+    );
+    let browser = Subscription::new();
+    let payload = json!({
+        "notification": {"title": "Ava is live", "body": "Tap to watch", "icon": "/ava.png", "collapseKey": "live-ava"},
+        "data": {"streamId": "s-1"},
+        "fcm": {"notification": {"color": "#fff"}}
+    });
+    push.send(push::Job {
+        device_id: Some("browser-1".into()),
+        recipient: browser.recipient(&receiver.url("/push/sub-1")),
+        payload,
+    })
+    .unwrap();
+
+    let request = receiver.next().await;
+    assert_eq!(request.method, "POST");
+    assert_eq!(request.path, "/push/sub-1");
+    assert_eq!(request.header("content-encoding"), "aes128gcm");
+    assert_eq!(request.header("ttl"), "86400");
+    assert_eq!(request.header("urgency"), "normal");
+    assert_eq!(request.header("topic"), "live-ava");
+
+    // Authorization: vapid t=<jwt>, k=<our public key>
+    let authorization = request.header("authorization");
+    let rest = authorization.strip_prefix("vapid ").expect("vapid scheme");
+    let mut token = "";
+    let mut key = "";
+    for part in rest.split(',') {
+        let (name, value) = part.trim().split_once('=').expect("name=value");
+        match name {
+            "t" => token = value,
+            "k" => key = value,
+            other => panic!("unexpected vapid parameter {other}"),
+        }
+    }
+    assert_eq!(key, vapid.public_key_base64url());
+    let (header, claims, signing_input, signature) = split_jwt(token);
+    assert_eq!(header["alg"], "ES256");
+    let key_bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(key)
+        .unwrap();
+    let verifying = p256::ecdsa::VerifyingKey::from_sec1_bytes(&key_bytes).unwrap();
+    let signature = p256::ecdsa::Signature::from_slice(&signature).expect("r||s");
+    p256::ecdsa::signature::Verifier::verify(&verifying, signing_input.as_bytes(), &signature)
+        .expect("the VAPID token verifies against our public key");
+    assert_eq!(claims["aud"], format!("http://{}", receiver.addr));
+    assert_eq!(claims["sub"], SUBJECT);
+    let exp = claims["exp"].as_u64().expect("exp");
+    assert!(
+        exp > now_secs() && exp <= now_secs() + 24 * 3600,
+        "exp within a day: {exp}"
+    );
+
+    let plain = browser.decrypt(&request.body);
+    let delivered: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+    assert_eq!(
+        delivered,
+        json!({
+            "notification": {"title": "Ava is live", "body": "Tap to watch", "icon": "/ava.png", "collapseKey": "live-ava"},
+            "data": {"streamId": "s-1"}
+        })
+    );
+    eventually("sent counted", || push.metrics().web.sent == 1).await;
+}
+
+#[tokio::test]
+async fn not_found_and_gone_are_reported_once_without_retry() {
+    let receiver = Receiver::start(Arc::new(|request, _| {
+        Reply::status(if request.path == "/sub-404" { 404 } else { 410 })
+    }))
+    .await;
+    let (on_gone, mut gone) = gone_channel();
+    let push = push::Push::start(config(push::VapidKeys::generate()), on_gone);
+    for (device, path) in [("d-404", "/sub-404"), ("d-410", "/sub-410")] {
+        push.send(push::Job {
+            device_id: Some(device.into()),
+            recipient: Subscription::new().recipient(&receiver.url(path)),
+            payload: json!({"notification": {"title": "t"}}),
+        })
+        .unwrap();
+    }
+    let mut reports = vec![gone.recv().await.unwrap(), gone.recv().await.unwrap()];
+    reports.sort_by(|a, b| a.device_id.cmp(&b.device_id));
+    assert_eq!(
+        reports,
+        vec![
+            push::Gone {
+                device_id: Some("d-404".into()),
+                reason: "HTTP 404".into()
+            },
+            push::Gone {
+                device_id: Some("d-410".into()),
+                reason: "HTTP 410".into()
+            },
+        ]
+    );
+    let metrics = push.metrics().web;
+    assert_eq!(
+        (metrics.gone, metrics.retried, metrics.sent, metrics.failed),
+        (2, 0, 0, 0)
+    );
+    assert_eq!(receiver.hits(), 2, "no retry after gone");
+    assert!(gone.try_recv().is_err(), "each reported once");
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_then_delivered_once() {
+    // 500, then 429 asking to wait 0 s, then created.
+    let mut receiver = Receiver::start(Arc::new(|_, index| match index {
+        0 => Reply::status(500),
+        1 => Reply {
+            headers: vec![("retry-after", "0".into())],
+            ..Reply::status(429)
+        },
+        _ => Reply::status(201),
+    }))
+    .await;
+    let (on_gone, _gone) = gone_channel();
+    let push = push::Push::start(config(push::VapidKeys::generate()), on_gone);
+    let browser = Subscription::new();
+    push.send(push::Job {
+        device_id: None,
+        recipient: browser.recipient(&receiver.url("/sub")),
+        payload: json!({"data": {"n": 1}}),
+    })
+    .unwrap();
+    eventually("delivered", || push.metrics().web.sent == 1).await;
+    let metrics = push.metrics().web;
+    assert_eq!((metrics.sent, metrics.retried, metrics.failed), (1, 2, 0));
+    assert_eq!(receiver.hits(), 3);
+    // Each attempt is a complete, decryptable request, under one VAPID token for the origin.
+    let mut tokens = std::collections::HashSet::new();
+    for _ in 0..3 {
+        let request = receiver.next().await;
+        assert_eq!(browser.decrypt(&request.body), br#"{"data":{"n":1}}"#);
+        tokens.insert(request.header("authorization").to_owned());
+    }
+    assert_eq!(tokens.len(), 1, "the token is reused");
+}
+
+/// The backoff here is an hour: the retry comes at once only because `Retry-After: 0` says so.
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let receiver = Receiver::start(Arc::new(|_, index| match index {
+        0 => Reply {
+            headers: vec![("retry-after", "0".into())],
+            ..Reply::status(503)
+        },
+        _ => Reply::status(201),
+    }))
+    .await;
+    let (on_gone, _gone) = gone_channel();
+    let mut config = config(push::VapidKeys::generate());
+    config.delivery.retry_initial = std::time::Duration::from_secs(3600);
+    config.delivery.retry_max = std::time::Duration::from_secs(3600);
+    let push = push::Push::start(config, on_gone);
+    push.send(push::Job {
+        device_id: None,
+        recipient: Subscription::new().recipient(&receiver.url("/sub")),
+        payload: json!({"data": {}}),
+    })
+    .unwrap();
+    eventually("delivered on the retry", || push.metrics().web.sent == 1).await;
+    assert_eq!(push.metrics().web.retried, 1);
+}
+
+#[tokio::test]
+async fn a_full_queue_refuses_and_counts_the_drop() {
+    let hold = Arc::new(Semaphore::new(0));
+    let mut receiver = Receiver::start({
+        let hold = hold.clone();
+        Arc::new(move |_, _| Reply {
+            hold: Some(hold.clone()),
+            ..Reply::status(201)
+        })
+    })
+    .await;
+    let (on_gone, _gone) = gone_channel();
+    let mut config = config(push::VapidKeys::generate());
+    config.delivery.senders = 1;
+    config.delivery.queue_max_jobs = 1;
+    let push = push::Push::start(config, on_gone);
+    let endpoint = receiver.url("/sub");
+    let job = || push::Job {
+        device_id: None,
+        recipient: Subscription::new().recipient(&endpoint),
+        payload: json!({"data": {}}),
+    };
+    push.send(job()).unwrap();
+    receiver.next().await; // in flight, held
+    push.send(job()).unwrap(); // waits in the queue
+    assert_eq!(push.send(job()), Err(push::Refused::QueueFull("web")));
+    let metrics = push.metrics().web;
+    assert_eq!((metrics.queue_depth, metrics.dropped), (1, 1));
+    hold.add_permits(2);
+    eventually("both delivered", || push.metrics().web.sent == 2).await;
+    assert_eq!(push.metrics().web.queue_depth, 0);
+}
+
+#[tokio::test]
+async fn send_waiting_waits_for_room_instead_of_refusing() {
+    let hold = Arc::new(Semaphore::new(0));
+    let mut receiver = Receiver::start({
+        let hold = hold.clone();
+        Arc::new(move |_, _| Reply {
+            hold: Some(hold.clone()),
+            ..Reply::status(201)
+        })
+    })
+    .await;
+    let (on_gone, _gone) = gone_channel();
+    let mut config = config(push::VapidKeys::generate());
+    config.delivery.senders = 1;
+    config.delivery.queue_max_jobs = 1;
+    let push = push::Push::start(config, on_gone);
+    let endpoint = receiver.url("/sub");
+    let job = move || push::Job {
+        device_id: None,
+        recipient: Subscription::new().recipient(&endpoint),
+        payload: json!({"data": {}}),
+    };
+    push.send(job()).unwrap();
+    receiver.next().await; // in flight, held
+    push.send(job()).unwrap(); // the queue is full now
+    let waiting = tokio::spawn({
+        let push = push.clone();
+        let job = job.clone();
+        async move { push.send_waiting(job()).await }
+    });
+    // The test's runtime has one thread: one yield lets the task run until it waits.
+    tokio::task::yield_now().await;
+    assert!(!waiting.is_finished(), "waits while the queue is full");
+    hold.add_permits(3);
+    waiting.await.unwrap().expect("queued once there was room");
+    eventually("all three delivered", || push.metrics().web.sent == 3).await;
+    assert_eq!(push.metrics().web.dropped, 0);
+}
+
+#[tokio::test]
+async fn malformed_or_unconfigured_recipients_are_refused() {
+    let (on_gone, _gone) = gone_channel();
+    let push = push::Push::start(config(push::VapidKeys::generate()), on_gone);
+    let refused = |recipient: serde_json::Value| {
+        push.send(push::Job {
+            device_id: None,
+            recipient,
+            payload: json!({}),
+        })
+        .unwrap_err()
+    };
+    assert_eq!(
+        refused(json!({"transportType": "fcm", "registrationToken": "x"})),
+        push::Refused::NotConfigured("fcm")
+    );
+    assert_eq!(
+        refused(json!({"transportType": "apns", "deviceToken": "abc123"})),
+        push::Refused::NotConfigured("apns")
+    );
+    for bad in [
+        json!({"transportType": "web", "targetUrl": "https://push.example/x"}),
+        json!({"transportType": "web", "targetUrl": "ftp://x", "encryptionKey": {"p256dh": "AA", "auth": "AA"}}),
+        json!({"transportType": "web", "targetUrl": "https://push.example/x", "encryptionKey": {"p256dh": "AAAA", "auth": "AAAAAAAAAAAAAAAAAAAAAA"}}),
+        json!({"transportType": "apns", "deviceToken": "../../x"}),
+        json!({"transportType": "pigeon"}),
+        json!({}),
+    ] {
+        assert!(
+            matches!(refused(bad.clone()), push::Refused::Malformed(_)),
+            "{bad}"
+        );
+    }
+    assert_eq!(push.metrics().fcm, push::TransportMetrics::default());
+}
