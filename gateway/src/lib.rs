@@ -356,7 +356,11 @@ impl Gateway {
     }
 
     pub fn delete_app(&self, app_id: &str) -> bool {
-        self.inner.apps.delete(app_id)
+        let deleted = self.inner.apps.delete(app_id);
+        if deleted {
+            self.inner.push.forget_app(app_id);
+        }
+        deleted
     }
 
     /// A stopping node hands its parked connections over (`Sessions::hand_over`).

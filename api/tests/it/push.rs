@@ -476,6 +476,15 @@ async fn extras_push_reaches_each_subscribed_device_once_and_a_failed_device_no_
         notifications_before_marker(&server, &mut inbox, "m1").await,
         vec![payload.clone(), payload.clone()]
     );
+    // The same from a realtime publish.
+    let query = format!("{}&echo=false", crate::support::full_key("json"));
+    let mut publisher = server.attached(&query, "push:news").await;
+    let message = json!([{"name": "live", "extras": {"push": payload}}]);
+    publisher.publish_acked("push:news", 0, message).await;
+    assert_eq!(
+        notifications_before_marker(&server, &mut inbox, "m1b").await,
+        vec![payload.clone(), payload.clone()]
+    );
 
     // d2's push service said it is gone: it is marked failed and skipped from then on.
     let reason = protocol::ErrorCode::BadRequest.info("unregistered");

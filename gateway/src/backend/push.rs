@@ -133,6 +133,9 @@ pub(crate) trait PushStore: Send + Sync {
     /// The channels with at least one subscription.
     fn channels<'a>(&'a self, scope: &'a str) -> Reply<'a, Vec<String>>;
 
+    /// Forgets everything of an app (a deleted sandbox app).
+    fn forget_app<'a>(&'a self, scope: &'a str) -> Reply<'a, ()>;
+
     /// The devices a push on `channel` goes to: those subscribed, and those of subscribed
     /// clientIds, each once (failed ones included; the caller skips them).
     fn recipients<'a>(&'a self, scope: &'a str, channel: &'a str) -> Reply<'a, Vec<Device>>;
@@ -317,6 +320,13 @@ impl PushStore for MemoryPush {
 
     fn channels<'a>(&'a self, scope: &'a str) -> Reply<'a, Vec<String>> {
         ready(self.with(scope, |app| app.by_channel.keys().cloned().collect()))
+    }
+
+    fn forget_app<'a>(&'a self, scope: &'a str) -> Reply<'a, ()> {
+        let mut apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
+        apps.remove(scope);
+        crate::shrink::hash_map(&mut apps);
+        ready(())
     }
 
     fn recipients<'a>(&'a self, scope: &'a str, channel: &'a str) -> Reply<'a, Vec<Device>> {

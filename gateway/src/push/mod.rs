@@ -22,7 +22,7 @@ use protocol::{ChannelName, ErrorCode, ErrorInfo, Operation};
 use rand::distributions::{Alphanumeric, DistString};
 use serde_json::{json, Value};
 
-use crate::auth::{Auth, Principal};
+use crate::auth::{constant_time_eq, Auth, Principal};
 pub use crate::backend::push::{Device, Subscriber, Subscription};
 use crate::backend::push::{DevicePush, PushStore, ACTIVE, FAILED};
 use crate::hub::Hub;
@@ -88,7 +88,12 @@ impl PushCaller {
 
     /// Holds credentials for `device`: its identity token or its secret.
     fn holds(&self, device: &Device) -> bool {
-        let matches = |given: &Option<String>, held: &Option<String>| matches!((given, held), (Some(a), Some(b)) if !a.is_empty() && a == b);
+        let matches = |given: &Option<String>, held: &Option<String>| match (given, held) {
+            (Some(given), Some(held)) => {
+                !given.is_empty() && constant_time_eq(given.as_bytes(), held.as_bytes())
+            }
+            _ => false,
+        };
         matches(&self.device_token, &device.device_identity_token)
             || matches(&self.device_secret, &device.device_secret)
     }
@@ -251,6 +256,17 @@ impl Push {
     /// The transport for every recipient but `ablyChannel` (Web Push, FCM, APNs); set once.
     pub fn set_transport(&self, transport: Arc<dyn PushTransport>) {
         let _ = self.transports.external.set(transport);
+    }
+
+    /// Forgets a deleted sandbox app's registrations and subscriptions, in the background.
+    pub(crate) fn forget_app(&self, app: &str) {
+        let store = self.store().clone();
+        let app = app.to_owned();
+        tokio::spawn(async move {
+            if let Err(error) = store.forget_app(&app).await {
+                tracing::warn!(%app, %error, "a deleted app's push state was not forgotten");
+            }
+        });
     }
 
     fn store(&self) -> &Arc<dyn PushStore> {

@@ -7,8 +7,11 @@
 //! - `subs:<member>`: set of a subscriber's channels;
 //! - `chans`: set of channels with at least one subscriber.
 //!
-//! Writes are one script each (`push_save.lua`, `push_remove.lua`, `push_subscribe.lua`), so the
-//! indexes never disagree; `push_read.lua` gathers a channel's recipients in one round trip.
+//! Scripts name the keys they touch from the prefix they are given (`KEYS[1]`): all share its
+//! hash tag, so on a Cluster they are in the script's slot.
+//!
+//! Writes are one script each (`push_save.lua`, `push_remove.lua`, `push_subscribe.lua`,
+//! `push_forget.lua`), so the indexes never disagree; `push_read.lua` gathers a channel's recipients in one round trip.
 
 use super::RedisBackend;
 use crate::backend::push::{Device, PushStore, Subscriber, Subscription};
@@ -18,6 +21,7 @@ const SAVE_SCRIPT: &str = include_str!("scripts/push_save.lua");
 const REMOVE_SCRIPT: &str = include_str!("scripts/push_remove.lua");
 const SUBSCRIBE_SCRIPT: &str = include_str!("scripts/push_subscribe.lua");
 const READ_SCRIPT: &str = include_str!("scripts/push_read.lua");
+const FORGET_SCRIPT: &str = include_str!("scripts/push_forget.lua");
 
 fn prefix(scope: &str) -> String {
     if scope.is_empty() {
@@ -218,6 +222,20 @@ impl PushStore for RedisBackend {
                 .map_err(unavailable)?;
             channels.sort();
             Ok(channels)
+        })
+    }
+
+    fn forget_app<'a>(&'a self, scope: &'a str) -> Reply<'a, ()> {
+        Box::pin(async move {
+            self.commands
+                .invoke::<i64>(
+                    redis::Script::new(FORGET_SCRIPT),
+                    vec![prefix(scope)],
+                    Vec::new(),
+                )
+                .await
+                .map_err(unavailable)?;
+            Ok(())
         })
     }
 
