@@ -5,10 +5,10 @@
 
 use std::path::PathBuf;
 
+use crate::support::{
+    attached, block_on, next_json, nodes, publish, rest, RedisServer, Request, Server, Socket, KEY,
+};
 use serde_json::{json, Value};
-use test_support::{next_json, RedisServer, Request};
-
-use crate::support::{attached, block_on, nodes, publish, rest, Server, KEY};
 
 /// The nodes' config file: the `push` namespace takes push subscriptions.
 fn push_config() -> PathBuf {
@@ -142,7 +142,7 @@ fn push_state_is_shared_by_every_node_and_notifications_reach_the_inbox_once() {
 }
 
 /// The next message on `socket` (skipping other actions).
-async fn next_message(socket: &mut test_support::Socket) -> Value {
+async fn next_message(socket: &mut Socket) -> Value {
     loop {
         let frame = next_json(socket).await;
         if frame["action"] == 15 {
