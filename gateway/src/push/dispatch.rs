@@ -115,7 +115,15 @@ pub(crate) struct Dispatcher {
 impl Dispatcher {
     /// Starts the task that resolves recipients; it ends when the gateway (its `Wiring`) goes.
     pub(crate) fn start(wiring: Weak<Wiring>, transports: Arc<Transports>) -> Dispatcher {
-        let (queue, mut arrivals) = mpsc::channel::<Published>(QUEUE_PUBLICATIONS);
+        Dispatcher::with_capacity(wiring, transports, QUEUE_PUBLICATIONS)
+    }
+
+    pub(crate) fn with_capacity(
+        wiring: Weak<Wiring>,
+        transports: Arc<Transports>,
+        capacity: usize,
+    ) -> Dispatcher {
+        let (queue, mut arrivals) = mpsc::channel::<Published>(capacity);
         tokio::spawn(async move {
             while let Some(published) = arrivals.recv().await {
                 let Some(wiring) = wiring.upgrade() else {
@@ -141,18 +149,31 @@ impl Dispatcher {
     }
 }
 
-impl PushSink for Dispatcher {
-    fn published(&self, scope: &str, channel: &str, payloads: Vec<serde_json::Value>) {
+impl Dispatcher {
+    /// Queues a publication's payloads; false when the queue is full and they were dropped.
+    pub(crate) fn queue(
+        &self,
+        scope: &str,
+        channel: &str,
+        payloads: Vec<serde_json::Value>,
+    ) -> bool {
         let n = payloads.len() as u64;
         let published = Published {
             scope: scope.to_owned(),
             channel: channel.to_owned(),
             payloads,
         };
-        if self.queue.try_send(published).is_err() {
-            ::metrics::counter!("realtime_push_dropped_total", "reason" => "queue_full")
-                .increment(n);
-            tracing::warn!(%channel, "push queue full; notifications dropped");
+        if self.queue.try_send(published).is_ok() {
+            return true;
         }
+        ::metrics::counter!("realtime_push_dropped_total", "reason" => "queue_full").increment(n);
+        tracing::warn!(%channel, "push queue full; notifications dropped");
+        false
+    }
+}
+
+impl PushSink for Dispatcher {
+    fn published(&self, scope: &str, channel: &str, payloads: Vec<serde_json::Value>) {
+        self.queue(scope, channel, payloads);
     }
 }
