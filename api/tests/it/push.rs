@@ -13,6 +13,9 @@ use crate::support::{
 /// push-subscribe on `push:*`, no push-admin.
 const SUBSCRIBE_KEY: &str = "app1.sub:subsecret";
 
+/// push-admin on `push:team:*` only.
+const TEAM_ADMIN_KEY: &str = "app1.team:teamsecret";
+
 /// A server whose `push` namespace allows push subscriptions, with a push-subscribe key.
 async fn server() -> Server {
     let mut config = config();
@@ -23,6 +26,13 @@ async fn server() -> Server {
                 r#"{"push:*":["push-subscribe","subscribe","publish"],"inbox*":["subscribe"]}"#,
             )
             .unwrap(),
+        )
+        .unwrap(),
+    );
+    config.keys.push(
+        ApiKey::parse(
+            TEAM_ADMIN_KEY,
+            Capability::parse(r#"{"push:team:*":["push-admin"]}"#).unwrap(),
         )
         .unwrap(),
     );
@@ -574,4 +584,59 @@ async fn notifications_before_marker(
 
 fn parse(message: &Value) -> Value {
     serde_json::from_str(message["data"].as_str().expect("data is a JSON string")).unwrap()
+}
+
+#[tokio::test]
+async fn an_admin_of_some_channels_sees_and_changes_only_theirs() {
+    let server = server().await;
+    for channel in ["push:team:a", "push:other"] {
+        let subscribed = server
+            .post_json(
+                "/push/channelSubscriptions",
+                &json!({"channel": channel, "clientId": "ann"}),
+            )
+            .await;
+        assert_eq!(subscribed.status, 201, "{subscribed:?}");
+    }
+    let as_team = |request: Request<'static>| request.basic(TEAM_ADMIN_KEY);
+    let listed = server
+        .http(as_team(Request::get(
+            "/push/channelSubscriptions?clientId=ann",
+        )))
+        .await;
+    assert_eq!(listed.status, 200, "{listed:?}");
+    assert_eq!(
+        listed.json(),
+        json!([{"channel": "push:team:a", "clientId": "ann"}])
+    );
+    let channels = server.http(as_team(Request::get("/push/channels"))).await;
+    assert_eq!(channels.json(), json!(["push:team:a"]));
+    let refused = server
+        .http(as_team(send(
+            "POST",
+            "/push/channelSubscriptions",
+            Some(&json!({"channel": "push:other", "clientId": "bob"})),
+        )))
+        .await;
+    assert_rest_error(&refused, 40160, 401);
+    let refused = server
+        .http(as_team(Request::get(
+            "/push/channelSubscriptions?channel=push:other",
+        )))
+        .await;
+    assert_rest_error(&refused, 40160, 401);
+    // Removing "all of ann's" removes what it may: push:other stays.
+    let removed = server
+        .http(as_team(send(
+            "DELETE",
+            "/push/channelSubscriptions?clientId=ann",
+            None,
+        )))
+        .await;
+    assert_eq!(removed.status, 204);
+    let left = server
+        .get("/push/channelSubscriptions?clientId=ann")
+        .await
+        .json();
+    assert_eq!(left, json!([{"channel": "push:other", "clientId": "ann"}]));
 }

@@ -57,36 +57,24 @@ pub(crate) struct Transports {
 }
 
 impl Transports {
+    /// Hands one job to its transport, counted.
     pub(crate) fn send(&self, job: PushJob) -> Result<(), PushRefused> {
-        let transport_type = job
-            .recipient
-            .get("transportType")
-            .and_then(|t| t.as_str())
-            .unwrap_or_default();
-        let outcome = if transport_type == super::ably_channel::TRANSPORT_TYPE {
-            self.ably_channel.send(job)
-        } else if let Some(external) = self.external.get() {
-            external.send(job)
-        } else {
-            Err(PushRefused::Unsupported(transport_type.to_owned()))
-        };
-        let result = match &outcome {
-            Ok(()) => "sent",
-            Err(PushRefused::Full) => "transport_full",
-            Err(PushRefused::Unsupported(_)) => "unsupported",
-            Err(PushRefused::InvalidRecipient(_)) => "invalid_recipient",
-        };
-        ::metrics::counter!("realtime_push_jobs_total", "result" => result).increment(1);
+        let outcome = self.route(job);
+        let mut tally = Tally::default();
+        tally.add(&outcome);
+        tally.record();
         outcome
     }
 
-    /// Hands one payload to each active device, once per device.
+    /// Hands one payload to each active device, once per device; counted once per call, not per
+    /// device (a channel may have many thousands).
     pub(crate) fn send_to_devices(
         &self,
         app: &str,
         devices: &[Device],
         payload: &serde_json::Value,
     ) {
+        let mut tally = Tally::default();
         for device in devices.iter().filter(|device| device.is_active()) {
             let job = PushJob {
                 app: app.to_owned(),
@@ -94,8 +82,52 @@ impl Transports {
                 recipient: device.push.recipient.clone(),
                 payload: payload.clone(),
             };
-            if let Err(refused) = self.send(job) {
+            let outcome = self.route(job);
+            if let Err(refused) = &outcome {
                 tracing::debug!(device = %device.id, %refused, "push not handed to a transport");
+            }
+            tally.add(&outcome);
+        }
+        tally.record();
+    }
+
+    fn route(&self, job: PushJob) -> Result<(), PushRefused> {
+        let transport_type = job
+            .recipient
+            .get("transportType")
+            .and_then(|t| t.as_str())
+            .unwrap_or_default();
+        if transport_type == super::ably_channel::TRANSPORT_TYPE {
+            self.ably_channel.send(job)
+        } else if let Some(external) = self.external.get() {
+            external.send(job)
+        } else {
+            Err(PushRefused::Unsupported(transport_type.to_owned()))
+        }
+    }
+}
+
+const RESULTS: [&str; 4] = ["sent", "transport_full", "unsupported", "invalid_recipient"];
+
+/// Jobs by outcome, recorded as `realtime_push_jobs_total{result}` once per batch.
+#[derive(Default)]
+struct Tally([u64; 4]);
+
+impl Tally {
+    fn add(&mut self, outcome: &Result<(), PushRefused>) {
+        let index = match outcome {
+            Ok(()) => 0,
+            Err(PushRefused::Full) => 1,
+            Err(PushRefused::Unsupported(_)) => 2,
+            Err(PushRefused::InvalidRecipient(_)) => 3,
+        };
+        self.0[index] += 1;
+    }
+
+    fn record(&self) {
+        for (result, n) in RESULTS.into_iter().zip(self.0) {
+            if n > 0 {
+                ::metrics::counter!("realtime_push_jobs_total", "result" => result).increment(n);
             }
         }
     }

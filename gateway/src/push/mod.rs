@@ -76,6 +76,11 @@ impl PushCaller {
             .is_some_and(|p| p.allows(channel, Operation::PushAdmin))
     }
 
+    /// `is_admin_of` for a stored channel name (one that does not parse is nobody's).
+    fn is_admin_of_name(&self, channel: &str) -> bool {
+        ChannelName::parse(channel).is_ok_and(|channel| self.is_admin_of(&channel))
+    }
+
     fn may_subscribe(&self, channel: &ChannelName) -> bool {
         self.principal.as_ref().is_some_and(|p| {
             p.allows(channel, Operation::PushSubscribe) || p.allows(channel, Operation::PushAdmin)
@@ -608,7 +613,13 @@ impl Push {
             }
             _ => self.store().subscriptions(scope, None).await?,
         };
-        Ok(all.into_iter().filter(|s| filter.matches(s)).collect())
+        // An admin of some channels, listing across channels, sees those channels' only.
+        let in_reach =
+            |s: &Subscription| !admin || channel.is_some() || caller.is_admin_of_name(&s.channel);
+        Ok(all
+            .into_iter()
+            .filter(|s| filter.matches(s) && in_reach(s))
+            .collect())
     }
 
     /// `GET /push/channels`: the channels with at least one subscription (admin).
@@ -621,7 +632,9 @@ impl Push {
         if !caller.is_admin() {
             return Err(denied("listing push channels"));
         }
-        Ok(page(self.store().channels(&scope).await?, at))
+        let mut channels = self.store().channels(&scope).await?;
+        channels.retain(|channel| caller.is_admin_of_name(channel));
+        Ok(page(channels, at))
     }
 
     /// `POST /push/publish`: `{recipient, notification, data, …}` to a device, to every device
