@@ -640,3 +640,52 @@ async fn an_admin_of_some_channels_sees_and_changes_only_theirs() {
         .json();
     assert_eq!(left, json!([{"channel": "push:other", "clientId": "ann"}]));
 }
+
+#[tokio::test]
+async fn a_sandbox_app_s_push_enabled_namespace_takes_subscriptions_and_its_devices_are_its_own() {
+    let mut config = config();
+    config.sandbox = true;
+    let server = Server::with_config(config).await;
+    let body = json!({"keys": [{}], "namespaces": [{"id": "pushenabled", "pushEnabled": true}]});
+    let created = server.http(Request::post_json("/apps", &body)).await;
+    assert!(created.status < 300, "{created:?}");
+    let key = created.json()["keys"][0]["keyStr"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let registered = server
+        .post_json_as(
+            &key,
+            "/push/deviceRegistrations",
+            &device("d1", None, "inbox"),
+        )
+        .await;
+    assert_eq!(registered.status, 201, "{registered:?}");
+    let subscribed = server
+        .post_json_as(
+            &key,
+            "/push/channelSubscriptions",
+            &json!({"channel": "pushenabled:x", "deviceId": "d1"}),
+        )
+        .await;
+    assert_eq!(subscribed.status, 201, "{subscribed:?}");
+    let refused = server
+        .post_json_as(
+            &key,
+            "/push/channelSubscriptions",
+            &json!({"channel": "other:x", "deviceId": "d1"}),
+        )
+        .await;
+    assert_rest_error(&refused, 40000, 400);
+    // The server's own key sees another space: not the app's device.
+    assert_rest_error(
+        &server.get("/push/deviceRegistrations/d1").await,
+        40400,
+        404,
+    );
+    let own = server
+        .http(Request::get("/push/deviceRegistrations/d1").basic(&key))
+        .await;
+    assert_eq!(own.status, 200, "{own:?}");
+}
