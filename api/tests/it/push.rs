@@ -229,6 +229,19 @@ async fn a_device_acts_on_its_own_registration_with_its_token_or_secret_and_on_n
         .await;
     assert_eq!(read.status, 200, "{read:?}");
 
+    // Nor may it take another clientId, and with it that clientId's notifications.
+    let refused = server
+        .http(
+            send(
+                "PATCH",
+                "/push/deviceRegistrations/mine",
+                Some(&json!({"clientId": "ann"})),
+            )
+            .header("x-ably-devicetoken", token.clone()),
+        )
+        .await;
+    assert_rest_error(&refused, 40160, 401);
+
     // Not another device's, not with a wrong token, not without credentials.
     let refused = server
         .http(

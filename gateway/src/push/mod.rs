@@ -322,7 +322,8 @@ impl Push {
                 return Err(denied("registering over another device"));
             }
         }
-        self.check_client(caller, device.client_id.as_deref())?;
+        let was = existing.as_ref().and_then(|d| d.client_id.as_deref());
+        self.check_client(caller, device.client_id.as_deref(), was)?;
         match existing {
             Some(existing) if existing.device_identity_token.is_some() => {
                 device.device_identity_token = existing.device_identity_token;
@@ -348,7 +349,8 @@ impl Push {
         let mut device = parse_device(body, Some(id))?;
         let existing = self.store().device(&scope, id).await?;
         self.check_own(caller, existing.as_ref(), "saving this device registration")?;
-        self.check_client(caller, device.client_id.as_deref())?;
+        let was = existing.as_ref().and_then(|d| d.client_id.as_deref());
+        self.check_client(caller, device.client_id.as_deref(), was)?;
         if let Some(existing) = existing {
             device.device_secret = device.device_secret.or(existing.device_secret);
             device.device_identity_token = existing.device_identity_token;
@@ -396,7 +398,11 @@ impl Push {
             }
         }
         let mut device = parse_device(&merged, Some(id))?;
-        self.check_client(caller, device.client_id.as_deref())?;
+        self.check_client(
+            caller,
+            device.client_id.as_deref(),
+            existing.client_id.as_deref(),
+        )?;
         device.device_secret = existing.device_secret;
         device.device_identity_token = existing.device_identity_token;
         device.token_issued = existing.token_issued;
@@ -755,15 +761,28 @@ impl Push {
         }
     }
 
-    /// A registration's clientId: anyone for an admin or a key, else the caller's own.
-    fn check_client(&self, caller: &PushCaller, client_id: Option<&str>) -> Result<(), ErrorInfo> {
-        let (Some(client_id), Some(principal)) = (client_id, &caller.principal) else {
+    /// A registration's clientId (`was` the stored one): unchanged, or any for an admin or a
+    /// key, else the caller's own. A device acting with its own credentials alone cannot take
+    /// another clientId (and with it that clientId's notifications).
+    fn check_client(
+        &self,
+        caller: &PushCaller,
+        client_id: Option<&str>,
+        was: Option<&str>,
+    ) -> Result<(), ErrorInfo> {
+        let Some(client_id) = client_id else {
             return Ok(());
         };
-        if caller.is_admin() || principal.may_act_as(client_id) {
+        let allowed = was == Some(client_id)
+            || caller.is_admin()
+            || caller
+                .principal
+                .as_ref()
+                .is_some_and(|principal| principal.may_act_as(client_id));
+        if allowed {
             Ok(())
         } else {
-            Err(ErrorCode::InvalidClientId.info(format!(
+            Err(ErrorCode::CapabilityDenied.info(format!(
                 "the device's clientId {client_id:?} is not the caller's"
             )))
         }
