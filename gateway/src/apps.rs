@@ -25,7 +25,8 @@ pub struct AppSpec {
 }
 
 /// A namespace rule, as the test app setup sends them: `{id: "mutable", mutableMessages: true}`,
-/// `{id: "persisted", persisted: true}`; other rules (`pushEnabled`, …) are accepted and ignored.
+/// `{id: "persisted", persisted: true}`, `{id: "pushenabled", pushEnabled: true}`; other rules are
+/// accepted and ignored.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NamespaceSpec {
@@ -36,6 +37,9 @@ pub struct NamespaceSpec {
     /// History kept for a day (`Retention::PERSISTED`); mutable messages imply it, as on Ably.
     #[serde(default)]
     pub persisted: bool,
+    /// Push subscriptions allowed on the namespace's channels.
+    #[serde(default)]
+    pub push_enabled: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -108,7 +112,8 @@ impl Apps {
             keys.push(key);
         }
         // Before the fixtures, so a fixture channel is made with its namespace's retention.
-        self.hub.set_app_rules(&app_id, Apps::namespace_rules(spec));
+        self.hub
+            .set_app_rules(&app_id, Apps::namespace_rules(spec, self.hub.retention()));
         let fixtures = match self.add_fixtures(&app_id, &spec.channels) {
             Ok(fixtures) => fixtures,
             Err(error) => {
@@ -122,16 +127,24 @@ impl Apps {
     }
 
     /// The rules of the app's namespaces that change anything: mutable or persisted ones keep a
-    /// day of history. The others (`pushEnabled`, …) leave the configured rules in force.
-    fn namespace_rules(spec: &AppSpec) -> Vec<(String, ChannelRules)> {
+    /// day of history, push-enabled ones take push subscriptions. The others leave the
+    /// configured rules in force.
+    fn namespace_rules(spec: &AppSpec, retention: Retention) -> Vec<(String, ChannelRules)> {
         spec.namespaces
             .iter()
-            .filter(|namespace| namespace.persisted || namespace.mutable_messages)
+            .filter(|namespace| {
+                namespace.persisted || namespace.mutable_messages || namespace.push_enabled
+            })
             .map(|namespace| {
                 let rules = ChannelRules {
-                    retention: Retention::PERSISTED,
+                    retention: if namespace.persisted || namespace.mutable_messages {
+                        Retention::PERSISTED
+                    } else {
+                        retention
+                    },
                     mutable_messages: namespace.mutable_messages,
                     batching: None,
+                    push_enabled: namespace.push_enabled,
                 };
                 (namespace.id.clone(), rules)
             })

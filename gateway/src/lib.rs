@@ -20,6 +20,7 @@ mod node_events;
 pub mod outbox;
 mod publish;
 pub mod pulse;
+pub mod push;
 mod server;
 mod sessions;
 pub mod shrink;
@@ -78,6 +79,7 @@ struct GatewayState {
     events: Events,
     apps: Apps,
     tokens: Tokens,
+    push: push::Push,
     server_id: String,
     draining: watch::Sender<bool>,
     live_connections: AtomicUsize,
@@ -118,6 +120,12 @@ impl Gateway {
                 sessions.clone(),
                 wiring.clone(),
                 &config.supabase_revoke_keys,
+            ),
+            push: push::Push::start(
+                wiring.clone(),
+                hub.clone(),
+                auth.clone(),
+                Arc::downgrade(&publisher),
             ),
             publisher,
             auth,
@@ -203,7 +211,7 @@ impl Gateway {
         .await?;
         self.inner
             .wiring
-            .use_redis(backend::Backend::of(redis.clone(), redis));
+            .use_redis(backend::Backend::of(redis.clone(), redis.clone()).with_push(redis));
         // Revocations made while this node was down apply before it serves anyone.
         self.inner.tokens.load_revocations_at_start().await?;
         start_webhooks(&self.inner);
@@ -240,6 +248,17 @@ impl Gateway {
     /// Token requests and revocations.
     pub fn tokens(&self) -> &Tokens {
         &self.inner.tokens
+    }
+
+    /// The push admin API (registrations, subscriptions, direct publish) and `Push::gone`.
+    pub fn push(&self) -> &push::Push {
+        &self.inner.push
+    }
+
+    /// Plugs in the transport for push recipients other than `ablyChannel` (Web Push, FCM,
+    /// APNs); set once.
+    pub fn set_push_transport(&self, transport: Arc<dyn push::PushTransport>) {
+        self.inner.push.set_transport(transport);
     }
 
     /// See `Publisher::publish`.
@@ -337,7 +356,11 @@ impl Gateway {
     }
 
     pub fn delete_app(&self, app_id: &str) -> bool {
-        self.inner.apps.delete(app_id)
+        let deleted = self.inner.apps.delete(app_id);
+        if deleted {
+            self.inner.push.forget_app(app_id);
+        }
+        deleted
     }
 
     /// A stopping node hands its parked connections over (`Sessions::hand_over`).

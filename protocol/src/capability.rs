@@ -24,6 +24,8 @@ pub enum Operation {
     MessageUpdateAny,
     MessageDeleteOwn,
     MessageDeleteAny,
+    PushSubscribe,
+    PushAdmin,
 }
 
 /// Every operation name Ably accepts in a capability.
@@ -62,6 +64,8 @@ impl Operation {
             Operation::MessageUpdateAny => "message-update-any",
             Operation::MessageDeleteOwn => "message-delete-own",
             Operation::MessageDeleteAny => "message-delete-any",
+            Operation::PushSubscribe => "push-subscribe",
+            Operation::PushAdmin => "push-admin",
         }
     }
 }
@@ -141,6 +145,14 @@ impl Capability {
             resource_matches(resource, channel)
                 && ops.iter().any(|op| op == "*" || op == operation.as_str())
         })
+    }
+
+    /// Whether `operation` is granted on any resource at all: what an operation that names no
+    /// channel (push device registrations) needs.
+    pub fn allows_somewhere(&self, operation: Operation) -> bool {
+        self.entries
+            .values()
+            .any(|ops| ops.iter().any(|op| op == "*" || op == operation.as_str()))
     }
 
     /// The mode flags an ATTACHED grants on this channel.

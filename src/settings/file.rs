@@ -120,6 +120,9 @@ pub(super) struct FileNamespace {
     /// Updates, deletes, appends and annotations allowed; the limits then default to a day.
     #[serde(default)]
     pub(super) mutable_messages: bool,
+    /// Push subscriptions allowed on the namespace's channels (Ably's `pushEnabled`).
+    #[serde(default)]
+    pub(super) push_enabled: bool,
     /// Server-side batching: delivery at most once per this many ms per channel.
     pub(super) batching_interval_ms: Option<u64>,
     /// Conflation: per interval, only the latest message per `conflation_key` (`name` or

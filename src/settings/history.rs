@@ -44,6 +44,7 @@ pub(super) fn hub_config(
                 retention,
                 mutable_messages: namespace.mutable_messages,
                 batching: batching(&namespace)?,
+                push_enabled: namespace.push_enabled,
             };
             hub.namespace_rules.push((namespace.name, rules));
         }

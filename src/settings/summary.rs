@@ -136,6 +136,9 @@ fn describe_history(hub: &gateway::HubConfig) -> String {
         if rules.mutable_messages {
             text += ", mutable messages";
         }
+        if rules.push_enabled {
+            text += ", push enabled";
+        }
         if let Some(batching) = &rules.batching {
             let every = batching.interval.as_millis();
             text += &match &batching.conflate {

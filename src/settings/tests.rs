@@ -277,6 +277,38 @@ mutable_messages = "yes"
 }
 
 #[test]
+fn a_namespace_can_turn_on_push() {
+    let settings = with_file(
+        r#"
+[[history.namespace]]
+name = "alerts"
+push_enabled = true
+
+[[history.namespace]]
+name = "chat"
+"#,
+    )
+    .unwrap();
+    let rules = &settings.gateway.hub.namespace_rules;
+    assert!(rules[0].1.push_enabled);
+    assert!(!rules[1].1.push_enabled, "off unless turned on");
+    assert!(
+        settings.summary().contains("namespace alerts: ")
+            && settings.summary().contains("push enabled"),
+        "{}",
+        settings.summary()
+    );
+    assert_file_refused(
+        r#"
+[[history.namespace]]
+name = "alerts"
+push_enabled = 1
+"#,
+        "push_enabled",
+    );
+}
+
+#[test]
 fn event_types_come_from_the_file() {
     let settings = with_file(
         r#"

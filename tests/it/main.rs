@@ -21,6 +21,7 @@ mod moderation;
 mod mutable;
 mod pipeline;
 mod process;
+mod push;
 mod redis_cluster;
 mod redis_restart;
 mod redis_silence;

@@ -11,6 +11,7 @@ mod health;
 mod history;
 mod keys;
 mod openapi;
+mod push;
 mod stats;
 mod time;
 
@@ -101,6 +102,27 @@ pub(crate) fn router(gateway: Gateway) -> Router {
             get(chat::client_reactions),
         )
         .route("/chat/v4/rooms/{room}/occupancy", get(chat::occupancy))
+        .route(
+            "/push/deviceRegistrations",
+            post(push::register)
+                .get(push::list_devices)
+                .delete(push::remove_devices),
+        )
+        .route(
+            "/push/deviceRegistrations/{device_id}",
+            get(push::get_device)
+                .put(push::save_device)
+                .patch(push::update_device)
+                .delete(push::remove_device),
+        )
+        .route(
+            "/push/channelSubscriptions",
+            post(push::subscribe)
+                .get(push::list_subscriptions)
+                .delete(push::unsubscribe),
+        )
+        .route("/push/channels", get(push::channels))
+        .route("/push/publish", post(push::publish))
         .route("/keys/{key_name}/requestToken", post(keys::request_token))
         .route("/keys/{key_name}/revokeTokens", post(keys::revoke_tokens));
     answer_the_rest(routes, gateway)

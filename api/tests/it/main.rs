@@ -15,6 +15,7 @@ mod heartbeats;
 mod mutable;
 mod openapi;
 mod publish_limits;
+mod push;
 mod realtime;
 mod rest;
 mod sandbox;

@@ -17,6 +17,7 @@ use dashmap::DashMap;
 use crate::config::ApiKey;
 use protocol::{Capability, ChannelName, ErrorCode, ErrorInfo, Operation};
 
+pub(crate) use key::constant_time_eq;
 pub use token::{NonceClaim, PreparedToken, TokenDetails, TokenRequest};
 
 /// The issuer Supabase users' principals name instead of a key (key names always hold a `.`).

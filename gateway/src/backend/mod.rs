@@ -8,6 +8,7 @@
 //! - `WebhookState`: webhook occupancy, debounced events and delivery queues.
 //! - `SharedAuth`: token-request nonces and revocations.
 //! - `Nodes`: this node's id in the cluster and every node's dashboard numbers.
+//! - `PushStore` (`push.rs`): push device registrations and channel push subscriptions.
 //!
 //! `MemoryBackend` (`memory.rs`, one process: the hub is the bus) and `RedisBackend`
 //! (`redis/`, many processes) keep them; the contract suite runs both through the same checks.
@@ -17,6 +18,7 @@
 
 pub(crate) mod memory;
 pub(crate) mod memory_webhooks;
+pub(crate) mod push;
 pub(crate) mod records;
 pub(crate) mod redis;
 pub(crate) mod session;
@@ -123,6 +125,7 @@ pub(crate) struct Backend {
     pub(crate) auth: Arc<dyn SharedAuth>,
     pub(crate) nodes: Arc<dyn Nodes>,
     pub(crate) webhooks: Arc<dyn WebhookState>,
+    pub(crate) push: Arc<dyn push::PushStore>,
 }
 
 pub(crate) trait Bus: Send + Sync {
@@ -438,7 +441,8 @@ pub(crate) trait BackendEvents: Send + Sync {
 }
 
 impl Backend {
-    /// A back-end whose one value keeps every concern but webhook state.
+    /// A back-end whose one value keeps every concern but webhook state (and push state, in
+    /// memory until `with_push`).
     pub(crate) fn of<T>(one: Arc<T>, webhooks: Arc<dyn WebhookState>) -> Backend
     where
         T: Bus + SessionStore + EventRecords + SharedAuth + Nodes + 'static,
@@ -450,6 +454,12 @@ impl Backend {
             auth: one.clone(),
             nodes: one,
             webhooks,
+            push: Arc::new(push::MemoryPush::default()),
         }
+    }
+
+    /// The same back-end with its push state kept in `push` (Redis) rather than in memory.
+    pub(crate) fn with_push(self, push: Arc<dyn push::PushStore>) -> Backend {
+        Backend { push, ..self }
     }
 }

@@ -236,7 +236,7 @@ async fn redis() -> (Subject, RedisServer) {
     };
     let subject = Subject {
         name: "redis",
-        backend: Backend::of(redis.clone(), redis),
+        backend: Backend::of(redis.clone(), redis.clone()).with_push(redis),
         node,
     };
     (subject, server)
@@ -1128,4 +1128,156 @@ async fn messages_sharing_a_stream_entry_keep_their_own_serials_everywhere() {
         .await
         .expect("a message inside a shared entry is found");
     assert!(applied[0].is_some(), "{applied:?}");
+
+fn push_device(id: &str, client_id: Option<&str>) -> super::push::Device {
+    super::push::Device {
+        id: id.to_owned(),
+        client_id: client_id.map(str::to_owned),
+        form_factor: "phone".into(),
+        platform: "android".into(),
+        metadata: serde_json::json!({}),
+        device_secret: Some(format!("secret-{id}")),
+        push: super::push::DevicePush {
+            recipient: serde_json::json!({"transportType": "fcm", "registrationToken": id}),
+            state: "ACTIVE".into(),
+            error_reason: None,
+        },
+        device_identity_token: Some(format!("token-{id}")),
+        token_issued: Some(1),
+    }
+}
+
+#[tokio::test]
+async fn push_registrations_and_subscriptions_keep_their_indexes_in_step() {
+    use super::push::{Subscriber, Subscription};
+    for_each_backend(|subject| async move {
+        let store = &subject.backend.push;
+        let name = subject.name;
+        let ids = |devices: Vec<super::push::Device>| -> Vec<String> {
+            let mut ids: Vec<String> = devices.into_iter().map(|d| d.id).collect();
+            ids.sort();
+            ids
+        };
+        for (id, client) in [("d1", Some("ann")), ("d2", Some("ann")), ("d3", None)] {
+            store
+                .save_device("app", &push_device(id, client))
+                .await
+                .unwrap();
+        }
+        // Apps do not see each other's devices.
+        store
+            .save_device("other", &push_device("d1", None))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.device("app", "d1").await.unwrap(),
+            Some(push_device("d1", Some("ann"))),
+            "{name}"
+        );
+        assert_eq!(
+            ids(store.devices("app", None).await.unwrap()),
+            ["d1", "d2", "d3"],
+            "{name}"
+        );
+        assert_eq!(
+            ids(store.devices("app", Some("ann")).await.unwrap()),
+            ["d1", "d2"],
+            "{name}"
+        );
+        // A device that changes clientId leaves the old one's index.
+        store
+            .save_device("app", &push_device("d2", Some("bob")))
+            .await
+            .unwrap();
+        assert_eq!(
+            ids(store.devices("app", Some("ann")).await.unwrap()),
+            ["d1"],
+            "{name}"
+        );
+
+        let sub = |channel: &str, subscriber: Subscriber| Subscription {
+            channel: channel.into(),
+            subscriber,
+        };
+        for subscription in [
+            sub("push:a", Subscriber::Device("d3".into())),
+            sub("push:a", Subscriber::Client("ann".into())),
+            sub("push:a", Subscriber::Device("d1".into())),
+            sub("push:b", Subscriber::Device("d3".into())),
+        ] {
+            store.subscribe("app", &subscription).await.unwrap();
+        }
+        // d1 directly and through ann: once.
+        assert_eq!(
+            ids(store.recipients("app", "push:a").await.unwrap()),
+            ["d1", "d3"],
+            "{name}"
+        );
+        assert_eq!(
+            store.channels("app").await.unwrap(),
+            ["push:a", "push:b"],
+            "{name}"
+        );
+        assert_eq!(
+            store.subscriptions("app", Some("push:b")).await.unwrap(),
+            [sub("push:b", Subscriber::Device("d3".into()))],
+            "{name}"
+        );
+        assert_eq!(
+            store.subscriptions("app", None).await.unwrap().len(),
+            4,
+            "{name}"
+        );
+        assert!(store.channels("other").await.unwrap().is_empty(), "{name}");
+
+        // Removing d3 takes its subscriptions, and push:b with them.
+        store
+            .remove_devices("app", &["d3".to_owned()])
+            .await
+            .unwrap();
+        assert_eq!(store.channels("app").await.unwrap(), ["push:a"], "{name}");
+        assert!(
+            store
+                .subscriptions_of("app", &Subscriber::Device("d3".into()))
+                .await
+                .unwrap()
+                .is_empty(),
+            "{name}"
+        );
+        store
+            .unsubscribe("app", &[sub("push:a", Subscriber::Client("ann".into()))])
+            .await
+            .unwrap();
+        assert_eq!(
+            ids(store.recipients("app", "push:a").await.unwrap()),
+            ["d1"],
+            "{name}"
+        );
+
+        // A deleted app leaves nothing; the other app keeps its own.
+        store.forget_app("app").await.unwrap();
+        assert!(
+            store.devices("app", None).await.unwrap().is_empty(),
+            "{name}"
+        );
+        assert!(
+            store.devices("app", Some("ann")).await.unwrap().is_empty(),
+            "{name}"
+        );
+        assert!(store.channels("app").await.unwrap().is_empty(), "{name}");
+        assert!(
+            store
+                .subscriptions_of("app", &Subscriber::Device("d1".into()))
+                .await
+                .unwrap()
+                .is_empty(),
+            "{name}"
+        );
+        assert_eq!(
+            ids(store.devices("other", None).await.unwrap()),
+            ["d1"],
+            "{name}"
+        );
+    })
+    .await;
 }

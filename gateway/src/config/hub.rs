@@ -28,6 +28,9 @@ pub struct ChannelRules {
     pub mutable_messages: bool,
     /// Server-side batching (or conflation) of what subscribers are sent.
     pub batching: Option<Batching>,
+    /// Devices and clientIds may subscribe to the channel's push notifications (Ably's
+    /// `pushEnabled` namespace rule); off, a push subscription is refused with 40000.
+    pub push_enabled: bool,
 }
 
 /// Server-side batching (Ably's `batchingInterval`): what is published on a channel within

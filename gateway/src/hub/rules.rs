@@ -40,6 +40,11 @@ impl Hub {
         })
     }
 
+    /// The retention a channel of no namespace rule gets.
+    pub(crate) fn retention(&self) -> Retention {
+        self.config.retention
+    }
+
     /// Sets a sandbox app's namespace rules (replacing any it had). A channel already held
     /// keeps the retention it was made with until it is swept.
     pub(crate) fn set_app_rules(&self, scope: &str, rules: Vec<(String, ChannelRules)>) {

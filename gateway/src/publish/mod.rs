@@ -43,12 +43,47 @@ pub(crate) struct Submitted {
     namespace: &'static str,
     /// The messages, for webhooks that want the channel.
     webhook_copy: Option<Vec<Message>>,
+    /// The app scope, channel name and `extras.push` payloads, for the push dispatcher.
+    push_copy: Option<PushCopy>,
     n_messages: usize,
     total_bytes: usize,
     transport: Transport,
     source: &'static str,
     first_id: Option<String>,
     timestamp: u64,
+}
+
+/// A publish's `extras.push` objects (with their message's index), its app scope and channel.
+struct PushCopy {
+    scope: String,
+    channel: String,
+    payloads: Vec<(usize, serde_json::Value)>,
+}
+
+/// The push copy of a publish; `None` when it carries no `extras.push` (the common case costs
+/// one look at each message's extras) or is ephemeral.
+fn push_payloads(
+    principal: &Principal,
+    channel: &ChannelName,
+    messages: &[Message],
+    ephemeral: bool,
+) -> Option<PushCopy> {
+    if ephemeral {
+        return None;
+    }
+    let payloads: Vec<(usize, serde_json::Value)> = messages
+        .iter()
+        .enumerate()
+        .filter_map(|(index, m)| {
+            let push = m.extras.as_ref()?.get("push").filter(|p| p.is_object())?;
+            Some((index, push.clone()))
+        })
+        .collect();
+    (!payloads.is_empty()).then(|| PushCopy {
+        scope: principal.scope.as_deref().unwrap_or_default().to_owned(),
+        channel: channel.base().to_owned(),
+        payloads,
+    })
 }
 
 /// Where a publish came from; decides the default message ids.
@@ -241,6 +276,7 @@ impl Publisher {
             .await?;
         let first_id = messages.first().and_then(|m| m.id.clone());
         let n_messages = messages.len();
+        let push_copy = push_payloads(principal, channel, &messages, ephemeral);
         let (connection_id, id) = match origin {
             Origin::Connection { id, msg_serial, .. } => {
                 (Some(id), Some(format!("{id}:{msg_serial}")))
@@ -273,6 +309,7 @@ impl Publisher {
             channel: channel_key.to_string(),
             namespace: crate::telemetry::namespace(channel.as_str()),
             webhook_copy,
+            push_copy,
             n_messages,
             total_bytes,
             transport: origin.transport(),
@@ -296,6 +333,7 @@ impl Publisher {
             channel,
             namespace,
             webhook_copy,
+            push_copy,
             n_messages,
             total_bytes,
             transport,
@@ -303,6 +341,20 @@ impl Publisher {
             first_id,
             timestamp,
         } = submitted;
+        // Stored: the push notifications it carries go out (best effort, after the ACK).
+        // An idempotent repeat (no serial) was pushed the first time.
+        if let Some(copy) = push_copy {
+            let payloads: Vec<serde_json::Value> = copy
+                .payloads
+                .into_iter()
+                .filter(|(index, _)| serials.get(*index).is_some_and(Option::is_some))
+                .map(|(_, payload)| payload)
+                .collect();
+            if !payloads.is_empty() {
+                self.wiring
+                    .report_push(&copy.scope, &copy.channel, payloads);
+            }
+        }
         if let Some(messages) = webhook_copy {
             let accepted: Vec<Message> = messages
                 .into_iter()

@@ -23,7 +23,7 @@ const RANKS: &[&[&str]] = &[
     // The subsystems `Gateway` holds; none of them knows the gateway.
     &["publish", "apps", "tokens"],
     // Events publish through `Publisher`; annotations take `publish::Origin`.
-    &["events", "node_events", "annotate"],
+    &["events", "node_events", "annotate", "push"],
     &["connection"],
     &["server"],
 ];

@@ -19,7 +19,8 @@
 //! connection), `shards.rs` (sharded pub/sub on a cluster), `sentinel.rs` (following a master through
 //! Sentinel), `ephemeral.rs` (publications
 //! announced but not stored), `presence.rs`, `nodes.rs` (leases, reaping, dashboard numbers),
-//! `sessions.rs` (resume records), `events.rs`, `webhooks.rs`, `auth.rs`; the Lua scripts in
+//! `sessions.rs` (resume records), `events.rs`, `webhooks.rs`, `auth.rs`, `push.rs` (push
+//! registrations and subscriptions); the Lua scripts in
 //! `scripts/`.
 
 mod annotations;
@@ -31,6 +32,7 @@ mod events;
 mod link;
 mod nodes;
 mod presence;
+mod push;
 mod sentinel;
 mod sessions;
 mod shards;

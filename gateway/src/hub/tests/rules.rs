@@ -9,7 +9,7 @@ fn mutable(retention: Retention) -> ChannelRules {
     ChannelRules {
         retention,
         mutable_messages: true,
-        batching: None,
+        ..ChannelRules::default()
     }
 }
 

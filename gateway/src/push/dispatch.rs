@@ -1,0 +1,211 @@
+//! Getting push notifications to transports without holding up a publish: a channel message's
+//! `extras.push` goes on one bounded queue (full: dropped, counted and logged; the message itself
+//! was already acknowledged), one task per gateway looks up the channel's recipients in the push
+//! store and hands each active device's job to the transport its `transportType` names.
+
+use std::sync::{Arc, OnceLock, Weak};
+
+use tokio::sync::mpsc;
+
+use crate::backend::push::Device;
+use crate::wiring::{PushSink, Wiring};
+
+/// Channel publications with push payloads waiting for their recipients to be looked up. Past
+/// this many the newest are dropped: push is best effort, and a stuck store must not grow us.
+const QUEUE_PUBLICATIONS: usize = 4096;
+
+/// One notification for one recipient, as a transport gets it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PushJob {
+    /// The sandbox app the device is registered in (`""` for the shared space), for `Push::gone`.
+    pub app: String,
+    /// The registration this goes to; `None` for a raw recipient of `POST /push/publish`.
+    pub device_id: Option<String>,
+    /// Ably's `push.recipient` object, e.g. `{"transportType":"web","targetUrl":…,
+    /// "encryptionKey":{"p256dh":…,"auth":…}}`.
+    pub recipient: serde_json::Value,
+    /// Ably's push payload: `notification`, `data`, `apns`, `fcm`, `web`.
+    pub payload: serde_json::Value,
+}
+
+/// Why a transport did not take a job.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PushRefused {
+    /// Its queue is full.
+    #[error("the push transport's queue is full")]
+    Full,
+    /// It does not deliver to this kind of recipient.
+    #[error("no push transport for recipient transportType {0:?}")]
+    Unsupported(String),
+    /// The recipient object is unusable (a required field missing).
+    #[error("invalid push recipient: {0}")]
+    InvalidRecipient(String),
+}
+
+/// Delivers push jobs (Web Push, FCM, APNs, or Ably's `ablyChannel` test transport). `send`
+/// must not block: queue the job and return. A transport that learns a recipient is gone tells
+/// `Push::gone`.
+pub trait PushTransport: Send + Sync {
+    fn send(&self, job: PushJob) -> Result<(), PushRefused>;
+}
+
+/// Picks the transport for a recipient: `ablyChannel` is ours, anything else goes to the
+/// transport plugged in with `Gateway::set_push_transport` (none: refused as unsupported).
+pub(crate) struct Transports {
+    pub(crate) ably_channel: Arc<dyn PushTransport>,
+    pub(crate) external: OnceLock<Arc<dyn PushTransport>>,
+}
+
+impl Transports {
+    /// Hands one job to its transport, counted.
+    pub(crate) fn send(&self, job: PushJob) -> Result<(), PushRefused> {
+        let outcome = self.route(job);
+        let mut tally = Tally::default();
+        tally.add(&outcome);
+        tally.record();
+        outcome
+    }
+
+    /// Hands one payload to each active device, once per device; counted once per call, not per
+    /// device (a channel may have many thousands).
+    pub(crate) fn send_to_devices(
+        &self,
+        app: &str,
+        devices: &[Device],
+        payload: &serde_json::Value,
+    ) {
+        let mut tally = Tally::default();
+        for device in devices.iter().filter(|device| device.is_active()) {
+            let job = PushJob {
+                app: app.to_owned(),
+                device_id: Some(device.id.clone()),
+                recipient: device.push.recipient.clone(),
+                payload: payload.clone(),
+            };
+            let outcome = self.route(job);
+            if let Err(refused) = &outcome {
+                tracing::debug!(device = %device.id, %refused, "push not handed to a transport");
+            }
+            tally.add(&outcome);
+        }
+        tally.record();
+    }
+
+    fn route(&self, job: PushJob) -> Result<(), PushRefused> {
+        let transport_type = job
+            .recipient
+            .get("transportType")
+            .and_then(|t| t.as_str())
+            .unwrap_or_default();
+        if transport_type == super::ably_channel::TRANSPORT_TYPE {
+            self.ably_channel.send(job)
+        } else if let Some(external) = self.external.get() {
+            external.send(job)
+        } else {
+            Err(PushRefused::Unsupported(transport_type.to_owned()))
+        }
+    }
+}
+
+const RESULTS: [&str; 4] = ["sent", "transport_full", "unsupported", "invalid_recipient"];
+
+/// Jobs by outcome, recorded as `realtime_push_jobs_total{result}` once per batch.
+#[derive(Default)]
+struct Tally([u64; 4]);
+
+impl Tally {
+    fn add(&mut self, outcome: &Result<(), PushRefused>) {
+        let index = match outcome {
+            Ok(()) => 0,
+            Err(PushRefused::Full) => 1,
+            Err(PushRefused::Unsupported(_)) => 2,
+            Err(PushRefused::InvalidRecipient(_)) => 3,
+        };
+        self.0[index] += 1;
+    }
+
+    fn record(&self) {
+        for (result, n) in RESULTS.into_iter().zip(self.0) {
+            if n > 0 {
+                ::metrics::counter!("realtime_push_jobs_total", "result" => result).increment(n);
+            }
+        }
+    }
+}
+
+struct Published {
+    scope: String,
+    channel: String,
+    payloads: Vec<serde_json::Value>,
+}
+
+/// The publish path's end of the queue (`PushSink`, held by `Wiring`).
+pub(crate) struct Dispatcher {
+    queue: mpsc::Sender<Published>,
+}
+
+impl Dispatcher {
+    /// Starts the task that resolves recipients; it ends when the gateway (its `Wiring`) goes.
+    pub(crate) fn start(wiring: Weak<Wiring>, transports: Arc<Transports>) -> Dispatcher {
+        Dispatcher::with_capacity(wiring, transports, QUEUE_PUBLICATIONS)
+    }
+
+    pub(crate) fn with_capacity(
+        wiring: Weak<Wiring>,
+        transports: Arc<Transports>,
+        capacity: usize,
+    ) -> Dispatcher {
+        let (queue, mut arrivals) = mpsc::channel::<Published>(capacity);
+        tokio::spawn(async move {
+            while let Some(published) = arrivals.recv().await {
+                let Some(wiring) = wiring.upgrade() else {
+                    return;
+                };
+                let store = wiring.push_store().clone();
+                drop(wiring);
+                let devices = match store.recipients(&published.scope, &published.channel).await {
+                    Ok(devices) => devices,
+                    Err(error) => {
+                        ::metrics::counter!("realtime_push_dropped_total", "reason" => "store")
+                            .increment(published.payloads.len() as u64);
+                        tracing::warn!(channel = %published.channel, %error, "push recipients could not be read; notifications dropped");
+                        continue;
+                    }
+                };
+                for payload in &published.payloads {
+                    transports.send_to_devices(&published.scope, &devices, payload);
+                }
+            }
+        });
+        Dispatcher { queue }
+    }
+}
+
+impl Dispatcher {
+    /// Queues a publication's payloads; false when the queue is full and they were dropped.
+    pub(crate) fn queue(
+        &self,
+        scope: &str,
+        channel: &str,
+        payloads: Vec<serde_json::Value>,
+    ) -> bool {
+        let n = payloads.len() as u64;
+        let published = Published {
+            scope: scope.to_owned(),
+            channel: channel.to_owned(),
+            payloads,
+        };
+        if self.queue.try_send(published).is_ok() {
+            return true;
+        }
+        ::metrics::counter!("realtime_push_dropped_total", "reason" => "queue_full").increment(n);
+        tracing::warn!(%channel, "push queue full; notifications dropped");
+        false
+    }
+}
+
+impl PushSink for Dispatcher {
+    fn published(&self, scope: &str, channel: &str, payloads: Vec<serde_json::Value>) {
+        self.queue(scope, channel, payloads);
+    }
+}
