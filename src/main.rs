@@ -128,6 +128,10 @@ async fn run(settings: settings::Settings, role: api::Role) -> anyhow::Result<()
     }
     api.role = role;
     let gateway = gateway::Gateway::new(settings.gateway);
+    let push = settings.push;
+    if push.web_push.is_some() || push.fcm.is_some() || push.apns.is_some() {
+        gateway.start_push_services(push);
+    }
     if let Some(admin) = admin {
         tracing::info!(admin = %admin.local_addr()?, "metrics and probes");
         tokio::spawn(api::serve_admin(

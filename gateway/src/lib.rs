@@ -80,6 +80,8 @@ struct GatewayState {
     apps: Apps,
     tokens: Tokens,
     push: push::Push,
+    /// The push services, once `start_push_services` has run.
+    push_services: std::sync::OnceLock<Arc<push::Services>>,
     server_id: String,
     draining: watch::Sender<bool>,
     live_connections: AtomicUsize,
@@ -127,6 +129,7 @@ impl Gateway {
                 auth.clone(),
                 Arc::downgrade(&publisher),
             ),
+            push_services: std::sync::OnceLock::new(),
             publisher,
             auth,
             hub,
@@ -259,6 +262,33 @@ impl Gateway {
     /// APNs); set once.
     pub fn set_push_transport(&self, transport: Arc<dyn push::PushTransport>) {
         self.inner.push.set_transport(transport);
+    }
+
+    /// Starts the configured push services (Web Push, FCM, APNs) and plugs them in as the
+    /// transport; a device one reports gone is marked failed. Once; later calls do nothing.
+    pub fn start_push_services(&self, config: ::push::Config) {
+        if self.inner.push_services.get().is_some() {
+            return;
+        }
+        let state = Arc::downgrade(&self.inner);
+        let services = Arc::new(push::Services::start(config, move |app, device, reason| {
+            let Some(state) = state.upgrade() else {
+                return;
+            };
+            tokio::spawn(async move {
+                if let Err(error) = state.push.gone(&app, &device, reason).await {
+                    tracing::warn!(%device, message = %error.message, "a device the push service reports gone was not marked failed");
+                }
+            });
+        }));
+        if self.inner.push_services.set(services.clone()).is_ok() {
+            self.set_push_transport(services);
+        }
+    }
+
+    /// The push services started, if any: the VAPID public key, their metrics.
+    pub fn push_services(&self) -> Option<&push::Services> {
+        self.inner.push_services.get().map(|services| &**services)
     }
 
     /// See `Publisher::publish`.

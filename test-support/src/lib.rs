@@ -13,6 +13,7 @@ mod http;
 mod in_process;
 mod process;
 mod redis;
+mod web_push;
 mod ws;
 
 pub use certificates::Certificates;
@@ -21,6 +22,7 @@ pub use http::{basic, http, raw_http, Request, Response};
 pub use in_process::InProcess;
 pub use process::Realtime;
 pub use redis::{RedisCluster, RedisSentinelSet, RedisServer, SENTINEL_MASTER};
+pub use web_push::WebPushSubscription;
 pub use ws::{close, connect, next_json, send_json, Socket};
 
 /// A loopback port nothing listens on right now, below the kernel's ephemeral range where it can

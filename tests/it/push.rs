@@ -155,3 +155,226 @@ async fn next_message(socket: &mut Socket) -> Value {
         }
     }
 }
+
+/// A Web Push service on 127.0.0.1: records each request (path, headers, body) and answers
+/// with the status currently set.
+struct PushService {
+    endpoint: String,
+    requests: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<(String, Value, Vec<u8>)>>,
+    status: std::sync::Arc<std::sync::atomic::AtomicU16>,
+}
+
+impl PushService {
+    async fn start() -> PushService {
+        use axum::http::{HeaderMap, StatusCode, Uri};
+        use std::sync::atomic::Ordering;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let status = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(201));
+        let answer = status.clone();
+        let app = axum::Router::new().fallback(
+            move |uri: Uri, headers: HeaderMap, body: axum::body::Bytes| {
+                let headers: serde_json::Map<String, Value> = headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or_default())))
+                    .collect();
+                let _ = tx.send((uri.path().to_owned(), Value::Object(headers), body.to_vec()));
+                let code = answer.load(Ordering::Acquire);
+                async move { StatusCode::from_u16(code).unwrap_or(StatusCode::CREATED) }
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        PushService {
+            endpoint,
+            requests: tokio::sync::Mutex::new(rx),
+            status,
+        }
+    }
+
+    async fn next(&self) -> (String, Value, Vec<u8>) {
+        let mut requests = self.requests.lock().await;
+        tokio::time::timeout(std::time::Duration::from_secs(10), requests.recv())
+            .await
+            .expect("a request to the push service within 10 s")
+            .expect("the push service is running")
+    }
+}
+
+/// Web Push end to end, as a browser running ably-js sees it: the VAPID public key that
+/// `realtime push generate-vapid-keys` printed is served at `/push/publicVapidKey`; a device
+/// registered with its subscription (endpoint `btoa`'d, keys base64url) and subscribed to a
+/// push-enabled channel gets each message with `extras.push` once, VAPID-signed for the push
+/// service's origin, and the subscription's own keys decrypt it; when the service answers 410
+/// the registration is marked failed and gets nothing more.
+#[test]
+fn web_push_reaches_the_browser_encrypted_once_and_a_gone_subscription_is_failed() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_realtime"))
+        .args(["push", "generate-vapid-keys"])
+        .output()
+        .expect("run realtime");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let after = |label: &str| {
+        let mut lines = stdout.lines().skip_while(|l| *l != label);
+        lines.nth(1).unwrap_or_default().to_owned()
+    };
+    let (public, private) = (after("Public Key:"), after("Private Key:"));
+    assert!(!public.is_empty() && !private.is_empty(), "{stdout}");
+    let config = push_config();
+    block_on(async {
+        let service = PushService::start().await;
+        let node = Server::start(&[
+            "--keys",
+            KEY,
+            "--config",
+            config.to_str().unwrap(),
+            "--push-vapid-public-key",
+            &public,
+            "--push-vapid-private-key",
+            &private,
+            "--push-vapid-subject",
+            "mailto:ops@digis.example",
+        ]);
+        let (status, served) =
+            rest(node.addr, Request::get("/push/publicVapidKey").basic(KEY)).await;
+        assert_eq!((status, served.as_str()), (200, public.as_str()));
+
+        let browsers = [
+            test_support::WebPushSubscription::new(),
+            test_support::WebPushSubscription::new(),
+        ];
+        for (n, browser) in browsers.iter().enumerate() {
+            let id = format!("browser{n}");
+            let recipient = browser.recipient(&format!("{}/sub/{n}", service.endpoint));
+            let device = json!({
+                "id": id, "platform": "browser", "formFactor": "desktop", "deviceSecret": "s",
+                "push": {"recipient": recipient},
+            });
+            let (status, body) =
+                send(&node, "POST", "/push/deviceRegistrations", Some(device)).await;
+            assert_eq!(status, 201, "{body}");
+            let subscription = json!({"channel": "push:live", "deviceId": id});
+            let (status, body) = send(
+                &node,
+                "POST",
+                "/push/channelSubscriptions",
+                Some(subscription),
+            )
+            .await;
+            assert_eq!(status, 201, "{body}");
+        }
+        let notify = |title: &str| {
+            json!({"name": "live", "data": title, "extras": {"push": {
+                "notification": {"title": title, "body": "Ann is live"},
+                "data": {"stream": "s1"},
+            }}})
+        };
+        // Each browser gets the notification, decrypted with its own keys.
+        let (status, body) = send(
+            &node,
+            "POST",
+            "/channels/push:live/messages",
+            Some(notify("first")),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        let mut seen = std::collections::HashMap::new();
+        for _ in 0..2 {
+            let (path, headers, body) = service.next().await;
+            let n: usize = path.trim_start_matches("/sub/").parse().expect("/sub/<n>");
+            let vapid = headers["authorization"].as_str().unwrap_or_default();
+            assert!(vapid.contains(&format!("k={public}")), "{headers}");
+            let jwt = vapid.split("t=").nth(1).unwrap().split(',').next().unwrap();
+            let claims: Value = serde_json::from_slice(
+                &base64::Engine::decode(
+                    &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                    jwt.split('.').nth(1).unwrap(),
+                )
+                .unwrap(),
+            )
+            .unwrap();
+            assert_eq!(claims["aud"], json!(service.endpoint), "{claims}");
+            assert_eq!(headers["content-encoding"], json!("aes128gcm"));
+            let plain: Value = serde_json::from_slice(&browsers[n].decrypt(&body)).unwrap();
+            assert_eq!(plain["notification"]["title"], json!("first"), "{plain}");
+            assert_eq!(plain["data"]["stream"], json!("s1"), "{plain}");
+            *seen.entry(n).or_insert(0) += 1;
+        }
+        assert_eq!(seen.len(), 2, "each browser once: {seen:?}");
+        // Nothing for a message without extras.push: the next request is the next notification.
+        send(
+            &node,
+            "POST",
+            "/channels/push:live/messages",
+            Some(json!({"name": "chat", "data": "x"})),
+        )
+        .await;
+        service
+            .status
+            .store(410, std::sync::atomic::Ordering::Release);
+        send(
+            &node,
+            "POST",
+            "/channels/push:live/messages",
+            Some(notify("second")),
+        )
+        .await;
+        for _ in 0..2 {
+            let (path, _, body) = service.next().await;
+            let n: usize = path.trim_start_matches("/sub/").parse().unwrap();
+            let plain: Value = serde_json::from_slice(&browsers[n].decrypt(&body)).unwrap();
+            assert_eq!(plain["notification"]["title"], json!("second"), "{plain}");
+        }
+        // Both answered 410 (gone): both registrations fail, and are sent nothing more.
+        test_support::eventually(
+            "both registrations failed",
+            std::time::Duration::from_secs(10),
+            || async {
+                let mut states = Vec::new();
+                for n in 0..2 {
+                    let (_, device) = send(
+                        &node,
+                        "GET",
+                        &format!("/push/deviceRegistrations/browser{n}"),
+                        None,
+                    )
+                    .await;
+                    states.push(device["push"]["state"].clone());
+                }
+                if states.iter().all(|s| s == "FAILED") {
+                    Ok(())
+                } else {
+                    Err(states)
+                }
+            },
+        )
+        .await;
+        service
+            .status
+            .store(201, std::sync::atomic::Ordering::Release);
+        let third = test_support::WebPushSubscription::new();
+        let device = json!({
+            "id": "browser2", "platform": "browser", "formFactor": "desktop", "deviceSecret": "s",
+            "push": {"recipient": third.recipient(&format!("{}/sub/2", service.endpoint))},
+        });
+        send(&node, "POST", "/push/deviceRegistrations", Some(device)).await;
+        send(
+            &node,
+            "POST",
+            "/push/channelSubscriptions",
+            Some(json!({"channel": "push:live", "deviceId": "browser2"})),
+        )
+        .await;
+        send(
+            &node,
+            "POST",
+            "/channels/push:live/messages",
+            Some(notify("third")),
+        )
+        .await;
+        let (path, _, body) = service.next().await;
+        assert_eq!(path, "/sub/2", "only the live registration is sent to");
+        let plain: Value = serde_json::from_slice(&third.decrypt(&body)).unwrap();
+        assert_eq!(plain["notification"]["title"], json!("third"));
+    });
+}

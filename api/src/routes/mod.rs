@@ -123,6 +123,7 @@ pub(crate) fn router(gateway: Gateway) -> Router {
         )
         .route("/push/channels", get(push::channels))
         .route("/push/publish", post(push::publish))
+        .route("/push/publicVapidKey", get(push::public_vapid_key))
         .route("/keys/{key_name}/requestToken", post(keys::request_token))
         .route("/keys/{key_name}/revokeTokens", post(keys::revoke_tokens));
     answer_the_rest(routes, gateway)

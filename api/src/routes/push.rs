@@ -351,3 +351,25 @@ pub(crate) async fn publish(
     gateway.push().publish(&caller, &json_body(&body)?).await?;
     Ok(no_content())
 }
+
+/// `GET /push/publicVapidKey`: the key a browser subscribes to Web Push with (ably-js's
+/// `push.activate()` reads it as text); 404 where Web Push is not configured.
+pub(crate) async fn public_vapid_key(
+    State(gateway): State<Gateway>,
+    Caller(_caller): Caller,
+) -> Result<Response, ApiError> {
+    match gateway.push_services().and_then(|s| s.vapid_public_key()) {
+        Some(key) => Ok((
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; charset=utf-8",
+            )],
+            key.to_owned(),
+        )
+            .into_response()),
+        None => Err(ApiError::code(
+            ErrorCode::NotFound,
+            "Web Push is not configured on this server (--push-vapid-*)",
+        )),
+    }
+}

@@ -1128,6 +1128,7 @@ async fn messages_sharing_a_stream_entry_keep_their_own_serials_everywhere() {
         .await
         .expect("a message inside a shared entry is found");
     assert!(applied[0].is_some(), "{applied:?}");
+}
 
 fn push_device(id: &str, client_id: Option<&str>) -> super::push::Device {
     super::push::Device {

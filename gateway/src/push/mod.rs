@@ -11,6 +11,7 @@
 
 mod ably_channel;
 mod dispatch;
+mod services;
 #[cfg(test)]
 mod tests;
 
@@ -30,6 +31,7 @@ use crate::publish::Publisher;
 use crate::wiring::Wiring;
 use dispatch::{Dispatcher, Transports};
 pub use dispatch::{PushJob, PushRefused, PushTransport};
+pub use services::Services;
 
 /// What a device identity token starts with, so a Bearer credential is told from our tokens.
 const DEVICE_TOKEN_PREFIX: &str = "dit1.";
