@@ -128,6 +128,11 @@ impl Events {
                 encoding: Some("json".into()),
                 ..Message::default()
             };
+            if let Some((push, on)) = &event.push {
+                if on.contains(channel) {
+                    message.extras = Some(serde_json::json!({ "push": push }));
+                }
+            }
             if event.ephemeral {
                 crate::hub::mark_ephemeral(&mut message);
             }

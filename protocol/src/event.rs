@@ -44,6 +44,21 @@ pub struct EventType {
     #[serde(default)]
     pub optional: BTreeMap<String, FieldKind>,
     pub channels: Vec<String>,
+    /// Push notifications the event also sends (`extras.push` on its message on these channels).
+    #[serde(default)]
+    pub push: Option<EventPush>,
+}
+
+/// An event type's push notification: sent to the devices subscribed (for push) to each of
+/// `channels`, which must be among the type's own channel templates; `title` and `body` are
+/// templates like the channels' (`{field}`: the field's value).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventPush {
+    pub channels: Vec<String>,
+    pub title: String,
+    #[serde(default)]
+    pub body: String,
 }
 
 /// Every event type a deployment accepts.
@@ -62,6 +77,9 @@ pub struct Event {
     /// `"ephemeral": true`: delivered live on each channel, never stored (no serial, no
     /// history, no webhook), for frequent state like `stream.viewers`.
     pub ephemeral: bool,
+    /// The type's push notification, rendered (Ably's push payload: `notification`, and the
+    /// event as `data`), and the channels whose message carries it as `extras.push`.
+    pub push: Option<(Value, Vec<ChannelName>)>,
 }
 
 impl Default for Catalog {
@@ -84,6 +102,7 @@ impl Default for Catalog {
                     required: required.clone(),
                     optional: optional.clone(),
                     channels: channels.iter().map(|c| (*c).to_owned()).collect(),
+                    push: None,
                 });
             }
         };
@@ -203,6 +222,34 @@ impl Catalog {
                     }
                 }
             }
+            if let Some(push) = &event_type.push {
+                if push.channels.is_empty() || push.title.is_empty() {
+                    return Err(format!(
+                        "event type {name:?}: push needs channels and a title"
+                    ));
+                }
+                if let Some(other) = push
+                    .channels
+                    .iter()
+                    .find(|c| !event_type.channels.contains(c))
+                {
+                    return Err(format!(
+                        "event type {name:?}: push channel {other:?} is not one of its channels"
+                    ));
+                }
+                for text in [&push.title, &push.body] {
+                    let fields = placeholders(text)
+                        .ok_or_else(|| format!("push text {text:?}: unclosed '{{'"))?;
+                    if let Some(field) = fields.into_iter().find(|f| {
+                        !event_type.required.contains_key(*f)
+                            && !event_type.optional.contains_key(*f)
+                    }) {
+                        return Err(format!(
+                            "event type {name:?}: push text {text:?} uses {{{field}}}, which is not one of its fields"
+                        ));
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -281,12 +328,30 @@ impl Catalog {
                 channels.push(channel);
             }
         }
+        let push = match &event_type.push {
+            Some(push) => {
+                let mut on = Vec::with_capacity(push.channels.len());
+                for template in &push.channels {
+                    on.push(ChannelName::parse(&render(template, &data)).map_err(in_event)?);
+                }
+                let mut fields = data.as_object().cloned().unwrap_or_default();
+                fields.insert("type".into(), Value::String(name.clone()));
+                fields.insert("eventId".into(), Value::String(id.clone()));
+                let payload = serde_json::json!({
+                    "notification": {"title": render(&push.title, &data), "body": render(&push.body, &data)},
+                    "data": fields,
+                });
+                Some((payload, on))
+            }
+            None => None,
+        };
         Ok(Event {
             id,
             event_type: name.clone(),
             data,
             channels,
             ephemeral,
+            push,
         })
     }
 }

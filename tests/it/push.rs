@@ -378,3 +378,73 @@ fn web_push_reaches_the_browser_encrypted_once_and_a_gone_subscription_is_failed
         assert_eq!(plain["notification"]["title"], json!("third"));
     });
 }
+
+/// `POST /events` with a type configured to push (the README's recipe): the event's message on
+/// the callee's `user:` channel carries `extras.push`, so the callee's subscribed device is
+/// notified once, with the rendered title; the caller's channel and device get no notification.
+#[test]
+fn an_event_type_with_push_notifies_the_callees_devices() {
+    let dir = std::env::temp_dir().join(format!("push-events-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("realtime.toml");
+    std::fs::write(
+        &config,
+        r#"[[history.namespace]]
+name = "user"
+push_enabled = true
+
+[[events.types]]
+name = "call.ringing"
+required = { call_id = "id", creator_id = "id", fan_id = "id", call_type = ["voice", "video"] }
+channels = ["call:{call_id}", "user:{creator_id}", "user:{fan_id}"]
+push = { channels = ["user:{creator_id}"], title = "Incoming {call_type} call", body = "Tap to answer" }
+"#,
+    )
+    .unwrap();
+    let node = Server::start(&["--keys", KEY, "--config", config.to_str().unwrap()]);
+    block_on(async {
+        for (id, user, inbox) in [
+            ("creator-phone", "ann", "inbox-ann"),
+            ("fan-phone", "bob", "inbox-bob"),
+        ] {
+            let device = json!({"id": id, "platform": "android", "formFactor": "phone", "deviceSecret": "s",
+                "push": {"recipient": {"transportType": "ablyChannel", "channel": inbox, "ablyKey": KEY}}});
+            let (status, body) =
+                send(&node, "POST", "/push/deviceRegistrations", Some(device)).await;
+            assert_eq!(status, 201, "{body}");
+            let subscription = json!({"channel": format!("user:{user}"), "deviceId": id});
+            let (status, body) = send(
+                &node,
+                "POST",
+                "/push/channelSubscriptions",
+                Some(subscription),
+            )
+            .await;
+            assert_eq!(status, 201, "{body}");
+        }
+        let mut creator = attached(&node, "reader", "", "inbox-ann").await;
+        let mut fan = attached(&node, "reader", "", "inbox-bob").await;
+        let event = json!({"id": "ring-1", "type": "call.ringing",
+            "data": {"call_id": "c1", "creator_id": "ann", "fan_id": "bob", "call_type": "video"}});
+        let (status, body) = send(&node, "POST", "/events", Some(event)).await;
+        assert_eq!(status, 201, "{body}");
+        let notified = next_message(&mut creator).await;
+        assert_eq!(notified["name"], "__ably_push__", "{notified}");
+        let payload: Value = serde_json::from_str(notified["data"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            payload["notification"]["title"], "Incoming video call",
+            "{payload}"
+        );
+        assert_eq!(payload["data"]["call_id"], "c1", "{payload}");
+        // The fan's device gets nothing from it: the next thing its inbox hears is a marker.
+        let marker = json!({"recipient": {"deviceId": "fan-phone"}, "data": {"marker": 1}});
+        let (status, _) = send(&node, "POST", "/push/publish", Some(marker)).await;
+        assert_eq!(status, 204);
+        let next = next_message(&mut fan).await;
+        let payload: Value = serde_json::from_str(next["data"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            payload["data"]["marker"], 1,
+            "no notification for the caller: {next}"
+        );
+    });
+}

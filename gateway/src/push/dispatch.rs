@@ -47,6 +47,17 @@ pub enum PushRefused {
 /// `Push::gone`.
 pub trait PushTransport: Send + Sync {
     fn send(&self, job: PushJob) -> Result<(), PushRefused>;
+
+    /// `send`, waiting for room instead of refusing when the queue is full: what a fan-out to
+    /// a channel's devices uses, off the publish path, so a large channel is not cut at the
+    /// queue's length. By default, `send`.
+    fn send_waiting(
+        &self,
+        job: PushJob,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), PushRefused>> + Send + '_>>
+    {
+        Box::pin(std::future::ready(self.send(job)))
+    }
 }
 
 /// Picks the transport for a recipient: `ablyChannel` is ours, anything else goes to the
@@ -66,9 +77,10 @@ impl Transports {
         outcome
     }
 
-    /// Hands one payload to each active device, once per device; counted once per call, not per
-    /// device (a channel may have many thousands).
-    pub(crate) fn send_to_devices(
+    /// Hands one payload to each active device, once per device, waiting for room in a full
+    /// transport queue; counted once per call, not per device (a channel may have many
+    /// thousands).
+    pub(crate) async fn send_to_devices(
         &self,
         app: &str,
         devices: &[Device],
@@ -82,7 +94,7 @@ impl Transports {
                 recipient: device.push.recipient.clone(),
                 payload: payload.clone(),
             };
-            let outcome = self.route(job);
+            let outcome = self.route_waiting(job).await;
             if let Err(refused) = &outcome {
                 tracing::debug!(device = %device.id, %refused, "push not handed to a transport");
             }
@@ -91,19 +103,30 @@ impl Transports {
         tally.record();
     }
 
-    fn route(&self, job: PushJob) -> Result<(), PushRefused> {
+    async fn route_waiting(&self, job: PushJob) -> Result<(), PushRefused> {
+        match self.transport_of(&job) {
+            Ok(transport) => transport.send_waiting(job).await,
+            Err(refused) => Err(refused),
+        }
+    }
+
+    fn transport_of(&self, job: &PushJob) -> Result<&dyn PushTransport, PushRefused> {
         let transport_type = job
             .recipient
             .get("transportType")
             .and_then(|t| t.as_str())
             .unwrap_or_default();
         if transport_type == super::ably_channel::TRANSPORT_TYPE {
-            self.ably_channel.send(job)
+            Ok(self.ably_channel.as_ref())
         } else if let Some(external) = self.external.get() {
-            external.send(job)
+            Ok(external.as_ref())
         } else {
             Err(PushRefused::Unsupported(transport_type.to_owned()))
         }
+    }
+
+    fn route(&self, job: PushJob) -> Result<(), PushRefused> {
+        self.transport_of(&job)?.send(job)
     }
 }
 
@@ -173,7 +196,9 @@ impl Dispatcher {
                     }
                 };
                 for payload in &published.payloads {
-                    transports.send_to_devices(&published.scope, &devices, payload);
+                    transports
+                        .send_to_devices(&published.scope, &devices, payload)
+                        .await;
                 }
             }
         });

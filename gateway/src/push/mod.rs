@@ -678,10 +678,13 @@ impl Push {
                 .await?
                 .ok_or_else(|| no_device(id))?;
             self.transports
-                .send_to_devices(&scope, std::slice::from_ref(&device), &payload);
+                .send_to_devices(&scope, std::slice::from_ref(&device), &payload)
+                .await;
         } else if let Some(client_id) = field("clientId") {
             let devices = self.store().devices(&scope, Some(client_id)).await?;
-            self.transports.send_to_devices(&scope, &devices, &payload);
+            self.transports
+                .send_to_devices(&scope, &devices, &payload)
+                .await;
         } else if field("transportType").is_some() {
             let job = PushJob {
                 app: scope,

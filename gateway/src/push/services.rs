@@ -39,18 +39,31 @@ impl Services {
 
 impl PushTransport for Services {
     fn send(&self, job: PushJob) -> Result<(), PushRefused> {
-        let device_id = job.device_id.map(|device| tag(&job.app, &device));
-        self.0
-            .send(::push::Job {
-                device_id,
-                recipient: job.recipient,
-                payload: job.payload,
-            })
-            .map_err(|refused| match refused {
-                ::push::Refused::QueueFull(_) => PushRefused::Full,
-                ::push::Refused::NotConfigured(kind) => PushRefused::Unsupported(kind.to_owned()),
-                ::push::Refused::Malformed(why) => PushRefused::InvalidRecipient(why),
-            })
+        self.0.send(job_of(job)).map_err(refused)
+    }
+
+    fn send_waiting(
+        &self,
+        job: PushJob,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), PushRefused>> + Send + '_>>
+    {
+        Box::pin(async move { self.0.send_waiting(job_of(job)).await.map_err(refused) })
+    }
+}
+
+fn job_of(job: PushJob) -> ::push::Job {
+    ::push::Job {
+        device_id: job.device_id.map(|device| tag(&job.app, &device)),
+        recipient: job.recipient,
+        payload: job.payload,
+    }
+}
+
+fn refused(refused: ::push::Refused) -> PushRefused {
+    match refused {
+        ::push::Refused::QueueFull(_) => PushRefused::Full,
+        ::push::Refused::NotConfigured(kind) => PushRefused::Unsupported(kind.to_owned()),
+        ::push::Refused::Malformed(why) => PushRefused::InvalidRecipient(why),
     }
 }
 

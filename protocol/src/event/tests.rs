@@ -140,3 +140,51 @@ fn an_event_may_ask_to_be_ephemeral() {
         wrong.message
     );
 }
+
+#[test]
+fn a_type_may_push_on_some_of_its_channels() {
+    let ringing: EventType = serde_json::from_value(json!({
+        "name": "call.ringing",
+        "required": {"call_id": "id", "creator_id": "id", "fan_id": "id", "call_type": ["voice", "video"]},
+        "optional": {"fan_name": "string"},
+        "channels": ["call:{call_id}", "user:{creator_id}", "user:{fan_id}"],
+        "push": {"channels": ["user:{creator_id}"], "title": "Incoming {call_type} call", "body": "{fan_name} is calling"}
+    }))
+    .unwrap();
+    let catalog = Catalog::default().with(vec![ringing.clone()]);
+    catalog.validate().unwrap();
+    let event = catalog
+        .check(
+            &json!({"id": "r1", "type": "call.ringing", "data": {"call_id": "c", "creator_id": "ann",
+                "fan_id": "bob", "call_type": "video", "fan_name": "Bob"}}),
+            65536,
+        )
+        .unwrap();
+    let (payload, on) = event.push.expect("a push");
+    assert_eq!(
+        on.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+        ["user:ann"]
+    );
+    assert_eq!(
+        payload["notification"],
+        json!({"title": "Incoming video call", "body": "Bob is calling"})
+    );
+    assert_eq!(payload["data"]["type"], "call.ringing");
+    assert_eq!(payload["data"]["eventId"], "r1");
+    assert_eq!(payload["data"]["call_id"], "c");
+    assert!(Catalog::default().check(
+        &json!({"id": "r2", "type": "call.ringing", "data": {"call_id": "c", "creator_id": "ann", "fan_id": "bob", "call_type": "video"}}),
+        65536,
+    ).unwrap().push.is_none(), "the built-in type does not push");
+
+    let refused = |change: &dyn Fn(&mut EventPush)| {
+        let mut bad = ringing.clone();
+        change(bad.push.as_mut().unwrap());
+        Catalog::default().with(vec![bad]).validate().unwrap_err()
+    };
+    assert!(
+        refused(&|p| p.channels = vec!["user:{nobody}".into()]).contains("not one of its channels")
+    );
+    assert!(refused(&|p| p.title = "Hi {nope}".into()).contains("{nope}"));
+    assert!(refused(&|p| p.channels.clear()).contains("push needs channels"));
+}
