@@ -37,6 +37,24 @@ async fn send(
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// Registers device `id` (as a phone or a browser, with `recipient`) and subscribes it for push
+/// to `channel`; both must succeed.
+async fn register_and_subscribe(node: &Server, id: &str, recipient: Value, channel: &str) {
+    let device = json!({"id": id, "platform": "browser", "formFactor": "desktop",
+        "deviceSecret": "s", "push": {"recipient": recipient}});
+    let (status, body) = send(node, "POST", "/push/deviceRegistrations", Some(device)).await;
+    assert_eq!(status, 201, "{body}");
+    let subscription = json!({"channel": channel, "deviceId": id});
+    let (status, body) = send(
+        node,
+        "POST",
+        "/push/channelSubscriptions",
+        Some(subscription),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+}
+
 #[test]
 fn push_state_is_shared_by_every_node_and_notifications_reach_the_inbox_once() {
     let redis = RedisServer::start();
@@ -246,22 +264,7 @@ fn web_push_reaches_the_browser_encrypted_once_and_a_gone_subscription_is_failed
         for (n, browser) in browsers.iter().enumerate() {
             let id = format!("browser{n}");
             let recipient = browser.recipient(&format!("{}/sub/{n}", service.endpoint));
-            let device = json!({
-                "id": id, "platform": "browser", "formFactor": "desktop", "deviceSecret": "s",
-                "push": {"recipient": recipient},
-            });
-            let (status, body) =
-                send(&node, "POST", "/push/deviceRegistrations", Some(device)).await;
-            assert_eq!(status, 201, "{body}");
-            let subscription = json!({"channel": "push:live", "deviceId": id});
-            let (status, body) = send(
-                &node,
-                "POST",
-                "/push/channelSubscriptions",
-                Some(subscription),
-            )
-            .await;
-            assert_eq!(status, 201, "{body}");
+            register_and_subscribe(&node, &id, recipient, "push:live").await;
         }
         let notify = |title: &str| {
             json!({"name": "live", "data": title, "extras": {"push": {
@@ -353,18 +356,8 @@ fn web_push_reaches_the_browser_encrypted_once_and_a_gone_subscription_is_failed
             .status
             .store(201, std::sync::atomic::Ordering::Release);
         let third = test_support::WebPushSubscription::new();
-        let device = json!({
-            "id": "browser2", "platform": "browser", "formFactor": "desktop", "deviceSecret": "s",
-            "push": {"recipient": third.recipient(&format!("{}/sub/2", service.endpoint))},
-        });
-        send(&node, "POST", "/push/deviceRegistrations", Some(device)).await;
-        send(
-            &node,
-            "POST",
-            "/push/channelSubscriptions",
-            Some(json!({"channel": "push:live", "deviceId": "browser2"})),
-        )
-        .await;
+        let recipient = third.recipient(&format!("{}/sub/2", service.endpoint));
+        register_and_subscribe(&node, "browser2", recipient, "push:live").await;
         send(
             &node,
             "POST",
@@ -407,20 +400,9 @@ push = { channels = ["user:{creator_id}"], title = "Incoming {call_type} call", 
             ("creator-phone", "ann", "inbox-ann"),
             ("fan-phone", "bob", "inbox-bob"),
         ] {
-            let device = json!({"id": id, "platform": "android", "formFactor": "phone", "deviceSecret": "s",
-                "push": {"recipient": {"transportType": "ablyChannel", "channel": inbox, "ablyKey": KEY}}});
-            let (status, body) =
-                send(&node, "POST", "/push/deviceRegistrations", Some(device)).await;
-            assert_eq!(status, 201, "{body}");
-            let subscription = json!({"channel": format!("user:{user}"), "deviceId": id});
-            let (status, body) = send(
-                &node,
-                "POST",
-                "/push/channelSubscriptions",
-                Some(subscription),
-            )
-            .await;
-            assert_eq!(status, 201, "{body}");
+            let recipient =
+                json!({"transportType": "ablyChannel", "channel": inbox, "ablyKey": KEY});
+            register_and_subscribe(&node, id, recipient, &format!("user:{user}")).await;
         }
         let mut creator = attached(&node, "reader", "", "inbox-ann").await;
         let mut fan = attached(&node, "reader", "", "inbox-bob").await;
