@@ -74,6 +74,8 @@ fn main() {
             private,
             "--push-vapid-subject".to_owned(),
             "mailto:ops@digis.example".to_owned(),
+            "--push-web-endpoint-hosts".to_owned(),
+            "127.0.0.1".to_owned(),
         ];
         if let Some(redis) = &redis {
             args.extend(["--redis".to_owned(), redis.url()]);

@@ -37,10 +37,12 @@ async fn main() {
     let mut config = push::Config::default();
     let recipients: Vec<serde_json::Value> = match transport.as_str() {
         "web" => {
-            config.web_push = Some(
+            let mut web =
                 push::WebPushConfig::new(push::VapidKeys::generate(), "mailto:bench@example.com")
-                    .unwrap(),
-            );
+                    .unwrap();
+            // The receiver is on loopback.
+            web.endpoint_hosts.push("127.0.0.1".into());
+            config.web_push = Some(web);
             // A hundred browsers' keys, reused: the cost per notification is the same.
             let url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
             (0..100)

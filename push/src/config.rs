@@ -65,7 +65,20 @@ pub struct WebPushConfig {
     /// `TTL` header: how long a push service keeps a message for an offline browser. 1 day.
     pub ttl: Duration,
     pub urgency: Urgency,
+    /// The push services a subscription's endpoint may be on (a host, or a domain its
+    /// subdomains share): an endpoint comes from whoever registers the device, so anything
+    /// else would have this server send requests wherever a client says. HTTPS only, but for
+    /// a loopback host (a test's push service). Default: the browsers' push services.
+    pub endpoint_hosts: Vec<String>,
 }
+
+/// Where browsers' push subscriptions live: Chrome and Edge (FCM), Firefox, Safari, legacy Edge.
+pub const BROWSER_PUSH_SERVICES: &[&str] = &[
+    "fcm.googleapis.com",
+    "push.services.mozilla.com",
+    "push.apple.com",
+    "notify.windows.com",
+];
 
 impl WebPushConfig {
     pub fn new(vapid: VapidKeys, subject: impl Into<String>) -> Result<WebPushConfig, KeyError> {
@@ -80,6 +93,10 @@ impl WebPushConfig {
             subject,
             ttl: Duration::from_secs(24 * 60 * 60),
             urgency: Urgency::Normal,
+            endpoint_hosts: BROWSER_PUSH_SERVICES
+                .iter()
+                .map(|h| (*h).to_owned())
+                .collect(),
         })
     }
 }
@@ -384,4 +401,26 @@ pub(crate) fn decode_base64_any(text: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(normal)
         .ok()
+}
+
+impl WebPushConfig {
+    /// Whether this server sends to `endpoint`: on a listed push service, over HTTPS (plain
+    /// HTTP only to a loopback host).
+    pub fn sends_to(&self, endpoint: &reqwest::Url) -> bool {
+        let Some(host) = endpoint.host_str() else {
+            return false;
+        };
+        let listed = self.endpoint_hosts.iter().any(|allowed| {
+            host.eq_ignore_ascii_case(allowed)
+                || host
+                    .to_ascii_lowercase()
+                    .ends_with(&format!(".{}", allowed.to_ascii_lowercase()))
+        });
+        let loopback = host.eq_ignore_ascii_case("localhost")
+            || host
+                .trim_matches(|c| c == '[' || c == ']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        listed && (endpoint.scheme() == "https" || (endpoint.scheme() == "http" && loopback))
+    }
 }

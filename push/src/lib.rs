@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 pub use config::{
     ApnsConfig, Config, Delivery, FcmConfig, KeyError, ServiceAccount, Urgency, VapidKeys,
-    WebPushConfig,
+    WebPushConfig, BROWSER_PUSH_SERVICES,
 };
 pub use delivery::{Metrics, TransportMetrics};
 
@@ -72,6 +72,8 @@ struct Inner {
     fcm: Option<Queue>,
     apns: Option<Queue>,
     vapid_public_key: Option<String>,
+    /// Web Push's settings, for where an endpoint may be (`WebPushConfig::sends_to`).
+    web_push: Option<config::WebPushConfig>,
 }
 
 impl Push {
@@ -82,6 +84,7 @@ impl Push {
             .web_push
             .as_ref()
             .map(|web| web.vapid.public_key_base64url());
+        let web_push = config.web_push.clone();
         let web = config.web_push.map(|web| {
             Queue::start(
                 Kind::Web,
@@ -112,6 +115,7 @@ impl Push {
                 fcm,
                 apns,
                 vapid_public_key,
+                web_push,
             }),
         }
     }
@@ -133,6 +137,14 @@ impl Push {
 
     fn prepare(&self, job: Job) -> Result<(&Queue, delivery::Prepared), Refused> {
         let target = Target::parse(&job.recipient)?;
+        if let (Target::Web { endpoint, .. }, Some(web)) = (&target, &self.inner.web_push) {
+            if !web.sends_to(endpoint) {
+                return Err(Refused::Malformed(format!(
+                    "recipient.targetUrl: {} is not on a Web Push service this server sends to (--push-web-endpoint-hosts)",
+                    endpoint.host_str().unwrap_or_default()
+                )));
+            }
+        }
         let kind = target.kind();
         let queue = match kind {
             Kind::Web => &self.inner.web,

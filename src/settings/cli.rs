@@ -249,6 +249,11 @@ pub(crate) struct PushArgs {
     /// Web Push: the contact push services may reach (`mailto:ops@example.com` or an https URL).
     #[arg(long)]
     pub push_vapid_subject: Option<String>,
+    /// Web Push: the push services subscriptions may be on, comma-separated hosts or domains
+    /// (default: the browsers' own, FCM, Mozilla, Apple and Windows); anything else is refused
+    /// rather than sent to, since an endpoint comes from whoever registers the device.
+    #[arg(long, value_delimiter = ',')]
+    pub push_web_endpoint_hosts: Vec<String>,
     /// FCM HTTP v1: the service account's JSON key file (Firebase console, Project settings,
     /// Service accounts).
     #[arg(long)]

@@ -74,9 +74,18 @@ fn web_push(args: &PushArgs) -> Result<Option<push::WebPushConfig>, String> {
     };
     let keys = push::VapidKeys::from_base64url(private, Some(public))
         .map_err(|e| format!("{}: {e}", named("push-vapid-private-key")))?;
-    push::WebPushConfig::new(keys, subject)
-        .map(Some)
-        .map_err(|e| format!("{}: {e}", named("push-vapid-subject")))
+    let mut web = push::WebPushConfig::new(keys, subject)
+        .map_err(|e| format!("{}: {e}", named("push-vapid-subject")))?;
+    let hosts: Vec<String> = args
+        .push_web_endpoint_hosts
+        .iter()
+        .map(|host| host.trim().to_owned())
+        .filter(|host| !host.is_empty())
+        .collect();
+    if !hosts.is_empty() {
+        web.endpoint_hosts = hosts;
+    }
+    Ok(Some(web))
 }
 
 fn fcm(args: &PushArgs) -> Result<Option<push::FcmConfig>, String> {

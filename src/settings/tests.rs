@@ -748,8 +748,30 @@ fn push_transports_come_from_flags_and_are_checked_at_start() {
     ]))
     .unwrap()
     .push;
-    assert_eq!(web.web_push.unwrap().vapid.public_key_base64url(), public);
+    let web_push = web.web_push.unwrap();
+    assert_eq!(web_push.vapid.public_key_base64url(), public);
+    assert_eq!(
+        web_push.endpoint_hosts,
+        push::BROWSER_PUSH_SERVICES,
+        "by default"
+    );
     assert_eq!(web.delivery.senders, 4);
+    let hosts = resolve(flags(&[
+        "--push-vapid-public-key",
+        &public,
+        "--push-vapid-private-key",
+        &private,
+        "--push-vapid-subject",
+        "mailto:ops@digis.example",
+        "--push-web-endpoint-hosts",
+        "push.example.com, 127.0.0.1",
+    ]))
+    .unwrap()
+    .push;
+    assert_eq!(
+        hosts.web_push.unwrap().endpoint_hosts,
+        ["push.example.com", "127.0.0.1"]
+    );
 
     let other = push::VapidKeys::generate().public_key_base64url();
     let (public, private, other) = (public.as_str(), private.as_str(), other.as_str());

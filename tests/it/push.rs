@@ -252,6 +252,9 @@ fn web_push_reaches_the_browser_encrypted_once_and_a_gone_subscription_is_failed
             &private,
             "--push-vapid-subject",
             "mailto:ops@digis.example",
+            // The test's push service is on loopback.
+            "--push-web-endpoint-hosts",
+            "127.0.0.1",
         ]);
         let (status, served) =
             rest(node.addr, Request::get("/push/publicVapidKey").basic(KEY)).await;

@@ -17,8 +17,11 @@ use crate::receiver::{
 const SUBJECT: &str = "mailto:ops@digis.example";
 
 fn config(vapid: push::VapidKeys) -> push::Config {
+    let mut web = push::WebPushConfig::new(vapid, SUBJECT).unwrap();
+    // The test's push service is on loopback.
+    web.endpoint_hosts.push("127.0.0.1".into());
     push::Config {
-        web_push: Some(push::WebPushConfig::new(vapid, SUBJECT).unwrap()),
+        web_push: Some(web),
         delivery: fast_delivery(),
         ..push::Config::default()
     }
@@ -305,4 +308,53 @@ async fn malformed_or_unconfigured_recipients_are_refused() {
         );
     }
     assert_eq!(push.metrics().fcm, push::TransportMetrics::default());
+}
+
+/// A subscription's endpoint comes from whoever registers the device, so only the listed push
+/// services are sent to: an endpoint elsewhere (an internal service, say) is refused before any
+/// request, as is plain HTTP to a host that is not loopback; by default only the browsers' push
+/// services are listed.
+#[tokio::test]
+async fn only_listed_push_services_are_sent_to() {
+    let receiver = Receiver::start(Arc::new(|_, _| Reply::status(201))).await;
+    let browser = Subscription::new();
+    let (on_gone, _gone) = gone_channel();
+    let vapid = push::VapidKeys::generate();
+    let defaults = push::WebPushConfig::new(vapid.clone(), SUBJECT).unwrap();
+    let job = |url: &str| push::Job {
+        device_id: None,
+        recipient: browser.recipient(url),
+        payload: json!({"notification": {"title": "t"}}),
+    };
+    let by_default = push::Push::start(
+        push::Config {
+            web_push: Some(defaults.clone()),
+            delivery: fast_delivery(),
+            ..push::Config::default()
+        },
+        on_gone.clone(),
+    );
+    for url in [
+        receiver.url("/sub"),
+        "https://metadata.internal/latest".to_owned(),
+        "http://fcm.googleapis.com/fcm/send/x".to_owned(),
+        "https://fcm.googleapis.com.evil.example/x".to_owned(),
+    ] {
+        assert!(
+            matches!(by_default.send(job(&url)), Err(push::Refused::Malformed(_))),
+            "{url}"
+        );
+    }
+    for url in [
+        "https://fcm.googleapis.com/fcm/send/x",
+        "https://updates.push.services.mozilla.com/wpush/v2/x",
+        "https://web.push.apple.com/x",
+    ] {
+        let endpoint = reqwest::Url::parse(url).unwrap();
+        assert!(defaults.sends_to(&endpoint), "{url}");
+    }
+    // Listed, the loopback service is sent to.
+    let listed = push::Push::start(config(vapid), on_gone);
+    listed.send(job(&receiver.url("/sub"))).expect("queued");
+    eventually("the listed service's request", || receiver.hits() == 1).await;
 }
