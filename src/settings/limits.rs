@@ -114,6 +114,13 @@ pub(super) fn publish_limits(
     if max == 0 {
         return Err("--publish-max-messages: must be at least 1".into());
     }
+    // With Redis, a publication's messages go to the stream as one entry, its bodies unpacked
+    // in one Lua call (at most 8,000 values, two per message).
+    if max > MAX_MESSAGES_PER_ENTRY {
+        return Err(format!(
+            "--publish-max-messages: at most {MAX_MESSAGES_PER_ENTRY} (a publication is one Redis stream entry)"
+        ));
+    }
     if limits.max_batch_messages < max {
         return Err(format!(
             "--publish-max-batch-messages: must be at least --publish-max-messages ({max})"
@@ -202,3 +209,6 @@ pub(super) fn sockets_config(
             .unwrap_or(defaults.max_connections_per_ip),
     })
 }
+
+/// Most messages one publication may hold: its bodies are unpacked into one `XADD` from Lua.
+const MAX_MESSAGES_PER_ENTRY: usize = 3_000;

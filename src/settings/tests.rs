@@ -102,6 +102,17 @@ key_messages_per_sec = 0
             .messages_per_sec,
         7
     );
+    // More than one Redis stream entry can take from Lua.
+    assert_file_refused(
+        r#"
+[publish]
+max_messages = 3001
+max_batch_messages = 5000
+connection_burst_messages = 5000
+key_burst_messages = 5000
+"#,
+        "at most 3000",
+    );
     // A burst smaller than the largest publish could never be met.
     assert_file_refused(
         r#"
