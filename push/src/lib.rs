@@ -135,8 +135,14 @@ impl Push {
         queue.push_waiting(prepared).await
     }
 
-    fn prepare(&self, job: Job) -> Result<(&Queue, delivery::Prepared), Refused> {
-        let target = Target::parse(&job.recipient)?;
+    /// Whether `recipient` is one this server could send to (`Refused::Malformed` if not), for
+    /// a registration checked when it is made; a transport not configured is not a refusal.
+    pub fn check(&self, recipient: &serde_json::Value) -> Result<(), Refused> {
+        self.target(recipient).map(|_| ())
+    }
+
+    fn target(&self, recipient: &serde_json::Value) -> Result<Target, Refused> {
+        let target = Target::parse(recipient)?;
         if let (Target::Web { endpoint, .. }, Some(web)) = (&target, &self.inner.web_push) {
             if !web.sends_to(endpoint) {
                 return Err(Refused::Malformed(format!(
@@ -145,6 +151,11 @@ impl Push {
                 )));
             }
         }
+        Ok(target)
+    }
+
+    fn prepare(&self, job: Job) -> Result<(&Queue, delivery::Prepared), Refused> {
+        let target = self.target(&job.recipient)?;
         let kind = target.kind();
         let queue = match kind {
             Kind::Web => &self.inner.web,

@@ -260,6 +260,17 @@ fn web_push_reaches_the_browser_encrypted_once_and_a_gone_subscription_is_failed
             rest(node.addr, Request::get("/push/publicVapidKey").basic(KEY)).await;
         assert_eq!((status, served.as_str()), (200, public.as_str()));
 
+        // An endpoint that is not on a push service is refused when it is registered.
+        let elsewhere = test_support::WebPushSubscription::new();
+        let device = json!({"id": "sneaky", "platform": "browser", "formFactor": "desktop",
+            "deviceSecret": "s", "push": {"recipient": elsewhere.recipient("https://metadata.internal/x")}});
+        let (status, body) = send(&node, "POST", "/push/deviceRegistrations", Some(device)).await;
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (400, &json!(40000)),
+            "{body}"
+        );
+
         let browsers = [
             test_support::WebPushSubscription::new(),
             test_support::WebPushSubscription::new(),

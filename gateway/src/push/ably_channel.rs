@@ -55,6 +55,10 @@ impl AblyChannel {
 }
 
 impl PushTransport for AblyChannel {
+    fn accepts(&self, recipient: &serde_json::Value) -> Result<(), PushRefused> {
+        self::recipient(recipient).map(|_| ())
+    }
+
     fn send(&self, job: PushJob) -> Result<(), PushRefused> {
         recipient(&job.recipient)?;
         self.queue

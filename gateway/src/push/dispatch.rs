@@ -58,6 +58,12 @@ pub trait PushTransport: Send + Sync {
     {
         Box::pin(std::future::ready(self.send(job)))
     }
+
+    /// Whether a registration's recipient is one this transport could deliver to, checked when
+    /// the registration is made. By default, yes.
+    fn accepts(&self, _recipient: &serde_json::Value) -> Result<(), PushRefused> {
+        Ok(())
+    }
 }
 
 /// Picks the transport for a recipient: `ablyChannel` is ours, anything else goes to the
@@ -68,6 +74,22 @@ pub(crate) struct Transports {
 }
 
 impl Transports {
+    /// Whether the transport a recipient names (if one is plugged in) could deliver to it.
+    pub(crate) fn accepts(&self, recipient: &serde_json::Value) -> Result<(), PushRefused> {
+        let probe = PushJob {
+            app: String::new(),
+            device_id: None,
+            recipient: recipient.clone(),
+            payload: serde_json::Value::Null,
+        };
+        match self.transport_of(&probe) {
+            Ok(transport) => transport.accepts(recipient),
+            // Registered all the same; a transport may be configured later.
+            Err(PushRefused::Unsupported(_)) => Ok(()),
+            Err(refused) => Err(refused),
+        }
+    }
+
     /// Hands one job to its transport, counted.
     pub(crate) fn send(&self, job: PushJob) -> Result<(), PushRefused> {
         let outcome = self.route(job);

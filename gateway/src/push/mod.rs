@@ -282,6 +282,14 @@ impl Push {
 
     /// A transport reports a recipient gone (unregistered, bad token): the registration is
     /// marked `FAILED` with `reason` and gets no more notifications.
+    /// A registration's recipient must be one its transport could deliver to (a Web Push
+    /// endpoint on a listed push service, an ablyChannel with its channel and key): 40000.
+    fn check_recipient(&self, device: &Device) -> Result<(), ErrorInfo> {
+        self.transports
+            .accepts(&device.push.recipient)
+            .map_err(|refused| bad(refused.to_string()))
+    }
+
     pub async fn gone(
         &self,
         app: &str,
@@ -336,6 +344,7 @@ impl Push {
                 device.token_issued = Some(protocol::now_ms());
             }
         }
+        self.check_recipient(&device)?;
         self.store().save_device(&scope, &device).await?;
         Ok(device)
     }
@@ -362,6 +371,7 @@ impl Push {
             device.device_identity_token = Some(new_device_token(&scope));
             device.token_issued = Some(protocol::now_ms());
         }
+        self.check_recipient(&device)?;
         self.store().save_device(&scope, &device).await?;
         Ok(device)
     }
@@ -408,6 +418,7 @@ impl Push {
         device.device_secret = existing.device_secret;
         device.device_identity_token = existing.device_identity_token;
         device.token_issued = existing.token_issued;
+        self.check_recipient(&device)?;
         self.store().save_device(&scope, &device).await?;
         Ok(device)
     }

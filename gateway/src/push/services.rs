@@ -49,6 +49,14 @@ impl PushTransport for Services {
     {
         Box::pin(async move { self.0.send_waiting(job_of(job)).await.map_err(refused) })
     }
+
+    fn accepts(&self, recipient: &serde_json::Value) -> Result<(), PushRefused> {
+        match self.0.check(recipient) {
+            // Registered all the same; it may be configured later.
+            Err(::push::Refused::NotConfigured(_)) => Ok(()),
+            other => other.map_err(refused),
+        }
+    }
 }
 
 fn job_of(job: PushJob) -> ::push::Job {
