@@ -37,22 +37,19 @@ async fn send(
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-/// Registers device `id` (as a phone or a browser, with `recipient`) and subscribes it for push
-/// to `channel`; both must succeed.
+/// POSTs `body` to `path` on `node`, which must answer 201.
+async fn created(node: &Server, path: &str, body: Value) {
+    let (status, answer) = send(node, "POST", path, Some(body)).await;
+    assert_eq!(status, 201, "{path}: {answer}");
+}
+
+/// Registers browser `id` with `recipient` and subscribes it for push to `channel`.
 async fn register_and_subscribe(node: &Server, id: &str, recipient: Value, channel: &str) {
     let device = json!({"id": id, "platform": "browser", "formFactor": "desktop",
         "deviceSecret": "s", "push": {"recipient": recipient}});
-    let (status, body) = send(node, "POST", "/push/deviceRegistrations", Some(device)).await;
-    assert_eq!(status, 201, "{body}");
+    created(node, "/push/deviceRegistrations", device).await;
     let subscription = json!({"channel": channel, "deviceId": id});
-    let (status, body) = send(
-        node,
-        "POST",
-        "/push/channelSubscriptions",
-        Some(subscription),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
+    created(node, "/push/channelSubscriptions", subscription).await;
 }
 
 #[test]
@@ -96,14 +93,7 @@ fn push_state_is_shared_by_every_node_and_notifications_reach_the_inbox_once() {
                 json!({"channel": "push:live", "clientId": "ann"}),
             ),
         ] {
-            let (status, body) = send(
-                node,
-                "POST",
-                "/push/channelSubscriptions",
-                Some(subscription),
-            )
-            .await;
-            assert_eq!(status, 201, "{body}");
+            created(node, "/push/channelSubscriptions", subscription).await;
         }
         let (_, listed) = send(
             &nodes[1],

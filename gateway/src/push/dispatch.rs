@@ -76,13 +76,7 @@ pub(crate) struct Transports {
 impl Transports {
     /// Whether the transport a recipient names (if one is plugged in) could deliver to it.
     pub(crate) fn accepts(&self, recipient: &serde_json::Value) -> Result<(), PushRefused> {
-        let probe = PushJob {
-            app: String::new(),
-            device_id: None,
-            recipient: recipient.clone(),
-            payload: serde_json::Value::Null,
-        };
-        match self.transport_of(&probe) {
+        match self.transport_of(recipient) {
             Ok(transport) => transport.accepts(recipient),
             // Registered all the same; a transport may be configured later.
             Err(PushRefused::Unsupported(_)) => Ok(()),
@@ -126,15 +120,17 @@ impl Transports {
     }
 
     async fn route_waiting(&self, job: PushJob) -> Result<(), PushRefused> {
-        match self.transport_of(&job) {
+        match self.transport_of(&job.recipient) {
             Ok(transport) => transport.send_waiting(job).await,
             Err(refused) => Err(refused),
         }
     }
 
-    fn transport_of(&self, job: &PushJob) -> Result<&dyn PushTransport, PushRefused> {
-        let transport_type = job
-            .recipient
+    fn transport_of(
+        &self,
+        recipient: &serde_json::Value,
+    ) -> Result<&dyn PushTransport, PushRefused> {
+        let transport_type = recipient
             .get("transportType")
             .and_then(|t| t.as_str())
             .unwrap_or_default();
@@ -148,7 +144,7 @@ impl Transports {
     }
 
     fn route(&self, job: PushJob) -> Result<(), PushRefused> {
-        self.transport_of(&job)?.send(job)
+        self.transport_of(&job.recipient)?.send(job)
     }
 }
 

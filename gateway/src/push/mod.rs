@@ -282,12 +282,14 @@ impl Push {
 
     /// A transport reports a recipient gone (unregistered, bad token): the registration is
     /// marked `FAILED` with `reason` and gets no more notifications.
-    /// A registration's recipient must be one its transport could deliver to (a Web Push
-    /// endpoint on a listed push service, an ablyChannel with its channel and key): 40000.
-    fn check_recipient(&self, device: &Device) -> Result<(), ErrorInfo> {
+    /// Stores a registration whose recipient its transport could deliver to (a Web Push
+    /// endpoint on a listed push service, an ablyChannel with its channel and key); else 40000.
+    async fn store_device(&self, scope: &str, device: Device) -> Result<Device, ErrorInfo> {
         self.transports
             .accepts(&device.push.recipient)
-            .map_err(|refused| bad(refused.to_string()))
+            .map_err(|refused| bad(refused.to_string()))?;
+        self.store().save_device(scope, &device).await?;
+        Ok(device)
     }
 
     pub async fn gone(
@@ -334,19 +336,8 @@ impl Push {
         }
         let was = existing.as_ref().and_then(|d| d.client_id.as_deref());
         self.check_client(caller, device.client_id.as_deref(), was)?;
-        match existing {
-            Some(existing) if existing.device_identity_token.is_some() => {
-                device.device_identity_token = existing.device_identity_token;
-                device.token_issued = existing.token_issued;
-            }
-            _ => {
-                device.device_identity_token = Some(new_device_token(&scope));
-                device.token_issued = Some(protocol::now_ms());
-            }
-        }
-        self.check_recipient(&device)?;
-        self.store().save_device(&scope, &device).await?;
-        Ok(device)
+        keep_or_issue_token(&scope, &mut device, existing.as_ref());
+        self.store_device(&scope, device).await
     }
 
     /// `PUT /push/deviceRegistrations/{id}`: replaces a registration (admin, or the device).
@@ -362,18 +353,11 @@ impl Push {
         self.check_own(caller, existing.as_ref(), "saving this device registration")?;
         let was = existing.as_ref().and_then(|d| d.client_id.as_deref());
         self.check_client(caller, device.client_id.as_deref(), was)?;
-        if let Some(existing) = existing {
-            device.device_secret = device.device_secret.or(existing.device_secret);
-            device.device_identity_token = existing.device_identity_token;
-            device.token_issued = existing.token_issued;
+        if let Some(existing) = &existing {
+            device.device_secret = device.device_secret.or(existing.device_secret.clone());
         }
-        if device.device_identity_token.is_none() {
-            device.device_identity_token = Some(new_device_token(&scope));
-            device.token_issued = Some(protocol::now_ms());
-        }
-        self.check_recipient(&device)?;
-        self.store().save_device(&scope, &device).await?;
-        Ok(device)
+        keep_or_issue_token(&scope, &mut device, existing.as_ref());
+        self.store_device(&scope, device).await
     }
 
     /// `PATCH /push/deviceRegistrations/{id}`: changes some fields of a registration.
@@ -418,9 +402,7 @@ impl Push {
         device.device_secret = existing.device_secret;
         device.device_identity_token = existing.device_identity_token;
         device.token_issued = existing.token_issued;
-        self.check_recipient(&device)?;
-        self.store().save_device(&scope, &device).await?;
-        Ok(device)
+        self.store_device(&scope, device).await
     }
 
     /// `GET /push/deviceRegistrations/{id}`.
@@ -806,6 +788,20 @@ impl Push {
 }
 
 /// A registration from a request body, checked; `id` is the path's (the body's must agree).
+/// A registration keeps the identity token its device already has; a new one gets one.
+fn keep_or_issue_token(scope: &str, device: &mut Device, existing: Option<&Device>) {
+    match existing.filter(|e| e.device_identity_token.is_some()) {
+        Some(existing) => {
+            device.device_identity_token = existing.device_identity_token.clone();
+            device.token_issued = existing.token_issued;
+        }
+        None => {
+            device.device_identity_token = Some(new_device_token(scope));
+            device.token_issued = Some(protocol::now_ms());
+        }
+    }
+}
+
 fn parse_device(body: &Value, id: Option<&str>) -> Result<Device, ErrorInfo> {
     let Some(fields) = body.as_object() else {
         return Err(bad("a device registration must be an object"));

@@ -432,17 +432,12 @@ fn expand(entries: Vec<StreamEntry>) -> Vec<StreamEntry> {
         else {
             continue;
         };
-        let first = (last + 1).saturating_sub(bodies as u64);
-        let mut position = first;
-        for pair in fields.chunks(2) {
-            if let [name, body] = pair {
-                if name == "b" {
-                    out.push((
-                        format!("{epoch}-{position}"),
-                        vec!["m".to_owned(), body.clone()],
-                    ));
-                    position += 1;
-                }
+        let mut position = (last + 1).saturating_sub(bodies as u64);
+        let mut fields = fields.into_iter();
+        while let (Some(name), Some(body)) = (fields.next(), fields.next()) {
+            if name == "b" {
+                out.push((format!("{epoch}-{position}"), vec!["m".to_owned(), body]));
+                position += 1;
             }
         }
     }
