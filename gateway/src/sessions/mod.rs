@@ -41,6 +41,9 @@ pub(crate) struct Sessions {
     live: DashMap<ConnectionKey, Arc<Outbox>>,
     ended: ended::EndedKeys,
     clients: ClientRegistry,
+    /// Tests end a transport here, between a resume's look at `parked` and at `live`.
+    #[cfg(test)]
+    between_looks: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 impl Sessions {

@@ -46,7 +46,16 @@ impl Sessions {
         if let Some(parked) = self.unpark(key, client_id) {
             return Ok(parked);
         }
+        #[cfg(test)]
+        if let Some(end_transport) = self.between_looks.lock().unwrap().take() {
+            end_transport();
+        }
         let Some(old) = self.live_outbox(key) else {
+            // Its transport may have ended since the first look: it parks before it leaves
+            // `live`, so gone from there means parked by now (or not ours to take).
+            if let Some(parked) = self.unpark(key, client_id) {
+                return Ok(parked);
+            }
             // Clustered: another node may hold it (or have held it, and died).
             let taken = store.take(key, client_id).await;
             if let Some(parked) = taken.map_err(ErrorInfo::from)? {

@@ -182,6 +182,27 @@ async fn a_resume_takes_over_a_half_open_transport() {
     read_loop.await.unwrap();
 }
 
+/// A transport that ends as its client resumes: it parks, then leaves `live` (the gateway's
+/// order). Ending just after the resume found nothing parked, and before it looks at `live`,
+/// it must still be found, not refused.
+#[tokio::test(start_paused = true)]
+async fn a_resume_finds_a_connection_that_parked_between_its_looks() {
+    let node = Arc::new(node());
+    let outbox = Arc::new(Outbox::new(Format::Json, OutboundQueue::default()));
+    node.sessions.register_live(&key("c1!k"), &outbox);
+    let ending = node.clone();
+    *node.sessions.between_looks.lock().unwrap() = Some(Box::new(move || {
+        ending.park("c1!k", "c1", "room");
+        ending.sessions.unregister_live(&key("c1!k"), &outbox);
+    }));
+    let parked = node.resume("c1!k", "alice").await.expect("found parked");
+    assert_eq!(&*parked.id, "c1");
+    assert!(
+        node.sessions.between_looks.lock().unwrap().is_none(),
+        "it ended mid-resume"
+    );
+}
+
 /// Another node resumes a connection parked here: it is handed over, and the key is spent here.
 #[tokio::test(start_paused = true)]
 async fn a_released_connection_is_gone_from_here() {
