@@ -5,7 +5,7 @@ use std::ops::ControlFlow;
 
 use axum::extract::ws::{Message as WsMessage, WebSocket};
 use futures_util::stream::SplitStream;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use protocol::{Action, ErrorInfo, Format, ProtocolMessage};
 use tokio::time::Instant;
 
@@ -36,6 +36,12 @@ impl Connection {
                 _ = self.outbox.wake_reader.notified() => {
                     if self.outbox.is_ending() {
                         self.close_reason = close_reason(self.outbox.end_code());
+                        // A CLOSE the client sent before its next connection came to resume this
+                        // one may still wait unread: then it closed, and is not to be taken over.
+                        if self.closed_unread(stream) {
+                            self.ended_cleanly = true;
+                            self.close_reason = "client_closed";
+                        }
                         ControlFlow::Break(())
                     } else {
                         // The writer drained the replies (or a stale wake-up: asked again).
@@ -138,6 +144,26 @@ impl Connection {
             return ControlFlow::Break(());
         }
         ControlFlow::Continue(())
+    }
+
+    /// Whether a CLOSE is among the frames already received (a few looked at, none waited for).
+    fn closed_unread(&self, stream: &mut SplitStream<WebSocket>) -> bool {
+        for _ in 0..16 {
+            let Some(Some(Ok(frame))) = stream.next().now_or_never() else {
+                return false;
+            };
+            let decoded = match &frame {
+                WsMessage::Text(text) => protocol::codec::decode(text.as_bytes(), Format::Json),
+                WsMessage::Binary(bytes) => protocol::codec::decode(bytes, Format::Msgpack),
+                WsMessage::Close(_) => return false,
+                WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
+            };
+            if decoded.is_ok_and(|message: ProtocolMessage| message.action() == Some(Action::Close))
+            {
+                return true;
+            }
+        }
+        false
     }
 
     /// A frame over `max_frame_bytes` is refused by tungstenite before we see it; say 40009
@@ -254,9 +280,10 @@ impl Connection {
             // The client asks for the member set again (ably-js `channel.sync()`).
             Some(Action::Sync) => {
                 if let Ok(channel) = self.parse_channel(&message) {
-                    let key = self.principal.channel_key(&channel);
-                    if self.attached.contains_key(key.as_ref()) {
-                        self.gateway.hub().resync(&key, &self.id);
+                    if let Some(attachment) = self.attached.get(&self.attachment_key(&channel)) {
+                        self.gateway
+                            .hub()
+                            .resync(&attachment.base, &attachment.slot);
                     }
                 }
                 ControlFlow::Continue(())

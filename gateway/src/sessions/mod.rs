@@ -34,7 +34,7 @@ pub(crate) use clients::ClientRegistry;
 pub(crate) struct Sessions {
     /// Dropped connections a client may resume.
     parked: DashMap<ConnectionKey, Parked>,
-    /// Woken whenever a connection is parked.
+    /// Woken whenever a connection is parked or ends.
     parked_notify: Notify,
     /// Live connections, so a resume can take over a transport the server still believes
     /// alive (the client already gave up on it).
@@ -78,6 +78,8 @@ impl Sessions {
     /// forgotten.
     pub(crate) fn end(&self, key: &ConnectionKey, own_grace: bool, store: &dyn SessionStore) {
         self.ended.remember(key);
+        // A takeover waiting for it to park hears that it will not.
+        self.parked_notify.notify_waiters();
         store.forget(key);
         if own_grace {
             store.forget_grace(key.id());

@@ -64,7 +64,7 @@ impl Sessions {
             return Err(self.refusal(key));
         };
         let why = "superseded by a resumed transport";
-        let taken = self.take_over(&old, why, || self.unpark(key, client_id));
+        let taken = self.take_over(key, &old, why, || self.unpark(key, client_id));
         taken.await.ok_or_else(|| self.refusal(key))
     }
 
@@ -82,7 +82,10 @@ impl Sessions {
         let take = || self.parked.remove(&key).map(|(_, parked)| parked);
         let taken = match self.live_outbox(&key) {
             None => take(),
-            Some(old) => self.take_over(&old, "resumed on another node", take).await,
+            Some(old) => {
+                self.take_over(&key, &old, "resumed on another node", take)
+                    .await
+            }
         };
         let Some(parked) = taken else {
             // Not here (any more): no record should send resumes our way.
@@ -119,9 +122,10 @@ impl Sessions {
     }
 
     /// Ends the live transport `old` (its client gave up on it) and waits, bounded, until
-    /// `take` finds it parked.
+    /// `take` finds it parked; None at once if it ended instead (its client had closed it).
     async fn take_over(
         &self,
+        key: &ConnectionKey,
         old: &Outbox,
         why: &'static str,
         take: impl Fn() -> Option<Parked>,
@@ -132,6 +136,9 @@ impl Sessions {
             let parked = self.parked_notify.notified();
             if let Some(found) = take() {
                 return Some(found);
+            }
+            if self.ended.contains(key) {
+                return None;
             }
             if tokio::time::timeout_at(deadline, parked).await.is_err() {
                 return None;
