@@ -85,6 +85,11 @@ impl ChannelName {
             .collect()
     }
 
+    /// A filtered (derived) channel, `[filter=…]name`: subscribed to, never published to.
+    pub fn is_filtered(&self) -> bool {
+        self.full.starts_with("[filter=")
+    }
+
     /// `[meta]` channels are outside `*` capabilities.
     pub fn is_meta(&self) -> bool {
         self.full.starts_with("[meta]")

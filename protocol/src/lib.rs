@@ -11,6 +11,7 @@ pub mod channel;
 pub mod codec;
 pub mod error;
 pub mod event;
+pub mod filter;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod message;
@@ -19,6 +20,7 @@ pub use capability::{Capability, Operation};
 pub use channel::ChannelName;
 pub use codec::{DecodeError, Format};
 pub use error::{Blame, ErrorCode, ErrorInfo};
+pub use filter::{Filter, FilterError};
 pub use message::{
     Action, Annotation, ConnectionDetails, Data, Message, MessageAnnotations, MessageVersion,
     PresenceMessage, ProtocolMessage,
