@@ -67,6 +67,7 @@ fn subscriber(id: &str, capacity: usize) -> (Subscriber, gateway::outbox::Receiv
         echo: true,
         append_full: false,
         seen_from: Default::default(),
+        view: Default::default(),
         outbox,
     };
     (subscriber, queue)

@@ -53,6 +53,7 @@ impl Annotator {
         if annotations.is_empty() {
             return Err(Error::NoAnnotations);
         }
+        crate::publish::refuse_filtered(channel)?;
         let limits = &self.limits;
         if annotations.len() > limits.max_messages_per_publish {
             crate::limits::count_refusal("too_many_messages", origin.source());

@@ -150,6 +150,50 @@ test('every TOML block is a configuration (or policy) the server accepts', () =>
   }
 });
 
+test('the delta and filter snippets run: patched states arrive whole, and only the big tip', async () => {
+  const [delta] = claim((b) => b.lang === 'js' && b.code.includes('@ably/vcdiff-decoder'));
+  const [filter] = claim((b) => b.lang === 'js' && b.code.includes('getDerived'));
+  assert.ok(delta && filter);
+  const server = await startServer();
+  try {
+    // What the snippets take from the quickstart (`self`, a key) and the app (`render`,
+    // `celebrate`), then the snippets as pasted, then a backend publishing to them.
+    const program = `
+import * as Ably from 'ably';
+const self = { endpoint: '127.0.0.1', port: ${server.port}, tls: false, fallbackHosts: [], disableConnectivityCheck: true };
+const key = '${FULL_KEY}';
+const rendered = [];
+const render = (state) => rendered.push(state);
+const celebrated = [];
+const celebrate = (data) => celebrated.push(data);
+${delta.code}
+${filter.code}
+const rest = new Ably.Rest({ key, ...self });
+for (let round = 0; round < 3; round += 1) {
+  await rest.channels.get('stream:42').publish('state', { viewers: Array.from({ length: 50 }, (_, i) => ({ i, tips: i === round ? 99 : 0 })) });
+}
+await rest.channels.get('stream:42').publish([
+  { name: 'tip', data: 'small', extras: { headers: { amount: 5 } } },
+  { name: 'tip', data: 'big', extras: { headers: { amount: 500 } } },
+]);
+const deadline = Date.now() + 10_000;
+while ((rendered.length < 5 || celebrated.length < 1) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+const patched = viewers.channelOptions?.params?.delta;
+console.log(JSON.stringify({ rendered: rendered.slice(0, 3).map((s) => s.viewers.findIndex((v) => v.tips === 99)), celebrated, patched }));
+realtime.close();
+`;
+    const file = scratchFile('deltas.mjs', program);
+    const result = await run(process.execPath, [file]);
+    assert.equal(result.code, 0, `the snippets failed: ${result.stderr}`);
+    const out = JSON.parse(result.stdout.trim().split('\n').pop());
+    assert.deepEqual(out.rendered, [0, 1, 2], 'every state arrives whole, in order');
+    assert.deepEqual(out.celebrated, ['big']);
+    assert.equal(out.patched, 'vcdiff');
+  } finally {
+    await server.stop();
+  }
+});
+
 test('the JSON example parses, and the `serve` command line is accepted', () => {
   for (const block of claim((b) => b.lang === 'json')) {
     assert.doesNotThrow(() => JSON.parse(block.code), where(block));

@@ -503,6 +503,7 @@ fn listen(hub: &Hub, channel: &str, connection_id: &str) -> crate::outbox::Recei
         echo: true,
         append_full: false,
         seen_from: Default::default(),
+        view: Default::default(),
         outbox,
     };
     hub.attach(channel, subscriber, &Default::default(), |_| {

@@ -4,14 +4,14 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use protocol::message::{flags, Modes};
-use protocol::{Action, ProtocolMessage};
+use protocol::{Action, ErrorInfo, ProtocolMessage};
 
 use super::{Attachment, Connection};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::hub::{AttachRequest, Rewind, Subscriber};
+use crate::hub::{AttachRequest, DeltaCursor, Rewind, Subscriber, View};
 
 impl Connection {
     pub(super) async fn on_attach(&mut self, message: ProtocolMessage) -> ControlFlow<()> {
@@ -22,9 +22,27 @@ impl Connection {
                 return ControlFlow::Continue(());
             }
         };
-        // Params from the qualifier (`[?rewind=1]chat`) or the ATTACH, the latter winning.
+        // A filtered attachment's filter, parsed once here.
+        let filter = match protocol::filter::split_qualifier(channel.as_str()) {
+            Ok(qualifier) => qualifier,
+            Err(error) => {
+                self.channel_error(channel.as_str(), ErrorInfo::from(error));
+                return ControlFlow::Continue(());
+            }
+        };
+        // Params from the qualifier (`[?rewind=1]chat`, `[filter=…?rewind=1]chat`) or the
+        // ATTACH, the latter winning.
         let mut params: BTreeMap<String, String> = channel.params().into_iter().collect();
+        if let Some(query) = filter.as_ref().and_then(|q| q.params) {
+            params.extend(
+                query
+                    .split('&')
+                    .filter_map(|pair| pair.split_once('='))
+                    .map(|(k, v)| (k.to_owned(), v.to_owned())),
+            );
+        }
         params.extend(message.params.clone().unwrap_or_default());
+        let filter = filter.map(|qualifier| Arc::new(qualifier.filter));
         let accepted = match AttachParams::parse(&params) {
             Ok(accepted) => accepted,
             Err(error) => {
@@ -49,8 +67,9 @@ impl Connection {
             return ControlFlow::Continue(());
         }
         let base = self.principal.channel_key(&channel).into_owned();
+        let key = self.attachment_key(&channel);
         let max_channels = self.gateway.config().limits.max_channels_per_connection;
-        if !self.attached.contains_key(&base) && self.attached.len() >= max_channels {
+        if !self.attached.contains_key(&key) && self.attached.len() >= max_channels {
             self.channel_error(
                 channel.as_str(),
                 Error::TooManyChannels { max: max_channels },
@@ -63,7 +82,7 @@ impl Connection {
             channel_serial: message.channel_serial.clone().filter(|s| !s.is_empty()),
             rewind: accepted.rewind.filter(|_| !attach_resume),
             resume_allowed: !self.resume_failed,
-            presence_lost: self.presence_lost.remove(&base),
+            presence_lost: filter.is_none() && self.presence_lost.remove(&base),
         };
         let name: Arc<str> = channel.as_str().into();
         let subscriber = Subscriber {
@@ -74,10 +93,15 @@ impl Connection {
             echo: self.echo,
             append_full: accepted.append_full,
             seen_from: Default::default(),
+            view: View {
+                filter,
+                delta: accepted.delta.then(DeltaCursor::default),
+            },
             outbox: self.outbox.clone(),
         };
+        let slot = subscriber.slot();
         let echoed = (!accepted.echoed.is_empty()).then_some(accepted.echoed);
-        if !self.attached.contains_key(&base) {
+        if !self.attached.contains_key(&key) {
             // Clustered: subscribed and caught up before the attach reads the log.
             if let Err(error) = self.gateway.join_channel(&base).await {
                 self.gateway.leave_channel(&base);
@@ -95,14 +119,16 @@ impl Connection {
                 error: outcome.error.clone(),
                 ..ProtocolMessage::new(Action::Attached)
             });
-        if !self.attached.contains_key(&base) {
+        if !self.attached.contains_key(&key) {
             ::metrics::gauge!("realtime_channels_attached").increment(1.0);
             self.gateway.hub().pulse().attachments_changed(1);
         }
         self.attached.insert(
-            base,
+            key,
             Attachment {
                 name,
+                base,
+                slot,
                 requested,
                 modes,
                 pace: None,
@@ -119,12 +145,13 @@ impl Connection {
                 return ControlFlow::Continue(());
             }
         };
-        let channel_key = self.principal.channel_key(&channel);
-        if self.attached.remove(channel_key.as_ref()).is_some() {
+        if let Some(attachment) = self.attached.remove(&self.attachment_key(&channel)) {
             ::metrics::gauge!("realtime_channels_attached").decrement(1.0);
             self.gateway.hub().pulse().attachments_changed(-1);
-            self.gateway.hub().detach(&channel_key, &self.id);
-            self.gateway.leave_channel(&channel_key);
+            self.gateway
+                .hub()
+                .detach(&attachment.base, &attachment.slot);
+            self.gateway.leave_channel(&attachment.base);
         }
         self.outbox.reply(&ProtocolMessage {
             channel: Some(channel.as_str().to_owned()),
@@ -138,24 +165,24 @@ impl Connection {
     pub(super) fn apply_capability(&mut self) {
         let hub = self.gateway.hub();
         let mut refused = Vec::new();
-        for (base, attachment) in self.attached.iter_mut() {
+        for (key, attachment) in self.attached.iter_mut() {
             let Ok(channel) = protocol::ChannelName::parse(&attachment.name) else {
                 continue;
             };
             let modes = attachment.requested & self.principal.capability.modes(&channel);
             if modes.is_empty() {
-                refused.push(base.clone());
+                refused.push(key.clone());
             } else if modes != attachment.modes {
                 attachment.modes = modes;
-                hub.set_modes(base, &self.id, modes);
+                hub.set_modes(&attachment.base, &attachment.slot, modes);
             }
         }
-        for base in refused {
-            if let Some(attachment) = self.attached.remove(&base) {
+        for key in refused {
+            if let Some(attachment) = self.attached.remove(&key) {
                 ::metrics::gauge!("realtime_channels_attached").decrement(1.0);
                 hub.pulse().attachments_changed(-1);
-                hub.detach(&base, &self.id);
-                self.gateway.leave_channel(&base);
+                hub.detach(&attachment.base, &attachment.slot);
+                self.gateway.leave_channel(&attachment.base);
                 self.channel_error(&attachment.name, Error::NoLongerPermitted);
             }
         }
@@ -171,6 +198,8 @@ struct AttachParams {
     occupancy: bool,
     /// `appendMode=full`: appends come as whole messages.
     append_full: bool,
+    /// `delta=vcdiff`: payloads come as patches against the previous message's.
+    delta: bool,
     /// What goes back in ATTACHED `params`.
     echoed: BTreeMap<String, String>,
 }
@@ -182,6 +211,7 @@ impl AttachParams {
             modes: None,
             occupancy: false,
             append_full: false,
+            delta: false,
             echoed: BTreeMap::new(),
         };
         for (name, value) in params {
@@ -202,8 +232,10 @@ impl AttachParams {
                     accepted.append_full = value == "full";
                     true
                 }
-                // We send whole messages, which a vcdiff-capable client accepts too.
-                "delta" => value == "vcdiff",
+                "delta" => {
+                    accepted.delta = value == "vcdiff";
+                    accepted.delta
+                }
                 _ => false,
             };
             if keep {

@@ -75,9 +75,11 @@ impl Connection {
             .hub()
             .pulse()
             .attachments_changed(-(self.attached.len() as i64));
-        for channel in self.attached.keys() {
-            self.gateway.hub().detach(channel, &self.id);
-            self.gateway.leave_channel(channel);
+        for attachment in self.attached.values() {
+            self.gateway
+                .hub()
+                .detach(&attachment.base, &attachment.slot);
+            self.gateway.leave_channel(&attachment.base);
         }
         self.attached.clear();
     }

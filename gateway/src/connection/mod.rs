@@ -78,6 +78,10 @@ impl ConnectParams {
 /// A channel this connection has attached.
 struct Attachment {
     name: Arc<str>,
+    /// The channel proper (app-scoped): where the hub and the bus know it.
+    base: String,
+    /// Its place among the channel's subscribers (`hub::Subscriber::slot`).
+    slot: Arc<str>,
     /// What the client asked for: the bound on what it may do here, whatever its capability.
     requested: Modes,
     /// What it was granted: requested ∩ capability (recomputed after a re-auth).
@@ -305,6 +309,19 @@ impl Connection {
                 })
             }
             _ => Ok(()),
+        }
+    }
+
+    /// Where `attached` keeps an attachment of `channel`: its base channel, or for a filtered
+    /// one (`[filter=…]chat`, which a connection may hold beside plain `chat`) the base and the
+    /// qualifier.
+    fn attachment_key(&self, channel: &ChannelName) -> String {
+        let base = self.principal.channel_key(channel);
+        match channel.as_str().strip_suffix(channel.base()) {
+            Some(qualifier) if qualifier.starts_with("[filter=") => {
+                format!("{base}\u{0}{qualifier}")
+            }
+            _ => base.into_owned(),
         }
     }
 

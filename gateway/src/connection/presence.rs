@@ -38,6 +38,7 @@ impl Connection {
         message: ProtocolMessage,
         msg_serial: u64,
     ) -> Result<(), Error> {
+        crate::publish::refuse_filtered(channel)?;
         if !self.principal.allows(channel, Operation::Presence) {
             return Err(Error::PresenceDenied {
                 channel: channel.as_str().to_owned(),

@@ -31,6 +31,11 @@ pub enum Error {
     MessageTooLarge { size: usize, max: usize },
     #[error("publish of {n} messages exceeds the {max}-byte limit on the sum of their sizes")]
     PublishTooLarge { n: usize, max: usize },
+    #[error(
+        "channel {channel:?} is filtered: it can only be subscribed to (publish, enter presence \
+         and annotate on the channel itself)"
+    )]
+    FilteredChannel { channel: String },
     #[error("connectionKey does not name a live connection")]
     UnknownConnectionKey,
     #[error(
@@ -241,6 +246,7 @@ impl Error {
             | Error::FrameTooLarge { .. }
             | Error::PresenceTooLarge { .. } => ErrorCode::MessageTooLarge,
             Error::UnknownConnectionKey => ErrorCode::InvalidConnectionIdMessage,
+            Error::FilteredChannel { .. } => ErrorCode::InvalidChannelName,
             Error::ConnectionRateLimited { .. } | Error::AttachmentRateLimited { .. } => {
                 ErrorCode::ConnectionPublishRateLimited
             }

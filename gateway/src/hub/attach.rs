@@ -1,8 +1,6 @@
 //! Attach (ATTACHED, replay, presence SYNC, registration in one critical section), detach and
 //! mode changes.
 
-use std::sync::Arc;
-
 use protocol::message::{flags, Modes};
 use protocol::{Action, ErrorCode, Message, PresenceMessage, ProtocolMessage};
 use rand::distributions::{Alphanumeric, DistString};
@@ -11,6 +9,7 @@ use super::fan_out::{encode_split, MAX_DELIVERY_FRAME_BYTES};
 use super::log;
 use super::types::SeenFrom;
 use super::versions::position as position_of;
+use super::views;
 use super::{AttachOutcome, AttachRequest, ChannelState, Hub, Rewind, Subscriber};
 
 /// Replayed messages per MESSAGE frame: a full log (500 by default) is a handful of frames.
@@ -87,18 +86,33 @@ impl Hub {
             }
             subscriber.outbox.reply(&attached(&outcome));
             if subscriber.modes.contains(Modes::SUBSCRIBE) {
-                let wanted: Vec<&Arc<Message>> = replay
+                let wanted: Vec<Message> = replay
                     .iter()
                     .filter(|m| {
                         subscriber.echo
                             || m.connection_id.as_deref() != Some(&*subscriber.connection_id)
                     })
+                    .map(|m| Message::clone(m))
                     .collect();
+                // Its filter applied and, with deltas, patched after the first.
+                let wanted = if subscriber.view.is_plain() {
+                    wanted
+                } else {
+                    views::replay(wanted, &subscriber.view, &mut state.subscribers.chains())
+                };
                 // Several messages per frame, so a long replay fits the bounded queue, and no
                 // frame over the write buffer's share.
-                let batches = wanted.chunks(REPLAY_MESSAGES_PER_FRAME);
+                // With deltas the first (whole) message goes alone: a client that fails to decode
+                // a patch re-attaches from the frame before, and must not be sent the same
+                // whole-then-patches frame again.
+                let alone = usize::from(subscriber.view.delta.is_some()).min(wanted.len());
+                let (first, rest) = wanted.split_at(alone);
+                let batches: Vec<&[Message]> = std::iter::once(first)
+                    .filter(|first| !first.is_empty())
+                    .chain(rest.chunks(REPLAY_MESSAGES_PER_FRAME))
+                    .collect();
                 let n_batches = batches.len();
-                for (index, batch) in batches.enumerate() {
+                for (index, batch) in batches.into_iter().enumerate() {
                     // A rewind shows latest views, older than the operations that made them: its
                     // last frame leaves the client at the channel's position.
                     let last = batch.last();
@@ -110,7 +124,7 @@ impl Hub {
                     let mut replay = ProtocolMessage {
                         channel: Some(subscriber.channel_name.to_string()),
                         channel_serial,
-                        messages: Some(batch.iter().map(|m| Message::clone(m)).collect()),
+                        messages: Some(batch.to_vec()),
                         ..ProtocolMessage::new(Action::Message)
                     };
                     let format = subscriber.outbox.format;
@@ -160,30 +174,31 @@ impl Hub {
         }
     }
 
-    /// Sends a subscriber the whole member set again (a client-requested SYNC).
-    pub fn resync(&self, channel: &str, connection_id: &str) {
+    /// Sends a subscriber the whole member set again (a client-requested SYNC). `slot`: the
+    /// subscriber's (`Subscriber::slot`), here and below.
+    pub fn resync(&self, channel: &str, slot: &str) {
         if let Some(entry) = self.existing(channel) {
             let state = entry.lock();
-            if let Some(subscriber) = state.subscribers.get(connection_id) {
+            if let Some(subscriber) = state.subscribers.get(slot) {
                 self.send_sync(&state, subscriber);
             }
         }
     }
 
     /// Changes a subscriber's granted modes (after a re-auth changed its capability).
-    pub fn set_modes(&self, channel: &str, connection_id: &str, modes: Modes) {
+    pub fn set_modes(&self, channel: &str, slot: &str, modes: Modes) {
         if let Some(entry) = self.existing(channel) {
             let mut state = entry.lock();
-            state.subscribers.set_modes(connection_id, modes);
+            state.subscribers.set_modes(slot, modes);
             // Publishers and subscribers are counted by mode: watchers hear the change.
             self.occupancy_changed(channel, &mut state);
         }
     }
 
-    pub fn detach(&self, channel: &str, connection_id: &str) {
+    pub fn detach(&self, channel: &str, slot: &str) {
         if let Some(entry) = self.existing(channel) {
             let mut state = entry.lock();
-            if state.subscribers.remove(connection_id) && state.subscribers.is_empty() {
+            if state.subscribers.remove(slot) && state.subscribers.is_empty() {
                 self.occupancy_transition(channel, false, protocol::now_ms());
             }
             self.occupancy_changed(channel, &mut state);

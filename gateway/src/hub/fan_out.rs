@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use protocol::{Action, ErrorCode, ErrorInfo, Format, Message, PresenceMessage, ProtocolMessage};
 
+use super::subscribers::Subscribers;
+use super::views::{FanOutViews, Form};
 use super::Subscriber;
 use crate::frame::Frame;
 use crate::outbox::Delivery;
@@ -14,50 +16,95 @@ use crate::outbox::Delivery;
 /// one syscall per subscriber per message costs most. Smaller channels are written at once.
 const BULK_FAN_OUT: usize = 64;
 
-/// Encodes once per (format, channel name as subscribed) and queues the shared bytes for every
-/// subscriber `wanted` accepts; `publisher`'s own copy (an echo) is queued as one of its replies
-/// (see `Outbox`). Returns the deliveries (messages or presence events times subscribers).
+/// Encodes once per (format, channel name as subscribed, view share) and queues the shared
+/// bytes for every subscriber `wanted` accepts; `publisher`'s own copy (an echo) is queued as
+/// one of its replies (see `Outbox`). Attachments with a filter or deltas get their view's share
+/// (`views.rs`), worked out once per view. Returns the deliveries (messages or presence events
+/// times subscribers).
 pub(super) fn fan_out(
-    subscribers: &[Subscriber],
+    subscribers: &Subscribers,
     outgoing: &mut ProtocolMessage,
     publisher: Option<&str>,
     wanted: impl Fn(&Subscriber) -> bool,
 ) -> Result<u64, ErrorInfo> {
-    // (channel name, format, frames, channel tag)
-    let mut frames: Vec<(Arc<str>, Format, Vec<Frame>, u64)> = Vec::with_capacity(2);
-    // (frames, bytes) per format, counted once per fan-out rather than per subscriber.
+    let viewed = subscribers.viewers() > 0
+        && outgoing.action == Action::Message as u8
+        && outgoing.messages.as_ref().is_some_and(|m| !m.is_empty());
+    let mut views = viewed.then(|| {
+        let messages = outgoing.messages.take().unwrap_or_default();
+        FanOutViews::new(messages, outgoing.id.clone())
+    });
+    let delivered = deliver(subscribers, outgoing, &mut views, publisher, wanted);
+    if let Some(views) = views {
+        outgoing.messages = Some(views.messages);
+    }
+    delivered
+}
+
+/// A frame made for a fan-out: the name it carries, its format, which view share in which form
+/// (None: the messages as they are), its encoding and its channel tag.
+type Made = (Arc<str>, Format, Option<(usize, Form)>, Vec<Frame>, u64);
+
+fn deliver(
+    subscribers: &Subscribers,
+    outgoing: &mut ProtocolMessage,
+    views: &mut Option<FanOutViews>,
+    publisher: Option<&str>,
+    wanted: impl Fn(&Subscriber) -> bool,
+) -> Result<u64, ErrorInfo> {
+    let mut frames: Vec<Made> = Vec::with_capacity(2);
+    // (items, bytes) per format.
     let mut sent = [(0u64, 0u64); 2];
     let bulk = subscribers.len() >= BULK_FAN_OUT;
     // Only MESSAGE frames that move the channel's position may be merged for a lagging
     // subscriber (`outbox::coalesce`); `[meta]occupancy` events do not.
     let mergeable = outgoing.action == Action::Message as u8 && outgoing.channel_serial.is_some();
+    let per_frame = match views {
+        Some(views) => views.messages.len(),
+        None => outgoing
+            .messages
+            .as_ref()
+            .map(Vec::len)
+            .or(outgoing.presence.as_ref().map(Vec::len))
+            .unwrap_or(1),
+    } as u64;
+    let mut chains = views.as_ref().map(|_| subscribers.chains());
     let at = tokio::time::Instant::now();
     for subscriber in subscribers.iter().filter(|s| wanted(s)) {
         let format = subscriber.outbox.format;
-        let index = match frames
-            .iter()
-            .position(|(name, f, _, _)| *f == format && **name == *subscriber.channel_name)
-        {
+        let shape = match (views.as_mut(), chains.as_deref_mut()) {
+            (Some(views), Some(chains)) if !subscriber.view.is_plain() => {
+                match views.share_for(&subscriber.view, chains) {
+                    None => continue,
+                    Some((share, form)) if views.is_everything(share, form) => None,
+                    Some(shape) => Some(shape),
+                }
+            }
+            _ => None,
+        };
+        let index = match frames.iter().position(|(name, f, s, _, _)| {
+            *f == format && *s == shape && **name == *subscriber.channel_name
+        }) {
             Some(index) => index,
             None => {
                 outgoing.channel = Some(subscriber.channel_name.to_string());
-                let encoded =
-                    encode_split(outgoing, format, MAX_DELIVERY_FRAME_BYTES).map_err(|error| {
-                        ErrorCode::InternalChannel
-                            .info(format!("could not encode message: {error}"))
-                    })?;
+                let encoded = encode_view(outgoing, views.as_mut(), shape, format)?;
                 let tag = if mergeable {
                     crate::outbox::coalesce::channel_tag(&subscriber.channel_name)
                 } else {
                     0
                 };
-                frames.push((subscriber.channel_name.clone(), format, encoded, tag));
+                frames.push((subscriber.channel_name.clone(), format, shape, encoded, tag));
                 frames.len() - 1
             }
         };
+        let items = match (shape, views.as_ref()) {
+            (Some((share, _)), Some(views)) => views.selected(share) as u64,
+            _ => per_frame,
+        };
         let slot = &mut sent[usize::from(format == Format::Msgpack)];
-        slot.0 += 1;
-        let (_, _, encoded, channel_tag) = &frames[index];
+        slot.0 += items;
+        let (_, _, _, encoded, channel_tag) = &frames[index];
         let delivery = Delivery {
             at,
             bulk,
@@ -75,12 +122,6 @@ pub(super) fn fan_out(
         "message"
     };
     let namespace = crate::telemetry::namespace(outgoing.channel.as_deref().unwrap_or_default());
-    let per_frame = outgoing
-        .messages
-        .as_ref()
-        .map(Vec::len)
-        .or(outgoing.presence.as_ref().map(Vec::len))
-        .unwrap_or(1) as u64;
     for (format, (count, bytes)) in ["json", "msgpack"].into_iter().zip(sent) {
         if count == 0 {
             continue;
@@ -88,9 +129,38 @@ pub(super) fn fan_out(
         ::metrics::counter!("realtime_bytes_total", "direction" => "out", "format" => format)
             .increment(bytes);
         ::metrics::counter!("realtime_deliveries_total", "format" => format, "kind" => kind, "namespace" => namespace)
-            .increment(count * per_frame);
+            .increment(count);
     }
-    Ok(sent.iter().map(|(count, _)| count * per_frame).sum())
+    Ok(sent.iter().map(|(count, _)| count).sum())
+}
+
+/// Encodes `outgoing` for one format: all its messages, or one view share's.
+fn encode_view(
+    outgoing: &mut ProtocolMessage,
+    views: Option<&mut FanOutViews>,
+    shape: Option<(usize, Form)>,
+    format: Format,
+) -> Result<Vec<Frame>, ErrorInfo> {
+    let encoded = match (views, shape) {
+        (None, _) => encode_split(outgoing, format, MAX_DELIVERY_FRAME_BYTES),
+        (Some(views), None) => {
+            // Lent to the frame and taken back: the caller keeps them (the log does).
+            outgoing.messages = Some(std::mem::take(&mut views.messages));
+            let encoded = encode_split(outgoing, format, MAX_DELIVERY_FRAME_BYTES);
+            views.messages = outgoing.messages.take().unwrap_or_default();
+            encoded
+        }
+        (Some(views), Some((share, form))) => {
+            let mut shell = ProtocolMessage {
+                messages: Some(views.messages(share, form)),
+                ..outgoing.clone()
+            };
+            encode_split(&mut shell, format, MAX_DELIVERY_FRAME_BYTES)
+        }
+    };
+    encoded.map_err(|error| {
+        ErrorCode::InternalChannel.info(format!("could not encode message: {error}"))
+    })
 }
 
 /// Largest MESSAGE frame a delivery is encoded into, unless one message alone is bigger: a

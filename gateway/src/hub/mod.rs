@@ -23,6 +23,7 @@ mod rules;
 mod subscribers;
 mod types;
 pub(crate) mod versions;
+mod views;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,7 +48,8 @@ use publish::RecentIds;
 pub use publish::IDEMPOTENCY_WINDOW_MS;
 use subscribers::Subscribers;
 pub use types::{
-    AttachOutcome, AttachRequest, Occupancy, Publication, Rewind, Serials, Subscriber,
+    AttachOutcome, AttachRequest, DeltaCursor, Occupancy, Publication, Rewind, Serials, Subscriber,
+    View,
 };
 
 pub struct Hub {

@@ -4,18 +4,23 @@
 
 use std::collections::HashMap;
 use std::ops::Deref;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use protocol::message::Modes;
 
+use super::views::Chains;
 use super::Subscriber;
 
 #[derive(Default)]
 pub(super) struct Subscribers {
     list: Vec<Subscriber>,
-    /// Connection id → position in `list`.
+    /// Slot (`Subscriber::slot`) → position in `list`.
     index: HashMap<Arc<str>, usize>,
     counts: Counts,
+    /// Subscribers with a filter or deltas: without any, a fan-out takes the plain path.
+    viewers: usize,
+    /// The delta chains of its views; only touched under the channel's lock.
+    chains: Mutex<Chains>,
 }
 
 /// Subscribers holding each mode occupancy reports, and those that asked for its events.
@@ -49,47 +54,48 @@ impl Counts {
 }
 
 impl Subscribers {
-    /// Adds `subscriber`, or replaces the one its connection had; true if it is new here.
+    /// Adds `subscriber`, or replaces the one in its slot; true if it is new here.
     pub(super) fn insert(&mut self, subscriber: Subscriber) -> bool {
         self.counts.count(&subscriber, true);
-        match self.index.get(&subscriber.connection_id) {
+        self.count_viewer(&subscriber, true);
+        let slot = subscriber.slot();
+        match self.index.get(&slot) {
             Some(&position) => {
                 let old = std::mem::replace(&mut self.list[position], subscriber);
                 self.counts.count(&old, false);
+                self.count_viewer(&old, false);
                 false
             }
             None => {
-                self.index
-                    .insert(subscriber.connection_id.clone(), self.list.len());
+                self.index.insert(slot, self.list.len());
                 self.list.push(subscriber);
                 true
             }
         }
     }
 
-    /// Removes the connection's subscriber; true if there was one.
-    pub(super) fn remove(&mut self, connection_id: &str) -> bool {
-        let Some(position) = self.index.remove(connection_id) else {
+    /// Removes the subscriber in `slot`; true if there was one.
+    pub(super) fn remove(&mut self, slot: &str) -> bool {
+        let Some(position) = self.index.remove(slot) else {
             return false;
         };
         let removed = self.list.swap_remove(position);
         self.counts.count(&removed, false);
+        self.count_viewer(&removed, false);
         if let Some(moved) = self.list.get(position) {
-            self.index.insert(moved.connection_id.clone(), position);
+            self.index.insert(moved.slot(), position);
         }
         crate::shrink::vec(&mut self.list);
         crate::shrink::hash_map(&mut self.index);
         true
     }
 
-    pub(super) fn get(&self, connection_id: &str) -> Option<&Subscriber> {
-        self.index
-            .get(connection_id)
-            .map(|&position| &self.list[position])
+    pub(super) fn get(&self, slot: &str) -> Option<&Subscriber> {
+        self.index.get(slot).map(|&position| &self.list[position])
     }
 
-    pub(super) fn set_modes(&mut self, connection_id: &str, modes: Modes) {
-        if let Some(&position) = self.index.get(connection_id) {
+    pub(super) fn set_modes(&mut self, slot: &str, modes: Modes) {
+        if let Some(&position) = self.index.get(slot) {
             let subscriber = &mut self.list[position];
             self.counts.count(subscriber, false);
             subscriber.modes = modes;
@@ -99,6 +105,30 @@ impl Subscribers {
 
     pub(super) fn counts(&self) -> Counts {
         self.counts
+    }
+
+    pub(super) fn viewers(&self) -> usize {
+        self.viewers
+    }
+
+    pub(super) fn chains(&self) -> MutexGuard<'_, Chains> {
+        self.chains
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn count_viewer(&mut self, subscriber: &Subscriber, added: bool) {
+        if subscriber.view.is_plain() {
+            return;
+        }
+        if added {
+            self.viewers += 1;
+        } else {
+            self.viewers -= 1;
+            if self.viewers == 0 {
+                self.chains().clear();
+            }
+        }
     }
 
     /// Room for subscribers (the shrink tests').

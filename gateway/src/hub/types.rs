@@ -6,6 +6,7 @@ use std::time::Duration;
 use protocol::message::Modes;
 use protocol::{ErrorInfo, Message};
 
+pub use super::views::{DeltaCursor, View};
 use crate::outbox::Outbox;
 
 /// One local subscriber (an attached connection) of a channel.
@@ -25,6 +26,8 @@ pub struct Subscriber {
     pub append_full: bool,
     /// Set by the hub at attach: the messages this attachment has in full (see `has_in_full`).
     pub seen_from: SeenFrom,
+    /// Its filter and deltas.
+    pub view: View,
     pub outbox: Arc<Outbox>,
 }
 
@@ -36,6 +39,15 @@ pub struct Subscriber {
 pub struct SeenFrom(pub(super) Option<Arc<str>>);
 
 impl Subscriber {
+    /// Where its channel keeps it: its connection's id or, for a filtered attachment (which a
+    /// connection may hold beside a plain one), the id and the filter.
+    pub fn slot(&self) -> Arc<str> {
+        match &self.view.filter {
+            None => self.connection_id.clone(),
+            Some(filter) => format!("{}\u{0}{}", self.connection_id, filter.source()).into(),
+        }
+    }
+
     /// Whether this attachment has the message `serial` in full, so an append to it can go as
     /// just the appended part.
     pub(super) fn has_in_full(&self, serial: &str) -> bool {

@@ -193,6 +193,7 @@ impl Publisher {
         if messages.is_empty() {
             return Err(Error::NoMessages);
         }
+        refuse_filtered(channel)?;
         let source = origin.source();
         let limits = &self.limits;
         if messages.len() > limits.max_messages_per_publish {
@@ -516,4 +517,14 @@ impl Origin<'_> {
 fn random_id_base() -> String {
     let bytes: [u8; 9] = rand::random();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Only subscribers see a channel through a filter; anything sent goes to the channel itself.
+pub(crate) fn refuse_filtered(channel: &ChannelName) -> Result<(), Error> {
+    if channel.is_filtered() {
+        return Err(Error::FilteredChannel {
+            channel: channel.as_str().to_owned(),
+        });
+    }
+    Ok(())
 }

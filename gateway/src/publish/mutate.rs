@@ -61,6 +61,7 @@ impl Publisher {
         op: Message,
         origin: Origin<'_>,
     ) -> Result<Receipt, Error> {
+        super::refuse_filtered(channel)?;
         let action = op.action.unwrap_or(message_action::UPDATE);
         let kind = Kind::of(action);
         let serial = op

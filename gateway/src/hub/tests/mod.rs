@@ -11,6 +11,7 @@ mod retention;
 mod rewind;
 mod rules;
 mod serials;
+mod views;
 
 use std::collections::{BTreeSet, HashMap as Map};
 use std::sync::Arc;
@@ -70,6 +71,7 @@ fn subscriber(
         echo,
         append_full: false,
         seen_from: Default::default(),
+        view: Default::default(),
         outbox,
     }
 }

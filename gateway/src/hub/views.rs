@@ -1,0 +1,397 @@
+//! What an attachment gets of its channel's messages, and how: a filter
+//! (`[filter=<expr>]channel`) keeps the messages it matches, evaluated once per distinct filter
+//! per message, and `delta=vcdiff` sends a payload as a VCDIFF patch against the previous
+//! message's, made once per view and fan-out, never per subscriber.
+//!
+//! A patch only goes to an attachment whose last message was the one it patches. Per view
+//! (filter), the channel keeps its last message's id and payload with a number (`Chain`); each
+//! delta attachment keeps the number of the last message it got (`DeltaCursor`). Anything that
+//! breaks the run (a fresh attach, a replay that does not end at the chain's message, a message
+//! it was not sent) leaves the numbers apart, so its next message goes whole.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use protocol::filter::Filter;
+use protocol::{Data, Message};
+
+/// An attachment's view: its filter, and where it is in its view's delta chain.
+#[derive(Default)]
+pub struct View {
+    pub filter: Option<Arc<Filter>>,
+    /// `delta=vcdiff`.
+    pub delta: Option<DeltaCursor>,
+}
+
+impl View {
+    pub(super) fn is_plain(&self) -> bool {
+        self.filter.is_none() && self.delta.is_none()
+    }
+
+    fn chain_key(&self) -> Option<&str> {
+        self.filter.as_deref().map(Filter::source)
+    }
+
+    pub(super) fn wants(&self, message: &Message) -> bool {
+        self.filter
+            .as_ref()
+            .is_none_or(|filter| filter.matches(message))
+    }
+}
+
+/// The number of the last chain message an attachment got (0: none, its next goes whole).
+#[derive(Default)]
+pub struct DeltaCursor(AtomicU64);
+
+impl DeltaCursor {
+    fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, seq: u64) {
+        self.0.store(seq, Ordering::Relaxed);
+    }
+}
+
+/// Per view with delta attachments, the last message sent in it.
+#[derive(Default)]
+pub(super) struct Chains {
+    next_seq: u64,
+    by_view: HashMap<Option<Box<str>>, Chain>,
+}
+
+struct Chain {
+    seq: u64,
+    id: Option<Arc<str>>,
+    base: Option<Base>,
+}
+
+impl Chains {
+    /// No delta attachment is left: nothing to keep.
+    pub(super) fn clear(&mut self) {
+        self.by_view = HashMap::new();
+    }
+}
+
+/// A payload as the client keeps it to patch the next one (ably-js `baseEncodedPreviousPayload`):
+/// its bytes (base64 undone), the encoding steps left to undo after the patch, and whether the
+/// bytes are text (the patched bytes must be turned back into a string).
+#[derive(Clone)]
+struct Base {
+    bytes: Bytes,
+    encoding: Option<String>,
+    text: bool,
+}
+
+/// A message's payload as a delta base, when it can be one: a new message (not an update,
+/// delete, append or summary) with a string or binary payload.
+fn base_of(message: &Message) -> Option<Base> {
+    if message.action.is_some_and(|action| action != 0) {
+        return None;
+    }
+    let encoding = message.encoding.as_deref().filter(|e| !e.is_empty());
+    if encoding.is_some_and(|e| e.split('/').any(|step| step == "vcdiff")) {
+        return None;
+    }
+    match message.data.as_ref()? {
+        Data::String(text) => match encoding.and_then(|e| e.strip_suffix("base64")) {
+            Some(rest) => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .ok()?;
+                let rest = rest.strip_suffix('/').unwrap_or(rest);
+                Some(Base {
+                    bytes: bytes.into(),
+                    encoding: (!rest.is_empty()).then(|| rest.to_owned()),
+                    text: false,
+                })
+            }
+            None => Some(Base {
+                bytes: Bytes::copy_from_slice(text.as_bytes()),
+                encoding: encoding.map(str::to_owned),
+                text: true,
+            }),
+        },
+        Data::Binary(bytes) => Some(Base {
+            bytes: bytes.clone(),
+            encoding: encoding.map(str::to_owned),
+            text: false,
+        }),
+        Data::Other(_) => None,
+    }
+}
+
+/// `message` as a patch against `source` (the message `from`), if that is smaller than its
+/// payload.
+fn patched(message: &Message, target: &Base, source: &Base, from: &str) -> Option<Message> {
+    let delta = vcdiff::encode(&source.bytes, &target.bytes);
+    if delta.len() >= target.bytes.len() {
+        return None;
+    }
+    let mut extras = match &message.extras {
+        None => serde_json::Map::new(),
+        Some(serde_json::Value::Object(extras)) => extras.clone(),
+        Some(_) => return None,
+    };
+    extras.insert(
+        "delta".to_owned(),
+        serde_json::json!({ "from": from, "format": "vcdiff" }),
+    );
+    let mut steps: Vec<&str> = target.encoding.iter().map(String::as_str).collect();
+    if target.text {
+        steps.push("utf-8");
+    }
+    steps.push("vcdiff");
+    Some(Message {
+        data: Some(Data::Binary(delta.into())),
+        encoding: Some(steps.join("/")),
+        extras: Some(serde_json::Value::Object(extras)),
+        ..message.clone()
+    })
+}
+
+/// One view's share of a fan-out: which messages it keeps and, with delta attachments, their
+/// patched forms.
+pub(super) struct ViewShare {
+    /// The filter's text (None: every message).
+    filter: Option<Box<str>>,
+    /// Indices into the fan-out's messages.
+    selected: Vec<usize>,
+    deltas: Option<Deltas>,
+}
+
+struct Deltas {
+    /// The chain number an attachment must hold for the first message to go patched.
+    before: u64,
+    /// The number attachments hold once sent this share.
+    after: u64,
+    /// The patched form of each selected message, where one is worth sending.
+    patched: Vec<Option<Message>>,
+}
+
+/// What one subscriber is sent of a fan-out's messages.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Form {
+    /// Every selected message whole.
+    Whole,
+    /// Patched where worth it, the first against the chain's message.
+    Patched,
+    /// The first whole (the run was broken), the rest patched where worth it.
+    Restarted,
+}
+
+/// The views of one fan-out, each worked out when its first subscriber comes up.
+pub(super) struct FanOutViews {
+    /// The fan-out's messages (lent back to the frame for attachments that get them all).
+    pub(super) messages: Vec<Message>,
+    /// The frame's id, from which messages without one take `<id>:<index>`.
+    frame_id: Option<String>,
+    shares: Vec<ViewShare>,
+}
+
+impl FanOutViews {
+    pub(super) fn new(messages: Vec<Message>, frame_id: Option<String>) -> FanOutViews {
+        FanOutViews {
+            messages,
+            frame_id,
+            shares: Vec::new(),
+        }
+    }
+
+    fn id_of(&self, index: usize) -> Option<String> {
+        match (&self.messages[index].id, &self.frame_id) {
+            (Some(id), _) => Some(id.clone()),
+            (None, Some(frame)) => Some(format!("{frame}:{index}")),
+            (None, None) => None,
+        }
+    }
+
+    /// The share of `view`, and the form this subscriber gets it in (None: nothing of it),
+    /// advancing its cursor. Views with one filter share one selection and one chain, whatever
+    /// name their attachments used.
+    pub(super) fn share_for(&mut self, view: &View, chains: &mut Chains) -> Option<(usize, Form)> {
+        let key = view.chain_key();
+        let index = match self.shares.iter().position(|share| {
+            share.filter.as_deref() == key && share.deltas.is_some() == view.delta.is_some()
+        }) {
+            Some(index) => index,
+            None => {
+                let share = self.make_share(view, chains);
+                self.shares.push(share);
+                self.shares.len() - 1
+            }
+        };
+        let share = &self.shares[index];
+        if share.selected.is_empty() {
+            return None;
+        }
+        let form = match (&view.delta, &share.deltas) {
+            (Some(cursor), Some(deltas)) => {
+                let form = if deltas.before != 0 && cursor.get() == deltas.before {
+                    Form::Patched
+                } else {
+                    Form::Restarted
+                };
+                cursor.set(deltas.after);
+                form
+            }
+            _ => Form::Whole,
+        };
+        Some((index, form))
+    }
+
+    fn make_share(&self, view: &View, chains: &mut Chains) -> ViewShare {
+        let selected: Vec<usize> = (0..self.messages.len())
+            .filter(|&i| view.wants(&self.messages[i]))
+            .collect();
+        let deltas = view.delta.as_ref().map(|_| {
+            let key = view.chain_key().map(Box::from);
+            let chain = chains.by_view.remove(&key);
+            let before = chain.as_ref().map_or(0, |chain| chain.seq);
+            let (mut from, mut source) = match chain {
+                Some(chain) => (chain.id, chain.base),
+                None => (None, None),
+            };
+            let mut patches = Vec::with_capacity(selected.len());
+            for &i in &selected {
+                let message = &self.messages[i];
+                let target = base_of(message);
+                let id = self.id_of(i).map(Arc::<str>::from);
+                patches.push(match (&target, &source, &from) {
+                    (Some(target), Some(source), Some(from)) => {
+                        patched(message, target, source, from).map(|mut m| {
+                            m.id = id.as_deref().map(str::to_owned);
+                            m
+                        })
+                    }
+                    _ => None,
+                });
+                (from, source) = (id, target);
+            }
+            let after = if selected.is_empty() {
+                before
+            } else {
+                chains.next_seq += 1;
+                chains.next_seq
+            };
+            if after != 0 {
+                chains.by_view.insert(
+                    key,
+                    Chain {
+                        seq: after,
+                        id: from,
+                        base: source,
+                    },
+                );
+            }
+            Deltas {
+                before,
+                after,
+                patched: patches,
+            }
+        });
+        ViewShare {
+            filter: view.chain_key().map(Box::from),
+            selected,
+            deltas,
+        }
+    }
+
+    /// The messages of share `index` in `form`: ids made explicit (a frame of a subset cannot
+    /// give them by index).
+    pub(super) fn messages(&self, index: usize, form: Form) -> Vec<Message> {
+        let share = &self.shares[index];
+        share
+            .selected
+            .iter()
+            .enumerate()
+            .map(|(k, &i)| {
+                let patch = match (&share.deltas, form) {
+                    (Some(deltas), Form::Patched) => deltas.patched[k].as_ref(),
+                    (Some(deltas), Form::Restarted) if k > 0 => deltas.patched[k].as_ref(),
+                    _ => None,
+                };
+                match patch {
+                    Some(patch) => patch.clone(),
+                    None => {
+                        let mut message = self.messages[i].clone();
+                        if message.id.is_none() {
+                            message.id = self.id_of(i);
+                        }
+                        message
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// How many messages share `index` holds.
+    pub(super) fn selected(&self, index: usize) -> usize {
+        self.shares[index].selected.len()
+    }
+
+    /// Whether the share's frames are all the messages as they are (the frame can go as is).
+    pub(super) fn is_everything(&self, index: usize, form: Form) -> bool {
+        let share = &self.shares[index];
+        share.selected.len() == self.messages.len()
+            && (form == Form::Whole
+                || share.deltas.as_ref().is_none_or(|deltas| {
+                    deltas
+                        .patched
+                        .iter()
+                        .enumerate()
+                        .all(|(k, p)| p.is_none() || (k == 0 && form == Form::Restarted))
+                }))
+    }
+}
+
+/// A replay for one attachment (resume or rewind): its filter applied and, with deltas, each
+/// message after the first patched against the one before. A replay runs to the channel's
+/// newest message, so its last one is where the view's chain stands: the attachment joins the
+/// chain there (made anew if it had lapsed with its last delta attachment).
+pub(super) fn replay(messages: Vec<Message>, view: &View, chains: &mut Chains) -> Vec<Message> {
+    let mut kept: Vec<Message> = messages.into_iter().filter(|m| view.wants(m)).collect();
+    let Some(cursor) = &view.delta else {
+        return kept;
+    };
+    let mut previous: Option<(Option<String>, Option<Base>)> = None;
+    for message in kept.iter_mut() {
+        let target = base_of(message);
+        let id = message.id.clone();
+        if let Some((Some(from), Some(source))) = &previous {
+            if let Some(patch) = target
+                .as_ref()
+                .and_then(|target| patched(message, target, source, from))
+            {
+                *message = patch;
+            }
+        }
+        previous = Some((id, target));
+    }
+    let Some((Some(last), base)) = previous else {
+        cursor.set(0);
+        return kept;
+    };
+    let key = view.chain_key().map(Box::from);
+    let joined = chains
+        .by_view
+        .get(&key)
+        .filter(|chain| chain.id.as_deref() == Some(last.as_str()))
+        .map(|chain| chain.seq);
+    let seq = joined.unwrap_or_else(|| {
+        chains.next_seq += 1;
+        let seq = chains.next_seq;
+        let chain = Chain {
+            seq,
+            id: Some(last.into()),
+            base,
+        };
+        chains.by_view.insert(key, chain);
+        seq
+    });
+    cursor.set(seq);
+    kept
+}
