@@ -189,14 +189,23 @@ pub(super) struct FanOutViews {
     pub(super) messages: Vec<Message>,
     /// The frame's id, from which messages without one take `<id>:<index>`.
     frame_id: Option<String>,
+    /// `[meta]` events (occupancy) go to some attachments only: they move no chain, and an
+    /// attachment sent one has it as its client's last message, so its next goes whole.
+    off_chain: bool,
     shares: Vec<ViewShare>,
 }
 
 impl FanOutViews {
     pub(super) fn new(messages: Vec<Message>, frame_id: Option<String>) -> FanOutViews {
+        let off_chain = messages.iter().all(|m| {
+            m.name
+                .as_deref()
+                .is_some_and(|name| name.starts_with("[meta]"))
+        });
         FanOutViews {
             messages,
             frame_id,
+            off_chain,
             shares: Vec::new(),
         }
     }
@@ -214,19 +223,24 @@ impl FanOutViews {
     /// name their attachments used.
     pub(super) fn share_for(&mut self, view: &View, chains: &mut Chains) -> Option<(usize, Form)> {
         let key = view.chain_key();
-        let index = match self.shares.iter().position(|share| {
-            share.filter.as_deref() == key && share.deltas.is_some() == view.delta.is_some()
-        }) {
-            Some(index) => index,
-            None => {
-                let share = self.make_share(view, chains);
-                self.shares.push(share);
-                self.shares.len() - 1
-            }
-        };
+        let patched = view.delta.is_some() && !self.off_chain;
+        let index =
+            match self.shares.iter().position(|share| {
+                share.filter.as_deref() == key && share.deltas.is_some() == patched
+            }) {
+                Some(index) => index,
+                None => {
+                    let share = self.make_share(view, chains);
+                    self.shares.push(share);
+                    self.shares.len() - 1
+                }
+            };
         let share = &self.shares[index];
         if share.selected.is_empty() {
             return None;
+        }
+        if let (true, Some(cursor)) = (self.off_chain, &view.delta) {
+            cursor.set(0);
         }
         let form = match (&view.delta, &share.deltas) {
             (Some(cursor), Some(deltas)) => {
@@ -247,7 +261,7 @@ impl FanOutViews {
         let selected: Vec<usize> = (0..self.messages.len())
             .filter(|&i| view.wants(&self.messages[i]))
             .collect();
-        let deltas = view.delta.as_ref().map(|_| {
+        let deltas = view.delta.as_ref().filter(|_| !self.off_chain).map(|_| {
             let key = view.chain_key().map(Box::from);
             let chain = chains.by_view.remove(&key);
             let before = chain.as_ref().map_or(0, |chain| chain.seq);

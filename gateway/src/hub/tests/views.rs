@@ -453,3 +453,42 @@ fn a_resume_with_no_delta_attachment_left_meanwhile_starts_the_chain_again_from_
         "the live l3 patches the replayed l2"
     );
 }
+
+#[test]
+fn an_occupancy_event_moves_no_chain_and_the_watcher_it_went_to_gets_its_next_message_whole() {
+    let hub = Hub::default();
+    let request = AttachRequest::default();
+    let outbox = Arc::new(Outbox::new(Format::Json, budget(64)));
+    let mut watcher = subscriber("o", "watcher", Modes::DEFAULT, true, outbox);
+    watcher.occupancy_events = true;
+    watcher.view.delta = Some(DeltaCursor::default());
+    let (mut watcher, _) = attach_subscriber(&hub, "o", watcher, &request);
+    let mut other = viewer(&hub, "o", "other", Format::Json, None, true, &request);
+    publish_all(&hub, "o", vec![json_state("o0", &state(0))], None);
+    publish_all(&hub, "o", vec![json_state("o1", &state(1))], None);
+    // Someone else attaching changes the occupancy: the watcher is told.
+    let _late = viewer(&hub, "o", "late", Format::Json, None, false, &request);
+    hub.flush_occupancy();
+    publish_all(&hub, "o", vec![json_state("o2", &state(2))], None);
+    let messages = received(&mut watcher);
+    let names: Vec<&str> = messages.iter().filter_map(|m| m.name.as_deref()).collect();
+    assert_eq!(names, ["state", "state", "[meta]occupancy", "state"]);
+    let patched: Vec<bool> = messages
+        .iter()
+        .map(|m| m.extras.as_ref().is_some_and(|e| e.get("delta").is_some()))
+        .collect();
+    assert_eq!(
+        patched,
+        [false, true, false, false],
+        "o2 whole after the event"
+    );
+    let other = as_the_client_decodes(&received(&mut other));
+    assert_eq!(
+        other
+            .iter()
+            .map(|(_, _, patched)| *patched)
+            .collect::<Vec<_>>(),
+        [false, true, true],
+        "the others' chain goes on past the event they were not sent"
+    );
+}
