@@ -3,6 +3,10 @@
 //! Resource patterns match as Ably documents: `*` is every normal channel (not `[meta]`), `[*]*`
 //! is everything, a `*` segment replaces one whole `:`-delimited segment, and a trailing `*`
 //! segment matches any depth (`ns:*` matches `ns:a` and `ns:a:b`). Anything else is literal.
+//! A qualifier narrows or widens a pattern: `[meta]p` is meta channels only, `[filter]p` filtered
+//! ones only (`[filter=…]name`: a subscriber that may see only what a filter lets through), `[*]p`
+//! the channels `p` matches under any qualifier. An unqualified pattern covers filtered channels
+//! too: a filter only narrows what the channel shows.
 
 use std::collections::BTreeMap;
 
@@ -222,13 +226,24 @@ pub fn resource_matches(resource: &str, channel: &ChannelName) -> bool {
     if resource == "[*]*" {
         return true;
     }
+    let base = channel.base();
+    if let Some(pattern) = resource.strip_prefix("[*]") {
+        return base_matches(pattern, base);
+    }
+    if let Some(pattern) = resource.strip_prefix("[filter]") {
+        return channel.is_filtered() && base_matches(pattern, base);
+    }
     if channel.is_meta() {
         return match resource.strip_prefix("[meta]") {
-            Some(pattern) => segments_match(pattern, channel.base()),
+            Some(pattern) => segments_match(pattern, base),
             None => false,
         };
     }
-    let base = channel.base();
+    base_matches(resource, base)
+}
+
+/// An unqualified pattern against a channel's base name.
+fn base_matches(resource: &str, base: &str) -> bool {
     // A chat room's channel (`room::$chat`) answers to capabilities written for the room, as
     // Ably's Chat has it ("my-chat-room", "dms:*").
     segments_match(resource, base)
@@ -264,14 +279,30 @@ fn pattern_covers(outer: &str, inner: &str) -> bool {
     if inner == "[*]*" {
         return false;
     }
-    if inner.starts_with("[meta]") || outer.starts_with("[meta]") {
-        return match (outer.strip_prefix("[meta]"), inner.strip_prefix("[meta]")) {
-            (Some(o), Some(i)) => pattern_covers(o, i),
-            _ => false,
-        };
-    }
+    let (outer_qualifier, outer) = qualified(outer);
+    let (inner_qualifier, inner) = qualified(inner);
+    let qualifier_covered = match (outer_qualifier, inner_qualifier) {
+        (Some("*"), _) => true,
+        (_, Some("*")) => false,
+        (None, Some("filter")) => true,
+        (o, i) => o == i,
+    };
     // A pattern is a channel-name shape; treating `inner` as a name checks segment coverage.
-    segments_match(outer, inner)
+    qualifier_covered && (outer == inner || segments_match(outer, inner))
+}
+
+/// A pattern's qualifier (`meta`, `filter`, `*`) and the pattern after it.
+fn qualified(pattern: &str) -> (Option<&str>, &str) {
+    for qualifier in ["meta", "filter", "*"] {
+        if let Some(rest) = pattern
+            .strip_prefix('[')
+            .and_then(|p| p.strip_prefix(qualifier))
+            .and_then(|p| p.strip_prefix(']'))
+        {
+            return (Some(qualifier), rest);
+        }
+    }
+    (None, pattern)
 }
 
 #[cfg(test)]

@@ -179,6 +179,27 @@ describe('filtered channels with ably-js getDerived', () => {
     assert.equal(filtered.messages.length, 2);
   });
 
+  test('a token for [filter]user:* subscribes through a filter, never to the channel itself', async () => {
+    const rest = new Ably.Rest(clientOptions(env.server.port, { key: FULL_KEY }));
+    const token = await rest.auth.requestToken({ capability: JSON.stringify({ '[filter]user:*': ['subscribe'] }) });
+    const client = new Ably.Realtime(clientOptions(env.server.port, { token: token.token }));
+    env.clients.push(client);
+    const name = uniq('user:44');
+    const filtered = await new Collector().subscribe(client.channels.getDerived(name, { filter: "name == 'tip'" }));
+    await rest.channels.get(name).publish([{ name: 'chat', data: 'no' }, { name: 'tip', data: 'yes' }]);
+    await filtered.waitFor((m) => m.data === 'yes', 10_000, 'the tip');
+    assert.deepEqual(filtered.messages.map((m) => m.data), ['yes']);
+    const refusal = await withTimeout(
+      client.channels.get(name).attach().then(
+        () => assert.fail('attached unfiltered'),
+        (err) => err,
+      ),
+      10_000,
+      'the refusal',
+    );
+    assert.equal(refusal.code, 40160);
+  });
+
   test('an invalid filter is refused at attach with 40010', async () => {
     const client = new Ably.Realtime(clientOptions(env.server.port, { key: FULL_KEY }));
     env.clients.push(client);

@@ -23,6 +23,15 @@ fn matches_resources_as_ably_documents() {
         ("session:1", "session:1", true),
         ("session:1", "session:12", false),
         ("chat:*", "[?rewind=1]chat:1", true),
+        // Filtered channels: `[filter=…]` is base64 of `name == 'x'`.
+        ("chat:*", "[filter=bmFtZSA9PSAneCc=]chat:1", true),
+        ("[filter]chat:*", "[filter=bmFtZSA9PSAneCc=]chat:1", true),
+        ("[filter]chat:*", "chat:1", false),
+        ("[filter]chat:*", "[meta]chat:1", false),
+        ("[*]chat:*", "chat:1", true),
+        ("[*]chat:*", "[filter=bmFtZSA9PSAneCc=]chat:1", true),
+        ("[*]chat:*", "[meta]chat:1", true),
+        ("[*]chat:*", "news", false),
     ];
     for (resource, channel, expected) in table {
         let capability = Capability::parse(&format!(r#"{{"{resource}":["subscribe"]}}"#)).unwrap();
@@ -70,6 +79,22 @@ fn intersection_keeps_the_narrower_pattern_and_common_operations() {
 
     let asked = Capability::parse(r#"{"other":["publish"]}"#).unwrap();
     assert_eq!(key.intersect(&asked).unwrap_err().code, 40160);
+
+    // A token asking for filtered access only gets it within what the key allows, and a
+    // key for filtered access only gives nothing unfiltered.
+    let asked = Capability::parse(r#"{"[filter]chat:*":["subscribe"]}"#).unwrap();
+    assert_eq!(
+        key.intersect(&asked).unwrap().to_json(),
+        r#"{"[filter]chat:*":["subscribe"]}"#
+    );
+    let filtered_key = Capability::parse(r#"{"[filter]chat:*":["subscribe"]}"#).unwrap();
+    let asked = Capability::parse(r#"{"chat:1":["subscribe"]}"#).unwrap();
+    assert_eq!(filtered_key.intersect(&asked).unwrap_err().code, 40160);
+    let everywhere = Capability::parse(r#"{"[*]chat:*":["subscribe"]}"#).unwrap();
+    assert_eq!(
+        everywhere.intersect(&asked).unwrap().to_json(),
+        r#"{"chat:1":["subscribe"]}"#
+    );
 }
 
 #[test]
