@@ -23,7 +23,7 @@ pub use in_process::InProcess;
 pub use process::Realtime;
 pub use redis::{RedisCluster, RedisSentinelSet, RedisServer, SENTINEL_MASTER};
 pub use web_push::WebPushSubscription;
-pub use ws::{close, connect, next_json, send_json, Socket};
+pub use ws::{close, connect, next_json, next_json_within, send_json, Socket};
 
 /// A loopback port nothing listens on right now, below the kernel's ephemeral range where it can
 /// (picked at random), so no outgoing connection or `bind(0)` of a parallel test takes it between

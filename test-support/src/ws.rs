@@ -24,10 +24,16 @@ pub async fn connect(addr: SocketAddr, query: &str) -> Socket {
 
 /// Next protocol message (JSON), skipping pings; panics after 10 s.
 pub async fn next_json(socket: &mut Socket) -> Value {
+    next_json_within(socket, FRAME_WAIT).await
+}
+
+/// `next_json` for a frame that may take longer than one on a loaded box: what follows a Redis
+/// fail-over, say (Sentinel's detection and a node's catch-up come first).
+pub async fn next_json_within(socket: &mut Socket, wait: Duration) -> Value {
     loop {
-        let frame = tokio::time::timeout(FRAME_WAIT, socket.next())
+        let frame = tokio::time::timeout(wait, socket.next())
             .await
-            .expect("a frame within 10 s")
+            .unwrap_or_else(|_| panic!("a frame within {wait:?}"))
             .expect("socket open")
             .expect("frame");
         match frame {
