@@ -1,6 +1,7 @@
 //! Fan-out: encode once per (format, channel name as subscribed), queue the shared bytes for
 //! every subscriber that wants them, and count deliveries and bytes per format.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use protocol::{Action, ErrorCode, ErrorInfo, Format, Message, PresenceMessage, ProtocolMessage};
@@ -45,6 +46,9 @@ pub(super) fn fan_out(
 /// (None: the messages as they are), its encoding and its channel tag.
 type Made = (Arc<str>, Format, Option<(usize, Form)>, Vec<Frame>, u64);
 
+/// What tells the frames of one fan-out apart: name, format, share and form.
+type FrameKey = (Arc<str>, Format, Option<(usize, Form)>);
+
 fn deliver(
     subscribers: &Subscribers,
     outgoing: &mut ProtocolMessage,
@@ -69,6 +73,9 @@ fn deliver(
             .unwrap_or(1),
     } as u64;
     let mut chains = views.as_ref().map(|_| subscribers.chains());
+    // With views, names and shares can be as many as subscribers (a filter each): frames are
+    // found through an index, not by scanning them.
+    let mut index_of: Option<HashMap<FrameKey, usize>> = views.as_ref().map(|_| HashMap::new());
     let at = tokio::time::Instant::now();
     for subscriber in subscribers.iter().filter(|s| wanted(s)) {
         let format = subscriber.outbox.format;
@@ -82,9 +89,15 @@ fn deliver(
             }
             _ => None,
         };
-        let index = match frames.iter().position(|(name, f, s, _, _)| {
-            *f == format && *s == shape && **name == *subscriber.channel_name
-        }) {
+        let found = match &index_of {
+            Some(index_of) => index_of
+                .get(&(subscriber.channel_name.clone(), format, shape))
+                .copied(),
+            None => frames.iter().position(|(name, f, s, _, _)| {
+                *f == format && *s == shape && **name == *subscriber.channel_name
+            }),
+        };
+        let index = match found {
             Some(index) => index,
             None => {
                 outgoing.channel = Some(subscriber.channel_name.to_string());
@@ -95,6 +108,10 @@ fn deliver(
                     0
                 };
                 frames.push((subscriber.channel_name.clone(), format, shape, encoded, tag));
+                if let Some(index_of) = &mut index_of {
+                    let key = (subscriber.channel_name.clone(), format, shape);
+                    index_of.insert(key, frames.len() - 1);
+                }
                 frames.len() - 1
             }
         };

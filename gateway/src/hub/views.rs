@@ -56,6 +56,10 @@ impl DeltaCursor {
     }
 }
 
+/// Views of one channel that keep a delta chain (a payload each, up to the message size limit):
+/// attachments with as many distinct filters cannot make a channel hold more.
+const MAX_CHAINS_PER_CHANNEL: usize = 64;
+
 /// Per view with delta attachments, the last message sent in it.
 #[derive(Default)]
 pub(super) struct Chains {
@@ -156,8 +160,6 @@ fn patched(message: &Message, target: &Base, source: &Base, from: &str) -> Optio
 /// One view's share of a fan-out: which messages it keeps and, with delta attachments, their
 /// patched forms.
 pub(super) struct ViewShare {
-    /// The filter's text (None: every message).
-    filter: Option<Box<str>>,
     /// Indices into the fan-out's messages.
     selected: Vec<usize>,
     deltas: Option<Deltas>,
@@ -173,7 +175,7 @@ struct Deltas {
 }
 
 /// What one subscriber is sent of a fan-out's messages.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub(super) enum Form {
     /// Every selected message whole.
     Whole,
@@ -193,6 +195,10 @@ pub(super) struct FanOutViews {
     /// attachment sent one has it as its client's last message, so its next goes whole.
     off_chain: bool,
     shares: Vec<ViewShare>,
+    /// Positions in `shares` (unpatched, patched) of the unfiltered view and per filter text:
+    /// one lookup per subscriber, however many distinct filters the attachments use.
+    unfiltered: [Option<usize>; 2],
+    by_filter: HashMap<Box<str>, [Option<usize>; 2]>,
 }
 
 impl FanOutViews {
@@ -207,6 +213,8 @@ impl FanOutViews {
             frame_id,
             off_chain,
             shares: Vec::new(),
+            unfiltered: [None; 2],
+            by_filter: HashMap::new(),
         }
     }
 
@@ -222,19 +230,26 @@ impl FanOutViews {
     /// advancing its cursor. Views with one filter share one selection and one chain, whatever
     /// name their attachments used.
     pub(super) fn share_for(&mut self, view: &View, chains: &mut Chains) -> Option<(usize, Form)> {
-        let key = view.chain_key();
-        let patched = view.delta.is_some() && !self.off_chain;
-        let index =
-            match self.shares.iter().position(|share| {
-                share.filter.as_deref() == key && share.deltas.is_some() == patched
-            }) {
-                Some(index) => index,
-                None => {
-                    let share = self.make_share(view, chains);
-                    self.shares.push(share);
-                    self.shares.len() - 1
+        let patched = usize::from(view.delta.is_some() && !self.off_chain);
+        let known = match view.chain_key() {
+            None => self.unfiltered[patched],
+            Some(filter) => self.by_filter.get(filter).and_then(|slots| slots[patched]),
+        };
+        let index = match known {
+            Some(index) => index,
+            None => {
+                let share = self.make_share(view, chains);
+                self.shares.push(share);
+                let index = self.shares.len() - 1;
+                match view.chain_key() {
+                    None => self.unfiltered[patched] = Some(index),
+                    Some(filter) => {
+                        self.by_filter.entry(filter.into()).or_default()[patched] = Some(index);
+                    }
                 }
-            };
+                index
+            }
+        };
         let share = &self.shares[index];
         if share.selected.is_empty() {
             return None;
@@ -265,6 +280,8 @@ impl FanOutViews {
             let key = view.chain_key().map(Box::from);
             let chain = chains.by_view.remove(&key);
             let before = chain.as_ref().map_or(0, |chain| chain.seq);
+            // Past the cap a new view keeps no chain: its attachments get whole messages.
+            let room = chain.is_some() || chains.by_view.len() < MAX_CHAINS_PER_CHANNEL;
             let (mut from, mut source) = match chain {
                 Some(chain) => (chain.id, chain.base),
                 None => (None, None),
@@ -287,9 +304,11 @@ impl FanOutViews {
             }
             let after = if selected.is_empty() {
                 before
-            } else {
+            } else if room {
                 chains.next_seq += 1;
                 chains.next_seq
+            } else {
+                0
             };
             if after != 0 {
                 chains.by_view.insert(
@@ -307,11 +326,7 @@ impl FanOutViews {
                 patched: patches,
             }
         });
-        ViewShare {
-            filter: view.chain_key().map(Box::from),
-            selected,
-            deltas,
-        }
+        ViewShare { selected, deltas }
     }
 
     /// The messages of share `index` in `form`: ids made explicit (a frame of a subset cannot
@@ -395,6 +410,13 @@ pub(super) fn replay(messages: Vec<Message>, view: &View, chains: &mut Chains) -
         .get(&key)
         .filter(|chain| chain.id.as_deref() == Some(last.as_str()))
         .map(|chain| chain.seq);
+    if joined.is_none()
+        && chains.by_view.len() >= MAX_CHAINS_PER_CHANNEL
+        && !chains.by_view.contains_key(&key)
+    {
+        cursor.set(0);
+        return kept;
+    }
     let seq = joined.unwrap_or_else(|| {
         chains.next_seq += 1;
         let seq = chains.next_seq;

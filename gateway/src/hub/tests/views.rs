@@ -492,3 +492,35 @@ fn an_occupancy_event_moves_no_chain_and_the_watcher_it_went_to_gets_its_next_me
         "the others' chain goes on past the event they were not sent"
     );
 }
+
+#[test]
+fn a_channel_keeps_at_most_64_delta_chains_whatever_the_number_of_filters() {
+    let hub = Hub::default();
+    let request = AttachRequest::default();
+    // 70 attachments, each with a filter of its own that every state matches.
+    let mut viewers: Vec<TestSubscriber> = (0..70)
+        .map(|i| {
+            let filter = format!("name == 'state' || name == 'other-{i}'");
+            viewer(
+                &hub,
+                "m",
+                &format!("c{i}"),
+                Format::Msgpack,
+                Some(&filter),
+                true,
+                &request,
+            )
+        })
+        .collect();
+    publish_all(&hub, "m", vec![json_state("m0", &state(0))], None);
+    publish_all(&hub, "m", vec![json_state("m1", &state(1))], None);
+    let patched = viewers
+        .iter_mut()
+        .map(|viewer| as_the_client_decodes(&received(viewer)))
+        .filter(|decoded| decoded.len() == 2 && decoded[1].2)
+        .count();
+    assert_eq!(
+        patched, 64,
+        "64 views keep a chain; the other six get whole messages"
+    );
+}
