@@ -202,6 +202,14 @@ fn permitted_channel(
     refused: &str,
 ) -> Result<protocol::ChannelName, protocol::ErrorInfo> {
     let channel = protocol::ChannelName::parse(channel)?;
+    // Only a subscriber sees a channel through a filter: history, presence and metadata are the
+    // channel's own (and a `[filter]` capability must not read past its filter through them).
+    if channel.is_filtered() {
+        return Err(ErrorCode::InvalidChannelName.info(format!(
+            "channel {:?} is filtered: read its history, presence and metadata on the channel itself",
+            channel.as_str()
+        )));
+    }
     if caller.allows(&channel, operation) {
         Ok(channel)
     } else {

@@ -106,6 +106,21 @@ async fn rest_errors_use_the_ably_envelope() {
         .await;
     assert_rest_error(&bad_channel, 40010, 400);
 
+    // A filtered channel (`[filter=<base64 of name == 'x'>]c`) is only subscribed to: no publish,
+    // no history, presence or metadata of its own.
+    let filtered = "/channels/%5Bfilter%3DbmFtZSA9PSAneCc%3D%5Dc";
+    let publish = server
+        .post_json(&format!("{filtered}/messages"), &message)
+        .await;
+    assert_rest_error(&publish, 40010, 400);
+    for read in ["/messages", "/presence", ""] {
+        let path = format!("{filtered}{read}");
+        let response = server
+            .http(Request::get(path.as_str()).basic(FULL_KEY))
+            .await;
+        assert_rest_error(&response, 40010, 400);
+    }
+
     let too_big = json!([{"data": "z".repeat(64 * 1024 + 1)}]);
     let oversized = server.post_json("/channels/c/messages", &too_big).await;
     assert_rest_error(&oversized, 40009, 413);
