@@ -181,21 +181,31 @@ async fn send(commands: Commands, script: redis::Script, batch: Vec<Submission>,
     .await;
 }
 
-/// One script call for `batch`, grouped by channel (in order of first appearance; each
-/// channel's publications in queue order), and every submission answered.
-async fn call(commands: &Commands, script: redis::Script, batch: Vec<Submission>) {
+/// `batch` grouped by channel, in order of first appearance, each channel's publications in
+/// queue order. A channel's stored and ephemeral publications are separate groups, a new one
+/// each time the kind changes in the queue, so they are announced in the order they came.
+fn grouped(batch: Vec<Submission>) -> Vec<Vec<Submission>> {
     let mut groups: Vec<Vec<Submission>> = Vec::new();
-    let mut index: HashMap<(String, bool), usize> = HashMap::new();
+    // Channel -> its latest group.
+    let mut latest: HashMap<String, usize> = HashMap::new();
     for submission in batch {
-        let key = (submission.channel.clone(), submission.retention.is_none());
-        match index.get(&key) {
-            Some(&group) => groups[group].push(submission),
-            None => {
-                index.insert(key, groups.len());
+        let ephemeral = submission.retention.is_none();
+        match latest.get(&submission.channel) {
+            Some(&group) if groups[group][0].retention.is_none() == ephemeral => {
+                groups[group].push(submission);
+            }
+            _ => {
+                latest.insert(submission.channel.clone(), groups.len());
                 groups.push(vec![submission]);
             }
         }
     }
+    groups
+}
+
+/// One script call for `batch` (`grouped`), and every submission answered.
+async fn call(commands: &Commands, script: redis::Script, batch: Vec<Submission>) {
+    let groups = grouped(batch);
     let mut keys_out = Vec::with_capacity(groups.len() * 4);
     let mut args = Vec::new();
     // Per group, its submissions' replies and message counts, in order.
@@ -344,4 +354,42 @@ fn serials_of(answer: &str, counts: &[usize]) -> Vec<Result<Serials>> {
             Ok(serials)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn submission(channel: &str, id: &str, stored: bool) -> Submission {
+        Submission {
+            channel: channel.to_owned(),
+            retention: stored.then(Retention::default),
+            connection_id: "c".to_owned(),
+            id: id.to_owned(),
+            args: Vec::new(),
+            reply: oneshot::channel().0,
+        }
+    }
+
+    #[test]
+    fn a_channels_stored_and_ephemeral_publications_keep_their_order() {
+        let batch = vec![
+            submission("room", "a", true),
+            submission("room", "b", true),
+            submission("other", "x", true),
+            submission("room", "typing", false),
+            submission("room", "c", true),
+            submission("other", "y", true),
+        ];
+        let groups = grouped(batch);
+        let groups: Vec<Vec<&str>> = groups
+            .iter()
+            .map(|group| group.iter().map(|s| s.id.as_str()).collect())
+            .collect();
+        // The ephemeral one between b and c is announced between them.
+        assert_eq!(
+            groups,
+            [vec!["a", "b"], vec!["x", "y"], vec!["typing"], vec!["c"]]
+        );
+    }
 }
