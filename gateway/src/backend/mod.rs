@@ -23,7 +23,7 @@ pub(crate) mod records;
 pub(crate) mod redis;
 pub(crate) mod session;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -4,6 +4,7 @@
 //! Redis so every node sees the same registrations.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
@@ -136,9 +137,28 @@ pub(crate) trait PushStore: Send + Sync {
     /// Forgets everything of an app (a deleted sandbox app).
     fn forget_app<'a>(&'a self, scope: &'a str) -> Reply<'a, ()>;
 
-    /// The devices a push on `channel` goes to: those subscribed, and those of subscribed
-    /// clientIds, each once (failed ones included; the caller skips them).
-    fn recipients<'a>(&'a self, scope: &'a str, channel: &'a str) -> Reply<'a, Vec<Device>>;
+    /// One page of the devices a push on `channel` goes to: those of up to about `limit` of its
+    /// subscribers, a subscribed device itself or each device of a subscribed clientId (failed
+    /// ones included; the caller skips them). `cursor` is `None` for the first page, then the
+    /// previous page's `next`. Every subscriber present for the whole read is reached; a device
+    /// may come back on a later page (subscribed both ways, or a subscriber read twice), so the
+    /// caller remembers the ids it has sent to.
+    fn recipients_page<'a>(
+        &'a self,
+        scope: &'a str,
+        channel: &'a str,
+        cursor: Option<&'a str>,
+        limit: usize,
+    ) -> Reply<'a, RecipientsPage>;
+}
+
+/// A page of a channel's push recipients (`PushStore::recipients_page`).
+#[derive(Debug, Default)]
+pub(crate) struct RecipientsPage {
+    /// Each once within the page.
+    pub(crate) devices: Vec<Device>,
+    /// Where the next page starts; `None` after the last one. Opaque: each store has its own.
+    pub(crate) next: Option<String>,
 }
 
 /// Push state in one process (embedded mode).
@@ -329,22 +349,47 @@ impl PushStore for MemoryPush {
         ready(())
     }
 
-    fn recipients<'a>(&'a self, scope: &'a str, channel: &'a str) -> Reply<'a, Vec<Device>> {
+    /// The cursor is the last subscriber's member (`d:<id>`/`c:<id>`): the next page is what
+    /// sorts after it, wherever subscriptions came or went meanwhile.
+    fn recipients_page<'a>(
+        &'a self,
+        scope: &'a str,
+        channel: &'a str,
+        cursor: Option<&'a str>,
+        limit: usize,
+    ) -> Reply<'a, RecipientsPage> {
+        let after = match cursor.map(Subscriber::from_member) {
+            None => Bound::Unbounded,
+            Some(Some(subscriber)) => Bound::Excluded(subscriber),
+            // Not one of ours: nothing follows it.
+            Some(None) => return ready(RecipientsPage::default()),
+        };
         ready(self.with(scope, |app| {
+            let Some(subscribers) = app.by_channel.get(channel) else {
+                return RecipientsPage::default();
+            };
+            let mut rest = subscribers.range((after, Bound::Unbounded));
+            let page: Vec<&Subscriber> = rest.by_ref().take(limit.max(1)).collect();
+            let next = match (page.last(), rest.next()) {
+                (Some(last), Some(_)) => Some(last.member()),
+                _ => None,
+            };
             let mut ids = BTreeSet::new();
-            for subscriber in app.by_channel.get(channel).into_iter().flatten() {
+            for subscriber in page {
                 match subscriber {
                     Subscriber::Device(id) => {
-                        ids.insert(id.clone());
+                        ids.insert(id);
                     }
                     Subscriber::Client(client_id) => {
-                        ids.extend(app.by_client.get(client_id).into_iter().flatten().cloned());
+                        ids.extend(app.by_client.get(client_id).into_iter().flatten());
                     }
                 }
             }
-            ids.iter()
+            let devices = ids
+                .into_iter()
                 .filter_map(|id| app.devices.get(id).cloned())
-                .collect()
+                .collect();
+            RecipientsPage { devices, next }
         }))
     }
 }

@@ -184,9 +184,9 @@ impl Drop for RedisServer {
 }
 
 /// One back-end under test, with the hub it delivers into.
-struct Subject {
-    name: &'static str,
-    backend: Backend,
+pub(crate) struct Subject {
+    pub(crate) name: &'static str,
+    pub(crate) backend: Backend,
     node: Arc<HubNode>,
 }
 
@@ -242,8 +242,8 @@ async fn redis() -> (Subject, RedisServer) {
     (subject, server)
 }
 
-/// Runs `check` against every back-end.
-async fn for_each_backend<F, Fut>(check: F)
+/// Runs `check` against every back-end (also from other modules' tests).
+pub(crate) async fn for_each_backend<F, Fut>(check: F)
 where
     F: Fn(Subject) -> Fut,
     Fut: Future<Output = ()>,
@@ -1209,10 +1209,10 @@ async fn push_registrations_and_subscriptions_keep_their_indexes_in_step() {
         ] {
             store.subscribe("app", &subscription).await.unwrap();
         }
-        // d1 directly and through ann: once.
+        // d1 directly and through ann: once, all on one page.
         assert_eq!(
-            ids(store.recipients("app", "push:a").await.unwrap()),
-            ["d1", "d3"],
+            recipient_pages(store.as_ref(), "app", "push:a", 100).await,
+            [["d1", "d3"]],
             "{name}"
         );
         assert_eq!(
@@ -1251,8 +1251,8 @@ async fn push_registrations_and_subscriptions_keep_their_indexes_in_step() {
             .await
             .unwrap();
         assert_eq!(
-            ids(store.recipients("app", "push:a").await.unwrap()),
-            ["d1"],
+            recipient_pages(store.as_ref(), "app", "push:a", 100).await,
+            [["d1"]],
             "{name}"
         );
 
@@ -1279,6 +1279,128 @@ async fn push_registrations_and_subscriptions_keep_their_indexes_in_step() {
             ids(store.devices("other", None).await.unwrap()),
             ["d1"],
             "{name}"
+        );
+    })
+    .await;
+}
+
+/// The device ids (sorted) of each page of `channel`'s recipients, `limit` subscribers a page.
+async fn recipient_pages(
+    store: &dyn super::push::PushStore,
+    scope: &str,
+    channel: &str,
+    limit: usize,
+) -> Vec<Vec<String>> {
+    let mut pages = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .recipients_page(scope, channel, cursor.as_deref(), limit)
+            .await
+            .unwrap();
+        pages.push(page_ids(&page));
+        cursor = page.next;
+        if cursor.is_none() {
+            return pages;
+        }
+        assert!(pages.len() < 10_000, "the pages never end");
+    }
+}
+
+fn page_ids(page: &super::push::RecipientsPage) -> Vec<String> {
+    let mut ids: Vec<String> = page.devices.iter().map(|d| d.id.clone()).collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn push_recipients_come_in_pages_and_none_is_missed_while_subscriptions_change() {
+    use super::push::{Subscriber, Subscription};
+    use std::collections::{BTreeMap, BTreeSet};
+    for_each_backend(|subject| async move {
+        let store = subject.backend.push.as_ref();
+        let name = subject.name;
+        let subscribe = |subscriber: Subscriber| async move {
+            let subscription = Subscription {
+                channel: "push:big".into(),
+                subscriber,
+            };
+            store.subscribe("", &subscription).await.unwrap();
+        };
+        // 150 devices subscribed directly (past Redis's small-set encoding, so SSCAN really
+        // pages), and the 5 devices of each of user0..user9 through their clientId as well.
+        for n in 0..150 {
+            let id = format!("dev{n:03}");
+            let client = format!("user{}", n % 30);
+            store
+                .save_device("", &push_device(&id, Some(&client)))
+                .await
+                .unwrap();
+            subscribe(Subscriber::Device(id)).await;
+        }
+        for n in 0..10 {
+            subscribe(Subscriber::Client(format!("user{n}"))).await;
+        }
+
+        let limit = 10;
+        let mut pages = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = store
+                .recipients_page("", "push:big", cursor.as_deref(), limit)
+                .await
+                .unwrap();
+            pages.push(page_ids(&page));
+            if pages.len() == 1 {
+                // Mid-read: 300 more subscribers (Redis grows and rehashes the set) and one gone.
+                for n in 0..300 {
+                    subscribe(Subscriber::Device(format!("late{n:03}"))).await;
+                }
+                store
+                    .unsubscribe(
+                        "",
+                        &[Subscription {
+                            channel: "push:big".into(),
+                            subscriber: Subscriber::Device("dev149".into()),
+                        }],
+                    )
+                    .await
+                    .unwrap();
+            }
+            cursor = page.next;
+            if cursor.is_none() {
+                break;
+            }
+            assert!(pages.len() < 10_000, "{name}: the pages never end");
+        }
+
+        let mut pages_of: BTreeMap<&str, usize> = BTreeMap::new();
+        for id in pages.iter().flatten() {
+            *pages_of.entry(id).or_default() += 1;
+        }
+        // Every device subscribed for the whole read came (the late ones have no registration).
+        let missed: Vec<String> = (0..149)
+            .map(|n| format!("dev{n:03}"))
+            .filter(|id| !pages_of.contains_key(id.as_str()))
+            .collect();
+        assert!(missed.is_empty(), "{name}: missed {missed:?}");
+        assert!(
+            pages
+                .iter()
+                .all(|page| { page.iter().collect::<BTreeSet<_>>().len() == page.len() }),
+            "{name}: a device twice on one page"
+        );
+        // Subscribed both ways, a device may come on two pages: the caller dedupes.
+        assert!(
+            pages_of.values().any(|&n| n > 1),
+            "{name}: no device on two pages: {pages:?}"
+        );
+        // Bounded pages: a page's subscribers are about `limit`, a clientId bringing 5 devices.
+        let largest = pages.iter().map(Vec::len).max().unwrap_or_default();
+        assert!(
+            pages.len() > 10 && largest <= 6 * limit,
+            "{name}: {} pages, largest {largest}",
+            pages.len()
         );
     })
     .await;

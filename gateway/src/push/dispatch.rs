@@ -1,18 +1,24 @@
 //! Getting push notifications to transports without holding up a publish: a channel message's
 //! `extras.push` goes on one bounded queue (full: dropped, counted and logged; the message itself
-//! was already acknowledged), one task per gateway looks up the channel's recipients in the push
-//! store and hands each active device's job to the transport its `transportType` names.
+//! was already acknowledged), one task per gateway reads the channel's recipients from the push
+//! store a page at a time and hands each active device's job to the transport its
+//! `transportType` names, once per device.
 
+use std::collections::HashSet;
 use std::sync::{Arc, OnceLock, Weak};
 
 use tokio::sync::mpsc;
 
-use crate::backend::push::Device;
+use crate::backend::push::{Device, PushStore};
 use crate::wiring::{PushSink, Wiring};
 
 /// Channel publications with push payloads waiting for their recipients to be looked up. Past
 /// this many the newest are dropped: push is best effort, and a stuck store must not grow us.
 const QUEUE_PUBLICATIONS: usize = 4096;
+
+/// Channel subscribers whose devices are read per page: a page's registrations (a few hundred
+/// bytes each) stay well under a MiB, and one store round trip serves a thousand devices.
+const SUBSCRIBERS_PER_PAGE: usize = 1000;
 
 /// One notification for one recipient, as a transport gets it.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,8 +100,7 @@ impl Transports {
     }
 
     /// Hands one payload to each active device, once per device, waiting for room in a full
-    /// transport queue; counted once per call, not per device (a channel may have many
-    /// thousands).
+    /// transport queue; counted once per call (a page of a channel's devices), not per device.
     pub(crate) async fn send_to_devices(
         &self,
         app: &str,
@@ -188,13 +193,14 @@ pub(crate) struct Dispatcher {
 impl Dispatcher {
     /// Starts the task that resolves recipients; it ends when the gateway (its `Wiring`) goes.
     pub(crate) fn start(wiring: Weak<Wiring>, transports: Arc<Transports>) -> Dispatcher {
-        Dispatcher::with_capacity(wiring, transports, QUEUE_PUBLICATIONS)
+        Dispatcher::with_limits(wiring, transports, QUEUE_PUBLICATIONS, SUBSCRIBERS_PER_PAGE)
     }
 
-    pub(crate) fn with_capacity(
+    pub(crate) fn with_limits(
         wiring: Weak<Wiring>,
         transports: Arc<Transports>,
         capacity: usize,
+        subscribers_per_page: usize,
     ) -> Dispatcher {
         let (queue, mut arrivals) = mpsc::channel::<Published>(capacity);
         tokio::spawn(async move {
@@ -204,23 +210,60 @@ impl Dispatcher {
                 };
                 let store = wiring.push_store().clone();
                 drop(wiring);
-                let devices = match store.recipients(&published.scope, &published.channel).await {
-                    Ok(devices) => devices,
-                    Err(error) => {
-                        ::metrics::counter!("realtime_push_dropped_total", "reason" => "store")
-                            .increment(published.payloads.len() as u64);
-                        tracing::warn!(channel = %published.channel, %error, "push recipients could not be read; notifications dropped");
-                        continue;
-                    }
-                };
-                for payload in &published.payloads {
-                    transports
-                        .send_to_devices(&published.scope, &devices, payload)
-                        .await;
-                }
+                fan_out(
+                    store.as_ref(),
+                    &transports,
+                    &published,
+                    subscribers_per_page,
+                )
+                .await;
             }
         });
         Dispatcher { queue }
+    }
+}
+
+/// Hands a publication's payloads to the channel's devices, reading them a page at a time so a
+/// channel's whole device list is never in memory at once. A device can come back on a later
+/// page (subscribed directly and through its clientId, or read twice by Redis's `SSCAN`); the
+/// ids already handed their jobs, and only the ids, are kept to send it nothing twice.
+async fn fan_out(
+    store: &dyn PushStore,
+    transports: &Transports,
+    published: &Published,
+    subscribers_per_page: usize,
+) {
+    let mut sent: HashSet<String> = HashSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = match store
+            .recipients_page(
+                &published.scope,
+                &published.channel,
+                cursor.as_deref(),
+                subscribers_per_page,
+            )
+            .await
+        {
+            Ok(page) => page,
+            Err(error) => {
+                ::metrics::counter!("realtime_push_dropped_total", "reason" => "store")
+                    .increment(published.payloads.len() as u64);
+                tracing::warn!(channel = %published.channel, %error, devices_sent = sent.len(), "push recipients could not be read; notifications to the rest dropped");
+                return;
+            }
+        };
+        let mut devices = page.devices;
+        devices.retain(|device| sent.insert(device.id.clone()));
+        for payload in &published.payloads {
+            transports
+                .send_to_devices(&published.scope, &devices, payload)
+                .await;
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return,
+        }
     }
 }
 

@@ -1,3 +1,5 @@
+use std::collections::BTreeMap;
+
 use serde_json::json;
 
 use super::dispatch::Dispatcher;
@@ -121,7 +123,7 @@ async fn a_full_dispatch_queue_drops_what_comes_next_and_the_rest_reach_each_act
         ably_channel: ours.clone(),
         external: Default::default(),
     });
-    let dispatcher = Dispatcher::with_capacity(Arc::downgrade(&wiring), transports.clone(), 2);
+    let dispatcher = Dispatcher::with_limits(Arc::downgrade(&wiring), transports.clone(), 2, 1000);
     assert!(dispatcher.queue("", "push:a", vec![json!({"n": 1})]));
     assert!(dispatcher.queue("", "push:a", vec![json!({"n": 2})]));
     assert!(
@@ -163,4 +165,82 @@ async fn until(done: impl Fn() -> bool) {
         tokio::task::yield_now().await;
     }
     panic!("the dispatcher never got there");
+}
+
+/// A transport that passes each job on as it takes it.
+struct Inbox(tokio::sync::mpsc::UnboundedSender<PushJob>);
+
+impl PushTransport for Inbox {
+    fn send(&self, job: PushJob) -> Result<(), PushRefused> {
+        let _ = self.0.send(job);
+        Ok(())
+    }
+}
+
+/// A channel of 150 devices read 7 subscribers a page: each active device gets each payload
+/// once, though 50 of them are subscribed both directly and through their clientId (on other
+/// pages), and the failed one gets nothing. On both stores: Redis pages with SSCAN.
+#[tokio::test]
+async fn a_channel_larger_than_a_page_notifies_each_device_once() {
+    crate::backend::tests::for_each_backend(|subject| async move {
+        let name = subject.name;
+        let wiring = Arc::new(Wiring::new(subject.backend.clone()));
+        let store = wiring.push_store().clone();
+        let subscribe = |subscriber: Subscriber| {
+            let store = store.clone();
+            async move {
+                let subscription = Subscription {
+                    channel: "push:big".into(),
+                    subscriber,
+                };
+                store.subscribe("", &subscription).await.unwrap();
+            }
+        };
+        for n in 0..150 {
+            let mut device = registered(&format!("dev{n:03}"), "ablyChannel");
+            device.client_id = Some(format!("user{}", n % 30));
+            if n == 42 {
+                device.push.state = FAILED.to_owned();
+            }
+            store.save_device("", &device).await.unwrap();
+            subscribe(Subscriber::Device(device.id)).await;
+        }
+        for n in 0..10 {
+            subscribe(Subscriber::Client(format!("user{n}"))).await;
+        }
+        let (jobs, mut arrived) = tokio::sync::mpsc::unbounded_channel();
+        let transports = Arc::new(Transports {
+            ably_channel: Arc::new(Inbox(jobs)),
+            external: Default::default(),
+        });
+        let dispatcher = Dispatcher::with_limits(Arc::downgrade(&wiring), transports, 4, 7);
+        assert!(dispatcher.queue("", "push:big", vec![json!({"n": 1}), json!({"n": 2})]));
+        // Publications go out in order: once the marker has reached all 149, anything the
+        // first one sent twice would have come before it.
+        assert!(dispatcher.queue("", "push:big", vec![json!({"marker": true})]));
+        let mut sent: BTreeMap<(String, u64), usize> = BTreeMap::new();
+        let mut markers = 0;
+        while markers < 149 {
+            let job = tokio::time::timeout(std::time::Duration::from_secs(10), arrived.recv())
+                .await
+                .unwrap_or_else(|_| panic!("{name}: {markers} markers, then nothing"))
+                .unwrap();
+            if job.payload == json!({"marker": true}) {
+                markers += 1;
+            } else {
+                *sent
+                    .entry((
+                        job.device_id.unwrap_or_default(),
+                        job.payload["n"].as_u64().unwrap(),
+                    ))
+                    .or_default() += 1;
+            }
+        }
+        let expected: BTreeMap<(String, u64), usize> = (0..150)
+            .filter(|&n| n != 42)
+            .flat_map(|n| [1, 2].map(|payload| ((format!("dev{n:03}"), payload), 1)))
+            .collect();
+        assert_eq!(sent, expected, "{name}");
+    })
+    .await;
 }

@@ -11,10 +11,11 @@
 //! hash tag, so on a Cluster they are in the script's slot.
 //!
 //! Writes are one script each (`push_save.lua`, `push_remove.lua`, `push_subscribe.lua`,
-//! `push_forget.lua`), so the indexes never disagree; `push_read.lua` gathers a channel's recipients in one round trip.
+//! `push_forget.lua`), so the indexes never disagree; `push_read.lua` gathers a page of a
+//! channel's recipients in one round trip (`SSCAN` over `sub:<channel>`, its cursor the page's).
 
 use super::RedisBackend;
-use crate::backend::push::{Device, PushStore, Subscriber, Subscription};
+use crate::backend::push::{Device, PushStore, RecipientsPage, Subscriber, Subscription};
 use crate::backend::{BackendError, Reply, Result};
 
 const SAVE_SCRIPT: &str = include_str!("scripts/push_save.lua");
@@ -239,18 +240,32 @@ impl PushStore for RedisBackend {
         })
     }
 
-    fn recipients<'a>(&'a self, scope: &'a str, channel: &'a str) -> Reply<'a, Vec<Device>> {
+    /// The cursor is `SSCAN`'s over the channel's subscriber set; one script call per page.
+    fn recipients_page<'a>(
+        &'a self,
+        scope: &'a str,
+        channel: &'a str,
+        cursor: Option<&'a str>,
+        limit: usize,
+    ) -> Reply<'a, RecipientsPage> {
         Box::pin(async move {
-            let jsons: Vec<String> = self
+            let args = vec![
+                "recipients".to_owned(),
+                channel.to_owned(),
+                cursor.unwrap_or("0").to_owned(),
+                limit.max(1).to_string(),
+            ];
+            let reply: Vec<String> = self
                 .commands
-                .invoke(
-                    redis::Script::new(READ_SCRIPT),
-                    vec![prefix(scope)],
-                    vec!["recipients".to_owned(), channel.to_owned()],
-                )
+                .invoke(redis::Script::new(READ_SCRIPT), vec![prefix(scope)], args)
                 .await
                 .map_err(unavailable)?;
-            Ok(jsons.iter().filter_map(|json| parse(json)).collect())
+            let mut reply = reply.into_iter();
+            let next = reply.next().filter(|cursor| cursor != "0");
+            Ok(RecipientsPage {
+                devices: reply.filter_map(|json| parse(&json)).collect(),
+                next,
+            })
         })
     }
 }

@@ -1,12 +1,26 @@
 -- Reads push state in one round trip.
 -- KEYS[1]: the app's push key prefix. ARGV[1]: what to read:
---   'recipients' ARGV[2] = channel: the JSON of every device subscribed, or of a subscribed
---     clientId, each once;
+--   'recipients' ARGV[2] = channel, ARGV[3] = SSCAN cursor ('0' first), ARGV[4] = subscribers
+--     per page: the cursor for the next page ('0' after the last), then the JSON of each device
+--     of this page's subscribers (subscribed, or of a subscribed clientId), each once. SSCAN
+--     reaches every member present for the whole scan, whatever is added or removed meanwhile;
+--     it may return one twice, which the caller's set of devices sent to absorbs;
 --   'subs' ARGV[2] = channel or '': flat channel, member pairs of one or every channel.
 local prefix, what = KEYS[1], ARGV[1]
 if what == 'recipients' then
+  local key, cursor, limit = prefix .. 'sub:' .. ARGV[2], ARGV[3], tonumber(ARGV[4])
+  -- COUNT is a hint (a small set comes whole, a sparse one in dribs): scan until the page is
+  -- full or the set is done.
+  local members = {}
+  repeat
+    local reply = redis.call('SSCAN', key, cursor, 'COUNT', limit)
+    cursor = reply[1]
+    for _, member in ipairs(reply[2]) do
+      members[#members + 1] = member
+    end
+  until cursor == '0' or #members >= limit
   local ids, seen = {}, {}
-  for _, member in ipairs(redis.call('SMEMBERS', prefix .. 'sub:' .. ARGV[2])) do
+  for _, member in ipairs(members) do
     local kind, id = string.sub(member, 1, 1), string.sub(member, 3)
     local found = {}
     if kind == 'd' then
@@ -22,7 +36,7 @@ if what == 'recipients' then
     end
   end
   -- HMGET in slices: unpack is bounded by Lua's stack.
-  local out = {}
+  local out = { cursor }
   for first = 1, #ids, 1000 do
     local slice = { unpack(ids, first, math.min(first + 999, #ids)) }
     for _, json in ipairs(redis.call('HMGET', prefix .. 'dev', unpack(slice))) do
