@@ -9,7 +9,7 @@ use crate::support::{connect, next_json, numbered, on_nodes, send_json, Socket};
 
 /// Reads ACK/NACK frames until `n` msgSerials are answered; returns, per msgSerial in the
 /// order answered, its serial (ACK) or error code (NACK).
-async fn answers(socket: &mut Socket, n: u64) -> Vec<(u64, Result<String, i64>)> {
+pub(crate) async fn answers(socket: &mut Socket, n: u64) -> Vec<(u64, Result<String, i64>)> {
     let mut answered = Vec::new();
     while (answered.len() as u64) < n {
         let frame = next_json(socket).await;
@@ -37,7 +37,7 @@ async fn answers(socket: &mut Socket, n: u64) -> Vec<(u64, Result<String, i64>)>
     answered
 }
 
-async fn publisher(node: &crate::support::Server) -> Socket {
+pub(crate) async fn publisher(node: &crate::support::Server) -> Socket {
     let mut socket = connect(node.addr, "key=app.k:secret&format=json").await;
     assert_eq!(next_json(&mut socket).await["action"], 4);
     socket
@@ -51,7 +51,7 @@ async fn subscriber(node: &crate::support::Server, channel: &str) -> Socket {
     socket
 }
 
-fn message_frame(msg_serial: u64, channel: &str, data: &str) -> Value {
+pub(crate) fn message_frame(msg_serial: u64, channel: &str, data: &str) -> Value {
     json!({"action": 15, "msgSerial": msg_serial, "channel": channel,
            "messages": [{"name": "n", "data": data}]})
 }
