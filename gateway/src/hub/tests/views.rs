@@ -131,6 +131,19 @@ fn as_the_client_decodes(messages: &[Message]) -> Vec<(String, Vec<u8>, bool)> {
     out
 }
 
+/// (id, whether patched) per decoded message.
+fn ids_patched(decoded: &[(String, Vec<u8>, bool)]) -> Vec<(&str, bool)> {
+    decoded
+        .iter()
+        .map(|(id, _, patched)| (id.as_str(), *patched))
+        .collect()
+}
+
+/// Whether each decoded message came as a patch.
+fn patched_flags(decoded: &[(String, Vec<u8>, bool)]) -> Vec<bool> {
+    decoded.iter().map(|(_, _, patched)| *patched).collect()
+}
+
 /// A 2 KB state object (a stream's viewers and tips) with `round` changing about 5 % of it.
 fn state(round: usize) -> serde_json::Value {
     let viewers: Vec<serde_json::Value> = (0..60)
@@ -221,13 +234,7 @@ fn binary_payloads_patch_as_bytes_whichever_way_they_were_published() {
         let decoded = as_the_client_decodes(&received(subscriber));
         let payloads_seen: Vec<&Vec<u8>> = decoded.iter().map(|(_, p, _)| p).collect();
         assert_eq!(payloads_seen, payloads.iter().collect::<Vec<_>>());
-        assert_eq!(
-            decoded
-                .iter()
-                .map(|(_, _, patched)| *patched)
-                .collect::<Vec<_>>(),
-            [false, true, true, true]
-        );
+        assert_eq!(patched_flags(&decoded), [false, true, true, true]);
     }
 }
 
@@ -246,21 +253,12 @@ fn a_message_an_attachment_was_not_sent_makes_its_next_one_whole() {
     publish_all(&hub, "q", vec![json_state("q2", &state(2))], None);
     let quiet = as_the_client_decodes(&received(&mut quiet));
     assert_eq!(
-        quiet
-            .iter()
-            .map(|(id, _, patched)| (id.as_str(), *patched))
-            .collect::<Vec<_>>(),
+        ids_patched(&quiet),
         [("q0", false), ("q2", false)],
         "q2 cannot patch q1, which it never got"
     );
     let other = as_the_client_decodes(&received(&mut other));
-    assert_eq!(
-        other
-            .iter()
-            .map(|(_, _, patched)| *patched)
-            .collect::<Vec<_>>(),
-        [false, true, true]
-    );
+    assert_eq!(patched_flags(&other), [false, true, true]);
 }
 
 #[test]
@@ -293,10 +291,7 @@ fn a_resume_replays_its_first_message_whole_then_patches_and_joins_the_live_chai
     assert_eq!(frames.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1, 1]);
     let decoded = as_the_client_decodes(&frames.concat());
     assert_eq!(
-        decoded
-            .iter()
-            .map(|(id, _, patched)| (id.as_str(), *patched))
-            .collect::<Vec<_>>(),
+        ids_patched(&decoded),
         [("r1", false), ("r2", true), ("r3", true)],
         "replayed r1 whole, r2 patched, then live r3 patched against r2"
     );
@@ -413,10 +408,7 @@ fn a_filtered_delta_view_patches_against_the_previous_message_it_matched() {
     }
     let decoded = as_the_client_decodes(&received(&mut states));
     assert_eq!(
-        decoded
-            .iter()
-            .map(|(id, _, patched)| (id.as_str(), *patched))
-            .collect::<Vec<_>>(),
+        ids_patched(&decoded),
         [("s0", false), ("s1", true), ("s2", true), ("s3", true)]
     );
 }
@@ -445,10 +437,7 @@ fn a_resume_with_no_delta_attachment_left_meanwhile_starts_the_chain_again_from_
     publish_all(&hub, "l", vec![json_state("l3", &state(3))], None);
     let decoded = as_the_client_decodes(&received(&mut back));
     assert_eq!(
-        decoded
-            .iter()
-            .map(|(id, _, patched)| (id.as_str(), *patched))
-            .collect::<Vec<_>>(),
+        ids_patched(&decoded),
         [("l1", false), ("l2", true), ("l3", true)],
         "the live l3 patches the replayed l2"
     );
@@ -484,10 +473,7 @@ fn an_occupancy_event_moves_no_chain_and_the_watcher_it_went_to_gets_its_next_me
     );
     let other = as_the_client_decodes(&received(&mut other));
     assert_eq!(
-        other
-            .iter()
-            .map(|(_, _, patched)| *patched)
-            .collect::<Vec<_>>(),
+        patched_flags(&other),
         [false, true, true],
         "the others' chain goes on past the event they were not sent"
     );
