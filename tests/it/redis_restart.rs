@@ -538,3 +538,45 @@ fn pipelined_publishes_keep_their_order_through_an_empty_redis_restart() {
         }
     });
 }
+
+/// A store that lost the channel's last messages (a fail-over to a replica that had not got
+/// them) hands their serials out again to the next publishes, before any node catches up: a
+/// node must not take those for repeats of what it delivered (another message at the same
+/// serial) and drop them silently. It catches up instead, and its subscribers are told.
+#[test]
+fn a_publish_given_a_serial_the_nodes_already_delivered_is_not_dropped_as_a_repeat() {
+    on_nodes(2, &[], async |redis, nodes| {
+        let channel = "live:lost-tail";
+        let mut subscriber =
+            Subscriber::attach(&nodes[1], false, &[channel], "node 1".into()).await;
+        let mut delivered = Vec::new();
+        for n in 0..3 {
+            delivered.push(publish_serial(&nodes[0], channel, n).await);
+        }
+        assert_eq!(numbered_with_notices(&mut subscriber, 3).await.len(), 3);
+        // As if the master that stored messages 2 and 3 died before its replica had them: the
+        // store ends at message 1, and the nodes' links stay up (nothing tells them).
+        let keep_first = "local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1] \
+            redis.call('DEL', KEYS[1]) \
+            redis.call('XADD', KEYS[1], first[1], unpack(first[2])) \
+            return redis.call('HSET', KEYS[2], 'n', 1)";
+        let stream = format!("rt:{{{channel}}}:log");
+        redis.cli(&["EVAL", keep_first, "2", &stream, &meta_key(channel)]);
+        // The next publish is handed message 2's serial again.
+        let reused = publish_serial(&nodes[0], channel, 3).await;
+        assert_eq!(
+            reused, delivered[1],
+            "the store handed the serial out again"
+        );
+        // Told: what the store handed the reused serial to is abandoned with the old epoch
+        // (it is in history), and what follows comes in a new one.
+        let after = publish_serial(&nodes[0], channel, 4).await;
+        assert!(after > delivered[2], "a serial never handed out: {after}");
+        let got = numbered_with_notices(&mut subscriber, 1).await;
+        assert_eq!(
+            got,
+            [("90003".to_owned(), String::new()), (after, "4".to_owned())],
+            "told, then what follows"
+        );
+    });
+}

@@ -103,8 +103,25 @@ impl Hub {
         let now = protocol::now_ms();
         self.with_channel(channel, |state| {
             state.log.expire(now);
-            // A serial at or below what we have is a repeat (a catch-up overlapping live).
+            // A serial at or below what we have is a repeat (a catch-up overlapping live),
+            // unless the log holds another message there: the store lost what this node
+            // delivered and handed its serials out again. Caught up instead, so the store's
+            // roll-back is found and subscribers are told, never dropped as repeats.
             let newest = state.last_serial.clone();
+            let reused = messages.iter().any(|m| {
+                let (Some(serial), Some(newest)) = (position(m), &newest) else {
+                    return false;
+                };
+                serial <= newest.as_str()
+                    && !is_operation(m)
+                    && state
+                        .log
+                        .find(serial)
+                        .is_some_and(|held| held.id.is_some() && held.id != m.id)
+            });
+            if reused {
+                return Ok(false);
+            }
             let fresh: Vec<Message> = messages
                 .into_iter()
                 .filter(|m| match (position(m), &newest) {
