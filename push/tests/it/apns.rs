@@ -8,8 +8,8 @@ use p256::pkcs8::EncodePrivateKey as _;
 use serde_json::json;
 
 use crate::receiver::{
-    eventually, fast_delivery, gone_channel, now_secs, split_jwt, tls_config, Receiver, Reply,
-    TEST_CA,
+    eventually, fast_delivery, gone_channel, gone_reports, now_secs, split_jwt, tls_config,
+    Receiver, Reply, TEST_CA,
 };
 
 const TOKEN: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
@@ -134,19 +134,11 @@ async fn unregistered_and_bad_device_tokens_are_gone() {
         m.gone + m.failed == 3
     })
     .await;
-    let mut reports = vec![gone.recv().await.unwrap(), gone.recv().await.unwrap()];
-    reports.sort_by(|a, b| a.device_id.cmp(&b.device_id));
     assert_eq!(
-        reports,
-        vec![
-            push::Gone {
-                device_id: Some("ios-aaaa".into()),
-                reason: "Unregistered".into()
-            },
-            push::Gone {
-                device_id: Some("ios-bbbb".into()),
-                reason: "BadDeviceToken".into()
-            },
+        gone_reports(&mut gone, 2).await,
+        [
+            ("ios-aaaa".to_owned(), "Unregistered".to_owned()),
+            ("ios-bbbb".to_owned(), "BadDeviceToken".to_owned()),
         ]
     );
     assert_eq!(receiver.hits(), 3, "no retries");

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::receiver::{
-    eventually, fast_delivery, gone_channel, now_secs, Receiver, Recorded, Reply, Script,
+    eventually, fast_delivery, gone_channel, gone_reports, now_secs, Receiver, Recorded, Reply,
+    Script,
 };
 
 const PRIVATE_KEY: &str = include_str!("fixtures/fcm-test-key.pem");
@@ -217,19 +218,14 @@ async fn unregistered_and_invalid_tokens_are_gone() {
         m.gone + m.failed == 3
     })
     .await;
-    let mut reports = vec![gone.recv().await.unwrap(), gone.recv().await.unwrap()];
-    reports.sort_by(|a, b| a.device_id.cmp(&b.device_id));
     assert_eq!(
-        reports,
-        vec![
-            push::Gone {
-                device_id: Some("device-garbage".into()),
-                reason: "INVALID_ARGUMENT: registration token".into()
-            },
-            push::Gone {
-                device_id: Some("device-stale".into()),
-                reason: "UNREGISTERED".into()
-            },
+        gone_reports(&mut gone, 2).await,
+        [
+            (
+                "device-garbage".to_owned(),
+                "INVALID_ARGUMENT: registration token".to_owned()
+            ),
+            ("device-stale".to_owned(), "UNREGISTERED".to_owned()),
         ]
     );
     let metrics = push.metrics().fcm;

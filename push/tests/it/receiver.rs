@@ -232,6 +232,20 @@ pub(crate) fn gone_channel() -> (
     )
 }
 
+/// The next `n` Gone reports, as (device, reason), sorted by device.
+pub(crate) async fn gone_reports(
+    gone: &mut mpsc::Receiver<push::Gone>,
+    n: usize,
+) -> Vec<(String, String)> {
+    let mut reports = Vec::with_capacity(n);
+    for _ in 0..n {
+        let report = gone.recv().await.expect("a Gone report");
+        reports.push((report.device_id.unwrap_or_default(), report.reason));
+    }
+    reports.sort();
+    reports
+}
+
 /// Quick retries so tests run fast; everything else as in production.
 pub(crate) fn fast_delivery() -> push::Delivery {
     push::Delivery {

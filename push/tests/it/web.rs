@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 use test_support::WebPushSubscription as Subscription;
 
 use crate::receiver::{
-    eventually, fast_delivery, gone_channel, now_secs, split_jwt, Receiver, Reply,
+    eventually, fast_delivery, gone_channel, gone_reports, now_secs, split_jwt, Receiver, Reply,
 };
 
 const SUBJECT: &str = "mailto:ops@digis.example";
@@ -117,19 +117,11 @@ async fn not_found_and_gone_are_reported_once_without_retry() {
         })
         .unwrap();
     }
-    let mut reports = vec![gone.recv().await.unwrap(), gone.recv().await.unwrap()];
-    reports.sort_by(|a, b| a.device_id.cmp(&b.device_id));
     assert_eq!(
-        reports,
-        vec![
-            push::Gone {
-                device_id: Some("d-404".into()),
-                reason: "HTTP 404".into()
-            },
-            push::Gone {
-                device_id: Some("d-410".into()),
-                reason: "HTTP 410".into()
-            },
+        gone_reports(&mut gone, 2).await,
+        [
+            ("d-404".to_owned(), "HTTP 404".to_owned()),
+            ("d-410".to_owned(), "HTTP 410".to_owned()),
         ]
     );
     let metrics = push.metrics().web;
