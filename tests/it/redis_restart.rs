@@ -568,6 +568,13 @@ fn a_publish_given_a_serial_the_nodes_already_delivered_is_not_dropped_as_a_repe
             reused, delivered[1],
             "the store handed the serial out again"
         );
+        // The node that heard it rolls the channel to a new epoch (asynchronously, as it
+        // catches up); without that, every later publish would be handed a reused serial too.
+        let epoch = u64::from_str_radix(delivered[0].split('-').next().unwrap(), 16).unwrap();
+        eventually("the reuse is noticed", Duration::from_secs(20), || async {
+            redis.cli(&["HGET", &meta_key(channel), "p"]).trim() == epoch.to_string()
+        })
+        .await;
         // Told: what the store handed the reused serial to is abandoned with the old epoch
         // (it is in history), and what follows comes in a new one.
         let after = publish_serial(&nodes[0], channel, 4).await;
