@@ -194,8 +194,27 @@ async fn retry_after_is_honoured() {
     assert_eq!(push.metrics().web.retried, 1);
 }
 
-#[tokio::test]
-async fn a_full_queue_refuses_and_counts_the_drop() {
+/// A Web Push job for `endpoint`.
+fn web_job(endpoint: &str) -> push::Job {
+    push::Job {
+        device_id: None,
+        recipient: Subscription::new().recipient(endpoint),
+        payload: json!({"data": {}}),
+    }
+}
+
+/// Web Push with one sender and a queue of one job, against a receiver that holds every
+/// request until `hold` has permits, with one job in flight and one waiting: the queue full.
+struct FullQueue {
+    hold: Arc<Semaphore>,
+    push: push::Push,
+    /// Where the jobs go.
+    endpoint: String,
+    _receiver: Receiver,
+    _gone: tokio::sync::mpsc::Receiver<push::Gone>,
+}
+
+async fn full_queue() -> FullQueue {
     let hold = Arc::new(Semaphore::new(0));
     let mut receiver = Receiver::start({
         let hold = hold.clone();
@@ -205,21 +224,37 @@ async fn a_full_queue_refuses_and_counts_the_drop() {
         })
     })
     .await;
-    let (on_gone, _gone) = gone_channel();
+    let (on_gone, gone) = gone_channel();
     let mut config = config(push::VapidKeys::generate());
     config.delivery.senders = 1;
     config.delivery.queue_max_jobs = 1;
     let push = push::Push::start(config, on_gone);
     let endpoint = receiver.url("/sub");
-    let job = || push::Job {
-        device_id: None,
-        recipient: Subscription::new().recipient(&endpoint),
-        payload: json!({"data": {}}),
-    };
-    push.send(job()).unwrap();
+    push.send(web_job(&endpoint)).unwrap();
     receiver.next().await; // in flight, held
-    push.send(job()).unwrap(); // waits in the queue
-    assert_eq!(push.send(job()), Err(push::Refused::QueueFull("web")));
+    push.send(web_job(&endpoint)).unwrap(); // waits in the queue, which is full now
+    FullQueue {
+        hold,
+        push,
+        endpoint,
+        _receiver: receiver,
+        _gone: gone,
+    }
+}
+
+#[tokio::test]
+async fn a_full_queue_refuses_and_counts_the_drop() {
+    let FullQueue {
+        hold,
+        push,
+        endpoint,
+        _receiver,
+        _gone,
+    } = full_queue().await;
+    assert_eq!(
+        push.send(web_job(&endpoint)),
+        Err(push::Refused::QueueFull("web"))
+    );
     let metrics = push.metrics().web;
     assert_eq!((metrics.queue_depth, metrics.dropped), (1, 1));
     hold.add_permits(2);
@@ -229,33 +264,16 @@ async fn a_full_queue_refuses_and_counts_the_drop() {
 
 #[tokio::test]
 async fn send_waiting_waits_for_room_instead_of_refusing() {
-    let hold = Arc::new(Semaphore::new(0));
-    let mut receiver = Receiver::start({
-        let hold = hold.clone();
-        Arc::new(move |_, _| Reply {
-            hold: Some(hold.clone()),
-            ..Reply::status(201)
-        })
-    })
-    .await;
-    let (on_gone, _gone) = gone_channel();
-    let mut config = config(push::VapidKeys::generate());
-    config.delivery.senders = 1;
-    config.delivery.queue_max_jobs = 1;
-    let push = push::Push::start(config, on_gone);
-    let endpoint = receiver.url("/sub");
-    let job = move || push::Job {
-        device_id: None,
-        recipient: Subscription::new().recipient(&endpoint),
-        payload: json!({"data": {}}),
-    };
-    push.send(job()).unwrap();
-    receiver.next().await; // in flight, held
-    push.send(job()).unwrap(); // the queue is full now
+    let FullQueue {
+        hold,
+        push,
+        endpoint,
+        _receiver,
+        _gone,
+    } = full_queue().await;
     let waiting = tokio::spawn({
         let push = push.clone();
-        let job = job.clone();
-        async move { push.send_waiting(job()).await }
+        async move { push.send_waiting(web_job(&endpoint)).await }
     });
     // The test's runtime has one thread: one yield lets the task run until it waits.
     tokio::task::yield_now().await;
