@@ -69,8 +69,34 @@ pub(super) struct Chains {
 
 struct Chain {
     seq: u64,
+    link: Link,
+}
+
+/// Where a run of messages stands for the next patch: its last message's id (as the client
+/// knows it) and payload.
+#[derive(Default)]
+struct Link {
     id: Option<Arc<str>>,
     base: Option<Base>,
+}
+
+impl Link {
+    /// `message`, known to the client as `id`, as a patch against the message before it, where
+    /// one is worth sending; the run moves on to it either way.
+    fn follow(&mut self, message: &Message, id: Option<Arc<str>>) -> Option<Message> {
+        let target = base_of(message);
+        let patch = match (&target, &self.base, &self.id) {
+            (Some(target), Some(source), Some(from)) => {
+                patched(message, target, source, from).map(|mut patch| {
+                    patch.id = id.as_deref().map(str::to_owned);
+                    patch
+                })
+            }
+            _ => None,
+        };
+        *self = Link { id, base: target };
+        patch
+    }
 }
 
 impl Chains {
@@ -282,26 +308,11 @@ impl FanOutViews {
             let before = chain.as_ref().map_or(0, |chain| chain.seq);
             // Past the cap a new view keeps no chain: its attachments get whole messages.
             let room = chain.is_some() || chains.by_view.len() < MAX_CHAINS_PER_CHANNEL;
-            let (mut from, mut source) = match chain {
-                Some(chain) => (chain.id, chain.base),
-                None => (None, None),
-            };
-            let mut patches = Vec::with_capacity(selected.len());
-            for &i in &selected {
-                let message = &self.messages[i];
-                let target = base_of(message);
-                let id = self.id_of(i).map(Arc::<str>::from);
-                patches.push(match (&target, &source, &from) {
-                    (Some(target), Some(source), Some(from)) => {
-                        patched(message, target, source, from).map(|mut m| {
-                            m.id = id.as_deref().map(str::to_owned);
-                            m
-                        })
-                    }
-                    _ => None,
-                });
-                (from, source) = (id, target);
-            }
+            let mut link = chain.map(|chain| chain.link).unwrap_or_default();
+            let patches: Vec<Option<Message>> = selected
+                .iter()
+                .map(|&i| link.follow(&self.messages[i], self.id_of(i).map(Arc::from)))
+                .collect();
             let after = if selected.is_empty() {
                 before
             } else if room {
@@ -311,14 +322,7 @@ impl FanOutViews {
                 0
             };
             if after != 0 {
-                chains.by_view.insert(
-                    key,
-                    Chain {
-                        seq: after,
-                        id: from,
-                        base: source,
-                    },
-                );
+                chains.by_view.insert(key, Chain { seq: after, link });
             }
             Deltas {
                 before,
@@ -386,21 +390,15 @@ pub(super) fn replay(messages: Vec<Message>, view: &View, chains: &mut Chains) -
     let Some(cursor) = &view.delta else {
         return kept;
     };
-    let mut previous: Option<(Option<String>, Option<Base>)> = None;
+    // A fresh run: the first message goes whole.
+    let mut link = Link::default();
     for message in kept.iter_mut() {
-        let target = base_of(message);
-        let id = message.id.clone();
-        if let Some((Some(from), Some(source))) = &previous {
-            if let Some(patch) = target
-                .as_ref()
-                .and_then(|target| patched(message, target, source, from))
-            {
-                *message = patch;
-            }
+        let id = message.id.as_deref().map(Arc::from);
+        if let Some(patch) = link.follow(message, id) {
+            *message = patch;
         }
-        previous = Some((id, target));
     }
-    let Some((Some(last), base)) = previous else {
+    let Some(last) = link.id.clone() else {
         cursor.set(0);
         return kept;
     };
@@ -408,7 +406,7 @@ pub(super) fn replay(messages: Vec<Message>, view: &View, chains: &mut Chains) -
     let joined = chains
         .by_view
         .get(&key)
-        .filter(|chain| chain.id.as_deref() == Some(last.as_str()))
+        .filter(|chain| chain.link.id.as_deref() == Some(&*last))
         .map(|chain| chain.seq);
     if joined.is_none()
         && chains.by_view.len() >= MAX_CHAINS_PER_CHANNEL
@@ -420,12 +418,7 @@ pub(super) fn replay(messages: Vec<Message>, view: &View, chains: &mut Chains) -
     let seq = joined.unwrap_or_else(|| {
         chains.next_seq += 1;
         let seq = chains.next_seq;
-        let chain = Chain {
-            seq,
-            id: Some(last.into()),
-            base,
-        };
-        chains.by_view.insert(key, chain);
+        chains.by_view.insert(key, Chain { seq, link });
         seq
     });
     cursor.set(seq);
