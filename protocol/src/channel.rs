@@ -70,12 +70,14 @@ impl ChannelName {
         &self.full[self.base_start..]
     }
 
-    /// Params from a `[?a=1&b=2]` qualifier.
+    /// Params from a `[?a=1&b=2]` qualifier, or after a filter's (`[filter=…?a=1]`).
     pub fn params(&self) -> Vec<(String, String)> {
-        let Some(query) = self.full[..self.base_start]
-            .strip_prefix("[?")
-            .and_then(|q| q.strip_suffix(']'))
-        else {
+        let qualifier = &self.full[..self.base_start];
+        let query = match qualifier.strip_prefix("[filter=") {
+            Some(filter) => filter.split_once('?').map(|(_, query)| query),
+            None => qualifier.strip_prefix("[?"),
+        };
+        let Some(query) = query.and_then(|q| q.strip_suffix(']')) else {
             return Vec::new();
         };
         query
@@ -116,6 +118,16 @@ mod tests {
         let rewind = ChannelName::parse("[?rewind=1]chat").unwrap();
         assert_eq!(rewind.base(), "chat");
         assert_eq!(rewind.params(), vec![("rewind".to_owned(), "1".to_owned())]);
+        let filtered = ChannelName::parse("[filter=bmFtZQ==?rewind=1]chat").unwrap();
+        assert_eq!(filtered.base(), "chat");
+        assert_eq!(
+            filtered.params(),
+            vec![("rewind".to_owned(), "1".to_owned())]
+        );
+        assert!(ChannelName::parse("[filter=bmFtZQ==]chat")
+            .unwrap()
+            .params()
+            .is_empty());
         assert!(plain.params().is_empty());
         assert!(ChannelName::parse("[meta]log").unwrap().is_meta());
     }

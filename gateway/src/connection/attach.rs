@@ -33,14 +33,6 @@ impl Connection {
         // Params from the qualifier (`[?rewind=1]chat`, `[filter=…?rewind=1]chat`) or the
         // ATTACH, the latter winning.
         let mut params: BTreeMap<String, String> = channel.params().into_iter().collect();
-        if let Some(query) = filter.as_ref().and_then(|q| q.params) {
-            params.extend(
-                query
-                    .split('&')
-                    .filter_map(|pair| pair.split_once('='))
-                    .map(|(k, v)| (k.to_owned(), v.to_owned())),
-            );
-        }
         params.extend(message.params.clone().unwrap_or_default());
         let filter = filter.map(|qualifier| Arc::new(qualifier.filter));
         let accepted = match AttachParams::parse(&params) {
