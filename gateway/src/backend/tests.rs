@@ -316,6 +316,195 @@ async fn a_publish_gets_consecutive_serials_reaches_the_hub_and_is_idempotent() 
     .await;
 }
 
+/// A realtime publication as a connection sends it: `n` messages with the server's ids
+/// (`connectionId:msgSerial:index`), or with `own` as the first one's id.
+fn realtime<'a>(
+    channel: &'a str,
+    connection: &'a str,
+    msg_serial: u64,
+    n: usize,
+    own: Option<&str>,
+) -> Publication<'a> {
+    let messages = (0..n)
+        .map(|index| match (index, own) {
+            (0, Some(own)) => message(own),
+            _ => message(&format!("{connection}:{msg_serial}:{index}")),
+        })
+        .collect();
+    Publication {
+        channel,
+        messages,
+        client_ids: vec![true; n],
+        connection_id: Some(connection),
+        id: Some(format!("{connection}:{msg_serial}")),
+        timestamp: protocol::now_ms(),
+    }
+}
+
+/// Stored or not, per message, for publications submitted back to back: on Redis they go in
+/// one script call, a connection's publications in one group.
+async fn stored_together(subject: &Subject, publications: Vec<Publication<'_>>) -> Vec<Vec<bool>> {
+    let (bus, hub) = (&subject.backend.bus, &subject.node.hub);
+    let mut tickets = Vec::new();
+    for publication in publications {
+        let retention = hub.rules_for(publication.channel).retention;
+        tickets.push(
+            bus.submit(hub, publication, retention)
+                .await
+                .expect("submitted"),
+        );
+    }
+    let mut stored = Vec::new();
+    for ticket in tickets {
+        let serials = ticket.await.expect("published");
+        stored.push(serials.iter().map(Option::is_some).collect());
+    }
+    stored
+}
+
+/// A resent realtime publish (same connection, msgSerial and server-made ids, as a client
+/// sends it after a resume) is stored once: resent alone, queued beside the original, or
+/// after later ones. The Redis script tells it by the connection's highest msgSerial stored on
+/// the channel rather than by a claim per message; a publication with an id of the client's
+/// own keeps its claims, on both back-ends.
+#[tokio::test]
+async fn a_resent_realtime_publish_is_stored_once() {
+    for_each_backend(|subject| async move {
+        let name = subject.name;
+        let (bus, hub) = (&subject.backend.bus, &subject.node.hub);
+        let room = "resends";
+        bus.join(room).await.expect("joined");
+        let alone = stored_together(&subject, vec![realtime(room, "conn-a", 5, 2, None)]).await;
+        assert_eq!(alone, [vec![true, true]], "{name}: the first time");
+        let again = stored_together(&subject, vec![realtime(room, "conn-a", 5, 2, None)]).await;
+        assert_eq!(again, [vec![false, false]], "{name}: resent alone");
+        // Original and resend in one group, then a new one; the same msgSerial from another
+        // connection is its own.
+        let together = stored_together(
+            &subject,
+            vec![
+                realtime(room, "conn-a", 6, 1, None),
+                realtime(room, "conn-b", 6, 1, None),
+                realtime(room, "conn-a", 6, 1, None),
+                realtime(room, "conn-a", 7, 1, None),
+            ],
+        )
+        .await;
+        assert_eq!(
+            together,
+            [vec![true], vec![true], vec![false], vec![true]],
+            "{name}: resent beside the original"
+        );
+        // A resume resends what was not acknowledged, after later ones were stored.
+        let late = stored_together(
+            &subject,
+            vec![
+                realtime(room, "conn-a", 6, 1, None),
+                realtime(room, "conn-a", 7, 1, None),
+                realtime(room, "conn-a", 8, 1, None),
+            ],
+        )
+        .await;
+        assert_eq!(
+            late,
+            [vec![false], vec![false], vec![true]],
+            "{name}: resent later"
+        );
+        // An id of the client's own is claimed: resent, or published again by REST.
+        let own = stored_together(
+            &subject,
+            vec![
+                realtime(room, "conn-a", 9, 2, Some("mine")),
+                realtime(room, "conn-a", 10, 1, None),
+            ],
+        )
+        .await;
+        assert_eq!(own, [vec![true, true], vec![true]], "{name}: own id");
+        let own_again = stored_together(
+            &subject,
+            vec![
+                realtime(room, "conn-a", 9, 2, Some("mine")),
+                publication(room, &["mine"]),
+            ],
+        )
+        .await;
+        assert_eq!(
+            own_again,
+            [vec![false, false], vec![false]],
+            "{name}: own id again"
+        );
+        let query = HistoryQuery {
+            limit: 100,
+            ..HistoryQuery::default()
+        };
+        eventually("delivery", name, || hub.history(room, &query).len() == 9).await;
+        let ids: Vec<String> = hub
+            .history(room, &query)
+            .into_iter()
+            .rev()
+            .map(|m| m.id.clone().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "conn-a:5:0",
+                "conn-a:5:1",
+                "conn-a:6:0",
+                "conn-b:6:0",
+                "conn-a:7:0",
+                "conn-a:8:0",
+                "mine",
+                "conn-a:9:1",
+                "conn-a:10:0"
+            ],
+            "{name}: each once, in order"
+        );
+        bus.leave(room);
+    })
+    .await;
+}
+
+/// A connection's mark lasts while a resend may come (a connection is resumable for 2 min) and
+/// is dropped after that: the channel's upkeep forgets marks two generations (2 min each) old.
+#[tokio::test]
+async fn a_channels_upkeep_forgets_the_marks_of_connections_long_gone() {
+    let (subject, server) = redis().await;
+    let bus = &subject.backend.bus;
+    let room = "marks";
+    let mut redis = redis::Client::open(format!("redis://127.0.0.1:{}", server.port))
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connected");
+    let meta = format!("rt:{{{room}}}:meta");
+    // A connection that published here at generation 1 (1970), and one of a minute ago.
+    let now_generation = protocol::now_ms() / 120_000;
+    let _: () = redis::cmd("HSET")
+        .arg(&meta)
+        .arg("c:long-gone")
+        .arg(format!("{:020} 1", 3))
+        .arg("c:recent")
+        .arg(format!("{:020} {}", 3, now_generation - 1))
+        .query_async(&mut redis)
+        .await
+        .expect("seeded");
+    // The channel's first publication runs its upkeep.
+    let stored = stored_together(&subject, vec![realtime(room, "conn-c", 1, 1, None)]).await;
+    assert_eq!(stored, [vec![true]]);
+    let fields: Vec<String> = redis::cmd("HKEYS")
+        .arg(&meta)
+        .query_async(&mut redis)
+        .await
+        .expect("read");
+    assert!(!fields.contains(&"c:long-gone".to_owned()), "{fields:?}");
+    assert!(fields.contains(&"c:recent".to_owned()), "{fields:?}");
+    assert!(fields.contains(&"c:conn-c".to_owned()), "{fields:?}");
+    // The recent one is still held: its resend is not stored.
+    let resent = stored_together(&subject, vec![realtime(room, "recent", 3, 1, None)]).await;
+    assert_eq!(resent, [vec![false]]);
+    bus.leave(room);
+}
+
 /// The first command after Redis restarted often fails (the command connection reconnects on
 /// a failure): the catch-up after the link is back is retried on that link, keeping what the
 /// node heard before Redis died, so nobody is told of a loss that did not happen.

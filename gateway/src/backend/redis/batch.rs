@@ -30,9 +30,11 @@ use crate::hub::{Publication, Serials};
 /// KEYS: per group, its channel's stream, topic, claim set and meta. ARGV: per group, max
 /// length, max age ms, meta ttl ms, `stored` or `ephemeral` (announced with `EPHEMERAL_MARK`,
 /// never stored: a channel's two kinds are two groups), its number of publications, of
-/// messages and of claims given, and `1` if a claim repeats in it; then per publication
-/// "connectionId\nid\ncount", per message its claim ('' for none), and per message its body
-/// (stored: `b`, body, ready for `XADD`). Reply: per group, a string (`serials_of`).
+/// messages and of claims given, `1` if a claim repeats in it (or a connection's msgSerials
+/// do not rise), and its number of marked publications (`mark_of`); then per publication
+/// "connectionId\nid\ncount", when any is marked per publication `c:<connectionId>` and then
+/// per publication its msgSerial in 20 digits ('' for one not marked), per message its claim ('' for none), and per message its body (stored: `b`,
+/// body, ready for `XADD`). Reply: per group, a string (`serials_of`).
 pub(super) const PUBLISH_BATCH_SCRIPT: &str = include_str!("scripts/publish_batch.lua");
 
 /// Starts an announcement of a channel's publications in a batch, with a stream id per
@@ -61,6 +63,10 @@ pub(super) struct Submission {
     pub(super) retention: Option<Retention>,
     pub(super) connection_id: String,
     pub(super) id: String,
+    /// A stored realtime publication whose message ids are all the server's
+    /// (`connectionId:msgSerial:index`): its msgSerial, which tells a resend instead of a claim
+    /// per message (`mark_of`).
+    pub(super) msg_serial: Option<u64>,
     /// (claim, body) per message (`stream::push_claims_and_bodies`).
     pub(super) args: Vec<String>,
     pub(super) reply: oneshot::Sender<Result<Serials>>,
@@ -96,6 +102,7 @@ impl Batcher {
         publication: Publication<'_>,
         retention: Option<Retention>,
     ) -> Result<Ticket> {
+        let msg_serial = retention.and_then(|_| mark_of(&publication));
         let mut args = Vec::with_capacity(2 * publication.messages.len());
         push_claims_and_bodies(&mut args, &publication.messages, &publication.client_ids)?;
         let slot = self
@@ -109,6 +116,7 @@ impl Batcher {
             retention,
             connection_id: publication.connection_id.unwrap_or_default().to_owned(),
             id: publication.id.unwrap_or_default(),
+            msg_serial,
             args,
             reply,
         });
@@ -157,6 +165,74 @@ fn take_batch(first: Submission, submissions: &mut mpsc::Receiver<Submission>) -
         batch.push(next);
     }
     batch
+}
+
+/// A group's connections with marked publications (`mark_of`), in order of first appearance:
+/// the script checks and moves each one's mark once, not per publication. A connection's other
+/// publications (with ids of the client's own) keep their claims and leave its mark alone.
+#[derive(Default)]
+struct Marks {
+    /// `c:<connectionId>` per connection.
+    fields: Vec<String>,
+    /// Its first and last marked msgSerial in the group, 20 digits (the script compares
+    /// strings).
+    first: Vec<String>,
+    last: Vec<String>,
+    /// Every connection's marked msgSerials rise through the group (else the script compares
+    /// one publication at a time).
+    rising: bool,
+}
+
+impl Marks {
+    fn of(group: &[Submission]) -> Marks {
+        let mut marks = Marks {
+            rising: true,
+            ..Marks::default()
+        };
+        // Connection -> its index in `serials`.
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut serials: Vec<(&str, u64, u64)> = Vec::new();
+        for submission in group {
+            let Some(serial) = submission.msg_serial else {
+                continue;
+            };
+            let next = serials.len();
+            let at = *index.entry(&submission.connection_id).or_insert(next);
+            if at == next {
+                serials.push((&submission.connection_id, serial, serial));
+            } else {
+                marks.rising &= serials[at].2 < serial;
+                serials[at].2 = serial;
+            }
+        }
+        for (connection, first, last) in serials {
+            marks.fields.push(format!("c:{connection}"));
+            marks.first.push(format!("{first:020}"));
+            marks.last.push(format!("{last:020}"));
+        }
+        marks
+    }
+}
+
+/// The msgSerial of a realtime publication whose every message id is the server's
+/// `connectionId:msgSerial:index` (a client resends a publish with the same msgSerial and ids);
+/// `None` when any id is the client's own (it is claimed: REST may publish it again) or the
+/// publication is not a realtime one.
+fn mark_of(publication: &Publication<'_>) -> Option<u64> {
+    let connection = publication.connection_id?;
+    let id = publication.id.as_deref()?;
+    let serial = id.strip_prefix(connection)?.strip_prefix(':')?;
+    let msg_serial = serial.parse().ok()?;
+    let generated = publication
+        .messages
+        .iter()
+        .enumerate()
+        .all(|(index, message)| {
+            publication.client_ids.get(index) == Some(&true)
+                && message.id.as_deref().and_then(|m| m.strip_prefix(id))
+                    == Some(format!(":{index}").as_str())
+        });
+    generated.then_some(msg_serial)
 }
 
 /// One call on a single Redis; on a Cluster one per hash slot (no script crosses slots), sent
@@ -230,15 +306,19 @@ async fn call(commands: &Commands, script: redis::Script, batch: Vec<Submission>
         let mut bodies = Vec::with_capacity(messages * 2);
         let mut heads = Vec::with_capacity(group.len());
         let mut replies = Vec::with_capacity(group.len());
+        let marks = Marks::of(&group);
         for submission in group {
             let n = submission.messages();
             heads.push(format!(
                 "{}\n{}\n{n}",
                 submission.connection_id, submission.id
             ));
+            // A marked publication's claims are its msgSerial's to answer (left empty: the
+            // script tells a marked publication by that).
+            let marked = submission.msg_serial.is_some();
             let mut pairs = submission.args.into_iter();
             while let (Some(claim), Some(body)) = (pairs.next(), pairs.next()) {
-                claims.push(claim);
+                claims.push(if marked { String::new() } else { claim });
                 if kind == "stored" {
                     bodies.push("b".to_owned());
                 }
@@ -260,9 +340,13 @@ async fn call(commands: &Commands, script: redis::Script, batch: Vec<Submission>
             heads.len().to_string(),
             messages.to_string(),
             given.to_string(),
-            if repeated { "1" } else { "0" }.to_owned(),
+            if repeated || !marks.rising { "1" } else { "0" }.to_owned(),
+            marks.fields.len().to_string(),
         ]);
         args.extend(heads);
+        args.extend(marks.fields);
+        args.extend(marks.first);
+        args.extend(marks.last);
         args.extend(claims);
         args.extend(bodies);
         answers.push(replies);
@@ -366,6 +450,7 @@ mod tests {
             retention: stored.then(Retention::default),
             connection_id: "c".to_owned(),
             id: id.to_owned(),
+            msg_serial: None,
             args: Vec::new(),
             reply: oneshot::channel().0,
         }

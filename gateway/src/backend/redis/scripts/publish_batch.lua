@@ -24,6 +24,76 @@ end
 local function body_at(bodies, width, i) return ARGV[bodies + width * i - 1] end
 local function head_at(heads, p) return string.match(ARGV[heads + p], '^([^\n]*)\n([^\n]*)\n(%d+)$') end
 
+-- A realtime publication's resend is told by its msgSerial, not by claims: the channel's meta
+-- holds, per publishing connection (field `c:<connectionId>`), "<highest msgSerial stored>
+-- <generation>". A connection's publications reach a channel in msgSerial order (one node's
+-- batches go in queue order; after a resume the client resends before it sends anything new),
+-- so one at or below the mark is a resend. Marks, per connection with marked publications in
+-- the group: its fields, then its first msgSerials, then its last, 20 digits so they compare
+-- as strings ("<msgSerial>" <= "<msgSerial> <generation>"): nothing parsed in the common case.
+-- A marked publication's messages carry no claims; a realtime one not marked (an id of the
+-- client's own) has a claim for every message and leaves the mark alone.
+
+-- The fields and serials to write to the meta, or nil when some publications are repeats
+-- (`marked_repeats` then says which).
+local function fresh_marks(known, marks, h, dup)
+  if dup == '1' then return nil end
+  local out = {}
+  for j = 0, h - 1 do
+    local held = known[5 + j]
+    if held and ARGV[marks + h + j] <= held then return nil end
+    out[#out + 1] = ARGV[marks + j]
+    out[#out + 1] = ARGV[marks + 2 * h + j] .. ' ' .. generation_s
+  end
+  return out
+end
+
+-- Publication by publication (rare: a resend, or a connection's msgSerials not rising in the
+-- group): marks the repeats' messages in `repeats` and returns it with the marks to write.
+local function marked_repeats(known, marks, h, heads, k, claims, repeats)
+  local held = {}
+  for j = 0, h - 1 do
+    held[ARGV[marks + j]] = known[5 + j] and string.match(known[5 + j], '^%d+') or ''
+  end
+  local best, i = {}, 1
+  for p = 0, k - 1 do
+    local conn, id, n = head_at(heads, p)
+    n = tonumber(n)
+    local field = 'c:' .. conn
+    local mark = held[field]
+    if mark and n > 0 and ARGV[claims + i - 1] == '' then
+      local s = string.format('%020d', tonumber(string.match(id, '(%d+)$')))
+      if mark ~= '' and s <= mark then
+        repeats = repeats or {}
+        for j = i, i + n - 1 do repeats[j] = true end
+      else
+        held[field] = s
+        best[field] = s
+      end
+    end
+    i = i + n
+  end
+  local out = {}
+  for field, s in pairs(best) do
+    out[#out + 1] = field
+    out[#out + 1] = s .. ' ' .. generation_s
+  end
+  return repeats, out
+end
+
+-- Drops the marks of connections that have not published here for a generation or more.
+local function forget_marks(meta)
+  local all = redis.call('HGETALL', meta)
+  local gone = {}
+  for f = 1, #all, 2 do
+    if string.sub(all[f], 1, 2) == 'c:' then
+      local g = string.match(all[f + 1], ' (%d+)$')
+      if not g or tonumber(g) < generation - 1 then gone[#gone + 1] = all[f] end
+    end
+  end
+  if #gone > 0 then redis.call('HDEL', meta, unpack(gone)) end
+end
+
 -- Claims are taken only once their messages are stored or announced: a failure never leaves a
 -- claim without its message.
 local function take_claims(claim_set, claims, m, c, repeats)
@@ -49,7 +119,7 @@ end
 
 -- Stores and announces one channel's group; returns its part of the reply. Top-level helpers,
 -- not closures: making one per group costs about as much as a command.
-local function store_group(stream, topic, claim_set, meta, max_len, max_age, meta_ttl, stored, k, m, c, dup, heads, claims, bodies, width)
+local function store_group(stream, topic, claim_set, meta, max_len, max_age, meta_ttl, stored, k, m, c, dup, h, heads, marks, claims, bodies, width)
   -- Repeats: a claim held, or given twice in the group (the later one).
   local repeats
   if c > 0 then
@@ -103,7 +173,17 @@ local function store_group(stream, topic, claim_set, meta, max_len, max_age, met
     return ''
   end
 
-  local known = redis.call('HMGET', meta, 'e', 'n', 'x')
+  local known
+  if h > 0 then
+    known = redis.call('HMGET', meta, 'e', 'n', 'x', 'g', unpack(ARGV, marks, marks + h - 1))
+  else
+    known = redis.call('HMGET', meta, 'e', 'n', 'x', 'g')
+  end
+  local written
+  if h > 0 then
+    written = fresh_marks(known, marks, h, dup)
+    if not written then repeats, written = marked_repeats(known, marks, h, heads, k, claims, repeats) end
+  end
   local epoch = known[1]
   if not epoch then
     epoch = now_s
@@ -175,13 +255,24 @@ local function store_group(stream, topic, claim_set, meta, max_len, max_age, met
   end
   take_claims(claim_set, claims, m, c, repeats)
   if seq == from then return answer end
+  local position = { 'n', string.format('%d', seq) }
+  if written then
+    for f = 1, #written do position[#position + 1] = written[f] end
+  end
   if not upkeep then
-    redis.call('HSET', meta, 'n', seq)
+    redis.call('HSET', meta, unpack(position))
     return answer
   end
-  -- Upkeep, at most every 5 s per channel: lapsed claims, entries past the age, and the
-  -- keys' expiry (each lasts well beyond 5 s, so none lapses while the channel is used).
-  redis.call('HSET', meta, 'n', seq, 'x', now + 5000)
+  -- Upkeep, at most every 5 s per channel: lapsed claims and marks, entries past the age, and
+  -- the keys' expiry (each lasts well beyond 5 s, so none lapses while the channel is used).
+  position[#position + 1] = 'x'
+  position[#position + 1] = string.format('%d', now + 5000)
+  if tonumber(known[4] or '0') < generation then
+    forget_marks(meta)
+    position[#position + 1] = 'g'
+    position[#position + 1] = generation_s
+  end
+  redis.call('HSET', meta, unpack(position))
   redis.call('ZREMRANGEBYSCORE', claim_set, '-inf', '(' .. previous_s)
   local oldest = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1]
   if oldest and time_of(oldest) + max_age <= now then
@@ -207,15 +298,18 @@ while a <= #ARGV do
   group = group + 1
   local max_len, max_age, meta_ttl, kind = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), ARGV[a + 2], ARGV[a + 3]
   local k, m, c, dup = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6]), ARGV[a + 7]
+  local h = tonumber(ARGV[a + 8])
   local stored = kind == 'stored'
   -- Per publication "connectionId\nid\ncount": together, an announcement's headers.
-  local heads = a + 8
-  local claims = heads + k
+  local heads = a + 9
+  -- Per marked connection its field, first and last msgSerial (stored groups only).
+  local marks = heads + k
+  local claims = marks + 3 * h
   local bodies = claims + m
   -- Stored: ('b', body) per message, ready for XADD; ephemeral: the bodies alone.
   local width = stored and 2 or 1
   a = bodies + width * m
-  local ok, answer = pcall(store_group, stream, topic, claim_set, meta, max_len, max_age, meta_ttl, stored, k, m, c, dup, heads, claims, bodies, width)
+  local ok, answer = pcall(store_group, stream, topic, claim_set, meta, max_len, max_age, meta_ttl, stored, k, m, c, dup, h, heads, marks, claims, bodies, width)
   reply[#reply + 1] = ok and answer or failure(answer)
 end
 return reply
