@@ -26,6 +26,8 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 // The package's browser build (UMD: window.Ably) sits beside its Node entry point, build/ably-node.js.
 const ablyBuildDir = path.dirname(createRequire(import.meta.url).resolve('ably'));
 const ablyBrowserBuild = path.join(ablyBuildDir, 'ably.min.js');
+// ably-js's push plugin, browser build (UMD: window.AblyPushPlugin), for `push.activate()`.
+const ablyPushBuild = path.join(ablyBuildDir, 'push.umd.min.js');
 /** The installed (pinned) ably version; the page's WebSocket names it in its `agent` parameter. */
 export const ABLY_VERSION = JSON.parse(readFileSync(path.join(ablyBuildDir, '../package.json'), 'utf8')).version;
 
@@ -60,12 +62,13 @@ export class PageServer {
 
   async handle(req, res) {
     const url = new URL(req.url, 'http://page');
-    const file = { '/': 'browser/page.html', '/page.js': 'browser/page.js' }[url.pathname];
+    const file = { '/': 'browser/page.html', '/page.js': 'browser/page.js', '/sw.js': 'browser/sw.js' }[url.pathname];
     if (file) {
       const type = file.endsWith('.html') ? 'text/html; charset=utf-8' : 'text/javascript';
       res.writeHead(200, { 'content-type': type, 'cache-control': 'no-store' }).end(await readFile(path.join(here, file)));
-    } else if (url.pathname === '/ably.min.js') {
-      res.writeHead(200, { 'content-type': 'text/javascript', 'cache-control': 'no-store' }).end(await readFile(ablyBrowserBuild));
+    } else if (url.pathname === '/ably.min.js' || url.pathname === '/push.umd.min.js') {
+      const build = url.pathname === '/ably.min.js' ? ablyBrowserBuild : ablyPushBuild;
+      res.writeHead(200, { 'content-type': 'text/javascript', 'cache-control': 'no-store' }).end(await readFile(build));
     } else if (url.pathname === '/supabase-token' && url.searchParams.get('sub')) {
       this.tokensIssued += 1;
       const token = signJwt(userClaims({ sub: url.searchParams.get('sub') }), { alg: 'HS256', secret: SUPABASE_SECRET });
@@ -201,13 +204,13 @@ export async function gatewayMetric(gatewayUrl, name, labels = {}) {
  * gateway (Supabase secret set), one page server on another origin and one Chromium for the file;
  * a test puts its browser context in `env.context`, closed after the test even when it fails.
  */
-export function browserSuite() {
+export function browserSuite(extraArgs = []) {
   const env = { server: undefined, pages: undefined, browser: undefined, context: undefined };
   before(async () => {
     env.pages = await new PageServer().start();
     // ably-js sends REST requests with credentials when it has an Authorization header, which
     // only a listed origin may do.
-    env.server = await startServer({ args: [...GATEWAY_ARGS, '--cors-origins', env.pages.origin] });
+    env.server = await startServer({ args: [...GATEWAY_ARGS, '--cors-origins', env.pages.origin, ...extraArgs] });
     env.browser = await launchChromium();
   });
   afterEach(async () => {

@@ -120,6 +120,40 @@ const app = {
     return { serverTime, presentClientIds: members.items.map((m) => m.clientId).sort() };
   },
 
+  /**
+   * Web Push as a Digis page sets it up: ably-js's push plugin activates the browser as a push
+   * device (service worker, VAPID key from the gateway, device registration with the signed-in
+   * user's token) and subscribes it to `channelName`. The browser's push service (FCM, for
+   * Chromium) is out of reach offline, so `PushManager.subscribe` answers with `subscription`,
+   * the test receiver's endpoint and keys, where Chromium would have asked FCM for one; it
+   * records the VAPID key it was asked with. Resolves with the device's id and clientId.
+   */
+  async activatePush(channelName, subscription) {
+    const bytes = (base64url) => Uint8Array.from(atob(base64url.replace(/-/g, '+').replace(/_/g, '/')), (c) => c.charCodeAt(0)).buffer;
+    const asked = [];
+    PushManager.prototype.subscribe = async function subscribe(options) {
+      asked.push(btoa(String.fromCharCode(...new Uint8Array(options.applicationServerKey))));
+      const keys = { p256dh: bytes(subscription.p256dh), auth: bytes(subscription.auth) };
+      return { endpoint: subscription.endpoint, getKey: (name) => keys[name] ?? null, options };
+    };
+    const realtime = new Ably.Realtime({
+      ...gatewayOptions,
+      authCallback,
+      plugins: { Push: AblyPushPlugin },
+      pushServiceWorkerUrl: '/sw.js',
+    });
+    app.realtime = realtime;
+    await realtime.push.activate();
+    await realtime.channels.get(channelName).push.subscribeDevice();
+    const device = realtime.device();
+    return {
+      deviceId: device.id,
+      clientId: device.clientId ?? realtime.auth.clientId,
+      applicationServerKeys: asked,
+      workers: (await navigator.serviceWorker.getRegistrations()).map((r) => r.active?.scriptURL ?? r.installing?.scriptURL ?? null),
+    };
+  },
+
   channel(channelName) {
     const channel = app.realtime.channels.get(channelName);
     if (!recorded.has(channelName)) {
