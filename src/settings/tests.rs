@@ -533,9 +533,18 @@ fn redis_certificates_are_read_at_start_for_a_tls_url() {
     assert!(tls(&["--redis", "rediss://127.0.0.1:6380"])
         .unwrap()
         .is_none());
+    let read = tls(&[
+        "--redis",
+        "rediss+sentinel://127.0.0.1:26379/m",
+        "--redis-ca-file",
+        &ca,
+    ])
+    .unwrap()
+    .expect("certificates for the sentinels and the data nodes");
+    assert_eq!(read.ca_pem, Some(std::fs::read(&made.ca).unwrap()));
 
     let missing = dir.join("missing.pem");
-    let refused: [(&[&str], &str); 5] = [
+    let refused: [(&[&str], &str); 6] = [
         (
             &[
                 "--redis",
@@ -557,6 +566,10 @@ fn redis_certificates_are_read_at_start_for_a_tls_url() {
         (
             &["--redis", "redis+cluster://h:1", "--redis-ca-file", &ca],
             "rediss+cluster://",
+        ),
+        (
+            &["--redis", "redis+sentinel://h:1/m", "--redis-ca-file", &ca],
+            "rediss+sentinel://",
         ),
         (&["--redis-ca-file", &ca], "need --redis"),
     ];

@@ -149,10 +149,11 @@ impl RedisServer {
         RedisServer::start_on(persistence, None, false)
     }
 
-    /// A replica of `master`, keeping nothing on disk.
+    /// A replica of `master`, keeping nothing on disk; TLS only (replicating over TLS) when
+    /// `master` is.
     pub fn start_replica_of(master: &RedisServer) -> RedisServer {
         let port = master.port.to_string();
-        RedisServer::start_with(&[
+        let mut args = vec![
             "--save",
             "",
             "--appendonly",
@@ -160,7 +161,11 @@ impl RedisServer {
             "--replicaof",
             "127.0.0.1",
             &port,
-        ])
+        ];
+        if master.tls.is_some() {
+            args.extend(["--tls-replication", "yes"]);
+        }
+        RedisServer::start_on(&args, master.tls.clone(), false)
     }
 
     /// TLS only, with `certificates`' server certificate (`url` is `rediss://`); keeping
@@ -476,6 +481,8 @@ pub struct RedisSentinelSet {
     pub replica: RedisServer,
     sentinels: Vec<(u16, Child)>,
     dir: PathBuf,
+    /// TLS only, everywhere (clients, replication, sentinels), with these certificates.
+    tls: Option<Certificates>,
 }
 
 /// The monitored master's name.
@@ -485,14 +492,28 @@ impl RedisSentinelSet {
     /// Starts the set and waits (bounded) until the replica is in sync and every sentinel
     /// knows the replica and the other two sentinels: a failover can happen from then on.
     pub fn start() -> RedisSentinelSet {
-        let master = RedisServer::start();
-        let master_port = master.port.to_string();
+        RedisSentinelSet::start_on(None)
+    }
+
+    /// TLS only: the master, the replica (replicating over TLS) and the sentinels (`url` is
+    /// `rediss+sentinel://`), with `certificates`' server certificate.
+    pub fn start_tls(certificates: &Certificates) -> RedisSentinelSet {
+        RedisSentinelSet::start_on(Some(certificates.clone()))
+    }
+
+    fn start_on(tls: Option<Certificates>) -> RedisSentinelSet {
+        let master = match &tls {
+            None => RedisServer::start(),
+            Some(certificates) => RedisServer::start_tls(certificates),
+        };
         let replica = RedisServer::start_replica_of(&master);
+        let master_port = master.port.to_string();
         let mut set = RedisSentinelSet {
             dir: own_dir("realtime-sentinels", master.port),
             master,
             replica,
             sentinels: Vec::new(),
+            tls,
         };
         for i in 0..3 {
             let mut attempts = 0;
@@ -500,10 +521,21 @@ impl RedisSentinelSet {
                 attempts += 1;
                 let port = free_port();
                 let conf = set.dir.join(format!("sentinel-{i}.conf"));
+                let listen = match &set.tls {
+                    None => format!("port {port}\n"),
+                    // TLS to clients, and to the master, replica and other sentinels.
+                    Some(c) => format!(
+                        "port 0\ntls-port {port}\ntls-cert-file {}\ntls-key-file {}\n\
+                         tls-ca-cert-file {}\ntls-auth-clients no\ntls-replication yes\n",
+                        c.server_cert.display(),
+                        c.server_key.display(),
+                        c.ca.display()
+                    ),
+                };
                 std::fs::write(
                     &conf,
                     format!(
-                        "port {port}\nbind 127.0.0.1\ndir {dir}\nsentinel resolve-hostnames no\n\
+                        "{listen}bind 127.0.0.1\ndir {dir}\nsentinel resolve-hostnames no\n\
                          sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {master_port} 2\n\
                          sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
                          sentinel failover-timeout {SENTINEL_MASTER} 5000\n",
@@ -555,19 +587,24 @@ impl RedisSentinelSet {
         }
     }
 
-    /// `redis+sentinel://` with the three sentinels and the master's name.
+    /// `redis+sentinel://` (`rediss+sentinel://`) with the three sentinels and the master's name.
     pub fn url(&self) -> String {
         let sentinels: Vec<String> = self
             .sentinels
             .iter()
             .map(|(port, _)| format!("127.0.0.1:{port}"))
             .collect();
-        format!("redis+sentinel://{}/{SENTINEL_MASTER}", sentinels.join(","))
+        let scheme = if self.tls.is_some() {
+            "rediss+sentinel"
+        } else {
+            "redis+sentinel"
+        };
+        format!("{scheme}://{}/{SENTINEL_MASTER}", sentinels.join(","))
     }
 
     /// `redis-cli` against sentinel `i`.
     pub fn sentinel_cli(&self, i: usize, args: &[&str]) -> String {
-        cli(self.sentinels[i].0, None, args)
+        cli(self.sentinels[i].0, self.tls.as_ref(), args)
     }
 
     /// The master's port as sentinel 0 names it now.

@@ -1,6 +1,6 @@
 //! `rediss://` with a private CA: nodes on a TLS-only Redis, and on a TLS-only Redis Cluster
 //! (sharded pub/sub included), verify the server against `--redis-ca-file`; without that CA, or
-//! with another one, they refuse to start.
+//! with another one, they refuse to start. (A TLS-only Sentinel set: `sentinel.rs`.)
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -14,13 +14,13 @@ use crate::support::{
 };
 
 /// A directory of certificates for one test, removed on drop.
-struct Made {
+pub(crate) struct Made {
     dir: PathBuf,
-    certificates: Certificates,
+    pub(crate) certificates: Certificates,
 }
 
 impl Made {
-    fn new(what: &str) -> Made {
+    pub(crate) fn new(what: &str) -> Made {
         let dir = std::env::temp_dir().join(format!(
             "realtime-tls-{what}-{}-{}",
             std::process::id(),
@@ -30,7 +30,7 @@ impl Made {
         Made { dir, certificates }
     }
 
-    fn ca(&self) -> &str {
+    pub(crate) fn ca(&self) -> &str {
         self.certificates.ca.to_str().expect("a UTF-8 path")
     }
 }
@@ -62,7 +62,7 @@ fn refused_start(url: &str, extra: &[&str]) -> String {
 }
 
 /// Neither an unknown CA nor no CA at all (the public roots) gets past verification.
-fn assert_verification_refuses(url: &str) {
+pub(crate) fn assert_verification_refuses(url: &str) {
     let stderr = refused_start(url, &[]);
     assert!(
         stderr.contains("--redis") && stderr.contains("certificate"),

@@ -101,21 +101,28 @@ impl Steady {
     }
 }
 
+/// Once both nodes are ready: a subscriber on B of `channel` and the serial of message "1",
+/// published on A and delivered to it.
+async fn one_bus(nodes: &[Server], channel: &str) -> ([Socket; 1], String) {
+    for node in nodes {
+        until_readyz(node, 200).await;
+    }
+    let mut subscriber = [attached(&nodes[1], "b", "", channel).await];
+    until_live(&nodes[0], &[channel], &mut subscriber).await;
+    let serial = try_publish(&nodes[0], channel, 1)
+        .await
+        .expect("acknowledged");
+    assert_eq!(numbered(&mut subscriber[0], 1).await, ["1"]);
+    (subscriber, serial)
+}
+
 #[test]
 fn nodes_find_the_master_through_sentinel_and_share_one_bus() {
     let set = RedisSentinelSet::start();
     let nodes = nodes_at(&set.url(), 2, &[]);
     block_on(async {
-        for node in &nodes {
-            until_readyz(node, 200).await;
-        }
         let channel = "sentinel:start";
-        let mut subscriber = [attached(&nodes[1], "b", "", channel).await];
-        until_live(&nodes[0], &[channel], &mut subscriber).await;
-        let serial = try_publish(&nodes[0], channel, 1)
-            .await
-            .expect("acknowledged");
-        assert_eq!(numbered(&mut subscriber[0], 1).await, ["1"]);
+        let (_subscriber, serial) = one_bus(&nodes, channel).await;
         assert!(history(&nodes[1], channel).await.contains(&serial));
         // Both nodes' connections are on the master, none on the replica.
         let clients = set.master.cli(&["CLIENT", "LIST"]);
@@ -124,6 +131,54 @@ fn nodes_find_the_master_through_sentinel_and_share_one_bus() {
             "{clients}"
         );
     });
+}
+
+/// `rediss+sentinel://` with a private CA: the sentinels, the master and the replica speak
+/// only TLS; nodes verify every one of them against `--redis-ca-file`, share the bus, and
+/// follow a failover to the replica over TLS. Without the CA (or with another) they refuse to
+/// start.
+#[test]
+fn nodes_follow_a_tls_sentinel_set_verified_by_the_private_ca() {
+    let made = crate::redis_tls::Made::new("sentinel");
+    let set = RedisSentinelSet::start_tls(&made.certificates);
+    assert!(set.url().starts_with("rediss+sentinel://"), "{}", set.url());
+    let nodes = nodes_at(&set.url(), 2, &["--redis-ca-file", made.ca()]);
+    let old_master = set.master.port;
+    block_on(async {
+        let channel = "sentinel:tls";
+        let (mut subscriber, first) = one_bus(&nodes, channel).await;
+        let answer = set.sentinel_cli(0, &["SENTINEL", "FAILOVER", "m"]);
+        assert_eq!(answer.trim(), "OK", "{answer}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while set.master_port() == Some(old_master)
+            || !set.master.cli(&["ROLE"]).starts_with("slave")
+        {
+            assert!(Instant::now() < deadline, "the failover never happened");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for node in &nodes {
+            until_readyz(node, 200).await;
+        }
+        let mut acked = vec![first];
+        for n in 2..6 {
+            let serial = eventually("a publish is acknowledged", Duration::from_secs(10), || {
+                try_publish(&nodes[n % 2], channel, n)
+            })
+            .await;
+            acked.push(serial);
+        }
+        assert_eq!(numbered(&mut subscriber[0], 4).await, ["2", "3", "4", "5"]);
+        assert_eq!(history(&nodes[1], channel).await, acked);
+        // Both nodes moved to the new master (the replica at the start), over TLS.
+        let clients = set.replica.cli(&["CLIENT", "LIST"]);
+        let ours = clients
+            .lines()
+            .filter(|l| l.contains("cmd=subscribe") || l.contains("cmd=evalsha"))
+            .count();
+        assert!(ours >= 2, "{clients}");
+    });
+    drop(nodes);
+    crate::redis_tls::assert_verification_refuses(&set.url());
 }
 
 #[test]

@@ -1,7 +1,11 @@
-// A private redis-server and a TCP balancer, for tests that run several gateway nodes on one bus.
+// A private redis-server (or a Sentinel set) and a TCP balancer, for tests that run several
+// gateway nodes on one bus.
 
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 
 import { freePort } from './server.mjs';
 import { pollUntil } from './helpers.mjs';
@@ -82,4 +86,84 @@ export async function startBalancer(targets) {
     server.close();
   };
   return balancer;
+}
+
+/** `redis-cli -p port args…`'s output ('' if it cannot connect). */
+function cli(port, ...args) {
+  try {
+    return execFileSync('redis-cli', ['-p', String(port), ...args], { encoding: 'utf8', timeout: 5_000 });
+  } catch {
+    return '';
+  }
+}
+
+/**
+ * A master, its replica and 3 sentinels (`redis-server --sentinel`, master name `m`, the master
+ * judged down after 1 s) on free loopback ports, keeping nothing on disk; resolves once the
+ * replica is in sync and every sentinel knows it and the other two. `url` is
+ * `redis+sentinel://…/m`; `killMaster()` SIGKILLs the master at the start, `restartOldMaster()`
+ * starts it again, empty, on its port (the sentinels make it a replica of the new master),
+ * `masterPort()` is the master as sentinel 0 names it.
+ */
+export async function startSentinelSet() {
+  const dir = mkdtempSync(path.join(tmpdir(), 'realtime-sdk-sentinels-'));
+  const children = new Map();
+  const run = async (name, args, port) => {
+    const child = spawn('redis-server', args, { stdio: 'ignore' });
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    children.set(name, { child, exited });
+    await untilListening(port, `${name} accepting connections`);
+  };
+  // A replica's full sync goes through an RDB file: in the set's own directory.
+  const data = ['--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir];
+  const [masterPort, replicaPort] = [await freePort(), await freePort()];
+  await run('master', ['--port', String(masterPort), ...data], masterPort);
+  await run('replica', ['--port', String(replicaPort), ...data, '--replicaof', '127.0.0.1', String(masterPort)], replicaPort);
+  const sentinels = [];
+  for (let i = 0; i < 3; i += 1) {
+    const port = await freePort();
+    const conf = path.join(dir, `sentinel-${i}.conf`);
+    writeFileSync(
+      conf,
+      `port ${port}\nbind 127.0.0.1\ndir ${dir}\nsentinel resolve-hostnames no\n` +
+        `sentinel monitor m 127.0.0.1 ${masterPort} 2\n` +
+        'sentinel down-after-milliseconds m 1000\nsentinel failover-timeout m 5000\n',
+    );
+    await run(`sentinel ${i}`, [conf, '--sentinel'], port);
+    sentinels.push(port);
+  }
+  await pollUntil(
+    async () =>
+      cli(replicaPort, 'INFO', 'replication').includes('master_link_status:up') &&
+      sentinels.every(
+        (port) =>
+          cli(port, 'SENTINEL', 'REPLICAS', 'm').split('\n').includes('slave') &&
+          cli(port, 'SENTINEL', 'SENTINELS', 'm').split('\n').filter((l) => l === 'name').length >= 2,
+      ),
+    (ready) => ready,
+    30_000,
+    'the sentinels see the replica and each other',
+  );
+  const kill = async (name) => {
+    const running = children.get(name);
+    running.child.kill('SIGKILL');
+    await running.exited;
+  };
+  return {
+    url: `redis+sentinel://${sentinels.map((port) => `127.0.0.1:${port}`).join(',')}/m`,
+    masterPort: () => Number(cli(sentinels[0], 'SENTINEL', 'GET-MASTER-ADDR-BY-NAME', 'm').split('\n')[1]),
+    oldMaster: masterPort,
+    replica: replicaPort,
+    killMaster: () => kill('master'),
+    restartOldMaster: () => run('master', ['--port', String(masterPort), ...data], masterPort),
+    /** Whether the old master is a replica in sync again. */
+    oldMasterReplicates: () => {
+      const info = cli(masterPort, 'INFO', 'replication');
+      return info.includes('role:slave') && info.includes('master_link_status:up');
+    },
+    stop: async () => {
+      for (const name of children.keys()) await kill(name);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }

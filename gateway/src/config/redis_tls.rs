@@ -43,16 +43,15 @@ impl RedisTls {
         let urls = match target {
             RedisTarget::Node(url) => std::slice::from_ref(url),
             RedisTarget::Cluster(seeds) => seeds.as_slice(),
-            RedisTarget::Sentinel(_) => {
-                return Err(
-                    "not yet with Sentinel (rediss+sentinel:// trusts the public roots)".into(),
-                )
-            }
+            // The sentinels' URLs are rediss:// exactly when the data nodes are TLS too.
+            RedisTarget::Sentinel(sentinel) => sentinel.sentinels.as_slice(),
         };
         for url in urls {
             if !url.starts_with("rediss://") {
                 return Err(
-                    "certificates need TLS to Redis: a rediss:// or rediss+cluster:// URL".into(),
+                    "certificates need TLS to Redis: a rediss://, rediss+cluster:// or \
+                     rediss+sentinel:// URL"
+                        .into(),
                 );
             }
             redis::Client::build_with_tls(url.as_str(), self.certificates())

@@ -141,7 +141,7 @@ impl Commands {
                 )
             }
             RedisTarget::Sentinel(sentinel) => {
-                let master = Master::follow(sentinel)
+                let master = Master::follow(sentinel, tls)
                     .await
                     .map_err(start_error("cannot find the Redis master through Sentinel"))?;
                 let config = manager_config();

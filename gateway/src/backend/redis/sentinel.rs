@@ -1,7 +1,8 @@
 //! Following a master through Redis Sentinel (`redis+sentinel://`).
 //!
-//! redis-rs finds the master (`async_master_for` asks the sentinels and checks `ROLE` on the
-//! answer) but neither watches failovers nor rebuilds connections. One task per node does:
+//! redis-rs finds the master (`SentinelClient` asks the sentinels and checks `ROLE` on the
+//! answer, over TLS with `--redis-ca-file`'s certificates to both) but neither watches
+//! failovers nor rebuilds connections. One task per node does:
 //! it resolves on start, on every `+switch-master` heard from a sentinel, every
 //! `RESOLVE_INTERVAL` (the event is lost when the sentinel that would send it sits on the
 //! dying master's host), and when a caller asks (an I/O error, `READONLY`). The resolved
@@ -12,12 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::sentinel::{Sentinel, SentinelNodeConnectionInfo};
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::IntoConnectionInfo;
 use tokio::sync::{watch, Notify};
 
+use super::tls::client_for;
 use super::REDIS_TIMEOUT;
-use crate::config::SentinelTarget;
+use crate::config::{RedisTls, SentinelTarget};
 
 /// How often the master is resolved without being asked: bounds how long a node stays on a
 /// demoted master when no `+switch-master` reached it.
@@ -37,12 +39,14 @@ pub(super) struct Master {
 impl Master {
     /// Resolves the master once (failing if no sentinel names a reachable master) and starts
     /// the task that follows it; the task ends when every `Master` is dropped.
-    pub(super) async fn follow(target: &SentinelTarget) -> redis::RedisResult<Master> {
+    pub(super) async fn follow(
+        target: &SentinelTarget,
+        tls: Option<&RedisTls>,
+    ) -> redis::RedisResult<Master> {
         let mut resolver = Resolver {
-            sentinel: Sentinel::build(target.sentinels.clone())?,
-            name: target.master.clone(),
-            node: node_info(target)?,
+            sentinel: sentinel_client(target, tls)?,
             sentinels: target.sentinels.clone(),
+            tls: tls.cloned(),
         };
         let first = resolver.resolve().await?;
         tracing::info!(master = %address(&first), name = %target.master, "Redis master found through Sentinel");
@@ -79,29 +83,63 @@ fn address(client: &redis::Client) -> &redis::ConnectionAddr {
     client.get_connection_info().addr()
 }
 
-/// How data nodes are reached: their credentials and database, TLS when the URL said so.
-fn node_info(target: &SentinelTarget) -> redis::RedisResult<SentinelNodeConnectionInfo> {
-    let url = format!("redis://{}127.0.0.1/{}", target.credentials, target.db);
-    let settings = url.into_connection_info()?.redis_settings().clone();
-    let info = SentinelNodeConnectionInfo::default().set_redis_connection_info(settings);
-    Ok(if target.tls {
-        info.set_tls_mode(redis::TlsMode::Secure)
-    } else {
-        info
-    })
+/// Asks the sentinels (their own credentials) for the master and reaches it with the data
+/// nodes' credentials and database; over TLS when the URL said so, verified against
+/// `--redis-ca-file` (and showing its client certificate) when given, else the public roots.
+fn sentinel_client(
+    target: &SentinelTarget,
+    tls: Option<&RedisTls>,
+) -> redis::RedisResult<SentinelClient> {
+    let sentinels = target
+        .sentinels
+        .iter()
+        .map(|url| url.as_str().into_connection_info())
+        .collect::<redis::RedisResult<Vec<_>>>()?;
+    let own = sentinels.first().map(|info| info.redis_settings().clone());
+    let mut builder = SentinelClientBuilder::new(
+        sentinels.iter().map(|info| info.addr().clone()),
+        &target.master,
+        SentinelServerType::Master,
+    )?;
+    if let Some(own) = own {
+        if let Some(user) = own.username() {
+            builder = builder.set_client_to_sentinel_username(user);
+        }
+        if let Some(password) = own.password() {
+            builder = builder.set_client_to_sentinel_password(password);
+        }
+    }
+    let node =
+        format!("redis://{}127.0.0.1/{}", target.credentials, target.db).into_connection_info()?;
+    let node = node.redis_settings();
+    builder = builder.set_client_to_redis_db(node.db());
+    if let Some(user) = node.username() {
+        builder = builder.set_client_to_redis_username(user);
+    }
+    if let Some(password) = node.password() {
+        builder = builder.set_client_to_redis_password(password);
+    }
+    if target.tls {
+        builder = builder.set_client_to_redis_tls_mode(redis::TlsMode::Secure);
+        if let Some(tls) = tls {
+            builder = builder
+                .set_client_to_sentinel_certificates(tls.certificates())
+                .set_client_to_redis_certificates(tls.certificates());
+        }
+    }
+    builder.build()
 }
 
 struct Resolver {
-    sentinel: Sentinel,
-    name: String,
-    node: SentinelNodeConnectionInfo,
+    sentinel: SentinelClient,
     /// Where `+switch-master` is listened for, one sentinel at a time, in turn.
     sentinels: Vec<String>,
+    tls: Option<RedisTls>,
 }
 
 impl Resolver {
     async fn resolve(&mut self) -> redis::RedisResult<redis::Client> {
-        let lookup = self.sentinel.async_master_for(&self.name, Some(&self.node));
+        let lookup = self.sentinel.async_get_client();
         tokio::time::timeout(REDIS_TIMEOUT, lookup)
             .await
             .unwrap_or_else(|_| {
@@ -154,7 +192,7 @@ impl Resolver {
     async fn listen_for_switches(&self, turn: usize) -> Option<Switches> {
         let url = &self.sentinels[turn % self.sentinels.len()];
         let listen = async {
-            let mut pubsub = redis::Client::open(url.as_str())?
+            let mut pubsub = client_for(url, self.tls.as_ref())?
                 .get_async_pubsub()
                 .await?;
             pubsub.subscribe("+switch-master").await?;
