@@ -98,12 +98,13 @@ function cli(port, ...args) {
 }
 
 /**
- * A master, its replica and 3 sentinels (`redis-server --sentinel`, master name `m`, the master
- * judged down after 1 s) on free loopback ports, keeping nothing on disk; resolves once the
- * replica is in sync and every sentinel knows it and the other two. `url` is
- * `redis+sentinel://…/m`; `killMaster()` SIGKILLs the master at the start, `restartOldMaster()`
- * starts it again, empty, on its port (the sentinels make it a replica of the new master),
- * `masterPort()` is the master as sentinel 0 names it.
+ * A master, two replicas and 3 sentinels (`redis-server --sentinel`, master name `m`, the master
+ * judged down after 1 s) on free loopback ports, keeping nothing on disk; resolves once both
+ * replicas are in sync and every sentinel knows them and the other two. `url` is
+ * `redis+sentinel://…/m`; `killMaster()` SIGKILLs the master at the start, `masterPort()` is the
+ * master as sentinel 0 names it, `onlineReplicas(port)` how many replicas the server on `port`
+ * serves in sync. Two replicas, as production sets run: the failover itself moves the one not
+ * promoted to the new master (a restarted old master would wait for Sentinel's INFO rounds).
  */
 export async function startSentinelSet() {
   const dir = mkdtempSync(path.join(tmpdir(), 'realtime-sdk-sentinels-'));
@@ -116,9 +117,14 @@ export async function startSentinelSet() {
   };
   // A replica's full sync goes through an RDB file: in the set's own directory.
   const data = ['--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir];
-  const [masterPort, replicaPort] = [await freePort(), await freePort()];
+  const masterPort = await freePort();
   await run('master', ['--port', String(masterPort), ...data], masterPort);
-  await run('replica', ['--port', String(replicaPort), ...data, '--replicaof', '127.0.0.1', String(masterPort)], replicaPort);
+  const replicas = [];
+  for (let i = 0; i < 2; i += 1) {
+    const port = await freePort();
+    await run(`replica ${i}`, ['--port', String(port), ...data, '--replicaof', '127.0.0.1', String(masterPort)], port);
+    replicas.push(port);
+  }
   const sentinels = [];
   for (let i = 0; i < 3; i += 1) {
     const port = await freePort();
@@ -132,38 +138,38 @@ export async function startSentinelSet() {
     await run(`sentinel ${i}`, [conf, '--sentinel'], port);
     sentinels.push(port);
   }
-  await pollUntil(
-    async () =>
-      cli(replicaPort, 'INFO', 'replication').includes('master_link_status:up') &&
-      sentinels.every(
-        (port) =>
-          cli(port, 'SENTINEL', 'REPLICAS', 'm').split('\n').includes('slave') &&
-          cli(port, 'SENTINEL', 'SENTINELS', 'm').split('\n').filter((l) => l === 'name').length >= 2,
-      ),
-    (ready) => ready,
-    30_000,
-    'the sentinels see the replica and each other',
-  );
+  const lines = (port, ...args) => cli(port, ...args).split('\n');
   const kill = async (name) => {
     const running = children.get(name);
     running.child.kill('SIGKILL');
     await running.exited;
   };
+  const stop = async () => {
+    for (const name of children.keys()) await kill(name);
+    rmSync(dir, { recursive: true, force: true });
+  };
+  await pollUntil(
+    async () =>
+      replicas.every((port) => cli(port, 'INFO', 'replication').includes('master_link_status:up')) &&
+      sentinels.every(
+        (port) =>
+          lines(port, 'SENTINEL', 'REPLICAS', 'm').filter((l) => l === 'name').length === replicas.length &&
+          lines(port, 'SENTINEL', 'SENTINELS', 'm').filter((l) => l === 'name').length >= 2,
+      ),
+    (ready) => ready,
+    30_000,
+    'the sentinels see both replicas and each other',
+  ).catch(async (err) => {
+    await stop();
+    throw err;
+  });
   return {
     url: `redis+sentinel://${sentinels.map((port) => `127.0.0.1:${port}`).join(',')}/m`,
-    masterPort: () => Number(cli(sentinels[0], 'SENTINEL', 'GET-MASTER-ADDR-BY-NAME', 'm').split('\n')[1]),
+    masterPort: () => Number(lines(sentinels[0], 'SENTINEL', 'GET-MASTER-ADDR-BY-NAME', 'm')[1]),
     oldMaster: masterPort,
-    replica: replicaPort,
+    replicas,
     killMaster: () => kill('master'),
-    restartOldMaster: () => run('master', ['--port', String(masterPort), ...data], masterPort),
-    /** Whether the old master is a replica in sync again. */
-    oldMasterReplicates: () => {
-      const info = cli(masterPort, 'INFO', 'replication');
-      return info.includes('role:slave') && info.includes('master_link_status:up');
-    },
-    stop: async () => {
-      for (const name of children.keys()) await kill(name);
-      rmSync(dir, { recursive: true, force: true });
-    },
+    onlineReplicas: (port) => (cli(port, 'INFO', 'replication').match(/state=online/g) ?? []).length,
+    stop,
   };
 }
