@@ -505,6 +505,64 @@ async fn a_channels_upkeep_forgets_the_marks_of_connections_long_gone() {
     bus.leave(room);
 }
 
+/// A publication is answered only once Redis has answered a command read after the script's
+/// reply (an `EXISTS` on the same connection): Redis writes a script's reply before what its
+/// PUBLISH queued for subscribers, and only that later answer proves those written.
+#[tokio::test]
+async fn a_publication_is_answered_only_after_a_command_read_after_its_script() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let (subject, server) = redis().await;
+    let room = "announced";
+    let mut monitor = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .expect("monitor connected");
+    monitor.write_all(b"MONITOR\r\n").await.expect("sent");
+    let mut lines = BufReader::new(monitor).lines();
+    assert_eq!(
+        lines.next_line().await.expect("read").as_deref(),
+        Some("+OK")
+    );
+    let stored = stored_together(&subject, vec![realtime(room, "conn-m", 1, 1, None)]).await;
+    assert_eq!(stored, [vec![true]]);
+    let mut redis = redis::Client::open(format!("redis://127.0.0.1:{}", server.port))
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connected");
+    let marker = "answered-here";
+    let _: String = redis::cmd("ECHO")
+        .arg(marker)
+        .query_async(&mut redis)
+        .await
+        .expect("echoed");
+    // What Redis ran before the marker, in order: `+<time> [<db> <client>] "<command>" ...`.
+    let mut ran = Vec::new();
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("the marker seen")
+            .expect("read")
+            .expect("open");
+        if line.contains(marker) {
+            break;
+        }
+        ran.push(line);
+    }
+    let client = |line: &str| line.split(['[', ']']).nth(1).map(str::to_owned);
+    let script = ran
+        .iter()
+        .position(|line| line.contains("\"EVALSHA\"") || line.contains("\"EVAL\""))
+        .unwrap_or_else(|| panic!("no script call in {ran:#?}"));
+    let barrier = format!("\"EXISTS\" \"rt:{{{room}}}");
+    let confirmed = ran[script..]
+        .iter()
+        .any(|line| line.contains(&barrier) && client(line) == client(&ran[script]));
+    assert!(
+        confirmed,
+        "no EXISTS after the script on its connection: {ran:#?}"
+    );
+}
+
 /// The first command after Redis restarted often fails (the command connection reconnects on
 /// a failure): the catch-up after the link is back is retried on that link, keeping what the
 /// node heard before Redis died, so nobody is told of a loss that did not happen.

@@ -12,6 +12,13 @@
 //! Every submission is answered exactly once: with its serials, or an error (NACK / 503) when
 //! the call fails, times out, or its channel's part of the script failed; a dropped call drops
 //! its senders, which the ticket reads as the same error.
+//!
+//! Answers wait for the announcement to be written (`confirm`): Redis writes a script's reply
+//! before the messages its PUBLISH queued for subscribers, so a crash between the two would
+//! leave a publication acknowledged and announced to nobody, lost with an empty restart. A
+//! command read after the reply is answered only once those were written: an `EXISTS` of the
+//! call's first key (the same node on a Cluster), or the `WAIT` that `--redis-min-replicas`
+//! pipelines anyway. The confirmation does not hold one of the `MAX_IN_FLIGHT` places.
 
 use std::collections::HashMap;
 
@@ -55,6 +62,8 @@ const MAX_BATCH_MESSAGES: usize = 256;
 /// Bounds the arguments of one call, so one large batch does not hold Redis long.
 const MAX_BATCH_BYTES: usize = 512 * 1024;
 const MAX_IN_FLIGHT: usize = 4;
+/// Calls answered by Redis whose announcements are being confirmed.
+const MAX_CONFIRMING: usize = 16;
 
 /// One publication waiting to be stored.
 pub(super) struct Submission {
@@ -135,12 +144,19 @@ async fn run(
 ) {
     let sharded = commands.sharded();
     let mut in_flight = FuturesUnordered::new();
+    let mut confirming = FuturesUnordered::new();
     loop {
         tokio::select! {
             // First, so a call just made is polled (and sent) before the next is taken.
             biased;
-            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
-            first = submissions.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
+            Some(answered) = in_flight.next(), if !in_flight.is_empty() => {
+                let answered: Vec<Answered> = answered;
+                confirming.extend(answered.into_iter().map(|a| confirm(commands.clone(), a)));
+            }
+            Some(()) = confirming.next(), if !confirming.is_empty() => {}
+            first = submissions.recv(),
+                if in_flight.len() < MAX_IN_FLIGHT && confirming.len() < MAX_CONFIRMING =>
+            {
                 let Some(first) = first else { break };
                 let batch = take_batch(first, &mut submissions);
                 ::metrics::histogram!("realtime_redis_batch_publications").record(batch.len() as f64);
@@ -148,7 +164,10 @@ async fn run(
             }
         }
     }
-    while in_flight.next().await.is_some() {}
+    while let Some(answered) = in_flight.next().await {
+        confirming.extend(answered.into_iter().map(|a| confirm(commands.clone(), a)));
+    }
+    while confirming.next().await.is_some() {}
 }
 
 /// The first submission and whatever else is queued, within the batch bounds.
@@ -236,10 +255,15 @@ fn mark_of(publication: &Publication<'_>) -> Option<u64> {
 }
 
 /// One call on a single Redis; on a Cluster one per hash slot (no script crosses slots), sent
-/// together.
-async fn send(commands: Commands, script: redis::Script, batch: Vec<Submission>, sharded: bool) {
+/// together. Their answers, to confirm.
+async fn send(
+    commands: Commands,
+    script: redis::Script,
+    batch: Vec<Submission>,
+    sharded: bool,
+) -> Vec<Answered> {
     if !sharded {
-        return call(&commands, script, batch).await;
+        return call(&commands, script, batch).await.into_iter().collect();
     }
     let mut slots: Vec<(u16, Vec<Submission>)> = Vec::new();
     for submission in batch {
@@ -254,7 +278,10 @@ async fn send(commands: Commands, script: redis::Script, batch: Vec<Submission>,
             .into_iter()
             .map(|(_, part)| call(&commands, script.clone(), part)),
     )
-    .await;
+    .await
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 /// `batch` grouped by channel, in order of first appearance, each channel's publications in
@@ -279,8 +306,40 @@ fn grouped(batch: Vec<Submission>) -> Vec<Vec<Submission>> {
     groups
 }
 
-/// One script call for `batch` (`grouped`), and every submission answered.
-async fn call(commands: &Commands, script: redis::Script, batch: Vec<Submission>) {
+/// A call's answers, given once its announcements are written (`confirm`).
+struct Answered {
+    /// The call's first key: on a Cluster, on the node the script ran on.
+    barrier: String,
+    answers: Vec<(oneshot::Sender<Result<Serials>>, Result<Serials>)>,
+}
+
+/// Answers a call's submissions once Redis has answered a command read after the call's reply
+/// (module docs); if it cannot, a NACK that asks for a retry (the id tells it was stored).
+async fn confirm(commands: Commands, answered: Answered) {
+    if !commands.waits_for_replicas() {
+        let barrier = redis::cmd("EXISTS").arg(&answered.barrier).to_owned();
+        if let Err(error) = commands.query::<u32>(barrier).await {
+            tracing::warn!(%error, "a publish batch's announcement was not confirmed");
+            let replies = answered.answers.into_iter().map(|(reply, _)| (reply, 0));
+            return fail_all(
+                replies,
+                "not confirmed as announced; retry with the same message id",
+            );
+        }
+    }
+    for (reply, serials) in answered.answers {
+        // A receiver gone (the publisher disconnected) changes nothing: it was stored.
+        let _ = reply.send(serials);
+    }
+}
+
+/// One script call for `batch` (`grouped`): its answers to confirm, or every submission
+/// answered with the error.
+async fn call(
+    commands: &Commands,
+    script: redis::Script,
+    batch: Vec<Submission>,
+) -> Option<Answered> {
     let groups = grouped(batch);
     let mut keys_out = Vec::with_capacity(groups.len() * 4);
     let mut args = Vec::new();
@@ -351,6 +410,7 @@ async fn call(commands: &Commands, script: redis::Script, batch: Vec<Submission>
         args.extend(bodies);
         answers.push(replies);
     }
+    let barrier = keys_out.first().cloned().unwrap_or_default();
     let outcome: redis::RedisResult<Vec<String>> =
         commands.invoke_stored(script, keys_out, args).await;
     let groups = match outcome {
@@ -361,7 +421,8 @@ async fn call(commands: &Commands, script: redis::Script, batch: Vec<Submission>
                 expected = answers.len(),
                 "unexpected reply to a publish batch"
             );
-            return fail_all(answers.into_iter().flatten(), "not published");
+            fail_all(answers.into_iter().flatten(), "not published");
+            return None;
         }
         Err(error) => {
             tracing::warn!(%error, groups = answers.len(), "publish through Redis failed");
@@ -369,7 +430,7 @@ async fn call(commands: &Commands, script: redis::Script, batch: Vec<Submission>
             let unconfirmed = error
                 .to_string()
                 .contains("not confirmed by enough replicas");
-            return fail_all(
+            fail_all(
                 answers.into_iter().flatten(),
                 if unconfirmed {
                     "not confirmed by enough Redis replicas; retry with the same message id"
@@ -377,16 +438,21 @@ async fn call(commands: &Commands, script: redis::Script, batch: Vec<Submission>
                     "not published"
                 },
             );
+            return None;
         }
+    };
+    let mut answered = Answered {
+        barrier,
+        answers: Vec::new(),
     };
     for (answer, replies) in groups.iter().zip(answers) {
         let counts: Vec<usize> = replies.iter().map(|(_, n)| *n).collect();
         let serials = serials_of(answer, &counts);
         for ((reply, _), serials) in replies.into_iter().zip(serials) {
-            // A receiver gone (the publisher disconnected) changes nothing: it was stored.
-            let _ = reply.send(serials);
+            answered.answers.push((reply, serials));
         }
     }
+    Some(answered)
 }
 
 fn fail_all(

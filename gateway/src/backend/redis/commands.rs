@@ -269,6 +269,11 @@ impl Commands {
         .await
     }
 
+    /// Whether stored writes are followed by `WAIT` (`--redis-min-replicas`).
+    pub(super) fn waits_for_replicas(&self) -> bool {
+        self.shared.stored.is_some()
+    }
+
     /// A stored write's script call: with `--redis-min-replicas N`, on the stored writes'
     /// connection and pipelined with `WAIT N timeout` (which covers the writes sent before it
     /// on that connection), failing when fewer than N replicas confirmed it; else `invoke`.
