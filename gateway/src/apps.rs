@@ -69,10 +69,32 @@ pub struct PresenceSpec {
 /// The connection id fixture members are held under; they stay for the app's life.
 const FIXTURE_CONNECTION: &str = "fixtures";
 
+/// A channel's presence fixtures: the gateway enters them through the bus when the app is
+/// made (so on Redis they are stored like any member, and a node catching the channel up does
+/// not see them missing), and makes them leave when it is deleted.
+#[derive(Clone)]
+pub(crate) struct Fixture {
+    /// The app-scoped channel key.
+    pub(crate) channel: String,
+    /// Their ENTERs.
+    pub(crate) members: Vec<PresenceMessage>,
+}
+
+impl Fixture {
+    /// The members' LEAVEs, as the server makes them.
+    pub(crate) fn leaves(&self) -> Vec<PresenceMessage> {
+        let now = protocol::now_ms();
+        self.members
+            .iter()
+            .map(|member| crate::hub::server_leave(member.clone(), now))
+            .collect()
+    }
+}
+
 /// The sandbox apps made on this node, with what making and removing one touches.
 pub(crate) struct Apps {
-    /// App id -> channels holding presence fixtures.
-    apps: DashMap<String, Vec<String>>,
+    /// App id -> its presence fixtures.
+    apps: DashMap<String, Vec<Fixture>>,
     auth: Arc<Auth>,
     hub: Arc<Hub>,
     stats: Arc<Stats>,
@@ -88,8 +110,12 @@ impl Apps {
         }
     }
 
-    /// Creates an app with the given keys (in order), namespace rules and presence fixtures.
-    pub(crate) fn create(&self, spec: &AppSpec) -> Result<(String, Vec<ApiKey>), Error> {
+    /// Creates an app with the given keys (in order) and namespace rules; returns its presence
+    /// fixtures, checked, for the caller to enter.
+    pub(crate) fn create(
+        &self,
+        spec: &AppSpec,
+    ) -> Result<(String, Vec<ApiKey>, Vec<Fixture>), Error> {
         let app_id = Alphanumeric.sample_string(&mut rand::thread_rng(), 10);
         let scope: Arc<str> = app_id.as_str().into();
         let mut keys = Vec::new();
@@ -114,16 +140,17 @@ impl Apps {
         // Before the fixtures, so a fixture channel is made with its namespace's retention.
         self.hub
             .set_app_rules(&app_id, Apps::namespace_rules(spec, self.hub.retention()));
-        let fixtures = match self.add_fixtures(&app_id, &spec.channels) {
+        let fixtures = match self.fixtures(&app_id, &spec.channels) {
             Ok(fixtures) => fixtures,
             Err(error) => {
                 self.hub.remove_app_rules(&app_id);
+                self.auth.remove_app(&app_id);
                 return Err(error);
             }
         };
-        self.apps.insert(app_id.clone(), fixtures);
+        self.apps.insert(app_id.clone(), fixtures.clone());
         tracing::info!(%app_id, keys = keys.len(), "sandbox app created");
-        Ok((app_id, keys))
+        Ok((app_id, keys, fixtures))
     }
 
     /// The rules of the app's namespaces that change anything: mutable or persisted ones keep a
@@ -151,12 +178,11 @@ impl Apps {
             .collect()
     }
 
-    /// Enters the presence fixtures of the app's channels; returns the channels' base names.
-    fn add_fixtures(&self, app_id: &str, channels: &[ChannelSpec]) -> Result<Vec<String>, Error> {
-        let mut bases = Vec::with_capacity(channels.len());
+    /// The presence fixtures of the app's channels, checked as a client's ENTERs would be.
+    fn fixtures(&self, app_id: &str, channels: &[ChannelSpec]) -> Result<Vec<Fixture>, Error> {
+        let mut fixtures = Vec::with_capacity(channels.len());
         for channel in channels {
             let name = protocol::ChannelName::parse(&channel.name)?;
-            bases.push(name.base().to_owned());
             let channel_key = format!("{app_id}{APP_SEPARATOR}{}", name.base());
             let now = protocol::now_ms();
             let members = channel
@@ -178,23 +204,26 @@ impl Apps {
                 })
                 .collect::<Vec<_>>();
             if !members.is_empty() {
-                self.hub.presence(&channel_key, members)?;
+                self.hub.check_presence(&channel_key, &members)?;
+                fixtures.push(Fixture {
+                    channel: channel_key,
+                    members,
+                });
             }
         }
-        Ok(bases)
+        Ok(fixtures)
     }
 
-    /// Removes an app's keys, namespace rules and fixtures (its channels age out with their
-    /// history).
+    /// The app's presence fixtures; None for an unknown app.
+    pub(crate) fn fixtures_of(&self, app_id: &str) -> Option<Vec<Fixture>> {
+        self.apps.get(app_id).map(|fixtures| fixtures.clone())
+    }
+
+    /// Removes an app's keys and namespace rules (its channels age out with their history; the
+    /// caller made its fixtures leave).
     pub(crate) fn delete(&self, app_id: &str) -> bool {
-        let Some((_, fixture_channels)) = self.apps.remove(app_id) else {
+        if self.apps.remove(app_id).is_none() {
             return false;
-        };
-        for channel in fixture_channels {
-            self.hub.leave_all(
-                &format!("{app_id}{APP_SEPARATOR}{channel}"),
-                FIXTURE_CONNECTION,
-            );
         }
         self.hub.remove_app_rules(app_id);
         self.auth.remove_app(app_id);

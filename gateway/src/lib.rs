@@ -381,11 +381,37 @@ impl Gateway {
         self.inner.events.publish(principal, event).await
     }
 
-    pub fn create_app(&self, spec: &AppSpec) -> Result<(String, Vec<ApiKey>), Error> {
-        self.inner.apps.create(spec)
+    /// A sandbox app, its presence fixtures entered through the bus (stored in Redis when
+    /// clustered, as a client's would be); an app whose fixtures the bus refused is not made.
+    pub async fn create_app(&self, spec: &AppSpec) -> Result<(String, Vec<ApiKey>), Error> {
+        let (app_id, keys, fixtures) = self.inner.apps.create(spec)?;
+        for fixture in &fixtures {
+            let entered = self
+                .bus()
+                .presence(self.hub(), &fixture.channel, &fixture.members)
+                .await;
+            if let Err(error) = entered {
+                self.delete_app(&app_id).await;
+                return Err(protocol::ErrorInfo::from(error).into());
+            }
+        }
+        Ok((app_id, keys))
     }
 
-    pub fn delete_app(&self, app_id: &str) -> bool {
+    pub async fn delete_app(&self, app_id: &str) -> bool {
+        let Some(fixtures) = self.inner.apps.fixtures_of(app_id) else {
+            return false;
+        };
+        for fixture in &fixtures {
+            let leaves = fixture.leaves();
+            let left = self
+                .bus()
+                .presence(self.hub(), &fixture.channel, &leaves)
+                .await;
+            if let Err(error) = left {
+                tracing::warn!(%app_id, channel = %fixture.channel, %error, "fixtures not left");
+            }
+        }
         let deleted = self.inner.apps.delete(app_id);
         if deleted {
             self.inner.push.forget_app(app_id);

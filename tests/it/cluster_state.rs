@@ -6,8 +6,8 @@ use serde_json::json;
 
 use crate::support::{
     attach, attach_resumed, attached, block_on, client, enter, eventually, next_json,
-    next_presence, nodes, numbered, on_nodes, publish_serial, rest_members, resume_ids, send_json,
-    until_graces_recorded, RedisServer, Socket, ENTER, LEAVE, RESUMED,
+    next_presence, nodes, numbered, on_nodes, publish_serial, rest, rest_members, resume_ids,
+    send_json, until_graces_recorded, RedisServer, Request, Socket, ENTER, LEAVE, RESUMED,
 };
 
 #[test]
@@ -458,5 +458,59 @@ fn after_redis_comes_back_empty_members_never_flap_and_connections_still_resume_
         present.sort();
         assert_eq!(present, ["alice", "bob", "carol"]);
         drop((alice, bob, carol));
+    });
+}
+
+/// A `--sandbox` app's presence fixtures are stored in Redis like any member: a node catching
+/// the channel up finds them there instead of taking the empty store's word and making them
+/// leave (ably-js's `rest/presence` read 0 members and 6 LEAVEs); deleting the app removes them.
+#[test]
+fn a_sandbox_apps_presence_fixtures_are_stored_like_any_member() {
+    on_nodes(1, &["--sandbox"], async |redis, nodes| {
+        let spec = json!({
+            "keys": [{}],
+            "channels": [{"name": "persisted:presence_fixtures", "presence": [
+                {"clientId": "client_bool", "data": "true"},
+                {"clientId": "client_json", "data": "{\"x\":1}", "encoding": "json"},
+            ]}],
+        });
+        let (status, body) = rest(nodes[0].addr, Request::post_json("/apps", &spec)).await;
+        assert_eq!(status, 201, "{body}");
+        let app: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let (app_id, key) = (
+            app["appId"].as_str().unwrap(),
+            app["keys"][0]["keyStr"].as_str().unwrap(),
+        );
+        let members_key = format!("rt:{{{app_id}\u{1f}persisted:presence_fixtures}}:presence");
+
+        let path = "/channels/persisted:presence_fixtures/presence";
+        let (status, body) = rest(nodes[0].addr, Request::get(path).basic(key)).await;
+        assert_eq!(status, 200, "{body}");
+        let members: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let mut ids: Vec<&str> = members
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["clientId"].as_str().unwrap())
+            .collect();
+        ids.sort();
+        assert_eq!(ids, ["client_bool", "client_json"], "{body}");
+        assert_eq!(redis.cli(&["HLEN", &members_key]).trim(), "2");
+        let history = format!("{path}/history");
+        let (status, body) = rest(nodes[0].addr, Request::get(history).basic(key)).await;
+        assert_eq!(status, 200, "{body}");
+        let events: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let actions: Vec<u64> = events
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["action"].as_u64().unwrap())
+            .collect();
+        assert_eq!(actions, [ENTER, ENTER], "{body}");
+
+        let delete = Request::new("DELETE", format!("/apps/{app_id}")).basic(key);
+        let (status, body) = rest(nodes[0].addr, delete).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(redis.cli(&["HLEN", &members_key]).trim(), "0");
     });
 }

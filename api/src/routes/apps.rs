@@ -63,6 +63,7 @@ pub(crate) async fn create(
     })?;
     let (app_id, keys) = gateway
         .create_app(&spec)
+        .await
         .map_err(|e| ApiError::from(e).in_format(format))?;
     let host = headers
         .get("host")
@@ -117,6 +118,6 @@ pub(crate) async fn delete(
         )
         .in_format(format));
     }
-    gateway.delete_app(&app_id);
+    gateway.delete_app(&app_id).await;
     respond(StatusCode::OK, &serde_json::json!({}), format, false)
 }
