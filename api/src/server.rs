@@ -1,7 +1,9 @@
 //! The listener: our own accept loop around hyper's HTTP/1 connection, so that no socket is held
-//! for free. A request's head must arrive within `header_timeout` (a silent socket, a slowloris
-//! upgrade and an idle keep-alive connection are closed after it), its body within
-//! `body_timeout`; connections are capped in all and per source address, the ones over a cap
+//! for free. A request's head must arrive within `header_timeout` of the connection's start or
+//! of its first byte (a silent socket and a slowloris upgrade are closed after it; `HeadClock`),
+//! an idle keep-alive connection is closed after `keep_alive_timeout` (longer than the 60 s a
+//! load balancer or ingress keeps its idle upstream connections, so it is the one to close
+//! them, never racing a request it sends), a body must arrive within `body_timeout`; connections are capped in all and per source address, the ones over a cap
 //! answered 503 / DISCONNECTED 50003 on a few spare slots and beyond those closed at once; and
 //! `accept` errors (out of file descriptors) back off from 10 ms to 1 s instead of spinning.
 //! Upgraded WebSockets keep their slot until the socket closes.
@@ -10,7 +12,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -120,29 +122,34 @@ pub(crate) async fn serve(
                 continue;
             }
         };
+        let clock = HeadClock::new();
         let io = TokioIo::new(Held {
             stream,
             _slot: slot,
+            head: HeadDeadline::new(clock.clone(), header_timeout),
         });
+        let keep_alive = sockets.keep_alive_timeout;
         let signal = signal_tx.clone();
         let close = close_rx.clone();
         tokio::spawn(async move {
             let mut builder = hyper::server::conn::http1::Builder::new();
+            // hyper's head timer runs from when it starts waiting: the idle keep-alive bound.
             builder
                 .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout);
-            let conn = builder
-                .serve_connection(io, TowerToHyperService::new(app))
-                .with_upgrades();
+                .header_read_timeout(keep_alive);
+            let service = Clocked {
+                inner: TowerToHyperService::new(app),
+                clock,
+            };
+            let conn = builder.serve_connection(io, service).with_upgrades();
             let mut conn = pin!(conn);
             let mut signalled = pin!(signal.closed().fuse());
             loop {
                 tokio::select! {
                     result = conn.as_mut() => {
+                        // A head late is counted where it is found (`HeadDeadline`); hyper's
+                        // own timeout is an idle keep-alive connection ending.
                         if let Err(error) = result {
-                            if error.is_timeout() {
-                                ::metrics::counter!("realtime_http_timeouts_total", "phase" => "headers").increment(1);
-                            }
                             tracing::trace!(%error, "connection ended");
                         }
                         break;
@@ -306,11 +313,107 @@ impl Drop for Slot {
     }
 }
 
+/// Where a connection is between requests, told by its service (`Clocked`): which request it
+/// is on, and whether it waits for the next head (not while a request is being answered, and
+/// never again after an upgrade).
+struct HeadClock {
+    requests: AtomicU64,
+    awaiting: AtomicBool,
+}
+
+impl HeadClock {
+    fn new() -> Arc<HeadClock> {
+        Arc::new(HeadClock {
+            requests: AtomicU64::new(0),
+            awaiting: AtomicBool::new(true),
+        })
+    }
+}
+
+/// The head deadline of a connection: armed at its start, then by the first byte read while it
+/// awaits a head; when it passes with the head still incomplete, reads fail (hyper closes the
+/// connection). A connection idle between requests has none (hyper's keep-alive bound holds).
+struct HeadDeadline {
+    clock: Arc<HeadClock>,
+    timeout: Duration,
+    /// The request number it was armed for, and when it passes.
+    armed: Option<(u64, Pin<Box<tokio::time::Sleep>>)>,
+}
+
+impl HeadDeadline {
+    fn new(clock: Arc<HeadClock>, timeout: Duration) -> HeadDeadline {
+        HeadDeadline {
+            clock,
+            timeout,
+            armed: Some((0, Box::pin(tokio::time::sleep(timeout)))),
+        }
+    }
+
+    /// After a read of `read` bytes that `polled`: whether the head came too late.
+    fn late(&mut self, cx: &mut Context<'_>, read: usize, pending: bool) -> bool {
+        let request = self.clock.requests.load(Ordering::Acquire);
+        if !self.clock.awaiting.load(Ordering::Acquire) {
+            self.armed = None;
+            return false;
+        }
+        if matches!(&self.armed, Some((armed_for, _)) if *armed_for != request) {
+            self.armed = None;
+        }
+        if self.armed.is_none() && read > 0 {
+            self.armed = Some((request, Box::pin(tokio::time::sleep(self.timeout))));
+        }
+        let Some((_, deadline)) = &mut self.armed else {
+            return false;
+        };
+        // Polled while the socket has nothing: the deadline wakes the connection to end it.
+        if pending && deadline.as_mut().poll(cx).is_ready() {
+            ::metrics::counter!("realtime_http_timeouts_total", "phase" => "headers").increment(1);
+            return true;
+        }
+        false
+    }
+}
+
+/// The connection's service, telling its `HeadClock` when a request's head was read and when
+/// its answer is ready (then the next head is awaited, unless it was a 101 upgrade).
+struct Clocked<S> {
+    inner: S,
+    clock: Arc<HeadClock>,
+}
+
+impl<S, B, R> hyper::service::Service<axum::http::Request<B>> for Clocked<S>
+where
+    S: hyper::service::Service<axum::http::Request<B>, Response = axum::http::Response<R>>,
+    S::Future: Send + 'static,
+    S::Error: 'static,
+    R: 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn call(&self, request: axum::http::Request<B>) -> Self::Future {
+        self.clock.awaiting.store(false, Ordering::Release);
+        self.clock.requests.fetch_add(1, Ordering::AcqRel);
+        let clock = self.clock.clone();
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            let answer = answer.await;
+            let upgraded = matches!(&answer, Ok(response) if response.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS);
+            if !upgraded {
+                clock.awaiting.store(true, Ordering::Release);
+            }
+            answer
+        })
+    }
+}
+
 /// A socket holding its slot: the slot goes back when hyper, or the WebSocket it was upgraded
 /// to, drops the socket.
 struct Held {
     stream: TcpStream,
     _slot: Slot,
+    head: HeadDeadline,
 }
 
 impl AsyncRead for Held {
@@ -319,7 +422,17 @@ impl AsyncRead for Held {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        if this.head.late(cx, read, polled.is_pending()) {
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "request head not received in time",
+            )));
+        }
+        polled
     }
 }
 

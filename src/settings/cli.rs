@@ -357,10 +357,14 @@ pub(crate) struct PublishArgs {
 #[serde(deny_unknown_fields)]
 pub(crate) struct SocketArgs {
     /// A request's head (the WebSocket upgrade included) must arrive within this, counted from
-    /// when the server starts waiting for it; a silent socket, a slowloris client and an idle
-    /// keep-alive connection are closed after it. In ms; default 10000.
+    /// the connection's start or the head's first byte; a silent socket and a slowloris client
+    /// are closed after it. In ms; default 10000.
     #[arg(long, value_parser = clap::value_parser!(u64).range(100..))]
     pub header_timeout_ms: Option<u64>,
+    /// An idle keep-alive connection is closed after this (keep it above your load balancer's
+    /// idle timeout, so that it closes first). In ms; default 75000.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(100..))]
+    pub keep_alive_timeout_ms: Option<u64>,
     /// A request body must arrive completely within this after its head (else 408, closed).
     /// In ms; default 30000.
     #[arg(long, value_parser = clap::value_parser!(u64).range(100..))]

@@ -175,6 +175,12 @@ pub(super) fn sockets_config(
         "header_timeout_ms",
     )?
     .unwrap_or(defaults.header_timeout);
+    let keep_alive_timeout = at_least(
+        args.keep_alive_timeout_ms.or(file.keep_alive_timeout_ms),
+        100,
+        "keep_alive_timeout_ms",
+    )?
+    .unwrap_or(defaults.keep_alive_timeout);
     let body_timeout = at_least(
         args.body_timeout_ms.or(file.body_timeout_ms),
         100,
@@ -201,6 +207,7 @@ pub(super) fn sockets_config(
     };
     Ok(gateway::config::Sockets {
         header_timeout,
+        keep_alive_timeout,
         body_timeout,
         max_connections,
         max_connections_per_ip: args

@@ -70,8 +70,9 @@ impl Settings {
                 config.timing.presence_grace.as_millis()
             ),
             format!(
-                "sockets: header timeout {} ms, body timeout {} ms, at most {} connections ({} per address)",
+                "sockets: header timeout {} ms, keep-alive {} ms, body timeout {} ms, at most {} connections ({} per address)",
                 config.sockets.header_timeout.as_millis(),
+                config.sockets.keep_alive_timeout.as_millis(),
                 config.sockets.body_timeout.as_millis(),
                 config.sockets.max_connections,
                 config.sockets.max_connections_per_ip

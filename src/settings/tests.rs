@@ -730,6 +730,7 @@ fn socket_bounds_come_from_the_file_and_flags_win() {
         r#"
 [sockets]
 header_timeout_ms = 5000
+keep_alive_timeout_ms = 90000
 body_timeout_ms = 7000
 max_connections = 7
 max_connections_per_ip = 2
@@ -739,6 +740,7 @@ peer_idle_timeout_ms = 60000
     .unwrap();
     let sockets = &settings.gateway.sockets;
     assert_eq!(sockets.header_timeout.as_millis(), 5000);
+    assert_eq!(sockets.keep_alive_timeout.as_secs(), 90);
     assert_eq!(sockets.body_timeout.as_millis(), 7000);
     assert_eq!(sockets.max_connections, 7);
     assert_eq!(sockets.max_connections_per_ip, 2);
@@ -751,6 +753,7 @@ peer_idle_timeout_ms = 60000
     let settings = resolve(flags(&["--max-connections", "0"])).unwrap();
     assert_eq!(settings.gateway.sockets.max_connections, 0, "0: no cap");
     assert_eq!(settings.gateway.sockets.header_timeout.as_secs(), 10);
+    assert_eq!(settings.gateway.sockets.keep_alive_timeout.as_secs(), 75);
 }
 
 #[test]

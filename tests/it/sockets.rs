@@ -200,9 +200,20 @@ fn assert_over_capacity(text: &str, message_part: &str) {
     );
 }
 
+/// The head deadline runs from a connection's start and from a head's first byte, not over an
+/// idle keep-alive connection: that one stays (a load balancer's pooled connection must not be
+/// closed under a request it sends), and a head begun on it late is cut off like any other.
 #[test]
-fn silent_sockets_slowloris_and_idle_keepalive_are_closed_at_the_header_deadline() {
-    let server = Server::start(&["--keys", KEY, "--header-timeout-ms", "1500"]);
+fn silent_sockets_and_slowloris_are_closed_at_the_header_deadline_idle_keepalive_is_not() {
+    // A keep-alive bound far past CLOSED_WITHIN: whatever closes within it is the head deadline.
+    let server = Server::start(&[
+        "--keys",
+        KEY,
+        "--header-timeout-ms",
+        "1500",
+        "--keep-alive-timeout-ms",
+        "600000",
+    ]);
     block_on(async {
         let mut bystander = Bystander::join(server.addr, "calm").await;
 
@@ -249,16 +260,72 @@ fn silent_sockets_slowloris_and_idle_keepalive_are_closed_at_the_header_deadline
         .await;
         assert!(slow_closed.is_ok(), "slowloris upgrade still open");
         dribble.abort();
-        let seen = closed_by_server(&mut idle, "idle keep-alive connection").await;
+        // Idle past the head deadline (the silent sockets, opened before it, are closed): it
+        // still takes a request.
+        let mut answered = Vec::new();
+        while !String::from_utf8_lossy(&answered).contains("\r\n\r\n") {
+            let mut buf = [0u8; 4096];
+            let n = idle.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed after its first request");
+            answered.extend_from_slice(&buf[..n]);
+        }
+        assert!(String::from_utf8_lossy(&answered).starts_with("HTTP/1.1 200"));
+        let length: usize = String::from_utf8_lossy(&answered)
+            .lines()
+            .find_map(|line| {
+                line.to_ascii_lowercase()
+                    .strip_prefix("content-length: ")
+                    .map(|n| n.trim().parse().unwrap())
+            })
+            .unwrap();
+        let body_read =
+            answered.len() - (String::from_utf8_lossy(&answered).find("\r\n\r\n").unwrap() + 4);
+        let mut remaining = vec![0u8; length - body_read];
+        idle.read_exact(&mut remaining).await.unwrap();
+        idle.write_all(b"GET /time HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        let n = idle.read(&mut buf).await.unwrap();
         assert!(
-            String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 200"),
-            "the request on it was answered first"
+            String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+            "a request after the idle time: {}",
+            String::from_utf8_lossy(&buf[..n])
         );
+        // A head begun on it and never finished is cut off at its deadline.
+        idle.write_all(b"GET /time HTTP/1.1\r\nHo").await.unwrap();
+        closed_by_server(&mut idle, "a late head on a keep-alive connection").await;
 
         bystander.still_works().await;
         // New connections are served as before.
         assert_eq!(rest(server.addr, Request::get("/time")).await.0, 200);
         bystander.leave().await;
+    });
+}
+
+/// An idle keep-alive connection is closed at `--keep-alive-timeout-ms` (the head deadline,
+/// far past CLOSED_WITHIN here, does not apply to it).
+#[test]
+fn an_idle_keepalive_connection_is_closed_at_its_own_bound() {
+    let server = Server::start(&[
+        "--keys",
+        KEY,
+        "--header-timeout-ms",
+        "600000",
+        "--keep-alive-timeout-ms",
+        "1000",
+    ]);
+    block_on(async {
+        let mut idle = TcpStream::connect(server.addr).await.unwrap();
+        idle.write_all(b"GET /time HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let seen = closed_by_server(&mut idle, "idle keep-alive connection").await;
+        assert!(
+            String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 200"),
+            "the request on it was answered first"
+        );
+        assert_eq!(rest(server.addr, Request::get("/time")).await.0, 200);
     });
 }
 

@@ -1,8 +1,8 @@
 // Connection cap (issue 18 item 2): a server started with `--max-connections 2` serves two ably-js
 // clients; the third is told DISCONNECTED with 50003 (statusCode 503) and keeps retrying, while the
 // two keep publishing and receiving; once one of them closes, the third connects on its next retry
-// and works. `--header-timeout-ms 1000` so the startup probe's idle keep-alive socket gives its slot
-// back quickly.
+// and works. `--keep-alive-timeout-ms 1000` so the startup probe's idle keep-alive socket gives its
+// slot back quickly.
 
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -18,7 +18,7 @@ describe('connection cap', () => {
       server = s;
     },
     () => pool,
-    { args: ['--max-connections', '2', '--header-timeout-ms', '1000'] },
+    { args: ['--max-connections', '2', '--keep-alive-timeout-ms', '1000'] },
   );
 
   test('the client over the cap gets 50003 and connects once a slot frees; the others are unaffected', async () => {

@@ -164,9 +164,12 @@ impl Default for Timing {
 #[derive(Debug, Clone)]
 pub struct Sockets {
     /// A request's head (request line and headers, the WebSocket upgrade included) must arrive
-    /// within this, counted from when the server starts waiting for it: a silent socket, a
-    /// slowloris upgrade and an idle keep-alive connection are all closed after it.
+    /// within this, counted from the connection's start or from the head's first byte: a silent
+    /// socket and a slowloris upgrade are closed after it.
     pub header_timeout: Duration,
+    /// An idle keep-alive connection (between requests) is closed after this; above the 60 s
+    /// load balancers and ingresses keep idle upstream connections, so they close first.
+    pub keep_alive_timeout: Duration,
     /// A request body must arrive completely within this after its head; after it the request
     /// fails with 408 and the connection is closed.
     pub body_timeout: Duration,
@@ -182,6 +185,7 @@ impl Default for Sockets {
     fn default() -> Self {
         Sockets {
             header_timeout: Duration::from_secs(10),
+            keep_alive_timeout: Duration::from_secs(75),
             body_timeout: Duration::from_secs(30),
             max_connections: 0,
             max_connections_per_ip: 0,
