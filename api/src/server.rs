@@ -1,9 +1,10 @@
 //! The listener: our own accept loop around hyper's HTTP/1 connection, so that no socket is held
 //! for free. A request's head must arrive within `header_timeout` of the connection's start or
-//! of its first byte (a silent socket and a slowloris upgrade are closed after it; `HeadClock`),
-//! an idle keep-alive connection is closed after `keep_alive_timeout` (longer than the 60 s a
-//! load balancer or ingress keeps its idle upstream connections, so it is the one to close
-//! them, never racing a request it sends), a body must arrive within `body_timeout`; connections are capped in all and per source address, the ones over a cap
+//! of its first byte (a silent socket and a slowloris upgrade are closed after it;
+//! `HeadDeadline`), an idle keep-alive connection is closed after `keep_alive_timeout` (longer
+//! than the 60 s a load balancer or ingress keeps its idle upstream connections, so it is the
+//! one to close them, never racing a request it sends), a body must arrive within
+//! `body_timeout`; connections are capped in all and per source address, the ones over a cap
 //! answered 503 / DISCONNECTED 50003 on a few spare slots and beyond those closed at once; and
 //! `accept` errors (out of file descriptors) back off from 10 ms to 1 s instead of spinning.
 //! Upgraded WebSockets keep their slot until the socket closes.
