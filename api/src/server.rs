@@ -400,7 +400,10 @@ where
         let answer = self.inner.call(request);
         Box::pin(async move {
             let answer = answer.await;
-            let upgraded = matches!(&answer, Ok(response) if response.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS);
+            let upgraded = matches!(
+                &answer,
+                Ok(response) if response.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS
+            );
             if !upgraded {
                 clock.awaiting.store(true, Ordering::Release);
             }

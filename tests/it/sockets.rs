@@ -121,6 +121,33 @@ async fn closed_by_server(stream: &mut TcpStream, what: &str) -> Vec<u8> {
     seen
 }
 
+/// One response off a keep-alive connection: its head, then a body of its `content-length`.
+async fn read_response(stream: &mut TcpStream) -> String {
+    let mut seen = Vec::new();
+    let head_end = loop {
+        if let Some(at) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let mut buf = [0u8; 4096];
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(
+            n > 0,
+            "closed before a response: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&seen[..head_end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .map_or(0, |n| n.trim().parse().unwrap());
+    let mut rest = vec![0u8; (head_end + length).saturating_sub(seen.len())];
+    stream.read_exact(&mut rest).await.unwrap();
+    seen.extend_from_slice(&rest);
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
 /// A TCP connection to `addr` from the loopback address `source` (127.0.0.x: each is its own
 /// source for the per-address cap).
 async fn tcp_from(source: &str, addr: SocketAddr) -> TcpStream {
@@ -262,35 +289,15 @@ fn silent_sockets_and_slowloris_are_closed_at_the_header_deadline_idle_keepalive
         dribble.abort();
         // Idle past the head deadline (the silent sockets, opened before it, are closed): it
         // still takes a request.
-        let mut answered = Vec::new();
-        while !String::from_utf8_lossy(&answered).contains("\r\n\r\n") {
-            let mut buf = [0u8; 4096];
-            let n = idle.read(&mut buf).await.unwrap();
-            assert!(n > 0, "closed after its first request");
-            answered.extend_from_slice(&buf[..n]);
-        }
-        assert!(String::from_utf8_lossy(&answered).starts_with("HTTP/1.1 200"));
-        let length: usize = String::from_utf8_lossy(&answered)
-            .lines()
-            .find_map(|line| {
-                line.to_ascii_lowercase()
-                    .strip_prefix("content-length: ")
-                    .map(|n| n.trim().parse().unwrap())
-            })
-            .unwrap();
-        let body_read =
-            answered.len() - (String::from_utf8_lossy(&answered).find("\r\n\r\n").unwrap() + 4);
-        let mut remaining = vec![0u8; length - body_read];
-        idle.read_exact(&mut remaining).await.unwrap();
+        let first = read_response(&mut idle).await;
+        assert!(first.starts_with("HTTP/1.1 200"), "{first}");
         idle.write_all(b"GET /time HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
             .unwrap();
-        let mut buf = [0u8; 4096];
-        let n = idle.read(&mut buf).await.unwrap();
+        let second = read_response(&mut idle).await;
         assert!(
-            String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
-            "a request after the idle time: {}",
-            String::from_utf8_lossy(&buf[..n])
+            second.starts_with("HTTP/1.1 200"),
+            "a request after the idle time: {second}"
         );
         // A head begun on it and never finished is cut off at its deadline.
         idle.write_all(b"GET /time HTTP/1.1\r\nHo").await.unwrap();

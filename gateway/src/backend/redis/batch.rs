@@ -145,13 +145,17 @@ async fn run(
     let sharded = commands.sharded();
     let mut in_flight = FuturesUnordered::new();
     let mut confirming = FuturesUnordered::new();
+    let confirmations = |answered: Vec<Answered>| {
+        answered
+            .into_iter()
+            .map(|answered| confirm(commands.clone(), answered))
+    };
     loop {
         tokio::select! {
             // First, so a call just made is polled (and sent) before the next is taken.
             biased;
             Some(answered) = in_flight.next(), if !in_flight.is_empty() => {
-                let answered: Vec<Answered> = answered;
-                confirming.extend(answered.into_iter().map(|a| confirm(commands.clone(), a)));
+                confirming.extend(confirmations(answered));
             }
             Some(()) = confirming.next(), if !confirming.is_empty() => {}
             first = submissions.recv(),
@@ -165,7 +169,7 @@ async fn run(
         }
     }
     while let Some(answered) = in_flight.next().await {
-        confirming.extend(answered.into_iter().map(|a| confirm(commands.clone(), a)));
+        confirming.extend(confirmations(answered));
     }
     while confirming.next().await.is_some() {}
 }
